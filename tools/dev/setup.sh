@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sets up everything the server, the tests and the linters need, from the lock
+# files only: a bootstrap venv with a pinned uv, .venv from uv.lock, buf from
+# package-lock.json. Idempotent and quick when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+UV_VERSION=0.13.9
+if [ ! -x .tools/bootstrap/bin/uv ] || ! .tools/bootstrap/bin/uv --version | grep -q "$UV_VERSION"; then
+  python3 -m venv .tools/bootstrap
+  .tools/bootstrap/bin/python -m pip install --quiet "uv==$UV_VERSION"
+fi
+UV=.tools/bootstrap/bin/uv
+
+# --locked: fail instead of silently re-resolving when uv.lock is stale.
+"$UV" sync --locked --quiet "$@"
+
+if [ "${KAIREON_SKIP_NODE:-0}" != "1" ]; then
+  if [ ! -x node_modules/.bin/buf ] || [ package-lock.json -nt node_modules/.bin/buf ]; then
+    # npm ci trips over the lock's other-platform optional packages (npm 11);
+    # install honours the exact pin and the lock's integrity hashes.
+    npm install --no-audit --no-fund --loglevel=error
+  fi
+fi
