@@ -28,27 +28,31 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from kaireon.auth.v1 import auth_pb2 as kaireon_dot_auth_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ckaireon/audit/v1/audit.proto\x12\x10kaireon.audit.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1akaireon/auth/v1/auth.proto\"\x84\x02\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x04 \x01(\t\x12\x11\n\tentity_id\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12(\n\x07\x63hanges\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tprev_hash\x18\x08 \x01(\t\x12\x16\n\x0eintegrity_hash\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08redacted\x18\x0b \x01(\x08\"d\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x04 \x01(\t\"`\n\x17ListAuditEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.kaireon.audit.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x14\n\x12VerifyChainRequest\"\x92\x01\n\x13VerifyChainResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x14\n\x0crows_checked\x18\x02 \x01(\x03\x12\x19\n\x11\x66irst_invalid_seq\x18\x03 \x01(\x03\x12\x18\n\x10\x66irst_invalid_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x11\n\thead_hash\x18\x06 \x01(\t2\x97\x02\n\x0c\x41uditService\x12\x88\x01\n\x0fListAuditEvents\x12(.kaireon.audit.v1.ListAuditEventsRequest\x1a).kaireon.audit.v1.ListAuditEventsResponse\" \xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/audit/events\x12|\n\x0bVerifyChain\x12$.kaireon.audit.v1.VerifyChainRequest\x1a%.kaireon.audit.v1.VerifyChainResponse\" \xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x16\"\x14/api/v1/audit:verifyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ckaireon/audit/v1/audit.proto\x12\x10kaireon.audit.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1akaireon/auth/v1/auth.proto\"\xb6\x03\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x04 \x01(\t\x12\x11\n\tentity_id\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12(\n\x07\x63hanges\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tprev_hash\x18\x08 \x01(\t\x12\x16\n\x0eintegrity_hash\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08redacted\x18\x0b \x01(\x08\x12\x11\n\ttenant_id\x18\x0c \x01(\t\x12\x18\n\x10\x65ntity_id_digest\x18\r \x01(\t\x12K\n\x10personal_digests\x18\x0e \x03(\x0b\x32\x31.kaireon.audit.v1.AuditEvent.PersonalDigestsEntry\x1a\x36\n\x14PersonalDigestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"d\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x04 \x01(\t\"`\n\x17ListAuditEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.kaireon.audit.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x14\n\x12VerifyChainRequest\"\x92\x01\n\x13VerifyChainResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x14\n\x0crows_checked\x18\x02 \x01(\x03\x12\x19\n\x11\x66irst_invalid_seq\x18\x03 \x01(\x03\x12\x18\n\x10\x66irst_invalid_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x11\n\thead_hash\x18\x06 \x01(\t2\x97\x02\n\x0c\x41uditService\x12\x88\x01\n\x0fListAuditEvents\x12(.kaireon.audit.v1.ListAuditEventsRequest\x1a).kaireon.audit.v1.ListAuditEventsResponse\" \xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/audit/events\x12|\n\x0bVerifyChain\x12$.kaireon.audit.v1.VerifyChainRequest\x1a%.kaireon.audit.v1.VerifyChainResponse\" \xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x16\"\x14/api/v1/audit:verifyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kaireon.audit.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_AUDITEVENT_PERSONALDIGESTSENTRY']._loaded_options = None
+  _globals['_AUDITEVENT_PERSONALDIGESTSENTRY']._serialized_options = b'8\001'
   _globals['_AUDITSERVICE'].methods_by_name['ListAuditEvents']._loaded_options = None
   _globals['_AUDITSERVICE'].methods_by_name['ListAuditEvents']._serialized_options = b'\310\363\030\003\202\323\344\223\002\026\022\024/api/v1/audit/events'
   _globals['_AUDITSERVICE'].methods_by_name['VerifyChain']._loaded_options = None
   _globals['_AUDITSERVICE'].methods_by_name['VerifyChain']._serialized_options = b'\310\363\030\003\202\323\344\223\002\026\"\024/api/v1/audit:verify'
   _globals['_AUDITEVENT']._serialized_start=172
-  _globals['_AUDITEVENT']._serialized_end=432
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=434
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=534
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=536
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=632
-  _globals['_VERIFYCHAINREQUEST']._serialized_start=634
-  _globals['_VERIFYCHAINREQUEST']._serialized_end=654
-  _globals['_VERIFYCHAINRESPONSE']._serialized_start=657
-  _globals['_VERIFYCHAINRESPONSE']._serialized_end=803
-  _globals['_AUDITSERVICE']._serialized_start=806
-  _globals['_AUDITSERVICE']._serialized_end=1085
+  _globals['_AUDITEVENT']._serialized_end=610
+  _globals['_AUDITEVENT_PERSONALDIGESTSENTRY']._serialized_start=556
+  _globals['_AUDITEVENT_PERSONALDIGESTSENTRY']._serialized_end=610
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=612
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=712
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=714
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=810
+  _globals['_VERIFYCHAINREQUEST']._serialized_start=812
+  _globals['_VERIFYCHAINREQUEST']._serialized_end=832
+  _globals['_VERIFYCHAINRESPONSE']._serialized_start=835
+  _globals['_VERIFYCHAINRESPONSE']._serialized_end=981
+  _globals['_AUDITSERVICE']._serialized_start=984
+  _globals['_AUDITSERVICE']._serialized_end=1263
 # @@protoc_insertion_point(module_scope)

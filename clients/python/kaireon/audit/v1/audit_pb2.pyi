@@ -26,6 +26,26 @@ class AuditEvent(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class PersonalDigestsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
@@ -37,6 +57,9 @@ class AuditEvent(_message.Message):
     INTEGRITY_HASH_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     REDACTED_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    ENTITY_ID_DIGEST_FIELD_NUMBER: _builtins.int
+    PERSONAL_DIGESTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Unique identifier of the row."""
     seq: _builtins.int
@@ -59,6 +82,12 @@ class AuditEvent(_message.Message):
     """Output only. True when personal values of the row have been redacted
     after an erasure; the chain still verifies through their digests.
     """
+    tenant_id: _builtins.str
+    """Output only. The tenant whose chain the row belongs to (it is hashed)."""
+    entity_id_digest: _builtins.str
+    """Output only. Salted digest that commits a personal entity id to the
+    chain ("" when the entity id is not personal data).
+    """
     @_builtins.property
     def changes(self) -> _struct_pb2.Struct:
         """Output only. Details of the change; personal values may be redacted."""
@@ -66,6 +95,12 @@ class AuditEvent(_message.Message):
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the row was appended."""
+
+    @_builtins.property
+    def personal_digests(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Output only. Salted digests that commit personal values of `changes` to
+        the chain, by key. Keys listed here are not part of the hashed changes.
+        """
 
     def __init__(
         self,
@@ -81,10 +116,13 @@ class AuditEvent(_message.Message):
         integrity_hash: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         redacted: _builtins.bool = ...,
+        tenant_id: _builtins.str = ...,
+        entity_id_digest: _builtins.str = ...,
+        personal_digests: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "changes", b"changes", "create_time", b"create_time", "entity_id", b"entity_id", "entity_type", b"entity_type", "id", b"id", "integrity_hash", b"integrity_hash", "prev_hash", b"prev_hash", "redacted", b"redacted", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "changes", b"changes", "create_time", b"create_time", "entity_id", b"entity_id", "entity_id_digest", b"entity_id_digest", "entity_type", b"entity_type", "id", b"id", "integrity_hash", b"integrity_hash", "personal_digests", b"personal_digests", "prev_hash", b"prev_hash", "redacted", b"redacted", "seq", b"seq", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,43 @@
+"""`kaireon-server` / `python -m kaireon_server`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from kaireon_server.platform.config import Settings
+from kaireon_server.platform.errors import ConfigurationError
+from kaireon_server.platform.logging_setup import configure_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kaireon-server",
+        description="Kaireon compliance plane: gRPC server (and REST adapter).",
+        epilog="Configuration comes from environment variables; see the README.",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="seed the demo tenant at start-up if it is empty (and trust identity headers "
+        "unless KAIREON_TRUST_HEADERS says otherwise)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(demo=args.demo)
+    except ConfigurationError as exc:
+        print(f"kaireon-server: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    from kaireon_server.app import serve
+
+    try:
+        return asyncio.run(serve(settings))
+    except ConfigurationError as exc:
+        print(f"kaireon-server: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Builds and runs the server: database, capabilities, interceptor, health, reflection, gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from kaireon_server.capability import Capability, ServiceContext
+from kaireon_server.platform.auth.authenticator import Authenticator
+from kaireon_server.platform.auth.interceptor import KaireonInterceptor
+from kaireon_server.platform.auth.policy import build_policy
+from kaireon_server.platform.config import Settings
+from kaireon_server.platform.db import Database, connect_database
+from kaireon_server.platform.health import HealthMonitor
+from kaireon_server.platform.signing import signer_from_env
+
+log = logging.getLogger(__name__)
+
+# Each capability module exposes build(ctx) -> Capability. Order is registration order.
+CAPABILITY_MODULES: Sequence[str] = ("kaireon_server.audit.service",)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def _grpc_options(settings: Settings) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # Several processes (KAIREON_WORKERS) share the port.
+        ("grpc.so_reuseport", 1),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+@dataclass
+class App:
+    """One server process. `start()` returns once serving; `stop()` drains and closes."""
+
+    settings: Settings
+    db: Database | None = None
+    grpc_port: int = 0
+    http_port: int = 0
+    capabilities: list[Capability] = field(default_factory=list)
+    _server: grpc.aio.Server | None = None
+    _health: HealthMonitor | None = None
+    _gateway: Any = None
+    _extra_builders: Sequence[Callable[[ServiceContext], Capability]] = ()
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.db = await connect_database(settings)
+        try:
+            await self._start_serving()
+        except BaseException:
+            await self.db.close()
+            raise
+
+    async def _start_serving(self) -> None:
+        assert self.db is not None
+        settings = self.settings
+        if settings.demo:
+            from kaireon_server.demo.seed import seed_if_empty
+
+            await seed_if_empty(self.db)
+        ctx = ServiceContext(settings=settings, db=self.db, signer=signer_from_env(settings.env))
+        builders = [importlib.import_module(m).build for m in CAPABILITY_MODULES]
+        self.capabilities = [b(ctx) for b in [*builders, *self._extra_builders]]
+        descriptors = [c.descriptor for c in self.capabilities]
+        interceptor = KaireonInterceptor(
+            Authenticator(settings.jwt, trust_headers=settings.trust_headers),
+            build_policy(descriptors),
+        )
+        server = grpc.aio.server(interceptors=[interceptor], options=_grpc_options(settings))
+        for capability in self.capabilities:
+            capability.add_to_server(server)
+        names = [d.full_name for d in descriptors]
+        self._health = HealthMonitor(self.db, names, settings.health_interval)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            server,
+        )
+        self.grpc_port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        if self.grpc_port == 0:
+            raise RuntimeError(f"cannot listen on gRPC port {settings.grpc_port}")
+        await server.start()
+        self._server = server
+        await self._health.start()
+        for capability in self.capabilities:
+            await capability.start()
+        log.info("serving", extra={"grpc_port": self.grpc_port, "http_port": self.http_port})
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.settings.shutdown_grace if grace is None else grace
+        if self._health is not None:
+            await self._health.enter_shutdown()
+        if self._gateway is not None:
+            await self._gateway.stop()
+        if self._server is not None:
+            # Stop accepting; let in-flight calls finish within the grace period.
+            await self._server.stop(grace)
+        for capability in reversed(self.capabilities):
+            await capability.stop()
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+        log.info("stopped")
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; exit code 0 after a graceful shutdown."""
+    app = App(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        await app.stop()
+    return 0

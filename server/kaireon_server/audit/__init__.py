@@ -1,0 +1,1 @@
+"""AuditService: read and verify the tenant's audit chain."""

@@ -1,0 +1,195 @@
+"""The one server interceptor: authenticate, authorise by min_role, map errors to statuses.
+
+Handlers stay thin: they read `current_identity()` and raise domain errors; this
+module turns those (and asyncpg's SQLSTATE classes) into gRPC status codes with
+google.rpc ErrorInfo / BadRequest details. Unexpected errors become INTERNAL with
+a generic message: their text may hold personal data, so it is never sent or
+logged, only the exception type and the code location.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import asyncpg
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from kaireon_server.platform.auth.authenticator import Authenticator
+from kaireon_server.platform.auth.identity import Identity, Role, reset_identity, set_identity
+from kaireon_server.platform.errors import KaireonError, PermissionDenied
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "kaireon.dev"
+
+UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+
+_UNAVAILABLE_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def status_for(exc: BaseException) -> status_pb2.Status:
+    """The google.rpc.Status a raised exception is reported as."""
+    if isinstance(exc, KaireonError):
+        code = code_pb2.Code.Value(exc.code.value)
+        details = [_pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=exc.metadata))]
+        if exc.violations:
+            details.append(
+                _pack(
+                    error_details_pb2.BadRequest(
+                        field_violations=[
+                            error_details_pb2.BadRequest.FieldViolation(
+                                field=v.field, description=v.description
+                            )
+                            for v in exc.violations
+                        ]
+                    )
+                )
+            )
+        return status_pb2.Status(code=code, message=exc.message, details=details)
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return _simple(code_pb2.ALREADY_EXISTS, "the resource already exists", "ALREADY_EXISTS")
+    if isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError):
+        return _simple(code_pb2.ABORTED, "concurrent update; retry", "CONCURRENT_UPDATE")
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return _simple(code_pb2.DEADLINE_EXCEEDED, "database statement timed out", "DB_TIMEOUT")
+    if isinstance(exc, _UNAVAILABLE_DB_ERRORS):
+        return _simple(code_pb2.UNAVAILABLE, "database unavailable; retry", "DB_UNAVAILABLE")
+    if isinstance(exc, TimeoutError):
+        return _simple(code_pb2.UNAVAILABLE, "dependency timed out; retry", "TIMEOUT")
+    return _simple(code_pb2.INTERNAL, "internal error", "INTERNAL")
+
+
+def _simple(code: int, message: str, reason: str) -> status_pb2.Status:
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)
+    return status_pb2.Status(code=code, message=message, details=[_pack(info)])
+
+
+def _log_failure(method: str, exc: BaseException, status: status_pb2.Status) -> None:
+    if status.code == code_pb2.INTERNAL or status.code == code_pb2.UNAVAILABLE:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in frames[-6:]]
+        log.error(
+            "rpc failed",
+            extra={
+                "method": method,
+                "code": code_pb2.Code.Name(status.code),
+                "error_type": type(exc).__name__,
+                "sqlstate": getattr(exc, "sqlstate", None),
+                "where": where,
+            },
+        )
+    else:
+        log.info(
+            "rpc rejected",
+            extra={"method": method, "code": code_pb2.Code.Name(status.code), "reason": _reason(status)},
+        )
+
+
+def _reason(status: status_pb2.Status) -> str:
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason
+    return ""
+
+
+class KaireonInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, authenticator: Authenticator, policy: Mapping[str, Role]) -> None:
+        self._authenticator = authenticator
+        self._policy = dict(policy)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        min_role = self._policy.get(method)
+        if handler is None or min_role is None:
+            return handler  # health, reflection: public by design
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method, min_role),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method, min_role),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _authorise(self, context: grpc.aio.ServicerContext[Any, Any], min_role: Role) -> Identity:
+        metadata = {k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        identity = self._authenticator.authenticate(metadata)
+        if identity.role < min_role:
+            raise PermissionDenied(
+                f"this method needs role {min_role.name.lower()}",
+                reason="INSUFFICIENT_ROLE",
+                metadata={"required_role": min_role.name.lower()},
+            )
+        return identity
+
+    async def _abort(
+        self, context: grpc.aio.ServicerContext[Any, Any], method: str, exc: BaseException
+    ) -> None:
+        status = status_for(exc)
+        _log_failure(method, exc, status)
+        grpc_status = rpc_status.to_status(status)
+        await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
+
+    def _wrap_unary(self, inner: UnaryBehavior, method: str, min_role: Role) -> UnaryBehavior:
+        async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            token = None
+            try:
+                token = set_identity(self._authorise(context, min_role))
+                return await inner(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._abort(context, method, exc)
+            finally:
+                if token is not None:
+                    reset_identity(token)
+
+        return behavior
+
+    def _wrap_stream(self, inner: StreamBehavior, method: str, min_role: Role) -> StreamBehavior:
+        async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            token = None
+            try:
+                token = set_identity(self._authorise(context, min_role))
+                async for item in inner(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._abort(context, method, exc)
+            finally:
+                if token is not None:
+                    reset_identity(token)
+
+        return behavior

@@ -1,0 +1,6 @@
+"""PostgreSQL access: the pool, tenant-scoped transactions, migrations, the embedded server."""
+
+from kaireon_server.platform.db.database import Database, connect_database
+from kaireon_server.platform.db.migrate import apply_migrations
+
+__all__ = ["Database", "apply_migrations", "connect_database"]

@@ -1,0 +1,65 @@
+"""The gRPC health service, following database reachability."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from grpc_health.v1 import health, health_pb2
+
+from kaireon_server.platform.db import Database
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class HealthMonitor:
+    """Polls the database and flips every service (and "") between SERVING and NOT_SERVING."""
+
+    def __init__(self, db: Database, services: Iterable[str], interval: float) -> None:
+        self.servicer = health.aio.HealthServicer()
+        self._db = db
+        self._names = ["", *services]
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self._serving: bool | None = None
+        self._shutting_down = False
+
+    async def _set(self, serving: bool) -> None:
+        if serving == self._serving:
+            return
+        self._serving = serving
+        for name in self._names:
+            await self.servicer.set(name, SERVING if serving else NOT_SERVING)
+        log.log(logging.INFO if serving else logging.WARNING, "health changed", extra={"serving": serving})
+
+    async def check_once(self) -> bool:
+        ok = await self._db.ping(timeout=min(self._interval, 2.0))
+        if not self._shutting_down:
+            await self._set(ok)
+        return ok
+
+    async def start(self) -> None:
+        await self.check_once()
+        self._task = asyncio.create_task(self._loop(), name="health-monitor")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.check_once()
+
+    async def enter_shutdown(self) -> None:
+        self._shutting_down = True
+        await self.servicer.enter_graceful_shutdown()
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
