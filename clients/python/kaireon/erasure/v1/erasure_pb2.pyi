@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Retention:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RetentionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Retention.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RETENTION_UNSPECIFIED: _Retention.ValueType  # 0
+    """Unused and invalid."""
+    RETENTION_KEPT: _Retention.ValueType  # 1
+    """Rows are kept as they are."""
+    RETENTION_REDACTED: _Retention.ValueType  # 2
+    """Rows are kept with their personal values removed (the audit chain)."""
+
+class Retention(_Retention, metaclass=_RetentionEnumTypeWrapper):
+    """What erasure does to a table it does not delete from."""
+
+RETENTION_UNSPECIFIED: Retention.ValueType  # 0
+"""Unused and invalid."""
+RETENTION_KEPT: Retention.ValueType  # 1
+"""Rows are kept as they are."""
+RETENTION_REDACTED: Retention.ValueType  # 2
+"""Rows are kept with their personal values removed (the audit chain)."""
+Global___Retention: _TypeAlias = Retention  # noqa: Y015
 
 @_typing.final
 class EraseCustomerRequest(_message.Message):
@@ -118,22 +143,26 @@ class RetainedTable(_message.Message):
     TABLE_FIELD_NUMBER: _builtins.int
     LEGAL_BASIS_FIELD_NUMBER: _builtins.int
     ROW_COUNT_FIELD_NUMBER: _builtins.int
+    RETENTION_FIELD_NUMBER: _builtins.int
     table: _builtins.str
-    """Table name."""
+    """Output only. Table name."""
     legal_basis: _builtins.str
-    """The legal basis for keeping the rows, e.g. "GDPR Art. 17(3)(b)"."""
+    """Output only. The legal basis for keeping the rows, e.g. "GDPR Art. 17(3)(b)"."""
     row_count: _builtins.int
-    """Rows of the customer in the table."""
+    """Output only. Rows of the customer in the table when the request started."""
+    retention: Global___Retention.ValueType
+    """Output only. Whether the rows are kept as they are or redacted."""
     def __init__(
         self,
         *,
         table: _builtins.str = ...,
         legal_basis: _builtins.str = ...,
         row_count: _builtins.int = ...,
+        retention: Global___Retention.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_basis", b"legal_basis", "row_count", b"row_count", "table", b"table"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_basis", b"legal_basis", "retention", b"retention", "row_count", b"row_count", "table", b"table"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -150,14 +179,14 @@ class LegalHold(_message.Message):
     CREATED_BY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
-    """The customer under hold."""
+    """Output only. The customer under hold."""
     reason: _builtins.str
-    """Why the hold exists (e.g. a case reference); never personal data."""
+    """Output only. Why the hold exists: a case reference, not personal data."""
     created_by: _builtins.str
-    """Who placed the hold."""
+    """Output only. Who placed the hold (the caller's subject)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When the hold was placed."""
+        """Output only. When the hold was placed."""
 
     def __init__(
         self,
@@ -177,7 +206,9 @@ Global___LegalHold: _TypeAlias = LegalHold  # noqa: Y015
 
 @_typing.final
 class ErasureReceipt(_message.Message):
-    """A signed statement that an erasure happened, verifiable offline."""
+    """A signed statement that an erasure happened, verifiable offline with the
+    service's public key (tools/verify_erasure_receipt.py; docs/ERASURE.md).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -186,15 +217,19 @@ class ErasureReceipt(_message.Message):
     SIGNATURE_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
     canonical_payload: _builtins.str
-    """The canonical JSON (RFC 8785) of the receipt content: tenant, customer,
-    counts, audit row id, integrity hash and time.
+    """Output only. The RFC 8785 canonical JSON of the receipt content: type,
+    tenantId, customerId, deletedCounts, totalDeleted, skippedTables,
+    auditEventId, auditSeq, auditIntegrityHash, erasedAt (the audit row's
+    time), algorithm and keyId.
     """
     digest_sha256: _builtins.str
-    """sha256 hex of canonical_payload."""
+    """Output only. sha256 hex of canonical_payload."""
     signature: _builtins.str
-    """base64 ECDSA P-256 SHA-256 signature of canonical_payload, or "unsigned"."""
+    """Output only. base64 DER ECDSA P-256 SHA-256 signature of
+    canonical_payload, or "unsigned" when the service has no signing key.
+    """
     key_id: _builtins.str
-    """Identifier of the signing key (sha256 of its public key), "" if unsigned."""
+    """Output only. sha256 hex of the signing key's DER public key; "" if unsigned."""
     def __init__(
         self,
         *,
@@ -227,32 +262,40 @@ class EraseCustomerResponse(_message.Message):
     LEGAL_HOLD_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
     success: _builtins.bool
-    """Whether the erasure (or preview) completed."""
+    """Output only. Whether the erasure (or preview) completed; failures are
+    reported as gRPC errors, so this is true in every response.
+    """
     customer_id: _builtins.str
-    """The customer that was erased."""
+    """Output only. The customer that was erased, as given."""
     total_deleted: _builtins.int
-    """Sum of every count in deleted_counts."""
+    """Output only. Sum of every count in deleted_counts."""
     dry_run: _builtins.bool
-    """True when nothing was deleted because dry_run was set."""
+    """Output only. True when nothing was deleted because dry_run was set."""
     @_builtins.property
     def deleted_counts(self) -> Global___DeletedCounts:
-        """Per-category row counts."""
+        """Output only. Per-category row counts; every field is always present."""
 
     @_builtins.property
     def skipped_tables(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Registered dynamic tables skipped because they have no customer_id column."""
+        """Output only. Registered active customer-type dynamic tables (ds_*) that
+        were skipped because they have no customer_id column (or no longer exist).
+        """
 
     @_builtins.property
     def retained_tables(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetainedTable]:
-        """Tables that keep the customer's rows under a stated legal basis."""
+        """Output only. Tables that keep (or redact) the customer's rows, each with
+        its legal basis.
+        """
 
     @_builtins.property
     def legal_hold(self) -> Global___LegalHold:
-        """The legal hold that would block the erasure (dry run only)."""
+        """Output only. The legal hold that would block the erasure (dry run only;
+        a real erasure under hold fails with FAILED_PRECONDITION).
+        """
 
     @_builtins.property
     def receipt(self) -> Global___ErasureReceipt:
-        """The signed receipt of the erasure (absent in a dry run)."""
+        """Output only. The signed receipt of the erasure (absent in a dry run)."""
 
     def __init__(
         self,
@@ -284,9 +327,12 @@ class SetLegalHoldRequest(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
-    """Required. The customer to hold."""
+    """Required. The customer to hold (1 to 256 characters)."""
     reason: _builtins.str
-    """Required. Why (a case reference, 1 to 500 characters)."""
+    """Required. Why: a case reference such as "CASE-2026-0042" (1 to 500
+    characters, no control characters). It is shown in the error that
+    refuses an erasure, so it must not be personal data.
+    """
     def __init__(
         self,
         *,
@@ -310,7 +356,7 @@ class SetLegalHoldResponse(_message.Message):
     LEGAL_HOLD_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def legal_hold(self) -> Global___LegalHold:
-        """The hold now in force."""
+        """Output only. The hold now in force."""
 
     def __init__(
         self,
@@ -333,7 +379,7 @@ class ReleaseLegalHoldRequest(_message.Message):
 
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
-    """Required. The customer whose hold is lifted."""
+    """Required. The customer whose hold is lifted (1 to 256 characters)."""
     def __init__(
         self,
         *,
@@ -356,7 +402,7 @@ class ReleaseLegalHoldResponse(_message.Message):
     LEGAL_HOLD_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def legal_hold(self) -> Global___LegalHold:
-        """The hold that was lifted."""
+        """Output only. The hold that was lifted."""
 
     def __init__(
         self,
@@ -406,10 +452,10 @@ class ListLegalHoldsResponse(_message.Message):
     LEGAL_HOLDS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
-    """Token for the next page; empty on the last page."""
+    """Output only. Token for the next page; empty on the last page."""
     @_builtins.property
     def legal_holds(self) -> _containers.RepeatedCompositeFieldContainer[Global___LegalHold]:
-        """The active holds."""
+        """Output only. The active holds, ordered by customer id."""
 
     def __init__(
         self,

@@ -64,7 +64,12 @@ class ErasureServiceServicer:
     """
 
     def EraseCustomer(self, request, context):
-        """Erases (or, with dry_run, previews the erasure of) one customer.
+        """Erases (or, with dry_run, previews the erasure of) one customer of the
+        caller's tenant in one transaction, redacts earlier audit rows about the
+        customer and appends one `gdpr_erasure` audit row. Fails with
+        FAILED_PRECONDITION (reason LEGAL_HOLD) while a legal hold exists, with
+        INVALID_ARGUMENT for a bad customer_id, and with INTERNAL (or UNAVAILABLE
+        when the database connection is lost) with nothing deleted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,13 +77,16 @@ class ErasureServiceServicer:
 
     def SetLegalHold(self, request, context):
         """Places a legal hold on a customer: erasure is refused while it exists.
+        Fails with ALREADY_EXISTS when the customer is already under a hold.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseLegalHold(self, request, context):
-        """Lifts the legal hold of a customer.
+        """Lifts the legal hold of a customer; NOT_FOUND when there is none. A
+        custom POST method rather than DELETE on a resource path, so the customer
+        id travels in the body and never lands in URL access logs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,11 +36,22 @@ class ErasureServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ErasureServiceAsyncStub: ...
     EraseCustomer: _grpc.UnaryUnaryMultiCallable[_erasure_pb2.EraseCustomerRequest, _erasure_pb2.EraseCustomerResponse]
-    """Erases (or, with dry_run, previews the erasure of) one customer."""
+    """Erases (or, with dry_run, previews the erasure of) one customer of the
+    caller's tenant in one transaction, redacts earlier audit rows about the
+    customer and appends one `gdpr_erasure` audit row. Fails with
+    FAILED_PRECONDITION (reason LEGAL_HOLD) while a legal hold exists, with
+    INVALID_ARGUMENT for a bad customer_id, and with INTERNAL (or UNAVAILABLE
+    when the database connection is lost) with nothing deleted.
+    """
     SetLegalHold: _grpc.UnaryUnaryMultiCallable[_erasure_pb2.SetLegalHoldRequest, _erasure_pb2.SetLegalHoldResponse]
-    """Places a legal hold on a customer: erasure is refused while it exists."""
+    """Places a legal hold on a customer: erasure is refused while it exists.
+    Fails with ALREADY_EXISTS when the customer is already under a hold.
+    """
     ReleaseLegalHold: _grpc.UnaryUnaryMultiCallable[_erasure_pb2.ReleaseLegalHoldRequest, _erasure_pb2.ReleaseLegalHoldResponse]
-    """Lifts the legal hold of a customer."""
+    """Lifts the legal hold of a customer; NOT_FOUND when there is none. A
+    custom POST method rather than DELETE on a resource path, so the customer
+    id travels in the body and never lands in URL access logs.
+    """
     ListLegalHolds: _grpc.UnaryUnaryMultiCallable[_erasure_pb2.ListLegalHoldsRequest, _erasure_pb2.ListLegalHoldsResponse]
     """Lists the active legal holds of the tenant."""
 
@@ -52,11 +63,22 @@ class ErasureServiceAsyncStub(ErasureServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     EraseCustomer: _aio.UnaryUnaryMultiCallable[_erasure_pb2.EraseCustomerRequest, _erasure_pb2.EraseCustomerResponse]  # type: ignore[assignment]
-    """Erases (or, with dry_run, previews the erasure of) one customer."""
+    """Erases (or, with dry_run, previews the erasure of) one customer of the
+    caller's tenant in one transaction, redacts earlier audit rows about the
+    customer and appends one `gdpr_erasure` audit row. Fails with
+    FAILED_PRECONDITION (reason LEGAL_HOLD) while a legal hold exists, with
+    INVALID_ARGUMENT for a bad customer_id, and with INTERNAL (or UNAVAILABLE
+    when the database connection is lost) with nothing deleted.
+    """
     SetLegalHold: _aio.UnaryUnaryMultiCallable[_erasure_pb2.SetLegalHoldRequest, _erasure_pb2.SetLegalHoldResponse]  # type: ignore[assignment]
-    """Places a legal hold on a customer: erasure is refused while it exists."""
+    """Places a legal hold on a customer: erasure is refused while it exists.
+    Fails with ALREADY_EXISTS when the customer is already under a hold.
+    """
     ReleaseLegalHold: _aio.UnaryUnaryMultiCallable[_erasure_pb2.ReleaseLegalHoldRequest, _erasure_pb2.ReleaseLegalHoldResponse]  # type: ignore[assignment]
-    """Lifts the legal hold of a customer."""
+    """Lifts the legal hold of a customer; NOT_FOUND when there is none. A
+    custom POST method rather than DELETE on a resource path, so the customer
+    id travels in the body and never lands in URL access logs.
+    """
     ListLegalHolds: _aio.UnaryUnaryMultiCallable[_erasure_pb2.ListLegalHoldsRequest, _erasure_pb2.ListLegalHoldsResponse]  # type: ignore[assignment]
     """Lists the active legal holds of the tenant."""
 
@@ -71,7 +93,13 @@ class ErasureServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _erasure_pb2.EraseCustomerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_erasure_pb2.EraseCustomerResponse, _abc.Awaitable[_erasure_pb2.EraseCustomerResponse]]:
-        """Erases (or, with dry_run, previews the erasure of) one customer."""
+        """Erases (or, with dry_run, previews the erasure of) one customer of the
+        caller's tenant in one transaction, redacts earlier audit rows about the
+        customer and appends one `gdpr_erasure` audit row. Fails with
+        FAILED_PRECONDITION (reason LEGAL_HOLD) while a legal hold exists, with
+        INVALID_ARGUMENT for a bad customer_id, and with INTERNAL (or UNAVAILABLE
+        when the database connection is lost) with nothing deleted.
+        """
 
     @_abc_1.abstractmethod
     def SetLegalHold(
@@ -79,7 +107,9 @@ class ErasureServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _erasure_pb2.SetLegalHoldRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_erasure_pb2.SetLegalHoldResponse, _abc.Awaitable[_erasure_pb2.SetLegalHoldResponse]]:
-        """Places a legal hold on a customer: erasure is refused while it exists."""
+        """Places a legal hold on a customer: erasure is refused while it exists.
+        Fails with ALREADY_EXISTS when the customer is already under a hold.
+        """
 
     @_abc_1.abstractmethod
     def ReleaseLegalHold(
@@ -87,7 +117,10 @@ class ErasureServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _erasure_pb2.ReleaseLegalHoldRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_erasure_pb2.ReleaseLegalHoldResponse, _abc.Awaitable[_erasure_pb2.ReleaseLegalHoldResponse]]:
-        """Lifts the legal hold of a customer."""
+        """Lifts the legal hold of a customer; NOT_FOUND when there is none. A
+        custom POST method rather than DELETE on a resource path, so the customer
+        id travels in the body and never lands in URL access logs.
+        """
 
     @_abc_1.abstractmethod
     def ListLegalHolds(
