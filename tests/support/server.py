@@ -18,15 +18,23 @@ import grpc
 import jwt
 
 ROOT = Path(__file__).resolve().parents[2]
-JWT_SECRET = "test-secret-generated-for-the-test-suite-only-0123456789"  # noqa: S105 - test-only
+JWT_SECRET = "test-secret-generated-for-the-test-suite-only-0123456789"
 
 
 def metadata(tenant: str, role: str = "admin") -> tuple[tuple[str, str], ...]:
     return (("x-tenant-id", tenant), ("x-user-role", role))
 
 
-def bearer(tenant: str, role: str, *, secret: str = JWT_SECRET, expires_in: int = 300, **extra: Any) -> tuple[tuple[str, str], ...]:
-    claims = {"tenant_id": tenant, "role": role, "sub": "test-user", "exp": int(time.time()) + expires_in, **extra}
+def bearer(
+    tenant: str, role: str, *, secret: str = JWT_SECRET, expires_in: int = 300, **extra: Any
+) -> tuple[tuple[str, str], ...]:
+    claims = {
+        "tenant_id": tenant,
+        "role": role,
+        "sub": "test-user",
+        "exp": int(time.time()) + expires_in,
+        **extra,
+    }
     return (("authorization", f"Bearer {jwt.encode(claims, secret, algorithm='HS256')}"),)
 
 

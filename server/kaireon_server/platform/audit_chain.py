@@ -162,9 +162,13 @@ def normalise_db_row(rec: Mapping[str, Any]) -> dict[str, Any]:
 
 def plaintext_matches(rec: Mapping[str, Any]) -> bool:
     """Unredacted personal values still match their committed digests."""
-    if rec["entity_id_digest"] and rec["entity_id"] is not None:
-        if personal_digest(rec["entity_id_salt"] or "", rec["entity_id"]) != rec["entity_id_digest"]:
-            return False
+    entity_id, digest = rec["entity_id"], rec["entity_id_digest"]
+    if (
+        digest
+        and entity_id is not None
+        and personal_digest(rec["entity_id_salt"] or "", entity_id) != digest
+    ):
+        return False
     personal = rec["personal"] or {}
     salts = rec["personal_salts"] or {}
     digests = rec["personal_digests"] or {}

@@ -39,14 +39,48 @@ class TableEntry:
 # Deletion order is this order (the platform's order, then the additions); a
 # fixed order means concurrent erasures lock tables alike and never deadlock.
 TABLES: tuple[TableEntry, ...] = (
-    TableEntry("interaction_history", "customer_id", ErasureAction.DELETE, "interactionHistory", "interactions"),
-    TableEntry("interaction_summary", "customer_id", ErasureAction.DELETE, "interactionSummary", "summaries"),
+    TableEntry(
+        "interaction_history",
+        "customer_id",
+        ErasureAction.DELETE,
+        "interactionHistory",
+        "interactions",
+    ),
+    TableEntry(
+        "interaction_summary",
+        "customer_id",
+        ErasureAction.DELETE,
+        "interactionSummary",
+        "summaries",
+    ),
     TableEntry("suppression", "customer_id", ErasureAction.DELETE, "suppression", "suppressions"),
-    TableEntry("decision_trace", "customer_id", ErasureAction.DELETE, "decisionTrace", "decisionTraces"),
-    TableEntry("attribution_result", "customer_id", ErasureAction.DELETE, "attributionResult", "attributionResults"),
-    TableEntry("variant_assignment", "customer_id", ErasureAction.DELETE, "variantAssignment", "variantAssignments"),
-    TableEntry("identity_link", "customer_id", ErasureAction.DELETE, "identityLink", "identityLinks"),
-    TableEntry("journey_enrollment", "customer_id", ErasureAction.DELETE, "journeyEnrollment", "journeyEnrollments"),
+    TableEntry(
+        "decision_trace", "customer_id", ErasureAction.DELETE, "decisionTrace", "decisionTraces"
+    ),
+    TableEntry(
+        "attribution_result",
+        "customer_id",
+        ErasureAction.DELETE,
+        "attributionResult",
+        "attributionResults",
+    ),
+    TableEntry(
+        "variant_assignment",
+        "customer_id",
+        ErasureAction.DELETE,
+        "variantAssignment",
+        "variantAssignments",
+    ),
+    TableEntry(
+        "identity_link", "customer_id", ErasureAction.DELETE, "identityLink", "identityLinks"
+    ),
+    TableEntry(
+        "journey_enrollment",
+        "customer_id",
+        ErasureAction.DELETE,
+        "journeyEnrollment",
+        "journeyEnrollments",
+    ),
     TableEntry("delivery", "customer_id", ErasureAction.DELETE, "delivery", "deliveries"),
     TableEntry(
         "consent_record",
@@ -126,4 +160,3 @@ def entry(table: str) -> TableEntry:
         if candidate.table == table:
             return candidate
     raise KeyError(table)
-

@@ -7,7 +7,8 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import _async as health_async
+from grpc_health.v1 import health_pb2
 
 from kaireon_server.platform.db import Database
 
@@ -21,7 +22,7 @@ class HealthMonitor:
     """Polls the database and flips every service (and "") between SERVING and NOT_SERVING."""
 
     def __init__(self, db: Database, services: Iterable[str], interval: float) -> None:
-        self.servicer = health.aio.HealthServicer()
+        self.servicer = health_async.HealthServicer()
         self._db = db
         self._names = ["", *services]
         self._interval = interval
@@ -35,7 +36,11 @@ class HealthMonitor:
         self._serving = serving
         for name in self._names:
             await self.servicer.set(name, SERVING if serving else NOT_SERVING)
-        log.log(logging.INFO if serving else logging.WARNING, "health changed", extra={"serving": serving})
+        log.log(
+            logging.INFO if serving else logging.WARNING,
+            "health changed",
+            extra={"serving": serving},
+        )
 
     async def check_once(self) -> bool:
         ok = await self._db.ping(timeout=min(self._interval, 2.0))

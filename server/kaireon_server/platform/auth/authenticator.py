@@ -44,7 +44,7 @@ class Authenticator:
         return Identity(validate_tenant(tenant), role, f"{role.name.lower()}@headers")
 
     def _from_token(self, token: str) -> Identity:
-        options = {"require": ["exp"]}
+        options: jwt.types.Options = {"require": ["exp"]}
         try:
             if self._jwt.public_key_pem:
                 claims = jwt.decode(
@@ -58,7 +58,7 @@ class Authenticator:
             else:
                 claims = jwt.decode(
                     token,
-                    self._jwt.hs256_secret,
+                    self._jwt.hs256_secret or "",
                     algorithms=["HS256"],
                     issuer=self._jwt.issuer,
                     audience=self._jwt.audience,

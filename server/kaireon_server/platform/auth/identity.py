@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import re
 from contextvars import ContextVar
@@ -65,8 +66,6 @@ def set_identity(identity: Identity | None) -> object:
 
 
 def reset_identity(token: object) -> None:
-    try:
+    # A streaming handler finalised in another context has nothing to restore.
+    with contextlib.suppress(ValueError):
         _current.reset(token)  # type: ignore[arg-type]
-    except ValueError:
-        # A streaming handler finalised in another context: nothing to restore.
-        pass

@@ -51,7 +51,11 @@ def status_for(exc: BaseException) -> status_pb2.Status:
     """The google.rpc.Status a raised exception is reported as."""
     if isinstance(exc, KaireonError):
         code = code_pb2.Code.Value(exc.code.value)
-        details = [_pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=exc.metadata))]
+        details = [
+            _pack(
+                error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=exc.metadata)
+            )
+        ]
         if exc.violations:
             details.append(
                 _pack(
@@ -85,7 +89,7 @@ def _simple(code: int, message: str, reason: str) -> status_pb2.Status:
 
 
 def _log_failure(method: str, exc: BaseException, status: status_pb2.Status) -> None:
-    if status.code == code_pb2.INTERNAL or status.code == code_pb2.UNAVAILABLE:
+    if status.code in (code_pb2.INTERNAL, code_pb2.UNAVAILABLE):
         frames = traceback.extract_tb(exc.__traceback__)
         where = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in frames[-6:]]
         log.error(
@@ -101,7 +105,11 @@ def _log_failure(method: str, exc: BaseException, status: status_pb2.Status) -> 
     else:
         log.info(
             "rpc rejected",
-            extra={"method": method, "code": code_pb2.Code.Name(status.code), "reason": _reason(status)},
+            extra={
+                "method": method,
+                "code": code_pb2.Code.Name(status.code),
+                "reason": _reason(status),
+            },
         )
 
 
@@ -109,22 +117,22 @@ def _reason(status: status_pb2.Status) -> str:
     for detail in status.details:
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
-            return info.reason
+            return str(info.reason)
     return ""
 
 
-class KaireonInterceptor(grpc.aio.ServerInterceptor):
+class KaireonInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, authenticator: Authenticator, policy: Mapping[str, Role]) -> None:
         self._authenticator = authenticator
         self._policy = dict(policy)
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
+    ) -> Any:
+        handler: Any = await continuation(handler_call_details)
+        method = str(handler_call_details.method)
         min_role = self._policy.get(method)
         if handler is None or min_role is None:
             return handler  # health, reflection: public by design
@@ -143,7 +151,9 @@ class KaireonInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     def _authorise(self, context: grpc.aio.ServicerContext[Any, Any], min_role: Role) -> Identity:
-        metadata = {k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        metadata = {
+            k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)
+        }
         identity = self._authenticator.authenticate(metadata)
         if identity.role < min_role:
             raise PermissionDenied(
@@ -178,7 +188,9 @@ class KaireonInterceptor(grpc.aio.ServerInterceptor):
         return behavior
 
     def _wrap_stream(self, inner: StreamBehavior, method: str, min_role: Role) -> StreamBehavior:
-        async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async def behavior(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             token = None
             try:
                 token = set_identity(self._authorise(context, min_role))

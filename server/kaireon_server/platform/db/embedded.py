@@ -45,11 +45,12 @@ def _get_server(pgdata: Path) -> Any:
         warnings.simplefilter("ignore")
         import pgserver  # imported lazily: only the embedded mode needs it
 
-        return pgserver.get_server(pgdata, cleanup_mode="stop")
+        return pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
 
 
 def _ensure_database(server: Any) -> None:
-    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
+    # DATABASE_NAME is a constant identifier, not input.
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")  # noqa: S608
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {DATABASE_NAME};")
 
