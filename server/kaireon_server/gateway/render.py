@@ -1,0 +1,91 @@
+"""Response message -> HTTP body: proto3 JSON the way grpc-gateway prints it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, cast
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import Message
+
+from kaireon_server.gateway.fields import (
+    SPECIAL_JSON,
+    is_map,
+    is_message,
+    is_plain_message,
+    message_of,
+)
+from kaireon_server.gateway.routes import Route
+
+JSON_CONTENT_TYPE = "application/json"
+OCTET_STREAM = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: bytes
+    content_type: str
+
+
+def to_json_value(message: Message) -> Any:
+    """lowerCamelCase names, int64 as strings, enums by name, zero values printed.
+
+    Fields without presence print their zero value; unset message fields and
+    unset `optional` scalars are omitted (protobuf's
+    always_print_fields_with_no_presence; grpc-gateway would print null).
+    """
+    value = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    # Well-known types print as strings, lists, ...: nothing to order there.
+    return _in_field_order(cast("Descriptor", message.DESCRIPTOR), value)
+
+
+def _in_field_order(desc: Descriptor, value: dict[str, Any]) -> dict[str, Any]:
+    """Declaration order, as protojson prints (MessageToDict puts set fields first)."""
+    if desc.full_name in SPECIAL_JSON:
+        return value
+    ordered: dict[str, Any] = {}
+    for field in desc.fields:
+        key = field.json_name
+        if key not in value:
+            continue
+        item = value[key]
+        if is_plain_message(field):
+            sub = message_of(field)
+            item = (
+                [_in_field_order(sub, x) for x in item]
+                if field.is_repeated
+                else _in_field_order(sub, item)
+            )
+        elif is_map(field):
+            entry_value = message_of(field).fields_by_name["value"]
+            if is_plain_message(entry_value):
+                sub = message_of(entry_value)
+                item = {k: _in_field_order(sub, v) for k, v in item.items()}
+        ordered[key] = item
+    return ordered
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON, UTF-8."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def render_message(route: Route, message: Message) -> Rendered:
+    """The HTTP body of one response message of the route."""
+    if route.raw_response_body:
+        http_body: Any = getattr(message, route.response_body) if route.response_body else message
+        return Rendered(bytes(http_body.data), http_body.content_type or OCTET_STREAM)
+    return Rendered(dumps(response_json(route, message)), JSON_CONTENT_TYPE)
+
+
+def response_json(route: Route, message: Message) -> Any:
+    """The JSON value of a response, honouring response_body."""
+    field = route.response_field
+    if field is None:
+        return to_json_value(message)
+    if is_message(field) and not field.is_repeated and not is_map(field):
+        # An unset field renders as its empty message, with zero values.
+        return to_json_value(getattr(message, field.name))
+    return to_json_value(message).get(field.json_name)

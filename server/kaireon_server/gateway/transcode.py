@@ -1,0 +1,200 @@
+"""HTTP request -> request message, following grpc-gateway's binding rules.
+
+Order: the body first, then path variables (the path overrides the body, as in
+grpc-gateway), then query parameters into the fields neither of them bound.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from kaireon_server.gateway.errors import RequestError
+from kaireon_server.gateway.fields import (
+    FIELD_MASK,
+    find_field,
+    is_map,
+    is_message,
+    is_plain_message,
+    message_of,
+    real_oneof,
+    resolve_path,
+    text_to_json,
+)
+from kaireon_server.gateway.routes import Route
+
+_MAP_KEY = re.compile(r"(?P<field>[^\[\]]+)\[(?P<key>[^\[\]]*)\]")
+
+
+def build_request(
+    route: Route,
+    path_values: dict[str, str],
+    query: Iterable[tuple[str, str]],
+    body: bytes,
+    content_type: str,
+    *,
+    strict: bool = False,
+) -> Message:
+    """The request message of one HTTP request; raises RequestError."""
+    message = route.input_class()
+    body_json: Any = None
+    if route.body and route.raw_request_body:
+        target: Any = message if route.body == "*" else getattr(message, route.body)
+        target.content_type = content_type
+        target.data = body
+    elif route.body:
+        body_json = parse_json_body(body)
+        if body_json is not None:
+            if route.body == "*":
+                if not isinstance(body_json, dict):
+                    raise RequestError("request body must be a JSON object")
+                _parse_dict(body_json, message, strict)
+            else:
+                _parse_dict({route.body: body_json}, message, strict)
+    if path_values:
+        _parse_dict(_path_dict(route, path_values), message, strict=True)
+    if route.body != "*":
+        from_query = query_dict(route, query, strict=strict)
+        if from_query:
+            _parse_dict(from_query, message, strict=True)
+    if route.http_method == "PATCH" and isinstance(body_json, dict):
+        _fill_update_mask(route, message, body_json)
+    return message
+
+
+def parse_json_body(body: bytes) -> Any:
+    """The parsed body, None when empty; RequestError when it is not JSON."""
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise RequestError(f"invalid JSON body: {exc}") from None
+
+
+def _parse_dict(value: dict[str, Any], message: Message, strict: bool) -> None:
+    try:
+        json_format.ParseDict(value, message, ignore_unknown_fields=not strict)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise RequestError(str(exc)) from None
+
+
+def _path_dict(route: Route, path_values: dict[str, str]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for dotted, text in path_values.items():
+        names = tuple(dotted.split("."))
+        chain = resolve_path(route.input_type, names)
+        if chain is None:  # routes.build_routes validated every variable
+            raise RequestError(f"path variable {dotted} is not a field")
+        try:
+            _assign(result, names, text_to_json(chain[-1], text))
+        except ValueError as exc:
+            raise RequestError(f"path variable {dotted}: {exc}") from None
+    return result
+
+
+def query_dict(
+    route: Route, query: Iterable[tuple[str, str]], *, strict: bool = False
+) -> dict[str, Any]:
+    """Query parameters as a proto3 JSON dict (proto names) of the unbound fields."""
+    grouped: dict[tuple[str, ...], tuple[FieldDescriptor, list[str], str]] = {}
+    map_values: dict[tuple[str, ...], dict[str, Any]] = {}
+    bound = route.bound_paths
+    for key, value in query:
+        map_match = _MAP_KEY.fullmatch(key)
+        dotted = map_match.group("field") if map_match else key
+        chain = resolve_path(route.input_type, tuple(dotted.split(".")))
+        if chain is None:
+            if strict:
+                raise RequestError(f"unknown query parameter {key!r}")
+            continue  # grpc-gateway ignores unknown keys
+        path = tuple(field.name for field in chain)
+        if any(path[: len(b)] == b for b in bound):
+            continue  # set from the path or the body
+        leaf = chain[-1]
+        if is_map(leaf):
+            if map_match is None:
+                raise RequestError(f"query parameter {key!r}: use {dotted}[key]=value for a map")
+            entries = map_values.setdefault(path, {})
+            if map_match.group("key") in entries:
+                raise RequestError(f"query parameter {key!r} given more than once")
+            entries[map_match.group("key")] = _convert(
+                message_of(leaf).fields_by_name["value"], value, key
+            )
+            continue
+        if map_match is not None:
+            raise RequestError(f"query parameter {key!r}: {dotted} is not a map")
+        _, values, _ = grouped.setdefault(path, (leaf, [], key))
+        values.append(value)
+    result: dict[str, Any] = {}
+    oneofs: dict[tuple[tuple[str, ...], str], str] = {}
+    for path, (leaf, values, key) in grouped.items():
+        if is_plain_message(leaf):
+            raise RequestError(f"query parameter {key!r}: a message cannot be set from the query")
+        oneof = real_oneof(leaf)
+        if oneof is not None:
+            other = oneofs.setdefault((path[:-1], oneof), leaf.name)
+            if other != leaf.name:
+                raise RequestError(f"query parameters set two members of oneof {oneof}")
+        if leaf.is_repeated:
+            _assign(result, path, [_convert(leaf, v, key) for v in values])
+        elif len(values) > 1:
+            raise RequestError(f"query parameter {key!r} given more than once")
+        else:
+            _assign(result, path, _convert(leaf, values[0], key))
+    for path, entries in map_values.items():
+        _assign(result, path, entries)
+    return result
+
+
+def _convert(field: FieldDescriptor, text: str, key: str) -> Any:
+    try:
+        return text_to_json(field, text)
+    except ValueError as exc:
+        raise RequestError(f"query parameter {key!r}: {exc}") from None
+
+
+def _assign(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for name in path[:-1]:
+        nested = target.setdefault(name, {})
+        if not isinstance(nested, dict):
+            raise RequestError(f"{'.'.join(path)} conflicts with {name}")
+        target = nested
+    target[path[-1]] = value
+
+
+def _fill_update_mask(route: Route, message: Message, body_json: dict[str, Any]) -> None:
+    """grpc-gateway's PATCH feature: an empty FieldMask gets the body's leaf paths."""
+    body_field = route.body_field
+    if body_field is None or not is_plain_message(body_field) or body_field.is_repeated:
+        return
+    masks = [
+        field
+        for field in route.input_type.fields
+        if is_message(field) and not field.is_repeated and message_of(field).full_name == FIELD_MASK
+    ]
+    if len(masks) != 1:
+        return
+    mask = getattr(message, masks[0].name)
+    if not mask.paths:
+        mask.paths.extend(_leaf_paths(message_of(body_field), body_json, ""))
+
+
+def _leaf_paths(desc: Descriptor, value: dict[str, Any], prefix: str) -> list[str]:
+    paths: list[str] = []
+    for key, item in value.items():
+        field = find_field(desc, key)
+        if field is None:
+            continue
+        path = prefix + field.name
+        if is_plain_message(field) and not field.is_repeated and isinstance(item, dict) and item:
+            paths.extend(_leaf_paths(message_of(field), item, path + "."))
+        else:
+            paths.append(path)
+    return paths
