@@ -17,10 +17,10 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from kaireon_server.app import App
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
-
 from tests.support.pg import create_database, drop_database, embedded_server
 from tests.support.server import base_env
 

@@ -23,6 +23,7 @@ from kaireon_server.platform.auth.policy import build_policy
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database, connect_database
 from kaireon_server.platform.health import HealthMonitor
+from kaireon_server.platform.reflection_pool import MethodResolvingPool
 from kaireon_server.platform.signing import signer_from_env
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def capability_modules() -> list[str]:
         if importlib.util.find_spec(f"kaireon_server.{package}") and importlib.util.find_spec(name):
             found.append(name)
     return found
+
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -99,8 +101,13 @@ class App:
         self._health = HealthMonitor(self.db, names, settings.health_interval)
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         reflection.enable_server_reflection(
-            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            [
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             server,
+            pool=MethodResolvingPool(),
         )
         self.grpc_port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
         if self.grpc_port == 0:

@@ -16,12 +16,12 @@ from typing import Any
 import grpc
 from google.api import annotations_pb2
 from google.protobuf.descriptor import ServiceDescriptor
+
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
 from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
-
 from kaireon_client.config import ClientConfig
 
 SERVICES: tuple[ServiceDescriptor, ...] = (

@@ -6,14 +6,14 @@ from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
-from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 
+from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 from kaireon_server.audit import repository
 from kaireon_server.capability import ServiceContext, SimpleCapability
 from kaireon_server.platform.audit_chain import render_changes, verify_tenant_chain
 from kaireon_server.platform.auth import current_identity
-from kaireon_server.platform.paging import clamp_page_size, decode_token, encode_token
 from kaireon_server.platform.errors import InvalidArgument
+from kaireon_server.platform.paging import clamp_page_size, decode_token, encode_token
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

@@ -18,7 +18,6 @@ import asyncpg
 
 # Demo data is synthetic and must be reproducible: a seeded PRNG, not a CSPRNG.
 # ruff: noqa: S311, E501
-
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.db import Database
 

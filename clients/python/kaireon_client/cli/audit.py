@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from kaireon.audit.v1 import audit_pb2
-
 from kaireon_client.cli.common import EXIT_VERIFY_FAILED, message_to_dict, print_json
 from kaireon_client.client import KaireonClient
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from google.protobuf.descriptor import ServiceDescriptor
-from kaireon.auth.v1 import auth_pb2
 
+from kaireon.auth.v1 import auth_pb2
 from kaireon_server.platform.auth.identity import Role
 
 

@@ -131,4 +131,6 @@ async def connect_database(settings: Settings, *, migrate: bool = True) -> Datab
         if embedded is not None:
             await embedded.stop()
         raise
-    return Database(pool=pool, dsn=dsn, acquire_timeout=settings.db_acquire_timeout, embedded=embedded)
+    return Database(
+        pool=pool, dsn=dsn, acquire_timeout=settings.db_acquire_timeout, embedded=embedded
+    )

@@ -73,9 +73,7 @@ async def apply_migrations(con: asyncpg.Connection) -> list[str]:
         for migration in load_migrations():
             if migration.version in done:
                 if done[migration.version] != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.name} changed after it was applied"
-                    )
+                    raise MigrationError(f"migration {migration.name} changed after it was applied")
                 continue
             async with con.transaction():
                 await con.execute(migration.sql)

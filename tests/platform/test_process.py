@@ -1,0 +1,96 @@
+"""The real `kaireon-server` process: graceful SIGTERM, and the embedded PostgreSQL default."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import asyncpg
+import grpc
+import pytest
+
+from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
+from tests.support.server import ServerProcess, base_env, metadata
+
+pytestmark = pytest.mark.slow
+
+
+async def test_sigterm_lets_in_flight_call_finish_and_exits_zero(database_url, tenant) -> None:
+    server = ServerProcess(base_env(database_url)).start()
+    blocker = await asyncpg.connect(database_url)
+    try:
+        # Hold a lock the RPC must wait for, so it is in flight when SIGTERM arrives.
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = audit_pb2_grpc.AuditServiceStub(channel)
+            call = asyncio.ensure_future(
+                stub.VerifyChain(
+                    audit_pb2.VerifyChainRequest(), metadata=metadata(tenant), timeout=30
+                )
+            )
+            await asyncio.sleep(1.0)
+            assert not call.done()
+            server.signal(signal.SIGTERM)
+            await asyncio.sleep(1.0)
+            assert server.proc is not None and server.proc.poll() is None  # still draining
+            await tx.rollback()
+            reply = await call
+            assert reply.valid
+        code = await asyncio.to_thread(server.wait, 30)
+        assert code == 0
+        assert any('"stopped"' in line for line in server.log_lines)
+    finally:
+        await blocker.close()
+        server.stop()
+
+
+async def test_embedded_default_survives_restart(tmp_path) -> None:
+    env = {
+        "KAIREON_DATA_DIR": str(tmp_path / "data"),
+        "KAIREON_GRPC_PORT": "0",
+        "KAIREON_HTTP_PORT": "0",
+        "KAIREON_GRPC_HOST": "127.0.0.1",
+        "DATABASE_URL": "",
+    }
+    first = ServerProcess(env, ["--demo"]).start(timeout=120)
+    try:
+        async with grpc.aio.insecure_channel(first.target) as channel:
+            stub = audit_pb2_grpc.AuditServiceStub(channel)
+            before = await stub.VerifyChain(
+                audit_pb2.VerifyChainRequest(), metadata=metadata("demo")
+            )
+        assert before.valid and before.rows_checked > 0
+    finally:
+        assert first.stop() == 0
+    assert (tmp_path / "data" / "pgdata" / "PG_VERSION").exists()
+    second = ServerProcess(env, ["--demo"]).start(timeout=120)
+    try:
+        async with grpc.aio.insecure_channel(second.target) as channel:
+            stub = audit_pb2_grpc.AuditServiceStub(channel)
+            after = await stub.VerifyChain(
+                audit_pb2.VerifyChainRequest(), metadata=metadata("demo")
+            )
+        # Same data (the demo seed did not run twice) and still a valid chain.
+        assert after.valid and after.rows_checked == before.rows_checked
+        assert after.head_hash == before.head_hash
+    finally:
+        assert second.stop() == 0
+    assert not any("DATABASE_URL" in line for line in second.log_lines)
+
+
+def test_missing_identity_source_is_a_configuration_error(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "kaireon_server"],
+        env={"PATH": "/usr/bin:/bin", "KAIREON_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "no identity source" in result.stderr
