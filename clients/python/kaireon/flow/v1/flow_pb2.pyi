@@ -21,6 +21,34 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _FailureMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FailureModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FAILURE_MODE_UNSPECIFIED: _FailureMode.ValueType  # 0
+    """Unused: the server applies FAILURE_MODE_FINISH_RUNNING."""
+    FAILURE_MODE_FINISH_RUNNING: _FailureMode.ValueType  # 1
+    """Running nodes finish and are checkpointed (a retry reuses their work);
+    no further node starts.
+    """
+    FAILURE_MODE_CANCEL_RUNNING: _FailureMode.ValueType  # 2
+    """Running nodes are interrupted at once and not checkpointed."""
+
+class FailureMode(_FailureMode, metaclass=_FailureModeEnumTypeWrapper):
+    """What happens to nodes still running when another node fails."""
+
+FAILURE_MODE_UNSPECIFIED: FailureMode.ValueType  # 0
+"""Unused: the server applies FAILURE_MODE_FINISH_RUNNING."""
+FAILURE_MODE_FINISH_RUNNING: FailureMode.ValueType  # 1
+"""Running nodes finish and are checkpointed (a retry reuses their work);
+no further node starts.
+"""
+FAILURE_MODE_CANCEL_RUNNING: FailureMode.ValueType  # 2
+"""Running nodes are interrupted at once and not checkpointed."""
+Global___FailureMode: _TypeAlias = FailureMode  # noqa: Y015
+
 class _RunState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -147,10 +175,16 @@ class FlowNode(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     CONFIG_FIELD_NUMBER: _builtins.int
     DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    RETRY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Required. Unique within the definition ([A-Za-z0-9_.-], 1 to 128)."""
     type: _builtins.str
     """Required. A registered node type, e.g. "source.inline", "transform.filter"."""
+    timeout_seconds: _builtins.float
+    """Optional. Seconds one execution attempt may take before it is interrupted
+    and counted as failed (0: the server default, KAIREON_FLOW_NODE_TIMEOUT_SECONDS).
+    """
     @_builtins.property
     def config(self) -> _struct_pb2.Struct:
         """Optional. Type-specific configuration; validated before the run starts."""
@@ -159,6 +193,10 @@ class FlowNode(_message.Message):
     def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Optional. Identifiers of the nodes whose outputs this node consumes."""
 
+    @_builtins.property
+    def retry(self) -> Global___RetryPolicy:
+        """Optional. How often a failed attempt is retried (default: no retry)."""
+
     def __init__(
         self,
         *,
@@ -166,14 +204,50 @@ class FlowNode(_message.Message):
         type: _builtins.str = ...,
         config: _struct_pb2.Struct | None = ...,
         depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        timeout_seconds: _builtins.float = ...,
+        retry: Global___RetryPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "retry", b"retry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "depends_on", b"depends_on", "id", b"id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "depends_on", b"depends_on", "id", b"id", "retry", b"retry", "timeout_seconds", b"timeout_seconds", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FlowNode: _TypeAlias = FlowNode  # noqa: Y015
+
+@_typing.final
+class RetryPolicy(_message.Message):
+    """Retry policy of a node: a failed attempt is retried after an exponential backoff."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    INITIAL_BACKOFF_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_BACKOFF_SECONDS_FIELD_NUMBER: _builtins.int
+    BACKOFF_MULTIPLIER_FIELD_NUMBER: _builtins.int
+    max_attempts: _builtins.int
+    """Optional. Attempts in total, including the first (1 to 10; 0 means 1)."""
+    initial_backoff_seconds: _builtins.float
+    """Optional. Seconds before the first retry (default 0.5)."""
+    max_backoff_seconds: _builtins.float
+    """Optional. Upper bound of the backoff in seconds (default 30)."""
+    backoff_multiplier: _builtins.float
+    """Optional. Factor the backoff grows by after each retry (default 2, at least 1)."""
+    def __init__(
+        self,
+        *,
+        max_attempts: _builtins.int = ...,
+        initial_backoff_seconds: _builtins.float = ...,
+        max_backoff_seconds: _builtins.float = ...,
+        backoff_multiplier: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff_multiplier", b"backoff_multiplier", "initial_backoff_seconds", b"initial_backoff_seconds", "max_attempts", b"max_attempts", "max_backoff_seconds", b"max_backoff_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryPolicy: _TypeAlias = RetryPolicy  # noqa: Y015
 
 @_typing.final
 class FlowDefinition(_message.Message):
@@ -183,8 +257,16 @@ class FlowDefinition(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    ON_FAILURE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Optional. Human-readable name of the flow."""
+    max_concurrency: _builtins.int
+    """Optional. Most nodes of this run executing at once (0: the server
+    default; never more than KAIREON_FLOW_MAX_CONCURRENCY).
+    """
+    on_failure: Global___FailureMode.ValueType
+    """Optional. What happens to running nodes when a node fails."""
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___FlowNode]:
         """Required. The nodes."""
@@ -194,10 +276,12 @@ class FlowDefinition(_message.Message):
         *,
         name: _builtins.str = ...,
         nodes: _abc.Iterable[Global___FlowNode] | None = ...,
+        max_concurrency: _builtins.int = ...,
+        on_failure: Global___FailureMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "nodes", b"nodes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_concurrency", b"max_concurrency", "name", b"name", "nodes", b"nodes", "on_failure", b"on_failure"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -216,6 +300,8 @@ class NodeStatus(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     CACHE_KEY_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    OUTPUT_DIGEST_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """The node identifier."""
     state: Global___NodeState.ValueType
@@ -226,6 +312,10 @@ class NodeStatus(_message.Message):
     """Why the node failed (empty unless failed)."""
     cache_key: _builtins.str
     """The cache key of the node's checkpoint (empty until checkpointed)."""
+    type: _builtins.str
+    """The node's type."""
+    output_digest: _builtins.str
+    """sha256 of the canonical JSON of the node's output (empty until it has one)."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """When the node started."""
@@ -244,10 +334,12 @@ class NodeStatus(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         cache_key: _builtins.str = ...,
+        type: _builtins.str = ...,
+        output_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_key", b"cache_key", "end_time", b"end_time", "error", b"error", "node_id", b"node_id", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_key", b"cache_key", "end_time", b"end_time", "error", b"error", "node_id", b"node_id", "output_digest", b"output_digest", "start_time", b"start_time", "state", b"state", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -268,6 +360,8 @@ class Run(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    DEFINITION_DIGEST_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run identifier."""
     state: Global___RunState.ValueType
@@ -276,6 +370,10 @@ class Run(_message.Message):
     """How many times the run has been started (1 + retries)."""
     error: _builtins.str
     """Why the run failed (empty unless failed)."""
+    definition_digest: _builtins.str
+    """sha256 of the canonical JSON of the definition."""
+    cancel_requested: _builtins.bool
+    """True once CancelRun was called for the current attempt."""
     @_builtins.property
     def definition(self) -> Global___FlowDefinition:
         """The definition being run."""
@@ -308,10 +406,12 @@ class Run(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        definition_digest: _builtins.str = ...,
+        cancel_requested: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "definition", b"definition", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "create_time", b"create_time", "definition", b"definition", "end_time", b"end_time", "error", b"error", "nodes", b"nodes", "run_id", b"run_id", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "definition", b"definition", "definition_digest", b"definition_digest", "end_time", b"end_time", "error", b"error", "nodes", b"nodes", "run_id", b"run_id", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -376,16 +476,24 @@ class RetryRunRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_ID_FIELD_NUMBER: _builtins.int
+    DEFINITION_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """Required. The run to retry."""
+    @_builtins.property
+    def definition(self) -> Global___FlowDefinition:
+        """Optional. A revised definition that replaces the stored one; nodes whose
+        type, config and inputs are unchanged keep their checkpoints.
+        """
+
     def __init__(
         self,
         *,
         run_id: _builtins.str = ...,
+        definition: Global___FlowDefinition | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -642,19 +750,29 @@ class WatchRunResponse(_message.Message):
     RUN_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     EVENT_TIME_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
     type: Global___RunEventType.ValueType
     """What happened."""
     node_id: _builtins.str
     """The node concerned (empty for run-level events)."""
     error: _builtins.str
     """Error text of a failed node or run."""
+    seq: _builtins.int
+    """Position of the event in the run's event log (0 for SNAPSHOT)."""
     @_builtins.property
     def run(self) -> Global___Run:
-        """The run's state after the event."""
+        """The run after the event. SNAPSHOT and RUN_FINISHED carry every node;
+        node events carry the run-level fields only (see `node`).
+        """
 
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
         """When the event happened."""
+
+    @_builtins.property
+    def node(self) -> Global___NodeStatus:
+        """The status of the node concerned after a node event."""
 
     def __init__(
         self,
@@ -664,10 +782,12 @@ class WatchRunResponse(_message.Message):
         run: Global___Run | None = ...,
         error: _builtins.str = ...,
         event_time: _timestamp_pb2.Timestamp | None = ...,
+        node: Global___NodeStatus | None = ...,
+        seq: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "run", b"run"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "node", b"node", "run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event_time", b"event_time", "node_id", b"node_id", "run", b"run", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event_time", b"event_time", "node", b"node", "node_id", b"node_id", "run", b"run", "seq", b"seq", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -86,7 +86,9 @@ class FlowRunnerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RetryRun(self, request, context):
-        """Runs a failed or cancelled run again, reusing valid checkpoints.
+        """Runs a finished run (failed, cancelled or succeeded) again under the same
+        run identifier: nodes whose checkpoint has the same cache key are skipped
+        and their outputs reloaded; every other node runs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,7 +116,8 @@ class FlowRunnerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelRun(self, request, context):
-        """Cancels a running run.
+        """Cancels a running run: running nodes are interrupted (their work is rolled
+        back and not checkpointed), pending nodes are not started.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

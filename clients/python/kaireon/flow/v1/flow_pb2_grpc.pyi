@@ -38,7 +38,10 @@ class FlowRunnerServiceStub:
     StartRun: _grpc.UnaryUnaryMultiCallable[_flow_pb2.StartRunRequest, _flow_pb2.StartRunResponse]
     """Validates a definition and starts a run of it."""
     RetryRun: _grpc.UnaryUnaryMultiCallable[_flow_pb2.RetryRunRequest, _flow_pb2.RetryRunResponse]
-    """Runs a failed or cancelled run again, reusing valid checkpoints."""
+    """Runs a finished run (failed, cancelled or succeeded) again under the same
+    run identifier: nodes whose checkpoint has the same cache key are skipped
+    and their outputs reloaded; every other node runs.
+    """
     GetRun: _grpc.UnaryUnaryMultiCallable[_flow_pb2.GetRunRequest, _flow_pb2.GetRunResponse]
     """Returns a run with the state of each node."""
     ListRuns: _grpc.UnaryUnaryMultiCallable[_flow_pb2.ListRunsRequest, _flow_pb2.ListRunsResponse]
@@ -46,7 +49,9 @@ class FlowRunnerServiceStub:
     ClearCheckpoints: _grpc.UnaryUnaryMultiCallable[_flow_pb2.ClearCheckpointsRequest, _flow_pb2.ClearCheckpointsResponse]
     """Deletes every checkpoint of a run, so its next retry runs every node."""
     CancelRun: _grpc.UnaryUnaryMultiCallable[_flow_pb2.CancelRunRequest, _flow_pb2.CancelRunResponse]
-    """Cancels a running run."""
+    """Cancels a running run: running nodes are interrupted (their work is rolled
+    back and not checkpointed), pending nodes are not started.
+    """
     WatchRun: _grpc.UnaryStreamMultiCallable[_flow_pb2.WatchRunRequest, _flow_pb2.WatchRunResponse]
     """Streams the run's events: the current state first, then node and run
     events until the run finishes.
@@ -62,7 +67,10 @@ class FlowRunnerServiceAsyncStub(FlowRunnerServiceStub):
     StartRun: _aio.UnaryUnaryMultiCallable[_flow_pb2.StartRunRequest, _flow_pb2.StartRunResponse]  # type: ignore[assignment]
     """Validates a definition and starts a run of it."""
     RetryRun: _aio.UnaryUnaryMultiCallable[_flow_pb2.RetryRunRequest, _flow_pb2.RetryRunResponse]  # type: ignore[assignment]
-    """Runs a failed or cancelled run again, reusing valid checkpoints."""
+    """Runs a finished run (failed, cancelled or succeeded) again under the same
+    run identifier: nodes whose checkpoint has the same cache key are skipped
+    and their outputs reloaded; every other node runs.
+    """
     GetRun: _aio.UnaryUnaryMultiCallable[_flow_pb2.GetRunRequest, _flow_pb2.GetRunResponse]  # type: ignore[assignment]
     """Returns a run with the state of each node."""
     ListRuns: _aio.UnaryUnaryMultiCallable[_flow_pb2.ListRunsRequest, _flow_pb2.ListRunsResponse]  # type: ignore[assignment]
@@ -70,7 +78,9 @@ class FlowRunnerServiceAsyncStub(FlowRunnerServiceStub):
     ClearCheckpoints: _aio.UnaryUnaryMultiCallable[_flow_pb2.ClearCheckpointsRequest, _flow_pb2.ClearCheckpointsResponse]  # type: ignore[assignment]
     """Deletes every checkpoint of a run, so its next retry runs every node."""
     CancelRun: _aio.UnaryUnaryMultiCallable[_flow_pb2.CancelRunRequest, _flow_pb2.CancelRunResponse]  # type: ignore[assignment]
-    """Cancels a running run."""
+    """Cancels a running run: running nodes are interrupted (their work is rolled
+    back and not checkpointed), pending nodes are not started.
+    """
     WatchRun: _aio.UnaryStreamMultiCallable[_flow_pb2.WatchRunRequest, _flow_pb2.WatchRunResponse]  # type: ignore[assignment]
     """Streams the run's events: the current state first, then node and run
     events until the run finishes.
@@ -95,7 +105,10 @@ class FlowRunnerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _flow_pb2.RetryRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_flow_pb2.RetryRunResponse, _abc.Awaitable[_flow_pb2.RetryRunResponse]]:
-        """Runs a failed or cancelled run again, reusing valid checkpoints."""
+        """Runs a finished run (failed, cancelled or succeeded) again under the same
+        run identifier: nodes whose checkpoint has the same cache key are skipped
+        and their outputs reloaded; every other node runs.
+        """
 
     @_abc_1.abstractmethod
     def GetRun(
@@ -127,7 +140,9 @@ class FlowRunnerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _flow_pb2.CancelRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_flow_pb2.CancelRunResponse, _abc.Awaitable[_flow_pb2.CancelRunResponse]]:
-        """Cancels a running run."""
+        """Cancels a running run: running nodes are interrupted (their work is rolled
+        back and not checkpointed), pending nodes are not started.
+        """
 
     @_abc_1.abstractmethod
     def WatchRun(
