@@ -1,0 +1,1 @@
+"""ProvenanceService: one canonical, digested and signed bundle per decision."""

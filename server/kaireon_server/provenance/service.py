@@ -1,0 +1,90 @@
+"""ProvenanceService handlers: thin translation between protobuf and the emitter."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+from google.api import httpbody_pb2
+
+from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
+from kaireon_server.capability import ServiceContext, SimpleCapability
+from kaireon_server.platform.auth import current_identity
+from kaireon_server.platform.build_identity import BuildEnv
+from kaireon_server.platform.errors import ConfigurationError
+from kaireon_server.platform.signing import ALGORITHM
+from kaireon_server.provenance.bundle import CONTENT_TYPE, SCHEMA_VERSION
+from kaireon_server.provenance.emit import ProvenanceEmitter, system_clock
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+# Test-only knob: shifts this replica's clock (used for the emission audit row
+# only), so tests can run two replicas "minutes apart" without sleeping.
+CLOCK_OFFSET_ENV = "KAIREON_CLOCK_OFFSET_SECONDS"
+
+
+def _clock_offset(env: Mapping[str, str]) -> float:
+    raw = env.get(CLOCK_OFFSET_ENV) or "0"
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{CLOCK_OFFSET_ENV} must be a number, got {raw!r}") from None
+
+
+def _build_env(env: Mapping[str, str]) -> BuildEnv:
+    try:
+        return BuildEnv.from_env(env)
+    except ValueError as exc:
+        # Fail at start-up, not on the first bundle.
+        raise ConfigurationError(f"build identity: {exc}") from None
+
+
+class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
+    def __init__(self, ctx: ServiceContext) -> None:
+        env = ctx.settings.env
+        self._signer = ctx.signer
+        self._emitter = ProvenanceEmitter(
+            db=ctx.db,
+            signer=ctx.signer,
+            build=_build_env(env),
+            clock=system_clock(_clock_offset(env)),
+        )
+
+    async def GetDecisionProvenance(
+        self, request: provenance_pb2.GetDecisionProvenanceRequest, context: Context
+    ) -> provenance_pb2.GetDecisionProvenanceResponse:
+        emission = await self._emitter.emit(current_identity(), request.decision_id)
+        bundle = emission.bundle
+        # Sent as initial metadata; the REST adapter turns them into X-Provenance-*.
+        await context.send_initial_metadata(
+            (
+                ("x-provenance-schema", SCHEMA_VERSION),
+                ("x-provenance-digest", bundle.digest_sha256),
+                ("x-provenance-signature", emission.signature),
+            )
+        )
+        return provenance_pb2.GetDecisionProvenanceResponse(
+            bundle=httpbody_pb2.HttpBody(content_type=CONTENT_TYPE, data=bundle.body),
+            schema=SCHEMA_VERSION,
+            digest_sha256=bundle.digest_sha256,
+            signature=emission.signature,
+        )
+
+    async def GetSigningKey(
+        self, request: provenance_pb2.GetSigningKeyRequest, context: Context
+    ) -> provenance_pb2.GetSigningKeyResponse:
+        pem = self._signer.public_key_pem
+        return provenance_pb2.GetSigningKeyResponse(
+            public_key_pem=pem,
+            key_id=self._signer.key_id,
+            algorithm=ALGORITHM if pem else "",
+        )
+
+
+def build(ctx: ServiceContext) -> SimpleCapability:
+    return SimpleCapability(
+        provenance_pb2.DESCRIPTOR.services_by_name["ProvenanceService"],
+        ProvenanceServicer(ctx),
+        provenance_pb2_grpc.add_ProvenanceServiceServicer_to_server,
+    )
