@@ -26,6 +26,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from grpc_tools import protoc
+
 from kaireon_server.gateway import GatewayServer, GatewaySettings
 
 PROTO_ROOT = Path(__file__).parent / "protos"

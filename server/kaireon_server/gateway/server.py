@@ -29,7 +29,7 @@ from kaireon_server.gateway.routes import (
     build_routes,
 )
 from kaireon_server.gateway.settings import GatewaySettings
-from kaireon_server.gateway.streaming import StreamAborted, forward_stream
+from kaireon_server.gateway.streaming import forward_stream
 from kaireon_server.gateway.templates import PathDecodeError
 from kaireon_server.gateway.transcode import build_request
 
@@ -176,10 +176,6 @@ class GatewayServer:
             )
         except web.HTTPRequestEntityTooLarge:
             response = self._too_large()
-        except StreamAborted:
-            if request.transport is not None:
-                request.transport.close()
-            raise
         except Exception:
             _log.exception("gateway failure on %s", label)
             response = error_response(

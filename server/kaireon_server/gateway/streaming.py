@@ -66,15 +66,20 @@ async def forward_stream(
     # Reverse proxies (nginx) buffer responses unless told not to.
     response.headers["X-Accel-Buffering"] = "no"
     await response.prepare(request)
-    if first is not None:
-        await _pump(route, first, messages, response)
+    if first is not None and not await _pump(route, first, messages, response):
+        # Closing without the final empty chunk: the client sees a truncated
+        # body instead of a complete-looking, corrupt download.
+        if request.transport is not None:
+            request.transport.close()
+        return response
     await response.write_eof()
     return response
 
 
 async def _pump(
     route: Route, first: Message, messages: AsyncIterator[Message], response: web.StreamResponse
-) -> None:
+) -> bool:
+    """Writes every message; False when a raw body must be cut off."""
     try:
         await response.write(_encode(route, first))
         async for message in messages:
@@ -82,20 +87,17 @@ async def _pump(
     except grpc.aio.AioRpcError as error:
         if route.raw_response_body:
             _log.info("%s failed mid-stream (%s); cutting the body", route.grpc_path, error.code())
-            raise StreamAborted from None
+            return False
         await response.write(error_line(from_rpc_error(error)))
     except (ConnectionError, asyncio.CancelledError):
         raise
     except Exception:
         _log.exception("%s: cannot render a stream message", route.grpc_path)
         if route.raw_response_body:
-            raise StreamAborted from None
+            return False
         reply = gateway_error(500, grpc.StatusCode.INTERNAL, "failed to marshal response message")
         await response.write(error_line(reply))
-
-
-class StreamAborted(Exception):
-    """A raw-bytes stream failed after its first chunk; the connection is dropped."""
+    return True
 
 
 def _encode(route: Route, message: Message) -> bytes:

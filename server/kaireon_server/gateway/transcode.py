@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -79,10 +79,35 @@ def parse_json_body(body: bytes) -> Any:
 
 
 def _parse_dict(value: dict[str, Any], message: Message, strict: bool) -> None:
+    _check_objects(cast("Descriptor", message.DESCRIPTOR), value, "")
     try:
         json_format.ParseDict(value, message, ignore_unknown_fields=not strict)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise RequestError(str(exc)) from None
+
+
+def _check_objects(desc: Descriptor, value: Any, where: str) -> None:
+    """Rejects a non-object where a message goes.
+
+    Python's json_format iterates whatever it gets, so "x" for a message
+    field would silently become an empty message.
+    """
+    if not isinstance(value, dict):
+        raise RequestError(f"{where or desc.name}: expected a JSON object for {desc.full_name}")
+    for key, item in value.items():
+        field = find_field(desc, key)
+        if field is None or item is None:
+            continue
+        at = f"{where}.{key}" if where else key
+        if is_map(field):
+            entry = message_of(field).fields_by_name["value"]
+            if is_plain_message(entry) and isinstance(item, dict):
+                for map_key, map_item in item.items():
+                    _check_objects(message_of(entry), map_item, f"{at}[{map_key}]")
+        elif is_plain_message(field):
+            items = item if field.is_repeated and isinstance(item, list) else [item]
+            for element in items:
+                _check_objects(message_of(field), element, at)
 
 
 def _path_dict(route: Route, path_values: dict[str, str]) -> dict[str, Any]:
