@@ -131,7 +131,10 @@ TABLES: tuple[TableEntry, ...] = (
         ErasureAction.RETAIN,
         None,
         None,
-        legal_basis="GDPR Art. 17(3)(e): data kept for the establishment or defence of legal claims",
+        legal_basis=(
+            "GDPR Art. 17(3)(e): data kept for the establishment or defence of legal claims; "
+            "erasure is refused while a hold exists"
+        ),
         export_note="withheld: disclosing a hold could prejudice the legal claim (Art. 23(1)(j))",
     ),
 )
@@ -160,3 +163,25 @@ def entry(table: str) -> TableEntry:
         if candidate.table == table:
             return candidate
     raise KeyError(table)
+
+
+def erasure_order() -> tuple[TableEntry, ...]:
+    """The tables erasure deletes from, in the one fixed deletion order.
+
+    Dynamic tables (ds_*) come after these, sorted by name."""
+    return tuple(t for t in TABLES if t.erasure is ErasureAction.DELETE)
+
+
+def retained_tables() -> tuple[TableEntry, ...]:
+    """The tables erasure keeps (RETAIN) or redacts (REDACT), each with its legal basis."""
+    return tuple(t for t in TABLES if t.erasure is not ErasureAction.DELETE)
+
+
+def count_keys() -> tuple[str, ...]:
+    """Every deletedCounts key, always present: the nine seed keys, then the additions."""
+    extra = [
+        t.count_key
+        for t in erasure_order()
+        if t.count_key is not None and t.count_key not in SEED_COUNT_KEYS
+    ]
+    return (*SEED_COUNT_KEYS, *extra)

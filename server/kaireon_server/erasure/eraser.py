@@ -1,0 +1,180 @@
+"""Erase (or preview the erasure of) one customer of a tenant, in one transaction.
+
+Order inside the transaction, the same for every erasure so concurrent ones
+never deadlock:
+
+1. a per-customer advisory lock (serialises erasures and hold changes of it);
+2. the legal-hold check (FAILED_PRECONDITION under hold, unless a dry run);
+3. the registry read of the tenant's dynamic tables;
+4. counts of the retained tables (consent, DSAR requests, holds, audit rows);
+5. DELETE (or count) per table in data-map order, then ds_* tables by name;
+6. redaction of earlier audit rows about the customer;
+7. the one audit row, last, because it takes the tenant's chain lock;
+8. the receipt, signed before commit so a signing failure rolls back too.
+
+Any exception rolls the whole transaction back: nothing deleted, no audit row.
+Each statement runs with the remaining time budget as its statement_timeout,
+so the budget bounds the transaction as a whole.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import asyncpg
+
+from kaireon_server.erasure import dynamic, repository
+from kaireon_server.erasure.model import (
+    ACTION_ERASURE,
+    ACTION_PREVIEW,
+    ENTITY_TYPE,
+    ErasureOutcome,
+    ErasureTimedOut,
+    LegalHold,
+    RetainedTable,
+    Retention,
+    validate_customer_id,
+)
+from kaireon_server.erasure.receipt import build_receipt, receipt_payload
+from kaireon_server.erasure.repository import Target
+from kaireon_server.platform import data_map
+from kaireon_server.platform.audit_chain import append_audit, redact_subject
+from kaireon_server.platform.canonical import format_timestamp
+from kaireon_server.platform.data_map import ErasureAction
+from kaireon_server.platform.db import Database
+from kaireon_server.platform.errors import FailedPrecondition
+from kaireon_server.platform.signing import Signer
+
+
+class Budget:
+    """A time budget for one transaction, handed to each statement as its timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+
+    async def bound(self, con: asyncpg.Connection) -> None:
+        remaining_ms = int((self._end - time.monotonic()) * 1000)
+        if remaining_ms < 1:
+            raise ErasureTimedOut("the erasure ran out of time; nothing was erased")
+        await repository.set_statement_timeout(con, remaining_ms)
+
+
+@dataclass(frozen=True)
+class EraseCommand:
+    tenant_id: str
+    actor: str
+    customer_id: str
+    dry_run: bool
+    timeout: float
+
+
+def hold_refusal(hold: LegalHold) -> FailedPrecondition:
+    # The reason is a case reference by contract (not personal data); the
+    # customer id is deliberately absent from the message.
+    return FailedPrecondition(
+        f"the customer is under legal hold ({hold.reason!r}, placed by {hold.created_by} "
+        f"at {format_timestamp(hold.created_at)}); release the hold before erasing",
+        reason="LEGAL_HOLD",
+        metadata={
+            "hold_reason": hold.reason,
+            "hold_created_by": hold.created_by,
+            "hold_create_time": format_timestamp(hold.created_at),
+        },
+    )
+
+
+def _static_targets(present: set[str]) -> list[Target]:
+    return [
+        Target(t.table, t.subject_column, t.count_key or "")
+        for t in data_map.erasure_order()
+        if t.table in present
+    ]
+
+
+async def _retained(
+    con: asyncpg.Connection, present: set[str], tenant_id: str, customer_id: str
+) -> list[RetainedTable]:
+    retained = []
+    for t in data_map.retained_tables():
+        # Every kept table is listed, so the answer has one shape; a table
+        # whose capability is not deployed holds no rows.
+        if t.table not in present:
+            n = 0
+        elif t.erasure is ErasureAction.REDACT:
+            n = await repository.count_redactable_audit_rows(con, tenant_id, customer_id)
+        else:
+            n = await repository.count_subject_rows(
+                con, t.table, t.subject_column, tenant_id, customer_id
+            )
+        kind = Retention.REDACTED if t.erasure is ErasureAction.REDACT else Retention.KEPT
+        retained.append(RetainedTable(t.table, t.legal_basis or "", n, kind))
+    return retained
+
+
+async def erase_customer(db: Database, signer: Signer, cmd: EraseCommand) -> ErasureOutcome:
+    customer = validate_customer_id(cmd.customer_id)
+    tenant = cmd.tenant_id
+    budget = Budget(cmd.timeout)
+    async with db.transaction(tenant) as con:
+        await budget.bound(con)
+        await repository.lock_subject(con, tenant, customer)
+        hold = await repository.get_hold(con, tenant, customer)
+        if hold is not None and not cmd.dry_run:
+            raise hold_refusal(hold)
+        ds = await dynamic.resolve(con, tenant)
+        present = await repository.existing_tables(con, (t.table for t in data_map.TABLES))
+        retained = await _retained(con, present, tenant, customer)
+
+        counts = dict.fromkeys(data_map.count_keys(), 0)
+        measure = repository.count_rows if cmd.dry_run else repository.delete_rows
+        for target in [*_static_targets(present), *ds.targets]:
+            await budget.bound(con)
+            counts[target.count_key] += await measure(con, target, tenant, customer)
+
+        await budget.bound(con)
+        if not cmd.dry_run:
+            keep = await repository.erasure_record_ids(con, tenant, customer)
+            redacted = await redact_subject(con, tenant, customer, keep_ids=keep)
+            # Report what was actually redacted (a row appended since the count is included).
+            retained = [
+                RetainedTable(r.table, r.legal_basis, redacted, r.retention)
+                if r.retention is Retention.REDACTED
+                else r
+                for r in retained
+            ]
+        record = await append_audit(
+            con,
+            tenant,
+            action=ACTION_PREVIEW if cmd.dry_run else ACTION_ERASURE,
+            entity_type=ENTITY_TYPE,
+            entity_id=customer,
+            actor=cmd.actor,
+            changes=counts,
+            # The erasure record keeps the customer id in clear (the platform's
+            # contract; proof of erasure, Art. 5(2)); a preview is ordinary
+            # personal data, redacted by a later erasure.
+            entity_id_is_personal=cmd.dry_run,
+            subject_id=customer,
+        )
+        receipt = None
+        if not cmd.dry_run:
+            payload = receipt_payload(
+                tenant_id=tenant,
+                customer_id=customer,
+                deleted_counts=counts,
+                skipped_tables=ds.skipped,
+                audit=record,
+                key_id=signer.key_id,
+            )
+            receipt = build_receipt(signer, payload)
+    return ErasureOutcome(
+        customer_id=customer,
+        dry_run=cmd.dry_run,
+        deleted_counts=counts,
+        skipped_tables=ds.skipped,
+        retained=tuple(retained),
+        legal_hold=hold,
+        receipt=receipt,
+        audit_event_id=record.id,
+    )

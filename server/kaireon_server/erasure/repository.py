@@ -1,0 +1,201 @@
+"""SQL of erasure and legal holds, via asyncpg.
+
+Every statement filters by tenant_id. Customer ids only ever travel as bind
+parameters; table and column names come from the data map or the schema
+registry, are checked against an identifier pattern and are always quoted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from kaireon_server.erasure.model import ACTION_ERASURE, LegalHold
+
+# Plain lower-case identifiers: what the data map and the registry's CHECK allow.
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# Namespace of the per-customer advisory lock (see lock_subject).
+_LOCK_NAMESPACE = "kaireon.erasure.subject"
+
+
+def quote_identifier(name: str) -> str:
+    """A double-quoted SQL identifier, after checking it is a plain one.
+
+    asyncpg has no identifier quoting helper; doubling quotes is PostgreSQL's
+    own rule, and the pattern check means there are none to double anyway."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError("not a plain SQL identifier")
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class Target:
+    """One table erasure deletes from (or counts in, for a dry run)."""
+
+    table: str
+    column: str
+    count_key: str
+    # Compare the subject column as text when it is not a text type (ds_* tables).
+    compare_as_text: bool = False
+
+    def _where(self) -> str:
+        column = quote_identifier(self.column)
+        lhs = f"{column}::text" if self.compare_as_text else column
+        return f"tenant_id = $1 AND {lhs} = $2"
+
+    def delete_sql(self) -> str:
+        return f"DELETE FROM {quote_identifier(self.table)} WHERE {self._where()}"  # noqa: S608 - quoted identifiers
+
+    def count_sql(self) -> str:
+        return f"SELECT count(*) FROM {quote_identifier(self.table)} WHERE {self._where()}"  # noqa: S608 - quoted identifiers
+
+
+async def set_statement_timeout(con: asyncpg.Connection, milliseconds: int) -> None:
+    """Bound the next statements of this transaction (SET LOCAL semantics)."""
+    await con.execute("SELECT set_config('statement_timeout', $1, true)", str(milliseconds))
+
+
+async def lock_subject(con: asyncpg.Connection, tenant_id: str, customer_id: str) -> None:
+    """Serialise erasures and hold changes of one customer until the transaction ends.
+
+    Taken first, before any table, so it cannot join a lock cycle. It makes a
+    hold set concurrently with an erasure either visible to it or wait for it,
+    and gives two erasures of one customer exact, non-overlapping counts. A
+    hash collision between two customers only serialises them."""
+    await con.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2 || chr(31) || $3, 0))",
+        _LOCK_NAMESPACE,
+        tenant_id,
+        customer_id,
+    )
+
+
+async def existing_tables(con: asyncpg.Connection, names: Iterable[str]) -> set[str]:
+    """Which of `names` exist (another capability's migrations may not be deployed)."""
+    rows = await con.fetch(
+        "SELECT name FROM unnest($1::text[]) AS t(name) "
+        "WHERE to_regclass(quote_ident(name)) IS NOT NULL",
+        list(names),
+    )
+    return {str(r["name"]) for r in rows}
+
+
+async def delete_rows(
+    con: asyncpg.Connection, target: Target, tenant_id: str, customer_id: str
+) -> int:
+    status: str = await con.execute(target.delete_sql(), tenant_id, customer_id)
+    # Command tag "DELETE <n>".
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def count_rows(
+    con: asyncpg.Connection, target: Target, tenant_id: str, customer_id: str
+) -> int:
+    value = await con.fetchval(target.count_sql(), tenant_id, customer_id)
+    return int(value)
+
+
+async def count_subject_rows(
+    con: asyncpg.Connection, table: str, column: str, tenant_id: str, customer_id: str
+) -> int:
+    return await count_rows(con, Target(table, column, ""), tenant_id, customer_id)
+
+
+async def count_redactable_audit_rows(
+    con: asyncpg.Connection, tenant_id: str, customer_id: str
+) -> int:
+    """Audit rows about the customer that an erasure redacts (all but erasure records)."""
+    value = await con.fetchval(
+        "SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND subject_id = $2 AND action <> $3",
+        tenant_id,
+        customer_id,
+        ACTION_ERASURE,
+    )
+    return int(value)
+
+
+async def erasure_record_ids(
+    con: asyncpg.Connection, tenant_id: str, customer_id: str
+) -> list[str]:
+    """Earlier gdpr_erasure rows of the customer: the proof of erasure, never redacted."""
+    rows = await con.fetch(
+        "SELECT id FROM audit_log WHERE tenant_id = $1 AND subject_id = $2 AND action = $3",
+        tenant_id,
+        customer_id,
+        ACTION_ERASURE,
+    )
+    return [str(r["id"]) for r in rows]
+
+
+# --- legal holds ---------------------------------------------------------------
+
+
+def _hold(rec: asyncpg.Record) -> LegalHold:
+    return LegalHold(
+        customer_id=rec["customer_id"],
+        reason=rec["reason"],
+        created_by=rec["created_by"],
+        created_at=rec["created_at"],
+    )
+
+
+async def get_hold(con: asyncpg.Connection, tenant_id: str, customer_id: str) -> LegalHold | None:
+    rec = await con.fetchrow(
+        "SELECT customer_id, reason, created_by, created_at FROM legal_hold "
+        "WHERE tenant_id = $1 AND customer_id = $2",
+        tenant_id,
+        customer_id,
+    )
+    return _hold(rec) if rec else None
+
+
+async def insert_hold(
+    con: asyncpg.Connection, tenant_id: str, customer_id: str, reason: str, created_by: str
+) -> LegalHold | None:
+    """The new hold, or None when the customer is already held."""
+    rec = await con.fetchrow(
+        """
+        INSERT INTO legal_hold (tenant_id, customer_id, reason, created_by)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (tenant_id, customer_id) DO NOTHING
+        RETURNING customer_id, reason, created_by, created_at
+        """,
+        tenant_id,
+        customer_id,
+        reason,
+        created_by,
+    )
+    return _hold(rec) if rec else None
+
+
+async def delete_hold(
+    con: asyncpg.Connection, tenant_id: str, customer_id: str
+) -> LegalHold | None:
+    rec = await con.fetchrow(
+        "DELETE FROM legal_hold WHERE tenant_id = $1 AND customer_id = $2 "
+        "RETURNING customer_id, reason, created_by, created_at",
+        tenant_id,
+        customer_id,
+    )
+    return _hold(rec) if rec else None
+
+
+async def list_holds(
+    con: asyncpg.Connection, tenant_id: str, *, after_customer: str, limit: int
+) -> Sequence[LegalHold]:
+    rows = await con.fetch(
+        """
+        SELECT customer_id, reason, created_by, created_at FROM legal_hold
+         WHERE tenant_id = $1 AND customer_id > $2
+         ORDER BY customer_id
+         LIMIT $3
+        """,
+        tenant_id,
+        after_customer,
+        limit,
+    )
+    return [_hold(r) for r in rows]
