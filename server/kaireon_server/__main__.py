@@ -31,8 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     from kaireon_server.app import serve
+    from kaireon_server.supervisor import supervise
 
     try:
+        if settings.workers > 1:
+            return asyncio.run(supervise(settings, demo=args.demo))
         return asyncio.run(serve(settings))
     except ConfigurationError as exc:
         print(f"kaireon-server: configuration error: {exc}", file=sys.stderr)

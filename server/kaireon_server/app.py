@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import os
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ class App:
                 reflection.SERVICE_NAME,
             ],
             server,
-            pool=MethodResolvingPool(),
+            pool=MethodResolvingPool(),  # type: ignore[arg-type]  # duck-typed pool view
         )
         self.grpc_port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
         if self.grpc_port == 0:
@@ -117,7 +118,10 @@ class App:
         await self._health.start()
         for capability in self.capabilities:
             await capability.start()
-        log.info("serving", extra={"grpc_port": self.grpc_port, "http_port": self.http_port})
+        log.info(
+            "serving",
+            extra={"grpc_port": self.grpc_port, "http_port": self.http_port, "pid": os.getpid()},
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace if grace is None else grace

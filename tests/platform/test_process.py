@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 
 import asyncpg
@@ -94,3 +95,58 @@ def test_missing_identity_source_is_a_configuration_error(tmp_path) -> None:
     )
     assert result.returncode == 2
     assert "no identity source" in result.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_multi_process_workers_share_the_port(database_url, tenant) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from tests.support.server import ROOT
+
+    port = _free_port()
+    env = {**base_env(database_url), "KAIREON_GRPC_PORT": str(port), "KAIREON_WORKERS": "2"}
+    import os
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kaireon_server"],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        serving_pids: set[int] = set()
+        deadline = time.monotonic() + 60
+        assert proc.stderr is not None
+        while len(serving_pids) < 2 and time.monotonic() < deadline:
+            line = await asyncio.to_thread(proc.stderr.readline)
+            if '"serving"' in line:
+                serving_pids.add(json.loads(line)["pid"])
+        assert len(serving_pids) == 2, "two distinct worker processes must report serving"
+        assert proc.pid not in serving_pids
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest()
+            )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            stub = audit_pb2_grpc.AuditServiceStub(channel)
+            reply = await stub.VerifyChain(
+                audit_pb2.VerifyChainRequest(), metadata=metadata(tenant)
+            )
+            assert reply.valid
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
