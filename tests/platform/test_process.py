@@ -118,7 +118,7 @@ async def test_multi_process_workers_share_the_port(database_url, tenant) -> Non
     env = {**base_env(database_url), "KAIREON_GRPC_PORT": str(port), "KAIREON_WORKERS": "2"}
     import os
 
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - read in a thread below
         [sys.executable, "-m", "kaireon_server"],
         env={**os.environ, **env},
         cwd=ROOT,
@@ -131,8 +131,9 @@ async def test_multi_process_workers_share_the_port(database_url, tenant) -> Non
         assert proc.stderr is not None
         while len(serving_pids) < 2 and time.monotonic() < deadline:
             line = await asyncio.to_thread(proc.stderr.readline)
-            if '"serving"' in line:
-                serving_pids.add(json.loads(line)["pid"])
+            entry = json.loads(line) if line.startswith("{") else {}
+            if entry.get("msg") == "serving":
+                serving_pids.add(entry["pid"])
         assert len(serving_pids) == 2, "two distinct worker processes must report serving"
         assert proc.pid not in serving_pids
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
