@@ -57,6 +57,18 @@ def _grpc_options(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS (and mTLS with a client CA) from KAIREON_TLS_*; None = plaintext."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
 @dataclass
 class App:
     """One server process. `start()` returns once serving; `stop()` drains and closes."""
@@ -110,7 +122,13 @@ class App:
             server,
             pool=MethodResolvingPool(),  # type: ignore[arg-type]  # duck-typed pool view
         )
-        self.grpc_port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        credentials = server_credentials(settings)
+        self.grpc_port = (
+            server.add_secure_port(address, credentials)
+            if credentials
+            else server.add_insecure_port(address)
+        )
         if self.grpc_port == 0:
             raise RuntimeError(f"cannot listen on gRPC port {settings.grpc_port}")
         await server.start()

@@ -48,6 +48,11 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw) if raw else None
+
+
 @dataclass(frozen=True)
 class JwtSettings:
     """Bearer-token verification; enabled when a secret or a public key is set."""
@@ -81,6 +86,11 @@ class Settings:
     shutdown_grace: float = 10.0
     workers: int = 1
     log_level: str = "INFO"
+    # TLS for gRPC and REST when a certificate and key are given; a client CA
+    # additionally requires client certificates (mTLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = field(default=None, repr=False)
+    tls_client_ca: Path | None = None
     demo: bool = False
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -120,9 +130,19 @@ class Settings:
             shutdown_grace=_float(env, "KAIREON_SHUTDOWN_GRACE", 10.0),
             workers=_int(env, "KAIREON_WORKERS", 1, minimum=1),
             log_level=(env.get("KAIREON_LOG_LEVEL") or "INFO").upper(),
+            tls_cert=_path(env, "KAIREON_TLS_CERT"),
+            tls_key=_path(env, "KAIREON_TLS_KEY"),
+            tls_client_ca=_path(env, "KAIREON_TLS_CLIENT_CA"),
             demo=demo,
             env=env,
         )
+        if (settings.tls_cert is None) != (settings.tls_key is None):
+            raise ConfigurationError("KAIREON_TLS_CERT and KAIREON_TLS_KEY go together")
+        if settings.tls_client_ca is not None and settings.tls_cert is None:
+            raise ConfigurationError("KAIREON_TLS_CLIENT_CA needs KAIREON_TLS_CERT/KEY")
+        for tls_file in (settings.tls_cert, settings.tls_key, settings.tls_client_ca):
+            if tls_file is not None and not tls_file.is_file():
+                raise ConfigurationError(f"TLS file not found: {tls_file}")
         if settings.db_pool_min > settings.db_pool_max:
             raise ConfigurationError("KAIREON_DB_POOL_MIN must not exceed KAIREON_DB_POOL_MAX")
         if not settings.trust_headers and not settings.jwt.enabled:

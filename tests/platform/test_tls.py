@@ -1,0 +1,75 @@
+"""TLS and mTLS on the gRPC server, with a throwaway CA generated at test time."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from kaireon.audit.v1 import audit_pb2
+from kaireon_client import ClientConfig, KaireonClient
+from kaireon_server.app import App
+from kaireon_server.platform.config import Settings
+from kaireon_server.platform.errors import ConfigurationError
+from tests.support.certs import make_tls_files
+
+
+@pytest.fixture
+async def tls_app(server_env, tmp_path):
+    files = make_tls_files(tmp_path)
+    env = {
+        **server_env,
+        "KAIREON_TLS_CERT": str(files.server_cert),
+        "KAIREON_TLS_KEY": str(files.server_key),
+        "KAIREON_TLS_CLIENT_CA": str(files.ca_cert),
+    }
+    app = App(Settings.from_env(env))
+    await app.start()
+    yield app, files
+    await app.stop(grace=1)
+
+
+def _verify(config: ClientConfig) -> audit_pb2.VerifyChainResponse:
+    with KaireonClient(config) as client:
+        return client.audit.VerifyChain(audit_pb2.VerifyChainRequest(), timeout=10)
+
+
+async def test_mtls_client_is_served(tls_app, tenant) -> None:
+    app, files = tls_app
+    config = ClientConfig(
+        target=f"localhost:{app.grpc_port}",
+        tenant=tenant,
+        role="admin",
+        ca_cert=files.ca_cert,
+        client_cert=files.client_cert,
+        client_key=files.client_key,
+    )
+    reply = await asyncio.to_thread(_verify, config)
+    assert reply.valid
+
+
+async def test_client_without_certificate_is_refused(tls_app, tenant) -> None:
+    app, files = tls_app
+    config = ClientConfig(
+        target=f"localhost:{app.grpc_port}", tenant=tenant, role="admin", ca_cert=files.ca_cert
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        await asyncio.to_thread(_verify, config)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_plaintext_client_is_refused(tls_app, tenant) -> None:
+    app, _ = tls_app
+    config = ClientConfig(
+        target=f"localhost:{app.grpc_port}", tenant=tenant, role="admin", timeout=3
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        await asyncio.to_thread(_verify, config)
+    assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def test_half_tls_configuration_is_rejected(server_env, tmp_path) -> None:
+    files = make_tls_files(tmp_path)
+    with pytest.raises(ConfigurationError):
+        Settings.from_env({**server_env, "KAIREON_TLS_CERT": str(files.server_cert)})
