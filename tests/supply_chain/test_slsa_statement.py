@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from kaireon_server.platform import build_identity as bi
 from kaireon_server.platform.build_identity import BuildEnv, build_identity, slsa_statement
 
