@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from nacl.secret import SecretBox
 
 from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
+from kaireon_server.app import App
 from kaireon_server.demo.seed import SeedSize, seed_tenant
+from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
 from tests.support.server import metadata
 
@@ -59,3 +69,47 @@ async def seeded(db: Database, tenant: str) -> str:
     """A fresh tenant holding the demo data set (small)."""
     await seed_tenant(db, tenant, SMALL_SEED)
     return tenant
+
+
+@asynccontextmanager
+async def running_app(env: Mapping[str, str]) -> AsyncIterator[grpc.aio.Channel]:
+    """Another in-process server (its own environment) on the session database."""
+    application = App(Settings.from_env(dict(env)))
+    await application.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{application.grpc_port}") as ch:
+            yield ch
+    finally:
+        await application.stop(grace=1)
+
+
+def cosign_encrypted_pem(
+    key: ec.EllipticCurvePrivateKey, password: bytes, *, n: int = 65536
+) -> bytes:
+    """The file `cosign generate-key-pair` writes, built here with the same primitives
+    (go-securesystemslib `encrypted`: scrypt N/r=8/p=1, 32-byte salt, NaCl secretbox
+    over the PKCS#8 DER key, JSON with base64 byte fields, PEM-wrapped)."""
+    der = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    salt, nonce = os.urandom(32), os.urandom(SecretBox.NONCE_SIZE)
+    secret = Scrypt(salt=salt, length=SecretBox.KEY_SIZE, n=n, r=8, p=1).derive(password)
+    ciphertext = SecretBox(secret).encrypt(der, nonce).ciphertext
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    envelope = {
+        "kdf": {"name": "scrypt", "params": {"N": n, "r": 8, "p": 1}, "salt": b64(salt)},
+        "cipher": {"name": "nacl/secretbox", "nonce": b64(nonce)},
+        "ciphertext": b64(ciphertext),
+    }
+    body = base64.b64encode(json.dumps(envelope, separators=(",", ":")).encode()).decode()
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return (
+        "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n"
+        + "\n".join(lines)
+        + "\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n"
+    ).encode()

@@ -3,12 +3,22 @@
 The key comes from configuration only (a PEM path or the PEM itself), never from
 the database, and is never logged. Without a key the service signs nothing and
 says "unsigned", so consumers can refuse unsigned artifacts.
+
+Two key formats are read: a PEM private key (PKCS#8 or SEC 1, encrypted with
+COSIGN_PASSWORD or not), and the file `cosign generate-key-pair` writes
+("ENCRYPTED SIGSTORE PRIVATE KEY", or "ENCRYPTED COSIGN PRIVATE KEY" from
+cosign 1.x): a JSON envelope from go-securesystemslib's `encrypted` package,
+scrypt-derived key + NaCl secretbox around the PKCS#8 DER key, opened with
+COSIGN_PASSWORD (cosign allows an empty one).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -16,11 +26,23 @@ from typing import Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from nacl.exceptions import CryptoError
+from nacl.secret import SecretBox
 
 from kaireon_server.platform.errors import ConfigurationError
 
 UNSIGNED = "unsigned"
 ALGORITHM = "ecdsa-p256-sha256"
+
+COSIGN_PEM_TYPES = ("ENCRYPTED SIGSTORE PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE KEY")
+# The scrypt cost sets go-securesystemslib writes (legacy, standard, OWASP).
+# Anything else is refused: an attacker-chosen N could make start-up hang.
+COSIGN_SCRYPT_PARAMS = frozenset({(32768, 8, 1), (65536, 8, 1), (131072, 8, 1)})
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN (?P<type>[A-Z0-9 ]+)-----\s*"
+    rb"(?P<body>[A-Za-z0-9+/=\s]*?)\s*-----END (?P=type)-----"
+)
 
 
 class Signer(Protocol):
@@ -84,6 +106,63 @@ def load_private_key(pem: bytes, password: bytes | None) -> ec.EllipticCurvePriv
     return key
 
 
+def _pem_type(pem: bytes) -> str | None:
+    match = _PEM_BLOCK.search(pem)
+    return match.group("type").decode() if match else None
+
+
+def _b64field(envelope: Mapping[str, object], *path: str) -> bytes:
+    value: object = envelope
+    for name in path:
+        if not isinstance(value, Mapping) or name not in value:
+            raise ValueError("/".join(path))
+        value = value[name]
+    if not isinstance(value, str):
+        raise ValueError("/".join(path))
+    return base64.b64decode(value, validate=True)
+
+
+def load_cosign_private_key(pem: bytes, password: bytes) -> ec.EllipticCurvePrivateKey:
+    """Open cosign's encrypted private key (see the module docstring)."""
+    match = _PEM_BLOCK.search(pem)
+    if match is None or match.group("type").decode() not in COSIGN_PEM_TYPES:
+        raise ConfigurationError("COSIGN_KEY is not a cosign encrypted private key")
+    try:
+        envelope = json.loads(base64.b64decode(b"".join(match.group("body").split())))
+        kdf, cipher = envelope["kdf"], envelope["cipher"]
+        if kdf.get("name") != "scrypt" or cipher.get("name") != "nacl/secretbox":
+            raise ConfigurationError("COSIGN_KEY: unsupported kdf or cipher")
+        params = kdf["params"]
+        cost = (params["N"], params["r"], params["p"])
+        if not all(type(v) is int for v in cost) or cost not in COSIGN_SCRYPT_PARAMS:
+            raise ConfigurationError("COSIGN_KEY: unsupported scrypt parameters")
+        salt = _b64field(envelope, "kdf", "salt")
+        nonce = _b64field(envelope, "cipher", "nonce")
+        ciphertext = _b64field(envelope, "ciphertext")
+    except ConfigurationError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+        raise ConfigurationError("COSIGN_KEY: malformed cosign key envelope") from None
+    if len(nonce) != SecretBox.NONCE_SIZE:
+        raise ConfigurationError("COSIGN_KEY: malformed cosign key envelope")
+    n, r, p = cost
+    secret = Scrypt(salt=salt, length=SecretBox.KEY_SIZE, n=n, r=r, p=p).derive(password)
+    try:
+        der = SecretBox(secret).decrypt(ciphertext, nonce)
+    except CryptoError:
+        # Wrong password and tampered file look alike, as they should.
+        raise ConfigurationError(
+            "COSIGN_KEY could not be decrypted: wrong COSIGN_PASSWORD or damaged key"
+        ) from None
+    try:
+        key = serialization.load_der_private_key(der, password=None)
+    except (ValueError, TypeError):
+        raise ConfigurationError("COSIGN_KEY: the decrypted key is not PKCS#8") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigurationError("COSIGN_KEY must be an ECDSA P-256 private key")
+    return key
+
+
 def signer_from_env(env: Mapping[str, str]) -> Signer:
     raw = env.get("COSIGN_KEY") or ""
     if not raw:
@@ -96,6 +175,8 @@ def signer_from_env(env: Mapping[str, str]) -> Signer:
         except OSError as exc:
             raise ConfigurationError(f"COSIGN_KEY: cannot read key file ({exc.strerror})") from None
     password = env.get("COSIGN_PASSWORD")
+    if _pem_type(pem) in COSIGN_PEM_TYPES:
+        return EcdsaSigner(load_cosign_private_key(pem, (password or "").encode()))
     return EcdsaSigner(load_private_key(pem, password.encode() if password else None))
 
 
