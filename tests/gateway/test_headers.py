@@ -24,6 +24,7 @@ async def test_request_headers_become_metadata(
         "Grpc-Metadata-Content-Type": "text/plain",
         "X-Other": "dropped",
         "Cookie": "session=dropped",
+        "X-Forwarded-For": "203.0.113.9",
     }
     async with http.get(gateway + "/v1/things/1", headers=headers) as response:
         assert response.status == 200
@@ -34,7 +35,7 @@ async def test_request_headers_become_metadata(
     assert metadata["authorization"] == "Bearer abc.def"
     assert metadata["foo"] == "bar"
     assert metadata["blob-bin"] == "b64:" + base64.b64encode(b"\x00\x01\xff").decode()
-    assert metadata["x-forwarded-for"] == "127.0.0.1"
+    assert metadata["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
     assert metadata["x-forwarded-host"] == gateway.removeprefix("http://")
     for absent in ("x-other", "cookie", "grpc-timeout", "grpc-metadata-foo"):
         assert absent not in metadata

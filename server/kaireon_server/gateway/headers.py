@@ -35,8 +35,11 @@ def request_metadata(
     foo (base64-decoded when it ends in -bin); every other header is dropped.
     """
     metadata: Metadata = []
+    forwarded_for = ""
     for name, value in headers:
         lower = name.lower()
+        if lower == "x-forwarded-for":
+            forwarded_for = _ascii(name, value)
         if lower in forwarded:
             metadata.append((lower, _ascii(name, value)))
         elif lower.startswith(METADATA_PREFIX):
@@ -50,7 +53,9 @@ def request_metadata(
     if host:
         metadata.append(("x-forwarded-host", _ascii("Host", host)))
     if remote:
-        metadata.append(("x-forwarded-for", remote))
+        # Append to a chain from proxies in front, as grpc-gateway does.
+        chain = f"{forwarded_for}, {remote}" if forwarded_for else remote
+        metadata.append(("x-forwarded-for", chain))
     return metadata
 
 

@@ -15,6 +15,7 @@ from google.rpc import status_pb2  # type: ignore[import-untyped, unused-ignore]
 
 from kaireon_server.gateway.fields import enum_of, is_map, is_plain_message, message_of
 from kaireon_server.gateway.routes import Route
+from kaireon_server.gateway.templates import Segment, SegmentKind
 
 OPENAPI_VERSION = "3.0.3"
 STATUS_SCHEMA = "google.rpc.Status"
@@ -128,7 +129,8 @@ def build_openapi(
         if method not in _METHODS:
             continue  # custom HTTP methods have no OpenAPI operation
         # On an identical path the later route wins, as in the router.
-        paths.setdefault(route.template.openapi_path(), {})[method] = _operation(route, schemas)
+        path, path_params = _path(route, schemas)
+        paths.setdefault(path, {})[method] = _operation(route, schemas, path_params)
     paths.update(_fixed_paths())
     return {
         "openapi": OPENAPI_VERSION,
@@ -142,12 +144,16 @@ def build_openapi(
     }
 
 
-def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
+def _operation(
+    route: Route, schemas: _Schemas, path_params: list[dict[str, Any]]
+) -> dict[str, Any]:
+    rule = f"{route.http_method} {route.template.source}"
     operation: dict[str, Any] = {
         "operationId": route.operation_id,
         "tags": [route.method.containing_service.full_name],
         "summary": route.method.full_name,
-        "parameters": _path_parameters(route, schemas) + _query_parameters(route, schemas),
+        "description": f"HTTP rule: {rule}",
+        "parameters": path_params + _query_parameters(route, schemas),
         "responses": {
             "200": _success(route, schemas),
             "default": {
@@ -160,27 +166,82 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
     if body is not None:
         operation["requestBody"] = body
     if route.server_streaming:
-        operation["description"] = (
-            'Server stream: newline-delimited JSON, one {"result": ...} line per message, '
+        operation["description"] += (
+            '. Server stream: newline-delimited JSON, one {"result": ...} line per message, '
             'and a final {"error": ...} line if the stream fails.'
         )
     return operation
 
 
-def _path_parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
-    params = []
-    for var in route.template.variables:
-        field = _leaf(route.input_type, var.field_path)
-        param: dict[str, Any] = {
-            "name": ".".join(var.field_path),
-            "in": "path",
-            "required": True,
-            "schema": schemas.single(field),
-        }
-        if var.pattern != "*":
-            param["description"] = f"Matches the path pattern {var.pattern}."
-        params.append(param)
-    return params
+def _path(route: Route, schemas: _Schemas) -> tuple[str, list[dict[str, Any]]]:
+    """The OpenAPI path of a template and its path parameters.
+
+    A variable over several segments without "**" is expanded, as openapiv2's
+    expand_slashed_path_patterns does: /v1/{name=shelves/*/books/*} becomes
+    /v1/shelves/{shelf}/books/{book}, so two such routes under one prefix do
+    not collapse into the same /v1/{name}.
+    """
+    template = route.template
+    parts: list[str] = []
+    params: list[dict[str, Any]] = []
+    used: set[str] = set()
+    index = 0
+    while index < len(template.segments):
+        var = next((v for v in template.variables if v.start == index), None)
+        if var is None:
+            segment = template.segments[index]
+            parts.append(_segment_text(segment))
+            index += 1
+            continue
+        dotted = ".".join(var.field_path)
+        segments = template.segments[var.start : var.end]
+        if len(segments) == 1 or any(s.kind is SegmentKind.DEEP for s in segments):
+            used.add(dotted)
+            parts.append("{" + dotted + "}")
+            param = _path_param(dotted, schemas.single(_leaf(route.input_type, var.field_path)))
+            if var.pattern != "*":
+                param["description"] = f"{dotted}: matches {var.pattern}."
+            params.append(param)
+        else:
+            previous = ""
+            for segment in segments:
+                if segment.kind is SegmentKind.LITERAL:
+                    parts.append(segment.literal)
+                    previous = segment.literal
+                    continue
+                name = _unique(_singular(previous) or dotted, used)
+                parts.append("{" + name + "}")
+                param = _path_param(name, {"type": "string"})
+                param["description"] = f"One segment of {dotted} ({var.pattern})."
+                params.append(param)
+                previous = ""
+        index = var.end
+    path = "/" + "/".join(parts)
+    return (f"{path}:{template.verb}" if template.verb else path), params
+
+
+def _path_param(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def _segment_text(segment: Segment) -> str:
+    if segment.kind is SegmentKind.LITERAL:
+        return segment.literal
+    return "**" if segment.kind is SegmentKind.DEEP else "*"
+
+
+def _singular(word: str) -> str:
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    return word[:-1] if word.endswith("s") and len(word) > 1 else word
+
+
+def _unique(name: str, used: set[str]) -> str:
+    candidate, n = name, 2
+    while candidate in used:
+        candidate, n = f"{name}{n}", n + 1
+    used.add(candidate)
+    return candidate
 
 
 def _leaf(desc: Descriptor, names: tuple[str, ...]) -> FieldDescriptor:

@@ -111,26 +111,6 @@ class PathTemplate:
                 values[name] = percent_decode("/".join(raw[var.start : end]), keep_reserved=True)
         return tuple(rank), values
 
-    def openapi_path(self) -> str:
-        """The template as an OpenAPI path: each variable becomes ``{field.path}``."""
-        parts: list[str] = []
-        index = 0
-        while index < len(self.segments):
-            var = next((v for v in self.variables if v.start == index), None)
-            if var is not None:
-                parts.append("{" + ".".join(var.field_path) + "}")
-                index = var.end
-                continue
-            seg = self.segments[index]
-            parts.append(seg.literal if seg.kind is SegmentKind.LITERAL else _wildcard_text(seg))
-            index += 1
-        path = "/" + "/".join(parts)
-        return f"{path}:{self.verb}" if self.verb else path
-
-
-def _wildcard_text(seg: Segment) -> str:
-    return "**" if seg.kind is SegmentKind.DEEP else "*"
-
 
 def parse_template(source: str) -> PathTemplate:
     """Parses a template; raises TemplateError with the reason."""
