@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -223,17 +224,17 @@ class GatewayServer:
         call = self._unary[route.grpc_path](message, metadata=metadata, timeout=timeout)
         try:
             reply = await call
+            initial, trailing = await call.initial_metadata(), await call.trailing_metadata()
         except grpc.aio.AioRpcError as error:
             failure = from_rpc_error(error)
             failure.headers[:0] = response_headers(
                 error.initial_metadata(), error.trailing_metadata(), self._passthrough
             )
             return error_response(failure)
-        finally:
-            call.cancel()
-        return self._unary_response(
-            route, reply, await call.initial_metadata(), await call.trailing_metadata()
-        )
+        except asyncio.CancelledError:
+            call.cancel()  # the client hung up: stop the server-side work too
+            raise
+        return self._unary_response(route, reply, initial, trailing)
 
     def _unary_response(
         self,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -66,20 +65,20 @@ async def forward_stream(
     # Reverse proxies (nginx) buffer responses unless told not to.
     response.headers["X-Accel-Buffering"] = "no"
     await response.prepare(request)
-    if first is not None and not await _pump(route, first, messages, response):
+    if first is None:
+        await response.write_eof()
+    elif not await _pump(route, first, messages, response) and request.transport is not None:
         # Closing without the final empty chunk: the client sees a truncated
         # body instead of a complete-looking, corrupt download.
-        if request.transport is not None:
-            request.transport.close()
-        return response
-    await response.write_eof()
+        request.transport.close()
     return response
 
 
 async def _pump(
     route: Route, first: Message, messages: AsyncIterator[Message], response: web.StreamResponse
 ) -> bool:
-    """Writes every message; False when a raw body must be cut off."""
+    """Writes every message; False when the connection must be dropped."""
+    tail = b""
     try:
         await response.write(_encode(route, first))
         async for message in messages:
@@ -88,15 +87,21 @@ async def _pump(
         if route.raw_response_body:
             _log.info("%s failed mid-stream (%s); cutting the body", route.grpc_path, error.code())
             return False
-        await response.write(error_line(from_rpc_error(error)))
-    except (ConnectionError, asyncio.CancelledError):
-        raise
+        tail = error_line(from_rpc_error(error))
+    except ConnectionError:
+        return False  # the client went away; the caller cancels the call
     except Exception:
         _log.exception("%s: cannot render a stream message", route.grpc_path)
         if route.raw_response_body:
             return False
         reply = gateway_error(500, grpc.StatusCode.INTERNAL, "failed to marshal response message")
-        await response.write(error_line(reply))
+        tail = error_line(reply)
+    try:
+        if tail:
+            await response.write(tail)
+        await response.write_eof()
+    except ConnectionError:
+        return False
     return True
 
 
