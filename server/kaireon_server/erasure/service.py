@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
-from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 
+from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon_server.capability import ServiceContext, SimpleCapability
 from kaireon_server.erasure import holds
 from kaireon_server.erasure.eraser import EraseCommand, erase_customer
