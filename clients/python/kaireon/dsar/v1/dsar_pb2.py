@@ -29,13 +29,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from kaireon.auth.v1 import auth_pb2 as kaireon_dot_auth_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1akaireon/dsar/v1/dsar.proto\x12\x0fkaireon.dsar.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1akaireon/auth/v1/auth.proto\"\xdb\x03\n\x0b\x44sarRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0crequest_type\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0f\n\x07\x65ncrypt\x18\x05 \x01(\x08\x12\x10\n\x08progress\x18\x06 \x01(\x05\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcomplete_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\rexported_data\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nexport_url\x18\x0c \x01(\t\x12\x1c\n\x14\x65xport_digest_sha256\x18\r \x01(\t\x12\x18\n\x10\x65xport_signature\x18\x0e \x01(\t\x12\x19\n\x11\x65xport_size_bytes\x18\x0f \x01(\x03\x12\x0f\n\x07version\x18\x10 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x11 \x01(\t\"n\n\x18\x43reateDsarRequestRequest\x12\x14\n\x0crequest_type\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x0f\n\x07\x65ncrypt\x18\x03 \x01(\x08\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"J\n\x19\x43reateDsarRequestResponse\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.kaireon.dsar.v1.DsarRequest\"#\n\x15GetDsarRequestRequest\x12\n\n\x02id\x18\x01 \x01(\t\"G\n\x16GetDsarRequestResponse\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.kaireon.dsar.v1.DsarRequest\"P\n\x17ListDsarRequestsRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x18ListDsarRequestsResponse\x12.\n\x08requests\x18\x01 \x03(\x0b\x32\x1c.kaireon.dsar.v1.DsarRequest\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x17WatchDsarRequestRequest\x12\n\n\x02id\x18\x01 \x01(\t\"I\n\x18WatchDsarRequestResponse\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.kaireon.dsar.v1.DsarRequest\"%\n\x17StreamDsarExportRequest\x12\n\n\x02id\x18\x01 \x01(\t\"O\n\x18StreamDsarExportResponse\x12#\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x32\xd1\x05\n\x0b\x44sarService\x12\x87\x01\n\x11\x43reateDsarRequest\x12).kaireon.dsar.v1.CreateDsarRequestRequest\x1a*.kaireon.dsar.v1.CreateDsarRequestResponse\"\x1b\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02\x11\"\x0c/api/v1/dsar:\x01*\x12\x89\x01\n\x0eGetDsarRequest\x12&.kaireon.dsar.v1.GetDsarRequestRequest\x1a\'.kaireon.dsar.v1.GetDsarRequestResponse\"&\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02\x1c\x12\x11/api/v1/dsar/{id}b\x07request\x12\x81\x01\n\x10ListDsarRequests\x12(.kaireon.dsar.v1.ListDsarRequestsRequest\x1a).kaireon.dsar.v1.ListDsarRequestsResponse\"\x18\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02\x0e\x12\x0c/api/v1/dsar\x12\x8e\x01\n\x10WatchDsarRequest\x12(.kaireon.dsar.v1.WatchDsarRequestRequest\x1a).kaireon.dsar.v1.WatchDsarRequestResponse\"#\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/dsar/{id}/watch0\x01\x12\x96\x01\n\x10StreamDsarExport\x12(.kaireon.dsar.v1.StreamDsarExportRequest\x1a).kaireon.dsar.v1.StreamDsarExportResponse\"+\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02!\x12\x18/api/v1/dsar/{id}/exportb\x05\x63hunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1akaireon/dsar/v1/dsar.proto\x12\x0fkaireon.dsar.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1akaireon/auth/v1/auth.proto\"\xc6\x04\n\x0b\x44sarRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0crequest_type\x18\x02 \x01(\t\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0f\n\x07\x65ncrypt\x18\x05 \x01(\x08\x12\x10\n\x08progress\x18\x06 \x01(\x05\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcomplete_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\rexported_data\x18\x0b \x01(\x0b\x32\x1b.kaireon.dsar.v1.DsarExport\x12\x12\n\nexport_url\x18\x0c \x01(\t\x12\x1c\n\x14\x65xport_digest_sha256\x18\r \x01(\t\x12\x18\n\x10\x65xport_signature\x18\x0e \x01(\t\x12\x19\n\x11\x65xport_size_bytes\x18\x0f \x01(\x03\x12\x0f\n\x07version\x18\x10 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x11 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x12 \x01(\x05\x12\x1a\n\x12\x65xport_key_version\x18\x13 \x01(\t\x12\x1d\n\x15\x65xport_signing_key_id\x18\x14 \x01(\t\x12\x18\n\x10\x65xport_available\x18\x15 \x01(\x08\"\xec\x01\n\nDsarExport\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65xported_at\x18\x02 \x01(\t\x12\x11\n\tencrypted\x18\x03 \x01(\x08\x12%\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x37\n\x06\x63ounts\x18\x05 \x03(\x0b\x32\'.kaireon.dsar.v1.DsarExport.CountsEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"n\n\x18\x43reateDsarRequestRequest\x12\x14\n\x0crequest_type\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x0f\n\x07\x65ncrypt\x18\x03 \x01(\x08\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"J\n\x19\x43reateDsarRequestResponse\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.kaireon.dsar.v1.DsarRequest\"#\n\x15GetDsarRequestRequest\x12\n\n\x02id\x18\x01 \x01(\t\"G\n\x16GetDsarRequestResponse\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.kaireon.dsar.v1.DsarRequest\"d\n\x17ListDsarRequestsRequest\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x12\n\nsubject_id\x18\x04 \x01(\t\"c\n\x18ListDsarRequestsResponse\x12.\n\x08requests\x18\x01 \x03(\x0b\x32\x1c.kaireon.dsar.v1.DsarRequest\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x17WatchDsarRequestRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rafter_version\x18\x02 \x01(\x03\"I\n\x18WatchDsarRequestResponse\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.kaireon.dsar.v1.DsarRequest\"%\n\x17StreamDsarExportRequest\x12\n\n\x02id\x18\x01 \x01(\t\"O\n\x18StreamDsarExportResponse\x12#\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x32\xd1\x05\n\x0b\x44sarService\x12\x87\x01\n\x11\x43reateDsarRequest\x12).kaireon.dsar.v1.CreateDsarRequestRequest\x1a*.kaireon.dsar.v1.CreateDsarRequestResponse\"\x1b\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02\x11\"\x0c/api/v1/dsar:\x01*\x12\x89\x01\n\x0eGetDsarRequest\x12&.kaireon.dsar.v1.GetDsarRequestRequest\x1a\'.kaireon.dsar.v1.GetDsarRequestResponse\"&\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02\x1c\x12\x11/api/v1/dsar/{id}b\x07request\x12\x81\x01\n\x10ListDsarRequests\x12(.kaireon.dsar.v1.ListDsarRequestsRequest\x1a).kaireon.dsar.v1.ListDsarRequestsResponse\"\x18\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02\x0e\x12\x0c/api/v1/dsar\x12\x8e\x01\n\x10WatchDsarRequest\x12(.kaireon.dsar.v1.WatchDsarRequestRequest\x1a).kaireon.dsar.v1.WatchDsarRequestResponse\"#\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/dsar/{id}/watch0\x01\x12\x96\x01\n\x10StreamDsarExport\x12(.kaireon.dsar.v1.StreamDsarExportRequest\x1a).kaireon.dsar.v1.StreamDsarExportResponse\"+\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02!\x12\x18/api/v1/dsar/{id}/exportb\x05\x63hunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kaireon.dsar.v1.dsar_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DSAREXPORT_COUNTSENTRY']._loaded_options = None
+  _globals['_DSAREXPORT_COUNTSENTRY']._serialized_options = b'8\001'
   _globals['_DSARSERVICE'].methods_by_name['CreateDsarRequest']._loaded_options = None
   _globals['_DSARSERVICE'].methods_by_name['CreateDsarRequest']._serialized_options = b'\310\363\030\002\202\323\344\223\002\021\"\014/api/v1/dsar:\001*'
   _globals['_DSARSERVICE'].methods_by_name['GetDsarRequest']._loaded_options = None
@@ -47,27 +49,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DSARSERVICE'].methods_by_name['StreamDsarExport']._loaded_options = None
   _globals['_DSARSERVICE'].methods_by_name['StreamDsarExport']._serialized_options = b'\310\363\030\002\202\323\344\223\002!\022\030/api/v1/dsar/{id}/exportb\005chunk'
   _globals['_DSARREQUEST']._serialized_start=196
-  _globals['_DSARREQUEST']._serialized_end=671
-  _globals['_CREATEDSARREQUESTREQUEST']._serialized_start=673
-  _globals['_CREATEDSARREQUESTREQUEST']._serialized_end=783
-  _globals['_CREATEDSARREQUESTRESPONSE']._serialized_start=785
-  _globals['_CREATEDSARREQUESTRESPONSE']._serialized_end=859
-  _globals['_GETDSARREQUESTREQUEST']._serialized_start=861
-  _globals['_GETDSARREQUESTREQUEST']._serialized_end=896
-  _globals['_GETDSARREQUESTRESPONSE']._serialized_start=898
-  _globals['_GETDSARREQUESTRESPONSE']._serialized_end=969
-  _globals['_LISTDSARREQUESTSREQUEST']._serialized_start=971
-  _globals['_LISTDSARREQUESTSREQUEST']._serialized_end=1051
-  _globals['_LISTDSARREQUESTSRESPONSE']._serialized_start=1053
-  _globals['_LISTDSARREQUESTSRESPONSE']._serialized_end=1152
-  _globals['_WATCHDSARREQUESTREQUEST']._serialized_start=1154
-  _globals['_WATCHDSARREQUESTREQUEST']._serialized_end=1191
-  _globals['_WATCHDSARREQUESTRESPONSE']._serialized_start=1193
-  _globals['_WATCHDSARREQUESTRESPONSE']._serialized_end=1266
-  _globals['_STREAMDSAREXPORTREQUEST']._serialized_start=1268
-  _globals['_STREAMDSAREXPORTREQUEST']._serialized_end=1305
-  _globals['_STREAMDSAREXPORTRESPONSE']._serialized_start=1307
-  _globals['_STREAMDSAREXPORTRESPONSE']._serialized_end=1386
-  _globals['_DSARSERVICE']._serialized_start=1389
-  _globals['_DSARSERVICE']._serialized_end=2110
+  _globals['_DSARREQUEST']._serialized_end=778
+  _globals['_DSAREXPORT']._serialized_start=781
+  _globals['_DSAREXPORT']._serialized_end=1017
+  _globals['_DSAREXPORT_COUNTSENTRY']._serialized_start=972
+  _globals['_DSAREXPORT_COUNTSENTRY']._serialized_end=1017
+  _globals['_CREATEDSARREQUESTREQUEST']._serialized_start=1019
+  _globals['_CREATEDSARREQUESTREQUEST']._serialized_end=1129
+  _globals['_CREATEDSARREQUESTRESPONSE']._serialized_start=1131
+  _globals['_CREATEDSARREQUESTRESPONSE']._serialized_end=1205
+  _globals['_GETDSARREQUESTREQUEST']._serialized_start=1207
+  _globals['_GETDSARREQUESTREQUEST']._serialized_end=1242
+  _globals['_GETDSARREQUESTRESPONSE']._serialized_start=1244
+  _globals['_GETDSARREQUESTRESPONSE']._serialized_end=1315
+  _globals['_LISTDSARREQUESTSREQUEST']._serialized_start=1317
+  _globals['_LISTDSARREQUESTSREQUEST']._serialized_end=1417
+  _globals['_LISTDSARREQUESTSRESPONSE']._serialized_start=1419
+  _globals['_LISTDSARREQUESTSRESPONSE']._serialized_end=1518
+  _globals['_WATCHDSARREQUESTREQUEST']._serialized_start=1520
+  _globals['_WATCHDSARREQUESTREQUEST']._serialized_end=1580
+  _globals['_WATCHDSARREQUESTRESPONSE']._serialized_start=1582
+  _globals['_WATCHDSARREQUESTRESPONSE']._serialized_end=1655
+  _globals['_STREAMDSAREXPORTREQUEST']._serialized_start=1657
+  _globals['_STREAMDSAREXPORTREQUEST']._serialized_end=1694
+  _globals['_STREAMDSAREXPORTRESPONSE']._serialized_start=1696
+  _globals['_STREAMDSAREXPORTRESPONSE']._serialized_end=1775
+  _globals['_DSARSERVICE']._serialized_start=1778
+  _globals['_DSARSERVICE']._serialized_end=2499
 # @@protoc_insertion_point(module_scope)

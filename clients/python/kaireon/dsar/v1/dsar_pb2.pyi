@@ -44,8 +44,12 @@ class DsarRequest(_message.Message):
     EXPORT_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    EXPORT_KEY_VERSION_FIELD_NUMBER: _builtins.int
+    EXPORT_SIGNING_KEY_ID_FIELD_NUMBER: _builtins.int
+    EXPORT_AVAILABLE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Output only. Identifier of the request."""
+    """Output only. Identifier of the request (a UUID)."""
     request_type: _builtins.str
     """The kind of request; "export" is the only one supported."""
     subject_id: _builtins.str
@@ -59,35 +63,53 @@ class DsarRequest(_message.Message):
     progress: _builtins.int
     """Output only. Progress of the job in percent (0 to 100)."""
     error: _builtins.str
-    """Output only. Why the request failed (empty unless failed)."""
+    """Output only. Why the request failed, or why the last attempt failed while
+    a retry is pending. Never holds personal data.
+    """
     export_url: _builtins.str
     """Output only. Download route of the export when it is not attached inline."""
     export_digest_sha256: _builtins.str
-    """Output only. sha256 hex of the canonical JSON of the export document."""
+    """Output only. sha256 hex of the export document (its bytes are RFC 8785
+    canonical JSON, so this is the digest of its canonical form).
+    """
     export_signature: _builtins.str
-    """Output only. base64 ECDSA P-256 SHA-256 signature of the canonical export,
+    """Output only. base64 ECDSA P-256 SHA-256 signature of the export document,
     or "unsigned".
     """
     export_size_bytes: _builtins.int
-    """Output only. Size of the canonical export document in bytes."""
+    """Output only. Size of the export document in bytes."""
     version: _builtins.int
-    """Output only. Increases with every change; lets watchers drop duplicates."""
+    """Output only. Increases with every status or progress change; watchers
+    resume after it.
+    """
     idempotency_key: _builtins.str
     """Optional. The idempotency key the request was created with."""
+    attempts: _builtins.int
+    """Output only. How many times a worker has started the job."""
+    export_key_version: _builtins.str
+    """Output only. Key version of an encrypted export's envelope."""
+    export_signing_key_id: _builtins.str
+    """Output only. Identifier of the key that signed the export: sha256 hex of
+    its DER public key (see ProvenanceService.GetSigningKey).
+    """
+    export_available: _builtins.bool
+    """Output only. True while the completed export can be downloaded; false
+    before completion and after an erasure deleted the stored export.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the request was created."""
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """Output only. When the request last changed."""
+        """Output only. When the request's status or progress last changed."""
 
     @_builtins.property
     def complete_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the export completed."""
 
     @_builtins.property
-    def exported_data(self) -> _struct_pb2.Struct:
+    def exported_data(self) -> Global___DsarExport:
         """Output only. The export document, attached when completed and no larger
         than the server's inline limit.
         """
@@ -105,21 +127,96 @@ class DsarRequest(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         complete_time: _timestamp_pb2.Timestamp | None = ...,
-        exported_data: _struct_pb2.Struct | None = ...,
+        exported_data: Global___DsarExport | None = ...,
         export_url: _builtins.str = ...,
         export_digest_sha256: _builtins.str = ...,
         export_signature: _builtins.str = ...,
         export_size_bytes: _builtins.int = ...,
         version: _builtins.int = ...,
         idempotency_key: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        export_key_version: _builtins.str = ...,
+        export_signing_key_id: _builtins.str = ...,
+        export_available: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "exported_data", b"exported_data", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "encrypt", b"encrypt", "error", b"error", "export_digest_sha256", b"export_digest_sha256", "export_signature", b"export_signature", "export_size_bytes", b"export_size_bytes", "export_url", b"export_url", "exported_data", b"exported_data", "id", b"id", "idempotency_key", b"idempotency_key", "progress", b"progress", "request_type", b"request_type", "status", b"status", "subject_id", b"subject_id", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "complete_time", b"complete_time", "create_time", b"create_time", "encrypt", b"encrypt", "error", b"error", "export_available", b"export_available", "export_digest_sha256", b"export_digest_sha256", "export_key_version", b"export_key_version", "export_signature", b"export_signature", "export_signing_key_id", b"export_signing_key_id", "export_size_bytes", b"export_size_bytes", "export_url", b"export_url", "exported_data", b"exported_data", "id", b"id", "idempotency_key", b"idempotency_key", "progress", b"progress", "request_type", b"request_type", "status", b"status", "subject_id", b"subject_id", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DsarRequest: _TypeAlias = DsarRequest  # noqa: Y015
+
+@_typing.final
+class DsarExport(_message.Message):
+    """DsarExport is the export document: GDPR Art. 20 portable JSON, or the
+    AES-256-GCM envelope of it when the request asked for encryption.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    EXPORTED_AT_FIELD_NUMBER: _builtins.int
+    ENCRYPTED_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The data subject (plain exports only; an envelope keeps it encrypted)."""
+    exported_at: _builtins.str
+    """When the export's snapshot was taken (RFC 3339, UTC, microseconds)."""
+    encrypted: _builtins.bool
+    """Whether data is an encrypted envelope."""
+    request_id: _builtins.str
+    """The request the export answers."""
+    @_builtins.property
+    def data(self) -> _struct_pb2.Struct:
+        """Plain: the subject's rows by category (interactions, summaries, …).
+        Encrypted: ciphertext, format "encrypted-aes-256-gcm", keyVersion and
+        tenantId.
+        """
+
+    @_builtins.property
+    def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Rows per category of data (plain exports only)."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        exported_at: _builtins.str = ...,
+        encrypted: _builtins.bool = ...,
+        data: _struct_pb2.Struct | None = ...,
+        counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "customer_id", b"customer_id", "data", b"data", "encrypted", b"encrypted", "exported_at", b"exported_at", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DsarExport: _TypeAlias = DsarExport  # noqa: Y015
 
 @_typing.final
 class CreateDsarRequestRequest(_message.Message):
@@ -138,7 +235,9 @@ class CreateDsarRequestRequest(_message.Message):
     encrypt: _builtins.bool
     """Optional. Produce an AES-256-GCM envelope instead of plain JSON."""
     idempotency_key: _builtins.str
-    """Optional. A retried create with the same key returns the same request."""
+    """Optional. A retried create with the same key (1 to 128 characters)
+    returns the same request.
+    """
     def __init__(
         self,
         *,
@@ -234,6 +333,7 @@ class ListDsarRequestsRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
     status: _builtins.str
     """Optional. Only requests in this status ("pending", "processing",
     "completed", "failed").
@@ -242,16 +342,19 @@ class ListDsarRequestsRequest(_message.Message):
     """Optional. Maximum number of requests to return (default 50, at most 500)."""
     page_token: _builtins.str
     """Optional. Token from a previous response to continue from."""
+    subject_id: _builtins.str
+    """Optional. Only requests about this data subject."""
     def __init__(
         self,
         *,
         status: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -292,16 +395,22 @@ class WatchDsarRequestRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    AFTER_VERSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Required. The request identifier."""
+    after_version: _builtins.int
+    """Optional. Resume a watch: send only the states after this version, in
+    order, instead of starting with the current state.
+    """
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        after_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_version", b"after_version", "id", b"id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class DsarServiceStub:
     """DsarService queues export jobs, reports their progress as a stream and
-    serves the finished portable JSON export.
+    serves the finished portable JSON export. Every method needs the operator
+    role: each response names a data subject or carries their data.
     """
 
     def __init__(self, channel):
@@ -65,7 +66,8 @@ class DsarServiceStub:
 
 class DsarServiceServicer:
     """DsarService queues export jobs, reports their progress as a stream and
-    serves the finished portable JSON export.
+    serves the finished portable JSON export. Every method needs the operator
+    role: each response names a data subject or carries their data.
     """
 
     def CreateDsarRequest(self, request, context):
@@ -77,7 +79,8 @@ class DsarServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetDsarRequest(self, request, context):
-        """Returns one request, with its export attached once completed.
+        """Returns one request, with its export attached once completed (or linked
+        when larger than the inline limit).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,14 +96,16 @@ class DsarServiceServicer:
 
     def WatchDsarRequest(self, request, context):
         """Streams the request's state: first the current state, then every status
-        or progress change, until a terminal state has been sent.
+        or progress change in order, until a terminal state has been sent. With
+        after_version set, resumes after that version instead.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StreamDsarExport(self, request, context):
-        """Streams the finished export document in chunks.
+        """Streams the finished export document (the exact bytes its digest and
+        signature cover) in chunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,7 +149,8 @@ def add_DsarServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class DsarService:
     """DsarService queues export jobs, reports their progress as a stream and
-    serves the finished portable JSON export.
+    serves the finished portable JSON export. Every method needs the operator
+    role: each response names a data subject or carries their data.
     """
 
     @staticmethod

@@ -28,7 +28,8 @@ GRPC_VERSION: str
 
 class DsarServiceStub:
     """DsarService queues export jobs, reports their progress as a stream and
-    serves the finished portable JSON export.
+    serves the finished portable JSON export. Every method needs the operator
+    role: each response names a data subject or carries their data.
     """
 
     @_typing.overload
@@ -40,22 +41,28 @@ class DsarServiceStub:
     the same idempotency_key returns the request created the first time.
     """
     GetDsarRequest: _grpc.UnaryUnaryMultiCallable[_dsar_pb2.GetDsarRequestRequest, _dsar_pb2.GetDsarRequestResponse]
-    """Returns one request, with its export attached once completed."""
+    """Returns one request, with its export attached once completed (or linked
+    when larger than the inline limit).
+    """
     ListDsarRequests: _grpc.UnaryUnaryMultiCallable[_dsar_pb2.ListDsarRequestsRequest, _dsar_pb2.ListDsarRequestsResponse]
     """Lists the tenant's requests, newest first, optionally filtered by status,
     with exports attached (or linked when larger than the inline limit).
     """
     WatchDsarRequest: _grpc.UnaryStreamMultiCallable[_dsar_pb2.WatchDsarRequestRequest, _dsar_pb2.WatchDsarRequestResponse]
     """Streams the request's state: first the current state, then every status
-    or progress change, until a terminal state has been sent.
+    or progress change in order, until a terminal state has been sent. With
+    after_version set, resumes after that version instead.
     """
     StreamDsarExport: _grpc.UnaryStreamMultiCallable[_dsar_pb2.StreamDsarExportRequest, _dsar_pb2.StreamDsarExportResponse]
-    """Streams the finished export document in chunks."""
+    """Streams the finished export document (the exact bytes its digest and
+    signature cover) in chunks.
+    """
 
 @_typing.type_check_only
 class DsarServiceAsyncStub(DsarServiceStub):
     """DsarService queues export jobs, reports their progress as a stream and
-    serves the finished portable JSON export.
+    serves the finished portable JSON export. Every method needs the operator
+    role: each response names a data subject or carries their data.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -64,21 +71,27 @@ class DsarServiceAsyncStub(DsarServiceStub):
     the same idempotency_key returns the request created the first time.
     """
     GetDsarRequest: _aio.UnaryUnaryMultiCallable[_dsar_pb2.GetDsarRequestRequest, _dsar_pb2.GetDsarRequestResponse]  # type: ignore[assignment]
-    """Returns one request, with its export attached once completed."""
+    """Returns one request, with its export attached once completed (or linked
+    when larger than the inline limit).
+    """
     ListDsarRequests: _aio.UnaryUnaryMultiCallable[_dsar_pb2.ListDsarRequestsRequest, _dsar_pb2.ListDsarRequestsResponse]  # type: ignore[assignment]
     """Lists the tenant's requests, newest first, optionally filtered by status,
     with exports attached (or linked when larger than the inline limit).
     """
     WatchDsarRequest: _aio.UnaryStreamMultiCallable[_dsar_pb2.WatchDsarRequestRequest, _dsar_pb2.WatchDsarRequestResponse]  # type: ignore[assignment]
     """Streams the request's state: first the current state, then every status
-    or progress change, until a terminal state has been sent.
+    or progress change in order, until a terminal state has been sent. With
+    after_version set, resumes after that version instead.
     """
     StreamDsarExport: _aio.UnaryStreamMultiCallable[_dsar_pb2.StreamDsarExportRequest, _dsar_pb2.StreamDsarExportResponse]  # type: ignore[assignment]
-    """Streams the finished export document in chunks."""
+    """Streams the finished export document (the exact bytes its digest and
+    signature cover) in chunks.
+    """
 
 class DsarServiceServicer(metaclass=_abc_1.ABCMeta):
     """DsarService queues export jobs, reports their progress as a stream and
-    serves the finished portable JSON export.
+    serves the finished portable JSON export. Every method needs the operator
+    role: each response names a data subject or carries their data.
     """
 
     @_abc_1.abstractmethod
@@ -97,7 +110,9 @@ class DsarServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _dsar_pb2.GetDsarRequestRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_dsar_pb2.GetDsarRequestResponse, _abc.Awaitable[_dsar_pb2.GetDsarRequestResponse]]:
-        """Returns one request, with its export attached once completed."""
+        """Returns one request, with its export attached once completed (or linked
+        when larger than the inline limit).
+        """
 
     @_abc_1.abstractmethod
     def ListDsarRequests(
@@ -116,7 +131,8 @@ class DsarServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_dsar_pb2.WatchDsarRequestResponse], _abc.AsyncIterator[_dsar_pb2.WatchDsarRequestResponse]]:
         """Streams the request's state: first the current state, then every status
-        or progress change, until a terminal state has been sent.
+        or progress change in order, until a terminal state has been sent. With
+        after_version set, resumes after that version instead.
         """
 
     @_abc_1.abstractmethod
@@ -125,6 +141,8 @@ class DsarServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _dsar_pb2.StreamDsarExportRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_dsar_pb2.StreamDsarExportResponse], _abc.AsyncIterator[_dsar_pb2.StreamDsarExportResponse]]:
-        """Streams the finished export document in chunks."""
+        """Streams the finished export document (the exact bytes its digest and
+        signature cover) in chunks.
+        """
 
 def add_DsarServiceServicer_to_server(servicer: DsarServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
