@@ -1,0 +1,44 @@
+"""Cache keys and output digests: what decides whether a checkpoint may be reused.
+
+cache key = sha256 of the RFC 8785 canonical JSON of
+    {"type", "version" (the implementation version), "config",
+     "inputs": [[dependency id, output digest of that dependency], ...]}
+with inputs in `depends_on` order. A node whose type, implementation,
+config or any upstream output changed gets a new key and runs again; timeout
+and retry policy are not part of it (they do not change what a node computes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import rfc8785
+
+from kaireon_server.flow.nodes.base import NodeError
+from kaireon_server.platform.canonical import canonical_digest, sha256_hex
+
+
+def cache_key(
+    node_type: str,
+    version: str,
+    config: Mapping[str, Any],
+    inputs: Sequence[tuple[str, str]],
+) -> str:
+    return canonical_digest(
+        {
+            "type": node_type,
+            "version": version,
+            "config": dict(config),
+            "inputs": [[dep, digest] for dep, digest in inputs],
+        }
+    )
+
+
+def output_digest(output: Any) -> str:
+    """Digest of a node's output; outputs must be JSON that RFC 8785 can canonicalise."""
+    try:
+        return sha256_hex(bytes(rfc8785.dumps(output)))
+    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
+        # e.g. NaN, integers beyond 2^53, non-JSON objects
+        raise NodeError(f"node output is not canonical JSON ({type(exc).__name__})") from None

@@ -1,0 +1,72 @@
+"""The flow runner's knobs, read from the server environment (Settings.env).
+
+- KAIREON_FLOW_MAX_CONCURRENCY (8): most nodes of one run executing at once;
+  a definition may ask for fewer.
+- KAIREON_FLOW_MAX_RUNS (16): most runs one server process executes at once;
+  beyond it StartRun/RetryRun answer RESOURCE_EXHAUSTED.
+- KAIREON_FLOW_MAX_NODES (5000): most nodes in one definition.
+- KAIREON_FLOW_NODE_TIMEOUT_SECONDS (300): default and upper bound of a node
+  attempt's timeout.
+- KAIREON_FLOW_SQL_MAX_ROWS (100000) / KAIREON_FLOW_SQL_TIMEOUT_MS (10000):
+  default and upper bound of `source.sql` max_rows / timeout_ms.
+- KAIREON_FLOW_SWEEP_SECONDS (15): how often runs left RUNNING by a dead
+  process are marked FAILED.
+- KAIREON_FLOW_MASK_KEY (unset): HMAC key of `transform.mask` mode "hash";
+  that mode is refused without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from kaireon_server.platform.errors import ConfigurationError
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name) or ""
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name) or ""
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be > 0, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class FlowLimits:
+    max_concurrency: int = 8
+    max_runs: int = 16
+    max_nodes: int = 5000
+    node_timeout_seconds: float = 300.0
+    sql_max_rows: int = 100_000
+    sql_timeout_ms: int = 10_000
+    sweep_seconds: float = 15.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> FlowLimits:
+        return cls(
+            max_concurrency=_int(env, "KAIREON_FLOW_MAX_CONCURRENCY", 8),
+            max_runs=_int(env, "KAIREON_FLOW_MAX_RUNS", 16),
+            max_nodes=_int(env, "KAIREON_FLOW_MAX_NODES", 5000),
+            node_timeout_seconds=_float(env, "KAIREON_FLOW_NODE_TIMEOUT_SECONDS", 300.0),
+            sql_max_rows=_int(env, "KAIREON_FLOW_SQL_MAX_ROWS", 100_000),
+            sql_timeout_ms=_int(env, "KAIREON_FLOW_SQL_TIMEOUT_MS", 10_000),
+            sweep_seconds=_float(env, "KAIREON_FLOW_SWEEP_SECONDS", 15.0),
+        )

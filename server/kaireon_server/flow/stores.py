@@ -1,0 +1,200 @@
+"""Checkpoint stores: one interface, an in-memory and a PostgreSQL implementation.
+
+A checkpoint is the output of one successful node of one run, with its cache
+key and output digest. The runner writes it through a CheckpointWriter whose
+transaction the node may join (NodeContext.transaction), so a node's own
+database writes and its checkpoint commit together (PostgreSQL store) and a
+node that fails, times out or is cancelled leaves neither behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import asyncpg
+
+from kaireon_server.flow.nodes.base import Transactional
+from kaireon_server.platform.db import Database
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    node_id: str
+    cache_key: str
+    output_digest: str
+    output: Any
+    created_at: datetime
+
+
+class CheckpointWriter(Transactional, Protocol):
+    async def commit(self, cache_key: str, output: Any, output_digest: str) -> None:
+        """Persist the checkpoint (and commit the node's transaction) atomically."""
+
+    async def abort(self) -> None:
+        """Roll back whatever the node wrote; no checkpoint is stored."""
+
+
+class CheckpointStore(Protocol):
+    async def load(self, tenant_id: str, run_id: str) -> dict[str, Checkpoint]:
+        """Every checkpoint of a run, by node id."""
+
+    def writer(self, tenant_id: str, run_id: str, node_id: str) -> CheckpointWriter:
+        """A writer for one execution attempt of one node."""
+
+    async def clear(self, tenant_id: str, run_id: str) -> int:
+        """Delete a run's checkpoints; return how many there were."""
+
+
+class _NodeTransaction:
+    """A lazily opened tenant transaction, committed or rolled back once."""
+
+    def __init__(self, db: Database | None, tenant_id: str) -> None:
+        self._db = db
+        self._tenant_id = tenant_id
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._con: asyncpg.Connection | None = None
+
+    async def connection(self) -> asyncpg.Connection:
+        if self._con is None:
+            if self._db is None:
+                raise RuntimeError("this checkpoint store has no database for node writes")
+            stack = contextlib.AsyncExitStack()
+            self._con = await stack.enter_async_context(self._db.transaction(self._tenant_id))
+            self._stack = stack
+        return self._con
+
+    @property
+    def open(self) -> bool:
+        return self._con is not None
+
+    async def finish(self, *, commit: bool) -> None:
+        stack, self._stack, self._con = self._stack, None, None
+        if stack is None:
+            return
+        if commit:
+            await stack.aclose()
+        else:
+            rollback = RuntimeError("node attempt rolled back")
+            await stack.__aexit__(type(rollback), rollback, None)
+
+
+# --- in memory -------------------------------------------------------------------
+
+
+class _MemoryWriter:
+    def __init__(
+        self, store: InMemoryCheckpointStore, tenant_id: str, run_id: str, node_id: str
+    ) -> None:
+        self._store = store
+        self._key = (tenant_id, run_id)
+        self._node_id = node_id
+        self._tx = _NodeTransaction(store.db, tenant_id)
+
+    async def connection(self) -> asyncpg.Connection:
+        return await self._tx.connection()
+
+    async def commit(self, cache_key: str, output: Any, output_digest: str) -> None:
+        # Not atomic with the node's writes (memory cannot join a database
+        # transaction): the writes commit first, then the checkpoint is kept.
+        await self._tx.finish(commit=True)
+        self._store.runs.setdefault(self._key, {})[self._node_id] = Checkpoint(
+            self._node_id, cache_key, output_digest, output, datetime.now(UTC)
+        )
+
+    async def abort(self) -> None:
+        await self._tx.finish(commit=False)
+
+
+class InMemoryCheckpointStore:
+    """Checkpoints in a dict: for tests and local development (lost on exit)."""
+
+    def __init__(self, db: Database | None = None) -> None:
+        # Only used to give nodes a transaction; checkpoints never touch it.
+        self.db = db
+        self.runs: dict[tuple[str, str], dict[str, Checkpoint]] = {}
+
+    async def load(self, tenant_id: str, run_id: str) -> dict[str, Checkpoint]:
+        return dict(self.runs.get((tenant_id, run_id), {}))
+
+    def writer(self, tenant_id: str, run_id: str, node_id: str) -> CheckpointWriter:
+        return _MemoryWriter(self, tenant_id, run_id, node_id)
+
+    async def clear(self, tenant_id: str, run_id: str) -> int:
+        return len(self.runs.pop((tenant_id, run_id), {}))
+
+
+# --- PostgreSQL ------------------------------------------------------------------
+
+_UPSERT = """
+INSERT INTO flow_run_checkpoint (tenant_id, run_id, node_id, cache_key, output_digest, output)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (tenant_id, run_id, node_id) DO UPDATE
+   SET cache_key = EXCLUDED.cache_key, output_digest = EXCLUDED.output_digest,
+       output = EXCLUDED.output, created_at = now()
+"""
+
+
+class _PostgresWriter:
+    def __init__(self, db: Database, tenant_id: str, run_id: str, node_id: str) -> None:
+        self._db = db
+        self._args = (tenant_id, run_id, node_id)
+        self._tx = _NodeTransaction(db, tenant_id)
+
+    async def connection(self) -> asyncpg.Connection:
+        return await self._tx.connection()
+
+    async def commit(self, cache_key: str, output: Any, output_digest: str) -> None:
+        if self._tx.open:
+            con = await self._tx.connection()
+            try:
+                await con.execute(_UPSERT, *self._args, cache_key, output_digest, output)
+            except BaseException:
+                await self._tx.finish(commit=False)
+                raise
+            await self._tx.finish(commit=True)
+            return
+        async with self._db.transaction(self._args[0]) as con:
+            await con.execute(_UPSERT, *self._args, cache_key, output_digest, output)
+
+    async def abort(self) -> None:
+        await self._tx.finish(commit=False)
+
+
+class PostgresCheckpointStore:
+    """Checkpoints in the `flow_run_checkpoint` table (migration 0050)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def load(self, tenant_id: str, run_id: str) -> dict[str, Checkpoint]:
+        async with self.db.transaction(tenant_id, readonly=True) as con:
+            rows = await con.fetch(
+                "SELECT node_id, cache_key, output_digest, output, created_at "
+                "FROM flow_run_checkpoint WHERE tenant_id = $1 AND run_id = $2",
+                tenant_id,
+                run_id,
+            )
+        return {
+            r["node_id"]: Checkpoint(
+                r["node_id"], r["cache_key"], r["output_digest"], r["output"], r["created_at"]
+            )
+            for r in rows
+        }
+
+    def writer(self, tenant_id: str, run_id: str, node_id: str) -> CheckpointWriter:
+        return _PostgresWriter(self.db, tenant_id, run_id, node_id)
+
+    async def clear(
+        self, tenant_id: str, run_id: str, con: asyncpg.Connection | None = None
+    ) -> int:
+        """Delete a run's checkpoints, in `con`'s transaction when given."""
+        sql = "DELETE FROM flow_run_checkpoint WHERE tenant_id = $1 AND run_id = $2"
+        if con is not None:
+            status = await con.execute(sql, tenant_id, run_id)
+        else:
+            async with self.db.transaction(tenant_id) as own:
+                status = await own.execute(sql, tenant_id, run_id)
+        return int(status.split()[-1])
