@@ -133,19 +133,29 @@ class RouteTable:
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)
         self._verbs = frozenset(r.template.verb for r in self.routes if r.template.verb)
-        self._by_method: dict[str, list[Route]] = {}
+        # Buckets by (method, verb, segment count); "**" routes match any count
+        # from theirs - 1 up, so they sit in one bucket per (method, verb).
+        self._exact: dict[tuple[str, str, int], list[Route]] = {}
+        self._deep: dict[tuple[str, str], list[Route]] = {}
         for route in self.routes:
-            self._by_method.setdefault(route.http_method, []).append(route)
+            template = route.template
+            if template.has_deep:
+                self._deep.setdefault((route.http_method, template.verb), []).append(route)
+            else:
+                key = (route.http_method, template.verb, len(template.segments))
+                self._exact.setdefault(key, []).append(route)
+
+    def _candidates(self, http_method: str, verb: str, count: int) -> list[Route]:
+        exact = self._exact.get((http_method, verb, count), [])
+        deep = self._deep.get((http_method, verb))
+        return exact + deep if deep else exact
 
     def lookup(self, http_method: str, raw_path: str) -> RouteMatch | None:
         """The route for the request, or None. Raises PathDecodeError."""
-        candidates = self._by_method.get(http_method, [])
         for segments, verb in split_path(raw_path, self._verbs):
             best: tuple[tuple[int, ...], int] | None = None
             found: RouteMatch | None = None
-            for route in candidates:
-                if route.template.verb != verb:
-                    continue
+            for route in self._candidates(http_method, verb, len(segments)):
                 matched = route.template.match(segments)
                 if matched is None:
                     continue

@@ -92,7 +92,11 @@ class PathTemplate:
                 break
             # An empty segment matches "*" (grpc-gateway routes "/v1/x/" to
             # "/v1/x/{id}" with id=""), never a literal.
-            if seg.kind is SegmentKind.LITERAL and percent_decode(text) != seg.literal:
+            if (
+                seg.kind is SegmentKind.LITERAL
+                and text != seg.literal
+                and ("%" not in text or percent_decode(text) != seg.literal)
+            ):
                 return None
             rank.append(int(seg.kind))
         if self.has_deep:

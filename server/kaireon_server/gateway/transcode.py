@@ -57,12 +57,13 @@ def build_request(
                 _parse_dict(body_json, message, strict)
             else:
                 _parse_dict({route.body: body_json}, message, strict)
-    if path_values:
-        _parse_dict(_path_dict(route, path_values), message, strict=True)
+    # Path and query in one json_format pass; query_dict skips path-bound
+    # keys, so they cannot clash. Parsed after the body: the path wins.
+    fields = _path_dict(route, path_values) if path_values else {}
     if route.body != "*":
-        from_query = query_dict(route, query, strict=strict)
-        if from_query:
-            _parse_dict(from_query, message, strict=True)
+        _merge(fields, query_dict(route, query, strict=strict))
+    if fields:
+        _parse_dict(fields, message, strict=True, checked=True)
     if route.http_method == "PATCH" and isinstance(body_json, dict):
         _fill_update_mask(route, message, body_json)
     return message
@@ -78,8 +79,11 @@ def parse_json_body(body: bytes) -> Any:
         raise RequestError(f"invalid JSON body: {exc}") from None
 
 
-def _parse_dict(value: dict[str, Any], message: Message, strict: bool) -> None:
-    _check_objects(cast("Descriptor", message.DESCRIPTOR), value, "")
+def _parse_dict(
+    value: dict[str, Any], message: Message, strict: bool, *, checked: bool = False
+) -> None:
+    if not checked:
+        _check_objects(cast("Descriptor", message.DESCRIPTOR), value, "")
     try:
         json_format.ParseDict(value, message, ignore_unknown_fields=not strict)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
@@ -192,6 +196,15 @@ def _assign(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
             raise RequestError(f"{'.'.join(path)} conflicts with {name}")
         target = nested
     target[path[-1]] = value
+
+
+def _merge(target: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        current = target.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            _merge(current, value)
+        else:
+            target[key] = value
 
 
 def _fill_update_mask(route: Route, message: Message, body_json: dict[str, Any]) -> None:
