@@ -199,7 +199,7 @@ def definition_from_json(raw: Any, *, path: str = "definition") -> FlowDefinitio
     reader = _Reader(violations)
     if not isinstance(raw, Mapping):
         raise InvalidArgument.field(path, "must be an object")
-    nodes_raw = raw.get("nodes")
+    nodes_raw = raw.get("nodes", [])
     if not isinstance(nodes_raw, Sequence) or isinstance(nodes_raw, str):
         reader.bad(f"{path}.nodes", "must be a list of nodes")
         nodes_raw = []

@@ -1,0 +1,245 @@
+"""The run attempts this process executes, and the end of attempts nobody executes.
+
+An attempt runs in a background task holding the run's advisory lock. A
+watchdog polls the cancel flag over the lock's own connection (which also
+proves the lock still holds). The end of an attempt is written in one
+transaction: every node's final status, the run's state (fenced by attempt
+number) and a RUN_FINISHED event, then NOTIFY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from kaireon_server.flow import repository
+from kaireon_server.flow.hooks import RunHooks, RunResult, RunState
+from kaireon_server.flow.locks import RunLock, dedicated_connection, lock_key
+from kaireon_server.flow.nodes.base import NodeServices
+from kaireon_server.flow.notifier import notify
+from kaireon_server.flow.recorder import RunRecorder
+from kaireon_server.flow.runner import CancelToken, FlowRunner
+from kaireon_server.flow.stores import PostgresCheckpointStore
+from kaireon_server.flow.validation import Plan
+from kaireon_server.platform.db import Database
+
+log = logging.getLogger(__name__)
+
+CANCELLED_BY_REQUEST = "cancelled by request"
+# These end the attempt FAILED (retryable), not CANCELLED: nobody asked for them.
+SHUTDOWN = "interrupted: the server shut down"
+LOCK_LOST = "interrupted: lost the run's executor lock"
+EXECUTOR_LOST = "executor lost: the process running this attempt stopped"
+WATCHDOG_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    tenant: str
+    run_id: str
+    plan: Plan
+    number: int
+    first_seq: int
+    lock: RunLock
+    token: CancelToken = field(default_factory=CancelToken)
+
+
+class Executors:
+    def __init__(
+        self,
+        db: Database,
+        store: PostgresCheckpointStore,
+        services: NodeServices,
+        hooks: Sequence[RunHooks] = (),
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.services = services
+        self.hooks = list(hooks)
+        self.active: dict[tuple[str, str], tuple[CancelToken, asyncio.Task[None]]] = {}
+
+    def launch(self, attempt: Attempt) -> None:
+        task = asyncio.create_task(self._execute(attempt))
+        self.active[(attempt.tenant, attempt.run_id)] = (attempt.token, task)
+
+    def cancel_local(self, tenant: str, run_id: str, reason: str = CANCELLED_BY_REQUEST) -> bool:
+        entry = self.active.get((tenant, run_id))
+        if entry is None:
+            return False
+        entry[0].cancel(reason)
+        return True
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        for token, _task in list(self.active.values()):
+            token.cancel(SHUTDOWN)
+        tasks = [task for _token, task in self.active.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    async def _execute(self, attempt: Attempt) -> None:
+        tenant, run_id, token = attempt.tenant, attempt.run_id, attempt.token
+        recorder = RunRecorder(self.db, tenant, run_id, attempt.number, attempt.first_seq)
+        runner = FlowRunner(self.store, hooks=[recorder, *self.hooks], services=self.services)
+        watchdog = asyncio.create_task(self._watchdog(attempt))
+        try:
+            result = await runner.run(
+                attempt.plan,
+                tenant_id=tenant,
+                run_id=run_id,
+                run_attempt=attempt.number,
+                cancel=token,
+            )
+            await recorder.close()
+            await self._finalize(result, recorder.next_seq, token.reason)
+        except Exception as exc:
+            log.error(
+                "flow run crashed", extra={"run_id": run_id, "error_type": type(exc).__name__}
+            )
+            await recorder.close()
+            with contextlib.suppress(Exception):
+                await self.end_run(
+                    tenant,
+                    run_id,
+                    attempt.number,
+                    RunState.FAILED,
+                    f"internal error ({type(exc).__name__})",
+                )
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            await attempt.lock.release()
+            self.active.pop((tenant, run_id), None)
+
+    async def _watchdog(self, attempt: Attempt) -> None:
+        token = attempt.token
+        while not token.cancelled:
+            await asyncio.sleep(WATCHDOG_SECONDS)
+            try:
+                flag = await asyncio.wait_for(
+                    attempt.lock.con.fetchval(
+                        "SELECT cancel_requested FROM flow_run "
+                        "WHERE tenant_id = $1 AND run_id = $2 AND attempt = $3",
+                        attempt.tenant,
+                        attempt.run_id,
+                        attempt.number,
+                    ),
+                    WATCHDOG_SECONDS * 2,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The lock's session is gone: another process may start this run.
+                token.cancel(LOCK_LOST)
+                return
+            if flag:
+                token.cancel(CANCELLED_BY_REQUEST)
+
+    async def _finalize(self, result: RunResult, seq: int, reason: str) -> None:
+        state = RunState.FAILED if reason in (SHUTDOWN, LOCK_LOST) else result.state
+        tenant, run_id, number = result.tenant_id, result.run_id, result.run_attempt
+        for retry in range(3):
+            try:
+                async with self.db.transaction(tenant) as con:
+                    await repository.update_nodes(
+                        con, tenant, run_id, number, result.nodes.values()
+                    )
+                    if await repository.finish_run(
+                        con,
+                        tenant,
+                        run_id,
+                        attempt=number,
+                        state=state,
+                        error=result.error,
+                        ended_at=result.ended_at,
+                    ):
+                        await repository.insert_events(
+                            con,
+                            tenant,
+                            run_id,
+                            [
+                                (
+                                    seq,
+                                    number,
+                                    "run_finished",
+                                    "",
+                                    result.error,
+                                    {"state": state.value},
+                                    result.ended_at,
+                                )
+                            ],
+                        )
+                        await notify(con, tenant, run_id, "event")
+                return
+            except Exception as exc:
+                log.warning(
+                    "flow run end not recorded; retrying",
+                    extra={"run_id": run_id, "error_type": type(exc).__name__},
+                )
+                await asyncio.sleep(0.5 * (retry + 1))
+
+    async def end_run(
+        self, tenant: str, run_id: str, number: int, state: RunState, error: str
+    ) -> bool:
+        """End attempt `number` of a run nobody executes any more (crash, orphan)."""
+        ended_at = datetime.now(UTC)
+        async with self.db.transaction(tenant) as con:
+            if not await repository.finish_run(
+                con, tenant, run_id, attempt=number, state=state, error=error, ended_at=ended_at
+            ):
+                return False
+            await repository.cancel_unfinished_nodes(con, tenant, run_id, ended_at)
+            seq = await repository.next_seq(con, tenant, run_id)
+            await repository.insert_events(
+                con,
+                tenant,
+                run_id,
+                [(seq, number, "run_finished", "", error, {"state": state.value}, ended_at)],
+            )
+            await notify(con, tenant, run_id, "event")
+        return True
+
+    async def end_if_orphaned(self, tenant: str, run_id: str, state: RunState, error: str) -> bool:
+        """End a RUNNING run whose lock nobody holds (its executor died)."""
+        lock = await RunLock.try_acquire(self.db, tenant, run_id, wait=0)
+        if lock is None:
+            return False
+        try:
+            async with self.db.transaction(tenant, readonly=True) as con:
+                view = await repository.get_run(con, tenant, run_id)
+            if view is None or view.state is not RunState.RUNNING:
+                return False
+            return await self.end_run(tenant, run_id, view.attempt, state, error)
+        finally:
+            await lock.release()
+
+    async def sweep(self) -> int:
+        """Mark runs left RUNNING by dead processes FAILED; return how many.
+
+        Reads running runs of every tenant (a maintenance query); each update
+        then runs in that tenant's transaction while its lock is held here.
+        """
+        async with self.db.connection() as con:
+            running = await repository.running_runs(con)
+        candidates = [(t, r, a) for t, r, a in running if (t, r) not in self.active]
+        if not candidates:
+            return 0
+        swept = 0
+        con = await dedicated_connection(self.db)
+        try:
+            for tenant, run_id, number in candidates:
+                key = lock_key(tenant, run_id)
+                if not await con.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                    continue
+                try:
+                    if await self.end_run(tenant, run_id, number, RunState.FAILED, EXECUTOR_LOST):
+                        swept += 1
+                finally:
+                    await con.fetchval("SELECT pg_advisory_unlock($1)", key)
+        finally:
+            await con.close()
+        return swept

@@ -1,0 +1,79 @@
+"""One executor per run across processes: a session advisory lock held for the run.
+
+The lock lives on a dedicated connection (not the pool) for the whole run
+attempt. If the process dies, even by SIGKILL, the kernel closes its socket,
+PostgreSQL ends the session and releases the lock, and another process may
+retry the run. Session locks need a direct connection: behind a
+transaction-pooling proxy (pgbouncer in transaction mode) they do not hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+
+import asyncpg
+
+from kaireon_server.platform.db import Database
+
+
+async def dedicated_connection(db: Database) -> asyncpg.Connection:
+    """A connection outside the pool for advisory locks and LISTEN (no codecs needed).
+
+    Connects directly: Database.dedicated_connection passes `init=` to
+    asyncpg.connect, which does not accept it (reported to the platform owner).
+    """
+    con: asyncpg.Connection = await asyncpg.connect(
+        db.dsn, server_settings={"application_name": "kaireon-flow"}
+    )
+    return con
+
+
+def lock_key(tenant_id: str, run_id: str) -> int:
+    """A signed 64-bit key from (tenant, run); a collision only costs a spurious refusal."""
+    digest = hashlib.sha256(f"kaireon.flow\x00{tenant_id}\x00{run_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class RunLock:
+    def __init__(self, con: asyncpg.Connection, key: int) -> None:
+        self.con = con
+        self.key = key
+
+    @classmethod
+    async def try_acquire(
+        cls, db: Database, tenant_id: str, run_id: str, *, wait: float = 0.25
+    ) -> RunLock | None:
+        """The lock, or None when another session holds it after `wait` seconds.
+
+        The short wait absorbs a sweeper or a ClearCheckpoints holding the lock
+        for one statement; a run's executor holds it far longer.
+        """
+        key = lock_key(tenant_id, run_id)
+        con = await dedicated_connection(db)
+        try:
+            deadline = asyncio.get_running_loop().time() + wait
+            while True:
+                if await con.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                    return cls(con, key)
+                if asyncio.get_running_loop().time() >= deadline:
+                    break
+                await asyncio.sleep(0.05)
+        except BaseException:
+            await _close(con)
+            raise
+        await _close(con)
+        return None
+
+    async def release(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.con.fetchval("SELECT pg_advisory_unlock($1)", self.key), 5)
+        await _close(self.con)
+
+
+async def _close(con: asyncpg.Connection) -> None:
+    try:
+        await asyncio.wait_for(con.close(), 5)
+    except Exception:
+        con.terminate()

@@ -1,0 +1,293 @@
+"""Run lifecycle for the service: start, retry, cancel, clear, and the executors.
+
+Every state change takes the run's advisory lock first (locks.py): StartRun
+and RetryRun keep it for the whole attempt, so a second start or retry of an
+executing run, from any process, answers FAILED_PRECONDITION. A run left
+RUNNING by a process that died holds no lock; the sweep marks it FAILED
+("executor lost") and RetryRun may resume it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from kaireon_server.flow import repository
+from kaireon_server.flow.definition import FlowDefinition, definition_from_json, definition_to_json
+from kaireon_server.flow.executor import CANCELLED_BY_REQUEST, Attempt, Executors
+from kaireon_server.flow.hooks import RunHooks, RunState
+from kaireon_server.flow.locks import RunLock
+from kaireon_server.flow.nodes.base import NodeServices
+from kaireon_server.flow.nodes.registry import NodeRegistry
+from kaireon_server.flow.notifier import FlowNotifier, notify
+from kaireon_server.flow.repository import RunView
+from kaireon_server.flow.settings import FlowLimits
+from kaireon_server.flow.stores import PostgresCheckpointStore
+from kaireon_server.flow.validation import Plan, validate
+from kaireon_server.platform.audit_chain import append_audit
+from kaireon_server.platform.auth import Identity
+from kaireon_server.platform.db import Database
+from kaireon_server.platform.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+
+log = logging.getLogger(__name__)
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+def validate_run_id(run_id: str) -> str:
+    if not RUN_ID.match(run_id):
+        raise InvalidArgument.field(
+            "run_id", "1 to 128 characters of A-Z, a-z, 0-9, '_', '.', ':', '-' (not first)"
+        )
+    return run_id
+
+
+class RunManager:
+    def __init__(
+        self,
+        db: Database,
+        registry: NodeRegistry,
+        notifier: FlowNotifier,
+        *,
+        limits: FlowLimits,
+        env: Mapping[str, str],
+        hooks: Sequence[RunHooks] = (),
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.notifier = notifier
+        self.limits = limits
+        self.env = env
+        self.hooks = list(hooks)
+        self.store = PostgresCheckpointStore(db)
+        self.executors = Executors(db, self.store, NodeServices(db=db, env=env), hooks)
+        self._sweeper: asyncio.Task[None] | None = None
+        notifier.on_cancel(self.executors.cancel_local)
+
+    def plan(self, definition: FlowDefinition, path: str = "definition") -> Plan:
+        return validate(definition, self.registry, limits=self.limits, env=self.env, path=path)
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.executors.stop()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.executors.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("flow sweep failed", extra={"error_type": type(exc).__name__})
+            await asyncio.sleep(self.limits.sweep_seconds)
+
+    # --- use cases ---------------------------------------------------------------
+
+    async def _lock(self, tenant_id: str, run_id: str) -> RunLock:
+        if len(self.executors.active) >= self.limits.max_runs:
+            raise ResourceExhausted(
+                "this server executes its maximum number of runs; retry later",
+                reason="FLOW_RUNS_EXHAUSTED",
+            )
+        lock = await RunLock.try_acquire(self.db, tenant_id, run_id)
+        if lock is None:
+            raise FailedPrecondition(
+                f"run '{run_id}' is executing", reason="RUN_EXECUTING", metadata={"run_id": run_id}
+            )
+        return lock
+
+    async def start_run(
+        self, identity: Identity, definition: FlowDefinition, run_id: str
+    ) -> RunView:
+        plan = self.plan(definition)
+        run_id = validate_run_id(run_id or uuid.uuid4().hex)
+        tenant = identity.tenant_id
+        lock = await self._lock(tenant, run_id)
+        try:
+            started = datetime.now(UTC)
+            document = definition_to_json(definition)
+            async with self.db.transaction(tenant) as con:
+                if await repository.get_run(con, tenant, run_id) is not None:
+                    raise AlreadyExists(
+                        f"run '{run_id}' exists; use RetryRun",
+                        reason="RUN_EXISTS",
+                        metadata={"run_id": run_id},
+                    )
+                await repository.insert_run(
+                    con,
+                    tenant,
+                    run_id,
+                    name=definition.name,
+                    definition=document,
+                    digest=definition.digest,
+                    nodes=_node_rows(plan),
+                    started_at=started,
+                )
+                await append_audit(
+                    con,
+                    tenant,
+                    action="flow_run_start",
+                    entity_type="flow_run",
+                    entity_id=run_id,
+                    actor=identity.actor,
+                    changes={
+                        "attempt": 1,
+                        "nodeCount": len(plan.nodes),
+                        "definitionDigest": definition.digest,
+                    },
+                )
+                view = await repository.get_run(con, tenant, run_id)
+        except BaseException:
+            await lock.release()
+            raise
+        assert view is not None
+        self.executors.launch(Attempt(tenant, run_id, plan, 1, 1, lock))
+        return view
+
+    async def retry_run(
+        self, identity: Identity, run_id: str, definition: FlowDefinition | None
+    ) -> RunView:
+        plan = self.plan(definition) if definition is not None else None
+        tenant = identity.tenant_id
+        await self.get(tenant, run_id)
+        lock = await self._lock(tenant, run_id)
+        try:
+            async with self.db.transaction(tenant) as con:
+                run = await repository.get_run(con, tenant, run_id, for_update=True)
+                assert run is not None
+                if definition is None:
+                    definition = definition_from_json(run.definition)
+                    try:
+                        plan = self.plan(definition)
+                    except InvalidArgument as exc:
+                        raise FailedPrecondition(
+                            f"the stored definition no longer validates: {exc.message}",
+                            reason="STORED_DEFINITION_INVALID",
+                            violations=exc.violations,
+                        ) from None
+                assert plan is not None
+                attempt = run.attempt + 1
+                await repository.begin_attempt(
+                    con,
+                    tenant,
+                    run_id,
+                    attempt=attempt,
+                    name=definition.name,
+                    definition=definition_to_json(definition),
+                    digest=definition.digest,
+                    nodes=_node_rows(plan),
+                    started_at=datetime.now(UTC),
+                )
+                first_seq = await repository.next_seq(con, tenant, run_id)
+                await append_audit(
+                    con,
+                    tenant,
+                    action="flow_run_retry",
+                    entity_type="flow_run",
+                    entity_id=run_id,
+                    actor=identity.actor,
+                    changes={
+                        "attempt": attempt,
+                        "previousState": run.state.value,
+                        "definitionDigest": definition.digest,
+                        "definitionChanged": definition.digest != run.definition_digest,
+                    },
+                )
+                view = await repository.get_run(con, tenant, run_id)
+        except BaseException:
+            await lock.release()
+            raise
+        assert view is not None
+        self.executors.launch(Attempt(tenant, run_id, plan, attempt, first_seq, lock))
+        return view
+
+    async def cancel_run(self, identity: Identity, run_id: str, *, wait: float = 5.0) -> RunView:
+        tenant = identity.tenant_id
+        with self.notifier.subscribe(tenant, run_id) as changed:
+            async with self.db.transaction(tenant) as con:
+                run = await repository.get_run(con, tenant, run_id, for_update=True)
+                if run is None:
+                    raise NotFound(f"run '{run_id}' not found", reason="RUN_NOT_FOUND")
+                if run.state.finished:
+                    raise FailedPrecondition(
+                        f"run '{run_id}' is not running (state {run.state.value})",
+                        reason="RUN_NOT_RUNNING",
+                    )
+                await repository.request_cancel(con, tenant, run_id)
+                await notify(con, tenant, run_id, "cancel")
+                await append_audit(
+                    con,
+                    tenant,
+                    action="flow_run_cancel",
+                    entity_type="flow_run",
+                    entity_id=run_id,
+                    actor=identity.actor,
+                    changes={"attempt": run.attempt},
+                )
+            if not self.executors.cancel_local(tenant, run_id):
+                await self.executors.end_if_orphaned(
+                    tenant, run_id, RunState.CANCELLED, CANCELLED_BY_REQUEST
+                )
+            # Answer with the outcome when it comes quickly (it usually does).
+            deadline = asyncio.get_running_loop().time() + wait
+            while True:
+                view = await self.get(tenant, run_id)
+                remaining = deadline - asyncio.get_running_loop().time()
+                if view.state.finished or remaining <= 0:
+                    return view
+                changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), min(remaining, 0.5))
+
+    async def clear_checkpoints(self, identity: Identity, run_id: str) -> int:
+        tenant = identity.tenant_id
+        await self.get(tenant, run_id)
+        lock = await RunLock.try_acquire(self.db, tenant, run_id)
+        if lock is None:
+            raise FailedPrecondition(f"run '{run_id}' is executing", reason="RUN_EXECUTING")
+        try:
+            async with self.db.transaction(tenant) as con:
+                cleared = await self.store.clear(tenant, run_id, con)
+                await repository.clear_cache_keys(con, tenant, run_id)
+                await append_audit(
+                    con,
+                    tenant,
+                    action="flow_run_clear_checkpoints",
+                    entity_type="flow_run",
+                    entity_id=run_id,
+                    actor=identity.actor,
+                    changes={"cleared": cleared},
+                )
+        finally:
+            await lock.release()
+        return cleared
+
+    async def get(self, tenant_id: str, run_id: str) -> RunView:
+        async with self.db.transaction(tenant_id, readonly=True) as con:
+            view = await repository.get_run(con, tenant_id, run_id)
+        if view is None:
+            raise NotFound(f"run '{run_id}' not found", reason="RUN_NOT_FOUND")
+        return view
+
+
+def _node_rows(plan: Plan) -> list[tuple[str, str]]:
+    return [(node.id, node.spec.type) for node in plan.nodes.values()]

@@ -1,0 +1,378 @@
+"""SQL for runs, node status and the event log. Every statement filters by tenant_id.
+
+Writes by an executor are fenced by the run's attempt number: an executor that
+lost its lock (and whose run was retried elsewhere) cannot overwrite the newer
+attempt's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from kaireon_server.flow.hooks import NodeResult, NodeState, RunState
+
+
+@dataclass(frozen=True)
+class NodeView:
+    node_id: str
+    node_type: str
+    state: NodeState
+    attempts: int = 0
+    error: str = ""
+    cache_key: str = ""
+    output_digest: str = ""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RunView:
+    run_id: str
+    name: str
+    definition: Mapping[str, Any]
+    definition_digest: str
+    state: RunState
+    attempt: int
+    error: str
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    nodes: tuple[NodeView, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class EventRow:
+    seq: int
+    attempt: int
+    type: str
+    node_id: str
+    error: str
+    status: Mapping[str, Any]
+    created_at: datetime
+
+
+_RUN_COLUMNS = (
+    "run_id, name, definition, definition_digest, state, attempt, error, cancel_requested, "
+    "created_at, started_at, ended_at"
+)
+
+
+def _run(rec: Any, nodes: Iterable[NodeView] = ()) -> RunView:
+    return RunView(
+        run_id=rec["run_id"],
+        name=rec["name"],
+        definition=rec.get("definition") or {},
+        definition_digest=rec["definition_digest"],
+        state=RunState(rec["state"]),
+        attempt=rec["attempt"],
+        error=rec["error"],
+        cancel_requested=rec["cancel_requested"],
+        created_at=rec["created_at"],
+        started_at=rec["started_at"],
+        ended_at=rec["ended_at"],
+        nodes=tuple(nodes),
+    )
+
+
+def node_view(result: NodeResult) -> NodeView:
+    return NodeView(
+        result.node_id,
+        result.node_type,
+        result.state,
+        result.attempts,
+        result.error,
+        result.cache_key,
+        result.output_digest,
+        result.started_at,
+        result.ended_at,
+    )
+
+
+async def get_run(
+    con: asyncpg.Connection, tenant_id: str, run_id: str, *, for_update: bool = False
+) -> RunView | None:
+    lock = " FOR UPDATE" if for_update else ""
+    rec = await con.fetchrow(
+        f"SELECT {_RUN_COLUMNS} FROM flow_run WHERE tenant_id = $1 AND run_id = $2{lock}",  # noqa: S608 - constant SQL
+        tenant_id,
+        run_id,
+    )
+    if rec is None:
+        return None
+    rows = await con.fetch(
+        "SELECT node_id, node_type, state, attempts, error, cache_key, output_digest, "
+        "started_at, ended_at FROM flow_run_node WHERE tenant_id = $1 AND run_id = $2 "
+        "ORDER BY position",
+        tenant_id,
+        run_id,
+    )
+    nodes = [
+        NodeView(
+            r["node_id"],
+            r["node_type"],
+            NodeState(r["state"]),
+            r["attempts"],
+            r["error"],
+            r["cache_key"],
+            r["output_digest"],
+            r["started_at"],
+            r["ended_at"],
+        )
+        for r in rows
+    ]
+    return _run(rec, nodes)
+
+
+async def list_runs(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    limit: int,
+    after: tuple[datetime, str] | None,
+    state: RunState | None,
+) -> list[RunView]:
+    rows = await con.fetch(
+        """
+        SELECT run_id, name, definition_digest, state, attempt, error, cancel_requested,
+               created_at, started_at, ended_at
+          FROM flow_run
+         WHERE tenant_id = $1
+           AND ($2::timestamptz IS NULL OR (created_at, run_id) < ($2, $3))
+           AND ($4::text IS NULL OR state = $4)
+         ORDER BY created_at DESC, run_id DESC
+         LIMIT $5
+        """,
+        tenant_id,
+        after[0] if after else None,
+        after[1] if after else "",
+        state.value if state else None,
+        limit,
+    )
+    return [_run(r) for r in rows]
+
+
+async def insert_run(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    run_id: str,
+    *,
+    name: str,
+    definition: Mapping[str, Any],
+    digest: str,
+    nodes: Sequence[tuple[str, str]],
+    started_at: datetime,
+) -> None:
+    await con.execute(
+        "INSERT INTO flow_run (tenant_id, run_id, name, definition, definition_digest, state, "
+        "attempt, started_at, created_at) VALUES ($1, $2, $3, $4, $5, 'running', 1, $6, $6)",
+        tenant_id,
+        run_id,
+        name,
+        dict(definition),
+        digest,
+        started_at,
+    )
+    await _insert_nodes(con, tenant_id, run_id, nodes)
+
+
+async def _insert_nodes(
+    con: asyncpg.Connection, tenant_id: str, run_id: str, nodes: Sequence[tuple[str, str]]
+) -> None:
+    await con.copy_records_to_table(
+        "flow_run_node",
+        records=[
+            (tenant_id, run_id, nid, i, ntype, "pending") for i, (nid, ntype) in enumerate(nodes)
+        ],
+        columns=["tenant_id", "run_id", "node_id", "position", "node_type", "state"],
+    )
+
+
+async def begin_attempt(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    run_id: str,
+    *,
+    attempt: int,
+    name: str,
+    definition: Mapping[str, Any],
+    digest: str,
+    nodes: Sequence[tuple[str, str]],
+    started_at: datetime,
+) -> None:
+    """Reset a run for a new attempt: running again, every node pending."""
+    await con.execute(
+        "UPDATE flow_run SET state = 'running', attempt = $3, name = $4, definition = $5, "
+        "definition_digest = $6, error = '', cancel_requested = false, started_at = $7, "
+        "ended_at = NULL WHERE tenant_id = $1 AND run_id = $2",
+        tenant_id,
+        run_id,
+        attempt,
+        name,
+        dict(definition),
+        digest,
+        started_at,
+    )
+    await con.execute(
+        "DELETE FROM flow_run_node WHERE tenant_id = $1 AND run_id = $2", tenant_id, run_id
+    )
+    await _insert_nodes(con, tenant_id, run_id, nodes)
+
+
+async def next_seq(con: asyncpg.Connection, tenant_id: str, run_id: str) -> int:
+    value = await con.fetchval(
+        "SELECT coalesce(max(seq), 0) + 1 FROM flow_run_event WHERE tenant_id = $1 AND run_id = $2",
+        tenant_id,
+        run_id,
+    )
+    return int(value)
+
+
+def status_json(result: NodeResult | NodeView) -> dict[str, Any]:
+    return {
+        "state": result.state.value,
+        "type": result.node_type,
+        "attempts": result.attempts,
+        "error": result.error,
+        "cacheKey": result.cache_key,
+        "outputDigest": result.output_digest,
+        "startTime": result.started_at.isoformat() if result.started_at else None,
+        "endTime": result.ended_at.isoformat() if result.ended_at else None,
+    }
+
+
+# The EXISTS fence keeps a stale executor out.
+_UPDATE_NODE = (
+    "UPDATE flow_run_node SET state = $5, attempts = $6, error = $7, cache_key = $8, "
+    "output_digest = $9, started_at = $10, ended_at = $11 "
+    "WHERE tenant_id = $1 AND run_id = $2 AND node_id = $4 AND EXISTS (SELECT 1 FROM flow_run r "
+    "WHERE r.tenant_id = $1 AND r.run_id = $2 AND r.attempt = $3)"
+)
+
+
+async def update_nodes(
+    con: asyncpg.Connection, tenant_id: str, run_id: str, attempt: int, nodes: Iterable[NodeResult]
+) -> None:
+    await con.executemany(
+        _UPDATE_NODE,
+        [
+            (
+                tenant_id,
+                run_id,
+                attempt,
+                n.node_id,
+                n.state.value,
+                n.attempts,
+                n.error,
+                n.cache_key,
+                n.output_digest,
+                n.started_at,
+                n.ended_at,
+            )
+            for n in nodes
+        ],
+    )
+
+
+async def insert_events(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    run_id: str,
+    events: Sequence[tuple[int, int, str, str, str, Mapping[str, Any], datetime]],
+) -> None:
+    """Events as (seq, attempt, type, node_id, error, status, at)."""
+    await con.executemany(
+        "INSERT INTO flow_run_event (tenant_id, run_id, seq, attempt, type, node_id, error, "
+        "status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        [(tenant_id, run_id, *e) for e in events],
+    )
+
+
+async def finish_run(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    run_id: str,
+    *,
+    attempt: int,
+    state: RunState,
+    error: str,
+    ended_at: datetime,
+) -> bool:
+    """Record the end of `attempt`; False when the run is already past it (fenced)."""
+    status = await con.execute(
+        "UPDATE flow_run SET state = $4, error = $5, ended_at = $6 "
+        "WHERE tenant_id = $1 AND run_id = $2 AND attempt = $3 AND state = 'running'",
+        tenant_id,
+        run_id,
+        attempt,
+        state.value,
+        error,
+        ended_at,
+    )
+    return bool(status.endswith(" 1"))
+
+
+async def cancel_unfinished_nodes(
+    con: asyncpg.Connection, tenant_id: str, run_id: str, ended_at: datetime
+) -> None:
+    await con.execute(
+        "UPDATE flow_run_node SET state = 'cancelled', ended_at = coalesce(ended_at, $3) "
+        "WHERE tenant_id = $1 AND run_id = $2 AND state IN ('pending', 'running')",
+        tenant_id,
+        run_id,
+        ended_at,
+    )
+
+
+async def request_cancel(con: asyncpg.Connection, tenant_id: str, run_id: str) -> None:
+    await con.execute(
+        "UPDATE flow_run SET cancel_requested = true WHERE tenant_id = $1 AND run_id = $2",
+        tenant_id,
+        run_id,
+    )
+
+
+async def clear_cache_keys(con: asyncpg.Connection, tenant_id: str, run_id: str) -> None:
+    await con.execute(
+        "UPDATE flow_run_node SET cache_key = '' WHERE tenant_id = $1 AND run_id = $2",
+        tenant_id,
+        run_id,
+    )
+
+
+async def events_after(
+    con: asyncpg.Connection, tenant_id: str, run_id: str, seq: int, limit: int
+) -> list[EventRow]:
+    rows = await con.fetch(
+        "SELECT seq, attempt, type, node_id, error, status, created_at FROM flow_run_event "
+        "WHERE tenant_id = $1 AND run_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+        tenant_id,
+        run_id,
+        seq,
+        limit,
+    )
+    return [
+        EventRow(
+            r["seq"],
+            r["attempt"],
+            r["type"],
+            r["node_id"],
+            r["error"],
+            r["status"],
+            r["created_at"],
+        )
+        for r in rows
+    ]
+
+
+async def running_runs(con: asyncpg.Connection) -> list[tuple[str, str, int]]:
+    """Running runs of every tenant: for the orphan sweep, a maintenance task."""
+    rows = await con.fetch(
+        "SELECT tenant_id, run_id, attempt FROM flow_run WHERE state = 'running' LIMIT 1000"
+    )
+    return [(r["tenant_id"], r["run_id"], r["attempt"]) for r in rows]

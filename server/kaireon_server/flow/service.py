@@ -1,0 +1,149 @@
+"""FlowRunnerService handlers: thin translation between protobuf and the run manager."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+
+from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
+from kaireon_server.capability import ServiceContext
+from kaireon_server.flow import convert, repository
+from kaireon_server.flow.manager import RunManager
+from kaireon_server.flow.nodes.registry import default_registry
+from kaireon_server.flow.notifier import FlowNotifier
+from kaireon_server.flow.settings import FlowLimits
+from kaireon_server.flow.watch import watch_run
+from kaireon_server.platform.auth import current_identity
+from kaireon_server.platform.canonical import format_timestamp, parse_timestamp
+from kaireon_server.platform.errors import InvalidArgument
+from kaireon_server.platform.paging import clamp_page_size, decode_token, encode_token
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _required_run_id(run_id: str) -> str:
+    if not run_id:
+        raise InvalidArgument.field("run_id", "is required")
+    return run_id
+
+
+class FlowRunnerServicer(flow_pb2_grpc.FlowRunnerServiceServicer):
+    def __init__(self, manager: RunManager, notifier: FlowNotifier) -> None:
+        self._manager = manager
+        self._notifier = notifier
+
+    async def StartRun(
+        self, request: flow_pb2.StartRunRequest, context: Context
+    ) -> flow_pb2.StartRunResponse:
+        identity = current_identity()
+        definition = convert.definition_from_proto(request.definition)
+        view = await self._manager.start_run(identity, definition, request.run_id)
+        return flow_pb2.StartRunResponse(run=convert.run_to_proto(view))
+
+    async def RetryRun(
+        self, request: flow_pb2.RetryRunRequest, context: Context
+    ) -> flow_pb2.RetryRunResponse:
+        identity = current_identity()
+        run_id = _required_run_id(request.run_id)
+        definition = (
+            convert.definition_from_proto(request.definition)
+            if request.HasField("definition")
+            else None
+        )
+        view = await self._manager.retry_run(identity, run_id, definition)
+        return flow_pb2.RetryRunResponse(run=convert.run_to_proto(view))
+
+    async def GetRun(
+        self, request: flow_pb2.GetRunRequest, context: Context
+    ) -> flow_pb2.GetRunResponse:
+        identity = current_identity()
+        view = await self._manager.get(identity.tenant_id, _required_run_id(request.run_id))
+        return flow_pb2.GetRunResponse(run=convert.run_to_proto(view))
+
+    async def ListRuns(
+        self, request: flow_pb2.ListRunsRequest, context: Context
+    ) -> flow_pb2.ListRunsResponse:
+        identity = current_identity()
+        limit = clamp_page_size(request.page_size, default=50, maximum=500)
+        position = decode_token(request.page_token)
+        after: tuple[datetime, str] | None = None
+        if position:
+            try:
+                after = (parse_timestamp(str(position["c"])), str(position["r"]))
+            except (KeyError, ValueError):
+                raise InvalidArgument.field("page_token", "malformed page token") from None
+        state = None
+        if request.state:
+            state = convert.run_state_from_proto(request.state)
+            if state is None:
+                raise InvalidArgument.field("state", "unknown run state")
+        async with self._manager.db.transaction(identity.tenant_id, readonly=True) as con:
+            runs = await repository.list_runs(
+                con, identity.tenant_id, limit=limit + 1, after=after, state=state
+            )
+        page, more = runs[:limit], len(runs) > limit
+        token = (
+            encode_token({"c": format_timestamp(page[-1].created_at), "r": page[-1].run_id})
+            if more
+            else ""
+        )
+        return flow_pb2.ListRunsResponse(
+            runs=[convert.run_to_proto(v) for v in page], next_page_token=token
+        )
+
+    async def ClearCheckpoints(
+        self, request: flow_pb2.ClearCheckpointsRequest, context: Context
+    ) -> flow_pb2.ClearCheckpointsResponse:
+        identity = current_identity()
+        cleared = await self._manager.clear_checkpoints(identity, _required_run_id(request.run_id))
+        return flow_pb2.ClearCheckpointsResponse(cleared=cleared)
+
+    async def CancelRun(
+        self, request: flow_pb2.CancelRunRequest, context: Context
+    ) -> flow_pb2.CancelRunResponse:
+        identity = current_identity()
+        view = await self._manager.cancel_run(identity, _required_run_id(request.run_id))
+        return flow_pb2.CancelRunResponse(run=convert.run_to_proto(view))
+
+    async def WatchRun(
+        self, request: flow_pb2.WatchRunRequest, context: Context
+    ) -> AsyncIterator[flow_pb2.WatchRunResponse]:
+        identity = current_identity()
+        run_id = _required_run_id(request.run_id)
+        async for item in watch_run(self._manager.db, self._notifier, identity.tenant_id, run_id):
+            yield convert.watch_to_proto(item)
+
+
+class FlowCapability:
+    """The service plus its background work: the NOTIFY listener and the orphan sweep."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        env = ctx.settings.env
+        self.notifier = FlowNotifier(ctx.db)
+        self.manager = RunManager(
+            ctx.db, default_registry(), self.notifier, limits=FlowLimits.from_env(env), env=env
+        )
+        self._servicer = FlowRunnerServicer(self.manager, self.notifier)
+
+    @property
+    def descriptor(self) -> ServiceDescriptor:
+        return flow_pb2.DESCRIPTOR.services_by_name["FlowRunnerService"]
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        flow_pb2_grpc.add_FlowRunnerServiceServicer_to_server(self._servicer, server)
+
+    async def start(self) -> None:
+        await self.notifier.start()
+        await self.manager.start()
+
+    async def stop(self) -> None:
+        await self.manager.stop()
+        await self.notifier.stop()
+
+
+def build(ctx: ServiceContext) -> FlowCapability:
+    return FlowCapability(ctx)
