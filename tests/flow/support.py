@@ -10,8 +10,8 @@ import grpc
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
 
+from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
 from tests.support.server import metadata
 
 FINISHED = {flow_pb2.RUN_STATE_SUCCEEDED, flow_pb2.RUN_STATE_FAILED, flow_pb2.RUN_STATE_CANCELLED}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
-
 from kaireon_server.platform.db import Database
 from tests.flow.support import bad_request, counts, definition, node_states, step, wait_finished
 from tests.support.server import metadata
