@@ -1,0 +1,114 @@
+"""The ceiling servers: a bare grpc.aio server with no Kaireon code in it.
+
+    python -m harness.echo_server --port P [--workers N] [--dsn DSN --tenant T]
+
+`kaireon.perf.v1.Echo/Echo` returns its request (BytesValue) unchanged: the
+framework ceiling, i.e. what grpc.aio itself costs per call on this machine.
+`kaireon.perf.v1.Echo/Lookup` runs one indexed SELECT of a decision trace
+through an asyncpg pool configured like the server's (same sizes, default
+reset on release): the database ceiling of a point-read RPC.
+
+Like the server, N processes share the port with SO_REUSEPORT, so the
+ceilings are measured in the same deployment shape as the service. The
+interface is declared in perf/k6/proto/echo.proto for k6 and ghz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from typing import Any
+
+import grpc
+from google.protobuf import wrappers_pb2
+
+SERVICE = "kaireon.perf.v1.Echo"
+
+LOOKUP_SQL = (
+    "SELECT row_to_json(t)::text FROM decision_trace t WHERE t.tenant_id = $1 AND t.id = $2"
+)
+
+
+async def serve(port: int, dsn: str | None, tenant: str, pool_max: int) -> None:
+    pool: Any = None
+    if dsn:
+        import asyncpg
+
+        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=pool_max)
+
+    async def echo(request: wrappers_pb2.BytesValue, context: Any) -> wrappers_pb2.BytesValue:
+        return request
+
+    async def lookup(request: wrappers_pb2.StringValue, context: Any) -> wrappers_pb2.BytesValue:
+        if pool is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no database")
+        async with pool.acquire() as con:
+            row = await con.fetchval(LOOKUP_SQL, tenant, request.value)
+        if row is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such decision")
+        return wrappers_pb2.BytesValue(value=row.encode())
+
+    handlers = {
+        "Echo": grpc.unary_unary_rpc_method_handler(
+            echo,
+            request_deserializer=wrappers_pb2.BytesValue.FromString,
+            response_serializer=wrappers_pb2.BytesValue.SerializeToString,
+        ),
+        "Lookup": grpc.unary_unary_rpc_method_handler(
+            lookup,
+            request_deserializer=wrappers_pb2.StringValue.FromString,
+            response_serializer=wrappers_pb2.BytesValue.SerializeToString,
+        ),
+    }
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print(f"echo serving on 127.0.0.1:{port} pid {os.getpid()}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(1)
+    if pool is not None:
+        await pool.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--dsn", default=None)
+    parser.add_argument("--tenant", default="perf")
+    parser.add_argument("--pool-max", type=int, default=10)
+    args = parser.parse_args()
+    if args.workers <= 1:
+        asyncio.run(serve(args.port, args.dsn, args.tenant, args.pool_max))
+        return 0
+    # N children on one port (SO_REUSEPORT), as KAIREON_WORKERS does for the server.
+    import subprocess
+
+    base = [sys.executable, "-m", "harness.echo_server", "--port", str(args.port)]
+    base += ["--tenant", args.tenant, "--pool-max", str(args.pool_max)]
+    if args.dsn:
+        base += ["--dsn", args.dsn]
+    children = [subprocess.Popen(base) for _ in range(args.workers)]
+
+    def forward(signum: int, frame: Any) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return 0 if all(c in (0, -signal.SIGTERM) for c in codes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""h2load (Debian package nghttp2-client) as a cheap gRPC / HTTP load generator.
+
+A unary gRPC call is an HTTP/2 POST to /<service>/<method> whose body is the
+message with a 5-byte prefix (compressed flag 0, big-endian length), sent with
+`content-type: application/grpc` and `te: trailers`. h2load can send exactly
+that, closed-loop (c connections x m streams, as fast as the server answers),
+in one C thread: a fraction of k6's CPU per request, so the server keeps the
+machine. Its limit: it judges HTTP status only, and gRPC reports errors in
+trailers under HTTP 200, so the harness verifies the calls separately (one
+checked call before, and where the service leaves a trace, counting it).
+
+Latency percentiles come from h2load's per-request log (--log-file).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.stats import LatencyStats, percentiles
+
+
+def available() -> str | None:
+    return shutil.which("h2load")
+
+
+def install() -> str | None:
+    """apt-get install nghttp2-client when we are root on Debian; None if it cannot."""
+    if available():
+        return available()
+    if shutil.which("apt-get") is None:
+        return None
+    if os.geteuid() != 0:
+        return None
+    print("h2load missing: apt-get install nghttp2-client", flush=True)
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "nghttp2-client"],
+    ):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        if proc.returncode != 0:
+            print(f"  {' '.join(cmd)} failed: {proc.stderr.strip()[-300:]}", flush=True)
+            return None
+    return available()
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """The length-prefixed gRPC message: flag 0 (uncompressed), 4-byte length, bytes."""
+    return struct.pack(">BI", 0, len(message)) + message
+
+
+@dataclass
+class H2loadResult:
+    seconds: float
+    requests: int
+    succeeded: int
+    failed: int
+    rps: float
+    latency: LatencyStats
+    command: list[str]
+    raw: str
+
+
+_FINISHED = re.compile(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s")
+_REQUESTS = re.compile(
+    r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+    r"(\d+) errored, (\d+) timeout"
+)
+_STATUS = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
+
+
+def run(
+    url: str,
+    *,
+    duration: float,
+    warmup: float,
+    clients: int,
+    streams: int,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    http1: bool = False,
+    workdir: Path,
+    name: str,
+) -> H2loadResult:
+    exe = available()
+    if exe is None:
+        raise RuntimeError("h2load is not installed (Debian package nghttp2-client)")
+    log = workdir / f"{name}.h2load.log"
+    cmd = [
+        exe,
+        "-t",
+        "1",
+        "-c",
+        str(clients),
+        "-m",
+        str(1 if http1 else streams),
+        # Durations in milliseconds: h2load reads "1.5" as an error.
+        "-D",
+        f"{round(duration * 1000)}ms",
+        f"--log-file={log}",
+    ]
+    if warmup > 0:
+        cmd.append(f"--warm-up-time={round(warmup * 1000)}ms")
+    if http1:
+        cmd.append("--h1")
+    if body is not None:
+        data = workdir / f"{name}.body"
+        data.write_bytes(body)
+        cmd += ["-d", str(data)]
+    for key, value in (headers or {}).items():
+        cmd += ["-H", f"{key}: {value}"]
+    cmd.append(url)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=duration + warmup + 60, check=False
+    )
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f"h2load exited {proc.returncode}: {out[-800:]}")
+    finished = _FINISHED.search(out)
+    reqs = _REQUESTS.search(out)
+    status = _STATUS.search(out)
+    if not (finished and reqs):
+        raise RuntimeError(f"cannot read h2load output: {out[-800:]}")
+    seconds = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
+    done, succeeded = int(reqs.group(3)), int(reqs.group(4))
+    non_2xx = sum(int(status.group(i)) for i in (2, 3, 4)) if status else 0
+    failed = (done - succeeded) + non_2xx
+    latencies = _read_log(log)
+    log.unlink(missing_ok=True)
+    return H2loadResult(
+        seconds=seconds,
+        requests=done,
+        succeeded=succeeded - non_2xx,
+        failed=failed,
+        rps=float(finished.group(3)),
+        latency=percentiles(latencies),
+        command=cmd,
+        raw=out,
+    )
+
+
+def _read_log(path: Path) -> list[float]:
+    """Per-request log: start (µs since epoch), HTTP status, elapsed µs -> ms."""
+    out: list[float] = []
+    if not path.exists():
+        return out
+    with path.open() as fh:
+        for line in fh:
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                try:
+                    out.append(int(parts[2]) / 1000.0)
+                except ValueError:
+                    continue
+    return out

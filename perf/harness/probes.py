@@ -1,0 +1,250 @@
+"""Single-operation measurements: one heavy customer at a time, timed end to end.
+
+Load tests answer "how many per second"; the erasure, export and flow targets
+of issue 9 are about one large operation against what PostgreSQL alone needs
+for the same rows, so they are measured here, one call at a time, beside the
+raw SQL that does the same work:
+
+* erasure of a ~100k-row customer (EraseCustomer)  vs  DELETE of the same rows
+  in one transaction (the erasure ceiling);
+* DSAR export of a heavy customer (create -> completed -> download)  vs
+  COPY (SELECT row_to_json(t) …) TO STDOUT of the same rows (the export ceiling);
+* a flow of N no-op nodes vs a flow of one: the runner's overhead per node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+
+from kaireon_server.platform import data_map
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def identity(tenant: str, role: str = "admin") -> Metadata:
+    return (("x-tenant-id", tenant), ("x-user-role", role))
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+async def _existing(con: asyncpg.Connection, tables: list[str]) -> list[str]:
+    rows = await con.fetch(
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = 'public' AND table_name = ANY($1::text[])",
+        tables,
+    )
+    present = {r["table_name"] for r in rows}
+    return [t for t in tables if t in present]
+
+
+async def dynamic_tables(con: asyncpg.Connection, tenant: str) -> list[str]:
+    """The tenant's registered customer ds_* tables that have a customer_id column."""
+    rows = await con.fetch(
+        """
+        SELECT r.table_name FROM schema_registry r
+         WHERE r.tenant_id = $1 AND r.active AND r.entity_type = 'customer'
+           AND EXISTS (SELECT 1 FROM information_schema.columns c
+                        WHERE c.table_schema = 'public' AND c.table_name = r.table_name
+                          AND c.column_name = 'customer_id')
+         ORDER BY r.table_name
+        """,
+        tenant,
+    )
+    return [r["table_name"] for r in rows]
+
+
+async def erased_tables(con: asyncpg.Connection, tenant: str) -> list[tuple[str, str]]:
+    """(table, subject column) that erasure deletes from, from the data map."""
+    static = [(t.table, t.subject_column) for t in data_map.erasure_order()]
+    present = set(await _existing(con, [t for t, _ in static]))
+    dynamic = [(t, "customer_id") for t in await dynamic_tables(con, tenant)]
+    return [(t, c) for t, c in static if t in present] + dynamic
+
+
+async def exported_tables(con: asyncpg.Connection, tenant: str) -> list[tuple[str, str]]:
+    """(table, subject column) that a DSAR export reads, from the data map."""
+    static = [(t.table, t.subject_column) for t in data_map.TABLES if t.export_key is not None]
+    present = set(await _existing(con, [t for t, _ in static]))
+    dynamic = [(t, "customer_id") for t in await dynamic_tables(con, tenant)]
+    return [(t, c) for t, c in static if t in present] + dynamic
+
+
+@dataclass
+class Timed:
+    seconds: float
+    rows: int
+    bytes: int = 0
+    detail: str = ""
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+async def raw_delete(con: asyncpg.Connection, tenant: str, customer: str) -> Timed:
+    """DELETE every erasable row of the customer in one transaction: the erasure ceiling."""
+    tables = await erased_tables(con, tenant)
+    started = time.perf_counter()
+    rows = 0
+    async with con.transaction():
+        for table, column in tables:
+            status = await con.execute(
+                f"DELETE FROM {_quote(table)} WHERE tenant_id = $1 AND {_quote(column)} = $2",
+                tenant,
+                customer,
+            )
+            rows += int(status.rsplit(" ", 1)[-1])
+    return Timed(time.perf_counter() - started, rows, detail=f"{len(tables)} tables")
+
+
+async def copy_export(con: asyncpg.Connection, tenant: str, customer: str) -> Timed:
+    """COPY (SELECT row_to_json(t) …) TO STDOUT of every exported table: the export ceiling.
+
+    PostgreSQL builds the JSON; the client only receives bytes (and counts lines)."""
+    tables = await exported_tables(con, tenant)
+    received = {"bytes": 0, "rows": 0}
+
+    async def sink(chunk: bytes) -> None:
+        received["bytes"] += len(chunk)
+        received["rows"] += chunk.count(b"\n")
+
+    started = time.perf_counter()
+    for table, column in tables:
+        # COPY takes no bind parameters: the literals are quoted by PostgreSQL itself.
+        query = (
+            f"SELECT row_to_json(t) FROM {_quote(table)} t "
+            f"WHERE t.tenant_id = {await _literal(con, tenant)} "
+            f"AND t.{_quote(column)} = {await _literal(con, customer)}"
+        )
+        await con.copy_from_query(query, output=sink)
+    return Timed(
+        time.perf_counter() - started,
+        received["rows"],
+        received["bytes"],
+        detail=f"{len(tables)} tables",
+    )
+
+
+async def _literal(con: asyncpg.Connection, value: str) -> str:
+    quoted: str = await con.fetchval("SELECT quote_literal($1::text)", value)
+    return quoted
+
+
+async def count_rows(con: asyncpg.Connection, tenant: str, customer: str) -> int:
+    total = 0
+    for table, column in await exported_tables(con, tenant):
+        total += await con.fetchval(
+            f"SELECT count(*) FROM {_quote(table)} WHERE tenant_id = $1 AND {_quote(column)} = $2",
+            tenant,
+            customer,
+        )
+    return total
+
+
+async def service_erase(target: str, tenant: str, customer: str) -> Timed:
+    from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = erasure_pb2_grpc.ErasureServiceStub(channel)
+        started = time.perf_counter()
+        reply = await stub.EraseCustomer(
+            erasure_pb2.EraseCustomerRequest(customer_id=customer),
+            metadata=identity(tenant),
+            timeout=300,
+        )
+        seconds = time.perf_counter() - started
+    return Timed(seconds, reply.total_deleted)
+
+
+async def dsar_export(target: str, tenant: str, customer: str, timeout: float) -> Timed:
+    """CreateDsarRequest, watch until completed, then download the export: end to end."""
+    from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
+
+    async with grpc.aio.insecure_channel(
+        target, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+    ) as channel:
+        stub = dsar_pb2_grpc.DsarServiceStub(channel)
+        meta = identity(tenant)
+        started = time.perf_counter()
+        created = await stub.CreateDsarRequest(
+            dsar_pb2.CreateDsarRequestRequest(request_type="export", subject_id=customer),
+            metadata=meta,
+            timeout=30,
+        )
+        request_id = created.request.id
+        status = created.request.status
+        async with asyncio.timeout(timeout):
+            if status not in ("completed", "failed"):
+                async for event in stub.WatchDsarRequest(
+                    dsar_pb2.WatchDsarRequestRequest(id=request_id), metadata=meta
+                ):
+                    status = event.request.status
+                    if status in ("completed", "failed"):
+                        break
+        completed = time.perf_counter() - started
+        if status != "completed":
+            raise RuntimeError(f"DSAR export ended {status}")
+        size = 0
+        async for chunk in stub.StreamDsarExport(
+            dsar_pb2.StreamDsarExportRequest(id=request_id), metadata=meta, timeout=timeout
+        ):
+            size += len(chunk.chunk.data)
+        downloaded = time.perf_counter() - started
+    return Timed(downloaded, 0, size, detail=f"completed after {completed:.3f}s")
+
+
+def noop_chain(nodes: int) -> dict[str, Any]:
+    """An inline source, then nodes-1 no-op filters (keep every record), each on the previous."""
+    definition_file = Path(__file__).resolve().parent.parent / "k6" / "lib" / "flow_definition.json"
+    template = json.loads(definition_file.read_text())["nodes"]
+    source, noop = template[0], template[1]
+    chain = [dict(source)]
+    for i in range(1, nodes):
+        chain.append(
+            {**noop, "id": f"noop_{i:04d}", "dependsOn": [chain[-1]["id"]]},
+        )
+    return {"name": f"perf-chain-{nodes}", "nodes": chain, "maxConcurrency": 1}
+
+
+async def flow_run(target: str, tenant: str, nodes: int, timeout: float) -> Timed:
+    """Start a chain of `nodes` no-op nodes and watch it to RUN_FINISHED."""
+    from google.protobuf import json_format
+
+    from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
+
+    definition = json_format.ParseDict(noop_chain(nodes), flow_pb2.FlowDefinition())
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = flow_pb2_grpc.FlowRunnerServiceStub(channel)
+        meta = identity(tenant)
+        started = time.perf_counter()
+        reply = await stub.StartRun(
+            flow_pb2.StartRunRequest(definition=definition), metadata=meta, timeout=30
+        )
+        run = reply.run
+        async with asyncio.timeout(timeout):
+            if run.state not in (flow_pb2.RUN_STATE_SUCCEEDED, flow_pb2.RUN_STATE_FAILED):
+                async for event in stub.WatchRun(
+                    flow_pb2.WatchRunRequest(run_id=run.run_id), metadata=meta
+                ):
+                    finished = event.type == flow_pb2.RUN_EVENT_TYPE_RUN_FINISHED or (
+                        event.type == flow_pb2.RUN_EVENT_TYPE_SNAPSHOT
+                        and event.run.state
+                        in (flow_pb2.RUN_STATE_SUCCEEDED, flow_pb2.RUN_STATE_FAILED)
+                    )
+                    if finished:
+                        run = event.run
+                        break
+        seconds = time.perf_counter() - started
+    if run.state != flow_pb2.RUN_STATE_SUCCEEDED:
+        raise RuntimeError(f"flow run ended {flow_pb2.RunState.Name(run.state)}: {run.error}")
+    return Timed(seconds, nodes)

@@ -1,0 +1,100 @@
+"""py-spy (PyPI, dev group) over the server's processes while a scenario runs.
+
+`py-spy record --format raw` writes collapsed stacks ("f1;f2;…;fn count");
+the summary names the frames the server spends its samples in, by self time
+(the frame on top of the stack) and by inclusive time (anywhere in it).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def executable() -> str | None:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+@dataclass
+class Profile:
+    samples: int
+    self_top: list[tuple[str, float]]
+    inclusive_top: list[tuple[str, float]]
+    path: Path
+
+    def text(self, limit: int = 12) -> str:
+        lines = [f"py-spy: {self.samples} samples ({self.path.name})", "  self time:"]
+        lines += [f"    {share * 100:5.1f}%  {frame}" for frame, share in self.self_top[:limit]]
+        lines.append("  inclusive time:")
+        lines += [
+            f"    {share * 100:5.1f}%  {frame}" for frame, share in self.inclusive_top[:limit]
+        ]
+        return "\n".join(lines)
+
+
+def start(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    exe = executable()
+    if exe is None:
+        return None
+    cmd = [
+        exe,
+        "record",
+        "--pid",
+        str(pid),
+        "--subprocesses",
+        "--duration",
+        str(max(1, round(seconds))),
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--nonblocking",
+        "--output",
+        str(out),
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+_LINE_NO = re.compile(r":\d+\)$")
+
+
+def _frame(raw: str) -> str:
+    # "emit (kaireon_server/provenance/emit.py:101)" -> without the line, so a
+    # function's samples add up across its lines.
+    return _LINE_NO.sub(")", raw.strip())
+
+
+def summarize(path: Path) -> Profile | None:
+    if not path.exists():
+        return None
+    self_counts: Counter[str] = Counter()
+    incl_counts: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame(f) for f in stack.split(";") if f]
+        # py-spy puts "process <pid>:…" roots first with --subprocesses; drop them.
+        frames = [f for f in frames if not f.startswith("process ")]
+        if not frames:
+            continue
+        total += count
+        self_counts[frames[-1]] += count
+        for frame in set(frames):
+            incl_counts[frame] += count
+    if total == 0:
+        return None
+    return Profile(
+        samples=total,
+        self_top=[(f, c / total) for f, c in self_counts.most_common(20)],
+        inclusive_top=[(f, c / total) for f, c in incl_counts.most_common(20)],
+        path=path,
+    )

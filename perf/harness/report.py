@@ -1,0 +1,265 @@
+"""The one table perf/run prints, its ratios, and the issue 9 targets read from it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Row:
+    key: str
+    scenario: str
+    generator: str
+    offered: str = ""
+    rps: float | None = None
+    unit: str = "req/s"
+    p50: float | None = None  # milliseconds
+    p95: float | None = None
+    p99: float | None = None
+    errors: int | None = None
+    error_rate: float | None = None
+    server_cpu: float | None = None  # % of one core, server process tree (+ REST adapter)
+    server_rss: int | None = None  # bytes, peak
+    pg_cpu: float | None = None
+    gen_cpu: float | None = None  # % of one core, the load generator
+    baseline: str | None = None  # key of the row the ratios divide by
+    status: str = "ok"  # ok | not served | skipped: … | failed: …
+    thresholds: str | None = None  # k6 thresholds: ok | crossed: …
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        return self.status == "ok"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def ratios(row: Row, rows: dict[str, Row]) -> tuple[float | None, float | None, float | None]:
+    base = rows.get(row.baseline or "")
+    if base is None or not row.measured or not base.measured:
+        return (None, None, None)
+    return (_ratio(row.rps, base.rps), _ratio(row.p50, base.p50), _ratio(row.p99, base.p99))
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 10_000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
+    if value >= 10:
+        return f"{value:.0f}"
+    return f"{value:.2f}"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _mb(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.0f} MB"
+
+
+def _errors(row: Row) -> str:
+    if row.errors is None:
+        return "-"
+    rate = "" if row.error_rate is None else f" ({row.error_rate * 100:.1f}%)"
+    return f"{row.errors}{rate}"
+
+
+HEADER = (
+    "scenario",
+    "generator",
+    "offered",
+    "achieved",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "errors",
+    "server CPU",
+    "server peak RSS",
+    "PG CPU",
+    "generator CPU",
+    "baseline (same run)",
+    "achieved x",
+    "p50 x",
+    "p99 x",
+)
+
+
+def table(rows: Iterable[Row]) -> str:
+    rows = list(rows)
+    by_key = {r.key: r for r in rows}
+    lines = [
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "|".join("---" for _ in HEADER) + "|",
+    ]
+    for row in rows:
+        if not row.measured:
+            cells = [row.scenario, row.generator, row.offered, row.status] + [""] * (
+                len(HEADER) - 4
+            )
+        else:
+            r_rps, r_p50, r_p99 = ratios(row, by_key)
+            base = by_key.get(row.baseline or "")
+            achieved = "-" if row.rps is None else f"{_num(row.rps, 0)} {row.unit}"
+            cells = [
+                row.scenario,
+                row.generator,
+                row.offered,
+                achieved,
+                _ms(row.p50),
+                _ms(row.p95),
+                _ms(row.p99),
+                _errors(row),
+                "-" if row.server_cpu is None else f"{row.server_cpu:.0f}%",
+                _mb(row.server_rss),
+                "-" if row.pg_cpu is None else f"{row.pg_cpu:.0f}%",
+                "-" if row.gen_cpu is None else f"{row.gen_cpu:.0f}%",
+                base.scenario + f" ({base.generator})" if base else "-",
+                _x(r_rps),
+                _x(r_p50),
+                _x(r_p99),
+            ]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+@dataclass
+class Target:
+    name: str
+    measured: str
+    target: str
+    verdict: str  # met | missed … | not measured …
+
+
+def _verdict_min(value: float | None, minimum: float, what: str) -> str:
+    if value is None:
+        return "not measured"
+    if value >= minimum:
+        return "met"
+    return (
+        f"missed: {value:.2f}x is {(1 - value / minimum) * 100:.0f}% short of {minimum:g}x ({what})"
+    )
+
+
+def _verdict_max(value: float | None, maximum: float, unit: str, what: str) -> str:
+    if value is None:
+        return "not measured"
+    if value <= maximum:
+        return "met"
+    return (
+        f"missed: {value:.2f}{unit} is {value / maximum:.1f}x "
+        f"the {maximum:g}{unit} allowed ({what})"
+    )
+
+
+def targets(rows: list[Row], level: str) -> list[Target]:
+    by_key = {r.key: r for r in rows}
+
+    def get(key: str) -> Row | None:
+        row = by_key.get(key)
+        return row if row is not None and row.measured else None
+
+    def ratio_of(key: str, attr: str, base_key: str) -> float | None:
+        row, base = get(key), get(base_key)
+        if row is None or base is None:
+            return None
+        return _ratio(getattr(row, attr), getattr(base, attr))
+
+    out: list[Target] = []
+    r = ratio_of("provenance.grpc.h2load", "rps", "echo.h2load")
+    out.append(
+        Target(
+            "provenance bundle over gRPC vs echo ceiling (h2load, closed loop)",
+            _x(r),
+            "≥ 0.25x",
+            _verdict_min(r, 0.25, "RPS of GetDecisionProvenance / RPS of bare echo"),
+        )
+    )
+    rest = get("provenance.rest.k6")
+    p99 = rest.p99 if rest else None
+    out.append(
+        Target(
+            f"provenance REST p99 at the {level} level (k6)",
+            _ms(p99) + (" ms" if p99 is not None and p99 < 1000 else ""),
+            "< 50 ms at 1K RPS",
+            _verdict_max(p99, 50.0, " ms", f"level {level}")
+            + ("" if level == "1k" or p99 is None else f" (measured at level {level}, not 1k)"),
+        )
+    )
+    for label, key, base in (
+        ("k6, same rate", "provenance.rest.k6", "provenance.grpc.k6"),
+        ("h2load, closed loop", "provenance.rest.h2load", "provenance.grpc.h2load"),
+    ):
+        p50 = ratio_of(key, "p50", base)
+        p99r = ratio_of(key, "p99", base)
+        out.append(
+            Target(
+                f"REST adapter latency vs the same gRPC call ({label})",
+                f"p50 {_x(p50)}, p99 {_x(p99r)}",
+                "≤ 1.5x",
+                _verdict_max(p50, 1.5, "x", "p50"),
+            )
+        )
+    r = ratio_of("single.erase.grpc", "p50", "single.delete.sql")
+    out.append(
+        Target(
+            "erasure of a heavy customer vs raw DELETE of the same rows",
+            _x(r),
+            "≤ 1.5x",
+            _verdict_max(r, 1.5, "x", "EraseCustomer time / DELETE time"),
+        )
+    )
+    r = ratio_of("single.export.grpc", "rps", "single.copy.sql")
+    export = get("single.export.grpc")
+    growth = export.extra.get("rss_growth") if export else None
+    out.append(
+        Target(
+            "DSAR export rows/s vs COPY (SELECT row_to_json …) TO STDOUT",
+            _x(r) + ("" if growth is None else f", server RSS +{growth / 2**20:.0f} MB"),
+            "≥ 0.5x, bounded memory",
+            _verdict_min(r, 0.5, "rows/s"),
+        )
+    )
+    flow = get("single.flow.overhead")
+    out.append(
+        Target(
+            "flow runner overhead per no-op node (Postgres store)",
+            _ms(flow.p50) + " ms" if flow else "-",
+            "≤ 2 ms",
+            _verdict_max(flow.p50 if flow else None, 2.0, " ms", "per node"),
+        )
+    )
+    return out
+
+
+def targets_table(items: list[Target]) -> str:
+    lines = ["| target | measured | wanted | verdict |", "|---|---|---|---|"]
+    lines += [f"| {t.name} | {t.measured} | {t.target} | {t.verdict} |" for t in items]
+    return "\n".join(lines)
+
+
+def dump(rows: list[Row], extra: dict[str, Any]) -> str:
+    by_key = {r.key: r for r in rows}
+    out = []
+    for row in rows:
+        item = asdict(row)
+        item["ratio_rps"], item["ratio_p50"], item["ratio_p99"] = ratios(row, by_key)
+        out.append(item)
+    return json.dumps({"rows": out, **extra}, indent=1, default=str)

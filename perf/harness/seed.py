@@ -1,0 +1,237 @@
+"""Fast bulk seeding of the perf tenant, in SQL.
+
+The demo seed (kaireon_server.demo.seed) writes a realistic customer row by
+row from Python: right for 50 customers, far too slow for 10k plus 100k-row
+customers. Here the demo seed writes a few *template* customers (with the
+catalogue, the dynamic ds_* tables and the audit rows every provenance bundle
+cites), and everything else is cloned from those templates by INSERT … SELECT
+over generate_series, one statement per table, so PostgreSQL does the work.
+
+Three populations, with disjoint ids so one scenario never disturbs another:
+
+* read customers   cust_00001…      decisions dec_00001_1…  (provenance, DSAR)
+* erasure pool     ecust_0000001…   consumed one per erasure call (k6)
+* heavy customers  hcust_001…       ~100k rows each (erasure vs DELETE, export vs COPY)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from kaireon_server.demo.seed import SeedSize, seed_tenant
+from kaireon_server.platform.db import Database
+
+# Template customers written by the demo seed; every clone copies one of them.
+TEMPLATES = 50
+
+# Rows per template row for a heavy customer of 100k rows (scaled linearly for
+# other sizes). The template customer has 20 interactions, 3 decisions, 3
+# deliveries, 2 attributions, 2 identity links, 2 consents and 1 of the rest,
+# so these give about 60k + 9k + 9k + 6k + 5k + 5k + 3k + 2k + 1k = 100k rows
+# over the nine platform tables (plus the per-offer summaries and one loyalty row).
+HEAVY_MULTIPLIERS: dict[str, int] = {
+    "interaction_history": 3000,
+    "decision_trace": 3000,
+    "delivery": 3000,
+    "attribution_result": 3000,
+    "suppression": 5000,
+    "identity_link": 2500,
+    "journey_enrollment": 2000,
+    "consent_record": 1500,
+    "variant_assignment": 1000,
+}
+HEAVY_BASE_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class Population:
+    """Customers `prefix + lpad(n, width)` for n in [first, last]."""
+
+    prefix: str
+    width: int
+    first: int
+    last: int
+    # Decision ids of these customers: `decision_prefix + lpad(n, width) + "_k"`.
+    decision_prefix: str
+
+    @property
+    def count(self) -> int:
+        return max(0, self.last - self.first + 1)
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    tenant: str
+    customers: int
+    erasure_pool: int
+    heavy_customers: int
+    heavy_rows: int
+
+    def read(self) -> Population:
+        return Population("cust_", 5, 1, self.customers, "dec_")
+
+    def erasable(self) -> Population:
+        return Population("ecust_", 7, 1, self.erasure_pool, "edec_")
+
+    def describe(self) -> str:
+        return (
+            f"tenant {self.tenant}: {self.customers} customers (~40 rows each, 3 decisions), "
+            f"{self.erasure_pool} erasable customers, {self.heavy_customers} heavy customers "
+            f"of ~{self.heavy_rows} rows"
+        )
+
+
+@dataclass
+class SeedReport:
+    seconds: float
+    rows: dict[str, int]
+    heavy_rows: dict[str, int]  # customer -> rows in the tables erasure deletes from
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+
+def heavy_customer(n: int) -> str:
+    return f"hcust_{n:03d}"
+
+
+def _template_id(expr: str) -> str:
+    # The template customer a clone copies: 1 + (n - 1) mod TEMPLATES.
+    return f"'cust_' || lpad(((({expr}) - 1) % {TEMPLATES} + 1)::text, 5, '0')"
+
+
+async def customer_tables(con: asyncpg.Connection, tenant: str) -> list[str]:
+    """Every table with tenant_id and customer_id columns (ds_* included), except legal holds."""
+    rows = await con.fetch(
+        """
+        SELECT c.table_name
+          FROM information_schema.columns c
+          JOIN information_schema.tables t
+            ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+         WHERE c.table_schema = 'public' AND c.column_name = 'customer_id'
+           AND t.table_type = 'BASE TABLE'
+           AND EXISTS (SELECT 1 FROM information_schema.columns k
+                        WHERE k.table_schema = 'public' AND k.table_name = c.table_name
+                          AND k.column_name = 'tenant_id')
+         ORDER BY c.table_name
+        """
+    )
+    # A legal hold would block erasure: never clone one.
+    return [r["table_name"] for r in rows if r["table_name"] != "legal_hold"]
+
+
+async def _columns(con: asyncpg.Connection, table: str) -> list[str]:
+    rows = await con.fetch(
+        """
+        SELECT column_name FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name = $1
+           AND is_identity = 'NO' AND is_generated = 'NEVER'
+         ORDER BY ordinal_position
+        """,
+        table,
+    )
+    return [r["column_name"] for r in rows]
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+async def clone_population(
+    con: asyncpg.Connection, tenant: str, tables: Sequence[str], pop: Population
+) -> int:
+    """Clone the template customers into `pop` (customer n copies template 1 + (n-1) mod 50)."""
+    if pop.count <= 0:
+        return 0
+    new_id = f"'{pop.prefix}' || lpad(g::text, {pop.width}, '0')"
+    total = 0
+    for table in tables:
+        cols = await _columns(con, table)
+        exprs = []
+        for col in cols:
+            if col == "customer_id":
+                exprs.append(new_id)
+            elif col == "decision_id" or (table == "decision_trace" and col == "id"):
+                # dec_00001_2 -> <decision_prefix><n>_2 (characters 10… are "_k").
+                exprs.append(
+                    f"CASE WHEN t.{_quote(col)} IS NULL THEN NULL ELSE '{pop.decision_prefix}' "
+                    f"|| lpad(g::text, {pop.width}, '0') || substr(t.{_quote(col)}, 10) END"
+                )
+            elif col == "cluster_id":
+                exprs.append(f"'cluster_{pop.prefix}' || g::text")
+            else:
+                exprs.append(f"t.{_quote(col)}")
+        sql = (
+            f"INSERT INTO {_quote(table)} ({', '.join(map(_quote, cols))}) "
+            f"SELECT {', '.join(exprs)} FROM generate_series($2::int, $3::int) AS g "
+            f"JOIN {_quote(table)} AS t ON t.tenant_id = $1 AND t.customer_id = {_template_id('g')}"
+        )
+        status = await con.execute(sql, tenant, pop.first, pop.last)
+        total += int(status.rsplit(" ", 1)[-1])
+    return total
+
+
+async def seed_heavy(
+    con: asyncpg.Connection, tenant: str, tables: Sequence[str], customer: str, rows: int
+) -> int:
+    """One customer with ~`rows` rows, cloned from template customer cust_00001."""
+    scale = rows / HEAVY_BASE_ROWS
+    total = 0
+    for table in tables:
+        cols = await _columns(con, table)
+        multiplier = max(1, round(HEAVY_MULTIPLIERS.get(table, 1) * scale))
+        exprs = []
+        for col in cols:
+            if col == "customer_id":
+                exprs.append("$2")
+            elif table == "decision_trace" and col == "id":
+                exprs.append("'hdec_' || $2 || '_' || g::text || substr(t.id, 10)")
+            elif table == "variant_assignment" and col == "experiment_id":
+                exprs.append("t.experiment_id || '_' || g::text")
+            elif col in ("occurred_at", "decided_at", "sent_at", "linked_at", "recorded_at"):
+                exprs.append(f"t.{col} + g * interval '1 second'")
+            else:
+                exprs.append(f"t.{_quote(col)}")
+        sql = (
+            f"INSERT INTO {_quote(table)} ({', '.join(map(_quote, cols))}) "
+            f"SELECT {', '.join(exprs)} FROM generate_series(1, $3::int) AS g "
+            f"JOIN {_quote(table)} AS t ON t.tenant_id = $1 AND t.customer_id = 'cust_00001'"
+        )
+        status = await con.execute(sql, tenant, customer, multiplier)
+        total += int(status.rsplit(" ", 1)[-1])
+    return total
+
+
+async def seed(db: Database, plan: SeedPlan) -> SeedReport:
+    started = time.perf_counter()
+    templates = min(TEMPLATES, plan.customers)
+    # Catalogue, dynamic tables, audit rows and the template customers.
+    await seed_tenant(db, plan.tenant, SeedSize(customers=templates))
+    heavy: dict[str, int] = {}
+    async with db.transaction(plan.tenant) as con:
+        tables = await customer_tables(con, plan.tenant)
+        read = plan.read()
+        if read.count > templates:
+            await clone_population(
+                con, plan.tenant, tables, Population("cust_", 5, templates + 1, read.last, "dec_")
+            )
+        await clone_population(con, plan.tenant, tables, plan.erasable())
+        for n in range(1, plan.heavy_customers + 1):
+            heavy[heavy_customer(n)] = await seed_heavy(
+                con, plan.tenant, tables, heavy_customer(n), plan.heavy_rows
+            )
+    counts: dict[str, int] = {}
+    async with db.connection() as con:
+        for table in tables:
+            # The planner needs fresh statistics after a bulk load to pick the indexes.
+            await con.execute(f"ANALYZE {_quote(table)}")
+            counts[table] = await con.fetchval(
+                f"SELECT count(*) FROM {_quote(table)} WHERE tenant_id = $1", plan.tenant
+            )
+        await con.execute("ANALYZE")
+    return SeedReport(time.perf_counter() - started, counts, heavy)
