@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -21,6 +22,26 @@ SMALL = SeedSize(customers=4, interactions_per_customer=5, decisions_per_custome
 
 # (table, customer) -> rows
 Snapshot = Counter[tuple[str, str]]
+
+
+async def add_dsar_export(db: Database, tenant: str, customer: str, chunks: int = 2) -> None:
+    """A completed DSAR export of `customer`: its request row and stored chunks."""
+    request_id = uuid.uuid4()
+    async with db.transaction(tenant) as con:
+        await con.execute(
+            "INSERT INTO dsar_request (tenant_id, id, request_type, subject_id, status, "
+            "progress, created_by, completed_at, export_attempt, export_chunks) "
+            "VALUES ($1, $2, 'export', $3, 'completed', 100, 'test', now(), 1, $4)",
+            tenant,
+            request_id,
+            customer,
+            chunks,
+        )
+        await con.executemany(
+            "INSERT INTO dsar_export_chunk (tenant_id, request_id, attempt, seq, subject_id, data) "
+            "VALUES ($1, $2, 1, $3, $4, $5)",
+            [(tenant, request_id, seq, customer, b'{"personal": true}') for seq in range(chunks)],
+        )
 
 
 async def _customer_tables(con: asyncpg.Connection, tenant: str) -> list[tuple[str, str]]:

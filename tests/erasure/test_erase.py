@@ -54,6 +54,7 @@ async def test_full_erasure_deletes_every_row_of_the_customer_and_nothing_else(
     assert list(counts)[:9] == list(data_map.SEED_COUNT_KEYS)
     assert counts["interactionHistory"] == 5 and counts["delivery"] == 2
     assert counts["dynamicSchemaRows"] == 1  # the loyalty row
+    assert counts["dsarExport"] == 2  # the stored export's chunks
     assert reply.total_deleted == sum(counts.values()) > 0
     assert reply.success and reply.customer_id == CUSTOMER and not reply.dry_run
     assert list(reply.skipped_tables) == [f"ds_{seeded}_web_sessions"]
@@ -65,6 +66,7 @@ async def test_full_erasure_deletes_every_row_of_the_customer_and_nothing_else(
     assert retained["consent_record"].retention == erasure_pb2.RETENTION_KEPT
     assert "Art. 17(3)" in retained["consent_record"].legal_basis
     assert retained["audit_log"].retention == erasure_pb2.RETENTION_REDACTED
+    assert retained["dsar_request"].row_count == 1 == after[("dsar_request", CUSTOMER)]
     assert await chain_valid(audit_stub, seeded)
 
 

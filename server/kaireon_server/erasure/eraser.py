@@ -13,16 +13,16 @@ never deadlock:
 8. the receipt, signed before commit so a signing failure rolls back too.
 
 Any exception rolls the whole transaction back: nothing deleted, no audit row.
-Each statement runs with the remaining time budget as its statement_timeout,
-so the budget bounds the transaction as a whole.
+The time budget is the statement_timeout of every statement (SET LOCAL,
+server-side) and, with a short grace, the bound of the whole transaction
+(client-side: on expiry the running statement is cancelled and the
+transaction rolled back).
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
 from dataclasses import dataclass
-
-import asyncpg
 
 from kaireon_server.erasure import dynamic, repository
 from kaireon_server.erasure.model import (
@@ -47,26 +47,19 @@ from kaireon_server.platform.errors import FailedPrecondition
 from kaireon_server.platform.signing import Signer
 
 
-class Budget:
-    """A time budget for one transaction, handed to each statement as its timeout."""
-
-    def __init__(self, seconds: float) -> None:
-        self._end = time.monotonic() + seconds
-
-    async def bound(self, con: asyncpg.Connection) -> None:
-        remaining_ms = int((self._end - time.monotonic()) * 1000)
-        if remaining_ms < 1:
-            raise ErasureTimedOut("the erasure ran out of time; nothing was erased")
-        await repository.set_statement_timeout(con, remaining_ms)
-
-
 @dataclass(frozen=True)
 class EraseCommand:
+    """What to erase, for whom, and the time budget (seconds) of the transaction."""
+
     tenant_id: str
     actor: str
     customer_id: str
     dry_run: bool
     timeout: float
+
+
+# Beyond the statement timeout: time for round trips before the whole-transaction bound.
+_GRACE = 0.25
 
 
 def hold_refusal(hold: LegalHold) -> FailedPrecondition:
@@ -92,51 +85,64 @@ def _static_targets(present: set[str]) -> list[Target]:
     ]
 
 
-async def _retained(
-    con: asyncpg.Connection, present: set[str], tenant_id: str, customer_id: str
-) -> list[RetainedTable]:
-    retained = []
-    for t in data_map.retained_tables():
-        # Every kept table is listed, so the answer has one shape; a table
-        # whose capability is not deployed holds no rows.
-        if t.table not in present:
-            n = 0
-        elif t.erasure is ErasureAction.REDACT:
-            n = await repository.count_redactable_audit_rows(con, tenant_id, customer_id)
-        else:
-            n = await repository.count_subject_rows(
-                con, t.table, t.subject_column, tenant_id, customer_id
-            )
-        kind = Retention.REDACTED if t.erasure is ErasureAction.REDACT else Retention.KEPT
-        retained.append(RetainedTable(t.table, t.legal_basis or "", n, kind))
-    return retained
+def _retained(present: set[str], counts: dict[str, int]) -> list[RetainedTable]:
+    # Every kept table is listed, so the answer has one shape; a table whose
+    # capability is not deployed holds no rows.
+    return [
+        RetainedTable(
+            t.table,
+            t.legal_basis or "",
+            counts.get(t.table, 0) if t.table in present else 0,
+            Retention.REDACTED if t.erasure is ErasureAction.REDACT else Retention.KEPT,
+        )
+        for t in data_map.retained_tables()
+    ]
 
 
 async def erase_customer(db: Database, signer: Signer, cmd: EraseCommand) -> ErasureOutcome:
     customer = validate_customer_id(cmd.customer_id)
+    if cmd.timeout <= 0:
+        raise ErasureTimedOut("no time left for the erasure; nothing was erased")
+    # The server-side statement timeout normally fires first (a clean
+    # QueryCanceled); this bound covers the sum of statements and round trips.
+    scope = asyncio.timeout(cmd.timeout + _GRACE)
+    try:
+        async with scope:
+            return await _erase(db, signer, cmd, customer)
+    except TimeoutError:
+        if scope.expired():
+            raise ErasureTimedOut("the erasure ran out of time; nothing was erased") from None
+        raise
+
+
+async def _erase(db: Database, signer: Signer, cmd: EraseCommand, customer: str) -> ErasureOutcome:
     tenant = cmd.tenant_id
-    budget = Budget(cmd.timeout)
     async with db.transaction(tenant) as con:
-        await budget.bound(con)
+        await repository.bound_transaction(con, max(1, int(cmd.timeout * 1000)))
         await repository.lock_subject(con, tenant, customer)
         hold = await repository.get_hold(con, tenant, customer)
         if hold is not None and not cmd.dry_run:
             raise hold_refusal(hold)
         ds = await dynamic.resolve(con, tenant)
         present = await repository.existing_tables(con, (t.table for t in data_map.TABLES))
-        retained = await _retained(con, present, tenant, customer)
+        kept = [
+            (t.table, t.subject_column)
+            for t in data_map.retained_tables()
+            if t.table in present and t.erasure is ErasureAction.RETAIN
+        ]
+        before = await repository.retained_rows(con, kept, tenant, customer)
+        retained = _retained(present, before.counts)
 
         counts = dict.fromkeys(data_map.count_keys(), 0)
         measure = repository.count_rows if cmd.dry_run else repository.delete_rows
         for target in [*_static_targets(present), *ds.targets]:
-            await budget.bound(con)
             counts[target.count_key] += await measure(con, target, tenant, customer)
 
-        await budget.bound(con)
         if not cmd.dry_run:
-            keep = await repository.erasure_record_ids(con, tenant, customer)
-            redacted = await redact_subject(con, tenant, customer, keep_ids=keep)
-            # Report what was actually redacted (a row appended since the count is included).
+            redacted = await redact_subject(
+                con, tenant, customer, keep_ids=before.erasure_record_ids
+            )
+            # Report what was redacted (a row appended since the count is included).
             retained = [
                 RetainedTable(r.table, r.legal_basis, redacted, r.retention)
                 if r.retention is Retention.REDACTED

@@ -54,9 +54,17 @@ class Target:
         return f"SELECT count(*) FROM {quote_identifier(self.table)} WHERE {self._where()}"  # noqa: S608 - quoted identifiers
 
 
-async def set_statement_timeout(con: asyncpg.Connection, milliseconds: int) -> None:
-    """Bound the next statements of this transaction (SET LOCAL semantics)."""
-    await con.execute("SELECT set_config('statement_timeout', $1, true)", str(milliseconds))
+async def bound_transaction(con: asyncpg.Connection, milliseconds: int) -> None:
+    """Bound every statement of this transaction, and its idle gaps, server-side.
+
+    SET LOCAL semantics: both settings end with the transaction. The idle
+    timeout ends the session (and so the transaction) if the service stalls
+    between statements; the service bounds the whole transaction itself."""
+    await con.execute(
+        "SELECT set_config('statement_timeout', $1, true), "
+        "set_config('idle_in_transaction_session_timeout', $1, true)",
+        str(milliseconds),
+    )
 
 
 async def lock_subject(con: asyncpg.Connection, tenant_id: str, customer_id: str) -> None:
@@ -74,14 +82,61 @@ async def lock_subject(con: asyncpg.Connection, tenant_id: str, customer_id: str
     )
 
 
+# Tables seen to exist. Only presence is cached: tables are created by
+# migrations and never dropped, while an absent one may arrive with another
+# replica's migrations at any time.
+_PRESENT: set[str] = set()
+
+
 async def existing_tables(con: asyncpg.Connection, names: Iterable[str]) -> set[str]:
     """Which of `names` exist (another capability's migrations may not be deployed)."""
-    rows = await con.fetch(
-        "SELECT name FROM unnest($1::text[]) AS t(name) "
-        "WHERE to_regclass(quote_ident(name)) IS NOT NULL",
-        list(names),
+    wanted = set(names)
+    unknown = sorted(wanted - _PRESENT)
+    if unknown:
+        rows = await con.fetch(
+            "SELECT name FROM unnest($1::text[]) AS t(name) "
+            "WHERE to_regclass(quote_ident(name)) IS NOT NULL",
+            unknown,
+        )
+        _PRESENT.update(str(r["name"]) for r in rows)
+    return wanted & _PRESENT
+
+
+@dataclass(frozen=True)
+class Retained:
+    """Rows of the customer in each kept table, and the earlier erasure records."""
+
+    counts: dict[str, int]
+    erasure_record_ids: list[str]
+
+
+async def retained_rows(
+    con: asyncpg.Connection,
+    tables: Sequence[tuple[str, str]],
+    tenant_id: str,
+    customer_id: str,
+) -> Retained:
+    """One round trip: row counts of the kept (table, subject column)s and of
+    the audit rows an erasure redacts (all about the customer but its earlier
+    gdpr_erasure rows, whose ids come back too: the proof of erasure is kept)."""
+    parts = [
+        f"(SELECT count(*) FROM {quote_identifier(t)} "  # noqa: S608 - quoted identifiers
+        f"WHERE tenant_id = $1 AND {quote_identifier(c)} = $2) AS {quote_identifier(t)}"
+        for t, c in tables
+    ]
+    parts.append(
+        "(SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND subject_id = $2 "
+        "AND action <> $3) AS audit_redactable"
     )
-    return {str(r["name"]) for r in rows}
+    parts.append(
+        "(SELECT coalesce(array_agg(id::text), '{}') FROM audit_log "
+        "WHERE tenant_id = $1 AND subject_id = $2 AND action = $3) AS audit_kept"
+    )
+    rec = await con.fetchrow("SELECT " + ", ".join(parts), tenant_id, customer_id, ACTION_ERASURE)
+    assert rec is not None
+    counts = {t: int(rec[t]) for t, _ in tables}
+    counts["audit_log"] = int(rec["audit_redactable"])
+    return Retained(counts, [str(i) for i in rec["audit_kept"]])
 
 
 async def delete_rows(
@@ -97,38 +152,6 @@ async def count_rows(
 ) -> int:
     value = await con.fetchval(target.count_sql(), tenant_id, customer_id)
     return int(value)
-
-
-async def count_subject_rows(
-    con: asyncpg.Connection, table: str, column: str, tenant_id: str, customer_id: str
-) -> int:
-    return await count_rows(con, Target(table, column, ""), tenant_id, customer_id)
-
-
-async def count_redactable_audit_rows(
-    con: asyncpg.Connection, tenant_id: str, customer_id: str
-) -> int:
-    """Audit rows about the customer that an erasure redacts (all but erasure records)."""
-    value = await con.fetchval(
-        "SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND subject_id = $2 AND action <> $3",
-        tenant_id,
-        customer_id,
-        ACTION_ERASURE,
-    )
-    return int(value)
-
-
-async def erasure_record_ids(
-    con: asyncpg.Connection, tenant_id: str, customer_id: str
-) -> list[str]:
-    """Earlier gdpr_erasure rows of the customer: the proof of erasure, never redacted."""
-    rows = await con.fetch(
-        "SELECT id FROM audit_log WHERE tenant_id = $1 AND subject_id = $2 AND action = $3",
-        tenant_id,
-        customer_id,
-        ACTION_ERASURE,
-    )
-    return [str(r["id"]) for r in rows]
 
 
 # --- legal holds ---------------------------------------------------------------
