@@ -8,6 +8,7 @@ node's checkpoint transaction (exactly-once with the PostgreSQL store).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 from collections.abc import Iterator
@@ -69,7 +70,7 @@ async def test_sigkill_mid_run_then_retry_finishes_without_rerunning_completed_n
     nodes = [step(names[0], sleep=0.3, counter_file=str(counter), db_effect=True)]
     nodes += [
         step(n, prev, sleep=0.3, counter_file=str(counter), db_effect=True)
-        for prev, n in zip(names, names[1:], strict=False)
+        for prev, n in itertools.pairwise(names)
     ]
     defn = definition(*nodes)
 

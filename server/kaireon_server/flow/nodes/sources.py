@@ -125,8 +125,15 @@ class SqlSource(NodeType[SqlConfig]):
             try:
                 statement = await con.prepare(guarded.sql)
                 types = [t.name for t in statement.get_parameters()]
-                args = [_param(i + 1, types[i], v) for i, v in enumerate(config.params)]
-                cursor = await statement.cursor(*args, ctx.tenant_id)
+                # PostgreSQL counts parameters up to the highest one used: the
+                # tenant ($n+1) is absent when no table is read, trailing unused
+                # caller parameters too.
+                values = [*config.params, ctx.tenant_id][: len(types)]
+                args = [
+                    v if i == guarded.tenant_param - 1 else _param(i + 1, types[i], v)
+                    for i, v in enumerate(values)
+                ]
+                cursor = await statement.cursor(*args)
                 rows = await cursor.fetch(config.max_rows + 1)
             except asyncpg.QueryCanceledError:
                 raise NodeError("query exceeded its timeout", retryable=True) from None
