@@ -81,6 +81,7 @@ class App:
     _server: grpc.aio.Server | None = None
     _health: HealthMonitor | None = None
     _gateway: Any = None
+    _loopback_port: int = 0
     _extra_builders: Sequence[Callable[[ServiceContext], Capability]] = ()
 
     async def start(self) -> None:
@@ -131,15 +132,33 @@ class App:
         )
         if self.grpc_port == 0:
             raise RuntimeError(f"cannot listen on gRPC port {settings.grpc_port}")
+        if credentials is not None and settings.http_port is not None:
+            # The in-process REST adapter talks to this server over loopback: a
+            # plaintext port bound to 127.0.0.1 only, so mTLS needs no client cert.
+            self._loopback_port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         self._server = server
         await self._health.start()
         for capability in self.capabilities:
             await capability.start()
+        if settings.http_port is not None:
+            await self._start_gateway([d.full_name for d in descriptors])
         log.info(
             "serving",
             extra={"grpc_port": self.grpc_port, "http_port": self.http_port, "pid": os.getpid()},
         )
+
+    async def _start_gateway(self, services: list[str]) -> None:
+        """The REST adapter in this process, calling this process's gRPC server."""
+        from kaireon_server.gateway.server import GatewayServer
+        from kaireon_server.gateway.settings import GatewaySettings
+
+        settings = self.settings
+        target = f"127.0.0.1:{self._loopback_port or self.grpc_port}"
+        env = {k: v for k, v in settings.env.items() if k != "KAIREON_HTTP_PORT"}
+        self._gateway = GatewayServer(target, services, GatewaySettings.from_env(env))
+        host = "127.0.0.1" if settings.grpc_host == "127.0.0.1" else settings.grpc_host
+        self.http_port = await self._gateway.start(host, settings.http_port)
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace if grace is None else grace

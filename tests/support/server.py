@@ -45,7 +45,7 @@ def base_env(database_url: str, **overrides: str) -> dict[str, str]:
         "KAIREON_JWT_HS256_SECRET": JWT_SECRET,
         "KAIREON_GRPC_HOST": "127.0.0.1",
         "KAIREON_GRPC_PORT": "0",
-        "KAIREON_HTTP_PORT": "0",
+        "KAIREON_HTTP_PORT": "auto",
         "KAIREON_HEALTH_INTERVAL": "0.5",
     }
     env.update(overrides)

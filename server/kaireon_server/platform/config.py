@@ -53,6 +53,21 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(raw) if raw else None
 
 
+def _http_port(env: Mapping[str, str]) -> int | None:
+    """KAIREON_HTTP_PORT: a port; 0 or "off" = adapter off; "auto" = any free port."""
+    raw = (env.get("KAIREON_HTTP_PORT") or "").strip().lower()
+    if raw == "":
+        return 8080
+    if raw in {"0", "off"}:
+        return None
+    if raw == "auto":
+        return 0
+    port = _int(env, "KAIREON_HTTP_PORT", 8080, minimum=1)
+    if port > 65535:
+        raise ConfigurationError(f"KAIREON_HTTP_PORT must be a port number, got {raw!r}")
+    return port
+
+
 @dataclass(frozen=True)
 class JwtSettings:
     """Bearer-token verification; enabled when a secret or a public key is set."""
@@ -75,7 +90,8 @@ class Settings:
     data_dir: Path = Path(".kaireon")
     grpc_host: str = "0.0.0.0"  # noqa: S104 - a server listens on all interfaces by default
     grpc_port: int = 50051
-    http_port: int = 8080
+    # None = REST adapter off; 0 = any free port (tests).
+    http_port: int | None = 8080
     trust_headers: bool = False
     jwt: JwtSettings = JwtSettings()
     db_pool_min: int = 2
@@ -118,7 +134,7 @@ class Settings:
             data_dir=Path(env.get("KAIREON_DATA_DIR") or ".kaireon"),
             grpc_host=env.get("KAIREON_GRPC_HOST") or "0.0.0.0",  # noqa: S104
             grpc_port=_int(env, "KAIREON_GRPC_PORT", 50051),
-            http_port=_int(env, "KAIREON_HTTP_PORT", 8080),
+            http_port=_http_port(env),
             # Bare identity headers are only trusted when asked for, or for the demo.
             trust_headers=_bool(env, "KAIREON_TRUST_HEADERS", demo),
             jwt=jwt,
