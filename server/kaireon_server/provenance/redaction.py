@@ -67,13 +67,14 @@ _DATE_TIME = re.compile(
     r"(?:Z|[+\-]\d{2}(?::?\d{2})?)?)?(?!\d)"
     r"|(?<![\d:])\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?!\d)"
 )
+# (pattern, fewest digits, most digits): E.164 allows 15 digits, plus a "00" prefix.
 _PHONES = (
     # International: + or 00, then 7-15 digits with separators.
-    re.compile(r"(?<![\w+])(?:\+|00)\s?[1-9](?:[ .\-/()]{0,2}\d){6,14}(?!\d)"),
+    (re.compile(r"(?<![\w+])(?:\+|00)\s?[1-9](?:[ .\-/()]{0,2}\d){6,14}(?!\d)"), 7, 17),
     # National with a trunk prefix 0, e.g. 06 12 34 56 78, (030) 1234 5678.
-    re.compile(r"(?<![\w])\(?0\d{1,4}\)?(?:[ .\-/]{0,2}\d{2,4}){2,5}(?!\d)"),
+    (re.compile(r"(?<![\w])\(?0\d{1,4}\)?(?:[ .\-/]{0,2}\d{2,4}){2,5}(?!\d)"), 7, 15),
     # North American: (555) 123-4567, 555.123.4567.
-    re.compile(r"(?<![\w])\(?[2-9]\d{2}\)?[ .\-]{0,2}\d{3}[ .\-]\d{4}(?!\d)"),
+    (re.compile(r"(?<![\w])\(?[2-9]\d{2}\)?[ .\-]{0,2}\d{3}[ .\-]\d{4}(?!\d)"), 10, 10),
 )
 
 
@@ -148,15 +149,21 @@ def _ibans(text: str) -> str:
 
 
 def _digit_windows(text: str, start: int, end: int) -> Iterator[Span]:
-    """Spans of Luhn-valid 13-19 digit windows inside one digit run, left to right."""
-    positions = [i for i in range(start, end) if text[i].isdigit()]
+    """Spans of Luhn-valid card numbers inside one run of digit groups, left to right.
+
+    A card number is written as whole groups ("4111 1111 1111 1111", or one
+    unbroken group), so candidates start and end at group boundaries: a digit
+    string inside a longer unbroken number is not a card.
+    """
+    groups = [(m.start(), m.end()) for m in re.finditer(r"\d+", text[start:end])]
     index = 0
-    while index + 13 <= len(positions):
-        for length in range(min(19, len(positions) - index), 12, -1):
-            window = "".join(text[p] for p in positions[index : index + length])
-            if luhn_valid(window):
-                yield positions[index], positions[index + length - 1] + 1
-                index += length
+    while index < len(groups):
+        for last in range(len(groups) - 1, index - 1, -1):
+            first_start, last_end = groups[index][0], groups[last][1]
+            digits = re.sub(r"\D", "", text[start + first_start : start + last_end])
+            if 13 <= len(digits) <= 19 and luhn_valid(digits):
+                yield start + first_start, start + last_end
+                index = last + 1
                 break
         else:
             index += 1
@@ -213,11 +220,12 @@ def _ipv4(text: str) -> str:
 
 
 def _phones(text: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        digits = sum(ch.isdigit() for ch in match.group())
-        return marker("phone") if 7 <= digits <= 15 else match.group()
+    for pattern, fewest, most in _PHONES:
 
-    for pattern in _PHONES:
+        def replace(match: re.Match[str], fewest: int = fewest, most: int = most) -> str:
+            digits = sum(ch.isdigit() for ch in match.group())
+            return marker("phone") if fewest <= digits <= most else match.group()
+
         text = pattern.sub(replace, text)
     return text
 
@@ -234,8 +242,9 @@ def _detect(segment: str) -> str:
 
 def redact_text(text: str) -> str:
     """Run every value detector over one string."""
-    if not any(ch.isdigit() or ch == "@" for ch in text):
-        return text  # every detector needs a digit or an "@": skip the common case fast
+    if not any(ch.isdigit() or ch in "@:" for ch in text):
+        # Every detector needs a digit, an "@" or (IPv6) a ":": skip plain words fast.
+        return text
     text = _emails(text)
     out, last = [], 0
     for match in _DATE_TIME.finditer(text):
