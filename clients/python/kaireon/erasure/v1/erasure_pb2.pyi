@@ -149,7 +149,9 @@ class RetainedTable(_message.Message):
     legal_basis: _builtins.str
     """Output only. The legal basis for keeping the rows, e.g. "GDPR Art. 17(3)(b)"."""
     row_count: _builtins.int
-    """Output only. Rows of the customer in the table when the request started."""
+    """Output only. Rows of the customer the table keeps; for the audit log,
+    the rows whose personal values were redacted (in a dry run: would be).
+    """
     retention: Global___Retention.ValueType
     """Output only. Whether the rows are kept as they are or redacted."""
     def __init__(
