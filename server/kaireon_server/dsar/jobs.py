@@ -1,0 +1,219 @@
+"""One export attempt: snapshot, stream, store, sign, complete — all or nothing.
+
+Two dedicated connections per attempt. The writer's transaction takes the
+subject's erasure lock (shared), stores every chunk and finally marks the
+request completed with its audit row, so the export and its completion commit
+together or not at all. Only then does the reader open its REPEATABLE READ
+snapshot: an erasure of the subject either finished before it (the export
+shows the erased state) or waits for this transaction and then deletes the
+stored export too. No stale copy survives an erasure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from kaireon_client.envelope import KeyRing
+from kaireon_server.dsar import repository
+from kaireon_server.dsar.exporter import ExportHeader, count_rows, write_document
+from kaireon_server.dsar.model import Claim
+from kaireon_server.dsar.plan import build_plan
+from kaireon_server.dsar.settings import DsarSettings
+from kaireon_server.dsar.store import ChunkStore, DigestSigner, EncryptingSink, envelope_writer
+from kaireon_server.platform.audit_chain import append_audit
+from kaireon_server.platform.canonical import format_timestamp
+from kaireon_server.platform.db import Database
+
+WORKER_ACTOR = "system:dsar-worker"
+APPLICATION_NAME = "kaireon-dsar-export"
+
+# The lock ErasureService takes per subject (erasure/repository.py lock_subject):
+# same namespace and key expression, here in shared mode.
+_ERASURE_LOCK = (
+    "SELECT pg_advisory_xact_lock_shared("
+    "hashtextextended('kaireon.erasure.subject' || chr(31) || $1 || chr(31) || $2, 0))"
+)
+
+
+class PermanentFailure(Exception):
+    """Retrying cannot help (e.g. encryption asked for, no key configured)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now; this attempt must leave no trace."""
+
+
+@dataclass(frozen=True)
+class JobDeps:
+    db: Database
+    settings: DsarSettings
+    signer: DigestSigner
+    keyring: KeyRing | None
+    owner: str
+
+
+async def open_connection(db: Database, application_name: str) -> asyncpg.Connection:
+    """A connection outside the pool (long COPY, long transaction, LISTEN).
+
+    Connects directly: Database.dedicated_connection passes `init=` to
+    asyncpg.connect, which does not accept it (reported to the platform owner).
+    The json codecs are the pool's (database.py), which append_audit relies on.
+    """
+    con: asyncpg.Connection = await asyncpg.connect(
+        db.dsn, server_settings={"application_name": application_name}
+    )
+    await con.set_type_codec(
+        "jsonb",
+        encoder=lambda v: b"\x01" + json.dumps(v, separators=(",", ":")).encode(),
+        decoder=lambda d: json.loads(d[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
+    await con.set_type_codec(
+        "json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+    )
+    return con
+
+
+async def _close(con: asyncpg.Connection | None, *, clean: bool) -> None:
+    if con is None:
+        return
+    if clean:
+        with contextlib.suppress(Exception):
+            await con.close(timeout=5)
+    else:
+        # Mid-transaction or mid-COPY: drop the socket, the server rolls back.
+        con.terminate()
+
+
+async def run_export(deps: JobDeps, claim: Claim, on_progress: Callable[[int, int], None]) -> int:
+    """Run one attempt to completion; return the number of rows exported.
+
+    Raises LeaseLost when the lease moved on, PermanentFailure for hopeless
+    jobs, anything else for failures worth a retry.
+    """
+    if claim.encrypt and deps.keyring is None:
+        raise PermanentFailure("encryption_not_configured")
+    writer: asyncpg.Connection | None = None
+    reader: asyncpg.Connection | None = None
+    clean = False
+    try:
+        writer = await open_connection(deps.db, APPLICATION_NAME)
+        reader = await open_connection(deps.db, APPLICATION_NAME)
+        async with writer.transaction():
+            await writer.execute(
+                "SELECT set_config('kaireon.tenant_id', $1, true)", claim.tenant_id
+            )
+            await writer.execute(_ERASURE_LOCK, claim.tenant_id, claim.subject_id)
+            rows, meta = await _stream(deps, claim, reader, writer, on_progress)
+            lease = repository.Lease(claim.tenant_id, claim.request_id, deps.owner, claim.attempt)
+            if not await repository.complete(writer, lease, meta):
+                raise LeaseLost()
+            await append_audit(
+                writer,
+                claim.tenant_id,
+                action="dsar_export_completed",
+                entity_type="dsar_request",
+                entity_id=str(claim.request_id),
+                actor=WORKER_ACTOR,
+                changes={
+                    "attempt": claim.attempt,
+                    "rows": rows,
+                    "sizeBytes": meta["size"],
+                    "digestSha256": meta["digest"],
+                    "encrypted": claim.encrypt,
+                    "keyVersion": meta["key_version"],
+                },
+                personal={"subjectId": claim.subject_id},
+                subject_id=claim.subject_id,
+            )
+        clean = True
+        return rows
+    finally:
+        await _close(reader, clean=clean)
+        await _close(writer, clean=clean)
+
+
+async def _stream(
+    deps: JobDeps,
+    claim: Claim,
+    reader: asyncpg.Connection,
+    writer: asyncpg.Connection,
+    on_progress: Callable[[int, int], None],
+) -> tuple[int, dict[str, object]]:
+    settings = deps.settings
+    async with reader.transaction(isolation="repeatable_read", readonly=True):
+        # The snapshot starts here, after the erasure lock was granted.
+        await reader.execute(
+            "SELECT set_config('kaireon.tenant_id', $1, true), "
+            "set_config('kaireon.dsar_subject', $2, true), "
+            "set_config('kaireon.dsar_request', $3, true), "
+            "set_config('TimeZone', 'UTC', true), "
+            "set_config('extra_float_digits', '1', true), "
+            "set_config('standard_conforming_strings', 'on', true), "
+            "set_config('statement_timeout', $4, true)",
+            claim.tenant_id,
+            claim.subject_id,
+            str(claim.request_id),
+            str(settings.export_statement_timeout_ms),
+        )
+        exported_at = format_timestamp(await reader.fetchval("SELECT now()"))
+        plan = await build_plan(reader, claim.tenant_id)
+        counts = await count_rows(reader, plan)
+        total = sum(counts)
+        store = ChunkStore(
+            writer,
+            tenant_id=claim.tenant_id,
+            request_id=claim.request_id,
+            attempt=claim.attempt,
+            subject_id=claim.subject_id,
+            chunk_bytes=settings.chunk_bytes,
+            throttle_seconds=settings.throttle_seconds,
+        )
+        done = 0
+
+        def rows_done(n: int) -> None:
+            nonlocal done
+            done += n
+            on_progress(done, total)
+
+        header = ExportHeader(str(claim.request_id), claim.subject_id, exported_at)
+        key_version: str | None = None
+        try:
+            if claim.encrypt:
+                assert deps.keyring is not None
+                envelope = envelope_writer(
+                    deps.keyring,
+                    tenant_id=claim.tenant_id,
+                    request_id=str(claim.request_id),
+                    exported_at=exported_at,
+                )
+                key_version = envelope.key_version
+                sink = EncryptingSink(store, envelope)
+                await write_document(reader, plan, counts, header, sink=sink, on_rows=rows_done)
+                await sink.finish()
+            else:
+                await write_document(reader, plan, counts, header, sink=store, on_rows=rows_done)
+            stored = await store.close()
+        except BaseException:
+            await store.abort()
+            raise
+    meta: dict[str, object] = {
+        "chunks": stored.chunks,
+        "size": stored.size,
+        "rows": total,
+        "digest": stored.digest_hex,
+        "signature": deps.signer.sign_digest(stored.digest),
+        "signing_key_id": deps.signer.key_id or None,
+        "key_version": key_version,
+    }
+    return total, meta

@@ -1,0 +1,360 @@
+"""SQL over dsar_request (the queue), dsar_request_event and dsar_export_chunk.
+
+Every function takes a connection inside the caller's transaction. API reads
+and writes filter by tenant. The queue claim is the one cross-tenant query:
+workers serve every tenant, and the claimed row's tenant is then set for the
+rest of the job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from kaireon_server.dsar.model import CreateCommand, DsarRecord
+
+_COLUMNS = """
+    r.tenant_id, r.id, r.request_type, r.subject_id, r.status, r.encrypt, r.progress, r.error,
+    r.idempotency_key, r.attempts, r.created_at, r.updated_at, r.completed_at, r.version,
+    r.export_attempt, r.export_chunks, r.export_size, r.export_digest, r.export_signature,
+    r.export_signing_key_id, r.export_key_version,
+    (r.status = 'completed' AND EXISTS (
+        SELECT 1 FROM dsar_export_chunk c
+         WHERE c.tenant_id = r.tenant_id AND c.request_id = r.id
+           AND c.attempt = r.export_attempt AND c.seq = 0)) AS export_available
+"""
+
+
+async def insert_request(
+    con: asyncpg.Connection, tenant_id: str, cmd: CreateCommand, actor: str
+) -> tuple[DsarRecord, bool]:
+    """Insert a request; with an idempotency key already used, return that one instead."""
+    new_id = uuid.uuid4()
+    inserted = await con.fetchval(
+        """
+        INSERT INTO dsar_request (tenant_id, id, request_type, subject_id, encrypt,
+                                  idempotency_key, created_by)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING id
+        """,
+        tenant_id,
+        new_id,
+        cmd.request_type,
+        cmd.subject_id,
+        cmd.encrypt,
+        cmd.idempotency_key,
+        actor,
+    )
+    if inserted is not None:
+        record = await get_request(con, tenant_id, new_id)
+        assert record is not None
+        return record, True
+    row = await con.fetchrow(
+        f"SELECT {_COLUMNS} FROM dsar_request r WHERE r.tenant_id = $1 AND r.idempotency_key = $2",  # noqa: S608 - constant columns
+        tenant_id,
+        cmd.idempotency_key,
+    )
+    assert row is not None  # the conflicting row is committed: ON CONFLICT waited for it
+    return DsarRecord.from_row(row), False
+
+
+async def get_request(
+    con: asyncpg.Connection, tenant_id: str, request_id: uuid.UUID, *, lock: bool = False
+) -> DsarRecord | None:
+    row = await con.fetchrow(
+        f"SELECT {_COLUMNS} FROM dsar_request r WHERE r.tenant_id = $1 AND r.id = $2"  # noqa: S608 - constant columns
+        + (" FOR UPDATE" if lock else ""),
+        tenant_id,
+        request_id,
+    )
+    return DsarRecord.from_row(row) if row is not None else None
+
+
+async def list_requests(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    status: str | None,
+    subject_id: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[DsarRecord]:
+    rows = await con.fetch(
+        f"""
+        SELECT {_COLUMNS} FROM dsar_request r
+         WHERE r.tenant_id = $1
+           AND ($2::text IS NULL OR r.status = $2)
+           AND ($3::text IS NULL OR r.subject_id = $3)
+           AND ($4::timestamptz IS NULL OR (r.created_at, r.id) < ($4, $5::uuid))
+         ORDER BY r.created_at DESC, r.id DESC
+         LIMIT $6
+        """,  # noqa: S608 - constant columns
+        tenant_id,
+        status,
+        subject_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [DsarRecord.from_row(r) for r in rows]
+
+
+async def events_after(
+    con: asyncpg.Connection, tenant_id: str, request_id: uuid.UUID, version: int
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await con.fetch(
+        """
+        SELECT version, status, progress, error, created_at FROM dsar_request_event
+         WHERE tenant_id = $1 AND request_id = $2 AND version > $3
+         ORDER BY version
+        """,
+        tenant_id,
+        request_id,
+        version,
+    )
+    return rows
+
+
+async def read_chunk(
+    con: asyncpg.Connection, tenant_id: str, request_id: uuid.UUID, attempt: int, seq: int
+) -> bytes | None:
+    data: bytes | None = await con.fetchval(
+        "SELECT data FROM dsar_export_chunk "
+        "WHERE tenant_id = $1 AND request_id = $2 AND attempt = $3 AND seq = $4",
+        tenant_id,
+        request_id,
+        attempt,
+        seq,
+    )
+    return data
+
+
+async def read_document(con: asyncpg.Connection, record: DsarRecord) -> bytes | None:
+    """The whole stored export (callers only do this below the inline limit)."""
+    rows = await con.fetch(
+        "SELECT data FROM dsar_export_chunk "
+        "WHERE tenant_id = $1 AND request_id = $2 AND attempt = $3 ORDER BY seq",
+        record.tenant_id,
+        record.id,
+        record.export_attempt,
+    )
+    if len(rows) != record.export_chunks:
+        return None
+    return b"".join(bytes(r["data"]) for r in rows)
+
+
+# --- the queue ------------------------------------------------------------------
+
+
+async def claim_next(
+    con: asyncpg.Connection, owner: str, lease_seconds: float, max_attempts: int
+) -> asyncpg.Record | None:
+    """Take the oldest due job, or one whose worker's lease ran out; start an attempt.
+
+    SKIP LOCKED lets concurrent workers claim different rows without waiting.
+    Run inside a transaction; the row's tenant is set before it is updated.
+    """
+    candidate = await con.fetchrow(
+        """
+        SELECT tenant_id, id FROM dsar_request
+         WHERE status = 'pending' AND run_after <= clock_timestamp()
+         ORDER BY run_after, created_at LIMIT 1 FOR UPDATE SKIP LOCKED
+        """
+    )
+    if candidate is None:
+        candidate = await con.fetchrow(
+            """
+            SELECT tenant_id, id FROM dsar_request
+             WHERE status = 'processing' AND lease_expires_at < clock_timestamp()
+               AND attempts < $1
+             ORDER BY lease_expires_at LIMIT 1 FOR UPDATE SKIP LOCKED
+            """,
+            max_attempts,
+        )
+    if candidate is None:
+        return None
+    await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", candidate["tenant_id"])
+    row: asyncpg.Record | None = await con.fetchrow(
+        """
+        UPDATE dsar_request
+           SET status = 'processing', progress = 0, error = NULL, attempts = attempts + 1,
+               lease_owner = $3, heartbeat_at = clock_timestamp(),
+               lease_expires_at = clock_timestamp() + make_interval(secs => $4)
+         WHERE tenant_id = $1 AND id = $2
+        RETURNING tenant_id, id, subject_id, encrypt, attempts
+        """,
+        candidate["tenant_id"],
+        candidate["id"],
+        owner,
+        lease_seconds,
+    )
+    return row
+
+
+async def lock_exhausted(con: asyncpg.Connection, max_attempts: int) -> asyncpg.Record | None:
+    """A processing job whose lease ran out with no attempts left (its workers died)."""
+    row: asyncpg.Record | None = await con.fetchrow(
+        """
+        SELECT tenant_id, id, subject_id, attempts FROM dsar_request
+         WHERE status = 'processing' AND lease_expires_at < clock_timestamp()
+           AND attempts >= $1
+         LIMIT 1 FOR UPDATE SKIP LOCKED
+        """,
+        max_attempts,
+    )
+    return row
+
+
+_OWNED = (
+    "tenant_id = $1 AND id = $2 AND lease_owner = $3 AND attempts = $4 AND status = 'processing'"
+)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One attempt's ownership of a job: valid while the row still names it."""
+
+    tenant_id: str
+    request_id: uuid.UUID
+    owner: str
+    attempt: int
+
+    @property
+    def args(self) -> tuple[str, uuid.UUID, str, int]:
+        return (self.tenant_id, self.request_id, self.owner, self.attempt)
+
+
+async def heartbeat(con: asyncpg.Connection, lease: Lease, lease_seconds: float) -> bool:
+    """Extend the lease; False when this attempt no longer owns the job."""
+    status = await con.execute(
+        "UPDATE dsar_request SET heartbeat_at = clock_timestamp(), "  # noqa: S608 - constant
+        "lease_expires_at = clock_timestamp() + make_interval(secs => $5) "
+        f"WHERE {_OWNED}",
+        *lease.args,
+        lease_seconds,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def set_progress(con: asyncpg.Connection, lease: Lease, progress: int) -> bool:
+    status = await con.execute(
+        f"UPDATE dsar_request SET progress = $5 WHERE {_OWNED} AND progress < $5",  # noqa: S608
+        *lease.args,
+        progress,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def complete(con: asyncpg.Connection, lease: Lease, export: Mapping[str, Any]) -> bool:
+    """Mark the job completed with its export; False when the attempt lost its lease."""
+    status = await con.execute(
+        f"""
+        UPDATE dsar_request
+           SET status = 'completed', progress = 100, error = NULL, completed_at = clock_timestamp(),
+               lease_owner = NULL, lease_expires_at = NULL,
+               export_attempt = $4, export_chunks = $5, export_size = $6, export_rows = $7,
+               export_digest = $8, export_signature = $9, export_signing_key_id = $10,
+               export_key_version = $11
+         WHERE {_OWNED}
+        """,  # noqa: S608 - constant condition
+        *lease.args,
+        export["chunks"],
+        export["size"],
+        export["rows"],
+        export["digest"],
+        export["signature"],
+        export["signing_key_id"],
+        export["key_version"],
+    )
+    if status != "UPDATE 1":
+        return False
+    # Only this attempt's chunks can be committed; this is a guard, normally a no-op.
+    await con.execute(
+        "DELETE FROM dsar_export_chunk WHERE tenant_id = $1 AND request_id = $2 AND attempt <> $3",
+        lease.tenant_id,
+        lease.request_id,
+        lease.attempt,
+    )
+    return True
+
+
+async def reschedule(
+    con: asyncpg.Connection,
+    lease: Lease,
+    *,
+    delay_seconds: float,
+    error: str | None,
+    refund_attempt: bool = False,
+) -> bool:
+    """Back to pending: a retry after `delay_seconds`, or a hand-over on shutdown."""
+    status = await con.execute(
+        f"""
+        UPDATE dsar_request
+           SET status = 'pending', progress = 0, error = $5, lease_owner = NULL,
+               lease_expires_at = NULL,
+               attempts = attempts - CASE WHEN $7 THEN 1 ELSE 0 END,
+               run_after = clock_timestamp() + make_interval(secs => $6)
+         WHERE {_OWNED}
+        """,  # noqa: S608 - constant condition
+        *lease.args,
+        error,
+        delay_seconds,
+        refund_attempt,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def fail(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    request_id: uuid.UUID,
+    error: str,
+    *,
+    lease: Lease | None,
+) -> bool:
+    """Mark failed: by the owning attempt, or (lease None) a job found abandoned."""
+    args: list[Any]
+    if lease is not None:
+        condition, args = _OWNED, list(lease.args)
+    else:
+        condition = "tenant_id = $1 AND id = $2 AND status = 'processing'"
+        args = [tenant_id, request_id]
+    status = await con.execute(
+        f"""
+        UPDATE dsar_request
+           SET status = 'failed', error = ${len(args) + 1}, lease_owner = NULL,
+               lease_expires_at = NULL, completed_at = clock_timestamp()
+         WHERE {condition}
+        """,  # noqa: S608 - constant condition
+        *args,
+        error,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def insert_chunk(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    request_id: uuid.UUID,
+    *,
+    attempt: int,
+    seq: int,
+    subject_id: str,
+    data: bytes,
+) -> None:
+    await con.execute(
+        "INSERT INTO dsar_export_chunk (tenant_id, request_id, attempt, seq, subject_id, data) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        tenant_id,
+        request_id,
+        attempt,
+        seq,
+        subject_id,
+        data,
+    )

@@ -1,0 +1,90 @@
+"""DsarService settings, read from the raw environment (`Settings.env`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from kaireon_client.envelope import EnvelopeError, KeyRing
+from kaireon_server.platform.errors import ConfigurationError
+
+MiB = 1024 * 1024
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name} must be between {low:g} and {high:g}, got {raw}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _number(env, name, default, low, high)
+    if value != int(value):
+        raise ConfigurationError(f"{name} must be an integer")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class DsarSettings:
+    # Exports up to this size are attached to Get/List responses; larger ones are linked.
+    inline_limit_bytes: int = 1 * MiB
+    # Exports attached to one List response stay under this (the gRPC limit is 16 MiB).
+    list_inline_budget_bytes: int = 8 * MiB
+    # Stored chunk size = download message size; well under the gRPC message limit.
+    chunk_bytes: int = 1 * MiB
+    # Export worker tasks per server process; 0 serves the API only.
+    workers: int = 1
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 10.0
+    # Fallback poll for work when no notification arrives (notifications are the fast path).
+    poll_seconds: float = 2.0
+    max_attempts: int = 5
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    # Pause after each stored chunk: caps the I/O an export takes from the database.
+    throttle_seconds: float = 0.0
+    # Statement timeout of the export's read (0 = none): large subjects take long.
+    export_statement_timeout_ms: int = 0
+    keyring: KeyRing | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DsarSettings:
+        try:
+            keyring = KeyRing.from_env(env)
+        except EnvelopeError as exc:
+            # The message names versions and lengths only, never key bytes.
+            raise ConfigurationError(f"KAIREON_ENCRYPTION_KEYS: {exc}") from None
+        lease = _number(env, "KAIREON_DSAR_LEASE_SECONDS", 30.0, 1.0, 3600.0)
+        settings = cls(
+            inline_limit_bytes=_int(env, "KAIREON_DSAR_INLINE_LIMIT_BYTES", MiB, 0, 4 * MiB),
+            list_inline_budget_bytes=_int(
+                env, "KAIREON_DSAR_LIST_INLINE_BUDGET_BYTES", 8 * MiB, 0, 12 * MiB
+            ),
+            chunk_bytes=_int(env, "KAIREON_DSAR_CHUNK_BYTES", MiB, 1024, 8 * MiB),
+            workers=_int(env, "KAIREON_DSAR_WORKERS", 1, 0, 64),
+            lease_seconds=lease,
+            heartbeat_seconds=_number(
+                env, "KAIREON_DSAR_HEARTBEAT_SECONDS", min(10.0, lease / 3), 0.1, lease
+            ),
+            poll_seconds=_number(env, "KAIREON_DSAR_POLL_SECONDS", 2.0, 0.05, 600.0),
+            max_attempts=_int(env, "KAIREON_DSAR_MAX_ATTEMPTS", 5, 1, 100),
+            retry_base_seconds=_number(env, "KAIREON_DSAR_RETRY_BASE_SECONDS", 2.0, 0.0, 3600.0),
+            retry_max_seconds=_number(env, "KAIREON_DSAR_RETRY_MAX_SECONDS", 300.0, 0.0, 86400.0),
+            throttle_seconds=_number(env, "KAIREON_DSAR_THROTTLE_MS", 0.0, 0.0, 60_000.0) / 1000,
+            export_statement_timeout_ms=_int(
+                env, "KAIREON_DSAR_EXPORT_STATEMENT_TIMEOUT_MS", 0, 0, 86_400_000
+            ),
+            keyring=keyring,
+        )
+        if settings.heartbeat_seconds >= settings.lease_seconds:
+            raise ConfigurationError(
+                "KAIREON_DSAR_HEARTBEAT_SECONDS must be shorter than KAIREON_DSAR_LEASE_SECONDS"
+            )
+        return settings

@@ -1,0 +1,269 @@
+"""Export workers: claim, lease, heartbeat, progress, retry with backoff, fail.
+
+Every server process runs `settings.workers` of them. A claim takes the oldest
+due request with FOR UPDATE SKIP LOCKED and starts an attempt (attempts + 1)
+under a lease the worker renews by heartbeat. A worker that dies stops
+renewing; once the lease has expired another worker claims the request and
+starts over (the dead attempt committed nothing). A failed attempt is retried
+after an exponential backoff until `max_attempts`, then the request is failed
+with a reason. On shutdown a worker hands its job back at once (no attempt is
+counted) so another process picks it up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from typing import Any
+
+import asyncpg
+
+from kaireon_server.dsar import repository
+from kaireon_server.dsar.jobs import WORKER_ACTOR, JobDeps, LeaseLost, PermanentFailure, run_export
+from kaireon_server.dsar.model import Claim
+from kaireon_server.dsar.notify import Notifier
+from kaireon_server.platform.audit_chain import append_audit
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_INTERVAL = 0.5
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A reason that is safe to store and show: exception type and SQLSTATE, never text."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__} ({sqlstate})" if sqlstate else type(exc).__name__
+
+
+class Worker:
+    def __init__(self, deps: JobDeps, notifier: Notifier, index: int) -> None:
+        self._settings = deps.settings
+        self._db = deps.db
+        self._notifier = notifier
+        self._wake = notifier.work_event()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:8]}"
+        self._deps = JobDeps(deps.db, deps.settings, deps.signer, deps.keyring, self.owner)
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"dsar-worker-{self.owner}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                claim = await self._claim()
+                if claim is not None:
+                    await self._execute(claim)
+                    continue
+                await self._reap()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # database down: wait and try again
+                log.warning(
+                    "dsar worker cannot reach the queue", extra={"error": failure_reason(exc)}
+                )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.poll_seconds):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _claim(self) -> Claim | None:
+        async with self._db.connection() as con, con.transaction():
+            row = await repository.claim_next(
+                con, self.owner, self._settings.lease_seconds, self._settings.max_attempts
+            )
+        if row is None:
+            return None
+        return Claim(
+            row["tenant_id"], row["id"], row["subject_id"], row["encrypt"], row["attempts"]
+        )
+
+    async def _reap(self) -> None:
+        """Fail jobs whose every attempt died with its worker."""
+        async with self._db.connection() as con, con.transaction():
+            row = await repository.lock_exhausted(con, self._settings.max_attempts)
+            if row is None:
+                return
+            tenant_id = row["tenant_id"]
+            await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", tenant_id)
+            reason = f"worker_lost: no attempts left after {row['attempts']}"
+            if await repository.fail(con, tenant_id, row["id"], reason, lease=None):
+                await _audit_failed(
+                    con,
+                    tenant_id,
+                    row["id"],
+                    row["subject_id"],
+                    reason=reason,
+                    attempts=row["attempts"],
+                )
+
+    async def _execute(self, claim: Claim) -> None:
+        log.info(
+            "dsar export started",
+            extra={"request_id": str(claim.request_id), "attempt": claim.attempt},
+        )
+        progress = _Progress()
+        job = asyncio.create_task(run_export(self._deps, claim, progress.update))
+        keeper = asyncio.create_task(self._keep_lease(claim, job, progress))
+        try:
+            rows = await job
+            log.info(
+                "dsar export completed", extra={"request_id": str(claim.request_id), "rows": rows}
+            )
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling() == 0:
+                # Not our cancellation: the lease keeper stopped the job.
+                log.warning(
+                    "dsar export abandoned: lease lost", extra={"request_id": str(claim.request_id)}
+                )
+                return
+            job.cancel()
+            with contextlib.suppress(BaseException):
+                await job
+            await self._hand_back(claim)
+            raise
+        except LeaseLost:
+            log.warning(
+                "dsar export abandoned: lease lost", extra={"request_id": str(claim.request_id)}
+            )
+        except PermanentFailure as exc:
+            await self._give_up(claim, exc.reason)
+        except Exception as exc:
+            await self._retry_or_fail(claim, failure_reason(exc))
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(BaseException):
+                await keeper
+
+    async def _keep_lease(self, claim: Claim, job: asyncio.Task[int], progress: _Progress) -> None:
+        """Heartbeat and progress while the job runs; cancel the job if the lease is lost."""
+        settings = self._settings
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + settings.heartbeat_seconds
+        written = -1
+        while not job.done():
+            await asyncio.sleep(min(_PROGRESS_INTERVAL, settings.heartbeat_seconds))
+            try:
+                async with self._db.transaction(claim.tenant_id) as con:
+                    owned = True
+                    if loop.time() >= next_beat:
+                        owned = await repository.heartbeat(
+                            con, self._lease(claim), settings.lease_seconds
+                        )
+                        next_beat = loop.time() + settings.heartbeat_seconds
+                    percent = progress.percent
+                    if owned and percent > written and not job.done():
+                        await repository.set_progress(con, self._lease(claim), percent)
+                        written = percent
+            except Exception as exc:  # a missed beat is retried; the lease has slack
+                log.warning("dsar heartbeat failed", extra={"error": failure_reason(exc)})
+                continue
+            if not owned:
+                job.cancel()
+                return
+
+    async def _hand_back(self, claim: Claim) -> None:
+        with contextlib.suppress(Exception):
+            async with self._db.transaction(claim.tenant_id) as con:
+                await repository.reschedule(
+                    con,
+                    self._lease(claim),
+                    delay_seconds=0,
+                    error=None,
+                    refund_attempt=True,
+                )
+
+    def backoff(self, attempt: int) -> float:
+        settings = self._settings
+        delay = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempt - 1))
+        return float(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not cryptography
+
+    async def _retry_or_fail(self, claim: Claim, reason: str) -> None:
+        if claim.attempt >= self._settings.max_attempts:
+            await self._give_up(claim, f"gave up after {claim.attempt} attempts: {reason}")
+            return
+        delay = self.backoff(claim.attempt)
+        log.warning(
+            "dsar export attempt failed; retrying",
+            extra={
+                "request_id": str(claim.request_id),
+                "attempt": claim.attempt,
+                "error": reason,
+                "retry_in": round(delay, 2),
+            },
+        )
+        async with self._db.transaction(claim.tenant_id) as con:
+            await repository.reschedule(
+                con,
+                self._lease(claim),
+                delay_seconds=delay,
+                error=f"retrying: {reason}",
+            )
+
+    async def _give_up(self, claim: Claim, reason: str) -> None:
+        log.warning(
+            "dsar export failed", extra={"request_id": str(claim.request_id), "error": reason}
+        )
+        async with self._db.transaction(claim.tenant_id) as con:
+            if await repository.fail(
+                con, claim.tenant_id, claim.request_id, reason, lease=self._lease(claim)
+            ):
+                await _audit_failed(
+                    con,
+                    claim.tenant_id,
+                    claim.request_id,
+                    claim.subject_id,
+                    reason=reason,
+                    attempts=claim.attempt,
+                )
+
+    def _lease(self, claim: Claim) -> repository.Lease:
+        return repository.Lease(claim.tenant_id, claim.request_id, self.owner, claim.attempt)
+
+
+async def _audit_failed(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    request_id: Any,
+    subject_id: str,
+    *,
+    reason: str,
+    attempts: int,
+) -> None:
+    await append_audit(
+        con,
+        tenant_id,
+        action="dsar_export_failed",
+        entity_type="dsar_request",
+        entity_id=str(request_id),
+        actor=WORKER_ACTOR,
+        changes={"reason": reason, "attempts": attempts},
+        personal={"subjectId": subject_id},
+        subject_id=subject_id,
+    )
+
+
+class _Progress:
+    """Latest progress of a running job, in percent; completion alone reports 100."""
+
+    def __init__(self) -> None:
+        self.percent = 0
+
+    def update(self, done: int, total: int) -> None:
+        if total > 0:
+            self.percent = min(99, done * 100 // total)
