@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -147,3 +150,37 @@ def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
                 if detail.Unpack(bad):
                     fields += [v.field for v in bad.field_violations]
     return fields
+
+
+@asynccontextmanager
+async def row_locked(
+    db: Database, tenant: str, table: str, customer: str
+) -> AsyncIterator[asyncpg.Connection]:
+    """Hold a lock on the customer's rows of `table` from another connection."""
+    con = await asyncpg.connect(db.dsn)
+    try:
+        async with con.transaction():
+            await con.execute(
+                f'SELECT 1 FROM "{table}" WHERE tenant_id = $1 AND customer_id = $2 FOR UPDATE',
+                tenant,
+                customer,
+            )
+            yield con
+    finally:
+        await con.close()
+
+
+async def waiting_backend(con: asyncpg.Connection, table: str) -> int:
+    """The pid of the erasure's backend once it waits on the lock in `table`."""
+    for _ in range(200):
+        # Inside a transaction pg_stat_activity is a frozen snapshot: refresh it.
+        await con.execute("SELECT pg_stat_clear_snapshot()")
+        pid = await con.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND query LIKE $1",
+            f'DELETE FROM "{table}"%',
+        )
+        if pid:
+            return int(pid)
+        await asyncio.sleep(0.05)
+    raise AssertionError("the erasure never waited on the lock")

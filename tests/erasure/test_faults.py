@@ -21,7 +21,15 @@ from kaireon_server.erasure.model import ErasureTimedOut
 from kaireon_server.platform import data_map
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.signing import NullSigner
-from tests.erasure.support import audit_events, chain_valid, erase, error_reason, snapshot
+from tests.erasure.support import (
+    audit_events,
+    chain_valid,
+    erase,
+    error_reason,
+    row_locked,
+    snapshot,
+    waiting_backend,
+)
 from tests.support.server import metadata
 
 CUSTOMER = "cust_00002"
@@ -97,38 +105,6 @@ async def test_a_failure_at_any_step_rolls_everything_back(
     assert reply.total_deleted > 0
 
 
-@asynccontextmanager
-async def row_locked(db: Database, tenant: str, table: str) -> AsyncIterator[asyncpg.Connection]:
-    """Hold a lock on the customer's rows of `table` from another connection."""
-    con = await asyncpg.connect(db.dsn)
-    try:
-        async with con.transaction():
-            await con.execute(
-                f'SELECT 1 FROM "{table}" WHERE tenant_id = $1 AND customer_id = $2 FOR UPDATE',
-                tenant,
-                CUSTOMER,
-            )
-            yield con
-    finally:
-        await con.close()
-
-
-async def _waiting_backend(con: asyncpg.Connection, table: str) -> int:
-    """The pid of the erasure's backend once it waits on the lock in `table`."""
-    for _ in range(200):
-        # Inside a transaction pg_stat_activity is a frozen snapshot: refresh it.
-        await con.execute("SELECT pg_stat_clear_snapshot()")
-        pid = await con.fetchval(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND query LIKE $1",
-            f'DELETE FROM "{table}"%',
-        )
-        if pid:
-            return int(pid)
-        await asyncio.sleep(0.05)
-    raise AssertionError("the erasure never waited on the lock")
-
-
 async def test_a_dropped_database_connection_rolls_back_and_answers_unavailable(
     stub, audit_stub, db: Database, seeded: str
 ):
@@ -136,9 +112,9 @@ async def test_a_dropped_database_connection_rolls_back_and_answers_unavailable(
     events_before = await audit_events(audit_stub, seeded)
     # delivery comes after the eight platform tables: those are deleted (not
     # yet committed) when the connection dies.
-    async with row_locked(db, seeded, "delivery") as holder:
+    async with row_locked(db, seeded, "delivery", CUSTOMER) as holder:
         call = asyncio.ensure_future(erase(stub, seeded, CUSTOMER))
-        pid = await _waiting_backend(holder, "delivery")
+        pid = await waiting_backend(holder, "delivery")
         assert await holder.fetchval("SELECT pg_terminate_backend($1)", pid)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call
@@ -155,7 +131,7 @@ async def test_a_dropped_database_connection_rolls_back_and_answers_unavailable(
 async def test_the_statement_timeout_bounds_the_transaction(db: Database, seeded: str):
     before = await snapshot(db, seeded)
     command = EraseCommand(seeded, "test", CUSTOMER, dry_run=False, timeout=0.5)
-    async with row_locked(db, seeded, "delivery"):
+    async with row_locked(db, seeded, "delivery", CUSTOMER):
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(asyncpg.QueryCanceledError):
@@ -211,7 +187,7 @@ async def test_a_client_deadline_cancels_the_erasure_server_side(
     stub, audit_stub, db: Database, seeded: str
 ):
     before = await snapshot(db, seeded)
-    async with row_locked(db, seeded, "delivery"):
+    async with row_locked(db, seeded, "delivery", CUSTOMER):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await erase(stub, seeded, CUSTOMER, timeout=1.0)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

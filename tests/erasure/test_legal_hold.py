@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
 from kaireon.erasure.v1 import erasure_pb2
 from kaireon_server.platform.db import Database
-from tests.erasure.support import audit_events, chain_valid, erase, error_reason, snapshot
+from tests.erasure.support import (
+    audit_events,
+    chain_valid,
+    erase,
+    error_reason,
+    row_locked,
+    snapshot,
+    waiting_backend,
+)
 from tests.support.server import metadata
 
 CUSTOMER = "cust_00001"
@@ -169,3 +179,22 @@ async def test_holds_are_admin_only(stub, tenant: str, role: str):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_hold_set_during_an_erasure_waits_for_it(stub, db: Database, seeded: str):
+    # The erasure holds the customer's lock from its hold check to its commit;
+    # a hold placed meanwhile must wait, not slip in unseen.
+    async with row_locked(db, seeded, "delivery", CUSTOMER) as holder:
+        erasure = asyncio.ensure_future(erase(stub, seeded, CUSTOMER))
+        await waiting_backend(holder, "delivery")
+        hold = asyncio.ensure_future(_set(stub, seeded))
+        await asyncio.sleep(0.5)
+        assert not hold.done()
+    reply = await erasure
+    assert reply.total_deleted > 0
+    placed = await hold
+    assert placed.legal_hold.customer_id == CUSTOMER
+    # From now on the customer is held.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await erase(stub, seeded, CUSTOMER)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
