@@ -1,0 +1,263 @@
+"""Offline verification of signed canonical JSON: provenance bundles, DSAR exports, any artifact.
+
+Nothing here talks to the service: an auditor checks what they were handed
+with the signer's public key alone.
+
+- ``verify_digest``: sha256 hex over exactly the body bytes.
+- ``verify_signature``: base64 DER ECDSA P-256 / SHA-256 over the body bytes, as
+  ``cosign sign-blob --key`` makes and ``openssl dgst -sha256 -verify`` checks.
+- ``is_canonical``: the body is RFC 8785 (JCS) canonical JSON.
+- ``verify_audit_links``: an audit-chain *excerpt* (a bundle's ``auditLog``).
+  Its entries carry id, seq, action, prevHash, integrityHash and timestamp but
+  not the hashed row content, so hashes cannot be recomputed offline. What is
+  checked: every entry is well formed (hashes are 64 lower-case hex digits,
+  prevHash may be "" only for seq 1), seq strictly increases, integrity hashes
+  are unique, and wherever two entries are neighbours in the chain (seq n and
+  n+1) the later prevHash equals the earlier integrityHash. Entries further
+  apart cannot be linked offline; they are counted as gaps. The full chain,
+  hashes recomputed, is verified online by AuditService.VerifyChain.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+__all__ = [
+    "BUNDLE_SCHEMA",
+    "UNSIGNED",
+    "AuditLinks",
+    "Check",
+    "Report",
+    "is_canonical",
+    "sha256_hex",
+    "verify_artifact",
+    "verify_audit_links",
+    "verify_bundle",
+    "verify_digest",
+    "verify_signature",
+]
+
+UNSIGNED = "unsigned"
+BUNDLE_SCHEMA = "kaireon.provenance.v1"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verification step and its outcome."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """Every check made; the artifact verifies when all passed."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+        }
+
+
+def sha256_hex(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def verify_digest(body: bytes, expected_hex: str) -> bool:
+    """True when `expected_hex` is the sha256 of `body` (case-insensitive hex)."""
+    return hmac.compare_digest(sha256_hex(body), expected_hex.strip().lower())
+
+
+def verify_signature(body: bytes, signature_b64: str, public_key_pem: str | bytes) -> bool:
+    """True when `signature_b64` is an ECDSA P-256 SHA-256 signature of `body`."""
+    if signature_b64.strip() == UNSIGNED:
+        return False
+    pem = public_key_pem.encode() if isinstance(public_key_pem, str) else public_key_pem
+    try:
+        key = serialization.load_pem_public_key(pem)
+        signature = base64.b64decode(signature_b64.strip(), validate=True)
+    except (ValueError, binascii.Error):
+        return False
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        return False
+    try:
+        key.verify(signature, body, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def is_canonical(body: bytes) -> bool:
+    """True when `body` is JSON already in RFC 8785 canonical form."""
+    try:
+        return bytes(rfc8785.dumps(json.loads(body))) == body
+    except (ValueError, rfc8785.CanonicalizationError):
+        return False
+
+
+@dataclass(frozen=True)
+class AuditLinks:
+    """Outcome of `verify_audit_links`."""
+
+    ok: bool
+    entries: int
+    links_checked: int
+    gaps: int
+    problems: tuple[str, ...] = field(default=())
+
+
+def _entry_problems(index: int, entry: Any) -> list[str]:
+    if not isinstance(entry, Mapping):
+        return [f"entry {index}: not an object"]
+    problems = []
+    for name in ("id", "action", "timestamp"):
+        if not isinstance(entry.get(name), str) or not entry.get(name):
+            problems.append(f"entry {index}: {name} missing")
+    seq = entry.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        problems.append(f"entry {index}: seq must be a positive integer")
+    if not isinstance(entry.get("integrityHash"), str) or not _HEX64.match(entry["integrityHash"]):
+        problems.append(f"entry {index}: integrityHash is not 64 hex digits")
+    prev = entry.get("prevHash")
+    genesis = seq == 1 and prev == ""
+    if not genesis and (not isinstance(prev, str) or not _HEX64.match(prev)):
+        problems.append(f"entry {index}: prevHash is not 64 hex digits")
+    return problems
+
+
+def verify_audit_links(entries: Sequence[Any]) -> AuditLinks:
+    """Check an audit-chain excerpt (see the module docstring for what that covers)."""
+    problems: list[str] = []
+    for index, entry in enumerate(entries):
+        problems += _entry_problems(index, entry)
+    if problems:
+        return AuditLinks(False, len(entries), 0, 0, tuple(problems))
+    hashes_seen: set[str] = set()
+    links = gaps = 0
+    for index, entry in enumerate(entries):
+        if entry["integrityHash"] in hashes_seen:
+            problems.append(f"entry {index}: integrityHash repeats an earlier entry")
+        hashes_seen.add(entry["integrityHash"])
+        if index == 0:
+            continue
+        before = entries[index - 1]
+        if entry["seq"] <= before["seq"]:
+            problems.append(f"entry {index}: seq {entry['seq']} does not follow {before['seq']}")
+        elif entry["seq"] == before["seq"] + 1:
+            links += 1
+            if entry["prevHash"] != before["integrityHash"]:
+                problems.append(
+                    f"entry {index}: prevHash does not match the integrityHash "
+                    f"of seq {before['seq']}"
+                )
+        else:
+            gaps += 1
+    return AuditLinks(not problems, len(entries), links, gaps, tuple(problems))
+
+
+def _signature_check(
+    body: bytes, signature: str | None, public_key_pem: str | bytes | None, allow_unsigned: bool
+) -> Check | None:
+    if signature is None and public_key_pem is None:
+        return None
+    if signature is None:
+        return Check("signature", False, "a public key was given but no signature")
+    if signature.strip() == UNSIGNED:
+        if allow_unsigned:
+            return Check("signature", True, 'artifact is "unsigned" (accepted on request)')
+        return Check("signature", False, 'artifact is "unsigned": refuse it in compliance use')
+    if public_key_pem is None:
+        return Check("signature", False, "a signature was given but no public key")
+    ok = verify_signature(body, signature, public_key_pem)
+    detail = "ECDSA P-256 SHA-256 signature verifies" if ok else "signature does not verify"
+    return Check("signature", ok, detail)
+
+
+def verify_artifact(
+    body: bytes,
+    *,
+    digest: str | None = None,
+    signature: str | None = None,
+    public_key_pem: str | bytes | None = None,
+    allow_unsigned: bool = False,
+) -> Report:
+    """Digest, signature and canonical form of any signed canonical JSON artifact."""
+    checks = []
+    actual = sha256_hex(body)
+    if digest is not None:
+        ok = verify_digest(body, digest)
+        checks.append(
+            Check("digest", ok, f"sha256 {actual}" + ("" if ok else f" != expected {digest}"))
+        )
+    sig = _signature_check(body, signature, public_key_pem, allow_unsigned)
+    if sig is not None:
+        checks.append(sig)
+    canonical = is_canonical(body)
+    checks.append(
+        Check(
+            "canonical",
+            canonical,
+            "RFC 8785 canonical JSON" if canonical else "not RFC 8785 canonical JSON",
+        )
+    )
+    return Report(tuple(checks))
+
+
+def verify_bundle(
+    body: bytes,
+    *,
+    digest: str | None = None,
+    signature: str | None = None,
+    public_key_pem: str | bytes | None = None,
+    allow_unsigned: bool = False,
+) -> Report:
+    """`verify_artifact` plus the bundle's schema and its auditLog links."""
+    report = verify_artifact(
+        body,
+        digest=digest,
+        signature=signature,
+        public_key_pem=public_key_pem,
+        allow_unsigned=allow_unsigned,
+    )
+    checks = list(report.checks)
+    try:
+        bundle = json.loads(body)
+    except ValueError:
+        return Report((*checks, Check("schema", False, "body is not JSON")))
+    schema = bundle.get("schemaVersion") if isinstance(bundle, dict) else None
+    checks.append(Check("schema", schema == BUNDLE_SCHEMA, f"schemaVersion {schema!r}"))
+    entries = bundle.get("auditLog") if isinstance(bundle, dict) else None
+    if not isinstance(entries, list):
+        checks.append(Check("audit-links", False, "auditLog missing"))
+        return Report(tuple(checks))
+    links = verify_audit_links(entries)
+    detail = (
+        f"{links.entries} entries, {links.links_checked} neighbour links verified, "
+        f"{links.gaps} gaps (not linkable offline)"
+    )
+    if links.problems:
+        detail += "; " + "; ".join(links.problems)
+    checks.append(Check("audit-links", links.ok, detail))
+    return Report(tuple(checks))

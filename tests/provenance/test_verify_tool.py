@@ -1,0 +1,197 @@
+"""tools/verify_provenance.py and kaireon_client.verify: offline checks that can fail."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+import rfc8785
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from kaireon_client.verify import verify_audit_links
+from tests.provenance.conftest import AFTER_CHANGE, fetch
+from tests.support.server import ROOT
+
+TOOL = ROOT / "tools" / "verify_provenance.py"
+
+
+def run_tool(*args):
+    return subprocess.run(
+        [sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True, check=False
+    )
+
+
+def _sign(key_path, body: bytes) -> str:
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    return base64.b64encode(key.sign(body, ec.ECDSA(hashes.SHA256()))).decode()
+
+
+@pytest.fixture
+async def saved(channel, seeded, tmp_path, signing_key_path):
+    got = await fetch(channel, seeded, AFTER_CHANGE)
+    (tmp_path / "bundle.json").write_bytes(got.body)
+    (tmp_path / "bundle.json.sig").write_text(got.signature)
+    public = signing_key_path.parent / "cosign-test.pub"
+    return got, tmp_path / "bundle.json", tmp_path / "bundle.json.sig", public
+
+
+async def test_a_genuine_bundle_verifies(saved):
+    got, body, sig, public = saved
+    result = run_tool(
+        "--body", body, "--digest", got.digest, "--signature-file", sig, "--public-key", public
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:-1]] == [
+        "PASS digest",
+        "PASS signature",
+        "PASS canonical",
+        "PASS schema",
+        "PASS audit-links",
+    ]
+    # auditLog seqs 2, 4, 5: one neighbour link (4 -> 5), one gap (2 -> 4).
+    assert "3 entries, 1 neighbour links verified, 1 gaps" in result.stdout
+    assert lines[-1] == "verified"
+
+
+async def test_a_flipped_byte_fails_digest_and_signature(saved, tmp_path):
+    got, _, sig, public = saved
+    tampered = bytearray(got.body)
+    tampered[len(tampered) // 2] ^= 0x01
+    (tmp_path / "tampered.json").write_bytes(bytes(tampered))
+    result = run_tool(
+        "--body",
+        tmp_path / "tampered.json",
+        "--digest",
+        got.digest,
+        "--signature-file",
+        sig,
+        "--public-key",
+        public,
+        "--json",
+    )
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    outcome = {c["name"]: c["ok"] for c in report["checks"]}
+    assert report["ok"] is False
+    assert outcome["digest"] is False and outcome["signature"] is False
+
+
+async def test_another_key_fails_the_signature(saved, tmp_path):
+    _, body, sig, _ = saved
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    (tmp_path / "other.pub").write_bytes(
+        other.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    result = run_tool(
+        "--body", body, "--signature-file", sig, "--public-key", tmp_path / "other.pub"
+    )
+    assert result.returncode == 1
+    assert "FAIL signature: signature does not verify" in result.stdout
+
+
+async def test_unsigned_is_refused_unless_allowed(saved):
+    _, body, _, public = saved
+    refused = run_tool("--body", body, "--signature", "unsigned", "--public-key", public)
+    assert refused.returncode == 1
+    assert 'FAIL signature: artifact is "unsigned"' in refused.stdout
+    allowed = run_tool("--body", body, "--signature", "unsigned", "--allow-unsigned")
+    assert allowed.returncode == 0
+
+
+async def test_a_broken_audit_link_is_reported(saved, tmp_path, signing_key_path):
+    got, _, _, public = saved
+    bundle = json.loads(got.body)
+    bundle["auditLog"][2]["prevHash"] = "0" * 64  # seq 5 no longer follows seq 4
+    body = rfc8785.dumps(bundle)
+    (tmp_path / "relinked.json").write_bytes(body)
+    # Re-signed with the real key, so only the link check can catch it.
+    result = run_tool(
+        "--body",
+        tmp_path / "relinked.json",
+        "--signature",
+        _sign(signing_key_path, body),
+        "--public-key",
+        public,
+    )
+    assert result.returncode == 1
+    assert "PASS signature" in result.stdout
+    assert "FAIL audit-links" in result.stdout
+    assert "prevHash does not match the integrityHash of seq 4" in result.stdout
+
+
+async def test_any_signed_canonical_json_artifact(tmp_path, signing_key_path):
+    export = {"requestId": "dsar_1", "data": {"interactions": [1, 2]}, "schema": "dsar.export.v1"}
+    body = rfc8785.dumps(export)
+    (tmp_path / "export.json").write_bytes(body)
+    public = signing_key_path.parent / "cosign-test.pub"
+    digest = hashlib.sha256(body).hexdigest()
+    ok = run_tool(
+        "--body",
+        tmp_path / "export.json",
+        "--digest",
+        digest,
+        "--signature",
+        _sign(signing_key_path, body),
+        "--public-key",
+        public,
+    )
+    assert ok.returncode == 0, ok.stdout
+    assert [line.split(":")[0] for line in ok.stdout.splitlines()[:-1]] == [
+        "PASS digest",
+        "PASS signature",
+        "PASS canonical",
+    ]
+    (tmp_path / "pretty.json").write_text(json.dumps(export, indent=2))
+    not_canonical = run_tool("--body", tmp_path / "pretty.json")
+    assert not_canonical.returncode == 1
+    assert "FAIL canonical" in not_canonical.stdout
+
+
+def test_unreadable_input_is_a_usage_error(tmp_path):
+    result = run_tool("--body", tmp_path / "missing.json")
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr
+
+
+def _entry(seq, prev, digest):
+    return {
+        "id": f"id{seq}",
+        "seq": seq,
+        "action": "a",
+        "prevHash": prev,
+        "integrityHash": digest,
+        "timestamp": "2026-01-01T00:00:00.000000Z",
+    }
+
+
+H1, H2, H3 = "1" * 64, "2" * 64, "3" * 64
+
+
+def test_audit_links_genesis_neighbours_and_gaps():
+    links = verify_audit_links([_entry(1, "", H1), _entry(2, H1, H2), _entry(7, "f" * 64, H3)])
+    assert links.ok and links.links_checked == 1 and links.gaps == 1
+
+
+@pytest.mark.parametrize(
+    ("entries", "problem"),
+    [
+        ([_entry(1, "", H1), _entry(2, H3, H2)], "prevHash does not match"),
+        ([_entry(2, H1, H2), _entry(2, H2, H3)], "does not follow"),
+        ([_entry(3, "", H1)], "prevHash is not 64 hex digits"),
+        ([_entry(1, "", "XYZ")], "integrityHash is not 64 hex digits"),
+        ([_entry(1, "", H1), _entry(3, H2, H1)], "repeats an earlier entry"),
+        ([{"seq": 1}], "id missing"),
+    ],
+)
+def test_audit_links_problems(entries, problem):
+    links = verify_audit_links(entries)
+    assert not links.ok
+    assert any(problem in p for p in links.problems), links.problems
