@@ -62,7 +62,7 @@ class Profile:
 
 
 PROFILES = {
-    "smoke": Profile("smoke", 2, 1.5, 0.5, 200, 2, 2_000, 5),
+    "smoke": Profile("smoke", 1.5, 1.0, 0.3, 200, 2, 2_000, 5),
     "1k": Profile("1k", 15, 8, 2, 10_000, 4, 100_000, 50),
     "5k": Profile("5k", 20, 10, 2, 10_000, 4, 100_000, 50),
     "10k": Profile("10k", 20, 10, 2, 10_000, 4, 100_000, 50),
@@ -212,7 +212,7 @@ class Run:
         await asyncio.to_thread(servers.wait_serving, self.server, self.grpc_port, self.workers)
         # The server embeds the REST adapter on KAIREON_HTTP_PORT; a build that does
         # not yet gets the standalone kaireon-gateway in front, as some deployments run it.
-        if not await asyncio.to_thread(servers.wait_http, self.server, self.http_port, 5.0):
+        if not await asyncio.to_thread(servers.wait_http, self.server, self.http_port, 2.0):
             log("REST adapter not served by the server: starting kaireon-gateway beside it")
             self.gateway = servers.start_gateway(
                 grpc_port=self.grpc_port, http_port=self.http_port, workdir=self.dir
@@ -248,6 +248,14 @@ class Run:
 
     async def teardown(self) -> None:
         self.monitor.stop()
+        if self.server is not None:
+            restarts = servers.worker_restarts(self.server)
+            if restarts:
+                # A worker that crashed and came back during a scenario skews its figures.
+                self.notes.append(
+                    f"server workers restarted {restarts} time(s) during the run "
+                    f"(see {self.server.log}): figures measured meanwhile are suspect"
+                )
         for proc in (self.echo, self.gateway, self.server):
             if proc is not None:
                 code = await asyncio.to_thread(proc.stop)
@@ -812,6 +820,7 @@ class Run:
                     "level": self.profile.level,
                     "commit": commit,
                     "dirty": dirty,
+                    "served": self.served,
                     "machine": machine_name(),
                     "workers": self.workers,
                     "seed": self.plan.describe(),

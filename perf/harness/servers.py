@@ -4,6 +4,7 @@ REST adapter when the server does not serve it itself, and the ceiling echo serv
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -13,8 +14,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
+import psutil
 from google.protobuf import wrappers_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -90,6 +93,8 @@ def start_server(
         # Load tests identify callers by header, as behind an authenticating gateway.
         "KAIREON_TRUST_HEADERS": "true",
         "COSIGN_KEY": str(signing_key),
+        # Nothing is in flight at teardown; a long drain would only lengthen the run.
+        "KAIREON_SHUTDOWN_GRACE": "3",
         **(extra_env or {}),
     }
     return _spawn("server", [sys.executable, "-m", "kaireon_server"], env, workdir)
@@ -142,6 +147,26 @@ def served_services(port: int) -> dict[str, bool]:
     return {key: health(port, name) == "SERVING" for key, name in KAIREON_SERVICES.items()}
 
 
+def log_entries(server: Managed) -> list[dict[str, Any]]:
+    """The server's JSON log lines (tracebacks and other text are skipped)."""
+    entries = []
+    for line in server.log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                entries.append(json.loads(line))
+    return entries
+
+
+def serving_pids(server: Managed) -> set[int]:
+    """Worker processes that logged "serving" and are still alive."""
+    pids = {e.get("pid") for e in log_entries(server) if e.get("msg") == "serving"}
+    return {p for p in pids if isinstance(p, int) and psutil.pid_exists(p)}
+
+
+def worker_restarts(server: Managed) -> int:
+    return sum(1 for e in log_entries(server) if e.get("msg") == "worker exited; restarting")
+
+
 def wait_serving(server: Managed, port: int, workers: int, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -149,8 +174,7 @@ def wait_serving(server: Managed, port: int, workers: int, timeout: float = 120.
             raise RuntimeError(f"server exited {server.proc.returncode}:\n{server.tail()}")
         # Every worker logs one "serving" line; the kernel only spreads
         # connections over the workers that are already listening.
-        serving = server.log.read_text(errors="replace").count('"serving"')
-        if serving >= workers and health(port, timeout=1.0) == "SERVING":
+        if len(serving_pids(server)) >= workers and health(port, timeout=1.0) == "SERVING":
             return
         time.sleep(0.3)
     raise RuntimeError(f"server not serving after {timeout:.0f}s:\n{server.tail()}")

@@ -1,0 +1,117 @@
+"""perf/run --smoke against a real server: every row is there and was measured.
+
+No timing assertions (the machine is shared and noisy): the test checks the
+table's structure and that each measurement happened, i.e. a scenario whose
+service is served reports a non-zero rate and an error rate, and one whose
+service is not served says so instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = REPO / "perf" / "run"
+
+EXPECTED_ROWS = {
+    "echo.h2load",
+    "lookup.h2load",
+    "echo.k6",
+    "provenance.grpc.h2load",
+    "provenance.rest.h2load",
+    "provenance.grpc.k6",
+    "provenance.rest.k6",
+    "erasure.grpc.k6",
+    "erasure.rest.k6",
+    "dsar.grpc.k6",
+    "dsar.rest.k6",
+    "flow.grpc.k6",
+    "flow.rest.k6",
+    "single.copy.sql",
+    "single.export.grpc",
+    "single.delete.sql",
+    "single.erase.grpc",
+    "single.flow.1",
+    "single.flow.5",
+    "single.flow.overhead",
+}
+LOAD_ROWS = {key for key in EXPECTED_ROWS if key.endswith((".k6", ".h2load"))}
+SERVICE_OF = {
+    "provenance": "provenance",
+    "erasure": "erasure",
+    "dsar": "dsar",
+    "flow": "flow",
+    "single.export": "dsar",
+    "single.erase": "erasure",
+    "single.flow": "flow",
+}
+
+
+def _service(key: str) -> str | None:
+    for prefix, service in SERVICE_OF.items():
+        if key.startswith(prefix):
+            return service
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_smoke_run_prints_every_row_with_measurements(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["KAIREON_PYTHON"] = sys.executable
+    proc = subprocess.run(
+        [str(RUN), "--smoke", "--no-install", "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    rows = {row["key"]: row for row in results["rows"]}
+    assert set(rows) == EXPECTED_ROWS
+
+    # The printed table has a line per row, the ratio columns and the targets.
+    for heading in ("achieved", "p50 ms", "p99 ms", "errors", "server CPU", "server peak RSS"):
+        assert heading in proc.stdout
+    assert "baseline (same run)" in proc.stdout and "p50 x" in proc.stdout
+    assert proc.stdout.count("\n| ") >= len(EXPECTED_ROWS)
+    assert "| target | measured | wanted | verdict |" in proc.stdout
+    assert "k6 takes about as much CPU as the" in proc.stdout
+
+    served = results["served"]
+    for key, row in rows.items():
+        status = row["status"]
+        assert not status.startswith("failed"), (key, status)
+        service = _service(key)
+        if service is not None and not served[service]:
+            assert status == "not served", (key, status)
+            continue
+        if key.endswith(".h2load") and status == "skipped: no h2load":
+            continue  # tests never apt-get; perf/run installs h2load itself
+        assert status == "ok", (key, status)
+        if key in LOAD_ROWS:
+            assert row["rps"] > 0, key
+            assert row["error_rate"] is not None, key
+            assert row["p50"] is not None and row["p99"] is not None, key
+            assert row["server_cpu"] is not None and row["server_rss"] > 0, key
+            assert row["gen_cpu"] is not None, key
+        else:
+            assert row["p50"] is not None, key
+
+    # Ratios are computed against rows of the same run.
+    prov = rows["provenance.rest.k6"]
+    if prov["status"] == "ok":
+        assert prov["baseline"] == "provenance.grpc.k6"
+        assert prov["ratio_p50"] is not None
+    if rows["single.erase.grpc"]["status"] == "ok":
+        assert rows["single.erase.grpc"]["ratio_p50"] is not None
