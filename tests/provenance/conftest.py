@@ -72,15 +72,22 @@ async def seeded(db: Database, tenant: str) -> str:
 
 
 @asynccontextmanager
-async def running_app(env: Mapping[str, str]) -> AsyncIterator[grpc.aio.Channel]:
+async def running_server(env: Mapping[str, str]) -> AsyncIterator[App]:
     """Another in-process server (its own environment) on the session database."""
     application = App(Settings.from_env(dict(env)))
     await application.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{application.grpc_port}") as ch:
-            yield ch
+        yield application
     finally:
         await application.stop(grace=1)
+
+
+@asynccontextmanager
+async def running_app(env: Mapping[str, str]) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to `running_server(env)`."""
+    async with running_server(env) as application:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{application.grpc_port}") as ch:
+            yield ch
 
 
 def cosign_encrypted_pem(
