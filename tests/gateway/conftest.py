@@ -23,11 +23,14 @@ import grpc_tools
 import pytest
 from google.protobuf import any_pb2, text_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from grpc_tools import protoc
 
 from kaireon_server.gateway import GatewayServer, GatewaySettings
+
+# The aio health servicer; grpc-stubs do not declare health.aio.
+health_aio: Any = importlib.import_module("grpc_health.v1._async")
 
 PROTO_ROOT = Path(__file__).parent / "protos"
 TEST_SERVICE = "gwtest.v1.TestService"
@@ -246,7 +249,7 @@ def _http_body(content_type: str, data: bytes) -> Any:
 class Backend:
     port: int
     state: BackendState
-    health: health.aio.HealthServicer  # type: ignore[name-defined]
+    health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped in the stubs)
 
     @property
     def target(self) -> str:
@@ -258,7 +261,7 @@ async def backend(proto: Proto) -> AsyncIterator[Backend]:
     server = grpc.aio.server()
     state = BackendState()
     proto.grpc.add_TestServiceServicer_to_server(make_servicer(proto, state), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_aio.HealthServicer()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")

@@ -9,6 +9,7 @@ from urllib.parse import quote
 import pytest
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -122,7 +123,7 @@ def test_deep_variables_keep_slashes_apart(parts: list[str]) -> None:
 _counter = itertools.count()
 
 
-def _file_with_rule(rule: http_pb2.HttpRule, *, streaming: bool = False) -> object:
+def _file_with_rule(rule: http_pb2.HttpRule, *, streaming: bool = False) -> FileDescriptor:
     """Registers a one-method file in the default pool; returns its descriptor."""
     n = next(_counter)
     file = descriptor_pb2.FileDescriptorProto(
@@ -138,7 +139,9 @@ def _file_with_rule(rule: http_pb2.HttpRule, *, streaming: bool = False) -> obje
         name="Do", input_type=f".bad{n}.Req", output_type=f".bad{n}.Req", client_streaming=streaming
     )
     method.options.Extensions[annotations_pb2.http].CopyFrom(rule)
-    return descriptor_pool.Default().Add(file)
+    pool = descriptor_pool.Default()
+    pool.Add(file)
+    return pool.FindFileByName(file.name)
 
 
 @pytest.mark.parametrize(
@@ -164,15 +167,15 @@ def _file_with_rule(rule: http_pb2.HttpRule, *, streaming: bool = False) -> obje
 def test_bad_rules_stop_start_up(rule: http_pb2.HttpRule) -> None:
     file = _file_with_rule(rule)
     with pytest.raises(ValueError, match=r"bad\d+\.Svc\.Do"):
-        build_routes([file])  # type: ignore[list-item]
+        build_routes([file])
 
 
 def test_nested_path_field_and_client_streaming_skip() -> None:
     ok = _file_with_rule(http_pb2.HttpRule(get="/v1/{sub.id}/{id}"))
-    routes = build_routes([ok])  # type: ignore[list-item]
+    routes = build_routes([ok])
     assert [r.template.source for r in routes] == ["/v1/{sub.id}/{id}"]
     streaming = _file_with_rule(http_pb2.HttpRule(post="/v1/up", body="*"), streaming=True)
-    assert build_routes([streaming]) == []  # type: ignore[list-item]
+    assert build_routes([streaming]) == []
 
 
 def test_unknown_service_name_is_an_error() -> None:
@@ -187,7 +190,7 @@ def test_route_table_405_candidates() -> None:
             additional_bindings=[http_pb2.HttpRule(delete="/v1/things/{id}")],
         )
     )
-    table = RouteTable(build_routes([file]))  # type: ignore[list-item]
+    table = RouteTable(build_routes([file]))
     match = table.lookup("GET", "/v1/things/7")
     assert match is not None and isinstance(match.route, Route)
     assert match.path_values == {"id": "7"}

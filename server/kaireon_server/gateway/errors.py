@@ -13,7 +13,7 @@ import grpc
 from aiohttp import web
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import DecodeError
-from google.rpc import (  # type: ignore[import-untyped, unused-ignore]
+from google.rpc import (
     error_details_pb2,
     status_pb2,
 )

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
-from google.rpc import status_pb2  # type: ignore[import-untyped, unused-ignore]
+from google.rpc import status_pb2
 
 from kaireon_server.gateway.fields import enum_of, is_map, is_plain_message, message_of
 from kaireon_server.gateway.routes import Route

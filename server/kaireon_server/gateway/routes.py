@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from google.api import (  # type: ignore[import-untyped, unused-ignore]
+from google.api import (
     annotations_pb2,
     http_pb2,
 )
