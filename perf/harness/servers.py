@@ -76,11 +76,12 @@ def start_server(
     *,
     dsn: str,
     grpc_port: int,
-    http_port: int,
+    http_port: int | None,
     workers: int,
     signing_key: Path,
     workdir: Path,
     extra_env: dict[str, str] | None = None,
+    name: str = "server",
 ) -> Managed:
     """`python -m kaireon_server` with KAIREON_WORKERS=N, as the image runs it."""
     env = {
@@ -89,7 +90,7 @@ def start_server(
         "KAIREON_WORKERS": str(workers),
         "KAIREON_GRPC_HOST": "127.0.0.1",
         "KAIREON_GRPC_PORT": str(grpc_port),
-        "KAIREON_HTTP_PORT": str(http_port),
+        "KAIREON_HTTP_PORT": "off" if http_port is None else str(http_port),
         # Load tests identify callers by header, as behind an authenticating gateway.
         "KAIREON_TRUST_HEADERS": "true",
         "COSIGN_KEY": str(signing_key),
@@ -97,7 +98,7 @@ def start_server(
         "KAIREON_SHUTDOWN_GRACE": "3",
         **(extra_env or {}),
     }
-    return _spawn("server", [sys.executable, "-m", "kaireon_server"], env, workdir)
+    return _spawn(name, [sys.executable, "-m", "kaireon_server"], env, workdir)
 
 
 def start_gateway(*, grpc_port: int, http_port: int, workdir: Path) -> Managed:
@@ -167,11 +168,24 @@ def worker_restarts(server: Managed) -> int:
     return sum(1 for e in log_entries(server) if e.get("msg") == "worker exited; restarting")
 
 
-def wait_serving(server: Managed, port: int, workers: int, timeout: float = 120.0) -> None:
+class HttpPortConflict(RuntimeError):
+    """Workers restart because they cannot all bind KAIREON_HTTP_PORT."""
+
+
+def wait_serving(
+    server: Managed, port: int, workers: int, http_port: int | None = None, timeout: float = 120.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not server.alive():
             raise RuntimeError(f"server exited {server.proc.returncode}:\n{server.tail()}")
+        if http_port is not None and worker_restarts(server) > 0:
+            text = server.log.read_text(errors="replace")
+            if f"error while attempting to bind on address ('127.0.0.1', {http_port})" in text:
+                raise HttpPortConflict(
+                    f"KAIREON_WORKERS={workers}: workers cannot share the REST port "
+                    f"{http_port} (EADDRINUSE), they crash and restart"
+                )
         # Every worker logs one "serving" line; the kernel only spreads
         # connections over the workers that are already listening.
         if len(serving_pids(server)) >= workers and health(port, timeout=1.0) == "SERVING":
