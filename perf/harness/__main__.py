@@ -805,7 +805,9 @@ class Run:
         return self.print_report(elapsed)
 
     def print_report(self, elapsed: float) -> int:
-        commit = git("rev-parse", "HEAD")
+        # KAIREON_PERF_COMMIT names the commit of an exported tree (git archive) run
+        # outside a checkout, so that a baseline names exactly the code it measured.
+        commit = os.environ.get("KAIREON_PERF_COMMIT") or git("rev-parse", "HEAD")
         dirty = [
             line[3:]
             for line in git("status", "--porcelain", "--", "server", "clients").splitlines()
