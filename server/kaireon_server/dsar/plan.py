@@ -44,8 +44,15 @@ _EXCLUDE: dict[str, frozenset[str]] = {
     # Salts would only let someone brute-force digests; the values are there in clear.
     "audit_log": frozenset({"entity_id_salt", "personal_salts"}),
 }
-# Earlier requests only: the one being answered is still in progress.
-_EXTRA_FILTER: dict[str, str] = {"dsar_request": f"t.id <> {REQUEST}"}
+# What was held before this request: the request being answered (still in
+# progress) and its own audit rows are not part of the subject's data yet.
+_EXTRA_FILTER: dict[str, str] = {
+    "dsar_request": f"t.id <> {REQUEST}",
+    "audit_log": (
+        "NOT (t.entity_type = 'dsar_request' AND t.entity_id IS NOT DISTINCT FROM "
+        "current_setting('kaireon.dsar_request'))"
+    ),
+}
 
 _INTEGER = {"int2", "int4", "oid"}
 _FLOAT = {"float4", "float8", "numeric"}

@@ -153,29 +153,37 @@ async def read_document(con: asyncpg.Connection, record: DsarRecord) -> bytes | 
 
 
 async def claim_next(
-    con: asyncpg.Connection, owner: str, lease_seconds: float, max_attempts: int
+    con: asyncpg.Connection,
+    owner: str,
+    lease_seconds: float,
+    max_attempts: int,
+    *,
+    can_encrypt: bool,
 ) -> asyncpg.Record | None:
     """Take the oldest due job, or one whose worker's lease ran out; start an attempt.
 
     SKIP LOCKED lets concurrent workers claim different rows without waiting.
+    A worker without encryption keys leaves encrypted jobs to one that has them.
     Run inside a transaction; the row's tenant is set before it is updated.
     """
     candidate = await con.fetchrow(
         """
         SELECT tenant_id, id FROM dsar_request
-         WHERE status = 'pending' AND run_after <= clock_timestamp()
+         WHERE status = 'pending' AND run_after <= clock_timestamp() AND (NOT encrypt OR $1)
          ORDER BY run_after, created_at LIMIT 1 FOR UPDATE SKIP LOCKED
-        """
+        """,
+        can_encrypt,
     )
     if candidate is None:
         candidate = await con.fetchrow(
             """
             SELECT tenant_id, id FROM dsar_request
              WHERE status = 'processing' AND lease_expires_at < clock_timestamp()
-               AND attempts < $1
+               AND attempts < $1 AND (NOT encrypt OR $2)
              ORDER BY lease_expires_at LIMIT 1 FOR UPDATE SKIP LOCKED
             """,
             max_attempts,
+            can_encrypt,
         )
     if candidate is None:
         return None

@@ -52,6 +52,7 @@ class Worker:
         self._stopping = False
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"dsar-worker-{self.owner}")
 
     async def stop(self) -> None:
@@ -84,7 +85,11 @@ class Worker:
     async def _claim(self) -> Claim | None:
         async with self._db.connection() as con, con.transaction():
             row = await repository.claim_next(
-                con, self.owner, self._settings.lease_seconds, self._settings.max_attempts
+                con,
+                self.owner,
+                self._settings.lease_seconds,
+                self._settings.max_attempts,
+                can_encrypt=self._deps.keyring is not None,
             )
         if row is None:
             return None
