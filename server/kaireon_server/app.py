@@ -9,6 +9,7 @@ import importlib.util
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,18 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
+
+
+def https_context(settings: Settings) -> ssl.SSLContext | None:
+    """The REST adapter's TLS (and mTLS) context, from the same files as gRPC."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    if settings.tls_client_ca is not None:
+        context.load_verify_locations(settings.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 @dataclass
@@ -158,7 +171,9 @@ class App:
         env = {k: v for k, v in settings.env.items() if k != "KAIREON_HTTP_PORT"}
         self._gateway = GatewayServer(target, services, GatewaySettings.from_env(env))
         host = "127.0.0.1" if settings.grpc_host == "127.0.0.1" else settings.grpc_host
-        self.http_port = await self._gateway.start(host, settings.http_port)
+        self.http_port = await self._gateway.start(
+            host, settings.http_port, ssl_context=https_context(settings)
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace if grace is None else grace

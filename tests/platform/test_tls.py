@@ -73,3 +73,27 @@ def test_half_tls_configuration_is_rejected(server_env, tmp_path) -> None:
     files = make_tls_files(tmp_path)
     with pytest.raises(ConfigurationError):
         Settings.from_env({**server_env, "KAIREON_TLS_CERT": str(files.server_cert)})
+
+
+async def test_rest_adapter_serves_https_with_client_certificates(tls_app, tenant) -> None:
+    import ssl
+
+    import aiohttp
+
+    app, files = tls_app
+    assert app.http_port > 0
+    url = f"https://localhost:{app.http_port}/api/v1/audit:verify"
+    headers = {"X-Tenant-Id": tenant, "X-User-Role": "admin"}
+    context = ssl.create_default_context(cafile=str(files.ca_cert))
+    context.load_cert_chain(files.client_cert, files.client_key)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, headers=headers, ssl=context) as response:
+            assert response.status == 200
+            assert (await response.json())["valid"] is True
+        no_cert = ssl.create_default_context(cafile=str(files.ca_cert))
+        with pytest.raises(aiohttp.ClientError):
+            async with http.post(url, headers=headers, ssl=no_cert) as response:
+                await response.read()
+        with pytest.raises(aiohttp.ClientError):
+            async with http.post(url.replace("https", "http"), headers=headers) as response:
+                await response.read()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Sequence
 
@@ -80,8 +81,15 @@ class GatewayServer:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
-    async def start(self, host: str | None = None, port: int | None = None) -> int:
-        """Opens the channel and listens; returns the bound port (port 0 = any free one)."""
+    async def start(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> int:
+        """Opens the channel and listens (HTTPS with `ssl_context`); returns the bound
+        port (port 0 = any free one)."""
         host = self.settings.http_host if host is None else host
         port = (self.settings.http_port or 0) if port is None else port
         self._open_channel()
@@ -94,7 +102,7 @@ class GatewayServer:
             shutdown_timeout=5.0,
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         self._runner = runner
         self.port = int(runner.addresses[0][1])
