@@ -134,6 +134,10 @@ class HookDispatcher:
     def __init__(self, hooks: Sequence[RunHooks]) -> None:
         self._hooks = list(hooks)
 
+    @property
+    def active(self) -> bool:
+        return bool(self._hooks)
+
     async def node(self, event: NodeEvent) -> None:
         method = _NODE_METHODS[event.type]
         for hook in self._hooks:

@@ -1,11 +1,14 @@
 """Cache keys and output digests: what decides whether a checkpoint may be reused.
 
 cache key = sha256 of the RFC 8785 canonical JSON of
-    {"type", "version" (the implementation version), "config",
+    {"type", "version" (the implementation version),
+     "config": sha256 of the canonical JSON of the node's config,
      "inputs": [[dependency id, output digest of that dependency], ...]}
-with inputs in `depends_on` order. A node whose type, implementation,
-config or any upstream output changed gets a new key and runs again; timeout
-and retry policy are not part of it (they do not change what a node computes).
+with inputs in `depends_on` order. The config digest is computed once per
+plan, so the per-node cost does not grow with the size of the config. A node
+whose type, implementation, config or any upstream output changed gets a new
+key and runs again; timeout and retry policy are not part of it (they do not
+change what a node computes).
 """
 
 from __future__ import annotations
@@ -19,17 +22,21 @@ from kaireon_server.flow.nodes.base import NodeError
 from kaireon_server.platform.canonical import canonical_digest, sha256_hex
 
 
+def config_digest(config: Mapping[str, Any]) -> str:
+    return canonical_digest(dict(config))
+
+
 def cache_key(
     node_type: str,
     version: str,
-    config: Mapping[str, Any],
+    config_sha256: str,
     inputs: Sequence[tuple[str, str]],
 ) -> str:
     return canonical_digest(
         {
             "type": node_type,
             "version": version,
-            "config": dict(config),
+            "config": config_sha256,
             "inputs": [[dep, digest] for dep, digest in inputs],
         }
     )

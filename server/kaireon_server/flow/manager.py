@@ -70,7 +70,7 @@ class RunManager:
         self.limits = limits
         self.env = env
         self.hooks = list(hooks)
-        self.store = PostgresCheckpointStore(db)
+        self.store = PostgresCheckpointStore(db, synchronous=limits.checkpoint_sync_commit)
         self.executors = Executors(db, self.store, NodeServices(db=db, env=env), hooks)
         self._sweeper: asyncio.Task[None] | None = None
         notifier.on_cancel(self.executors.cancel_local)

@@ -92,6 +92,9 @@ class RunRecorder(RunHooks):
         latest = {item.node_id: item.status for item in batch}
         try:
             async with self._db.transaction(self.tenant_id) as con:
+                # Status and events are informational (checkpoints are the truth):
+                # no need to wait for the disk.
+                await con.execute("SELECT set_config('synchronous_commit', 'off', true)")
                 await repository.insert_events(con, self.tenant_id, self.run_id, events)
                 await repository.update_nodes(
                     con, self.tenant_id, self.run_id, self.attempt, latest.values()

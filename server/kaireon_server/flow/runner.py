@@ -164,6 +164,8 @@ class _Execution:
         self.final_state: RunState | None = None
 
     async def emit(self, kind: EventType, nid: str, output: Any = None) -> None:
+        if not self.runner.hooks.active:
+            return
         status = dataclasses.replace(self.results[nid])
         await self.runner.hooks.node(
             NodeEvent(
@@ -247,7 +249,7 @@ class _Execution:
         key = cache_key(
             node.spec.type,
             node.version,
-            node.spec.config,
+            node.config_digest,
             [(dep, self.digests[dep]) for dep in node.spec.depends_on],
         )
         checkpoint = checkpoints.get(nid)

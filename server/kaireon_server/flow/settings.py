@@ -11,6 +11,8 @@
   default and upper bound of `source.sql` max_rows / timeout_ms.
 - KAIREON_FLOW_SWEEP_SECONDS (15): how often runs left RUNNING by a dead
   process are marked FAILED.
+- KAIREON_FLOW_CHECKPOINT_SYNC_COMMIT (false): wait for the disk on every
+  checkpoint commit (see PostgresCheckpointStore for the trade-off).
 - KAIREON_FLOW_MASK_KEY (unset): HMAC key of `transform.mask` mode "hash";
   that mode is refused without it.
 """
@@ -49,6 +51,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "false").strip().lower()
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class FlowLimits:
     max_concurrency: int = 8
@@ -58,6 +69,7 @@ class FlowLimits:
     sql_max_rows: int = 100_000
     sql_timeout_ms: int = 10_000
     sweep_seconds: float = 15.0
+    checkpoint_sync_commit: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FlowLimits:
@@ -69,4 +81,5 @@ class FlowLimits:
             sql_max_rows=_int(env, "KAIREON_FLOW_SQL_MAX_ROWS", 100_000),
             sql_timeout_ms=_int(env, "KAIREON_FLOW_SQL_TIMEOUT_MS", 10_000),
             sweep_seconds=_float(env, "KAIREON_FLOW_SWEEP_SECONDS", 15.0),
+            checkpoint_sync_commit=_bool(env, "KAIREON_FLOW_CHECKPOINT_SYNC_COMMIT"),
         )

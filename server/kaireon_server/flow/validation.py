@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kaireon_server.flow.definition import FlowDefinition, NodeSpec
+from kaireon_server.flow.keys import config_digest
 from kaireon_server.flow.nodes.base import ConfigError, NodeSetup, NodeType
 from kaireon_server.flow.nodes.registry import NodeRegistry
 from kaireon_server.flow.settings import FlowLimits
@@ -35,6 +36,8 @@ class PlannedNode:
     version: str
     timeout_seconds: float
     dependents: tuple[str, ...]
+    # sha256 of the canonical JSON of spec.config (part of the cache key).
+    config_digest: str
 
     @property
     def id(self) -> str:
@@ -260,6 +263,7 @@ def validate(
             version=impls[i].implementation_version(config),
             timeout_seconds=spec.timeout_seconds or limits.node_timeout_seconds,
             dependents=tuple(dependents[spec.id]),
+            config_digest=config_digest(spec.config),
         )
     concurrency = definition.max_concurrency or limits.max_concurrency
     return Plan(definition, planned, tuple(order), min(concurrency, limits.max_concurrency))
