@@ -1,0 +1,253 @@
+"""`kaireon flow run|retry|watch|status|list|cancel|clear`: resumable pipeline runs.
+
+A flow file (YAML or JSON) holds a FlowDefinition in its protojson form:
+
+    name: nightly-export
+    nodes:
+      - id: customers
+        type: source.sql
+        config: {query: "SELECT customer_id, channel FROM interaction_history"}
+      - id: web
+        type: transform.filter
+        dependsOn: [customers]          # depends_on works too
+        config: {where: "channel == 'web'"}
+
+`run` and `retry` follow the run until it finishes (unless --no-watch),
+printing one line per node event; with --json they print the events as JSON
+lines instead. Exit status: 0 when the run succeeded, 4 when it failed or was
+cancelled, 1 when the server refused the request, 2 for a bad flow file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from google.protobuf import json_format
+from kaireon.flow.v1 import flow_pb2
+
+from kaireon_client.cli.common import message_to_dict, print_json
+from kaireon_client.client import KaireonClient
+
+EXIT_BAD_FILE = 2
+EXIT_RUN_NOT_SUCCEEDED = 4
+
+_EVENT_WORDS = {
+    flow_pb2.RUN_EVENT_TYPE_NODE_STARTED: "started",
+    flow_pb2.RUN_EVENT_TYPE_NODE_COMPLETED: "completed",
+    flow_pb2.RUN_EVENT_TYPE_NODE_SKIPPED: "skipped (checkpoint)",
+    flow_pb2.RUN_EVENT_TYPE_NODE_FAILED: "FAILED",
+}
+_DONE_STATES = {
+    flow_pb2.NODE_STATE_COMPLETED,
+    flow_pb2.NODE_STATE_SKIPPED,
+    flow_pb2.NODE_STATE_FAILED,
+}
+
+
+class FlowFileError(Exception):
+    pass
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("flow", help="run, retry and watch resumable pipeline runs")
+    commands = parser.add_subparsers(dest="flow_command", metavar="SUBCOMMAND", required=True)
+
+    run = commands.add_parser("run", help="start a run of a flow file (YAML or JSON)")
+    run.add_argument("file", help="flow definition file (.yaml, .yml or .json; '-' for stdin)")
+    run.add_argument("--run-id", default="", help="run identifier (generated when omitted)")
+    run.add_argument("--no-watch", action="store_true", help="return once the run has started")
+    run.set_defaults(func=_run)
+
+    retry = commands.add_parser("retry", help="retry a run; completed nodes are reused")
+    retry.add_argument("run_id")
+    retry.add_argument("--file", help="a revised definition to run instead of the stored one")
+    retry.add_argument("--no-watch", action="store_true", help="return once the run has restarted")
+    retry.set_defaults(func=_retry)
+
+    watch = commands.add_parser("watch", help="follow a run until it finishes")
+    watch.add_argument("run_id")
+    watch.set_defaults(func=_watch)
+
+    status = commands.add_parser("status", help="show a run and its nodes")
+    status.add_argument("run_id")
+    status.set_defaults(func=_status)
+
+    listing = commands.add_parser("list", help="list runs, newest first")
+    listing.add_argument("--limit", type=int, default=50, help="runs to print (default 50)")
+    listing.set_defaults(func=_list)
+
+    cancel = commands.add_parser("cancel", help="cancel a running run")
+    cancel.add_argument("run_id")
+    cancel.set_defaults(func=_cancel)
+
+    clear = commands.add_parser("clear", help="delete a run's checkpoints (next retry runs all)")
+    clear.add_argument("run_id")
+    clear.set_defaults(func=_clear)
+
+
+def load_definition(path: str) -> flow_pb2.FlowDefinition:
+    """Parse a flow file; YAML is read with safe_load (no Python objects)."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise FlowFileError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            # YAML is a superset of JSON: one parser serves both otherwise.
+            data = yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise FlowFileError(f"{path} is not valid YAML/JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise FlowFileError(f"{path}: a flow file holds one object with a 'nodes' list")
+    try:
+        return json_format.ParseDict(data, flow_pb2.FlowDefinition())
+    except json_format.ParseError as exc:
+        raise FlowFileError(f"{path}: {exc}") from None
+
+
+def _state(value: int) -> str:
+    return flow_pb2.RunState.Name(value).removeprefix("RUN_STATE_").lower()
+
+
+def _node_state(value: int) -> str:
+    return flow_pb2.NodeState.Name(value).removeprefix("NODE_STATE_").lower()
+
+
+def _duration(status: flow_pb2.NodeStatus) -> str:
+    if not status.HasField("start_time") or not status.HasField("end_time"):
+        return ""
+    millis = (status.end_time.ToNanoseconds() - status.start_time.ToNanoseconds()) // 1_000_000
+    return f" {millis} ms"
+
+
+def follow(client: KaireonClient, run_id: str, *, as_json: bool) -> int:
+    """Stream the run's events with progress until it finishes; the exit status."""
+    total, done = 0, 0
+    final: flow_pb2.Run | None = None
+    for event in client.flow.WatchRun(flow_pb2.WatchRunRequest(run_id=run_id)):
+        if as_json:
+            print(json.dumps({"result": message_to_dict(event)}), flush=True)
+        if event.type == flow_pb2.RUN_EVENT_TYPE_SNAPSHOT:
+            total = len(event.run.nodes)
+            done = sum(1 for n in event.run.nodes if n.state in _DONE_STATES)
+            final = event.run
+            if not as_json:
+                print(
+                    f"run {run_id} (attempt {event.run.attempt}): {_state(event.run.state)}, "
+                    f"{done}/{total} nodes done",
+                    flush=True,
+                )
+        elif event.type == flow_pb2.RUN_EVENT_TYPE_RUN_FINISHED:
+            final = event.run
+        elif not as_json:
+            if event.node.state in _DONE_STATES:
+                done += 1
+            word = _EVENT_WORDS.get(event.type, "?")
+            detail = f": {event.error}" if event.error else _duration(event.node)
+            print(f"  [{done}/{total}] {event.node_id} {word}{detail}", flush=True)
+    if final is None:
+        return EXIT_RUN_NOT_SUCCEEDED
+    if not as_json:
+        suffix = f": {final.error}" if final.error else ""
+        print(f"run {run_id}: {_state(final.state)}{suffix}", flush=True)
+    return 0 if final.state == flow_pb2.RUN_STATE_SUCCEEDED else EXIT_RUN_NOT_SUCCEEDED
+
+
+def _started(args: argparse.Namespace, client: KaireonClient, run: flow_pb2.Run) -> int:
+    if args.no_watch:
+        if args.json:
+            print_json(run)
+        else:
+            print(f"run {run.run_id} (attempt {run.attempt}): {_state(run.state)}")
+        return 0
+    return follow(client, run.run_id, as_json=args.json)
+
+
+def _run(args: argparse.Namespace, client: KaireonClient) -> int:
+    try:
+        definition = load_definition(args.file)
+    except FlowFileError as exc:
+        print(f"kaireon: {exc}", file=sys.stderr)
+        return EXIT_BAD_FILE
+    reply = client.flow.StartRun(
+        flow_pb2.StartRunRequest(definition=definition, run_id=args.run_id)
+    )
+    return _started(args, client, reply.run)
+
+
+def _retry(args: argparse.Namespace, client: KaireonClient) -> int:
+    request = flow_pb2.RetryRunRequest(run_id=args.run_id)
+    if args.file:
+        try:
+            request.definition.CopyFrom(load_definition(args.file))
+        except FlowFileError as exc:
+            print(f"kaireon: {exc}", file=sys.stderr)
+            return EXIT_BAD_FILE
+    reply = client.flow.RetryRun(request)
+    return _started(args, client, reply.run)
+
+
+def _watch(args: argparse.Namespace, client: KaireonClient) -> int:
+    return follow(client, args.run_id, as_json=args.json)
+
+
+def _print_run(run: flow_pb2.Run) -> None:
+    error = f" - {run.error}" if run.error else ""
+    print(f"run {run.run_id} (attempt {run.attempt}): {_state(run.state)}{error}")
+    for node in run.nodes:
+        detail = f": {node.error}" if node.error else _duration(node)
+        print(f"  {node.node_id:<24} {node.type:<20} {_node_state(node.state):<10}{detail}")
+
+
+def _status(args: argparse.Namespace, client: KaireonClient) -> int:
+    run = client.flow.GetRun(flow_pb2.GetRunRequest(run_id=args.run_id)).run
+    if args.json:
+        print_json(run)
+    else:
+        _print_run(run)
+    return 0
+
+
+def _list(args: argparse.Namespace, client: KaireonClient) -> int:
+    runs: list[flow_pb2.Run] = []
+    token = ""
+    while len(runs) < args.limit:
+        page = client.flow.ListRuns(
+            flow_pb2.ListRunsRequest(page_size=min(500, args.limit - len(runs)), page_token=token)
+        )
+        runs.extend(page.runs)
+        token = page.next_page_token
+        if not token:
+            break
+    if args.json:
+        print_json({"runs": [message_to_dict(r) for r in runs]})
+    else:
+        for run in runs:
+            created = run.create_time.ToJsonString()
+            print(f"{run.run_id:<34} {_state(run.state):<10} attempt {run.attempt:<3} {created}")
+    return 0
+
+
+def _cancel(args: argparse.Namespace, client: KaireonClient) -> int:
+    run = client.flow.CancelRun(flow_pb2.CancelRunRequest(run_id=args.run_id)).run
+    if args.json:
+        print_json(run)
+    else:
+        _print_run(run)
+    return 0
+
+
+def _clear(args: argparse.Namespace, client: KaireonClient) -> int:
+    reply = client.flow.ClearCheckpoints(flow_pb2.ClearCheckpointsRequest(run_id=args.run_id))
+    if args.json:
+        print_json(reply)
+    else:
+        print(f"cleared {reply.cleared} checkpoints of run {args.run_id}")
+    return 0
