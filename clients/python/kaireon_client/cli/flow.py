@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 from google.protobuf import json_format
-from kaireon.flow.v1 import flow_pb2
 
+from kaireon.flow.v1 import flow_pb2
 from kaireon_client.cli.common import message_to_dict, print_json
 from kaireon_client.client import KaireonClient
 
@@ -97,11 +97,8 @@ def load_definition(path: str) -> flow_pb2.FlowDefinition:
     except OSError as exc:
         raise FlowFileError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        if path.endswith(".json"):
-            data = json.loads(text)
-        else:
-            # YAML is a superset of JSON: one parser serves both otherwise.
-            data = yaml.safe_load(text)
+        # YAML is a superset of JSON: anything but .json goes to the YAML parser.
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
         raise FlowFileError(f"{path} is not valid YAML/JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -112,11 +109,11 @@ def load_definition(path: str) -> flow_pb2.FlowDefinition:
         raise FlowFileError(f"{path}: {exc}") from None
 
 
-def _state(value: int) -> str:
+def _state(value: flow_pb2.RunState.ValueType) -> str:
     return flow_pb2.RunState.Name(value).removeprefix("RUN_STATE_").lower()
 
 
-def _node_state(value: int) -> str:
+def _node_state(value: flow_pb2.NodeState.ValueType) -> str:
     return flow_pb2.NodeState.Name(value).removeprefix("NODE_STATE_").lower()
 
 
