@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -120,3 +122,23 @@ def cosign_encrypted_pem(
         + "\n".join(lines)
         + "\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n"
     ).encode()
+
+
+# Not skipped when missing: verifying with real openssl is the point of these tests.
+OPENSSL = shutil.which("openssl") or "openssl"
+
+
+def openssl_verify(
+    tmp_path, public_pem: str, body: bytes, signature_b64: str
+) -> subprocess.CompletedProcess[str]:
+    """What an auditor runs: `openssl dgst -sha256 -verify pub.pem -signature sig.bin body.json`."""
+    (tmp_path / "pub.pem").write_text(public_pem)
+    (tmp_path / "sig.bin").write_bytes(base64.b64decode(signature_b64))
+    (tmp_path / "body.json").write_bytes(body)
+    return subprocess.run(
+        [OPENSSL, "dgst", "-sha256", "-verify", "pub.pem", "-signature", "sig.bin", "body.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import subprocess
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -23,6 +22,7 @@ from tests.provenance.conftest import (
     AFTER_CHANGE,
     cosign_encrypted_pem,
     fetch,
+    openssl_verify,
     running_app,
 )
 from tests.support.server import base_env, metadata
@@ -31,22 +31,6 @@ OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(
     OPENSSL is None, reason="openssl is required (apt-get install openssl)"
 )
-
-
-def openssl_verify(
-    tmp_path, public_pem: str, body: bytes, signature_b64: str
-) -> subprocess.CompletedProcess[str]:
-    """What an auditor runs: `openssl dgst -sha256 -verify pub.pem -signature sig.bin body.json`."""
-    (tmp_path / "pub.pem").write_text(public_pem)
-    (tmp_path / "sig.bin").write_bytes(base64.b64decode(signature_b64))
-    (tmp_path / "body.json").write_bytes(body)
-    return subprocess.run(
-        [OPENSSL, "dgst", "-sha256", "-verify", "pub.pem", "-signature", "sig.bin", "body.json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 async def _signing_key(channel, tenant, role="viewer"):
