@@ -45,6 +45,8 @@ class Attempt:
     number: int
     first_seq: int
     lock: RunLock
+    # Who started or retried the run (audit rows written by nodes name them).
+    actor: str = "flow"
     token: CancelToken = field(default_factory=CancelToken)
 
 
@@ -92,6 +94,7 @@ class Executors:
                 run_id=run_id,
                 run_attempt=attempt.number,
                 cancel=token,
+                actor=attempt.actor,
             )
             await recorder.close()
             await self._finalize(result, recorder.next_seq, token.reason)

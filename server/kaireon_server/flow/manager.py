@@ -37,8 +37,10 @@ from kaireon_server.platform.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
 )
+from kaireon_server.platform.signing import Signer
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class RunManager:
         limits: FlowLimits,
         env: Mapping[str, str],
         hooks: Sequence[RunHooks] = (),
+        signer: Signer | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
@@ -71,12 +74,27 @@ class RunManager:
         self.env = env
         self.hooks = list(hooks)
         self.store = PostgresCheckpointStore(db, synchronous=limits.checkpoint_sync_commit)
-        self.executors = Executors(db, self.store, NodeServices(db=db, env=env), hooks)
+        services = NodeServices(db=db, env=env, signer=signer)
+        self.executors = Executors(db, self.store, services, hooks)
         self._sweeper: asyncio.Task[None] | None = None
         notifier.on_cancel(self.executors.cancel_local)
 
-    def plan(self, definition: FlowDefinition, path: str = "definition") -> Plan:
-        return validate(definition, self.registry, limits=self.limits, env=self.env, path=path)
+    def plan(
+        self, definition: FlowDefinition, identity: Identity, path: str = "definition"
+    ) -> Plan:
+        """Validate, then check the caller may run every node type in it."""
+        plan = validate(definition, self.registry, limits=self.limits, env=self.env, path=path)
+        needed = max(node.impl.min_role for node in plan.nodes.values())
+        if identity.role < needed:
+            types = sorted(
+                {n.spec.type for n in plan.nodes.values() if n.impl.min_role > identity.role}
+            )
+            raise PermissionDenied(
+                f"node types {', '.join(types)} need role {needed.name.lower()}",
+                reason="INSUFFICIENT_ROLE",
+                metadata={"required_role": needed.name.lower()},
+            )
+        return plan
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -118,7 +136,7 @@ class RunManager:
     async def start_run(
         self, identity: Identity, definition: FlowDefinition, run_id: str
     ) -> RunView:
-        plan = self.plan(definition)
+        plan = self.plan(definition, identity)
         run_id = validate_run_id(run_id or uuid.uuid4().hex)
         tenant = identity.tenant_id
         lock = await self._lock(tenant, run_id)
@@ -160,13 +178,13 @@ class RunManager:
             await lock.release()
             raise
         assert view is not None
-        self.executors.launch(Attempt(tenant, run_id, plan, 1, 1, lock))
+        self.executors.launch(Attempt(tenant, run_id, plan, 1, 1, lock, identity.actor))
         return view
 
     async def retry_run(
         self, identity: Identity, run_id: str, definition: FlowDefinition | None
     ) -> RunView:
-        plan = self.plan(definition) if definition is not None else None
+        plan = self.plan(definition, identity) if definition is not None else None
         tenant = identity.tenant_id
         await self.get(tenant, run_id)
         lock = await self._lock(tenant, run_id)
@@ -177,7 +195,7 @@ class RunManager:
                 if definition is None:
                     definition = definition_from_json(run.definition)
                     try:
-                        plan = self.plan(definition)
+                        plan = self.plan(definition, identity)
                     except InvalidArgument as exc:
                         raise FailedPrecondition(
                             f"the stored definition no longer validates: {exc.message}",
@@ -217,7 +235,9 @@ class RunManager:
             await lock.release()
             raise
         assert view is not None
-        self.executors.launch(Attempt(tenant, run_id, plan, attempt, first_seq, lock))
+        self.executors.launch(
+            Attempt(tenant, run_id, plan, attempt, first_seq, lock, identity.actor)
+        )
         return view
 
     async def cancel_run(self, identity: Identity, run_id: str, *, wait: float = 5.0) -> RunView:

@@ -127,9 +127,16 @@ class FlowRunner:
         run_id: str,
         run_attempt: int = 1,
         cancel: CancelToken | None = None,
+        actor: str = "flow",
     ) -> RunResult:
         return await _Execution(
-            self, plan, tenant_id=tenant_id, run_id=run_id, run_attempt=run_attempt, cancel=cancel
+            self,
+            plan,
+            tenant_id=tenant_id,
+            run_id=run_id,
+            run_attempt=run_attempt,
+            cancel=cancel,
+            actor=actor,
         ).run()
 
 
@@ -145,9 +152,11 @@ class _Execution:
         run_id: str,
         run_attempt: int,
         cancel: CancelToken | None,
+        actor: str,
     ) -> None:
         self.runner = runner
         self.plan = plan
+        self.actor = actor
         self.tenant_id = tenant_id
         self.run_id = run_id
         self.run_attempt = run_attempt
@@ -308,6 +317,7 @@ class _Execution:
                 self.run_attempt,
                 self.runner.services,
                 writer,
+                self.actor,
             )
             try:
                 try:

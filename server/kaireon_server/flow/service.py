@@ -125,7 +125,12 @@ class FlowCapability:
         env = ctx.settings.env
         self.notifier = FlowNotifier(ctx.db)
         self.manager = RunManager(
-            ctx.db, default_registry(), self.notifier, limits=FlowLimits.from_env(env), env=env
+            ctx.db,
+            default_registry(),
+            self.notifier,
+            limits=FlowLimits.from_env(env),
+            env=env,
+            signer=ctx.signer,
         )
         self._servicer = FlowRunnerServicer(self.manager, self.notifier)
 

@@ -14,10 +14,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
+from kaireon_server.platform.auth.identity import Role
+
 if TYPE_CHECKING:
     import asyncpg
 
     from kaireon_server.platform.db import Database
+    from kaireon_server.platform.signing import Signer
 
 Records = list[dict[str, Any]]
 C = TypeVar("C")
@@ -58,6 +61,8 @@ class NodeServices:
 
     db: Database | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    # Signs erasure receipts (sink.erasure).
+    signer: Signer | None = None
     # Free-form slots for embedding code and tests (e.g. a counter sink).
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -79,6 +84,8 @@ class NodeContext:
     run_attempt: int
     services: NodeServices
     _tx: Transactional
+    # Who started (or retried) the run: the actor of audit rows nodes write.
+    actor: str = "flow"
 
     async def transaction(self) -> asyncpg.Connection:
         """A tenant-scoped connection in a transaction that commits together with
@@ -95,6 +102,9 @@ class NodeType(abc.ABC, Generic[C]):
     # Bump when the same config and inputs would produce a different output:
     # it is part of the cache key, so old checkpoints stop matching.
     version: ClassVar[str] = "1"
+    # The role a caller needs to start or retry a run containing this node type
+    # (StartRun itself needs OPERATOR; e.g. sink.erasure needs ADMIN).
+    min_role: ClassVar[Role] = Role.OPERATOR
 
     def implementation_version(self, config: C) -> str:
         """The version mixed into the cache key (may depend on config, e.g. a key id)."""
