@@ -159,6 +159,7 @@ class Run:
             heavy_rows=self.profile.heavy_rows,
         )
         self.seed_report: seed.SeedReport | None = None
+        self.load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def wanted(self, group: str) -> bool:
         return not self.args.only or group in self.args.only
@@ -794,6 +795,8 @@ class Run:
 
     async def run(self) -> int:
         started = time.monotonic()
+        # The machine may be shared: the load other work put on it frames every figure.
+        self.load_before = os.getloadavg()
         try:
             await self.setup()
             for group in GROUPS:
@@ -817,6 +820,11 @@ class Run:
             f"perf/run — level {self.profile.level} ({self.rate} RPS), {elapsed:.0f}s, "
             f"{dt.datetime.now().isoformat(timespec='seconds')}",
             f"machine: {machine_name()}, {platform.platform()}, python {platform.python_version()}",
+            "load average (1/5/15 min) at start "
+            + "/".join(f"{x:.1f}" for x in self.load_before)
+            + ", at end "
+            + "/".join(f"{x:.1f}" for x in os.getloadavg())
+            + f" (on {os.cpu_count()} cores; other work on the machine competes with the run)",
             f"commit: {commit}"
             + (f" (+ uncommitted changes in {len(dirty)} server/client files)" if dirty else ""),
             f"server: python -m kaireon_server, KAIREON_WORKERS={self.workers}, "

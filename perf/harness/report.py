@@ -78,8 +78,12 @@ def _mb(value: int | None) -> str:
 def _errors(row: Row) -> str:
     if row.errors is None:
         return "-"
-    rate = "" if row.error_rate is None else f" ({row.error_rate * 100:.1f}%)"
-    return f"{row.errors}{rate}"
+    parts = [] if row.error_rate is None else [f"{row.error_rate * 100:.1f}%"]
+    dropped = row.extra.get("dropped")
+    if dropped:
+        # Not answered wrongly but never sent: k6 had no free VU at the offered time.
+        parts.append(f"{dropped} dropped")
+    return f"{row.errors}" + (f" ({'; '.join(parts)})" if parts else "")
 
 
 HEADER = (
