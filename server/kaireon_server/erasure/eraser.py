@@ -3,14 +3,16 @@
 Order inside the transaction, the same for every erasure so concurrent ones
 never deadlock:
 
-1. a per-customer advisory lock (serialises erasures and hold changes of it);
-2. the legal-hold check (FAILED_PRECONDITION under hold, unless a dry run);
-3. the registry read of the tenant's dynamic tables;
-4. counts of the retained tables (consent, DSAR requests, holds, audit rows);
-5. DELETE (or count) per table in data-map order, then ds_* tables by name;
-6. redaction of earlier audit rows about the customer;
-7. the one audit row, last, because it takes the tenant's chain lock;
-8. the receipt, signed before commit so a signing failure rolls back too.
+1. SET LOCAL statement and idle-in-transaction timeouts (the budget);
+2. a per-customer advisory lock (serialises erasures and hold changes of it),
+   before any table lock so it cannot join a lock cycle;
+3. the legal-hold check (FAILED_PRECONDITION under hold, unless a dry run);
+4. the registry read of the tenant's dynamic tables;
+5. counts of the retained tables (consent, DSAR requests, holds, audit rows);
+6. DELETE (or count) per table in data-map order, then ds_* tables by name;
+7. redaction of earlier audit rows about the customer;
+8. the one audit row, last, because it takes the tenant's chain lock;
+9. the receipt, signed before commit so a signing failure rolls back too.
 
 Any exception rolls the whole transaction back: nothing deleted, no audit row.
 The time budget is the statement_timeout of every statement (SET LOCAL,
@@ -57,6 +59,9 @@ class EraseCommand:
     dry_run: bool
     timeout: float
 
+
+# Data-map tables seen to exist, per database (see repository.existing_tables).
+_KNOWN_TABLES: dict[str, set[str]] = {}
 
 # Beyond the statement timeout: time for round trips before the whole-transaction bound.
 _GRACE = 0.25
@@ -124,7 +129,9 @@ async def _erase(db: Database, signer: Signer, cmd: EraseCommand, customer: str)
         if hold is not None and not cmd.dry_run:
             raise hold_refusal(hold)
         ds = await dynamic.resolve(con, tenant)
-        present = await repository.existing_tables(con, (t.table for t in data_map.TABLES))
+        present = await repository.existing_tables(
+            con, (t.table for t in data_map.TABLES), _KNOWN_TABLES.setdefault(db.dsn, set())
+        )
         kept = [
             (t.table, t.subject_column)
             for t in data_map.retained_tables()

@@ -82,24 +82,24 @@ async def lock_subject(con: asyncpg.Connection, tenant_id: str, customer_id: str
     )
 
 
-# Tables seen to exist. Only presence is cached: tables are created by
-# migrations and never dropped, while an absent one may arrive with another
-# replica's migrations at any time.
-_PRESENT: set[str] = set()
+async def existing_tables(
+    con: asyncpg.Connection, names: Iterable[str], known: set[str]
+) -> set[str]:
+    """Which of `names` exist (another capability's migrations may not be deployed).
 
-
-async def existing_tables(con: asyncpg.Connection, names: Iterable[str]) -> set[str]:
-    """Which of `names` exist (another capability's migrations may not be deployed)."""
+    `known` caches presence for the caller's database, and only presence:
+    tables come from migrations and are never dropped, while an absent one may
+    arrive with another replica's migrations at any time."""
     wanted = set(names)
-    unknown = sorted(wanted - _PRESENT)
+    unknown = sorted(wanted - known)
     if unknown:
         rows = await con.fetch(
             "SELECT name FROM unnest($1::text[]) AS t(name) "
             "WHERE to_regclass(quote_ident(name)) IS NOT NULL",
             unknown,
         )
-        _PRESENT.update(str(r["name"]) for r in rows)
-    return wanted & _PRESENT
+        known.update(str(r["name"]) for r in rows)
+    return wanted & known
 
 
 @dataclass(frozen=True)
