@@ -10,9 +10,11 @@ work: scheduling, cache key, hooks, output digest and the checkpoint write.
 Rows:
 - memory:             InMemoryCheckpointStore;
 - postgres:           PostgresCheckpointStore (one transaction per checkpoint);
-- postgres+recorder:  the service path: PostgresCheckpointStore plus the run
-                      recorder writing node status and events (flow_run_node /
-                      flow_run_event, batched) as FlowRunnerService does;
+- postgres+recorder:  the service path: checkpoints over the run's own
+                      connection (the one holding its advisory lock) plus the
+                      run recorder writing node status and events
+                      (flow_run_node / flow_run_event, batched), as
+                      FlowRunnerService does;
 - postgres sync:      PostgresCheckpointStore(synchronous=True): every
                       checkpoint waits for the WAL flush (informational);
 - postgres (retry):   the same run again: every node skipped from its checkpoint.
@@ -38,6 +40,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "server")]
 
@@ -52,9 +56,10 @@ from kaireon_server.flow import (  # noqa: E402
     repository,
     validate,
 )
+from kaireon_server.flow.locks import dedicated_connection  # noqa: E402
 from kaireon_server.flow.nodes.base import Config, NodeContext, NodeSetup, NodeType  # noqa: E402
 from kaireon_server.flow.recorder import RunRecorder  # noqa: E402
-from kaireon_server.flow.stores import CheckpointStore  # noqa: E402
+from kaireon_server.flow.stores import CheckpointStore, SharedConnection  # noqa: E402
 from kaireon_server.flow.validation import Plan  # noqa: E402
 from kaireon_server.platform.config import Settings  # noqa: E402
 from kaireon_server.platform.db import Database, connect_database  # noqa: E402
@@ -98,7 +103,10 @@ async def timed_run(
 ) -> float:
     tenant = "bench"
     hooks = []
+    own: asyncpg.Connection | None = None
     if recorder:
+        own = await dedicated_connection(db)
+        store = PostgresCheckpointStore(db, connection=SharedConnection(own))
         async with db.transaction(tenant) as con:
             await repository.insert_run(
                 con,
@@ -117,6 +125,8 @@ async def timed_run(
     for hook in hooks:
         await hook.close()
     elapsed = time.perf_counter() - started
+    if own is not None:
+        await own.close()
     if result.state is not RunState.SUCCEEDED:
         raise RuntimeError(f"benchmark run failed: {result.error}")
     return elapsed

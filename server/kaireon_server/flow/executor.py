@@ -85,7 +85,11 @@ class Executors:
     async def _execute(self, attempt: Attempt) -> None:
         tenant, run_id, token = attempt.tenant, attempt.run_id, attempt.token
         recorder = RunRecorder(self.db, tenant, run_id, attempt.number, attempt.first_seq)
-        runner = FlowRunner(self.store, hooks=[recorder, *self.hooks], services=self.services)
+        # Checkpoints of this attempt go over the lock's connection.
+        store = PostgresCheckpointStore(
+            self.db, synchronous=self.store.synchronous == "on", connection=attempt.lock.shared
+        )
+        runner = FlowRunner(store, hooks=[recorder, *self.hooks], services=self.services)
         watchdog = asyncio.create_task(self._watchdog(attempt))
         try:
             result = await runner.run(
@@ -123,16 +127,17 @@ class Executors:
         while not token.cancelled:
             await asyncio.sleep(WATCHDOG_SECONDS)
             try:
-                flag = await asyncio.wait_for(
-                    attempt.lock.con.fetchval(
-                        "SELECT cancel_requested FROM flow_run "
-                        "WHERE tenant_id = $1 AND run_id = $2 AND attempt = $3",
-                        attempt.tenant,
-                        attempt.run_id,
-                        attempt.number,
-                    ),
-                    WATCHDOG_SECONDS * 2,
-                )
+                async with attempt.lock.shared.mutex:
+                    flag = await asyncio.wait_for(
+                        attempt.lock.con.fetchval(
+                            "SELECT cancel_requested FROM flow_run "
+                            "WHERE tenant_id = $1 AND run_id = $2 AND attempt = $3",
+                            attempt.tenant,
+                            attempt.run_id,
+                            attempt.number,
+                        ),
+                        WATCHDOG_SECONDS * 2,
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception:

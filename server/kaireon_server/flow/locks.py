@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 
 import asyncpg
 
+from kaireon_server.flow.stores import SharedConnection
 from kaireon_server.platform.db import Database
 
 
@@ -27,7 +29,19 @@ async def dedicated_connection(db: Database) -> asyncpg.Connection:
     con: asyncpg.Connection = await asyncpg.connect(
         db.dsn, server_settings={"application_name": "kaireon-flow"}
     )
+    # The pool's jsonb codec (checkpoint outputs are written on the lock's connection).
+    await con.set_type_codec(
+        "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog", format="binary"
+    )
     return con
+
+
+def _jsonb_encode(value: object) -> bytes:
+    return b"\x01" + json.dumps(value, separators=(",", ":")).encode()
+
+
+def _jsonb_decode(data: bytes) -> object:
+    return json.loads(data[1:])
 
 
 def lock_key(tenant_id: str, run_id: str) -> int:
@@ -37,9 +51,16 @@ def lock_key(tenant_id: str, run_id: str) -> int:
 
 
 class RunLock:
+    """The lock and its connection; `shared` lets the run's checkpoint writes and
+    its watchdog use that connection in turn."""
+
     def __init__(self, con: asyncpg.Connection, key: int) -> None:
-        self.con = con
+        self.shared = SharedConnection(con)
         self.key = key
+
+    @property
+    def con(self) -> asyncpg.Connection:
+        return self.shared.con
 
     @classmethod
     async def try_acquire(
@@ -68,7 +89,10 @@ class RunLock:
 
     async def release(self) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.con.fetchval("SELECT pg_advisory_unlock($1)", self.key), 5)
+            async with self.shared.mutex:
+                await asyncio.wait_for(
+                    self.con.fetchval("SELECT pg_advisory_unlock($1)", self.key), 5
+                )
         await _close(self.con)
 
 

@@ -29,10 +29,13 @@ RECONNECT_SECONDS = 1.0
 RunKey = tuple[str, str]
 
 
+def payload(tenant_id: str, run_id: str, kind: str) -> str:
+    return json.dumps({"t": tenant_id, "r": run_id, "k": kind}, separators=(",", ":"))
+
+
 async def notify(con: asyncpg.Connection, tenant_id: str, run_id: str, kind: str) -> None:
     """Queue a notification in `con`'s transaction (delivered at commit)."""
-    payload = json.dumps({"t": tenant_id, "r": run_id, "k": kind}, separators=(",", ":"))
-    await con.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+    await con.execute("SELECT pg_notify($1, $2)", CHANNEL, payload(tenant_id, run_id, kind))
 
 
 class FlowNotifier:

@@ -2,9 +2,10 @@
 
 The recorder is a RunHooks: hooks only queue, and one writer task flushes
 whatever accumulated in a single transaction (events, the latest status of
-each touched node, one NOTIFY). Under load batches grow, so the database cost
-per node stays small; when idle each event is written at once. The end of a
-run is written by the manager (`finalize`), after the last flush.
+each touched node, one NOTIFY). A flush waits FLUSH_SECONDS after the first
+queued event so that fast nodes share transactions: watchers and GetRun lag
+by at most that much, and the database cost per node stays small. The end
+of a run is written by the manager (`finalize`), after the last flush.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from datetime import datetime
 
 from kaireon_server.flow import repository
 from kaireon_server.flow.hooks import NodeEvent, NodeResult, RunHooks
-from kaireon_server.flow.notifier import notify
+from kaireon_server.flow.notifier import CHANNEL, payload
 from kaireon_server.platform.db import Database
 
 log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.025
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class RunRecorder(RunHooks):
     async def _flush_forever(self) -> None:
         while True:
             await self._wake.wait()
+            if not self._closing:
+                await asyncio.sleep(FLUSH_SECONDS)
             self._wake.clear()
             batch, self._pending = self._pending, []
             if batch:
@@ -92,14 +97,17 @@ class RunRecorder(RunHooks):
         latest = {item.node_id: item.status for item in batch}
         try:
             async with self._db.transaction(self.tenant_id) as con:
-                # Status and events are informational (checkpoints are the truth):
-                # no need to wait for the disk.
-                await con.execute("SELECT set_config('synchronous_commit', 'off', true)")
                 await repository.insert_events(con, self.tenant_id, self.run_id, events)
                 await repository.update_nodes(
                     con, self.tenant_id, self.run_id, self.attempt, latest.values()
                 )
-                await notify(con, self.tenant_id, self.run_id, "event")
+                # Status and events are informational (checkpoints are the
+                # truth): the commit need not wait for the disk.
+                await con.execute(
+                    "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)",
+                    CHANNEL,
+                    payload(self.tenant_id, self.run_id, "event"),
+                )
         except Exception as exc:
             # The run goes on; finalize() writes every node's final status anyway.
             log.warning("flow events not recorded", extra={"error_type": type(exc).__name__})

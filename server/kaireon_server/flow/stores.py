@@ -9,8 +9,9 @@ node that fails, times out or is cancelled leaves neither behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -139,14 +140,27 @@ ON CONFLICT (tenant_id, run_id, node_id) DO UPDATE
 """
 
 
+@dataclass
+class SharedConnection:
+    """A connection several tasks take turns on (asyncpg runs one operation at a time)."""
+
+    con: asyncpg.Connection
+    mutex: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 class _PostgresWriter:
     def __init__(
-        self, db: Database, tenant_id: str, run_id: str, node_id: str, synchronous: str
+        self,
+        store: PostgresCheckpointStore,
+        tenant_id: str,
+        run_id: str,
+        node_id: str,
     ) -> None:
-        self._db = db
+        self._db = store.db
+        self._shared = store.connection
         self._args = (tenant_id, run_id, node_id)
-        self._synchronous = synchronous
-        self._tx = _NodeTransaction(db, tenant_id)
+        self._synchronous = store.synchronous
+        self._tx = _NodeTransaction(store.db, tenant_id)
 
     async def connection(self) -> asyncpg.Connection:
         return await self._tx.connection()
@@ -163,7 +177,17 @@ class _PostgresWriter:
                 raise
             await self._tx.finish(commit=True)
             return
-        async with self._db.transaction(self._args[0]) as con:
+        # No node transaction to join: the upsert is one statement, its own
+        # transaction, which sets the tenant (as Database.transaction does) and
+        # the commit mode itself. On the run's own connection when there is one:
+        # no pool round trips.
+        if self._shared is not None:
+            async with self._shared.mutex:
+                await self._shared.con.execute(
+                    _UPSERT, *self._args, cache_key, output_digest, output, self._synchronous
+                )
+            return
+        async with self._db.connection() as con:
             await con.execute(
                 _UPSERT, *self._args, cache_key, output_digest, output, self._synchronous
             )
@@ -186,11 +210,18 @@ class PostgresCheckpointStore:
       transaction, are lost with them, so nothing is applied twice.
     Set KAIREON_FLOW_CHECKPOINT_SYNC_COMMIT=true (synchronous=True) to wait
     for the disk on every checkpoint.
+
+    `connection`: a connection of the run (the service passes the one holding
+    the run's advisory lock) for checkpoints of nodes that opened no
+    transaction; without it each checkpoint takes a pooled connection.
     """
 
-    def __init__(self, db: Database, *, synchronous: bool = False) -> None:
+    def __init__(
+        self, db: Database, *, synchronous: bool = False, connection: SharedConnection | None = None
+    ) -> None:
         self.db = db
         self.synchronous = "on" if synchronous else "off"
+        self.connection = connection
 
     async def load(self, tenant_id: str, run_id: str) -> dict[str, Checkpoint]:
         async with self.db.transaction(tenant_id, readonly=True) as con:
@@ -208,7 +239,7 @@ class PostgresCheckpointStore:
         }
 
     def writer(self, tenant_id: str, run_id: str, node_id: str) -> CheckpointWriter:
-        return _PostgresWriter(self.db, tenant_id, run_id, node_id, self.synchronous)
+        return _PostgresWriter(self, tenant_id, run_id, node_id)
 
     async def clear(
         self, tenant_id: str, run_id: str, con: asyncpg.Connection | None = None
