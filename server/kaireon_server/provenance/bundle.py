@@ -18,8 +18,9 @@ from datetime import datetime
 from typing import Any
 
 from kaireon_server.platform.build_identity import BuildEnv, build_identity
-from kaireon_server.platform.canonical import canonical_json, format_timestamp, sha256_hex
+from kaireon_server.platform.canonical import format_timestamp, sha256_hex
 from kaireon_server.provenance import cascade, redaction
+from kaireon_server.provenance.jcs import canonical_json
 from kaireon_server.provenance.model import AuditEntry, Decision, JsonObject, Sources
 
 SCHEMA_VERSION = "kaireon.provenance.v1"

@@ -12,7 +12,8 @@ from typing import Any
 
 import asyncpg
 
-from kaireon_server.platform.canonical import canonical_digest
+from kaireon_server.platform.canonical import sha256_hex
+from kaireon_server.provenance.jcs import canonical_json
 from kaireon_server.provenance.model import (
     AuditEntry,
     Decision,
@@ -185,7 +186,7 @@ async def models_used(
             version=r["version"],
             model_type=r["model_type"],
             # The bundle carries the hash of the state, not the state (it may be large).
-            state_hash=canonical_digest(r["state"]),
+            state_hash=sha256_hex(canonical_json(r["state"])),
             valid_from=r["valid_from"],
         )
         for r in rows
