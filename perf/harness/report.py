@@ -42,6 +42,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def cpu_per_request(row: Row) -> float | None:
+    """Server CPU milliseconds per successful request (req/s rows only).
+
+    On a shared machine throughput and latency move with the other work on it;
+    the CPU one request costs the server moves much less, so this is the figure
+    to compare across runs (approximate: the CPU window also holds k6's start-up
+    and h2load's warm-up, run at the same rate)."""
+    if row.server_cpu is None or not row.rps or row.unit != "req/s":
+        return None
+    return row.server_cpu * 10.0 / row.rps
+
+
 def ratios(row: Row, rows: dict[str, Row]) -> tuple[float | None, float | None, float | None]:
     base = rows.get(row.baseline or "")
     if base is None or not row.measured or not base.measured:
@@ -96,6 +108,7 @@ HEADER = (
     "p99 ms",
     "errors",
     "server CPU",
+    "CPU ms/req",
     "server peak RSS",
     "PG CPU",
     "generator CPU",
@@ -132,6 +145,7 @@ def table(rows: Iterable[Row]) -> str:
                 _ms(row.p99),
                 _errors(row),
                 "-" if row.server_cpu is None else f"{row.server_cpu:.0f}%",
+                _num(cpu_per_request(row), 2),
                 _mb(row.server_rss),
                 "-" if row.pg_cpu is None else f"{row.pg_cpu:.0f}%",
                 "-" if row.gen_cpu is None else f"{row.gen_cpu:.0f}%",
@@ -270,5 +284,6 @@ def dump(rows: list[Row], extra: dict[str, Any]) -> str:
     for row in rows:
         item = asdict(row)
         item["ratio_rps"], item["ratio_p50"], item["ratio_p99"] = ratios(row, by_key)
+        item["cpu_ms_per_request"] = cpu_per_request(row)
         out.append(item)
     return json.dumps({"rows": out, **extra}, indent=1, default=str)
