@@ -90,7 +90,7 @@ async def test_errors_as_google_rpc_status(base: str, tenant: str) -> None:
             assert r.status == 400
             status = await r.json()
         assert status["code"] == 3
-        violations = [d for d in status["details"] if d["@type"].endswith("BadRequest")][0]
+        violations = next(d for d in status["details"] if d["@type"].endswith("BadRequest"))
         assert violations["fieldViolations"][0]["field"] == "definition.nodes[0].type"
         async with http.get(f"{base}/missing", headers=headers(tenant, "viewer")) as r:
             assert r.status == 404
