@@ -69,3 +69,11 @@ async def test_customer_tables_are_indexed_by_tenant_and_customer(database_url: 
         if not any("(tenant_id, customer_id" in d for d in defs):
             missing.append(name)
     assert tables and missing == []
+
+
+async def test_dedicated_connection_has_json_codecs(db) -> None:
+    con = await db.dedicated_connection()
+    try:
+        assert await con.fetchval("SELECT $1::jsonb", {"a": [1, 2]}) == {"a": [1, 2]}
+    finally:
+        await con.close()

@@ -80,7 +80,7 @@ class Database:
 
     async def dedicated_connection(self) -> asyncpg.Connection:
         """A connection outside the pool (LISTEN, long cursors); the caller closes it."""
-        con: asyncpg.Connection = await asyncpg.connect(self.dsn, init=None)
+        con: asyncpg.Connection = await asyncpg.connect(self.dsn)
         await _init_connection(con)
         return con
 
