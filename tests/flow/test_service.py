@@ -330,6 +330,24 @@ async def test_viewer_cannot_start(stub, tenant) -> None:
             "node ids are",
         ),
         ([], "definition.nodes", None, "at least one node"),
+        (
+            [{"id": "a", "type": "test.step", "timeoutSeconds": 100000}],
+            "definition.nodes[0].timeout_seconds",
+            "a",
+            "at most 300",
+        ),
+        (
+            [{"id": "a", "type": "test.step", "retry": {"maxAttempts": 11}}],
+            "definition.nodes[0].retry.max_attempts",
+            "a",
+            "from 1 to 10",
+        ),
+        (
+            [{"id": "a", "type": "test.step", "retry": {"backoffMultiplier": 0.5}}],
+            "definition.nodes[0].retry.backoff_multiplier",
+            "a",
+            "at least 1",
+        ),
     ],
 )
 async def test_invalid_definitions_name_the_node(
