@@ -220,6 +220,7 @@ async def test_watch_streams_events_until_finished(stub, tenant) -> None:
         and len(completed_b.node.cache_key) == 64
     )
     assert completed_b.run.state == flow_pb2.RUN_STATE_RUNNING and completed_b.seq > 0
+    assert not completed_b.run.HasField("definition") and not completed_b.run.nodes
     assert events[-1].run.state == flow_pb2.RUN_STATE_SUCCEEDED and len(events[-1].run.nodes) == 2
     seqs = [e.seq for e in events[1:]]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -397,3 +398,24 @@ async def test_bad_run_id_and_missing_run(stub, tenant) -> None:
             flow_pb2.RetryRunRequest(run_id="nope"), metadata=metadata(tenant, "operator")
         )
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_checkpoints_of_old_finished_runs_are_purged(stub, app, db: Database, tenant) -> None:
+    from kaireon_server.flow.service import FlowCapability
+
+    flow = next(c for c in app.capabilities if isinstance(c, FlowCapability))
+    for run_id in ("old", "recent"):
+        await start(stub, tenant, definition(step("a"), step("b", "a")), run_id=run_id)
+        await wait_finished(stub, tenant, run_id)
+    async with db.transaction(tenant) as con:
+        await con.execute(
+            "UPDATE flow_run SET ended_at = now() - interval '8 days' WHERE tenant_id = $1 AND run_id = 'old'",
+            tenant,
+        )
+    assert await flow.manager.purge_expired_checkpoints() >= 2
+    async with db.transaction(tenant) as con:
+        left = await con.fetch(
+            "SELECT run_id, count(*) AS n FROM flow_run_checkpoint WHERE tenant_id = $1 GROUP BY run_id",
+            tenant,
+        )
+    assert {r["run_id"]: r["n"] for r in left} == {"recent": 2}

@@ -112,11 +112,18 @@ class RunManager:
         while True:
             try:
                 await self.executors.sweep()
+                await self.purge_expired_checkpoints()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("flow sweep failed", extra={"error_type": type(exc).__name__})
             await asyncio.sleep(self.limits.sweep_seconds)
+
+    async def purge_expired_checkpoints(self) -> int:
+        if not self.limits.checkpoint_retention_hours:
+            return 0
+        async with self.db.connection() as con:
+            return await repository.purge_checkpoints(con, self.limits.checkpoint_retention_hours)
 
     # --- use cases ---------------------------------------------------------------
 

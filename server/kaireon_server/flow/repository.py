@@ -376,3 +376,19 @@ async def running_runs(con: asyncpg.Connection) -> list[tuple[str, str, int]]:
         "SELECT tenant_id, run_id, attempt FROM flow_run WHERE state = 'running' LIMIT 1000"
     )
     return [(r["tenant_id"], r["run_id"], r["attempt"]) for r in rows]
+
+
+async def purge_checkpoints(con: asyncpg.Connection, older_than_hours: float) -> int:
+    """Delete checkpoints of runs finished more than `older_than_hours` ago, every
+    tenant (a maintenance task). Outputs may hold personal data: they are kept
+    only as long as a retry is plausible."""
+    status = await con.execute(
+        """
+        DELETE FROM flow_run_checkpoint c USING flow_run r
+         WHERE c.tenant_id = r.tenant_id AND c.run_id = r.run_id
+           AND r.state IN ('succeeded', 'failed', 'cancelled')
+           AND r.ended_at < now() - make_interval(secs => $1)
+        """,
+        older_than_hours * 3600,
+    )
+    return int(status.split()[-1])

@@ -11,6 +11,9 @@
   default and upper bound of `source.sql` max_rows / timeout_ms.
 - KAIREON_FLOW_SWEEP_SECONDS (15): how often runs left RUNNING by a dead
   process are marked FAILED.
+- KAIREON_FLOW_CHECKPOINT_RETENTION_HOURS (168): checkpoints of runs finished
+  longer ago are deleted by the sweep (outputs may hold personal data);
+  0 keeps them until ClearCheckpoints.
 - KAIREON_FLOW_CHECKPOINT_SYNC_COMMIT (false): wait for the disk on every
   checkpoint commit (see PostgresCheckpointStore for the trade-off).
 - KAIREON_FLOW_MASK_KEY (unset): HMAC key of `transform.mask` mode "hash";
@@ -70,6 +73,7 @@ class FlowLimits:
     sql_timeout_ms: int = 10_000
     sweep_seconds: float = 15.0
     checkpoint_sync_commit: bool = False
+    checkpoint_retention_hours: float = 168.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FlowLimits:
@@ -82,4 +86,7 @@ class FlowLimits:
             sql_timeout_ms=_int(env, "KAIREON_FLOW_SQL_TIMEOUT_MS", 10_000),
             sweep_seconds=_float(env, "KAIREON_FLOW_SWEEP_SECONDS", 15.0),
             checkpoint_sync_commit=_bool(env, "KAIREON_FLOW_CHECKPOINT_SYNC_COMMIT"),
+            checkpoint_retention_hours=float(
+                _int(env, "KAIREON_FLOW_CHECKPOINT_RETENTION_HOURS", 168, minimum=0)
+            ),
         )

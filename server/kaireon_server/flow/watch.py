@@ -69,7 +69,8 @@ async def watch_run(
         yield WatchItem("snapshot", view, at=view.started_at or view.created_at)
         if view.state.finished:
             return
-        header = replace(view, nodes=())
+        # Node events carry run-level fields only: not the definition, not every node.
+        header = replace(view, nodes=(), definition={})
         while True:
             changed.clear()
             async with db.transaction(tenant_id, readonly=True) as con:
