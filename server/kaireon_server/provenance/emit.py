@@ -6,13 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument, NotFound
 from kaireon_server.platform.signing import UNSIGNED, Signer
 from kaireon_server.provenance import repository
+from kaireon_server.provenance.audit_batch import AuditBatcher, PendingRow
 from kaireon_server.provenance.bundle import Bundle, audit_changes, encode
 from kaireon_server.provenance.model import Sources
 
@@ -95,19 +95,20 @@ class ProvenanceEmitter:
     signer: Signer
     build: BuildEnv
     clock: Clock
+    audit: AuditBatcher
 
     async def emit(self, identity: Identity, decision_id: str) -> Emission:
         decision_id = validate_decision_id(decision_id)
         sources = await read_sources(self.db, identity.tenant_id, decision_id)
         bundle = encode(sources, self.build)
         signature = self.signer.sign(bundle.body)
-        # The emission row goes in its own short transaction, after the read
-        # snapshot: holding the tenant's chain lock during the reads would
-        # serialise every emission. If the append fails, no bundle is returned.
-        async with self.db.transaction(identity.tenant_id) as con:
-            record = await append_audit(
-                con,
-                identity.tenant_id,
+        # The emission row is appended after the read snapshot, never inside it
+        # (holding the tenant's chain lock during the reads would serialise every
+        # emission), through the group-committing writer. No bundle is returned
+        # unless its row is committed.
+        record = await self.audit.append(
+            identity.tenant_id,
+            PendingRow(
                 action=repository.EMIT_ACTION,
                 entity_type=repository.DECISION_ENTITY,
                 entity_id=decision_id,
@@ -115,5 +116,6 @@ class ProvenanceEmitter:
                 changes=audit_changes(bundle, signed=signature != UNSIGNED),
                 subject_id=sources.decision.customer_id,
                 now=self.clock(),
-            )
+            ),
+        )
         return Emission(bundle=bundle, signature=signature, audit_event_id=record.id)

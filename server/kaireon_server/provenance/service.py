@@ -7,13 +7,15 @@ from typing import Any
 
 import grpc
 from google.api import httpbody_pb2
+from google.protobuf.descriptor import ServiceDescriptor
 
 from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
-from kaireon_server.capability import ServiceContext, SimpleCapability
+from kaireon_server.capability import ServiceContext
 from kaireon_server.platform.auth import current_identity
 from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.errors import ConfigurationError
 from kaireon_server.platform.signing import ALGORITHM
+from kaireon_server.provenance.audit_batch import AuditBatcher
 from kaireon_server.provenance.bundle import CONTENT_TYPE, SCHEMA_VERSION
 from kaireon_server.provenance.emit import ProvenanceEmitter, system_clock
 
@@ -44,11 +46,13 @@ class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         env = ctx.settings.env
         self._signer = ctx.signer
+        self.audit = AuditBatcher(ctx.db)
         self._emitter = ProvenanceEmitter(
             db=ctx.db,
             signer=ctx.signer,
             build=_build_env(env),
             clock=system_clock(_clock_offset(env)),
+            audit=self.audit,
         )
 
     async def GetDecisionProvenance(
@@ -82,9 +86,25 @@ class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
         )
 
 
-def build(ctx: ServiceContext) -> SimpleCapability:
-    return SimpleCapability(
-        provenance_pb2.DESCRIPTOR.services_by_name["ProvenanceService"],
-        ProvenanceServicer(ctx),
-        provenance_pb2_grpc.add_ProvenanceServiceServicer_to_server,
-    )
+class ProvenanceCapability:
+    """The service plus its audit writer, stopped after the server drained its calls."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._servicer = ProvenanceServicer(ctx)
+
+    @property
+    def descriptor(self) -> ServiceDescriptor:
+        return provenance_pb2.DESCRIPTOR.services_by_name["ProvenanceService"]
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        provenance_pb2_grpc.add_ProvenanceServiceServicer_to_server(self._servicer, server)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self._servicer.audit.close()
+
+
+def build(ctx: ServiceContext) -> ProvenanceCapability:
+    return ProvenanceCapability(ctx)

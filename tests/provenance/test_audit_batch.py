@@ -1,0 +1,112 @@
+"""The group-committing audit writer: batches form under load, the chain stays valid,
+a failed batch fails all its callers and writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
+from kaireon_server.provenance.audit_batch import AuditBatcher, PendingRow
+from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE, fetch
+from tests.support.server import metadata
+
+
+class CountingBatcher(AuditBatcher):
+    """Records the size of every batch it writes (the real writes still happen)."""
+
+    def __init__(self, db) -> None:
+        super().__init__(db)
+        self.batches: list[int] = []
+
+    async def _write(self, tenant_id, rows):
+        self.batches.append(len(rows))
+        return await super()._write(tenant_id, rows)
+
+
+def _row(n: int, actor: str | None = "tester") -> PendingRow:
+    return PendingRow(
+        action="batch_test",
+        entity_type="decision",
+        entity_id=f"d{n}",
+        actor=actor,  # type: ignore[arg-type]
+        changes={"n": n},
+        subject_id=None,
+        now=datetime(2026, 5, 1, tzinfo=UTC),
+    )
+
+
+async def _chain_valid(channel, tenant) -> audit_pb2.VerifyChainResponse:
+    stub = audit_pb2_grpc.AuditServiceStub(channel)
+    return await stub.VerifyChain(audit_pb2.VerifyChainRequest(), metadata=metadata(tenant))
+
+
+async def test_concurrent_appends_are_batched_and_the_chain_verifies(db, channel, tenant):
+    batcher = CountingBatcher(db)
+    records = await asyncio.gather(*(batcher.append(tenant, _row(n)) for n in range(60)))
+    assert sum(batcher.batches) == 60
+    assert len(batcher.batches) < 60  # at least one batch held several rows
+    assert sorted(r.seq for r in records) == list(range(1, 61))
+    # Each caller got its own row back.
+    async with db.transaction(tenant) as con:
+        stored = {
+            str(r["id"]): r["changes"]["n"]
+            for r in await con.fetch(
+                "SELECT id, changes FROM audit_log WHERE tenant_id = $1", tenant
+            )
+        }
+    assert [stored[r.id] for r in records] == list(range(60))
+    reply = await _chain_valid(channel, tenant)
+    assert reply.valid and reply.rows_checked == 60
+
+
+async def test_a_failed_batch_fails_every_caller_and_writes_nothing(db, channel, tenant):
+    batcher = CountingBatcher(db)
+    first = asyncio.ensure_future(batcher.append(tenant, _row(0)))
+    await asyncio.sleep(0)  # the drainer takes row 0 alone; the next rows queue behind it
+    rest = [asyncio.ensure_future(batcher.append(tenant, _row(n))) for n in (1, 2)]
+    bad = asyncio.ensure_future(batcher.append(tenant, _row(3, actor=None)))
+    assert (await first).seq == 1
+    results = await asyncio.gather(*rest, bad, return_exceptions=True)
+    assert all(isinstance(r, asyncpg.NotNullViolationError) for r in results)
+    assert batcher.batches == [1, 3]
+    async with db.transaction(tenant) as con:
+        count = await con.fetchval("SELECT count(*) FROM audit_log WHERE tenant_id = $1", tenant)
+    assert count == 1
+    # The writer carries on after a failed batch.
+    assert (await batcher.append(tenant, _row(4))).seq == 2
+    assert (await _chain_valid(channel, tenant)).valid
+
+
+async def test_a_caller_that_gives_up_does_not_cancel_the_batch(db, tenant):
+    batcher = AuditBatcher(db)
+    keep = asyncio.ensure_future(batcher.append(tenant, _row(0)))
+    gone = asyncio.ensure_future(batcher.append(tenant, _row(1)))
+    await asyncio.sleep(0)
+    gone.cancel()
+    assert (await keep).seq == 1
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+
+
+async def test_many_concurrent_emissions_each_write_one_row(channel, seeded, db):
+    bundles = await asyncio.gather(
+        *(fetch(channel, seeded, (BEFORE_CHANGE, AFTER_CHANGE)[i % 2]) for i in range(40))
+    )
+    assert {b.digest for b in bundles[0::2]} == {bundles[0].digest}
+    assert {b.digest for b in bundles[1::2]} == {bundles[1].digest}
+    async with db.transaction(seeded) as con:
+        digests = [
+            r["changes"]["digestSha256"]
+            for r in await con.fetch(
+                "SELECT changes FROM audit_log WHERE tenant_id = $1 "
+                "AND action = 'decision_provenance_emit'",
+                seeded,
+            )
+        ]
+    assert sorted(digests) == sorted(b.digest for b in bundles)
+    reply = await _chain_valid(channel, seeded)
+    assert reply.valid and reply.rows_checked == 6 + 40
