@@ -259,3 +259,13 @@ async def test_unreachable_backend_is_503(proto: Any, http: aiohttp.ClientSessio
             assert (await response.json())["status"].startswith("UNREACHABLE")
     finally:
         await gateway.stop()
+
+
+async def test_encoded_newline_in_a_path_gets_the_json_404(gateway: str) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{gateway}/no/such%0Apath") as response:
+            assert response.status == 404
+            assert response.headers["Content-Type"].startswith("application/json")
+            assert (await response.json())["code"] == 5

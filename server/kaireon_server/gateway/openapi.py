@@ -156,10 +156,7 @@ def _operation(
         "parameters": path_params + _query_parameters(route, schemas),
         "responses": {
             "200": _success(route, schemas),
-            "default": {
-                "description": "An error: a google.rpc.Status.",
-                "content": {"application/json": {"schema": schemas.ref(STATUS_SCHEMA)}},
-            },
+            "default": _failure(route, schemas),
         },
     }
     body = _request_body(route, schemas)
@@ -345,6 +342,25 @@ def _success(route: Route, schemas: _Schemas) -> dict[str, Any]:
         "description": f"Stream of {route.output_type.full_name}, one JSON object per line.",
         "content": {"application/x-ndjson": {"schema": line}},
     }
+
+
+def _failure(route: Route, schemas: _Schemas) -> dict[str, Any]:
+    status = {"application/json": {"schema": schemas.ref(STATUS_SCHEMA)}}
+    if route.server_streaming and not route.raw_response_body:
+        # A request the gateway rejects gets the plain Status; a stream whose
+        # call fails before its first message answers the mapped status with
+        # one NDJSON line, {"error": Status}, as grpc-gateway does.
+        line = {
+            "type": "object",
+            "properties": {"error": schemas.ref(STATUS_SCHEMA)},
+            "required": ["error"],
+        }
+        return {
+            "description": "A rejected request (google.rpc.Status), or a call that failed "
+            'before its first message (one {"error": Status} line).',
+            "content": {**status, "application/x-ndjson": {"schema": line}},
+        }
+    return {"description": "An error: a google.rpc.Status.", "content": status}
 
 
 def _fixed_paths() -> dict[str, dict[str, Any]]:

@@ -129,7 +129,9 @@ class GatewayServer:
         if self._channel is None:
             self._open_channel()
         app = web.Application(client_max_size=self.settings.max_body_bytes)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # [\s\S]: an encoded newline in a path segment must still reach our
+        # router (and its JSON 404), not aiohttp's plain-text one.
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._handle)
         return app
 
     def _open_channel(self) -> None:
