@@ -172,7 +172,11 @@ class App:
         self._gateway = GatewayServer(target, services, GatewaySettings.from_env(env))
         host = "127.0.0.1" if settings.grpc_host == "127.0.0.1" else settings.grpc_host
         self.http_port = await self._gateway.start(
-            host, settings.http_port, ssl_context=https_context(settings)
+            # SO_REUSEPORT, as for gRPC: KAIREON_WORKERS processes share the port.
+            host,
+            settings.http_port,
+            ssl_context=https_context(settings),
+            reuse_port=True,
         )
 
     async def stop(self, grace: float | None = None) -> None:

@@ -114,8 +114,13 @@ async def test_multi_process_workers_share_the_port(database_url, tenant) -> Non
 
     from tests.support.server import ROOT
 
-    port = _free_port()
-    env = {**base_env(database_url), "KAIREON_GRPC_PORT": str(port), "KAIREON_WORKERS": "2"}
+    port, http_port = _free_port(), _free_port()
+    env = {
+        **base_env(database_url),
+        "KAIREON_GRPC_PORT": str(port),
+        "KAIREON_HTTP_PORT": str(http_port),
+        "KAIREON_WORKERS": "2",
+    }
     import os
 
     proc = subprocess.Popen(  # noqa: ASYNC220 - read in a thread below
@@ -146,8 +151,16 @@ async def test_multi_process_workers_share_the_port(database_url, tenant) -> Non
                 audit_pb2.VerifyChainRequest(), metadata=metadata(tenant)
             )
             assert reply.valid
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            for _ in range(4):  # connections spread over both workers' adapters
+                async with http.get(f"http://127.0.0.1:{http_port}/healthz") as response:
+                    assert response.status == 200
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 60) == 0
+        remaining = await asyncio.to_thread(proc.stderr.read)
+        assert "worker exited; restarting" not in remaining
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -87,6 +87,7 @@ class GatewayServer:
         port: int | None = None,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> int:
         """Opens the channel and listens (HTTPS with `ssl_context`); returns the bound
         port (port 0 = any free one)."""
@@ -102,7 +103,7 @@ class GatewayServer:
             shutdown_timeout=5.0,
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port)
         await site.start()
         self._runner = runner
         self.port = int(runner.addresses[0][1])
