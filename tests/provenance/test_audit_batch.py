@@ -4,12 +4,14 @@ a failed batch fails all its callers and writes nothing."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
+from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.provenance.audit_batch import AuditBatcher, PendingRow
 from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE, fetch
 from tests.support.server import metadata
@@ -110,3 +112,33 @@ async def test_many_concurrent_emissions_each_write_one_row(channel, seeded, db)
     assert sorted(digests) == sorted(b.digest for b in bundles)
     reply = await _chain_valid(channel, seeded)
     assert reply.valid and reply.rows_checked == 6 + 40
+
+
+async def test_batched_rows_are_the_rows_append_audit_writes(db, tenant):
+    """Column for column, so the batch path cannot drift from the platform's."""
+    row = _row(7)
+    plain_tenant, batch_tenant = tenant + "p", tenant + "b"
+    async with db.transaction(plain_tenant) as con:
+        await append_audit(
+            con,
+            plain_tenant,
+            action=row.action,
+            entity_type=row.entity_type,
+            entity_id=row.entity_id,
+            actor=row.actor,
+            changes=row.changes,
+            subject_id="cust_1",
+            now=row.now,
+        )
+    batcher = AuditBatcher(db)
+    await batcher.append(batch_tenant, dataclasses.replace(row, subject_id="cust_1"))
+    rows = {}
+    for t in (plain_tenant, batch_tenant):
+        async with db.transaction(t) as con:
+            rec = await con.fetchrow("SELECT * FROM audit_log WHERE tenant_id = $1", t)
+            head = await con.fetchrow("SELECT * FROM audit_chain_head WHERE tenant_id = $1", t)
+        rows[t] = {
+            k: v for k, v in dict(rec).items() if k not in {"tenant_id", "id", "integrity_hash"}
+        }
+        assert head["head_hash"] == rec["integrity_hash"] and head["seq"] == 1
+    assert rows[plain_tenant] == rows[batch_tenant]

@@ -5,10 +5,16 @@ chain are serialised by the chain-head row lock, held until commit. One
 transaction per row made the lock hand-over plus a commit (a WAL flush) the
 ceiling of a tenant's bundle rate, and connections queued for the lock
 starved the snapshot reads. Here rows wait in a per-tenant queue; one drainer
-per tenant appends everything queued in one transaction with the platform's
-`append_audit` (the lock is taken once, later appends in the same transaction
-find it held), commits once, then answers each caller. An idle tenant's row
+per tenant appends everything queued in one transaction: the chain head is
+locked once, the rows' hashes are chained in memory with the platform's
+`integrity_hash`, all rows go in with one pipelined `executemany`, the head
+moves once, one commit; then each caller is answered. An idle tenant's row
 goes alone, immediately; under load, batches form by themselves.
+
+The rows are exactly what `append_audit` writes for non-personal rows (a test
+compares the two column by column, and the chain verifier recomputes every
+hash); personal values are never queued here. This belongs in
+platform/audit_chain.py for every capability; it lives here until it moves.
 
 Failure semantics are the unbatched ones: the caller gets its record only
 after the commit; when the transaction fails, every caller of that batch gets
@@ -21,13 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kaireon_server.platform.audit_chain import AuditRecord, append_audit
+from kaireon_server.platform.audit_chain import GENESIS_HASH, AuditRecord, integrity_hash
+from kaireon_server.platform.canonical import format_timestamp
 from kaireon_server.platform.db import Database
 
 MAX_BATCH = 200
@@ -94,22 +102,75 @@ class AuditBatcher:
                         future.set_exception(RuntimeError("audit writer stopped"))
 
     async def _write(self, tenant_id: str, rows: list[PendingRow]) -> list[AuditRecord]:
-        records = []
+        records: list[AuditRecord] = []
+        values: list[tuple[Any, ...]] = []
         async with self._db.transaction(tenant_id) as con:
+            await con.execute(
+                "INSERT INTO audit_chain_head (tenant_id, seq, head_hash) VALUES ($1, 0, $2) "
+                "ON CONFLICT (tenant_id) DO NOTHING",
+                tenant_id,
+                GENESIS_HASH,
+            )
+            head = await con.fetchrow(
+                "SELECT seq, head_hash FROM audit_chain_head WHERE tenant_id = $1 FOR UPDATE",
+                tenant_id,
+            )
+            assert head is not None
+            seq, prev_hash = int(head["seq"]), str(head["head_hash"])
             for row in rows:
-                records.append(
-                    await append_audit(
-                        con,
+                seq += 1
+                row_id = str(uuid.uuid4())
+                changes = dict(row.changes)
+                digest = integrity_hash(
+                    {
+                        "tenantId": tenant_id,
+                        "seq": seq,
+                        "id": row_id,
+                        "action": row.action,
+                        "entityType": row.entity_type,
+                        "entityId": row.entity_id,
+                        "entityIdDigest": None,
+                        "actor": row.actor,
+                        "changes": changes,
+                        "personalDigests": {},
+                        "timestamp": format_timestamp(row.now),
+                        "prevHash": prev_hash,
+                    }
+                )
+                values.append(
+                    (
                         tenant_id,
-                        action=row.action,
-                        entity_type=row.entity_type,
-                        entity_id=row.entity_id,
-                        actor=row.actor,
-                        changes=row.changes,
-                        subject_id=row.subject_id,
-                        now=row.now,
+                        seq,
+                        uuid.UUID(row_id),
+                        row.action,
+                        row.entity_type,
+                        row.entity_id,
+                        row.actor,
+                        changes,
+                        prev_hash,
+                        digest,
+                        row.now,
+                        row.subject_id,
                     )
                 )
+                records.append(AuditRecord(row_id, seq, prev_hash, digest, row.now))
+                prev_hash = digest
+            await con.executemany(
+                """
+                INSERT INTO audit_log (tenant_id, seq, id, action, entity_type, entity_id,
+                    entity_id_digest, entity_id_salt, actor, changes, personal, personal_salts,
+                    personal_digests, prev_hash, integrity_hash, created_at, subject_id)
+                VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, NULL, NULL, '{}'::jsonb,
+                    $9, $10, $11, $12)
+                """,
+                values,
+            )
+            await con.execute(
+                "UPDATE audit_chain_head SET seq = $2, head_hash = $3 WHERE tenant_id = $1",
+                tenant_id,
+                seq,
+                prev_hash,
+            )
         return records
 
     async def close(self) -> None:
