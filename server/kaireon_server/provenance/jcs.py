@@ -83,37 +83,34 @@ def _plain_float(value: float) -> bool:
 
 
 def _is_plain(value: Any) -> bool:
-    """Whether the C encoder with sort_keys already writes `value` canonically."""
-    kind = type(value)
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or not (key.isascii() or max(key) <= "\uffff"):
+    """Whether the C encoder with sort_keys already writes `value` canonically.
+
+    Iterative (a stack, no recursion): this pass runs on every bundle.
+    """
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is dict:
+            for key in item:
                 # Astral characters sort differently in UTF-16 than by code point.
-                return False
-            item_kind = type(item)
-            if item_kind is str or item is None or item_kind is bool:
-                continue
-            if item_kind is int:
-                if not -_INT_MAX <= item <= _INT_MAX:
+                if type(key) is not str or not (key.isascii() or max(key, default="") <= "\uffff"):
                     return False
-            elif item_kind is float:
-                if not _plain_float(item):
-                    return False
-            elif not _is_plain(item):
+            extend(item.values())
+        elif kind is list:
+            extend(item)
+        elif kind is int:
+            if not -_INT_MAX <= item <= _INT_MAX:
                 return False
-        return True
-    if kind is list:
-        return all(
-            type(item) is str or item is None or type(item) is bool or _is_plain(item)
-            for item in value
-        )
-    if kind is str or value is None or kind is bool:
-        return True
-    if kind is int:
-        return bool(-_INT_MAX <= value <= _INT_MAX)
-    if kind is float:
-        return _plain_float(value)
-    return False
+        elif kind is float:
+            if not _plain_float(item):
+                return False
+        else:
+            return False
+    return True
 
 
 def canonical_json(value: Any) -> bytes:

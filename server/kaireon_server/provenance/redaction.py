@@ -54,6 +54,8 @@ _KEY_NAMES = {
 _KEY_TYPES = {name: kind for kind, names in _KEY_NAMES.items() for name in names.split()}
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]")
+# Every detector needs one of these characters somewhere in the string.
+_INTERESTING = re.compile(r"[\d@:]")
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
 # Country code, check digits, then 11-30 alphanumerics, optionally in groups.
@@ -84,7 +86,10 @@ def marker(kind: str) -> str:
 
 def key_type(key: str) -> str | None:
     """The marker type of a personal key name, or None."""
-    return _KEY_TYPES.get(_NON_ALNUM.sub("", key.lower()))
+    # No cache on purpose: keys can themselves be personal data.
+    lowered = key.lower()
+    plain = lowered.isascii() and lowered.isalnum()
+    return _KEY_TYPES.get(lowered if plain else _NON_ALNUM.sub("", lowered))
 
 
 # --- checksums ---------------------------------------------------------------
@@ -242,7 +247,7 @@ def _detect(segment: str) -> str:
 
 def redact_text(text: str) -> str:
     """Run every value detector over one string."""
-    if not any(ch.isdigit() or ch in "@:" for ch in text):
+    if _INTERESTING.search(text) is None:
         # Every detector needs a digit, an "@" or (IPv6) a ":": skip plain words fast.
         return text
     text = _emails(text)
