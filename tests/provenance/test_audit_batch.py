@@ -12,6 +12,7 @@ import pytest
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 from kaireon_server.platform.audit_chain import append_audit
+from kaireon_server.platform.errors import Unavailable
 from kaireon_server.provenance.audit_batch import AuditBatcher, PendingRow
 from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE, fetch
 from tests.support.server import metadata
@@ -142,3 +143,18 @@ async def test_batched_rows_are_the_rows_append_audit_writes(db, tenant):
         }
         assert head["head_hash"] == rec["integrity_hash"] and head["seq"] == 1
     assert rows[plain_tenant] == rows[batch_tenant]
+
+
+async def test_close_fails_waiting_callers_with_unavailable(db, tenant):
+    batcher = AuditBatcher(db)
+    pending = [asyncio.ensure_future(batcher.append(tenant, _row(n))) for n in range(3)]
+    await asyncio.sleep(0)  # the drainer starts writing
+    await batcher.close()
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    assert results and all(isinstance(r, Unavailable) for r in results)
+    assert results[0].reason == "SHUTTING_DOWN"
+    # Nothing half-written: the cancelled transaction rolled back.
+    async with db.transaction(tenant) as con:
+        assert (
+            await con.fetchval("SELECT count(*) FROM audit_log WHERE tenant_id = $1", tenant) == 0
+        )

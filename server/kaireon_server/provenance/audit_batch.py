@@ -37,6 +37,7 @@ from typing import Any
 from kaireon_server.platform.audit_chain import GENESIS_HASH, AuditRecord, integrity_hash
 from kaireon_server.platform.canonical import format_timestamp
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.errors import Unavailable
 
 MAX_BATCH = 200
 
@@ -50,6 +51,10 @@ class PendingRow:
     changes: Mapping[str, Any]
     subject_id: str | None
     now: datetime
+
+
+def _stopped() -> Exception:
+    return Unavailable("the server is shutting down; retry", reason="SHUTTING_DOWN")
 
 
 class AuditBatcher:
@@ -80,17 +85,19 @@ class AuditBatcher:
                 try:
                     records = await self._write(tenant_id, [row for row, _ in batch])
                 except BaseException as exc:
+                    stopped = isinstance(exc, asyncio.CancelledError)
                     for _, future in batch:
                         if not future.done():
-                            future.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
+                            # Callers are not cancelled themselves: tell them why.
+                            future.set_exception(_stopped() if stopped else exc)
+                    if stopped:
                         raise
                     continue
                 for (_, future), record in zip(batch, records, strict=True):
                     if not future.done():
                         future.set_result(record)
         finally:
-            del self._drainers[tenant_id]
+            self._drainers.pop(tenant_id, None)
             if not queue:
                 self._queues.pop(tenant_id, None)
             else:
@@ -99,7 +106,7 @@ class AuditBatcher:
                 while queue:
                     _, future = queue.popleft()
                     if not future.done():
-                        future.set_exception(RuntimeError("audit writer stopped"))
+                        future.set_exception(_stopped())
 
     async def _write(self, tenant_id: str, rows: list[PendingRow]) -> list[AuditRecord]:
         records: list[AuditRecord] = []
@@ -181,3 +188,11 @@ class AuditBatcher:
         for task in drainers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # A drainer cancelled before it ever ran left its queue untouched.
+        for queue in self._queues.values():
+            while queue:
+                _, future = queue.popleft()
+                if not future.done():
+                    future.set_exception(_stopped())
+        self._queues.clear()
+        self._drainers.clear()
