@@ -21,7 +21,9 @@ SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 
-async def test_schemathesis_finds_no_server_error_or_schema_violation(app, db, tenant) -> None:
+async def test_schemathesis_finds_no_server_error_or_schema_violation(
+    app, db, tenant, tmp_path
+) -> None:
     await seed_tenant(db, tenant, SeedSize(customers=3, interactions_per_customer=3))
     result = await asyncio.to_thread(
         subprocess.run,
@@ -46,6 +48,7 @@ async def test_schemathesis_finds_no_server_error_or_schema_violation(app, db, t
             "--warnings",
             "off",
         ],
+        cwd=tmp_path,  # schemathesis keeps its run state in ./.schemathesis
         capture_output=True,
         text=True,
         timeout=600,
