@@ -84,15 +84,27 @@ async def open_connection(db: Database, application_name: str) -> asyncpg.Connec
     return con
 
 
-async def _close(con: asyncpg.Connection | None, *, clean: bool) -> None:
-    if con is None:
-        return
-    if clean:
-        with contextlib.suppress(Exception):
-            await con.close(timeout=5)
-    else:
-        # Mid-transaction or mid-COPY: drop the socket, the server rolls back.
-        con.terminate()
+@dataclass
+class _Attempt:
+    """The resources of one attempt, released together whatever happens."""
+
+    writer: asyncpg.Connection | None = None
+    reader: asyncpg.Connection | None = None
+    store: ChunkStore | None = None
+
+    async def release(self, *, committed: bool) -> None:
+        for con in (self.reader, self.writer):
+            if con is None:
+                continue
+            if committed:
+                with contextlib.suppress(Exception):
+                    await con.close(timeout=5)
+            else:
+                # Mid-COPY or mid-insert: never attempt a polite ROLLBACK on a busy
+                # connection. Dropping the socket makes the server roll back.
+                con.terminate()
+        if self.store is not None:
+            await self.store.abort()
 
 
 async def run_export(deps: JobDeps, claim: Claim, on_progress: Callable[[int, int], None]) -> int:
@@ -103,110 +115,107 @@ async def run_export(deps: JobDeps, claim: Claim, on_progress: Callable[[int, in
     """
     if claim.encrypt and deps.keyring is None:
         raise PermanentFailure("encryption_not_configured")
-    writer: asyncpg.Connection | None = None
-    reader: asyncpg.Connection | None = None
-    clean = False
+    attempt = _Attempt()
+    committed = False
     try:
-        writer = await open_connection(deps.db, APPLICATION_NAME)
-        reader = await open_connection(deps.db, APPLICATION_NAME)
-        async with writer.transaction():
-            await writer.execute(
-                "SELECT set_config('kaireon.tenant_id', $1, true)", claim.tenant_id
-            )
-            await writer.execute(_ERASURE_LOCK, claim.tenant_id, claim.subject_id)
-            rows, meta = await _stream(deps, claim, reader, writer, on_progress)
-            lease = repository.Lease(claim.tenant_id, claim.request_id, deps.owner, claim.attempt)
-            if not await repository.complete(writer, lease, meta):
-                raise LeaseLost()
-            await append_audit(
-                writer,
-                claim.tenant_id,
-                action="dsar_export_completed",
-                entity_type="dsar_request",
-                entity_id=str(claim.request_id),
-                actor=WORKER_ACTOR,
-                changes={
-                    "attempt": claim.attempt,
-                    "rows": rows,
-                    "sizeBytes": meta["size"],
-                    "digestSha256": meta["digest"],
-                    "encrypted": claim.encrypt,
-                    "keyVersion": meta["key_version"],
-                },
-                personal={"subjectId": claim.subject_id},
-                subject_id=claim.subject_id,
-            )
-        clean = True
+        attempt.writer = writer = await open_connection(deps.db, APPLICATION_NAME)
+        attempt.reader = await open_connection(deps.db, APPLICATION_NAME)
+        transaction = writer.transaction()
+        await transaction.start()
+        await writer.execute("SELECT set_config('kaireon.tenant_id', $1, true)", claim.tenant_id)
+        await writer.execute(_ERASURE_LOCK, claim.tenant_id, claim.subject_id)
+        rows, meta = await _stream(deps, claim, attempt, on_progress)
+        lease = repository.Lease(claim.tenant_id, claim.request_id, deps.owner, claim.attempt)
+        if not await repository.complete(writer, lease, meta):
+            raise LeaseLost()
+        await append_audit(
+            writer,
+            claim.tenant_id,
+            action="dsar_export_completed",
+            entity_type="dsar_request",
+            entity_id=str(claim.request_id),
+            actor=WORKER_ACTOR,
+            changes={
+                "attempt": claim.attempt,
+                "rows": rows,
+                "sizeBytes": meta["size"],
+                "digestSha256": meta["digest"],
+                "encrypted": claim.encrypt,
+                "keyVersion": meta["key_version"],
+            },
+            personal={"subjectId": claim.subject_id},
+            subject_id=claim.subject_id,
+        )
+        await transaction.commit()
+        committed = True
         return rows
     finally:
-        await _close(reader, clean=clean)
-        await _close(writer, clean=clean)
+        await attempt.release(committed=committed)
 
 
 async def _stream(
     deps: JobDeps,
     claim: Claim,
-    reader: asyncpg.Connection,
-    writer: asyncpg.Connection,
+    attempt: _Attempt,
     on_progress: Callable[[int, int], None],
 ) -> tuple[int, dict[str, object]]:
     settings = deps.settings
-    async with reader.transaction(isolation="repeatable_read", readonly=True):
-        # The snapshot starts here, after the erasure lock was granted.
-        await reader.execute(
-            "SELECT set_config('kaireon.tenant_id', $1, true), "
-            "set_config('kaireon.dsar_subject', $2, true), "
-            "set_config('kaireon.dsar_request', $3, true), "
-            "set_config('TimeZone', 'UTC', true), "
-            "set_config('extra_float_digits', '1', true), "
-            "set_config('standard_conforming_strings', 'on', true), "
-            "set_config('statement_timeout', $4, true)",
-            claim.tenant_id,
-            claim.subject_id,
-            str(claim.request_id),
-            str(settings.export_statement_timeout_ms),
-        )
-        exported_at = format_timestamp(await reader.fetchval("SELECT now()"))
-        plan = await build_plan(reader, claim.tenant_id)
-        counts = await count_rows(reader, plan)
-        total = sum(counts)
-        store = ChunkStore(
-            writer,
+    reader, writer = attempt.reader, attempt.writer
+    assert reader is not None and writer is not None
+    snapshot = reader.transaction(isolation="repeatable_read", readonly=True)
+    await snapshot.start()
+    # The snapshot starts with this statement, after the erasure lock was granted.
+    await reader.execute(
+        "SELECT set_config('kaireon.tenant_id', $1, true), "
+        "set_config('kaireon.dsar_subject', $2, true), "
+        "set_config('kaireon.dsar_request', $3, true), "
+        "set_config('TimeZone', 'UTC', true), "
+        "set_config('extra_float_digits', '1', true), "
+        "set_config('standard_conforming_strings', 'on', true), "
+        "set_config('statement_timeout', $4, true)",
+        claim.tenant_id,
+        claim.subject_id,
+        str(claim.request_id),
+        str(settings.export_statement_timeout_ms),
+    )
+    exported_at = format_timestamp(await reader.fetchval("SELECT now()"))
+    plan = await build_plan(reader, claim.tenant_id)
+    counts = await count_rows(reader, plan)
+    total = sum(counts)
+    attempt.store = store = ChunkStore(
+        writer,
+        tenant_id=claim.tenant_id,
+        request_id=claim.request_id,
+        attempt=claim.attempt,
+        subject_id=claim.subject_id,
+        chunk_bytes=settings.chunk_bytes,
+        throttle_seconds=settings.throttle_seconds,
+    )
+    done = 0
+
+    def rows_done(n: int) -> None:
+        nonlocal done
+        done += n
+        on_progress(done, total)
+
+    header = ExportHeader(str(claim.request_id), claim.subject_id, exported_at)
+    key_version: str | None = None
+    if claim.encrypt:
+        assert deps.keyring is not None
+        envelope = envelope_writer(
+            deps.keyring,
             tenant_id=claim.tenant_id,
-            request_id=claim.request_id,
-            attempt=claim.attempt,
-            subject_id=claim.subject_id,
-            chunk_bytes=settings.chunk_bytes,
-            throttle_seconds=settings.throttle_seconds,
+            request_id=str(claim.request_id),
+            exported_at=exported_at,
         )
-        done = 0
-
-        def rows_done(n: int) -> None:
-            nonlocal done
-            done += n
-            on_progress(done, total)
-
-        header = ExportHeader(str(claim.request_id), claim.subject_id, exported_at)
-        key_version: str | None = None
-        try:
-            if claim.encrypt:
-                assert deps.keyring is not None
-                envelope = envelope_writer(
-                    deps.keyring,
-                    tenant_id=claim.tenant_id,
-                    request_id=str(claim.request_id),
-                    exported_at=exported_at,
-                )
-                key_version = envelope.key_version
-                sink = EncryptingSink(store, envelope)
-                await write_document(reader, plan, counts, header, sink=sink, on_rows=rows_done)
-                await sink.finish()
-            else:
-                await write_document(reader, plan, counts, header, sink=store, on_rows=rows_done)
-            stored = await store.close()
-        except BaseException:
-            await store.abort()
-            raise
+        key_version = envelope.key_version
+        sink = EncryptingSink(store, envelope)
+        await write_document(reader, plan, counts, header, sink=sink, on_rows=rows_done)
+        await sink.finish()
+    else:
+        await write_document(reader, plan, counts, header, sink=store, on_rows=rows_done)
+    stored = await store.close()
+    await snapshot.rollback()  # read-only: nothing to keep, the snapshot is released
     meta: dict[str, object] = {
         "chunks": stored.chunks,
         "size": stored.size,

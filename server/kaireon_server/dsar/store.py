@@ -91,10 +91,13 @@ class ChunkStore:
         if self._task.done():
             self._task.result()  # re-raise the insert failure here, in the reading path
         put = asyncio.ensure_future(self._queue.put((self._seq, data)))
-        # Waiting on a full queue must not hide an insert task that died meanwhile.
-        await asyncio.wait({put, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if not put.done():
-            put.cancel()
+        try:
+            # Waiting on a full queue must not hide an insert task that died meanwhile.
+            await asyncio.wait({put, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not put.done():
+                put.cancel()
+        if not put.done() or put.cancelled():
             self._task.result()
         self._seq += 1
 

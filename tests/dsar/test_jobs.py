@@ -1,0 +1,241 @@
+"""The job queue: watchers across processes, dead and stopped workers, retries, failure.
+
+Workers here are real server processes (or in-process servers with their own
+settings) on the session database; the session server's own workers are
+parked so each test decides who runs a job. Exports are slowed down with the
+throttle setting (a pause per stored chunk) so a worker can be caught mid-job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from itertools import groupby
+
+import grpc
+import pytest
+from kaireon.dsar.v1 import dsar_pb2
+
+from kaireon_server.platform.db import Database
+from tests.dsar.conftest import (
+    add_interactions,
+    assert_canonical,
+    audit_actions,
+    create,
+    download,
+    stored_attempts,
+    wait_done,
+    watch_states,
+    worker_env,
+)
+from tests.support.server import ServerProcess, metadata
+
+pytestmark = pytest.mark.slow
+
+ROWS = 2000  # about 400 KB of export, 100 chunks of 4 KiB
+
+
+def _slow(**overrides: str) -> dict[str, str]:
+    return worker_env(KAIREON_DSAR_CHUNK_BYTES="4096", KAIREON_DSAR_THROTTLE_MS="40", **overrides)
+
+
+async def _start_process(env: dict[str, str]) -> ServerProcess:
+    process = ServerProcess(env)
+    await asyncio.to_thread(process.start)
+    return process
+
+
+async def _watch_in_background(stub, tenant: str, request_id: str) -> asyncio.Task:
+    task = asyncio.create_task(watch_states(stub, tenant, request_id, timeout=120))
+    await asyncio.sleep(0)
+    return task
+
+
+async def _until_progress(stub, tenant: str, request_id: str, percent: int) -> None:
+    """Poll until the job is processing at `percent` or more."""
+    async with asyncio.timeout(60):
+        while True:
+            reply = await stub.GetDsarRequest(
+                dsar_pb2.GetDsarRequestRequest(id=request_id), metadata=metadata(tenant, "operator")
+            )
+            state = reply.request
+            assert state.status in ("pending", "processing"), state.status
+            if state.status == "processing" and state.progress >= percent:
+                return
+            await asyncio.sleep(0.05)
+
+
+def _statuses(states: list[dsar_pb2.DsarRequest]) -> list[str]:
+    return [status for status, _ in groupby(s.status for s in states)]
+
+
+async def _check_single_export(stub, db: Database, tenant: str, done: dsar_pb2.DsarRequest):
+    """The request ended with exactly one export: one stored attempt, one completion."""
+    assert done.status == "completed", done.error
+    assert [a for a, _ in await stored_attempts(db, tenant, done.id)] == [done.attempts]
+    actions = await audit_actions(db, tenant, done.id)
+    assert actions.count("dsar_export_completed") == 1
+    document = await download(stub, tenant, done.id)
+    assert len(document) == done.export_size_bytes
+    assert assert_canonical(document)["counts"]["interactions"] == ROWS + 5
+
+
+async def test_watch_sees_every_transition_in_order_including_another_process(
+    stub, seeded, server_env, db, no_session_workers
+):
+    await add_interactions(db, seeded, "cust_00001", ROWS)
+    worker = await _start_process({**server_env, **_slow()})
+    try:
+        request = await create(stub, seeded, "cust_00001")
+        # Watched through the session server; the job runs in the other process.
+        states = await watch_states(stub, seeded, request.id)
+    finally:
+        worker.stop()
+    versions = [s.version for s in states]
+    assert versions == list(range(1, versions[-1] + 1))  # every version, in order
+    assert _statuses(states) == ["pending", "processing", "completed"]
+    progress = [s.progress for s in states if s.status == "processing"]
+    assert progress == sorted(progress) and any(0 < p < 100 for p in progress)
+    done = states[-1]
+    assert done.progress == 100 and done.export_available
+    await _check_single_export(stub, db, seeded, done)
+
+    # A late watcher first gets the current state, and that is terminal.
+    late = await watch_states(stub, seeded, request.id)
+    assert [(s.status, s.version) for s in late] == [("completed", done.version)]
+    # A reconnecting watcher resumes after the last version it saw.
+    resumed = await watch_states(stub, seeded, request.id, after_version=2)
+    assert [s.version for s in resumed] == versions[2:]
+    assert [s.progress for s in resumed] == [s.progress for s in states[2:]]
+
+
+async def test_a_worker_process_killed_mid_export_is_replaced_and_one_export_remains(
+    stub, seeded, server_env, server_with_env, db, no_session_workers
+):
+    await add_interactions(db, seeded, "cust_00001", ROWS)
+    doomed = await _start_process({**server_env, **_slow()})
+    request = await create(stub, seeded, "cust_00001")
+    watcher = await _watch_in_background(stub, seeded, request.id)
+    try:
+        await _until_progress(stub, seeded, request.id, 10)
+        doomed.signal(signal.SIGKILL)
+        await asyncio.to_thread(doomed.wait)
+    finally:
+        doomed.stop()
+    # A fresh worker claims the job once the dead one's lease has run out.
+    await server_with_env(**worker_env())
+    states = await watcher
+    done = states[-1]
+    assert done.attempts == 2
+    # The dead attempt's progress, then the new attempt starting over.
+    first_run = [s.progress for s in states if s.attempts == 1 and s.status == "processing"]
+    assert max(first_run) >= 10
+    await _check_single_export(stub, db, seeded, done)
+
+
+async def test_a_stopped_server_hands_its_job_back_at_once(
+    stub, seeded, server_with_env, db, no_session_workers
+):
+    await add_interactions(db, seeded, "cust_00001", ROWS)
+    first = await server_with_env(
+        **_slow(KAIREON_DSAR_LEASE_SECONDS="600", KAIREON_DSAR_HEARTBEAT_SECONDS="0.4")
+    )
+    request = await create(stub, seeded, "cust_00001")
+    watcher = await _watch_in_background(stub, seeded, request.id)
+    await _until_progress(stub, seeded, request.id, 10)
+    await first.stop(grace=1)
+    # No waiting for a 10-minute lease: the job is pending again, attempt refunded.
+    await server_with_env(**worker_env())
+    states = await watcher
+    assert _statuses(states) == ["pending", "processing", "pending", "processing", "completed"]
+    handed_back = next(s for s in states[1:] if s.status == "pending")
+    assert handed_back.attempts == 0 and handed_back.error == ""
+    done = states[-1]
+    assert done.attempts == 1
+    await _check_single_export(stub, db, seeded, done)
+
+
+async def test_a_transient_failure_is_retried_after_a_backoff(
+    stub, seeded, server_with_env, db, no_session_workers
+):
+    await add_interactions(db, seeded, "cust_00001", ROWS)
+    await server_with_env(**_slow())
+    request = await create(stub, seeded, "cust_00001")
+    watcher = await _watch_in_background(stub, seeded, request.id)
+    await _until_progress(stub, seeded, request.id, 10)
+    async with db.connection() as con:
+        dropped = await con.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'kaireon-dsar-export' AND datname = current_database()"
+        )
+    assert dropped == 2  # the job's reader and writer
+    states = await watcher
+    retry = next(s for s in states[1:] if s.status == "pending")
+    assert retry.attempts == 1 and retry.error.startswith("retrying: ")
+    assert "Error" in retry.error  # an exception type, never a message
+    done = states[-1]
+    assert done.attempts == 2 and done.error == ""
+    await _check_single_export(stub, db, seeded, done)
+
+
+async def test_a_job_failing_every_attempt_is_failed_with_a_reason(
+    stub, seeded, server_with_env, db, no_session_workers
+):
+    # A registered dynamic table that cannot be read: every attempt fails.
+    view = f"ds_{seeded}_broken"
+    async with db.transaction(seeded) as con:
+        await con.execute(
+            f"CREATE FUNCTION {view}_boom() RETURNS int LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'cust_00001 has secret-pii'; END $$"
+        )
+        await con.execute(
+            f'CREATE VIEW "{view}" AS SELECT tenant_id, customer_id, {view}_boom() AS x '
+            "FROM consent_record"
+        )
+        await con.execute(
+            "INSERT INTO schema_registry (tenant_id, schema_id, table_name, entity_type) "
+            "VALUES ($1, 'broken', $2, 'customer')",
+            seeded,
+            view,
+        )
+    await server_with_env(**worker_env(KAIREON_DSAR_MAX_ATTEMPTS="3"))
+    request = await create(stub, seeded, "cust_00001")
+    states = await watch_states(stub, seeded, request.id)
+    assert _statuses(states) == [
+        "pending",
+        "processing",
+        "pending",
+        "processing",
+        "pending",
+        "processing",
+        "failed",
+    ]
+    failed = states[-1]
+    assert failed.attempts == 3
+    assert failed.error == "gave up after 3 attempts: RaiseError (P0001)"
+    assert "secret" not in " ".join(s.error for s in states)
+    assert await stored_attempts(db, seeded, request.id) == []
+    assert await audit_actions(db, seeded, request.id) == [
+        "dsar_request_created",
+        "dsar_export_failed",
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await download(stub, seeded, request.id)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_concurrent_workers_run_each_job_exactly_once(
+    stub, seeded, server_with_env, db, no_session_workers
+):
+    requests = [await create(stub, seeded, f"cust_0000{1 + i % 3}") for i in range(12)]
+    for _ in range(2):
+        await server_with_env(KAIREON_DSAR_WORKERS="3", KAIREON_DSAR_POLL_SECONDS="0.1")
+    finals = await asyncio.gather(*(wait_done(stub, seeded, r.id) for r in requests))
+    for done in finals:
+        assert (done.status, done.attempts) == ("completed", 1)
+        assert await stored_attempts(db, seeded, done.id) == [(1, 1)]
+        assert (await audit_actions(db, seeded, done.id)).count("dsar_export_completed") == 1
+    listing = await stub.ListDsarRequests(
+        dsar_pb2.ListDsarRequestsRequest(status="completed"), metadata=metadata(seeded, "operator")
+    )
+    assert len(listing.requests) == 12
