@@ -14,8 +14,8 @@ from itertools import groupby
 
 import grpc
 import pytest
-from kaireon.dsar.v1 import dsar_pb2
 
+from kaireon.dsar.v1 import dsar_pb2
 from kaireon_server.platform.db import Database
 from tests.dsar.conftest import (
     add_interactions,
