@@ -1,0 +1,166 @@
+"""The export is RFC 8785 canonical as it streams: SQL-side JCS against the reference."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import rfc8785
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kaireon_server.platform.db import Database
+from tests.dsar.conftest import assert_canonical, export_of
+
+CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(CHARS, max_size=12)
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(CHARS, max_size=6), inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=VALUES)
+async def test_sql_jcs_matches_rfc8785_for_any_json(db: Database, value):
+    text = json.dumps(value)
+    async with db.connection() as con:
+        got = await con.fetchval("SELECT kaireon_jcs($1::text::jsonb)", text)
+    assert got == rfc8785.dumps(json.loads(text)).decode()
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        0.0,
+        -0.0,
+        1.0,
+        -1.5,
+        0.1 + 0.2,
+        1e-7,
+        1.5e-7,
+        1e-6,
+        0.000001234,
+        1e-4,
+        1e15,
+        1e16,
+        1e20,
+        1e21,
+        1.5e300,
+        5e-324,
+        1.7976931348623157e308,
+        2.0**53,
+        5.339795783989846e16,
+        123456.789,
+        9.999999999999999e22,
+    ],
+)
+async def test_sql_numbers_format_as_ecmascript(db: Database, number: float):
+    async with db.connection() as con:
+        got = await con.fetchval("SELECT kaireon_jcs_number($1::float8)", number)
+    assert got == rfc8785.dumps(number).decode()
+
+
+async def test_object_members_are_ordered_by_utf16_code_units(db: Database):
+    # U+E000 sorts before U+1F600 by code point, after it by UTF-16 (surrogates).
+    value = {"\ue000": 1, "\U0001f600": 2, "a": 3, "\uffff": 4, "\U00010000x": 5, "": 6}
+    async with db.connection() as con:
+        got = await con.fetchval("SELECT kaireon_jcs($1::text::jsonb)", json.dumps(value))
+    assert got == rfc8785.dumps(value).decode()
+
+
+WEIRD = '"weird ""name"""'  # a column name that needs quoting, quotes included
+NASTY = [
+    'quote " backslash \\ slash / tab \t newline \n cr \r bell \x07 del \x7f',
+    "unicode é ß 中文 emoji 😀 \u2028 \u2029 \ufeff",
+    "",
+]
+
+
+async def test_realistic_and_hostile_rows_stream_as_canonical_bytes(stub, tenant, db: Database):
+    table = f"ds_{tenant}_profile"
+    async with db.transaction(tenant) as con:
+        await con.execute(
+            f"""
+            CREATE TABLE "{table}" (
+                tenant_id text NOT NULL, customer_id text NOT NULL, row_no int NOT NULL,
+                note text, score float8, amount numeric(14, 2), big bigint, flag boolean,
+                seen_at timestamptz, born date, blob bytea, prefs jsonb, tags text[],
+                wait interval, {WEIRD} text,
+                PRIMARY KEY (tenant_id, customer_id, row_no))
+            """
+        )
+        await con.execute(
+            "INSERT INTO schema_registry (tenant_id, schema_id, table_name, entity_type) "
+            "VALUES ($1, 'profile', $2, 'customer')",
+            tenant,
+            table,
+        )
+        rows = []
+        floats = [0.1 + 0.2, 1e-7, 1e21, -0.0, 5e-324, 123456.789, 2.5, None]
+        for i, note in enumerate(NASTY * 3):
+            prefs = {
+                "z": [1, 2.50, {"nested": note}],
+                "a": None,
+                "\U0001f600": True,
+                "\ue000": floats[i % len(floats)],
+                "n": -12345678901,
+            }
+            rows.append(
+                (
+                    tenant,
+                    "subject-1",
+                    i,
+                    note,
+                    floats[i % len(floats)],
+                    f"{i}.10",
+                    2**60 if i % 2 else -42,
+                    i % 2 == 0,
+                    None if i == 0 else "2026-05-06T07:08:09.123456+02:00",
+                    "1990-02-03",
+                    bytes(range(i, i + 40)),
+                    json.dumps(prefs),
+                    [note, "x"],
+                    f"{i} hours",
+                    note,
+                )
+            )
+        await con.executemany(
+            f'INSERT INTO "{table}" VALUES ($1, $2, $3, $4, $5, $6::text::numeric, $7, $8, '
+            "$9::text::timestamptz, $10::text::date, $11, $12::text::jsonb, $13, $14::text::interval, $15)",
+            rows,
+        )
+        await con.execute(
+            "INSERT INTO interaction_history (tenant_id, customer_id, offer_id, channel, "
+            "event_type, occurred_at, attributes) VALUES ($1, 'subject-1', $2, 'web', 'click', "
+            "now(), $3::text::jsonb)",
+            tenant,
+            NASTY[0],
+            json.dumps({"device": NASTY[1], "ratio": 1 / 3}),
+        )
+    _, document = await export_of(stub, tenant, "subject-1")
+    value = assert_canonical(document)
+    exported = value["data"]["dynamicSchemaRows"]["profile"]
+    assert len(exported) == len(rows) == value["counts"]["dynamicSchemaRows"]
+    first, second = exported[0], exported[1]
+    assert first["note"] == NASTY[0] and second["note"] == NASTY[1]
+    assert first['weird "name"'] == NASTY[0]
+    assert math.isclose(first["score"], 0.1 + 0.2) and second["score"] == 1e-7
+    assert first["amount"] == 0.1 and first["big"] == -42
+    assert second["big"] == str(2**60)  # beyond 2^53: digits kept exactly, as a string
+    assert first["seenAt"] is None and second["seenAt"] == "2026-05-06T05:08:09.123456Z"
+    assert first["born"] == "1990-02-03" and first["flag"] is True
+    assert first["prefs"]["\U0001f600"] is True and first["prefs"]["z"][2]["nested"] == NASTY[0]
+    assert first["tags"] == [NASTY[0], "x"]
+    interaction = value["data"]["interactions"][0]
+    assert interaction["offerId"] == NASTY[0] and interaction["attributes"]["device"] == NASTY[1]
