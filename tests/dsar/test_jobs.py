@@ -239,3 +239,69 @@ async def test_concurrent_workers_run_each_job_exactly_once(
         dsar_pb2.ListDsarRequestsRequest(status="completed"), metadata=metadata(seeded, "operator")
     )
     assert len(listing.requests) == 12
+
+
+async def test_a_stale_attempt_can_neither_heartbeat_nor_complete(
+    stub, tenant, db: Database, no_session_workers
+):
+    from kaireon_server.dsar import repository
+
+    request = await create(stub, tenant, "cust_1")
+    async with db.connection() as con, con.transaction():
+        first = await repository.claim_next(con, "worker-a", 30, 5, can_encrypt=False)
+    assert first is not None and str(first["id"]) == request.id and first["attempts"] == 1
+    stale = repository.Lease(tenant, first["id"], "worker-a", 1)
+    async with db.transaction(tenant) as con:
+        assert await repository.heartbeat(con, stale, 30)
+        # Worker A stops renewing; its lease runs out.
+        await con.execute(
+            "UPDATE dsar_request SET lease_expires_at = now() - interval '1 second' "
+            "WHERE tenant_id = $1 AND id = $2",
+            tenant,
+            first["id"],
+        )
+    async with db.connection() as con, con.transaction():
+        second = await repository.claim_next(con, "worker-b", 30, 5, can_encrypt=False)
+    assert second is not None and second["attempts"] == 2
+    meta = {
+        "chunks": 1,
+        "size": 2,
+        "rows": 0,
+        "digest": "d",
+        "signature": "unsigned",
+        "signing_key_id": None,
+        "key_version": None,
+    }
+    async with db.transaction(tenant) as con:
+        assert not await repository.heartbeat(con, stale, 30)
+        assert not await repository.set_progress(con, stale, 50)
+        assert not await repository.complete(con, stale, meta)
+        assert await repository.complete(
+            con, repository.Lease(tenant, first["id"], "worker-b", 2), meta
+        )
+    states = await watch_states(stub, tenant, request.id)
+    assert (states[-1].status, states[-1].attempts) == ("completed", 2)
+
+
+async def test_the_notifier_reconnects_after_losing_its_connection(stub, seeded, db: Database):
+    async def notifier_pids() -> set[int]:
+        async with db.connection() as con:
+            rows = await con.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'kaireon-dsar-notify' "
+                "AND datname = current_database()"
+            )
+        return {r["pid"] for r in rows}
+
+    before = await notifier_pids()
+    assert before
+    async with db.connection() as con:
+        await con.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", list(before)
+        )
+    async with asyncio.timeout(20):
+        while not (await notifier_pids()) - before:
+            await asyncio.sleep(0.1)
+    # Watchers and workers are served by the new connection.
+    request = await create(stub, seeded, "cust_00001")
+    done = await wait_done(stub, seeded, request.id, timeout=30)
+    assert done.status == "completed"
