@@ -305,3 +305,24 @@ async def test_the_notifier_reconnects_after_losing_its_connection(stub, seeded,
     request = await create(stub, seeded, "cust_00001")
     done = await wait_done(stub, seeded, request.id, timeout=30)
     assert done.status == "completed"
+
+
+async def test_a_job_whose_workers_keep_dying_is_failed_once_attempts_are_used_up(
+    stub, tenant, db: Database, server_with_env, no_session_workers
+):
+    from kaireon_server.dsar import repository
+
+    request = await create(stub, tenant, "cust_1")
+    async with db.connection() as con, con.transaction():
+        claimed = await repository.claim_next(con, "dead-worker", 0.1, 5, can_encrypt=False)
+    assert claimed is not None and claimed["attempts"] == 1
+    # The claimer died without a heartbeat; this deployment allows one attempt only.
+    await server_with_env(**worker_env(KAIREON_DSAR_MAX_ATTEMPTS="1"))
+    states = await watch_states(stub, tenant, request.id)
+    failed = states[-1]
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    assert failed.error == "worker_lost: no attempts left after 1"
+    assert await audit_actions(db, tenant, request.id) == [
+        "dsar_request_created",
+        "dsar_export_failed",
+    ]

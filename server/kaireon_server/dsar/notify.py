@@ -50,7 +50,6 @@ class Notifier:
         self._work_events: list[asyncio.Event] = []
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="dsar-notifier")
@@ -60,7 +59,6 @@ class Notifier:
                 await self.connected.wait()
 
     async def stop(self) -> None:
-        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
