@@ -46,8 +46,13 @@ async def _start_process(env: dict[str, str]) -> ServerProcess:
 
 
 async def _watch_in_background(stub, tenant: str, request_id: str) -> asyncio.Task:
-    task = asyncio.create_task(watch_states(stub, tenant, request_id, timeout=120))
-    await asyncio.sleep(0)
+    """A watch running in a task; returns once it has received the current state."""
+    first = asyncio.Event()
+    task = asyncio.create_task(
+        watch_states(stub, tenant, request_id, timeout=120, on_state=lambda _s: first.set())
+    )
+    async with asyncio.timeout(10):
+        await first.wait()
     return task
 
 
@@ -84,11 +89,12 @@ async def test_watch_sees_every_transition_in_order_including_another_process(
     stub, seeded, server_env, db, no_session_workers
 ):
     await add_interactions(db, seeded, "cust_00001", ROWS)
+    request = await create(stub, seeded, "cust_00001")
+    # Watched through the session server from the start; the job runs in another process.
+    watcher = await _watch_in_background(stub, seeded, request.id)
     worker = await _start_process({**server_env, **_slow()})
     try:
-        request = await create(stub, seeded, "cust_00001")
-        # Watched through the session server; the job runs in the other process.
-        states = await watch_states(stub, seeded, request.id)
+        states = await watcher
     finally:
         worker.stop()
     versions = [s.version for s in states]
@@ -113,9 +119,9 @@ async def test_a_worker_process_killed_mid_export_is_replaced_and_one_export_rem
     stub, seeded, server_env, server_with_env, db, no_session_workers
 ):
     await add_interactions(db, seeded, "cust_00001", ROWS)
-    doomed = await _start_process({**server_env, **_slow()})
     request = await create(stub, seeded, "cust_00001")
     watcher = await _watch_in_background(stub, seeded, request.id)
+    doomed = await _start_process({**server_env, **_slow()})
     try:
         await _until_progress(stub, seeded, request.id, 10)
         doomed.signal(signal.SIGKILL)
@@ -137,11 +143,11 @@ async def test_a_stopped_server_hands_its_job_back_at_once(
     stub, seeded, server_with_env, db, no_session_workers
 ):
     await add_interactions(db, seeded, "cust_00001", ROWS)
+    request = await create(stub, seeded, "cust_00001")
+    watcher = await _watch_in_background(stub, seeded, request.id)
     first = await server_with_env(
         **_slow(KAIREON_DSAR_LEASE_SECONDS="600", KAIREON_DSAR_HEARTBEAT_SECONDS="0.4")
     )
-    request = await create(stub, seeded, "cust_00001")
-    watcher = await _watch_in_background(stub, seeded, request.id)
     await _until_progress(stub, seeded, request.id, 10)
     await first.stop(grace=1)
     # No waiting for a 10-minute lease: the job is pending again, attempt refunded.
@@ -159,9 +165,9 @@ async def test_a_transient_failure_is_retried_after_a_backoff(
     stub, seeded, server_with_env, db, no_session_workers
 ):
     await add_interactions(db, seeded, "cust_00001", ROWS)
-    await server_with_env(**_slow())
     request = await create(stub, seeded, "cust_00001")
     watcher = await _watch_in_background(stub, seeded, request.id)
+    await server_with_env(**_slow())
     await _until_progress(stub, seeded, request.id, 10)
     async with db.connection() as con:
         dropped = await con.fetchval(
@@ -198,9 +204,10 @@ async def test_a_job_failing_every_attempt_is_failed_with_a_reason(
             seeded,
             view,
         )
-    await server_with_env(**worker_env(KAIREON_DSAR_MAX_ATTEMPTS="3"))
     request = await create(stub, seeded, "cust_00001")
-    states = await watch_states(stub, seeded, request.id)
+    watcher = await _watch_in_background(stub, seeded, request.id)
+    await server_with_env(**worker_env(KAIREON_DSAR_MAX_ATTEMPTS="3"))
+    states = await watcher
     assert _statuses(states) == [
         "pending",
         "processing",
