@@ -50,14 +50,19 @@ class GetDecisionProvenanceResponse(_message.Message):
     DIGEST_SHA256_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     schema: _builtins.str
-    """The bundle schema, "kaireon.provenance.v1"."""
+    """Output only. The bundle schema, "kaireon.provenance.v1"."""
     digest_sha256: _builtins.str
-    """sha256 hex of bundle.data."""
+    """Output only. sha256 hex of exactly bundle.data."""
     signature: _builtins.str
-    """base64 ECDSA P-256 SHA-256 signature of bundle.data, or "unsigned"."""
+    """Output only. base64 DER ECDSA P-256 SHA-256 signature of bundle.data (as
+    `cosign sign-blob --key` makes), or "unsigned" without a signing key.
+    """
     @_builtins.property
     def bundle(self) -> _httpbody_pb2.HttpBody:
-        """The canonical (RFC 8785) bundle bytes, content type application/json."""
+        """Output only. The canonical (RFC 8785) bundle bytes, content type
+        application/json. Byte-identical for the same decision and data, whichever
+        replica answers and whenever.
+        """
 
     def __init__(
         self,
@@ -102,13 +107,15 @@ class GetSigningKeyResponse(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     ALGORITHM_FIELD_NUMBER: _builtins.int
     public_key_pem: _builtins.str
-    """PEM-encoded SubjectPublicKeyInfo of the signing key; empty when the
-    deployment signs nothing.
+    """Output only. PEM-encoded SubjectPublicKeyInfo of the signing key; empty
+    when the deployment signs nothing.
     """
     key_id: _builtins.str
-    """Identifier of the key: sha256 hex of its DER SubjectPublicKeyInfo."""
+    """Output only. Identifier of the key: sha256 hex of its DER
+    SubjectPublicKeyInfo; empty when unsigned.
+    """
     algorithm: _builtins.str
-    """Signature algorithm, "ecdsa-p256-sha256"."""
+    """Output only. Signature algorithm, "ecdsa-p256-sha256"; empty when unsigned."""
     def __init__(
         self,
         *,

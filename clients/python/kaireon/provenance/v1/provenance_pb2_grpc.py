@@ -54,11 +54,13 @@ class ProvenanceServiceServicer:
     """
 
     def GetDecisionProvenance(self, request, context):
-        """Returns the provenance bundle of one decision. Over REST the body is the
-        canonical bundle itself with the X-Provenance-Schema, -Digest and
-        -Signature headers; over gRPC the same values are also sent as response
-        metadata (x-provenance-schema, x-provenance-digest,
-        x-provenance-signature).
+        """Returns the provenance bundle of one decision, built from the rows in
+        force at the decision time (see docs/PROVENANCE.md). Over REST the body is
+        the canonical bundle itself with the X-Provenance-Schema, -Digest and
+        -Signature headers; over gRPC the same values are also sent as initial
+        response metadata (x-provenance-schema, x-provenance-digest,
+        x-provenance-signature). Each call appends one `decision_provenance_emit`
+        audit row. An unknown decision, or another tenant's, is NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

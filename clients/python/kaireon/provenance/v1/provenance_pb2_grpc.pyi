@@ -36,11 +36,13 @@ class ProvenanceServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ProvenanceServiceAsyncStub: ...
     GetDecisionProvenance: _grpc.UnaryUnaryMultiCallable[_provenance_pb2.GetDecisionProvenanceRequest, _provenance_pb2.GetDecisionProvenanceResponse]
-    """Returns the provenance bundle of one decision. Over REST the body is the
-    canonical bundle itself with the X-Provenance-Schema, -Digest and
-    -Signature headers; over gRPC the same values are also sent as response
-    metadata (x-provenance-schema, x-provenance-digest,
-    x-provenance-signature).
+    """Returns the provenance bundle of one decision, built from the rows in
+    force at the decision time (see docs/PROVENANCE.md). Over REST the body is
+    the canonical bundle itself with the X-Provenance-Schema, -Digest and
+    -Signature headers; over gRPC the same values are also sent as initial
+    response metadata (x-provenance-schema, x-provenance-digest,
+    x-provenance-signature). Each call appends one `decision_provenance_emit`
+    audit row. An unknown decision, or another tenant's, is NOT_FOUND.
     """
     GetSigningKey: _grpc.UnaryUnaryMultiCallable[_provenance_pb2.GetSigningKeyRequest, _provenance_pb2.GetSigningKeyResponse]
     """Returns the public half of the signing key, for offline verification."""
@@ -53,11 +55,13 @@ class ProvenanceServiceAsyncStub(ProvenanceServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetDecisionProvenance: _aio.UnaryUnaryMultiCallable[_provenance_pb2.GetDecisionProvenanceRequest, _provenance_pb2.GetDecisionProvenanceResponse]  # type: ignore[assignment]
-    """Returns the provenance bundle of one decision. Over REST the body is the
-    canonical bundle itself with the X-Provenance-Schema, -Digest and
-    -Signature headers; over gRPC the same values are also sent as response
-    metadata (x-provenance-schema, x-provenance-digest,
-    x-provenance-signature).
+    """Returns the provenance bundle of one decision, built from the rows in
+    force at the decision time (see docs/PROVENANCE.md). Over REST the body is
+    the canonical bundle itself with the X-Provenance-Schema, -Digest and
+    -Signature headers; over gRPC the same values are also sent as initial
+    response metadata (x-provenance-schema, x-provenance-digest,
+    x-provenance-signature). Each call appends one `decision_provenance_emit`
+    audit row. An unknown decision, or another tenant's, is NOT_FOUND.
     """
     GetSigningKey: _aio.UnaryUnaryMultiCallable[_provenance_pb2.GetSigningKeyRequest, _provenance_pb2.GetSigningKeyResponse]  # type: ignore[assignment]
     """Returns the public half of the signing key, for offline verification."""
@@ -73,11 +77,13 @@ class ProvenanceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _provenance_pb2.GetDecisionProvenanceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_provenance_pb2.GetDecisionProvenanceResponse, _abc.Awaitable[_provenance_pb2.GetDecisionProvenanceResponse]]:
-        """Returns the provenance bundle of one decision. Over REST the body is the
-        canonical bundle itself with the X-Provenance-Schema, -Digest and
-        -Signature headers; over gRPC the same values are also sent as response
-        metadata (x-provenance-schema, x-provenance-digest,
-        x-provenance-signature).
+        """Returns the provenance bundle of one decision, built from the rows in
+        force at the decision time (see docs/PROVENANCE.md). Over REST the body is
+        the canonical bundle itself with the X-Provenance-Schema, -Digest and
+        -Signature headers; over gRPC the same values are also sent as initial
+        response metadata (x-provenance-schema, x-provenance-digest,
+        x-provenance-signature). Each call appends one `decision_provenance_emit`
+        audit row. An unknown decision, or another tenant's, is NOT_FOUND.
         """
 
     @_abc_1.abstractmethod
