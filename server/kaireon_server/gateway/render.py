@@ -67,9 +67,30 @@ def _in_field_order(desc: Descriptor, value: dict[str, Any]) -> dict[str, Any]:
     return ordered
 
 
+_EXACT_FLOAT_LIMIT = 2.0**53
+
+
+def _plain_numbers(value: Any) -> Any:
+    """Integral doubles as integers (121.0 -> 121), as Go's protojson prints them.
+
+    Python's MessageToDict keeps them floats, so Struct values (all doubles)
+    and double fields would print as 121.0 where grpc-gateway prints 121."""
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < _EXACT_FLOAT_LIMIT:
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        return {k: _plain_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_numbers(v) for v in value]
+    return value
+
+
 def dumps(value: Any) -> bytes:
-    """Compact JSON, UTF-8."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact JSON, UTF-8, numbers as protojson prints them."""
+    return json.dumps(_plain_numbers(value), separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 def render_message(route: Route, message: Message) -> Rendered:
