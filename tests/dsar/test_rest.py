@@ -59,6 +59,8 @@ async def test_post_then_poll_completed_returns_the_export_attached(http, seeded
     assert exported["counts"]["interactions"] == 5
     assert all(type(v) is int for v in exported["counts"].values())
     assert len(exported["data"]["consentRecords"]) == 2
+    # Row values too: integral numbers print as integers, as in the document.
+    assert all(type(r["id"]) is int for r in exported["data"]["interactions"])
 
     async with session.get(f"{base}/{created['id']}", headers=_headers(seeded)) as response:
         single = await _json(response)
