@@ -71,6 +71,9 @@ async def test_post_then_poll_completed_returns_the_export_attached(http, seeded
     ) as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("application/json")
+        # The package's digest and signature arrive as plain headers (adapter allow-list).
+        assert response.headers["X-Export-Digest-Sha256"] == listed[0]["exportDigestSha256"]
+        assert response.headers["X-Export-Signature"] == listed[0]["exportSignature"]
         document = await response.read()
     assert hashlib.sha256(document).hexdigest() == listed[0]["exportDigestSha256"]
     assert assert_canonical(document)["counts"] == exported["counts"]

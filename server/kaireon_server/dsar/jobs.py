@@ -12,7 +12,6 @@ stored export too. No stale copy survives an erasure.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,26 +61,9 @@ class JobDeps:
 
 
 async def open_connection(db: Database, application_name: str) -> asyncpg.Connection:
-    """A connection outside the pool (long COPY, long transaction, LISTEN).
-
-    Connects directly: Database.dedicated_connection passes `init=` to
-    asyncpg.connect, which does not accept it (reported to the platform owner).
-    The json codecs are the pool's (database.py), which append_audit relies on.
-    """
-    con: asyncpg.Connection = await asyncpg.connect(
-        db.dsn, server_settings={"application_name": application_name}
-    )
-    await con.set_type_codec(
-        "jsonb",
-        encoder=lambda v: b"\x01" + json.dumps(v, separators=(",", ":")).encode(),
-        decoder=lambda d: json.loads(d[1:]),
-        schema="pg_catalog",
-        format="binary",
-    )
-    await con.set_type_codec(
-        "json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
-    )
-    return con
+    """A connection outside the pool (long COPY, long transaction, LISTEN), with the
+    pool's json codecs, which append_audit relies on."""
+    return await db.dedicated_connection(application_name=application_name)
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 
 import asyncpg
 
@@ -21,27 +20,9 @@ from kaireon_server.platform.db import Database
 
 
 async def dedicated_connection(db: Database) -> asyncpg.Connection:
-    """A connection outside the pool for advisory locks and LISTEN (no codecs needed).
-
-    Connects directly: Database.dedicated_connection passes `init=` to
-    asyncpg.connect, which does not accept it (reported to the platform owner).
-    """
-    con: asyncpg.Connection = await asyncpg.connect(
-        db.dsn, server_settings={"application_name": "kaireon-flow"}
-    )
-    # The pool's jsonb codec (checkpoint outputs are written on the lock's connection).
-    await con.set_type_codec(
-        "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog", format="binary"
-    )
-    return con
-
-
-def _jsonb_encode(value: object) -> bytes:
-    return b"\x01" + json.dumps(value, separators=(",", ":")).encode()
-
-
-def _jsonb_decode(data: bytes) -> object:
-    return json.loads(data[1:])
+    """A connection outside the pool for advisory locks and LISTEN; it carries the
+    pool's jsonb codec (checkpoint outputs are written on the lock's connection)."""
+    return await db.dedicated_connection(application_name="kaireon-flow")
 
 
 def lock_key(tenant_id: str, run_id: str) -> int:

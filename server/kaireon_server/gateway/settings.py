@@ -11,6 +11,9 @@ DEFAULT_PASSTHROUGH_HEADERS = (
     "x-provenance-schema",
     "x-provenance-digest",
     "x-provenance-signature",
+    # A DSAR export download carries its digest and signature (docs/DSAR.md).
+    "x-export-digest-sha256",
+    "x-export-signature",
 )
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

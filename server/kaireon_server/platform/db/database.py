@@ -78,9 +78,12 @@ class Database:
         async with self._acquire() as con:
             yield con
 
-    async def dedicated_connection(self) -> asyncpg.Connection:
-        """A connection outside the pool (LISTEN, long cursors); the caller closes it."""
-        con: asyncpg.Connection = await asyncpg.connect(self.dsn)
+    async def dedicated_connection(self, application_name: str = "kaireon") -> asyncpg.Connection:
+        """A connection outside the pool (LISTEN, advisory locks held for a long
+        time, long cursors), with the pool's json codecs; the caller closes it."""
+        con: asyncpg.Connection = await asyncpg.connect(
+            self.dsn, server_settings={"application_name": application_name}
+        )
         await _init_connection(con)
         return con
 
