@@ -298,7 +298,10 @@ async def _measure(
 async def run(args: argparse.Namespace) -> int:
     # Serve the erasure (and audit) services only: other capabilities' background
     # work (job workers, listeners) would otherwise be measured with it.
-    app_module.CAPABILITY_PACKAGES = ("audit", "erasure")
+    app_module.CAPABILITY_MODULES = (
+        "kaireon_server.audit.service",
+        "kaireon_server.erasure.service",
+    )
     with tempfile.TemporaryDirectory(prefix="kaireon-erasure-bench-") as tmp:
         app = App(Settings.from_env(_env(Path(tmp))))
         await app.start()

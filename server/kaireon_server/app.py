@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import importlib.util
 import logging
 import os
 import signal
@@ -30,19 +29,14 @@ from kaireon_server.platform.signing import signer_from_env
 
 log = logging.getLogger(__name__)
 
-# Every capability folder has a service.py exposing build(ctx) -> Capability.
-CAPABILITY_PACKAGES: Sequence[str] = ("audit", "dsar", "erasure", "flow", "provenance")
-
-
-def capability_modules() -> list[str]:
-    """The service modules of the capability folders present in this build."""
-    found = []
-    for package in CAPABILITY_PACKAGES:
-        name = f"kaireon_server.{package}.service"
-        if importlib.util.find_spec(f"kaireon_server.{package}") and importlib.util.find_spec(name):
-            found.append(name)
-    return found
-
+# Each capability folder's service.py exposes build(ctx) -> Capability.
+CAPABILITY_MODULES: Sequence[str] = (
+    "kaireon_server.audit.service",
+    "kaireon_server.dsar.service",
+    "kaireon_server.erasure.service",
+    "kaireon_server.flow.service",
+    "kaireon_server.provenance.service",
+)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -114,7 +108,7 @@ class App:
 
             await seed_if_empty(self.db)
         ctx = ServiceContext(settings=settings, db=self.db, signer=signer_from_env(settings.env))
-        builders = [importlib.import_module(m).build for m in capability_modules()]
+        builders = [importlib.import_module(m).build for m in CAPABILITY_MODULES]
         self.capabilities = [b(ctx) for b in [*builders, *self._extra_builders]]
         descriptors = [c.descriptor for c in self.capabilities]
         interceptor = KaireonInterceptor(
