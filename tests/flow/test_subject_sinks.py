@@ -39,7 +39,8 @@ async def _output(db: Database, tenant: str, run_id: str, node_id: str) -> objec
 
 async def test_dsar_export_sink_queues_one_request_per_subject(stub, db: Database, tenant) -> None:
     defn = definition(
-        subjects("subj-one", "subj-two", "subj-one"), {"id": "dsar", "type": "sink.dsar_export", "dependsOn": ["src"]}
+        subjects("subj-one", "subj-two", "subj-one"),
+        {"id": "dsar", "type": "sink.dsar_export", "dependsOn": ["src"]},
     )
     await stub.StartRun(
         flow_pb2.StartRunRequest(definition=defn, run_id="d1"),
