@@ -8,6 +8,7 @@ with a random tenant id instead of truncating tables.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -21,8 +22,27 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from kaireon_server.app import App
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
+from tests.support.log_scan import CollectingHandler, findings, secret_fragments
 from tests.support.pg import create_database, drop_database, embedded_server
-from tests.support.server import base_env
+from tests.support.server import ALL_SERVER_LOGS, JWT_SECRET, base_env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_personal_data_in_logs(key_dir: Path) -> Iterator[None]:
+    """Every log line of the whole suite — in-process and subprocess servers — is
+    scanned at the end for the demo's planted PII and for key material."""
+    handler = CollectingHandler()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous = root.level
+    root.setLevel(logging.INFO)  # what production logs by default
+    yield
+    root.setLevel(previous)
+    root.removeHandler(handler)
+    lines = [*handler.lines, *(line for log in ALL_SERVER_LOGS for line in log)]
+    keys = [*key_dir.glob("*.key"), *key_dir.glob("*.pem")]
+    found = findings(lines, secret_fragments(keys, [JWT_SECRET]))
+    assert not found, "personal data or key material in logs:\n" + "\n".join(found[:20])
 
 
 @pytest.fixture(scope="session")

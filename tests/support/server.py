@@ -52,6 +52,10 @@ def base_env(database_url: str, **overrides: str) -> dict[str, str]:
     return env
 
 
+# Every subprocess server's log, scanned for personal data at the end of the session.
+ALL_SERVER_LOGS: list[list[str]] = []
+
+
 @dataclass
 class ServerProcess:
     """`kaireon-server` in a subprocess; reads its JSON log to learn the bound ports."""
@@ -74,6 +78,7 @@ class ServerProcess:
             text=True,
         )
         assert self.proc.stderr is not None
+        ALL_SERVER_LOGS.append(self.log_lines)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stderr.readline()
