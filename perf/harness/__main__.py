@@ -628,26 +628,22 @@ class Run:
             )
 
     async def dsar(self) -> None:
-        for proto, base in (("grpc", "echo.k6"), ("rest", "dsar.grpc.k6")):
-            row = Row(
-                f"dsar.{proto}.k6",
-                f"DSAR create + watch to completed, {'gRPC' if proto == 'grpc' else 'REST'}",
-                "k6",
-                offered=self.offered(SHARES["dsar"]),
-                baseline=base,
-            )
-            await self.k6_row(row, "dsar", "dsar.js", {"PROTOCOL": proto})
+        await self._both_protocols("dsar", "DSAR create + watch to completed", "dsar.js")
 
     async def flow(self) -> None:
-        for proto, base in (("grpc", "echo.k6"), ("rest", "flow.grpc.k6")):
+        await self._both_protocols("flow", "flow start (2 no-op nodes)", "flow.js")
+
+    async def _both_protocols(self, name: str, title: str, script: str) -> None:
+        """A k6 scenario over gRPC (vs the echo ceiling) then REST (vs its gRPC row)."""
+        for proto, base in (("grpc", "echo.k6"), ("rest", f"{name}.grpc.k6")):
             row = Row(
-                f"flow.{proto}.k6",
-                f"flow start (2 no-op nodes), {'gRPC' if proto == 'grpc' else 'REST'}",
+                f"{name}.{proto}.k6",
+                f"{title}, {'gRPC' if proto == 'grpc' else 'REST'}",
                 "k6",
-                offered=self.offered(SHARES["flow"]),
+                offered=self.offered(SHARES[name]),
                 baseline=base,
             )
-            await self.k6_row(row, "flow", "flow.js", {"PROTOCOL": proto})
+            await self.k6_row(row, name, script, {"PROTOCOL": proto})
 
     async def single(self) -> None:
         """Heavy customers one at a time: raw SQL beside the service, alternating."""
