@@ -132,7 +132,7 @@ async def _load(dsn: str, tenant: str, rows: int) -> None:
                 SUBJECT,
                 rows,
             )
-        async with db.connection() as con:
+        async with db.owner_connection() as con:
             await con.execute("VACUUM ANALYZE interaction_history")
     finally:
         await db.close()

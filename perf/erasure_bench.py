@@ -308,10 +308,10 @@ async def run(args: argparse.Namespace) -> int:
         try:
             assert app.db is not None
             tenant = f"bench{secrets.token_hex(4)}"
-            # A pooled connection: it has the app's jsonb codecs (COPY, audit rows).
+            # Owner connections (DDL, COPY, the raw DELETE ceiling outside RLS), app codecs.
             async with (
-                app.db.connection() as con,
-                app.db.connection() as raw_con,
+                app.db.owner_connection() as con,
+                app.db.owner_connection() as raw_con,
                 grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel,
             ):
                 version = await con.fetchval("SHOW server_version")

@@ -524,7 +524,7 @@ class Run:
             db = self.db
 
             async def emitted() -> int:
-                async with db.connection() as con:
+                async with db.owner_connection() as con:
                     count: int = await con.fetchval(
                         "SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action = $2",
                         self.tenant,
@@ -658,7 +658,7 @@ class Run:
             return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
         async def with_con(fn: Callable[..., Any], *a: Any) -> Any:
-            async with db.connection() as con:
+            async with db.owner_connection() as con:
                 return await fn(con, *a)
 
         # Export ceiling and DSAR export first (they read); then the erasures consume.
@@ -770,7 +770,7 @@ class Run:
     async def _rows_of(self, customers: list[str]) -> dict[str, int]:
         assert self.db is not None
         out = {}
-        async with self.db.connection() as con:
+        async with self.db.owner_connection() as con:
             for c in customers:
                 out[c] = await probes.count_rows(con, self.tenant, c)
         return out

@@ -226,7 +226,7 @@ async def seed(db: Database, plan: SeedPlan) -> SeedReport:
                 con, plan.tenant, tables, heavy_customer(n), plan.heavy_rows
             )
     counts: dict[str, int] = {}
-    async with db.connection() as con:
+    async with db.owner_connection() as con:  # ANALYZE needs the tables' owner
         for table in tables:
             # The planner needs fresh statistics after a bulk load to pick the indexes.
             await con.execute(f"ANALYZE {_quote(table)}")

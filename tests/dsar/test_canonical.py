@@ -89,8 +89,8 @@ NASTY = [
 
 async def test_realistic_and_hostile_rows_stream_as_canonical_bytes(stub, tenant, db: Database):
     table = f"ds_{tenant}_profile"
-    async with db.transaction(tenant) as con:
-        await con.execute(
+    async with db.owner_connection() as owner:  # the platform creates ds_* tables
+        await owner.execute(
             f"""
             CREATE TABLE "{table}" (
                 tenant_id text NOT NULL, customer_id text NOT NULL, row_no int NOT NULL,
@@ -100,6 +100,7 @@ async def test_realistic_and_hostile_rows_stream_as_canonical_bytes(stub, tenant
                 PRIMARY KEY (tenant_id, customer_id, row_no))
             """
         )
+    async with db.transaction(tenant) as con:
         await con.execute(
             "INSERT INTO schema_registry (tenant_id, schema_id, table_name, entity_type) "
             "VALUES ($1, 'profile', $2, 'customer')",

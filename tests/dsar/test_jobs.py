@@ -189,15 +189,16 @@ async def test_a_job_failing_every_attempt_is_failed_with_a_reason(
 ):
     # A registered dynamic table that cannot be read: every attempt fails.
     view = f"ds_{seeded}_broken"
-    async with db.transaction(seeded) as con:
-        await con.execute(
+    async with db.owner_connection() as owner:  # the platform creates ds_* relations
+        await owner.execute(
             f"CREATE FUNCTION {view}_boom() RETURNS int LANGUAGE plpgsql AS "
             "$$ BEGIN RAISE EXCEPTION 'cust_00001 has secret-pii'; END $$"
         )
-        await con.execute(
+        await owner.execute(
             f'CREATE VIEW "{view}" AS SELECT tenant_id, customer_id, {view}_boom() AS x '
             "FROM consent_record"
         )
+    async with db.transaction(seeded) as con:
         await con.execute(
             "INSERT INTO schema_registry (tenant_id, schema_id, table_name, entity_type) "
             "VALUES ($1, 'broken', $2, 'customer')",

@@ -69,7 +69,7 @@ async def _customer_tables(con: asyncpg.Connection, tenant: str) -> list[tuple[s
 async def snapshot(db: Database, tenant: str) -> Snapshot:
     """Row counts per (table, subject) of one tenant, across every customer-data table."""
     counts: Snapshot = Counter()
-    async with db.connection() as con:
+    async with db.owner_connection() as con:
         for table, column in await _customer_tables(con, tenant):
             rows = await con.fetch(
                 f'SELECT "{column}" AS subject, count(*) AS n FROM "{table}" '

@@ -12,7 +12,7 @@ SUBJECT_COLUMNS = ("customer_id", "subject_id")
 
 async def _subject_tables(db: Database) -> dict[str, set[str]]:
     """Every base table of the schema with a subject column, except dynamic ds_* tables."""
-    async with db.connection() as con:
+    async with db.owner_connection() as con:
         rows = await con.fetch(
             """
             SELECT c.table_name, c.column_name

@@ -43,7 +43,7 @@ async def _table(
 async def tables(db: Database, tenant: str) -> AsyncIterator[dict[str, str]]:
     """One tenant's registry with every kind of entry; the tables are dropped afterwards."""
     made: dict[str, str] = {}
-    async with db.connection() as con:
+    async with db.owner_connection() as con:
         made["text"] = await _table(con, tenant, "text", "tenant_id text, customer_id text, v int")
         made["varchar"] = await _table(
             con, tenant, "varchar", "tenant_id text, customer_id varchar(64), v int"
@@ -72,14 +72,14 @@ async def tables(db: Database, tenant: str) -> AsyncIterator[dict[str, str]]:
             [(tenant, 42), (tenant, 43), ("other", 42)],
         )
     yield made
-    async with db.connection() as con:
+    async with db.owner_connection() as con:
         for table in made.values():
             await con.execute(f'DROP TABLE IF EXISTS "{table}"')
         await con.execute("DELETE FROM schema_registry WHERE tenant_id = $1", tenant)
 
 
 async def _rows(db: Database, table: str) -> list[tuple[str, str]]:
-    async with db.connection() as con:
+    async with db.owner_connection() as con:
         rows = await con.fetch(
             f'SELECT tenant_id, customer_id::text AS c FROM "{table}" ORDER BY 1, 2'
         )
@@ -112,7 +112,7 @@ async def test_registered_active_customer_tables_are_erased_others_skipped_or_ig
 async def test_a_customer_table_without_tenant_id_refuses_the_erasure(
     stub, db: Database, tenant: str, tables: dict[str, str]
 ):
-    async with db.connection() as con:
+    async with db.owner_connection() as con:
         bare = await _table(con, tenant, "bare", "customer_id text")
         await con.execute(f'INSERT INTO "{bare}" VALUES ($1)', CUSTOMER)
     try:
@@ -124,5 +124,5 @@ async def test_a_customer_table_without_tenant_id_refuses_the_erasure(
         # Nothing deleted anywhere.
         assert (await _rows(db, tables["text"])).count((tenant, CUSTOMER)) == 2
     finally:
-        async with db.connection() as con:
+        async with db.owner_connection() as con:
             await con.execute(f'DROP TABLE "{bare}"')

@@ -52,7 +52,7 @@ END $$
 async def fault(db: Database, tenant: str, table: str, event: str) -> AsyncIterator[None]:
     """A trigger on `table` that raises on `event` for rows of `tenant` only."""
     name = f"erasure_fault_{tenant}"
-    async with db.connection() as con:
+    async with db.owner_connection() as con:
         await con.execute(_FAULT_FUNCTION)
         await con.execute(
             f'CREATE TRIGGER "{name}" BEFORE {event} ON "{table}" FOR EACH ROW '
@@ -61,7 +61,7 @@ async def fault(db: Database, tenant: str, table: str, event: str) -> AsyncItera
     try:
         yield
     finally:
-        async with db.connection() as con:
+        async with db.owner_connection() as con:
             await con.execute(f'DROP TRIGGER "{name}" ON "{table}"')
 
 
@@ -157,7 +157,7 @@ async def test_the_budget_bounds_the_whole_transaction_not_just_each_statement(
     # Three deletes of 0.3 s each: every statement fits the 0.5 s statement
     # timeout, their sum does not fit the transaction's bound.
     slow = ["suppression", "variant_assignment", "journey_enrollment"]
-    async with db.connection() as con:
+    async with db.owner_connection() as con:
         await con.execute(_SLOW_FUNCTION)
         for table in slow:
             await con.execute(
@@ -170,7 +170,7 @@ async def test_the_budget_bounds_the_whole_transaction_not_just_each_statement(
         with pytest.raises(ErasureTimedOut):
             await erase_customer(db, NullSigner(), command)
     finally:
-        async with db.connection() as con:
+        async with db.owner_connection() as con:
             for table in slow:
                 await con.execute(f'DROP TRIGGER "erasure_slow_{seeded}" ON "{table}"')
     assert await snapshot(db, seeded) == before

@@ -50,7 +50,7 @@ def registry() -> NodeRegistry:
 
 @pytest.fixture(scope="session")
 async def effect_table(db: Database) -> None:
-    async with db.connection() as con:
+    async with db.owner_connection() as con:
         await con.execute(EFFECT_TABLE)
 
 

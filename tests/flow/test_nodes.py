@@ -395,11 +395,12 @@ async def test_sql_source_limits(registry, db, tenant) -> None:
 @pytest.fixture
 async def ds_table(db: Database, tenant: str) -> str:
     table = f"ds_{tenant}_points"
-    async with db.transaction(tenant) as con:
-        await con.execute(
+    async with db.owner_connection() as owner:  # the platform creates ds_* tables
+        await owner.execute(
             f"CREATE TABLE {quote_ident(table)} (tenant_id text NOT NULL, customer_id text NOT NULL, "
             "points integer NOT NULL, updated date, PRIMARY KEY (tenant_id, customer_id))"
         )
+    async with db.transaction(tenant) as con:
         await con.execute(
             "INSERT INTO schema_registry (tenant_id, schema_id, table_name, entity_type) VALUES ($1, 'points', $2, 'customer')",
             tenant,

@@ -91,7 +91,7 @@ async def test_concurrent_appends_form_one_chain(db, channel, tenant, tmp_path) 
 async def test_tampering_is_detected_at_that_row(db, channel, tenant, tmp_path, tamper) -> None:
     await _append_many(db, tenant, 8)
     dump_before = await _dump(channel, tenant)
-    async with db.connection() as con:
+    async with db.owner_connection() as con:
         if tamper == "edit_changes":
             await con.execute(
                 "UPDATE audit_log SET changes = '{\"i\": 999}' WHERE tenant_id = $1 AND seq = 4",
@@ -134,7 +134,7 @@ async def test_tampering_is_detected_at_that_row(db, channel, tenant, tmp_path, 
 
 async def test_deleting_the_last_row_is_detected(db, channel, tenant) -> None:
     await _append_many(db, tenant, 3)
-    async with db.connection() as con:
+    async with db.owner_connection() as con:
         await con.execute("DELETE FROM audit_log WHERE tenant_id = $1 AND seq = 3", tenant)
     result = await _verify(channel, tenant)
     assert not result.valid and result.first_invalid_seq == 3 and result.reason == "sequence_gap"

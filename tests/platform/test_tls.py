@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
+from pathlib import Path
 
 import grpc
 import pytest
@@ -97,3 +101,28 @@ async def test_rest_adapter_serves_https_with_client_certificates(tls_app, tenan
         with pytest.raises(aiohttp.ClientError):
             async with http.post(url.replace("https", "http"), headers=headers) as response:
                 await response.read()
+
+
+async def test_the_cli_speaks_mtls(tls_app, tenant) -> None:
+    """The `kaireon` CLI with --ca-cert/--client-cert/--client-key; without them, refused."""
+    app, files = tls_app
+    kaireon = str(Path(sys.executable).parent / "kaireon")
+    base = [kaireon, "--target", f"localhost:{app.grpc_port}", "--tenant", tenant]
+    base += ["--role", "admin", "--timeout", "10"]
+    tls = ["--ca-cert", str(files.ca_cert), "--client-cert", str(files.client_cert)]
+    tls += ["--client-key", str(files.client_key)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAIREON_")}
+
+    async def run(*argv: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    code, out, err = await run(*base, *tls, "--json", "audit", "verify")
+    assert code == 0, err
+    assert json.loads(out)["valid"] is True
+    code, _, err = await run(*base, "--ca-cert", str(files.ca_cert), "audit", "verify")
+    assert code == 1 and "UNAVAILABLE" in err

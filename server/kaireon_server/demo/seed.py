@@ -297,20 +297,28 @@ async def _seed_catalogue(con: asyncpg.Connection, tenant: str) -> None:
     )
 
 
-async def _seed_dynamic_tables(con: asyncpg.Connection, tenant: str, size: SeedSize) -> None:
-    loyalty = f"ds_{tenant}_loyalty"
-    sessions = f"ds_{tenant}_web_sessions"
-    q_loyalty, q_sessions = _quote(loyalty), _quote(sessions)
+def _dynamic_table_names(tenant: str) -> tuple[str, str]:
+    return f"ds_{tenant}_loyalty", f"ds_{tenant}_web_sessions"
+
+
+async def _create_dynamic_tables(con: asyncpg.Connection, tenant: str) -> None:
+    """DDL, as the owner: the platform creates ds_* tables, not the application role."""
+    loyalty, sessions = _dynamic_table_names(tenant)
     await con.execute(
-        f"CREATE TABLE IF NOT EXISTS {q_loyalty} (tenant_id text NOT NULL, customer_id text NOT NULL, "
-        "points integer NOT NULL, tier text NOT NULL, PRIMARY KEY (tenant_id, customer_id))"
+        f"CREATE TABLE IF NOT EXISTS {_quote(loyalty)} (tenant_id text NOT NULL, "
+        "customer_id text NOT NULL, points integer NOT NULL, tier text NOT NULL, "
+        "PRIMARY KEY (tenant_id, customer_id))"
     )
     # Holds customer-type rows but keys them by an anonymous session id only:
     # erasure skips it and says so (skippedTables).
     await con.execute(
-        f"CREATE TABLE IF NOT EXISTS {q_sessions} (tenant_id text NOT NULL, session_id text NOT NULL, "
-        "pages integer NOT NULL, PRIMARY KEY (tenant_id, session_id))"
+        f"CREATE TABLE IF NOT EXISTS {_quote(sessions)} (tenant_id text NOT NULL, "
+        "session_id text NOT NULL, pages integer NOT NULL, PRIMARY KEY (tenant_id, session_id))"
     )
+
+
+async def _seed_dynamic_tables(con: asyncpg.Connection, tenant: str, size: SeedSize) -> None:
+    loyalty, sessions = _dynamic_table_names(tenant)
     await con.executemany(
         "INSERT INTO schema_registry (tenant_id, schema_id, table_name, entity_type, active) "
         "VALUES ($1, $2, $3, 'customer', true) ON CONFLICT DO NOTHING",
@@ -543,8 +551,12 @@ async def _seed_customer(con: asyncpg.Connection, tenant: str, n: int, size: See
 
 
 async def seed_tenant(db: Database, tenant: str = DEMO_TENANT, size: SeedSize = SeedSize()) -> None:
-    """Insert the demo data set for `tenant` in one transaction."""
-    async with db.transaction(tenant) as con:
+    """Insert the demo data set for `tenant` in one transaction, as the owner: it
+    creates the tenant's dynamic tables and loads rows with COPY, which row-level
+    security refuses to the application role."""
+    async with db.owner_connection() as con, con.transaction():
+        await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", tenant)
+        await _create_dynamic_tables(con, tenant)
         await _seed_catalogue(con, tenant)
         await _seed_dynamic_tables(con, tenant, size)
         for n in range(1, size.customers + 1):

@@ -166,25 +166,11 @@ async def claim_next(
     A worker without encryption keys leaves encrypted jobs to one that has them.
     Run inside a transaction; the row's tenant is set before it is updated.
     """
+    # Across tenants, hence through migration 0100's function (row-level security
+    # shows the application role no rows before a tenant is set).
     candidate = await con.fetchrow(
-        """
-        SELECT tenant_id, id FROM dsar_request
-         WHERE status = 'pending' AND run_after <= clock_timestamp() AND (NOT encrypt OR $1)
-         ORDER BY run_after, created_at LIMIT 1 FOR UPDATE SKIP LOCKED
-        """,
-        can_encrypt,
+        "SELECT tenant_id, id FROM kaireon_dsar_next_job($1, $2)", max_attempts, can_encrypt
     )
-    if candidate is None:
-        candidate = await con.fetchrow(
-            """
-            SELECT tenant_id, id FROM dsar_request
-             WHERE status = 'processing' AND lease_expires_at < clock_timestamp()
-               AND attempts < $1 AND (NOT encrypt OR $2)
-             ORDER BY lease_expires_at LIMIT 1 FOR UPDATE SKIP LOCKED
-            """,
-            max_attempts,
-            can_encrypt,
-        )
     if candidate is None:
         return None
     await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", candidate["tenant_id"])
@@ -206,15 +192,19 @@ async def claim_next(
 
 
 async def lock_exhausted(con: asyncpg.Connection, max_attempts: int) -> asyncpg.Record | None:
-    """A processing job whose lease ran out with no attempts left (its workers died)."""
+    """A processing job whose lease ran out with no attempts left (its workers died),
+    locked; the transaction's tenant is then set to the job's."""
+    key = await con.fetchrow(
+        "SELECT tenant_id, id FROM kaireon_dsar_exhausted_job($1)", max_attempts
+    )
+    if key is None:
+        return None
+    await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", key["tenant_id"])
     row: asyncpg.Record | None = await con.fetchrow(
-        """
-        SELECT tenant_id, id, subject_id, attempts FROM dsar_request
-         WHERE status = 'processing' AND lease_expires_at < clock_timestamp()
-           AND attempts >= $1
-         LIMIT 1 FOR UPDATE SKIP LOCKED
-        """,
-        max_attempts,
+        "SELECT tenant_id, id, subject_id, attempts FROM dsar_request"
+        " WHERE tenant_id = $1 AND id = $2",
+        key["tenant_id"],
+        key["id"],
     )
     return row
 

@@ -104,7 +104,6 @@ class Worker:
             if row is None:
                 return
             tenant_id = row["tenant_id"]
-            await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", tenant_id)
             reason = f"worker_lost: no attempts left after {row['attempts']}"
             if await repository.fail(con, tenant_id, row["id"], reason, lease=None):
                 await _audit_failed(

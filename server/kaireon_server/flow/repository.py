@@ -184,12 +184,15 @@ async def insert_run(
 async def _insert_nodes(
     con: asyncpg.Connection, tenant_id: str, run_id: str, nodes: Sequence[tuple[str, str]]
 ) -> None:
-    await con.copy_records_to_table(
-        "flow_run_node",
-        records=[
-            (tenant_id, run_id, nid, i, ntype, "pending") for i, (nid, ntype) in enumerate(nodes)
-        ],
-        columns=["tenant_id", "run_id", "node_id", "position", "node_type", "state"],
+    # One statement whatever the node count (COPY FROM is refused under row-level security).
+    await con.execute(
+        "INSERT INTO flow_run_node (tenant_id, run_id, node_id, position, node_type, state) "
+        "SELECT $1, $2, n.node_id, n.position - 1, n.node_type, 'pending' "
+        "FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS n(node_id, node_type, position)",
+        tenant_id,
+        run_id,
+        [nid for nid, _ in nodes],
+        [ntype for _, ntype in nodes],
     )
 
 
@@ -372,9 +375,8 @@ async def events_after(
 
 async def running_runs(con: asyncpg.Connection) -> list[tuple[str, str, int]]:
     """Running runs of every tenant: for the orphan sweep, a maintenance task."""
-    rows = await con.fetch(
-        "SELECT tenant_id, run_id, attempt FROM flow_run WHERE state = 'running' LIMIT 1000"
-    )
+    # Across tenants: through migration 0100's function (row-level security).
+    rows = await con.fetch("SELECT tenant_id, run_id, attempt FROM kaireon_flow_running_runs(1000)")
     return [(r["tenant_id"], r["run_id"], r["attempt"]) for r in rows]
 
 
@@ -382,13 +384,7 @@ async def purge_checkpoints(con: asyncpg.Connection, older_than_hours: float) ->
     """Delete checkpoints of runs finished more than `older_than_hours` ago, every
     tenant (a maintenance task). Outputs may hold personal data: they are kept
     only as long as a retry is plausible."""
-    status = await con.execute(
-        """
-        DELETE FROM flow_run_checkpoint c USING flow_run r
-         WHERE c.tenant_id = r.tenant_id AND c.run_id = r.run_id
-           AND r.state IN ('succeeded', 'failed', 'cancelled')
-           AND r.ended_at < now() - make_interval(secs => $1)
-        """,
-        older_than_hours * 3600,
+    purged: int = await con.fetchval(
+        "SELECT kaireon_flow_purge_checkpoints($1)", older_than_hours * 3600
     )
-    return int(status.split()[-1])
+    return purged

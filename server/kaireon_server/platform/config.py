@@ -87,6 +87,9 @@ class JwtSettings:
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = field(default=None, repr=False)
+    # The pool's DSN (application role); unset = DATABASE_URL with user kaireon_app.
+    app_database_url: str | None = field(default=None, repr=False)
+    app_database_password: str | None = field(default=None, repr=False)
     data_dir: Path = Path(".kaireon")
     grpc_host: str = "0.0.0.0"  # noqa: S104 - a server listens on all interfaces by default
     grpc_port: int = 50051
@@ -131,6 +134,8 @@ class Settings:
         )
         settings = cls(
             database_url=env.get("DATABASE_URL") or None,
+            app_database_url=env.get("KAIREON_APP_DATABASE_URL") or None,
+            app_database_password=env.get("KAIREON_APP_DATABASE_PASSWORD") or None,
             data_dir=Path(env.get("KAIREON_DATA_DIR") or ".kaireon"),
             grpc_host=env.get("KAIREON_GRPC_HOST") or "0.0.0.0",  # noqa: S104
             grpc_port=_int(env, "KAIREON_GRPC_PORT", 50051),

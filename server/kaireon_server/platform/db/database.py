@@ -1,4 +1,9 @@
-"""The asyncpg pool and the one place that opens tenant-scoped transactions."""
+"""The asyncpg pool and the one place that opens tenant-scoped transactions.
+
+Two roles (migration 0100): the *owner* (DATABASE_URL) migrates and seeds; the
+pool connects as the application role `kaireon_app`, which row-level security
+confines to the tenant of the current transaction and which cannot bypass it.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,21 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, urlencode, urlparse, urlunparse
 
 import asyncpg
 
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db.embedded import EmbeddedPostgres
 from kaireon_server.platform.db.migrate import apply_migrations
-from kaireon_server.platform.errors import ResourceExhausted
+from kaireon_server.platform.errors import ConfigurationError, ResourceExhausted
 
 log = logging.getLogger(__name__)
+
+# The role the pool runs as; created and granted by migration 0100.
+APP_ROLE = "kaireon_app"
 
 Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 
@@ -40,10 +49,21 @@ async def _init_connection(con: asyncpg.Connection) -> None:
     )
 
 
+def app_role_dsn(owner_dsn: str, password: str | None = None) -> str:
+    """The owner's DSN with the application role as user (and its password, if any)."""
+    parts = urlparse(owner_dsn)
+    host = parts.netloc.rpartition("@")[2]
+    user = quote(APP_ROLE) + (f":{quote(password, safe='')}" if password else "")
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in {"user", "password"}])
+    return urlunparse(parts._replace(netloc=f"{user}@{host}", query=query))
+
+
 @dataclass
 class Database:
     pool: asyncpg.Pool
-    dsn: str
+    # The owner's DSN (migrations, seeding, DDL) and the pool's (the application role).
+    dsn: str = field(repr=False)
+    app_dsn: str = field(repr=False)
     acquire_timeout: float
     embedded: EmbeddedPostgres | None = None
 
@@ -74,18 +94,35 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A plain pooled connection (no tenant): for health checks and maintenance."""
+        """A plain pooled connection with no tenant set: row-level security shows it
+        no tenant rows. For health checks, advisory locks and the maintenance
+        functions of migration 0100."""
         async with self._acquire() as con:
             yield con
 
     async def dedicated_connection(self, application_name: str = "kaireon") -> asyncpg.Connection:
         """A connection outside the pool (LISTEN, advisory locks held for a long
-        time, long cursors), with the pool's json codecs; the caller closes it."""
+        time, long cursors), as the application role with the pool's json codecs;
+        the caller closes it."""
         con: asyncpg.Connection = await asyncpg.connect(
-            self.dsn, server_settings={"application_name": application_name}
+            self.app_dsn, server_settings={"application_name": application_name}
         )
         await _init_connection(con)
         return con
+
+    @asynccontextmanager
+    async def owner_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection as the owner, outside row-level security: start-up work only
+        (migrations, the demo seed, DDL of dynamic tables) and tools; never on a
+        request path (a test keeps it out of the capability packages)."""
+        con: asyncpg.Connection = await asyncpg.connect(
+            self.dsn, server_settings={"application_name": "kaireon-owner"}
+        )
+        try:
+            await _init_connection(con)
+            yield con
+        finally:
+            await con.close()
 
     async def ping(self, timeout: float = 2.0) -> bool:
         try:
@@ -108,32 +145,62 @@ class Database:
             await self.embedded.stop()
 
 
+async def _check_app_role(con: asyncpg.Connection) -> None:
+    """Refuse a pool role that row-level security would not confine."""
+    row = await con.fetchrow(
+        "SELECT current_user AS name, rolsuper, rolbypassrls,"
+        "       EXISTS (SELECT 1 FROM pg_tables WHERE tableowner = current_user"
+        "                 AND tablename = 'audit_log') AS owner"
+        "  FROM pg_roles WHERE rolname = current_user"
+    )
+    if row is None or row["rolsuper"] or row["rolbypassrls"] or row["owner"]:
+        raise ConfigurationError(
+            "the application database role must not be a superuser, have BYPASSRLS or own "
+            f"the tables (row-level security would not apply); got role {row and row['name']!r}"
+        )
+
+
 async def connect_database(settings: Settings, *, migrate: bool = True) -> Database:
-    """Start the embedded server when DATABASE_URL is unset, open the pool, migrate."""
+    """Start the embedded server when DATABASE_URL is unset, migrate as the owner,
+    then open the pool as the application role."""
     embedded: EmbeddedPostgres | None = None
     dsn = settings.database_url
     if dsn is None:
         embedded = EmbeddedPostgres(settings.data_dir)
         dsn = await embedded.start()
+    app_dsn = settings.app_database_url or app_role_dsn(dsn, settings.app_database_password)
     server_settings: dict[str, Any] = {
         "application_name": "kaireon",
         "statement_timeout": str(settings.db_statement_timeout_ms),
     }
     try:
+        if migrate:
+            owner = await asyncpg.connect(dsn, server_settings={"application_name": "kaireon"})
+            try:
+                await apply_migrations(owner)
+            finally:
+                await owner.close()
         pool = await asyncpg.create_pool(
-            dsn,
+            app_dsn,
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
             init=_init_connection,
             server_settings=server_settings,
         )
-        if migrate:
+        try:
             async with pool.acquire() as con:
-                await apply_migrations(con)
+                await _check_app_role(con)
+        except BaseException:
+            await pool.close()
+            raise
     except BaseException:
         if embedded is not None:
             await embedded.stop()
         raise
     return Database(
-        pool=pool, dsn=dsn, acquire_timeout=settings.db_acquire_timeout, embedded=embedded
+        pool=pool,
+        dsn=dsn,
+        app_dsn=app_dsn,
+        acquire_timeout=settings.db_acquire_timeout,
+        embedded=embedded,
     )
