@@ -115,7 +115,13 @@ class App:
             Authenticator(settings.jwt, trust_headers=settings.trust_headers),
             build_policy(descriptors),
         )
-        server = grpc.aio.server(interceptors=[interceptor], options=_grpc_options(settings))
+        server = grpc.aio.server(
+            interceptors=[interceptor],
+            options=_grpc_options(settings),
+            # Backpressure: beyond this many calls in flight (watches included)
+            # a call is refused at once with RESOURCE_EXHAUSTED instead of queueing.
+            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs or None,
+        )
         for capability in self.capabilities:
             capability.add_to_server(server)
         names = [d.full_name for d in descriptors]

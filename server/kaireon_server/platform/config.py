@@ -101,6 +101,8 @@ class Settings:
     db_pool_max: int = 10
     db_acquire_timeout: float = 5.0
     db_statement_timeout_ms: int = 30_000
+    # Calls in flight per process before new ones get RESOURCE_EXHAUSTED; 0 = no limit.
+    grpc_max_concurrent_rpcs: int = 1000
     health_interval: float = 2.0
     shutdown_grace: float = 10.0
     workers: int = 1
@@ -147,6 +149,7 @@ class Settings:
             db_pool_max=_int(env, "KAIREON_DB_POOL_MAX", 10, minimum=1),
             db_acquire_timeout=_float(env, "KAIREON_DB_ACQUIRE_TIMEOUT", 5.0),
             db_statement_timeout_ms=_int(env, "KAIREON_DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=1),
+            grpc_max_concurrent_rpcs=_int(env, "KAIREON_GRPC_MAX_CONCURRENT_RPCS", 1000),
             health_interval=_float(env, "KAIREON_HEALTH_INTERVAL", 2.0),
             shutdown_grace=_float(env, "KAIREON_SHUTDOWN_GRACE", 10.0),
             workers=_int(env, "KAIREON_WORKERS", 1, minimum=1),
