@@ -273,7 +273,9 @@ PAGED = [name for name in METHOD_NAMES if "page_token" in BY_NAME[name].input_ty
 BAD_TOKENS = {
     "int_overflow": _token({"seq": 2**70, "after": "a", "c": "2026-01-01T00:00:00Z"}),
     "bool_seq": _token({"seq": True}),
-    "nul_text": _token({"after": "a\x00", "c": "2026-01-01T00:00:00Z\x00", "r": "\x00", "i": "\x00"}),
+    "nul_text": _token(
+        {"after": "a\x00", "c": "2026-01-01T00:00:00Z\x00", "r": "\x00", "i": "\x00"}
+    ),
     "wrong_types": _token({"after": ["x"], "c": {"a": 1}, "r": None, "i": 1.5, "seq": "1"}),
     "deep": base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).decode(),
     "not_base64": "%%%",
