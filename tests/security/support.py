@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -48,8 +50,18 @@ async def settle(channel: grpc.aio.Channel, snapshots: Snapshotter, world: World
     await snapshots.wait_idle(world.tenant, timeout=30)
 
 
-async def assert_healthy(channel: grpc.aio.Channel) -> None:
-    reply = await health_pb2_grpc.HealthStub(channel).Check(
-        health_pb2.HealthCheckRequest(), timeout=10
-    )
-    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+async def assert_healthy(channel: grpc.aio.Channel, within: float = 20.0) -> None:
+    """The server answers health checks and is (again) SERVING within `within` seconds.
+
+    The test server probes the database every 0.5 s with a 0.5 s timeout, so on a
+    loaded machine it may report NOT_SERVING for a moment; a crashed or wedged
+    server never comes back."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            return
+        assert loop.time() < deadline, f"health still {reply.status} after {within} s"
+        await asyncio.sleep(0.2)
