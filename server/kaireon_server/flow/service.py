@@ -12,7 +12,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
 from kaireon_server.capability import ServiceContext
 from kaireon_server.flow import convert, repository
-from kaireon_server.flow.manager import RunManager
+from kaireon_server.flow.manager import RunManager, validate_run_id
 from kaireon_server.flow.nodes.registry import default_registry
 from kaireon_server.flow.notifier import FlowNotifier
 from kaireon_server.flow.settings import FlowLimits
@@ -28,7 +28,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 def _required_run_id(run_id: str) -> str:
     if not run_id:
         raise InvalidArgument.field("run_id", "is required")
-    return run_id
+    # The syntax StartRun enforces: an id that cannot exist is refused before
+    # any query, and never echoed back in an error (it may be megabytes long).
+    return validate_run_id(run_id)
 
 
 class FlowRunnerServicer(flow_pb2_grpc.FlowRunnerServiceServicer):

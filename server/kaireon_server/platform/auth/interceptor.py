@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 from kaireon_server.platform.auth.authenticator import Authenticator
 from kaireon_server.platform.auth.identity import Identity, Role, reset_identity, set_identity
 from kaireon_server.platform.errors import KaireonError, PermissionDenied
+from kaireon_server.platform.input_checks import check_request, lenient
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,13 @@ _UNAVAILABLE_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CrashShutdownError,
 )
 
+# Text PostgreSQL cannot store (a NUL, an unconvertible character): the value
+# came from the caller, so it is bad input, not a server fault.
+_UNSTORABLE_TEXT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+)
+
 
 def _pack(message: Any) -> any_pb2.Any:
     packed = any_pb2.Any()
@@ -47,33 +55,53 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
+# The status message and details travel as response headers, and gRPC clients
+# refuse headers beyond 16 KiB (8 KiB soft): an error quoting a megabyte of
+# caller input would reach the client as RESOURCE_EXHAUSTED instead of itself.
+MAX_MESSAGE_CHARS = 300
+MAX_TEXT_CHARS = 300
+MAX_DETAILS_BYTES = 3500
+
+
+def _cut(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _violations(exc: KaireonError, budget: int) -> error_details_pb2.BadRequest:
+    """As many field violations as fit in `budget` bytes, then a count of the rest."""
+    request = error_details_pb2.BadRequest()
+    for index, v in enumerate(exc.violations):
+        request.field_violations.add(field=_cut(v.field), description=_cut(v.description))
+        if request.ByteSize() > budget:
+            del request.field_violations[-1]
+            rest = len(exc.violations) - index
+            request.field_violations.add(field="", description=f"and {rest} more problem(s)")
+            break
+    return request
+
+
 def status_for(exc: BaseException) -> status_pb2.Status:
     """The google.rpc.Status a raised exception is reported as."""
     if isinstance(exc, KaireonError):
         code = code_pb2.Code.Value(exc.code.value)
-        details = [
-            _pack(
-                error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=exc.metadata)
-            )
-        ]
+        metadata = {_cut(k): _cut(v) for k, v in exc.metadata.items()}
+        info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=metadata)
+        details = [_pack(info)]
         if exc.violations:
-            details.append(
-                _pack(
-                    error_details_pb2.BadRequest(
-                        field_violations=[
-                            error_details_pb2.BadRequest.FieldViolation(
-                                field=v.field, description=v.description
-                            )
-                            for v in exc.violations
-                        ]
-                    )
-                )
-            )
-        return status_pb2.Status(code=code, message=exc.message, details=details)
+            details.append(_pack(_violations(exc, MAX_DETAILS_BYTES - info.ByteSize())))
+        return status_pb2.Status(
+            code=code, message=_cut(exc.message, MAX_MESSAGE_CHARS), details=details
+        )
     if isinstance(exc, asyncpg.UniqueViolationError):
         return _simple(code_pb2.ALREADY_EXISTS, "the resource already exists", "ALREADY_EXISTS")
     if isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError):
         return _simple(code_pb2.ABORTED, "concurrent update; retry", "CONCURRENT_UPDATE")
+    if isinstance(exc, _UNSTORABLE_TEXT_ERRORS):
+        return _simple(
+            code_pb2.INVALID_ARGUMENT,
+            "the request holds text the database cannot store",
+            "UNSTORABLE_TEXT",
+        )
     if isinstance(exc, asyncpg.QueryCanceledError):
         return _simple(code_pb2.DEADLINE_EXCEEDED, "database statement timed out", "DB_TIMEOUT")
     if isinstance(exc, _UNAVAILABLE_DB_ERRORS):
@@ -139,13 +167,13 @@ class KaireonInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method, min_role),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, method, min_role),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -176,6 +204,7 @@ class KaireonInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             token = None
             try:
                 token = set_identity(self._authorise(context, min_role))
+                check_request(request)
                 return await inner(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -194,6 +223,7 @@ class KaireonInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             token = None
             try:
                 token = set_identity(self._authorise(context, min_role))
+                check_request(request)
                 async for item in inner(request, context):
                     yield item
             except grpc.aio.AbortError:
