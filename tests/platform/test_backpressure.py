@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
-from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
 from kaireon_server.app import App
 from kaireon_server.platform.config import Settings
 from tests.support.server import metadata
@@ -23,7 +23,6 @@ LIMIT = 3
 @pytest.fixture
 async def small_app(server_env: dict[str, str]) -> AsyncIterator[App]:
     env = {**server_env, "KAIREON_GRPC_MAX_CONCURRENT_RPCS": str(LIMIT)}
-    env["KAIREON_DSAR_WORKERS"] = "0"  # requests stay pending: their watches stay open
     app = App(Settings.from_env(env))
     await app.start()
     yield app
@@ -35,20 +34,12 @@ async def test_calls_beyond_the_limit_are_refused_fast_then_served_again(
 ) -> None:
     md = metadata(tenant)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{small_app.grpc_port}") as channel:
-        dsar = dsar_pb2_grpc.DsarServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
         audit = audit_pb2_grpc.AuditServiceStub(channel)
-        created = await dsar.CreateDsarRequest(
-            dsar_pb2.CreateDsarRequestRequest(request_type="export", subject_id="cust_00001"),
-            metadata=md,
-        )
-        watches = [
-            dsar.WatchDsarRequest(
-                dsar_pb2.WatchDsarRequestRequest(id=created.request.id), metadata=md
-            )
-            for _ in range(LIMIT)
-        ]
+        # Health watches stay open until cancelled: LIMIT calls in flight.
+        watches = [health.Watch(health_pb2.HealthCheckRequest()) for _ in range(LIMIT)]
         for watch in watches:  # each is in flight once its first state arrived
-            assert (await watch.read()).request.status == "pending"
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await audit.VerifyChain(audit_pb2.VerifyChainRequest(), metadata=md, timeout=10)
