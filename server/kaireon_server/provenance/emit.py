@@ -6,13 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from kaireon_server.platform.audit_chain import AuditBatcher, AuditRow
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument, NotFound
 from kaireon_server.platform.signing import UNSIGNED, Signer
 from kaireon_server.provenance import repository
-from kaireon_server.provenance.audit_batch import AuditBatcher, PendingRow
 from kaireon_server.provenance.bundle import Bundle, audit_changes, encode
 from kaireon_server.provenance.model import Sources
 
@@ -108,7 +108,7 @@ class ProvenanceEmitter:
         # unless its row is committed.
         record = await self.audit.append(
             identity.tenant_id,
-            PendingRow(
+            AuditRow(
                 action=repository.EMIT_ACTION,
                 entity_type=repository.DECISION_ENTITY,
                 entity_id=decision_id,
