@@ -19,7 +19,7 @@ import pytest
 
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.build_identity import BuildEnv
-from kaireon_server.provenance import bundle, cache
+from kaireon_server.provenance import bundle, cache, repository
 from tests.provenance.conftest import SMALL_SEED, fetch
 from tests.provenance.reference import reference_body, reference_sources
 
@@ -254,3 +254,11 @@ async def test_placeholders_in_the_data_still_give_the_reference_bytes(
     build = BuildEnv.from_env(server_env)
     decisions = ["dec_00001_1", "dec_00001_3", "dec_00002_3"]
     await _assert_served_equals_reference(channel, db, seeded, decisions, build)
+
+
+def test_the_statement_spells_the_module_constants() -> None:
+    """They are literals in the SQL (so PostgreSQL can keep one generic plan for it)."""
+    assert f"action <> '{repository.EMIT_ACTION}'" in repository.BUNDLE_SQL
+    assert f"entity_type = '{repository.RULE_SET_ENTITY}'" in repository.BUNDLE_SQL
+    types = ", ".join(f"'{t}'" for t in repository.DECISION_ENTITY_TYPES)
+    assert f"unnest(ARRAY[{types}])" in repository.BUNDLE_SQL

@@ -50,6 +50,9 @@ ModelRow = tuple[str, int, str, bytes, datetime]
 
 # Every CTE mirrors one step of the former per-kind reads; model.py's
 # Decision.offer_ids / model_refs say the same in Python (a test compares them).
+# Only the tenant and the decision id are parameters: with the constants as
+# literals, PostgreSQL's estimate lets it keep one generic plan for the
+# prepared statement instead of planning it (~0.7 ms) on every execution.
 BUNDLE_SQL = """
 WITH d AS (
     SELECT id, customer_id, decided_at, channel, selected_offer_id, candidates, models,
@@ -136,7 +139,7 @@ fairness AS (
 -- artifact it used; versioned artifacts are named by id or "<id>@<version>".
 entity AS (
     SELECT t.entity_type, d.id AS entity_id
-      FROM d, unnest($3::text[]) AS t(entity_type)
+      FROM d, unnest(ARRAY['decision', 'decision_trace']) AS t(entity_type)
     UNION SELECT 'ml_model', model_id FROM models
     UNION SELECT 'ml_model', model_id || '@' || version FROM models
     UNION SELECT 'offer', offer_id FROM offers
@@ -153,13 +156,13 @@ audit AS (
     SELECT a.id, a.seq, a.action, a.prev_hash, a.integrity_hash, a.created_at
       FROM audit_log a JOIN entity e
         ON a.entity_type = e.entity_type AND a.entity_id = e.entity_id
-     WHERE a.tenant_id = $1 AND a.action <> $4
+     WHERE a.tenant_id = $1 AND a.action <> 'decision_provenance_emit'
     UNION
     SELECT a.id, a.seq, a.action, a.prev_hash, a.integrity_hash, a.created_at
       FROM audit_log a
-     WHERE a.tenant_id = $1 AND a.action <> $4
+     WHERE a.tenant_id = $1 AND a.action <> 'decision_provenance_emit'
        AND a.seq = (SELECT s.seq FROM audit_log s, d
-                     WHERE s.tenant_id = $1 AND s.entity_type = $5
+                     WHERE s.tenant_id = $1 AND s.entity_type = 'rule_set'
                        AND s.created_at <= d.decided_at
                      ORDER BY s.created_at DESC, s.seq DESC LIMIT 1)
 )
@@ -223,14 +226,7 @@ def scoped_artifact(row: ArtifactRow) -> ScopedArtifact:
 async def read_bundle(
     con: asyncpg.Connection, tenant_id: str, decision_id: str
 ) -> BundleRows | None:
-    rec = await con.fetchrow(
-        BUNDLE_SQL,
-        tenant_id,
-        decision_id,
-        list(DECISION_ENTITY_TYPES),
-        EMIT_ACTION,
-        RULE_SET_ENTITY,
-    )
+    rec = await con.fetchrow(BUNDLE_SQL, tenant_id, decision_id)
     if rec is None:
         return None
     fairness = rec["fairness_row"]
