@@ -11,9 +11,14 @@ import asyncpg
 import pytest
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
-from kaireon_server.platform.audit_chain import append_audit
+from kaireon_server.platform.audit_chain import (
+    AuditBatcher,
+    AuditRow,
+    append_audit,
+    plaintext_matches,
+    redact_subject,
+)
 from kaireon_server.platform.errors import Unavailable
-from kaireon_server.provenance.audit_batch import AuditBatcher, PendingRow
 from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE, fetch
 from tests.support.server import metadata
 
@@ -30,8 +35,8 @@ class CountingBatcher(AuditBatcher):
         return await super()._write(tenant_id, rows)
 
 
-def _row(n: int, actor: str | None = "tester") -> PendingRow:
-    return PendingRow(
+def _row(n: int, actor: str | None = "tester") -> AuditRow:
+    return AuditRow(
         action="batch_test",
         entity_type="decision",
         entity_id=f"d{n}",
@@ -143,6 +148,68 @@ async def test_batched_rows_are_the_rows_append_audit_writes(db, tenant):
         }
         assert head["head_hash"] == rec["integrity_hash"] and head["seq"] == 1
     assert rows[plain_tenant] == rows[batch_tenant]
+
+
+async def test_personal_rows_through_the_batcher_are_the_rows_append_audit_writes(
+    db, channel, tenant
+):
+    """The shared writer takes personal rows too (what DSAR and erasure would queue):
+    the same columns except the random salts, digests that match the values, a chain
+    that verifies before and after redaction."""
+    row = AuditRow(
+        action="customer_touched",
+        entity_type="customer",
+        entity_id="cust_9",
+        actor="tester",
+        changes={"n": 9},
+        personal={"email": "nine@example.org"},
+        entity_id_is_personal=True,
+        subject_id="cust_9",
+        now=datetime(2026, 5, 1, tzinfo=UTC),
+    )
+    plain_tenant, batch_tenant = tenant + "p", tenant + "b"
+    async with db.transaction(plain_tenant) as con:
+        await append_audit(
+            con,
+            plain_tenant,
+            action=row.action,
+            entity_type=row.entity_type,
+            entity_id=row.entity_id,
+            actor=row.actor,
+            changes=row.changes,
+            personal=row.personal,
+            entity_id_is_personal=True,
+            subject_id=row.subject_id,
+            now=row.now,
+        )
+    await AuditBatcher(db).append(batch_tenant, row)
+    salted = {"entity_id_digest", "entity_id_salt", "personal_salts", "personal_digests"}
+    rows = {}
+    for t in (plain_tenant, batch_tenant):
+        async with db.transaction(t) as con:
+            rec = await con.fetchrow("SELECT * FROM audit_log WHERE tenant_id = $1", t)
+        assert plaintext_matches(rec)
+        assert set(rec["personal_salts"]) == set(rec["personal_digests"]) == {"email"}
+        assert rec["entity_id_digest"] and rec["entity_id_salt"]
+        rows[t] = {
+            k: v
+            for k, v in dict(rec).items()
+            if k not in {"tenant_id", "id", "integrity_hash", *salted}
+        }
+        assert (await _chain_valid(channel, t)).valid
+    assert rows[plain_tenant] == rows[batch_tenant]
+    async with db.transaction(batch_tenant) as con:
+        assert await redact_subject(con, batch_tenant, "cust_9") == 1
+    assert (await _chain_valid(channel, batch_tenant)).valid
+
+
+async def test_a_row_with_keys_both_personal_and_not_is_refused_before_queueing(db, tenant):
+    batcher = AuditBatcher(db)
+    bad = dataclasses.replace(_row(1), personal={"n": "x"})
+    with pytest.raises(ValueError, match="both personal and not"):
+        await batcher.append(tenant, bad)
+    # Nothing was queued: the next row is the chain's first.
+    assert (await batcher.append(tenant, _row(2))).seq == 1
 
 
 async def test_close_fails_waiting_callers_with_unavailable(db, tenant):

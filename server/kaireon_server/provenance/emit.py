@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from kaireon_server.platform.audit_chain import AuditBatcher, AuditRow
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument, NotFound
 from kaireon_server.platform.signing import UNSIGNED, Signer
 from kaireon_server.provenance import repository
-from kaireon_server.provenance.audit_batch import AuditBatcher, PendingRow
-from kaireon_server.provenance.bundle import Bundle, audit_changes, encode
-from kaireon_server.provenance.model import Sources
+from kaireon_server.provenance.bundle import Bundle, audit_changes, encode_rows, sources_of
+from kaireon_server.provenance.cache import BundleCache
+from kaireon_server.provenance.model import ModelVersion, Sources
+from kaireon_server.provenance.repository import BundleRows
 
 MAX_DECISION_ID_LENGTH = 256
 Clock = Callable[[], datetime]
@@ -43,50 +45,40 @@ def validate_decision_id(decision_id: str) -> str:
     return decision_id
 
 
-def _audit_entities(sources: Sources) -> list[tuple[str, str]]:
-    """(entity_type, entity_id) of every row "about" the decision or an artifact it used.
-
-    Versioned artifacts are named either by id or by "<id>@<version>" (the seed's
-    model_version_published rows use the latter); both are looked up.
-    """
-    pairs = [(t, sources.decision.id) for t in repository.DECISION_ENTITY_TYPES]
-    for m in sources.models:
-        pairs += [("ml_model", m.model_id), ("ml_model", f"{m.model_id}@{m.version}")]
-    for o in sources.offers:
-        pairs += [("offer", o.offer_id), ("offer", f"{o.offer_id}@{o.version}")]
-    for kind, artifacts in (("rule", sources.rules), ("contact_policy", sources.policies)):
-        for a in artifacts:
-            pairs += [(kind, a.artifact_id), (kind, f"{a.artifact_id}@{a.version}")]
-    if sources.fairness is not None:
-        pairs.append(("fairness_report", sources.fairness.id))
-    return sorted(set(pairs))
-
-
-async def read_sources(db: Database, tenant_id: str, decision_id: str) -> Sources:
-    # One repeatable-read snapshot: the bundle never mixes rows from before and
-    # after a concurrent change.
+async def read_rows(
+    db: Database, tenant_id: str, decision_id: str, cache: BundleCache
+) -> tuple[BundleRows, list[ModelVersion]]:
+    """Everything a bundle cites, in one repeatable-read snapshot (a bundle never
+    mixes rows from before and after a concurrent change): one statement, plus one
+    for model states the cache has not hashed yet."""
     async with db.transaction(tenant_id, readonly=True, isolation="repeatable_read") as con:
-        decision = await repository.get_decision(con, tenant_id, decision_id)
-        if decision is None:
+        rows = await repository.read_bundle(con, tenant_id, decision_id)
+        if rows is None:
             # Another tenant's decision is indistinguishable from a missing one.
             raise NotFound("no decision with this id", reason="DECISION_NOT_FOUND")
-        at = decision.decided_at
-        offers = await repository.offers_as_of(con, tenant_id, decision.offer_ids(), at)
-        categories = sorted({o.category_id for o in offers})
-        offer_ids = [o.offer_id for o in offers]
-        rules = await repository.rules_as_of(
-            con, tenant_id, at, categories=categories, offer_ids=offer_ids
+        keys = [(tenant_id, m[0], m[1], bytes(m[3])) for m in rows.models]
+        hashes = {key: cache.model_hash(key) for key in keys}
+        missing = [key for key, digest in hashes.items() if digest is None]
+        if missing:
+            states = await repository.model_states(con, tenant_id, [k[1:3] for k in missing])
+            for key in missing:
+                hashes[key] = cache.put_model_state(key, states[key[3]])
+    models = [
+        # The bundle carries the hash of the state, not the state (it may be large).
+        ModelVersion(model_id, version, model_type, str(hashes[key]), valid_from)
+        for (model_id, version, model_type, _, valid_from), key in zip(
+            rows.models, keys, strict=True
         )
-        policies = await repository.policies_as_of(
-            con, tenant_id, at, categories=categories, offer_ids=offer_ids
-        )
-        models = await repository.models_used(con, tenant_id, decision.model_refs(), at)
-        fairness = await repository.fairness_as_of(
-            con, tenant_id, sorted({m.model_id for m in models}), at
-        )
-        partial = Sources(decision, offers, rules, policies, models, fairness, [])
-        audit = await repository.audit_entries(con, tenant_id, _audit_entities(partial), at)
-    return Sources(decision, offers, rules, policies, models, fairness, audit)
+    ]
+    return rows, models
+
+
+async def read_sources(
+    db: Database, tenant_id: str, decision_id: str, cache: BundleCache | None = None
+) -> Sources:
+    """The same reads as `Sources`, the form `bundle.assemble` (the definition) takes."""
+    rows, models = await read_rows(db, tenant_id, decision_id, cache or BundleCache())
+    return sources_of(rows, models)
 
 
 @dataclass
@@ -96,11 +88,13 @@ class ProvenanceEmitter:
     build: BuildEnv
     clock: Clock
     audit: AuditBatcher
+    cache: BundleCache = field(default_factory=BundleCache)
 
     async def emit(self, identity: Identity, decision_id: str) -> Emission:
         decision_id = validate_decision_id(decision_id)
-        sources = await read_sources(self.db, identity.tenant_id, decision_id)
-        bundle = encode(sources, self.build)
+        tenant_id = identity.tenant_id
+        rows, models = await read_rows(self.db, tenant_id, decision_id, self.cache)
+        bundle = encode_rows(tenant_id, rows, models, self.build, self.cache)
         signature = self.signer.sign(bundle.body)
         # The emission row is appended after the read snapshot, never inside it
         # (holding the tenant's chain lock during the reads would serialise every
@@ -108,13 +102,13 @@ class ProvenanceEmitter:
         # unless its row is committed.
         record = await self.audit.append(
             identity.tenant_id,
-            PendingRow(
+            AuditRow(
                 action=repository.EMIT_ACTION,
                 entity_type=repository.DECISION_ENTITY,
                 entity_id=decision_id,
                 actor=identity.actor,
                 changes=audit_changes(bundle, signed=signature != UNSIGNED),
-                subject_id=sources.decision.customer_id,
+                subject_id=rows.decision.customer_id,
                 now=self.clock(),
             ),
         )

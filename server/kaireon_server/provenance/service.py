@@ -11,11 +11,11 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
 from kaireon_server.capability import ServiceContext
+from kaireon_server.platform.audit_chain import AuditBatcher
 from kaireon_server.platform.auth import current_identity
 from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.errors import ConfigurationError
 from kaireon_server.platform.signing import ALGORITHM
-from kaireon_server.provenance.audit_batch import AuditBatcher
 from kaireon_server.provenance.bundle import CONTENT_TYPE, SCHEMA_VERSION
 from kaireon_server.provenance.emit import ProvenanceEmitter, system_clock
 
