@@ -129,7 +129,7 @@ class InMemoryCheckpointStore:
 
 # --- PostgreSQL ------------------------------------------------------------------
 
-_UPSERT = """
+CHECKPOINT_UPSERT = """
 INSERT INTO flow_run_checkpoint (tenant_id, run_id, node_id, cache_key, output_digest, output)
 SELECT $1, $2, $3, $4, $5, $6
   FROM (SELECT set_config('synchronous_commit', $7, true),
@@ -170,7 +170,12 @@ class _PostgresWriter:
             con = await self._tx.connection()
             try:
                 await con.execute(
-                    _UPSERT, *self._args, cache_key, output_digest, output, self._synchronous
+                    CHECKPOINT_UPSERT,
+                    *self._args,
+                    cache_key,
+                    output_digest,
+                    output,
+                    self._synchronous,
                 )
             except BaseException:
                 await self._tx.finish(commit=False)
@@ -184,12 +189,17 @@ class _PostgresWriter:
         if self._shared is not None:
             async with self._shared.mutex:
                 await self._shared.con.execute(
-                    _UPSERT, *self._args, cache_key, output_digest, output, self._synchronous
+                    CHECKPOINT_UPSERT,
+                    *self._args,
+                    cache_key,
+                    output_digest,
+                    output,
+                    self._synchronous,
                 )
             return
         async with self._db.connection() as con:
             await con.execute(
-                _UPSERT, *self._args, cache_key, output_digest, output, self._synchronous
+                CHECKPOINT_UPSERT, *self._args, cache_key, output_digest, output, self._synchronous
             )
 
     async def abort(self) -> None:
