@@ -17,10 +17,11 @@ Rows:
                       a ratio to it, measured in the same run;
 - memory:             InMemoryCheckpointStore;
 - postgres:           PostgresCheckpointStore (one transaction per checkpoint);
-- postgres+recorder:  the service path: checkpoints and the run recorder's
-                      batched node status / events (flow_run_node /
-                      flow_run_event) over the run's own connection (the one
-                      holding its advisory lock), as FlowRunnerService does;
+- postgres+recorder:  the service path: checkpoints over the run's own
+                      connection (the one holding its advisory lock) plus the
+                      run recorder writing node status and events
+                      (flow_run_node / flow_run_event, batched), as
+                      FlowRunnerService does;
 - postgres sync:      PostgresCheckpointStore(synchronous=True): every
                       checkpoint waits for the WAL flush (informational);
 - postgres (retry):   the same run again: every node skipped from its checkpoint.
@@ -194,7 +195,7 @@ async def timed_run(
                 nodes=[(node.id, node.spec.type) for node in plan.nodes.values()],
                 started_at=datetime.now(UTC),
             )
-        hooks.append(RunRecorder(db, tenant, run_id, 1, 1, connection=shared))
+        hooks.append(RunRecorder(db, tenant, run_id, 1, 1))
     runner = FlowRunner(store, hooks=hooks, services=NodeServices(db=db))
     async with meter.sample(out):
         result = await runner.run(plan, tenant_id=tenant, run_id=run_id)

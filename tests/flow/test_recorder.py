@@ -1,5 +1,6 @@
-"""The run recorder's writes (event log, node status, NOTIFY) on the run's own
-connection, its pooled fallback, the attempt fence, and what finalize rewrites.
+"""The run recorder's batched writes (event log, node status, NOTIFY in one
+statement), the attempt fence, and what finalize is left to rewrite; the
+tenant of the run lock's session.
 
 Rows are read back over the owner DSN (`database_url`), not the server's pool.
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +21,6 @@ from kaireon_server.flow.hooks import EventType, NodeEvent, NodeResult, NodeStat
 from kaireon_server.flow.locks import RunLock
 from kaireon_server.flow.notifier import CHANNEL
 from kaireon_server.flow.recorder import RunRecorder
-from kaireon_server.flow.stores import SharedConnection
 from kaireon_server.platform.db import Database
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -111,13 +110,13 @@ async def test_lock_connection_carries_the_tenant(lock: RunLock, tenant: str) ->
     assert await lock.con.fetchval("SELECT current_setting('kaireon.tenant_id')") == tenant
 
 
-async def test_batch_on_the_run_connection_writes_events_status_and_notifies(
-    db: Database, owner: asyncpg.Connection, lock: RunLock, tenant: str
+async def test_one_batch_writes_events_status_and_notifies(
+    db: Database, owner: asyncpg.Connection, tenant: str
 ) -> None:
     await new_run(db, tenant, "rec-run")
     heard: asyncio.Queue[str] = asyncio.Queue()
     await owner.add_listener(CHANNEL, lambda *args: heard.put_nowait(args[-1]))
-    recorder = RunRecorder(db, tenant, "rec-run", 1, 7, connection=lock.shared)
+    recorder = RunRecorder(db, tenant, "rec-run", 1, 7)
     await recorder.on_node_start(event(EventType.NODE_STARTED, running("n0"), tenant, "rec-run"))
     done = completed("n0")
     await recorder.on_node_complete(event(EventType.NODE_COMPLETED, done, tenant, "rec-run"))
@@ -148,14 +147,14 @@ async def test_batch_on_the_run_connection_writes_events_status_and_notifies(
 
 
 async def test_stale_attempt_cannot_overwrite_node_status(
-    db: Database, owner: asyncpg.Connection, lock: RunLock, tenant: str
+    db: Database, owner: asyncpg.Connection, tenant: str
 ) -> None:
     await new_run(db, tenant, "rec-run")
     # The run moved on to attempt 2; an executor of attempt 1 flushes late.
     await owner.execute(
         "UPDATE flow_run SET attempt = 2 WHERE tenant_id = $1 AND run_id = $2", tenant, "rec-run"
     )
-    stale = RunRecorder(db, tenant, "rec-run", 1, 1, connection=lock.shared)
+    stale = RunRecorder(db, tenant, "rec-run", 1, 1)
     await stale.on_node_complete(
         event(EventType.NODE_COMPLETED, completed("n0"), tenant, "rec-run")
     )
@@ -163,37 +162,13 @@ async def test_stale_attempt_cannot_overwrite_node_status(
     assert (await nodes_of(owner, tenant, "rec-run"))["n0"]["state"] == "pending"
 
 
-async def test_falls_back_to_the_pool_when_the_run_connection_is_gone(
-    db: Database,
-    owner: asyncpg.Connection,
-    tenant: str,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    await new_run(db, tenant, "rec-gone")
-    con = await db.dedicated_connection()
-    await con.close()
-    recorder = RunRecorder(db, tenant, "rec-gone", 1, 1, connection=SharedConnection(con))
-    done = completed("n1")
-    with caplog.at_level(logging.WARNING, logger="kaireon_server.flow.recorder"):
-        await recorder.on_node_complete(event(EventType.NODE_COMPLETED, done, tenant, "rec-gone"))
-        await recorder.close()
-    assert [r["node_id"] for r in await events_of(owner, tenant, "rec-gone")] == ["n1"]
-    assert (await nodes_of(owner, tenant, "rec-gone"))["n1"]["state"] == "completed"
-    assert recorder.unwritten([done]) == []
-    assert any("using the pool" in r.getMessage() for r in caplog.records)
-
-
 async def test_nothing_written_leaves_every_status_to_finalize(
     db: Database, owner: asyncpg.Connection, tenant: str
 ) -> None:
-    # No flow_run row: the event log's foreign key refuses the events, on both paths.
-    con = await db.dedicated_connection()
-    try:
-        recorder = RunRecorder(db, tenant, "no-run", 1, 1, connection=SharedConnection(con))
-        done = completed("n0")
-        await recorder.on_node_complete(event(EventType.NODE_COMPLETED, done, tenant, "no-run"))
-        await recorder.close()
-    finally:
-        await con.close()
+    # No flow_run row: the event log's foreign key refuses the batch; the run goes on.
+    recorder = RunRecorder(db, tenant, "no-run", 1, 1)
+    done = completed("n0")
+    await recorder.on_node_complete(event(EventType.NODE_COMPLETED, done, tenant, "no-run"))
+    await recorder.close()
     assert await events_of(owner, tenant, "no-run") == []
     assert recorder.unwritten([done]) == [done]

@@ -84,15 +84,8 @@ class Executors:
 
     async def _execute(self, attempt: Attempt) -> None:
         tenant, run_id, token = attempt.tenant, attempt.run_id, attempt.token
-        # Checkpoints and the event log of this attempt go over the lock's connection.
-        recorder = RunRecorder(
-            self.db,
-            tenant,
-            run_id,
-            attempt.number,
-            attempt.first_seq,
-            connection=attempt.lock.shared,
-        )
+        recorder = RunRecorder(self.db, tenant, run_id, attempt.number, attempt.first_seq)
+        # Checkpoints of this attempt go over the lock's connection.
         store = PostgresCheckpointStore(
             self.db, synchronous=self.store.synchronous == "on", connection=attempt.lock.shared
         )

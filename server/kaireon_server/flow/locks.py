@@ -8,8 +8,8 @@ transaction-pooling proxy (pgbouncer in transaction mode) they do not hold.
 
 The connection serves one tenant's run for its whole life, so the tenant is
 set for the session (`kaireon.tenant_id`, what row-level security keys on)
-when the lock is taken: the run's checkpoint and event-log statements on it
-are then single statements, one round trip each, with no transaction to open.
+when the lock is taken: the run's checkpoint statements and its watchdog's
+reads on it see the run's tenant without a transaction to open.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def lock_key(tenant_id: str, run_id: str) -> int:
 
 
 class RunLock:
-    """The lock and its connection; `shared` lets the run's checkpoint writes, its
-    event log and its watchdog use that connection in turn."""
+    """The lock and its connection; `shared` lets the run's checkpoint writes and
+    its watchdog use that connection in turn."""
 
     def __init__(self, con: asyncpg.Connection, key: int) -> None:
         self.shared = SharedConnection(con)

@@ -4,14 +4,11 @@ The recorder is a RunHooks: hooks only queue (numbering the event), and one
 writer task flushes whatever accumulated: the events, the latest status of
 each touched node, one NOTIFY. A flush waits FLUSH_SECONDS after the first
 queued event so that fast nodes share it: watchers and GetRun lag by at most
-that much, and the database cost per node stays small.
-
-With the run's own connection (the one holding its advisory lock, whose
-session carries the tenant) a flush is one statement, one round trip
-(repository.write_batch), taking its turn with the checkpoint writes; without
-one, or when that statement fails, it is a pooled tenant transaction. The end
-of a run is written by the executor (`finalize`), after the last flush; it
-rewrites only the nodes whose final status no flush wrote (`unwritten`).
+that much, and the database cost per node stays small. A flush is one
+statement in a pooled tenant transaction (repository.write_batch: the batch
+travels as one JSON document). The end of a run is written by the executor
+(`finalize`), after the last flush; it rewrites only the nodes whose final
+status no flush wrote (`unwritten`).
 """
 
 from __future__ import annotations
@@ -27,7 +24,6 @@ from typing import Any
 from kaireon_server.flow import repository
 from kaireon_server.flow.hooks import NodeEvent, NodeResult, RunHooks
 from kaireon_server.flow.notifier import CHANNEL, payload
-from kaireon_server.flow.stores import SharedConnection
 from kaireon_server.platform.db import Database
 
 log = logging.getLogger(__name__)
@@ -53,11 +49,8 @@ class RunRecorder(RunHooks):
         run_id: str,
         attempt: int,
         first_seq: int,
-        *,
-        connection: SharedConnection | None = None,
     ) -> None:
         self._db = db
-        self._shared = connection
         self.tenant_id = tenant_id
         self.run_id = run_id
         self.attempt = attempt
@@ -107,19 +100,6 @@ class RunRecorder(RunHooks):
                 return
 
     async def _write(self, batch: list[_Pending]) -> None:
-        try:
-            if not await self._write_shared(batch):
-                await self._write_pooled(batch)
-        except Exception as exc:
-            # The run goes on; finalize() writes the status of every node not written.
-            log.warning("flow events not recorded", extra={"error_type": type(exc).__name__})
-            return
-        for item in batch:
-            self._written[item.node_id] = item.status
-
-    async def _write_shared(self, batch: list[_Pending]) -> bool:
-        if self._shared is None:
-            return False
         events: list[dict[str, Any]] = [
             {
                 "seq": item.seq,
@@ -132,9 +112,11 @@ class RunRecorder(RunHooks):
             for item in batch
         ]
         try:
-            async with self._shared.mutex:
+            # A pooled connection, not the run's own: a flush then runs beside the
+            # checkpoint writes (on the run's connection it would hold them up).
+            async with self._db.transaction(self.tenant_id) as con:
                 await repository.write_batch(
-                    self._shared.con,
+                    con,
                     self.tenant_id,
                     self.run_id,
                     self.attempt,
@@ -142,36 +124,8 @@ class RunRecorder(RunHooks):
                     notification=(CHANNEL, payload(self.tenant_id, self.run_id, "event")),
                 )
         except Exception as exc:
-            # E.g. the lock's connection is gone: the pool still reaches the database.
-            log.warning(
-                "flow events not written on the run's connection; using the pool",
-                extra={"error_type": type(exc).__name__},
-            )
-            return False
-        return True
-
-    async def _write_pooled(self, batch: list[_Pending]) -> None:
-        events = [
-            (
-                item.seq,
-                self.attempt,
-                item.type,
-                item.node_id,
-                item.error,
-                repository.status_json(item.status),
-                item.at,
-            )
-            for item in batch
-        ]
-        latest = {item.node_id: item.status for item in batch}
-        async with self._db.transaction(self.tenant_id) as con:
-            await repository.insert_events(con, self.tenant_id, self.run_id, events)
-            await repository.update_nodes(
-                con, self.tenant_id, self.run_id, self.attempt, latest.values()
-            )
-            # Informational rows (checkpoints are the truth): no wait for the disk.
-            await con.execute(
-                "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)",
-                CHANNEL,
-                payload(self.tenant_id, self.run_id, "event"),
-            )
+            # The run goes on; finalize() writes the status of every node not written.
+            log.warning("flow events not recorded", extra={"error_type": type(exc).__name__})
+            return
+        for item in batch:
+            self._written[item.node_id] = item.status

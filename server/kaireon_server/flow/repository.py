@@ -300,8 +300,8 @@ async def insert_events(
 # events {seq, type, node_id, error, status, at}, each carrying its node's status
 # after it; every node takes the status of its last event in the batch, behind
 # the same attempt fence as _UPDATE_NODE. Status and events are informational
-# (checkpoints are the truth), so the commit does not wait for the disk. Needs
-# the tenant set for the session: the run's own connection (locks.py).
+# (checkpoints are the truth), so the commit does not wait for the disk. Run
+# inside Database.transaction(tenant).
 _WRITE_BATCH = """
 WITH batch AS MATERIALIZED (
     SELECT e.seq, e.type, e.node_id, e.error, e.status, e.at
