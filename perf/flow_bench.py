@@ -16,7 +16,8 @@ Rows:
                       dependents start); every other row is also printed as
                       a ratio to it, measured in the same run;
 - memory:             InMemoryCheckpointStore;
-- postgres:           PostgresCheckpointStore (one transaction per checkpoint);
+- postgres:           PostgresCheckpointStore(db), as embedded: one statement
+                      per checkpoint over a connection its run session opens;
 - postgres+recorder:  the service path: checkpoints over the run's own
                       connection (the one holding its advisory lock) plus the
                       run recorder writing node status and events
