@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -61,6 +62,17 @@ def start(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def stop(spy: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """End a recording early: on SIGINT py-spy writes what it sampled, then exits."""
+    if spy.poll() is None:
+        spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait(timeout=5)
+
+
 _LINE_NO = re.compile(r":\d+\)$")
 
 
@@ -98,3 +110,41 @@ def summarize(path: Path) -> Profile | None:
         inclusive_top=[(f, c / total) for f, c in incl_counts.most_common(20)],
         path=path,
     )
+
+
+def breakdown(path: Path, categories: list[tuple[str, tuple[str, ...]]]) -> str | None:
+    """Samples by category: the first category with a frame containing one of its
+    markers (anywhere in the stack) takes the sample; then idle (epoll on top),
+    native code under an asyncio callback (no Python frame: grpc.aio's Cython),
+    threads, other. Shares of the samples py-spy recorded (it skips idle threads)."""
+    if not path.exists():
+        return None
+    counts: Counter[str] = Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        frames = [f for f in stack.split(";") if f and not f.startswith("process ")]
+        if not frames:
+            continue
+        name = next(
+            (c for c, markers in categories if any(m in f for f in frames for m in markers)),
+            None,
+        )
+        if name is None:
+            top = _frame(frames[-1])
+            if top.startswith(("EpollSelector.select", "select ")):
+                name = "idle: waiting in epoll"
+            elif top.startswith("Handle._run"):
+                name = "native code under an asyncio callback (grpc.aio)"
+            elif "threading.py" in top:
+                name = "other threads (grpc poller)"
+            else:
+                name = "other"
+        counts[name] += int(count_text)
+    total = sum(counts.values())
+    if not total:
+        return None
+    lines = [f"py-spy by category: {total} samples ({path.name})"]
+    lines += [f"    {n * 100 / total:5.1f}%  {name}" for name, n in counts.most_common()]
+    return "\n".join(lines)

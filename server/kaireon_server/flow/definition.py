@@ -10,10 +10,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from kaireon_server.platform.canonical import canonical_digest
+from kaireon_server.platform.canonical import sha256_hex
 from kaireon_server.platform.errors import FieldViolation, InvalidArgument
+from kaireon_server.provenance.jcs import canonical_json
 
 
 class FailureMode(enum.Enum):
@@ -59,9 +61,10 @@ class FlowDefinition:
     max_concurrency: int = 0
     on_failure: FailureMode = FailureMode.FINISH_RUNNING
 
-    @property
+    @cached_property
     def digest(self) -> str:
-        return canonical_digest(definition_to_json(self))
+        """sha256 of the canonical JSON form (RFC 8785; computed once, definitions are frozen)."""
+        return sha256_hex(canonical_json(definition_to_json(self)))
 
 
 def _retry_to_json(policy: RetryPolicy) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 An attempt runs in a background task holding the run's advisory lock. A
 watchdog polls the cancel flag over the lock's own connection (which also
 proves the lock still holds). The end of an attempt is written in one
-transaction: every node's final status, the run's state (fenced by attempt
-number) and a RUN_FINISHED event, then NOTIFY.
+transaction: the final status of every node the recorder has not written, the
+run's state (fenced by attempt number) and a RUN_FINISHED event, then NOTIFY.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from kaireon_server.flow import repository
-from kaireon_server.flow.hooks import RunHooks, RunResult, RunState
+from kaireon_server.flow.hooks import NodeResult, RunHooks, RunResult, RunState
 from kaireon_server.flow.locks import RunLock, dedicated_connection, lock_key
 from kaireon_server.flow.nodes.base import NodeServices
 from kaireon_server.flow.notifier import notify
@@ -101,7 +101,9 @@ class Executors:
                 actor=attempt.actor,
             )
             await recorder.close()
-            await self._finalize(result, recorder.next_seq, token.reason)
+            await self._finalize(
+                result, recorder.unwritten(result.nodes.values()), recorder.next_seq, token.reason
+            )
         except Exception as exc:
             log.error(
                 "flow run crashed", extra={"run_id": run_id, "error_type": type(exc).__name__}
@@ -147,15 +149,17 @@ class Executors:
             if flag:
                 token.cancel(CANCELLED_BY_REQUEST)
 
-    async def _finalize(self, result: RunResult, seq: int, reason: str) -> None:
+    async def _finalize(
+        self, result: RunResult, nodes: Sequence[NodeResult], seq: int, reason: str
+    ) -> None:
+        """`nodes`: those whose final status the recorder has not written (never
+        started, interrupted, or a flush that failed)."""
         state = RunState.FAILED if reason in (SHUTDOWN, LOCK_LOST) else result.state
         tenant, run_id, number = result.tenant_id, result.run_id, result.run_attempt
         for retry in range(3):
             try:
                 async with self.db.transaction(tenant) as con:
-                    await repository.update_nodes(
-                        con, tenant, run_id, number, result.nodes.values()
-                    )
+                    await repository.update_nodes(con, tenant, run_id, number, nodes)
                     if await repository.finish_run(
                         con,
                         tenant,

@@ -9,6 +9,11 @@ plan, so the per-node cost does not grow with the size of the config. A node
 whose type, implementation, config or any upstream output changed gets a new
 key and runs again; timeout and retry policy are not part of it (they do not
 change what a node computes).
+
+Both are computed for every node, so they use the fast canonicaliser
+(provenance/jcs.py: the C json encoder where its output is already canonical,
+byte-identical to the `rfc8785` package by property test, which it falls back
+to, errors included).
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from typing import Any
 import rfc8785
 
 from kaireon_server.flow.nodes.base import NodeError
-from kaireon_server.platform.canonical import canonical_digest, sha256_hex
+from kaireon_server.platform.canonical import sha256_hex
+from kaireon_server.provenance.jcs import canonical_json
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
-    return canonical_digest(dict(config))
+    return sha256_hex(canonical_json(dict(config)))
 
 
 def cache_key(
@@ -32,20 +38,22 @@ def cache_key(
     config_sha256: str,
     inputs: Sequence[tuple[str, str]],
 ) -> str:
-    return canonical_digest(
-        {
-            "type": node_type,
-            "version": version,
-            "config": config_sha256,
-            "inputs": [[dep, digest] for dep, digest in inputs],
-        }
+    return sha256_hex(
+        canonical_json(
+            {
+                "type": node_type,
+                "version": version,
+                "config": config_sha256,
+                "inputs": [[dep, digest] for dep, digest in inputs],
+            }
+        )
     )
 
 
 def output_digest(output: Any) -> str:
     """Digest of a node's output; outputs must be JSON that RFC 8785 can canonicalise."""
     try:
-        return sha256_hex(bytes(rfc8785.dumps(output)))
+        return sha256_hex(canonical_json(output))
     except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
         # e.g. NaN, integers beyond 2^53, non-JSON objects
         raise NodeError(f"node output is not canonical JSON ({type(exc).__name__})") from None

@@ -5,6 +5,11 @@ attempt. If the process dies, even by SIGKILL, the kernel closes its socket,
 PostgreSQL ends the session and releases the lock, and another process may
 retry the run. Session locks need a direct connection: behind a
 transaction-pooling proxy (pgbouncer in transaction mode) they do not hold.
+
+The connection serves one tenant's run for its whole life, so the tenant is
+set for the session (`kaireon.tenant_id`, what row-level security keys on)
+when the lock is taken: the run's checkpoint statements and its watchdog's
+reads on it see the run's tenant without a transaction to open.
 """
 
 from __future__ import annotations
@@ -57,7 +62,15 @@ class RunLock:
         try:
             deadline = asyncio.get_running_loop().time() + wait
             while True:
-                if await con.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                # One round trip: the lock, and the session's tenant (the connection is
+                # closed at once when the lock is not had).
+                row = await con.fetchrow(
+                    "SELECT pg_try_advisory_lock($1) AS locked, "
+                    "set_config('kaireon.tenant_id', $2, false)",
+                    key,
+                    tenant_id,
+                )
+                if row is not None and row["locked"]:
                     return cls(con, key)
                 if asyncio.get_running_loop().time() >= deadline:
                     break

@@ -1,11 +1,14 @@
 """Persists a run's events and node status as they happen, for GetRun and WatchRun.
 
-The recorder is a RunHooks: hooks only queue, and one writer task flushes
-whatever accumulated in a single transaction (events, the latest status of
-each touched node, one NOTIFY). A flush waits FLUSH_SECONDS after the first
-queued event so that fast nodes share transactions: watchers and GetRun lag
-by at most that much, and the database cost per node stays small. The end
-of a run is written by the manager (`finalize`), after the last flush.
+The recorder is a RunHooks: hooks only queue (numbering the event), and one
+writer task flushes whatever accumulated: the events, the latest status of
+each touched node, one NOTIFY. A flush waits FLUSH_SECONDS after the first
+queued event so that fast nodes share it: watchers and GetRun lag by at most
+that much, and the database cost per node stays small. A flush is one
+statement in a pooled tenant transaction (repository.write_batch: the batch
+travels as one JSON document). The end of a run is written by the executor
+(`finalize`), after the last flush; it rewrites only the nodes whose final
+status no flush wrote (`unwritten`).
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from kaireon_server.flow import repository
 from kaireon_server.flow.hooks import NodeEvent, NodeResult, RunHooks
@@ -28,6 +33,7 @@ FLUSH_SECONDS = 0.025
 
 @dataclass(frozen=True)
 class _Pending:
+    seq: int
     type: str
     node_id: str
     error: str
@@ -37,7 +43,12 @@ class _Pending:
 
 class RunRecorder(RunHooks):
     def __init__(
-        self, db: Database, tenant_id: str, run_id: str, attempt: int, first_seq: int
+        self,
+        db: Database,
+        tenant_id: str,
+        run_id: str,
+        attempt: int,
+        first_seq: int,
     ) -> None:
         self._db = db
         self.tenant_id = tenant_id
@@ -45,14 +56,19 @@ class RunRecorder(RunHooks):
         self.attempt = attempt
         self.next_seq = first_seq
         self._pending: list[_Pending] = []
+        # Each node's status as the last successful flush wrote it.
+        self._written: dict[str, NodeResult] = {}
         self._wake = asyncio.Event()
         self._closing = False
         self._task = asyncio.create_task(self._flush_forever())
 
     async def _queue(self, event: NodeEvent) -> None:
         self._pending.append(
-            _Pending(event.type.value, event.node_id, event.error, event.status, event.at)
+            _Pending(
+                self.next_seq, event.type.value, event.node_id, event.error, event.status, event.at
+            )
         )
+        self.next_seq += 1
         self._wake.set()
 
     on_node_start = _queue
@@ -67,6 +83,10 @@ class RunRecorder(RunHooks):
         with contextlib.suppress(Exception):
             await self._task
 
+    def unwritten(self, nodes: Iterable[NodeResult]) -> list[NodeResult]:
+        """The nodes whose status differs from what the flushes wrote (or that none wrote)."""
+        return [n for n in nodes if self._written.get(n.node_id) != n]
+
     async def _flush_forever(self) -> None:
         while True:
             await self._wake.wait()
@@ -80,34 +100,32 @@ class RunRecorder(RunHooks):
                 return
 
     async def _write(self, batch: list[_Pending]) -> None:
-        events = []
-        for item in batch:
-            events.append(
-                (
-                    self.next_seq,
-                    self.attempt,
-                    item.type,
-                    item.node_id,
-                    item.error,
-                    repository.status_json(item.status),
-                    item.at,
-                )
-            )
-            self.next_seq += 1
-        latest = {item.node_id: item.status for item in batch}
+        events: list[dict[str, Any]] = [
+            {
+                "seq": item.seq,
+                "type": item.type,
+                "node_id": item.node_id,
+                "error": item.error,
+                "status": repository.status_json(item.status),
+                "at": item.at.isoformat(),
+            }
+            for item in batch
+        ]
         try:
+            # A pooled connection, not the run's own: a flush then runs beside the
+            # checkpoint writes (on the run's connection it would hold them up).
             async with self._db.transaction(self.tenant_id) as con:
-                await repository.insert_events(con, self.tenant_id, self.run_id, events)
-                await repository.update_nodes(
-                    con, self.tenant_id, self.run_id, self.attempt, latest.values()
-                )
-                # Status and events are informational (checkpoints are the
-                # truth): the commit need not wait for the disk.
-                await con.execute(
-                    "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)",
-                    CHANNEL,
-                    payload(self.tenant_id, self.run_id, "event"),
+                await repository.write_batch(
+                    con,
+                    self.tenant_id,
+                    self.run_id,
+                    self.attempt,
+                    events,
+                    notification=(CHANNEL, payload(self.tenant_id, self.run_id, "event")),
                 )
         except Exception as exc:
-            # The run goes on; finalize() writes every node's final status anyway.
+            # The run goes on; finalize() writes the status of every node not written.
             log.warning("flow events not recorded", extra={"error_type": type(exc).__name__})
+            return
+        for item in batch:
+            self._written[item.node_id] = item.status

@@ -171,6 +171,8 @@ class _Execution:
         self.finished: asyncio.Queue[str | None] = asyncio.Queue()
         self.error = ""
         self.final_state: RunState | None = None
+        # The store bound to this run attempt (CheckpointStore.session), set by run().
+        self.store: CheckpointStore = runner.store
 
     async def emit(self, kind: EventType, nid: str, output: Any = None) -> None:
         if not self.runner.hooks.active:
@@ -206,8 +208,13 @@ class _Execution:
                     entry.task.cancel()
 
     async def run(self) -> RunResult:
+        async with self.runner.store.session(self.tenant_id, self.run_id) as store:
+            self.store = store
+            return await self._run()
+
+    async def _run(self) -> RunResult:
         started = _now()
-        checkpoints = await self.runner.store.load(self.tenant_id, self.run_id)
+        checkpoints = await self.store.load(self.tenant_id, self.run_id)
         self.token.on_cancel(lambda: self.finished.put_nowait(None))
         try:
             while True:
@@ -308,7 +315,7 @@ class _Execution:
         policy = node.spec.retry
         while True:
             entry.attempts += 1
-            writer = self.runner.store.writer(self.tenant_id, self.run_id, node.id)
+            writer = self.store.writer(self.tenant_id, self.run_id, node.id)
             ctx = NodeContext(
                 self.tenant_id,
                 self.run_id,

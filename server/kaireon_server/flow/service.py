@@ -116,8 +116,9 @@ class FlowRunnerServicer(flow_pb2_grpc.FlowRunnerServiceServicer):
     ) -> AsyncIterator[flow_pb2.WatchRunResponse]:
         identity = current_identity()
         run_id = _required_run_id(request.run_id)
+        encode = convert.WatchEncoder()
         async for item in watch_run(self._manager.db, self._notifier, identity.tenant_id, run_id):
-            yield convert.watch_to_proto(item)
+            yield encode(item)
 
 
 class FlowCapability:

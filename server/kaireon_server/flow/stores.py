@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -47,6 +48,12 @@ class CheckpointStore(Protocol):
 
     async def clear(self, tenant_id: str, run_id: str) -> int:
         """Delete a run's checkpoints; return how many there were."""
+
+    def session(
+        self, tenant_id: str, run_id: str
+    ) -> contextlib.AbstractAsyncContextManager[CheckpointStore]:
+        """The store to use for one run attempt (the runner holds it for the run),
+        e.g. bound to a connection of the run."""
 
 
 class _NodeTransaction:
@@ -126,10 +133,14 @@ class InMemoryCheckpointStore:
     async def clear(self, tenant_id: str, run_id: str) -> int:
         return len(self.runs.pop((tenant_id, run_id), {}))
 
+    @contextlib.asynccontextmanager
+    async def session(self, tenant_id: str, run_id: str) -> AsyncIterator[CheckpointStore]:
+        yield self
+
 
 # --- PostgreSQL ------------------------------------------------------------------
 
-_UPSERT = """
+CHECKPOINT_UPSERT = """
 INSERT INTO flow_run_checkpoint (tenant_id, run_id, node_id, cache_key, output_digest, output)
 SELECT $1, $2, $3, $4, $5, $6
   FROM (SELECT set_config('synchronous_commit', $7, true),
@@ -140,12 +151,43 @@ ON CONFLICT (tenant_id, run_id, node_id) DO UPDATE
 """
 
 
-@dataclass
 class SharedConnection:
-    """A connection several tasks take turns on (asyncpg runs one operation at a time)."""
+    """A connection several tasks take turns on (asyncpg runs one operation at a time):
+    hold `mutex`, then use `await get()`. Given (the run lock's connection), or
+    opened by `opener` at first use and again if it closed."""
 
-    con: asyncpg.Connection
-    mutex: asyncio.Lock = field(default_factory=asyncio.Lock)
+    def __init__(
+        self,
+        con: asyncpg.Connection | None = None,
+        *,
+        opener: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
+    ) -> None:
+        self._con = con
+        self._opener = opener
+        self.mutex = asyncio.Lock()
+
+    @property
+    def reopens(self) -> bool:
+        return self._opener is not None
+
+    @property
+    def con(self) -> asyncpg.Connection:
+        if self._con is None:
+            raise RuntimeError("connection not opened yet")
+        return self._con
+
+    async def get(self) -> asyncpg.Connection:
+        if self._opener is not None and (self._con is None or self._con.is_closed()):
+            self._con = await self._opener()
+        return self.con
+
+    async def close(self) -> None:
+        con, self._con = self._con, None
+        if con is not None and not con.is_closed():
+            try:
+                await asyncio.wait_for(con.close(), 5)
+            except Exception:
+                con.terminate()
 
 
 class _PostgresWriter:
@@ -170,7 +212,12 @@ class _PostgresWriter:
             con = await self._tx.connection()
             try:
                 await con.execute(
-                    _UPSERT, *self._args, cache_key, output_digest, output, self._synchronous
+                    CHECKPOINT_UPSERT,
+                    *self._args,
+                    cache_key,
+                    output_digest,
+                    output,
+                    self._synchronous,
                 )
             except BaseException:
                 await self._tx.finish(commit=False)
@@ -179,17 +226,25 @@ class _PostgresWriter:
             return
         # No node transaction to join: the upsert is one statement, its own
         # transaction, which sets the tenant (as Database.transaction does) and
-        # the commit mode itself. On the run's own connection when there is one:
-        # no pool round trips.
+        # the commit mode itself. On the run's own connection (see session()):
+        # one round trip, no pool acquire and reset.
         if self._shared is not None:
+            args = (*self._args, cache_key, output_digest, output, self._synchronous)
             async with self._shared.mutex:
-                await self._shared.con.execute(
-                    _UPSERT, *self._args, cache_key, output_digest, output, self._synchronous
-                )
+                con = await self._shared.get()
+                try:
+                    await con.execute(CHECKPOINT_UPSERT, *args)
+                except Exception:
+                    if not (self._shared.reopens and con.is_closed()):
+                        raise
+                    # The run's connection died (restart, idle kill): the upsert is
+                    # idempotent, so it is sent once more on a new connection.
+                    con = await self._shared.get()
+                    await con.execute(CHECKPOINT_UPSERT, *args)
             return
         async with self._db.connection() as con:
             await con.execute(
-                _UPSERT, *self._args, cache_key, output_digest, output, self._synchronous
+                CHECKPOINT_UPSERT, *self._args, cache_key, output_digest, output, self._synchronous
             )
 
     async def abort(self) -> None:
@@ -213,7 +268,10 @@ class PostgresCheckpointStore:
 
     `connection`: a connection of the run (the service passes the one holding
     the run's advisory lock) for checkpoints of nodes that opened no
-    transaction; without it each checkpoint takes a pooled connection.
+    transaction. Without one, the runner's `session` opens a connection for
+    the run at its first such checkpoint (outside the pool: a run may last
+    hours) and closes it when the run ends; a writer used outside a session
+    takes a pooled connection per checkpoint.
     """
 
     def __init__(
@@ -240,6 +298,26 @@ class PostgresCheckpointStore:
 
     def writer(self, tenant_id: str, run_id: str, node_id: str) -> CheckpointWriter:
         return _PostgresWriter(self, tenant_id, run_id, node_id)
+
+    @contextlib.asynccontextmanager
+    async def session(self, tenant_id: str, run_id: str) -> AsyncIterator[CheckpointStore]:
+        if self.connection is not None:
+            yield self
+            return
+
+        async def open_for_run() -> asyncpg.Connection:
+            con = await self.db.dedicated_connection(application_name="kaireon-flow")
+            # The connection serves this run only: its tenant holds for the session.
+            await con.execute("SELECT set_config('kaireon.tenant_id', $1, false)", tenant_id)
+            return con
+
+        shared = SharedConnection(opener=open_for_run)
+        try:
+            yield PostgresCheckpointStore(
+                self.db, synchronous=self.synchronous == "on", connection=shared
+            )
+        finally:
+            await shared.close()
 
     async def clear(
         self, tenant_id: str, run_id: str, con: asyncpg.Connection | None = None

@@ -41,7 +41,14 @@ class WatchItem:
 def _node(node_id: str, status: dict[str, object]) -> NodeView:
     def when(key: str) -> datetime | None:
         value = status.get(key)
-        return parse_timestamp(value) if isinstance(value, str) else None
+        if not isinstance(value, str):
+            return None
+        try:
+            # The recorder writes isoformat() of aware times: the C parser reads it.
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return parse_timestamp(value)
+        return moment if moment.tzinfo is not None else parse_timestamp(value)
 
     attempts = status.get("attempts", 0)
     return NodeView(
