@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from kaireon_server.platform.canonical import sha256_hex
+from kaireon_server.platform.canonical import canonical_json, sha256_hex
 from kaireon_server.platform.errors import FieldViolation, InvalidArgument
-from kaireon_server.provenance.jcs import canonical_json
 
 
 class FailureMode(enum.Enum):

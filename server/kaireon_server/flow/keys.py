@@ -11,7 +11,7 @@ key and runs again; timeout and retry policy are not part of it (they do not
 change what a node computes).
 
 Both are computed for every node, so they use the fast canonicaliser
-(provenance/jcs.py: the C json encoder where its output is already canonical,
+(platform/jcs.py: the C json encoder where its output is already canonical,
 byte-identical to the `rfc8785` package by property test, which it falls back
 to, errors included).
 """
@@ -24,8 +24,7 @@ from typing import Any
 import rfc8785
 
 from kaireon_server.flow.nodes.base import NodeError
-from kaireon_server.platform.canonical import sha256_hex
-from kaireon_server.provenance.jcs import canonical_json
+from kaireon_server.platform.canonical import canonical_json, sha256_hex
 
 
 def config_digest(config: Mapping[str, Any]) -> str:

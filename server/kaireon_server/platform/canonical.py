@@ -1,4 +1,8 @@
-"""RFC 8785 (JCS) canonical JSON: the only form a digest or a signature is taken over."""
+"""RFC 8785 (JCS) canonical JSON: the only form a digest or a signature is taken over.
+
+`canonical_json` is the fast encoder of platform/jcs.py: the bytes (and errors)
+of the `rfc8785` package, property-tested against it.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,15 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-import rfc8785
+from kaireon_server.platform.jcs import canonical_json
 
-
-def canonical_json(value: Any) -> bytes:
-    """Serialise `value` as RFC 8785 canonical JSON bytes."""
-    return bytes(rfc8785.dumps(value))
+__all__ = [
+    "canonical_digest",
+    "canonical_json",
+    "format_timestamp",
+    "parse_timestamp",
+    "sha256_hex",
+]
 
 
 def sha256_hex(data: bytes) -> str:

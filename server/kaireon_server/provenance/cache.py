@@ -30,9 +30,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from kaireon_server.platform.canonical import sha256_hex
+from kaireon_server.platform.canonical import canonical_json, sha256_hex
 from kaireon_server.provenance import cascade
-from kaireon_server.provenance.jcs import canonical_json
 from kaireon_server.provenance.model import Offer
 from kaireon_server.provenance.repository import ArtifactRow, scoped_artifact
 
