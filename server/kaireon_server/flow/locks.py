@@ -57,7 +57,11 @@ class RunLock:
         try:
             deadline = asyncio.get_running_loop().time() + wait
             while True:
-                if await con.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                # Bounded: a stalled socket must not hang StartRun/RetryRun.
+                locked = await con.fetchval(
+                    "SELECT pg_try_advisory_lock($1)", key, timeout=db.command_timeout
+                )
+                if locked:
                     return cls(con, key)
                 if asyncio.get_running_loop().time() >= deadline:
                     break

@@ -98,6 +98,10 @@ class Settings:
     db_pool_max: int = 10
     db_acquire_timeout: float = 5.0
     db_statement_timeout_ms: int = 30_000
+    # Client-side bound of every pooled statement: a stalled or black-holed
+    # connection fails instead of hanging. Default: the statement timeout + 5 s,
+    # so PostgreSQL's own (cleaner) cancellation normally comes first.
+    db_command_timeout: float = 35.0
     health_interval: float = 2.0
     shutdown_grace: float = 10.0
     workers: int = 1
@@ -129,6 +133,7 @@ class Settings:
             tenant_claim=env.get("KAIREON_JWT_TENANT_CLAIM") or "tenant_id",
             role_claim=env.get("KAIREON_JWT_ROLE_CLAIM") or "role",
         )
+        statement_timeout_ms = _int(env, "KAIREON_DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=1)
         settings = cls(
             database_url=env.get("DATABASE_URL") or None,
             data_dir=Path(env.get("KAIREON_DATA_DIR") or ".kaireon"),
@@ -141,7 +146,10 @@ class Settings:
             db_pool_min=_int(env, "KAIREON_DB_POOL_MIN", 2, minimum=1),
             db_pool_max=_int(env, "KAIREON_DB_POOL_MAX", 10, minimum=1),
             db_acquire_timeout=_float(env, "KAIREON_DB_ACQUIRE_TIMEOUT", 5.0),
-            db_statement_timeout_ms=_int(env, "KAIREON_DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=1),
+            db_statement_timeout_ms=statement_timeout_ms,
+            db_command_timeout=_float(
+                env, "KAIREON_DB_COMMAND_TIMEOUT", statement_timeout_ms / 1000 + 5.0
+            ),
             health_interval=_float(env, "KAIREON_HEALTH_INTERVAL", 2.0),
             shutdown_grace=_float(env, "KAIREON_SHUTDOWN_GRACE", 10.0),
             workers=_int(env, "KAIREON_WORKERS", 1, minimum=1),

@@ -1,0 +1,128 @@
+"""A PostgreSQL cluster of a test's own, which it may stop, crash and restart.
+
+The binaries are the `pgserver` wheel's (a runtime dependency, so present
+wherever the suite runs); the cluster lives in a fresh temporary directory and
+listens on a unix socket there only. Like pgserver, it runs as the `pgserver`
+system user when the suite runs as root (PostgreSQL refuses to run as root).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+USER = "postgres"
+PORT = 5432  # only names the socket file: nothing listens on TCP
+
+
+def _bin(name: str) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / name)
+
+
+def _system_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver.utils import ensure_user_exists
+
+    ensure_user_exists("pgserver")
+    return "pgserver"
+
+
+@dataclass
+class PostgresCluster:
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kpg-")))
+    system_user: str | None = field(default_factory=_system_user)
+
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "postgres.log"
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://{USER}@/{database}?host={self.root}&port={PORT}"
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        subprocess.run(
+            args,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            user=self.system_user,
+        )
+
+    def init(self) -> PostgresCluster:
+        if self.system_user:
+            shutil.chown(self.root, self.system_user)
+        self.root.chmod(0o755)
+        self._run(
+            _bin("initdb"),
+            "-D",
+            str(self.pgdata),
+            "-U",
+            USER,
+            "--auth=trust",
+            "--encoding=utf8",
+            "--no-sync",
+        )
+        with (self.pgdata / "postgresql.conf").open("a") as conf:
+            # Test settings: no TCP, quick shutdown, no durability waits.
+            conf.write(
+                f"listen_addresses = ''\nunix_socket_directories = '{self.root}'\n"
+                f"port = {PORT}\nfsync = off\nmax_connections = 100\n"
+            )
+        return self
+
+    def start(self) -> None:
+        self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """`fast`: a clean shutdown (sessions are terminated); `immediate`: a crash
+        (no checkpoint, recovery on the next start)."""
+        self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop")
+
+    def running(self) -> bool:
+        result = subprocess.run(
+            [_bin("pg_ctl"), "-D", str(self.pgdata), "status"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=self.system_user,
+            check=False,
+        )
+        return result.returncode == 0
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                con = await asyncpg.connect(self.dsn())
+            except (OSError, asyncpg.PostgresError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+                continue
+            await con.close()
+            return
+
+    def destroy(self) -> None:
+        if self.pgdata.exists() and self.running():
+            self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
