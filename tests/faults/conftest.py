@@ -17,6 +17,7 @@ import pytest
 
 from kaireon_server.app import App
 from kaireon_server.platform.config import Settings
+from tests.flow.conftest import effect_table  # noqa: F401 - the flow test nodes' table
 from tests.support.pg_cluster import PostgresCluster
 from tests.support.tcp_proxy import TcpProxy
 

@@ -25,6 +25,10 @@ from tests.faults.calls import error_reason
 from tests.support.pg_cluster import PostgresCluster
 from tests.support.server import base_env, metadata
 
+pytestmark = (
+    pytest.mark.slow
+)  # pg_ctl; the cluster is the tests' own, whatever the suite's database
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 INTERVAL = 0.2  # KAIREON_HEALTH_INTERVAL
