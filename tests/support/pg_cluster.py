@@ -91,8 +91,30 @@ class PostgresCluster:
             )
         return self
 
-    def start(self) -> None:
-        self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log), "-w", "start")
+    def start(self, timeout: float = 60.0) -> None:
+        """Start and wait until it accepts connections. pg_ctl's own waiting (-w)
+        is not used: pgserver's pg_ctl was seen to crash in it under load."""
+        deadline = time.monotonic() + timeout
+        while not self.running():
+            try:
+                self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log), "start")
+            except subprocess.CalledProcessError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+        while not self._ready():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"PostgreSQL did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def _ready(self) -> bool:
+        result = subprocess.run(
+            [_bin("pg_isready"), "-q", "-h", str(self.root), "-p", str(PORT), "-U", USER],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+        return result.returncode == 0
 
     def stop(self, mode: str = "fast") -> None:
         """`fast`: a clean shutdown (sessions are terminated); `immediate`: a crash

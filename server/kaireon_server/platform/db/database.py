@@ -42,9 +42,16 @@ async def _init_connection(con: asyncpg.Connection) -> None:
 
 # Errors after which a pooled connection cannot be trusted: a statement may
 # still be in flight on it (a stalled socket, a cancelled call), and ROLLBACK
-# or the pool's reset would wait behind it.
-_ABANDON = (asyncio.CancelledError, TimeoutError, GeneratorExit)
-_DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# or the pool's reset would wait behind it; or asyncpg lost track of its
+# protocol state (seen when PostgreSQL shuts down mid-statement).
+_ABANDON = (asyncio.CancelledError, TimeoutError, GeneratorExit, asyncpg.InternalClientError)
+_DB_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 @dataclass
@@ -142,6 +149,9 @@ class Database:
             async with asyncio.timeout(timeout), self.connection() as con:
                 await con.fetchval("SELECT 1")
         except (*_DB_ERRORS, ResourceExhausted, Unavailable):
+            return False
+        except Exception as exc:  # whatever went wrong, the database did not answer
+            log.warning("database ping failed", extra={"error_type": type(exc).__name__})
             return False
         return True
 
