@@ -19,7 +19,9 @@ import grpc
 import pytest
 
 from kaireon_server.demo.seed import SeedSize, seed_tenant
+from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.errors import ConfigurationError
 from tests.faults.calls import FAMILIES, error_reason
 from tests.faults.conftest import Proxied, StartProxied
 
@@ -128,3 +130,14 @@ async def test_a_stalled_database_never_hangs_a_call(
         # Healed: the same call succeeds on the same server, no restart.
         recovered.append(round(await _healthy(server, family, tenant), 2))
     print(f"\nFIGURE stall {family}: {figures}, served again after the heal in {recovered}s")
+
+
+def test_the_command_timeout_defaults_to_the_statement_timeout_plus_five_seconds(
+    server_env: dict[str, str],
+) -> None:
+    env = {**server_env, "KAIREON_DB_STATEMENT_TIMEOUT_MS": "2000"}
+    assert Settings.from_env(env).db_command_timeout == 7.0
+    assert Settings.from_env({**env, "KAIREON_DB_COMMAND_TIMEOUT": "1.5"}).db_command_timeout == 1.5
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(ConfigurationError, match="KAIREON_DB_COMMAND_TIMEOUT"):
+            Settings.from_env({**env, "KAIREON_DB_COMMAND_TIMEOUT": bad})
