@@ -122,9 +122,12 @@ async def erase_customer(db: Database, signer: Signer, cmd: EraseCommand) -> Era
 
 async def _erase(db: Database, signer: Signer, cmd: EraseCommand, customer: str) -> ErasureOutcome:
     tenant = cmd.tenant_id
+    # The statements that may wait or scale with the customer's rows get the
+    # budget as their client-side bound, not the pool's shorter default.
+    bound = cmd.timeout + _GRACE
     async with db.transaction(tenant) as con:
         await repository.bound_transaction(con, max(1, int(cmd.timeout * 1000)))
-        await repository.lock_subject(con, tenant, customer)
+        await repository.lock_subject(con, tenant, customer, timeout=bound)
         hold = await repository.get_hold(con, tenant, customer)
         if hold is not None and not cmd.dry_run:
             raise hold_refusal(hold)
@@ -143,7 +146,7 @@ async def _erase(db: Database, signer: Signer, cmd: EraseCommand, customer: str)
         counts = dict.fromkeys(data_map.count_keys(), 0)
         measure = repository.count_rows if cmd.dry_run else repository.delete_rows
         for target in [*_static_targets(present), *ds.targets]:
-            counts[target.count_key] += await measure(con, target, tenant, customer)
+            counts[target.count_key] += await measure(con, target, tenant, customer, timeout=bound)
 
         if not cmd.dry_run:
             redacted = await redact_subject(

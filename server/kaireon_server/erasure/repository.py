@@ -67,7 +67,9 @@ async def bound_transaction(con: asyncpg.Connection, milliseconds: int) -> None:
     )
 
 
-async def lock_subject(con: asyncpg.Connection, tenant_id: str, customer_id: str) -> None:
+async def lock_subject(
+    con: asyncpg.Connection, tenant_id: str, customer_id: str, *, timeout: float | None = None
+) -> None:
     """Serialise erasures and hold changes of one customer until the transaction ends.
 
     Taken first, before any table, so it cannot join a lock cycle. It makes a
@@ -79,6 +81,7 @@ async def lock_subject(con: asyncpg.Connection, tenant_id: str, customer_id: str
         _LOCK_NAMESPACE,
         tenant_id,
         customer_id,
+        timeout=timeout,
     )
 
 
@@ -140,17 +143,27 @@ async def retained_rows(
 
 
 async def delete_rows(
-    con: asyncpg.Connection, target: Target, tenant_id: str, customer_id: str
+    con: asyncpg.Connection,
+    target: Target,
+    tenant_id: str,
+    customer_id: str,
+    *,
+    timeout: float | None = None,
 ) -> int:
-    status: str = await con.execute(target.delete_sql(), tenant_id, customer_id)
+    status: str = await con.execute(target.delete_sql(), tenant_id, customer_id, timeout=timeout)
     # Command tag "DELETE <n>".
     return int(status.rsplit(" ", 1)[1])
 
 
 async def count_rows(
-    con: asyncpg.Connection, target: Target, tenant_id: str, customer_id: str
+    con: asyncpg.Connection,
+    target: Target,
+    tenant_id: str,
+    customer_id: str,
+    *,
+    timeout: float | None = None,
 ) -> int:
-    value = await con.fetchval(target.count_sql(), tenant_id, customer_id)
+    value = await con.fetchval(target.count_sql(), tenant_id, customer_id, timeout=timeout)
     return int(value)
 
 

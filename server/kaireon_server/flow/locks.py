@@ -63,12 +63,14 @@ class RunLock:
             deadline = asyncio.get_running_loop().time() + wait
             while True:
                 # One round trip: the lock, and the session's tenant (the connection is
-                # closed at once when the lock is not had).
+                # closed at once when the lock is not had). Bounded: a stalled socket
+                # must not hang StartRun/RetryRun.
                 row = await con.fetchrow(
                     "SELECT pg_try_advisory_lock($1) AS locked, "
                     "set_config('kaireon.tenant_id', $2, false)",
                     key,
                     tenant_id,
+                    timeout=db.command_timeout,
                 )
                 if row is not None and row["locked"]:
                     return cls(con, key)

@@ -103,6 +103,10 @@ class Settings:
     db_statement_timeout_ms: int = 30_000
     # Calls in flight per process before new ones get RESOURCE_EXHAUSTED; 0 = no limit.
     grpc_max_concurrent_rpcs: int = 1000
+    # Client-side bound of every pooled statement: a stalled or black-holed
+    # connection fails instead of hanging. Default: the statement timeout + 5 s,
+    # so PostgreSQL's own (cleaner) cancellation normally comes first.
+    db_command_timeout: float = 35.0
     health_interval: float = 2.0
     shutdown_grace: float = 10.0
     workers: int = 1
@@ -134,6 +138,7 @@ class Settings:
             tenant_claim=env.get("KAIREON_JWT_TENANT_CLAIM") or "tenant_id",
             role_claim=env.get("KAIREON_JWT_ROLE_CLAIM") or "role",
         )
+        statement_timeout_ms = _int(env, "KAIREON_DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=1)
         settings = cls(
             database_url=env.get("DATABASE_URL") or None,
             app_database_url=env.get("KAIREON_APP_DATABASE_URL") or None,
@@ -148,7 +153,10 @@ class Settings:
             db_pool_min=_int(env, "KAIREON_DB_POOL_MIN", 2, minimum=1),
             db_pool_max=_int(env, "KAIREON_DB_POOL_MAX", 10, minimum=1),
             db_acquire_timeout=_float(env, "KAIREON_DB_ACQUIRE_TIMEOUT", 5.0),
-            db_statement_timeout_ms=_int(env, "KAIREON_DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=1),
+            db_statement_timeout_ms=statement_timeout_ms,
+            db_command_timeout=_float(
+                env, "KAIREON_DB_COMMAND_TIMEOUT", statement_timeout_ms / 1000 + 5.0
+            ),
             grpc_max_concurrent_rpcs=_int(env, "KAIREON_GRPC_MAX_CONCURRENT_RPCS", 1000),
             health_interval=_float(env, "KAIREON_HEALTH_INTERVAL", 2.0),
             shutdown_grace=_float(env, "KAIREON_SHUTDOWN_GRACE", 10.0),

@@ -55,7 +55,12 @@ class HealthMonitor:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            await self.check_once()
+            try:
+                await self.check_once()
+            except Exception as exc:  # the monitor must outlive any one failed check
+                log.warning("health check failed", extra={"error_type": type(exc).__name__})
+                if not self._shutting_down:
+                    await self._set(False)
 
     async def enter_shutdown(self) -> None:
         self._shutting_down = True

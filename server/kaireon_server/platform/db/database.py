@@ -21,7 +21,7 @@ import asyncpg
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db.embedded import EmbeddedPostgres
 from kaireon_server.platform.db.migrate import apply_migrations
-from kaireon_server.platform.errors import ConfigurationError, ResourceExhausted
+from kaireon_server.platform.errors import ConfigurationError, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,20 @@ def app_role_dsn(owner_dsn: str, password: str | None = None) -> str:
     return urlunparse(parts._replace(netloc=f"{user}@{host}", query=query))
 
 
+# Errors after which a pooled connection cannot be trusted: a statement may
+# still be in flight on it (a stalled socket, a cancelled call), and ROLLBACK
+# or the pool's reset would wait behind it; or asyncpg lost track of its
+# protocol state (seen when PostgreSQL shuts down mid-statement).
+_ABANDON = (asyncio.CancelledError, TimeoutError, GeneratorExit, asyncpg.InternalClientError)
+_DB_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+
 @dataclass
 class Database:
     pool: asyncpg.Pool
@@ -66,20 +80,41 @@ class Database:
     app_dsn: str = field(repr=False)
     acquire_timeout: float
     embedded: EmbeddedPostgres | None = None
+    # The pool's client-side bound of a statement (Settings.db_command_timeout).
+    command_timeout: float | None = None
 
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
         try:
             con = await self.pool.acquire(timeout=self.acquire_timeout)
         except TimeoutError:
+            if self.pool.get_size() < self.pool.get_max_size():
+                # A free slot, but opening its connection took too long: the
+                # database is unreachable, not busy.
+                raise Unavailable(
+                    "database unreachable; retry later", reason="DB_UNAVAILABLE"
+                ) from None
             # Backpressure: a saturated pool answers at once instead of queueing forever.
             raise ResourceExhausted(
                 "database connection pool exhausted; retry later", reason="DB_POOL_EXHAUSTED"
             ) from None
         try:
             yield con
+        except _ABANDON:
+            # Ending the session makes PostgreSQL roll back; the pool opens a new one.
+            con.terminate()
+            raise
         finally:
+            await self._release(con)
+
+    async def _release(self, con: asyncpg.Connection) -> None:
+        try:
             await self.pool.release(con)
+        except _DB_ERRORS as exc:
+            # asyncpg terminated the connection after a failed reset; the work
+            # done on it is committed or rolled back already, so the call
+            # keeps its own outcome.
+            log.warning("database connection discarded", extra={"error_type": type(exc).__name__})
 
     @asynccontextmanager
     async def transaction(
@@ -87,10 +122,27 @@ class Database:
     ) -> AsyncIterator[asyncpg.Connection]:
         """A transaction bound to one tenant: every statement in it runs with
         `kaireon.tenant_id` set (SET LOCAL), which row-level security keys on.
-        Rolls back on any exception."""
-        async with self._acquire() as con, con.transaction(isolation=isolation, readonly=readonly):
-            await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", tenant_id)
-            yield con
+        Rolls back on any exception (by ending the session when the connection
+        may be stuck: a timeout or a cancelled call)."""
+        async with self._acquire() as con:
+            tx = con.transaction(isolation=isolation, readonly=readonly)
+            await tx.start()
+            committing = False
+            try:
+                await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", tenant_id)
+                yield con
+                committing = True
+                await tx.commit()
+            except _ABANDON:
+                raise
+            except BaseException:
+                # A failed COMMIT has ended the transaction already.
+                if not committing and not con.is_closed():
+                    try:
+                        await tx.rollback()
+                    except _DB_ERRORS:
+                        con.terminate()
+                raise
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -103,9 +155,13 @@ class Database:
     async def dedicated_connection(self, application_name: str = "kaireon") -> asyncpg.Connection:
         """A connection outside the pool (LISTEN, advisory locks held for a long
         time, long cursors), as the application role with the pool's json codecs;
-        the caller closes it."""
+        the caller closes it. Opening it is bounded like a pool acquire; its
+        statements have no default bound (long exports), so callers pass
+        `timeout=` where a stalled socket must not hang them."""
         con: asyncpg.Connection = await asyncpg.connect(
-            self.app_dsn, server_settings={"application_name": application_name}
+            self.app_dsn,
+            server_settings={"application_name": application_name},
+            timeout=self.acquire_timeout,
         )
         await _init_connection(con)
         return con
@@ -126,13 +182,12 @@ class Database:
 
     async def ping(self, timeout: float = 2.0) -> bool:
         try:
-            async with asyncio.timeout(timeout):
-                con = await self.pool.acquire(timeout=timeout)
-                try:
-                    await con.fetchval("SELECT 1")
-                finally:
-                    await self.pool.release(con)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            async with asyncio.timeout(timeout), self.connection() as con:
+                await con.fetchval("SELECT 1")
+        except (*_DB_ERRORS, ResourceExhausted, Unavailable):
+            return False
+        except Exception as exc:  # whatever went wrong, the database did not answer
+            log.warning("database ping failed", extra={"error_type": type(exc).__name__})
             return False
         return True
 
@@ -186,6 +241,7 @@ async def connect_database(settings: Settings, *, migrate: bool = True) -> Datab
             max_size=settings.db_pool_max,
             init=_init_connection,
             server_settings=server_settings,
+            command_timeout=settings.db_command_timeout,
         )
         try:
             async with pool.acquire() as con:
@@ -203,4 +259,5 @@ async def connect_database(settings: Settings, *, migrate: bool = True) -> Datab
         app_dsn=app_dsn,
         acquire_timeout=settings.db_acquire_timeout,
         embedded=embedded,
+        command_timeout=settings.db_command_timeout,
     )
