@@ -17,7 +17,11 @@ import pytest
 
 from kaireon_server.app import App
 from kaireon_server.platform.config import Settings
-from tests.flow.conftest import effect_table  # noqa: F401 - the flow test nodes' table
+from tests.flow.conftest import (  # noqa: F401 - fixtures of the flow test nodes
+    effect_table,
+    process_env,
+    servers,
+)
 from tests.support.pg_cluster import PostgresCluster
 from tests.support.tcp_proxy import TcpProxy
 

@@ -13,9 +13,7 @@ the same DAG, so reloaded checkpoint outputs fed their dependents correctly.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -24,7 +22,6 @@ import pytest
 
 from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
 from kaireon_server.flow.executor import EXECUTOR_LOST
-from tests.flow.conftest import PLUGIN_DIR
 from tests.flow.support import counts, definition, node_states, step, wait_finished
 from tests.support.server import ServerProcess, metadata
 
@@ -47,20 +44,6 @@ def _dag(slow: bool, **config: object) -> flow_pb2.FlowDefinition:
         nodes.append(step(f"c{i}", f"b{i}", **config, **sleep()))
     nodes.append(step("d", *(f"c{i}" for i in range(BRANCHES)), **config, **sleep()))
     return definition(*nodes)
-
-
-@pytest.fixture
-def process_env(server_env: dict[str, str], effect_table: None) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(PLUGIN_DIR), os.environ.get("PYTHONPATH", "")) if p)
-    return {**server_env, "PYTHONPATH": path, "KAIREON_FLOW_SWEEP_SECONDS": "0.5"}
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 async def _checkpoints(owner: asyncpg.Connection, tenant: str, run_id: str) -> dict[str, str]:

@@ -10,9 +10,10 @@ registry, and on PYTHONPATH for server subprocesses.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from kaireon_server.flow import (
 from kaireon_server.flow.stores import CheckpointStore
 from kaireon_server.platform.db import Database
 from tests.flow.nodes_for_tests import EFFECT_TABLE
+from tests.support.server import ServerProcess
 
 
 def make_plugin_dir(entry_points: str, name: str = "kaireon_flow_testnodes") -> Path:
@@ -63,3 +65,18 @@ async def store(
         yield InMemoryCheckpointStore(db)
     else:
         yield PostgresCheckpointStore(db)
+
+
+# Subprocess servers that load the test nodes (tests/flow/nodes_for_tests.py).
+@pytest.fixture
+def process_env(server_env: dict[str, str], effect_table: None) -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(PLUGIN_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    return {**server_env, "PYTHONPATH": path, "KAIREON_FLOW_SWEEP_SECONDS": "0.5"}
+
+
+@pytest.fixture
+def servers() -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.stop()

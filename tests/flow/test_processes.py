@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -20,25 +18,10 @@ import pytest
 from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
 from kaireon_server.flow.executor import EXECUTOR_LOST
 from kaireon_server.platform.db import Database
-from tests.flow.conftest import PLUGIN_DIR
 from tests.flow.support import counts, definition, node_states, step, wait_finished
 from tests.support.server import ServerProcess, metadata
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def process_env(server_env: dict[str, str], effect_table: None) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(PLUGIN_DIR), os.environ.get("PYTHONPATH", "")) if p)
-    return {**server_env, "PYTHONPATH": path, "KAIREON_FLOW_SWEEP_SECONDS": "0.5"}
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 async def effect_rows(db: Database, tenant: str, run_id: str) -> dict[str, int]:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,11 +26,11 @@ from google.protobuf import json_format, symbol_database
 from kaireon_server.app import App
 from kaireon_server.demo.seed import SeedSize, seed_tenant
 from kaireon_server.platform.db import Database
+from tests.support.grpcurl import grpcurl as _grpcurl
 from tests.support.server import ROOT
 
 GHZ_DIR = ROOT / "perf" / "ghz"
 CONFIGS = sorted(GHZ_DIR.glob("*.json"))
-GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
 
 # Option names of ghz's JSON config (runner.Config / cmd/ghz), as documented.
 GHZ_OPTIONS = {
@@ -114,17 +112,6 @@ def test_data_decodes_into_the_request_type(app: App, path: Path) -> None:
     request_class = symbol_database.Default().GetSymbol(method.input_type.full_name)
     message = json_format.ParseDict(_render(config["data"]), request_class())
     assert message.ByteSize() > 0
-
-
-async def _grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [GRPCURL, "-plaintext", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def _headers(config: dict[str, Any], tenant: str) -> list[str]:

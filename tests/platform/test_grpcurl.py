@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+from tests.support.grpcurl import grpcurl as _grpcurl
+
 EXPECTED = {
     "kaireon.audit.v1.AuditService",
     "kaireon.dsar.v1.DsarService",
@@ -21,17 +17,6 @@ EXPECTED = {
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
 }
-
-
-async def _grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [GRPCURL, "-plaintext", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 async def test_grpcurl_lists_every_service(app, grpc_target) -> None:
