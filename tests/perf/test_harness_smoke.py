@@ -62,8 +62,8 @@ def _service(key: str) -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_smoke_run_prints_every_row_with_measurements(tmp_path: Path) -> None:
-    out = tmp_path / "results"
+def test_smoke_run_prints_every_row_with_measurements(results_dir: Path) -> None:
+    out = results_dir
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["KAIREON_PYTHON"] = sys.executable
     proc = subprocess.run(

@@ -1,0 +1,440 @@
+"""The soak's figures: one row per k6 scenario (operation x protocol x phase)
+from the per-scenario sub-metrics of the summary, the resource series read
+from the timeline, and the saturation verdict of the burst.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.k6 import metric_values
+from harness.report import markdown, mb, ms
+from harness.soak_plan import Phase, Scenario, SoakPlan
+from harness.timeline import Growth, Timeline
+
+OUTCOMES = ("ok", "shed", "unavailable", "timeout", "network", "error")
+OP_TITLES = {
+    "provenance": "provenance read",
+    "erasure": "erasure of a fresh customer",
+    "dsar": "DSAR create + watch to terminal",
+    "flow": "flow run start",
+}
+# A refusal slower than this is not "fast": the caller waited to be told no.
+FAST_REFUSAL_MS = 1000.0
+
+
+@dataclass
+class OpRow:
+    scenario: str
+    phase: str
+    op: str
+    protocol: str
+    planned: int  # rate x duration
+    seconds: float
+    per_second: float
+    requests: int = 0
+    errors: int = 0
+    dropped: int = 0
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    latency_metric: str = ""
+    outcomes: dict[str, int] = field(default_factory=dict)
+    # p50 / p99 of the calls of each outcome (kaireon_e2e, ms resolution)
+    outcome_latency: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+
+    @property
+    def offered(self) -> int:
+        # What k6 actually started or dropped (it may start one more than planned).
+        return self.requests + self.dropped
+
+    @property
+    def ok(self) -> int:
+        return self.outcomes.get("ok", max(0, self.requests - self.errors))
+
+    @property
+    def error_count(self) -> int:
+        # An iteration k6 could not start is a call the server never got to answer.
+        return self.errors + self.dropped
+
+    @property
+    def error_rate(self) -> float:
+        attempted = self.requests + self.dropped
+        return self.error_count / attempted if attempted else 0.0
+
+    @property
+    def achieved(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def title(self) -> str:
+        proto = "gRPC" if self.protocol == "grpc" else "REST"
+        return f"{OP_TITLES.get(self.op, self.op)}, {proto}"
+
+
+def op_row(metrics: dict[str, Any], s: Scenario) -> OpRow:
+    tag = f"scenario:{s.name}"
+    row = OpRow(s.name, s.phase, s.op, s.protocol, s.offered, s.seconds, s.per_second)
+    row.requests = int(metric_values(metrics, f"kaireon_requests{{{tag}}}").get("count", 0))
+    row.errors = int(metric_values(metrics, f"kaireon_errors{{{tag}}}").get("passes", 0))
+    row.dropped = int(metric_values(metrics, f"dropped_iterations{{{tag}}}").get("count", 0))
+    # Single calls: k6's microsecond timers; DSAR (create + watch): the end-to-end time.
+    timer = "grpc_req_duration" if s.protocol == "grpc" else "http_req_duration"
+    row.latency_metric = "kaireon_e2e" if s.op == "dsar" else timer
+    lat = metric_values(metrics, f"{row.latency_metric}{{{tag}}}")
+    if not lat.get("max"):
+        row.latency_metric = "kaireon_e2e"
+        lat = metric_values(metrics, f"kaireon_e2e{{{tag}}}")
+    row.p50, row.p95, row.p99 = lat.get("p(50)"), lat.get("p(95)"), lat.get("p(99)")
+    for outcome in OUTCOMES:
+        count = metric_values(metrics, f"kaireon_requests{{{tag},outcome:{outcome}}}").get("count")
+        if count:
+            row.outcomes[outcome] = int(count)
+            e2e = metric_values(metrics, f"kaireon_e2e{{{tag},outcome:{outcome}}}")
+            row.outcome_latency[outcome] = (e2e.get("p(50)"), e2e.get("p(99)"))
+    return row
+
+
+def rows(data: dict[str, Any], plan: SoakPlan) -> list[OpRow]:
+    metrics: dict[str, Any] = data.get("metrics", {})
+    return [op_row(metrics, s) for s in plan.scenarios]
+
+
+def phase_totals(op_rows: list[OpRow]) -> dict[str, tuple[int, int]]:
+    """phase -> (calls offered, errors), in phase order."""
+    out: dict[str, tuple[int, int]] = {}
+    for r in op_rows:
+        calls, errors = out.get(r.phase, (0, 0))
+        out[r.phase] = (calls + r.offered, errors + r.error_count)
+    return out
+
+
+def phase_summary(totals: dict[str, tuple[int, int]]) -> str:
+    parts = []
+    for phase, (calls, errors) in totals.items():
+        share = errors / calls * 100 if calls else 0.0
+        parts.append(f"{phase}: {calls:,} calls, {errors:,} errors ({share:.2f}%)")
+    return "; ".join(parts)
+
+
+def _outcomes_cell(row: OpRow) -> str:
+    parts = [f"{o} {n}" for o, n in row.outcomes.items() if o != "ok"]
+    if row.dropped:
+        parts.append(f"dropped {row.dropped}")
+    return ", ".join(parts) or "-"
+
+
+OPS_HEADER = (
+    "phase",
+    "operation",
+    "offered",
+    "achieved",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "errors",
+    "error rate",
+    "failures by kind",
+)
+
+
+def ops_table(op_rows: list[OpRow]) -> str:
+    return markdown(
+        OPS_HEADER,
+        (
+            (
+                r.phase,
+                r.title,
+                f"{r.offered:,} ({r.per_second:.3g}/s x {r.seconds:g}s)",
+                f"{r.achieved:.2f}/s",
+                ms(r.p50),
+                ms(r.p95),
+                ms(r.p99),
+                f"{r.error_count:,}",
+                f"{r.error_rate * 100:.2f}%",
+                _outcomes_cell(r),
+            )
+            for r in op_rows
+        ),
+    )
+
+
+def _latency_pair(row: OpRow, outcome: str) -> str:
+    p50, p99 = row.outcome_latency.get(outcome, (None, None))
+    return "-" if p50 is None else f"{ms(p50)} / {ms(p99)}"
+
+
+def burst_table(op_rows: list[OpRow]) -> str:
+    """Per operation of the burst: what was answered, refused, or left waiting."""
+    header = (
+        "operation",
+        "offered",
+        "OK",
+        "OK p50 / p99 ms",
+        "refused (RESOURCE_EXHAUSTED / 429)",
+        "refused p50 / p99 ms",
+        "deadline reached",
+        "other errors",
+        "not started (k6 out of VUs)",
+    )
+    return markdown(
+        header,
+        (
+            (
+                r.title,
+                f"{r.offered:,}",
+                f"{r.ok:,}",
+                _latency_pair(r, "ok"),
+                f"{r.outcomes.get('shed', 0):,}",
+                _latency_pair(r, "shed"),
+                f"{r.outcomes.get('timeout', 0):,}",
+                f"{sum(n for o, n in r.outcomes.items() if o not in ('ok', 'shed', 'timeout')):,}",
+                f"{r.dropped:,}",
+            )
+            for r in op_rows
+            if r.phase == "burst"
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Series:
+    key: str
+    title: str
+    unit: str  # "bytes" | "count"
+
+
+def series_list(timeline: Timeline) -> list[Series]:
+    keys = set(timeline.keys())
+    out = []
+    for group, title in (("server", "server"), ("pg", "PostgreSQL"), ("k6", "k6")):
+        if f"{group}.rss" in keys:
+            out.append(Series(f"{group}.rss", f"{title} RSS (process tree)", "bytes"))
+            out.append(Series(f"{group}.fds", f"{title} open fds (process tree)", "count"))
+            out.append(Series(f"{group}.processes", f"{title} processes", "count"))
+    for key, title in (
+        ("pg.server_connections", "PostgreSQL connections of the server"),
+        ("pg.pool_connections", "... of them in the pools"),
+        ("pg.dedicated_connections", "... of them dedicated (LISTEN, flow run locks)"),
+        ("pg.active", "PostgreSQL connections active"),
+        ("pg.waiting_lock", "PostgreSQL backends waiting on a lock"),
+    ):
+        if key in keys:
+            out.append(Series(key, title, "count"))
+    return out
+
+
+def _value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return mb(int(value)) if unit == "bytes" else f"{value:,.0f}"
+
+
+def _growth(g: Growth, unit: str) -> str:
+    if g.growth is None:
+        return "-"
+    sign = "+" if g.growth >= 0 else "-"
+    size = mb(int(abs(g.growth))) if unit == "bytes" else f"{abs(g.growth):,.1f}"
+    pct = "" if g.percent is None else f" ({g.percent:+.1f}%)"
+    return f"{sign}{size}{pct}"
+
+
+@dataclass
+class ResourceRow:
+    series: Series
+    steady: Growth
+    burst_peak: float | None
+    recovery_end: float | None
+
+
+def resources(timeline: Timeline, plan: SoakPlan, window: float = 60.0) -> list[ResourceRow]:
+    phases = {p.name: p for p in plan.phases}
+    steady = phases["steady"]
+    out = []
+    for s in series_list(timeline):
+        burst = phases.get("burst")
+        recovery = phases.get("recovery")
+        end = timeline.series(s.key, recovery.end - window, recovery.end) if recovery else []
+        out.append(
+            ResourceRow(
+                s,
+                timeline.growth(s.key, steady.start, steady.end, window),
+                timeline.peak(s.key, burst.start, burst.end) if burst else None,
+                end[-1] if end else None,
+            )
+        )
+    return out
+
+
+def resources_table(items: list[ResourceRow]) -> str:
+    window = next((r.steady.window for r in items), 60.0)
+    return markdown(
+        (
+            "series",
+            f"steady: first {window:g}s",
+            f"steady: last {window:g}s",
+            "growth",
+            "steady peak",
+            "burst peak",
+            "after recovery",
+        ),
+        (
+            (
+                r.series.title,
+                _value(r.steady.first, r.series.unit),
+                _value(r.steady.last, r.series.unit),
+                _growth(r.steady, r.series.unit),
+                _value(r.steady.peak, r.series.unit),
+                _value(r.burst_peak, r.series.unit),
+                _value(r.recovery_end, r.series.unit),
+            )
+            for r in items
+        ),
+    )
+
+
+@dataclass
+class Saturation:
+    """What the server did with more work than it could take (the burst phase)."""
+
+    offered: int
+    ok: int
+    shed: int
+    shed_p50: float | None
+    shed_p99: float | None
+    timeouts: int
+    dropped: int
+    other_errors: int
+    ok_p99: float | None
+    rss_before: float | None
+    rss_peak: float | None
+    connections_peak: float | None
+    dedicated_peak: float | None
+    connections_bound: int
+    recovery_errors: int
+    recovery_requests: int
+    # Health NOT_SERVING transitions the server logged during the burst and recovery.
+    health_flips: int
+    verdict: str
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def overloaded(self) -> bool:
+        return self.ok < 0.9 * self.offered or self.shed + self.timeouts + self.dropped > 0
+
+
+def duration(value: float | None) -> str:
+    """A latency with its unit: "12 ms", "5.86 s"."""
+    text = ms(value)
+    return text if value is None or text.endswith(" s") else f"{text} ms"
+
+
+def _worst(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def saturation(
+    op_rows: list[OpRow],
+    timeline: Timeline,
+    plan: SoakPlan,
+    connections_bound: int,
+    health_flips: int,
+) -> Saturation | None:
+    burst_rows = [r for r in op_rows if r.phase == "burst"]
+    phases = {p.name: p for p in plan.phases}
+    burst: Phase | None = phases.get("burst")
+    if not burst_rows or burst is None:
+        return None
+    steady = phases["steady"]
+    recovery_rows = [r for r in op_rows if r.phase == "recovery"]
+    shed = sum(r.outcomes.get("shed", 0) for r in burst_rows)
+    timeouts = sum(r.outcomes.get("timeout", 0) for r in burst_rows)
+    ok = sum(r.ok for r in burst_rows)
+    other = sum(
+        n for r in burst_rows for o, n in r.outcomes.items() if o not in ("ok", "shed", "timeout")
+    )
+    sat = Saturation(
+        offered=sum(r.offered for r in burst_rows),
+        ok=ok,
+        shed=shed,
+        shed_p50=_worst([r.outcome_latency.get("shed", (None, None))[0] for r in burst_rows]),
+        shed_p99=_worst([r.outcome_latency.get("shed", (None, None))[1] for r in burst_rows]),
+        timeouts=timeouts,
+        dropped=sum(r.dropped for r in burst_rows),
+        other_errors=other,
+        ok_p99=_worst([r.outcome_latency.get("ok", (None, None))[1] for r in burst_rows]),
+        rss_before=timeline.growth("server.rss", steady.start, steady.end, 60.0).last,
+        rss_peak=timeline.peak("server.rss", burst.start, burst.end + 5),
+        connections_peak=timeline.peak("pg.pool_connections", burst.start, burst.end + 5),
+        dedicated_peak=timeline.peak("pg.dedicated_connections", burst.start, burst.end + 5),
+        connections_bound=connections_bound,
+        recovery_errors=sum(r.error_count for r in recovery_rows),
+        recovery_requests=sum(r.requests + r.dropped for r in recovery_rows),
+        health_flips=health_flips,
+        verdict="",
+    )
+    sat.verdict, sat.lines = _judge(sat)
+    return sat
+
+
+def _judge(s: Saturation) -> tuple[str, list[str]]:
+    lines = [
+        f"offered {s.offered:,} calls in the burst; {s.ok:,} answered OK "
+        f"(p99 of those {duration(s.ok_p99)})",
+        f"refused with RESOURCE_EXHAUSTED / 429: {s.shed:,}"
+        + (f" (p50 {duration(s.shed_p50)}, p99 {duration(s.shed_p99)})" if s.shed else ""),
+        f"client deadline reached: {s.timeouts:,}; not started by k6 (no free VU, "
+        f"calls held too long): {s.dropped:,}; other errors: {s.other_errors:,}",
+    ]
+    if s.rss_before is not None and s.rss_peak is not None:
+        lines.append(
+            f"server RSS: {mb(int(s.rss_before))} at the end of the steady phase, "
+            f"peak {mb(int(s.rss_peak))} in the burst "
+            f"({(s.rss_peak - s.rss_before) / s.rss_before * 100:+.0f}%)"
+        )
+    if s.connections_peak is not None:
+        lines.append(
+            f"PostgreSQL connections of the server's pools: peak {s.connections_peak:.0f} "
+            f"of the {s.connections_bound} they allow"
+            + (
+                ""
+                if s.dedicated_peak is None
+                else f"; dedicated connections (LISTEN, flow run locks): peak "
+                f"{s.dedicated_peak:.0f}"
+            )
+        )
+    lines.append(
+        f"health: the server reported NOT_SERVING {s.health_flips} time(s) during the run "
+        "(its database ping waits for the same pool as the calls)"
+    )
+    lines.append(
+        f"recovery (steady rate again): {s.recovery_errors:,} errors "
+        f"in {s.recovery_requests:,} calls"
+    )
+    if not s.overloaded:
+        return "not saturated: the burst did not exceed capacity (raise --burst-rate)", lines
+    queued = s.timeouts + s.dropped
+    bounded = s.rss_before is None or s.rss_peak is None or s.rss_peak <= 1.5 * s.rss_before
+    memory = "memory bounded" if bounded else "memory grew more than 50%"
+    recovered = (
+        "recovered (no error at the steady rate after it)"
+        if s.recovery_errors == 0
+        else f"recovered with {s.recovery_errors} errors in {s.recovery_requests} calls after it"
+    )
+    fast = s.shed_p99 is not None and s.shed_p99 <= FAST_REFUSAL_MS
+    if s.shed and fast and queued <= 0.05 * s.offered:
+        verdict = f"sheds load: fast refusals (p99 {duration(s.shed_p99)}), {memory}, {recovered}"
+    elif s.shed:
+        how = "fast" if fast else f"slow (p99 {duration(s.shed_p99)})"
+        verdict = (
+            f"sheds load partly: {s.shed:,} {how} refusals, but {queued:,} calls queued "
+            f"until a deadline or k6 ran out of VUs; {memory}, {recovered}"
+        )
+    else:
+        verdict = (
+            f"queues instead of shedding: no RESOURCE_EXHAUSTED, {queued:,} calls waited "
+            f"until a deadline or k6 ran out of VUs; {memory}, {recovered}"
+        )
+    return verdict, lines
