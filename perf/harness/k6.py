@@ -25,11 +25,28 @@ def executable() -> str | None:
     return shutil.which("k6")
 
 
-@dataclass
-class K6Result:
-    requests: int
-    errors: int
-    dropped: int
+@dataclass(kw_only=True)
+class Counts:
+    """Operations k6 counted (requests), those that failed, and the iterations it
+    could not start in time (dropped: no free VU at the offered moment)."""
+
+    requests: int = 0
+    errors: int = 0
+    dropped: int = 0
+
+    @property
+    def error_count(self) -> int:
+        # Iterations k6 could not start are requests the server never got to answer.
+        return self.errors + self.dropped
+
+    @property
+    def error_rate(self) -> float:
+        offered = self.requests + self.dropped
+        return self.error_count / offered if offered else 0.0
+
+
+@dataclass(kw_only=True)
+class K6Result(Counts):
     run_seconds: float
     latency: LatencyStats
     latency_metric: str
@@ -45,16 +62,6 @@ class K6Result:
     @property
     def rps(self) -> float:
         return self.ok_requests / self.run_seconds if self.run_seconds > 0 else 0.0
-
-    @property
-    def error_count(self) -> int:
-        # Iterations k6 could not start are requests the server never got to answer.
-        return self.errors + self.dropped
-
-    @property
-    def error_rate(self) -> float:
-        offered = self.requests + self.dropped
-        return self.error_count / offered if offered else 0.0
 
 
 def metric_values(metrics: dict[str, Any], name: str) -> dict[str, Any]:
@@ -114,9 +121,13 @@ def run_summary(
             proc.communicate()
             raise
     output = stdout + stderr
+    (workdir / f"{name}.k6.log").write_text(output)
     # 99 = thresholds crossed: a result, not a harness failure.
     if proc.returncode not in (0, 99) or not summary.exists():
-        raise RuntimeError(f"k6 {script} exited {proc.returncode}: {output[-1500:]}")
+        raise RuntimeError(
+            f"k6 {script} exited {proc.returncode} (output: {workdir / f'{name}.k6.log'}): "
+            f"{output[:1500]}"
+        )
     return K6Run(json.loads(summary.read_text()), cmd, output, proc.returncode)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.k6 import metric_values
+from harness.k6 import Counts, metric_values
 from harness.report import markdown, mb, ms
 from harness.soak_plan import Phase, Scenario, SoakPlan
 from harness.timeline import Growth, Timeline
@@ -24,8 +24,8 @@ OP_TITLES = {
 FAST_REFUSAL_MS = 1000.0
 
 
-@dataclass
-class OpRow:
+@dataclass(kw_only=True)
+class OpRow(Counts):
     scenario: str
     phase: str
     op: str
@@ -33,9 +33,6 @@ class OpRow:
     planned: int  # rate x duration
     seconds: float
     per_second: float
-    requests: int = 0
-    errors: int = 0
-    dropped: int = 0
     p50: float | None = None
     p95: float | None = None
     p99: float | None = None
@@ -54,16 +51,6 @@ class OpRow:
         return self.outcomes.get("ok", max(0, self.requests - self.errors))
 
     @property
-    def error_count(self) -> int:
-        # An iteration k6 could not start is a call the server never got to answer.
-        return self.errors + self.dropped
-
-    @property
-    def error_rate(self) -> float:
-        attempted = self.requests + self.dropped
-        return self.error_count / attempted if attempted else 0.0
-
-    @property
     def achieved(self) -> float:
         return self.ok / self.seconds if self.seconds > 0 else 0.0
 
@@ -75,7 +62,15 @@ class OpRow:
 
 def op_row(metrics: dict[str, Any], s: Scenario) -> OpRow:
     tag = f"scenario:{s.name}"
-    row = OpRow(s.name, s.phase, s.op, s.protocol, s.offered, s.seconds, s.per_second)
+    row = OpRow(
+        scenario=s.name,
+        phase=s.phase,
+        op=s.op,
+        protocol=s.protocol,
+        planned=s.offered,
+        seconds=s.seconds,
+        per_second=s.per_second,
+    )
     row.requests = int(metric_values(metrics, f"kaireon_requests{{{tag}}}").get("count", 0))
     row.errors = int(metric_values(metrics, f"kaireon_errors{{{tag}}}").get("passes", 0))
     row.dropped = int(metric_values(metrics, f"dropped_iterations{{{tag}}}").get("count", 0))

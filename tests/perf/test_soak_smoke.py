@@ -9,16 +9,11 @@ DSAR request and flow run terminal, every erasure complete).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SOAK = REPO / "perf" / "soak"
+from tests.perf.support import run_perf
 
 OPERATIONS = {
     f"{op}_{protocol}"
@@ -36,19 +31,7 @@ def test_soak_smoke_has_every_operation_without_errors_and_a_valid_chain(
     results_dir: Path,
 ) -> None:
     out = results_dir
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["KAIREON_PYTHON"] = sys.executable
-    proc = subprocess.run(
-        [str(SOAK), "--smoke", "--out", str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = json.loads((out / "results.json").read_text())
+    proc, results = run_perf("soak", "--smoke", out=out)
 
     ops = {(r["phase"], f"{r['op']}_{r['protocol']}"): r for r in results["operations"]}
     assert {name for phase, name in ops if phase == "steady"} == OPERATIONS
