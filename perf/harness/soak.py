@@ -139,7 +139,9 @@ class Soak:
         await self.stack.seed(self.seed_plan)
         await self.stack.start_server()
         self.monitor_con = await db.dedicated_connection("kaireon-soak-monitor")
-        self.timeline.add_group("server", self.stack.server_roots)
+        self.timeline.add_group(
+            "server", self.stack.server_roots, ports=(self.stack.grpc_port, self.stack.http_port)
+        )
         if self.stack.embedded:
             self.timeline.add_group("pg", self.stack.pg_roots)
         self.timeline.add_gauges(self.pg_gauges)

@@ -28,8 +28,6 @@ BURST_OPS: tuple[str, ...] = ("provenance", "erasure", "flow")
 PROTOCOLS: tuple[str, ...] = ("grpc", "rest")
 PHASES: tuple[str, ...] = ("steady", "burst", "recovery")
 
-# Expected call time (ms) per operation: sizes the pre-allocated VUs.
-EXPECTED_MS = {"provenance": 50, "erasure": 100, "flow": 100, "dsar": 2000}
 # The client deadline per operation (lib/ops.js): a VU is busy for at most this long.
 DEADLINE_S = {"provenance": 10, "erasure": 30, "flow": 10, "dsar": 40}
 
@@ -118,16 +116,19 @@ class SoakPlan:
 
 
 def _vus(op: str, per_second: float, *, burst: bool) -> tuple[int, int]:
-    needed = math.ceil(per_second * EXPECTED_MS[op] / 1000)
-    if burst:
-        # Enough VUs to keep offering while the server is slow to answer, so that
-        # refusals are the server's (shed) rather than k6's (dropped iterations);
-        # capped: every VU costs k6 memory and a reflection call on connect.
-        ceiling = min(150, math.ceil(per_second * DEADLINE_S[op]))
-        return min(max(needed, 10), ceiling), max(ceiling, 10)
-    # Headroom for a server (or a machine) that stalls for a few seconds: a call
-    # k6 has no VU for is counted as an error (dropped), not as a late answer.
-    return min(max(needed, 2), 100), min(max(needed * 4, 20), 200)
+    """(pre-allocated, most) VUs: enough to keep offering while the server is slow to
+    answer, up to the client deadline, so that a late answer counts as late (or as a
+    timeout), not as an iteration k6 had no VU for (dropped); capped, as every VU
+    costs k6 about 1 MB and a reflection call on its first connection.
+
+    The steady and recovery phases start with all of them: a VU k6 creates during
+    the run takes long enough on a busy machine to drop iterations meanwhile (a
+    generator artefact). The burst starts with two seconds' worth and lets k6 add
+    the rest, as a sudden overload would."""
+    most = min(150, max(5, math.ceil(per_second * DEADLINE_S[op])))
+    if not burst:
+        return most, most
+    return min(most, max(10, math.ceil(per_second * 2))), most
 
 
 def _scenario(

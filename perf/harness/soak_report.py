@@ -197,17 +197,23 @@ def burst_table(op_rows: list[OpRow]) -> str:
 class Series:
     key: str
     title: str
-    unit: str  # "bytes" | "count"
+    unit: str  # "bytes" | "count" | "percent"
 
 
 def series_list(timeline: Timeline) -> list[Series]:
     keys = set(timeline.keys())
     out = []
     for group, title in (("server", "server"), ("pg", "PostgreSQL"), ("k6", "k6")):
-        if f"{group}.rss" in keys:
-            out.append(Series(f"{group}.rss", f"{title} RSS (process tree)", "bytes"))
-            out.append(Series(f"{group}.fds", f"{title} open fds (process tree)", "count"))
-            out.append(Series(f"{group}.processes", f"{title} processes", "count"))
+        candidates = (
+            (f"{group}.cpu", f"{title} CPU, % of one core", "percent"),
+            (f"{group}.rss", f"{title} RSS (process tree)", "bytes"),
+            (f"{group}.pss" if group != "k6" else "", f"{title} PSS (shared pages split)", "bytes"),
+            (f"{group}.fds", f"{title} open fds (process tree)", "count"),
+            (f"{group}.inbound", "... of them client connections (k6's)", "count"),
+            (f"{group}.own_fds", "... of them the server's own (files, pipes, PG)", "count"),
+            (f"{group}.processes", f"{title} processes", "count"),
+        )
+        out += [Series(key, text, unit) for key, text, unit in candidates if key in keys]
     for key, title in (
         ("pg.server_connections", "PostgreSQL connections of the server"),
         ("pg.pool_connections", "... of them in the pools"),
@@ -223,6 +229,8 @@ def series_list(timeline: Timeline) -> list[Series]:
 def _value(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
+    if unit == "percent":
+        return f"{value:.0f}%"
     return mb(int(value)) if unit == "bytes" else f"{value:,.0f}"
 
 
@@ -230,6 +238,9 @@ def _growth(g: Growth, unit: str) -> str:
     if g.growth is None:
         return "-"
     sign = "+" if g.growth >= 0 else "-"
+    if unit == "percent":
+        # A change of load, not a growth: in points of one core.
+        return f"{sign}{abs(g.growth):.0f} points"
     size = mb(int(abs(g.growth))) if unit == "bytes" else f"{abs(g.growth):,.1f}"
     pct = "" if g.percent is None else f" ({g.percent:+.1f}%)"
     return f"{sign}{size}{pct}"
@@ -270,6 +281,7 @@ def resources_table(items: list[ResourceRow]) -> str:
             f"steady: first {window:g}s",
             f"steady: last {window:g}s",
             "growth",
+            "steady mean",
             "steady peak",
             "burst peak",
             "after recovery",
@@ -280,6 +292,7 @@ def resources_table(items: list[ResourceRow]) -> str:
                 _value(r.steady.first, r.series.unit),
                 _value(r.steady.last, r.series.unit),
                 _growth(r.steady, r.series.unit),
+                _value(r.steady.mean, r.series.unit),
                 _value(r.steady.peak, r.series.unit),
                 _value(r.burst_peak, r.series.unit),
                 _value(r.recovery_end, r.series.unit),
