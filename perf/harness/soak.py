@@ -75,6 +75,7 @@ class Soak:
         self.timeline = Timeline(args.interval)
         self.monitor_con: asyncpg.Connection | None = None
         self.k6_pid: int | None = None
+        self.load_started = 0.0  # wall clock of the k6 test's start
         self.load_before = os.getloadavg()
 
     # -- sampling ------------------------------------------------------------------------
@@ -120,15 +121,15 @@ class Soak:
             f"({v.get('pg.active', 0):.0f} active); k6 RSS {v.get('k6.rss', 0) / 2**20:.0f} MB"
         )
 
-    def health_flips(self) -> int:
-        """NOT_SERVING transitions the server logged during the run."""
+    def health_flips(self) -> list[float]:
+        """When (seconds from the load's start) the server reported NOT_SERVING."""
         if self.stack.server is None:
-            return 0
-        return sum(
-            1
+            return []
+        return [
+            dt.datetime.fromisoformat(e["ts"]).timestamp() - self.load_started
             for e in servers.log_entries(self.stack.server)
-            if e.get("msg") == "health changed" and e.get("serving") is False
-        )
+            if e.get("msg") == "health changed" and e.get("serving") is False and "ts" in e
+        ]
 
     # -- the run -------------------------------------------------------------------------
 
@@ -179,6 +180,7 @@ class Soak:
         # Phases count from the test's start, after k6 initialised its VUs: the
         # run's length, back from its end, puts the samples on the same clock.
         ran = float(done.data.get("state", {}).get("testRunDurationMs", 0.0)) / 1000
+        self.load_started = time.time() - (self.timeline.now() - self.timeline.samples[-1].t) - ran
         self.timeline.shift(max(0.0, self.timeline.samples[-1].t - ran))
         return done
 
@@ -223,7 +225,9 @@ class Soak:
         resources = soak_report.resources(self.timeline, self.plan, self.args.window)
         # Each worker's pool, plus the supervisor's (idle, at its minimum size).
         bound = self.workers * self.pool_max + (self.pool_min if self.workers > 1 else 0)
-        sat = soak_report.saturation(op_rows, self.timeline, self.plan, bound, self.health_flips())
+        flips = self.health_flips()
+        failures = soak_report.failures(done.output, self.load_started)
+        sat = soak_report.saturation(op_rows, self.timeline, self.plan, bound, flips)
         name, dirty = commit()
         report = self.stack.seed_report
         header = [
@@ -244,6 +248,7 @@ class Soak:
         rate = steady_errors / steady_calls if steady_calls else 1.0
         text = "\n".join(header) + "\n\n" + soak_report.ops_table(op_rows) + "\n\n"
         text += soak_report.phase_summary(totals)
+        text += "\n\n" + soak_report.failures_table(failures, flips, self.plan)
         text += "\n\n### Resources\n\n" + soak_report.resources_table(resources)
         if sat is not None:
             text += "\n\n### Saturation (burst)\n\n" + f"verdict: {sat.verdict}\n\n"
@@ -282,6 +287,8 @@ class Soak:
             "saturation": None if sat is None else {**asdict(sat), "overloaded": sat.overloaded},
             "checks": [asdict(c) for c in checks],
             "timeline": [asdict(s) for s in self.timeline.samples],
+            "failures": [asdict(f) for f in failures],
+            "health_not_serving_s": flips,
             "k6_command": " ".join([*done.command[:2], "perf/k6/soak.js"]),
             "served": self.stack.served,
             "notes": self.stack.notes,

@@ -5,6 +5,9 @@ from the timeline, and the saturation verdict of the burst.
 
 from __future__ import annotations
 
+import math
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +23,9 @@ OP_TITLES = {
     "dsar": "DSAR create + watch to terminal",
     "flow": "flow run start",
 }
-# A refusal slower than this is not "fast": the caller waited to be told no.
-FAST_REFUSAL_MS = 1000.0
+# A refusal whose median is slower than this is not "at once": the caller waited
+# to be told no (the p99 also holds the event loop's lag on a saturated machine).
+FAST_REFUSAL_P50_MS = 100.0
 
 
 @dataclass(kw_only=True)
@@ -194,6 +198,57 @@ def burst_table(op_rows: list[OpRow]) -> str:
 
 
 @dataclass(frozen=True)
+class Failure:
+    t: float  # seconds from the load's start
+    scenario: str
+    outcome: str
+    ms: int
+
+
+_FAILURE = re.compile(r"soak-failure (\d+) (\S+) (\S+) (\d+)")
+
+
+def failures(output: str, started: float) -> list[Failure]:
+    """The failed calls k6/soak.js logged, on the load's clock."""
+    return [
+        Failure(int(m[1]) / 1000 - started, m[2], m[3], int(m[4]))
+        for m in _FAILURE.finditer(output)
+    ]
+
+
+def _phase_at(plan: SoakPlan, t: float) -> str:
+    for phase in plan.phases:
+        if phase.start <= t < phase.end:
+            return phase.name
+    return "after"
+
+
+def failures_table(items: list[Failure], flips: list[float], plan: SoakPlan) -> str:
+    """Failed calls and NOT_SERVING reports per minute (per 5 s in a short run)."""
+    total = plan.phases[-1].end
+    step = 60.0 if total >= 300 else 5.0
+    rows = []
+    for i in range(math.ceil(total / step)):
+        start, end = i * step, (i + 1) * step
+        here = [f for f in items if start <= f.t < end]
+        kinds = Counter(f.outcome for f in here)
+        rows.append(
+            (
+                f"{start:g}-{min(end, total):g}s",
+                _phase_at(plan, start),
+                f"{len(here):,}",
+                ", ".join(f"{k} {n}" for k, n in kinds.most_common()) or "-",
+                f"{sum(1 for t in flips if start <= t < end)}",
+            )
+        )
+    return (
+        "Failed calls over time (answered with an error; iterations k6 could not start "
+        "are only counted, in the table above):\n\n"
+        + markdown(("time", "phase", "failed calls", "by kind", "health NOT_SERVING"), rows)
+    )
+
+
+@dataclass(frozen=True)
 class Series:
     key: str
     title: str
@@ -302,40 +357,19 @@ def resources_table(items: list[ResourceRow]) -> str:
     )
 
 
-@dataclass
-class Saturation:
-    """What the server did with more work than it could take (the burst phase)."""
-
-    offered: int
-    ok: int
-    shed: int
-    shed_p50: float | None
-    shed_p99: float | None
-    timeouts: int
-    dropped: int
-    other_errors: int
-    ok_p99: float | None
-    rss_before: float | None
-    rss_peak: float | None
-    connections_peak: float | None
-    dedicated_peak: float | None
-    connections_bound: int
-    recovery_errors: int
-    recovery_requests: int
-    # Health NOT_SERVING transitions the server logged during the burst and recovery.
-    health_flips: int
-    verdict: str
-    lines: list[str] = field(default_factory=list)
-
-    @property
-    def overloaded(self) -> bool:
-        return self.ok < 0.9 * self.offered or self.shed + self.timeouts + self.dropped > 0
-
-
 def duration(value: float | None) -> str:
     """A latency with its unit: "12 ms", "5.86 s"."""
     text = ms(value)
     return text if value is None or text.endswith(" s") else f"{text} ms"
+
+
+def _span(values: list[float | None]) -> str:
+    """The range of a figure over the protocols: "12 ms" or "10-20 ms"."""
+    present = sorted(v for v in values if v is not None)
+    if not present:
+        return "-"
+    low, high = duration(present[0]), duration(present[-1])
+    return low if low == high else f"{low} to {high}"
 
 
 def _worst(values: list[float | None]) -> float | None:
@@ -343,58 +377,160 @@ def _worst(values: list[float | None]) -> float | None:
     return max(present) if present else None
 
 
+@dataclass
+class OpSaturation:
+    """One operation in the burst, both protocols together."""
+
+    op: str
+    offered: int
+    ok: int
+    shed: int
+    queued: int  # client deadline reached + not started by k6
+    other: int
+    shed_p50: list[float | None]
+    shed_p99: list[float | None]
+    ok_p99: float | None
+    steady_p99: float | None
+    reading: str = ""
+
+    @property
+    def refuses(self) -> bool:
+        return self.shed >= 0.1 * self.offered
+
+    @property
+    def fast(self) -> bool:
+        p50 = _worst(self.shed_p50)
+        return p50 is not None and p50 <= FAST_REFUSAL_P50_MS
+
+    @property
+    def queues(self) -> bool:
+        slower = (
+            self.ok_p99 is not None
+            and self.steady_p99 is not None
+            and self.ok_p99 > 5 * self.steady_p99
+        )
+        return self.queued > 0.01 * self.offered or slower
+
+
+def _op_saturation(op: str, burst: list[OpRow], steady: list[OpRow]) -> OpSaturation:
+    o = OpSaturation(
+        op=op,
+        offered=sum(r.offered for r in burst),
+        ok=sum(r.ok for r in burst),
+        shed=sum(r.outcomes.get("shed", 0) for r in burst),
+        queued=sum(r.outcomes.get("timeout", 0) + r.dropped for r in burst),
+        other=sum(
+            n for r in burst for k, n in r.outcomes.items() if k not in ("ok", "shed", "timeout")
+        ),
+        shed_p50=[r.outcome_latency.get("shed", (None, None))[0] for r in burst],
+        shed_p99=[r.outcome_latency.get("shed", (None, None))[1] for r in burst],
+        ok_p99=_worst([r.outcome_latency.get("ok", (None, None))[1] for r in burst]),
+        steady_p99=_worst([r.p99 for r in steady]),
+    )
+    refused = (
+        f"{o.shed:,} of {o.offered:,} refused (RESOURCE_EXHAUSTED / 429) in "
+        f"{_span(o.shed_p50)} (p50), {_span(o.shed_p99)} (p99)"
+        if o.shed
+        else f"none of {o.offered:,} refused"
+    )
+    waited = (
+        f"OK answers p99 {duration(o.ok_p99)} (steady: {duration(o.steady_p99)}), "
+        f"{o.queued:,} left waiting (deadline or no free k6 VU)"
+    )
+    if o.refuses and o.fast:
+        how = "refuses at once"
+    elif o.refuses:
+        how = "refuses, but only after waiting"
+    elif o.queues:
+        how = "queues"
+    else:
+        how = "kept up"
+    o.reading = f"{OP_TITLES.get(op, op)}: {how} — {refused}; {waited}"
+    return o
+
+
+@dataclass
+class Saturation:
+    """What the server did with more work than it could take (the burst phase)."""
+
+    offered: int
+    ok: int
+    shed: int
+    timeouts: int
+    dropped: int
+    other_errors: int
+    rss_before: float | None
+    rss_peak: float | None
+    connections_peak: float | None
+    dedicated_peak: float | None
+    connections_bound: int
+    recovery_errors: int
+    recovery_requests: int
+    # When the server reported NOT_SERVING (seconds from the load's start).
+    health_flips: list[float]
+    ops: list[OpSaturation]
+    verdict: str = ""
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def overloaded(self) -> bool:
+        return any(o.refuses or o.queues for o in self.ops)
+
+
 def saturation(
     op_rows: list[OpRow],
     timeline: Timeline,
     plan: SoakPlan,
     connections_bound: int,
-    health_flips: int,
+    health_flips: list[float],
 ) -> Saturation | None:
-    burst_rows = [r for r in op_rows if r.phase == "burst"]
     phases = {p.name: p for p in plan.phases}
     burst: Phase | None = phases.get("burst")
+    burst_rows = [r for r in op_rows if r.phase == "burst"]
     if not burst_rows or burst is None:
         return None
     steady = phases["steady"]
     recovery_rows = [r for r in op_rows if r.phase == "recovery"]
-    shed = sum(r.outcomes.get("shed", 0) for r in burst_rows)
-    timeouts = sum(r.outcomes.get("timeout", 0) for r in burst_rows)
-    ok = sum(r.ok for r in burst_rows)
-    other = sum(
-        n for r in burst_rows for o, n in r.outcomes.items() if o not in ("ok", "shed", "timeout")
-    )
+    ops = list(dict.fromkeys(r.op for r in burst_rows))
     sat = Saturation(
         offered=sum(r.offered for r in burst_rows),
-        ok=ok,
-        shed=shed,
-        shed_p50=_worst([r.outcome_latency.get("shed", (None, None))[0] for r in burst_rows]),
-        shed_p99=_worst([r.outcome_latency.get("shed", (None, None))[1] for r in burst_rows]),
-        timeouts=timeouts,
+        ok=sum(r.ok for r in burst_rows),
+        shed=sum(r.outcomes.get("shed", 0) for r in burst_rows),
+        timeouts=sum(r.outcomes.get("timeout", 0) for r in burst_rows),
         dropped=sum(r.dropped for r in burst_rows),
-        other_errors=other,
-        ok_p99=_worst([r.outcome_latency.get("ok", (None, None))[1] for r in burst_rows]),
+        other_errors=sum(
+            n
+            for r in burst_rows
+            for k, n in r.outcomes.items()
+            if k not in ("ok", "shed", "timeout")
+        ),
         rss_before=timeline.growth("server.rss", steady.start, steady.end, 60.0).last,
         rss_peak=timeline.peak("server.rss", burst.start, burst.end + 5),
         connections_peak=timeline.peak("pg.pool_connections", burst.start, burst.end + 5),
         dedicated_peak=timeline.peak("pg.dedicated_connections", burst.start, burst.end + 5),
         connections_bound=connections_bound,
         recovery_errors=sum(r.error_count for r in recovery_rows),
-        recovery_requests=sum(r.requests + r.dropped for r in recovery_rows),
+        recovery_requests=sum(r.offered for r in recovery_rows),
         health_flips=health_flips,
-        verdict="",
+        ops=[
+            _op_saturation(
+                op,
+                [r for r in burst_rows if r.op == op],
+                [r for r in op_rows if r.op == op and r.phase == "steady"],
+            )
+            for op in ops
+        ],
     )
-    sat.verdict, sat.lines = _judge(sat)
+    sat.verdict, sat.lines = _judge(sat, plan)
     return sat
 
 
-def _judge(s: Saturation) -> tuple[str, list[str]]:
+def _judge(s: Saturation, plan: SoakPlan) -> tuple[str, list[str]]:
     lines = [
-        f"offered {s.offered:,} calls in the burst; {s.ok:,} answered OK "
-        f"(p99 of those {duration(s.ok_p99)})",
-        f"refused with RESOURCE_EXHAUSTED / 429: {s.shed:,}"
-        + (f" (p50 {duration(s.shed_p50)}, p99 {duration(s.shed_p99)})" if s.shed else ""),
-        f"client deadline reached: {s.timeouts:,}; not started by k6 (no free VU, "
-        f"calls held too long): {s.dropped:,}; other errors: {s.other_errors:,}",
+        f"offered {s.offered:,} calls in the burst: {s.ok:,} answered OK, {s.shed:,} refused "
+        f"(RESOURCE_EXHAUSTED / 429), {s.timeouts:,} reached the client deadline, "
+        f"{s.dropped:,} not started by k6 (no free VU), {s.other_errors:,} other errors",
+        *[o.reading for o in s.ops],
     ]
     if s.rss_before is not None and s.rss_peak is not None:
         lines.append(
@@ -413,9 +549,11 @@ def _judge(s: Saturation) -> tuple[str, list[str]]:
                 f"{s.dedicated_peak:.0f}"
             )
         )
+    by_phase = Counter(_phase_at(plan, t) for t in s.health_flips)
     lines.append(
-        f"health: the server reported NOT_SERVING {s.health_flips} time(s) during the run "
-        "(its database ping waits for the same pool as the calls)"
+        f"health: the server reported NOT_SERVING {len(s.health_flips)} time(s) "
+        f"({', '.join(f'{n} in the {p} phase' for p, n in by_phase.items()) or 'never'}): "
+        "its database ping waits for the same pool as the calls"
     )
     lines.append(
         f"recovery (steady rate again): {s.recovery_errors:,} errors "
@@ -423,7 +561,6 @@ def _judge(s: Saturation) -> tuple[str, list[str]]:
     )
     if not s.overloaded:
         return "not saturated: the burst did not exceed capacity (raise --burst-rate)", lines
-    queued = s.timeouts + s.dropped
     bounded = s.rss_before is None or s.rss_peak is None or s.rss_peak <= 1.5 * s.rss_before
     memory = "memory bounded" if bounded else "memory grew more than 50%"
     recovered = (
@@ -431,18 +568,15 @@ def _judge(s: Saturation) -> tuple[str, list[str]]:
         if s.recovery_errors == 0
         else f"recovered with {s.recovery_errors} errors in {s.recovery_requests} calls after it"
     )
-    fast = s.shed_p99 is not None and s.shed_p99 <= FAST_REFUSAL_MS
-    if s.shed and fast and queued <= 0.05 * s.offered:
-        verdict = f"sheds load: fast refusals (p99 {duration(s.shed_p99)}), {memory}, {recovered}"
-    elif s.shed:
-        how = "fast" if fast else f"slow (p99 {duration(s.shed_p99)})"
-        verdict = (
-            f"sheds load partly: {s.shed:,} {how} refusals, but {queued:,} calls queued "
-            f"until a deadline or k6 ran out of VUs; {memory}, {recovered}"
+    loaded = [o for o in s.ops if o.refuses or o.queues]
+    shedding = [OP_TITLES.get(o.op, o.op) for o in loaded if o.refuses and o.fast]
+    queueing = [OP_TITLES.get(o.op, o.op) for o in loaded if not (o.refuses and o.fast)]
+    if not queueing:
+        verdict = "sheds load: every overloaded operation refused at once"
+    elif shedding:
+        verdict = f"sheds load partly: {', '.join(shedding)} refused at once; " + (
+            f"{', '.join(queueing)} queued (no fast RESOURCE_EXHAUSTED)"
         )
     else:
-        verdict = (
-            f"queues instead of shedding: no RESOURCE_EXHAUSTED, {queued:,} calls waited "
-            f"until a deadline or k6 ran out of VUs; {memory}, {recovered}"
-        )
-    return verdict, lines
+        verdict = "queues instead of shedding: no operation refused at once"
+    return f"{verdict}; {memory}; {recovered}", lines

@@ -82,8 +82,17 @@ function erasable(s) {
   return i < s.eraseCount ? `ecust_${pad(s.eraseFirst + i, 7)}` : null;
 }
 
+// A failed call is also logged (stderr, kept by the harness) with its time, so
+// that the report can say *when* failures happened: the summary only counts.
+function done(s, r) {
+  record(r.ok, s.protocol, r.ms, r.outcome);
+  if (!r.ok) {
+    console.log(`soak-failure ${Date.now()} ${s.name} ${r.outcome} ${r.ms}`);
+  }
+}
+
 export function run() {
   const s = BY_NAME[exec.scenario.name];
   const arg = s.op === 'erasure' ? erasable(s) : undefined;
-  OPS[s.op][s.protocol]((r) => record(r.ok, s.protocol, r.ms, r.outcome), arg);
+  OPS[s.op][s.protocol]((r) => done(s, r), arg);
 }
