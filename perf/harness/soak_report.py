@@ -566,7 +566,8 @@ def _judge(s: Saturation, plan: SoakPlan) -> tuple[str, list[str]]:
     recovered = (
         "recovered (no error at the steady rate after it)"
         if s.recovery_errors == 0
-        else f"recovered with {s.recovery_errors} errors in {s.recovery_requests} calls after it"
+        else f"recovered with {s.recovery_errors} error{'s' if s.recovery_errors > 1 else ''} "
+        f"in {s.recovery_requests:,} calls after it"
     )
     loaded = [o for o in s.ops if o.refuses or o.queues]
     shedding = [OP_TITLES.get(o.op, o.op) for o in loaded if o.refuses and o.fast]
