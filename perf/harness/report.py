@@ -106,15 +106,13 @@ def markdown(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     return "\n".join(lines)
 
 
+# The columns every load table starts its figures with (perf/run and perf/soak).
+LOAD_COLUMNS = ("offered", "achieved", "p50 ms", "p95 ms", "p99 ms", "errors")
+
 HEADER = (
     "scenario",
     "generator",
-    "offered",
-    "achieved",
-    "p50 ms",
-    "p95 ms",
-    "p99 ms",
-    "errors",
+    *LOAD_COLUMNS,
     "server CPU",
     "CPU ms/req",
     "server peak RSS",

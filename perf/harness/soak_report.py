@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.k6 import Counts, metric_values
-from harness.report import markdown, mb, ms
+from harness.report import LOAD_COLUMNS, markdown, mb, ms
 from harness.soak_plan import Phase, Scenario, SoakPlan
 from harness.timeline import Growth, Timeline
 
@@ -124,18 +124,7 @@ def _outcomes_cell(row: OpRow) -> str:
     return ", ".join(parts) or "-"
 
 
-OPS_HEADER = (
-    "phase",
-    "operation",
-    "offered",
-    "achieved",
-    "p50 ms",
-    "p95 ms",
-    "p99 ms",
-    "errors",
-    "error rate",
-    "failures by kind",
-)
+OPS_HEADER = ("phase", "operation", *LOAD_COLUMNS, "error rate", "failures by kind")
 
 
 def ops_table(op_rows: list[OpRow]) -> str:
