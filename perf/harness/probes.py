@@ -33,7 +33,7 @@ def identity(tenant: str, role: str = "admin") -> Metadata:
     return (("x-tenant-id", tenant), ("x-user-role", role))
 
 
-def _quote(identifier: str) -> str:
+def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
@@ -99,7 +99,7 @@ async def raw_delete(con: asyncpg.Connection, tenant: str, customer: str) -> Tim
     async with con.transaction():
         for table, column in tables:
             status = await con.execute(
-                f"DELETE FROM {_quote(table)} WHERE tenant_id = $1 AND {_quote(column)} = $2",
+                f"DELETE FROM {quote(table)} WHERE tenant_id = $1 AND {quote(column)} = $2",
                 tenant,
                 customer,
             )
@@ -122,9 +122,9 @@ async def copy_export(con: asyncpg.Connection, tenant: str, customer: str) -> Ti
     for table, column in tables:
         # COPY takes no bind parameters: the literals are quoted by PostgreSQL itself.
         query = (
-            f"SELECT row_to_json(t) FROM {_quote(table)} t "
+            f"SELECT row_to_json(t) FROM {quote(table)} t "
             f"WHERE t.tenant_id = {await _literal(con, tenant)} "
-            f"AND t.{_quote(column)} = {await _literal(con, customer)}"
+            f"AND t.{quote(column)} = {await _literal(con, customer)}"
         )
         await con.copy_from_query(query, output=sink)
     return Timed(
@@ -144,7 +144,7 @@ async def count_rows(con: asyncpg.Connection, tenant: str, customer: str) -> int
     total = 0
     for table, column in await exported_tables(con, tenant):
         total += await con.fetchval(
-            f"SELECT count(*) FROM {_quote(table)} WHERE tenant_id = $1 AND {_quote(column)} = $2",
+            f"SELECT count(*) FROM {quote(table)} WHERE tenant_id = $1 AND {quote(column)} = $2",
             tenant,
             customer,
         )

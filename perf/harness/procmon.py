@@ -43,7 +43,8 @@ class _Window:
     peak_rss: dict[str, int] = field(default_factory=dict)
 
 
-def _tree(roots: Iterable[int]) -> list[psutil.Process]:
+def tree(roots: Iterable[int]) -> list[psutil.Process]:
+    """The processes of the trees under `roots` (each once), skipping any that exited."""
     procs: dict[int, psutil.Process] = {}
     for pid in roots:
         try:
@@ -96,7 +97,7 @@ class ProcessMonitor:
                 root_pids = list(roots())
             except Exception:
                 root_pids = []
-            for proc in _tree(root_pids):
+            for proc in tree(root_pids):
                 with contextlib.suppress(psutil.Error), proc.oneshot():
                     times = proc.cpu_times()
                     cpu[proc.pid] = (times.user + times.system, proc.create_time())

@@ -61,7 +61,7 @@ def ratios(row: Row, rows: dict[str, Row]) -> tuple[float | None, float | None, 
     return (_ratio(row.rps, base.rps), _ratio(row.p50, base.p50), _ratio(row.p99, base.p99))
 
 
-def _num(value: float | None, digits: int = 1) -> str:
+def num(value: float | None, digits: int = 1) -> str:
     if value is None:
         return "-"
     if abs(value) >= 10_000:
@@ -69,7 +69,7 @@ def _num(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
-def _ms(value: float | None) -> str:
+def ms(value: float | None) -> str:
     if value is None:
         return "-"
     if value >= 1000:
@@ -79,15 +79,15 @@ def _ms(value: float | None) -> str:
     return f"{value:.2f}"
 
 
-def _x(value: float | None) -> str:
+def times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def _mb(value: int | None) -> str:
+def mb(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.0f} MB"
 
 
-def _errors(row: Row) -> str:
+def errors_cell(row: Row) -> str:
     if row.errors is None:
         return "-"
     parts = [] if row.error_rate is None else [f"{row.error_rate * 100:.1f}%"]
@@ -98,15 +98,21 @@ def _errors(row: Row) -> str:
     return f"{row.errors}" + (f" ({'; '.join(parts)})" if parts else "")
 
 
+def markdown(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
+    """A markdown table; a "|" inside a cell would split it, so it becomes "/"."""
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+# The columns every load table starts its figures with (perf/run and perf/soak).
+LOAD_COLUMNS = ("offered", "achieved", "p50 ms", "p95 ms", "p99 ms", "errors")
+
 HEADER = (
     "scenario",
     "generator",
-    "offered",
-    "achieved",
-    "p50 ms",
-    "p95 ms",
-    "p99 ms",
-    "errors",
+    *LOAD_COLUMNS,
     "server CPU",
     "CPU ms/req",
     "server peak RSS",
@@ -122,10 +128,7 @@ HEADER = (
 def table(rows: Iterable[Row]) -> str:
     rows = list(rows)
     by_key = {r.key: r for r in rows}
-    lines = [
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "|".join("---" for _ in HEADER) + "|",
-    ]
+    lines: list[list[str]] = []
     for row in rows:
         if not row.measured:
             cells = [row.scenario, row.generator, row.offered, row.status] + [""] * (
@@ -134,28 +137,28 @@ def table(rows: Iterable[Row]) -> str:
         else:
             r_rps, r_p50, r_p99 = ratios(row, by_key)
             base = by_key.get(row.baseline or "")
-            achieved = "-" if row.rps is None else f"{_num(row.rps, 0)} {row.unit}"
+            achieved = "-" if row.rps is None else f"{num(row.rps, 0)} {row.unit}"
             cells = [
                 row.scenario,
                 row.generator,
                 row.offered,
                 achieved,
-                _ms(row.p50),
-                _ms(row.p95),
-                _ms(row.p99),
-                _errors(row),
+                ms(row.p50),
+                ms(row.p95),
+                ms(row.p99),
+                errors_cell(row),
                 "-" if row.server_cpu is None else f"{row.server_cpu:.0f}%",
-                _num(cpu_per_request(row), 2),
-                _mb(row.server_rss),
+                num(cpu_per_request(row), 2),
+                mb(row.server_rss),
                 "-" if row.pg_cpu is None else f"{row.pg_cpu:.0f}%",
                 "-" if row.gen_cpu is None else f"{row.gen_cpu:.0f}%",
                 base.scenario + f" ({base.generator})" if base else "-",
-                _x(r_rps),
-                _x(r_p50),
-                _x(r_p99),
+                times(r_rps),
+                times(r_p50),
+                times(r_p99),
             ]
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    return markdown(HEADER, lines)
 
 
 @dataclass
@@ -205,7 +208,7 @@ def targets(rows: list[Row], level: str) -> list[Target]:
     out.append(
         Target(
             "provenance bundle over gRPC vs echo ceiling (h2load, closed loop)",
-            _x(r),
+            times(r),
             "≥ 0.25x",
             _verdict_min(r, 0.25, "RPS of GetDecisionProvenance / RPS of bare echo"),
         )
@@ -215,7 +218,7 @@ def targets(rows: list[Row], level: str) -> list[Target]:
     out.append(
         Target(
             f"provenance REST p99 at the {level} level (k6)",
-            _ms(p99) + (" ms" if p99 is not None and p99 < 1000 else ""),
+            ms(p99) + (" ms" if p99 is not None and p99 < 1000 else ""),
             "< 50 ms at 1K RPS",
             _verdict_max(p99, 50.0, " ms", f"level {level}")
             + ("" if level == "1k" or p99 is None else f" (measured at level {level}, not 1k)"),
@@ -230,7 +233,7 @@ def targets(rows: list[Row], level: str) -> list[Target]:
         out.append(
             Target(
                 f"REST adapter latency vs the same gRPC call ({label})",
-                f"p50 {_x(p50)}, p99 {_x(p99r)}",
+                f"p50 {times(p50)}, p99 {times(p99r)}",
                 "≤ 1.5x",
                 _verdict_max(p50, 1.5, "x", "p50"),
             )
@@ -239,7 +242,7 @@ def targets(rows: list[Row], level: str) -> list[Target]:
     out.append(
         Target(
             "erasure of a heavy customer vs raw DELETE of the same rows",
-            _x(r),
+            times(r),
             "≤ 1.5x",
             _verdict_max(r, 1.5, "x", "EraseCustomer time / DELETE time"),
         )
@@ -250,7 +253,7 @@ def targets(rows: list[Row], level: str) -> list[Target]:
     out.append(
         Target(
             "DSAR export rows/s vs COPY (SELECT row_to_json …) TO STDOUT",
-            _x(r) + ("" if growth is None else f", server RSS +{growth / 2**20:.0f} MB"),
+            times(r) + ("" if growth is None else f", server RSS +{growth / 2**20:.0f} MB"),
             "≥ 0.5x, bounded memory",
             _verdict_min(r, 0.5, "rows/s"),
         )
@@ -264,7 +267,7 @@ def targets(rows: list[Row], level: str) -> list[Target]:
     out.append(
         Target(
             "flow runner overhead per no-op node (Postgres store)",
-            _ms(per_node) + " ms" if per_node is not None else "-",
+            ms(per_node) + " ms" if per_node is not None else "-",
             "≤ 2 ms",
             verdict,
         )
@@ -273,9 +276,10 @@ def targets(rows: list[Row], level: str) -> list[Target]:
 
 
 def targets_table(items: list[Target]) -> str:
-    lines = ["| target | measured | wanted | verdict |", "|---|---|---|---|"]
-    lines += [f"| {t.name} | {t.measured} | {t.target} | {t.verdict} |" for t in items]
-    return "\n".join(lines)
+    return markdown(
+        ("target", "measured", "wanted", "verdict"),
+        ((t.name, t.measured, t.target, t.verdict) for t in items),
+    )
 
 
 def dump(rows: list[Row], extra: dict[str, Any]) -> str:

@@ -7,21 +7,9 @@
 //   ERASE_POOL    pool size; iterations past it count as errors (pool exhausted)
 
 import exec from 'k6/execution';
-import http from 'k6/http';
-import grpc from 'k6/net/grpc';
 
-import {
-  BASE_URL,
-  connect,
-  GRPC_TARGET,
-  HEADERS,
-  METADATA,
-  PROTOCOL,
-  invoke,
-  options as makeOptions,
-  pad,
-  record,
-} from './lib/config.js';
+import { PROTOCOL, options as makeOptions, pad, record } from './lib/config.js';
+import { erasureGrpc, erasureRest } from './lib/ops.js';
 
 export { handleSummary } from './lib/summary.js';
 
@@ -29,8 +17,6 @@ export const options = makeOptions(0.1, 500, 50);
 
 const OFFSET = parseInt(__ENV.ERASE_OFFSET || '0', 10);
 const POOL = parseInt(__ENV.ERASE_POOL || '1000000', 10);
-const METHOD = 'kaireon.erasure.v1.ErasureService/EraseCustomer';
-const client = new grpc.Client();
 
 // With PROTOCOL=both the two scenarios take alternate customers of the slice.
 function nextCustomer(lane) {
@@ -41,35 +27,9 @@ function nextCustomer(lane) {
 }
 
 export function grpcCall() {
-  if (!connect(client, GRPC_TARGET)) {
-    record(false, 'grpc');
-    return;
-  }
-  const customer = nextCustomer(0);
-  if (customer === null) {
-    record(false, 'grpc');
-    return;
-  }
-  const ok = invoke(
-    client,
-    METHOD,
-    { customer_id: customer },
-    { metadata: METADATA, timeout: '30s', discardResponseMessage: true },
-  );
-  record(ok, 'grpc');
+  erasureGrpc((r) => record(r.ok, 'grpc'), nextCustomer(0));
 }
 
 export function restCall() {
-  const customer = nextCustomer(1);
-  if (customer === null) {
-    record(false, 'rest');
-    return;
-  }
-  const res = http.post(`${BASE_URL}/api/v1/gdpr/erasure`, JSON.stringify({ customerId: customer }), {
-    headers: { ...HEADERS, 'Content-Type': 'application/json' },
-    timeout: '30s',
-    responseType: 'none',
-    tags: { name: 'POST /api/v1/gdpr/erasure' },
-  });
-  record(res.status === 200, 'rest');
+  erasureRest((r) => record(r.ok, 'rest'), nextCustomer(1));
 }

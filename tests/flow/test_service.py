@@ -164,6 +164,35 @@ async def test_second_start_or_retry_of_running_run_is_refused(stub, tenant) -> 
     assert again.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
+async def test_burst_of_starts_beyond_max_runs_is_refused_at_once(stub, app, tenant) -> None:
+    """Admission counts runs still starting: a burst of concurrent StartRun calls
+    cannot all pass the max_runs check before the first one launches (each would
+    open a dedicated connection: PostgreSQL ran out of them in the soak)."""
+    from kaireon_server.flow.service import FlowCapability
+
+    flow = next(c for c in app.capabilities if isinstance(c, FlowCapability))
+    limit = flow.manager.limits.max_runs
+    burst = 2 * limit + 8
+
+    async def attempt(i: int) -> str:
+        try:
+            await start(stub, tenant, definition(step("slow", sleep=3)), run_id=f"burst{i}")
+        except grpc.aio.AioRpcError as exc:
+            _, _, reason = bad_request(exc)
+            return f"{exc.code().name}:{reason}"
+        return "OK"
+
+    outcomes = await asyncio.gather(*(attempt(i) for i in range(burst)))
+    accepted = [f"burst{i}" for i, outcome in enumerate(outcomes) if outcome == "OK"]
+    # Runs of earlier tests may still hold slots: at most `limit`, never more.
+    assert 1 <= len(accepted) <= limit, outcomes
+    assert set(outcomes) <= {"OK", "RESOURCE_EXHAUSTED:FLOW_RUNS_EXHAUSTED"}, outcomes
+    for run_id in accepted:
+        assert (await wait_finished(stub, tenant, run_id)).state == flow_pb2.RUN_STATE_SUCCEEDED
+    # Every slot is free again: the admission count went back down.
+    assert (await start(stub, tenant, definition(step("x")), run_id="after")).run_id == "after"
+
+
 async def test_cancel_run(stub, channel, tenant) -> None:
     await start(
         stub,

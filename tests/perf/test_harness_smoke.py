@@ -8,16 +8,11 @@ service is not served says so instead of failing.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-RUN = REPO / "perf" / "run"
+from tests.perf.support import run_perf
 
 EXPECTED_ROWS = {
     "echo.h2load",
@@ -62,21 +57,8 @@ def _service(key: str) -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_smoke_run_prints_every_row_with_measurements(tmp_path: Path) -> None:
-    out = tmp_path / "results"
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["KAIREON_PYTHON"] = sys.executable
-    proc = subprocess.run(
-        [str(RUN), "--smoke", "--no-install", "--out", str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = json.loads((out / "results.json").read_text())
+def test_smoke_run_prints_every_row_with_measurements(results_dir: Path) -> None:
+    proc, results = run_perf("run", "--smoke", "--no-install", out=results_dir)
     rows = {row["key"]: row for row in results["rows"]}
     assert set(rows) == EXPECTED_ROWS
 

@@ -171,22 +171,28 @@ export function connect(client, target, reflect = true) {
   return true;
 }
 
-// A unary gRPC call that never throws: true when it answered OK. k6 throws
-// when a connection or serialisation fails, which would end the iteration
-// before it is counted.
-export function invoke(client, method, request, params) {
+// A unary gRPC call that never throws: { status, res }, status null when k6
+// threw (a connection or serialisation failure, which would otherwise end the
+// iteration before it is counted).
+export function call(client, method, request, params) {
   try {
     const res = client.invoke(method, request, params);
-    return Boolean(res) && res.status === grpc.StatusOK;
+    return { status: res ? res.status : null, res };
   } catch (_) {
-    return false;
+    return { status: null, res: null };
   }
 }
 
-// Count one operation; ms (optional) is its end-to-end time. Failed
-// operations count in the latency too: a fast error must not flatter it.
-export function record(ok, protocol, ms) {
-  const tags = { protocol };
+// The same, true when it answered OK.
+export function invoke(client, method, request, params) {
+  return call(client, method, request, params).status === grpc.StatusOK;
+}
+
+// Count one operation; ms (optional) is its end-to-end time, outcome
+// (optional, lib/ops.js) tags the samples. Failed operations count in the
+// latency too: a fast error must not flatter it.
+export function record(ok, protocol, ms, outcome) {
+  const tags = outcome === undefined ? { protocol } : { protocol, outcome };
   requests.add(1, tags);
   errors.add(!ok, tags);
   if (ms !== undefined) {

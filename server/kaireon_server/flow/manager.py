@@ -77,6 +77,10 @@ class RunManager:
         services = NodeServices(db=db, env=env, signer=signer)
         self.executors = Executors(db, self.store, services, hooks)
         self._sweeper: asyncio.Task[None] | None = None
+        # Runs admitted but not launched yet (locking, inserting): they count
+        # against max_runs too, or a burst of StartRun calls would all pass the
+        # check before the first one launches, each opening a connection.
+        self._starting = 0
         notifier.on_cancel(self.executors.cancel_local)
 
     def plan(
@@ -128,17 +132,33 @@ class RunManager:
     # --- use cases ---------------------------------------------------------------
 
     async def _lock(self, tenant_id: str, run_id: str) -> RunLock:
-        if len(self.executors.active) >= self.limits.max_runs:
+        """Admits one more run (or refuses at once) and takes its lock; the caller
+        then either `_launch`es the attempt or `_abandon`s the lock."""
+        if len(self.executors.active) + self._starting >= self.limits.max_runs:
             raise ResourceExhausted(
                 "this server executes its maximum number of runs; retry later",
                 reason="FLOW_RUNS_EXHAUSTED",
             )
-        lock = await RunLock.try_acquire(self.db, tenant_id, run_id)
+        self._starting += 1
+        try:
+            lock = await RunLock.try_acquire(self.db, tenant_id, run_id)
+        except BaseException:
+            self._starting -= 1
+            raise
         if lock is None:
+            self._starting -= 1
             raise FailedPrecondition(
                 f"run '{run_id}' is executing", reason="RUN_EXECUTING", metadata={"run_id": run_id}
             )
         return lock
+
+    def _launch(self, attempt: Attempt) -> None:
+        self._starting -= 1
+        self.executors.launch(attempt)
+
+    async def _abandon(self, lock: RunLock) -> None:
+        self._starting -= 1
+        await lock.release()
 
     async def start_run(
         self, identity: Identity, definition: FlowDefinition, run_id: str
@@ -182,10 +202,10 @@ class RunManager:
                 )
                 view = await repository.get_run(con, tenant, run_id)
         except BaseException:
-            await lock.release()
+            await self._abandon(lock)
             raise
         assert view is not None
-        self.executors.launch(Attempt(tenant, run_id, plan, 1, 1, lock, identity.actor))
+        self._launch(Attempt(tenant, run_id, plan, 1, 1, lock, identity.actor))
         return view
 
     async def retry_run(
@@ -239,12 +259,10 @@ class RunManager:
                 )
                 view = await repository.get_run(con, tenant, run_id)
         except BaseException:
-            await lock.release()
+            await self._abandon(lock)
             raise
         assert view is not None
-        self.executors.launch(
-            Attempt(tenant, run_id, plan, attempt, first_seq, lock, identity.actor)
-        )
+        self._launch(Attempt(tenant, run_id, plan, attempt, first_seq, lock, identity.actor))
         return view
 
     async def cancel_run(self, identity: Identity, run_id: str, *, wait: float = 5.0) -> RunView:

@@ -102,6 +102,13 @@ def status_for(exc: BaseException) -> status_pb2.Status:
             "the request holds text the database cannot store",
             "UNSTORABLE_TEXT",
         )
+    if isinstance(exc, asyncpg.TooManyConnectionsError):
+        # PostgreSQL's max_connections is reached (SQLSTATE 53300): a limit, not a bug.
+        return _simple(
+            code_pb2.RESOURCE_EXHAUSTED,
+            "database connections exhausted; retry later",
+            "DB_CONNECTIONS_EXHAUSTED",
+        )
     if isinstance(exc, asyncpg.QueryCanceledError):
         return _simple(code_pb2.DEADLINE_EXCEEDED, "database statement timed out", "DB_TIMEOUT")
     if isinstance(exc, _UNAVAILABLE_DB_ERRORS):

