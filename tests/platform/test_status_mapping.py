@@ -30,6 +30,9 @@ def _reason(status) -> str:
             "DB_TIMEOUT",
         ),
         (asyncpg.DeadlockDetectedError("deadlock"), code_pb2.ABORTED, "CONCURRENT_UPDATE"),
+        # A stalled connection (KAIREON_DB_COMMAND_TIMEOUT) vs a lost one.
+        (TimeoutError("no answer from 10.0.0.5 in 35 s"), code_pb2.UNAVAILABLE, "TIMEOUT"),
+        (ConnectionResetError("reset by peer"), code_pb2.UNAVAILABLE, "DB_UNAVAILABLE"),
     ],
 )
 def test_database_errors_map_to_statuses(exc: BaseException, code: int, reason: str) -> None:

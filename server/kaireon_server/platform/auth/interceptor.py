@@ -111,10 +111,11 @@ def status_for(exc: BaseException) -> status_pb2.Status:
         )
     if isinstance(exc, asyncpg.QueryCanceledError):
         return _simple(code_pb2.DEADLINE_EXCEEDED, "database statement timed out", "DB_TIMEOUT")
-    if isinstance(exc, _UNAVAILABLE_DB_ERRORS):
-        return _simple(code_pb2.UNAVAILABLE, "database unavailable; retry", "DB_UNAVAILABLE")
+    # Before the connection errors: TimeoutError is an OSError.
     if isinstance(exc, TimeoutError):
         return _simple(code_pb2.UNAVAILABLE, "dependency timed out; retry", "TIMEOUT")
+    if isinstance(exc, _UNAVAILABLE_DB_ERRORS):
+        return _simple(code_pb2.UNAVAILABLE, "database unavailable; retry", "DB_UNAVAILABLE")
     return _simple(code_pb2.INTERNAL, "internal error", "INTERNAL")
 
 
