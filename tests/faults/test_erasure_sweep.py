@@ -38,6 +38,9 @@ from tests.faults.rows import CustomerState, CustomerTables, classify
 from tests.support.server import metadata
 from tests.support.tcp_proxy import Fault
 
+# Long sweeps: run on the embedded PostgreSQL pass of CI, not again on PostgreSQL 15.
+pytestmark = pytest.mark.slow
+
 # Generous server bounds, so healthy erasures succeed on a loaded machine; a
 # stalled erasure is ended by the caller's deadline (STALL_DEADLINE) instead.
 ENV = {

@@ -34,6 +34,9 @@ from tests.security.support import NOT_DELIBERATE, assert_healthy, settle
 from tests.security.valid_requests import REQUESTS
 from tests.support.server import metadata
 
+# Long sweeps: run on the embedded PostgreSQL pass of CI, not again on PostgreSQL 15.
+pytestmark = pytest.mark.slow
+
 EXAMPLES = int(os.environ.get("KAIREON_FUZZ_EXAMPLES", "50"))
 # method -> status name -> examples; read by the summary test at the end.
 STATS: dict[str, Counter[str]] = {}

@@ -34,6 +34,9 @@ from tests.security.rpcs import METHOD_NAMES
 from tests.security.snapshot import Snapshotter
 from tests.security.support import assert_healthy, settle
 
+# Long sweeps: run on the embedded PostgreSQL pass of CI, not again on PostgreSQL 15.
+pytestmark = pytest.mark.slow
+
 EXAMPLES = int(os.environ.get("KAIREON_OPENAPI_EXAMPLES", "6"))
 T = TypeVar("T")
 
