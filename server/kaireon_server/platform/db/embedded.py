@@ -1,13 +1,21 @@
 """The embedded PostgreSQL (PyPI `pgserver`): a real server from a wheel, for machines without one.
 
-Several processes may share one data directory: pgserver counts handles and
-stops the server when the last one is released.
+Several processes may share one data directory: pgserver counts handles (the
+pids in pgdata/.handle_pids.json) and stops the server when the last one is
+released. A process killed with SIGKILL never releases its handle, so its pid
+would stay in that list for good and no later server would ever be the last
+handle: its PostgreSQL would outlive it. Before attaching, the handles of
+processes that no longer exist are therefore released (`_release_dead_handles`);
+a postmaster left running by the killed server is then reused and owned by the
+new server, which stops it on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +52,58 @@ def _get_server(pgdata: Path) -> Any:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless.
         warnings.simplefilter("ignore")
         import pgserver  # imported lazily: only the embedded mode needs it
+        from pgserver.postgres_server import PostgresServer
 
+        # pgserver's own inter-process lock, which guards the handle list.
+        with PostgresServer._lock:
+            released = _release_dead_handles(pgdata)
+        if released:
+            log.warning(
+                "embedded postgresql: released the handles of processes that exited "
+                "without stopping it (killed?); this server now owns it",
+                extra={"released_handles": len(released)},
+            )
         return pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+
+
+def _release_dead_handles(pgdata: Path) -> list[int]:
+    """Drop from pgserver's handle list every pid that is not a live Python process
+    (exited, a zombie, or a pid since reused by another program), and our own pid
+    (we hold no handle yet). Returns the pids dropped."""
+    import psutil
+
+    path = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError):
+        # An unreadable list would keep PostgreSQL running forever: start afresh.
+        path.unlink(missing_ok=True)
+        log.warning("embedded postgresql: unreadable handle list discarded")
+        return []
+    if not isinstance(pids, list):
+        path.unlink(missing_ok=True)
+        return []
+    live = [pid for pid in pids if isinstance(pid, int) and _is_live_handle(psutil, pid)]
+    if live != pids:
+        path.write_text(json.dumps(live))
+    return [pid for pid in pids if pid not in live]
+
+
+def _is_live_handle(psutil: Any, pid: int) -> bool:
+    if pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        # Handles are held by Python processes; a reused pid is another program.
+        return Path(process.exe()).name.startswith("python")
+    except psutil.AccessDenied:
+        return True  # another user's live process: not ours to judge
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
+        return False
 
 
 def _ensure_database(server: Any) -> None:
