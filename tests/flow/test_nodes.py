@@ -19,8 +19,8 @@ from kaireon_server.flow import (
     definition_from_json,
     validate,
 )
-from kaireon_server.flow.nodes.sinks import quote_ident
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.db.identifiers import quote_ident
 from kaireon_server.platform.errors import InvalidArgument
 
 PEOPLE = [

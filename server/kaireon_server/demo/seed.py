@@ -20,6 +20,7 @@ import asyncpg
 # ruff: noqa: S311, E501
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.db.identifiers import DYNAMIC_TABLE, quote_ident
 
 log = logging.getLogger(__name__)
 
@@ -305,14 +306,14 @@ async def _create_dynamic_tables(con: asyncpg.Connection, tenant: str) -> None:
     """DDL, as the owner: the platform creates ds_* tables, not the application role."""
     loyalty, sessions = _dynamic_table_names(tenant)
     await con.execute(
-        f"CREATE TABLE IF NOT EXISTS {_quote(loyalty)} (tenant_id text NOT NULL, "
+        f"CREATE TABLE IF NOT EXISTS {quote_ident(loyalty, pattern=DYNAMIC_TABLE)} (tenant_id text NOT NULL, "
         "customer_id text NOT NULL, points integer NOT NULL, tier text NOT NULL, "
         "PRIMARY KEY (tenant_id, customer_id))"
     )
     # Holds customer-type rows but keys them by an anonymous session id only:
     # erasure skips it and says so (skippedTables).
     await con.execute(
-        f"CREATE TABLE IF NOT EXISTS {_quote(sessions)} (tenant_id text NOT NULL, "
+        f"CREATE TABLE IF NOT EXISTS {quote_ident(sessions, pattern=DYNAMIC_TABLE)} (tenant_id text NOT NULL, "
         "session_id text NOT NULL, pages integer NOT NULL, PRIMARY KEY (tenant_id, session_id))"
     )
 
@@ -340,10 +341,6 @@ async def _seed_dynamic_tables(con: asyncpg.Connection, tenant: str, size: SeedS
         ["tenant_id", "session_id", "pages"],
         [(tenant, f"sess_{n:06d}", rng.randint(1, 30)) for n in range(1, size.customers * 2 + 1)],
     )
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 async def _seed_customer(con: asyncpg.Connection, tenant: str, n: int, size: SeedSize) -> None:

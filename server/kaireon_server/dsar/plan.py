@@ -22,6 +22,7 @@ import asyncpg
 
 from kaireon_server.platform import data_map
 from kaireon_server.platform.canonical import canonical_json
+from kaireon_server.platform.db.identifiers import quote_ident
 
 TENANT = "current_setting('kaireon.tenant_id')"
 SUBJECT = "current_setting('kaireon.dsar_subject')"
@@ -76,10 +77,6 @@ class TableExport:
     subject_column: str
     rows_sql: str
     count_sql: str
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def sql_literal(text: str) -> str:

@@ -7,29 +7,16 @@ registry, are checked against an identifier pattern and are always quoted.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 
 from kaireon_server.erasure.model import ACTION_ERASURE, LegalHold
-
-# Plain lower-case identifiers: what the data map and the registry's CHECK allow.
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+from kaireon_server.platform.db.identifiers import LOWER_IDENTIFIER, quote_ident
 
 # Namespace of the per-customer advisory lock (see lock_subject).
 _LOCK_NAMESPACE = "kaireon.erasure.subject"
-
-
-def quote_identifier(name: str) -> str:
-    """A double-quoted SQL identifier, after checking it is a plain one.
-
-    asyncpg has no identifier quoting helper; doubling quotes is PostgreSQL's
-    own rule, and the pattern check means there are none to double anyway."""
-    if not _IDENTIFIER.match(name):
-        raise ValueError("not a plain SQL identifier")
-    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)
@@ -43,15 +30,17 @@ class Target:
     compare_as_text: bool = False
 
     def _where(self) -> str:
-        column = quote_identifier(self.column)
+        column = quote_ident(self.column, pattern=LOWER_IDENTIFIER)
         lhs = f"{column}::text" if self.compare_as_text else column
         return f"tenant_id = $1 AND {lhs} = $2"
 
     def delete_sql(self) -> str:
-        return f"DELETE FROM {quote_identifier(self.table)} WHERE {self._where()}"  # noqa: S608 - quoted identifiers
+        table = quote_ident(self.table, pattern=LOWER_IDENTIFIER)
+        return f"DELETE FROM {table} WHERE {self._where()}"  # noqa: S608 - quoted identifiers
 
     def count_sql(self) -> str:
-        return f"SELECT count(*) FROM {quote_identifier(self.table)} WHERE {self._where()}"  # noqa: S608 - quoted identifiers
+        table = quote_ident(self.table, pattern=LOWER_IDENTIFIER)
+        return f"SELECT count(*) FROM {table} WHERE {self._where()}"  # noqa: S608 - quoted identifiers
 
 
 async def bound_transaction(con: asyncpg.Connection, milliseconds: int) -> None:
@@ -122,10 +111,13 @@ async def retained_rows(
     """One round trip: row counts of the kept (table, subject column)s and of
     the audit rows an erasure redacts (all about the customer but its earlier
     gdpr_erasure rows, whose ids come back too: the proof of erasure is kept)."""
-    parts = [
-        f"(SELECT count(*) FROM {quote_identifier(t)} "  # noqa: S608 - quoted identifiers
-        f"WHERE tenant_id = $1 AND {quote_identifier(c)} = $2) AS {quote_identifier(t)}"
+    quoted = [
+        (quote_ident(t, pattern=LOWER_IDENTIFIER), quote_ident(c, pattern=LOWER_IDENTIFIER))
         for t, c in tables
+    ]
+    parts = [
+        f"(SELECT count(*) FROM {t} WHERE tenant_id = $1 AND {c} = $2) AS {t}"  # noqa: S608 - quoted identifiers
+        for t, c in quoted
     ]
     parts.append(
         "(SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND subject_id = $2 "

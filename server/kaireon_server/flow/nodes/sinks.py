@@ -25,10 +25,7 @@ from kaireon_server.flow.nodes.base import (
 )
 from kaireon_server.flow.nodes.sql_guard import DS_TABLE
 from kaireon_server.flow.nodes.subjects import SUBJECT_NODE_TYPES
-
-
-def quote_ident(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
+from kaireon_server.platform.db.identifiers import quote_ident
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ pg_sleep must stay out of reach.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,8 @@ from typing import Any
 from pglast import ast, parse_sql
 from pglast.parser import ParseError
 from pglast.stream import RawStream
+
+from kaireon_server.platform.db.identifiers import DYNAMIC_TABLE, quote_ident
 
 # Customer-data and decisioning tables a flow may read (all lead with tenant_id).
 # Not listed on purpose: audit_log (holds personal salts), schema_registry,
@@ -49,7 +50,7 @@ READABLE_TABLES: frozenset[str] = frozenset(
         "fairness_report",
     }
 )
-DS_TABLE = re.compile(r"^ds_[a-z0-9_]{1,59}$")
+DS_TABLE = DYNAMIC_TABLE
 
 ALLOWED_NODES: frozenset[str] = frozenset(
     {
@@ -234,10 +235,6 @@ class GuardedQuery:
     tenant_param: int
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 class _Guard:
     def __init__(self, readable: frozenset[str], allow_any_ds: bool, params: int) -> None:
         self.readable = readable
@@ -310,7 +307,7 @@ class _Guard:
             raise SqlRejected(f"table '{name}' is not readable by flows")
         self.tables.add(name)
         inner = parse_sql(
-            f"SELECT * FROM {_quote(name)} WHERE tenant_id = ${self.tenant_param}"  # noqa: S608 - validated name, quoted
+            f"SELECT * FROM {quote_ident(name)} WHERE tenant_id = ${self.tenant_param}"  # noqa: S608 - validated name, quoted
         )[0].stmt
         alias = node.alias or ast.Alias(aliasname=name)
         return ast.RangeSubselect(lateral=False, subquery=inner, alias=alias)

@@ -70,7 +70,7 @@ def _release_dead_handles(pgdata: Path) -> list[int]:
     """Drop from pgserver's handle list every pid that is not a live Python process
     (exited, a zombie, or a pid since reused by another program), and our own pid
     (we hold no handle yet). Returns the pids dropped."""
-    import psutil
+    import psutil  # type: ignore[import-untyped]  # a dependency of pgserver
 
     path = pgdata / ".handle_pids.json"
     try:
