@@ -92,9 +92,12 @@ def _offences(tree: ast.AST) -> list[tuple[int, str]]:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and "quot" in node.name.lower():
             found.append((node.lineno, f"defines {node.name}()"))
         # '"' + name + '"'
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-            if _is_quote(node.left) or _is_quote(node.right):
-                found.append((node.lineno, "concatenates a double quote"))
+        if (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Add)
+            and (_is_quote(node.left) or _is_quote(node.right))
+        ):
+            found.append((node.lineno, "concatenates a double quote"))
         # name.replace('"', '""')
         if (
             isinstance(node, ast.Call)
