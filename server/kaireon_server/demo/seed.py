@@ -20,6 +20,7 @@ import asyncpg
 # ruff: noqa: S311, E501
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.db.dynamic_tables import register_dynamic_table
 from kaireon_server.platform.db.identifiers import DYNAMIC_TABLE, quote_ident
 
 log = logging.getLogger(__name__)
@@ -320,11 +321,9 @@ async def _create_dynamic_tables(con: asyncpg.Connection, tenant: str) -> None:
 
 async def _seed_dynamic_tables(con: asyncpg.Connection, tenant: str, size: SeedSize) -> None:
     loyalty, sessions = _dynamic_table_names(tenant)
-    await con.executemany(
-        "INSERT INTO schema_registry (tenant_id, schema_id, table_name, entity_type, active) "
-        "VALUES ($1, $2, $3, 'customer', true) ON CONFLICT DO NOTHING",
-        [(tenant, "loyalty", loyalty), (tenant, "web_sessions", sessions)],
-    )
+    # Registering secures the table: row-level security, as migration 0100 gives tenant tables.
+    for schema_id, table in (("loyalty", loyalty), ("web_sessions", sessions)):
+        await register_dynamic_table(con, tenant_id=tenant, schema_id=schema_id, table_name=table)
     rng = random.Random(f"{tenant}:ds")
     await _copy(
         con,

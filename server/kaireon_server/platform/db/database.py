@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlparse, urlunparse
 import asyncpg
 
 from kaireon_server.platform.config import Settings
+from kaireon_server.platform.db.dynamic_tables import secure_dynamic_tables
 from kaireon_server.platform.db.embedded import EmbeddedPostgres
 from kaireon_server.platform.db.migrate import apply_migrations
 from kaireon_server.platform.errors import ConfigurationError, ResourceExhausted, Unavailable
@@ -233,6 +234,8 @@ async def connect_database(settings: Settings, *, migrate: bool = True) -> Datab
             owner = await asyncpg.connect(dsn, server_settings={"application_name": "kaireon"})
             try:
                 await apply_migrations(owner)
+                # ds_* tables appear after the migrations: secure any that lack RLS.
+                await secure_dynamic_tables(owner)
             finally:
                 await owner.close()
         pool = await asyncpg.create_pool(
