@@ -48,7 +48,7 @@ async def _make_table(
     )
     made.append(name)
     rows = [(t, f"c{n}", n) for t in (a, b) for n in range(ROWS)]
-    await owner.executemany(f"INSERT INTO {name} VALUES ($1, $2, $3)", rows)  # noqa: S608
+    await owner.executemany(f"INSERT INTO {name} VALUES ($1, $2, $3)", rows)
 
 
 async def _as_app_role(database_url: str) -> asyncpg.Connection:
@@ -64,28 +64,28 @@ async def _assert_isolated(database_url: str, table: str, a: str, b: str) -> Non
     try:
         async with con.transaction():
             await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", a)
-            assert await con.fetchval(f"SELECT count(*) FROM {table}") == ROWS  # noqa: S608
+            assert await con.fetchval(f"SELECT count(*) FROM {table}") == ROWS
             seen_b = await con.fetchval(
-                f"SELECT count(*) FROM {table} WHERE tenant_id = $1",  # noqa: S608
+                f"SELECT count(*) FROM {table} WHERE tenant_id = $1",
                 b,
             )
             assert seen_b == 0
-            assert await con.execute(f"DELETE FROM {table} WHERE tenant_id = $1", b) == "DELETE 0"  # noqa: S608
+            assert await con.execute(f"DELETE FROM {table} WHERE tenant_id = $1", b) == "DELETE 0"
             assert (
-                await con.execute(f"UPDATE {table} SET points = 0 WHERE tenant_id = $1", b)  # noqa: S608
+                await con.execute(f"UPDATE {table} SET points = 0 WHERE tenant_id = $1", b)
                 == "UPDATE 0"
             )
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             async with con.transaction():
                 await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", a)
-                await con.execute(f"INSERT INTO {table} VALUES ($1, 'new', 1)", b)  # noqa: S608
+                await con.execute(f"INSERT INTO {table} VALUES ($1, 'new', 1)", b)
         # Moving one of a's rows over to b is refused too (WITH CHECK).
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             async with con.transaction():
                 await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", a)
-                await con.execute(f"UPDATE {table} SET tenant_id = $1", b)  # noqa: S608
+                await con.execute(f"UPDATE {table} SET tenant_id = $1", b)
         # No tenant set: nothing at all.
-        assert await con.fetchval(f"SELECT count(*) FROM {table}") == 0  # noqa: S608
+        assert await con.fetchval(f"SELECT count(*) FROM {table}") == 0
     finally:
         await con.close()
 
@@ -105,7 +105,7 @@ async def test_a_table_registered_after_start_up_is_isolated(
     try:
         async with con.transaction():
             await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", a)
-            assert await con.fetchval(f"SELECT count(*) FROM {table}") == 2 * ROWS  # noqa: S608
+            assert await con.fetchval(f"SELECT count(*) FROM {table}") == 2 * ROWS
     finally:
         await con.close()
     async with db.owner_connection() as con:
@@ -114,7 +114,7 @@ async def test_a_table_registered_after_start_up_is_isolated(
     await _assert_isolated(database_url, table, a, b)
     # And through the server's own tenant transaction.
     async with db.transaction(a) as con:
-        assert await con.fetchval(f"SELECT count(*) FROM {table}") == ROWS  # noqa: S608
+        assert await con.fetchval(f"SELECT count(*) FROM {table}") == ROWS
 
 
 async def test_registration_refuses_unusable_tables(
@@ -146,7 +146,7 @@ async def test_the_start_up_pass_secures_tables_and_refuses_those_without_tenant
     await _make_table(owner, made, table, a, b)
     await owner.execute(f"CREATE TABLE {bare} (customer_id text, note text)")
     made.append(bare)
-    await owner.execute(f"INSERT INTO {bare} VALUES ('c1', 'x')")  # noqa: S608
+    await owner.execute(f"INSERT INTO {bare} VALUES ('c1', 'x')")
     # A server start (connect_database runs the pass as the owner after the migrations).
     started = await connect_database(
         Settings.from_env({"DATABASE_URL": database_url, "KAIREON_TRUST_HEADERS": "true"})
@@ -158,12 +158,12 @@ async def test_the_start_up_pass_secures_tables_and_refuses_those_without_tenant
         try:
             async with con.transaction():
                 await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", a)
-                assert await con.fetchval(f"SELECT count(*) FROM {bare}") == 0  # noqa: S608
+                assert await con.fetchval(f"SELECT count(*) FROM {bare}") == 0
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                    await con.execute(f"INSERT INTO {bare} VALUES ('c2', 'y')")  # noqa: S608
+                    await con.execute(f"INSERT INTO {bare} VALUES ('c2', 'y')")
         finally:
             await con.close()
-        assert await owner.fetchval(f"SELECT count(*) FROM {bare}") == 1  # noqa: S608
+        assert await owner.fetchval(f"SELECT count(*) FROM {bare}") == 1
     finally:
         await started.pool.close()
     # Idempotent: a second pass changes nothing, and still names the refused table.
