@@ -7,6 +7,7 @@ import ast
 import pytest
 
 from kaireon_server.platform.db.identifiers import (
+    CATALOGUE_NAME,
     DYNAMIC_TABLE,
     LOWER_IDENTIFIER,
     InvalidIdentifier,
@@ -54,13 +55,22 @@ def test_non_strings_are_refused() -> None:
             quote_ident(value)  # type: ignore[arg-type]
 
 
-def test_a_permissive_pattern_still_refuses_quotes_and_control_characters() -> None:
+def test_a_permissive_pattern_still_refuses_control_characters_and_length() -> None:
     import re
 
     anything = re.compile(r".*", re.DOTALL)
-    for name in ('a"b', "a\x00b", "a\nb", "x" * 64):
+    for name in ("a\x00b", "a\nb", "ab\n", "a\rb", "x" * 64, ""):
         with pytest.raises(InvalidIdentifier):
             quote_ident(name, pattern=anything)
+
+
+def test_catalogue_names_keep_their_quotes_doubled() -> None:
+    """DSAR exports every column of a table, whatever the column is called."""
+    assert quote_ident('weird "name"', pattern=CATALOGUE_NAME) == '"weird ""name"""'
+    assert quote_ident("First Name", pattern=CATALOGUE_NAME) == '"First Name"'
+    for name in ("a\x00b", "tail\n", "x" * 64, ""):
+        with pytest.raises(InvalidIdentifier):
+            quote_ident(name, pattern=CATALOGUE_NAME)
 
 
 def test_plain_names_are_quoted() -> None:

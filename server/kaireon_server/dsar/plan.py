@@ -22,7 +22,7 @@ import asyncpg
 
 from kaireon_server.platform import data_map
 from kaireon_server.platform.canonical import canonical_json
-from kaireon_server.platform.db.identifiers import quote_ident
+from kaireon_server.platform.db.identifiers import CATALOGUE_NAME, quote_ident
 
 TENANT = "current_setting('kaireon.tenant_id')"
 SUBJECT = "current_setting('kaireon.dsar_subject')"
@@ -151,7 +151,7 @@ def build_table_sql(
     joins: list[str] = []
     members: list[tuple[str, str]] = []
     for i, column in enumerate(columns):
-        ref = f"t.{quote_ident(column.name)}"
+        ref = f"t.{quote_ident(column.name, pattern=CATALOGUE_NAME)}"
         if column.type_name in ("jsonb", "json"):
             alias = f"j{i}"
             ctes.append(
@@ -171,7 +171,7 @@ def build_table_sql(
         literal = ("{" if n == 0 else ",") + json_key(key) + ":"
         parts.append(f"{sql_literal(literal)} || {expr}")
     body = " || ".join(parts) + " || '}'" if parts else "'{}'"
-    order = ", ".join(f"t.{quote_ident(c)}" for c in order_by)
+    order = ", ".join(f"t.{quote_ident(c, pattern=CATALOGUE_NAME)}" for c in order_by)
     # Identifiers are quoted and literals escaped above; values come from settings.
     select = f"SELECT {body} FROM {q_table} t {' '.join(joins)} WHERE {where}"  # noqa: S608
     rows_sql = (

@@ -24,6 +24,11 @@ LOWER_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*", re.ASCII)
 # A dynamic customer table: the schema registry's CHECK (migration 0001). `\Z`
 # so that `.match` is a whole-string match too (a trailing newline is refused).
 DYNAMIC_TABLE = re.compile(r"ds_[a-z0-9_]{1,59}\Z", re.ASCII)
+# A column name read back from the catalogue (pg_attribute), so one that exists
+# exactly as written: any printable text, quotes included (doubled when quoted).
+# Only the DSAR export uses it: it must export every column of a customer's
+# table, whatever the column is called (a CSV import's "First Name").
+CATALOGUE_NAME = re.compile(r"[^\x00-\x1f\x7f]+")
 
 
 class InvalidIdentifier(FailedPrecondition, ValueError):
@@ -42,14 +47,15 @@ def check_ident(name: object, *, pattern: re.Pattern[str] = IDENTIFIER) -> str:
         raise InvalidIdentifier("empty")
     if len(name.encode("utf-8", "surrogatepass")) > MAX_IDENTIFIER_BYTES:
         raise InvalidIdentifier(f"longer than {MAX_IDENTIFIER_BYTES} bytes")
-    # Whatever pattern a caller passes, these never reach SQL text.
-    if '"' in name or not name.isprintable():
-        raise InvalidIdentifier("contains a quote or a control character")
+    # Whatever pattern a caller passes, control characters (NUL, newline) never
+    # reach SQL text; quotes only where the pattern admits them (CATALOGUE_NAME).
+    if not name.isprintable():
+        raise InvalidIdentifier("contains a control character")
     if pattern.fullmatch(name) is None:
         raise InvalidIdentifier("outside the allowed pattern")
     return name
 
 
 def quote_ident(name: str, *, pattern: re.Pattern[str] = IDENTIFIER) -> str:
-    """`"name"`, after `check_ident`: the checked name holds no quote to double."""
-    return '"' + check_ident(name, pattern=pattern) + '"'
+    """`"name"`, after `check_ident`; an admitted quote is doubled (PostgreSQL's rule)."""
+    return '"' + check_ident(name, pattern=pattern).replace('"', '""') + '"'
