@@ -37,22 +37,30 @@ class _Child:
 async def supervise(settings: Settings, *, demo: bool) -> int:
     if settings.grpc_port == 0:
         raise ConfigurationError("KAIREON_WORKERS > 1 needs a fixed KAIREON_GRPC_PORT")
+    # Signals first: a SIGTERM while the embedded PostgreSQL starts must still stop it.
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
     # One database for all children: start it (embedded) and migrate it here.
     db = await connect_database(settings)
-    if demo:
-        from kaireon_server.demo.seed import seed_if_empty
+    try:
+        if demo:
+            from kaireon_server.demo.seed import seed_if_empty
 
-        await seed_if_empty(db)
+            await seed_if_empty(db)
+    except BaseException:
+        await db.close()
+        raise
+    if stopping.is_set():
+        await db.close()
+        return 0
     env = {
         **os.environ,
         "DATABASE_URL": db.dsn,
         "KAIREON_WORKERS": "1",
         "KAIREON_TRUST_HEADERS": "true" if settings.trust_headers else "false",
     }
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
 
     async def run_child(child: _Child) -> None:
         backoff = 0.5

@@ -104,10 +104,10 @@ async def _kill9_sequence(data: Path) -> None:
         second = start()
         await _serves(second)
         assert _postmaster_pid(pgdata) == orphan
-        assert any('"released_handles"' in line for line in second.log_lines)
         assert second.stop() == 0
         assert _wait_until_gone(pgdata) == []
         assert not _alive(orphan)
+        assert any('"released_handles"' in line for line in second.log_lines)
 
         # 3. Both killed: a stale postmaster.pid and a stale handle, nothing running.
         third = start()
