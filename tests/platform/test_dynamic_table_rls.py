@@ -51,6 +51,14 @@ async def _make_table(
     await owner.executemany(f"INSERT INTO {name} VALUES ($1, $2, $3)", rows)
 
 
+async def _strip(owner: asyncpg.Connection, table: str) -> None:
+    """Undo what migration 0102's event trigger did at CREATE TABLE: the table as on
+    a PostgreSQL where the migrating role, no superuser, could not create the trigger
+    (or as one created before the trigger existed)."""
+    await owner.execute(f"DROP POLICY IF EXISTS tenant_isolation ON {table}")
+    await owner.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
+
+
 async def _as_app_role(database_url: str) -> asyncpg.Connection:
     con = await asyncpg.connect(app_role_dsn(database_url))
     assert await con.fetchval("SELECT current_user") == APP_ROLE
@@ -94,12 +102,33 @@ def test_the_pass_uses_the_pool_role() -> None:
     assert _APP_ROLE == APP_ROLE
 
 
+async def test_a_table_created_while_the_server_runs_is_isolated_at_once(
+    database_url: str, db: Database, owner: asyncpg.Connection, made: list[str], tenant: str
+) -> None:
+    """Migration 0102's event trigger: no registration, no restart needed."""
+    a, b = tenant, f"{tenant}b"
+    table = f"ds_{tenant}_live"
+    await _make_table(owner, made, table, a, b)
+    await _assert_isolated(database_url, table, a, b)
+    bare = f"ds_{tenant}_live_bare"
+    await owner.execute(f"CREATE TABLE {bare} AS SELECT 'c1'::text AS customer_id")
+    made.append(bare)
+    con = await _as_app_role(database_url)
+    try:
+        async with con.transaction():
+            await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", a)
+            assert await con.fetchval(f"SELECT count(*) FROM {bare}") == 0
+    finally:
+        await con.close()
+
+
 async def test_a_table_registered_after_start_up_is_isolated(
     database_url: str, db: Database, owner: asyncpg.Connection, made: list[str], tenant: str
 ) -> None:
     a, b = tenant, f"{tenant}b"
     table = f"ds_{tenant}_late"
     await _make_table(owner, made, table, a, b)
+    await _strip(owner, table)
     # Before registration the application role reads every tenant's rows: the gap.
     con = await _as_app_role(database_url)
     try:
@@ -139,7 +168,7 @@ async def test_registration_refuses_unusable_tables(
 
 
 async def test_the_start_up_pass_secures_tables_and_refuses_those_without_tenant_id(
-    database_url: str, owner: asyncpg.Connection, made: list[str], tenant: str
+    database_url: str, db: Database, owner: asyncpg.Connection, made: list[str], tenant: str
 ) -> None:
     a, b = tenant, f"{tenant}b"
     table, bare = f"ds_{tenant}_startup", f"ds_{tenant}_notenant"
@@ -147,6 +176,8 @@ async def test_the_start_up_pass_secures_tables_and_refuses_those_without_tenant
     await owner.execute(f"CREATE TABLE {bare} (customer_id text, note text)")
     made.append(bare)
     await owner.execute(f"INSERT INTO {bare} VALUES ('c1', 'x')")
+    await _strip(owner, table)
+    await _strip(owner, bare)
     # A server start (connect_database runs the pass as the owner after the migrations).
     started = await connect_database(
         Settings.from_env({"DATABASE_URL": database_url, "KAIREON_TRUST_HEADERS": "true"})
@@ -172,7 +203,7 @@ async def test_the_start_up_pass_secures_tables_and_refuses_those_without_tenant
 
 
 async def test_the_pass_restores_missing_grants_and_policy(
-    database_url: str, owner: asyncpg.Connection, made: list[str], tenant: str
+    database_url: str, db: Database, owner: asyncpg.Connection, made: list[str], tenant: str
 ) -> None:
     a, b = tenant, f"{tenant}b"
     table = f"ds_{tenant}_regrant"
