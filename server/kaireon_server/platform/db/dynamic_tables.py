@@ -10,6 +10,10 @@ DELETE grants), at two moments:
 * at every start-up (`secure_dynamic_tables`, from connect_database after the
   migrations), for every ds_* table in the schema that lacks any of it.
 
+Where the migrating role is a superuser, migration 0102's event trigger has
+already enabled RLS and the policy at CREATE TABLE; these two then only fill
+in what is missing (grants of a table someone else created, a dropped policy).
+
 Both are idempotent and only touch what is missing. Like 0100 the tables are
 not FORCEd: the owner (migrations, seeds, this pass) stays outside the
 policies, and the policy names only the application role.
