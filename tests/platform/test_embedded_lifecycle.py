@@ -5,7 +5,11 @@ a stale postmaster.pid."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -130,3 +134,51 @@ async def _kill9_sequence(data: Path) -> None:
         # Never leave a postgres behind, whatever failed above.
         for proc in _postgres_on(pgdata):
             proc.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_supervisor_stopped_during_start_up_stops_its_postgres() -> None:
+    """KAIREON_WORKERS > 1: SIGTERM once the embedded PostgreSQL runs, before any
+    worker serves. The supervisor's handlers are already installed, so it stops
+    PostgreSQL and exits 0 (before the fix the default action killed it, orphaning
+    PostgreSQL)."""
+    with tempfile.TemporaryDirectory(prefix="kaireon-embedded-") as tmp:
+        pgdata = Path(tmp) / "data" / "pgdata"
+        env = {
+            **os.environ,
+            "KAIREON_DATA_DIR": str(Path(tmp) / "data"),
+            "KAIREON_WORKERS": "2",
+            "KAIREON_GRPC_PORT": str(_free_port()),
+            "KAIREON_HTTP_PORT": "0",
+            "KAIREON_GRPC_HOST": "127.0.0.1",
+            "KAIREON_TRUST_HEADERS": "true",
+            "DATABASE_URL": "",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kaireon_server", "--demo"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if "embedded postgresql ready" in line:
+                    break
+            assert _postgres_on(pgdata)
+            proc.send_signal(signal.SIGTERM)
+            proc.stderr.read()
+            assert proc.wait(timeout=120) == 0
+            assert _wait_until_gone(pgdata) == []
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+            for leftover in _postgres_on(pgdata):
+                leftover.kill()
