@@ -182,3 +182,31 @@ def test_a_supervisor_stopped_during_start_up_stops_its_postgres() -> None:
                 proc.wait(timeout=30)
             for leftover in _postgres_on(pgdata):
                 leftover.kill()
+
+
+def test_only_dead_or_foreign_handles_are_released(tmp_path: Path) -> None:
+    """The handle list keeps live Python processes; it drops exited pids, pids now
+    held by another program, and this process's own pid (it holds no handle yet)."""
+    from kaireon_server.platform.db.embedded import _release_dead_handles
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    python = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        handles = tmp_path / ".handle_pids.json"
+        pids = [dead.pid, python.pid, other.pid, os.getpid()]
+        handles.write_text(json.dumps(pids))
+        released = _release_dead_handles(tmp_path)
+        assert sorted(released) == sorted([dead.pid, other.pid, os.getpid()])
+        assert json.loads(handles.read_text()) == [python.pid]
+        # Nothing left to release: the list is unchanged.
+        assert _release_dead_handles(tmp_path) == []
+        # An unreadable list is discarded rather than keeping PostgreSQL up forever.
+        handles.write_text("{not json")
+        assert _release_dead_handles(tmp_path) == []
+        assert not handles.exists()
+    finally:
+        for proc in (python, other):
+            proc.kill()
+            proc.wait()

@@ -54,9 +54,13 @@ def _get_server(pgdata: Path) -> Any:
         import pgserver  # imported lazily: only the embedded mode needs it
         from pgserver.postgres_server import PostgresServer
 
-        # pgserver's own inter-process lock, which guards the handle list.
-        with PostgresServer._lock:
-            released = _release_dead_handles(pgdata)
+        released: list[int] = []
+        # Already attached in this process: pgserver hands back that handle, and
+        # our own pid in the list is then a live handle, not a stale one.
+        if pgdata.resolve() not in PostgresServer._instances:
+            # pgserver's own inter-process lock, which guards the handle list.
+            with PostgresServer._lock:
+                released = _release_dead_handles(pgdata)
         if released:
             log.warning(
                 "embedded postgresql: released the handles of processes that exited "
