@@ -19,7 +19,7 @@ from kaireon_server.platform.data_map import DYNAMIC_SCHEMA_COUNT_KEY, DYNAMIC_S
 from kaireon_server.platform.errors import FailedPrecondition
 
 # The registry's own CHECK pattern (migration 0001).
-_REGISTERED_NAME = re.compile(r"^ds_[a-z0-9_]{1,59}$")
+_REGISTERED_NAME = re.compile(r"ds_[a-z0-9_]{1,59}")
 
 # Subject column types compared directly (an index on the column stays usable);
 # any other type is compared as text.
@@ -58,7 +58,7 @@ async def resolve(con: asyncpg.Connection, tenant_id: str) -> DynamicTables:
     skipped: list[str] = []
     for row in rows:
         name = str(row["table_name"])
-        if not _REGISTERED_NAME.match(name):
+        if not _REGISTERED_NAME.fullmatch(name):
             # The registry's CHECK makes this impossible; refuse rather than build SQL from it.
             raise RuntimeError("schema_registry holds a table name outside its pattern")
         if not row["is_table"] or row["subject_type"] is None:

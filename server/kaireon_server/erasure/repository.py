@@ -16,7 +16,7 @@ import asyncpg
 from kaireon_server.erasure.model import ACTION_ERASURE, LegalHold
 
 # Plain lower-case identifiers: what the data map and the registry's CHECK allow.
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # Namespace of the per-customer advisory lock (see lock_subject).
 _LOCK_NAMESPACE = "kaireon.erasure.subject"
@@ -27,7 +27,7 @@ def quote_identifier(name: str) -> str:
 
     asyncpg has no identifier quoting helper; doubling quotes is PostgreSQL's
     own rule, and the pattern check means there are none to double anyway."""
-    if not _IDENTIFIER.match(name):
+    if not _IDENTIFIER.fullmatch(name):
         raise ValueError("not a plain SQL identifier")
     return '"' + name.replace('"', '""') + '"'
 
