@@ -75,9 +75,9 @@ def violations(
         where = f"{filename}:{node.lineno}"
         if _is_re_call(node, None) and node.args:
             first = node.args[0]
-            if isinstance(first, ast.Constant) and isinstance(first.value, str | bytes):
-                if _dollar_anchor(first.value):
-                    found.append(f"{where}: regex uses $ as end anchor (use fullmatch or \\Z)")
+            literal = isinstance(first, ast.Constant) and isinstance(first.value, str | bytes)
+            if literal and _dollar_anchor(first.value):  # type: ignore[attr-defined]
+                found.append(f"{where}: regex uses $ as end anchor (use fullmatch or \\Z)")
         if _is_re_call(node, "match"):
             found.append(f"{where}: re.match checks a prefix (use re.fullmatch)")
         func = node.func
