@@ -9,6 +9,7 @@ never 500; identity headers count only from KAIREON_TRUSTED_PROXIES peers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -186,13 +187,21 @@ async def test_hostile_tokens_are_401_over_grpc_and_rest(
     victim: Victim,
     channel: grpc.aio.Channel,
     app: App,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     bad = _bad_tokens(victim.tenant)[case]
     code, text = await grpc_audit(channel, (("authorization", f"Bearer {bad}"),))
     assert code is UNAUTH, (code, text)
     status, body = await rest_get(app.http_port, AUDIT_PATH, [("Authorization", f"Bearer {bad}")])
     assert status == 401, body
     assert victim.marker not in text + body
+    # Logged (the refusal and its reason), but never the token or its signature.
+    logged = [str(record.__dict__) for record in caplog.records]
+    rejected = [r for r in caplog.records if getattr(r, "code", "") == "UNAUTHENTICATED"]
+    assert len(rejected) >= 2 and all(r.reason for r in rejected)  # type: ignore[attr-defined]
+    tail = bad.rsplit(".", 1)[-1][-12:]
+    assert not [line for line in logged if bad in line or (len(tail) >= 8 and tail in line)]
 
 
 async def test_a_correct_token_is_accepted(
