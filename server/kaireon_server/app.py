@@ -101,6 +101,8 @@ class App:
             await self._start_serving()
         except BaseException:
             await self.db.close()
+            if self._gateway_socket_dir:
+                shutil.rmtree(self._gateway_socket_dir, ignore_errors=True)
             raise
 
     async def _start_serving(self) -> None:
