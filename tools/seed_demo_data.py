@@ -19,8 +19,10 @@ from kaireon_server.demo.seed import (
     seed_tenant,
     tenant_is_empty,
 )
+from kaireon_server.platform.auth.identity import validate_tenant
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import connect_database
+from kaireon_server.platform.errors import Unauthenticated
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -45,9 +47,17 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tenant(text: str) -> str:
+    # The server's own check: a tenant it would refuse could never be read back.
+    try:
+        return validate_tenant(text)
+    except Unauthenticated as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tenant", default=DEMO_TENANT)
+    parser.add_argument("--tenant", type=_tenant, default=DEMO_TENANT)
     parser.add_argument("--customers", type=int, default=50)
     parser.add_argument("--interactions-per-customer", type=int, default=20)
     parser.add_argument("--decisions-per-customer", type=int, default=3)

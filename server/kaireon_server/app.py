@@ -7,8 +7,10 @@ import contextlib
 import importlib
 import logging
 import os
+import shutil
 import signal
 import ssl
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +90,8 @@ class App:
     _server: grpc.aio.Server | None = None
     _health: HealthMonitor | None = None
     _gateway: Any = None
-    _loopback_port: int = 0
+    # Private Unix socket (directory mode 0700) the in-process REST adapter calls.
+    _gateway_socket_dir: str = ""
     _extra_builders: Sequence[Callable[[ServiceContext], Capability]] = ()
 
     async def start(self) -> None:
@@ -98,6 +101,8 @@ class App:
             await self._start_serving()
         except BaseException:
             await self.db.close()
+            if self._gateway_socket_dir:
+                shutil.rmtree(self._gateway_socket_dir, ignore_errors=True)
             raise
 
     async def _start_serving(self) -> None:
@@ -112,7 +117,11 @@ class App:
         self.capabilities = [b(ctx) for b in [*builders, *self._extra_builders]]
         descriptors = [c.descriptor for c in self.capabilities]
         interceptor = KaireonInterceptor(
-            Authenticator(settings.jwt, trust_headers=settings.trust_headers),
+            Authenticator(
+                settings.jwt,
+                trust_headers=settings.trust_headers,
+                trusted_proxies=settings.trusted_proxies,
+            ),
             build_policy(descriptors),
         )
         server = grpc.aio.server(
@@ -145,10 +154,13 @@ class App:
         )
         if self.grpc_port == 0:
             raise RuntimeError(f"cannot listen on gRPC port {settings.grpc_port}")
-        if credentials is not None and settings.http_port is not None:
-            # The in-process REST adapter talks to this server over loopback: a
-            # plaintext port bound to 127.0.0.1 only, so mTLS needs no client cert.
-            self._loopback_port = server.add_insecure_port("127.0.0.1:0")
+        if settings.http_port is not None:
+            # The in-process REST adapter talks to this server over a private Unix
+            # socket: plaintext, so mTLS needs no client cert, and its calls come
+            # from a trusted peer whatever KAIREON_TRUSTED_PROXIES says (the adapter
+            # applies that list to its own HTTP peers; docs/GATEWAY.md).
+            self._gateway_socket_dir = tempfile.mkdtemp(prefix="kaireon-gw-")
+            server.add_insecure_port(f"unix:{self._gateway_socket_dir}/grpc.sock")
         await server.start()
         self._server = server
         await self._health.start()
@@ -167,7 +179,7 @@ class App:
         from kaireon_server.gateway.settings import GatewaySettings
 
         settings = self.settings
-        target = f"127.0.0.1:{self._loopback_port or self.grpc_port}"
+        target = f"unix:{self._gateway_socket_dir}/grpc.sock"
         env = {k: v for k, v in settings.env.items() if k != "KAIREON_HTTP_PORT"}
         self._gateway = GatewayServer(target, services, GatewaySettings.from_env(env))
         host = "127.0.0.1" if settings.grpc_host == "127.0.0.1" else settings.grpc_host
@@ -190,6 +202,9 @@ class App:
             await self._server.stop(grace)
         for capability in reversed(self.capabilities):
             await capability.stop()
+        if self._gateway_socket_dir:
+            shutil.rmtree(self._gateway_socket_dir, ignore_errors=True)
+            self._gateway_socket_dir = ""
         if self.db is not None:
             await self.db.close()
             self.db = None

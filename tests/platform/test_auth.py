@@ -172,3 +172,55 @@ def test_es256_public_key_tokens() -> None:
     wrong_aud = pyjwt.encode({**claims, "aud": "other"}, key, algorithm="ES256")
     with pytest.raises(Unauthenticated):
         auth.authenticate({"authorization": f"Bearer {wrong_aud}"})
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("x-tenant-id", "demo"), ("x-tenant-id", "acme"), ("x-user-role", "admin")],
+        [("x-tenant-id", "demo"), ("x-user-role", "viewer"), ("x-user-role", "admin")],
+        [("x-tenant-id", "demo"), ("X-Tenant-Id", "demo"), ("x-user-role", "admin")],
+        [("authorization", "Bearer a.b.c"), ("authorization", "Bearer d.e.f")],
+        [("authorization", "Bearer a.b.c"), ("x-tenant-id", "demo"), ("x-user-role", "admin")],
+    ],
+    ids=["tenant-twice", "role-twice", "same-tenant-twice", "token-twice", "token-and-headers"],
+)
+def test_repeated_or_mixed_identity_is_refused(pairs: list[tuple[str, str]]) -> None:
+    auth = Authenticator(JwtSettings(hs256_secret=JWT_SECRET), trust_headers=True)
+    with pytest.raises(Unauthenticated) as info:
+        auth.authenticate(pairs, "ipv4:127.0.0.1:1")
+    assert info.value.reason in {"DUPLICATE_IDENTITY", "AMBIGUOUS_IDENTITY"}
+
+
+def test_trusted_headers_need_a_trusted_peer() -> None:
+    auth = Authenticator(JwtSettings(hs256_secret=JWT_SECRET), trust_headers=True)
+    headers = [("x-tenant-id", "demo"), ("x-user-role", "admin")]
+    assert auth.authenticate(headers, "ipv4:127.0.0.1:1").tenant_id == "demo"
+    for peer in ("ipv4:192.0.2.1:1", None, ""):
+        with pytest.raises(Unauthenticated) as info:
+            auth.authenticate(headers, peer)
+        assert info.value.reason == "UNTRUSTED_PEER"
+
+
+def test_public_key_decides_the_algorithm() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from kaireon_server.platform.errors import ConfigurationError
+
+    def pem(key) -> str:
+        return (
+            key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
+
+    for bad in (
+        pem(ec.generate_private_key(ec.SECP384R1())),
+        pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n",
+    ):
+        with pytest.raises(ConfigurationError):
+            Authenticator(JwtSettings(public_key_pem=bad), trust_headers=False)

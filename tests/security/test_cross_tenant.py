@@ -276,13 +276,15 @@ async def _finish(
     assert b_before.changed_tables(b_after) <= case.b_writes
 
 
-IDENTITIES = ["headers", "jwt_with_spoofed_tenant_header"]
+IDENTITIES = ["headers", "jwt", "jwt_with_spoofed_tenant_header"]
 
 
 def b_identity(kind: str, b: str, a: str) -> tuple[tuple[str, str], ...]:
     if kind == "headers":
         return metadata(b, "admin")
-    # A verified token wins over identity headers: A's id in x-tenant-id changes nothing.
+    if kind == "jwt":
+        return bearer(b, "admin")
+    # Two identity sources in one call (a token and A's id in x-tenant-id): refused.
     return (*bearer(b, "admin"), ("x-tenant-id", a), ("x-user-role", "admin"))
 
 
@@ -304,6 +306,8 @@ async def test_grpc_other_tenant_reads_nothing_and_changes_nothing(
         channel, BY_NAME[name], request, b_identity(identity, tenant_b, world.tenant)
     )
     expected = grpc.StatusCode.OK if case.ok else grpc.StatusCode.NOT_FOUND
+    if identity == "jwt_with_spoofed_tenant_header":
+        expected = grpc.StatusCode.UNAUTHENTICATED
     assert outcome.code is expected, (outcome.code, outcome.details)
     assert not leaked(world, request, outcome_texts(outcome))
     await _finish(case, world, tenant_b, outcome, a_before, b_before, snapshots, channel, owner)

@@ -31,7 +31,7 @@ import pytest
 from google.protobuf import struct_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from kaireon.audit.v1 import audit_pb2
 from kaireon.dsar.v1 import dsar_pb2
@@ -39,6 +39,7 @@ from kaireon.erasure.v1 import erasure_pb2
 from kaireon.flow.v1 import flow_pb2
 from kaireon_server.app import MAX_MESSAGE_BYTES, App
 from kaireon_server.gateway.settings import GatewaySettings
+from kaireon_server.platform.auth.interceptor import status_for
 from kaireon_server.platform.db import Database
 from tests.security.conftest import World, flow_definition, new_tenant, populate, wait_run
 from tests.security.rpcs import BY_NAME, METHOD_NAMES, Outcome, call
@@ -597,12 +598,20 @@ async def test_rest_bodies_above_the_gateway_limit_are_413(
     assert await ready.take(target.tenant) == before
 
 
-async def test_text_the_database_cannot_store_is_invalid_argument_and_rolls_back(
+async def test_text_the_database_cannot_store_is_invalid_argument(ready: Snapshotter) -> None:
+    """A NUL that reaches PostgreSQL without passing a request-field check fails there;
+    that is bad input, not INTERNAL (the real error of a real server, mapped)."""
+    with pytest.raises(asyncpg.exceptions.CharacterNotInRepertoireError) as info:
+        await ready.con.fetchval("SELECT $1::text", "user\x00name")
+    status = status_for(info.value)
+    assert status.code == code_pb2.INVALID_ARGUMENT
+    assert "UNSTORABLE_TEXT" in str(status.details[0].value)
+
+
+async def test_a_token_subject_with_a_nul_is_unauthenticated_and_changes_nothing(
     target: World, ready: Snapshotter, channel: grpc.aio.Channel
 ) -> None:
-    """A NUL that did not come through a request field (here: a token's subject, which
-    becomes the audit row's actor) fails in PostgreSQL; that is bad input, not INTERNAL,
-    and the whole transaction (request row and audit row) rolls back."""
+    """The token's subject becomes the audit row's actor: it must be printable text."""
     await ready.wait_idle(target.tenant)
     before = await ready.take(target.tenant)
     outcome = await call(
@@ -611,6 +620,5 @@ async def test_text_the_database_cannot_store_is_invalid_argument_and_rolls_back
         dsar_pb2.CreateDsarRequestRequest(request_type="export", subject_id=target.customer),
         bearer(target.tenant, "admin", sub="user\x00name"),
     )
-    assert outcome.code is grpc.StatusCode.INVALID_ARGUMENT, outcome.details
-    assert reason(outcome) == "UNSTORABLE_TEXT"
+    assert outcome.code is grpc.StatusCode.UNAUTHENTICATED, outcome.details
     assert await ready.take(target.tenant) == before

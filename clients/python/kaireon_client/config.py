@@ -13,7 +13,8 @@ class ClientConfig:
     """Everything a client needs. `from_env` reads the KAIREON_* variables.
 
     Identity is either a bearer token (`token`) or the trusted headers
-    (`tenant` + `role`) that deployments behind an authenticating gateway accept.
+    (`tenant` + `role`) that deployments behind an authenticating gateway accept;
+    not both: the server refuses a call carrying both (UNAUTHENTICATED).
     """
 
     target: str = "localhost:50051"

@@ -45,7 +45,7 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
 
-_VERSION = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+_VERSION = re.compile(r"[A-Za-z0-9._-]{1,32}")
 _BLOCK = 3 * 256 * 1024  # plaintext bytes per base64 step (a multiple of 3)
 _CIPHERTEXT_START = re.compile(rb'"ciphertext"\s*:\s*"')
 _URLSAFE = str.maketrans("-_", "+/")
@@ -75,7 +75,7 @@ class KeyRing:
                 continue
             version, sep, encoded = item.partition(":")
             version = version.strip()
-            if not sep or not _VERSION.match(version):
+            if not sep or not _VERSION.fullmatch(version):
                 raise EnvelopeError(
                     f"encryption key #{position + 1}: expected '<version>:<base64 key>' with a "
                     "version of 1-32 characters [A-Za-z0-9._-]"

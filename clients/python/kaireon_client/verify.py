@@ -52,7 +52,7 @@ __all__ = [
 
 UNSIGNED = "unsigned"
 BUNDLE_SCHEMA = "kaireon.provenance.v1"
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -138,11 +138,13 @@ def _entry_problems(index: int, entry: Any) -> list[str]:
     seq = entry.get("seq")
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
         problems.append(f"entry {index}: seq must be a positive integer")
-    if not isinstance(entry.get("integrityHash"), str) or not _HEX64.match(entry["integrityHash"]):
+    if not isinstance(entry.get("integrityHash"), str) or not _HEX64.fullmatch(
+        entry["integrityHash"]
+    ):
         problems.append(f"entry {index}: integrityHash is not 64 hex digits")
     prev = entry.get("prevHash")
     genesis = seq == 1 and prev == ""
-    if not genesis and (not isinstance(prev, str) or not _HEX64.match(prev)):
+    if not genesis and (not isinstance(prev, str) or not _HEX64.fullmatch(prev)):
         problems.append(f"entry {index}: prevHash is not 64 hex digits")
     return problems
 

@@ -44,11 +44,11 @@ from kaireon_server.platform.signing import Signer
 
 log = logging.getLogger(__name__)
 
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 
 def validate_run_id(run_id: str) -> str:
-    if not RUN_ID.match(run_id):
+    if not RUN_ID.fullmatch(run_id):
         raise InvalidArgument.field(
             "run_id", "1 to 128 characters of A-Z, a-z, 0-9, '_', '.', ':', '-' (not first)"
         )

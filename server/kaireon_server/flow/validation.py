@@ -22,7 +22,7 @@ from kaireon_server.flow.settings import FlowLimits
 from kaireon_server.platform.canonical import canonical_json
 from kaireon_server.platform.errors import FieldViolation, InvalidArgument
 
-NODE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 MAX_VIOLATIONS = 50
 MAX_ATTEMPTS = 10
 
@@ -148,7 +148,7 @@ def validate(
     first_index: dict[str, int] = {}
     for i, spec in enumerate(nodes):
         node_path = f"{path}.nodes[{i}]"
-        if not NODE_ID.match(spec.id):
+        if not NODE_ID.fullmatch(spec.id):
             out.add(
                 i,
                 spec.id,

@@ -9,8 +9,14 @@ from collections.abc import Iterable, Mapping
 from typing import cast
 
 from kaireon_server.gateway.errors import RequestError
+from kaireon_server.platform.auth.proxies import TrustedProxies
 
 METADATA_PREFIX = "grpc-metadata-"
+# Metadata the server reads identity from (platform/auth/authenticator.py). Only the
+# forwarded headers themselves may carry it: never Grpc-Metadata-*, never another spelling.
+IDENTITY_KEYS = frozenset({"authorization", "x-tenant-id", "x-user-role"})
+# Identity a trusted proxy asserts; accepted only from KAIREON_TRUSTED_PROXIES peers.
+TRUSTED_IDENTITY_HEADERS = frozenset({"x-tenant-id", "x-user-role"})
 # Keys gRPC owns or HTTP/2 forbids; forwarding them breaks the call.
 _RESERVED_KEYS = frozenset(
     {"content-type", "te", "user-agent", "host", "connection", "content-length", "authority"}
@@ -22,22 +28,52 @@ _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1
 Metadata = list[tuple[str, str | bytes]]
 
 
+class IdentityHeaderError(RequestError):
+    """Identity headers the gateway refuses (answered with 401, not forwarded)."""
+
+
+def _identity_name(name: str) -> str:
+    """The identity key a header name spells, whatever its case or separators."""
+    lower = name.lower().replace("_", "-")
+    if lower.startswith(METADATA_PREFIX):
+        lower = lower[len(METADATA_PREFIX) :]
+    return lower.removesuffix("-bin")
+
+
 def request_metadata(
     headers: Iterable[tuple[str, str]],
     forwarded: frozenset[str],
     *,
     remote: str | None = None,
     host: str | None = None,
+    trusted_proxies: TrustedProxies | None = None,
 ) -> Metadata:
     """gRPC metadata of an HTTP request, as grpc-gateway builds it.
 
     Forwarded headers keep their (lower-case) name, Grpc-Metadata-Foo becomes
     foo (base64-decoded when it ends in -bin); every other header is dropped.
+    Identity is refused (IdentityHeaderError) rather than forwarded when it comes
+    in any other spelling (Grpc-Metadata-X-Tenant-Id, X_User_Role) or, for the
+    trusted identity headers, from a peer outside `trusted_proxies`.
     """
     metadata: Metadata = []
     forwarded_for = ""
     for name, value in headers:
         lower = name.lower()
+        identity = _identity_name(name)
+        if identity in IDENTITY_KEYS and lower != identity:
+            raise IdentityHeaderError(
+                f"header {name} is refused: identity comes only from the configured "
+                "identity headers or a bearer token"
+            )
+        if (
+            trusted_proxies is not None
+            and lower in TRUSTED_IDENTITY_HEADERS
+            and not trusted_proxies.allows_host(remote)
+        ):
+            raise IdentityHeaderError(
+                f"header {name} is accepted only from trusted proxies (KAIREON_TRUSTED_PROXIES)"
+            )
         if lower == "x-forwarded-for":
             forwarded_for = _ascii(name, value)
         if lower in forwarded:

@@ -19,7 +19,12 @@ from kaireon_server.gateway.errors import (
     from_rpc_error,
     gateway_error,
 )
-from kaireon_server.gateway.headers import deadline, request_metadata, response_headers
+from kaireon_server.gateway.headers import (
+    IdentityHeaderError,
+    deadline,
+    request_metadata,
+    response_headers,
+)
 from kaireon_server.gateway.openapi import build_openapi
 from kaireon_server.gateway.render import dumps, render_message
 from kaireon_server.gateway.routes import (
@@ -182,6 +187,12 @@ class GatewayServer:
                 else:
                     label = f"{match.route.http_method} {match.route.template.source}"
                     response = await self._call(request, match)
+        except IdentityHeaderError as exc:
+            response = error_response(
+                gateway_error(
+                    401, grpc.StatusCode.UNAUTHENTICATED, str(exc), [("WWW-Authenticate", "Bearer")]
+                )
+            )
         except (RequestError, PathDecodeError) as exc:
             response = error_response(
                 gateway_error(400, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -218,7 +229,11 @@ class GatewayServer:
             strict=self.settings.strict_json,
         )
         metadata = request_metadata(
-            request.headers.items(), self._forwarded, remote=request.remote, host=request.host
+            request.headers.items(),
+            self._forwarded,
+            remote=request.remote,
+            host=request.host,
+            trusted_proxies=self.settings.trusted_proxies,
         )
         default = (
             self.settings.stream_timeout_seconds

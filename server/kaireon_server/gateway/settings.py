@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from kaireon_server.platform.auth.proxies import TrustedProxies
 
 DEFAULT_FORWARDED_HEADERS = ("x-tenant-id", "x-user-role", "authorization")
 DEFAULT_PASSTHROUGH_HEADERS = (
@@ -41,6 +43,9 @@ class GatewaySettings:
     method_not_allowed_status: int = 405
     # Request headers sent as gRPC metadata under their lower-case name.
     forwarded_headers: tuple[str, ...] = DEFAULT_FORWARDED_HEADERS
+    # HTTP peers whose X-Tenant-Id / X-User-Role are forwarded (KAIREON_TRUSTED_PROXIES);
+    # from any other peer those headers are refused with 401.
+    trusted_proxies: TrustedProxies = field(default_factory=lambda: TrustedProxies.parse(None))
     # Response metadata keys sent as HTTP headers under their own name instead
     # of Grpc-Metadata-<key>.
     passthrough_headers: tuple[str, ...] = DEFAULT_PASSTHROUGH_HEADERS
@@ -73,6 +78,7 @@ class GatewaySettings:
             stream_timeout_seconds=_timeout(
                 env, "KAIREON_GATEWAY_STREAM_TIMEOUT_SECONDS", defaults.stream_timeout_seconds
             ),
+            trusted_proxies=TrustedProxies.parse(env.get("KAIREON_TRUSTED_PROXIES")),
             http_host=env.get("KAIREON_HTTP_HOST", defaults.http_host),
             http_port=_port(env, "KAIREON_HTTP_PORT", defaults.http_port),
         )

@@ -49,8 +49,8 @@ SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 DEFAULT_BUILDER_ID = "kaireon.platform.runtime"
 DEFAULT_BUILDER_VERSION = "unknown"
 
-_GIT_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_GIT_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 JsonObject = dict[str, Any]
 
@@ -64,7 +64,7 @@ def _git_sha(value: str | None) -> str | None:
     if value is None:
         return None
     sha = value.lower()
-    if not _GIT_SHA.match(sha):
+    if not _GIT_SHA.fullmatch(sha):
         raise ValueError(f"GIT_SHA must be a full 40 or 64 hex digit commit id, got {value!r}")
     return sha
 
@@ -73,7 +73,7 @@ def _sha256_hex(name: str, value: str | None) -> str | None:
     if value is None:
         return None
     hex_digest = value.lower().removeprefix("sha256:")
-    if not _SHA256_HEX.match(hex_digest):
+    if not _SHA256_HEX.fullmatch(hex_digest):
         raise ValueError(f"{name} must be a sha256 digest (64 hex digits), got {value!r}")
     return hex_digest
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kaireon_server.platform.auth.proxies import TrustedProxies, TrustedProxiesError
 from kaireon_server.platform.errors import ConfigurationError
 
 
@@ -96,6 +97,8 @@ class Settings:
     # None = REST adapter off; 0 = any free port (tests).
     http_port: int | None = 8080
     trust_headers: bool = False
+    # Peers whose identity headers count (KAIREON_TRUSTED_PROXIES); default loopback.
+    trusted_proxies: TrustedProxies = field(default_factory=lambda: TrustedProxies.parse(None))
     jwt: JwtSettings = JwtSettings()
     db_pool_min: int = 2
     db_pool_max: int = 10
@@ -138,6 +141,10 @@ class Settings:
             tenant_claim=env.get("KAIREON_JWT_TENANT_CLAIM") or "tenant_id",
             role_claim=env.get("KAIREON_JWT_ROLE_CLAIM") or "role",
         )
+        try:
+            trusted_proxies = TrustedProxies.parse(env.get("KAIREON_TRUSTED_PROXIES"))
+        except TrustedProxiesError as exc:
+            raise ConfigurationError(str(exc)) from None
         statement_timeout_ms = _int(env, "KAIREON_DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=1)
         settings = cls(
             database_url=env.get("DATABASE_URL") or None,
@@ -149,6 +156,7 @@ class Settings:
             http_port=_http_port(env),
             # Bare identity headers are only trusted when asked for, or for the demo.
             trust_headers=_bool(env, "KAIREON_TRUST_HEADERS", demo),
+            trusted_proxies=trusted_proxies,
             jwt=jwt,
             db_pool_min=_int(env, "KAIREON_DB_POOL_MIN", 2, minimum=1),
             db_pool_max=_int(env, "KAIREON_DB_POOL_MAX", 10, minimum=1),

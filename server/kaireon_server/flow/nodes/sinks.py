@@ -51,7 +51,7 @@ class TableSink(NodeType[TableSinkConfig]):
     def parse_config(self, config: Mapping[str, Any], setup: NodeSetup) -> TableSinkConfig:
         cfg = Config(config, {"table", "mode", "key", "input"})
         table = cfg.text("table")
-        if not DS_TABLE.match(table):
+        if not DS_TABLE.fullmatch(table):
             raise ConfigError("table", "must be a registered ds_* table name")
         mode = cfg.text("mode", "insert", choices=("insert", "upsert"))
         key = tuple(k for k in cfg.text_list("key", [], non_empty=False) if k != "tenant_id")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from kaireon_server.platform.errors import Unauthenticated
 
-_TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 class Role(enum.IntEnum):
@@ -21,17 +21,22 @@ class Role(enum.IntEnum):
     ADMIN = 3
 
     @classmethod
-    def parse(cls, text: str) -> Role:
-        try:
-            return cls[text.strip().upper()]
-        except KeyError:
+    def parse(cls, text: object) -> Role:
+        """Exactly one of the lower-case names: no case folding, no trimming."""
+        role = _ROLES.get(text) if isinstance(text, str) else None
+        if role is None:
             raise Unauthenticated(
                 "unknown role: expected viewer, operator or admin", reason="INVALID_ROLE"
-            ) from None
+            )
+        return role
 
 
-def validate_tenant(tenant_id: str) -> str:
-    if not _TENANT.match(tenant_id):
+_ROLES = {role.name.lower(): role for role in Role}
+
+
+def validate_tenant(tenant_id: object) -> str:
+    # fullmatch: `$` would also accept "demo\n", a second tenant for the same name.
+    if not isinstance(tenant_id, str) or not _TENANT.fullmatch(tenant_id):
         raise Unauthenticated(
             "invalid tenant id: 1-63 characters of a-z, 0-9, '_' or '-'", reason="INVALID_TENANT"
         )

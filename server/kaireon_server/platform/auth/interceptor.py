@@ -187,10 +187,9 @@ class KaireonInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return handler
 
     def _authorise(self, context: grpc.aio.ServicerContext[Any, Any], min_role: Role) -> Identity:
-        metadata = {
-            k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)
-        }
-        identity = self._authenticator.authenticate(metadata)
+        # All pairs, repeats included: a repeated identity key is refused, not resolved.
+        metadata = [(str(k), v) for k, v in context.invocation_metadata() or ()]
+        identity = self._authenticator.authenticate(metadata, context.peer())
         if identity.role < min_role:
             raise PermissionDenied(
                 f"this method needs role {min_role.name.lower()}",

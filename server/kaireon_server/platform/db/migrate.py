@@ -18,7 +18,7 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 _LOCK_KEY = 0x6B616972  # "kair": one advisory lock for all migrators
 
 
@@ -41,7 +41,7 @@ def load_migrations() -> list[Migration]:
     folder = resources.files("kaireon_server.platform.db") / "migrations"
     found: list[Migration] = []
     for entry in folder.iterdir():
-        match = _NAME.match(entry.name)
+        match = _NAME.fullmatch(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), entry.name, entry.read_text()))
     found.sort(key=lambda m: m.version)
