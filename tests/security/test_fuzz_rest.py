@@ -6,7 +6,8 @@ google.api.http rule describes (rest.py), then mutated: unknown and misspelled
 keys, duplicate keys (also a field under its JSON and proto names), NaN,
 Infinity, 1e400 and 400-digit integers, values of the wrong JSON type, anywhere
 in the body (nested objects and Structs included), and random query
-parameters. gRPC: StartRun / RetryRun requests whose Structs and double fields
+parameters; through the server's gateway (strict, the default) and a lenient
+one (KAIREON_GATEWAY_STRICT_JSON=false) in front of the same server. gRPC: StartRun / RetryRun requests whose Structs and double fields
 carry NaN, infinities and extreme finite numbers.
 
 Properties: no answer is a server fault (HTTP 5xx; gRPC INTERNAL, UNKNOWN, ...:
@@ -15,7 +16,8 @@ chain head exactly as they were; a request holding a non-finite number is
 always refused (400 / INVALID_ARGUMENT).
 
 Deterministic (derandomized, no example database). KAIREON_FUZZ_REST_EXAMPLES
-sets the examples per RPC (default 6: the whole file runs in about 30 s).
+sets the examples per RPC and gateway mode (default 6: the whole file runs in
+about 30 s).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from hypothesis import strategies as st
 
 from kaireon.flow.v1 import flow_pb2
 from kaireon_server.app import App
+from kaireon_server.gateway import DEFAULT_SERVICES, GatewayServer, GatewaySettings
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.input_checks import find_non_finite
 from tests.security.conftest import World, new_tenant, populate
@@ -71,10 +74,22 @@ async def ready(snapshots: Snapshotter, world: World) -> Snapshotter:
 
 
 @pytest.fixture(scope="module")
-async def http(app: App) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+async def http(
+    app: App, grpc_target: str
+) -> AsyncIterator[tuple[aiohttp.ClientSession, dict[str, str]]]:
+    """The server's own gateway (strict, the default) and a lenient one in front of it."""
+    lenient = GatewayServer(grpc_target, list(DEFAULT_SERVICES), GatewaySettings(strict_json=False))
+    await lenient.start("127.0.0.1", 0)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        yield session, f"http://127.0.0.1:{app.http_port}"
+        yield (
+            session,
+            {
+                "strict": f"http://127.0.0.1:{app.http_port}",
+                "lenient": f"http://127.0.0.1:{lenient.port}",
+            },
+        )
+    await lenient.stop()
 
 
 # --- JSON with what json.dumps cannot write ---------------------------------------
@@ -271,18 +286,21 @@ REST_NAMES = [n for n in METHOD_NAMES if not BY_NAME[n].server_streaming]
 
 
 @pytest.mark.parametrize("name", REST_NAMES)
+@pytest.mark.parametrize("mode", ["strict", "lenient"])
 @FUZZ_SETTINGS
 @given(data=st.data())
 async def test_generated_rest_requests_never_fail_the_server_and_refusals_change_nothing(
+    mode: str,
     name: str,
     data: st.DataObject,
     world: World,
     ready: Snapshotter,
     channel: grpc.aio.Channel,
-    http: tuple[aiohttp.ClientSession, str],
+    http: tuple[aiohttp.ClientSession, dict[str, str]],
 ) -> None:
     verb, path, query, body, doc = data.draw(rest_requests(name, world), label="request")
-    session, base = http
+    session, bases = http
+    base = bases[mode]
     await ready.wait_idle(world.tenant)
     before = await ready.take(world.tenant)
     async with session.request(
@@ -290,7 +308,7 @@ async def test_generated_rest_requests_never_fail_the_server_and_refusals_change
     ) as response:
         status, text = response.status, await response.text()
         is_json = response.content_type == "application/json"
-    STATS[f"{name} {status}"] += 1
+    STATS[f"{name} {mode} {status}"] += 1
     assert status < 500, (status, text[:500])
     if doc is not None and holds_non_finite(doc):
         assert status == 400, (status, text[:500])
