@@ -58,6 +58,11 @@ BOTH_MODES: dict[str, tuple[bytes, str]] = {
         b'{"attrs": {"n": 1' + b"0" * 400 + b"}}",
         "attrs.n: not a finite number",
     ),
+    # Rounds up to 2**1024: no double holds it, though it is below 2**1024.
+    "integer_just_past_a_double": (
+        b'{"attrs": {"n": %d}}' % (2**1024 - 2**970),
+        "attrs.n: not a finite number",
+    ),
     "odd_key_not_echoed": (b'{"attrs": {"x y\\n": NaN}}', "attrs[?]: not a finite number"),
     "int64_string_out_of_range": (b'{"int64Value": "9223372036854775808"}', "int64Value"),
     "int64_number_out_of_range": (b'{"int64Value": 1e30}', "int64Value"),
@@ -103,10 +108,12 @@ async def test_finite_numbers_at_the_edges_pass(base: str, http: aiohttp.ClientS
         b'{"doubleValue": 1.7976931348623157e308, "attrs": {"tiny": 5e-324, "neg": -0.0,'
         b' "big": 1'
         + b"0" * 300
-        + b', "list": [1e300, -1e300]}, "int64Value": "-9223372036854775808"}'
+        + b', "list": [1e300, -1e300], "max": %d}, "int64Value": "-9223372036854775808"}'
+        % (2**1024 - 2**971)  # the largest integer that still rounds to a double
     )
     status, payload = await _post(http, base + "/v1/echo", body)
     assert status == 200, payload
     assert payload["doubleValue"] == 1.7976931348623157e308
     assert payload["attrs"]["big"] == 1e300 and payload["attrs"]["list"] == [1e300, -1e300]
     assert payload["int64Value"] == "-9223372036854775808"
+    assert payload["attrs"]["max"] == 1.7976931348623157e308

@@ -106,8 +106,13 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-# Beyond this a JSON integer has no double value (Struct numbers are doubles).
-_MAX_NUMBER = 2**1024
+def _beyond_double(value: int) -> bool:
+    """Whether the integer has no double value (Struct numbers are doubles)."""
+    try:
+        float(value)
+    except OverflowError:
+        return True
+    return False
 
 
 def parse_json_body(body: bytes) -> Any:
@@ -129,7 +134,7 @@ def parse_json_body(body: bytes) -> Any:
 
     def integer(text: str) -> int:
         value = int(text)
-        if abs(value) >= _MAX_NUMBER:
+        if len(text) > 300 and _beyond_double(value):  # a double holds up to 309 digits
             odd_numbers.append(True)
         return value
 
@@ -156,7 +161,7 @@ def _find_odd_number(value: Any, where: str) -> str | None:
     if isinstance(value, float):
         return None if math.isfinite(value) else where
     if isinstance(value, int) and not isinstance(value, bool):
-        return where if abs(value) >= _MAX_NUMBER else None
+        return where if _beyond_double(value) else None
     if isinstance(value, dict):
         items: Iterable[tuple[str, Any]] = ((join_path(where, k), v) for k, v in value.items())
     elif isinstance(value, list):
