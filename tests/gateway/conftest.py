@@ -288,6 +288,14 @@ async def gateway(backend: Backend, proto: Proto) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
+async def lenient_gateway(backend: Backend, proto: Proto) -> AsyncIterator[str]:
+    """KAIREON_GATEWAY_STRICT_JSON=false: unknown fields and query parameters ignored."""
+    server = await _gateway(backend, proto, GatewaySettings(strict_json=False))
+    yield f"http://127.0.0.1:{server.port}"
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
 async def strict_gateway(backend: Backend, proto: Proto) -> AsyncIterator[str]:
     """Strict JSON, grpc-gateway's 501 for a wrong method, a 2 s default deadline."""
     settings = GatewaySettings(

@@ -214,9 +214,10 @@ async def test_bad_requests_are_400_with_status_json(
 
 
 async def test_strict_mode_rejects_unknown_fields(
-    gateway: str, strict_gateway: str, http: aiohttp.ClientSession
+    gateway: str, lenient_gateway: str, strict_gateway: str, http: aiohttp.ClientSession
 ) -> None:
-    for base, expected in ((gateway, 200), (strict_gateway, 400)):
+    # Strict is the default (the `gateway` fixture sets nothing about it).
+    for base, expected in ((lenient_gateway, 200), (gateway, 400), (strict_gateway, 400)):
         async with http.post(base + "/v1/echo", json={"name": "a", "bogus": 1}) as response:
             assert response.status == expected
         async with http.post(base + "/v1/echo", json={"nested": {"bogus": 1}}) as response:

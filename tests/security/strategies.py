@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,6 +140,7 @@ def json_values(text: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
         st.none(),
         st.booleans(),
         st.floats(),  # NaN and infinities included: a Struct carries doubles
+        st.sampled_from([math.nan, math.inf, -math.inf, 1.7976931348623157e308, -5e-324]),
         st.integers(-(2**60), 2**60),
         text,
     )
@@ -211,7 +213,8 @@ class MessageStrategies:
             known = [v.number for v in field.enum_type.values]
             return st.one_of(st.sampled_from(known), st.integers(-3, 1000), st.integers(*INT32))
         if t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
-            return st.floats(width=64 if t == FieldDescriptor.TYPE_DOUBLE else 32)
+            width = 64 if t == FieldDescriptor.TYPE_DOUBLE else 32
+            return st.one_of(st.floats(width=width), st.sampled_from([math.nan, math.inf]))
         if t in (
             FieldDescriptor.TYPE_INT64,
             FieldDescriptor.TYPE_SINT64,

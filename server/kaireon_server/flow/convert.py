@@ -13,6 +13,7 @@ from kaireon_server.flow.definition import FlowDefinition, definition_from_json
 from kaireon_server.flow.hooks import NodeState, RunState
 from kaireon_server.flow.repository import NodeView, RunView
 from kaireon_server.flow.watch import WatchItem
+from kaireon_server.platform.errors import InvalidArgument
 
 _RUN_STATES = {
     RunState.PENDING: flow_pb2.RUN_STATE_PENDING,
@@ -42,7 +43,13 @@ _EVENT_TYPES = {
 def definition_from_proto(
     message: flow_pb2.FlowDefinition, path: str = "definition"
 ) -> FlowDefinition:
-    return definition_from_json(json_format.MessageToDict(message), path=path)
+    try:
+        document = json_format.MessageToDict(message)
+    except json_format.Error:
+        # NaN/Infinity in a Struct. input_checks refuses them before any handler;
+        # should one get here anyway it is bad input, never INTERNAL.
+        raise InvalidArgument.field(path, "holds a number with no JSON form") from None
+    return definition_from_json(document, path=path)
 
 
 def run_state_from_proto(value: int) -> RunState | None:

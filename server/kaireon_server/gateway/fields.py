@@ -102,6 +102,24 @@ def real_oneof(field: FieldDescriptor) -> str | None:
     return oneof.name
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def key_part(key: str) -> str:
+    """A JSON key as one step of a field path in an error message.
+
+    Identifier-like keys are named; others (caller data of any length and
+    content) are shown as [?] so an error never echoes megabytes or control
+    characters back.
+    """
+    return f".{key}" if _PLAIN_KEY.fullmatch(key) else "[?]"
+
+
+def join_path(where: str, key: str) -> str:
+    part = key_part(key)
+    return (where + part) if where else part.lstrip(".")
+
+
 def find_field(desc: Descriptor, name: str) -> FieldDescriptor | None:
     """A field by proto name or JSON name, as grpc-gateway accepts both."""
     field = desc.fields_by_name.get(name)

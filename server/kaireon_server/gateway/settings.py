@@ -26,9 +26,12 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 class GatewaySettings:
     """How the REST adapter behaves; every field has a production default."""
 
-    # Reject unknown JSON fields and unknown query parameters with 400
-    # (grpc-gateway ignores them, which is the default).
-    strict_json: bool = False
+    # Reject unknown JSON fields, unknown query parameters and query parameters
+    # the route does not read with 400. grpc-gateway ignores them, but a
+    # misspelled {"dryrun": true} must not run a real erasure. False restores
+    # grpc-gateway's leniency; duplicate keys and non-finite numbers are
+    # refused either way (transcode.py).
+    strict_json: bool = True
     # Request bodies above this many bytes get 413 before reaching gRPC.
     max_body_bytes: int = 4 * 1024 * 1024
     # Deadline of unary calls without a Grpc-Timeout header; None = no deadline.

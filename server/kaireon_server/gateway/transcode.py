@@ -2,11 +2,19 @@
 
 Order: the body first, then path variables (the path overrides the body, as in
 grpc-gateway), then query parameters into the fields neither of them bound.
+
+Whatever the strict setting, a body is refused when it names one key twice
+(also as a field's JSON and proto names) or holds a number no double can carry
+(NaN, Infinity, 1e400): a proxy that validated the first of two duplicates,
+or a handler that meets infinity, must never see a request the client did not
+mean. Strict mode (the default) also refuses unknown fields and query
+parameters, and query parameters the route does not read.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from typing import Any, cast
@@ -22,6 +30,8 @@ from kaireon_server.gateway.fields import (
     is_map,
     is_message,
     is_plain_message,
+    join_path,
+    key_part,
     message_of,
     real_oneof,
     resolve_path,
@@ -39,7 +49,7 @@ def build_request(
     body: bytes,
     content_type: str,
     *,
-    strict: bool = False,
+    strict: bool = True,
 ) -> Message:
     """The request message of one HTTP request; raises RequestError."""
     message = route.input_class()
@@ -62,6 +72,13 @@ def build_request(
     fields = _path_dict(route, path_values) if path_values else {}
     if route.body != "*":
         _merge(fields, query_dict(route, query, strict=strict))
+    elif strict:
+        for key, _ in query:
+            # body "*" takes the whole request from the body: a query parameter
+            # (?dryRun=true) would be silently dropped.
+            raise RequestError(
+                f"query parameter {_shown(key)}: this route takes every field from the body"
+            )
     if fields:
         _parse_dict(fields, message, strict=True, checked=True)
     if route.http_method == "PATCH" and isinstance(body_json, dict):
@@ -69,49 +86,140 @@ def build_request(
     return message
 
 
+def _shown(key: str) -> str:
+    """A caller's key in an error message: quoted, cut to 64 characters."""
+    return repr(key if len(key) <= 64 else key[:64] + "...")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return result
+
+
+def _beyond_double(value: int) -> bool:
+    """Whether the integer has no double value (Struct numbers are doubles)."""
+    try:
+        float(value)
+    except OverflowError:
+        return True
+    return False
+
+
 def parse_json_body(body: bytes) -> Any:
-    """The parsed body, None when empty; RequestError when it is not JSON."""
+    """The parsed body, None when empty; RequestError when it is not JSON.
+
+    Refused as well: a key twice in one object, NaN/Infinity (not JSON, but
+    Python's parser takes them), and numbers beyond a double (1e400) - each
+    named by its path in the body.
+    """
     if not body.strip():
         return None
+    odd_numbers: list[bool] = []
+
+    def number(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            odd_numbers.append(True)
+        return value
+
+    def integer(text: str) -> int:
+        value = int(text)
+        if len(text) > 300 and _beyond_double(value):  # a double holds up to 309 digits
+            odd_numbers.append(True)
+        return value
+
     try:
-        return json.loads(body)
+        parsed = json.loads(
+            body,
+            object_pairs_hook=_unique_pairs,
+            parse_float=number,
+            parse_int=integer,
+            parse_constant=number,
+        )
+    except _DuplicateKey as exc:
+        raise RequestError(f"duplicate key {_shown(exc.args[0])} in the JSON body") from None
     except (ValueError, RecursionError) as exc:
         raise RequestError(f"invalid JSON body: {exc}") from None
+    if odd_numbers:
+        where = _find_odd_number(parsed, "")
+        raise RequestError(f"{where or 'body'}: not a finite number within the range of a double")
+    return parsed
+
+
+def _find_odd_number(value: Any, where: str) -> str | None:
+    """The path of the first non-finite or too large number."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, int) and not isinstance(value, bool):
+        return where if _beyond_double(value) else None
+    if isinstance(value, dict):
+        items: Iterable[tuple[str, Any]] = ((join_path(where, k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for at, item in items:
+        found = _find_odd_number(item, at)
+        if found is not None:
+            return found
+    return None
 
 
 def _parse_dict(
     value: dict[str, Any], message: Message, strict: bool, *, checked: bool = False
 ) -> None:
     if not checked:
-        _check_objects(cast("Descriptor", message.DESCRIPTOR), value, "")
+        _check_objects(cast("Descriptor", message.DESCRIPTOR), value, "", strict)
     try:
         json_format.ParseDict(value, message, ignore_unknown_fields=not strict)
-    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+    except (json_format.ParseError, ValueError, TypeError, RecursionError, OverflowError) as exc:
         raise RequestError(str(exc)) from None
 
 
-def _check_objects(desc: Descriptor, value: Any, where: str) -> None:
-    """Rejects a non-object where a message goes.
+def _check_objects(desc: Descriptor, value: Any, where: str, strict: bool) -> None:
+    """Rejects a non-object where a message goes, a field given twice, and
+    (strict) an unknown field, naming its path.
 
     Python's json_format iterates whatever it gets, so "x" for a message
-    field would silently become an empty message.
+    field would silently become an empty message; and it takes {"dryRun":
+    true, "dry_run": false} as dry_run=false.
     """
     if not isinstance(value, dict):
         raise RequestError(f"{where or desc.name}: expected a JSON object for {desc.full_name}")
+    seen: dict[str, str] = {}
     for key, item in value.items():
         field = find_field(desc, key)
-        if field is None or item is None:
+        at = join_path(where, key)
+        if field is None:
+            if strict:
+                raise RequestError(f"{at}: unknown field {_shown(key)} of {desc.full_name}")
             continue
-        at = f"{where}.{key}" if where else key
+        other = seen.setdefault(field.name, key)
+        if other != key:
+            raise RequestError(
+                f"{join_path(where, field.name)}: given twice, as {_shown(other)} and {_shown(key)}"
+            )
+        if item is None:
+            continue
         if is_map(field):
             entry = message_of(field).fields_by_name["value"]
             if is_plain_message(entry) and isinstance(item, dict):
                 for map_key, map_item in item.items():
-                    _check_objects(message_of(entry), map_item, f"{at}[{map_key}]")
+                    _check_objects(message_of(entry), map_item, f"{at}{key_part(map_key)}", strict)
         elif is_plain_message(field):
             items = item if field.is_repeated and isinstance(item, list) else [item]
             for element in items:
-                _check_objects(message_of(field), element, at)
+                _check_objects(message_of(field), element, at, strict)
 
 
 def _path_dict(route: Route, path_values: dict[str, str]) -> dict[str, Any]:
@@ -129,7 +237,7 @@ def _path_dict(route: Route, path_values: dict[str, str]) -> dict[str, Any]:
 
 
 def query_dict(
-    route: Route, query: Iterable[tuple[str, str]], *, strict: bool = False
+    route: Route, query: Iterable[tuple[str, str]], *, strict: bool = True
 ) -> dict[str, Any]:
     """Query parameters as a proto3 JSON dict (proto names) of the unbound fields."""
     grouped: dict[tuple[str, ...], tuple[FieldDescriptor, list[str], str]] = {}
@@ -141,11 +249,13 @@ def query_dict(
         chain = resolve_path(route.input_type, tuple(dotted.split(".")))
         if chain is None:
             if strict:
-                raise RequestError(f"unknown query parameter {key!r}")
+                raise RequestError(f"unknown query parameter {_shown(key)}")
             continue  # grpc-gateway ignores unknown keys
         path = tuple(field.name for field in chain)
         if any(path[: len(b)] == b for b in bound):
-            continue  # set from the path or the body
+            if strict:  # the path or the body wins: the value would be dropped
+                raise RequestError(f"query parameter {_shown(key)}: set by the path or the body")
+            continue
         leaf = chain[-1]
         if is_map(leaf):
             if map_match is None:

@@ -23,6 +23,7 @@ from kaireon_server.flow.nodes.base import (
     input_option,
     records_of,
 )
+from kaireon_server.flow.nodes.column_values import ValueMismatch, fit_record
 from kaireon_server.flow.nodes.sql_guard import DS_TABLE
 from kaireon_server.flow.nodes.subjects import SUBJECT_NODE_TYPES
 from kaireon_server.platform.db.identifiers import quote_ident
@@ -42,7 +43,9 @@ class TableSink(NodeType[TableSinkConfig]):
     The table must be registered (and active) for the tenant in schema_registry;
     identifiers are taken from the catalogue and always quoted. `tenant_id` is
     set to the run's tenant whatever the records say. Record fields that are
-    not columns fail the node; missing fields are NULL. "upsert" needs `key`
+    not columns fail the node; missing fields are NULL; values are fitted to
+    the column types (column_values.py: 1.0 -> 1 for an integer column, a
+    value that does not fit fails the node naming record and field). "upsert" needs `key`
     to match a unique constraint. Output: {table, written}.
     """
 
@@ -74,9 +77,9 @@ class TableSink(NodeType[TableSinkConfig]):
         if registered is None:
             raise NodeError(f"table '{config.table}' is not registered for this tenant")
         columns = {
-            str(r["column_name"])
+            str(r["column_name"]): str(r["data_type"])
             for r in await con.fetch(
-                "SELECT column_name FROM information_schema.columns "
+                "SELECT column_name, data_type FROM information_schema.columns "
                 "WHERE table_schema = 'public' AND table_name = $1",
                 config.table,
             )
@@ -112,7 +115,12 @@ class TableSink(NodeType[TableSinkConfig]):
                 else "DO NOTHING"
             )
             sql += f" ON CONFLICT ({conflict}) {action}"
-        rows = [{**r, "tenant_id": ctx.tenant_id} for r in records]
+        rows = []
+        for index, record in enumerate(records):
+            try:  # API numbers are doubles: 1.0 must reach an integer column as 1
+                rows.append({**fit_record(record, columns), "tenant_id": ctx.tenant_id})
+            except ValueMismatch as exc:
+                raise NodeError(f"record {index}: {exc}") from None
         try:
             status = await con.execute(sql, rows)
         except asyncpg.PostgresError as exc:
