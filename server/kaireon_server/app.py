@@ -23,6 +23,7 @@ from kaireon_server.platform.auth.interceptor import KaireonInterceptor
 from kaireon_server.platform.auth.policy import build_policy
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database, connect_database
+from kaireon_server.platform.db.listener import Listener
 from kaireon_server.platform.health import HealthMonitor
 from kaireon_server.platform.reflection_pool import MethodResolvingPool
 from kaireon_server.platform.signing import signer_from_env
@@ -107,7 +108,12 @@ class App:
             from kaireon_server.demo.seed import seed_if_empty
 
             await seed_if_empty(self.db)
-        ctx = ServiceContext(settings=settings, db=self.db, signer=signer_from_env(settings.env))
+        ctx = ServiceContext(
+            settings=settings,
+            db=self.db,
+            signer=signer_from_env(settings.env),
+            listener=Listener.for_database(self.db),
+        )
         builders = [importlib.import_module(m).build for m in CAPABILITY_MODULES]
         self.capabilities = [b(ctx) for b in [*builders, *self._extra_builders]]
         descriptors = [c.descriptor for c in self.capabilities]

@@ -11,6 +11,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.db.listener import Listener
 from kaireon_server.platform.signing import Signer
 
 
@@ -21,6 +22,8 @@ class ServiceContext:
     settings: Settings
     db: Database
     signer: Signer
+    # The process's one LISTEN connection; capabilities subscribe to their channels.
+    listener: Listener
     # Free-form slots capabilities may share (e.g. a notifier); keyed by name.
     extras: Mapping[str, Any] = field(default_factory=dict)
 

@@ -23,7 +23,7 @@ from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
 from kaireon_server.capability import ServiceContext
 from kaireon_server.dsar import repository
 from kaireon_server.dsar.convert import export_message, request_message
-from kaireon_server.dsar.jobs import JobDeps, open_connection
+from kaireon_server.dsar.jobs import JobDeps
 from kaireon_server.dsar.model import (
     COMPLETED,
     DsarRecord,
@@ -273,7 +273,7 @@ class DsarCapability:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.settings = DsarSettings.from_env(ctx.settings.env)
-        self._notifier = Notifier(lambda: open_connection(ctx.db, "kaireon-dsar-notify"))
+        self._notifier = Notifier(ctx.listener)
         self._servicer = DsarServicer(ctx.db, self.settings, self._notifier)
         deps = JobDeps(
             ctx.db,

@@ -126,7 +126,7 @@ class FlowCapability:
 
     def __init__(self, ctx: ServiceContext) -> None:
         env = ctx.settings.env
-        self.notifier = FlowNotifier(ctx.db)
+        self.notifier = FlowNotifier(ctx.listener)
         self.manager = RunManager(
             ctx.db,
             default_registry(),
