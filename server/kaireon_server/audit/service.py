@@ -73,7 +73,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         )
 
 
-def build(ctx: ServiceContext) -> SimpleCapability:
+def build(ctx: ServiceContext) -> SimpleCapability[AuditServicer]:
     return SimpleCapability(
         audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
         AuditServicer(ctx),
