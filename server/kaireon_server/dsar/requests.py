@@ -188,7 +188,7 @@ class DsarRequests:
             )
         return shown
 
-    async def list(
+    async def list_requests(
         self,
         *,
         tenant_id: str,

@@ -74,7 +74,7 @@ class DsarServicer(dsar_pb2_grpc.DsarServiceServicer):
         self, request: dsar_pb2.ListDsarRequestsRequest, context: Context
     ) -> dsar_pb2.ListDsarRequestsResponse:
         identity = current_identity()
-        page, token = await self._requests.list(
+        page, token = await self._requests.list_requests(
             tenant_id=identity.tenant_id,
             actor=identity.actor,
             status=request.status,
