@@ -43,6 +43,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon_server import app as app_module
 from kaireon_server.app import App
+from kaireon_server.audit import service as audit_service
+from kaireon_server.erasure import service as erasure_service
 from kaireon_server.platform import data_map
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.config import Settings
@@ -298,10 +300,7 @@ async def _measure(
 async def run(args: argparse.Namespace) -> int:
     # Serve the erasure (and audit) services only: other capabilities' background
     # work (job workers, listeners) would otherwise be measured with it.
-    app_module.CAPABILITY_MODULES = (
-        "kaireon_server.audit.service",
-        "kaireon_server.erasure.service",
-    )
+    app_module.CAPABILITIES = (audit_service.build, erasure_service.build)
     with tempfile.TemporaryDirectory(prefix="kaireon-erasure-bench-") as tmp:
         app = App(Settings.from_env(_env(Path(tmp))))
         await app.start()

@@ -48,7 +48,10 @@ FLOW_PROFILE_PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("recorder: event log + node status flushes", ("RunRecorder",)),
     ("runner: scheduling, cache keys, hooks, nodes", ("_Execution.", "FlowRunner.run")),
     ("run end: finalize, unlock", ("Executors._execute", "Executors._finalize")),
-    ("watchdog, NOTIFY listener, sweep", ("_watchdog", "FlowNotifier", "_sweep_forever")),
+    (
+        "watchdog, NOTIFY listener, sweep",
+        ("_watchdog", "FlowNotifier", "db/listener.py", "_sweep_forever"),
+    ),
 ]
 
 

@@ -4,40 +4,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import shutil
 import signal
 import ssl
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from kaireon_server.capability import Capability, ServiceContext
+from kaireon_server.audit import service as audit_service
+from kaireon_server.capability import Build, Capability, ServiceContext
+from kaireon_server.dsar import service as dsar_service
+from kaireon_server.erasure import service as erasure_service
+from kaireon_server.flow import service as flow_service
 from kaireon_server.platform.auth.authenticator import Authenticator
 from kaireon_server.platform.auth.interceptor import KaireonInterceptor
 from kaireon_server.platform.auth.policy import build_policy
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database, connect_database
+from kaireon_server.platform.db.listener import Listener
 from kaireon_server.platform.health import HealthMonitor
 from kaireon_server.platform.reflection_pool import MethodResolvingPool
 from kaireon_server.platform.signing import signer_from_env
+from kaireon_server.provenance import service as provenance_service
+
+if TYPE_CHECKING:  # imported when serving REST only (aiohttp)
+    from kaireon_server.gateway.server import GatewayServer
 
 log = logging.getLogger(__name__)
 
 # Each capability folder's service.py exposes build(ctx) -> Capability.
-CAPABILITY_MODULES: Sequence[str] = (
-    "kaireon_server.audit.service",
-    "kaireon_server.dsar.service",
-    "kaireon_server.erasure.service",
-    "kaireon_server.flow.service",
-    "kaireon_server.provenance.service",
+CAPABILITIES: tuple[Build, ...] = (
+    audit_service.build,
+    dsar_service.build,
+    erasure_service.build,
+    flow_service.build,
+    provenance_service.build,
 )
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -89,10 +97,10 @@ class App:
     capabilities: list[Capability] = field(default_factory=list)
     _server: grpc.aio.Server | None = None
     _health: HealthMonitor | None = None
-    _gateway: Any = None
+    _gateway: GatewayServer | None = None
     # Private Unix socket (directory mode 0700) the in-process REST adapter calls.
     _gateway_socket_dir: str = ""
-    _extra_builders: Sequence[Callable[[ServiceContext], Capability]] = ()
+    _extra_builders: Sequence[Build] = ()
 
     async def start(self) -> None:
         settings = self.settings
@@ -112,9 +120,13 @@ class App:
             from kaireon_server.demo.seed import seed_if_empty
 
             await seed_if_empty(self.db)
-        ctx = ServiceContext(settings=settings, db=self.db, signer=signer_from_env(settings.env))
-        builders = [importlib.import_module(m).build for m in CAPABILITY_MODULES]
-        self.capabilities = [b(ctx) for b in [*builders, *self._extra_builders]]
+        ctx = ServiceContext(
+            settings=settings,
+            db=self.db,
+            signer=signer_from_env(settings.env),
+            listener=Listener.for_database(self.db),
+        )
+        self.capabilities = [build(ctx) for build in (*CAPABILITIES, *self._extra_builders)]
         descriptors = [c.descriptor for c in self.capabilities]
         interceptor = KaireonInterceptor(
             Authenticator(

@@ -1,16 +1,21 @@
-"""What each capability folder (audit/, dsar/, erasure/, provenance/, flow/) gives the app."""
+"""What each capability folder (audit/, dsar/, erasure/, provenance/, flow/) gives the app.
+
+Each capability's service.py has a `build(ctx) -> Capability`; app.py lists
+those functions (`CAPABILITIES`), so the import graph shows every capability.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.db.listener import Listener
 from kaireon_server.platform.signing import Signer
 
 
@@ -21,8 +26,8 @@ class ServiceContext:
     settings: Settings
     db: Database
     signer: Signer
-    # Free-form slots capabilities may share (e.g. a notifier); keyed by name.
-    extras: Mapping[str, Any] = field(default_factory=dict)
+    # The process's one LISTEN connection; capabilities subscribe to their channels.
+    listener: Listener
 
 
 class Capability(Protocol):
@@ -38,10 +43,22 @@ class Capability(Protocol):
     async def stop(self) -> None: ...
 
 
-class SimpleCapability:
-    """A capability with no background work."""
+# A capability's service.py `build`.
+Build = Callable[[ServiceContext], Capability]
 
-    def __init__(self, descriptor: ServiceDescriptor, servicer: Any, adder: Any) -> None:
+Servicer = TypeVar("Servicer")
+
+
+class SimpleCapability(Generic[Servicer]):
+    """A capability with no background work: a servicer and its generated
+    `add_<Service>Servicer_to_server` function."""
+
+    def __init__(
+        self,
+        descriptor: ServiceDescriptor,
+        servicer: Servicer,
+        adder: Callable[[Servicer, grpc.aio.Server], None],
+    ) -> None:
         self._descriptor = descriptor
         self._servicer = servicer
         self._adder = adder

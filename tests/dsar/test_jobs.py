@@ -295,7 +295,7 @@ async def test_the_notifier_reconnects_after_losing_its_connection(stub, seeded,
     async def notifier_pids() -> set[int]:
         async with db.connection() as con:
             rows = await con.fetch(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'kaireon-dsar-notify' "
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'kaireon-listen' "
                 "AND datname = current_database()"
             )
         return {r["pid"] for r in rows}

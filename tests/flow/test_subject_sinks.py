@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 import grpc
@@ -9,6 +10,8 @@ import pytest
 
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
+from kaireon_server.dsar.model import CreateCommand
+from kaireon_server.dsar.requests import create_in
 from kaireon_server.platform.db import Database
 from tests.flow.support import bad_request, definition, node_states, wait_finished
 from tests.support.server import metadata
@@ -54,15 +57,18 @@ async def test_dsar_export_sink_queues_one_request_per_subject(stub, db: Databas
             "SELECT subject_id, request_type, created_by FROM dsar_request WHERE tenant_id = $1 ORDER BY subject_id",
             tenant,
         )
-        audits = await con.fetchval(
-            "SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action = 'dsar_request_created'",
+        audits = await con.fetch(
+            "SELECT changes FROM audit_log WHERE tenant_id = $1 AND action = 'dsar_request_created'",
             tenant,
         )
     assert [(r["subject_id"], r["request_type"], r["created_by"]) for r in rows] == [
         ("subj-one", "export", "operator@headers"),
         ("subj-two", "export", "operator@headers"),
     ]
-    assert audits == 2
+    # The row CreateDsarRequest writes (one use case), plus the run that queued it.
+    assert [a["changes"] for a in audits] == [
+        {"requestType": "export", "encrypt": False, "flowRunId": "d1"}
+    ] * 2
     # The subjects are personal data: they are not in the node's output.
     # (Names no hex UUID can contain, so the check cannot pass or fail by chance.)
     assert "subj-" not in str(output)
@@ -81,6 +87,30 @@ async def test_dsar_export_sink_queues_one_request_per_subject(stub, db: Databas
         and again["existing"] == 2
         and again["requestIds"] == output["requestIds"]
     )
+
+
+async def test_dsar_export_sink_refuses_a_derived_key_taken_by_another_request(
+    stub, db: Database, tenant
+) -> None:
+    """The sink goes through the DSAR use case: its idempotency rule holds there too."""
+    key = hashlib.sha256(b"d2\x00dsar\x00subj-one").hexdigest()
+    async with db.transaction(tenant) as con:
+        await create_in(
+            con, tenant, "someone", CreateCommand("export", "subj-one", True, f"flow-{key}")
+        )
+    defn = definition(
+        subjects("subj-one"), {"id": "dsar", "type": "sink.dsar_export", "dependsOn": ["src"]}
+    )
+    await stub.StartRun(
+        flow_pb2.StartRunRequest(definition=defn, run_id="d2"),
+        metadata=metadata(tenant, "operator"),
+    )
+    run = await wait_finished(stub, tenant, "d2")
+    assert run.state == flow_pb2.RUN_STATE_FAILED
+    assert "idempotency_key_reused" in run.error
+    async with db.transaction(tenant) as con:
+        count = await con.fetchval("SELECT count(*) FROM dsar_request WHERE tenant_id = $1", tenant)
+    assert count == 1
 
 
 async def _seed_customer(db: Database, tenant: str, customer: str) -> None:

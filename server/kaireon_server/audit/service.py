@@ -1,4 +1,4 @@
-"""AuditService handlers: thin translation between protobuf and the audit chain."""
+"""AuditService handlers: protobuf <-> domain (audit/log.py), nothing else."""
 
 from __future__ import annotations
 
@@ -8,36 +8,34 @@ import grpc
 from google.protobuf import struct_pb2
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
-from kaireon_server.audit import repository
+from kaireon_server.audit import log
 from kaireon_server.capability import ServiceContext, SimpleCapability
-from kaireon_server.platform.audit_chain import render_changes, verify_tenant_chain
 from kaireon_server.platform.auth import current_identity
-from kaireon_server.platform.errors import InvalidArgument
-from kaireon_server.platform.paging import clamp_page_size, decode_token, encode_token
+from kaireon_server.platform.paging import clamp_page_size
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _event(tenant_id: str, rec: Any) -> audit_pb2.AuditEvent:
+def _event(tenant_id: str, event: log.AuditEvent) -> audit_pb2.AuditEvent:
     changes = struct_pb2.Struct()
-    changes.update(render_changes(rec))
-    event = audit_pb2.AuditEvent(
-        id=str(rec["id"]),
-        seq=rec["seq"],
-        action=rec["action"],
-        entity_type=rec["entity_type"],
-        entity_id=rec["entity_id"] or "",
-        actor=rec["actor"],
+    changes.update(event.changes)
+    message = audit_pb2.AuditEvent(
+        id=event.id,
+        seq=event.seq,
+        action=event.action,
+        entity_type=event.entity_type,
+        entity_id=event.entity_id,
+        actor=event.actor,
         changes=changes,
-        prev_hash=rec["prev_hash"],
-        integrity_hash=rec["integrity_hash"],
-        redacted=rec["redacted_at"] is not None,
+        prev_hash=event.prev_hash,
+        integrity_hash=event.integrity_hash,
+        redacted=event.redacted,
         tenant_id=tenant_id,
-        entity_id_digest=rec["entity_id_digest"] or "",
-        personal_digests=rec["personal_digests"] or {},
+        entity_id_digest=event.entity_id_digest,
+        personal_digests=event.personal_digests,
     )
-    event.create_time.FromDatetime(rec["created_at"])
-    return event
+    message.create_time.FromDatetime(event.created_at)
+    return message
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
@@ -48,33 +46,23 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: audit_pb2.ListAuditEventsRequest, context: Context
     ) -> audit_pb2.ListAuditEventsResponse:
         identity = current_identity()
-        limit = clamp_page_size(request.page_size, default=100, maximum=1000)
-        after = decode_token(request.page_token).get("seq", 0)
-        if not isinstance(after, int) or after < 0:
-            raise InvalidArgument.field("page_token", "malformed page token")
-        async with self._db.transaction(identity.tenant_id, readonly=True) as con:
-            rows = await repository.list_events(
-                con,
-                identity.tenant_id,
-                after_seq=after,
-                limit=limit + 1,
-                action=request.action or None,
-                entity_type=request.entity_type or None,
-            )
-        page, more = rows[:limit], len(rows) > limit
+        page, token = await log.list_events(
+            self._db,
+            tenant_id=identity.tenant_id,
+            limit=clamp_page_size(request.page_size, default=100, maximum=1000),
+            page_token=request.page_token,
+            action=request.action,
+            entity_type=request.entity_type,
+        )
         return audit_pb2.ListAuditEventsResponse(
-            events=[_event(identity.tenant_id, r) for r in page],
-            next_page_token=encode_token({"seq": page[-1]["seq"]}) if more else "",
+            events=[_event(identity.tenant_id, e) for e in page], next_page_token=token
         )
 
     async def VerifyChain(
         self, request: audit_pb2.VerifyChainRequest, context: Context
     ) -> audit_pb2.VerifyChainResponse:
         identity = current_identity()
-        async with self._db.transaction(
-            identity.tenant_id, readonly=True, isolation="repeatable_read"
-        ) as con:
-            result = await verify_tenant_chain(con, identity.tenant_id)
+        result = await log.verify_chain(self._db, tenant_id=identity.tenant_id)
         return audit_pb2.VerifyChainResponse(
             valid=result.valid,
             rows_checked=result.rows_checked,
@@ -85,7 +73,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         )
 
 
-def build(ctx: ServiceContext) -> SimpleCapability:
+def build(ctx: ServiceContext) -> SimpleCapability[AuditServicer]:
     return SimpleCapability(
         audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
         AuditServicer(ctx),

@@ -60,12 +60,6 @@ class JobDeps:
     owner: str
 
 
-async def open_connection(db: Database, application_name: str) -> asyncpg.Connection:
-    """A connection outside the pool (long COPY, long transaction, LISTEN), with the
-    pool's json codecs, which append_audit relies on."""
-    return await db.dedicated_connection(application_name=application_name)
-
-
 @dataclass
 class _Attempt:
     """The resources of one attempt, released together whatever happens."""
@@ -100,8 +94,10 @@ async def run_export(deps: JobDeps, claim: Claim, on_progress: Callable[[int, in
     attempt = _Attempt()
     committed = False
     try:
-        attempt.writer = writer = await open_connection(deps.db, APPLICATION_NAME)
-        attempt.reader = await open_connection(deps.db, APPLICATION_NAME)
+        # Outside the pool (long COPY, long transaction), with the pool's json
+        # codecs, which append_audit relies on.
+        attempt.writer = writer = await deps.db.dedicated_connection(APPLICATION_NAME)
+        attempt.reader = await deps.db.dedicated_connection(APPLICATION_NAME)
         transaction = writer.transaction()
         await transaction.start()
         await writer.execute("SELECT set_config('kaireon.tenant_id', $1, true)", claim.tenant_id)

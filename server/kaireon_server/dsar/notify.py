@@ -1,11 +1,10 @@
-"""PostgreSQL LISTEN/NOTIFY fan-out inside one server process.
+"""DSAR wake-ups over the process's shared LISTEN connection (platform/db/listener.py).
 
-One dedicated connection per process listens on `kaireon_dsar` (a request's
-state changed: payload {"t": tenant, "i": id, "v": version}) and
-`kaireon_dsar_jobs` (work is due). Watchers and workers only get woken: they
-re-read the database, which is the truth, so a lost notification costs a poll
-interval, never a state. If the connection drops, every waiter is woken (to
-re-read) and the listener reconnects with backoff.
+Two channels: `kaireon_dsar` (a request's state changed: payload {"t": tenant,
+"i": id, "v": version}) and `kaireon_dsar_jobs` (work is due). Watchers and
+workers only get woken: they re-read the database, which is the truth, so a
+lost notification costs a poll interval, never a state. After every
+(re)connect of the listener every waiter is woken to re-read.
 """
 
 from __future__ import annotations
@@ -13,18 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
-import asyncpg
-
-log = logging.getLogger(__name__)
+from kaireon_server.platform.db.listener import Listener
 
 STATE_CHANNEL = "kaireon_dsar"
 JOBS_CHANNEL = "kaireon_dsar_jobs"
-
-Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
 class Subscription:
@@ -44,25 +37,22 @@ class Subscription:
 
 
 class Notifier:
-    def __init__(self, connect: Connect) -> None:
-        self._connect = connect
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
         self._subscribers: dict[tuple[str, str], set[Subscription]] = {}
         self._work_events: list[asyncio.Event] = []
-        self.connected = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        listener.subscribe(STATE_CHANNEL, self._on_state, self._wake_all)
+        listener.subscribe(JOBS_CHANNEL, self._on_jobs)
+
+    @property
+    def connected(self) -> asyncio.Event:
+        return self._listener.connected
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="dsar-notifier")
-        # Serve without notifications rather than not at all: waiters also poll.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await self.connected.wait()
+        await self._listener.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._listener.stop()
 
     def work_event(self) -> asyncio.Event:
         """An event set whenever a job may be due (one per worker)."""
@@ -84,7 +74,7 @@ class Notifier:
                 if not subs:
                     del self._subscribers[key]
 
-    def _on_state(self, _con: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _on_state(self, payload: str) -> None:
         try:
             message = json.loads(payload)
             key = (str(message["t"]), str(message["i"]))
@@ -93,7 +83,7 @@ class Notifier:
         for sub in self._subscribers.get(key, ()):
             sub.wake()
 
-    def _on_jobs(self, _con: Any, _pid: int, _channel: str, _payload: str) -> None:
+    def _on_jobs(self, _payload: str) -> None:
         for event in self._work_events:
             event.set()
 
@@ -103,40 +93,3 @@ class Notifier:
         for subs in self._subscribers.values():
             for sub in subs:
                 sub.wake()
-
-    async def _run(self) -> None:
-        delay = 0.2
-        while True:
-            con: asyncpg.Connection | None = None
-            try:
-                con = await self._connect()
-                lost = asyncio.Event()
-                con.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await con.add_listener(STATE_CHANNEL, self._on_state)
-                await con.add_listener(JOBS_CHANNEL, self._on_jobs)
-                self.connected.set()
-                delay = 0.2
-                # Anything that changed while we were not listening: go and look.
-                self._wake_all()
-                while not lost.is_set():
-                    # A silent network drop does not terminate the connection: probe it.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(15):
-                            await lost.wait()
-                    if not lost.is_set():
-                        async with asyncio.timeout(5):
-                            await con.fetchval("SELECT 1")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # reconnect on any failure; the type only is logged
-                log.warning(
-                    "dsar notifier lost its connection", extra={"error_type": type(exc).__name__}
-                )
-            finally:
-                self.connected.clear()
-                if con is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(con.close(), 2)
-            self._wake_all()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)

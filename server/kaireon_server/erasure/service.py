@@ -155,7 +155,7 @@ class ErasureServicer(erasure_pb2_grpc.ErasureServiceServicer):
         )
 
 
-def build(ctx: ServiceContext) -> SimpleCapability:
+def build(ctx: ServiceContext) -> SimpleCapability[ErasureServicer]:
     return SimpleCapability(
         erasure_pb2.DESCRIPTOR.services_by_name["ErasureService"],
         ErasureServicer(ctx),

@@ -31,6 +31,7 @@ from kaireon_server.flow.stores import PostgresCheckpointStore
 from kaireon_server.flow.validation import Plan, validate
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.auth import Identity
+from kaireon_server.platform.canonical import format_timestamp, parse_timestamp
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import (
     AlreadyExists,
@@ -40,6 +41,7 @@ from kaireon_server.platform.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from kaireon_server.platform.paging import decode_token, encode_token
 from kaireon_server.platform.signing import Signer
 
 log = logging.getLogger(__name__)
@@ -332,6 +334,28 @@ class RunManager:
         if view is None:
             raise NotFound(f"run '{run_id}' not found", reason="RUN_NOT_FOUND")
         return view
+
+    async def list_runs(
+        self, tenant_id: str, *, limit: int, page_token: str, state: RunState | None
+    ) -> tuple[list[RunView], str]:
+        """One page of runs (newest first) and the next page's token ("" after the last)."""
+        position = decode_token(page_token)
+        after: tuple[datetime, str] | None = None
+        if position:
+            try:
+                after = (parse_timestamp(str(position["c"])), str(position["r"]))
+            except (KeyError, ValueError):
+                raise InvalidArgument.field("page_token", "malformed page token") from None
+        async with self.db.transaction(tenant_id, readonly=True) as con:
+            runs = await repository.list_runs(
+                con, tenant_id, limit=limit + 1, after=after, state=state
+            )
+        page, more = runs[:limit], len(runs) > limit
+        if not more:
+            return page, ""
+        return page, encode_token(
+            {"c": format_timestamp(page[-1].created_at), "r": page[-1].run_id}
+        )
 
 
 def _node_rows(plan: Plan) -> list[tuple[str, str]]:

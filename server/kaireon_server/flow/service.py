@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 import grpc
@@ -11,16 +10,15 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
 from kaireon_server.capability import ServiceContext
-from kaireon_server.flow import convert, repository
+from kaireon_server.flow import convert
 from kaireon_server.flow.manager import RunManager, validate_run_id
 from kaireon_server.flow.nodes.registry import default_registry
 from kaireon_server.flow.notifier import FlowNotifier
 from kaireon_server.flow.settings import FlowLimits
 from kaireon_server.flow.watch import watch_run
 from kaireon_server.platform.auth import current_identity
-from kaireon_server.platform.canonical import format_timestamp, parse_timestamp
 from kaireon_server.platform.errors import InvalidArgument
-from kaireon_server.platform.paging import clamp_page_size, decode_token, encode_token
+from kaireon_server.platform.paging import clamp_page_size
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -71,27 +69,13 @@ class FlowRunnerServicer(flow_pb2_grpc.FlowRunnerServiceServicer):
     ) -> flow_pb2.ListRunsResponse:
         identity = current_identity()
         limit = clamp_page_size(request.page_size, default=50, maximum=500)
-        position = decode_token(request.page_token)
-        after: tuple[datetime, str] | None = None
-        if position:
-            try:
-                after = (parse_timestamp(str(position["c"])), str(position["r"]))
-            except (KeyError, ValueError):
-                raise InvalidArgument.field("page_token", "malformed page token") from None
         state = None
         if request.state:
             state = convert.run_state_from_proto(request.state)
             if state is None:
                 raise InvalidArgument.field("state", "unknown run state")
-        async with self._manager.db.transaction(identity.tenant_id, readonly=True) as con:
-            runs = await repository.list_runs(
-                con, identity.tenant_id, limit=limit + 1, after=after, state=state
-            )
-        page, more = runs[:limit], len(runs) > limit
-        token = (
-            encode_token({"c": format_timestamp(page[-1].created_at), "r": page[-1].run_id})
-            if more
-            else ""
+        page, token = await self._manager.list_runs(
+            identity.tenant_id, limit=limit, page_token=request.page_token, state=state
         )
         return flow_pb2.ListRunsResponse(
             runs=[convert.run_to_proto(v) for v in page], next_page_token=token
@@ -126,7 +110,7 @@ class FlowCapability:
 
     def __init__(self, ctx: ServiceContext) -> None:
         env = ctx.settings.env
-        self.notifier = FlowNotifier(ctx.db)
+        self.notifier = FlowNotifier(ctx.listener)
         self.manager = RunManager(
             ctx.db,
             default_registry(),

@@ -1,11 +1,11 @@
 """Sinks that act on data subjects through the DSAR and erasure domain code.
 
 `sink.dsar_export` queues one DSAR export request per distinct subject (the DSAR
-workers produce the exports). It uses the DSAR package's own validation and
-repository, in the node's checkpoint transaction, with an idempotency key
-derived from (run, node, subject): a retried node finds its earlier requests
-instead of queueing new ones. One `dsar_request_created` audit row per new
-request, as CreateDsarRequest writes.
+workers produce the exports). It calls the DSAR use case CreateDsarRequest
+uses (dsar/requests.py `create_in`), in the node's checkpoint transaction,
+with an idempotency key derived from (run, node, subject): a retried node
+finds its earlier requests instead of queueing new ones. One
+`dsar_request_created` audit row per new request (with the flow run id).
 
 `sink.erasure` erases each distinct subject with ErasureService's
 `erase_customer` (its own transaction per subject, its audit row and signed
@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kaireon_server.dsar import repository as dsar_repository
 from kaireon_server.dsar.model import validate_create
+from kaireon_server.dsar.requests import create_in
 from kaireon_server.erasure.eraser import EraseCommand, erase_customer
 from kaireon_server.flow.nodes.base import (
     Config,
@@ -36,9 +36,13 @@ from kaireon_server.flow.nodes.base import (
     input_option,
     records_of,
 )
-from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.auth.identity import Role
-from kaireon_server.platform.errors import FailedPrecondition, InvalidArgument, KaireonError
+from kaireon_server.platform.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    KaireonError,
+)
 
 
 @dataclass(frozen=True)
@@ -80,25 +84,17 @@ class DsarExportSink(NodeType[SubjectConfig]):
                 cmd = validate_create("export", subject, False, f"flow-{key}")
             except InvalidArgument as exc:
                 raise NodeError(f"subject {index}: {exc.message}") from None
-            record, is_new = await dsar_repository.insert_request(
-                con, ctx.tenant_id, cmd, ctx.actor
-            )
+            try:
+                record, is_new = await create_in(
+                    con, ctx.tenant_id, ctx.actor, cmd, audit_changes={"flowRunId": ctx.run_id}
+                )
+            except AlreadyExists as exc:  # the derived key was taken by another request
+                raise NodeError(f"subject {index}: {exc.reason.lower()}") from None
             ids.append(str(record.id))
-            if not is_new:
+            if is_new:
+                created += 1
+            else:
                 existing += 1
-                continue
-            created += 1
-            await append_audit(
-                con,
-                ctx.tenant_id,
-                action="dsar_request_created",
-                entity_type="dsar_request",
-                entity_id=str(record.id),
-                actor=ctx.actor,
-                changes={"requestType": "export", "encrypt": False, "flowRunId": ctx.run_id},
-                personal={"subjectId": subject},
-                subject_id=subject,
-            )
         return {"created": created, "existing": existing, "requestIds": ids}
 
 
