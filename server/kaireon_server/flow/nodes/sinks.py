@@ -24,9 +24,8 @@ from kaireon_server.flow.nodes.base import (
     records_of,
 )
 from kaireon_server.flow.nodes.column_values import ValueMismatch, fit_record
-from kaireon_server.flow.nodes.sql_guard import DS_TABLE
 from kaireon_server.flow.nodes.subjects import SUBJECT_NODE_TYPES
-from kaireon_server.platform.db.identifiers import quote_ident
+from kaireon_server.platform.db.identifiers import DYNAMIC_TABLE, quote_ident
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class TableSink(NodeType[TableSinkConfig]):
     def parse_config(self, config: Mapping[str, Any], setup: NodeSetup) -> TableSinkConfig:
         cfg = Config(config, {"table", "mode", "key", "input"})
         table = cfg.text("table")
-        if not DS_TABLE.fullmatch(table):
+        if not DYNAMIC_TABLE.fullmatch(table):
             raise ConfigError("table", "must be a registered ds_* table name")
         mode = cfg.text("mode", "insert", choices=("insert", "upsert"))
         key = tuple(k for k in cfg.text_list("key", [], non_empty=False) if k != "tenant_id")

@@ -50,7 +50,7 @@ READABLE_TABLES: frozenset[str] = frozenset(
         "fairness_report",
     }
 )
-DS_TABLE = DYNAMIC_TABLE
+
 
 ALLOWED_NODES: frozenset[str] = frozenset(
     {
@@ -244,7 +244,7 @@ class _Guard:
         self.tables: set[str] = set()
 
     def readable_table(self, name: str) -> bool:
-        return name in self.readable or (self.allow_any_ds and bool(DS_TABLE.match(name)))
+        return name in self.readable or (self.allow_any_ds and bool(DYNAMIC_TABLE.fullmatch(name)))
 
     def visit(self, node: Any, ctes: frozenset[str]) -> Any:
         if isinstance(node, tuple | list):
