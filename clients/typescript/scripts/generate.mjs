@@ -89,9 +89,10 @@ try {
     ];
     if (stale.length) {
       console.error(`clients/typescript/src/gen is stale (${stale.join(", ")}): run npm --prefix clients/typescript run generate`);
-      process.exit(1);
+      process.exitCode = 1; // not process.exit(): the finally block removes the temp dir
+    } else {
+      console.log(`clients/typescript/src/gen is up to date (${wanted.length} files)`);
     }
-    console.log(`clients/typescript/src/gen is up to date (${wanted.length} files)`);
   } else {
     rmSync(TARGET, { recursive: true, force: true });
     mkdirSync(dirname(TARGET), { recursive: true });

@@ -8,7 +8,7 @@ import { fromJson, toJsonString } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -27,6 +27,7 @@ import {
   parseKeyRing,
   RunEventType,
   RunState,
+  SERVICES,
   verifyArtifact,
   verifyBundle,
   verifyErasureReceipt,
@@ -40,6 +41,14 @@ const TENANT = "demo";
 let server: LiveServer;
 let admin: KaireonClient;
 let work: string;
+
+// Every RPC that reached the server from any client of this file (answered, or
+// refused by the server: either way the method was called over the wire).
+const called = new Set<string>();
+const record: Interceptor = (next) => async (req) => {
+  called.add(`${req.service.typeName}/${req.method.name}`);
+  return next(req);
+};
 
 async function rejects(call: Promise<unknown>, code: Code, reason: string): Promise<ConnectError> {
   try {
@@ -72,7 +81,7 @@ function python(args: string[], env: NodeJS.ProcessEnv = {}): { status: number |
 
 before(async () => {
   server = await startServer();
-  admin = createKaireonClient({ baseUrl: server.grpcUrl, tenant: TENANT, role: "admin" });
+  admin = createKaireonClient({ baseUrl: server.grpcUrl, tenant: TENANT, role: "admin", interceptors: [record] });
   work = mkdtempSync(join(tmpdir(), "kaireon-ts-artefacts-"));
   writeFileSync(join(work, "signing-key.pub"), server.publicKeyPem);
 });
@@ -402,18 +411,78 @@ describe("REST types (openapi-typescript)", () => {
 });
 
 describe("README", () => {
-  it("the ten-line example runs against the server as written", () => {
-    const readme = readFileSync(join(PACKAGE_DIR, "README.md"), "utf8");
-    const source = /```ts\n([\s\S]*?)```/.exec(readme)?.[1] ?? "";
-    assert.ok(source.includes("createKaireonClient"));
+  function runExample(readme: string): string[] {
+    const source = /```ts\n([\s\S]*?)```/.exec(readFileSync(readme, "utf8"))?.[1] ?? "";
+    assert.ok(source.includes("createKaireonClient"), `no example in ${readme}`);
     const js = ts
       .transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } })
       .outputText.replace('"@kaireon/compliance-client"', JSON.stringify(pathToFileURL(join(PACKAGE_DIR, "dist", "index.js")).href))
       .replace("http://localhost:50051", server.grpcUrl);
-    writeFileSync(join(work, "example.mjs"), js);
-    const out = execFileSync(process.execPath, [join(work, "example.mjs")], { encoding: "utf8", timeout: 120_000 });
-    const lines = out.trim().split("\n");
+    const file = join(work, `example-${Date.now()}.mjs`);
+    writeFileSync(file, js);
+    return execFileSync(process.execPath, [file], { encoding: "utf8", timeout: 120_000 }).trim().split("\n");
+  }
+
+  it("the package README's ten-line example runs against the server as written", () => {
+    const lines = runExample(join(PACKAGE_DIR, "README.md"));
     assert.match(lines[0] ?? "", /^(pending|processing|completed) \d+$/);
     assert.deepEqual(lines.slice(-3), ["completed 100", "true", "5 RUN_NOT_FOUND"]);
+  });
+
+  it("the repository README's example runs against the server as written", () => {
+    const lines = runExample(join(ROOT, "README.md"));
+    assert.equal(lines[0], "true");
+    assert.equal(lines[1], "SNAPSHOT ");
+    assert.deepEqual(lines.slice(-2), ["RUN_FINISHED ", "INVALID_FIELD"]);
+  });
+});
+
+describe("TLS", () => {
+  it("https:// with a private CA and a client certificate (mTLS); refused without them", async () => {
+    const certs = join(work, "tls");
+    mkdirSync(certs);
+    execFileSync(PYTHON, ["-c", "import sys; from pathlib import Path; from tests.support.certs import make_tls_files; make_tls_files(Path(sys.argv[1]))", certs], {
+      cwd: ROOT,
+    });
+    const file = (name: string): string => readFileSync(join(certs, name), "utf8");
+    const tls = await startServer(
+      {
+        KAIREON_TLS_CERT: join(certs, "server.crt"),
+        KAIREON_TLS_KEY: join(certs, "server.key"),
+        KAIREON_TLS_CLIENT_CA: join(certs, "ca.crt"),
+        KAIREON_HTTP_PORT: "off",
+      },
+      server,
+    );
+    try {
+      assert.match(tls.grpcUrl, /^https:/);
+      const secure = createKaireonClient({
+        baseUrl: tls.grpcUrl, tenant: TENANT, role: "viewer",
+        tls: { ca: file("ca.crt"), cert: file("client.crt"), key: file("client.key") },
+      });
+      assert.equal((await secure.provenance.getSigningKey({})).keyId, keyId(server.publicKeyPem));
+      const noClientCert = createKaireonClient({ baseUrl: tls.grpcUrl, tenant: TENANT, role: "viewer", tls: { ca: file("ca.crt") }, retry: { maxAttempts: 1, initialBackoffMs: 1, maxBackoffMs: 1, backoffMultiplier: 1 } });
+      // TLS 1.3: the handshake completes on the client's side before the server
+      // refuses the missing certificate, so HTTP/2 reports the stream cancelled.
+      await assert.rejects(noClientCert.provenance.getSigningKey({}), (e: unknown) =>
+        [Code.Unavailable, Code.Canceled].includes(ConnectError.from(e).code),
+      );
+      const untrusted = createKaireonClient({ baseUrl: tls.grpcUrl, tenant: TENANT, role: "viewer", retry: { maxAttempts: 1, initialBackoffMs: 1, maxBackoffMs: 1, backoffMultiplier: 1 } });
+      // Node's default roots do not know the test CA: the client refuses the server.
+      await assert.rejects(untrusted.provenance.getSigningKey({}), (e: unknown) =>
+        /unable to verify the first certificate/.test(ConnectError.from(e).message),
+      );
+      assert.throws(() => createKaireonClient({ baseUrl: server.grpcUrl, tls: { ca: file("ca.crt") } }), /https/);
+    } finally {
+      await tls.stop();
+    }
+  });
+});
+
+describe("coverage", () => {
+  it("every RPC of the five services was called from TypeScript", () => {
+    const all = SERVICES.flatMap((s) => s.methods.map((m) => `${s.typeName}/${m.name}`));
+    assert.equal(all.length, 20);
+    assert.deepEqual(all.filter((m) => !called.has(m)), []);
   });
 });

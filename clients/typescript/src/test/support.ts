@@ -38,13 +38,26 @@ export function signJwt(secret: string, claims: Record<string, unknown>): string
   return `${head}.${body}.${b64url(mac)}`;
 }
 
-export async function startServer(timeoutMs = 240_000): Promise<LiveServer> {
-  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
-  const cosignKey = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
-  const publicKeyPem = publicKey.export({ type: "spki", format: "pem" }).toString();
-  const encryptionKeys = `v1:${randomBytes(32).toString("base64")}`;
-  const jwtSecret = randomBytes(32).toString("hex");
-  const dataDir = mkdtempSync(join(tmpdir(), "kaireon-ts-"));
+interface Secrets {
+  cosignKey: string;
+  publicKeyPem: string;
+  encryptionKeys: string;
+  jwtSecret: string;
+  dataDir: string;
+}
+
+/**
+ * A server on a fresh embedded PostgreSQL; or, given `sharing`, a second server
+ * process on the same data directory and keys (pgserver lets processes share one
+ * data directory), e.g. with TLS settings in `extraEnv`.
+ */
+export async function startServer(
+  extraEnv: Record<string, string> = {},
+  sharing?: LiveServer,
+  timeoutMs = 240_000,
+): Promise<LiveServer> {
+  const secrets = sharing ? SECRETS.get(sharing) : undefined;
+  const { cosignKey, publicKeyPem, encryptionKeys, jwtSecret, dataDir } = secrets ?? freshSecrets();
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     KAIREON_DATA_DIR: dataDir,
@@ -56,6 +69,7 @@ export async function startServer(timeoutMs = 240_000): Promise<LiveServer> {
     KAIREON_JWT_HS256_SECRET: jwtSecret,
     COSIGN_KEY: cosignKey,
     KAIREON_ENCRYPTION_KEYS: encryptionKeys,
+    ...extraEnv,
   };
   delete env["DATABASE_URL"]; // always the embedded PostgreSQL: --demo seeds an empty database
   const proc: ChildProcessWithoutNullStreams = spawn(PYTHON, ["-m", "kaireon_server", "--demo"], {
@@ -84,10 +98,19 @@ export async function startServer(timeoutMs = 240_000): Promise<LiveServer> {
       clearTimeout(timer);
       fail(new Error(`server exited early (${code}): ${logLines.slice(-20).join("\n")}`));
     });
+  }).catch(async (err: unknown) => {
+    // Never leave a half-started server (and its PostgreSQL) behind.
+    if (proc.exitCode === null) {
+      proc.kill("SIGTERM");
+      await exited;
+    }
+    if (!sharing) rmSync(dataDir, { recursive: true, force: true });
+    throw err;
   });
-  return {
-    grpcUrl: `http://127.0.0.1:${ports.grpc}`,
-    httpUrl: `http://127.0.0.1:${ports.http}`,
+  const scheme = extraEnv["KAIREON_TLS_CERT"] ? "https" : "http";
+  const live: LiveServer = {
+    grpcUrl: `${scheme}://127.0.0.1:${ports.grpc}`,
+    httpUrl: `${scheme}://127.0.0.1:${ports.http}`,
     publicKeyPem,
     encryptionKeys,
     jwtSecret,
@@ -99,7 +122,22 @@ export async function startServer(timeoutMs = 240_000): Promise<LiveServer> {
         await exited;
         clearTimeout(killer);
       }
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!sharing) rmSync(dataDir, { recursive: true, force: true });
     },
+  };
+  SECRETS.set(live, { cosignKey, publicKeyPem, encryptionKeys, jwtSecret, dataDir });
+  return live;
+}
+
+const SECRETS = new WeakMap<LiveServer, Secrets>();
+
+function freshSecrets(): Secrets {
+  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+  return {
+    cosignKey: privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
+    publicKeyPem: publicKey.export({ type: "spki", format: "pem" }).toString(),
+    encryptionKeys: `v1:${randomBytes(32).toString("base64")}`,
+    jwtSecret: randomBytes(32).toString("hex"),
+    dataDir: mkdtempSync(join(tmpdir(), "kaireon-ts-")),
   };
 }
