@@ -120,8 +120,15 @@ function identityInterceptor(options: KaireonClientOptions): Interceptor {
   }
   return (next) => async (req) => {
     if (token !== undefined && !req.header.has("authorization")) {
-      const value = typeof token === "function" ? await token() : token;
-      if (!HEADER_TOKEN.test(value)) throw new TypeError("token must be printable ASCII without spaces");
+      let value: string;
+      try {
+        value = typeof token === "function" ? await token() : token;
+      } catch (err) {
+        throw new ConnectError(`token provider failed: ${String(err)}`, Code.Unauthenticated, undefined, undefined, err);
+      }
+      if (typeof value !== "string" || !HEADER_TOKEN.test(value)) {
+        throw new ConnectError("token must be printable ASCII without spaces", Code.Unauthenticated);
+      }
       req.header.set("authorization", `Bearer ${value}`);
     }
     if (tenant !== undefined && !req.header.has("x-tenant-id")) req.header.set("x-tenant-id", tenant);
@@ -158,7 +165,9 @@ function retryable(err: unknown): boolean {
 export function withCallPolicy(inner: Transport, timeoutMs: number, policy: CallRetryPolicy): Transport {
   return {
     async unary(method, signal, callTimeoutMs, header, input, contextValues) {
-      const budget = callTimeoutMs ?? (timeoutMs > 0 ? timeoutMs : undefined);
+      // As Connect: a per-call timeout of 0 or less means no deadline.
+      const chosen = callTimeoutMs ?? timeoutMs;
+      const budget = chosen > 0 ? chosen : undefined;
       const deadline = budget === undefined ? undefined : Date.now() + budget;
       const attempts = isIdempotent(method) ? policy.maxAttempts : 1;
       for (let attempt = 1; ; attempt++) {

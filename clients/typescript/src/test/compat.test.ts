@@ -14,6 +14,7 @@ import {
   canonicalize,
   decryptEnvelope,
   EnvelopeError,
+  idempotentMethods,
   isCanonical,
   parseKeyRing,
   verifyArtifact,
@@ -113,5 +114,16 @@ describe("ECDSA P-256 signatures", () => {
     const unsigned = verifyArtifact(body, { signature: "unsigned", publicKeyPem: pem });
     assert.equal(unsigned.ok, false);
     assert.ok(verifyArtifact(body, { signature: "unsigned", allowUnsigned: true }).ok);
+  });
+});
+
+describe("call policy", () => {
+  it("the retried (GET-annotated) methods are the Python client's", () => {
+    const theirs = JSON.parse(
+      python("import json; from kaireon_client.client import idempotent_methods; print(json.dumps(sorted(f'{s}/{m}' for s, m in idempotent_methods())))"),
+    ) as string[];
+    assert.deepEqual([...idempotentMethods()].sort(), theirs);
+    assert.ok(theirs.includes("kaireon.dsar.v1.DsarService/WatchDsarRequest"));
+    assert.ok(!theirs.includes("kaireon.erasure.v1.ErasureService/EraseCustomer"));
   });
 });

@@ -336,6 +336,24 @@ describe("identity, deadlines, retries", () => {
     assert.equal(asked, 2, "the provider is asked on every call");
   });
 
+  it("a failing token provider fails the call as UNAUTHENTICATED, before anything is sent", async () => {
+    const broken = createKaireonClient({
+      baseUrl: server.grpcUrl,
+      token: async () => {
+        throw new Error("vault sealed");
+      },
+    });
+    await assert.rejects(broken.provenance.getSigningKey({}), (e: unknown) => {
+      const err = ConnectError.from(e);
+      return err.code === Code.Unauthenticated && err.rawMessage.includes("vault sealed");
+    });
+  });
+
+  it("a per-call timeoutMs of 0 means no deadline, as in Connect", async () => {
+    const hasty = createKaireonClient({ baseUrl: server.grpcUrl, tenant: TENANT, role: "admin", timeoutMs: 1 });
+    assert.equal((await hasty.audit.verifyChain({}, { timeoutMs: 0 })).valid, true);
+  });
+
   it("no identity is UNAUTHENTICATED", async () => {
     const anonymous = createKaireonClient({ baseUrl: server.grpcUrl });
     try {
