@@ -82,7 +82,7 @@ export interface KaireonClientOptions {
   /** Default deadline of unary calls in ms (Python client: 30 s). 0 = none. */
   timeoutMs?: number;
   retry?: CallRetryPolicy;
-  /** Largest message accepted / sent (Python client: 64 MiB). */
+  /** Largest message accepted / sent (16 MiB, as the Python client). */
   maxMessageBytes?: number;
   /** Extra interceptors, run after the identity one. */
   interceptors?: Interceptor[];
@@ -255,7 +255,7 @@ export function createKaireonClient(options: KaireonClientOptions): KaireonClien
   if (options.tls !== undefined && url.protocol !== "https:") {
     throw new TypeError("tls options need an https:// baseUrl");
   }
-  const maxBytes = options.maxMessageBytes ?? 64 * 1024 * 1024;
+  const maxBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
   const grpc = createGrpcTransport({
     baseUrl: options.baseUrl,
     interceptors: [identityInterceptor(options), ...(options.interceptors ?? [])],
