@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import ts from "typescript";
@@ -375,14 +376,18 @@ describe("identity, deadlines, retries", () => {
   });
 
   it("idempotent (GET) methods are retried on UNAVAILABLE, others are not", async () => {
-    // A port nobody listens on: every attempt is refused by the kernel (UNAVAILABLE).
+    // A port nobody listens on (bound, then closed): every attempt is refused (UNAVAILABLE).
+    const probe = createServer();
+    await new Promise<void>((done) => probe.listen(0, "127.0.0.1", done));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise<void>((done) => probe.close(() => done()));
     const attempts = new Map<string, number>();
     const count: Interceptor = (next) => async (req) => {
       attempts.set(req.method.name, (attempts.get(req.method.name) ?? 0) + 1);
       return next(req);
     };
     const closed = createKaireonClient({
-      baseUrl: "http://127.0.0.1:9", tenant: TENANT, role: "admin", interceptors: [count],
+      baseUrl: `http://127.0.0.1:${port}`, tenant: TENANT, role: "admin", interceptors: [count],
       retry: { maxAttempts: 4, initialBackoffMs: 10, maxBackoffMs: 50, backoffMultiplier: 2 },
     });
     for (const call of [() => closed.provenance.getSigningKey({}), () => closed.audit.verifyChain({})]) {
