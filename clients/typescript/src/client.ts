@@ -76,7 +76,7 @@ export interface KaireonClientOptions {
   /** Trusted-header identity (servers with KAIREON_TRUST_HEADERS, e.g. --demo). */
   tenant?: string;
   role?: RoleName;
-  /** Bearer token per call (JWT); takes precedence over tenant/role headers. */
+  /** Bearer token (JWT), or a provider asked on every call; excludes tenant/role. */
   token?: string | (() => string | Promise<string>);
   tls?: TlsOptions;
   /** Default deadline of unary calls in ms (Python client: 30 s). 0 = none. */
@@ -110,6 +110,10 @@ const HEADER_TOKEN = /^[\x21-\x7e]+$/;
 
 function identityInterceptor(options: KaireonClientOptions): Interceptor {
   const { tenant, role, token } = options;
+  // One identity source per client: the server must not have to pick between two.
+  if (token !== undefined && (tenant !== undefined || role !== undefined)) {
+    throw new TypeError("give either token or tenant/role, not both");
+  }
   for (const [name, value] of [
     ["tenant", tenant],
     ["role", role],

@@ -355,6 +355,11 @@ describe("identity, deadlines, retries", () => {
     assert.equal((await hasty.audit.verifyChain({}, { timeoutMs: 0 })).valid, true);
   });
 
+  it("one identity source per client", () => {
+    assert.throws(() => createKaireonClient({ baseUrl: server.grpcUrl, tenant: TENANT, token: "t" }), /either token or tenant\/role/);
+    assert.throws(() => createKaireonClient({ baseUrl: server.grpcUrl, tenant: "demo tenant" }), /printable ASCII/);
+  });
+
   it("no identity is UNAUTHENTICATED", async () => {
     const anonymous = createKaireonClient({ baseUrl: server.grpcUrl });
     try {
