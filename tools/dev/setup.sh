@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the server, the tests and the linters need, from the lock
 # files only: a bootstrap venv with a pinned uv, .venv from uv.lock, buf from
-# package-lock.json. Idempotent and quick when nothing changed.
+# package-lock.json, the TypeScript client's dev tools from
+# clients/typescript/package-lock.json. Idempotent and quick when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -20,5 +21,11 @@ if [ "${KAIREON_SKIP_NODE:-0}" != "1" ]; then
     # npm ci trips over the lock's other-platform optional packages (npm 11);
     # install honours the exact pin and the lock's integrity hashes.
     npm install --no-audit --no-fund --loglevel=error
+  fi
+  # The TypeScript client has its own lock (it is a publishable package); npm ci
+  # installs exactly that, and only when the lock changed since the last install.
+  TS=clients/typescript
+  if [ ! -f "$TS/node_modules/.package-lock.json" ] || [ "$TS/package-lock.json" -nt "$TS/node_modules/.package-lock.json" ]; then
+    npm ci --prefix "$TS" --no-audit --no-fund --loglevel=error
   fi
 fi

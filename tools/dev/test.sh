@@ -11,6 +11,13 @@ BIN=.venv/bin
 echo "== tests on the embedded PostgreSQL"
 "$BIN/python" -m pytest -q -p no:cacheprovider "$@"
 
+# The TypeScript client against a live demo server it starts (embedded
+# PostgreSQL); node --test prints its summary and exits non-zero on a failure.
+if [ "${KAIREON_SKIP_NODE:-0}" != "1" ]; then
+  echo "== TypeScript client (node --test)"
+  npm --prefix clients/typescript test --silent
+fi
+
 EXTERNAL=${KAIREON_TEST_PG15_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
 if "$BIN/python" - "$EXTERNAL" <<'PY'
 import asyncio, sys
