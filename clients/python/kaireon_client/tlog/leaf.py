@@ -183,6 +183,31 @@ class AuditLeaf:
         return leaf_hash(self.canonical())
 
     @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> AuditLeaf:
+        """From an audit row in the server's normalised (camelCase) form.
+
+        That is the form the audit chain hashes (`tenantId`, `seq`, `id`, `action`,
+        `entityType`, `entityId`, `entityIdDigest`, `actor`, `changes`,
+        `personalDigests`, `timestamp`) plus `subjectIdDigest`; chain fields
+        (`prevHash`, `integrityHash`) are ignored. A personal entity id is dropped
+        in favour of its digest, so a redacted and an unredacted row give one leaf."""
+        entity_digest = row.get("entityIdDigest") or None
+        return cls(
+            tenant_id=row["tenantId"],
+            seq=int(row["seq"]),
+            id=str(row["id"]),
+            action=row["action"],
+            entity_type=row["entityType"],
+            entity_id=None if entity_digest else row.get("entityId"),
+            entity_id_digest=entity_digest,
+            subject_id_digest=row.get("subjectIdDigest") or None,
+            actor=row["actor"],
+            timestamp=row["timestamp"],
+            changes=dict(row.get("changes") or {}),
+            personal_digests=dict(row.get("personalDigests") or {}),
+        )
+
+    @classmethod
     def from_json(cls, value: Any) -> AuditLeaf:
         """The inverse of `to_json`: exactly LEAF_FIELDS, nothing missing, nothing more."""
         if not isinstance(value, Mapping):

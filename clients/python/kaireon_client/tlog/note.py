@@ -296,7 +296,8 @@ def parse_vkey_parts(vkey: str) -> tuple[str, int, int, bytes]:
     """Split a vkey into (name, key id, signature type, public key), checking the id."""
     if not isinstance(vkey, str):
         raise NoteError("a vkey is a string")
-    parts = vkey.split("+")
+    # The name holds no '+', the hex id none either; the base64 key material may.
+    parts = vkey.split("+", 2)
     if len(parts) != 3:
         raise NoteError("a vkey is '<name>+<hex key id>+<base64 type and key>'")
     name, hex_id, material = parts
@@ -332,7 +333,7 @@ def format_private_key(name: str, sig_type: int, private_key: Ed25519PrivateKey)
 
 def parse_private_key(text: str) -> tuple[str, int, Ed25519PrivateKey]:
     """Parse `format_private_key` output: (name, signature type, key); checks the id."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 4)
     if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
         raise NoteError("a private key is 'PRIVATE+KEY+<name>+<hex key id>+<base64>'")
     name, hex_id, material = parts[2:]
