@@ -158,7 +158,9 @@ def verify_export(
             try:
                 verify_inclusion(hashed, index, cp.size, proof, cp.root_hash)
             except ProofError as exc:
-                raise VerificationError(f"row does not match the checkpoint: {exc}", index) from exc
+                raise VerificationError(
+                    f"row or its inclusion proof does not match the checkpoint: {exc}", index
+                ) from exc
             proofs_checked += 1
         if prefix is not None:
             prefix.append(hashed)
