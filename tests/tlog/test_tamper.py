@@ -197,6 +197,7 @@ def test_leaves_are_canonical_and_strict() -> None:
             AuditLeaf.from_json({**leaf.to_json(), **change}).canonical()
 
 
+@pytest.mark.slow
 def test_the_verify_command_reports_the_first_bad_index(log: Log, tmp_path: Path) -> None:
     logs, witnesses = _keys(log)
     good = tmp_path / "good.json"
@@ -205,7 +206,8 @@ def test_the_verify_command_reports_the_first_bad_index(log: Log, tmp_path: Path
     bad_document["entries"][12]["leaf"]["actor"] = "mallory"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(bad_document))
-    args = [sys.executable, "-m", "kaireon_client.tlog.verify", "--log-vkey", logs[0].vkey()]
+    kaireon = str(Path(sys.executable).with_name("kaireon"))
+    args = [kaireon, "verify", "audit", "--log-vkey", logs[0].vkey()]
     for w in witnesses:
         args += ["--witness-vkey", w.vkey()]
     ok = subprocess.run([*args, str(good)], capture_output=True, text=True, timeout=60)
@@ -214,6 +216,14 @@ def test_the_verify_command_reports_the_first_bad_index(log: Log, tmp_path: Path
     broken = subprocess.run([*args, str(bad)], capture_output=True, text=True, timeout=60)
     assert broken.returncode == 1
     assert "leaf index 12:" in broken.stderr and "does NOT verify" in broken.stderr
+    # A witness key given as the log key is a usage error, not a verdict.
+    wrong = subprocess.run(
+        [kaireon, "verify", "audit", "--log-vkey", witnesses[0].vkey(), str(good)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert wrong.returncode == 2 and "bad log vkey" in wrong.stderr
 
 
 def test_inclusion_proofs_from_a_node_source_match_the_leaf_list(log: Log) -> None:

@@ -194,13 +194,17 @@ def verify_export(
     )
 
 
+class _UsageError(Exception):
+    pass
+
+
 def _keys(values: Sequence[str], parse: Any, what: str) -> list[Verifier]:
     keys: list[Verifier] = []
     for value in values:
         try:
             keys.append(parse(value))
         except NoteError as exc:
-            raise SystemExit(f"kaireon verify audit: bad {what} {value!r}: {exc}") from exc
+            raise _UsageError(f"bad {what} {value!r}: {exc}") from exc
     return keys
 
 
@@ -225,9 +229,17 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def run(args: argparse.Namespace) -> int:
-    log_keys = _keys(args.log_vkey, parse_ed25519_vkey, "log vkey")
-    witness_keys = _keys(args.witness_vkey, parse_cosignature_vkey, "witness vkey")
+    """Exit 0 when the export verifies, 1 when it does not, 2 on bad keys or options."""
+    try:
+        log_keys = _keys(args.log_vkey, parse_ed25519_vkey, "log vkey")
+        witness_keys = _keys(args.witness_vkey, parse_cosignature_vkey, "witness vkey")
+    except _UsageError as exc:
+        print(f"kaireon verify audit: {exc}", file=sys.stderr)
+        return 2
     quorum = len(witness_keys) if args.quorum is None else args.quorum
+    if not 0 <= quorum <= len(witness_keys):
+        print(f"kaireon verify audit: --quorum must be 0..{len(witness_keys)}", file=sys.stderr)
+        return 2
     try:
         text = sys.stdin.read() if args.export == "-" else Path(args.export).read_text()
         document = json.loads(text)
