@@ -20,7 +20,7 @@ from kaireon_client.tlog.merkle import (
     inclusion_proof,
     root_hash,
 )
-from kaireon_client.tlog.note import Ed25519Signer, format_note, sign_note
+from kaireon_client.tlog.note import Ed25519Signer, Note, format_note, sign_note
 from kaireon_client.tlog.verify import EXPORT_FORMAT
 
 LOG_NAME = "kaireon.example"
@@ -79,8 +79,10 @@ class Log:
 
     def signed(self, size: int | None = None, cosigners: int = 3) -> str:
         body = self.checkpoint(size).body()
-        cosignatures = [w.cosign(body) for w in self.witnesses[:cosigners]]
-        return format_note(sign_note(body, [self.signer], cosignatures)).decode()
+        # The log's signature first, then the witnesses' (as a log serves it).
+        note = sign_note(body, [self.signer])
+        cosignatures = tuple(w.cosign(body) for w in self.witnesses[:cosigners])
+        return format_note(Note(body, note.signatures + cosignatures)).decode()
 
     def consistency(self, old: int, new: int) -> list[bytes]:
         return consistency_proof(self.hashes(), old, new)

@@ -16,6 +16,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
 from kaireon_client.tlog.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -25,6 +30,8 @@ from kaireon_client.tlog.merkle import (
     encode_hash,
 )
 from kaireon_client.tlog.note import (
+    Ed25519Signer,
+    Ed25519Verifier,
     Note,
     NoteError,
     Signer,
@@ -43,6 +50,8 @@ __all__ = [
     "open_checkpoint",
     "origin_for_tenant",
     "parse_checkpoint",
+    "tenant_log_signer",
+    "tenant_log_verifier",
 ]
 
 _SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
@@ -65,6 +74,20 @@ def origin_for_tenant(log_name: str, tenant_id: str) -> str:
             "(allowed: 1-128 of A-Z a-z 0-9 . _ ~ -)"
         )
     return f"{log_name}/audit/{tenant_id}"
+
+
+def tenant_log_signer(
+    private_key: Ed25519PrivateKey, log_name: str, tenant_id: str
+) -> Ed25519Signer:
+    """The log key (KAIREON_LOG_KEY) as it signs one tenant's checkpoints: named by origin."""
+    return Ed25519Signer(origin_for_tenant(log_name, tenant_id), private_key)
+
+
+def tenant_log_verifier(
+    public_key: Ed25519PublicKey, log_name: str, tenant_id: str
+) -> Ed25519Verifier:
+    """What an auditor pins for one tenant: `tenant_log_verifier(...).vkey()`."""
+    return Ed25519Verifier(origin_for_tenant(log_name, tenant_id), public_key)
 
 
 @dataclass(frozen=True, slots=True)
