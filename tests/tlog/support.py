@@ -10,7 +10,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kaireon_client.tlog.checkpoint import Checkpoint, origin_for_tenant
+from kaireon_client.tlog.checkpoint import Checkpoint, origin_for_tenant, tenant_log_signer
 from kaireon_client.tlog.cosignature import CosignatureSigner
 from kaireon_client.tlog.leaf import AuditLeaf, personal_digest
 from kaireon_client.tlog.merkle import (
@@ -64,7 +64,7 @@ class Log:
 
     @property
     def signer(self) -> Ed25519Signer:
-        return Ed25519Signer(self.origin, self.log_key)
+        return tenant_log_signer(self.log_key, LOG_NAME, self.tenant)
 
     def append(self, n: int) -> None:
         for _ in range(n):

@@ -19,6 +19,8 @@ from kaireon_client.tlog.checkpoint import (
     open_checkpoint,
     origin_for_tenant,
     parse_checkpoint,
+    tenant_log_signer,
+    tenant_log_verifier,
 )
 from kaireon_client.tlog.cosignature import (
     CosignatureSigner,
@@ -278,6 +280,19 @@ def test_origins_are_per_tenant_and_refuse_unsafe_tenant_ids() -> None:
             origin_for_tenant("kaireon.example", bad)
     with pytest.raises(CheckpointError):
         origin_for_tenant("https://kaireon.example", "acme")
+
+
+def test_one_log_key_gives_each_tenant_its_own_vkey() -> None:
+    key = Ed25519PrivateKey.generate()
+    acme = tenant_log_signer(key, "kaireon.example", "acme")
+    beta = tenant_log_signer(key, "kaireon.example", "beta")
+    assert acme.name == "kaireon.example/audit/acme" and acme.key_id != beta.key_id
+    pinned = tenant_log_verifier(key.public_key(), "kaireon.example", "acme")
+    assert pinned.vkey() == acme.vkey()
+    # A checkpoint of tenant beta does not open with tenant acme's pinned key.
+    note = sign_note(Checkpoint("kaireon.example/audit/beta", 0, EMPTY_ROOT).body(), [beta])
+    with pytest.raises(CheckpointError, match="no pinned log key"):
+        open_checkpoint(format_note(note), [pinned])
 
 
 def test_open_checkpoint_applies_the_witness_quorum() -> None:

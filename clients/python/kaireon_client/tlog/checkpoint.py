@@ -13,7 +13,7 @@ as the specification recommends, so each tenant has its own vkey.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -34,11 +34,8 @@ from kaireon_client.tlog.note import (
     Ed25519Verifier,
     Note,
     NoteError,
-    Signer,
     Verifier,
-    check_key_name,
     parse_note,
-    sign_note,
     verified_keys,
     verify_note,
 )
@@ -115,12 +112,6 @@ class Checkpoint:
         lines = [self.origin, str(self.size), encode_hash(self.root_hash), *self.extensions]
         return "".join(line + "\n" for line in lines)
 
-    def sign(self, signers: Iterable[Signer]) -> Note:
-        try:
-            return sign_note(self.body(), signers)
-        except NoteError as exc:
-            raise CheckpointError(str(exc)) from exc
-
 
 def parse_checkpoint(body: str) -> Checkpoint:
     """Parse a checkpoint body (the note text), strictly."""
@@ -191,11 +182,3 @@ def open_checkpoint(
             f"only {len(witnesses)} of the required {quorum} witness cosignatures"
         )
     return SignedCheckpoint(checkpoint, note, log_key, witnesses)
-
-
-def check_origin(origin: str) -> str:
-    """Our own origins also serve as key names: refuse spaces and '+'."""
-    try:
-        return check_key_name(origin)
-    except NoteError as exc:
-        raise CheckpointError(str(exc)) from exc
