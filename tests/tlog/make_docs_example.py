@@ -16,18 +16,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kaireon_client.tlog.cosignature import CosignatureSigner
 from kaireon_client.tlog.leaf import AuditLeaf
-from kaireon_client.tlog.merkle import encode_hash, inclusion_proof
+from kaireon_client.tlog.merkle import inclusion_proof
 from kaireon_client.tlog.proof import TlogProof, format_tlog_proof
-from tests.tlog.support import Log
+from tests.tlog.support import Log, add_checkpoint_request
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "examples" / "audit"
-
-
-def _request(log: Log, old: int, new: int) -> str:
-    proof = log.consistency(old, new) if 0 < old < new else []
-    return (
-        f"old {old}\n" + "".join(encode_hash(h) + "\n" for h in proof) + "\n" + log.signed(new, 0)
-    )
 
 
 def main() -> None:
@@ -45,14 +38,14 @@ def main() -> None:
     path = tuple(inclusion_proof(log.hashes(), 2, 5))
     (OUT / "entry-2.tlog-proof").write_text(format_tlog_proof(TlogProof(2, path, log.signed())))
     (OUT / "entry-2.leaf.json").write_bytes(log.leaves[2].canonical())
-    (OUT / "add-checkpoint-3.txt").write_text(_request(log, 0, 3))
-    (OUT / "add-checkpoint-5.txt").write_text(_request(log, 3, 5))
+    (OUT / "add-checkpoint-3.txt").write_text(add_checkpoint_request(log, 0, 3))
+    (OUT / "add-checkpoint-5.txt").write_text(add_checkpoint_request(log, 3, 5))
     # The same log key signs a rewrite of entry 1 (the stolen-key case).
     forked = Log(tenant="demo", log_key=log.log_key, witnesses=witnesses)
     forked.leaves = list(log.leaves)
     forked.leaves[1] = AuditLeaf.from_json({**log.leaves[1].to_json(), "actor": "mallory"})
     forked.append(1)
-    (OUT / "add-checkpoint-forked-6.txt").write_text(_request(forked, 5, 6))
+    (OUT / "add-checkpoint-forked-6.txt").write_text(add_checkpoint_request(forked, 5, 6))
 
 
 if __name__ == "__main__":

@@ -105,5 +105,12 @@ class Log:
         }
 
 
+def add_checkpoint_request(log: Log, old: int, new: int, *, signed: str | None = None) -> str:
+    """A tlog-witness add-checkpoint body: old size, consistency proof, blank line, checkpoint."""
+    proof = log.consistency(old, new) if 0 < old < new else []
+    lines = "".join(encode_hash(h) + "\n" for h in proof)
+    return f"old {old}\n{lines}\n{signed or log.signed(new, cosigners=0)}"
+
+
 def deep(document: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(document)

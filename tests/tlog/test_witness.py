@@ -20,6 +20,7 @@ from kaireon_client.tlog.leaf import AuditLeaf
 from kaireon_client.tlog.merkle import encode_hash
 from kaireon_client.tlog.note import Ed25519Signer
 from tests.tlog.support import Log
+from tests.tlog.support import add_checkpoint_request as request
 
 # Each test starts the installed command several times: run once in CI, not per database.
 pytestmark = pytest.mark.slow
@@ -31,12 +32,6 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
     return subprocess.run(
         [str(WITNESS), *args], input=stdin, capture_output=True, text=True, timeout=60
     )
-
-
-def request(log: Log, old: int, new: int, *, signed: str | None = None) -> str:
-    proof = log.consistency(old, new) if 0 < old < new else []
-    lines = "".join(encode_hash(h) + "\n" for h in proof)
-    return f"old {old}\n{lines}\n{signed or log.signed(new, cosigners=0)}"
 
 
 @pytest.fixture

@@ -33,12 +33,14 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -353,19 +355,114 @@ def _log_keys(args: argparse.Namespace) -> list[Ed25519Verifier]:
         raise Refusal(EXIT_BAD_REQUEST, f"bad log vkey: {exc}") from exc
 
 
+def handle_request(witness: Witness, data: bytes) -> Signature:
+    """One add-checkpoint request body: cosign it, or refuse (keeping the evidence)."""
+    try:
+        return witness.add_checkpoint(parse_request(data))
+    except Refusal as refusal:
+        if refusal.evidence:
+            kept = _keep_evidence(witness.state.path, data)
+            refusal.args = (f"{refusal.args[0]} (request kept in {kept})",)
+        raise
+
+
 def _cosign(args: argparse.Namespace) -> int:
     signer = load_signer(args.key)
     log_keys = _log_keys(args)
     data = sys.stdin.buffer.read() if args.request == "-" else Path(args.request).read_bytes()
     witness = Witness(signer, WitnessState(args.state), log_keys)
+    sys.stdout.write(handle_request(witness, data).line())
+    return 0
+
+
+# Exit codes back to the HTTP statuses of c2sp.org/tlog-witness.
+HTTP_STATUS = {
+    EXIT_BAD_REQUEST: 400,
+    EXIT_FORBIDDEN: 403,
+    EXIT_UNKNOWN_ORIGIN: 404,
+    EXIT_CONFLICT: 409,
+    EXIT_INCONSISTENT: 422,
+}
+MAX_REQUEST_BYTES = 64 * 1024
+_ORIGIN_HASH_PATH = re.compile(r"/([0-9a-f]{64})/checkpoint")
+
+
+def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
+    """The tlog-witness HTTP interface: POST /add-checkpoint, GET /<origin hash>/checkpoint.
+
+    Submission and monitoring prefixes are both the root. Concurrent requests are
+    safe: each check-and-update holds the state file's lock."""
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "kaireon-witness"
+
+        def _answer(self, status: int, body: str, content_type: str = "text/plain") -> None:
+            raw = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", f"{content_type}; charset=utf-8")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def do_POST(self) -> None:
+            if self.path != "/add-checkpoint":
+                self._answer(404, "not found\n")
+                return
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                self._answer(411, "Content-Length required\n")
+                return
+            if not 0 <= length <= MAX_REQUEST_BYTES:
+                self._answer(413, "request too large\n")
+                return
+            data = self.rfile.read(length)
+            try:
+                cosignature = handle_request(witness, data)
+            except Refusal as refusal:
+                if refusal.code == EXIT_CONFLICT:
+                    self._answer(409, refusal.body, "text/x.tlog.size")
+                else:
+                    self._answer(HTTP_STATUS.get(refusal.code, 400), f"{refusal}\n")
+                return
+            self._answer(200, cosignature.line())
+
+        def do_GET(self) -> None:
+            match = _ORIGIN_HASH_PATH.fullmatch(self.path)
+            if match is None:
+                self._answer(404, "not found\n")
+                return
+            for origin, record in witness.state.read().items():
+                if hashlib.sha256(origin.encode()).hexdigest() == match.group(1):
+                    self._answer(200, record.checkpoint)
+                    return
+            self._answer(404, "never cosigned a checkpoint of this log\n")
+
+        def log_message(self, format: str, *args: object) -> None:
+            # One line per request on stderr, without bodies.
+            status = args[1] if len(args) > 1 else "-"
+            sys.stderr.write(f"kaireon-witness: {self.command} {self.path} {status}\n")
+
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    witness = Witness(load_signer(args.key), WitnessState(args.state), _log_keys(args))
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise Refusal(EXIT_BAD_REQUEST, "--listen is HOST:PORT")
+    server = make_server(witness, host.strip("[]"), int(port))
+    bound_host, bound_port = server.server_address[:2]
+    if isinstance(bound_host, bytes):
+        bound_host = bound_host.decode()
+    print(f"kaireon-witness: listening on http://{bound_host}:{bound_port}", file=sys.stderr)
+    sys.stderr.flush()
     try:
-        cosignature = witness.add_checkpoint(parse_request(data))
-    except Refusal as refusal:
-        if refusal.evidence:
-            kept = _keep_evidence(args.state, data)
-            refusal.args = (f"{refusal.args[0]} (request kept in {kept})",)
-        raise
-    sys.stdout.write(cosignature.line())
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
 
 
@@ -397,6 +494,15 @@ def build_parser() -> argparse.ArgumentParser:
     cosign.add_argument("--logs", type=Path, help="file of trusted log vkeys, one a line")
     cosign.add_argument("request", nargs="?", default="-", help="request file ('-': stdin)")
     cosign.set_defaults(func=_cosign)
+    serve = commands.add_parser("serve", help="serve the tlog-witness HTTP protocol")
+    serve.add_argument("--key", type=Path, required=True, help="witness key file")
+    serve.add_argument("--state", type=Path, required=True, help="witness state file")
+    serve.add_argument("--log-vkey", action="append", default=[], help="trusted log vkey")
+    serve.add_argument("--logs", type=Path, help="file of trusted log vkeys, one a line")
+    serve.add_argument(
+        "--listen", default="127.0.0.1:7380", help="HOST:PORT (default 127.0.0.1:7380)"
+    )
+    serve.set_defaults(func=_serve)
     latest = commands.add_parser("latest", help="print the last cosigned checkpoint of a log")
     latest.add_argument("--state", type=Path, required=True)
     latest.add_argument("--origin", required=True)
