@@ -5,6 +5,7 @@
 - checkpoint: C2SP tlog-checkpoint (signed tree heads, per-tenant origins);
 - cosignature: C2SP tlog-cosignature v1 (witness cosignatures);
 - leaf: the RFC 8785 leaf of one audit row;
+- tiles: C2SP tlog-tiles (paths, tile contents, proofs from tiles, entry bundles);
 - proof: C2SP tlog-proof (one entry's offline inclusion proof);
 - verify: offline verification of an exported range (`kaireon verify audit`);
 - witness: the `kaireon-witness` command.
