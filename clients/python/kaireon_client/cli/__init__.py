@@ -19,7 +19,7 @@ from kaireon_client.cli.common import report_rpc_error
 from kaireon_client.client import KaireonClient
 from kaireon_client.config import ClientConfig
 
-SUBCOMMAND_MODULES: Sequence[str] = ("audit", "dsar", "erase", "flow", "provenance")
+SUBCOMMAND_MODULES: Sequence[str] = ("audit", "dsar", "erase", "flow", "provenance", "verify")
 
 
 def build_parser() -> argparse.ArgumentParser:
