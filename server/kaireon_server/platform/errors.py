@@ -105,6 +105,18 @@ class ResourceExhausted(KaireonError):
     code = ErrorCode.RESOURCE_EXHAUSTED
     default_reason = "RESOURCE_EXHAUSTED"
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        # Seconds after which a retry may succeed: google.rpc.RetryInfo / Retry-After.
+        self.retry_after = retry_after
+
 
 class Unavailable(KaireonError):
     code = ErrorCode.UNAVAILABLE
