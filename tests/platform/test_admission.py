@@ -25,7 +25,9 @@ from grpc_status import rpc_status
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon_server.app import App
+from kaireon_server.platform.admission import AdmissionSettings, peer_address
 from kaireon_server.platform.config import Settings
+from kaireon_server.platform.errors import ConfigurationError
 from tests.support.server import metadata
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -289,3 +291,52 @@ async def test_background_work_still_waits_for_the_pool(
             await asyncio.sleep(0.5)
             assert not waiter.done()  # queued, not refused
         assert await asyncio.wait_for(waiter, 20) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("KAIREON_TENANT_MAX_INFLIGHT_SHARE", "1.5"),
+        ("KAIREON_TENANT_MAX_INFLIGHT_SHARE", "half"),
+        ("KAIREON_PUBLIC_MAX_INFLIGHT", "0"),
+        ("KAIREON_PUBLIC_MAX_INFLIGHT_PER_PEER", "-1"),
+        ("KAIREON_GRPC_MAX_CONNECTION_IDLE_SECONDS", "-5"),
+        ("KAIREON_RETRY_AFTER_SECONDS", "soon"),
+    ],
+)
+def test_bad_admission_settings_are_refused_at_start(name: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        AdmissionSettings.from_env({name: value})
+
+
+def test_the_tenant_share_rule_and_the_grpc_options() -> None:
+    assert AdmissionSettings(max_inflight=1000, tenant_share=0.5).tenant_max_inflight == 500
+    assert AdmissionSettings(max_inflight=4, tenant_share=0.1).tenant_max_inflight == 1
+    assert AdmissionSettings(max_inflight=0).tenant_max_inflight == 0  # no limit at all
+    options = dict(
+        AdmissionSettings.from_env(
+            {
+                "KAIREON_GRPC_MAX_CONNECTION_IDLE_SECONDS": "7",
+                "KAIREON_GRPC_MAX_CONNECTION_AGE_SECONDS": "60",
+                "KAIREON_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS": "5",
+            }
+        ).grpc_options()
+    )
+    assert options["grpc.max_connection_idle_ms"] == 7000
+    assert options["grpc.max_connection_age_ms"] == 60000
+    assert options["grpc.max_connection_age_grace_ms"] == 5000
+    assert "grpc.max_connection_age_ms" not in dict(AdmissionSettings().grpc_options())
+
+
+@pytest.mark.parametrize(
+    ("peer", "address"),
+    [
+        ("ipv4:10.1.2.3:5555", "10.1.2.3"),
+        ("ipv6:[::1]:5555", "::1"),
+        ("ipv6:[fe80::1%eth0]:80", "fe80::1%eth0"),
+        ("unix:/tmp/socket", "unix"),
+        ("", "unknown"),
+    ],
+)
+def test_peers_are_counted_by_address_not_port(peer: str, address: str) -> None:
+    assert peer_address(peer) == address

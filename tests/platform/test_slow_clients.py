@@ -20,6 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kaireon_server.app import App
+from kaireon_server.gateway.settings import GatewaySettings
 from kaireon_server.platform.config import Settings
 
 TIMEOUT = 1.0
@@ -168,3 +169,10 @@ async def test_a_tcp_connection_that_never_speaks_http2_is_dropped(slow_app: App
     elapsed, _ = await closed_after(reader, writer, None)
     print(f"silent gRPC connection dropped after {elapsed:.2f} s (handshake timeout {TIMEOUT} s)")
     assert elapsed < TIMEOUT + SLACK, elapsed
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_bad_gateway_timeouts_are_refused(value: str) -> None:
+    for name in ("KAIREON_GATEWAY_HEADER_TIMEOUT_SECONDS", "KAIREON_GATEWAY_BODY_TIMEOUT_SECONDS"):
+        with pytest.raises(ValueError, match=name if value == "soon" else "positive"):
+            GatewaySettings.from_env({name: value})

@@ -112,8 +112,9 @@ class GatewayServer:
             max_line_size=self.settings.max_header_bytes,
             max_field_size=self.settings.max_header_bytes,
             max_headers=self.settings.max_headers,
-            # A body the handler did not read is drained for at most this long.
-            lingering_time=self.settings.body_timeout_seconds,
+            # A body the handler did not read is drained for at most this long
+            # (aiohttp's default is 10 s).
+            lingering_time=min(10.0, self.settings.body_timeout_seconds),
         )
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port)

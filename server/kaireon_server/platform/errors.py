@@ -111,9 +111,10 @@ class ResourceExhausted(KaireonError):
         *,
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        violations: Sequence[FieldViolation] = (),
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, reason=reason, metadata=metadata)
+        super().__init__(message, reason=reason, metadata=metadata, violations=violations)
         # Seconds after which a retry may succeed: google.rpc.RetryInfo / Retry-After.
         self.retry_after = retry_after
 
