@@ -267,6 +267,43 @@ async def test_a_saturated_pool_refuses_reads_and_erasures_at_once(
                         await asyncio.sleep(0.1)
 
 
+async def test_requests_queue_for_the_pool_up_to_max_waiters_then_are_refused(
+    server_env: dict[str, str], tenant: str
+) -> None:
+    async with running(
+        server_env,
+        KAIREON_DB_POOL_MIN="1",
+        KAIREON_DB_POOL_MAX="1",
+        KAIREON_DB_POOL_MAX_WAITERS="6",
+        KAIREON_DB_ACQUIRE_TIMEOUT="30",
+    ) as app:
+        assert app.db is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub = audit_pb2_grpc.AuditServiceStub(channel)
+            async with held_pool(app):
+                # Background workers (DSAR, flow sweeps) queue too: fill the
+                # queue to its 6 waiters with requests.
+                queued = []
+                async with asyncio.timeout(10):
+                    while app.db._acquiring < 6:
+                        queued.append(asyncio.ensure_future(verify(stub, tenant)))
+                        await asyncio.sleep(0.1)
+                started = time.monotonic()
+                with pytest.raises(grpc.aio.AioRpcError) as busy:
+                    await verify(stub, tenant)
+                assert time.monotonic() - started < 1.0
+                assert refusal(busy.value) == ("DB_POOL_BUSY", 1.0)
+            # Those that got into the queue waited and are served now (a background
+            # worker queueing at the same moment may have taken a place).
+            outcomes = await asyncio.gather(*queued, return_exceptions=True)
+            assert True in outcomes, outcomes
+            for outcome in outcomes:
+                if isinstance(outcome, grpc.aio.AioRpcError):
+                    assert refusal(outcome)[0] == "DB_POOL_BUSY", outcome
+                else:
+                    assert outcome is True, outcome
+
+
 async def test_background_work_still_waits_for_the_pool(
     server_env: dict[str, str],
 ) -> None:

@@ -104,7 +104,7 @@ class Database:
     command_timeout: float | None = None
     # A request's acquire that would queue behind this many others is refused
     # at once (KAIREON_DB_POOL_MAX_WAITERS), with this retry hint in seconds.
-    max_waiters: int = 10
+    max_waiters: int = 40
     retry_after: float = 1.0
     # Acquires in progress (waiting for or opening a connection).
     _acquiring: int = field(default=0, init=False, repr=False)
@@ -329,10 +329,12 @@ async def connect_database(settings: Settings, *, migrate: bool = True) -> Datab
 
 
 def _max_waiters(settings: Settings) -> int:
-    """KAIREON_DB_POOL_MAX_WAITERS: default the pool's size (a queue one round deep)."""
+    """KAIREON_DB_POOL_MAX_WAITERS: default 4 x the pool's size, a queue a few
+    statements deep: a burst is absorbed (20 concurrent erasures on a pool of
+    10 all pass), an overload is refused instead of waiting out the acquire timeout."""
     raw = (settings.env.get("KAIREON_DB_POOL_MAX_WAITERS") or "").strip()
     if not raw:
-        return settings.db_pool_max
+        return 4 * settings.db_pool_max
     if not raw.isdigit():
         raise ConfigurationError(
             f"KAIREON_DB_POOL_MAX_WAITERS must be an integer >= 0, got {raw!r}"
