@@ -23,6 +23,7 @@ from kaireon_server.capability import Build, Capability, ServiceContext
 from kaireon_server.dsar import service as dsar_service
 from kaireon_server.erasure import service as erasure_service
 from kaireon_server.flow import service as flow_service
+from kaireon_server.platform.admission import Admission, AdmissionInterceptor, AdmissionSettings
 from kaireon_server.platform.auth.authenticator import Authenticator
 from kaireon_server.platform.auth.interceptor import KaireonInterceptor
 from kaireon_server.platform.auth.policy import build_policy
@@ -57,9 +58,14 @@ def _grpc_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         # Several processes (KAIREON_WORKERS) share the port.
         ("grpc.so_reuseport", 1),
-        ("grpc.keepalive_time_ms", 60_000),
         ("grpc.http2.max_pings_without_data", 0),
+        # Keepalive, idle/age limits, handshake timeout (platform/admission.py).
+        *admission_settings(settings).grpc_options(),
     ]
+
+
+def admission_settings(settings: Settings) -> AdmissionSettings:
+    return AdmissionSettings.from_env(settings.env, settings.grpc_max_concurrent_rpcs)
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -95,6 +101,7 @@ class App:
     grpc_port: int = 0
     http_port: int = 0
     capabilities: list[Capability] = field(default_factory=list)
+    admission: Admission | None = None
     _server: grpc.aio.Server | None = None
     _health: HealthMonitor | None = None
     _gateway: GatewayServer | None = None
@@ -128,20 +135,24 @@ class App:
         )
         self.capabilities = [build(ctx) for build in (*CAPABILITIES, *self._extra_builders)]
         descriptors = [c.descriptor for c in self.capabilities]
+        policy = build_policy(descriptors)
         interceptor = KaireonInterceptor(
             Authenticator(
                 settings.jwt,
                 trust_headers=settings.trust_headers,
                 trusted_proxies=settings.trusted_proxies,
             ),
-            build_policy(descriptors),
+            policy,
         )
+        limits = admission_settings(settings)
+        self.db.retry_after = limits.retry_after_seconds
+        self.admission = Admission(limits)
         server = grpc.aio.server(
-            interceptors=[interceptor],
+            # Authenticate first, then admit under the caller's tenant; public
+            # methods have budgets of their own (platform/admission.py), so
+            # grpc's maximum_concurrent_rpcs, which counts every call, is not used.
+            interceptors=[interceptor, AdmissionInterceptor(self.admission, policy)],
             options=_grpc_options(settings),
-            # Backpressure: beyond this many calls in flight (watches included)
-            # a call is refused at once with RESOURCE_EXHAUSTED instead of queueing.
-            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs or None,
         )
         for capability in self.capabilities:
             capability.add_to_server(server)
@@ -193,7 +204,14 @@ class App:
         settings = self.settings
         target = f"unix:{self._gateway_socket_dir}/grpc.sock"
         env = {k: v for k, v in settings.env.items() if k != "KAIREON_HTTP_PORT"}
-        self._gateway = GatewayServer(target, services, GatewaySettings.from_env(env))
+        self._gateway = GatewayServer(
+            target,
+            services,
+            GatewaySettings.from_env(env),
+            # /healthz reads this process's monitor, not a public gRPC call that
+            # anonymous clients could crowd out.
+            health_source=self._health_status,
+        )
         host = "127.0.0.1" if settings.grpc_host == "127.0.0.1" else settings.grpc_host
         self.http_port = await self._gateway.start(
             # SO_REUSEPORT, as for gRPC: KAIREON_WORKERS processes share the port.
@@ -202,6 +220,9 @@ class App:
             ssl_context=https_context(settings),
             reuse_port=True,
         )
+
+    async def _health_status(self) -> str:
+        return "SERVING" if self._health is not None and self._health.serving else "NOT_SERVING"
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace if grace is None else grace

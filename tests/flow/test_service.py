@@ -186,7 +186,12 @@ async def test_burst_of_starts_beyond_max_runs_is_refused_at_once(stub, app, ten
     accepted = [f"burst{i}" for i, outcome in enumerate(outcomes) if outcome == "OK"]
     # Runs of earlier tests may still hold slots: at most `limit`, never more.
     assert 1 <= len(accepted) <= limit, outcomes
-    assert set(outcomes) <= {"OK", "RESOURCE_EXHAUSTED:FLOW_RUNS_EXHAUSTED"}, outcomes
+    # One tenant: its share (KAIREON_FLOW_TENANT_MAX_RUNS) may be what refuses.
+    assert set(outcomes) <= {
+        "OK",
+        "RESOURCE_EXHAUSTED:FLOW_RUNS_EXHAUSTED",
+        "RESOURCE_EXHAUSTED:FLOW_TENANT_RUNS_EXHAUSTED",
+    }, outcomes
     for run_id in accepted:
         assert (await wait_finished(stub, tenant, run_id)).state == flow_pb2.RUN_STATE_SUCCEEDED
     # Every slot is free again: the admission count went back down.

@@ -10,6 +10,7 @@ RUNNING by a process that died holds no lock; the sweep marks it FAILED
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
@@ -82,7 +83,7 @@ class RunManager:
         # Runs admitted but not launched yet (locking, inserting): they count
         # against max_runs too, or a burst of StartRun calls would all pass the
         # check before the first one launches, each opening a connection.
-        self._starting = 0
+        self._starting: collections.Counter[str] = collections.Counter()
         notifier.on_cancel(self.executors.cancel_local)
 
     def plan(
@@ -136,30 +137,44 @@ class RunManager:
     async def _lock(self, tenant_id: str, run_id: str) -> RunLock:
         """Admits one more run (or refuses at once) and takes its lock; the caller
         then either `_launch`es the attempt or `_abandon`s the lock."""
-        if len(self.executors.active) + self._starting >= self.limits.max_runs:
-            raise ResourceExhausted(
-                "this server executes its maximum number of runs; retry later",
-                reason="FLOW_RUNS_EXHAUSTED",
-            )
-        self._starting += 1
+        self._admit(tenant_id)
+        self._starting[tenant_id] += 1
         try:
             lock = await RunLock.try_acquire(self.db, tenant_id, run_id)
         except BaseException:
-            self._starting -= 1
+            self._starting[tenant_id] -= 1
             raise
         if lock is None:
-            self._starting -= 1
+            self._starting[tenant_id] -= 1
             raise FailedPrecondition(
                 f"run '{run_id}' is executing", reason="RUN_EXECUTING", metadata={"run_id": run_id}
             )
         return lock
 
+    def _admit(self, tenant_id: str) -> None:
+        """Refuses at once beyond max_runs per process or tenant_max_runs per tenant
+        (its fair share: another tenant's start still finds a slot)."""
+        retry = self.limits.retry_after_seconds
+        if len(self.executors.active) + self._starting.total() >= self.limits.max_runs:
+            raise ResourceExhausted(
+                "this server executes its maximum number of runs; retry later",
+                reason="FLOW_RUNS_EXHAUSTED",
+                retry_after=retry,
+            )
+        mine = sum(1 for tenant, _run in self.executors.active if tenant == tenant_id)
+        if mine + self._starting[tenant_id] >= self.limits.tenant_max_runs:
+            raise ResourceExhausted(
+                "this tenant executes its share of the server's runs; retry later",
+                reason="FLOW_TENANT_RUNS_EXHAUSTED",
+                retry_after=retry,
+            )
+
     def _launch(self, attempt: Attempt) -> None:
-        self._starting -= 1
+        self._starting[attempt.tenant] -= 1
         self.executors.launch(attempt)
 
-    async def _abandon(self, lock: RunLock) -> None:
-        self._starting -= 1
+    async def _abandon(self, lock: RunLock, tenant_id: str) -> None:
+        self._starting[tenant_id] -= 1
         await lock.release()
 
     async def start_run(
@@ -204,7 +219,7 @@ class RunManager:
                 )
                 view = await repository.get_run(con, tenant, run_id)
         except BaseException:
-            await self._abandon(lock)
+            await self._abandon(lock, tenant)
             raise
         assert view is not None
         self._launch(Attempt(tenant, run_id, plan, 1, 1, lock, identity.actor))
@@ -261,7 +276,7 @@ class RunManager:
                 )
                 view = await repository.get_run(con, tenant, run_id)
         except BaseException:
-            await self._abandon(lock)
+            await self._abandon(lock, tenant)
             raise
         assert view is not None
         self._launch(Attempt(tenant, run_id, plan, attempt, first_seq, lock, identity.actor))

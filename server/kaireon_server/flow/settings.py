@@ -4,6 +4,9 @@
   a definition may ask for fewer.
 - KAIREON_FLOW_MAX_RUNS (16): most runs one server process executes at once;
   beyond it StartRun/RetryRun answer RESOURCE_EXHAUSTED.
+- KAIREON_FLOW_TENANT_MAX_RUNS (half of KAIREON_FLOW_MAX_RUNS, at least 1):
+  most runs of one tenant a process executes at once, so one tenant cannot
+  take every slot; beyond it RESOURCE_EXHAUSTED `FLOW_TENANT_RUNS_EXHAUSTED`.
 - KAIREON_FLOW_MAX_NODES (5000): most nodes in one definition.
 - KAIREON_FLOW_NODE_TIMEOUT_SECONDS (300): default and upper bound of a node
   attempt's timeout.
@@ -74,12 +77,18 @@ class FlowLimits:
     sweep_seconds: float = 15.0
     checkpoint_sync_commit: bool = False
     checkpoint_retention_hours: float = 168.0
+    tenant_max_runs: int = 8
+    # The retry hint (RetryInfo / Retry-After) of a refused start.
+    retry_after_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FlowLimits:
+        max_runs = _int(env, "KAIREON_FLOW_MAX_RUNS", 16)
         return cls(
             max_concurrency=_int(env, "KAIREON_FLOW_MAX_CONCURRENCY", 8),
-            max_runs=_int(env, "KAIREON_FLOW_MAX_RUNS", 16),
+            max_runs=max_runs,
+            tenant_max_runs=_int(env, "KAIREON_FLOW_TENANT_MAX_RUNS", max(1, max_runs // 2)),
+            retry_after_seconds=_float(env, "KAIREON_RETRY_AFTER_SECONDS", 1.0),
             max_nodes=_int(env, "KAIREON_FLOW_MAX_NODES", 5000),
             node_timeout_seconds=_float(env, "KAIREON_FLOW_NODE_TIMEOUT_SECONDS", 300.0),
             sql_max_rows=_int(env, "KAIREON_FLOW_SQL_MAX_ROWS", 100_000),

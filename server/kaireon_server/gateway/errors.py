@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -93,10 +94,32 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> ErrorReply:
         message,
         decode_details(code, error.trailing_metadata()),
     )
+    delay = retry_delay(code, error.trailing_metadata())
+    if delay is not None:
+        # RFC 9110 Retry-After: whole seconds, rounded up so a client never retries early.
+        reply.headers.append(("Retry-After", str(max(1, math.ceil(delay)))))
     if code is grpc.StatusCode.UNAUTHENTICATED:
         # grpc-gateway sets it so HTTP clients see an authentication challenge.
         reply.headers.append(("WWW-Authenticate", message or "Bearer"))
     return reply
+
+
+def retry_delay(code: grpc.StatusCode, trailing: object) -> float | None:
+    """Seconds of the google.rpc.RetryInfo detail of a failed call, if it has one."""
+    for key, value in cast("Iterable[tuple[object, object]]", trailing or ()):
+        if key != DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:
+            return None
+        if status.code != code_number(code):
+            return None
+        for detail in status.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                return float(info.retry_delay.ToTimedelta().total_seconds())
+    return None
 
 
 def decode_details(code: grpc.StatusCode, trailing: object) -> list[Any]:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 from aiohttp import web
@@ -65,6 +65,7 @@ class GatewayServer:
         settings: GatewaySettings | None = None,
         *,
         channel_credentials: grpc.ChannelCredentials | None = None,
+        health_source: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self.grpc_target = grpc_target
         self.settings = settings or GatewaySettings()
@@ -85,6 +86,8 @@ class GatewayServer:
         ) = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        # In-process: the server's own health ("SERVING", ...) instead of a gRPC Check.
+        self._health_source = health_source
 
     async def start(
         self,
@@ -106,6 +109,17 @@ class GatewayServer:
             # aiohttp's access log prints raw paths, which can hold customer ids.
             access_log=None,
             shutdown_timeout=5.0,
+            # Slow and idle clients (GatewaySettings): in aiohttp the keep-alive
+            # timer runs from the connection's start and from each response
+            # until the next request's headers are complete, so it bounds idle
+            # connections and header drip alike.
+            keepalive_timeout=self.settings.header_timeout_seconds,
+            max_line_size=self.settings.max_header_bytes,
+            max_field_size=self.settings.max_header_bytes,
+            max_headers=self.settings.max_headers,
+            # A body the handler did not read is drained for at most this long
+            # (aiohttp's default is 10 s).
+            lingering_time=min(10.0, self.settings.body_timeout_seconds),
         )
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port)
@@ -219,7 +233,9 @@ class GatewayServer:
         length = request.content_length
         if length is not None and length > self.settings.max_body_bytes:
             return self._too_large()
-        body = await request.read() if route.body else b""
+        body = await self._read_body(request) if route.body else b""
+        if body is None:
+            return await self._body_timeout(request)
         message = build_request(
             route,
             match.path_values,
@@ -289,6 +305,30 @@ class GatewayServer:
             )
         )
 
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The body, or None when it did not arrive within the body timeout."""
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_seconds):
+                return await request.read()
+        except TimeoutError:
+            return None
+
+    async def _body_timeout(self, request: web.Request) -> web.StreamResponse:
+        """408, sent now; then the connection is cut rather than drained (aiohttp
+        would otherwise linger reading the rest of a dripping body)."""
+        response = error_response(
+            gateway_error(
+                408,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"request body not received within {self.settings.body_timeout_seconds:g} s",
+            )
+        )
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+        return response
+
     def _too_large(self) -> web.Response:
         limit = self.settings.max_body_bytes
         return error_response(
@@ -315,6 +355,13 @@ class GatewayServer:
 
     async def _healthz(self) -> web.Response:
         """200 when the target's grpc.health.v1 Check says SERVING, else 503."""
+        if self._health_source is not None:
+            status = await self._health_source()
+            return web.Response(
+                status=200 if status == "SERVING" else 503,
+                body=dumps({"status": status}),
+                content_type="application/json",
+            )
         assert self._health is not None
         try:
             reply = await self._health(

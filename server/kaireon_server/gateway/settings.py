@@ -57,6 +57,15 @@ class GatewaySettings:
     # Where the standalone gateway listens; None means the adapter is off.
     http_host: str = "0.0.0.0"  # noqa: S104 - a gateway listens on all interfaces
     http_port: int | None = 8080
+    # Slow and idle clients: a connection must deliver complete request headers
+    # within header_timeout_seconds of opening or of its previous response
+    # (aiohttp's keep-alive timer; it also closes idle keep-alive connections),
+    # and a request body within body_timeout_seconds (else 408 and closed).
+    header_timeout_seconds: float = 20.0
+    body_timeout_seconds: float = 30.0
+    # Longest request line / header field, and most header fields (else 400).
+    max_header_bytes: int = 8190
+    max_headers: int = 100
 
     def __post_init__(self) -> None:
         if self.max_body_bytes <= 0:
@@ -66,6 +75,10 @@ class GatewaySettings:
         for timeout in (self.default_timeout_seconds, self.stream_timeout_seconds):
             if timeout is not None and timeout <= 0:
                 raise ValueError("timeouts must be positive or None")
+        if self.header_timeout_seconds <= 0 or self.body_timeout_seconds <= 0:
+            raise ValueError("header and body timeouts must be positive")
+        if self.max_header_bytes <= 0 or self.max_headers <= 0:
+            raise ValueError("header limits must be positive")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -84,6 +97,16 @@ class GatewaySettings:
             trusted_proxies=TrustedProxies.parse(env.get("KAIREON_TRUSTED_PROXIES")),
             http_host=env.get("KAIREON_HTTP_HOST", defaults.http_host),
             http_port=_port(env, "KAIREON_HTTP_PORT", defaults.http_port),
+            header_timeout_seconds=_seconds(
+                env, "KAIREON_GATEWAY_HEADER_TIMEOUT_SECONDS", defaults.header_timeout_seconds
+            ),
+            body_timeout_seconds=_seconds(
+                env, "KAIREON_GATEWAY_BODY_TIMEOUT_SECONDS", defaults.body_timeout_seconds
+            ),
+            max_header_bytes=_int(
+                env, "KAIREON_GATEWAY_MAX_HEADER_BYTES", defaults.max_header_bytes
+            ),
+            max_headers=_int(env, "KAIREON_GATEWAY_MAX_HEADERS", defaults.max_headers),
         )
 
 
@@ -123,6 +146,20 @@ def _timeout(env: Mapping[str, str], name: str, default: float | None) -> float 
     if value < 0:
         raise ValueError(f"{name} must not be negative")
     return value or None
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number of seconds (no "none": these bounds are always on)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"{name} must be positive")
+    return value
 
 
 def _port(env: Mapping[str, str], name: str, default: int | None) -> int | None:

@@ -105,6 +105,19 @@ class ResourceExhausted(KaireonError):
     code = ErrorCode.RESOURCE_EXHAUSTED
     default_reason = "RESOURCE_EXHAUSTED"
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        violations: Sequence[FieldViolation] = (),
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata, violations=violations)
+        # Seconds after which a retry may succeed: google.rpc.RetryInfo / Retry-After.
+        self.retry_after = retry_after
+
 
 class Unavailable(KaireonError):
     code = ErrorCode.UNAVAILABLE

@@ -30,6 +30,11 @@ class HealthMonitor:
         self._serving: bool | None = None
         self._shutting_down = False
 
+    @property
+    def serving(self) -> bool:
+        """SERVING as last reported (False before the first check and in shutdown)."""
+        return bool(self._serving) and not self._shutting_down
+
     async def _set(self, serving: bool) -> None:
         if serving == self._serving:
             return

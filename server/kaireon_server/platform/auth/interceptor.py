@@ -20,9 +20,10 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from kaireon_server.platform.admission import retry_info
 from kaireon_server.platform.auth.authenticator import Authenticator
 from kaireon_server.platform.auth.identity import Identity, Role, reset_identity, set_identity
-from kaireon_server.platform.errors import KaireonError, PermissionDenied
+from kaireon_server.platform.errors import KaireonError, PermissionDenied, ResourceExhausted
 from kaireon_server.platform.input_checks import check_request, lenient
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def status_for(exc: BaseException) -> status_pb2.Status:
         metadata = {_cut(k): _cut(v) for k, v in exc.metadata.items()}
         info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN, metadata=metadata)
         details = [_pack(info)]
+        if isinstance(exc, ResourceExhausted) and exc.retry_after is not None:
+            details.append(_pack(retry_info(exc.retry_after)))
         if exc.violations:
             details.append(_pack(_violations(exc, MAX_DETAILS_BYTES - info.ByteSize())))
         return status_pb2.Status(
@@ -104,11 +107,13 @@ def status_for(exc: BaseException) -> status_pb2.Status:
         )
     if isinstance(exc, asyncpg.TooManyConnectionsError):
         # PostgreSQL's max_connections is reached (SQLSTATE 53300): a limit, not a bug.
-        return _simple(
+        status = _simple(
             code_pb2.RESOURCE_EXHAUSTED,
             "database connections exhausted; retry later",
             "DB_CONNECTIONS_EXHAUSTED",
         )
+        status.details.append(_pack(retry_info(1.0)))
+        return status
     if isinstance(exc, asyncpg.QueryCanceledError):
         return _simple(code_pb2.DEADLINE_EXCEEDED, "database statement timed out", "DB_TIMEOUT")
     # Before the connection errors: TimeoutError is an OSError.

@@ -8,10 +8,12 @@ confines to the tenant of the current transaction and which cannot bypass it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlparse, urlunparse
@@ -30,6 +32,24 @@ log = logging.getLogger(__name__)
 APP_ROLE = "kaireon_app"
 
 Isolation = Literal["read_committed", "repeatable_read", "serializable"]
+
+# The task of a request that must not queue for a connection (set by
+# platform/admission.py around unary calls). A task, not a flag: tasks a
+# handler starts (a flow run) copy the context but are other tasks, so
+# background work keeps waiting for the pool as before.
+_fail_fast: ContextVar[asyncio.Task[Any] | None] = ContextVar("kaireon_fail_fast", default=None)
+
+
+@contextmanager
+def fail_fast_scope() -> Iterator[None]:
+    """Within it, this task's pool acquires are refused at once when they would
+    queue behind `Database.max_waiters` others."""
+    token = _fail_fast.set(asyncio.current_task())
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # reset from another context
+            _fail_fast.reset(token)
 
 
 def _jsonb_encode(value: Any) -> bytes:
@@ -83,9 +103,32 @@ class Database:
     embedded: EmbeddedPostgres | None = None
     # The pool's client-side bound of a statement (Settings.db_command_timeout).
     command_timeout: float | None = None
+    # A request's acquire that would queue behind this many others is refused
+    # at once (KAIREON_DB_POOL_MAX_WAITERS), with this retry hint in seconds.
+    max_waiters: int = 40
+    retry_after: float = 1.0
+    # Acquires in progress (waiting for or opening a connection).
+    _acquiring: int = field(default=0, init=False, repr=False)
+    # The health ping's own connection, outside the pool: a busy pool must not
+    # make the instance look dead.
+    _ping_con: asyncpg.Connection | None = field(default=None, init=False, repr=False)
+    _ping_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+
+    def _refuse_if_queueing(self) -> None:
+        if _fail_fast.get() is not asyncio.current_task():
+            return
+        free = self.pool.get_idle_size() + self.pool.get_max_size() - self.pool.get_size()
+        if self._acquiring >= free and self._acquiring - free >= self.max_waiters:
+            raise ResourceExhausted(
+                "database connection pool busy; retry later",
+                reason="DB_POOL_BUSY",
+                retry_after=self.retry_after,
+            )
 
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        self._refuse_if_queueing()
+        self._acquiring += 1
         try:
             con = await self.pool.acquire(timeout=self.acquire_timeout)
         except TimeoutError:
@@ -97,8 +140,12 @@ class Database:
                 ) from None
             # Backpressure: a saturated pool answers at once instead of queueing forever.
             raise ResourceExhausted(
-                "database connection pool exhausted; retry later", reason="DB_POOL_EXHAUSTED"
+                "database connection pool exhausted; retry later",
+                reason="DB_POOL_EXHAUSTED",
+                retry_after=self.retry_after,
             ) from None
+        finally:
+            self._acquiring -= 1
         try:
             yield con
         except _ABANDON:
@@ -182,17 +229,34 @@ class Database:
             await con.close()
 
     async def ping(self, timeout: float = 2.0) -> bool:
-        try:
-            async with asyncio.timeout(timeout), self.connection() as con:
-                await con.fetchval("SELECT 1")
-        except (*_DB_ERRORS, ResourceExhausted, Unavailable):
-            return False
-        except Exception as exc:  # whatever went wrong, the database did not answer
-            log.warning("database ping failed", extra={"error_type": type(exc).__name__})
-            return False
-        return True
+        """SELECT 1 on the health connection (opened again when lost), not a pooled one."""
+        async with self._ping_lock:
+            try:
+                async with asyncio.timeout(timeout):
+                    if self._ping_con is None or self._ping_con.is_closed():
+                        self._ping_con = await asyncpg.connect(
+                            self.app_dsn,
+                            server_settings={"application_name": "kaireon-health"},
+                            timeout=timeout,
+                        )
+                    await self._ping_con.fetchval("SELECT 1")
+            except _DB_ERRORS:
+                self._drop_ping_connection()
+                return False
+            except Exception as exc:  # whatever went wrong, the database did not answer
+                log.warning("database ping failed", extra={"error_type": type(exc).__name__})
+                self._drop_ping_connection()
+                return False
+            return True
+
+    def _drop_ping_connection(self) -> None:
+        # terminate, not close: the connection may be stuck in a statement.
+        if self._ping_con is not None:
+            self._ping_con.terminate()
+            self._ping_con = None
 
     async def close(self) -> None:
+        self._drop_ping_connection()
         try:
             await asyncio.wait_for(self.pool.close(), timeout=10)
         except TimeoutError:
@@ -263,4 +327,19 @@ async def connect_database(settings: Settings, *, migrate: bool = True) -> Datab
         acquire_timeout=settings.db_acquire_timeout,
         embedded=embedded,
         command_timeout=settings.db_command_timeout,
+        max_waiters=_max_waiters(settings),
     )
+
+
+def _max_waiters(settings: Settings) -> int:
+    """KAIREON_DB_POOL_MAX_WAITERS: default 4 x the pool's size, a queue a few
+    statements deep: a burst is absorbed (20 concurrent erasures on a pool of
+    10 all pass), an overload is refused instead of waiting out the acquire timeout."""
+    raw = (settings.env.get("KAIREON_DB_POOL_MAX_WAITERS") or "").strip()
+    if not raw:
+        return 4 * settings.db_pool_max
+    if not raw.isdigit():
+        raise ConfigurationError(
+            f"KAIREON_DB_POOL_MAX_WAITERS must be an integer >= 0, got {raw!r}"
+        )
+    return int(raw)
