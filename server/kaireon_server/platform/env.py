@@ -1,0 +1,154 @@
+"""Typed, bounded readers of environment settings: the one place that parses them.
+
+Every setting of the server, the gateway and the capabilities is read through
+`EnvReader`, so the rules are the same everywhere:
+
+- unset, empty or all-whitespace means "use the default";
+- values are stripped before they are parsed (`" 5 "` is 5), and a value that
+  does not parse, or falls outside its bounds, is a `ConfigurationError` that
+  names the variable and the accepted range;
+- the error quotes the value back (it helps a careless operator), except for
+  readers marked secret, whose values are never echoed.
+
+This module and `platform/errors.py` import nothing else from the server, so the
+standalone REST adapter (`gateway/`) may use them too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from kaireon_server.platform.errors import ConfigurationError
+
+__all__ = ["ConfigurationError", "EnvReader"]
+
+# Plain ASCII decimal only: int() would also take "1_000" and other scripts' digits.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+class EnvReader:
+    """Reads named settings from one mapping (normally `os.environ`)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    @property
+    def mapping(self) -> Mapping[str, str]:
+        return self._env
+
+    def raw(self, name: str) -> str | None:
+        """The stripped value, or None when unset/empty."""
+        value = self._env.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def optional_text(self, name: str) -> str | None:
+        return self.raw(name)
+
+    def secret(self, name: str) -> str | None:
+        """A secret is taken as given (no stripping of inner bytes), never echoed."""
+        value = self._env.get(name)
+        return value if value and value.strip() else None
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        lowered = raw.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+    def integer(
+        self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        if not _INTEGER.fullmatch(raw):
+            raise ConfigurationError(f"{name} must be an integer, got {raw!r}")
+        value = int(raw)
+        _check_bounds(name, value, minimum, maximum)
+        return value
+
+    def number(
+        self,
+        name: str,
+        default: float,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        exclusive_minimum: float | None = None,
+    ) -> float:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigurationError(f"{name} must be a finite number, got {raw!r}")
+        if exclusive_minimum is not None and not value > exclusive_minimum:
+            raise ConfigurationError(f"{name} must be > {exclusive_minimum:g}, got {raw}")
+        _check_bounds(name, value, minimum, maximum)
+        return value
+
+    def seconds_or_none(self, name: str, default: float | None) -> float | None:
+        """Seconds; `0` or `none` means no limit (None)."""
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        if raw.lower() == "none":
+            return None
+        value = self.number(name, 0.0, minimum=0.0)
+        return value or None
+
+    def path(self, name: str) -> Path | None:
+        raw = self.raw(name)
+        return Path(raw) if raw else None
+
+    def port(self, name: str, default: int, *, allow_zero: bool = False) -> int:
+        return self.integer(name, default, minimum=0 if allow_zero else 1, maximum=65535)
+
+    def choice(self, name: str, default: str, choices: Iterable[str]) -> str:
+        allowed = tuple(choices)
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        if raw not in allowed:
+            raise ConfigurationError(f"{name} must be one of {', '.join(allowed)}; got {raw!r}")
+        return raw
+
+    def csv(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """Comma-separated items, each stripped; empty items are an error."""
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        items = tuple(item.strip() for item in raw.split(","))
+        if any(not item for item in items):
+            raise ConfigurationError(f"{name} has an empty item: {raw!r}")
+        return items
+
+
+def _check_bounds(name: str, value: float, minimum: float | None, maximum: float | None) -> None:
+    if minimum is not None and maximum is not None and not minimum <= value <= maximum:
+        raise ConfigurationError(
+            f"{name} must be between {minimum:g} and {maximum:g}, got {value:g}"
+        )
+    if minimum is not None and value < minimum:
+        raise ConfigurationError(f"{name} must be >= {minimum:g}, got {value:g}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{name} must be <= {maximum:g}, got {value:g}")
