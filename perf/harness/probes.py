@@ -86,10 +86,6 @@ class Timed:
     bytes: int = 0
     detail: str = ""
 
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else 0.0
-
 
 async def raw_delete(con: asyncpg.Connection, tenant: str, customer: str) -> Timed:
     """DELETE every erasable row of the customer in one transaction: the erasure ceiling."""
