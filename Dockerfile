@@ -36,6 +36,10 @@ WORKDIR /src
 # --locked fails the build if uv.lock does not match pyproject.toml.
 COPY pyproject.toml uv.lock README.md ./
 COPY clients/python/pyproject.toml clients/python/pyproject.toml
+# The dev-only workspace members (test kit, perf harness): uv reads their manifests to
+# check the lock; nothing of theirs is installed.
+COPY tests/testkit/pyproject.toml tests/testkit/pyproject.toml
+COPY perf/pyproject.toml perf/pyproject.toml
 RUN uv sync --locked --no-dev --no-editable --no-install-project --no-install-workspace
 
 # Then the two workspace packages, installed as regular (non-editable) wheels.

@@ -86,10 +86,6 @@ class Timed:
     bytes: int = 0
     detail: str = ""
 
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else 0.0
-
 
 async def raw_delete(con: asyncpg.Connection, tenant: str, customer: str) -> Timed:
     """DELETE every erasable row of the customer in one transaction: the erasure ceiling."""
@@ -166,13 +162,17 @@ async def service_erase(target: str, tenant: str, customer: str) -> Timed:
     return Timed(seconds, reply.total_deleted)
 
 
+def _dsar_channel(target: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        target, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+    )
+
+
 async def dsar_export(target: str, tenant: str, customer: str, timeout: float) -> Timed:
-    """CreateDsarRequest, watch until completed, then download the export: end to end."""
+    """CreateDsarRequest, then watch until completed; `detail` is the request id."""
     from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
 
-    async with grpc.aio.insecure_channel(
-        target, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
-    ) as channel:
+    async with _dsar_channel(target) as channel:
         stub = dsar_pb2_grpc.DsarServiceStub(channel)
         meta = identity(tenant)
         started = time.perf_counter()
@@ -181,26 +181,36 @@ async def dsar_export(target: str, tenant: str, customer: str, timeout: float) -
             metadata=meta,
             timeout=30,
         )
-        request_id = created.request.id
-        status = created.request.status
+        request = created.request
         async with asyncio.timeout(timeout):
-            if status not in ("completed", "failed"):
+            if request.status not in ("completed", "failed"):
                 async for event in stub.WatchDsarRequest(
-                    dsar_pb2.WatchDsarRequestRequest(id=request_id), metadata=meta
+                    dsar_pb2.WatchDsarRequestRequest(id=request.id), metadata=meta
                 ):
-                    status = event.request.status
-                    if status in ("completed", "failed"):
+                    request = event.request
+                    if request.status in ("completed", "failed"):
                         break
-        completed = time.perf_counter() - started
-        if status != "completed":
-            raise RuntimeError(f"DSAR export ended {status}")
+        seconds = time.perf_counter() - started
+    if request.status != "completed":
+        raise RuntimeError(f"DSAR export ended {request.status}: {request.error}")
+    return Timed(seconds, 0, request.export_size_bytes, detail=request.id)
+
+
+async def dsar_download(target: str, tenant: str, request_id: str, timeout: float) -> Timed:
+    """StreamDsarExport of a finished export, every chunk read."""
+    from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
+
+    async with _dsar_channel(target) as channel:
+        stub = dsar_pb2_grpc.DsarServiceStub(channel)
+        started = time.perf_counter()
         size = 0
         async for chunk in stub.StreamDsarExport(
-            dsar_pb2.StreamDsarExportRequest(id=request_id), metadata=meta, timeout=timeout
+            dsar_pb2.StreamDsarExportRequest(id=request_id),
+            metadata=identity(tenant),
+            timeout=timeout,
         ):
             size += len(chunk.chunk.data)
-        downloaded = time.perf_counter() - started
-    return Timed(downloaded, 0, size, detail=f"completed after {completed:.3f}s")
+        return Timed(time.perf_counter() - started, 0, size)
 
 
 def noop_chain(nodes: int) -> dict[str, Any]:

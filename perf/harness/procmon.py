@@ -72,10 +72,6 @@ class ProcessMonitor:
         with self._lock:
             self._groups[name] = roots
 
-    def remove_group(self, name: str) -> None:
-        with self._lock:
-            self._groups.pop(name, None)
-
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="procmon", daemon=True)
         self._thread.start()

@@ -123,7 +123,8 @@ def start_gateway(*, grpc_port: int, http_port: int, workdir: Path) -> Managed:
 def start_echo(
     *, port: int, workers: int, dsn: str, tenant: str, pool_max: int, workdir: Path
 ) -> Managed:
-    env = {**os.environ, "PYTHONPATH": str(PERF_DIR)}
+    # harness is installed (workspace member perf/): no PYTHONPATH needed.
+    env = dict(os.environ)
     cmd = [sys.executable, "-m", "harness.echo_server", "--port", str(port)]
     cmd += ["--workers", str(workers), "--dsn", dsn, "--tenant", tenant]
     cmd += ["--pool-max", str(pool_max)]

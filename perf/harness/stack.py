@@ -9,19 +9,17 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from harness import seed, servers
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database, connect_database
+from kaireon_testkit.keys import free_port, write_signing_key
 
 PERF_DIR = Path(__file__).resolve().parent.parent
 REPO = PERF_DIR.parent
@@ -29,13 +27,6 @@ REPO = PERF_DIR.parent
 
 def log(message: str) -> None:
     print(f"[perf {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def git(*args: str) -> str:
@@ -80,20 +71,6 @@ def environment_lines(load_before: tuple[float, float, float]) -> list[str]:
         f"commit: {name}"
         + (f" (+ uncommitted changes in {len(dirty)} server/client files)" if dirty else ""),
     ]
-
-
-def write_signing_key(path: Path) -> Path:
-    # A throwaway key: bundles and receipts are signed as in production (signing costs CPU).
-    key = ec.generate_private_key(ec.SECP256R1())
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-    return path
 
 
 def postmaster_pid(data_dir: Path) -> int | None:

@@ -9,10 +9,14 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from kaireon_server.platform.db import Database
 from tests.dsar.conftest import add_interactions, assert_canonical, new_key_spec, worker_env
 from tests.support.server import ROOT
 
+# Process-level: each test runs the `kaireon` CLI as a subprocess (slow tier).
+pytestmark = pytest.mark.slow
 KAIREON = str(Path(sys.executable).parent / "kaireon")
 VERIFY_TOOL = str(ROOT / "tools" / "verify_provenance.py")
 

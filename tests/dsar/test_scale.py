@@ -1,6 +1,6 @@
 """A subject with 1,000,000 interaction rows: bounded server memory, bounded messages.
 
-Speed is measured by perf/dsar_bench.py, not here; this test checks the memory
+Speed is measured by perf/run (group single: COPY, export, download), not here; this test checks the memory
 and message-size bounds of the real server process.
 """
 

@@ -8,11 +8,15 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from kaireon.erasure.v1 import erasure_pb2
 from kaireon_server.platform.db import Database
 from tests.erasure.support import snapshot
 from tests.support.server import ROOT, metadata
 
+# Process-level: each test runs the `kaireon` CLI as a subprocess (slow tier).
+pytestmark = pytest.mark.slow
 KAIREON = str(Path(sys.executable).parent / "kaireon")
 TOOL = str(ROOT / "tools" / "verify_erasure_receipt.py")
 

@@ -25,6 +25,8 @@ from kaireon_server.platform.errors import ConfigurationError
 from tests.faults.calls import FAMILIES, error_reason
 from tests.faults.conftest import Proxied, StartProxied
 
+# Fault injection: each call waits out a stall's timeout (slow tier).
+pytestmark = pytest.mark.slow
 COMMAND_TIMEOUT = 1.5  # KAIREON_DB_COMMAND_TIMEOUT
 ACQUIRE_TIMEOUT = 1.0  # KAIREON_DB_ACQUIRE_TIMEOUT (also bounds opening a connection)
 ERASURE_BUDGET = 1.5  # KAIREON_ERASURE_TIMEOUT_MS / 1000

@@ -8,6 +8,10 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
+# Process-level: each test runs the `kaireon` CLI as a subprocess (slow tier).
+pytestmark = pytest.mark.slow
 KAIREON = str(Path(sys.executable).parent / "kaireon")
 
 FLOW_YAML = """

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
 
 from harness import soak, soak_plan, soak_report
 from harness.timeline import Timeline

@@ -9,9 +9,13 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.provenance.conftest import AFTER_CHANGE, fetch, running_server
 from tests.support.server import ROOT, base_env
 
+# Process-level: each test runs the `kaireon` CLI as a subprocess (slow tier).
+pytestmark = pytest.mark.slow
 KAIREON = str(Path(sys.executable).parent / "kaireon")
 TOOL = str(ROOT / "tools" / "verify_provenance.py")
 

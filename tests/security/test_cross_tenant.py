@@ -288,6 +288,9 @@ def b_identity(kind: str, b: str, a: str) -> tuple[tuple[str, str], ...]:
     return (*bearer(b, "admin"), ("x-tenant-id", a), ("x-user-role", "admin"))
 
 
+# Every RPC x every identity, a database snapshot per call: slow tier (the fast
+# tier keeps the REST sweep below, one call per RPC).
+@pytest.mark.slow
 @pytest.mark.parametrize("identity", IDENTITIES)
 @pytest.mark.parametrize("name", METHOD_NAMES)
 async def test_grpc_other_tenant_reads_nothing_and_changes_nothing(

@@ -172,6 +172,9 @@ async def assert_db_intact(con: asyncpg.Connection, channel: grpc.aio.Channel, t
 TRIED: dict[str, int] = {"calls": 0, "rejected": 0, "db_changes_on_rejection": 0}
 
 
+# A sweep (every string field of every RPC x six values), with a database snapshot
+# per call whose cost grows with the session database: slow tier.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", METHOD_NAMES)
 async def test_hostile_strings_in_every_string_field(
     name: str, target: World, ready: Snapshotter, channel: grpc.aio.Channel

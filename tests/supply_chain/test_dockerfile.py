@@ -106,7 +106,12 @@ def test_dockerignore_is_an_allow_list() -> None:
     ]
     assert lines[0] == "*"
     allowed = {line[1:] for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "uv.lock", "README.md", "server/", "clients/python/"}
+    # The dev-only workspace members' manifests: uv checks the lock against them.
+    members = {"tests/testkit/pyproject.toml", "perf/pyproject.toml"}
+    assert (
+        allowed
+        == {"pyproject.toml", "uv.lock", "README.md", "server/", "clients/python/"} | members
+    )
     assert {"**/*.pem", "**/*.key", "**/.env"} <= set(lines)
 
 

@@ -25,6 +25,8 @@ from packaging.utils import canonicalize_name
 from ._support import run, uv_binary
 
 # The image (Dockerfile base): CPython 3.11 on linux/amd64.
+# Runs tools/generate_sbom.py over the environment as a subprocess (slow tier).
+pytestmark = pytest.mark.slow
 IMAGE_MARKERS = {
     "implementation_name": "cpython",
     "platform_python_implementation": "CPython",

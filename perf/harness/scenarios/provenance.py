@@ -1,0 +1,96 @@
+"""Provenance reads: GetDecisionProvenance closed loop over gRPC (vs the echo ceiling,
+optionally under py-spy) and REST, then open loop with k6 over both."""
+
+from __future__ import annotations
+
+from harness import profile
+from harness.report import Row, cpu_per_request
+from harness.run import Context
+from harness.stack import log
+from kaireon.provenance.v1 import provenance_pb2
+from kaireon_server.provenance.repository import EMIT_ACTION
+
+METHOD = "kaireon.provenance.v1.ProvenanceService/GetDecisionProvenance"
+# With --profile: where the server's samples go (first match anywhere in the stack).
+PARTS: list[tuple[str, tuple[str, ...]]] = [
+    ("audit row (group commit: hashing, insert, transaction)", ("AuditBatcher.", "insert_rows")),
+    ("ECDSA signature", ("EcdsaSigner.sign",)),
+    ("redaction", ("provenance/redaction.py",)),
+    ("RFC 8785 + cache + assembly", ("encode_rows", "platform/jcs.py", "provenance/cache.py")),
+    ("read: statement rows -> objects", ("read_bundle",)),
+    ("read: transaction + round trips (asyncpg)", ("read_rows",)),
+    ("gRPC servicer glue (metadata, response message)", ("GetDecisionProvenance",)),
+    ("Kaireon interceptor (identity, roles)", ("platform/auth/",)),
+]
+
+
+async def _emitted(ctx: Context) -> int:
+    async with ctx.db.owner_connection() as con:
+        count: int = await con.fetchval(
+            "SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action = $2",
+            ctx.tenant,
+            EMIT_ACTION,
+        )
+        return count
+
+
+async def _grpc_h2load(ctx: Context) -> Row:
+    row = Row("provenance.grpc.h2load", "provenance read, gRPC", "h2load", baseline="echo.h2load")
+    request = provenance_pb2.GetDecisionProvenanceRequest(decision_id="dec_00001_1")
+    meta = {"x-tenant-id": ctx.tenant, "x-user-role": "admin"}
+    if ctx.check_served(row, "provenance").status != "ok":
+        return row
+    work = ctx.h2_grpc(row, ctx.stack.grpc_port, METHOD, request.SerializeToString(), meta)
+    if work is None:
+        return row  # skipped: no h2load
+    out = ctx.dir / "profile-provenance.txt"
+    server = ctx.stack.server
+
+    def checked() -> Row:
+        # h2load sees HTTP 200 for gRPC errors too: every successful emission
+        # appends one audit row, so rows appended = calls that succeeded.
+        before = ctx.on_loop(_emitted(ctx))
+        p = ctx.profile
+        spy = None
+        if ctx.args.profile and server is not None:
+            spy = profile.start(server.pid, p.h2_warmup + p.h2_seconds, out)
+        result = work()
+        if spy is not None:
+            spy.wait(timeout=60)
+        after = ctx.on_loop(_emitted(ctx))
+        sent = result.extra.get("requests", 0) + result.extra.get("warmup_requests", 0)
+        result.errors = (result.errors or 0) + max(0, sent - (after - before))
+        total = result.extra.get("requests", 0)
+        result.error_rate = result.errors / total if total else None
+        result.note = "errors from audit rows appended (h2load cannot read grpc-status)"
+        return result
+
+    row = await ctx.measure(row, "server", checked)
+    summary, by_part = profile.summarize(out), profile.breakdown(out, PARTS)
+    if summary is not None:
+        cpu = cpu_per_request(row)
+        head = f"server CPU per bundle {cpu:.3f} ms, split by the shares below" if cpu else ""
+        ctx.profiles["provenance gRPC (h2load)"] = "\n".join(
+            t for t in (head, by_part, summary.text()) if t
+        )
+        log(ctx.profiles["provenance gRPC (h2load)"])
+    return row
+
+
+async def run(ctx: Context) -> list[Row]:
+    rows = [await _grpc_h2load(ctx)]
+    rest = Row(
+        "provenance.rest.h2load",
+        "provenance read, REST",
+        "h2load",
+        baseline="provenance.grpc.h2load",
+    )
+    headers = {"X-Tenant-Id": ctx.tenant, "X-User-Role": "admin"}
+    if ctx.check_served(rest, "provenance", rest=True).status == "ok":
+        url = f"{ctx.stack.base_url}/api/v1/decisions/dec_00001_1/provenance"
+        rest = await ctx.measure(rest, "server", ctx.h2(rest, url, headers, http1=True))
+    rows.append(rest)
+    k6_rows = await ctx.both_protocols(
+        "provenance", "provenance read", "provenance.js", lambda _: {}
+    )
+    return rows + k6_rows

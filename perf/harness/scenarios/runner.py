@@ -1,0 +1,230 @@
+"""The flow runner in-process, per checkpoint store: time and CPU per no-op node.
+
+Shapes: a chain of N nodes (each on the previous: no concurrency) and a fan-out
+(one root, N-1 independent leaves, the default concurrency of 8). Every node is
+`bench.noop`, so the time is the runner's own work: scheduling, cache key, hooks,
+output digest and the checkpoint write. Stores (one row each, median of the rounds):
+
+- floor: no runner, the checkpoint statement the runner sends per node, N times back
+  to back on one connection: the least the PostgreSQL store can cost per node (the
+  other rows' "p50 x" column is their ratio to it);
+- memory: InMemoryCheckpointStore;
+- postgres: PostgresCheckpointStore(db), one statement per checkpoint;
+- postgres+recorder: the service path: checkpoints over the run's own connection plus
+  the run recorder's node status and events (flow_run_node / flow_run_event);
+- postgres sync: synchronous=True, every checkpoint waits for the WAL flush;
+- postgres (retry): the same run again, every node skipped from its checkpoint.
+
+p50 is wall ms per node; the note gives CPU ms per node of this process and of the
+embedded PostgreSQL (on a shared machine the CPU moves much less than the wall time).
+Goal: <= 2 ms per node with the PostgreSQL store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import secrets
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import psutil
+
+from harness.report import Row
+from harness.run import Context
+from kaireon_server.flow import (
+    FlowRunner,
+    InMemoryCheckpointStore,
+    NodeRegistry,
+    NodeServices,
+    PostgresCheckpointStore,
+    RunState,
+    definition_from_json,
+    repository,
+    validate,
+)
+from kaireon_server.flow.locks import dedicated_connection
+from kaireon_server.flow.nodes.base import Config, NodeContext, NodeSetup, NodeType
+from kaireon_server.flow.recorder import RunRecorder
+from kaireon_server.flow.stores import CHECKPOINT_UPSERT, CheckpointStore, SharedConnection
+from kaireon_server.flow.validation import Plan
+from kaireon_server.platform.db import Database
+
+GOAL_MS = 2.0
+
+
+class Noop(NodeType[int]):
+    name = "bench.noop"
+
+    def parse_config(self, config: Mapping[str, Any], setup: NodeSetup) -> int:
+        return int(Config(config, {"n"}).integer("n"))
+
+    async def run(self, ctx: NodeContext, config: int, inputs: Mapping[str, Any]) -> Any:
+        return {"n": config}
+
+
+def _node(i: int, depends: list[str]) -> dict[str, Any]:
+    return {"id": f"n{i}", "type": "bench.noop", "config": {"n": i}, "dependsOn": depends}
+
+
+SHAPES: dict[str, Callable[[int], list[dict[str, Any]]]] = {
+    "chain": lambda n: [_node(i, [f"n{i - 1}"] if i else []) for i in range(n)],
+    "fan-out": lambda n: [_node(0, []), *(_node(i, ["n0"]) for i in range(1, n))],
+}
+
+
+def _pg_cpu(postmaster: int | None) -> float | None:
+    """CPU seconds of the embedded PostgreSQL, exited backends included (reaped
+    children count in the postmaster's children times)."""
+    if postmaster is None:
+        return None
+    try:
+        root = psutil.Process(postmaster)
+        own = root.cpu_times()
+        total = own.children_user + own.children_system
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+    except psutil.Error:
+        return None
+    return total
+
+
+async def _connection(db: Database, tenant: str) -> asyncpg.Connection:
+    """Like a run's lock connection: outside the pool, tenant set for the session."""
+    con = await dedicated_connection(db)
+    await con.execute("SELECT set_config('kaireon.tenant_id', $1, false)", tenant)
+    return con
+
+
+async def _one(
+    db: Database,
+    tenant: str,
+    plan: Plan,
+    store: CheckpointStore | None,
+    recorder: bool,
+    run_id: str,
+) -> None:
+    """One run (or, without a store, the floor); timed by the caller."""
+    if store is None:
+        con = await _connection(db, tenant)
+        try:
+            for i in range(len(plan.nodes)):
+                await con.execute(
+                    CHECKPOINT_UPSERT, tenant, run_id, f"n{i}", "k" * 64, "d" * 64, {"n": i}, "off"
+                )
+        finally:
+            await con.close()
+        return
+    hooks: list[RunRecorder] = []
+    own = None
+    if recorder:
+        own = await _connection(db, tenant)
+        store = PostgresCheckpointStore(db, connection=SharedConnection(own))
+        async with db.transaction(tenant) as con:
+            await repository.insert_run(
+                con,
+                tenant,
+                run_id,
+                name="bench",
+                definition={},
+                digest="",
+                nodes=[(node.id, node.spec.type) for node in plan.nodes.values()],
+                started_at=datetime.now(UTC),
+            )
+        hooks.append(RunRecorder(db, tenant, run_id, 1, 1))
+    try:
+        result = await FlowRunner(store, hooks=hooks, services=NodeServices(db=db)).run(
+            plan, tenant_id=tenant, run_id=run_id
+        )
+        for hook in hooks:
+            await hook.close()
+    finally:
+        if own is not None:
+            await own.close()
+    if result.state is not RunState.SUCCEEDED:
+        raise RuntimeError(f"benchmark run failed: {result.error}")
+
+
+async def _variant(
+    ctx: Context, plan: Plan, make: Callable[[], CheckpointStore] | None, options: dict[str, bool]
+) -> tuple[list[float], list[float], list[float]]:
+    """Wall, CPU and PostgreSQL CPU seconds of each round."""
+    postmaster = next(iter(ctx.stack.pg_roots()), None)
+    walls: list[float] = []
+    cpus: list[float] = []
+    pgs: list[float] = []
+    for _ in range(ctx.profile.runner_rounds):
+        run_id = f"bench-{secrets.token_hex(4)}"
+        store = make() if make else None
+        if options.get("rerun"):
+            await _one(ctx.db, ctx.tenant, plan, store, False, run_id)
+        pg, cpu, started = _pg_cpu(postmaster), time.process_time(), time.perf_counter()
+        await _one(ctx.db, ctx.tenant, plan, store, options.get("recorder", False), run_id)
+        walls.append(time.perf_counter() - started)
+        cpus.append(time.process_time() - cpu)
+        if pg is not None and (pg_after := _pg_cpu(postmaster)) is not None:
+            pgs.append(pg_after - pg)
+    return walls, cpus, pgs
+
+
+def _measured(
+    ctx: Context,
+    row: Row,
+    plan: Plan,
+    make: Callable[[], CheckpointStore] | None,
+    options: dict[str, bool],
+    goal: bool,
+) -> Row:
+    n = len(plan.nodes)
+    walls, cpus, pgs = ctx.on_loop(_variant(ctx, plan, make, options))
+    wall = statistics.median(walls)
+    row.rps, row.p50, row.p99 = n / wall, wall * 1000 / n, max(walls) * 1000 / n
+    row.errors = 0
+    cpu_ms = statistics.median(cpus) * 1000 / n
+    pg_ms = statistics.median(pgs) * 1000 / n if len(pgs) == len(walls) else None
+    row.gen_cpu = 100.0 * statistics.median(cpus) / wall
+    row.extra.update(seconds=walls, cpu_ms_per_node=cpu_ms, pg_ms_per_node=pg_ms)
+    row.note = f"{row.p50:.3f} ms/node, CPU {cpu_ms:.3f} ms/node" + (
+        f", PostgreSQL {pg_ms:.3f} ms/node" if pg_ms is not None else ""
+    )
+    if goal:
+        row.note += f"; goal <= {GOAL_MS:g} ms/node {'met' if row.p50 <= GOAL_MS else 'MISSED'}"
+    return row
+
+
+async def run(ctx: Context) -> list[Row]:
+    n = ctx.profile.runner_nodes
+    registry = NodeRegistry([Noop()])
+    variants: list[tuple[str, Callable[[], CheckpointStore] | None, dict[str, bool]]] = [
+        ("floor", None, {}),
+        ("memory", InMemoryCheckpointStore, {}),
+        ("postgres", lambda: PostgresCheckpointStore(ctx.db), {}),
+        ("postgres+recorder", lambda: PostgresCheckpointStore(ctx.db), {"recorder": True}),
+        ("postgres sync", lambda: PostgresCheckpointStore(ctx.db, synchronous=True), {}),
+        ("postgres (retry)", lambda: PostgresCheckpointStore(ctx.db), {"rerun": True}),
+    ]
+    rows = []
+    for shape, build in SHAPES.items():
+        plan = validate(definition_from_json({"nodes": build(n)}), registry)
+        for label, make, options in variants:
+            key = f"runner.{shape}.{label.replace(' ', '-').replace('(', '').replace(')', '')}"
+            row = Row(
+                key,
+                f"flow runner in-process, {shape} of {n} no-op nodes, {label}",
+                "python (in-process)",
+                offered=f"{ctx.profile.runner_rounds} x {n} nodes",
+                unit="nodes/s",
+                baseline=None if label == "floor" else f"runner.{shape}.floor",
+            )
+
+            goal = label in ("postgres", "postgres+recorder")
+            work = functools.partial(_measured, ctx, row, plan, make, options, goal)
+            # No server group: the in-process runner loads this process and PostgreSQL only.
+            rows.append(await ctx.measure(row, "", work))
+    return rows
