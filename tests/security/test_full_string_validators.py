@@ -224,6 +224,21 @@ async def test_newline_ids_are_refused_by_the_real_server(
     # A DSAR id that is not one cannot exist: NOT_FOUND, as for any unknown id.
     expected = {**dict.fromkeys(refused, invalid), "dsar": grpc.StatusCode.NOT_FOUND}
     assert refused == expected
+    # Other spellings uuid.UUID would take are other names, not aliases, of the request.
+    dsar_stub = dsar_pb2_grpc.DsarServiceStub(channel)
+    for alias in (f"{{{dsar_id}}}", f"urn:uuid:{dsar_id}", dsar_id.replace("-", "")):
+        code = await code_of(
+            dsar_stub.GetDsarRequest(dsar_pb2.GetDsarRequestRequest(id=alias), metadata=md)
+        )
+        assert code == grpc.StatusCode.NOT_FOUND, alias
+    assert (
+        await code_of(
+            dsar_stub.GetDsarRequest(
+                dsar_pb2.GetDsarRequestRequest(id=dsar_id.upper()), metadata=md
+            )
+        )
+        == grpc.StatusCode.OK
+    )
 
     headers = [("X-Tenant-Id", tenant), ("X-User-Role", "admin")]
     assert (await rest_get(app.http_port, "/api/v1/flow/runs/nlrun", headers))[0] == 200
