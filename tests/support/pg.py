@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import secrets
 import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,15 +17,14 @@ from urllib.parse import urlparse, urlunparse
 
 import asyncpg
 
+from kaireon_server.platform.db.embedded import get_server
+
 
 @contextmanager
 def embedded_server(data_dir: Path | None = None) -> Iterator[Any]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgserver
-
-        folder = data_dir or Path(tempfile.mkdtemp(prefix="kaireon-test-pg-"))
-        server = pgserver.get_server(folder / "pgdata", cleanup_mode="stop")
+    folder = data_dir or Path(tempfile.mkdtemp(prefix="kaireon-test-pg-"))
+    # The server's own start (retries pgserver's occasional failed pg_ctl start).
+    server = get_server(folder / "pgdata")
     try:
         yield server
     finally:

@@ -13,9 +13,12 @@ new server, which stops it on shutdown.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
 import os
+import subprocess
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,8 @@ from urllib.parse import parse_qs, urlparse
 log = logging.getLogger(__name__)
 
 DATABASE_NAME = "kaireon"
+# Tries of pgserver's start before giving up (see get_server).
+START_ATTEMPTS = 3
 
 
 @dataclass
@@ -35,7 +40,7 @@ class EmbeddedPostgres:
     async def start(self) -> str:
         """Start (or attach to) the server; return a DSN for the `kaireon` database."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = await asyncio.to_thread(_get_server, self.data_dir.resolve() / "pgdata")
+        self._server = await asyncio.to_thread(get_server, self.data_dir.resolve() / "pgdata")
         await asyncio.to_thread(_ensure_database, self._server)
         uri = str(self._server.get_uri(DATABASE_NAME))
         log.info("embedded postgresql ready", extra={"data_dir": str(self.data_dir)})
@@ -47,7 +52,7 @@ class EmbeddedPostgres:
             await asyncio.to_thread(server.cleanup)
 
 
-def _get_server(pgdata: Path) -> Any:
+def get_server(pgdata: Path) -> Any:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless.
         warnings.simplefilter("ignore")
@@ -67,7 +72,24 @@ def _get_server(pgdata: Path) -> Any:
                 "without stopping it (killed?); this server now owns it",
                 extra={"released_handles": len(released)},
             )
-        return pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+            except (subprocess.SubprocessError, OSError) as exc:
+                # pgserver's `pg_ctl -w start` fails now and then on a loaded
+                # machine (it has crashed before writing its log). Its half-made
+                # instance stays registered; drop it so the next try starts afresh.
+                broken = PostgresServer._instances.pop(pgdata.resolve(), None)
+                if broken is not None:
+                    atexit.unregister(broken._cleanup)
+                if attempt == START_ATTEMPTS:
+                    raise
+                log.warning(
+                    "embedded postgresql did not start; trying again",
+                    extra={"attempt": attempt, "error": type(exc).__name__},
+                )
+                time.sleep(attempt)
+        raise AssertionError("unreachable")
 
 
 def _release_dead_handles(pgdata: Path) -> list[int]:
