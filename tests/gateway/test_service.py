@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from kaireon_server.gateway import DEFAULT_SERVICES, GatewayServer, GatewaySettings
+from kaireon_server.platform.errors import ConfigurationError
 
 
 async def test_healthz_follows_the_grpc_health_service(
@@ -105,8 +106,10 @@ def test_settings_from_env() -> None:
         {"KAIREON_GATEWAY_MAX_BODY_BYTES": "0"},
         {"KAIREON_HTTP_PORT": "70000"},
         {"KAIREON_GATEWAY_DEFAULT_TIMEOUT_SECONDS": "-1"},
+        {"KAIREON_GATEWAY_HEADER_TIMEOUT_SECONDS": "0"},
+        {"KAIREON_TRUSTED_PROXIES": "10.0.0.1/8"},
     ):
-        with pytest.raises(ValueError, match=r"KAIREON|max_body_bytes"):
+        with pytest.raises(ConfigurationError, match=r"KAIREON|max_body_bytes"):
             GatewaySettings.from_env(bad)
 
 
