@@ -31,16 +31,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import status_pb2
 
 from kaireon_server.platform.auth.identity import current_identity
 from kaireon_server.platform.db.database import fail_fast_scope
 from kaireon_server.platform.env import EnvReader
 from kaireon_server.platform.errors import ResourceExhausted
-
-DOMAIN = "kaireon.dev"
+from kaireon_server.platform.rpc.status import abort_with, status_for
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
 
@@ -122,12 +119,6 @@ class AdmissionSettings:
         return options
 
 
-def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
-    whole = math.floor(seconds)
-    delay = duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
-    return error_details_pb2.RetryInfo(retry_delay=delay)
-
-
 _PEER = re.compile(r"(?:ipv4:(?P<v4>[0-9.]+):\d+|ipv6:\[(?P<v6>[0-9A-Fa-f:.%a-z]+)\]:\d+)\Z")
 
 
@@ -200,14 +191,12 @@ class Admission:
         if refused is None:
             return None
         reason = "PUBLIC_RPCS_EXHAUSTED" if refused == "total" else "PEER_RPCS_EXHAUSTED"
-        info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)
-        details = [any_pb2.Any(), any_pb2.Any()]
-        details[0].Pack(info)
-        details[1].Pack(retry_info(self.settings.retry_after_seconds))
-        return status_pb2.Status(
-            code=code_pb2.RESOURCE_EXHAUSTED,
-            message="too many unauthenticated calls in flight; retry later",
-            details=details,
+        return status_for(
+            ResourceExhausted(
+                "too many unauthenticated calls in flight; retry later",
+                reason=reason,
+                retry_after=self.settings.retry_after_seconds,
+            )
         )
 
 
@@ -256,8 +245,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
         peer = peer_address(context.peer())
         status = self._admission.refuse_public(peer)
         if status is not None:
-            refusal = rpc_status.to_status(status)
-            await context.abort(refusal.code, refusal.details, refusal.trailing_metadata)
+            await abort_with(context, status)
         return peer
 
     def _public_unary(self, inner: Behavior) -> Behavior:
