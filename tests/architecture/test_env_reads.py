@@ -44,6 +44,14 @@ def _is_env_helper(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     return bool(_HELPER_NAME.fullmatch(node.name)) and bool(params & {"env", "environ"})
 
 
+def _is_lookup(node: ast.AST) -> bool:
+    """`mapping.get("KAIREON_...")`: a setting looked up by hand."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return False
+    method = node.func.attr if isinstance(node.func, ast.Attribute) else ""
+    return method == "get" and _is_setting_key(node.args[0])
+
+
 def breaches(tree: ast.Module) -> list[tuple[int, str]]:
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
@@ -55,13 +63,7 @@ def breaches(tree: ast.Module) -> list[tuple[int, str]]:
                     found.append((node.lineno, f"imports os.{alias.name}"))
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and _is_env_helper(node):
             found.append((node.lineno, f"defines its own env helper {node.name}()"))
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "get"
-            and node.args
-            and _is_setting_key(node.args[0])
-        ):
+        elif _is_lookup(node):
             found.append((node.lineno, "looks a setting up with .get(); use EnvReader"))
         elif isinstance(node, ast.Subscript) and _is_setting_key(node.slice):
             found.append((node.lineno, "looks a setting up with [...]; use EnvReader"))
