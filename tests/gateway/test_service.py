@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,22 @@ def test_settings_from_env() -> None:
     ):
         with pytest.raises(ConfigurationError, match=r"KAIREON|max_body_bytes"):
             GatewaySettings.from_env(bad)
+
+
+def test_standalone_entry_point_refuses_a_bad_setting(venv_bin: Path) -> None:
+    """One line naming the variable and exit status 2, as kaireon-server does."""
+    env = {**os.environ, "KAIREON_HTTP_PORT": "70000"}
+    done = subprocess.run(
+        [str(venv_bin / "kaireon-gateway"), "--grpc-target", "127.0.0.1:1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("kaireon-gateway: configuration error: KAIREON_HTTP_PORT")
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.slow
