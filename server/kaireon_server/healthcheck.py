@@ -8,11 +8,12 @@ deadline, and it prints one line for ``docker inspect`` to show.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kaireon_server.platform.env import ConfigurationError, EnvReader, process_environment
 
 DEFAULT_PORT = 50051
 DEADLINE_SECONDS = 3.0
@@ -32,11 +33,10 @@ def check(port: int, *, timeout: float = DEADLINE_SECONDS) -> str:
 
 
 def main() -> None:
-    raw = os.environ.get("KAIREON_GRPC_PORT", "").strip()
     try:
-        port = int(raw) if raw else DEFAULT_PORT
-    except ValueError:
-        print(f"unhealthy: KAIREON_GRPC_PORT is not a number: {raw!r}")
+        port = EnvReader(process_environment()).port("KAIREON_GRPC_PORT", DEFAULT_PORT)
+    except ConfigurationError as exc:
+        print(f"unhealthy: {exc}")
         sys.exit(1)
     status = check(port)
     print(f"{'healthy' if status == 'SERVING' else 'unhealthy'}: {status}")

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 from dataclasses import dataclass, field
 
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import connect_database
+from kaireon_server.platform.env import process_environment
 from kaireon_server.platform.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ async def supervise(settings: Settings, *, demo: bool) -> int:
         await db.close()
         return 0
     env = {
-        **os.environ,
+        **process_environment(),
         "DATABASE_URL": db.dsn,
         "KAIREON_WORKERS": "1",
         "KAIREON_TRUST_HEADERS": "true" if settings.trust_headers else "false",

@@ -4,7 +4,8 @@
     <capability>/*.py                    domain: plain async Python
     <capability>/repository.py           SQL
     platform/                            shared by every capability, knows none
-    gateway/                             REST adapter: itself, platform, generated code
+    gateway/                             REST adapter: itself, generated code and the
+                                         self-contained platform modules GATEWAY_PLATFORM
 
 `check_layers(root)` reads every module under `root` (the `kaireon_server`
 package directory) and returns the breaches; the planted-tree tests below show
@@ -27,6 +28,26 @@ PACKAGE = "kaireon_server"
 SOURCE_ROOT = Path(kaireon_server.__file__).parent
 # Modules of a capability that speak protobuf (the rest of it must not).
 ADAPTER_MODULES = frozenset({"service.py", "convert.py"})
+# The server modules the standalone REST adapter may import: settings readers,
+# the error/configuration types and the trusted-proxy list. Each imports nothing
+# else from the server (test_gateway_platform_modules_are_self_contained).
+GATEWAY_PLATFORM = frozenset(
+    {
+        "platform.env",
+        "platform.errors",
+        "platform.auth.proxies",
+    }
+)
+# Their packages, named by `from kaireon_server.platform import env` and the like.
+_GATEWAY_PLATFORM_PACKAGES = frozenset({"platform", "platform.auth"})
+
+
+def _gateway_may_import(parts: list[str]) -> bool:
+    inner = ".".join(parts[1:])
+    if parts[1] == "gateway" or inner in _GATEWAY_PLATFORM_PACKAGES:
+        return True
+    # The module itself, or a name defined in it (`...platform.env.EnvReader`).
+    return inner in GATEWAY_PLATFORM or ".".join(parts[1:-1]) in GATEWAY_PLATFORM
 
 
 @dataclass(frozen=True, order=True)
@@ -124,7 +145,7 @@ def check_layers(root: Path, package: str = PACKAGE) -> list[Violation]:
                 report(line, "foreign-repository", f"{top} imports {name}")
             if top == "platform" and own and parts[1] in caps:
                 report(line, "platform-imports-capability", f"imports {name}")
-            if top == "gateway" and own and parts[1] not in ("gateway", "platform"):
+            if top == "gateway" and own and not _gateway_may_import(parts):
                 report(line, "gateway-imports-server", f"imports {name}")
         if is_service:
             for line in _transaction_calls(tree):
@@ -137,6 +158,21 @@ def check_layers(root: Path, package: str = PACKAGE) -> list[Violation]:
 def test_the_server_keeps_its_layers() -> None:
     violations = check_layers(SOURCE_ROOT)
     assert not violations, "layering broken:\n" + "\n".join(map(str, violations))
+
+
+def test_gateway_platform_modules_are_self_contained() -> None:
+    """What the gateway may import must not drag the rest of the server in."""
+    allowed = {f"{PACKAGE}.{name}" for name in GATEWAY_PLATFORM}
+    for name in sorted(GATEWAY_PLATFORM):
+        path = SOURCE_ROOT.joinpath(*name.split(".")).with_suffix(".py")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        module = f"{PACKAGE}.{name}"
+        for line, imported in _imports(tree, module, is_package=False):
+            parts = imported.split(".")
+            if parts[0] != PACKAGE:
+                continue
+            ok = imported in allowed or ".".join(parts[:-1]) in allowed
+            assert ok, f"{name}:{line} imports {imported}"
 
 
 def test_the_checker_sees_the_real_capabilities() -> None:
@@ -170,7 +206,9 @@ _CLEAN = {
     "platform/auth/interceptor.py": "import grpc\n",
     "gateway/server.py": """
         from kaireon_server.gateway import routes
-        from kaireon_server.platform.config import Settings
+        from kaireon_server.platform.env import EnvReader
+        from kaireon_server.platform import errors
+        from kaireon_server.platform.auth.proxies import TrustedProxies
         from kaireon.dsar.v1 import dsar_pb2
         import grpc
     """,
@@ -214,6 +252,14 @@ PLANTED = {
         "from ...dsar import notify\n",
     ),
     "gateway-imports-server": ("gateway/server.py", "from kaireon_server.app import App\n"),
+    "gateway-imports-server-platform": (
+        "gateway/server.py",
+        "from kaireon_server.platform.config import Settings\n",
+    ),
+    "gateway-imports-server-auth": (
+        "gateway/routes.py",
+        "from kaireon_server.platform.auth.interceptor import status_for\n",
+    ),
     "gateway-imports-capability": (
         "gateway/routes.py",
         "from kaireon_server.dsar.convert import request_message\n",
@@ -255,5 +301,7 @@ def test_the_checker_reports_a_planted_breach(tmp_path: Path, case: str) -> None
     expected = {
         "repository-imports-grpc": "domain-imports-grpc",
         "gateway-imports-capability": "gateway-imports-server",
+        "gateway-imports-server-platform": "gateway-imports-server",
+        "gateway-imports-server-auth": "gateway-imports-server",
     }.get(rule, rule)
     assert [(v.path, v.rule) for v in violations] == [(rel, expected)], violations

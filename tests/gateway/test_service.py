@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from kaireon_server.gateway import DEFAULT_SERVICES, GatewayServer, GatewaySettings
+from kaireon_server.platform.errors import ConfigurationError
 
 
 async def test_healthz_follows_the_grpc_health_service(
@@ -105,9 +107,27 @@ def test_settings_from_env() -> None:
         {"KAIREON_GATEWAY_MAX_BODY_BYTES": "0"},
         {"KAIREON_HTTP_PORT": "70000"},
         {"KAIREON_GATEWAY_DEFAULT_TIMEOUT_SECONDS": "-1"},
+        {"KAIREON_GATEWAY_HEADER_TIMEOUT_SECONDS": "0"},
+        {"KAIREON_TRUSTED_PROXIES": "10.0.0.1/8"},
     ):
-        with pytest.raises(ValueError, match=r"KAIREON|max_body_bytes"):
+        with pytest.raises(ConfigurationError, match=r"KAIREON|max_body_bytes"):
             GatewaySettings.from_env(bad)
+
+
+def test_standalone_entry_point_refuses_a_bad_setting(venv_bin: Path) -> None:
+    """One line naming the variable and exit status 2, as kaireon-server does."""
+    env = {**os.environ, "KAIREON_HTTP_PORT": "70000"}
+    done = subprocess.run(
+        [str(venv_bin / "kaireon-gateway"), "--grpc-target", "127.0.0.1:1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("kaireon-gateway: configuration error: KAIREON_HTTP_PORT")
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.slow

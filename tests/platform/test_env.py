@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kaireon_server.platform.env import ConfigurationError, EnvReader
+from kaireon_server.platform.env import ConfigurationError, EnvReader, process_environment
 
 
 def reader(**values: str) -> EnvReader:
@@ -86,3 +86,28 @@ def test_secrets_are_never_echoed() -> None:
     env = reader(S="  s3cr3t-value ")
     assert env.secret("S") == "  s3cr3t-value "
     assert reader(S="   ").secret("S") is None
+
+
+def test_listen_port_off_auto_and_numbers() -> None:
+    for word in ("off", "OFF", " none ", "disabled"):
+        assert reader(P=word).listen_port("P", 8080, zero_is_off=True) is None
+        assert reader(P=word).listen_port("P", 8080, zero_is_off=False) is None
+    assert reader(P="auto").listen_port("P", 8080, zero_is_off=True) == 0
+    assert reader().listen_port("P", 8080, zero_is_off=True) == 8080
+    assert reader(P=" 9090 ").listen_port("P", 8080, zero_is_off=True) == 9090
+    # The server documents 0 as "off", the standalone gateway as "any free port".
+    assert reader(P="0").listen_port("P", 8080, zero_is_off=True) is None
+    assert reader(P="0").listen_port("P", 8080, zero_is_off=False) == 0
+
+
+@pytest.mark.parametrize("raw", ["70000", "-1", "http", "80.5"])
+def test_listen_port_refuses_what_is_not_a_port(raw: str) -> None:
+    with pytest.raises(ConfigurationError, match="P must be"):
+        reader(P=raw).listen_port("P", 8080, zero_is_off=False)
+
+
+def test_process_environment_is_a_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAIREON_ENV_TEST_SNAPSHOT", "1")
+    snapshot = process_environment()
+    monkeypatch.setenv("KAIREON_ENV_TEST_SNAPSHOT", "2")
+    assert snapshot["KAIREON_ENV_TEST_SNAPSHOT"] == "1"

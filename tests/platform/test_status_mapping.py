@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 
-from kaireon_server.platform.auth.interceptor import status_for
+from kaireon_server.platform.rpc.status import status_for
 
 
 def _reason(status) -> str:

@@ -39,8 +39,8 @@ from kaireon.erasure.v1 import erasure_pb2
 from kaireon.flow.v1 import flow_pb2
 from kaireon_server.app import MAX_MESSAGE_BYTES, App
 from kaireon_server.gateway.settings import GatewaySettings
-from kaireon_server.platform.auth.interceptor import status_for
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.rpc.status import status_for
 from tests.security.conftest import World, flow_definition, new_tenant, populate, wait_run
 from tests.security.rpcs import BY_NAME, METHOD_NAMES, Outcome, call
 from tests.security.snapshot import Snapshotter

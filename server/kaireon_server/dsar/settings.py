@@ -6,29 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kaireon_client.envelope import EnvelopeError, KeyRing
+from kaireon_server.platform.env import EnvReader
 from kaireon_server.platform.errors import ConfigurationError
 
 MiB = 1024 * 1024
-
-
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigurationError(f"{name} must be between {low:g} and {high:g}, got {raw}")
-    return value
-
-
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    value = _number(env, name, default, low, high)
-    if value != int(value):
-        raise ConfigurationError(f"{name} must be an integer")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -61,25 +42,33 @@ class DsarSettings:
         except EnvelopeError as exc:
             # The message names versions and lengths only, never key bytes.
             raise ConfigurationError(f"KAIREON_ENCRYPTION_KEYS: {exc}") from None
-        lease = _number(env, "KAIREON_DSAR_LEASE_SECONDS", 30.0, 1.0, 3600.0)
+        read = EnvReader(env)
+
+        def number_in(name: str, default: float, low: float, high: float) -> float:
+            return read.number(name, default, minimum=low, maximum=high)
+
+        def integer_in(name: str, default: int, low: int, high: int) -> int:
+            return read.integer(name, default, minimum=low, maximum=high)
+
+        lease = number_in("KAIREON_DSAR_LEASE_SECONDS", 30.0, 1.0, 3600.0)
         settings = cls(
-            inline_limit_bytes=_int(env, "KAIREON_DSAR_INLINE_LIMIT_BYTES", MiB, 0, 4 * MiB),
-            list_inline_budget_bytes=_int(
-                env, "KAIREON_DSAR_LIST_INLINE_BUDGET_BYTES", 8 * MiB, 0, 12 * MiB
+            inline_limit_bytes=integer_in("KAIREON_DSAR_INLINE_LIMIT_BYTES", MiB, 0, 4 * MiB),
+            list_inline_budget_bytes=integer_in(
+                "KAIREON_DSAR_LIST_INLINE_BUDGET_BYTES", 8 * MiB, 0, 12 * MiB
             ),
-            chunk_bytes=_int(env, "KAIREON_DSAR_CHUNK_BYTES", MiB, 1024, 8 * MiB),
-            workers=_int(env, "KAIREON_DSAR_WORKERS", 1, 0, 64),
+            chunk_bytes=integer_in("KAIREON_DSAR_CHUNK_BYTES", MiB, 1024, 8 * MiB),
+            workers=integer_in("KAIREON_DSAR_WORKERS", 1, 0, 64),
             lease_seconds=lease,
-            heartbeat_seconds=_number(
-                env, "KAIREON_DSAR_HEARTBEAT_SECONDS", min(10.0, lease / 3), 0.1, lease
+            heartbeat_seconds=number_in(
+                "KAIREON_DSAR_HEARTBEAT_SECONDS", min(10.0, lease / 3), 0.1, lease
             ),
-            poll_seconds=_number(env, "KAIREON_DSAR_POLL_SECONDS", 2.0, 0.05, 600.0),
-            max_attempts=_int(env, "KAIREON_DSAR_MAX_ATTEMPTS", 5, 1, 100),
-            retry_base_seconds=_number(env, "KAIREON_DSAR_RETRY_BASE_SECONDS", 2.0, 0.0, 3600.0),
-            retry_max_seconds=_number(env, "KAIREON_DSAR_RETRY_MAX_SECONDS", 300.0, 0.0, 86400.0),
-            throttle_seconds=_number(env, "KAIREON_DSAR_THROTTLE_MS", 0.0, 0.0, 60_000.0) / 1000,
-            export_statement_timeout_ms=_int(
-                env, "KAIREON_DSAR_EXPORT_STATEMENT_TIMEOUT_MS", 0, 0, 86_400_000
+            poll_seconds=number_in("KAIREON_DSAR_POLL_SECONDS", 2.0, 0.05, 600.0),
+            max_attempts=integer_in("KAIREON_DSAR_MAX_ATTEMPTS", 5, 1, 100),
+            retry_base_seconds=number_in("KAIREON_DSAR_RETRY_BASE_SECONDS", 2.0, 0.0, 3600.0),
+            retry_max_seconds=number_in("KAIREON_DSAR_RETRY_MAX_SECONDS", 300.0, 0.0, 86400.0),
+            throttle_seconds=number_in("KAIREON_DSAR_THROTTLE_MS", 0.0, 0.0, 60_000.0) / 1000,
+            export_statement_timeout_ms=integer_in(
+                "KAIREON_DSAR_EXPORT_STATEMENT_TIMEOUT_MS", 0, 0, 86_400_000
             ),
             keyring=keyring,
         )

@@ -16,7 +16,6 @@ import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,11 +26,9 @@ from kaireon_server.dsar import repository
 from kaireon_server.dsar.exporter import ByteSink
 from kaireon_server.platform.errors import ConfigurationError
 from kaireon_server.platform.signing import (
-    COSIGN_PEM_TYPES,
     UNSIGNED,
     Signer,
-    load_cosign_private_key,
-    load_private_key,
+    private_key_from_env,
 )
 
 _QUEUE_DEPTH = 3
@@ -173,15 +170,9 @@ class DigestSigner:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], signer: Signer) -> DigestSigner:
-        raw = env.get("COSIGN_KEY") or ""
-        if not raw:
+        key = private_key_from_env(env)
+        if key is None:
             return cls(None, "")
-        pem = raw.encode() if raw.lstrip().startswith("-----BEGIN") else _read(raw)
-        password = env.get("COSIGN_PASSWORD")
-        if any(f"-----BEGIN {kind}-----".encode() in pem for kind in COSIGN_PEM_TYPES):
-            key = load_cosign_private_key(pem, (password or "").encode())
-        else:
-            key = load_private_key(pem, password.encode() if password else None)
         public = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -197,10 +188,3 @@ class DigestSigner:
 
     def __repr__(self) -> str:  # never print key material
         return f"DigestSigner(key_id={self.key_id[:16]}…)"
-
-
-def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"COSIGN_KEY: cannot read key file ({exc.strerror})") from None

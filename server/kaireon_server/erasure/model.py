@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from kaireon_server.platform.env import EnvReader
 from kaireon_server.platform.errors import (
-    ConfigurationError,
     ErrorCode,
     InvalidArgument,
     KaireonError,
@@ -70,16 +70,7 @@ def validate_reason(value: str) -> str:
 
 def timeout_from_env(env: Mapping[str, str]) -> float:
     """Seconds one erasure transaction may take (KAIREON_ERASURE_TIMEOUT_MS)."""
-    raw = env.get(TIMEOUT_ENV) or ""
-    if not raw:
-        return DEFAULT_TIMEOUT_MS / 1000
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{TIMEOUT_ENV} must be an integer, got {raw!r}") from None
-    if value < 1:
-        raise ConfigurationError(f"{TIMEOUT_ENV} must be >= 1, got {value}")
-    return value / 1000
+    return EnvReader(env).integer(TIMEOUT_ENV, DEFAULT_TIMEOUT_MS, minimum=1) / 1000
 
 
 @dataclass(frozen=True)

@@ -28,42 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kaireon_server.platform.errors import ConfigurationError
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(name) or ""
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name) or ""
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-    if not value > 0:
-        raise ConfigurationError(f"{name} must be > 0, got {value}")
-    return value
-
-
-def _bool(env: Mapping[str, str], name: str) -> bool:
-    raw = (env.get(name) or "false").strip().lower()
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+from kaireon_server.platform.admission import retry_after_from_env
+from kaireon_server.platform.env import EnvReader
 
 
 @dataclass(frozen=True)
@@ -83,19 +49,27 @@ class FlowLimits:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FlowLimits:
-        max_runs = _int(env, "KAIREON_FLOW_MAX_RUNS", 16)
+        read = EnvReader(env)
+
+        def count(name: str, default: int) -> int:
+            return read.integer(name, default, minimum=1)
+
+        def seconds(name: str, default: float) -> float:
+            return read.number(name, default, exclusive_minimum=0)
+
+        max_runs = count("KAIREON_FLOW_MAX_RUNS", 16)
         return cls(
-            max_concurrency=_int(env, "KAIREON_FLOW_MAX_CONCURRENCY", 8),
+            max_concurrency=count("KAIREON_FLOW_MAX_CONCURRENCY", 8),
             max_runs=max_runs,
-            tenant_max_runs=_int(env, "KAIREON_FLOW_TENANT_MAX_RUNS", max(1, max_runs // 2)),
-            retry_after_seconds=_float(env, "KAIREON_RETRY_AFTER_SECONDS", 1.0),
-            max_nodes=_int(env, "KAIREON_FLOW_MAX_NODES", 5000),
-            node_timeout_seconds=_float(env, "KAIREON_FLOW_NODE_TIMEOUT_SECONDS", 300.0),
-            sql_max_rows=_int(env, "KAIREON_FLOW_SQL_MAX_ROWS", 100_000),
-            sql_timeout_ms=_int(env, "KAIREON_FLOW_SQL_TIMEOUT_MS", 10_000),
-            sweep_seconds=_float(env, "KAIREON_FLOW_SWEEP_SECONDS", 15.0),
-            checkpoint_sync_commit=_bool(env, "KAIREON_FLOW_CHECKPOINT_SYNC_COMMIT"),
+            tenant_max_runs=count("KAIREON_FLOW_TENANT_MAX_RUNS", max(1, max_runs // 2)),
+            retry_after_seconds=retry_after_from_env(env),
+            max_nodes=count("KAIREON_FLOW_MAX_NODES", 5000),
+            node_timeout_seconds=seconds("KAIREON_FLOW_NODE_TIMEOUT_SECONDS", 300.0),
+            sql_max_rows=count("KAIREON_FLOW_SQL_MAX_ROWS", 100_000),
+            sql_timeout_ms=count("KAIREON_FLOW_SQL_TIMEOUT_MS", 10_000),
+            sweep_seconds=seconds("KAIREON_FLOW_SWEEP_SECONDS", 15.0),
+            checkpoint_sync_commit=read.boolean("KAIREON_FLOW_CHECKPOINT_SYNC_COMMIT", False),
             checkpoint_retention_hours=float(
-                _int(env, "KAIREON_FLOW_CHECKPOINT_RETENTION_HOURS", 168, minimum=0)
+                read.integer("KAIREON_FLOW_CHECKPOINT_RETENTION_HOURS", 168, minimum=0)
             ),
         )

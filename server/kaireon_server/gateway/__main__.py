@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Sequence
 
 from kaireon_server.gateway.routes import DEFAULT_SERVICES
 from kaireon_server.gateway.server import GatewayServer
 from kaireon_server.gateway.settings import GatewaySettings
+from kaireon_server.platform.errors import ConfigurationError
 
 
 def parse_args(argv: Sequence[str] | None, settings: GatewaySettings) -> argparse.Namespace:
@@ -55,7 +57,12 @@ async def serve(args: argparse.Namespace, settings: GatewaySettings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = GatewaySettings.from_env()
+    try:
+        settings = GatewaySettings.from_env()
+    except ConfigurationError as exc:
+        # As kaireon-server does: one line naming the variable, exit status 2.
+        print(f"kaireon-gateway: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
     args = parse_args(argv, settings)
     logging.basicConfig(
         level=args.log_level.upper(),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from kaireon_server.platform.auth.proxies import TrustedProxies
+from kaireon_server.platform.auth.proxies import TrustedProxies, TrustedProxiesError
+from kaireon_server.platform.env import EnvReader, process_environment
+from kaireon_server.platform.errors import ConfigurationError
 
 DEFAULT_FORWARDED_HEADERS = ("x-tenant-id", "x-user-role", "authorization")
 DEFAULT_PASSTHROUGH_HEADERS = (
@@ -17,9 +18,6 @@ DEFAULT_PASSTHROUGH_HEADERS = (
     "x-export-digest-sha256",
     "x-export-signature",
 )
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
 @dataclass(frozen=True)
@@ -69,107 +67,55 @@ class GatewaySettings:
 
     def __post_init__(self) -> None:
         if self.max_body_bytes <= 0:
-            raise ValueError("max_body_bytes must be positive")
+            raise ConfigurationError("max_body_bytes must be positive")
         if self.method_not_allowed_status not in (405, 501):
-            raise ValueError("method_not_allowed_status must be 405 or 501")
+            raise ConfigurationError("method_not_allowed_status must be 405 or 501")
         for timeout in (self.default_timeout_seconds, self.stream_timeout_seconds):
             if timeout is not None and timeout <= 0:
-                raise ValueError("timeouts must be positive or None")
+                raise ConfigurationError("timeouts must be positive or None")
         if self.header_timeout_seconds <= 0 or self.body_timeout_seconds <= 0:
-            raise ValueError("header and body timeouts must be positive")
+            raise ConfigurationError("header and body timeouts must be positive")
         if self.max_header_bytes <= 0 or self.max_headers <= 0:
-            raise ValueError("header limits must be positive")
+            raise ConfigurationError("header limits must be positive")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
         """Reads the KAIREON_HTTP_PORT and KAIREON_GATEWAY_* variables."""
-        env = os.environ if environ is None else environ
+        read = EnvReader(process_environment() if environ is None else environ)
         defaults = cls()
+        try:
+            trusted_proxies = TrustedProxies.parse(read.optional_text("KAIREON_TRUSTED_PROXIES"))
+        except TrustedProxiesError as exc:
+            raise ConfigurationError(str(exc)) from None
         return cls(
-            strict_json=_bool(env, "KAIREON_GATEWAY_STRICT_JSON", defaults.strict_json),
-            max_body_bytes=_int(env, "KAIREON_GATEWAY_MAX_BODY_BYTES", defaults.max_body_bytes),
-            default_timeout_seconds=_timeout(
-                env, "KAIREON_GATEWAY_DEFAULT_TIMEOUT_SECONDS", defaults.default_timeout_seconds
+            strict_json=read.boolean("KAIREON_GATEWAY_STRICT_JSON", defaults.strict_json),
+            max_body_bytes=read.integer(
+                "KAIREON_GATEWAY_MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1
             ),
-            stream_timeout_seconds=_timeout(
-                env, "KAIREON_GATEWAY_STREAM_TIMEOUT_SECONDS", defaults.stream_timeout_seconds
+            default_timeout_seconds=read.seconds_or_none(
+                "KAIREON_GATEWAY_DEFAULT_TIMEOUT_SECONDS", defaults.default_timeout_seconds
             ),
-            trusted_proxies=TrustedProxies.parse(env.get("KAIREON_TRUSTED_PROXIES")),
-            http_host=env.get("KAIREON_HTTP_HOST", defaults.http_host),
-            http_port=_port(env, "KAIREON_HTTP_PORT", defaults.http_port),
-            header_timeout_seconds=_seconds(
-                env, "KAIREON_GATEWAY_HEADER_TIMEOUT_SECONDS", defaults.header_timeout_seconds
+            stream_timeout_seconds=read.seconds_or_none(
+                "KAIREON_GATEWAY_STREAM_TIMEOUT_SECONDS", defaults.stream_timeout_seconds
             ),
-            body_timeout_seconds=_seconds(
-                env, "KAIREON_GATEWAY_BODY_TIMEOUT_SECONDS", defaults.body_timeout_seconds
+            trusted_proxies=trusted_proxies,
+            http_host=read.text("KAIREON_HTTP_HOST", defaults.http_host),
+            # Standalone: 0 = any free port (docs/GATEWAY.md); "off" disables the adapter.
+            http_port=read.listen_port("KAIREON_HTTP_PORT", defaults.http_port, zero_is_off=False),
+            header_timeout_seconds=read.number(
+                "KAIREON_GATEWAY_HEADER_TIMEOUT_SECONDS",
+                defaults.header_timeout_seconds,
+                exclusive_minimum=0,
             ),
-            max_header_bytes=_int(
-                env, "KAIREON_GATEWAY_MAX_HEADER_BYTES", defaults.max_header_bytes
+            body_timeout_seconds=read.number(
+                "KAIREON_GATEWAY_BODY_TIMEOUT_SECONDS",
+                defaults.body_timeout_seconds,
+                exclusive_minimum=0,
             ),
-            max_headers=_int(env, "KAIREON_GATEWAY_MAX_HEADERS", defaults.max_headers),
+            max_header_bytes=read.integer(
+                "KAIREON_GATEWAY_MAX_HEADER_BYTES", defaults.max_header_bytes, minimum=1
+            ),
+            max_headers=read.integer(
+                "KAIREON_GATEWAY_MAX_HEADERS", defaults.max_headers, minimum=1
+            ),
         )
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"{name} must be true or false, got {raw!r}")
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def _timeout(env: Mapping[str, str], name: str, default: float | None) -> float | None:
-    """Seconds; 0 (or "none") means no deadline."""
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw == "none":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must not be negative")
-    return value or None
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    """A positive number of seconds (no "none": these bounds are always on)."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise ValueError(f"{name} must be positive")
-    return value
-
-
-def _port(env: Mapping[str, str], name: str, default: int | None) -> int | None:
-    """A TCP port; "off" disables the adapter."""
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("off", "none", "disabled"):
-        return None
-    port = _int(env, name, 0)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{name} must be a port number or 'off', got {raw!r}")
-    return port

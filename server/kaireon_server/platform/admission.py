@@ -31,45 +31,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import status_pb2
 
 from kaireon_server.platform.auth.identity import current_identity
 from kaireon_server.platform.db.database import fail_fast_scope
-from kaireon_server.platform.errors import ConfigurationError, ResourceExhausted
-
-DOMAIN = "kaireon.dev"
+from kaireon_server.platform.env import EnvReader
+from kaireon_server.platform.errors import ResourceExhausted
+from kaireon_server.platform.rpc.status import abort_with, status_for
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(
-    env: Mapping[str, str], name: str, default: float, *, maximum: float = math.inf
-) -> float:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-    if not 0 <= value <= maximum:
-        raise ConfigurationError(f"{name} must be between 0 and {maximum}, got {value}")
-    return value
+def retry_after_from_env(env: Mapping[str, str]) -> float:
+    """KAIREON_RETRY_AFTER_SECONDS, the one retry hint of admission and flow refusals."""
+    return EnvReader(env).number("KAIREON_RETRY_AFTER_SECONDS", 1.0, exclusive_minimum=0)
 
 
 @dataclass(frozen=True)
@@ -101,22 +76,27 @@ class AdmissionSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], max_inflight: int = 1000) -> AdmissionSettings:
+        read = EnvReader(env)
+
+        def seconds(name: str, default: float) -> float:
+            return read.number(name, default, minimum=0)
+
         return cls(
             max_inflight=max_inflight,
-            tenant_share=_float(env, "KAIREON_TENANT_MAX_INFLIGHT_SHARE", 0.5, maximum=1.0),
-            public_max_inflight=_int(env, "KAIREON_PUBLIC_MAX_INFLIGHT", 64, minimum=1),
-            public_max_inflight_per_peer=_int(
-                env, "KAIREON_PUBLIC_MAX_INFLIGHT_PER_PEER", 8, minimum=1
+            tenant_share=read.number(
+                "KAIREON_TENANT_MAX_INFLIGHT_SHARE", 0.5, minimum=0, maximum=1.0
             ),
-            retry_after_seconds=_float(env, "KAIREON_RETRY_AFTER_SECONDS", 1.0),
-            keepalive_time=_float(env, "KAIREON_GRPC_KEEPALIVE_TIME_SECONDS", 60.0),
-            keepalive_timeout=_float(env, "KAIREON_GRPC_KEEPALIVE_TIMEOUT_SECONDS", 20.0),
-            max_connection_idle=_float(env, "KAIREON_GRPC_MAX_CONNECTION_IDLE_SECONDS", 300.0),
-            max_connection_age=_float(env, "KAIREON_GRPC_MAX_CONNECTION_AGE_SECONDS", 0.0),
-            max_connection_age_grace=_float(
-                env, "KAIREON_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 30.0
+            public_max_inflight=read.integer("KAIREON_PUBLIC_MAX_INFLIGHT", 64, minimum=1),
+            public_max_inflight_per_peer=read.integer(
+                "KAIREON_PUBLIC_MAX_INFLIGHT_PER_PEER", 8, minimum=1
             ),
-            handshake_timeout=_float(env, "KAIREON_GRPC_HANDSHAKE_TIMEOUT_SECONDS", 20.0),
+            retry_after_seconds=retry_after_from_env(env),
+            keepalive_time=seconds("KAIREON_GRPC_KEEPALIVE_TIME_SECONDS", 60.0),
+            keepalive_timeout=seconds("KAIREON_GRPC_KEEPALIVE_TIMEOUT_SECONDS", 20.0),
+            max_connection_idle=seconds("KAIREON_GRPC_MAX_CONNECTION_IDLE_SECONDS", 300.0),
+            max_connection_age=seconds("KAIREON_GRPC_MAX_CONNECTION_AGE_SECONDS", 0.0),
+            max_connection_age_grace=seconds("KAIREON_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 30.0),
+            handshake_timeout=seconds("KAIREON_GRPC_HANDSHAKE_TIMEOUT_SECONDS", 20.0),
         )
 
     def grpc_options(self) -> list[tuple[str, int]]:
@@ -137,12 +117,6 @@ class AdmissionSettings:
             options.append(("grpc.max_connection_age_ms", ms(self.max_connection_age)))
             options.append(("grpc.max_connection_age_grace_ms", ms(self.max_connection_age_grace)))
         return options
-
-
-def retry_info(seconds: float) -> error_details_pb2.RetryInfo:
-    whole = math.floor(seconds)
-    delay = duration_pb2.Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
-    return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
 _PEER = re.compile(r"(?:ipv4:(?P<v4>[0-9.]+):\d+|ipv6:\[(?P<v6>[0-9A-Fa-f:.%a-z]+)\]:\d+)\Z")
@@ -217,14 +191,12 @@ class Admission:
         if refused is None:
             return None
         reason = "PUBLIC_RPCS_EXHAUSTED" if refused == "total" else "PEER_RPCS_EXHAUSTED"
-        info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)
-        details = [any_pb2.Any(), any_pb2.Any()]
-        details[0].Pack(info)
-        details[1].Pack(retry_info(self.settings.retry_after_seconds))
-        return status_pb2.Status(
-            code=code_pb2.RESOURCE_EXHAUSTED,
-            message="too many unauthenticated calls in flight; retry later",
-            details=details,
+        return status_for(
+            ResourceExhausted(
+                "too many unauthenticated calls in flight; retry later",
+                reason=reason,
+                retry_after=self.settings.retry_after_seconds,
+            )
         )
 
 
@@ -273,8 +245,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
         peer = peer_address(context.peer())
         status = self._admission.refuse_public(peer)
         if status is not None:
-            refusal = rpc_status.to_status(status)
-            await context.abort(refusal.code, refusal.details, refusal.trailing_metadata)
+            await abort_with(context, status)
         return peer
 
     def _public_unary(self, inner: Behavior) -> Behavior:

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kaireon_server.platform.env import EnvReader
+
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 # Our own build type; its specification is the "Build type" section of docs/RELEASE.md.
@@ -53,11 +55,6 @@ _GIT_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 JsonObject = dict[str, Any]
-
-
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name, "").strip()
-    return value or None
 
 
 def _git_sha(value: str | None) -> str | None:
@@ -117,27 +114,29 @@ class BuildEnv:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BuildEnv:
         """Read the variables listed in the module docstring; raise ValueError on bad values."""
-        started = _get(env, "BUILD_STARTED_ON")
-        finished = _get(env, "BUILD_FINISHED_ON")
-        image_digest = _get(env, "IMAGE_DIGEST")
+        # Unset, empty and blank are alike (an ARG not passed is an empty ENV).
+        setting = EnvReader(env).optional_text
+        started = setting("BUILD_STARTED_ON")
+        finished = setting("BUILD_FINISHED_ON")
+        image_digest = setting("IMAGE_DIGEST")
         _sha256_hex("IMAGE_DIGEST", image_digest)  # validate only: imageDigest echoes the env
-        sbom = _sha256_hex("SBOM_DIGEST_SHA256", _get(env, "SBOM_DIGEST_SHA256"))
+        sbom = _sha256_hex("SBOM_DIGEST_SHA256", setting("SBOM_DIGEST_SHA256"))
         return cls(
-            git_sha=_git_sha(_get(env, "GIT_SHA")),
-            git_repo=_get(env, "GIT_REPO"),
-            git_ref=_get(env, "GIT_REF"),
-            image_name=_get(env, "IMAGE_NAME"),
+            git_sha=_git_sha(setting("GIT_SHA")),
+            git_repo=setting("GIT_REPO"),
+            git_ref=setting("GIT_REF"),
+            image_name=setting("IMAGE_NAME"),
             image_digest=image_digest,
             sbom_digest_sha256=sbom,
-            builder_id=_get(env, "BUILDER_ID") or DEFAULT_BUILDER_ID,
-            builder_version=_get(env, "BUILDER_VERSION") or DEFAULT_BUILDER_VERSION,
+            builder_id=setting("BUILDER_ID") or DEFAULT_BUILDER_ID,
+            builder_version=setting("BUILDER_VERSION") or DEFAULT_BUILDER_VERSION,
             build_started_on=(
                 normalize_timestamp(started, name="BUILD_STARTED_ON") if started else None
             ),
             build_finished_on=(
                 normalize_timestamp(finished, name="BUILD_FINISHED_ON") if finished else None
             ),
-            invocation_id=_get(env, "GITHUB_RUN_ID"),
+            invocation_id=setting("GITHUB_RUN_ID"),
         )
 
     @property

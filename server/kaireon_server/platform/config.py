@@ -2,71 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kaireon_server.platform.auth.proxies import TrustedProxies, TrustedProxiesError
+from kaireon_server.platform.env import EnvReader, process_environment
 from kaireon_server.platform.errors import ConfigurationError
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
-
-
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigurationError(f"{name} must be > 0, got {value}")
-    return value
-
-
-def _path(env: Mapping[str, str], name: str) -> Path | None:
-    raw = env.get(name)
-    return Path(raw) if raw else None
-
-
-def _http_port(env: Mapping[str, str]) -> int | None:
-    """KAIREON_HTTP_PORT: a port; 0 or "off" = adapter off; "auto" = any free port."""
-    raw = (env.get("KAIREON_HTTP_PORT") or "").strip().lower()
-    if raw == "":
-        return 8080
-    if raw in {"0", "off"}:
-        return None
-    if raw == "auto":
-        return 0
-    port = _int(env, "KAIREON_HTTP_PORT", 8080, minimum=1)
-    if port > 65535:
-        raise ConfigurationError(f"KAIREON_HTTP_PORT must be a port number, got {raw!r}")
-    return port
 
 
 @dataclass(frozen=True)
@@ -124,55 +66,59 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, demo: bool = False) -> Settings:
-        env = dict(os.environ if env is None else env)
-        public_key = env.get("KAIREON_JWT_PUBLIC_KEY") or None
+        env = dict(process_environment() if env is None else env)
+        read = EnvReader(env)
+        public_key = read.secret("KAIREON_JWT_PUBLIC_KEY")
         if public_key and not public_key.lstrip().startswith("-----BEGIN"):
             try:
-                public_key = Path(public_key).read_text()
+                public_key = Path(public_key.strip()).read_text()
             except OSError as exc:
                 raise ConfigurationError(
                     f"KAIREON_JWT_PUBLIC_KEY: cannot read key file ({exc.strerror})"
                 ) from None
         jwt = JwtSettings(
-            hs256_secret=env.get("KAIREON_JWT_HS256_SECRET") or None,
+            hs256_secret=read.secret("KAIREON_JWT_HS256_SECRET"),
             public_key_pem=public_key,
-            issuer=env.get("KAIREON_JWT_ISSUER") or None,
-            audience=env.get("KAIREON_JWT_AUDIENCE") or None,
-            tenant_claim=env.get("KAIREON_JWT_TENANT_CLAIM") or "tenant_id",
-            role_claim=env.get("KAIREON_JWT_ROLE_CLAIM") or "role",
+            issuer=read.optional_text("KAIREON_JWT_ISSUER"),
+            audience=read.optional_text("KAIREON_JWT_AUDIENCE"),
+            tenant_claim=read.text("KAIREON_JWT_TENANT_CLAIM", "tenant_id"),
+            role_claim=read.text("KAIREON_JWT_ROLE_CLAIM", "role"),
         )
         try:
-            trusted_proxies = TrustedProxies.parse(env.get("KAIREON_TRUSTED_PROXIES"))
+            trusted_proxies = TrustedProxies.parse(read.optional_text("KAIREON_TRUSTED_PROXIES"))
         except TrustedProxiesError as exc:
             raise ConfigurationError(str(exc)) from None
-        statement_timeout_ms = _int(env, "KAIREON_DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=1)
+        statement_timeout_ms = read.integer("KAIREON_DB_STATEMENT_TIMEOUT_MS", 30_000, minimum=1)
         settings = cls(
-            database_url=env.get("DATABASE_URL") or None,
-            app_database_url=env.get("KAIREON_APP_DATABASE_URL") or None,
-            app_database_password=env.get("KAIREON_APP_DATABASE_PASSWORD") or None,
-            data_dir=Path(env.get("KAIREON_DATA_DIR") or ".kaireon"),
-            grpc_host=env.get("KAIREON_GRPC_HOST") or "0.0.0.0",  # noqa: S104
-            grpc_port=_int(env, "KAIREON_GRPC_PORT", 50051),
-            http_port=_http_port(env),
+            database_url=read.secret("DATABASE_URL"),
+            app_database_url=read.secret("KAIREON_APP_DATABASE_URL"),
+            app_database_password=read.secret("KAIREON_APP_DATABASE_PASSWORD"),
+            data_dir=Path(read.text("KAIREON_DATA_DIR", ".kaireon")),
+            grpc_host=read.text("KAIREON_GRPC_HOST", "0.0.0.0"),  # noqa: S104
+            grpc_port=read.port("KAIREON_GRPC_PORT", 50051, allow_zero=True),
+            # 0 or "off" = adapter off; "auto" = any free port.
+            http_port=read.listen_port("KAIREON_HTTP_PORT", 8080, zero_is_off=True),
             # Bare identity headers are only trusted when asked for, or for the demo.
-            trust_headers=_bool(env, "KAIREON_TRUST_HEADERS", demo),
+            trust_headers=read.boolean("KAIREON_TRUST_HEADERS", demo),
             trusted_proxies=trusted_proxies,
             jwt=jwt,
-            db_pool_min=_int(env, "KAIREON_DB_POOL_MIN", 2, minimum=1),
-            db_pool_max=_int(env, "KAIREON_DB_POOL_MAX", 10, minimum=1),
-            db_acquire_timeout=_float(env, "KAIREON_DB_ACQUIRE_TIMEOUT", 5.0),
+            db_pool_min=read.integer("KAIREON_DB_POOL_MIN", 2, minimum=1),
+            db_pool_max=read.integer("KAIREON_DB_POOL_MAX", 10, minimum=1),
+            db_acquire_timeout=read.number("KAIREON_DB_ACQUIRE_TIMEOUT", 5.0, exclusive_minimum=0),
             db_statement_timeout_ms=statement_timeout_ms,
-            db_command_timeout=_float(
-                env, "KAIREON_DB_COMMAND_TIMEOUT", statement_timeout_ms / 1000 + 5.0
+            db_command_timeout=read.number(
+                "KAIREON_DB_COMMAND_TIMEOUT", statement_timeout_ms / 1000 + 5.0, exclusive_minimum=0
             ),
-            grpc_max_concurrent_rpcs=_int(env, "KAIREON_GRPC_MAX_CONCURRENT_RPCS", 1000),
-            health_interval=_float(env, "KAIREON_HEALTH_INTERVAL", 2.0),
-            shutdown_grace=_float(env, "KAIREON_SHUTDOWN_GRACE", 10.0),
-            workers=_int(env, "KAIREON_WORKERS", 1, minimum=1),
-            log_level=(env.get("KAIREON_LOG_LEVEL") or "INFO").upper(),
-            tls_cert=_path(env, "KAIREON_TLS_CERT"),
-            tls_key=_path(env, "KAIREON_TLS_KEY"),
-            tls_client_ca=_path(env, "KAIREON_TLS_CLIENT_CA"),
+            grpc_max_concurrent_rpcs=read.integer(
+                "KAIREON_GRPC_MAX_CONCURRENT_RPCS", 1000, minimum=0
+            ),
+            health_interval=read.number("KAIREON_HEALTH_INTERVAL", 2.0, exclusive_minimum=0),
+            shutdown_grace=read.number("KAIREON_SHUTDOWN_GRACE", 10.0, exclusive_minimum=0),
+            workers=read.integer("KAIREON_WORKERS", 1, minimum=1),
+            log_level=read.text("KAIREON_LOG_LEVEL", "INFO").upper(),
+            tls_cert=read.path("KAIREON_TLS_CERT"),
+            tls_key=read.path("KAIREON_TLS_KEY"),
+            tls_client_ca=read.path("KAIREON_TLS_CLIENT_CA"),
             demo=demo,
             env=env,
         )

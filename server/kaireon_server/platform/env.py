@@ -11,24 +11,33 @@ Every setting of the server, the gateway and the capabilities is read through
   readers marked secret, whose values are never echoed.
 
 This module and `platform/errors.py` import nothing else from the server, so the
-standalone REST adapter (`gateway/`) may use them too.
+standalone REST adapter (`gateway/`) may use them too. It is also the only module
+that touches `os.environ` (`process_environment`); tests/architecture/test_env_reads.py
+holds every other module to that.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from kaireon_server.platform.errors import ConfigurationError
 
-__all__ = ["ConfigurationError", "EnvReader"]
+__all__ = ["ConfigurationError", "EnvReader", "process_environment"]
 
 # Plain ASCII decimal only: int() would also take "1_000" and other scripts' digits.
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
+_PORT_OFF = frozenset({"off", "none", "disabled"})
+
+
+def process_environment() -> dict[str, str]:
+    """A snapshot of this process's environment: what entry points hand to the readers."""
+    return dict(os.environ)
 
 
 class EnvReader:
@@ -122,6 +131,22 @@ class EnvReader:
 
     def port(self, name: str, default: int, *, allow_zero: bool = False) -> int:
         return self.integer(name, default, minimum=0 if allow_zero else 1, maximum=65535)
+
+    def listen_port(self, name: str, default: int | None, *, zero_is_off: bool) -> int | None:
+        """A port to listen on; `off`/`none`/`disabled` = None (do not listen), `auto` = 0
+        (any free port). A bare `0` is "off" or "any free port" as the caller documents."""
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        lowered = raw.lower()
+        if lowered in _PORT_OFF:
+            return None
+        if lowered == "auto":
+            return 0
+        if not _INTEGER.fullmatch(raw):
+            raise ConfigurationError(f"{name} must be a port number, 'auto' or 'off', got {raw!r}")
+        port = self.port(name, 0, allow_zero=True)
+        return None if port == 0 and zero_is_off else port
 
     def choice(self, name: str, default: str, choices: Iterable[str]) -> str:
         allowed = tuple(choices)

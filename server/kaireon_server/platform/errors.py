@@ -1,4 +1,4 @@
-"""Domain errors. One place (platform/auth/interceptor.py) maps them to gRPC status codes.
+"""Domain errors. One place (platform/rpc/status.py) maps them to gRPC status codes.
 
 Domain code raises these and never imports grpc. Each error carries a stable
 UPPER_SNAKE `reason` (sent as google.rpc.ErrorInfo) and, for bad input, the

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 
+from kaireon_server.platform.env import EnvReader
 from kaireon_server.platform.errors import ConfigurationError
 
 UNSIGNED = "unsigned"
@@ -163,21 +164,32 @@ def load_cosign_private_key(pem: bytes, password: bytes) -> ec.EllipticCurvePriv
     return key
 
 
-def signer_from_env(env: Mapping[str, str]) -> Signer:
-    raw = env.get("COSIGN_KEY") or ""
-    if not raw:
-        return NullSigner()
+def private_key_from_env(env: Mapping[str, str]) -> ec.EllipticCurvePrivateKey | None:
+    """The service key: COSIGN_KEY (PEM text or a file path) and COSIGN_PASSWORD; None if unset.
+
+    The one reader of those variables: the provenance signer and the DSAR export
+    signer (dsar/store.py) both load the key through it.
+    """
+    read = EnvReader(env)
+    raw = read.secret("COSIGN_KEY")
+    if raw is None:
+        return None
     if raw.lstrip().startswith("-----BEGIN"):
         pem = raw.encode()
     else:
         try:
-            pem = Path(raw).read_bytes()
+            pem = Path(raw.strip()).read_bytes()
         except OSError as exc:
             raise ConfigurationError(f"COSIGN_KEY: cannot read key file ({exc.strerror})") from None
-    password = env.get("COSIGN_PASSWORD")
+    password = read.secret("COSIGN_PASSWORD")
     if _pem_type(pem) in COSIGN_PEM_TYPES:
-        return EcdsaSigner(load_cosign_private_key(pem, (password or "").encode()))
-    return EcdsaSigner(load_private_key(pem, password.encode() if password else None))
+        return load_cosign_private_key(pem, (password or "").encode())
+    return load_private_key(pem, password.encode() if password else None)
+
+
+def signer_from_env(env: Mapping[str, str]) -> Signer:
+    key = private_key_from_env(env)
+    return NullSigner() if key is None else EcdsaSigner(key)
 
 
 def verify_signature(public_key_pem: str, data: bytes, signature_b64: str) -> bool:

@@ -14,6 +14,7 @@ from kaireon_server.capability import ServiceContext
 from kaireon_server.platform.audit_chain import AuditBatcher
 from kaireon_server.platform.auth import current_identity
 from kaireon_server.platform.build_identity import BuildEnv
+from kaireon_server.platform.env import EnvReader
 from kaireon_server.platform.errors import ConfigurationError
 from kaireon_server.platform.signing import ALGORITHM
 from kaireon_server.provenance.bundle import CONTENT_TYPE, SCHEMA_VERSION
@@ -27,11 +28,7 @@ CLOCK_OFFSET_ENV = "KAIREON_CLOCK_OFFSET_SECONDS"
 
 
 def _clock_offset(env: Mapping[str, str]) -> float:
-    raw = env.get(CLOCK_OFFSET_ENV) or "0"
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{CLOCK_OFFSET_ENV} must be a number, got {raw!r}") from None
+    return EnvReader(env).number(CLOCK_OFFSET_ENV, 0.0)
 
 
 def _build_env(env: Mapping[str, str]) -> BuildEnv:

@@ -32,6 +32,7 @@ from kaireon_server.flow.nodes.base import (
     records_of,
 )
 from kaireon_server.platform.canonical import canonical_json
+from kaireon_server.platform.env import EnvReader
 
 MASK_MODES = ("redact", "null", "partial", "hash")
 REDACTED = "[REDACTED]"
@@ -66,7 +67,8 @@ class MaskTransform(NodeType[MaskConfig]):
                 raise ConfigError(f"fields.{name}", f"must be one of {', '.join(MASK_MODES)}")
         key: bytes | None = None
         if "hash" in fields.values():
-            raw = setup.env.get("KAIREON_FLOW_MASK_KEY") or ""
+            # A key is taken byte for byte (never stripped or echoed).
+            raw = EnvReader(setup.env).secret("KAIREON_FLOW_MASK_KEY") or ""
             if len(raw) < 16:
                 raise ConfigError(
                     "fields",

@@ -24,6 +24,7 @@ from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db.dynamic_tables import secure_dynamic_tables
 from kaireon_server.platform.db.embedded import EmbeddedPostgres
 from kaireon_server.platform.db.migrate import apply_migrations
+from kaireon_server.platform.env import EnvReader
 from kaireon_server.platform.errors import ConfigurationError, ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
@@ -335,11 +336,6 @@ def _max_waiters(settings: Settings) -> int:
     """KAIREON_DB_POOL_MAX_WAITERS: default 4 x the pool's size, a queue a few
     statements deep: a burst is absorbed (20 concurrent erasures on a pool of
     10 all pass), an overload is refused instead of waiting out the acquire timeout."""
-    raw = (settings.env.get("KAIREON_DB_POOL_MAX_WAITERS") or "").strip()
-    if not raw:
-        return 4 * settings.db_pool_max
-    if not raw.isdigit():
-        raise ConfigurationError(
-            f"KAIREON_DB_POOL_MAX_WAITERS must be an integer >= 0, got {raw!r}"
-        )
-    return int(raw)
+    return EnvReader(settings.env).integer(
+        "KAIREON_DB_POOL_MAX_WAITERS", 4 * settings.db_pool_max, minimum=0
+    )
