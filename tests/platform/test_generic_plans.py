@@ -11,6 +11,7 @@ whose filter throws away more than a page of rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,9 +23,11 @@ import pytest
 
 from kaireon_server.app import App
 from kaireon_server.audit.repository import list_events_query
+from kaireon_server.dsar import repository as dsar_repository
 from kaireon_server.dsar.repository import list_requests_query
 from kaireon_server.erasure.model import ACTION_ERASURE
-from kaireon_server.erasure.repository import retained_rows_query
+from kaireon_server.erasure.repository import LIST_HOLDS_SQL, retained_rows_query
+from kaireon_server.flow import repository as flow_repository
 from kaireon_server.flow.hooks import RunState
 from kaireon_server.flow.repository import list_runs_query
 from kaireon_server.platform import data_map
@@ -33,6 +36,7 @@ from kaireon_server.platform.db.database import app_role_dsn
 ROWS = 100_000
 PAGE = 50
 SUBJECTS = 1_000  # 100 requests and audit rows per subject
+KEYED = 1_000  # runs and requests with events: 100 events each
 
 
 def _literal(value: object) -> str:
@@ -105,18 +109,44 @@ async def big_tenant(database_url: str, app: App) -> AsyncIterator[str]:
                 ACTION_ERASURE,
             )
             await owner.execute(
+                "INSERT INTO flow_run_event (tenant_id, run_id, seq, attempt, type) "
+                "SELECT $1, 'run-' || (i % $3), i / $3, 1, 'node' FROM generate_series(1, $2) i",
+                tenant,
+                ROWS,
+                KEYED,
+            )
+            await owner.execute(
+                "INSERT INTO dsar_request_event (tenant_id, request_id, version, status, "
+                "progress, created_at) "
+                "SELECT $1, md5('r' || (i % $3))::uuid, i / $3, 'processing', 0, now() "
+                "FROM generate_series(1, $2) i",
+                tenant,
+                ROWS,
+                KEYED,
+            )
+            await owner.execute(
                 "INSERT INTO legal_hold (tenant_id, customer_id, reason, created_by) "
                 "SELECT $1, 'cust_' || lpad(i::text, 6, '0'), 'r', 'seed' "
                 "FROM generate_series(1, $2) i",
                 tenant,
                 ROWS,
             )
-        await owner.execute("ANALYZE dsar_request, flow_run, audit_log, legal_hold")
+        await owner.execute(
+            "ANALYZE dsar_request, dsar_request_event, flow_run, flow_run_event, audit_log, "
+            "legal_hold"
+        )
         yield tenant
     finally:
         async with owner.transaction():
             await owner.execute("SET LOCAL session_replication_role = replica")
-            for table in ("audit_log", "flow_run", "dsar_request", "legal_hold"):
+            for table in (
+                "audit_log",
+                "flow_run_event",
+                "flow_run",
+                "dsar_request_event",
+                "dsar_request",
+                "legal_hold",
+            ):
                 await owner.execute(f"DELETE FROM {table} WHERE tenant_id = $1", tenant)
         await owner.close()
 
@@ -176,10 +206,15 @@ def _statements(tenant: str, at: dict[str, Any]) -> dict[str, tuple[str, list[An
                 out[f"audit action={action} entity={entity} after={seq}"] = (sql, args, True)
     sql, args = retained_rows_query(kept, tenant, "subj_7")
     out["erasure retained counts"] = (sql, args, False)
-    out["legal holds deep"] = (
-        "SELECT customer_id, reason, created_by, created_at FROM legal_hold "
-        "WHERE tenant_id = $1 AND customer_id > $2 ORDER BY customer_id LIMIT $3",
-        [tenant, "cust_090000", PAGE + 1],
+    out["legal holds deep"] = (LIST_HOLDS_SQL, [tenant, "cust_090000", PAGE + 1], True)
+    out["flow run events after"] = (
+        flow_repository.EVENTS_AFTER_SQL,
+        [tenant, "run-7", 10, PAGE],
+        True,
+    )
+    out["dsar request events after"] = (
+        dsar_repository.EVENTS_AFTER_SQL,
+        [tenant, str(uuid.UUID(hashlib.md5(b"r7").hexdigest())), 10],
         True,
     )
     return out

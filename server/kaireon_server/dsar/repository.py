@@ -166,15 +166,20 @@ async def lock_inline_disclosure(
     )
 
 
+# A request's states after a version: served by the primary key
+# (tenant_id, request_id, version); a request has a handful.
+EVENTS_AFTER_SQL = """
+    SELECT version, status, progress, error, created_at FROM dsar_request_event
+     WHERE tenant_id = $1 AND request_id = $2 AND version > $3
+     ORDER BY version
+"""
+
+
 async def events_after(
     con: asyncpg.Connection, tenant_id: str, request_id: uuid.UUID, version: int
 ) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await con.fetch(
-        """
-        SELECT version, status, progress, error, created_at FROM dsar_request_event
-         WHERE tenant_id = $1 AND request_id = $2 AND version > $3
-         ORDER BY version
-        """,
+        EVENTS_AFTER_SQL,
         tenant_id,
         request_id,
         version,

@@ -222,16 +222,20 @@ async def delete_hold(
     return _hold(rec) if rec else None
 
 
+# One page of holds after a customer id: served by the primary key.
+LIST_HOLDS_SQL = """
+    SELECT customer_id, reason, created_by, created_at FROM legal_hold
+     WHERE tenant_id = $1 AND customer_id > $2
+     ORDER BY customer_id
+     LIMIT $3
+"""
+
+
 async def list_holds(
     con: asyncpg.Connection, tenant_id: str, *, after_customer: str, limit: int
 ) -> Sequence[LegalHold]:
     rows = await con.fetch(
-        """
-        SELECT customer_id, reason, created_by, created_at FROM legal_hold
-         WHERE tenant_id = $1 AND customer_id > $2
-         ORDER BY customer_id
-         LIMIT $3
-        """,
+        LIST_HOLDS_SQL,
         tenant_id,
         after_customer,
         limit,

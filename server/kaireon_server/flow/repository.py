@@ -403,12 +403,18 @@ async def clear_cache_keys(con: asyncpg.Connection, tenant_id: str, run_id: str)
     )
 
 
+# A run's events after a position: served by the primary key (tenant_id, run_id, seq).
+EVENTS_AFTER_SQL = (
+    "SELECT seq, attempt, type, node_id, error, status, created_at FROM flow_run_event "
+    "WHERE tenant_id = $1 AND run_id = $2 AND seq > $3 ORDER BY seq LIMIT $4"
+)
+
+
 async def events_after(
     con: asyncpg.Connection, tenant_id: str, run_id: str, seq: int, limit: int
 ) -> list[EventRow]:
     rows = await con.fetch(
-        "SELECT seq, attempt, type, node_id, error, status, created_at FROM flow_run_event "
-        "WHERE tenant_id = $1 AND run_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+        EVENTS_AFTER_SQL,
         tenant_id,
         run_id,
         seq,
