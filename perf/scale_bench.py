@@ -12,9 +12,10 @@ the demo seed (3 customers, their decisions and audit rows), then with
 `generate_series`, as the owner and without triggers, N DSAR requests (1%
 failed), N flow runs (1% failed), N audit rows (a fifth `gdpr_erasure`
 records, one in a hundred export accesses), N interaction rows and N decision
-traces over N/100 other customers; then ANALYZE. Each RPC is called --reps
-times after 3 warm-up calls and the median is kept. The last column is the
-growth factor large/small: about 1 for an O(log n) call, about 10 for O(n).
+traces over N/100 other customers; then VACUUM ANALYZE. Each RPC is called
+--reps times per size after 3 warm-up calls, the two sizes taking turns, and
+the median is kept. The last column is the growth factor large/small: about 1
+for an O(log n) call, about 10 for O(n).
 """
 
 from __future__ import annotations
@@ -149,8 +150,10 @@ async def _seed(app: App, tenant: str, rows: int) -> dict[str, Any]:
                 tenant,
                 head + rows,
             )
+        # VACUUM too: autovacuum of the fresh rows would otherwise run during the
+        # measurements (on 2 cores that alone doubles some latencies).
         await con.execute(
-            "ANALYZE dsar_request, flow_run, audit_log, interaction_history, decision_trace"
+            "VACUUM ANALYZE dsar_request, flow_run, audit_log, interaction_history, decision_trace"
         )
         dsar = await con.fetchrow(
             "SELECT id, created_at FROM dsar_request WHERE tenant_id = $1 AND status = 'completed'"
@@ -245,18 +248,28 @@ def _calls(channel: grpc.aio.Channel, tenant: str, at: dict[str, Any]) -> dict[s
     }
 
 
-async def _measure(call: Call, reps: int) -> float | str:
-    """Median milliseconds, or the status code name when the call fails."""
-    times = []
-    for n in range(WARMUP + reps):
-        started = time.perf_counter()
-        try:
-            await call()
-        except grpc.aio.AioRpcError as error:
-            return error.code().name
-        if n >= WARMUP:
-            times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+async def _timed(call: Call) -> float:
+    started = time.perf_counter()
+    await call()
+    return (time.perf_counter() - started) * 1000
+
+
+async def _measure(calls: list[Call], reps: int) -> list[float | str]:
+    """Median milliseconds of each call (one per size), or the failing status
+    code's name. The sizes take turns, in alternating order, so drift of a
+    shared machine favours neither."""
+    times: list[list[float]] = [[] for _ in calls]
+    try:
+        for _ in range(WARMUP):
+            for call in calls:
+                await call()
+        for n in range(reps):
+            order = list(enumerate(calls))
+            for i, call in order if n % 2 == 0 else reversed(order):
+                times[i].append(await _timed(call))
+    except grpc.aio.AioRpcError as error:
+        return [error.code().name for _ in calls]
+    return [statistics.median(t) for t in times]
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -270,16 +283,18 @@ async def run(args: argparse.Namespace) -> int:
             async with app.db.owner_connection() as con:
                 version = await con.fetchval("SHOW server_version")
             async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+                tenants: list[dict[str, Call]] = []
                 for size in sizes:
                     tenant = f"scale{secrets.token_hex(4)}"
                     started = time.perf_counter()
                     at = await _seed(app, tenant, size)
                     seeded = time.perf_counter() - started
                     print(f"seeded {size:,} rows per table in {seeded:.1f} s", file=sys.stderr)
-                    results[size] = {
-                        name: await _measure(call, args.reps)
-                        for name, call in _calls(channel, tenant, at).items()
-                    }
+                    tenants.append(_calls(channel, tenant, at))
+                for name in tenants[0]:
+                    medians = await _measure([t[name] for t in tenants], args.reps)
+                    for size, median in zip(sizes, medians, strict=True):
+                        results.setdefault(size, {})[name] = median
         finally:
             await app.stop(grace=1)
     small, large = sizes
