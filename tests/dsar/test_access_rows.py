@@ -4,6 +4,7 @@ never make the subject's next export grow (docs/DSAR.md, "Access rows")."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -108,3 +109,19 @@ async def test_every_download_is_an_access_row(http, stub, seeded, db):
             await resp.read()
     downloads = [r for r in await _audit(db, seeded) if r[3] == "download"]
     assert [r[1] for r in downloads] == [request_id] * 3
+
+
+async def test_concurrent_first_polls_record_each_export_once(http, stub, seeded, db):
+    """Eight polls at once, each the first for its principal half the time: no
+    deadlock between the disclosure locks and the audit chain's, no duplicate."""
+    session, base = http
+    ids = [(await _export(stub, seeded, f"cust_0000{n}"))[0] for n in (1, 2, 3)]
+    before = len(await _audit(db, seeded))
+    pages = await asyncio.gather(
+        *(_poll(session, base, seeded, ("operator", "admin")[n % 2]) for n in range(8))
+    )
+    assert all(sorted(r["id"] for r in page) == sorted(ids) for page in pages)
+    added = (await _audit(db, seeded))[before:]
+    assert sorted((r[1], r[2]) for r in added) == sorted(
+        (i, actor) for i in ids for actor in ("operator@headers", "admin@headers")
+    )

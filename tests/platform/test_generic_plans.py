@@ -91,7 +91,8 @@ async def big_tenant(database_url: str, app: App) -> AsyncIterator[str]:
             await owner.execute(
                 """
                 INSERT INTO audit_log (tenant_id, seq, id, action, entity_type, entity_id, actor,
-                                       prev_hash, integrity_hash, created_at, subject_id)
+                                       changes, prev_hash, integrity_hash, created_at,
+                                       subject_id)
                 SELECT $1, i, gen_random_uuid(),
                        CASE WHEN i % 5 = 0 THEN $4
                             WHEN i % 100 = 1 THEN 'dsar_export_downloaded'
@@ -99,7 +100,9 @@ async def big_tenant(database_url: str, app: App) -> AsyncIterator[str]:
                        CASE WHEN i % 5 = 0 THEN 'customer'
                             WHEN i % 100 = 1 THEN 'dsar_request'
                             ELSE 'decision' END,
-                       'e' || i, 'seed', 'p', 'h',
+                       'e' || i, 'seed',
+                       CASE WHEN i % 200 = 1 THEN '{"via": "inline"}'::jsonb
+                            ELSE '{"via": "download"}'::jsonb END, 'p', 'h',
                        timestamptz '2026-01-01' + i * interval '1 second', 'subj_' || (i % $3)
                   FROM generate_series(1, $2) i
                 """,
@@ -216,6 +219,12 @@ def _statements(tenant: str, at: dict[str, Any]) -> dict[str, tuple[str, list[An
         dsar_repository.EVENTS_AFTER_SQL,
         [tenant, str(uuid.UUID(hashlib.md5(b"r7").hexdigest())), 10],
         True,
+    )
+    # The poll path: which exports of a page the caller already received inline.
+    out["dsar inline disclosed"] = (
+        dsar_repository.INLINE_DISCLOSED_SQL,
+        [tenant, "{" + ",".join(f"e{i}" for i in range(101, 5101, 100)) + "}", "seed"],
+        False,
     )
     return out
 

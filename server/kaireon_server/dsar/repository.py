@@ -129,21 +129,29 @@ ACTION_EXPORT_ACCESSED = "dsar_export_downloaded"
 _INLINE_LOCK_NAMESPACE = "kaireon.dsar.inline"
 
 
+# One probe per id (LATERAL): each is an equality lookup on the partial index,
+# where `entity_id = ANY($2)` was left as a filter over the principal's every
+# disclosure by the generic plan.
+INLINE_DISCLOSED_SQL = """
+    SELECT r.id AS entity_id FROM unnest($2::text[]) AS r(id),
+    LATERAL (SELECT 1 FROM audit_log a
+              WHERE a.tenant_id = $1 AND a.entity_id = r.id AND a.actor = $3
+                AND a.action = 'dsar_export_downloaded' AND a.entity_type = 'dsar_request'
+                AND a.changes->>'via' = 'inline'
+              LIMIT 1) AS hit
+"""
+
+
 async def inline_disclosed(
     con: asyncpg.Connection, tenant_id: str, actor: str, request_ids: Sequence[uuid.UUID]
 ) -> set[uuid.UUID]:
     """Which of the requests' exports `actor` has already received inline.
 
-    Served by the audit entity index: a handful of rows per request."""
+    Served by migration 0112's partial index of first inline disclosures."""
     if not request_ids:
         return set()
     rows = await con.fetch(
-        """
-        SELECT DISTINCT entity_id FROM audit_log
-         WHERE tenant_id = $1 AND entity_type = 'dsar_request' AND entity_id = ANY($2::text[])
-           AND action = 'dsar_export_downloaded' AND actor = $3
-           AND changes->>'via' = 'inline'
-        """,
+        INLINE_DISCLOSED_SQL,
         tenant_id,
         [str(i) for i in request_ids],
         actor,
@@ -155,7 +163,8 @@ async def lock_inline_disclosure(
     con: asyncpg.Connection, tenant_id: str, request_id: uuid.UUID, actor: str
 ) -> None:
     """Serialise first inline disclosures of one export to one principal, so two
-    concurrent polls record it once (released at commit)."""
+    concurrent polls record it once (released at commit). Callers take these
+    before any audit append of their transaction (see dsar/requests.py)."""
     await con.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended("
         "$1 || chr(31) || $2 || chr(31) || $3 || chr(31) || $4, 0))",

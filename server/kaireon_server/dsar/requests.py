@@ -191,19 +191,26 @@ class DsarRequests:
     ) -> None:
         """The first inline disclosure of an export to a principal is an access
         row; showing the same bytes to the same principal again is not."""
-        if record.id in disclosed:
-            return
-        await repository.lock_inline_disclosure(con, record.tenant_id, record.id, actor)
-        # Re-read under the lock: a concurrent poll may have just recorded it.
-        if not await repository.inline_disclosed(con, record.tenant_id, actor, [record.id]):
+        if record.id not in disclosed:
             await _audit_read(con, record, actor, "inline")
-        disclosed.add(record.id)
+            disclosed.add(record.id)
 
     @staticmethod
     async def _disclosed(
         con: asyncpg.Connection, tenant_id: str, actor: str, records: list[DsarRecord]
     ) -> set[uuid.UUID]:
+        """Which of the records' exports `actor` already received inline. The
+        others are locked first (concurrent polls then record each once), all
+        before any audit append and in one order: an append holds the chain's
+        lock until commit, so taking one of these after it could deadlock."""
         candidates = [r.id for r in records if r.status == COMPLETED and r.export_available]
+        seen = await repository.inline_disclosed(con, tenant_id, actor, candidates)
+        fresh = sorted((i for i in candidates if i not in seen), key=str)
+        if not fresh:
+            return seen
+        for request_id in fresh:
+            await repository.lock_inline_disclosure(con, tenant_id, request_id, actor)
+        # Look again under the locks: a concurrent poll may have just recorded some.
         return await repository.inline_disclosed(con, tenant_id, actor, candidates)
 
     async def get(

@@ -30,3 +30,12 @@ CREATE INDEX IF NOT EXISTS audit_log_action_entity_type_seq_idx
 CREATE INDEX IF NOT EXISTS audit_log_subject_action_idx
     ON audit_log (tenant_id, subject_id, action) WHERE subject_id IS NOT NULL;
 DROP INDEX IF EXISTS audit_log_subject_idx;
+
+-- Which exports of a polled page the caller already received inline
+-- (dsar/repository.INLINE_DISCLOSED_SQL): only first inline disclosures are
+-- indexed, one per request and principal, so a poll looks up its page's ids
+-- without stepping over the tenant's other access rows.
+CREATE INDEX IF NOT EXISTS audit_log_inline_disclosure_idx
+    ON audit_log (tenant_id, entity_id, actor)
+    WHERE action = 'dsar_export_downloaded' AND entity_type = 'dsar_request'
+      AND changes->>'via' = 'inline';
