@@ -10,7 +10,8 @@ DATABASE_URL or an embedded PostgreSQL in a temporary directory, DSAR workers
 off so queued requests stay queued), then for each size N seeds a fresh tenant:
 the demo seed (3 customers, their decisions and audit rows), then with
 `generate_series`, as the owner and without triggers, N DSAR requests (1%
-failed), N flow runs (1% failed), N audit rows (a fifth `gdpr_erasure`
+failed; the newest 50 completed ones with a small stored export, attached
+inline by the polling call), N flow runs (1% failed), N audit rows (a fifth `gdpr_erasure`
 records, one in a hundred export accesses), N interaction rows and N decision
 traces over N/100 other customers; then VACUUM ANALYZE. Each RPC is called
 --reps times per size after 3 warm-up calls, the two sizes taking turns, and
@@ -84,6 +85,27 @@ _SEED = [
     """,
 ]
 
+# The 50 newest completed requests get a small stored export, so the polling
+# call (`status=completed`) attaches 50 exports inline as in production.
+_SEED_EXPORTS = [
+    """
+    INSERT INTO dsar_export_chunk (tenant_id, request_id, attempt, seq, subject_id, data)
+    SELECT $1, r.id, 1, 0, r.subject_id, convert_to(
+               '{"counts":{},"customerId":' || to_json(r.subject_id)::text
+               || ',"data":{},"encrypted":false,"exportedAt":"2026-01-01T00:00:00.000000Z",'
+               || '"requestId":"' || r.id || '"}', 'UTF8')
+      FROM (SELECT id, subject_id FROM dsar_request WHERE tenant_id = $1 AND status = 'completed'
+             ORDER BY created_at DESC, id DESC LIMIT $2) r
+    """,
+    """
+    UPDATE dsar_request r SET export_attempt = 1, export_chunks = 1,
+           export_size = octet_length(c.data), export_rows = 0,
+           export_digest = encode(sha256(c.data), 'hex')
+      FROM dsar_export_chunk c
+     WHERE r.tenant_id = $1 AND c.tenant_id = $1 AND c.request_id = r.id AND $2 > 0
+    """,
+]
+
 # Audit rows after the demo seed's chain; the head moves past them so appends
 # continue (the bulk rows are not hash-chained: VerifyChain is not measured).
 _SEED_AUDIT = """
@@ -141,6 +163,8 @@ async def _seed(app: App, tenant: str, rows: int) -> dict[str, Any]:
             await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", tenant)
             for statement in _SEED:
                 await con.execute(statement, tenant, rows)
+            for statement in _SEED_EXPORTS:
+                await con.execute(statement, tenant, PAGE)
             head = await con.fetchval(
                 "SELECT seq FROM audit_chain_head WHERE tenant_id = $1 FOR UPDATE", tenant
             )
@@ -284,8 +308,10 @@ async def run(args: argparse.Namespace) -> int:
                 version = await con.fetchval("SHOW server_version")
             async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
                 tenants: list[dict[str, Call]] = []
+                names: list[str] = []
                 for size in sizes:
                     tenant = f"scale{secrets.token_hex(4)}"
+                    names.append(tenant)
                     started = time.perf_counter()
                     at = await _seed(app, tenant, size)
                     seeded = time.perf_counter() - started
@@ -295,6 +321,16 @@ async def run(args: argparse.Namespace) -> int:
                     medians = await _measure([t[name] for t in tenants], args.reps)
                     for size, median in zip(sizes, medians, strict=True):
                         results.setdefault(size, {})[name] = median
+            # What the polls wrote: access rows of the caller (the seed's are "seed").
+            async with app.db.owner_connection() as con:
+                access = [
+                    await con.fetchval(
+                        "SELECT count(*) FROM audit_log WHERE tenant_id = $1"
+                        " AND action = 'dsar_export_downloaded' AND actor = 'operator@headers'",
+                        tenant,
+                    )
+                    for tenant in names
+                ]
         finally:
             await app.stop(grace=1)
     small, large = sizes
@@ -315,6 +351,11 @@ async def run(args: argparse.Namespace) -> int:
         else:
             print(f"{name:28}{first!s:>14}{second!s:>16}{'-':>9}")
     print(f"largest growth factor: {worst:.2f}x (10x more rows)")
+    polls = WARMUP + args.reps
+    print(
+        f"access rows written by {polls} polls of status=completed ({PAGE} exports inline"
+        f" each), per size: {', '.join(str(a) for a in access)} (one per export shown)"
+    )
     return 1 if args.max_growth and worst > args.max_growth else 0
 
 
