@@ -7,6 +7,35 @@ from typing import Any
 import asyncpg
 
 
+def list_events_query(
+    tenant_id: str,
+    *,
+    after_seq: int,
+    limit: int,
+    action: str | None,
+    entity_type: str | None,
+) -> tuple[str, list[Any]]:
+    """One statement per filter combination, so each filter is an index
+    condition in any plan (migration 0112 has an index for each)."""
+    args: list[Any] = [tenant_id]
+    where = ["tenant_id = $1"]
+    if action is not None:
+        args.append(action)
+        where.append(f"action = ${len(args)}")
+    if entity_type is not None:
+        args.append(entity_type)
+        where.append(f"entity_type = ${len(args)}")
+    args.append(after_seq)
+    where.append(f"seq > ${len(args)}")
+    args.append(limit)
+    sql = (
+        "SELECT seq, id, action, entity_type, entity_id, entity_id_digest, actor, changes, "  # noqa: S608 - constant SQL
+        "personal, personal_digests, prev_hash, integrity_hash, created_at, redacted_at "
+        f"FROM audit_log WHERE {' AND '.join(where)} ORDER BY seq LIMIT ${len(args)}"
+    )
+    return sql, args
+
+
 async def list_events(
     con: asyncpg.Connection,
     tenant_id: str,
@@ -16,21 +45,8 @@ async def list_events(
     action: str | None,
     entity_type: str | None,
 ) -> list[asyncpg.Record]:
-    rows: list[Any] = await con.fetch(
-        """
-        SELECT seq, id, action, entity_type, entity_id, entity_id_digest, actor, changes,
-               personal, personal_digests, prev_hash, integrity_hash, created_at, redacted_at
-          FROM audit_log
-         WHERE tenant_id = $1 AND seq > $2
-           AND ($3::text IS NULL OR action = $3)
-           AND ($4::text IS NULL OR entity_type = $4)
-         ORDER BY seq
-         LIMIT $5
-        """,
-        tenant_id,
-        after_seq,
-        action,
-        entity_type,
-        limit,
+    sql, args = list_events_query(
+        tenant_id, after_seq=after_seq, limit=limit, action=action, entity_type=entity_type
     )
+    rows: list[Any] = await con.fetch(sql, *args)
     return rows

@@ -47,11 +47,16 @@ _EXCLUDE: dict[str, frozenset[str]] = {
 }
 # What was held before this request: the request being answered (still in
 # progress) and its own audit rows are not part of the subject's data yet.
+# Access rows (an export shown or downloaded) are the controller's record of
+# handling the subject's own requests, not data about the subject's
+# relationship with the tenant: left out, so reading an export never makes the
+# next one grow (docs/DSAR.md, "Which audit rows an export holds").
 _EXTRA_FILTER: dict[str, str] = {
     "dsar_request": f"t.id <> {REQUEST}",
     "audit_log": (
         "NOT (t.entity_type = 'dsar_request' AND t.entity_id IS NOT DISTINCT FROM "
-        "current_setting('kaireon.dsar_request'))"
+        "current_setting('kaireon.dsar_request')) "
+        "AND t.action <> 'dsar_export_downloaded'"
     ),
 }
 

@@ -9,7 +9,7 @@ rest of the job.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -76,6 +76,37 @@ async def get_request(
     return DsarRecord.from_row(row) if row is not None else None
 
 
+def list_requests_query(
+    tenant_id: str,
+    *,
+    status: str | None,
+    subject_id: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> tuple[str, list[Any]]:
+    """One statement per filter combination: every filter is an index condition
+    in any plan (generic or custom), never an `$n IS NULL OR ...` the planner
+    may have to evaluate row by row. Conditions are constant SQL; values are
+    parameters."""
+    args: list[Any] = [tenant_id]
+    where = ["r.tenant_id = $1"]
+    if subject_id is not None:
+        args.append(subject_id)
+        where.append(f"r.subject_id = ${len(args)}")
+    if status is not None:
+        args.append(status)
+        where.append(f"r.status = ${len(args)}")
+    if after is not None:
+        args.extend(after)
+        where.append(f"(r.created_at, r.id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    sql = (
+        f"SELECT {_COLUMNS} FROM dsar_request r WHERE {' AND '.join(where)} "  # noqa: S608 - constant SQL
+        f"ORDER BY r.created_at DESC, r.id DESC LIMIT ${len(args)}"
+    )
+    return sql, args
+
+
 async def list_requests(
     con: asyncpg.Connection,
     tenant_id: str,
@@ -85,35 +116,79 @@ async def list_requests(
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> list[DsarRecord]:
-    rows = await con.fetch(
-        f"""
-        SELECT {_COLUMNS} FROM dsar_request r
-         WHERE r.tenant_id = $1
-           AND ($2::text IS NULL OR r.status = $2)
-           AND ($3::text IS NULL OR r.subject_id = $3)
-           AND ($4::timestamptz IS NULL OR (r.created_at, r.id) < ($4, $5::uuid))
-         ORDER BY r.created_at DESC, r.id DESC
-         LIMIT $6
-        """,  # noqa: S608 - constant columns
-        tenant_id,
-        status,
-        subject_id,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
+    sql, args = list_requests_query(
+        tenant_id, status=status, subject_id=subject_id, after=after, limit=limit
     )
+    rows = await con.fetch(sql, *args)
     return [DsarRecord.from_row(r) for r in rows]
+
+
+# The access rows (dsar/requests.py): an inline disclosure is recorded once per
+# request and principal; these find and serialise that first record.
+ACTION_EXPORT_ACCESSED = "dsar_export_downloaded"
+_INLINE_LOCK_NAMESPACE = "kaireon.dsar.inline"
+
+
+# One probe per id (LATERAL): each is an equality lookup on the partial index,
+# where `entity_id = ANY($2)` was left as a filter over the principal's every
+# disclosure by the generic plan.
+INLINE_DISCLOSED_SQL = """
+    SELECT r.id AS entity_id FROM unnest($2::text[]) AS r(id),
+    LATERAL (SELECT 1 FROM audit_log a
+              WHERE a.tenant_id = $1 AND a.entity_id = r.id AND a.actor = $3
+                AND a.action = 'dsar_export_downloaded' AND a.entity_type = 'dsar_request'
+                AND a.changes->>'via' = 'inline'
+              LIMIT 1) AS hit
+"""
+
+
+async def inline_disclosed(
+    con: asyncpg.Connection, tenant_id: str, actor: str, request_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of the requests' exports `actor` has already received inline.
+
+    Served by migration 0112's partial index of first inline disclosures."""
+    if not request_ids:
+        return set()
+    rows = await con.fetch(
+        INLINE_DISCLOSED_SQL,
+        tenant_id,
+        [str(i) for i in request_ids],
+        actor,
+    )
+    return {uuid.UUID(r["entity_id"]) for r in rows}
+
+
+async def lock_inline_disclosure(
+    con: asyncpg.Connection, tenant_id: str, request_id: uuid.UUID, actor: str
+) -> None:
+    """Serialise first inline disclosures of one export to one principal, so two
+    concurrent polls record it once (released at commit). Callers take these
+    before any audit append of their transaction (see dsar/requests.py)."""
+    await con.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended("
+        "$1 || chr(31) || $2 || chr(31) || $3 || chr(31) || $4, 0))",
+        _INLINE_LOCK_NAMESPACE,
+        tenant_id,
+        str(request_id),
+        actor,
+    )
+
+
+# A request's states after a version: served by the primary key
+# (tenant_id, request_id, version); a request has a handful.
+EVENTS_AFTER_SQL = """
+    SELECT version, status, progress, error, created_at FROM dsar_request_event
+     WHERE tenant_id = $1 AND request_id = $2 AND version > $3
+     ORDER BY version
+"""
 
 
 async def events_after(
     con: asyncpg.Connection, tenant_id: str, request_id: uuid.UUID, version: int
 ) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await con.fetch(
-        """
-        SELECT version, status, progress, error, created_at FROM dsar_request_event
-         WHERE tenant_id = $1 AND request_id = $2 AND version > $3
-         ORDER BY version
-        """,
+        EVENTS_AFTER_SQL,
         tenant_id,
         request_id,
         version,

@@ -5,7 +5,10 @@ against the export's digest).
 Plain domain code: no gRPC, no protobuf. How an inline export is shown (and
 how many bytes it takes in the answer) is the caller's `render` function, so
 the answer-size budgets are kept without this module knowing the wire format.
-Reads of an export, inline or downloaded, write an audit row.
+Access to an export is audited without reads multiplying writes: every
+download writes one row, and an export shown inline (Get, List) writes one row
+the first time each principal receives it; polling writes nothing more (see
+docs/DSAR.md, "Access rows").
 """
 
 from __future__ import annotations
@@ -101,10 +104,11 @@ async def create_in(
 
 
 async def _audit_read(con: asyncpg.Connection, record: DsarRecord, actor: str, via: str) -> None:
+    """One access row: the export went to `actor` (`via` download or inline)."""
     await append_audit(
         con,
         record.tenant_id,
-        action="dsar_export_downloaded",
+        action=repository.ACTION_EXPORT_ACCESSED,
         entity_type="dsar_request",
         entity_id=str(record.id),
         actor=actor,
@@ -159,9 +163,12 @@ class DsarRequests:
         actor: str,
         budget: int,
         render: Render[E],
+        *,
+        disclosed: set[uuid.UUID],
     ) -> tuple[Shown[E], int]:
         """The request, with its export inline when small enough and within
-        `budget`; and the bytes of the budget that took."""
+        `budget`; and the bytes of the budget that took. `disclosed`: the
+        requests whose export `actor` already received inline (updated)."""
         if (
             record.status == COMPLETED
             and record.export_available
@@ -171,9 +178,40 @@ class DsarRequests:
             if document is not None:
                 exported, size = render(document)
                 if size <= budget:
-                    await _audit_read(con, record, actor, "inline")
+                    await self._record_inline(con, record, actor, disclosed)
                     return Shown(record, exported), size
         return Shown(record), 0
+
+    async def _record_inline(
+        self,
+        con: asyncpg.Connection,
+        record: DsarRecord,
+        actor: str,
+        disclosed: set[uuid.UUID],
+    ) -> None:
+        """The first inline disclosure of an export to a principal is an access
+        row; showing the same bytes to the same principal again is not."""
+        if record.id not in disclosed:
+            await _audit_read(con, record, actor, "inline")
+            disclosed.add(record.id)
+
+    @staticmethod
+    async def _disclosed(
+        con: asyncpg.Connection, tenant_id: str, actor: str, records: list[DsarRecord]
+    ) -> set[uuid.UUID]:
+        """Which of the records' exports `actor` already received inline. The
+        others are locked first (concurrent polls then record each once), all
+        before any audit append and in one order: an append holds the chain's
+        lock until commit, so taking one of these after it could deadlock."""
+        candidates = [r.id for r in records if r.status == COMPLETED and r.export_available]
+        seen = await repository.inline_disclosed(con, tenant_id, actor, candidates)
+        fresh = sorted((i for i in candidates if i not in seen), key=str)
+        if not fresh:
+            return seen
+        for request_id in fresh:
+            await repository.lock_inline_disclosure(con, tenant_id, request_id, actor)
+        # Look again under the locks: a concurrent poll may have just recorded some.
+        return await repository.inline_disclosed(con, tenant_id, actor, candidates)
 
     async def get(
         self, *, tenant_id: str, actor: str, request_id: str, render: Render[E]
@@ -183,8 +221,14 @@ class DsarRequests:
             record = await repository.get_request(con, tenant_id, rid)
             if record is None:
                 raise _not_found()
+            disclosed = await self._disclosed(con, tenant_id, actor, [record])
             shown, _ = await self._attach(
-                con, record, actor, self._settings.list_inline_budget_bytes, render
+                con,
+                record,
+                actor,
+                self._settings.list_inline_budget_bytes,
+                render,
+                disclosed=disclosed,
             )
         return shown
 
@@ -215,9 +259,13 @@ class DsarRequests:
             page, more = records[:limit], len(records) > limit
             # Inline exports share one answer-size budget across the page.
             budget = self._settings.list_inline_budget_bytes
+            # One lookup for the page: a repeated poll writes nothing.
+            disclosed = await self._disclosed(con, tenant_id, actor, page)
             shown = []
             for record in page:
-                item, used = await self._attach(con, record, actor, budget, render)
+                item, used = await self._attach(
+                    con, record, actor, budget, render, disclosed=disclosed
+                )
                 budget -= used
                 shown.append(item)
         token = ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -102,15 +103,11 @@ class Retained:
     erasure_record_ids: list[str]
 
 
-async def retained_rows(
-    con: asyncpg.Connection,
-    tables: Sequence[tuple[str, str]],
-    tenant_id: str,
-    customer_id: str,
-) -> Retained:
-    """One round trip: row counts of the kept (table, subject column)s and of
-    the audit rows an erasure redacts (all about the customer but its earlier
-    gdpr_erasure rows, whose ids come back too: the proof of erasure is kept)."""
+def retained_rows_query(
+    tables: Sequence[tuple[str, str]], tenant_id: str, customer_id: str
+) -> tuple[str, list[Any]]:
+    """The statement of `retained_rows`. Every part is an index condition on
+    (tenant_id, subject column[, action]) (migration 0112 for the audit parts)."""
     quoted = [
         (quote_ident(t, pattern=LOWER_IDENTIFIER), quote_ident(c, pattern=LOWER_IDENTIFIER))
         for t, c in tables
@@ -127,7 +124,20 @@ async def retained_rows(
         "(SELECT coalesce(array_agg(id::text), '{}') FROM audit_log "
         "WHERE tenant_id = $1 AND subject_id = $2 AND action = $3) AS audit_kept"
     )
-    rec = await con.fetchrow("SELECT " + ", ".join(parts), tenant_id, customer_id, ACTION_ERASURE)
+    return "SELECT " + ", ".join(parts), [tenant_id, customer_id, ACTION_ERASURE]
+
+
+async def retained_rows(
+    con: asyncpg.Connection,
+    tables: Sequence[tuple[str, str]],
+    tenant_id: str,
+    customer_id: str,
+) -> Retained:
+    """One round trip: row counts of the kept (table, subject column)s and of
+    the audit rows an erasure redacts (all about the customer but its earlier
+    gdpr_erasure rows, whose ids come back too: the proof of erasure is kept)."""
+    sql, args = retained_rows_query(tables, tenant_id, customer_id)
+    rec = await con.fetchrow(sql, *args)
     assert rec is not None
     counts = {t: int(rec[t]) for t, _ in tables}
     counts["audit_log"] = int(rec["audit_redactable"])
@@ -212,16 +222,20 @@ async def delete_hold(
     return _hold(rec) if rec else None
 
 
+# One page of holds after a customer id: served by the primary key.
+LIST_HOLDS_SQL = """
+    SELECT customer_id, reason, created_by, created_at FROM legal_hold
+     WHERE tenant_id = $1 AND customer_id > $2
+     ORDER BY customer_id
+     LIMIT $3
+"""
+
+
 async def list_holds(
     con: asyncpg.Connection, tenant_id: str, *, after_customer: str, limit: int
 ) -> Sequence[LegalHold]:
     rows = await con.fetch(
-        """
-        SELECT customer_id, reason, created_by, created_at FROM legal_hold
-         WHERE tenant_id = $1 AND customer_id > $2
-         ORDER BY customer_id
-         LIMIT $3
-        """,
+        LIST_HOLDS_SQL,
         tenant_id,
         after_customer,
         limit,

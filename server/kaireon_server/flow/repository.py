@@ -129,6 +129,28 @@ async def get_run(
     return _run(rec, nodes)
 
 
+def list_runs_query(
+    tenant_id: str, *, limit: int, after: tuple[datetime, str] | None, state: RunState | None
+) -> tuple[str, list[Any]]:
+    """One statement per filter combination, so each filter is an index
+    condition in any plan (see dsar/repository.list_requests_query)."""
+    args: list[Any] = [tenant_id]
+    where = ["tenant_id = $1"]
+    if state is not None:
+        args.append(state.value)
+        where.append(f"state = ${len(args)}")
+    if after is not None:
+        args.extend(after)
+        where.append(f"(created_at, run_id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    sql = (
+        "SELECT run_id, name, definition_digest, state, attempt, error, cancel_requested, "  # noqa: S608 - constant SQL
+        f"created_at, started_at, ended_at FROM flow_run WHERE {' AND '.join(where)} "
+        f"ORDER BY created_at DESC, run_id DESC LIMIT ${len(args)}"
+    )
+    return sql, args
+
+
 async def list_runs(
     con: asyncpg.Connection,
     tenant_id: str,
@@ -137,23 +159,8 @@ async def list_runs(
     after: tuple[datetime, str] | None,
     state: RunState | None,
 ) -> list[RunView]:
-    rows = await con.fetch(
-        """
-        SELECT run_id, name, definition_digest, state, attempt, error, cancel_requested,
-               created_at, started_at, ended_at
-          FROM flow_run
-         WHERE tenant_id = $1
-           AND ($2::timestamptz IS NULL OR (created_at, run_id) < ($2, $3))
-           AND ($4::text IS NULL OR state = $4)
-         ORDER BY created_at DESC, run_id DESC
-         LIMIT $5
-        """,
-        tenant_id,
-        after[0] if after else None,
-        after[1] if after else "",
-        state.value if state else None,
-        limit,
-    )
+    sql, args = list_runs_query(tenant_id, limit=limit, after=after, state=state)
+    rows = await con.fetch(sql, *args)
     return [_run(r) for r in rows]
 
 
@@ -396,12 +403,18 @@ async def clear_cache_keys(con: asyncpg.Connection, tenant_id: str, run_id: str)
     )
 
 
+# A run's events after a position: served by the primary key (tenant_id, run_id, seq).
+EVENTS_AFTER_SQL = (
+    "SELECT seq, attempt, type, node_id, error, status, created_at FROM flow_run_event "
+    "WHERE tenant_id = $1 AND run_id = $2 AND seq > $3 ORDER BY seq LIMIT $4"
+)
+
+
 async def events_after(
     con: asyncpg.Connection, tenant_id: str, run_id: str, seq: int, limit: int
 ) -> list[EventRow]:
     rows = await con.fetch(
-        "SELECT seq, attempt, type, node_id, error, status, created_at FROM flow_run_event "
-        "WHERE tenant_id = $1 AND run_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+        EVENTS_AFTER_SQL,
         tenant_id,
         run_id,
         seq,
