@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 from kaireon_client.tlog.checkpoint import open_checkpoint, tenant_log_verifier
 from kaireon_client.tlog.cosignature import CosignatureSigner
-from kaireon_client.tlog.leaf import AuditLeaf
+from kaireon_client.tlog.leaf import AuditLeaf, personal_digest
 from kaireon_client.tlog.merkle import encode_hash, leaf_hash, verify_consistency, verify_inclusion
 from kaireon_client.tlog.note import SIG_ED25519_COSIGNATURE, format_private_key
 from kaireon_client.tlog.proof import verify_tlog_proof
@@ -468,3 +468,36 @@ async def test_the_running_server_refuses_to_sign_a_rewritten_tree(
         await stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), metadata=metadata(tenant))
     ).checkpoint
     assert cp.tree_size == 3  # nothing signed over the rewritten tree
+
+
+@pytest.mark.parametrize(
+    "subject", ["cust_001", 'q"uote\\back', "tab\tnl\ncr\r\x01\x1f\x7f", "é ü 中文 😀 \u2028"]
+)
+async def test_the_subject_digest_is_the_leaf_construction(
+    signed_app: App, tenant: str, subject: str
+) -> None:
+    """The database's digest (migration 0110) is sha256(salt || RFC 8785 JSON of the id)."""
+    db = _db(signed_app)
+    async with db.transaction(tenant) as con:
+        await append_audit(
+            con,
+            tenant,
+            action="dsar_export",
+            entity_type="customer",
+            entity_id="x",
+            actor="operator",
+            subject_id=subject,
+        )
+    async with db.owner_connection() as con:
+        row = await con.fetchrow(
+            "SELECT subject_id_salt, subject_id_digest FROM audit_log WHERE tenant_id = $1", tenant
+        )
+        assert row is not None and len(row["subject_id_salt"]) == 32
+        assert row["subject_id_digest"] == personal_digest(row["subject_id_salt"], subject)
+        async with db.transaction(tenant) as app_con:
+            assert await redact_subject(app_con, tenant, subject) == 1
+        after = await con.fetchrow(
+            "SELECT subject_id_salt, subject_id_digest FROM audit_log WHERE tenant_id = $1", tenant
+        )
+        assert after is not None and after["subject_id_salt"] is None
+        assert after["subject_id_digest"] == row["subject_id_digest"]
