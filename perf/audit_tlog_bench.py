@@ -26,10 +26,11 @@ import time
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kaireon_server.audit.tlog import Integrator, TlogSettings
+from kaireon_server.audit.tlog import NOTIFY_CHANNEL, Integrator, TlogSettings
 from kaireon_server.platform.audit_chain import AuditBatcher, AuditRow
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import connect_database
+from kaireon_server.platform.db.listener import Listener
 
 
 def _dsn_with_database(dsn: str, name: str) -> str:
@@ -49,6 +50,10 @@ async def run(admin_dsn: str, seconds: float, writers: int, interval: float) -> 
             log_name="bench.example", log_key=Ed25519PrivateKey.generate(), interval=interval
         )
         integrator = Integrator(db, settings)
+        # Woken by the append notifications, as in the server.
+        listener = Listener.for_database(db)
+        listener.subscribe(NOTIFY_CHANNEL, integrator.wake, integrator.wake)
+        await listener.start()
         batcher = AuditBatcher(db)
         tenant = "bench"
         committed: dict[int, float] = {}  # seq -> commit time
@@ -101,6 +106,7 @@ async def run(admin_dsn: str, seconds: float, writers: int, interval: float) -> 
             await asyncio.sleep(0.05)
         watcher.cancel()
         await integrator.stop()
+        await listener.stop()
         await batcher.close()
         lat = sorted(
             max(0.0, checkpointed[s] - t) for s, t in committed.items() if s in checkpointed
@@ -127,7 +133,7 @@ def main() -> None:
     parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--writers", type=int, default=64)
-    parser.add_argument("--interval", type=float, default=0.25, help="integrator poll (s)")
+    parser.add_argument("--interval", type=float, default=5.0, help="fallback poll (s)")
     args = parser.parse_args()
     asyncio.run(run(args.admin_dsn, args.seconds, args.writers, args.interval))
 

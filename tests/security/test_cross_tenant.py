@@ -187,7 +187,10 @@ async def _check_signing_key(ctx: Ctx) -> None:
 # and what else to check. The request is REQUESTS[name] (A's identifiers).
 CASES: dict[str, Case] = {
     "AuditService.ListAuditEvents": Case(ok=True, check=_check_audit_list),
-    "AuditService.VerifyChain": Case(ok=True, check=_check_verify),
+    # Records where B's next (incremental) check resumes.
+    "AuditService.VerifyChain": Case(
+        ok=True, b_writes=frozenset({"audit_chain_verified"}), check=_check_verify
+    ),
     # B's own log, or NOT_FOUND for A's tree sizes B's log does not have.
     "AuditService.GetCheckpoint": Case(ok=True, check=_check_checkpoint),
     "AuditService.GetInclusionProof": Case(ok=False),

@@ -501,3 +501,30 @@ async def test_the_subject_digest_is_the_leaf_construction(
         )
         assert after is not None and after["subject_id_salt"] is None
         assert after["subject_id_digest"] == row["subject_id_digest"]
+
+
+async def test_verifychain_resumes_where_its_last_valid_call_ended(
+    signed_app: App, stub: Any, tenant: str
+) -> None:
+    db = _db(signed_app)
+    await _append(db, tenant, 3)
+    first = await stub.VerifyChain(audit_pb2.VerifyChainRequest(), metadata=metadata(tenant))
+    assert first.valid and (first.rows_checked, first.resumed_from_seq) == (3, 0)
+    await _append(db, tenant, 2, start=3)
+    second = await stub.VerifyChain(audit_pb2.VerifyChainRequest(), metadata=metadata(tenant))
+    assert second.valid and (second.rows_checked, second.resumed_from_seq) == (5, 3)
+    assert not second.more
+    # The row it resumes after is re-checked; a new row's edit is found at that row.
+    async with db.owner_connection() as con:
+        await con.execute(
+            "UPDATE audit_log SET changes = '{\"i\": 9}'::jsonb WHERE tenant_id = $1 AND seq = 5",
+            tenant,
+        )
+        await con.execute(
+            "UPDATE audit_log SET integrity_hash = repeat('0', 64) "
+            "WHERE tenant_id = $1 AND seq = 5",
+            tenant,
+        )
+    third = await stub.VerifyChain(audit_pb2.VerifyChainRequest(), metadata=metadata(tenant))
+    assert not third.valid and third.first_invalid_seq == 5
+    assert third.reason == "integrity_hash_mismatch"

@@ -96,8 +96,11 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: audit_pb2.VerifyChainRequest, context: Context
     ) -> audit_pb2.VerifyChainResponse:
         identity = current_identity()
-        result = await log.verify_chain(self._db, tenant_id=identity.tenant_id)
+        check = await tlog.verify_chain_incremental(self._db, tenant_id=identity.tenant_id)
+        result = check.result
         return audit_pb2.VerifyChainResponse(
+            resumed_from_seq=check.resumed_from_seq,
+            more=check.more,
             valid=result.valid,
             rows_checked=result.rows_checked,
             first_invalid_seq=result.first_invalid_seq,
@@ -236,6 +239,8 @@ class AuditCapability:
         self.settings = tlog.TlogSettings.from_env(ctx.settings.env)
         self._servicer = AuditServicer(ctx, self.settings)
         self.integrator = tlog.Integrator(ctx.db, self.settings)
+        if self.settings.enabled:
+            ctx.listener.subscribe(tlog.NOTIFY_CHANNEL, self.integrator.wake, self.integrator.wake)
 
     @property
     def descriptor(self) -> ServiceDescriptor:

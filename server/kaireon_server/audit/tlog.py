@@ -65,7 +65,12 @@ from kaireon_client.tlog.note import (
 )
 from kaireon_client.tlog.verify import EXPORT_FORMAT
 from kaireon_server.audit import tlog_repository as repo
-from kaireon_server.platform.audit_chain import ChainVerifier
+from kaireon_server.platform.audit_chain import (
+    ChainVerifier,
+    VerifyResult,
+    normalise_db_row,
+    plaintext_matches,
+)
 from kaireon_server.platform.canonical import format_timestamp
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.env import ConfigurationError, EnvReader
@@ -84,6 +89,8 @@ DEFAULT_LOG_NAME = "kaireon.local"
 BATCH_ROWS = 5000
 MAX_EXPORT_ENTRIES = 10_000
 MAX_RANGE_ROWS = 100_000
+NOTIFY_CHANNEL = "kaireon_audit_appended"
+WAKE_DELAY = 0.1
 
 
 # --- settings --------------------------------------------------------------------
@@ -95,7 +102,8 @@ class TlogSettings:
     log_key: Ed25519PrivateKey | None = field(default=None, repr=False)
     witnesses: tuple[CosignatureVerifier, ...] = ()
     quorum: int = 0
-    interval: float = 0.25
+    # Seconds between polls when no notification came (a missed NOTIFY, another cluster).
+    interval: float = 5.0
     enabled: bool = True
 
     @classmethod
@@ -124,7 +132,7 @@ class TlogSettings:
             log_key=key,
             witnesses=tuple(witnesses),
             quorum=quorum,
-            interval=reader.number("KAIREON_TLOG_INTERVAL", 0.25, minimum=0.01, maximum=60),
+            interval=reader.number("KAIREON_TLOG_INTERVAL", 5.0, minimum=0.01, maximum=600),
             enabled=reader.boolean("KAIREON_TLOG_INTEGRATOR", True),
         )
 
@@ -262,8 +270,17 @@ class Integrator:
                 await self._task
             self._task = None
 
+    def wake(self, _payload: str = "") -> None:
+        """A tenant's chain moved (LISTEN kaireon_audit_appended), or the listener reconnected."""
+        self._wake.set()
+
     async def _run(self) -> None:
         while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.interval)
+                # Let the rows of concurrent appends arrive: one checkpoint for them all.
+                await asyncio.sleep(WAKE_DELAY)
+            self._wake.clear()
             try:
                 async with self.db.connection() as con:
                     tenants = await repo.pending_tenants(con, 100)
@@ -275,7 +292,6 @@ class Integrator:
                 log.error("audit log: refusing to sign a checkpoint: %s", exc)
             except Exception:
                 log.exception("audit log integration failed; retrying")
-            await asyncio.sleep(self.settings.interval)
 
     async def integrate(self, tenant_id: str) -> int:
         """Integrate every pending row of the tenant; return the rows integrated."""
@@ -842,3 +858,55 @@ def encode_hashes(hashes: Sequence[bytes]) -> list[str]:
 
 def export_json(document: Mapping[str, Any]) -> str:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- the legacy chain, incrementally (VerifyChain) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    result: VerifyResult
+    resumed_from_seq: int
+    more: bool
+
+
+def _feed_chain(verifier: ChainVerifier, rows: Sequence[asyncpg.Record]) -> None:
+    for rec in rows:
+        if not verifier.feed(normalise_db_row(rec), plaintext_ok=plaintext_matches(rec)):
+            return
+
+
+async def verify_chain_incremental(db: Database, *, tenant_id: str) -> ChainCheck:
+    """The chain check from where the last valid one stopped, at most MAX_RANGE_ROWS rows.
+
+    The row it resumes after must still carry the hash it had then; rows after it are
+    checked link by link (hashing in a worker thread) up to the chain head. Edits to
+    rows verified earlier are the full re-verification's job (StreamVerifyLog)."""
+    async with db.transaction(tenant_id, readonly=True, isolation="repeatable_read") as con:
+        head = await repo.chain_head(con, tenant_id)
+        resumed, resumed_hash = await repo.chain_verified(con, tenant_id)
+        if resumed > head[0]:
+            resumed, resumed_hash = 0, ""  # the chain got shorter: check it all
+        if resumed and await repo.row_hash_before(con, tenant_id, resumed) != resumed_hash:
+            result = VerifyResult(False, resumed - 1, resumed, "", "integrity_hash_mismatch")
+            return ChainCheck(result, resumed, False)
+        last = min(head[0], resumed + MAX_RANGE_ROWS)
+        more = last < head[0]
+        verifier = ChainVerifier(
+            expected_head=None if more else head, _prev_hash=resumed_hash, _next_seq=resumed + 1
+        )
+        verifier.rows_checked = resumed
+        position = resumed
+        while position < last and verifier.failure is None:
+            rows = await repo.chain_rows_from(
+                con, tenant_id, position, min(BATCH_ROWS, last - position)
+            )
+            if not rows:
+                break
+            await asyncio.to_thread(_feed_chain, verifier, rows)
+            position = int(rows[-1]["seq"])
+        result = verifier.result()
+    if result.valid and verifier.rows_checked > resumed:
+        async with db.transaction(tenant_id) as con:
+            await repo.save_chain_verified(con, tenant_id, verifier.rows_checked, result.head_hash)
+    return ChainCheck(result, resumed, more and result.valid)

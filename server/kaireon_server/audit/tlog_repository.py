@@ -189,3 +189,54 @@ async def row_hash_before(con: asyncpg.Connection, tenant_id: str, seq: int) -> 
         "SELECT integrity_hash FROM audit_log WHERE tenant_id = $1 AND seq = $2", tenant_id, seq
     )
     return None if value is None else str(value)
+
+
+# The chain check also needs the plaintext columns (they must match their digests).
+CHAIN_COLUMNS = (
+    "tenant_id, seq, id, action, entity_type, entity_id, entity_id_digest, entity_id_salt, "
+    "actor, changes, personal, personal_salts, personal_digests, prev_hash, integrity_hash, "
+    "created_at, redacted_at"
+)
+
+
+async def chain_rows_from(
+    con: asyncpg.Connection, tenant_id: str, after_seq: int, limit: int
+) -> list[asyncpg.Record]:
+    rows: list[Any] = await con.fetch(
+        f"SELECT {CHAIN_COLUMNS} FROM audit_log WHERE tenant_id = $1 AND seq > $2 "  # noqa: S608 - constant columns
+        "ORDER BY seq LIMIT $3",
+        tenant_id,
+        after_seq,
+        limit,
+    )
+    return rows
+
+
+async def chain_head(con: asyncpg.Connection, tenant_id: str) -> tuple[int, str]:
+    row = await con.fetchrow(
+        "SELECT seq, head_hash FROM audit_chain_head WHERE tenant_id = $1", tenant_id
+    )
+    return (int(row["seq"]), str(row["head_hash"])) if row else (0, "")
+
+
+async def chain_verified(con: asyncpg.Connection, tenant_id: str) -> tuple[int, str]:
+    row = await con.fetchrow(
+        "SELECT seq, head_hash FROM audit_chain_verified WHERE tenant_id = $1", tenant_id
+    )
+    return (int(row["seq"]), str(row["head_hash"])) if row else (0, "")
+
+
+async def save_chain_verified(
+    con: asyncpg.Connection, tenant_id: str, seq: int, head_hash: str
+) -> None:
+    await con.execute(
+        """
+        INSERT INTO audit_chain_verified (tenant_id, seq, head_hash) VALUES ($1, $2, $3)
+        ON CONFLICT (tenant_id) DO UPDATE
+           SET seq = excluded.seq, head_hash = excluded.head_hash, verified_at = now()
+         WHERE audit_chain_verified.seq < excluded.seq
+        """,
+        tenant_id,
+        seq,
+        head_hash,
+    )

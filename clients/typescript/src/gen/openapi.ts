@@ -637,6 +637,9 @@ export interface components {
             firstInvalidId?: string;
             reason?: string;
             headHash?: string;
+            /** Format: int64 */
+            resumedFromSeq?: string;
+            more?: boolean;
         };
         "kaireon.audit.v1.VerifyLogRequest": {
             /** Format: int64 */

@@ -219,6 +219,8 @@ class VerifyChainResponse(_message.Message):
     FIRST_INVALID_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     HEAD_HASH_FIELD_NUMBER: _builtins.int
+    RESUMED_FROM_SEQ_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
     valid: _builtins.bool
     """True when every row verifies and the sequence has no gap."""
     rows_checked: _builtins.int
@@ -233,6 +235,12 @@ class VerifyChainResponse(_message.Message):
     """
     head_hash: _builtins.str
     """Integrity hash of the last row (the chain head)."""
+    resumed_from_seq: _builtins.int
+    """The seq this call resumed after: rows up to it were verified by an earlier
+    call and only their last hash is re-checked (0: from the start).
+    """
+    more: _builtins.bool
+    """True when rows remain after this call's bound (100000 rows): call again."""
     def __init__(
         self,
         *,
@@ -242,10 +250,12 @@ class VerifyChainResponse(_message.Message):
         first_invalid_id: _builtins.str = ...,
         reason: _builtins.str = ...,
         head_hash: _builtins.str = ...,
+        resumed_from_seq: _builtins.int = ...,
+        more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_invalid_id", b"first_invalid_id", "first_invalid_seq", b"first_invalid_seq", "head_hash", b"head_hash", "reason", b"reason", "rows_checked", b"rows_checked", "valid", b"valid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_invalid_id", b"first_invalid_id", "first_invalid_seq", b"first_invalid_seq", "head_hash", b"head_hash", "more", b"more", "reason", b"reason", "resumed_from_seq", b"resumed_from_seq", "rows_checked", b"rows_checked", "valid", b"valid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -94,8 +94,9 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def VerifyChain(self, request, context):
-        """Recomputes every link of the caller's tenant chain and reports the first
-        row that does not verify.
+        """Checks the links of the caller's tenant chain added since the last valid
+        check (at most 100000 rows per call) and reports the first row that does
+        not verify; rows_checked counts every row verified so far.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

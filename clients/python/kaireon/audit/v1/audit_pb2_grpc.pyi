@@ -36,8 +36,9 @@ class AuditServiceStub:
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ListAuditEventsRequest, _audit_pb2.ListAuditEventsResponse]
     """Lists audit events of the caller's tenant, oldest first, page by page."""
     VerifyChain: _grpc.UnaryUnaryMultiCallable[_audit_pb2.VerifyChainRequest, _audit_pb2.VerifyChainResponse]
-    """Recomputes every link of the caller's tenant chain and reports the first
-    row that does not verify.
+    """Checks the links of the caller's tenant chain added since the last valid
+    check (at most 100000 rows per call) and reports the first row that does
+    not verify; rows_checked counts every row verified so far.
     """
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.GetCheckpointResponse]
     """Returns the latest checkpoint of the caller's tenant log (or the one of a
@@ -74,8 +75,9 @@ class AuditServiceAsyncStub(AuditServiceStub):
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_audit_pb2.ListAuditEventsRequest, _audit_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """Lists audit events of the caller's tenant, oldest first, page by page."""
     VerifyChain: _aio.UnaryUnaryMultiCallable[_audit_pb2.VerifyChainRequest, _audit_pb2.VerifyChainResponse]  # type: ignore[assignment]
-    """Recomputes every link of the caller's tenant chain and reports the first
-    row that does not verify.
+    """Checks the links of the caller's tenant chain added since the last valid
+    check (at most 100000 rows per call) and reports the first row that does
+    not verify; rows_checked counts every row verified so far.
     """
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.GetCheckpointResponse]  # type: ignore[assignment]
     """Returns the latest checkpoint of the caller's tenant log (or the one of a
@@ -121,8 +123,9 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.VerifyChainRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.VerifyChainResponse, _abc.Awaitable[_audit_pb2.VerifyChainResponse]]:
-        """Recomputes every link of the caller's tenant chain and reports the first
-        row that does not verify.
+        """Checks the links of the caller's tenant chain added since the last valid
+        check (at most 100000 rows per call) and reports the first row that does
+        not verify; rows_checked counts every row verified so far.
         """
 
     @_abc_1.abstractmethod

@@ -104,12 +104,21 @@ CREATE TABLE audit_tlog_verified (
     verified_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Where the incremental chain check (VerifyChain) resumes: row `seq` verified with this hash.
+CREATE TABLE audit_chain_verified (
+    tenant_id   text        PRIMARY KEY,
+    seq         bigint      NOT NULL CHECK (seq >= 0),
+    head_hash   text        NOT NULL,
+    verified_at timestamptz NOT NULL DEFAULT now()
+);
+
 DO $$
 DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['audit_tlog_node', 'audit_tlog_state', 'audit_tlog_checkpoint',
-                             'audit_tlog_cosignature', 'audit_tlog_verified']
+                             'audit_tlog_cosignature', 'audit_tlog_verified',
+                             'audit_chain_verified']
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format(
@@ -122,6 +131,22 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Wake the integrators when a tenant's chain moves (delivered at commit, one per
+-- transaction and tenant); they also poll now and then in case one is missed.
+CREATE FUNCTION kaireon_audit_appended()
+    RETURNS trigger
+    LANGUAGE plpgsql SET search_path = public, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_notify('kaireon_audit_appended', NEW.tenant_id);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER audit_chain_head_appended
+    AFTER UPDATE ON audit_chain_head
+    FOR EACH ROW EXECUTE FUNCTION kaireon_audit_appended();
 
 -- The integrator's cross-tenant read: tenants whose chain is ahead of their tree (keys only).
 CREATE FUNCTION kaireon_tlog_pending(p_limit integer)
