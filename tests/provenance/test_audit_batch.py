@@ -146,7 +146,7 @@ async def test_batched_rows_are_the_rows_append_audit_writes(db, tenant):
         rows[t] = {
             k: v
             for k, v in dict(rec).items()
-            # The subject's salt is random (migration 0110); its digest follows from it.
+            # The subject's salt is random (migration 0113); its digest follows from it.
             if k
             not in {"tenant_id", "id", "integrity_hash", "subject_id_salt", "subject_id_digest"}
         }

@@ -476,7 +476,7 @@ async def test_the_running_server_refuses_to_sign_a_rewritten_tree(
 async def test_the_subject_digest_is_the_leaf_construction(
     signed_app: App, tenant: str, subject: str
 ) -> None:
-    """The database's digest (migration 0110) is sha256(salt || RFC 8785 JSON of the id)."""
+    """The database's digest (migration 0113) is sha256(salt || RFC 8785 JSON of the id)."""
     db = _db(signed_app)
     async with db.transaction(tenant) as con:
         await append_audit(

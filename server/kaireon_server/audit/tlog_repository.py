@@ -1,4 +1,4 @@
-"""SQL of the audit transparency log (tables of migration 0110)."""
+"""SQL of the audit transparency log (tables of migration 0113)."""
 
 from __future__ import annotations
 
