@@ -50,13 +50,17 @@ def _quote(name: str) -> str:
 
 
 async def tenant_tables(con: asyncpg.Connection) -> list[str]:
-    """Every table of the public schema with a tenant_id column (ds_* tables included)."""
+    """Every table of the public schema with a tenant_id column (ds_* tables included).
+
+    Not the audit log's tree (node, state, checkpoint): the background integrator
+    writes them for rows appended earlier, whenever it runs (no call does)."""
     rows = await con.fetch(
         """
         SELECT c.relname FROM pg_class c
           JOIN pg_namespace n ON n.oid = c.relnamespace
           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname <> 'audit_chain_head'
+           AND c.relname NOT IN ('audit_tlog_node', 'audit_tlog_state', 'audit_tlog_checkpoint')
          ORDER BY c.relname
         """
     )

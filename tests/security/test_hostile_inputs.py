@@ -182,7 +182,9 @@ async def test_hostile_strings_in_every_string_field(
     method = BY_NAME[name]
     seed = REQUESTS[name](target)
     slots = list(string_slots(seed))
-    assert slots or not method.input_type.fields, name
+    assert slots or not [
+        f for f in method.input_type.fields if f.type == FieldDescriptor.TYPE_STRING
+    ], name
     for slot in slots:
         for label, value in HOSTILE.items():
             request = type(seed)()

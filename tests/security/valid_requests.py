@@ -33,6 +33,20 @@ def start_run(world: World) -> flow_pb2.StartRunRequest:
 REQUESTS: dict[str, Callable[[World], Message]] = {
     "AuditService.ListAuditEvents": lambda w: audit_pb2.ListAuditEventsRequest(page_size=1000),
     "AuditService.VerifyChain": lambda w: audit_pb2.VerifyChainRequest(),
+    "AuditService.GetCheckpoint": lambda w: audit_pb2.GetCheckpointRequest(),
+    # Tree size 2: a checkpoint A has, not the fresh tenant B (one row).
+    "AuditService.GetInclusionProof": lambda w: audit_pb2.GetInclusionProofRequest(
+        index=0, tree_size=2
+    ),
+    "AuditService.GetConsistencyProof": lambda w: audit_pb2.GetConsistencyProofRequest(
+        first_size=1, second_size=2
+    ),
+    "AuditService.ListEntries": lambda w: audit_pb2.ListEntriesRequest(start=0, end=1, tree_size=2),
+    "AuditService.AddCosignature": lambda w: audit_pb2.AddCosignatureRequest(
+        tree_size=2, cosignature="\u2014 witness.example/w " + "A" * 96
+    ),
+    "AuditService.VerifyLog": lambda w: audit_pb2.VerifyLogRequest(),
+    "AuditService.StreamVerifyLog": lambda w: audit_pb2.StreamVerifyLogRequest(),
     "DsarService.CreateDsarRequest": lambda w: dsar_pb2.CreateDsarRequestRequest(
         request_type="export", subject_id=w.customer, idempotency_key=w.idempotency_key
     ),

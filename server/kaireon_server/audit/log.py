@@ -83,6 +83,7 @@ async def list_events(
 
 
 async def verify_chain(db: Database, *, tenant_id: str) -> VerifyResult:
-    """Verify the tenant's whole chain in one consistent snapshot."""
+    """Verify the tenant's whole chain in one consistent snapshot (offline tools, tests;
+    the RPC resumes instead: tlog.verify_chain_incremental)."""
     async with db.transaction(tenant_id, readonly=True, isolation="repeatable_read") as con:
         return await verify_tenant_chain(con, tenant_id)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
+from google.protobuf.descriptor import ServiceDescriptor
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
-from kaireon_server.audit import log
-from kaireon_server.capability import ServiceContext, SimpleCapability
+from kaireon_client.tlog.proof import TlogProof, format_tlog_proof
+from kaireon_server.audit import log, tlog
+from kaireon_server.capability import ServiceContext
 from kaireon_server.platform.auth import current_identity
+from kaireon_server.platform.errors import InvalidArgument
 from kaireon_server.platform.paging import clamp_page_size
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -38,9 +42,39 @@ def _event(tenant_id: str, event: log.AuditEvent) -> audit_pb2.AuditEvent:
     return message
 
 
+def _checkpoint(settings: tlog.TlogSettings, view: tlog.CheckpointView) -> audit_pb2.Checkpoint:
+    return audit_pb2.Checkpoint(
+        origin=view.origin,
+        tree_size=view.size,
+        root_hash=view.root_hash,
+        note=view.note,
+        signed=view.signed,
+        cosignatures=list(view.cosignatures),
+        log_vkey=view.log_vkey,
+        witness_quorum_met=view.signed and tlog.quorum_met(settings, view),
+    )
+
+
+def _verify_result(
+    result: tlog.TlogVerifyResult, more: bool = False
+) -> audit_pb2.VerifyLogResponse:
+    return audit_pb2.VerifyLogResponse(
+        valid=result.valid,
+        start=result.start,
+        end=result.end,
+        tree_size=result.tree_size,
+        rows_checked=result.rows_checked,
+        first_invalid_seq=result.first_invalid_seq,
+        first_invalid_id=result.first_invalid_id,
+        reason=result.reason,
+        more=more,
+    )
+
+
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, settings: tlog.TlogSettings) -> None:
         self._db = ctx.db
+        self._tlog = settings
 
     async def ListAuditEvents(
         self, request: audit_pb2.ListAuditEventsRequest, context: Context
@@ -62,8 +96,11 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self, request: audit_pb2.VerifyChainRequest, context: Context
     ) -> audit_pb2.VerifyChainResponse:
         identity = current_identity()
-        result = await log.verify_chain(self._db, tenant_id=identity.tenant_id)
+        check = await tlog.verify_chain_incremental(self._db, tenant_id=identity.tenant_id)
+        result = check.result
         return audit_pb2.VerifyChainResponse(
+            resumed_from_seq=check.resumed_from_seq,
+            more=check.more,
             valid=result.valid,
             rows_checked=result.rows_checked,
             first_invalid_seq=result.first_invalid_seq,
@@ -72,10 +109,152 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             head_hash=result.head_hash,
         )
 
+    async def GetCheckpoint(
+        self, request: audit_pb2.GetCheckpointRequest, context: Context
+    ) -> audit_pb2.GetCheckpointResponse:
+        identity = current_identity()
+        view = await tlog.get_checkpoint(
+            self._db, self._tlog, tenant_id=identity.tenant_id, tree_size=request.tree_size
+        )
+        return audit_pb2.GetCheckpointResponse(checkpoint=_checkpoint(self._tlog, view))
 
-def build(ctx: ServiceContext) -> SimpleCapability[AuditServicer]:
-    return SimpleCapability(
-        audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
-        AuditServicer(ctx),
-        audit_pb2_grpc.add_AuditServiceServicer_to_server,
-    )
+    async def GetInclusionProof(
+        self, request: audit_pb2.GetInclusionProofRequest, context: Context
+    ) -> audit_pb2.GetInclusionProofResponse:
+        identity = current_identity()
+        event_id = request.event_id or None
+        if event_id is not None:
+            event_id = tlog.check_event_id(event_id)
+        elif request.index < 0:
+            raise InvalidArgument.field("index", "must not be negative")
+        proof = await tlog.get_inclusion_proof(
+            self._db,
+            self._tlog,
+            tenant_id=identity.tenant_id,
+            index=None if event_id else request.index,
+            event_id=event_id,
+            tree_size=request.tree_size,
+        )
+        tlog_proof = ""
+        if proof.checkpoint.signed:
+            tlog_proof = format_tlog_proof(
+                TlogProof(proof.index, proof.hashes, proof.checkpoint.note)
+            )
+        return audit_pb2.GetInclusionProofResponse(
+            index=proof.index,
+            tree_size=proof.tree_size,
+            hashes=list(proof.hashes),
+            leaf=proof.leaf.canonical().decode(),
+            tlog_proof=tlog_proof,
+            checkpoint=_checkpoint(self._tlog, proof.checkpoint),
+        )
+
+    async def GetConsistencyProof(
+        self, request: audit_pb2.GetConsistencyProofRequest, context: Context
+    ) -> audit_pb2.GetConsistencyProofResponse:
+        identity = current_identity()
+        hashes = await tlog.get_consistency_proof(
+            self._db,
+            tenant_id=identity.tenant_id,
+            first_size=request.first_size,
+            second_size=request.second_size,
+        )
+        return audit_pb2.GetConsistencyProofResponse(hashes=hashes)
+
+    async def ListEntries(
+        self, request: audit_pb2.ListEntriesRequest, context: Context
+    ) -> audit_pb2.ListEntriesResponse:
+        identity = current_identity()
+        export = await tlog.export_entries(
+            self._db,
+            self._tlog,
+            tenant_id=identity.tenant_id,
+            start=request.start,
+            end=request.end,
+            tree_size=request.tree_size,
+        )
+        return audit_pb2.ListEntriesResponse(
+            export=tlog.export_json(export.document),
+            start=export.start,
+            end=export.end,
+            tree_size=export.tree_size,
+        )
+
+    async def AddCosignature(
+        self, request: audit_pb2.AddCosignatureRequest, context: Context
+    ) -> audit_pb2.AddCosignatureResponse:
+        identity = current_identity()
+        view = await tlog.add_cosignature(
+            self._db,
+            self._tlog,
+            tenant_id=identity.tenant_id,
+            tree_size=request.tree_size,
+            line=request.cosignature,
+        )
+        return audit_pb2.AddCosignatureResponse(checkpoint=_checkpoint(self._tlog, view))
+
+    async def VerifyLog(
+        self, request: audit_pb2.VerifyLogRequest, context: Context
+    ) -> audit_pb2.VerifyLogResponse:
+        identity = current_identity()
+        if request.start < 0 or request.end < 0:
+            raise InvalidArgument.field("start", "indexes are not negative")
+        if not request.range and (request.start or request.end):
+            raise InvalidArgument.field("range", "set range to verify [start, end)")
+        result, more = await tlog.verify(
+            self._db,
+            self._tlog,
+            tenant_id=identity.tenant_id,
+            start=request.start if request.range else None,
+            end=request.end,
+        )
+        return _verify_result(result, more)
+
+    async def StreamVerifyLog(
+        self, request: audit_pb2.StreamVerifyLogRequest, context: Context
+    ) -> AsyncIterator[audit_pb2.StreamVerifyLogResponse]:
+        identity = current_identity()
+        async for item in tlog.verify_range_stream(
+            self._db, self._tlog, tenant_id=identity.tenant_id, start=0, end=0, limit=None
+        ):
+            if isinstance(item, tlog.TlogVerifyResult):
+                yield audit_pb2.StreamVerifyLogResponse(
+                    rows_checked=item.rows_checked,
+                    position=item.end,
+                    tree_size=item.tree_size,
+                    result=_verify_result(item),
+                )
+            else:
+                yield audit_pb2.StreamVerifyLogResponse(
+                    rows_checked=item.rows_checked,
+                    position=item.position,
+                    tree_size=item.tree_size,
+                )
+
+
+class AuditCapability:
+    """The service plus, in every process, the transparency log's integrator."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.settings = tlog.TlogSettings.from_env(ctx.settings.env)
+        self._servicer = AuditServicer(ctx, self.settings)
+        self.integrator = tlog.Integrator(ctx.db, self.settings)
+        if self.settings.enabled:
+            ctx.listener.subscribe(tlog.NOTIFY_CHANNEL, self.integrator.wake, self.integrator.wake)
+
+    @property
+    def descriptor(self) -> ServiceDescriptor:
+        return audit_pb2.DESCRIPTOR.services_by_name["AuditService"]
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(self._servicer, server)
+
+    async def start(self) -> None:
+        self.integrator.start()
+
+    async def stop(self) -> None:
+        await self.integrator.stop()
+
+
+def build(ctx: ServiceContext) -> AuditCapability:
+    return AuditCapability(ctx)

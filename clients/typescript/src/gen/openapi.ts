@@ -4,6 +4,66 @@
  */
 
 export interface paths {
+    "/api/v1/audit/checkpoint": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * kaireon.audit.v1.AuditService.GetCheckpoint
+         * @description HTTP rule: GET /api/v1/audit/checkpoint
+         */
+        get: operations["AuditService_GetCheckpoint"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/audit/checkpoint:cosign": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * kaireon.audit.v1.AuditService.AddCosignature
+         * @description HTTP rule: POST /api/v1/audit/checkpoint:cosign
+         */
+        post: operations["AuditService_AddCosignature"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/audit/entries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * kaireon.audit.v1.AuditService.ListEntries
+         * @description HTTP rule: GET /api/v1/audit/entries
+         */
+        get: operations["AuditService_ListEntries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/audit/events": {
         parameters: {
             query?: never;
@@ -24,6 +84,66 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/audit/proofs/consistency": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * kaireon.audit.v1.AuditService.GetConsistencyProof
+         * @description HTTP rule: GET /api/v1/audit/proofs/consistency
+         */
+        get: operations["AuditService_GetConsistencyProof"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/audit/proofs/inclusion": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * kaireon.audit.v1.AuditService.GetInclusionProof
+         * @description HTTP rule: GET /api/v1/audit/proofs/inclusion
+         */
+        get: operations["AuditService_GetInclusionProof"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/audit:streamVerifyLog": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * kaireon.audit.v1.AuditService.StreamVerifyLog
+         * @description HTTP rule: POST /api/v1/audit:streamVerifyLog. Server stream: newline-delimited JSON, one {"result": ...} line per message, and a final {"error": ...} line if the stream fails.
+         */
+        post: operations["AuditService_StreamVerifyLog"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/audit:verify": {
         parameters: {
             query?: never;
@@ -38,6 +158,26 @@ export interface paths {
          * @description HTTP rule: POST /api/v1/audit:verify
          */
         post: operations["AuditService_VerifyChain"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/audit:verifyLog": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * kaireon.audit.v1.AuditService.VerifyLog
+         * @description HTTP rule: POST /api/v1/audit:verifyLog
+         */
+        post: operations["AuditService_VerifyLog"];
         delete?: never;
         options?: never;
         head?: never;
@@ -410,6 +550,14 @@ export interface components {
             message?: string;
             details?: components["schemas"]["google.protobuf.Any"][];
         };
+        "kaireon.audit.v1.AddCosignatureRequest": {
+            /** Format: int64 */
+            treeSize?: string;
+            cosignature?: string;
+        };
+        "kaireon.audit.v1.AddCosignatureResponse": {
+            checkpoint?: components["schemas"]["kaireon.audit.v1.Checkpoint"];
+        };
         "kaireon.audit.v1.AuditEvent": {
             id?: string;
             /** Format: int64 */
@@ -429,9 +577,56 @@ export interface components {
                 [key: string]: string;
             };
         };
+        "kaireon.audit.v1.Checkpoint": {
+            origin?: string;
+            /** Format: int64 */
+            treeSize?: string;
+            /** Format: byte */
+            rootHash?: string;
+            note?: string;
+            signed?: boolean;
+            cosignatures?: string[];
+            logVkey?: string;
+            witnessQuorumMet?: boolean;
+        };
+        "kaireon.audit.v1.GetCheckpointResponse": {
+            checkpoint?: components["schemas"]["kaireon.audit.v1.Checkpoint"];
+        };
+        "kaireon.audit.v1.GetConsistencyProofResponse": {
+            hashes?: string[];
+        };
+        "kaireon.audit.v1.GetInclusionProofResponse": {
+            /** Format: int64 */
+            index?: string;
+            /** Format: int64 */
+            treeSize?: string;
+            hashes?: string[];
+            leaf?: string;
+            tlogProof?: string;
+            checkpoint?: components["schemas"]["kaireon.audit.v1.Checkpoint"];
+        };
         "kaireon.audit.v1.ListAuditEventsResponse": {
             events?: components["schemas"]["kaireon.audit.v1.AuditEvent"][];
             nextPageToken?: string;
+        };
+        "kaireon.audit.v1.ListEntriesResponse": {
+            export?: string;
+            /** Format: int64 */
+            start?: string;
+            /** Format: int64 */
+            end?: string;
+            /** Format: int64 */
+            treeSize?: string;
+        };
+        "kaireon.audit.v1.StreamVerifyLogRequest": Record<string, never>;
+        "kaireon.audit.v1.StreamVerifyLogResponse": {
+            /** Format: int64 */
+            rowsChecked?: string;
+            /** Format: int64 */
+            position?: string;
+            /** Format: int64 */
+            treeSize?: string;
+            result?: components["schemas"]["kaireon.audit.v1.VerifyLogResponse"];
         };
         "kaireon.audit.v1.VerifyChainResponse": {
             valid?: boolean;
@@ -442,6 +637,32 @@ export interface components {
             firstInvalidId?: string;
             reason?: string;
             headHash?: string;
+            /** Format: int64 */
+            resumedFromSeq?: string;
+            more?: boolean;
+        };
+        "kaireon.audit.v1.VerifyLogRequest": {
+            /** Format: int64 */
+            start?: string;
+            /** Format: int64 */
+            end?: string;
+            range?: boolean;
+        };
+        "kaireon.audit.v1.VerifyLogResponse": {
+            valid?: boolean;
+            /** Format: int64 */
+            start?: string;
+            /** Format: int64 */
+            end?: string;
+            /** Format: int64 */
+            treeSize?: string;
+            /** Format: int64 */
+            rowsChecked?: string;
+            /** Format: int64 */
+            firstInvalidSeq?: string;
+            firstInvalidId?: string;
+            reason?: string;
+            more?: boolean;
         };
         "kaireon.dsar.v1.CreateDsarRequestRequest": {
             requestType?: string;
@@ -679,6 +900,103 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    AuditService_GetCheckpoint: {
+        parameters: {
+            query?: {
+                treeSize?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.audit.v1.GetCheckpointResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    AuditService_AddCosignature: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["kaireon.audit.v1.AddCosignatureRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.audit.v1.AddCosignatureResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    AuditService_ListEntries: {
+        parameters: {
+            query?: {
+                start?: string;
+                end?: string;
+                treeSize?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.audit.v1.ListEntriesResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
     AuditService_ListAuditEvents: {
         parameters: {
             query?: {
@@ -713,6 +1031,110 @@ export interface operations {
             };
         };
     };
+    AuditService_GetConsistencyProof: {
+        parameters: {
+            query?: {
+                firstSize?: string;
+                secondSize?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.audit.v1.GetConsistencyProofResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    AuditService_GetInclusionProof: {
+        parameters: {
+            query?: {
+                eventId?: string;
+                index?: string;
+                treeSize?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.audit.v1.GetInclusionProofResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    AuditService_StreamVerifyLog: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["kaireon.audit.v1.StreamVerifyLogRequest"];
+            };
+        };
+        responses: {
+            /** @description Stream of kaireon.audit.v1.StreamVerifyLogResponse, one JSON object per line. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": {
+                        result?: components["schemas"]["kaireon.audit.v1.StreamVerifyLogResponse"];
+                        error?: components["schemas"]["google.rpc.Status"];
+                    };
+                };
+            };
+            /** @description A rejected request (google.rpc.Status), or a call that failed before its first message (one {"error": Status} line). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                    "application/x-ndjson": {
+                        error: components["schemas"]["google.rpc.Status"];
+                    };
+                };
+            };
+        };
+    };
     AuditService_VerifyChain: {
         parameters: {
             query?: never;
@@ -729,6 +1151,39 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["kaireon.audit.v1.VerifyChainResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    AuditService_VerifyLog: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["kaireon.audit.v1.VerifyLogRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.audit.v1.VerifyLogResponse"];
                 };
             };
             /** @description An error: a google.rpc.Status. */

@@ -219,6 +219,8 @@ class VerifyChainResponse(_message.Message):
     FIRST_INVALID_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     HEAD_HASH_FIELD_NUMBER: _builtins.int
+    RESUMED_FROM_SEQ_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
     valid: _builtins.bool
     """True when every row verifies and the sequence has no gap."""
     rows_checked: _builtins.int
@@ -233,6 +235,12 @@ class VerifyChainResponse(_message.Message):
     """
     head_hash: _builtins.str
     """Integrity hash of the last row (the chain head)."""
+    resumed_from_seq: _builtins.int
+    """The seq this call resumed after: rows up to it were verified by an earlier
+    call and only their last hash is re-checked (0: from the start).
+    """
+    more: _builtins.bool
+    """True when rows remain after this call's bound (100000 rows): call again."""
     def __init__(
         self,
         *,
@@ -242,11 +250,494 @@ class VerifyChainResponse(_message.Message):
         first_invalid_id: _builtins.str = ...,
         reason: _builtins.str = ...,
         head_hash: _builtins.str = ...,
+        resumed_from_seq: _builtins.int = ...,
+        more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_invalid_id", b"first_invalid_id", "first_invalid_seq", b"first_invalid_seq", "head_hash", b"head_hash", "reason", b"reason", "rows_checked", b"rows_checked", "valid", b"valid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_invalid_id", b"first_invalid_id", "first_invalid_seq", b"first_invalid_seq", "head_hash", b"head_hash", "more", b"more", "reason", b"reason", "resumed_from_seq", b"resumed_from_seq", "rows_checked", b"rows_checked", "valid", b"valid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyChainResponse: _TypeAlias = VerifyChainResponse  # noqa: Y015
+
+@_typing.final
+class GetCheckpointRequest(_message.Message):
+    """Request of GetCheckpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    tree_size: _builtins.int
+    """Optional. The tree size of the checkpoint; 0 for the latest."""
+    def __init__(
+        self,
+        *,
+        tree_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCheckpointRequest: _TypeAlias = GetCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class GetCheckpointResponse(_message.Message):
+    """Response of GetCheckpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def checkpoint(self) -> Global___Checkpoint:
+        """The checkpoint."""
+
+    def __init__(
+        self,
+        *,
+        checkpoint: Global___Checkpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCheckpointResponse: _TypeAlias = GetCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class AddCosignatureResponse(_message.Message):
+    """Response of AddCosignature."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def checkpoint(self) -> Global___Checkpoint:
+        """The checkpoint with the stored cosignatures, the new one included."""
+
+    def __init__(
+        self,
+        *,
+        checkpoint: Global___Checkpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddCosignatureResponse: _TypeAlias = AddCosignatureResponse  # noqa: Y015
+
+@_typing.final
+class Checkpoint(_message.Message):
+    """Checkpoint is a signed tree head of the tenant log (C2SP tlog-checkpoint)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    ROOT_HASH_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    SIGNED_FIELD_NUMBER: _builtins.int
+    COSIGNATURES_FIELD_NUMBER: _builtins.int
+    LOG_VKEY_FIELD_NUMBER: _builtins.int
+    WITNESS_QUORUM_MET_FIELD_NUMBER: _builtins.int
+    origin: _builtins.str
+    """The origin line: "<log name>/audit/<tenant id>"."""
+    tree_size: _builtins.int
+    """Number of entries in the tree."""
+    root_hash: _builtins.bytes
+    """RFC 9162 root hash of the tree (32 bytes)."""
+    note: _builtins.str
+    """The C2SP signed note: checkpoint body, log signature and the stored
+    witness cosignatures. Only the body when the log has no key (signed false).
+    """
+    signed: _builtins.bool
+    """True when the note carries the log signature (KAIREON_LOG_KEY is set)."""
+    log_vkey: _builtins.str
+    """The log's verifier key for this tenant ("" when unsigned)."""
+    witness_quorum_met: _builtins.bool
+    """True when at least KAIREON_WITNESS_QUORUM configured witnesses cosigned."""
+    @_builtins.property
+    def cosignatures(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The witness cosignature lines of this checkpoint."""
+
+    def __init__(
+        self,
+        *,
+        origin: _builtins.str = ...,
+        tree_size: _builtins.int = ...,
+        root_hash: _builtins.bytes = ...,
+        note: _builtins.str = ...,
+        signed: _builtins.bool = ...,
+        cosignatures: _abc.Iterable[_builtins.str] | None = ...,
+        log_vkey: _builtins.str = ...,
+        witness_quorum_met: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosignatures", b"cosignatures", "log_vkey", b"log_vkey", "note", b"note", "origin", b"origin", "root_hash", b"root_hash", "signed", b"signed", "tree_size", b"tree_size", "witness_quorum_met", b"witness_quorum_met"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Checkpoint: _TypeAlias = Checkpoint  # noqa: Y015
+
+@_typing.final
+class GetInclusionProofRequest(_message.Message):
+    """Request of GetInclusionProof: give event_id or index."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The audit event id (takes precedence over index when set)."""
+    index: _builtins.int
+    """The leaf index (seq - 1)."""
+    tree_size: _builtins.int
+    """Optional. The tree size of the checkpoint to prove against; 0 for the latest."""
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        index: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "index", b"index", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInclusionProofRequest: _TypeAlias = GetInclusionProofRequest  # noqa: Y015
+
+@_typing.final
+class GetInclusionProofResponse(_message.Message):
+    """Response of GetInclusionProof."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    HASHES_FIELD_NUMBER: _builtins.int
+    LEAF_FIELD_NUMBER: _builtins.int
+    TLOG_PROOF_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Leaf index of the entry."""
+    tree_size: _builtins.int
+    """Tree size the proof is for."""
+    leaf: _builtins.str
+    """The entry's leaf: RFC 8785 canonical JSON (its leaf hash is SHA-256(0x00 || leaf))."""
+    tlog_proof: _builtins.str
+    """The C2SP tlog-proof of the entry (index, audit path, cosigned checkpoint)."""
+    @_builtins.property
+    def hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The audit path, leaf first (32-byte hashes)."""
+
+    @_builtins.property
+    def checkpoint(self) -> Global___Checkpoint:
+        """The checkpoint the proof is against."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
+        hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+        leaf: _builtins.str = ...,
+        tlog_proof: _builtins.str = ...,
+        checkpoint: Global___Checkpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "hashes", b"hashes", "index", b"index", "leaf", b"leaf", "tlog_proof", b"tlog_proof", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInclusionProofResponse: _TypeAlias = GetInclusionProofResponse  # noqa: Y015
+
+@_typing.final
+class GetConsistencyProofRequest(_message.Message):
+    """Request of GetConsistencyProof."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_SIZE_FIELD_NUMBER: _builtins.int
+    SECOND_SIZE_FIELD_NUMBER: _builtins.int
+    first_size: _builtins.int
+    """The smaller tree size (a checkpointed size, or 0)."""
+    second_size: _builtins.int
+    """The larger tree size (a checkpointed size)."""
+    def __init__(
+        self,
+        *,
+        first_size: _builtins.int = ...,
+        second_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_size", b"first_size", "second_size", b"second_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsistencyProofRequest: _TypeAlias = GetConsistencyProofRequest  # noqa: Y015
+
+@_typing.final
+class GetConsistencyProofResponse(_message.Message):
+    """Response of GetConsistencyProof."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HASHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """PROOF(first_size, D[second_size]) of RFC 9162 (32-byte hashes)."""
+
+    def __init__(
+        self,
+        *,
+        hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hashes", b"hashes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsistencyProofResponse: _TypeAlias = GetConsistencyProofResponse  # noqa: Y015
+
+@_typing.final
+class ListEntriesRequest(_message.Message):
+    """Request of ListEntries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    start: _builtins.int
+    """First leaf index (0 for the start of the log)."""
+    end: _builtins.int
+    """End leaf index, exclusive; 0 for the checkpoint's size. At most 10000 entries."""
+    tree_size: _builtins.int
+    """Optional. The checkpoint's tree size; 0 for the latest."""
+    def __init__(
+        self,
+        *,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEntriesRequest: _TypeAlias = ListEntriesRequest  # noqa: Y015
+
+@_typing.final
+class ListEntriesResponse(_message.Message):
+    """Response of ListEntries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPORT_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    export: _builtins.str
+    """The "kaireon-audit-export/v1" JSON document."""
+    start: _builtins.int
+    """First leaf index of the range."""
+    end: _builtins.int
+    """End leaf index of the range (exclusive)."""
+    tree_size: _builtins.int
+    """Tree size of the checkpoint in the export."""
+    def __init__(
+        self,
+        *,
+        export: _builtins.str = ...,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "export", b"export", "start", b"start", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEntriesResponse: _TypeAlias = ListEntriesResponse  # noqa: Y015
+
+@_typing.final
+class AddCosignatureRequest(_message.Message):
+    """Request of AddCosignature."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    COSIGNATURE_FIELD_NUMBER: _builtins.int
+    tree_size: _builtins.int
+    """The tree size of the cosigned checkpoint; 0 for the latest."""
+    cosignature: _builtins.str
+    """The witness's cosignature line ("— <name> <base64>")."""
+    def __init__(
+        self,
+        *,
+        tree_size: _builtins.int = ...,
+        cosignature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosignature", b"cosignature", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddCosignatureRequest: _TypeAlias = AddCosignatureRequest  # noqa: Y015
+
+@_typing.final
+class VerifyLogRequest(_message.Message):
+    """Request of VerifyLog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    RANGE_FIELD_NUMBER: _builtins.int
+    start: _builtins.int
+    """Optional. First leaf index of a range to verify; with end 0 and
+    start 0 the rows since the last verification are checked.
+    """
+    end: _builtins.int
+    """Optional. End leaf index (exclusive) of a range; 0: the checkpoint's size."""
+    range: _builtins.bool
+    """Optional. Verify [start, end) instead of resuming."""
+    def __init__(
+        self,
+        *,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+        range: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "range", b"range", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyLogRequest: _TypeAlias = VerifyLogRequest  # noqa: Y015
+
+@_typing.final
+class VerifyLogResponse(_message.Message):
+    """Response of VerifyLog and last message of StreamVerifyLog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALID_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    ROWS_CHECKED_FIELD_NUMBER: _builtins.int
+    FIRST_INVALID_SEQ_FIELD_NUMBER: _builtins.int
+    FIRST_INVALID_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    valid: _builtins.bool
+    """True when every row of the range verifies against the signed checkpoint."""
+    start: _builtins.int
+    """First leaf index checked."""
+    end: _builtins.int
+    """End leaf index (exclusive) of the range checked."""
+    tree_size: _builtins.int
+    """Tree size of the checkpoint verified against."""
+    rows_checked: _builtins.int
+    """Rows re-hashed and checked."""
+    first_invalid_seq: _builtins.int
+    """Seq of the first bad row (0 when valid or unknown)."""
+    first_invalid_id: _builtins.str
+    """Id of that row ("" when valid or the row is missing)."""
+    reason: _builtins.str
+    """"integrity_hash_mismatch", "prev_hash_mismatch", "sequence_gap",
+    "leaf_mismatch", "root_mismatch", "checkpoint_signature", "tree_missing".
+    """
+    more: _builtins.bool
+    """True when rows remain after `end` (call again to continue)."""
+    def __init__(
+        self,
+        *,
+        valid: _builtins.bool = ...,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
+        rows_checked: _builtins.int = ...,
+        first_invalid_seq: _builtins.int = ...,
+        first_invalid_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "first_invalid_id", b"first_invalid_id", "first_invalid_seq", b"first_invalid_seq", "more", b"more", "reason", b"reason", "rows_checked", b"rows_checked", "start", b"start", "tree_size", b"tree_size", "valid", b"valid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyLogResponse: _TypeAlias = VerifyLogResponse  # noqa: Y015
+
+@_typing.final
+class StreamVerifyLogRequest(_message.Message):
+    """Request of StreamVerifyLog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamVerifyLogRequest: _TypeAlias = StreamVerifyLogRequest  # noqa: Y015
+
+@_typing.final
+class StreamVerifyLogResponse(_message.Message):
+    """Progress or result of StreamVerifyLog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_CHECKED_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    rows_checked: _builtins.int
+    """Rows checked so far."""
+    position: _builtins.int
+    """Leaf index reached."""
+    tree_size: _builtins.int
+    """Tree size verified against."""
+    @_builtins.property
+    def result(self) -> Global___VerifyLogResponse:
+        """Set on the last message only."""
+
+    def __init__(
+        self,
+        *,
+        rows_checked: _builtins.int = ...,
+        position: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
+        result: Global___VerifyLogResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "result", b"result", "rows_checked", b"rows_checked", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamVerifyLogResponse: _TypeAlias = StreamVerifyLogResponse  # noqa: Y015

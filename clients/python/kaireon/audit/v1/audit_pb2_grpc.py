@@ -45,6 +45,41 @@ class AuditServiceStub:
                 request_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.VerifyChainRequest.SerializeToString,
                 response_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.VerifyChainResponse.FromString,
                 _registered_method=True)
+        self.GetCheckpoint = channel.unary_unary(
+                '/kaireon.audit.v1.AuditService/GetCheckpoint',
+                request_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetCheckpointResponse.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/kaireon.audit.v1.AuditService/GetInclusionProof',
+                request_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetInclusionProofResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/kaireon.audit.v1.AuditService/GetConsistencyProof',
+                request_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.FromString,
+                _registered_method=True)
+        self.ListEntries = channel.unary_unary(
+                '/kaireon.audit.v1.AuditService/ListEntries',
+                request_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.ListEntriesRequest.SerializeToString,
+                response_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.ListEntriesResponse.FromString,
+                _registered_method=True)
+        self.AddCosignature = channel.unary_unary(
+                '/kaireon.audit.v1.AuditService/AddCosignature',
+                request_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.AddCosignatureRequest.SerializeToString,
+                response_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.AddCosignatureResponse.FromString,
+                _registered_method=True)
+        self.VerifyLog = channel.unary_unary(
+                '/kaireon.audit.v1.AuditService/VerifyLog',
+                request_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.VerifyLogRequest.SerializeToString,
+                response_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.VerifyLogResponse.FromString,
+                _registered_method=True)
+        self.StreamVerifyLog = channel.unary_stream(
+                '/kaireon.audit.v1.AuditService/StreamVerifyLog',
+                request_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.StreamVerifyLogRequest.SerializeToString,
+                response_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.StreamVerifyLogResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -59,8 +94,64 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def VerifyChain(self, request, context):
-        """Recomputes every link of the caller's tenant chain and reports the first
-        row that does not verify.
+        """Checks the links of the caller's tenant chain added since the last valid
+        check (at most 100000 rows per call) and reports the first row that does
+        not verify; rows_checked counts every row verified so far.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCheckpoint(self, request, context):
+        """Returns the latest checkpoint of the caller's tenant log (or the one of a
+        given tree size): the C2SP signed note with the stored witness cosignatures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Returns the RFC 9162 inclusion proof of one entry (by event id or leaf
+        index) in the tree of a checkpoint, and the entry's leaf.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Returns the RFC 9162 consistency proof between two checkpointed tree sizes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEntries(self, request, context):
+        """Returns a range of leaves with inclusion proofs as a
+        "kaireon-audit-export/v1" document, which `kaireon verify audit` checks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddCosignature(self, request, context):
+        """Stores a witness cosignature of a checkpoint after verifying it against
+        the configured witness keys (KAIREON_WITNESS_KEYS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyLog(self, request, context):
+        """Verifies audit rows against the signed checkpoints: by default the rows
+        added since the last verification (at most 100000 per call), or a range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamVerifyLog(self, request, context):
+        """Re-verifies every row of the tenant log against the latest checkpoint,
+        streaming progress; the last message holds the result.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,6 +169,41 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.VerifyChain,
                     request_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.VerifyChainRequest.FromString,
                     response_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.VerifyChainResponse.SerializeToString,
+            ),
+            'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoint,
+                    request_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetCheckpointResponse.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.SerializeToString,
+            ),
+            'ListEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEntries,
+                    request_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.ListEntriesRequest.FromString,
+                    response_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.ListEntriesResponse.SerializeToString,
+            ),
+            'AddCosignature': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddCosignature,
+                    request_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.AddCosignatureRequest.FromString,
+                    response_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.AddCosignatureResponse.SerializeToString,
+            ),
+            'VerifyLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyLog,
+                    request_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.VerifyLogRequest.FromString,
+                    response_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.VerifyLogResponse.SerializeToString,
+            ),
+            'StreamVerifyLog': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamVerifyLog,
+                    request_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.StreamVerifyLogRequest.FromString,
+                    response_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.StreamVerifyLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +261,195 @@ class AuditService:
             '/kaireon.audit.v1.AuditService/VerifyChain',
             kaireon_dot_audit_dot_v1_dot_audit__pb2.VerifyChainRequest.SerializeToString,
             kaireon_dot_audit_dot_v1_dot_audit__pb2.VerifyChainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kaireon.audit.v1.AuditService/GetCheckpoint',
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.GetCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kaireon.audit.v1.AuditService/GetInclusionProof',
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.GetInclusionProofRequest.SerializeToString,
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.GetInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kaireon.audit.v1.AuditService/GetConsistencyProof',
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kaireon.audit.v1.AuditService/ListEntries',
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.ListEntriesRequest.SerializeToString,
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.ListEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddCosignature(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kaireon.audit.v1.AuditService/AddCosignature',
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.AddCosignatureRequest.SerializeToString,
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.AddCosignatureResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kaireon.audit.v1.AuditService/VerifyLog',
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.VerifyLogRequest.SerializeToString,
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.VerifyLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamVerifyLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kaireon.audit.v1.AuditService/StreamVerifyLog',
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.StreamVerifyLogRequest.SerializeToString,
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.StreamVerifyLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,8 +36,35 @@ class AuditServiceStub:
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ListAuditEventsRequest, _audit_pb2.ListAuditEventsResponse]
     """Lists audit events of the caller's tenant, oldest first, page by page."""
     VerifyChain: _grpc.UnaryUnaryMultiCallable[_audit_pb2.VerifyChainRequest, _audit_pb2.VerifyChainResponse]
-    """Recomputes every link of the caller's tenant chain and reports the first
-    row that does not verify.
+    """Checks the links of the caller's tenant chain added since the last valid
+    check (at most 100000 rows per call) and reports the first row that does
+    not verify; rows_checked counts every row verified so far.
+    """
+    GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.GetCheckpointResponse]
+    """Returns the latest checkpoint of the caller's tenant log (or the one of a
+    given tree size): the C2SP signed note with the stored witness cosignatures.
+    """
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]
+    """Returns the RFC 9162 inclusion proof of one entry (by event id or leaf
+    index) in the tree of a checkpoint, and the entry's leaf.
+    """
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]
+    """Returns the RFC 9162 consistency proof between two checkpointed tree sizes."""
+    ListEntries: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ListEntriesRequest, _audit_pb2.ListEntriesResponse]
+    """Returns a range of leaves with inclusion proofs as a
+    "kaireon-audit-export/v1" document, which `kaireon verify audit` checks.
+    """
+    AddCosignature: _grpc.UnaryUnaryMultiCallable[_audit_pb2.AddCosignatureRequest, _audit_pb2.AddCosignatureResponse]
+    """Stores a witness cosignature of a checkpoint after verifying it against
+    the configured witness keys (KAIREON_WITNESS_KEYS).
+    """
+    VerifyLog: _grpc.UnaryUnaryMultiCallable[_audit_pb2.VerifyLogRequest, _audit_pb2.VerifyLogResponse]
+    """Verifies audit rows against the signed checkpoints: by default the rows
+    added since the last verification (at most 100000 per call), or a range.
+    """
+    StreamVerifyLog: _grpc.UnaryStreamMultiCallable[_audit_pb2.StreamVerifyLogRequest, _audit_pb2.StreamVerifyLogResponse]
+    """Re-verifies every row of the tenant log against the latest checkpoint,
+    streaming progress; the last message holds the result.
     """
 
 @_typing.type_check_only
@@ -48,8 +75,35 @@ class AuditServiceAsyncStub(AuditServiceStub):
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_audit_pb2.ListAuditEventsRequest, _audit_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """Lists audit events of the caller's tenant, oldest first, page by page."""
     VerifyChain: _aio.UnaryUnaryMultiCallable[_audit_pb2.VerifyChainRequest, _audit_pb2.VerifyChainResponse]  # type: ignore[assignment]
-    """Recomputes every link of the caller's tenant chain and reports the first
-    row that does not verify.
+    """Checks the links of the caller's tenant chain added since the last valid
+    check (at most 100000 rows per call) and reports the first row that does
+    not verify; rows_checked counts every row verified so far.
+    """
+    GetCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.GetCheckpointResponse]  # type: ignore[assignment]
+    """Returns the latest checkpoint of the caller's tenant log (or the one of a
+    given tree size): the C2SP signed note with the stored witness cosignatures.
+    """
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
+    """Returns the RFC 9162 inclusion proof of one entry (by event id or leaf
+    index) in the tree of a checkpoint, and the entry's leaf.
+    """
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
+    """Returns the RFC 9162 consistency proof between two checkpointed tree sizes."""
+    ListEntries: _aio.UnaryUnaryMultiCallable[_audit_pb2.ListEntriesRequest, _audit_pb2.ListEntriesResponse]  # type: ignore[assignment]
+    """Returns a range of leaves with inclusion proofs as a
+    "kaireon-audit-export/v1" document, which `kaireon verify audit` checks.
+    """
+    AddCosignature: _aio.UnaryUnaryMultiCallable[_audit_pb2.AddCosignatureRequest, _audit_pb2.AddCosignatureResponse]  # type: ignore[assignment]
+    """Stores a witness cosignature of a checkpoint after verifying it against
+    the configured witness keys (KAIREON_WITNESS_KEYS).
+    """
+    VerifyLog: _aio.UnaryUnaryMultiCallable[_audit_pb2.VerifyLogRequest, _audit_pb2.VerifyLogResponse]  # type: ignore[assignment]
+    """Verifies audit rows against the signed checkpoints: by default the rows
+    added since the last verification (at most 100000 per call), or a range.
+    """
+    StreamVerifyLog: _aio.UnaryStreamMultiCallable[_audit_pb2.StreamVerifyLogRequest, _audit_pb2.StreamVerifyLogResponse]  # type: ignore[assignment]
+    """Re-verifies every row of the tenant log against the latest checkpoint,
+    streaming progress; the last message holds the result.
     """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -69,8 +123,77 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.VerifyChainRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.VerifyChainResponse, _abc.Awaitable[_audit_pb2.VerifyChainResponse]]:
-        """Recomputes every link of the caller's tenant chain and reports the first
-        row that does not verify.
+        """Checks the links of the caller's tenant chain added since the last valid
+        check (at most 100000 rows per call) and reports the first row that does
+        not verify; rows_checked counts every row verified so far.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCheckpoint(
+        self,
+        request: _audit_pb2.GetCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetCheckpointResponse, _abc.Awaitable[_audit_pb2.GetCheckpointResponse]]:
+        """Returns the latest checkpoint of the caller's tenant log (or the one of a
+        given tree size): the C2SP signed note with the stored witness cosignatures.
+        """
+
+    @_abc_1.abstractmethod
+    def GetInclusionProof(
+        self,
+        request: _audit_pb2.GetInclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetInclusionProofResponse, _abc.Awaitable[_audit_pb2.GetInclusionProofResponse]]:
+        """Returns the RFC 9162 inclusion proof of one entry (by event id or leaf
+        index) in the tree of a checkpoint, and the entry's leaf.
+        """
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _audit_pb2.GetConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetConsistencyProofResponse, _abc.Awaitable[_audit_pb2.GetConsistencyProofResponse]]:
+        """Returns the RFC 9162 consistency proof between two checkpointed tree sizes."""
+
+    @_abc_1.abstractmethod
+    def ListEntries(
+        self,
+        request: _audit_pb2.ListEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.ListEntriesResponse, _abc.Awaitable[_audit_pb2.ListEntriesResponse]]:
+        """Returns a range of leaves with inclusion proofs as a
+        "kaireon-audit-export/v1" document, which `kaireon verify audit` checks.
+        """
+
+    @_abc_1.abstractmethod
+    def AddCosignature(
+        self,
+        request: _audit_pb2.AddCosignatureRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.AddCosignatureResponse, _abc.Awaitable[_audit_pb2.AddCosignatureResponse]]:
+        """Stores a witness cosignature of a checkpoint after verifying it against
+        the configured witness keys (KAIREON_WITNESS_KEYS).
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyLog(
+        self,
+        request: _audit_pb2.VerifyLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.VerifyLogResponse, _abc.Awaitable[_audit_pb2.VerifyLogResponse]]:
+        """Verifies audit rows against the signed checkpoints: by default the rows
+        added since the last verification (at most 100000 per call), or a range.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamVerifyLog(
+        self,
+        request: _audit_pb2.StreamVerifyLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_audit_pb2.StreamVerifyLogResponse], _abc.AsyncIterator[_audit_pb2.StreamVerifyLogResponse]]:
+        """Re-verifies every row of the tenant log against the latest checkpoint,
+        streaming progress; the last message holds the result.
         """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file kaireon/audit/v1/audit.proto.
  */
 export const file_kaireon_audit_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("ChxrYWlyZW9uL2F1ZGl0L3YxL2F1ZGl0LnByb3RvEhBrYWlyZW9uLmF1ZGl0LnYxIrYDCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgJEgsKA3NlcRgCIAEoAxIOCgZhY3Rpb24YAyABKAkSEwoLZW50aXR5X3R5cGUYBCABKAkSEQoJZW50aXR5X2lkGAUgASgJEg0KBWFjdG9yGAYgASgJEigKB2NoYW5nZXMYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhEKCXByZXZfaGFzaBgIIAEoCRIWCg5pbnRlZ3JpdHlfaGFzaBgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmVkYWN0ZWQYCyABKAgSEQoJdGVuYW50X2lkGAwgASgJEhgKEGVudGl0eV9pZF9kaWdlc3QYDSABKAkSSwoQcGVyc29uYWxfZGlnZXN0cxgOIAMoCzIxLmthaXJlb24uYXVkaXQudjEuQXVkaXRFdmVudC5QZXJzb25hbERpZ2VzdHNFbnRyeRo2ChRQZXJzb25hbERpZ2VzdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImQKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDgoGYWN0aW9uGAMgASgJEhMKC2VudGl0eV90eXBlGAQgASgJImAKF0xpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEiwKBmV2ZW50cxgBIAMoCzIcLmthaXJlb24uYXVkaXQudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiFAoSVmVyaWZ5Q2hhaW5SZXF1ZXN0IpIBChNWZXJpZnlDaGFpblJlc3BvbnNlEg0KBXZhbGlkGAEgASgIEhQKDHJvd3NfY2hlY2tlZBgCIAEoAxIZChFmaXJzdF9pbnZhbGlkX3NlcRgDIAEoAxIYChBmaXJzdF9pbnZhbGlkX2lkGAQgASgJEg4KBnJlYXNvbhgFIAEoCRIRCgloZWFkX2hhc2gYBiABKAkylwIKDEF1ZGl0U2VydmljZRKIAQoPTGlzdEF1ZGl0RXZlbnRzEigua2FpcmVvbi5hdWRpdC52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0Gikua2FpcmVvbi5hdWRpdC52MS5MaXN0QXVkaXRFdmVudHNSZXNwb25zZSIgyPMYA4LT5JMCFhIUL2FwaS92MS9hdWRpdC9ldmVudHMSfAoLVmVyaWZ5Q2hhaW4SJC5rYWlyZW9uLmF1ZGl0LnYxLlZlcmlmeUNoYWluUmVxdWVzdBolLmthaXJlb24uYXVkaXQudjEuVmVyaWZ5Q2hhaW5SZXNwb25zZSIgyPMYA4LT5JMCFiIUL2FwaS92MS9hdWRpdDp2ZXJpZnliBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp, file_kaireon_auth_v1_auth]);
+  fileDesc("ChxrYWlyZW9uL2F1ZGl0L3YxL2F1ZGl0LnByb3RvEhBrYWlyZW9uLmF1ZGl0LnYxIrYDCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgJEgsKA3NlcRgCIAEoAxIOCgZhY3Rpb24YAyABKAkSEwoLZW50aXR5X3R5cGUYBCABKAkSEQoJZW50aXR5X2lkGAUgASgJEg0KBWFjdG9yGAYgASgJEigKB2NoYW5nZXMYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhEKCXByZXZfaGFzaBgIIAEoCRIWCg5pbnRlZ3JpdHlfaGFzaBgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcmVkYWN0ZWQYCyABKAgSEQoJdGVuYW50X2lkGAwgASgJEhgKEGVudGl0eV9pZF9kaWdlc3QYDSABKAkSSwoQcGVyc29uYWxfZGlnZXN0cxgOIAMoCzIxLmthaXJlb24uYXVkaXQudjEuQXVkaXRFdmVudC5QZXJzb25hbERpZ2VzdHNFbnRyeRo2ChRQZXJzb25hbERpZ2VzdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImQKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDgoGYWN0aW9uGAMgASgJEhMKC2VudGl0eV90eXBlGAQgASgJImAKF0xpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEiwKBmV2ZW50cxgBIAMoCzIcLmthaXJlb24uYXVkaXQudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiFAoSVmVyaWZ5Q2hhaW5SZXF1ZXN0IroBChNWZXJpZnlDaGFpblJlc3BvbnNlEg0KBXZhbGlkGAEgASgIEhQKDHJvd3NfY2hlY2tlZBgCIAEoAxIZChFmaXJzdF9pbnZhbGlkX3NlcRgDIAEoAxIYChBmaXJzdF9pbnZhbGlkX2lkGAQgASgJEg4KBnJlYXNvbhgFIAEoCRIRCgloZWFkX2hhc2gYBiABKAkSGAoQcmVzdW1lZF9mcm9tX3NlcRgHIAEoAxIMCgRtb3JlGAggASgIIikKFEdldENoZWNrcG9pbnRSZXF1ZXN0EhEKCXRyZWVfc2l6ZRgBIAEoAyJJChVHZXRDaGVja3BvaW50UmVzcG9uc2USMAoKY2hlY2twb2ludBgBIAEoCzIcLmthaXJlb24uYXVkaXQudjEuQ2hlY2twb2ludCJKChZBZGRDb3NpZ25hdHVyZVJlc3BvbnNlEjAKCmNoZWNrcG9pbnQYASABKAsyHC5rYWlyZW9uLmF1ZGl0LnYxLkNoZWNrcG9pbnQipAEKCkNoZWNrcG9pbnQSDgoGb3JpZ2luGAEgASgJEhEKCXRyZWVfc2l6ZRgCIAEoAxIRCglyb290X2hhc2gYAyABKAwSDAoEbm90ZRgEIAEoCRIOCgZzaWduZWQYBSABKAgSFAoMY29zaWduYXR1cmVzGAYgAygJEhAKCGxvZ192a2V5GAcgASgJEhoKEndpdG5lc3NfcXVvcnVtX21ldBgIIAEoCCJOChhHZXRJbmNsdXNpb25Qcm9vZlJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkSDQoFaW5kZXgYAiABKAMSEQoJdHJlZV9zaXplGAMgASgDIqEBChlHZXRJbmNsdXNpb25Qcm9vZlJlc3BvbnNlEg0KBWluZGV4GAEgASgDEhEKCXRyZWVfc2l6ZRgCIAEoAxIOCgZoYXNoZXMYAyADKAwSDAoEbGVhZhgEIAEoCRISCgp0bG9nX3Byb29mGAUgASgJEjAKCmNoZWNrcG9pbnQYBiABKAsyHC5rYWlyZW9uLmF1ZGl0LnYxLkNoZWNrcG9pbnQiRQoaR2V0Q29uc2lzdGVuY3lQcm9vZlJlcXVlc3QSEgoKZmlyc3Rfc2l6ZRgBIAEoAxITCgtzZWNvbmRfc2l6ZRgCIAEoAyItChtHZXRDb25zaXN0ZW5jeVByb29mUmVzcG9uc2USDgoGaGFzaGVzGAEgAygMIkMKEkxpc3RFbnRyaWVzUmVxdWVzdBINCgVzdGFydBgBIAEoAxILCgNlbmQYAiABKAMSEQoJdHJlZV9zaXplGAMgASgDIlQKE0xpc3RFbnRyaWVzUmVzcG9uc2USDgoGZXhwb3J0GAEgASgJEg0KBXN0YXJ0GAIgASgDEgsKA2VuZBgDIAEoAxIRCgl0cmVlX3NpemUYBCABKAMiPwoVQWRkQ29zaWduYXR1cmVSZXF1ZXN0EhEKCXRyZWVfc2l6ZRgBIAEoAxITCgtjb3NpZ25hdHVyZRgCIAEoCSI9ChBWZXJpZnlMb2dSZXF1ZXN0Eg0KBXN0YXJ0GAEgASgDEgsKA2VuZBgCIAEoAxINCgVyYW5nZRgDIAEoCCK6AQoRVmVyaWZ5TG9nUmVzcG9uc2USDQoFdmFsaWQYASABKAgSDQoFc3RhcnQYAiABKAMSCwoDZW5kGAMgASgDEhEKCXRyZWVfc2l6ZRgEIAEoAxIUCgxyb3dzX2NoZWNrZWQYBSABKAMSGQoRZmlyc3RfaW52YWxpZF9zZXEYBiABKAMSGAoQZmlyc3RfaW52YWxpZF9pZBgHIAEoCRIOCgZyZWFzb24YCCABKAkSDAoEbW9yZRgJIAEoCCIYChZTdHJlYW1WZXJpZnlMb2dSZXF1ZXN0IokBChdTdHJlYW1WZXJpZnlMb2dSZXNwb25zZRIUCgxyb3dzX2NoZWNrZWQYASABKAMSEAoIcG9zaXRpb24YAiABKAMSEQoJdHJlZV9zaXplGAMgASgDEjMKBnJlc3VsdBgEIAEoCzIjLmthaXJlb24uYXVkaXQudjEuVmVyaWZ5TG9nUmVzcG9uc2UyigoKDEF1ZGl0U2VydmljZRKIAQoPTGlzdEF1ZGl0RXZlbnRzEigua2FpcmVvbi5hdWRpdC52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0Gikua2FpcmVvbi5hdWRpdC52MS5MaXN0QXVkaXRFdmVudHNSZXNwb25zZSIgyPMYA4LT5JMCFhIUL2FwaS92MS9hdWRpdC9ldmVudHMSfAoLVmVyaWZ5Q2hhaW4SJC5rYWlyZW9uLmF1ZGl0LnYxLlZlcmlmeUNoYWluUmVxdWVzdBolLmthaXJlb24uYXVkaXQudjEuVmVyaWZ5Q2hhaW5SZXNwb25zZSIgyPMYA4LT5JMCFiIUL2FwaS92MS9hdWRpdDp2ZXJpZnkShgEKDUdldENoZWNrcG9pbnQSJi5rYWlyZW9uLmF1ZGl0LnYxLkdldENoZWNrcG9pbnRSZXF1ZXN0Gicua2FpcmVvbi5hdWRpdC52MS5HZXRDaGVja3BvaW50UmVzcG9uc2UiJMjzGAOC0+STAhoSGC9hcGkvdjEvYXVkaXQvY2hlY2twb2ludBKYAQoRR2V0SW5jbHVzaW9uUHJvb2YSKi5rYWlyZW9uLmF1ZGl0LnYxLkdldEluY2x1c2lvblByb29mUmVxdWVzdBorLmthaXJlb24uYXVkaXQudjEuR2V0SW5jbHVzaW9uUHJvb2ZSZXNwb25zZSIqyPMYA4LT5JMCIBIeL2FwaS92MS9hdWRpdC9wcm9vZnMvaW5jbHVzaW9uEqABChNHZXRDb25zaXN0ZW5jeVByb29mEiwua2FpcmVvbi5hdWRpdC52MS5HZXRDb25zaXN0ZW5jeVByb29mUmVxdWVzdBotLmthaXJlb24uYXVkaXQudjEuR2V0Q29uc2lzdGVuY3lQcm9vZlJlc3BvbnNlIizI8xgDgtPkkwIiEiAvYXBpL3YxL2F1ZGl0L3Byb29mcy9jb25zaXN0ZW5jeRJ9CgtMaXN0RW50cmllcxIkLmthaXJlb24uYXVkaXQudjEuTGlzdEVudHJpZXNSZXF1ZXN0GiUua2FpcmVvbi5hdWRpdC52MS5MaXN0RW50cmllc1Jlc3BvbnNlIiHI8xgDgtPkkwIXEhUvYXBpL3YxL2F1ZGl0L2VudHJpZXMSkwEKDkFkZENvc2lnbmF0dXJlEicua2FpcmVvbi5hdWRpdC52MS5BZGRDb3NpZ25hdHVyZVJlcXVlc3QaKC5rYWlyZW9uLmF1ZGl0LnYxLkFkZENvc2lnbmF0dXJlUmVzcG9uc2UiLsjzGAOC0+STAiQ6ASoiHy9hcGkvdjEvYXVkaXQvY2hlY2twb2ludDpjb3NpZ24SfAoJVmVyaWZ5TG9nEiIua2FpcmVvbi5hdWRpdC52MS5WZXJpZnlMb2dSZXF1ZXN0GiMua2FpcmVvbi5hdWRpdC52MS5WZXJpZnlMb2dSZXNwb25zZSImyPMYA4LT5JMCHDoBKiIXL2FwaS92MS9hdWRpdDp2ZXJpZnlMb2cSlgEKD1N0cmVhbVZlcmlmeUxvZxIoLmthaXJlb24uYXVkaXQudjEuU3RyZWFtVmVyaWZ5TG9nUmVxdWVzdBopLmthaXJlb24uYXVkaXQudjEuU3RyZWFtVmVyaWZ5TG9nUmVzcG9uc2UiLMjzGAOC0+STAiI6ASoiHS9hcGkvdjEvYXVkaXQ6c3RyZWFtVmVyaWZ5TG9nMAFiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp, file_kaireon_auth_v1_auth]);
 
 /**
  * AuditEvent is one row of the audit chain.
@@ -267,6 +267,21 @@ export type VerifyChainResponse = Message<"kaireon.audit.v1.VerifyChainResponse"
    * @generated from field: string head_hash = 6;
    */
   headHash: string;
+
+  /**
+   * The seq this call resumed after: rows up to it were verified by an earlier
+   * call and only their last hash is re-checked (0: from the start).
+   *
+   * @generated from field: int64 resumed_from_seq = 7;
+   */
+  resumedFromSeq: bigint;
+
+  /**
+   * True when rows remain after this call's bound (100000 rows): call again.
+   *
+   * @generated from field: bool more = 8;
+   */
+  more: boolean;
 };
 
 /**
@@ -275,6 +290,556 @@ export type VerifyChainResponse = Message<"kaireon.audit.v1.VerifyChainResponse"
  */
 export const VerifyChainResponseSchema: GenMessage<VerifyChainResponse> = /*@__PURE__*/
   messageDesc(file_kaireon_audit_v1_audit, 4);
+
+/**
+ * Request of GetCheckpoint.
+ *
+ * @generated from message kaireon.audit.v1.GetCheckpointRequest
+ */
+export type GetCheckpointRequest = Message<"kaireon.audit.v1.GetCheckpointRequest"> & {
+  /**
+   * Optional. The tree size of the checkpoint; 0 for the latest.
+   *
+   * @generated from field: int64 tree_size = 1;
+   */
+  treeSize: bigint;
+};
+
+/**
+ * Describes the message kaireon.audit.v1.GetCheckpointRequest.
+ * Use `create(GetCheckpointRequestSchema)` to create a new message.
+ */
+export const GetCheckpointRequestSchema: GenMessage<GetCheckpointRequest> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 5);
+
+/**
+ * Response of GetCheckpoint.
+ *
+ * @generated from message kaireon.audit.v1.GetCheckpointResponse
+ */
+export type GetCheckpointResponse = Message<"kaireon.audit.v1.GetCheckpointResponse"> & {
+  /**
+   * The checkpoint.
+   *
+   * @generated from field: kaireon.audit.v1.Checkpoint checkpoint = 1;
+   */
+  checkpoint?: Checkpoint | undefined;
+};
+
+/**
+ * Describes the message kaireon.audit.v1.GetCheckpointResponse.
+ * Use `create(GetCheckpointResponseSchema)` to create a new message.
+ */
+export const GetCheckpointResponseSchema: GenMessage<GetCheckpointResponse> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 6);
+
+/**
+ * Response of AddCosignature.
+ *
+ * @generated from message kaireon.audit.v1.AddCosignatureResponse
+ */
+export type AddCosignatureResponse = Message<"kaireon.audit.v1.AddCosignatureResponse"> & {
+  /**
+   * The checkpoint with the stored cosignatures, the new one included.
+   *
+   * @generated from field: kaireon.audit.v1.Checkpoint checkpoint = 1;
+   */
+  checkpoint?: Checkpoint | undefined;
+};
+
+/**
+ * Describes the message kaireon.audit.v1.AddCosignatureResponse.
+ * Use `create(AddCosignatureResponseSchema)` to create a new message.
+ */
+export const AddCosignatureResponseSchema: GenMessage<AddCosignatureResponse> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 7);
+
+/**
+ * Checkpoint is a signed tree head of the tenant log (C2SP tlog-checkpoint).
+ *
+ * @generated from message kaireon.audit.v1.Checkpoint
+ */
+export type Checkpoint = Message<"kaireon.audit.v1.Checkpoint"> & {
+  /**
+   * The origin line: "<log name>/audit/<tenant id>".
+   *
+   * @generated from field: string origin = 1;
+   */
+  origin: string;
+
+  /**
+   * Number of entries in the tree.
+   *
+   * @generated from field: int64 tree_size = 2;
+   */
+  treeSize: bigint;
+
+  /**
+   * RFC 9162 root hash of the tree (32 bytes).
+   *
+   * @generated from field: bytes root_hash = 3;
+   */
+  rootHash: Uint8Array;
+
+  /**
+   * The C2SP signed note: checkpoint body, log signature and the stored
+   * witness cosignatures. Only the body when the log has no key (signed false).
+   *
+   * @generated from field: string note = 4;
+   */
+  note: string;
+
+  /**
+   * True when the note carries the log signature (KAIREON_LOG_KEY is set).
+   *
+   * @generated from field: bool signed = 5;
+   */
+  signed: boolean;
+
+  /**
+   * The witness cosignature lines of this checkpoint.
+   *
+   * @generated from field: repeated string cosignatures = 6;
+   */
+  cosignatures: string[];
+
+  /**
+   * The log's verifier key for this tenant ("" when unsigned).
+   *
+   * @generated from field: string log_vkey = 7;
+   */
+  logVkey: string;
+
+  /**
+   * True when at least KAIREON_WITNESS_QUORUM configured witnesses cosigned.
+   *
+   * @generated from field: bool witness_quorum_met = 8;
+   */
+  witnessQuorumMet: boolean;
+};
+
+/**
+ * Describes the message kaireon.audit.v1.Checkpoint.
+ * Use `create(CheckpointSchema)` to create a new message.
+ */
+export const CheckpointSchema: GenMessage<Checkpoint> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 8);
+
+/**
+ * Request of GetInclusionProof: give event_id or index.
+ *
+ * @generated from message kaireon.audit.v1.GetInclusionProofRequest
+ */
+export type GetInclusionProofRequest = Message<"kaireon.audit.v1.GetInclusionProofRequest"> & {
+  /**
+   * The audit event id (takes precedence over index when set).
+   *
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * The leaf index (seq - 1).
+   *
+   * @generated from field: int64 index = 2;
+   */
+  index: bigint;
+
+  /**
+   * Optional. The tree size of the checkpoint to prove against; 0 for the latest.
+   *
+   * @generated from field: int64 tree_size = 3;
+   */
+  treeSize: bigint;
+};
+
+/**
+ * Describes the message kaireon.audit.v1.GetInclusionProofRequest.
+ * Use `create(GetInclusionProofRequestSchema)` to create a new message.
+ */
+export const GetInclusionProofRequestSchema: GenMessage<GetInclusionProofRequest> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 9);
+
+/**
+ * Response of GetInclusionProof.
+ *
+ * @generated from message kaireon.audit.v1.GetInclusionProofResponse
+ */
+export type GetInclusionProofResponse = Message<"kaireon.audit.v1.GetInclusionProofResponse"> & {
+  /**
+   * Leaf index of the entry.
+   *
+   * @generated from field: int64 index = 1;
+   */
+  index: bigint;
+
+  /**
+   * Tree size the proof is for.
+   *
+   * @generated from field: int64 tree_size = 2;
+   */
+  treeSize: bigint;
+
+  /**
+   * The audit path, leaf first (32-byte hashes).
+   *
+   * @generated from field: repeated bytes hashes = 3;
+   */
+  hashes: Uint8Array[];
+
+  /**
+   * The entry's leaf: RFC 8785 canonical JSON (its leaf hash is SHA-256(0x00 || leaf)).
+   *
+   * @generated from field: string leaf = 4;
+   */
+  leaf: string;
+
+  /**
+   * The C2SP tlog-proof of the entry (index, audit path, cosigned checkpoint).
+   *
+   * @generated from field: string tlog_proof = 5;
+   */
+  tlogProof: string;
+
+  /**
+   * The checkpoint the proof is against.
+   *
+   * @generated from field: kaireon.audit.v1.Checkpoint checkpoint = 6;
+   */
+  checkpoint?: Checkpoint | undefined;
+};
+
+/**
+ * Describes the message kaireon.audit.v1.GetInclusionProofResponse.
+ * Use `create(GetInclusionProofResponseSchema)` to create a new message.
+ */
+export const GetInclusionProofResponseSchema: GenMessage<GetInclusionProofResponse> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 10);
+
+/**
+ * Request of GetConsistencyProof.
+ *
+ * @generated from message kaireon.audit.v1.GetConsistencyProofRequest
+ */
+export type GetConsistencyProofRequest = Message<"kaireon.audit.v1.GetConsistencyProofRequest"> & {
+  /**
+   * The smaller tree size (a checkpointed size, or 0).
+   *
+   * @generated from field: int64 first_size = 1;
+   */
+  firstSize: bigint;
+
+  /**
+   * The larger tree size (a checkpointed size).
+   *
+   * @generated from field: int64 second_size = 2;
+   */
+  secondSize: bigint;
+};
+
+/**
+ * Describes the message kaireon.audit.v1.GetConsistencyProofRequest.
+ * Use `create(GetConsistencyProofRequestSchema)` to create a new message.
+ */
+export const GetConsistencyProofRequestSchema: GenMessage<GetConsistencyProofRequest> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 11);
+
+/**
+ * Response of GetConsistencyProof.
+ *
+ * @generated from message kaireon.audit.v1.GetConsistencyProofResponse
+ */
+export type GetConsistencyProofResponse = Message<"kaireon.audit.v1.GetConsistencyProofResponse"> & {
+  /**
+   * PROOF(first_size, D[second_size]) of RFC 9162 (32-byte hashes).
+   *
+   * @generated from field: repeated bytes hashes = 1;
+   */
+  hashes: Uint8Array[];
+};
+
+/**
+ * Describes the message kaireon.audit.v1.GetConsistencyProofResponse.
+ * Use `create(GetConsistencyProofResponseSchema)` to create a new message.
+ */
+export const GetConsistencyProofResponseSchema: GenMessage<GetConsistencyProofResponse> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 12);
+
+/**
+ * Request of ListEntries.
+ *
+ * @generated from message kaireon.audit.v1.ListEntriesRequest
+ */
+export type ListEntriesRequest = Message<"kaireon.audit.v1.ListEntriesRequest"> & {
+  /**
+   * First leaf index (0 for the start of the log).
+   *
+   * @generated from field: int64 start = 1;
+   */
+  start: bigint;
+
+  /**
+   * End leaf index, exclusive; 0 for the checkpoint's size. At most 10000 entries.
+   *
+   * @generated from field: int64 end = 2;
+   */
+  end: bigint;
+
+  /**
+   * Optional. The checkpoint's tree size; 0 for the latest.
+   *
+   * @generated from field: int64 tree_size = 3;
+   */
+  treeSize: bigint;
+};
+
+/**
+ * Describes the message kaireon.audit.v1.ListEntriesRequest.
+ * Use `create(ListEntriesRequestSchema)` to create a new message.
+ */
+export const ListEntriesRequestSchema: GenMessage<ListEntriesRequest> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 13);
+
+/**
+ * Response of ListEntries.
+ *
+ * @generated from message kaireon.audit.v1.ListEntriesResponse
+ */
+export type ListEntriesResponse = Message<"kaireon.audit.v1.ListEntriesResponse"> & {
+  /**
+   * The "kaireon-audit-export/v1" JSON document.
+   *
+   * @generated from field: string export = 1;
+   */
+  export: string;
+
+  /**
+   * First leaf index of the range.
+   *
+   * @generated from field: int64 start = 2;
+   */
+  start: bigint;
+
+  /**
+   * End leaf index of the range (exclusive).
+   *
+   * @generated from field: int64 end = 3;
+   */
+  end: bigint;
+
+  /**
+   * Tree size of the checkpoint in the export.
+   *
+   * @generated from field: int64 tree_size = 4;
+   */
+  treeSize: bigint;
+};
+
+/**
+ * Describes the message kaireon.audit.v1.ListEntriesResponse.
+ * Use `create(ListEntriesResponseSchema)` to create a new message.
+ */
+export const ListEntriesResponseSchema: GenMessage<ListEntriesResponse> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 14);
+
+/**
+ * Request of AddCosignature.
+ *
+ * @generated from message kaireon.audit.v1.AddCosignatureRequest
+ */
+export type AddCosignatureRequest = Message<"kaireon.audit.v1.AddCosignatureRequest"> & {
+  /**
+   * The tree size of the cosigned checkpoint; 0 for the latest.
+   *
+   * @generated from field: int64 tree_size = 1;
+   */
+  treeSize: bigint;
+
+  /**
+   * The witness's cosignature line ("— <name> <base64>").
+   *
+   * @generated from field: string cosignature = 2;
+   */
+  cosignature: string;
+};
+
+/**
+ * Describes the message kaireon.audit.v1.AddCosignatureRequest.
+ * Use `create(AddCosignatureRequestSchema)` to create a new message.
+ */
+export const AddCosignatureRequestSchema: GenMessage<AddCosignatureRequest> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 15);
+
+/**
+ * Request of VerifyLog.
+ *
+ * @generated from message kaireon.audit.v1.VerifyLogRequest
+ */
+export type VerifyLogRequest = Message<"kaireon.audit.v1.VerifyLogRequest"> & {
+  /**
+   * Optional. First leaf index of a range to verify; with end 0 and
+   * start 0 the rows since the last verification are checked.
+   *
+   * @generated from field: int64 start = 1;
+   */
+  start: bigint;
+
+  /**
+   * Optional. End leaf index (exclusive) of a range; 0: the checkpoint's size.
+   *
+   * @generated from field: int64 end = 2;
+   */
+  end: bigint;
+
+  /**
+   * Optional. Verify [start, end) instead of resuming.
+   *
+   * @generated from field: bool range = 3;
+   */
+  range: boolean;
+};
+
+/**
+ * Describes the message kaireon.audit.v1.VerifyLogRequest.
+ * Use `create(VerifyLogRequestSchema)` to create a new message.
+ */
+export const VerifyLogRequestSchema: GenMessage<VerifyLogRequest> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 16);
+
+/**
+ * Response of VerifyLog and last message of StreamVerifyLog.
+ *
+ * @generated from message kaireon.audit.v1.VerifyLogResponse
+ */
+export type VerifyLogResponse = Message<"kaireon.audit.v1.VerifyLogResponse"> & {
+  /**
+   * True when every row of the range verifies against the signed checkpoint.
+   *
+   * @generated from field: bool valid = 1;
+   */
+  valid: boolean;
+
+  /**
+   * First leaf index checked.
+   *
+   * @generated from field: int64 start = 2;
+   */
+  start: bigint;
+
+  /**
+   * End leaf index (exclusive) of the range checked.
+   *
+   * @generated from field: int64 end = 3;
+   */
+  end: bigint;
+
+  /**
+   * Tree size of the checkpoint verified against.
+   *
+   * @generated from field: int64 tree_size = 4;
+   */
+  treeSize: bigint;
+
+  /**
+   * Rows re-hashed and checked.
+   *
+   * @generated from field: int64 rows_checked = 5;
+   */
+  rowsChecked: bigint;
+
+  /**
+   * Seq of the first bad row (0 when valid or unknown).
+   *
+   * @generated from field: int64 first_invalid_seq = 6;
+   */
+  firstInvalidSeq: bigint;
+
+  /**
+   * Id of that row ("" when valid or the row is missing).
+   *
+   * @generated from field: string first_invalid_id = 7;
+   */
+  firstInvalidId: string;
+
+  /**
+   * "integrity_hash_mismatch", "prev_hash_mismatch", "sequence_gap",
+   * "leaf_mismatch", "root_mismatch", "checkpoint_signature", "tree_missing".
+   *
+   * @generated from field: string reason = 8;
+   */
+  reason: string;
+
+  /**
+   * True when rows remain after `end` (call again to continue).
+   *
+   * @generated from field: bool more = 9;
+   */
+  more: boolean;
+};
+
+/**
+ * Describes the message kaireon.audit.v1.VerifyLogResponse.
+ * Use `create(VerifyLogResponseSchema)` to create a new message.
+ */
+export const VerifyLogResponseSchema: GenMessage<VerifyLogResponse> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 17);
+
+/**
+ * Request of StreamVerifyLog.
+ *
+ * @generated from message kaireon.audit.v1.StreamVerifyLogRequest
+ */
+export type StreamVerifyLogRequest = Message<"kaireon.audit.v1.StreamVerifyLogRequest"> & {
+};
+
+/**
+ * Describes the message kaireon.audit.v1.StreamVerifyLogRequest.
+ * Use `create(StreamVerifyLogRequestSchema)` to create a new message.
+ */
+export const StreamVerifyLogRequestSchema: GenMessage<StreamVerifyLogRequest> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 18);
+
+/**
+ * Progress or result of StreamVerifyLog.
+ *
+ * @generated from message kaireon.audit.v1.StreamVerifyLogResponse
+ */
+export type StreamVerifyLogResponse = Message<"kaireon.audit.v1.StreamVerifyLogResponse"> & {
+  /**
+   * Rows checked so far.
+   *
+   * @generated from field: int64 rows_checked = 1;
+   */
+  rowsChecked: bigint;
+
+  /**
+   * Leaf index reached.
+   *
+   * @generated from field: int64 position = 2;
+   */
+  position: bigint;
+
+  /**
+   * Tree size verified against.
+   *
+   * @generated from field: int64 tree_size = 3;
+   */
+  treeSize: bigint;
+
+  /**
+   * Set on the last message only.
+   *
+   * @generated from field: kaireon.audit.v1.VerifyLogResponse result = 4;
+   */
+  result?: VerifyLogResponse | undefined;
+};
+
+/**
+ * Describes the message kaireon.audit.v1.StreamVerifyLogResponse.
+ * Use `create(StreamVerifyLogResponseSchema)` to create a new message.
+ */
+export const StreamVerifyLogResponseSchema: GenMessage<StreamVerifyLogResponse> = /*@__PURE__*/
+  messageDesc(file_kaireon_audit_v1_audit, 19);
 
 /**
  * AuditService lists and verifies the per-tenant audit hash chain.
@@ -293,8 +858,9 @@ export const AuditService: GenService<{
     output: typeof ListAuditEventsResponseSchema;
   },
   /**
-   * Recomputes every link of the caller's tenant chain and reports the first
-   * row that does not verify.
+   * Checks the links of the caller's tenant chain added since the last valid
+   * check (at most 100000 rows per call) and reports the first row that does
+   * not verify; rows_checked counts every row verified so far.
    *
    * @generated from rpc kaireon.audit.v1.AuditService.VerifyChain
    */
@@ -302,6 +868,82 @@ export const AuditService: GenService<{
     methodKind: "unary";
     input: typeof VerifyChainRequestSchema;
     output: typeof VerifyChainResponseSchema;
+  },
+  /**
+   * Returns the latest checkpoint of the caller's tenant log (or the one of a
+   * given tree size): the C2SP signed note with the stored witness cosignatures.
+   *
+   * @generated from rpc kaireon.audit.v1.AuditService.GetCheckpoint
+   */
+  getCheckpoint: {
+    methodKind: "unary";
+    input: typeof GetCheckpointRequestSchema;
+    output: typeof GetCheckpointResponseSchema;
+  },
+  /**
+   * Returns the RFC 9162 inclusion proof of one entry (by event id or leaf
+   * index) in the tree of a checkpoint, and the entry's leaf.
+   *
+   * @generated from rpc kaireon.audit.v1.AuditService.GetInclusionProof
+   */
+  getInclusionProof: {
+    methodKind: "unary";
+    input: typeof GetInclusionProofRequestSchema;
+    output: typeof GetInclusionProofResponseSchema;
+  },
+  /**
+   * Returns the RFC 9162 consistency proof between two checkpointed tree sizes.
+   *
+   * @generated from rpc kaireon.audit.v1.AuditService.GetConsistencyProof
+   */
+  getConsistencyProof: {
+    methodKind: "unary";
+    input: typeof GetConsistencyProofRequestSchema;
+    output: typeof GetConsistencyProofResponseSchema;
+  },
+  /**
+   * Returns a range of leaves with inclusion proofs as a
+   * "kaireon-audit-export/v1" document, which `kaireon verify audit` checks.
+   *
+   * @generated from rpc kaireon.audit.v1.AuditService.ListEntries
+   */
+  listEntries: {
+    methodKind: "unary";
+    input: typeof ListEntriesRequestSchema;
+    output: typeof ListEntriesResponseSchema;
+  },
+  /**
+   * Stores a witness cosignature of a checkpoint after verifying it against
+   * the configured witness keys (KAIREON_WITNESS_KEYS).
+   *
+   * @generated from rpc kaireon.audit.v1.AuditService.AddCosignature
+   */
+  addCosignature: {
+    methodKind: "unary";
+    input: typeof AddCosignatureRequestSchema;
+    output: typeof AddCosignatureResponseSchema;
+  },
+  /**
+   * Verifies audit rows against the signed checkpoints: by default the rows
+   * added since the last verification (at most 100000 per call), or a range.
+   *
+   * @generated from rpc kaireon.audit.v1.AuditService.VerifyLog
+   */
+  verifyLog: {
+    methodKind: "unary";
+    input: typeof VerifyLogRequestSchema;
+    output: typeof VerifyLogResponseSchema;
+  },
+  /**
+   * Re-verifies every row of the tenant log against the latest checkpoint,
+   * streaming progress; the last message holds the result.
+   *
+   * @generated from rpc kaireon.audit.v1.AuditService.StreamVerifyLog
+   */
+  streamVerifyLog: {
+    methodKind: "server_streaming";
+    input: typeof StreamVerifyLogRequestSchema;
+    output: typeof StreamVerifyLogResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kaireon_audit_v1_audit, 0);
