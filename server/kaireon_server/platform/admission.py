@@ -38,6 +38,7 @@ from grpc_status import rpc_status
 from kaireon_server.platform.auth.identity import current_identity
 from kaireon_server.platform.db.database import fail_fast_scope
 from kaireon_server.platform.errors import ConfigurationError, ResourceExhausted
+from kaireon_server.platform.observability import metrics
 
 DOMAIN = "kaireon.dev"
 
@@ -195,12 +196,14 @@ class Admission:
     def call_slot(self, tenant_id: str) -> Any:
         refused = self.calls.try_take(tenant_id)
         if refused == "total":
+            metrics.ADMISSION_REFUSED.labels("RPCS_EXHAUSTED").inc()
             raise ResourceExhausted(
                 "this server has its maximum number of calls in flight; retry later",
                 reason="RPCS_EXHAUSTED",
                 retry_after=self.settings.retry_after_seconds,
             )
         if refused == "key":
+            metrics.ADMISSION_REFUSED.labels("TENANT_RPCS_EXHAUSTED").inc()
             raise ResourceExhausted(
                 "this tenant has its share of the server's calls in flight; retry later",
                 reason="TENANT_RPCS_EXHAUSTED",
@@ -217,6 +220,7 @@ class Admission:
         if refused is None:
             return None
         reason = "PUBLIC_RPCS_EXHAUSTED" if refused == "total" else "PEER_RPCS_EXHAUSTED"
+        metrics.ADMISSION_REFUSED.labels(reason).inc()
         info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)
         details = [any_pb2.Any(), any_pb2.Any()]
         details[0].Pack(info)
