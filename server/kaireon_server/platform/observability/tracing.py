@@ -52,11 +52,12 @@ def wanted(env: Mapping[str, str]) -> bool:
     )
 
 
-def install(provider: Any) -> None:
+def install(provider: Any, *, set_global: bool = True) -> None:
     """Use `provider` (an SDK TracerProvider) for the server's spans and SQL spans."""
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
-    trace.set_tracer_provider(provider)
+    if set_global:
+        trace.set_tracer_provider(provider)
     instrumentor = AsyncPGInstrumentor(capture_parameters=False)  # type: ignore[no-untyped-call]
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(tracer_provider=provider)
@@ -109,6 +110,16 @@ def configure_tracing(env: Mapping[str, str]) -> Any:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     install(provider)
     return provider
+
+
+def uninstall() -> None:
+    """Tracing off again (tests): no more spans, SQL no longer wrapped."""
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+    _state["tracer"] = None
+    instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
 
 
 def shutdown() -> None:
