@@ -24,16 +24,27 @@ _KINDS = (
 )
 
 
+def _go_name(code: grpc.StatusCode) -> str:
+    """go-grpc-prometheus spells codes as Go does: OK, Canceled, InvalidArgument, ..."""
+    if code is grpc.StatusCode.OK:
+        return "OK"
+    if code is grpc.StatusCode.CANCELLED:
+        return "Canceled"
+    return "".join(part.capitalize() for part in code.name.split("_"))
+
+
+CODES = {code: _go_name(code) for code in grpc.StatusCode}
+_BY_NUMBER = {code.value[0]: name for code, name in CODES.items()}
+_NUMBER = {name: code.value[0] for code, name in CODES.items()}
+
+
 def _code_name(context: grpc.aio.ServicerContext[Any, Any], default: str) -> str:
     code: Any = context.code()
     if code is None:
         return default
     if isinstance(code, grpc.StatusCode):
-        return code.name
-    for candidate in grpc.StatusCode:
-        if candidate.value[0] == code:
-            return candidate.name
-    return default
+        return CODES[code]
+    return _BY_NUMBER.get(code, default)
 
 
 class _Method:
@@ -78,7 +89,7 @@ class _Call:
         method.handling.observe(time.perf_counter() - self.began)
         method.handled(code).inc()
         if self.span_cm is not None:
-            self.span.set_attribute("rpc.grpc.status_code", grpc.StatusCode[code].value[0])
+            self.span.set_attribute("rpc.grpc.status_code", _NUMBER.get(code, 2))
             if code != "OK":
                 self.span.set_status(StatusCode.ERROR, code)
             # Exceptions are recorded by type via the status; no message (it may
@@ -89,8 +100,8 @@ class _Call:
         if exc is None:
             return _code_name(self.context, "OK")
         if isinstance(exc, asyncio.CancelledError):
-            return "CANCELLED"
-        return _code_name(self.context, "UNKNOWN")
+            return "Canceled"
+        return _code_name(self.context, "Unknown")
 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]

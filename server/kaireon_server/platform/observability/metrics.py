@@ -209,6 +209,28 @@ DSAR_STATES = ("pending", "processing", "completed", "failed")
 FLOW_STATES = ("pending", "running", "succeeded", "failed", "cancelled")
 
 
+# Every reason, outcome and kind starts at 0, so rates and alerts have a series
+# before the first event (and a scrape lists every family).
+ADMISSION_REASONS = (
+    "RPCS_EXHAUSTED",
+    "TENANT_RPCS_EXHAUSTED",
+    "PUBLIC_RPCS_EXHAUSTED",
+    "PEER_RPCS_EXHAUSTED",
+    "DB_POOL_BUSY",
+    "DB_POOL_EXHAUSTED",
+)
+for _reason in ADMISSION_REASONS:
+    ADMISSION_REFUSED.labels(_reason)
+for _kind in ("connect", "connect_timeout", "discarded"):
+    DB_CONNECTION_ERRORS.labels(_kind)
+for _outcome in ("erased", "dry_run", "refused"):
+    ERASURES.labels(_outcome)
+for _outcome in ("completed", "failed", "error", "abandoned"):
+    DSAR_ATTEMPTS.labels(_outcome)
+for _result in ("valid", "invalid"):
+    AUDIT_VERIFICATIONS.labels(_result)
+
+
 def set_checkpoint_lag(seconds: float) -> None:
     """The audit checkpoint lag; for the transparency-log checkpointer to call."""
     AUDIT_CHECKPOINT_LAG.set(max(0.0, seconds))
