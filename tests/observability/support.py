@@ -67,17 +67,20 @@ async def workload(base: str, tenant: str) -> dict[str, Any]:
         ) as r:
             assert r.status == 400, await r.text()  # FAILED_PRECONDITION: legal hold
         async with http.get(
-            f"/api/v1/decisions/{decision_id(3, 0)}/provenance", headers=headers(tenant, "viewer")
+            f"/api/v1/decisions/{decision_id(3, 1)}/provenance", headers=headers(tenant)
         ) as r:
             assert r.status == 200, await r.text()
         async with http.post(
-            "/api/v1/dsar", json={"subjectId": customer_id(3)}, headers=headers(tenant)
+            "/api/v1/dsar",
+            json={"subjectId": customer_id(3), "requestType": "export"},
+            headers=headers(tenant),
         ) as r:
             assert r.status == 200, await r.text()
-            request_id = (await r.json())["id"]
+            request_id = (await r.json())["request"]["id"]
         for _ in range(200):
             async with http.get(f"/api/v1/dsar/{request_id}", headers=headers(tenant)) as r:
-                if (await r.json())["status"] == "completed":
+                body = await r.json()
+                if body.get("request", body)["status"] == "completed":
                     break
             await asyncio.sleep(0.1)
         else:
@@ -102,7 +105,8 @@ async def workload(base: str, tenant: str) -> dict[str, Any]:
             assert r.status == 200, await r.text()
         for _ in range(200):
             async with http.get("/api/v1/flow/runs/m1", headers=headers(tenant)) as r:
-                if (await r.json())["run"]["state"] == "RUN_STATE_SUCCEEDED":
+                body = await r.json()
+                if body.get("run", body)["state"] == "RUN_STATE_SUCCEEDED":
                     break
             await asyncio.sleep(0.1)
         else:

@@ -56,7 +56,9 @@ async def test_rest_erasure_trace_tree_has_no_personal_values(
     async with aiohttp.ClientSession() as session:
         async with session.post(url, json={"customerId": CUSTOMER}, headers=headers) as response:
             assert response.status == 200, await response.text()
-    spans = [s for s in exporter.get_finished_spans() if f"{s.context.trace_id:032x}" == CLIENT_TRACE]
+    spans = [
+        s for s in exporter.get_finished_spans() if f"{s.context.trace_id:032x}" == CLIENT_TRACE
+    ]
     by_id = {s.context.span_id: s for s in spans}
 
     rest = [s for s in spans if s.kind is SpanKind.SERVER and s.name.startswith("POST ")]

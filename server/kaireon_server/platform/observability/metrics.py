@@ -227,6 +227,7 @@ for _outcome in ("erased", "dry_run", "refused"):
     ERASURES.labels(_outcome)
 for _outcome in ("completed", "failed", "error", "abandoned"):
     DSAR_ATTEMPTS.labels(_outcome)
+    DSAR_EXPORT_DURATION.labels(_outcome)
 for _result in ("valid", "invalid"):
     AUDIT_VERIFICATIONS.labels(_result)
 
