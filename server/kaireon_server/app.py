@@ -135,6 +135,7 @@ class App:
 
             await seed_if_empty(self.db)
         metrics_settings = metrics.MetricsSettings(settings.env)
+        metrics.set_recording(metrics.wanted(settings.env))
         tracing.configure_tracing(settings.env)
         ctx = ServiceContext(
             settings=settings,
@@ -163,7 +164,7 @@ class App:
             # grpc's maximum_concurrent_rpcs, which counts every call, is not used.
             # Metrics and spans outermost: they see every refusal's final code.
             interceptors=[
-                ObservabilityInterceptor(),
+                *([ObservabilityInterceptor()] if metrics.recording() or tracing.enabled() else []),
                 interceptor,
                 AdmissionInterceptor(self.admission, policy),
             ],

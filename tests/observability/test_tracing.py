@@ -3,7 +3,7 @@ one tree, and no personal value anywhere in the spans."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind
 
 from kaireon_server.app import App
 from kaireon_server.demo.seed import seed_tenant
-from kaireon_server.platform.db import Database
+from kaireon_server.platform.config import Settings
 from kaireon_server.platform.observability import tracing
 from tests.erasure.support import SMALL
 
@@ -34,6 +34,19 @@ def exporter() -> Iterator[InMemorySpanExporter]:
         tracing.uninstall()
 
 
+@pytest.fixture
+async def traced_app(
+    server_env: dict[str, str], exporter: InMemorySpanExporter
+) -> AsyncIterator[App]:
+    """A server started with tracing on (the interceptor is installed at start)."""
+    application = App(Settings.from_env(server_env))
+    await application.start()
+    try:
+        yield application
+    finally:
+        await application.stop(grace=1)
+
+
 def _values(span: ReadableSpan) -> list[str]:
     values = [span.name, *(str(v) for v in (span.attributes or {}).values())]
     values += [str(e.name) + str(dict(e.attributes or {})) for e in span.events]
@@ -41,11 +54,12 @@ def _values(span: ReadableSpan) -> list[str]:
 
 
 async def test_rest_erasure_trace_tree_has_no_personal_values(
-    app: App, db: Database, tenant: str, exporter: InMemorySpanExporter
+    traced_app: App, tenant: str, exporter: InMemorySpanExporter
 ):
-    await seed_tenant(db, tenant, SMALL)
+    assert traced_app.db is not None
+    await seed_tenant(traced_app.db, tenant, SMALL)
     exporter.clear()
-    url = f"http://127.0.0.1:{app.http_port}/api/v1/gdpr/erasure"
+    url = f"http://127.0.0.1:{traced_app.http_port}/api/v1/gdpr/erasure"
     headers = {
         "Content-Type": "application/json",
         "X-Tenant-Id": tenant,

@@ -118,6 +118,8 @@ class Database:
     _ping_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     def _pool_gauges(self) -> None:
+        if not metrics.recording():
+            return
         pool = self.pool
         size = pool.get_size()
         metrics.DB_POOL_SIZE.set(size)
@@ -332,7 +334,9 @@ async def connect_database(settings: Settings, *, migrate: bool = True) -> Datab
             init=_init_connection,
             server_settings=server_settings,
             # Statement time by repository function (platform/observability/sql.py).
-            connection_class=InstrumentedConnection,
+            connection_class=InstrumentedConnection
+            if metrics.wanted(settings.env)
+            else asyncpg.Connection,
             command_timeout=settings.db_command_timeout,
         )
         try:

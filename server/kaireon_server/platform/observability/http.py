@@ -23,14 +23,16 @@ class ObservedRequest:
 
     def finish(self, route: str, status: int) -> None:
         route = route if route.startswith("/") else UNMATCHED
-        metrics.HTTP_REQUESTS.labels(self.method, route, str(status)).inc()
-        metrics.HTTP_DURATION.labels(self.method, route).observe(time.perf_counter() - self.began)
         if self.span is not None:
             self.span.update_name(f"{self.method} {route}")
             self.span.set_attribute("http.route", route)
             self.span.set_attribute("http.response.status_code", status)
             if status >= 500:
                 self.span.set_status(StatusCode.ERROR)
+        if not metrics.recording():
+            return
+        metrics.HTTP_REQUESTS.labels(self.method, route, str(status)).inc()
+        metrics.HTTP_DURATION.labels(self.method, route).observe(time.perf_counter() - self.began)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})

@@ -263,6 +263,26 @@ class MetricsSettings:
         return self.port != 0
 
 
+# Per-call recording (RPC interceptor, REST, statement and pool timing) is on
+# when metrics are served (or a supervisor's worker records them); with
+# KAIREON_METRICS_PORT=0 those hooks are not installed at all. The few
+# capability counters (erasures, bundles, ...) always count: they cost nothing.
+_recording = {"on": False}
+
+
+def recording() -> bool:
+    return _recording["on"]
+
+
+def wanted(env: Mapping[str, str]) -> bool:
+    """Whether this process records per-call metrics (KAIREON_METRICS_PORT, or a worker)."""
+    return MetricsSettings(env).enabled or multiprocess_child()
+
+
+def set_recording(on: bool) -> None:
+    _recording["on"] = on
+
+
 def multiprocess_child() -> bool:
     """A worker of the supervisor: records into the shared directory, serves nothing."""
     return bool(os.environ.get(MULTIPROC_ENV)) and "KAIREON_WORKER_INDEX" in os.environ
