@@ -313,7 +313,7 @@ async def insert_rows(
     await con.execute(_INSERT_ROWS, tenant_id, *columns, seq, prev_hash)
     # Counted when written (a later rollback is not subtracted); action is a code constant.
     for row in rows:
-        metrics.AUDIT_APPENDS.labels(row.action).inc()
+        metrics.AUDIT_APPENDS.labels(metrics.action_label(row.action)).inc()
     return records
 
 

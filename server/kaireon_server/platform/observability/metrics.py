@@ -232,6 +232,15 @@ for _result in ("valid", "invalid"):
     AUDIT_VERIFICATIONS.labels(_result)
 
 
+_ACTION = re.compile(r"[a-z][a-z0-9_.]{0,63}")
+
+
+def action_label(action: str) -> str:
+    """An audit action as a label: the code's snake_case constants; anything else
+    (a future caller passing a value) is one bucket, never itself."""
+    return action if _ACTION.fullmatch(action) else "other"
+
+
 def set_checkpoint_lag(seconds: float) -> None:
     """The audit checkpoint lag; for the transparency-log checkpointer to call."""
     AUDIT_CHECKPOINT_LAG.set(max(0.0, seconds))

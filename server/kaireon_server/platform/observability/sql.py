@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import asyncpg
@@ -21,8 +21,26 @@ _SKIP = ("kaireon_server.platform.observability.", "kaireon_server.platform.db.d
 _children: dict[str, Any] = {}
 
 
-def _caller() -> str:
-    frame: FrameType | None = sys._getframe(2)
+# The immediate caller's code object -> its histogram child: one frame look-up
+# and one dict hit per statement once warm (repositories call asyncpg directly).
+_by_code: dict[CodeType, Any] = {}
+
+
+def _timer() -> Any:
+    frame = sys._getframe(2)
+    child = _by_code.get(frame.f_code)
+    if child is not None:
+        return child
+    child = _histogram(_caller(frame))
+    module = frame.f_globals.get("__name__", "")
+    if module.startswith(_PREFIX) and not module.startswith(_SKIP):
+        # Only a server function names itself; asyncpg's or the transaction
+        # helper's code is shared by many callers and is looked up each time.
+        _by_code[frame.f_code] = child
+    return child
+
+
+def _caller(frame: FrameType | None) -> str:
     for _ in range(12):
         if frame is None:
             break
@@ -42,7 +60,7 @@ def _histogram(function: str) -> Any:
 
 class InstrumentedConnection(asyncpg.Connection):  # type: ignore[misc]
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        histogram = _histogram(_caller())
+        histogram = _timer()
         began = time.perf_counter()
         try:
             return await super().execute(*args, **kwargs)
@@ -50,7 +68,7 @@ class InstrumentedConnection(asyncpg.Connection):  # type: ignore[misc]
             histogram.observe(time.perf_counter() - began)
 
     async def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        histogram = _histogram(_caller())
+        histogram = _timer()
         began = time.perf_counter()
         try:
             return await super().executemany(*args, **kwargs)
@@ -58,7 +76,7 @@ class InstrumentedConnection(asyncpg.Connection):  # type: ignore[misc]
             histogram.observe(time.perf_counter() - began)
 
     async def fetch(self, *args: Any, **kwargs: Any) -> Any:
-        histogram = _histogram(_caller())
+        histogram = _timer()
         began = time.perf_counter()
         try:
             return await super().fetch(*args, **kwargs)
@@ -66,7 +84,7 @@ class InstrumentedConnection(asyncpg.Connection):  # type: ignore[misc]
             histogram.observe(time.perf_counter() - began)
 
     async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
-        histogram = _histogram(_caller())
+        histogram = _timer()
         began = time.perf_counter()
         try:
             return await super().fetchval(*args, **kwargs)
@@ -74,7 +92,7 @@ class InstrumentedConnection(asyncpg.Connection):  # type: ignore[misc]
             histogram.observe(time.perf_counter() - began)
 
     async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
-        histogram = _histogram(_caller())
+        histogram = _timer()
         began = time.perf_counter()
         try:
             return await super().fetchrow(*args, **kwargs)
