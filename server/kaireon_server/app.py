@@ -31,6 +31,9 @@ from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database, connect_database
 from kaireon_server.platform.db.listener import Listener
 from kaireon_server.platform.health import HealthMonitor
+from kaireon_server.platform.observability import metrics, tracing
+from kaireon_server.platform.observability.interceptor import ObservabilityInterceptor
+from kaireon_server.platform.observability.sampler import Sampler
 from kaireon_server.platform.reflection_pool import MethodResolvingPool
 from kaireon_server.platform.signing import signer_from_env
 from kaireon_server.provenance import service as provenance_service
@@ -108,6 +111,10 @@ class App:
     # Private Unix socket (directory mode 0700) the in-process REST adapter calls.
     _gateway_socket_dir: str = ""
     _extra_builders: Sequence[Build] = ()
+    # /metrics (KAIREON_METRICS_PORT; 0 = off); docs/OPERATIONS.md.
+    metrics_port: int = 0
+    _metrics_server: metrics.MetricsServer | None = None
+    _sampler: Sampler | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -127,12 +134,16 @@ class App:
             from kaireon_server.demo.seed import seed_if_empty
 
             await seed_if_empty(self.db)
+        metrics_settings = metrics.MetricsSettings(settings.env)
+        metrics.set_recording(metrics.wanted(settings.env))
+        tracing.configure_tracing(settings.env)
         ctx = ServiceContext(
             settings=settings,
             db=self.db,
             signer=signer_from_env(settings.env),
             listener=Listener.for_database(self.db),
         )
+        metrics.set_build_info(*metrics.build_labels(settings.env), [ctx.signer.key_id])
         self.capabilities = [build(ctx) for build in (*CAPABILITIES, *self._extra_builders)]
         descriptors = [c.descriptor for c in self.capabilities]
         policy = build_policy(descriptors)
@@ -151,7 +162,12 @@ class App:
             # Authenticate first, then admit under the caller's tenant; public
             # methods have budgets of their own (platform/admission.py), so
             # grpc's maximum_concurrent_rpcs, which counts every call, is not used.
-            interceptors=[interceptor, AdmissionInterceptor(self.admission, policy)],
+            # Metrics and spans outermost: they see every refusal's final code.
+            interceptors=[
+                *([ObservabilityInterceptor()] if metrics.recording() or tracing.enabled() else []),
+                interceptor,
+                AdmissionInterceptor(self.admission, policy),
+            ],
             options=_grpc_options(settings),
         )
         for capability in self.capabilities:
@@ -191,9 +207,20 @@ class App:
             await capability.start()
         if settings.http_port is not None:
             await self._start_gateway([d.full_name for d in descriptors])
+        if metrics_settings.enabled or metrics.multiprocess_child():
+            self._sampler = Sampler(self.db, metrics_settings)
+            self._sampler.start()
+        if metrics_settings.enabled and not metrics.multiprocess_child():
+            self._metrics_server = metrics.serve_metrics(metrics_settings)
+            self.metrics_port = self._metrics_server.port
         log.info(
             "serving",
-            extra={"grpc_port": self.grpc_port, "http_port": self.http_port, "pid": os.getpid()},
+            extra={
+                "grpc_port": self.grpc_port,
+                "http_port": self.http_port,
+                "metrics_port": self.metrics_port,
+                "pid": os.getpid(),
+            },
         )
 
     async def _start_gateway(self, services: list[str]) -> None:
@@ -235,6 +262,12 @@ class App:
             await self._server.stop(grace)
         for capability in reversed(self.capabilities):
             await capability.stop()
+        if self._sampler is not None:
+            await self._sampler.stop()
+            self._sampler = None
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
         if self._gateway_socket_dir:
             shutil.rmtree(self._gateway_socket_dir, ignore_errors=True)
             self._gateway_socket_dir = ""

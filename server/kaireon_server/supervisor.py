@@ -14,14 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass, field
 
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import connect_database
 from kaireon_server.platform.env import process_environment
 from kaireon_server.platform.errors import ConfigurationError
+from kaireon_server.platform.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,15 @@ async def supervise(settings: Settings, *, demo: bool) -> int:
         "KAIREON_WORKERS": "1",
         "KAIREON_TRUST_HEADERS": "true" if settings.trust_headers else "false",
     }
+    # Metrics: the children record into one directory (prometheus_client's
+    # multi-process mode); this process serves their sum on KAIREON_METRICS_PORT.
+    metrics_settings = metrics.MetricsSettings(settings.env)
+    metrics_dir: str | None = None
+    metrics_server: metrics.MetricsServer | None = None
+    if metrics_settings.enabled:
+        metrics_dir = tempfile.mkdtemp(prefix="kaireon-metrics-")
+        env[metrics.MULTIPROC_ENV] = metrics_dir
+        metrics_server = metrics.serve_metrics(metrics_settings, multiprocess_dir=metrics_dir)
 
     async def run_child(child: _Child) -> None:
         backoff = 0.5
@@ -73,6 +85,8 @@ async def supervise(settings: Settings, *, demo: bool) -> int:
             )
             code = await child.process.wait()
             child.exit_codes.append(code)
+            if metrics_dir is not None:
+                metrics.mark_process_dead(child.process.pid, metrics_dir)
             if stopping.is_set():
                 return
             child.restarts += 1
@@ -92,6 +106,10 @@ async def supervise(settings: Settings, *, demo: bool) -> int:
                     child.process.send_signal(signal.SIGTERM)
         await asyncio.gather(*tasks, return_exceptions=True)
         await db.close()
+        if metrics_server is not None:
+            metrics_server.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     failed = [c.exit_codes[-1] for c in children if c.exit_codes and c.exit_codes[-1] != 0]
     log.info("supervisor stopped", extra={"failed_workers": len(failed)})
     return 0 if not failed else 1

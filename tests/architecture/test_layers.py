@@ -29,17 +29,21 @@ SOURCE_ROOT = Path(kaireon_server.__file__).parent
 # Modules of a capability that speak protobuf (the rest of it must not).
 ADAPTER_MODULES = frozenset({"service.py", "convert.py"})
 # The server modules the standalone REST adapter may import: settings readers,
-# the error/configuration types and the trusted-proxy list. Each imports nothing
-# else from the server (test_gateway_platform_modules_are_self_contained).
+# the error/configuration types, the trusted-proxy list and its own metrics and
+# spans. Each imports nothing else from the server
+# (test_gateway_platform_modules_are_self_contained).
 GATEWAY_PLATFORM = frozenset(
     {
         "platform.env",
         "platform.errors",
         "platform.auth.proxies",
+        "platform.observability.http",
+        "platform.observability.metrics",
+        "platform.observability.tracing",
     }
 )
 # Their packages, named by `from kaireon_server.platform import env` and the like.
-_GATEWAY_PLATFORM_PACKAGES = frozenset({"platform", "platform.auth"})
+_GATEWAY_PLATFORM_PACKAGES = frozenset({"platform", "platform.auth", "platform.observability"})
 
 
 def _gateway_may_import(parts: list[str]) -> bool:
@@ -171,7 +175,12 @@ def test_gateway_platform_modules_are_self_contained() -> None:
             parts = imported.split(".")
             if parts[0] != PACKAGE:
                 continue
-            ok = imported in allowed or ".".join(parts[:-1]) in allowed
+            ok = (
+                imported in allowed
+                or ".".join(parts[:-1]) in allowed
+                # `from kaireon_server.platform.observability import metrics`
+                or ".".join(parts[1:]) in _GATEWAY_PLATFORM_PACKAGES
+            )
             assert ok, f"{name}:{line} imports {imported}"
 
 

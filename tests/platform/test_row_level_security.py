@@ -167,6 +167,11 @@ async def test_maintenance_functions_return_keys_only(db: Database) -> None:
         ("kaireon_dsar_next_job", "TABLE(tenant_id text, id uuid)"),
         ("kaireon_flow_purge_checkpoints", "bigint"),
         ("kaireon_flow_running_runs", "TABLE(tenant_id text, run_id text, attempt integer)"),
+        # Migration 0120, the metrics sampler: counts and ages only, no key at all.
+        (
+            "kaireon_metrics_sample",
+            "TABLE(kind text, state text, n bigint, age_seconds double precision)",
+        ),
     ]
 
 

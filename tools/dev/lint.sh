@@ -12,4 +12,5 @@ echo "== buf lint";             node_modules/.bin/buf lint
 echo "== generated code";       "$BIN/python" tools/gen_protos.py --check 2>/dev/null
 echo "== generated code (TypeScript)"; node clients/typescript/scripts/generate.mjs --check
 echo "== tsc (TypeScript client)";     clients/typescript/node_modules/.bin/tsc -p clients/typescript/tsconfig.json --noEmit
+echo "== promtool (alert rules)"; (cd deploy/observability && promtool check rules alerts.yml >/dev/null && promtool test rules alerts_test.yml >/dev/null)
 echo "== supply chain";         bash tools/dev/lint_supply_chain.sh

@@ -13,6 +13,24 @@ if [ ! -x .tools/bootstrap/bin/uv ] || ! .tools/bootstrap/bin/uv --version | gre
 fi
 UV=.tools/bootstrap/bin/uv
 
+# Debian's prometheus + promtool: tests/observability scrapes a running server
+# with the real Prometheus and checks deploy/observability with promtool.
+# Installed once, only when missing and when we may (root, apt present); in CI
+# a missing tool is an error here, and the tests fail (never skip) without it.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # The package starts a service on :9090 where systemd runs; tests start their own.
+  elif [ "${CI:-}" = "true" ]; then
+    echo "setup: prometheus/promtool missing and cannot be installed (need root and apt-get)" >&2
+    exit 1
+  else
+    echo "setup: note: prometheus/promtool missing; run as root (apt-get install prometheus)" \
+      "or the tests/observability checks fail" >&2
+  fi
+fi
+
 # --locked: fail instead of silently re-resolving when uv.lock is stale.
 "$UV" sync --locked --quiet "$@"
 

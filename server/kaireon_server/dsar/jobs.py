@@ -27,6 +27,7 @@ from kaireon_server.dsar.store import ChunkStore, DigestSigner, EncryptingSink, 
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.canonical import format_timestamp
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.observability import metrics
 
 WORKER_ACTOR = "system:dsar-worker"
 APPLICATION_NAME = "kaireon-dsar-export"
@@ -193,6 +194,7 @@ async def _stream(
     else:
         await write_document(reader, plan, counts, header, sink=store, on_rows=rows_done)
     stored = await store.close()
+    metrics.DSAR_EXPORT_BYTES.observe(stored.size)
     await snapshot.rollback()  # read-only: nothing to keep, the snapshot is released
     meta: dict[str, object] = {
         "chunks": stored.chunks,

@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -28,6 +29,7 @@ from kaireon_server.dsar.jobs import WORKER_ACTOR, JobDeps, LeaseLost, Permanent
 from kaireon_server.dsar.model import Claim
 from kaireon_server.dsar.notify import Notifier
 from kaireon_server.platform.audit_chain import append_audit
+from kaireon_server.platform.observability import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +123,16 @@ class Worker:
             extra={"request_id": str(claim.request_id), "attempt": claim.attempt},
         )
         progress = _Progress()
+        began = time.perf_counter()
+        outcome = "abandoned"
+        # A root span: the job runs in the worker, after the call that queued it ended.
+        span = tracing.span("dsar.export", attributes={"dsar.attempt": claim.attempt})
+        span.__enter__()
         job = asyncio.create_task(run_export(self._deps, claim, progress.update))
         keeper = asyncio.create_task(self._keep_lease(claim, job, progress))
         try:
             rows = await job
+            outcome = "completed"
             log.info(
                 "dsar export completed", extra={"request_id": str(claim.request_id), "rows": rows}
             )
@@ -146,10 +154,15 @@ class Worker:
                 "dsar export abandoned: lease lost", extra={"request_id": str(claim.request_id)}
             )
         except PermanentFailure as exc:
+            outcome = "failed"
             await self._give_up(claim, exc.reason)
         except Exception as exc:
+            outcome = "error"
             await self._retry_or_fail(claim, failure_reason(exc))
         finally:
+            span.__exit__(None, None, None)
+            metrics.DSAR_ATTEMPTS.labels(outcome).inc()
+            metrics.DSAR_EXPORT_DURATION.labels(outcome).observe(time.perf_counter() - began)
             keeper.cancel()
             with contextlib.suppress(BaseException):
                 await keeper

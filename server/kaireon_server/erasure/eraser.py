@@ -46,6 +46,7 @@ from kaireon_server.platform.canonical import format_timestamp
 from kaireon_server.platform.data_map import ErasureAction
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import FailedPrecondition
+from kaireon_server.platform.observability import metrics
 from kaireon_server.platform.signing import Signer
 
 
@@ -68,6 +69,7 @@ _GRACE = 0.25
 
 
 def hold_refusal(hold: LegalHold) -> FailedPrecondition:
+    metrics.LEGAL_HOLD_REFUSALS.inc()
     # The reason is a case reference by contract (not personal data); the
     # customer id is deliberately absent from the message.
     return FailedPrecondition(
@@ -113,11 +115,21 @@ async def erase_customer(db: Database, signer: Signer, cmd: EraseCommand) -> Era
     scope = asyncio.timeout(cmd.timeout + _GRACE)
     try:
         async with scope:
-            return await _erase(db, signer, cmd, customer)
+            outcome = await _erase(db, signer, cmd, customer)
+    except FailedPrecondition:
+        metrics.ERASURES.labels("refused").inc()
+        raise
     except TimeoutError:
         if scope.expired():
             raise ErasureTimedOut("the erasure ran out of time; nothing was erased") from None
         raise
+    metrics.ERASURES.labels("dry_run" if cmd.dry_run else "erased").inc()
+    if not cmd.dry_run:
+        # Categories are the data map's count keys: a closed set.
+        for category, count in outcome.deleted_counts.items():
+            if count:
+                metrics.ERASED_ROWS.labels(category).inc(count)
+    return outcome
 
 
 async def _erase(db: Database, signer: Signer, cmd: EraseCommand, customer: str) -> ErasureOutcome:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from kaireon_server.flow.keys import cache_key, output_digest
 from kaireon_server.flow.nodes.base import NodeContext, NodeError, NodeServices
 from kaireon_server.flow.stores import CheckpointStore
 from kaireon_server.flow.validation import Plan, PlannedNode
+from kaireon_server.platform.observability import metrics, tracing
 
 
 def _now() -> datetime:
@@ -282,7 +284,7 @@ class _Execution:
         await self.emit(EventType.NODE_STARTED, nid)
         entry = _Running(key)
         inputs = {dep: self.outputs[dep] for dep in node.spec.depends_on}
-        entry.task = asyncio.create_task(self.execute(node, inputs, key, entry))
+        entry.task = asyncio.create_task(self.observed(node, inputs, key, entry))
         entry.task.add_done_callback(lambda _task: self.finished.put_nowait(nid))
         self.running[nid] = entry
 
@@ -308,6 +310,23 @@ class _Execution:
         await self.emit(EventType.NODE_FAILED, nid)
         interrupt = self.plan.definition.on_failure is FailureMode.CANCEL_RUNNING
         self.stop(RunState.FAILED, f"node '{nid}' failed: {outcome.error}", interrupt=interrupt)
+
+    async def observed(
+        self, node: PlannedNode, inputs: Mapping[str, Any], key: str, entry: _Running
+    ) -> _Outcome:
+        """`execute` with its duration by node type, in a span under the call that
+        started the run (the task copies its context)."""
+        began = time.perf_counter()
+        outcome = "cancelled"
+        with tracing.span("flow.node", attributes={"flow.node.type": node.spec.type}):
+            try:
+                result = await self.execute(node, inputs, key, entry)
+                outcome = "completed" if result.ok else "failed"
+                return result
+            finally:
+                metrics.FLOW_NODE.labels(node.spec.type, outcome).observe(
+                    time.perf_counter() - began
+                )
 
     async def execute(
         self, node: PlannedNode, inputs: Mapping[str, Any], key: str, entry: _Running
@@ -335,7 +354,9 @@ class _Execution:
                     await writer.abort()
                     raise
                 entry.committing = True
+                committing = time.perf_counter()
                 await writer.commit(key, output, digest)
+                metrics.FLOW_CHECKPOINT.observe(time.perf_counter() - committing)
                 return _Outcome(True, entry.attempts, output, digest)
             except asyncio.CancelledError:
                 raise

@@ -39,6 +39,8 @@ from kaireon_server.gateway.settings import GatewaySettings
 from kaireon_server.gateway.streaming import forward_stream
 from kaireon_server.gateway.templates import PathDecodeError
 from kaireon_server.gateway.transcode import build_request
+from kaireon_server.platform.observability.http import observed_request
+from kaireon_server.platform.observability.tracing import traceparent_metadata
 
 _log = logging.getLogger(__name__)
 
@@ -188,6 +190,14 @@ class GatewayServer:
         self._channel = channel
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        # A server span (W3C traceparent from the client when tracing is on),
+        # renamed to the route template once it is known; never the raw path.
+        with observed_request(request.method, request.headers) as observed:
+            response, label = await self._route(request)
+            observed.finish(label, response.status)
+            return response
+
+    async def _route(self, request: web.Request) -> tuple[web.StreamResponse, str]:
         started = time.monotonic()
         raw_path = request.rel_url.raw_path
         label = raw_path if raw_path in (HEALTH_PATH, OPENAPI_PATH) else "?"
@@ -226,7 +236,7 @@ class GatewayServer:
             response.status,
             (time.monotonic() - started) * 1000,
         )
-        return response
+        return response, label.partition(" ")[2] or label
 
     async def _call(self, request: web.Request, match: RouteMatch) -> web.StreamResponse:
         route = match.route
@@ -251,6 +261,8 @@ class GatewayServer:
             host=request.host,
             trusted_proxies=self.settings.trusted_proxies,
         )
+        # The REST span's context into the internal call (nothing when tracing is off).
+        metadata = [*metadata, *traceparent_metadata()]
         default = (
             self.settings.stream_timeout_seconds
             if route.server_streaming

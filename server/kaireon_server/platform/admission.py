@@ -37,6 +37,7 @@ from kaireon_server.platform.auth.identity import current_identity
 from kaireon_server.platform.db.database import fail_fast_scope
 from kaireon_server.platform.env import EnvReader
 from kaireon_server.platform.errors import ResourceExhausted
+from kaireon_server.platform.observability import metrics
 from kaireon_server.platform.rpc.status import abort_with, status_for
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
@@ -169,12 +170,14 @@ class Admission:
     def call_slot(self, tenant_id: str) -> Any:
         refused = self.calls.try_take(tenant_id)
         if refused == "total":
+            metrics.ADMISSION_REFUSED.labels("RPCS_EXHAUSTED").inc()
             raise ResourceExhausted(
                 "this server has its maximum number of calls in flight; retry later",
                 reason="RPCS_EXHAUSTED",
                 retry_after=self.settings.retry_after_seconds,
             )
         if refused == "key":
+            metrics.ADMISSION_REFUSED.labels("TENANT_RPCS_EXHAUSTED").inc()
             raise ResourceExhausted(
                 "this tenant has its share of the server's calls in flight; retry later",
                 reason="TENANT_RPCS_EXHAUSTED",
@@ -191,6 +194,7 @@ class Admission:
         if refused is None:
             return None
         reason = "PUBLIC_RPCS_EXHAUSTED" if refused == "total" else "PEER_RPCS_EXHAUSTED"
+        metrics.ADMISSION_REFUSED.labels(reason).inc()
         return status_for(
             ResourceExhausted(
                 "too many unauthenticated calls in flight; retry later",

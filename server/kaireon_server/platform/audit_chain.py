@@ -32,6 +32,7 @@ import asyncpg
 from kaireon_server.platform.canonical import canonical_json, format_timestamp, sha256_hex
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import Unavailable
+from kaireon_server.platform.observability import metrics
 
 GENESIS_HASH = ""
 
@@ -310,6 +311,9 @@ async def insert_rows(
         records.append(record)
         prev_hash = record.integrity_hash
     await con.execute(_INSERT_ROWS, tenant_id, *columns, seq, prev_hash)
+    # Counted when written (a later rollback is not subtracted); action is a code constant.
+    for row in rows:
+        metrics.AUDIT_APPENDS.labels(metrics.action_label(row.action)).inc()
     return records
 
 
@@ -488,7 +492,9 @@ async def verify_tenant_chain(con: asyncpg.Connection, tenant_id: str) -> Verify
     async for rec in cursor:
         if not verifier.feed(normalise_db_row(rec), plaintext_ok=plaintext_matches(rec)):
             break
-    return verifier.result()
+    result = verifier.result()
+    metrics.AUDIT_VERIFICATIONS.labels("valid" if result.valid else "invalid").inc()
+    return result
 
 
 def render_changes(rec: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import binascii
 import hashlib
 import json
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +33,7 @@ from nacl.secret import SecretBox
 
 from kaireon_server.platform.env import EnvReader
 from kaireon_server.platform.errors import ConfigurationError
+from kaireon_server.platform.observability import metrics
 
 UNSIGNED = "unsigned"
 ALGORITHM = "ecdsa-p256-sha256"
@@ -89,7 +91,13 @@ class EcdsaSigner:
         return self._public_pem
 
     def sign(self, data: bytes) -> str:
-        signature = self._key.sign(data, ec.ECDSA(hashes.SHA256()))
+        began = time.perf_counter()
+        try:
+            signature = self._key.sign(data, ec.ECDSA(hashes.SHA256()))
+        except Exception:
+            metrics.SIGNING_ERRORS.inc()
+            raise
+        metrics.SIGNING.observe(time.perf_counter() - began)
         return base64.b64encode(signature).decode()
 
     def __repr__(self) -> str:  # never print key material

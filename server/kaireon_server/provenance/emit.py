@@ -11,6 +11,7 @@ from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument, NotFound
+from kaireon_server.platform.observability import metrics
 from kaireon_server.platform.signing import UNSIGNED, Signer
 from kaireon_server.provenance import repository
 from kaireon_server.provenance.bundle import Bundle, audit_changes, encode_rows, sources_of
@@ -96,6 +97,7 @@ class ProvenanceEmitter:
         rows, models = await read_rows(self.db, tenant_id, decision_id, self.cache)
         bundle = encode_rows(tenant_id, rows, models, self.build, self.cache)
         signature = self.signer.sign(bundle.body)
+        metrics.PROVENANCE_BUNDLES.inc()
         # The emission row is appended after the read snapshot, never inside it
         # (holding the tenant's chain lock during the reads would serialise every
         # emission), through the group-committing writer. No bundle is returned

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -26,6 +27,8 @@ from kaireon_server.platform.db.embedded import EmbeddedPostgres
 from kaireon_server.platform.db.migrate import apply_migrations
 from kaireon_server.platform.env import EnvReader
 from kaireon_server.platform.errors import ConfigurationError, ResourceExhausted, Unavailable
+from kaireon_server.platform.observability import metrics
+from kaireon_server.platform.observability.sql import InstrumentedConnection
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +118,22 @@ class Database:
     _ping_con: asyncpg.Connection | None = field(default=None, init=False, repr=False)
     _ping_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
+    def _pool_gauges(self) -> None:
+        if not metrics.recording():
+            return
+        pool = self.pool
+        size = pool.get_size()
+        metrics.DB_POOL_SIZE.set(size)
+        metrics.DB_POOL_MAX.set(pool.get_max_size())
+        metrics.DB_POOL_IN_USE.set(size - pool.get_idle_size())
+        metrics.DB_POOL_WAITING.set(self._acquiring)
+
     def _refuse_if_queueing(self) -> None:
         if _fail_fast.get() is not asyncio.current_task():
             return
         free = self.pool.get_idle_size() + self.pool.get_max_size() - self.pool.get_size()
         if self._acquiring >= free and self._acquiring - free >= self.max_waiters:
+            metrics.ADMISSION_REFUSED.labels("DB_POOL_BUSY").inc()
             raise ResourceExhausted(
                 "database connection pool busy; retry later",
                 reason="DB_POOL_BUSY",
@@ -130,23 +144,32 @@ class Database:
     async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
         self._refuse_if_queueing()
         self._acquiring += 1
+        self._pool_gauges()
+        began = time.perf_counter()
         try:
             con = await self.pool.acquire(timeout=self.acquire_timeout)
         except TimeoutError:
             if self.pool.get_size() < self.pool.get_max_size():
+                metrics.DB_CONNECTION_ERRORS.labels("connect_timeout").inc()
                 # A free slot, but opening its connection took too long: the
                 # database is unreachable, not busy.
                 raise Unavailable(
                     "database unreachable; retry later", reason="DB_UNAVAILABLE"
                 ) from None
             # Backpressure: a saturated pool answers at once instead of queueing forever.
+            metrics.ADMISSION_REFUSED.labels("DB_POOL_EXHAUSTED").inc()
             raise ResourceExhausted(
                 "database connection pool exhausted; retry later",
                 reason="DB_POOL_EXHAUSTED",
                 retry_after=self.retry_after,
             ) from None
+        except _DB_ERRORS:
+            metrics.DB_CONNECTION_ERRORS.labels("connect").inc()
+            raise
         finally:
             self._acquiring -= 1
+            metrics.DB_ACQUIRE.observe(time.perf_counter() - began)
+            self._pool_gauges()
         try:
             yield con
         except _ABANDON:
@@ -159,7 +182,9 @@ class Database:
     async def _release(self, con: asyncpg.Connection) -> None:
         try:
             await self.pool.release(con)
+            self._pool_gauges()
         except _DB_ERRORS as exc:
+            metrics.DB_CONNECTION_ERRORS.labels("discarded").inc()
             # asyncpg terminated the connection after a failed reset; the work
             # done on it is committed or rolled back already, so the call
             # keeps its own outcome.
@@ -309,6 +334,10 @@ async def connect_database(settings: Settings, *, migrate: bool = True) -> Datab
             max_size=settings.db_pool_max,
             init=_init_connection,
             server_settings=server_settings,
+            # Statement time by repository function (platform/observability/sql.py).
+            connection_class=InstrumentedConnection
+            if metrics.wanted(settings.env)
+            else asyncpg.Connection,
             command_timeout=settings.db_command_timeout,
         )
         try:

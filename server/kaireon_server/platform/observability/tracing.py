@@ -1,0 +1,178 @@
+"""OpenTelemetry tracing, opt-in through the standard OTEL_* variables.
+
+On when `OTEL_TRACES_EXPORTER` names an exporter (`otlp`, `console`) or an OTLP
+endpoint is set (`OTEL_EXPORTER_OTLP_ENDPOINT` / `..._TRACES_ENDPOINT`), and
+`OTEL_SDK_DISABLED` is not true. Off, no span is made at all (`enabled()` is
+checked before any span work). The SDK reads the rest itself: service name and
+resource attributes, sampler, OTLP protocol, headers and timeouts.
+
+Spans carry method names, route templates, status codes and statement text
+(with its $n placeholders, never parameter values): no personal value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from kaireon_server.platform.env import EnvReader
+
+__all__ = ["configure_tracing", "enabled", "install", "span", "traceparent_metadata"]
+
+_state: dict[str, Any] = {"tracer": None}
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def enabled() -> bool:
+    return _state["tracer"] is not None
+
+
+def tracer() -> Tracer:
+    result: Tracer = _state["tracer"]
+    return result
+
+
+def wanted(env: Mapping[str, str]) -> bool:
+    reader = EnvReader(env)
+    if reader.boolean("OTEL_SDK_DISABLED", False):
+        return False
+    exporter = (reader.raw("OTEL_TRACES_EXPORTER") or "").lower()
+    if exporter:
+        return exporter != "none"
+    return bool(
+        reader.raw("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or reader.raw("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def install(provider: Any, *, set_global: bool = True) -> None:
+    """Use `provider` (an SDK TracerProvider) for the server's spans and SQL spans."""
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+    if set_global:
+        trace.set_tracer_provider(provider)
+    instrumentor = AsyncPGInstrumentor(capture_parameters=False)  # type: ignore[no-untyped-call]
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=provider)
+    _state["tracer"] = provider.get_tracer("kaireon_server")
+
+
+def configure_tracing(env: Mapping[str, str]) -> Any:
+    """The SDK provider with the exporters OTEL_* asks for, or None when tracing is off."""
+    if enabled() or not wanted(env):
+        return None
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
+
+    reader = EnvReader(env)
+    resource = Resource.create({"service.name": reader.text("OTEL_SERVICE_NAME", "kaireon-server")})
+    provider = TracerProvider(resource=resource)
+    names = reader.csv("OTEL_TRACES_EXPORTER", ("otlp",))
+    for name in names:
+        exporter: SpanExporter
+        if name == "console":
+            exporter = ConsoleSpanExporter()
+        elif name == "otlp":
+            protocol = reader.text(
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                reader.text("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            )
+            if protocol == "grpc":
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                    OTLPSpanExporter as GrpcExporter,
+                )
+
+                exporter = GrpcExporter()
+            else:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                    OTLPSpanExporter as HttpExporter,
+                )
+
+                exporter = HttpExporter()
+        else:
+            from kaireon_server.platform.errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"OTEL_TRACES_EXPORTER: unsupported exporter {name!r} (otlp, console, none)"
+            )
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    install(provider)
+    return provider
+
+
+def uninstall() -> None:
+    """Tracing off again (tests): no more spans, SQL no longer wrapped."""
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+    _state["tracer"] = None
+    instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+
+
+def shutdown() -> None:
+    provider = trace.get_tracer_provider()
+    flush = getattr(provider, "shutdown", None)
+    if callable(flush):
+        flush()
+
+
+class _MetadataGetter(Getter[Mapping[str, str]]):
+    def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
+        value = carrier.get(key)
+        return [value] if value is not None else None
+
+    def keys(self, carrier: Mapping[str, str]) -> list[str]:
+        return list(carrier)
+
+
+_GETTER = _MetadataGetter()
+
+
+def extract(metadata: Iterable[tuple[str, Any]] | None) -> otel_context.Context:
+    """The caller's trace context from gRPC metadata (W3C traceparent)."""
+    carrier = {
+        k: v
+        for k, v in (metadata or ())
+        if k in ("traceparent", "tracestate") and isinstance(v, str)
+    }
+    return _PROPAGATOR.extract(carrier, getter=_GETTER)
+
+
+def traceparent_metadata() -> list[tuple[str, str]]:
+    """traceparent (and tracestate) of the current span, as gRPC metadata."""
+    if not enabled():
+        return []
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return list(carrier.items())
+
+
+@contextlib.contextmanager
+def span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, str | int | float | bool] | None = None,
+    parent: otel_context.Context | None = None,
+) -> Iterator[Span | None]:
+    """A span when tracing is on, else nothing (and no cost beyond this check)."""
+    if not enabled():
+        yield None
+        return
+    with tracer().start_as_current_span(
+        name, context=parent, kind=kind, attributes=dict(attributes or {})
+    ) as current:
+        yield current
