@@ -27,6 +27,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ from kaireon_server.platform.errors import (
     NotFound,
     PermissionDenied,
 )
+from kaireon_server.platform.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +337,9 @@ class Integrator:
                 con, tenant_id, new.size, new.root(), note=note, signed=signed
             )
         self._published[tenant_id] = (new.size, new.root())
+        # How long the oldest entry of this batch waited for a checkpoint (alerted on).
+        oldest = rows[0]["created_at"]
+        metrics.set_checkpoint_lag((datetime.now(UTC) - oldest).total_seconds())
         return len(rows)
 
     def _check_tree(
