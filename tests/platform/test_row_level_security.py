@@ -172,6 +172,8 @@ async def test_maintenance_functions_return_keys_only(db: Database) -> None:
             "kaireon_metrics_sample",
             "TABLE(kind text, state text, n bigint, age_seconds double precision)",
         ),
+        # Migration 0113, the audit log integrator: tenant keys with rows to integrate.
+        ("kaireon_tlog_pending", "TABLE(tenant_id text)"),
     ]
 
 
