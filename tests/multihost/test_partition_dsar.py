@@ -39,7 +39,7 @@ WORKER = {
     "KAIREON_DB_ACQUIRE_TIMEOUT": "2",
     "KAIREON_DB_STATEMENT_TIMEOUT_MS": "5000",
 }
-# PostgreSQL's keepalive bound in the lab: idle 5 s + 3 probes × 2 s, and
+# PostgreSQL's keepalive bound in the lab: idle 5 s + 3 probes x 2 s, and
 # tcp_user_timeout 10 s for unacknowledged data; generous for a loaded machine.
 SESSIONS_GONE_WITHIN = 40.0
 
