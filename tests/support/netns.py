@@ -171,6 +171,29 @@ table inet kaireon_partition {{
             )
         with (cluster.pgdata / "pg_hba.conf").open("a") as hba:
             hba.write(f"host all all 10.251.{self.subnet}.0/24 trust\n")
+            hba.write(f"host replication all 10.251.{self.subnet}.0/24 trust\n")
+        self.clusters.append(cluster)
+        cluster.start()
+        return cluster
+
+    def standby(self, primary: LabPostgres) -> LabPostgres:
+        """A streaming standby of `primary` (pg_basebackup -R), in a namespace of its
+        own, listening on its address; `promote()` makes it the primary."""
+        host = self.host("pg")
+        cluster = LabPostgres(host=host)
+        if cluster.system_user:
+            shutil.chown(cluster.root, cluster.system_user)
+        cluster.root.chmod(0o755)
+        cluster._run(
+            _bin("pg_basebackup"),
+            "-h", primary.host.address, "-p", str(PG_PORT), "-U", USER,
+            "-D", str(cluster.pgdata), "-R", "-X", "stream", "--no-sync",
+        )  # fmt: skip
+        with (cluster.pgdata / "postgresql.conf").open("a") as conf:
+            # The copied configuration names the primary's address and socket.
+            conf.write(
+                f"listen_addresses = '{host.address}'\nunix_socket_directories = '{cluster.root}'\n"
+            )
         self.clusters.append(cluster)
         cluster.start()
         return cluster
@@ -241,11 +264,11 @@ class LabPostgres(PostgresCluster):
             timeout=timeout,
         )
 
+    def promote(self) -> None:
+        self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "promote", "-w")
+
     def tcp_dsn(self, database: str) -> str:
         return f"postgresql://{USER}@{self.host.address}:{PG_PORT}/{database}"
-
-
-assert _bin  # re-exported for harness users that run other PostgreSQL tools
 
 
 @dataclass
