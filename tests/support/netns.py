@@ -22,7 +22,9 @@ which this machine's kernel lacks (`tc qdisc add ... netem` fails with
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -409,3 +411,86 @@ class Nginx:
     def error_log(self) -> str:
         log = self.root / "error.log"
         return log.read_text()[-3000:] if log.exists() else ""
+
+
+class DelayProxy:
+    """A user-space stand-in for `tc netem delay D J` on the path to PostgreSQL
+    (this kernel has no sch_netem): every chunk from the client side is held
+    D ± J seconds (uniform), in order, before it is forwarded; replies pass at
+    once. Runs in the test's event loop on the lab's root leg (.1)."""
+
+    def __init__(self, lab: Lab, target: Host, delay: float, jitter: float) -> None:
+        self.listen = lab.address(1)
+        self.target = target
+        self.delay = delay
+        self.jitter = jitter
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> DelayProxy:
+        self._server = await asyncio.start_server(self._handle, self.listen, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def dsn(self, database: str) -> str:
+        return f"postgresql://{USER}@{self.listen}:{self.port}/{database}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.target.address, PG_PORT)
+        except OSError:
+            writer.close()
+            return
+        for coro in (self._delayed(reader, up_writer), self._direct(up_reader, writer)):
+            task = asyncio.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _delayed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def release() -> None:
+            while True:
+                due, data = await queue.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                if not data:
+                    writer.close()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        releaser = asyncio.create_task(release())
+        last_due = 0.0
+        try:
+            while True:
+                data = await reader.read(65536)
+                sample = self.delay + random.uniform(-self.jitter, self.jitter)
+                # In order, as netem without reordering: never before the previous chunk.
+                last_due = max(last_due, loop.time() + max(0.0, sample))
+                queue.put_nowait((last_due, data))
+                if not data:
+                    break
+            await releaser
+        except (OSError, asyncio.CancelledError):
+            releaser.cancel()
+            writer.close()
+
+    @staticmethod
+    async def _direct(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
