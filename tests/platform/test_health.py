@@ -71,6 +71,8 @@ async def test_health_flips_with_database(proxied_app) -> None:
             health_pb2.HealthCheckResponse.NOT_SERVING,
             service="kaireon.audit.v1.AuditService",
         )
+        # Liveness does not follow the database: restarting would not bring it back.
+        assert await _status(stub, "liveness") == health_pb2.HealthCheckResponse.SERVING
         proxy.heal()
         await _wait_for(stub, health_pb2.HealthCheckResponse.SERVING)
 

@@ -66,11 +66,13 @@ class ServerProcess:
     grpc_port: int = 0
     http_port: int = 0
     log_lines: list[str] = field(default_factory=list)
+    # Runs the server under another command, e.g. `ip netns exec NS` (tests/support/netns.py).
+    prefix: list[str] = field(default_factory=list)
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
         env = {**os.environ, **self.env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kaireon_server", *self.args],
+            [*self.prefix, sys.executable, "-m", "kaireon_server", *self.args],
             env=env,
             cwd=str(ROOT),
             stdout=subprocess.DEVNULL,

@@ -47,3 +47,18 @@ if [ "${KAIREON_SKIP_NODE:-0}" != "1" ]; then
     npm ci --prefix "$TS" --no-audit --no-fund --loglevel=error
   fi
 fi
+
+# The multi-host tests (tests/multihost: network namespaces, nft, nginx in front;
+# docs/SCALING.md) need nginx and nftables. Installed only when running as root
+# on a Debian-like system and missing; elsewhere those tests fail naming what is missing.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+  command -v nft >/dev/null 2>&1 || missing+=(nftables)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+  fi
+fi

@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
+# Liveness, apart from readiness: SERVING from start until shutdown whatever the
+# database says, so an orchestrator's liveness probe does not restart every
+# replica while PostgreSQL is down or failing over (deploy/kubernetes/).
+LIVENESS_SERVICE = "liveness"
+
 
 class HealthMonitor:
     """Polls the database and flips every service (and "") between SERVING and NOT_SERVING."""
@@ -54,6 +59,7 @@ class HealthMonitor:
         return ok
 
     async def start(self) -> None:
+        await self.servicer.set(LIVENESS_SERVICE, SERVING)
         await self.check_once()
         self._task = asyncio.create_task(self._loop(), name="health-monitor")
 

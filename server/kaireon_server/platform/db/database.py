@@ -35,6 +35,18 @@ log = logging.getLogger(__name__)
 # The role the pool runs as; created and granted by migration 0100.
 APP_ROLE = "kaireon_app"
 
+# PostgreSQL's side of every connection the server opens notices a client
+# that vanished without closing (a silent partition, a dead host) within about
+# 25-30 s instead of the operating system's two hours, so the session ends and
+# a flow run's advisory lock is released for another replica (docs/SCALING.md).
+# Session settings, sent at connect; ignored over Unix sockets.
+PEER_LOSS_SETTINGS = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+
 Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 
 # The task of a request that must not queue for a connection (set by
@@ -234,7 +246,7 @@ class Database:
         `timeout=` where a stalled socket must not hang them."""
         con: asyncpg.Connection = await asyncpg.connect(
             self.app_dsn,
-            server_settings={"application_name": application_name},
+            server_settings={**PEER_LOSS_SETTINGS, "application_name": application_name},
             timeout=self.acquire_timeout,
         )
         await _init_connection(con)
@@ -262,7 +274,10 @@ class Database:
                     if self._ping_con is None or self._ping_con.is_closed():
                         self._ping_con = await asyncpg.connect(
                             self.app_dsn,
-                            server_settings={"application_name": "kaireon-health"},
+                            server_settings={
+                                **PEER_LOSS_SETTINGS,
+                                "application_name": "kaireon-health",
+                            },
                             timeout=timeout,
                         )
                     await self._ping_con.fetchval("SELECT 1")
@@ -316,6 +331,7 @@ async def connect_database(settings: Settings, *, migrate: bool = True) -> Datab
         dsn = await embedded.start()
     app_dsn = settings.app_database_url or app_role_dsn(dsn, settings.app_database_password)
     server_settings: dict[str, Any] = {
+        **PEER_LOSS_SETTINGS,
         "application_name": "kaireon",
         "statement_timeout": str(settings.db_statement_timeout_ms),
     }
