@@ -23,7 +23,8 @@ async def test_sigterm_lets_in_flight_call_finish_and_exits_zero(database_url, t
         # Hold a lock the RPC must wait for, so it is in flight when SIGTERM arrives.
         tx = blocker.transaction()
         await tx.start()
-        await blocker.execute("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
+        # VerifyChain reads the chain head first, then the rows.
+        await blocker.execute("LOCK TABLE audit_chain_head, audit_log IN ACCESS EXCLUSIVE MODE")
         async with grpc.aio.insecure_channel(server.target) as channel:
             stub = audit_pb2_grpc.AuditServiceStub(channel)
             call = asyncio.ensure_future(

@@ -894,6 +894,7 @@ async def verify_chain_incremental(db: Database, *, tenant_id: str) -> ChainChec
             resumed, resumed_hash = 0, ""  # the chain got shorter: check it all
         if resumed and await repo.row_hash_before(con, tenant_id, resumed) != resumed_hash:
             result = VerifyResult(False, resumed - 1, resumed, "", "integrity_hash_mismatch")
+            metrics.AUDIT_VERIFICATIONS.labels("invalid").inc()
             return ChainCheck(result, resumed, False)
         last = min(head[0], resumed + MAX_RANGE_ROWS)
         more = last < head[0]
@@ -911,6 +912,7 @@ async def verify_chain_incremental(db: Database, *, tenant_id: str) -> ChainChec
             await asyncio.to_thread(_feed_chain, verifier, rows)
             position = int(rows[-1]["seq"])
         result = verifier.result()
+    metrics.AUDIT_VERIFICATIONS.labels("valid" if result.valid else "invalid").inc()
     if result.valid and verifier.rows_checked > resumed:
         async with db.transaction(tenant_id) as con:
             await repo.save_chain_verified(con, tenant_id, verifier.rows_checked, result.head_hash)
