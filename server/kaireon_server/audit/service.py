@@ -10,7 +10,6 @@ from google.protobuf import struct_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
-from kaireon_client.tlog.proof import TlogProof, format_tlog_proof
 from kaireon_server.audit import log, tlog
 from kaireon_server.capability import ServiceContext
 from kaireon_server.platform.auth import current_identity
@@ -135,17 +134,12 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             event_id=event_id,
             tree_size=request.tree_size,
         )
-        tlog_proof = ""
-        if proof.checkpoint.signed:
-            tlog_proof = format_tlog_proof(
-                TlogProof(proof.index, proof.hashes, proof.checkpoint.note)
-            )
         return audit_pb2.GetInclusionProofResponse(
             index=proof.index,
             tree_size=proof.tree_size,
             hashes=list(proof.hashes),
             leaf=proof.leaf.canonical().decode(),
-            tlog_proof=tlog_proof,
+            tlog_proof=tlog.evidence_proof(proof),
             checkpoint=_checkpoint(self._tlog, proof.checkpoint),
         )
 

@@ -762,6 +762,8 @@ export interface components {
             digestSha256?: string;
             signature?: string;
             keyId?: string;
+            tlogProof?: string;
+            tlogProofPending?: boolean;
         };
         "kaireon.erasure.v1.LegalHold": {
             customerId?: string;

@@ -434,7 +434,10 @@ class GetInclusionProofResponse(_message.Message):
     leaf: _builtins.str
     """The entry's leaf: RFC 8785 canonical JSON (its leaf hash is SHA-256(0x00 || leaf))."""
     tlog_proof: _builtins.str
-    """The C2SP tlog-proof of the entry (index, audit path, cosigned checkpoint)."""
+    """The C2SP tlog-proof of the entry (index, audit path, cosigned checkpoint),
+    with the leaf on its `extra` line: the evidence proof of docs/AUDIT.md that
+    verifies alone, offline; empty when the log is unsigned.
+    """
     @_builtins.property
     def hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The audit path, leaf first (32-byte hashes)."""

@@ -495,7 +495,9 @@ export type GetInclusionProofResponse = Message<"kaireon.audit.v1.GetInclusionPr
   leaf: string;
 
   /**
-   * The C2SP tlog-proof of the entry (index, audit path, cosigned checkpoint).
+   * The C2SP tlog-proof of the entry (index, audit path, cosigned checkpoint),
+   * with the leaf on its `extra` line: the evidence proof of docs/AUDIT.md that
+   * verifies alone, offline; empty when the log is unsigned.
    *
    * @generated from field: string tlog_proof = 5;
    */
