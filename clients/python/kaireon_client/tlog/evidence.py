@@ -27,16 +27,20 @@ A failure raises nothing: the `EvidenceVerdict` names the step and the reason.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kaireon_client.tlog.checkpoint import CheckpointError, SignedCheckpoint
+from kaireon_client.tlog.cosignature import parse_cosignature_vkey
 from kaireon_client.tlog.leaf import AuditLeaf, LeafError
 from kaireon_client.tlog.merkle import ProofError
-from kaireon_client.tlog.note import Verifier
+from kaireon_client.tlog.note import NoteError, Verifier, parse_ed25519_vkey
 from kaireon_client.tlog.proof import (
     TlogProof,
     format_tlog_proof,
@@ -48,7 +52,11 @@ __all__ = [
     "ARTEFACT_KINDS",
     "EvidenceVerdict",
     "attach_leaf",
+    "build_parser",
     "evidence_leaf",
+    "main",
+    "receipt_parts",
+    "run",
     "verify_artefact_proof",
     "verify_bundle_proof",
     "verify_export_proof",
@@ -283,3 +291,106 @@ def verify_artefact_proof(
     if kind not in _BY_KIND:
         raise ValueError(f"kind must be one of {ARTEFACT_KINDS}")
     return _BY_KIND[kind](artefact, tlog_proof, log_keys, witness_keys, quorum=quorum)
+
+
+# --- command line: python -m kaireon_client.tlog.evidence KIND ARTEFACT ---------------
+
+
+def receipt_parts(data: bytes) -> tuple[bytes, str]:
+    """A receipt file: the canonical payload itself, or the receipt object of an
+    EraseCustomer answer (`{"receipt": {...}}` or the receipt alone, REST or
+    protobuf field names), whose proof comes along ("" when pending)."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return data, ""
+    if isinstance(value, dict) and isinstance(value.get("receipt"), dict):
+        value = value["receipt"]
+    if isinstance(value, dict):
+        payload = value.get("canonicalPayload", value.get("canonical_payload"))
+        if isinstance(payload, str):
+            proof = value.get("tlogProof", value.get("tlog_proof", ""))
+            return payload.encode(), proof if isinstance(proof, str) else ""
+    return data, ""
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="python -m kaireon_client.tlog.evidence",
+        description="Verify an artefact with the evidence proof of its audit row, offline.",
+    )
+    parser.add_argument("kind", choices=ARTEFACT_KINDS)
+    parser.add_argument(
+        "artefact",
+        help="receipt (canonical payload, or the receipt JSON with its tlogProof), "
+        "bundle bytes, or export bytes as downloaded",
+    )
+    parser.add_argument("--proof", help="the evidence proof file (a receipt may carry its own)")
+    parser.add_argument(
+        "--log-key", action="append", default=[], help="file of pinned log vkeys, one a line"
+    )
+    parser.add_argument("--log-vkey", action="append", default=[], help="a pinned log vkey")
+    parser.add_argument(
+        "--witness-vkey", action="append", default=[], help="pinned witness vkey (repeat)"
+    )
+    parser.add_argument(
+        "--quorum", type=int, default=None, help="witness cosignatures required (default: all)"
+    )
+    return parser
+
+
+def _verifiers(texts: Sequence[str], parse: Callable[[str], Verifier]) -> list[Verifier]:
+    return [parse(t.strip()) for t in texts if t.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit 0 verified, 1 refused (the step and reason on stderr), 2 bad keys or options."""
+    name = f"kaireon verify {args.kind}"
+    try:
+        vkeys = list(args.log_vkey)
+        for path in args.log_key:
+            vkeys += Path(path).read_text().splitlines()
+        log_keys = _verifiers(vkeys, parse_ed25519_vkey)
+        witness_keys = _verifiers(args.witness_vkey, parse_cosignature_vkey)
+    except (OSError, NoteError) as exc:
+        print(f"{name}: bad key: {exc}", file=sys.stderr)
+        return 2
+    quorum = len(witness_keys) if args.quorum is None else args.quorum
+    if not log_keys or not 0 <= quorum <= len(witness_keys):
+        print(
+            f"{name}: give --log-key or --log-vkey, and --quorum 0..{len(witness_keys)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        artefact = Path(args.artefact).read_bytes()
+        proof = Path(args.proof).read_text() if args.proof else ""
+    except OSError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    if args.kind == "receipt":
+        artefact, carried = receipt_parts(artefact)
+        proof = proof or carried
+    if not proof:
+        print(
+            f"{name}: NOT verified: no evidence proof (pending? fetch it with "
+            "GetInclusionProof by the audit event id)",
+            file=sys.stderr,
+        )
+        return 1
+    verdict = verify_artefact_proof(
+        args.kind, artefact, proof, log_keys, witness_keys, quorum=quorum
+    )
+    if not verdict.ok:
+        print(f"{name}: NOT verified: {verdict}", file=sys.stderr)
+        return 1
+    print(f"verified: {verdict}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
