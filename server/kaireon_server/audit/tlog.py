@@ -876,6 +876,7 @@ async def verify_range_stream(
             return
         computed = check.compact.root()
         ok = computed == root if last == size else False
+        bad_seq, bad_id = 0, ""
         if last < size and last > 0:
             [proof] = await _proof_nodes(
                 con, tenant_id, lambda src: [consistency_proof(src, last, size)]
@@ -888,14 +889,81 @@ async def verify_range_stream(
         elif last == 0:
             ok = True
         head = await repo.row_hash_before(con, tenant_id, last) if last else ""
+        if not ok:
+            bad_seq, bad_id = await _locate_root_mismatch(con, settings, tenant_id, last)
     if not ok:
-        yield TlogVerifyResult(False, first, last, size, check.checked, 0, "", "root_mismatch")
+        yield TlogVerifyResult(
+            False, first, last, size, check.checked, bad_seq, bad_id, "root_mismatch"
+        )
         return
     if resume:
         async with db.transaction(tenant_id) as con:
             if await repo.verified_size(con, tenant_id) < last:
                 await repo.save_verified(con, tenant_id, last)
     yield TlogVerifyResult(True, first, last, size, check.checked, head_hash=head or "")
+
+
+@dataclass
+class _CheckpointWalk:
+    """Re-hashed rows against every stored checkpoint, in order: where the signed
+    history stops matching the rows (see _locate_root_mismatch)."""
+
+    verifier: Ed25519Verifier | None
+    compact: CompactRange = field(default_factory=CompactRange)
+    matched: int = 0  # size of the last checkpoint the rows still hash to
+    mismatch: int = 0  # size of the first one they do not (0: none yet)
+
+    def feed(self, rows: Sequence[asyncpg.Record], checkpoints: Sequence[asyncpg.Record]) -> None:
+        pending = list(checkpoints)
+        for rec in rows:
+            self.compact.append(leaf_of(rec).leaf_hash())
+            while pending and int(pending[0]["size"]) <= self.compact.size:
+                cp = pending.pop(0)
+                if int(cp["size"]) < self.compact.size or not self._authentic(cp):
+                    continue  # one the walk skipped past, or not signed by the log key
+                if self.compact.root() != bytes(cp["root_hash"]):
+                    self.mismatch = self.compact.size
+                    return
+                self.matched = self.compact.size
+
+    def _authentic(self, cp: asyncpg.Record) -> bool:
+        # A row the database owner wrote cannot carry the log's signature.
+        if self.verifier is None:
+            return True
+        if not cp["signed"]:
+            return False
+        try:
+            verify_note(parse_note(str(cp["note"])), [self.verifier])
+        except NoteError:
+            return False
+        return True
+
+
+async def _locate_root_mismatch(
+    con: asyncpg.Connection, settings: TlogSettings, tenant_id: str, upto: int
+) -> tuple[int, str]:
+    """After a root_mismatch (rows hash to the stored leaves, but those do not hash to
+    the signed root: the stored tree was rewritten with them), the first row that may
+    be bad: the one after the last stored, signed checkpoint that the re-hashed rows
+    still reproduce. Exactly the bad row when the next checkpoint added one row; else
+    the first of that checkpoint's batch. O(rows); run on failure only."""
+    verifier = None
+    if settings.log_key is not None:
+        verifier = tenant_log_signer(settings.log_key, settings.log_name, tenant_id).verifier()
+    walk = _CheckpointWalk(verifier)
+    position = 0
+    while position < upto and not walk.mismatch:
+        rows = await repo.rows_from(con, tenant_id, position, min(BATCH_ROWS, upto - position))
+        if not rows:
+            break
+        end = position + len(rows)
+        checkpoints = await repo.checkpoints_between(con, tenant_id, position, end)
+        await asyncio.to_thread(walk.feed, rows, checkpoints)
+        position = end
+    rows = await repo.rows_from(con, tenant_id, walk.matched, 1)
+    if not rows:
+        return walk.matched + 1, ""
+    return int(rows[0]["seq"]), str(rows[0]["id"])
 
 
 async def verify(
