@@ -27,7 +27,7 @@ SKIP_MARKER = re.compile(r"^<!--\s*doc-test:\s*skip\s*(?:\((?P<reason>.*)\))?\s*
 EXPECTATION = re.compile(r"\s#\s*=>\s*(?P<text>.*?)\s*$")
 # `<id>`, `<account>`, `<owner>/<repo>`: left for the reader to fill. Not `<(`, `<<EOF`, `< file`.
 PLACEHOLDER = re.compile(r"(?<![<\w])<[A-Za-z][A-Za-z0-9_.-]*>")
-FENCE = re.compile(r"^(?P<ticks>```+)\s*(?P<info>[^`]*)$")
+FENCE = re.compile(r"^\s*(?P<ticks>```+)\s*(?P<info>[^`]*)$")
 
 
 class DocFormatError(ValueError):

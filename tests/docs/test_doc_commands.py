@@ -1,4 +1,4 @@
-"""Every ```bash block of README.md and docs/*.md runs against a real demo server and
+"""Every ```bash block of README.md, CONTRIBUTING.md and docs/*.md runs against a real demo server and
 prints what its `# =>` comments say (the rules: tests/docs/doc_blocks.py, CONTRIBUTING.md).
 
 The server is `kaireon-server --demo` on a fresh embedded PostgreSQL of its own,
@@ -26,7 +26,7 @@ from tests.docs.doc_blocks import bash_blocks, run_file, script
 from tests.support.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _name(path: Path) -> str:
