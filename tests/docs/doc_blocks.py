@@ -16,8 +16,10 @@ Only ```bash blocks run: ```sh, ```ts, ```yaml … are left alone (docs/AUDIT.md
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import signal
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -191,13 +193,23 @@ def run_file(
     """Runs every ```bash block of `path` in one shell; a failed command or expectation
     stops it with a non-zero status and a `doc-test: FILE:LINE: …` line on stderr."""
     text = script(path, bash_blocks(path), rewrites or {}, display or str(path))
-    proc = subprocess.run(
+    # A session of its own: on timeout the whole group goes (a hung `curl` included),
+    # so nothing keeps the pipes open behind the killed shell.
+    proc = subprocess.Popen(
         ["bash", "-c", text],
         cwd=cwd,
         env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
         stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    return Outcome(proc.returncode, proc.stdout, proc.stderr)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        stderr += f"\ndoc-test: {display or path}: timed out after {timeout:g} s"
+        return Outcome(-signal.SIGKILL, stdout, stderr)
+    return Outcome(proc.returncode, stdout, stderr)

@@ -92,3 +92,10 @@ def test_malformed_markers_and_blocks_are_errors(tmp_path: Path, text: str) -> N
     with pytest.raises(DocFormatError):
         for block in bash_blocks(path):
             commands(block)
+
+
+def test_a_hanging_command_is_killed_with_its_children(tmp_path: Path) -> None:
+    path = _doc(tmp_path, "```bash\necho started\nsleep 600 | cat\n```\n")
+    outcome = run_file(path, cwd=tmp_path, env=dict(os.environ), display=path.name, timeout=2)
+    assert outcome.returncode != 0
+    assert "started" in outcome.stdout and "timed out after 2 s" in outcome.stderr
