@@ -2,8 +2,8 @@
 prints what its `# =>` comments say (the rules: tests/docs/doc_blocks.py, CONTRIBUTING.md).
 
 The server is `kaireon-server --demo` on a fresh embedded PostgreSQL of its own,
-with a signing key made for this run (so the verification walkthroughs have
-signatures to check). It listens on free ports; the documents show the real
+with a signing key (`COSIGN_KEY`) and an audit-log key (`KAIREON_LOG_KEY`) made
+for this run, so the verification walkthroughs have signatures to check. It listens on free ports; the documents show the real
 defaults (localhost:50051 gRPC, localhost:8080 REST), which are rewritten to
 those ports in the commands, and `KAIREON_TARGET` points the CLI there. Each
 file runs in a scratch directory that links every top-level entry of the
@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.docs.doc_blocks import bash_blocks, run_file, script
 from tests.support.server import ServerProcess
@@ -40,7 +42,21 @@ def test_every_block_is_well_formed(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def demo_server(signing_key_path: Path) -> Iterator[ServerProcess]:
+def log_key_path(key_dir: Path) -> Path:
+    """A throwaway Ed25519 audit-log key (in key_dir: the log scan looks for its bytes)."""
+    path = key_dir / "log-doc-test.key"
+    path.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_server(signing_key_path: Path, log_key_path: Path) -> Iterator[ServerProcess]:
     folder = Path(tempfile.mkdtemp(prefix="kaireon-doc-test-"))
     env = {
         "DATABASE_URL": "",  # the embedded PostgreSQL, fresh, as on a developer machine
@@ -49,6 +65,7 @@ def demo_server(signing_key_path: Path) -> Iterator[ServerProcess]:
         "KAIREON_GRPC_PORT": "0",
         "KAIREON_HTTP_PORT": "auto",
         "COSIGN_KEY": str(signing_key_path),
+        "KAIREON_LOG_KEY": str(log_key_path),
     }
     server = ServerProcess(env, ["--demo"]).start(timeout=180)
     try:
