@@ -50,6 +50,7 @@ from kaireon_client.tlog.proof import (
 
 __all__ = [
     "ARTEFACT_KINDS",
+    "EvidenceError",
     "EvidenceVerdict",
     "attach_leaf",
     "build_parser",
@@ -93,7 +94,9 @@ class EvidenceVerdict:
         return f"{self.kind}: {self.step}: {self.reason}"
 
 
-class _Refused(Exception):
+class EvidenceError(ValueError):
+    """An evidence proof refused at `step` (what `EvidenceVerdict` reports)."""
+
     def __init__(self, step: str, reason: str) -> None:
         super().__init__(reason)
         self.step = step
@@ -114,14 +117,14 @@ def evidence_leaf(tlog_proof: str) -> AuditLeaf:
 
 def _leaf(extra: bytes | None) -> AuditLeaf:
     if extra is None:
-        raise _Refused("leaf", "the proof carries no leaf (extra line)")
+        raise EvidenceError("leaf", "the proof carries no leaf (extra line)")
     try:
         leaf = AuditLeaf.from_json(json.loads(extra))
     except (ValueError, LeafError) as exc:
-        raise _Refused("leaf", f"not an audit leaf: {exc}") from None
+        raise EvidenceError("leaf", f"not an audit leaf: {exc}") from None
     # The hashed bytes must be exactly the leaf read (no duplicate keys, no spacing).
     if leaf.canonical() != extra:
-        raise _Refused("leaf", "the leaf is not in RFC 8785 canonical form")
+        raise EvidenceError("leaf", "the leaf is not in RFC 8785 canonical form")
     return leaf
 
 
@@ -135,24 +138,26 @@ def _open(
     try:
         parsed = parse_tlog_proof(text)
     except ProofError as exc:
-        raise _Refused("proof", str(exc)) from None
+        raise EvidenceError("proof", str(exc)) from None
     leaf = _leaf(parsed.extra)
     assert parsed.extra is not None
     try:
         signed = verify_tlog_proof(text, parsed.extra, log_keys, witness_keys, quorum=quorum)
     except (ProofError, CheckpointError) as exc:
-        raise _Refused("proof", str(exc)) from None
+        raise EvidenceError("proof", str(exc)) from None
     origin = signed.checkpoint.origin
     if not origin.endswith("/audit/" + leaf.tenant_id):
-        raise _Refused("leaf", f"tenant {leaf.tenant_id!r} is not the log's ({origin})")
+        raise EvidenceError("leaf", f"tenant {leaf.tenant_id!r} is not the log's ({origin})")
     if leaf.index != parsed.index:
-        raise _Refused("leaf", f"seq {leaf.seq} is not at index {parsed.index}")
+        raise EvidenceError("leaf", f"seq {leaf.seq} is not at index {parsed.index}")
     return leaf, signed
 
 
 def _expect(what: str, found: Any, wanted: Any) -> None:
     if found != wanted:
-        raise _Refused("binding", f"the audit row's {what} is {found!r}, the artefact's {wanted!r}")
+        raise EvidenceError(
+            "binding", f"the audit row's {what} is {found!r}, the artefact's {wanted!r}"
+        )
 
 
 def _verdict(
@@ -167,7 +172,7 @@ def _verdict(
     try:
         leaf, signed = _open(tlog_proof, log_keys, witness_keys, quorum)
         bind(leaf)
-    except _Refused as refused:
+    except EvidenceError as refused:
         return EvidenceVerdict(kind, False, refused.step, refused.reason)
     except UnicodeDecodeError:
         return EvidenceVerdict(kind, False, "proof", "not UTF-8 text")
@@ -178,9 +183,9 @@ def _json_object(data: bytes | str, what: str) -> Mapping[str, Any]:
     try:
         value = json.loads(data)
     except ValueError as exc:
-        raise _Refused("artefact", f"the {what} is not JSON: {exc}") from None
+        raise EvidenceError("artefact", f"the {what} is not JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise _Refused("artefact", f"the {what} is not a JSON object")
+        raise EvidenceError("artefact", f"the {what} is not a JSON object")
     return value
 
 
