@@ -18,8 +18,7 @@ from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
 from kaireon_server.app import App
 from kaireon_server.demo.seed import SeedSize, seed_tenant
 from kaireon_server.platform.config import Settings
-from tests.multihost.test_rolling_restart import wait_serving
-from tests.support.netns import DelayProxy, Lab, LabPostgres
+from tests.support.netns import DelayProxy, Lab, LabPostgres, wait_serving
 from tests.support.server import base_env, bearer
 
 pytestmark = pytest.mark.slow

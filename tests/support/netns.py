@@ -36,8 +36,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.pg_cluster import USER, PostgresCluster, _bin
-from tests.support.server import ServerProcess, base_env
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# Relative: this file is also perf/'s `kaireon_testkit.netns` (tests/testkit).
+from .pg_cluster import USER, PostgresCluster, _bin
+from .server import ServerProcess, base_env
 
 GRPC_PORT = 50051
 HTTP_PORT = 8080
@@ -287,6 +291,21 @@ class LabServer(ServerProcess):
     @property
     def rest(self) -> str:
         return f"http://{self.host.address}:{HTTP_PORT}"
+
+
+async def wait_serving(server: LabServer, timeout: float = 60.0) -> None:
+    """Until the replica's gRPC health check answers SERVING."""
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.2)
 
 
 def _accepts(address: str, port: int) -> bool:

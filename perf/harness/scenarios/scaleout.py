@@ -1,0 +1,175 @@
+"""The same offered load against 1 and then 3 replicas behind nginx (issue #19).
+
+The multi-host lab (tests/support/netns.py): PostgreSQL, each replica (one
+server process, KAIREON_WORKERS=1) and nginx in network namespaces of their own
+on a bridge; k6 (perf/k6/mix.js: provenance reads and erasures over gRPC and
+REST side by side) runs in the root namespace and reaches only nginx. First one
+replica behind nginx, then two more started and nginx reloaded with all three;
+each phase erases its own slice of the erasure pool.
+
+Opt-in (`perf/run --only scaleout`): it needs root (namespaces, nft) and nginx.
+On a machine with fewer cores than replicas the 3:1 ratio measures what a
+balancer and more processes cost on the same cores, not scaling: every phase
+shares the same CPUs with PostgreSQL, nginx and k6.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+
+from harness import lab_load, seed
+from harness.report import Row
+from harness.run import Context
+from harness.stack import log, postmaster_pid
+from kaireon_testkit import netns
+from kaireon_testkit.keys import write_signing_key
+
+REPLICAS = (1, 3)
+# (reads/s, erasures/s) per protocol by level: at 1k the one-replica phase is
+# offered more than one process can serve on 2 shared cores, so throughput, not
+# only latency, can differ between the phases.
+RATES = {"smoke": (5, 1), "1k": (150, 15), "5k": (300, 30), "10k": (600, 60)}
+NOTE = (
+    "1 vs 3 replicas on the same cores as PostgreSQL, nginx and k6: with fewer cores "
+    "than replicas the ratio shows the balancer's and the extra processes' overhead, "
+    "not scaling"
+)
+
+
+def _rows() -> list[Row]:
+    rows = []
+    for n in REPLICAS:
+        row = Row(
+            f"scaleout.{n}.k6",
+            f"reads + erasures via nginx, {n} replica{'s' * (n > 1)}",
+            "k6",
+            baseline=None if n == REPLICAS[0] else f"scaleout.{REPLICAS[0]}.k6",
+        )
+        row.note = NOTE if n != REPLICAS[0] else ""
+        rows.append(row)
+    return rows
+
+
+async def run(ctx: Context) -> list[Row]:
+    rows = _rows()
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        for row in rows:
+            row.status = f"skipped: {reason}"
+        return rows
+    read_rate, erase_rate = RATES[ctx.profile.level]
+    loads: list[lab_load.MixLoad] = []
+    offset = 0
+    for _ in REPLICAS:
+        load = lab_load.MixLoad(read_rate, erase_rate, ctx.profile.k6_seconds, offset)
+        loads.append(load)
+        offset += load.erasures
+    lab = await asyncio.to_thread(netns.Lab.create)
+    try:
+        await _measure_phases(ctx, lab, rows, loads)
+    finally:
+        await asyncio.to_thread(lab.close)
+    return rows
+
+
+async def _measure_phases(
+    ctx: Context, lab: netns.Lab, rows: list[Row], loads: list[lab_load.MixLoad]
+) -> None:
+    pg = await asyncio.to_thread(lab.postgres)
+    await pg.wait_ready()
+    plan = seed.SeedPlan(
+        tenant=ctx.tenant,
+        customers=ctx.profile.customers,
+        erasure_pool=sum(load.erasures for load in loads),
+        heavy_customers=0,
+        heavy_rows=0,
+    )
+    log(f"scaleout: seeding the lab's PostgreSQL: {plan.describe()}")
+    await lab_load.migrate_and_seed(pg.dsn(), plan)
+    key = write_signing_key(ctx.dir / "lab-signing-key.pem")
+    replicas = [
+        lab.replica(pg.tcp_dsn("postgres"), KAIREON_WORKERS="1", COSIGN_KEY=str(key))
+        for _ in range(max(REPLICAS))
+    ]
+    lb: netns.Nginx | None = None
+    started = 0
+    for row, load, count in zip(rows, loads, REPLICAS, strict=True):
+        for replica in replicas[started:count]:  # one at a time: the first migrates
+            await asyncio.to_thread(replica.start)
+            await netns.wait_serving(replica)
+        started = count
+        behind = replicas[:count]
+        if lb is None:
+            lb = await asyncio.to_thread(lab.nginx, behind)
+        else:
+            lb.reload(behind)
+            await asyncio.sleep(2)  # nginx's new workers take over
+        pg_pid = postmaster_pid(pg.pgdata)
+        await _measure(ctx, row, load, lb, behind, [pg_pid] if pg_pid else [], plan.customers)
+
+
+async def _measure(
+    ctx: Context,
+    row: Row,
+    load: lab_load.MixLoad,
+    lb: netns.Nginx,
+    replicas: list[netns.LabServer],
+    pg_roots: list[int],
+    customers: int,
+) -> None:
+    row.offered = load.describe()
+    monitor = ctx.monitor
+    monitor.add_group("lab-replicas", lambda: [r.proc.pid for r in replicas if r.proc])
+    monitor.add_group("lab-nginx", lambda: [lb.proc.pid] if lb.proc else [])
+    monitor.add_group("lab-pg", lambda: pg_roots)
+    upstreams_before = lb.upstreams_used()
+    log(f"{row.scenario} [k6] {row.offered}")
+    window = monitor.open_window()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.monotonic()
+    try:
+        result = await asyncio.to_thread(
+            lab_load.run_mix,
+            load,
+            grpc_target=lb.grpc_target,
+            base_url=lb.rest,
+            tenant=ctx.tenant,
+            customers=customers,
+            workdir=ctx.dir,
+            name=row.key,
+        )
+    except Exception as exc:
+        monitor.close_window(window)
+        row.status = "failed: " + (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
+        log(f"  {row.status}")
+        return
+    wall = time.monotonic() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    usage = monitor.close_window(window)
+    row.rps, row.p50, row.p95, row.p99 = result.rps, result.p50, result.p95, result.p99
+    row.errors = result.errors + result.dropped
+    offered = result.requests + result.dropped
+    row.error_rate = row.errors / offered if offered else None
+    row.server_cpu = usage["lab-replicas"].cpu_percent
+    row.server_rss = usage["lab-replicas"].peak_rss
+    row.pg_cpu = usage["lab-pg"].cpu_percent
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    row.gen_cpu = 100.0 * used / wall if wall > 0 else None
+    row.extra.update(
+        replicas=len(replicas),
+        nginx_cpu=usage["lab-nginx"].cpu_percent,
+        requests=result.requests,
+        dropped=result.dropped,
+        failed_outcomes=result.outcomes,
+        by_op=result.by_op,
+        # Calls per replica address in this phase, from nginx's access log.
+        upstreams={
+            address: n - upstreams_before.get(address, 0)
+            for address, n in lb.upstreams_used().items()
+            if n > upstreams_before.get(address, 0)
+        },
+        command=result.command,
+    )
+    log(f"  {result.describe()}")
