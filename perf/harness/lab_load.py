@@ -118,11 +118,11 @@ class MixResult:
         failed = ", ".join(f"{k} {v}" for k, v in self.outcomes.items()) or "none"
         return (
             f"{self.requests} calls, {self.errors} failed ({failed}), {self.dropped} dropped, "
-            f"{self.rps:.1f} ok/s, p50 {_ms(self.p50)}, p99 {_ms(self.p99)}"
+            f"{self.rps:.1f} ok/s, p50 {ms(self.p50)}, p99 {ms(self.p99)}"
         )
 
 
-def _ms(value: float | None) -> str:
+def ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} ms"
 
 

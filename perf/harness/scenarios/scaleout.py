@@ -22,7 +22,7 @@ import time
 from harness import lab_load, seed
 from harness.report import Row
 from harness.run import Context
-from harness.stack import log, postmaster_pid
+from harness.stack import log
 from kaireon_testkit import netns
 from kaireon_testkit.keys import write_signing_key
 
@@ -106,7 +106,7 @@ async def _measure_phases(
         else:
             lb.reload(behind)
             await asyncio.sleep(2)  # nginx's new workers take over
-        pg_pid = postmaster_pid(pg.pgdata)
+        pg_pid = pg.postmaster_pid()
         await _measure(ctx, row, load, lb, behind, [pg_pid] if pg_pid else [], plan.customers)
 
 
