@@ -1,5 +1,6 @@
-"""perf/run --only scaleout --smoke: the same k6 load through nginx onto 1 and then 3
-replicas of the multi-host lab, both rows measured and the 3:1 ratio computed.
+"""perf/run --only scaleout --smoke: the same k6 load through nginx onto 1, then 3,
+then 1 replica again (drift) of the multi-host lab, every row measured and the
+3:1 ratio computed.
 
 No timing assertions (the machine is shared): the figures are recorded in
 docs/SCALING.md and perf/baselines/. Needs root and nginx, like tests/multihost.
@@ -24,7 +25,7 @@ def test_scaleout_scenario_measures_one_and_three_replicas(results_dir: Path) ->
         "run", "--smoke", "--no-install", "--only", "scaleout", out=results_dir
     )
     rows = {row["key"]: row for row in results["rows"]}
-    assert set(rows) == {"scaleout.1.k6", "scaleout.3.k6"}
+    assert set(rows) == {"scaleout.1.k6", "scaleout.3.k6", "scaleout.1-again.k6"}
     for key, row in rows.items():
         assert row["status"] == "ok", (key, row["status"])
         assert row["rps"] > 0 and row["p50"] is not None and row["p99"] is not None, key
@@ -34,6 +35,7 @@ def test_scaleout_scenario_measures_one_and_three_replicas(results_dir: Path) ->
     # Each phase went through nginx to as many replicas as it had (gRPC and REST).
     assert len(rows["scaleout.1.k6"]["extra"]["upstreams"]) == 2
     assert len(rows["scaleout.3.k6"]["extra"]["upstreams"]) == 6
+    assert len(rows["scaleout.1-again.k6"]["extra"]["upstreams"]) == 2
     three = rows["scaleout.3.k6"]
     assert three["baseline"] == "scaleout.1.k6" and three["ratio_rps"] is not None
     assert "overhead, not scaling" in proc.stdout

@@ -4,8 +4,9 @@ The multi-host lab (tests/support/netns.py): PostgreSQL, each replica (one
 server process, KAIREON_WORKERS=1) and nginx in network namespaces of their own
 on a bridge; k6 (perf/k6/mix.js: provenance reads and erasures over gRPC and
 REST side by side) runs in the root namespace and reaches only nginx. First one
-replica behind nginx, then two more started and nginx reloaded with all three;
-each phase erases its own slice of the erasure pool.
+replica behind nginx, then two more started and nginx reloaded with all three,
+then the first alone again (a drift check); each phase erases its own slice of
+the erasure pool.
 
 Opt-in (`perf/run --only scaleout`): it needs root (namespaces, nft) and nginx.
 On a machine with fewer cores than replicas the 3:1 ratio measures what a
@@ -26,7 +27,10 @@ from harness.stack import log
 from kaireon_testkit import netns
 from kaireon_testkit.keys import write_signing_key
 
-REPLICAS = (1, 3)
+# Replicas behind nginx per phase: 1, 3, then 1 again (the two extra stopped),
+# so that drift over the run (a growing database, other work on a shared
+# machine) shows as a difference between the two one-replica rows.
+PHASES = (("1", 1), ("3", 3), ("1-again", 1))
 # (reads/s, erasures/s) per protocol by level: at 1k the one-replica phase is
 # offered more than one process can serve on 2 shared cores, so throughput, not
 # only latency, can differ between the phases.
@@ -36,18 +40,21 @@ NOTE = (
     "than replicas the ratio shows the balancer's and the extra processes' overhead, "
     "not scaling"
 )
+DRIFT_NOTE = "the first phase's set-up again, last: its ratio to the first row is the drift"
 
 
 def _rows() -> list[Row]:
     rows = []
-    for n in REPLICAS:
+    for name, count in PHASES:
+        first = name == PHASES[0][0]
         row = Row(
-            f"scaleout.{n}.k6",
-            f"reads + erasures via nginx, {n} replica{'s' * (n > 1)}",
+            f"scaleout.{name}.k6",
+            f"reads + erasures via nginx, {count} replica{'s' * (count > 1)}"
+            + (" (again)" if name.endswith("again") else ""),
             "k6",
-            baseline=None if n == REPLICAS[0] else f"scaleout.{REPLICAS[0]}.k6",
+            baseline=None if first else f"scaleout.{PHASES[0][0]}.k6",
         )
-        row.note = NOTE if n != REPLICAS[0] else ""
+        row.note = "" if first else DRIFT_NOTE if name.endswith("again") else NOTE
         rows.append(row)
     return rows
 
@@ -62,7 +69,7 @@ async def run(ctx: Context) -> list[Row]:
     read_rate, erase_rate = RATES[ctx.profile.level]
     loads: list[lab_load.MixLoad] = []
     offset = 0
-    for _ in REPLICAS:
+    for _ in PHASES:
         load = lab_load.MixLoad(read_rate, erase_rate, ctx.profile.k6_seconds, offset)
         loads.append(load)
         offset += load.erasures
@@ -91,21 +98,23 @@ async def _measure_phases(
     key = write_signing_key(ctx.dir / "lab-signing-key.pem")
     replicas = [
         lab.replica(pg.tcp_dsn("postgres"), KAIREON_WORKERS="1", COSIGN_KEY=str(key))
-        for _ in range(max(REPLICAS))
+        for _ in range(max(count for _, count in PHASES))
     ]
     lb: netns.Nginx | None = None
-    started = 0
-    for row, load, count in zip(rows, loads, REPLICAS, strict=True):
-        for replica in replicas[started:count]:  # one at a time: the first migrates
+    running = 0
+    for row, load, (_, count) in zip(rows, loads, PHASES, strict=True):
+        for replica in replicas[running:count]:  # one at a time: the first migrates
             await asyncio.to_thread(replica.start)
             await netns.wait_serving(replica)
-        started = count
         behind = replicas[:count]
         if lb is None:
             lb = await asyncio.to_thread(lab.nginx, behind)
         else:
             lb.reload(behind)
             await asyncio.sleep(2)  # nginx's new workers take over
+        for replica in replicas[count:running]:  # out of nginx first, then stopped
+            await asyncio.to_thread(replica.stop)
+        running = count
         pg_pid = pg.postmaster_pid()
         await _measure(ctx, row, load, lb, behind, [pg_pid] if pg_pid else [], plan.customers)
 
@@ -121,7 +130,10 @@ async def _measure(
 ) -> None:
     row.offered = load.describe()
     monitor = ctx.monitor
-    monitor.add_group("lab-replicas", lambda: [r.proc.pid for r in replicas if r.proc])
+    monitor.add_group(
+        "lab-replicas",
+        lambda: [r.proc.pid for r in replicas if r.proc and r.proc.poll() is None],
+    )
     monitor.add_group("lab-nginx", lambda: [lb.proc.pid] if lb.proc else [])
     monitor.add_group("lab-pg", lambda: pg_roots)
     upstreams_before = lb.upstreams_used()
