@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
+from dataclasses import dataclass
 
 from harness import lab_load, seed
 from harness.report import Row
@@ -31,10 +32,16 @@ from kaireon_testkit.keys import write_signing_key
 # so that drift over the run (a growing database, other work on a shared
 # machine) shows as a difference between the two one-replica rows.
 PHASES = (("1", 1), ("3", 3), ("1-again", 1))
-# (reads/s, erasures/s) per protocol by level: at 1k the one-replica phase is
-# offered more than one process can serve on 2 shared cores, so throughput, not
-# only latency, can differ between the phases.
-RATES = {"smoke": (5, 1), "1k": (150, 15), "5k": (300, 30), "10k": (600, 60)}
+# Two offered loads in each phase, (reads/s, erasures/s) per protocol by level:
+# "light", which one replica serves, so the phases differ in latency only, and
+# "heavy", more than one process serves on 2 shared cores, so throughput can
+# differ too.
+LOADS = {
+    "smoke": {"light": (3, 1), "heavy": (5, 1)},
+    "1k": {"light": (40, 4), "heavy": (150, 15)},
+    "5k": {"light": (80, 8), "heavy": (300, 30)},
+    "10k": {"light": (160, 16), "heavy": (600, 60)},
+}
 NOTE = (
     "1 vs 3 replicas on the same cores as PostgreSQL, nginx and k6: with fewer cores "
     "than replicas the ratio shows the balancer's and the extra processes' overhead, "
@@ -43,53 +50,55 @@ NOTE = (
 DRIFT_NOTE = "the first phase's set-up again, last: its ratio to the first row is the drift"
 
 
-def _rows() -> list[Row]:
-    rows = []
-    for name, count in PHASES:
-        first = name == PHASES[0][0]
-        row = Row(
-            f"scaleout.{name}.k6",
-            f"reads + erasures via nginx, {count} replica{'s' * (count > 1)}"
-            + (" (again)" if name.endswith("again") else ""),
-            "k6",
-            baseline=None if first else f"scaleout.{PHASES[0][0]}.k6",
-        )
-        row.note = "" if first else DRIFT_NOTE if name.endswith("again") else NOTE
-        rows.append(row)
-    return rows
+@dataclass
+class Step:
+    row: Row
+    load: lab_load.MixLoad
+    replicas: int
+
+
+def _steps(level: str, seconds: float) -> list[Step]:
+    steps = []
+    offset = 0  # each step erases its own slice of the pool
+    for phase, count in PHASES:
+        for name, (read_rate, erase_rate) in LOADS[level].items():
+            first = phase == PHASES[0][0]
+            row = Row(
+                f"scaleout.{name}.{phase}.k6",
+                f"{name} reads + erasures via nginx, {count} replica{'s' * (count > 1)}"
+                + (" (again)" if phase.endswith("again") else ""),
+                "k6",
+                baseline=None if first else f"scaleout.{name}.{PHASES[0][0]}.k6",
+            )
+            row.note = "" if first else DRIFT_NOTE if phase.endswith("again") else NOTE
+            load = lab_load.MixLoad(read_rate, erase_rate, seconds, offset)
+            offset += load.erasures
+            steps.append(Step(row, load, count))
+    return steps
 
 
 async def run(ctx: Context) -> list[Row]:
-    rows = _rows()
+    steps = _steps(ctx.profile.level, ctx.profile.k6_seconds)
     reason = netns.unavailable_reason()
     if reason is not None:
-        for row in rows:
-            row.status = f"skipped: {reason}"
-        return rows
-    read_rate, erase_rate = RATES[ctx.profile.level]
-    loads: list[lab_load.MixLoad] = []
-    offset = 0
-    for _ in PHASES:
-        load = lab_load.MixLoad(read_rate, erase_rate, ctx.profile.k6_seconds, offset)
-        loads.append(load)
-        offset += load.erasures
-    lab = await asyncio.to_thread(netns.Lab.create)
-    try:
-        await _measure_phases(ctx, lab, rows, loads)
-    finally:
-        await asyncio.to_thread(lab.close)
-    return rows
+        for step in steps:
+            step.row.status = f"skipped: {reason}"
+    else:
+        lab = await asyncio.to_thread(netns.Lab.create)
+        try:
+            await _measure_steps(ctx, lab, steps)
+        finally:
+            await asyncio.to_thread(lab.close)
+    return [step.row for step in steps]
 
 
-async def _measure_phases(
-    ctx: Context, lab: netns.Lab, rows: list[Row], loads: list[lab_load.MixLoad]
-) -> None:
+async def _measure_steps(ctx: Context, lab: netns.Lab, steps: list[Step]) -> None:
     pg = await asyncio.to_thread(lab.postgres)
     await pg.wait_ready()
     plan = seed.SeedPlan(
         tenant=ctx.tenant,
         customers=ctx.profile.customers,
-        erasure_pool=sum(load.erasures for load in loads),
+        erasure_pool=sum(step.load.erasures for step in steps),
         heavy_customers=0,
         heavy_rows=0,
     )
@@ -102,21 +111,32 @@ async def _measure_phases(
     ]
     lb: netns.Nginx | None = None
     running = 0
-    for row, load, (_, count) in zip(rows, loads, PHASES, strict=True):
-        for replica in replicas[running:count]:  # one at a time: the first migrates
-            await asyncio.to_thread(replica.start)
-            await netns.wait_serving(replica)
-        behind = replicas[:count]
-        if lb is None:
-            lb = await asyncio.to_thread(lab.nginx, behind)
-        else:
-            lb.reload(behind)
-            await asyncio.sleep(2)  # nginx's new workers take over
-        for replica in replicas[count:running]:  # out of nginx first, then stopped
-            await asyncio.to_thread(replica.stop)
-        running = count
+    for step in steps:
+        count = step.replicas
+        if count != running:
+            for replica in replicas[running:count]:  # one at a time: the first migrates
+                await asyncio.to_thread(replica.start)
+                await netns.wait_serving(replica)
+            behind = replicas[:count]
+            if lb is None:
+                lb = await asyncio.to_thread(lab.nginx, behind)
+            else:
+                lb.reload(behind)
+                await asyncio.sleep(2)  # nginx's new workers take over
+            for replica in replicas[count:running]:  # out of nginx first, then stopped
+                await asyncio.to_thread(replica.stop)
+            running = count
+        assert lb is not None
         pg_pid = pg.postmaster_pid()
-        await _measure(ctx, row, load, lb, behind, [pg_pid] if pg_pid else [], plan.customers)
+        await _measure(
+            ctx,
+            step.row,
+            step.load,
+            lb,
+            replicas[:count],
+            [pg_pid] if pg_pid else [],
+            plan.customers,
+        )
 
 
 async def _measure(
