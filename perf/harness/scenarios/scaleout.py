@@ -126,6 +126,8 @@ async def _measure_steps(ctx: Context, lab: netns.Lab, steps: list[Step]) -> Non
             for replica in replicas[count:running]:  # out of nginx first, then stopped
                 await asyncio.to_thread(replica.stop)
             running = count
+            assert lb is not None
+            await _warm_up(ctx, step, lb, plan.customers)
         assert lb is not None
         pg_pid = pg.postmaster_pid()
         await _measure(
@@ -137,6 +139,25 @@ async def _measure_steps(ctx: Context, lab: netns.Lab, steps: list[Step]) -> Non
             [pg_pid] if pg_pid else [],
             plan.customers,
         )
+
+
+async def _warm_up(ctx: Context, step: Step, lb: netns.Nginx, customers: int) -> None:
+    """A short unmeasured run of reads only before each phase: fresh replicas' first
+    calls (connections, caches) and k6's first connections through nginx (server
+    reflection per VU) would otherwise weigh on the first rows only."""
+    seconds = max(1.0, min(10.0, ctx.profile.k6_seconds / 3))
+    load = lab_load.MixLoad(step.load.read_rate, 0, seconds)
+    log(f"scaleout: warm-up, {load.describe()}")
+    await asyncio.to_thread(
+        lab_load.run_mix,
+        load,
+        grpc_target=lb.grpc_target,
+        base_url=lb.rest,
+        tenant=ctx.tenant,
+        customers=customers,
+        workdir=ctx.dir,
+        name=f"{step.row.key}.warmup",
+    )
 
 
 async def _measure(
