@@ -296,7 +296,7 @@ def fill_single(row: Row, seconds: list[float], rows: int, timings: list[Any]) -
 
 
 async def run(args: argparse.Namespace) -> int:
-    from harness.scenarios import GROUPS
+    from harness.scenarios import GROUPS, OPT_IN
 
     ctx = Context(args)
     started = time.monotonic()
@@ -305,7 +305,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         await ctx.setup()
         for name, scenario in GROUPS.items():
-            if not args.only or name in args.only:
+            if name in args.only if args.only else name not in OPT_IN:
                 rows += await scenario(ctx)
     finally:
         await ctx.teardown()
