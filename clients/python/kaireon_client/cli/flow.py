@@ -30,7 +30,7 @@ import yaml
 from google.protobuf import json_format
 
 from kaireon.flow.v1 import flow_pb2
-from kaireon_client.cli.common import message_to_dict, print_json
+from kaireon_client.cli.common import dumps_json, message_to_dict, print_json
 from kaireon_client.client import KaireonClient
 
 EXIT_BAD_FILE = 2
@@ -130,7 +130,7 @@ def follow(client: KaireonClient, run_id: str, *, as_json: bool) -> int:
     final: flow_pb2.Run | None = None
     for event in client.flow.WatchRun(flow_pb2.WatchRunRequest(run_id=run_id)):
         if as_json:
-            print(json.dumps({"result": message_to_dict(event)}), flush=True)
+            print(dumps_json({"result": message_to_dict(event)}, indent=None), flush=True)
         if event.type == flow_pb2.RUN_EVENT_TYPE_SNAPSHOT:
             total = len(event.run.nodes)
             done = sum(1 for n in event.run.nodes if n.state in _DONE_STATES)
