@@ -56,7 +56,9 @@ async def test_dry_run_then_erase_with_a_verifiable_receipt(
         k: v for k, v in before.items() if k[0] != "audit_log"
     }
 
-    code, out, err = await _run(*_cli(grpc_target, seeded), "--json", "erase", "cust_00001", "--yes")
+    code, out, err = await _run(
+        *_cli(grpc_target, seeded), "--json", "erase", "cust_00001", "--yes"
+    )
     assert code == 0, err
     reply = json.loads(out)
     assert reply["success"] is True and reply["deletedCounts"]["interactionHistory"] == 5
