@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from kaireon_server.audit import service as audit_service
 from kaireon_server.capability import Build, Capability, ServiceContext
@@ -34,7 +33,7 @@ from kaireon_server.platform.health import HealthMonitor
 from kaireon_server.platform.observability import metrics, tracing
 from kaireon_server.platform.observability.interceptor import ObservabilityInterceptor
 from kaireon_server.platform.observability.sampler import Sampler
-from kaireon_server.platform.reflection_pool import MethodResolvingPool
+from kaireon_server.platform.reflection import enable_reflection
 from kaireon_server.platform.signing import signer_from_env
 from kaireon_server.provenance import service as provenance_service
 
@@ -175,14 +174,8 @@ class App:
         names = [d.full_name for d in descriptors]
         self._health = HealthMonitor(self.db, names, settings.health_interval)
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
-        reflection.enable_server_reflection(
-            [
-                *names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
-            pool=MethodResolvingPool(),  # type: ignore[arg-type]  # duck-typed pool view
+        enable_reflection(
+            server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         )
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         credentials = server_credentials(settings)
