@@ -206,6 +206,7 @@ class App:
         if metrics_settings.enabled and not metrics.multiprocess_child():
             self._metrics_server = metrics.serve_metrics(metrics_settings)
             self.metrics_port = self._metrics_server.port
+        log.info("keys loaded", extra=self._key_summary(ctx))
         log.info(
             "serving",
             extra={
@@ -241,11 +242,34 @@ class App:
             reuse_port=True,
         )
 
+    def _key_summary(self, ctx: ServiceContext) -> dict[str, object]:
+        """Key ids and versions for the start-up log: which keys, never key material."""
+        summary: dict[str, object] = {"signing_key_id": ctx.signer.key_id or "none (unsigned)"}
+        for capability in self.capabilities:
+            report = getattr(capability, "key_summary", None)
+            if report is not None:
+                summary.update(report())
+        return summary
+
+    def _drain_summary(self) -> dict[str, object]:
+        """What a shutdown interrupts or waits for, counted as it begins."""
+        summary: dict[str, object] = {
+            "inflight_calls": self.admission.calls.inflight if self.admission else 0,
+            "inflight_public_calls": self.admission.public.inflight if self.admission else 0,
+        }
+        for capability in self.capabilities:
+            report = getattr(capability, "drain_summary", None)
+            if report is not None:
+                summary.update(report())
+        return summary
+
     async def _health_status(self) -> str:
         return "SERVING" if self._health is not None and self._health.serving else "NOT_SERVING"
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace if grace is None else grace
+        draining = self._drain_summary()
+        log.info("draining", extra={**draining, "grace_seconds": grace})
         if self._health is not None:
             await self._health.enter_shutdown()
         if self._gateway is not None:
@@ -267,7 +291,7 @@ class App:
         if self.db is not None:
             await self.db.close()
             self.db = None
-        log.info("stopped")
+        log.info("stopped", extra={"drained": draining})
 
 
 async def serve(settings: Settings) -> int:

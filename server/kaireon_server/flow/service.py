@@ -128,6 +128,9 @@ class FlowCapability:
     def add_to_server(self, server: grpc.aio.Server) -> None:
         flow_pb2_grpc.add_FlowRunnerServiceServicer_to_server(self._servicer, server)
 
+    def drain_summary(self) -> dict[str, object]:
+        return {"flow_runs_in_progress": len(self.manager.executors.active)}
+
     async def start(self) -> None:
         await self.notifier.start()
         await self.manager.start()
