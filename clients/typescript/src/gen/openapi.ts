@@ -694,13 +694,13 @@ export interface components {
             request?: components["schemas"]["kaireon.dsar.v1.DsarRequest"];
         };
         "kaireon.dsar.v1.DsarExport": {
-            customerId?: string;
-            exportedAt?: string;
-            encrypted?: boolean;
-            data?: components["schemas"]["google.protobuf.Struct"];
             counts?: {
                 [key: string]: number;
             };
+            customerId?: string;
+            data?: components["schemas"]["google.protobuf.Struct"];
+            encrypted?: boolean;
+            exportedAt?: string;
             requestId?: string;
         };
         "kaireon.dsar.v1.DsarRequest": {
