@@ -2,7 +2,7 @@
 
 A hold's reason is shown in the error that refuses an erasure, so it is a case
 reference ("CASE-2026-0042"), never personal data. Setting a hold needs the
-admin role (as erasure does); listing needs viewer.
+admin role, as erasure does; so does listing (docs/ERASURE.md).
 """
 
 from __future__ import annotations
