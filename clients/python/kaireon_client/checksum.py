@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-_LINE = re.compile(r"^([0-9a-fA-F]{64})(?:\s+\*?(.+))?$")
+_LINE = re.compile(r"([0-9a-fA-F]{64})(?:\s+\*?(.+))?")
 
 
 class ChecksumFileError(ValueError):
@@ -39,7 +39,7 @@ def read_checksum_file(path: Path) -> str:
     except OSError as exc:
         raise ChecksumFileError(f"cannot read {path}: {exc.strerror}") from None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    match = _LINE.match(lines[0]) if len(lines) == 1 else None
+    match = _LINE.fullmatch(lines[0]) if len(lines) == 1 else None
     if match is None:
         raise ChecksumFileError(
             f"{path} is not a sha256 checksum file (expected '<64 hex digits>  <file name>')"
