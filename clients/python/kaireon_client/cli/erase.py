@@ -66,10 +66,10 @@ def confirmed(customer: str, tenant: str) -> bool | None:
         f"Erase every personal-data row of customer {customer!r} in tenant {tenant}?\n"
         "This cannot be undone. Type the customer id to confirm: "
     )
-    try:
-        answer = input(prompt)
-    except EOFError:
-        return False
+    # The prompt goes to stderr: stdout stays the answer (e.g. --json for a pipe).
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
     return answer.strip() == customer
 
 
