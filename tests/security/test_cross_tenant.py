@@ -225,6 +225,7 @@ CASES: dict[str, Case] = {
     "FlowRunnerService.ClearCheckpoints": Case(ok=False),
     "FlowRunnerService.CancelRun": Case(ok=False),
     "FlowRunnerService.WatchRun": Case(ok=False),
+    "FlowRunnerService.GetNodeOutput": Case(ok=False),
     "ProvenanceService.GetDecisionProvenance": Case(ok=False),
     "ProvenanceService.GetSigningKey": Case(ok=True, check=_check_signing_key),
 }
@@ -400,6 +401,7 @@ CONTROL = [
     "FlowRunnerService.GetRun",
     "FlowRunnerService.ListRuns",
     "FlowRunnerService.WatchRun",
+    "FlowRunnerService.GetNodeOutput",
 ]
 
 

@@ -327,6 +327,15 @@ describe("FlowRunnerService", () => {
     const run = (await admin.flow.getRun({ runId })).run!;
     assert.equal(run.state, RunState.SUCCEEDED);
     assert.deepEqual(run.nodes.map((n) => n.nodeId).sort(), ["big", "src"]);
+    // A node's output: canonical JSON whose sha256 is the node's output digest.
+    const output = await admin.flow.getNodeOutput({ runId, nodeId: "big" });
+    assert.equal(output.truncated, false);
+    assert.equal(output.outputDigest, run.nodes.find((n) => n.nodeId === "big")?.outputDigest);
+    assert.ok(Array.isArray(JSON.parse(output.outputJson)));
+    const capped = await admin.flow.getNodeOutput({ runId, nodeId: "big", maxBytes: 1 });
+    assert.equal(capped.truncated, true);
+    assert.equal(capped.outputJson, "");
+    await rejects(admin.flow.getNodeOutput({ runId, nodeId: "ghost" }), Code.NotFound, "NODE_NOT_FOUND");
     const listed = await admin.flow.listRuns({ pageSize: 50 });
     assert.ok(listed.runs.some((r) => r.runId === runId));
     await rejects(admin.flow.startRun({ definition, runId }), Code.AlreadyExists, "RUN_EXISTS");
