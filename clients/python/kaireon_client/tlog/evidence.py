@@ -52,8 +52,10 @@ __all__ = [
     "ARTEFACT_KINDS",
     "EvidenceError",
     "EvidenceVerdict",
+    "add_proof_options",
     "attach_leaf",
     "build_parser",
+    "check_proof",
     "evidence_leaf",
     "main",
     "receipt_parts",
@@ -319,17 +321,8 @@ def receipt_parts(data: bytes) -> tuple[bytes, str]:
     return data, ""
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
-        prog="python -m kaireon_client.tlog.evidence",
-        description="Verify an artefact with the evidence proof of its audit row, offline.",
-    )
-    parser.add_argument("kind", choices=ARTEFACT_KINDS)
-    parser.add_argument(
-        "artefact",
-        help="receipt (canonical payload, or the receipt JSON with its tlogProof), "
-        "bundle bytes, or export bytes as downloaded",
-    )
+def add_proof_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a proof check, for `kaireon verify receipt|bundle|export` too."""
     parser.add_argument("--proof", help="the evidence proof file (a receipt may carry its own)")
     parser.add_argument(
         "--log-key", action="append", default=[], help="file of pinned log vkeys, one a line"
@@ -341,6 +334,20 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument(
         "--quorum", type=int, default=None, help="witness cosignatures required (default: all)"
     )
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="python -m kaireon_client.tlog.evidence",
+        description="Verify an artefact with the evidence proof of its audit row, offline.",
+    )
+    parser.add_argument("kind", choices=ARTEFACT_KINDS)
+    parser.add_argument(
+        "artefact",
+        help="receipt (canonical payload, or the receipt JSON with its tlogProof), "
+        "bundle bytes, or export bytes as downloaded",
+    )
+    add_proof_options(parser)
     return parser
 
 
@@ -348,17 +355,23 @@ def _verifiers(texts: Sequence[str], parse: Callable[[str], Verifier]) -> list[V
     return [parse(t.strip()) for t in texts if t.strip()]
 
 
-def run(args: argparse.Namespace) -> int:
-    """Exit 0 verified, 1 refused (the step and reason on stderr), 2 bad keys or options."""
-    name = f"kaireon verify {args.kind}"
+def check_proof(
+    args: argparse.Namespace, kind: str, artefact: bytes, carried_proof: str = ""
+) -> int:
+    """The proof check of one artefact with `add_proof_options`' arguments: exit 0
+    verified (verdict on stdout), 1 refused or no proof, 2 bad keys or options (on
+    stderr). `artefact`: the receipt's canonical payload, a bundle's or an export's
+    bytes; `carried_proof`: the receipt's own `tlogProof`, used without --proof."""
+    name = f"kaireon verify {kind}"
     try:
         vkeys = list(args.log_vkey)
         for path in args.log_key:
             vkeys += Path(path).read_text().splitlines()
         log_keys = _verifiers(vkeys, parse_ed25519_vkey)
         witness_keys = _verifiers(args.witness_vkey, parse_cosignature_vkey)
+        proof = Path(args.proof).read_text() if args.proof else carried_proof
     except (OSError, NoteError) as exc:
-        print(f"{name}: bad key: {exc}", file=sys.stderr)
+        print(f"{name}: bad key or proof file: {exc}", file=sys.stderr)
         return 2
     quorum = len(witness_keys) if args.quorum is None else args.quorum
     if not log_keys or not 0 <= quorum <= len(witness_keys):
@@ -367,15 +380,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        artefact = Path(args.artefact).read_bytes()
-        proof = Path(args.proof).read_text() if args.proof else ""
-    except OSError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return 2
-    if args.kind == "receipt":
-        artefact, carried = receipt_parts(artefact)
-        proof = proof or carried
     if not proof:
         print(
             f"{name}: NOT verified: no evidence proof (pending? fetch it with "
@@ -383,14 +387,25 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    verdict = verify_artefact_proof(
-        args.kind, artefact, proof, log_keys, witness_keys, quorum=quorum
-    )
+    verdict = verify_artefact_proof(kind, artefact, proof, log_keys, witness_keys, quorum=quorum)
     if not verdict.ok:
         print(f"{name}: NOT verified: {verdict}", file=sys.stderr)
         return 1
     print(f"verified: {verdict}")
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit 0 verified, 1 refused (the step and reason on stderr), 2 bad keys or options."""
+    try:
+        artefact = Path(args.artefact).read_bytes()
+    except OSError as exc:
+        print(f"kaireon verify {args.kind}: {exc}", file=sys.stderr)
+        return 2
+    carried = ""
+    if args.kind == "receipt":
+        artefact, carried = receipt_parts(artefact)
+    return check_proof(args, args.kind, artefact, carried)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
