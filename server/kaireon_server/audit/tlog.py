@@ -805,7 +805,7 @@ async def verify_range_stream(
             tenant_id,
             first,
             CompactRange(first, [prefix_nodes[k] for k in prefix_keys]),
-            ChainVerifier(_prev_hash=prev or "", _next_seq=first + 1),
+            ChainVerifier(start=(first, prev or "")),
         )
         position = first
         while position < last and check.failure is None:
@@ -899,7 +899,7 @@ async def verify_chain_incremental(db: Database, *, tenant_id: str) -> ChainChec
         last = min(head[0], resumed + MAX_RANGE_ROWS)
         more = last < head[0]
         verifier = ChainVerifier(
-            expected_head=None if more else head, _prev_hash=resumed_hash, _next_seq=resumed + 1
+            start=(resumed, resumed_hash), expected_head=None if more else head
         )
         verifier.rows_checked = resumed
         position = resumed
