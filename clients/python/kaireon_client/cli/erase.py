@@ -1,7 +1,7 @@
 """`kaireon erase CUSTOMER [--dry-run]`: GDPR Art. 17 erasure of one customer.
 
 `kaireon --json erase CUSTOMER` prints the whole response, receipt included,
-in the form tools/verify_erasure_receipt.py reads.
+in the form `kaireon verify receipt` reads.
 """
 
 from __future__ import annotations
@@ -67,6 +67,6 @@ def render(reply: dict[str, Any]) -> list[str]:
         lines.append(
             f"receipt: sha256 {receipt['digestSha256']}, "
             + (f"signed by key {receipt['keyId'][:16]}" if signed else "UNSIGNED")
-            + " (save it with --json; verify with tools/verify_erasure_receipt.py)"
+            + " (save it with --json; verify with kaireon verify receipt)"
         )
     return lines
