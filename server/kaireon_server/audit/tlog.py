@@ -710,7 +710,7 @@ class _RangeCheck:
                     index + 1, "" if seq > index + 1 else str(rec["id"]), "sequence_gap", end, size
                 )
                 return
-            row = _chain_row(rec)
+            row = normalise_db_row(rec)
             if not self.chain.feed(row):
                 assert self.chain.failure is not None
                 f = self.chain.failure
@@ -727,24 +727,6 @@ class _RangeCheck:
         self.failure = TlogVerifyResult(
             False, self.start, end, size, self.checked, seq, row_id, reason
         )
-
-
-def _chain_row(rec: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "tenantId": rec["tenant_id"],
-        "seq": rec["seq"],
-        "id": str(rec["id"]),
-        "action": rec["action"],
-        "entityType": rec["entity_type"],
-        "entityId": rec["entity_id"],
-        "entityIdDigest": rec["entity_id_digest"],
-        "actor": rec["actor"],
-        "changes": rec["changes"] or {},
-        "personalDigests": rec["personal_digests"] or {},
-        "timestamp": format_timestamp(rec["created_at"]),
-        "prevHash": rec["prev_hash"],
-        "integrityHash": rec["integrity_hash"],
-    }
 
 
 @dataclass(frozen=True)
