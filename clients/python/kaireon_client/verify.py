@@ -15,7 +15,8 @@ with the signer's public key alone.
   are unique, and wherever two entries are neighbours in the chain (seq n and
   n+1) the later prevHash equals the earlier integrityHash. Entries further
   apart cannot be linked offline; they are counted as gaps. The full chain,
-  hashes recomputed, is verified online by AuditService.VerifyChain.
+  hashes recomputed, is verified online by AuditService.VerifyChain and
+  offline from a ListAuditEvents dump by `kaireon verify audit` (audit_chain.py).
 """
 
 from __future__ import annotations
