@@ -226,3 +226,24 @@ async def test_one_changed_byte_is_refused_with_the_exit_code_of_what_broke(
     original_receipt.write_text(json.dumps(original))
     assert verify(auditor_bin, "receipt", original_receipt, "--key", other).returncode == 4
     assert verify(auditor_bin, "receipt", original_receipt, "--key", a.receipt).returncode == 2
+
+
+def test_the_client_wheel_alone_verifies_a_transparency_log_export(
+    auditor_bin: Path, tmp_path: Path
+):
+    """The worked example of docs/AUDIT.md: a signed, cosigned checkpoint and its export."""
+    example = ROOT / "docs" / "examples" / "audit"
+    keys = [
+        "--log-vkey", (example / "log.vkey").read_text().strip(),
+        "--witness-vkey", (example / "witness1.vkey").read_text().strip(),
+        "--witness-vkey", (example / "witness2.vkey").read_text().strip(),
+        "--quorum", "2",
+    ]  # fmt: skip
+    good = verify(auditor_bin, "audit", example / "export.json", *keys)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert good.stdout.startswith("audit export verified: ")
+    document = json.loads((example / "export.json").read_text())
+    document["entries"][1]["leaf"]["actor"] += "x"
+    (tmp_path / "export.json").write_text(json.dumps(document))
+    bad = verify(auditor_bin, "audit", tmp_path / "export.json", *keys)
+    assert bad.returncode == 1 and "leaf index 1:" in bad.stderr
