@@ -14,12 +14,10 @@ import pytest
 from kaireon_client.checksum import read_checksum_file
 from kaireon_server.platform.db import Database
 from tests.dsar.conftest import add_interactions, assert_canonical, new_key_spec, worker_env
-from tests.support.server import ROOT
 
 # Process-level: each test runs the `kaireon` CLI as a subprocess (slow tier).
 pytestmark = pytest.mark.slow
 KAIREON = str(Path(sys.executable).parent / "kaireon")
-VERIFY_TOOL = str(ROOT / "tools" / "verify_provenance.py")
 
 
 async def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, bytes, str]:
@@ -60,26 +58,15 @@ async def test_export_writes_a_package_the_offline_tool_verifies(
         "sha256sum", "-c", "export.json.sha256", cwd=out.parent, stdout=asyncio.subprocess.PIPE
     )
     assert (await checked.communicate())[0] == b"export.json: OK\n" and checked.returncode == 0
-    verify = [
-        sys.executable,
-        VERIFY_TOOL,
-        "--body",
-        str(out),
-        "--digest",
-        digest,
-        "--signature-file",
-        f"{out}.sig",
-        "--public-key",
-        str(key_dir / "cosign-test.pub"),
-    ]
+    verify = [KAIREON, "verify", "export", str(out), "--key", str(key_dir / "cosign-test.pub")]
     code, stdout, err = await _run(*verify)
     assert code == 0, stdout + err.encode()
-    assert b"PASS signature" in stdout and b"PASS canonical" in stdout
-    # One changed byte and the package no longer verifies.
+    assert stdout.startswith(b"export verified (digest, signature, canonical)")
+    # One changed byte and the package no longer verifies (exit 3: the digest).
     body = out.read_bytes()
     out.write_bytes(body.replace(b"cust_00001", b"cust_00009", 1))
     code, stdout, _ = await _run(*verify)
-    assert code == 1 and b"FAIL digest" in stdout and b"FAIL signature" in stdout
+    assert code == 3 and b"FAIL digest" in stdout and b"FAIL signature" in stdout
 
 
 async def test_export_to_stdout_then_status_and_list(grpc_target: str, seeded: str):

@@ -9,9 +9,9 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from kaireon.dsar.v1 import dsar_pb2
+from kaireon_client.signing import verify_signature
 from kaireon_server.platform import data_map
 from kaireon_server.platform.db import Database
-from kaireon_server.platform.signing import verify_signature
 from tests.dsar.conftest import (
     assert_canonical,
     create,
@@ -62,8 +62,8 @@ async def test_portable_json_is_the_default(stub, seeded, signing_key_path: Path
     assert done.export_digest_sha256 == hashlib.sha256(document).hexdigest()
     assert done.export_size_bytes == len(document)
     public = signing_key_path.with_name("cosign-test.pub").read_text()
-    assert verify_signature(public, document, done.export_signature)
-    assert not verify_signature(public, document + b" ", done.export_signature)
+    assert verify_signature(document, done.export_signature, public)
+    assert not verify_signature(document + b" ", done.export_signature, public)
 
 
 async def test_consent_records_are_always_included(stub, seeded):

@@ -13,12 +13,11 @@ import pytest
 from kaireon.erasure.v1 import erasure_pb2
 from kaireon_server.platform.db import Database
 from tests.erasure.support import snapshot
-from tests.support.server import ROOT, metadata
+from tests.support.server import metadata
 
 # Process-level: each test runs the `kaireon` CLI as a subprocess (slow tier).
 pytestmark = pytest.mark.slow
 KAIREON = str(Path(sys.executable).parent / "kaireon")
-TOOL = str(ROOT / "tools" / "verify_erasure_receipt.py")
 
 
 async def _run(*argv: str, stdin: bytes | None = None) -> tuple[int, str, str]:
@@ -63,15 +62,16 @@ async def test_dry_run_then_erase_with_a_verifiable_receipt(
     reply = json.loads(out)
     assert reply["success"] is True and reply["deletedCounts"]["interactionHistory"] == 5
     code, verified, err = await _run(
-        sys.executable,
-        TOOL,
+        KAIREON,
+        "verify",
+        "receipt",
         "-",
-        "--public-key",
+        "--key",
         str(key_dir / "cosign-test.pub"),
         stdin=out.encode(),
     )
     assert code == 0, verified + err
-    assert verified.startswith("OK: erasure receipt verifies")
+    assert verified.startswith(f"erasure receipt verified: tenant {seeded} ")
     assert ("interaction_history", "cust_00001") not in await snapshot(db, seeded)
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
 import json
 import subprocess
 import sys
 from datetime import UTC
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -18,25 +16,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import json_format
 
+from kaireon_client.receipt import verify_receipt
 from kaireon_server.erasure.receipt import build_receipt
 from kaireon_server.platform.canonical import parse_timestamp
 from kaireon_server.platform.signing import NullSigner
 from tests.erasure.support import audit_events, erase
-from tests.support.server import ROOT
 
-TOOL = ROOT / "tools" / "verify_erasure_receipt.py"
+KAIREON = str(Path(sys.executable).parent / "kaireon")
 CUSTOMER = "cust_00001"
-
-
-def _load_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("verify_erasure_receipt", TOOL)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
 
 
 @pytest.fixture
@@ -54,15 +41,15 @@ async def response_json(stub, seeded: str) -> dict[str, Any]:
 
 
 def _problems(document: dict[str, Any], key: bytes, **kw: Any) -> list[str]:
-    problems, _ = tool.verify_receipt(document, key, **kw)
-    return list(problems)
+    return verify_receipt(document, key, **kw).messages
 
 
 async def test_receipt_binds_the_erasure_to_its_audit_row(
     audit_stub, seeded: str, response_json: dict[str, Any], public_key: bytes
 ):
-    problems, payload = tool.verify_receipt(response_json, public_key)
-    assert problems == []
+    report = verify_receipt(response_json, public_key)
+    assert report.messages == []
+    payload = report.payload
     (event,) = await audit_events(audit_stub, seeded, "gdpr_erasure")
     assert payload["auditEventId"] == event.id
     assert payload["auditSeq"] == event.seq
@@ -76,32 +63,44 @@ async def test_receipt_binds_the_erasure_to_its_audit_row(
     assert payload["keyId"] == response_json["receipt"]["keyId"] != ""
 
 
-def test_receipt_verifies_with_the_command_line_tool(
+def test_receipt_verifies_with_kaireon_verify_receipt(
     tmp_path: Path, response_json: dict[str, Any], public_key: bytes, key_dir: Path
 ):
     path = tmp_path / "response.json"
     path.write_text(json.dumps(response_json))
     ok = subprocess.run(
-        [sys.executable, str(TOOL), str(path), "--public-key", str(key_dir / "cosign-test.pub")],
+        [KAIREON, "verify", "receipt", str(path), "--key", str(key_dir / "cosign-test.pub")],
         capture_output=True,
         text=True,
         check=False,
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.startswith("OK: erasure receipt verifies")
+    assert ok.stdout.startswith("erasure receipt verified: tenant ")
     assert CUSTOMER not in ok.stdout  # the tool prints no personal data
 
     response_json["deletedCounts"]["delivery"] += 1
     path.write_text(json.dumps(response_json))
     bad = subprocess.run(
-        [sys.executable, str(TOOL), "-", "--public-key", str(key_dir / "cosign-test.pub")],
+        [KAIREON, "verify", "receipt", "-", "--key", str(key_dir / "cosign-test.pub")],
         input=path.read_text(),
         capture_output=True,
         text=True,
         check=False,
     )
-    assert bad.returncode == 1
-    assert "FAIL: deletedCounts differ from the signed payload" in bad.stdout
+    assert bad.returncode == 1  # content: the response differs from what was signed
+    assert "FAIL content: deletedCounts differ from the signed payload" in bad.stdout
+
+    response_json["deletedCounts"]["delivery"] -= 1
+    response_json["receipt"]["signature"] = _flip(response_json["receipt"]["signature"])
+    path.write_text(json.dumps(response_json))
+    forged = subprocess.run(
+        [KAIREON, "verify", "receipt", str(path), "--key", str(key_dir / "cosign-test.pub")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert forged.returncode == 4, forged.stdout  # the signature
+    assert "FAIL signature: the signature does not verify" in forged.stdout
 
 
 def _flip(signature: str) -> str:

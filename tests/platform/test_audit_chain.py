@@ -1,5 +1,5 @@
 """The audit chain: concurrent appends never fork it; tampering is found at the right row,
-by VerifyChain and by the offline tool; redaction keeps it verifiable."""
+by VerifyChain and by `kaireon verify audit` offline; redaction keeps it verifiable."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from google.protobuf import json_format
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 from kaireon_server.platform.audit_chain import append_audit, redact_subject
 from tests.support.server import ROOT, metadata
+
+KAIREON = str(Path(sys.executable).parent / "kaireon")
 
 
 async def _append_many(db, tenant: str, n: int) -> None:
@@ -59,7 +61,7 @@ def _offline(tmp_path: Path, dump: dict) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "audit.json"
     path.write_text(json.dumps(dump))
     return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "verify_audit_chain.py"), str(path)],
+        [KAIREON, "verify", "audit", str(path)],
         capture_output=True,
         text=True,
         cwd=ROOT,

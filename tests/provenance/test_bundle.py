@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import rfc8785
 
+from kaireon_client.signing import verify_signature
 from kaireon_server.demo.seed import RULES_CHANGED_AT
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.canonical import canonical_digest, format_timestamp
-from kaireon_server.platform.signing import verify_signature
 from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE, fetch
 
 TOP_LEVEL = {
@@ -39,7 +39,7 @@ async def test_body_is_canonical_and_metadata_matches(channel, seeded, signing_k
     assert got.initial_metadata["x-provenance-digest"] == got.digest
     assert got.initial_metadata["x-provenance-signature"] == got.signature
     public = (signing_key_path.parent / "cosign-test.pub").read_text()
-    assert verify_signature(public, got.body, got.signature)
+    assert verify_signature(got.body, got.signature, public)
 
 
 async def test_models_and_fairness_are_those_in_force_at_decision_time(channel, seeded, db):

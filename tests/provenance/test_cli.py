@@ -13,12 +13,11 @@ import pytest
 
 from kaireon_client.checksum import read_checksum_file
 from tests.provenance.conftest import AFTER_CHANGE, fetch, running_server
-from tests.support.server import ROOT, base_env
+from tests.support.server import base_env
 
 # Process-level: each test runs the `kaireon` CLI as a subprocess (slow tier).
 pytestmark = pytest.mark.slow
 KAIREON = str(Path(sys.executable).parent / "kaireon")
-TOOL = str(ROOT / "tools" / "verify_provenance.py")
 
 
 async def _run(*argv: str) -> tuple[int, bytes, str]:
@@ -64,19 +63,10 @@ async def test_verify_and_out_write_a_bundle_the_tool_accepts(
     assert hashlib.sha256(body).hexdigest() == digest
     assert lines[1] == f"sha256 {digest}"
     code, verified, err = await _run(
-        sys.executable,
-        TOOL,
-        "--body",
-        str(out),
-        "--digest",
-        digest,
-        "--signature-file",
-        f"{out}.sig",
-        "--public-key",
-        str(key_dir / "cosign-test.pub"),
+        KAIREON, "verify", "bundle", str(out), "--key", str(key_dir / "cosign-test.pub")
     )
     assert code == 0, verified.decode() + err
-    assert verified.decode().splitlines()[-1] == "verified"
+    assert verified.decode().startswith("bundle verified (digest, signature, canonical, ")
 
 
 async def test_without_out_the_bytes_go_to_stdout_unchanged(grpc_target, channel, seeded):

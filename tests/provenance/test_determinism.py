@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
+from kaireon_client.signing import verify_signature
 from kaireon_server.demo.seed import RULES_CHANGED_AT
 from kaireon_server.platform.audit_chain import append_audit
-from kaireon_server.platform.signing import verify_signature
 from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE, fetch
 from tests.support.server import ServerProcess, base_env, wait_for_channel
 
@@ -45,8 +45,8 @@ async def test_two_replicas_minutes_apart_emit_identical_bytes(
     assert second.body == first.body
     assert second.digest == first.digest
     # ECDSA signatures are randomised, so they differ; both verify.
-    assert verify_signature(public, first.body, first.signature)
-    assert verify_signature(public, second.body, second.signature)
+    assert verify_signature(first.body, first.signature, public)
+    assert verify_signature(second.body, second.signature, public)
     # The clock really was injected: the emission rows are minutes apart.
     async with db.transaction(seeded) as con:
         times = await con.fetch(

@@ -7,7 +7,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kaireon_server.platform.jcs import canonical_json, canonical_object
+from kaireon_client.jcs import canonical_json, canonical_object
 
 SAFE_INT = 2**53 - 1
 scalars = (

@@ -12,12 +12,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
+from kaireon_client.signing import verify_signature
 from kaireon_server.platform.errors import ConfigurationError
-from kaireon_server.platform.signing import (
-    load_cosign_private_key,
-    signer_from_env,
-    verify_signature,
-)
+from kaireon_server.platform.signing import load_cosign_private_key, signer_from_env
 from tests.provenance.conftest import (
     AFTER_CHANGE,
     cosign_encrypted_pem,
@@ -105,7 +102,7 @@ def test_cosign_encrypted_key_loads_and_signs(tmp_path, n):
     assert signer.public_key_pem == _public_pem(key)
     body = b'{"a":1}'
     signature = signer.sign(body)
-    assert verify_signature(_public_pem(key), body, signature)
+    assert verify_signature(body, signature, _public_pem(key))
     result = openssl_verify(tmp_path, _public_pem(key), body, signature)
     assert result.returncode == 0, result.stderr
 

@@ -1,4 +1,4 @@
-"""tools/verify_provenance.py and kaireon_client.verify: offline checks that can fail."""
+"""`kaireon verify bundle|export` and kaireon_client.verify: offline checks that can fail."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import rfc8785
@@ -15,15 +16,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from kaireon_client.verify import verify_audit_links
 from tests.provenance.conftest import AFTER_CHANGE, fetch
-from tests.support.server import ROOT
 
-TOOL = ROOT / "tools" / "verify_provenance.py"
+KAIREON = str(Path(sys.executable).parent / "kaireon")
 
 
-def run_tool(*args):
-    return subprocess.run(
-        [sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True, check=False
-    )
+def kaireon(*args):
+    return subprocess.run([KAIREON, *map(str, args)], capture_output=True, text=True, check=False)
+
+
+def kaireon_verify(kind: str, *args):
+    return kaireon("verify", kind, *args)
 
 
 def _sign(key_path, body: bytes) -> str:
@@ -31,20 +33,28 @@ def _sign(key_path, body: bytes) -> str:
     return base64.b64encode(key.sign(body, ec.ECDSA(hashes.SHA256()))).decode()
 
 
+def _package(path: Path, body: bytes, signature: str, *, sha256sum_form: bool = False) -> Path:
+    """FILE, FILE.sig and FILE.sha256 as `kaireon provenance --out` writes them."""
+    path.write_bytes(body)
+    Path(f"{path}.sig").write_text(signature + "\n")
+    digest = hashlib.sha256(body).hexdigest()
+    Path(f"{path}.sha256").write_text(
+        f"{digest}  {path.name}\n" if sha256sum_form else digest + "\n"
+    )
+    return path
+
+
 @pytest.fixture
 async def saved(channel, seeded, tmp_path, signing_key_path):
     got = await fetch(channel, seeded, AFTER_CHANGE)
-    (tmp_path / "bundle.json").write_bytes(got.body)
-    (tmp_path / "bundle.json.sig").write_text(got.signature)
+    bundle = _package(tmp_path / "bundle.json", got.body, got.signature)
     public = signing_key_path.parent / "cosign-test.pub"
-    return got, tmp_path / "bundle.json", tmp_path / "bundle.json.sig", public
+    return got, bundle, public
 
 
 async def test_a_genuine_bundle_verifies(saved):
-    got, body, sig, public = saved
-    result = run_tool(
-        "--body", body, "--digest", got.digest, "--signature-file", sig, "--public-key", public
-    )
+    _, bundle, public = saved
+    result = kaireon_verify("bundle", bundle, "--key", public, "--verbose")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert [line.split(":")[0] for line in lines[:-1]] == [
@@ -56,71 +66,67 @@ async def test_a_genuine_bundle_verifies(saved):
     ]
     # auditLog seqs 2, 4, 5: one neighbour link (4 -> 5), one gap (2 -> 4).
     assert "3 entries, 1 neighbour links verified, 1 gaps" in result.stdout
-    assert lines[-1] == "verified"
+    assert lines[-1] == "bundle verified (digest, signature, canonical, schema, audit-links)"
+
+
+async def test_the_sha256sum_sidecar_form_is_accepted(saved, tmp_path):
+    got, _, public = saved
+    other = tmp_path / "other"
+    other.mkdir()
+    bundle = _package(other / "b.json", got.body, got.signature, sha256sum_form=True)
+    assert kaireon_verify("bundle", bundle, "--key", public).returncode == 0
+    # A sidecar naming another file does not vouch for this one.
+    Path(f"{bundle}.sha256").write_text(f"{got.digest}  bundle.json\n")  # noqa: ASYNC240
+    named = kaireon_verify("bundle", bundle, "--key", public)
+    assert named.returncode == 3 and "FAIL digest" in named.stdout
 
 
 async def test_a_flipped_byte_fails_digest_and_signature(saved, tmp_path):
-    got, _, sig, public = saved
+    got, bundle, public = saved
     tampered = bytearray(got.body)
     tampered[len(tampered) // 2] ^= 0x01
-    (tmp_path / "tampered.json").write_bytes(bytes(tampered))
-    result = run_tool(
-        "--body",
-        tmp_path / "tampered.json",
-        "--digest",
-        got.digest,
-        "--signature-file",
-        sig,
-        "--public-key",
-        public,
-        "--json",
-    )
-    assert result.returncode == 1
-    report = json.loads(result.stdout)
+    bundle.write_bytes(bytes(tampered))
+    result = kaireon_verify("bundle", bundle, "--key", public)
+    assert result.returncode == 3  # the digest decides
+    assert "FAIL digest" in result.stdout and "FAIL signature" in result.stdout
+    as_json = kaireon("--json", "verify", "bundle", bundle, "--key", public)
+    report = json.loads(as_json.stdout)
     outcome = {c["name"]: c["ok"] for c in report["checks"]}
     assert report["ok"] is False
     assert outcome["digest"] is False and outcome["signature"] is False
 
 
 async def test_another_key_fails_the_signature(saved, tmp_path):
-    _, body, sig, _ = saved
+    _, bundle, _ = saved
     other = ec.generate_private_key(ec.SECP256R1()).public_key()
     (tmp_path / "other.pub").write_bytes(
         other.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    result = run_tool(
-        "--body", body, "--signature-file", sig, "--public-key", tmp_path / "other.pub"
-    )
-    assert result.returncode == 1
+    result = kaireon_verify("bundle", bundle, "--key", tmp_path / "other.pub")
+    assert result.returncode == 4
     assert "FAIL signature: signature does not verify" in result.stdout
 
 
 async def test_unsigned_is_refused_unless_allowed(saved):
-    _, body, _, public = saved
-    refused = run_tool("--body", body, "--signature", "unsigned", "--public-key", public)
-    assert refused.returncode == 1
+    _, bundle, public = saved
+    Path(f"{bundle}.sig").write_text("unsigned\n")  # noqa: ASYNC240
+    refused = kaireon_verify("bundle", bundle, "--key", public)
+    assert refused.returncode == 4
     assert 'FAIL signature: artifact is "unsigned"' in refused.stdout
-    allowed = run_tool("--body", body, "--signature", "unsigned", "--allow-unsigned")
-    assert allowed.returncode == 0
+    allowed = kaireon_verify("bundle", bundle, "--allow-unsigned")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
 
 
 async def test_a_broken_audit_link_is_reported(saved, tmp_path, signing_key_path):
-    got, _, _, public = saved
+    got, _, public = saved
     bundle = json.loads(got.body)
     bundle["auditLog"][2]["prevHash"] = "0" * 64  # seq 5 no longer follows seq 4
     body = rfc8785.dumps(bundle)
-    (tmp_path / "relinked.json").write_bytes(body)
     # Re-signed with the real key, so only the link check can catch it.
-    result = run_tool(
-        "--body",
-        tmp_path / "relinked.json",
-        "--signature",
-        _sign(signing_key_path, body),
-        "--public-key",
-        public,
-    )
+    relinked = _package(tmp_path / "relinked.json", body, _sign(signing_key_path, body))
+    result = kaireon_verify("bundle", relinked, "--key", public, "--verbose")
     assert result.returncode == 1
     assert "PASS signature" in result.stdout
     assert "FAIL audit-links" in result.stdout
@@ -130,35 +136,29 @@ async def test_a_broken_audit_link_is_reported(saved, tmp_path, signing_key_path
 async def test_any_signed_canonical_json_artifact(tmp_path, signing_key_path):
     export = {"requestId": "dsar_1", "data": {"interactions": [1, 2]}, "schema": "dsar.export.v1"}
     body = rfc8785.dumps(export)
-    (tmp_path / "export.json").write_bytes(body)
     public = signing_key_path.parent / "cosign-test.pub"
-    digest = hashlib.sha256(body).hexdigest()
-    ok = run_tool(
-        "--body",
-        tmp_path / "export.json",
-        "--digest",
-        digest,
-        "--signature",
-        _sign(signing_key_path, body),
-        "--public-key",
-        public,
-    )
+    path = _package(tmp_path / "export.json", body, _sign(signing_key_path, body))
+    ok = kaireon_verify("export", path, "--key", public, "--verbose")
     assert ok.returncode == 0, ok.stdout
     assert [line.split(":")[0] for line in ok.stdout.splitlines()[:-1]] == [
         "PASS digest",
         "PASS signature",
         "PASS canonical",
     ]
-    (tmp_path / "pretty.json").write_text(json.dumps(export, indent=2))
-    not_canonical = run_tool("--body", tmp_path / "pretty.json")
+    pretty = json.dumps(export, indent=2).encode()
+    path = _package(tmp_path / "pretty.json", pretty, _sign(signing_key_path, pretty))
+    not_canonical = kaireon_verify("export", path, "--key", public)
     assert not_canonical.returncode == 1
     assert "FAIL canonical" in not_canonical.stdout
 
 
 def test_unreadable_input_is_a_usage_error(tmp_path):
-    result = run_tool("--body", tmp_path / "missing.json")
+    result = kaireon_verify("export", tmp_path / "missing.json")
     assert result.returncode == 2
     assert "cannot read" in result.stderr
+    (tmp_path / "lone.json").write_text("{}")
+    no_sidecar = kaireon_verify("export", tmp_path / "lone.json")
+    assert no_sidecar.returncode == 2 and "lone.json.sha256" in no_sidecar.stderr
 
 
 def _entry(seq, prev, digest):

@@ -15,13 +15,12 @@ with the signer's public key alone.
   are unique, and wherever two entries are neighbours in the chain (seq n and
   n+1) the later prevHash equals the earlier integrityHash. Entries further
   apart cannot be linked offline; they are counted as gaps. The full chain,
-  hashes recomputed, is verified online by AuditService.VerifyChain.
+  hashes recomputed, is verified online by AuditService.VerifyChain and
+  offline from a ListAuditEvents dump by `kaireon verify audit` (audit_chain.py).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -31,9 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import rfc8785
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+
+from kaireon_client.jcs import canonical_json
+from kaireon_client.signing import UNSIGNED, verify_signature
 
 __all__ = [
     "BUNDLE_SCHEMA",
@@ -50,7 +49,6 @@ __all__ = [
     "verify_signature",
 ]
 
-UNSIGNED = "unsigned"
 BUNDLE_SCHEMA = "kaireon.provenance.v1"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -74,6 +72,10 @@ class Report:
     def ok(self) -> bool:
         return bool(self.checks) and all(c.ok for c in self.checks)
 
+    def failed(self, name: str) -> bool:
+        """True when the check called `name` was made and failed."""
+        return any(c.name == name and not c.ok for c in self.checks)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
@@ -90,29 +92,10 @@ def verify_digest(body: bytes, expected_hex: str) -> bool:
     return hmac.compare_digest(sha256_hex(body), expected_hex.strip().lower())
 
 
-def verify_signature(body: bytes, signature_b64: str, public_key_pem: str | bytes) -> bool:
-    """True when `signature_b64` is an ECDSA P-256 SHA-256 signature of `body`."""
-    if signature_b64.strip() == UNSIGNED:
-        return False
-    pem = public_key_pem.encode() if isinstance(public_key_pem, str) else public_key_pem
-    try:
-        key = serialization.load_pem_public_key(pem)
-        signature = base64.b64decode(signature_b64.strip(), validate=True)
-    except (ValueError, binascii.Error):
-        return False
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        return False
-    try:
-        key.verify(signature, body, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        return False
-    return True
-
-
 def is_canonical(body: bytes) -> bool:
     """True when `body` is JSON already in RFC 8785 canonical form."""
     try:
-        return bytes(rfc8785.dumps(json.loads(body))) == body
+        return canonical_json(json.loads(body)) == body
     except (ValueError, rfc8785.CanonicalizationError):
         return False
 

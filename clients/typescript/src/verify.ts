@@ -1,5 +1,5 @@
 // Offline verification of signed canonical JSON, as clients/python/kaireon_client/verify.py
-// and tools/verify_erasure_receipt.py: provenance bundles, DSAR export packages,
+// and kaireon_client/receipt.py: provenance bundles, DSAR export packages,
 // erasure receipts. Only node:crypto; the public key comes from the operator
 // (or ProvenanceService.GetSigningKey), never from the artefact.
 import { createHash, createPublicKey, timingSafeEqual, verify as cryptoVerify, type KeyObject } from "node:crypto";
@@ -232,7 +232,7 @@ function sameCounts(a: Record<string, number>, b: Record<string, number>): boole
 }
 
 /**
- * Problems with an erasure receipt (empty = valid), as tools/verify_erasure_receipt.py:
+ * Problems with an erasure receipt (empty = valid), as kaireon_client/receipt.py (`kaireon verify receipt`):
  * canonical payload, digest, key id, signature and — given the whole response —
  * that the response's counts and tables equal the signed ones.
  */

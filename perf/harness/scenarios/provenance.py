@@ -16,7 +16,10 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("audit row (group commit: hashing, insert, transaction)", ("AuditBatcher.", "insert_rows")),
     ("ECDSA signature", ("EcdsaSigner.sign",)),
     ("redaction", ("provenance/redaction.py",)),
-    ("RFC 8785 + cache + assembly", ("encode_rows", "platform/jcs.py", "provenance/cache.py")),
+    (
+        "RFC 8785 + cache + assembly",
+        ("encode_rows", "kaireon_client/jcs.py", "provenance/cache.py"),
+    ),
     ("read: statement rows -> objects", ("read_bundle",)),
     ("read: transaction + round trips (asyncpg)", ("read_rows",)),
     ("gRPC servicer glue (metadata, response message)", ("GetDecisionProvenance",)),

@@ -774,7 +774,7 @@ class _RangeCheck:
                     index + 1, "" if seq > index + 1 else str(rec["id"]), "sequence_gap", end, size
                 )
                 return
-            row = _chain_row(rec)
+            row = normalise_db_row(rec)
             if not self.chain.feed(row):
                 assert self.chain.failure is not None
                 f = self.chain.failure
@@ -791,24 +791,6 @@ class _RangeCheck:
         self.failure = TlogVerifyResult(
             False, self.start, end, size, self.checked, seq, row_id, reason
         )
-
-
-def _chain_row(rec: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "tenantId": rec["tenant_id"],
-        "seq": rec["seq"],
-        "id": str(rec["id"]),
-        "action": rec["action"],
-        "entityType": rec["entity_type"],
-        "entityId": rec["entity_id"],
-        "entityIdDigest": rec["entity_id_digest"],
-        "actor": rec["actor"],
-        "changes": rec["changes"] or {},
-        "personalDigests": rec["personal_digests"] or {},
-        "timestamp": format_timestamp(rec["created_at"]),
-        "prevHash": rec["prev_hash"],
-        "integrityHash": rec["integrity_hash"],
-    }
 
 
 @dataclass(frozen=True)
@@ -869,7 +851,7 @@ async def verify_range_stream(
             tenant_id,
             first,
             CompactRange(first, [prefix_nodes[k] for k in prefix_keys]),
-            ChainVerifier(_prev_hash=prev or "", _next_seq=first + 1),
+            ChainVerifier(start=(first, prev or "")),
         )
         position = first
         while position < last and check.failure is None:
@@ -1031,7 +1013,7 @@ async def verify_chain_incremental(db: Database, *, tenant_id: str) -> ChainChec
         last = min(head[0], resumed + MAX_RANGE_ROWS)
         more = last < head[0]
         verifier = ChainVerifier(
-            expected_head=None if more else head, _prev_hash=resumed_hash, _next_seq=resumed + 1
+            start=(resumed, resumed_hash), expected_head=None if more else head
         )
         verifier.rows_checked = resumed
         position = resumed

@@ -1,10 +1,10 @@
-"""The signed erasure receipt: canonical JSON (RFC 8785), its sha256, an ECDSA signature.
+"""Signing the erasure receipt; its format is the client's (kaireon_client/receipt.py).
 
 The signature is over the canonical payload bytes themselves, so besides
-tools/verify_erasure_receipt.py a plain `cosign verify-blob --key pub
---signature sig payload.json` (or openssl) checks it too. The payload binds the
-erasure to its audit row (id, seq, integrity hash, time): the chain proves the
-row, the signature proves the receipt came from the service's key.
+`kaireon verify receipt` a plain `cosign verify-blob --key pub --signature sig
+payload.json` (or openssl) checks it too. The payload binds the erasure to its
+audit row (id, seq, integrity hash, time): the chain proves the row, the
+signature proves the receipt came from the service's key.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kaireon_client.receipt import RECEIPT_TYPE, UNSIGNED_ALGORITHM
+from kaireon_client.receipt import receipt_payload as _receipt_payload
 from kaireon_server.erasure.model import Receipt
 from kaireon_server.platform.audit_chain import AuditRecord
-from kaireon_server.platform.canonical import canonical_json, format_timestamp, sha256_hex
-from kaireon_server.platform.signing import ALGORITHM, Signer
+from kaireon_server.platform.canonical import canonical_json, sha256_hex
+from kaireon_server.platform.signing import Signer
 
-RECEIPT_TYPE = "kaireon.erasure.receipt.v1"
-UNSIGNED_ALGORITHM = "none"
+__all__ = ["RECEIPT_TYPE", "UNSIGNED_ALGORITHM", "build_receipt", "receipt_payload"]
 
 
 def receipt_payload(
@@ -30,21 +31,17 @@ def receipt_payload(
     audit: AuditRecord,
     key_id: str,
 ) -> dict[str, Any]:
-    return {
-        "type": RECEIPT_TYPE,
-        "tenantId": tenant_id,
-        "customerId": customer_id,
-        "deletedCounts": dict(deleted_counts),
-        "totalDeleted": sum(deleted_counts.values()),
-        "skippedTables": list(skipped_tables),
-        "auditEventId": audit.id,
-        "auditSeq": audit.seq,
-        "auditIntegrityHash": audit.integrity_hash,
-        "erasedAt": format_timestamp(audit.created_at),
-        # Inside the signed content, so the key and algorithm cannot be swapped.
-        "algorithm": ALGORITHM if key_id else UNSIGNED_ALGORITHM,
-        "keyId": key_id,
-    }
+    return _receipt_payload(
+        tenant_id=tenant_id,
+        customer_id=customer_id,
+        deleted_counts=deleted_counts,
+        skipped_tables=skipped_tables,
+        audit_event_id=audit.id,
+        audit_seq=audit.seq,
+        audit_integrity_hash=audit.integrity_hash,
+        erased_at=audit.created_at,
+        key_id=key_id,
+    )
 
 
 def build_receipt(signer: Signer, payload: Mapping[str, Any]) -> Receipt:

@@ -11,7 +11,7 @@ key and runs again; timeout and retry policy are not part of it (they do not
 change what a node computes).
 
 Both are computed for every node, so they use the fast canonicaliser
-(platform/jcs.py: the C json encoder where its output is already canonical,
+(kaireon_client/jcs.py: the C json encoder where its output is already canonical,
 byte-identical to the `rfc8785` package by property test, which it falls back
 to, errors included).
 """

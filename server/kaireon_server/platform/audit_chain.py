@@ -8,7 +8,9 @@ the chain; call `append_audit` last in a transaction so that lock is held briefl
 no other write in their transaction can go through `AuditBatcher`, which group
 commits them per tenant.
 
-Personal data (a customer id as entity id, personal values in changes) enters
+Row hashing and chain verification are the client's (kaireon_client/audit_chain.py,
+re-exported here): the server hashes what it appends and verifies with the very
+code an auditor runs. Personal data (a customer id as entity id, personal values in changes) enters
 the hash only through a salted digest, sha256(salt || canonical(value)), kept
 beside it. An erasure can then delete the values and salts (`redact_subject`)
 while every hash still verifies: the redaction model of ledger databases.
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import secrets
 import uuid
 from collections import defaultdict, deque
@@ -29,39 +30,19 @@ from typing import Any
 
 import asyncpg
 
-from kaireon_server.platform.canonical import canonical_json, format_timestamp, sha256_hex
+from kaireon_client.audit_chain import (
+    GENESIS_HASH,
+    ChainVerifier,
+    VerifyResult,
+    integrity_hash,
+    personal_digest,
+    row_content,
+    verify_rows,
+)
+from kaireon_client.canonical import format_timestamp
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import Unavailable
 from kaireon_server.platform.observability import metrics
-
-GENESIS_HASH = ""
-
-
-def personal_digest(salt: str, value: Any) -> str:
-    return hashlib.sha256(salt.encode() + canonical_json(value)).hexdigest()
-
-
-def row_content(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The hashed content of a row given in the normalised (camelCase) form."""
-    return {
-        "tenantId": row["tenantId"],
-        "seq": int(row["seq"]),
-        "id": str(row["id"]),
-        "action": row["action"],
-        "entityType": row["entityType"],
-        # A personal entity id is committed through its digest only.
-        "entityId": None if row.get("entityIdDigest") else row.get("entityId"),
-        "entityIdDigest": row.get("entityIdDigest") or None,
-        "actor": row["actor"],
-        "changes": row.get("changes") or {},
-        "personalDigests": row.get("personalDigests") or {},
-        "timestamp": row["timestamp"],
-        "prevHash": row["prevHash"],
-    }
-
-
-def integrity_hash(row: Mapping[str, Any]) -> str:
-    return sha256_hex(canonical_json(row_content(row)))
 
 
 @dataclass(frozen=True)
@@ -73,74 +54,6 @@ class AuditRecord:
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    valid: bool
-    rows_checked: int
-    first_invalid_seq: int = 0
-    first_invalid_id: str = ""
-    reason: str = ""
-    head_hash: str = ""
-
-
-@dataclass
-class ChainVerifier:
-    """Feeds rows in seq order; stops at the first row that does not verify."""
-
-    expected_head: tuple[int, str] | None = None
-    rows_checked: int = 0
-    _prev_hash: str = GENESIS_HASH
-    _next_seq: int = 1
-    failure: VerifyResult | None = field(default=None)
-
-    def feed(self, row: Mapping[str, Any], *, plaintext_ok: bool = True) -> bool:
-        if self.failure is not None:
-            return False
-        seq = int(row["seq"])
-        row_id = str(row["id"])
-        if seq != self._next_seq:
-            # A deleted row shows as a gap at the missing position; a moved row
-            # shows as a gap too, or as a broken link below.
-            self._fail(self._next_seq, "" if seq > self._next_seq else row_id, "sequence_gap")
-            return False
-        if row["prevHash"] != self._prev_hash:
-            self._fail(seq, row_id, "prev_hash_mismatch")
-            return False
-        if integrity_hash(row) != row["integrityHash"] or not plaintext_ok:
-            self._fail(seq, row_id, "integrity_hash_mismatch")
-            return False
-        self.rows_checked += 1
-        self._prev_hash = row["integrityHash"]
-        self._next_seq = seq + 1
-        return True
-
-    def _fail(self, seq: int, row_id: str, reason: str) -> None:
-        self.failure = VerifyResult(False, self.rows_checked, seq, row_id, reason, self._prev_hash)
-
-    def result(self) -> VerifyResult:
-        if self.failure is not None:
-            return self.failure
-        if self.expected_head is not None:
-            head_seq, head_hash = self.expected_head
-            if head_seq != self._next_seq - 1 or head_hash != self._prev_hash:
-                # Rows after the last one we saw were deleted (the head remembers them).
-                return VerifyResult(
-                    False, self.rows_checked, self._next_seq, "", "sequence_gap", self._prev_hash
-                )
-        return VerifyResult(True, self.rows_checked, head_hash=self._prev_hash)
-
-
-def verify_rows(
-    rows: Iterable[Mapping[str, Any]], expected_head: tuple[int, str] | None = None
-) -> VerifyResult:
-    """Verify normalised rows (sorted by seq) of one tenant; pure, used offline too."""
-    verifier = ChainVerifier(expected_head=expected_head)
-    for row in rows:
-        if not verifier.feed(row):
-            break
-    return verifier.result()
-
-
 # --- database side -------------------------------------------------------------
 
 _COLUMNS = (
@@ -148,6 +61,26 @@ _COLUMNS = (
     "actor, changes, personal, personal_salts, personal_digests, prev_hash, integrity_hash, "
     "created_at, redacted_at"
 )
+
+__all__ = [
+    "GENESIS_HASH",
+    "AuditBatcher",
+    "AuditRecord",
+    "AuditRow",
+    "ChainVerifier",
+    "VerifyResult",
+    "append_audit",
+    "insert_rows",
+    "integrity_hash",
+    "normalise_db_row",
+    "personal_digest",
+    "plaintext_matches",
+    "redact_subject",
+    "render_changes",
+    "row_content",
+    "verify_rows",
+    "verify_tenant_chain",
+]
 
 
 def normalise_db_row(rec: Mapping[str, Any]) -> dict[str, Any]:

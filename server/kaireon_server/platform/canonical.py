@@ -1,16 +1,18 @@
-"""RFC 8785 (JCS) canonical JSON: the only form a digest or a signature is taken over.
+"""Canonical JSON and hashed-content timestamps: the client's implementation.
 
-`canonical_json` is the fast encoder of platform/jcs.py: the bytes (and errors)
-of the `rfc8785` package, property-tested against it.
+The artefact formats live in `kaireon_client` (docs/ARCHITECTURE.md), so the
+server produces exactly the bytes an auditor's client checks.
 """
 
 from __future__ import annotations
 
-import hashlib
-from datetime import UTC, datetime
-from typing import Any
-
-from kaireon_server.platform.jcs import canonical_json
+from kaireon_client.canonical import (
+    canonical_digest,
+    canonical_json,
+    format_timestamp,
+    parse_timestamp,
+    sha256_hex,
+)
 
 __all__ = [
     "canonical_digest",
@@ -19,33 +21,3 @@ __all__ = [
     "parse_timestamp",
     "sha256_hex",
 ]
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def canonical_digest(value: Any) -> str:
-    """sha256 hex of the canonical JSON of `value`."""
-    return sha256_hex(canonical_json(value))
-
-
-def format_timestamp(moment: datetime) -> str:
-    """A fixed RFC 3339 form (UTC, microseconds, "Z") used inside hashed content."""
-    if moment.tzinfo is None:
-        raise ValueError("timestamps in hashed content must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_timestamp(text: str) -> datetime:
-    """Inverse of format_timestamp; also accepts other RFC 3339 forms (e.g. protojson's)."""
-    value = text.strip()
-    if value.endswith("Z"):
-        value = value[:-1] + "+00:00"
-    # protojson prints up to nanoseconds; datetime keeps microseconds.
-    if "." in value:
-        head, _, rest = value.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        zone = rest[len(digits) :]
-        value = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
-    return datetime.fromisoformat(value).astimezone(UTC)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import re
 import time
@@ -24,19 +23,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 
+from kaireon_client.signing import ALGORITHM, UNSIGNED, public_key_id
 from kaireon_server.platform.env import EnvReader
 from kaireon_server.platform.errors import ConfigurationError
 from kaireon_server.platform.observability import metrics
 
-UNSIGNED = "unsigned"
-ALGORITHM = "ecdsa-p256-sha256"
+# The formats are the client's, which verifies what this signs.
+__all__ = [
+    "ALGORITHM",
+    "UNSIGNED",
+    "EcdsaSigner",
+    "NullSigner",
+    "Signer",
+    "private_key_from_env",
+    "signer_from_env",
+]
 
 COSIGN_PEM_TYPES = ("ENCRYPTED SIGSTORE PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE KEY")
 # The scrypt cost sets go-securesystemslib writes (legacy, standard, OWASP).
@@ -74,10 +81,7 @@ class EcdsaSigner:
             raise ConfigurationError("COSIGN_KEY must be an ECDSA P-256 key")
         self._key = private_key
         public = private_key.public_key()
-        der = public.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        self._key_id = hashlib.sha256(der).hexdigest()
+        self._key_id = public_key_id(public)
         self._public_pem = public.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode()
@@ -198,17 +202,3 @@ def private_key_from_env(env: Mapping[str, str]) -> ec.EllipticCurvePrivateKey |
 def signer_from_env(env: Mapping[str, str]) -> Signer:
     key = private_key_from_env(env)
     return NullSigner() if key is None else EcdsaSigner(key)
-
-
-def verify_signature(public_key_pem: str, data: bytes, signature_b64: str) -> bool:
-    """True when `signature_b64` is a valid ECDSA P-256 SHA-256 signature of `data`."""
-    if signature_b64 == UNSIGNED:
-        return False
-    key = serialization.load_pem_public_key(public_key_pem.encode())
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        return False
-    try:
-        key.verify(base64.b64decode(signature_b64, validate=True), data, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError):
-        return False
-    return True

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from kaireon_client.jcs import canonical_json, canonical_object
 from kaireon_server.platform.build_identity import BuildEnv, build_identity
 from kaireon_server.platform.canonical import format_timestamp, sha256_hex
-from kaireon_server.platform.jcs import canonical_json, canonical_object
 from kaireon_server.provenance import cascade, redaction
 from kaireon_server.provenance.cache import BundleCache
 from kaireon_server.provenance.model import (

@@ -6,7 +6,7 @@ without a terminal on stdin it refuses (exit 2) and erases nothing. --dry-run
 deletes nothing and needs no confirmation.
 
 `kaireon --json erase CUSTOMER --yes` prints the whole response, receipt
-included, in the form tools/verify_erasure_receipt.py reads.
+included, in the form `kaireon verify receipt` reads.
 """
 
 from __future__ import annotations
@@ -123,6 +123,6 @@ def render(reply: dict[str, Any]) -> list[str]:
         lines.append(
             f"receipt: sha256 {receipt['digestSha256']}, "
             + (f"signed by key {receipt['keyId'][:16]}" if signed else "UNSIGNED")
-            + " (save it with --json; verify with tools/verify_erasure_receipt.py)"
+            + " (save it with --json; verify with kaireon verify receipt)"
         )
     return lines

@@ -2,8 +2,8 @@
 
 `signing-key` writes the provenance/DSAR/receipt signing key (ECDSA P-256,
 PEM SubjectPublicKeyInfo) — what `openssl dgst -sha256 -verify FILE` and
-tools/verify_*.py take. `log-key` writes the tenant's audit-log verifier key
-(C2SP vkey, `<name>+<hash>+<base64>`) — what `kaireon verify audit
+`kaireon verify receipt|bundle|export --key` take. `log-key` writes the
+tenant's audit-log verifier key (C2SP vkey, `<name>+<hash>+<base64>`) — what `kaireon verify audit
 --log-vkey` takes. Only public keys ever leave the server. Without --out the
 key goes to stdout.
 """

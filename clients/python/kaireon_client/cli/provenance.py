@@ -4,7 +4,7 @@ Without --out the bundle bytes go to stdout unchanged (pipe them; the digest is
 over exactly those bytes) and the summary to stderr. With --out FILE the bundle
 is written to FILE, its signature to FILE.sig and its sha256 to FILE.sha256
 (`<hex>  <name>`, the format `sha256sum -c` checks),
-the inputs of tools/verify_provenance.py and of `openssl dgst -sha256 -verify`.
+the inputs of `kaireon verify bundle FILE` and of `openssl dgst -sha256 -verify`.
 --verify fetches the signing key (GetSigningKey) and checks digest, signature,
 canonical form and audit-log links here, offline; a failure exits with 3.
 """

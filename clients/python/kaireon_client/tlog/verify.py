@@ -208,14 +208,20 @@ def _keys(values: Sequence[str], parse: Any, what: str) -> list[Verifier]:
     return keys
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+def build_parser(
+    parser: argparse.ArgumentParser | None = None, *, require_log_key: bool = True
+) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(
         prog="python -m kaireon_client.tlog.verify",
         description="Verify an exported range of audit entries against a signed checkpoint.",
     )
     parser.add_argument("export", help="export JSON file ('-' for stdin)")
     parser.add_argument(
-        "--log-vkey", action="append", required=True, default=[], help="pinned log vkey"
+        "--log-vkey",
+        action="append",
+        required=require_log_key,
+        default=[],
+        help="pinned log vkey",
     )
     parser.add_argument(
         "--witness-vkey", action="append", default=[], help="pinned witness vkey (repeat)"
@@ -231,6 +237,17 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when the export verifies, 1 when it does not, 2 on bad keys or options."""
     try:
+        text = sys.stdin.read() if args.export == "-" else Path(args.export).read_text()
+        document = json.loads(text)
+    except (OSError, ValueError) as exc:
+        print(f"audit export does NOT verify: {exc}", file=sys.stderr)
+        return 1
+    return run_on(args, document)
+
+
+def run_on(args: argparse.Namespace, document: Any) -> int:
+    """`run` on an export already read."""
+    try:
         log_keys = _keys(args.log_vkey, parse_ed25519_vkey, "log vkey")
         witness_keys = _keys(args.witness_vkey, parse_cosignature_vkey, "witness vkey")
     except _UsageError as exc:
@@ -241,13 +258,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"kaireon verify audit: --quorum must be 0..{len(witness_keys)}", file=sys.stderr)
         return 2
     try:
-        text = sys.stdin.read() if args.export == "-" else Path(args.export).read_text()
-        document = json.loads(text)
         report = verify_export(
             document, log_keys, witness_keys, quorum=quorum, origin=args.origin, end=args.end
         )
-    except (OSError, ValueError) as exc:
-        # VerificationError is a ValueError; so are JSON decoding errors.
+    except ValueError as exc:
+        # VerificationError is a ValueError.
         print(f"audit export does NOT verify: {exc}", file=sys.stderr)
         return 1
     print(

@@ -2,7 +2,7 @@
 // (kaireon-server --demo on embedded PostgreSQL, started here) over gRPC/HTTP/2.
 // Signatures the server made verify here; the envelope it encrypted decrypts
 // here; and the Python verifiers accept the very same artefacts (written to a
-// temp dir and handed to tools/verify_provenance.py, tools/verify_erasure_receipt.py
+// temp dir and handed to `kaireon verify bundle`, `kaireon verify receipt`
 // and `kaireon dsar decrypt`), so both implementations agree on the bytes.
 import { fromJson, toJsonString } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
@@ -75,6 +75,9 @@ async function readAll(stream: AsyncIterable<{ chunk?: { data: Uint8Array } | un
   return Buffer.concat(parts);
 }
 
+// The `kaireon` console script of the Python client, run by the venv's interpreter.
+const KAIREON_CLI = "import sys; from kaireon_client.cli import main; sys.argv[0] = 'kaireon'; sys.exit(main())";
+
 function python(args: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; out: string } {
   const result = spawnSync(PYTHON, args, { cwd: ROOT, env: { ...process.env, ...env }, encoding: "utf8" });
   return { status: result.status, out: `${result.stdout}${result.stderr}` };
@@ -121,10 +124,9 @@ describe("ProvenanceService", () => {
     assert.deepEqual(bad.checks.filter((c) => !c.ok).map((c) => c.name), ["digest", "signature"]);
     // The same bytes through the Python verifier.
     writeFileSync(join(work, "bundle.json"), body);
-    const py = python([
-      "tools/verify_provenance.py", "--body", join(work, "bundle.json"), "--digest", answer.digestSha256,
-      "--signature", answer.signature, "--public-key", join(work, "signing-key.pub"),
-    ]);
+    writeFileSync(join(work, "bundle.json.sha256"), `${answer.digestSha256}\n`);
+    writeFileSync(join(work, "bundle.json.sig"), `${answer.signature}\n`);
+    const py = python(["-c", KAIREON_CLI, "verify", "bundle", join(work, "bundle.json"), "--key", join(work, "signing-key.pub")]);
     assert.equal(py.status, 0, py.out);
   });
 
@@ -219,7 +221,7 @@ describe("ErasureService", () => {
     assert.ok(verifyErasureReceipt(edited, server.publicKeyPem).problems.includes("the signature does not verify with the given public key"));
 
     writeFileSync(join(work, "erasure.json"), toJsonString(EraseCustomerResponseSchema, done, { alwaysEmitImplicit: true }));
-    const py = python(["tools/verify_erasure_receipt.py", join(work, "erasure.json"), "--public-key", join(work, "signing-key.pub")]);
+    const py = python(["-c", KAIREON_CLI, "verify", "receipt", join(work, "erasure.json"), "--key", join(work, "signing-key.pub")]);
     assert.equal(py.status, 0, py.out);
   });
 });
@@ -289,7 +291,7 @@ describe("DsarService", () => {
     writeFileSync(join(work, "keys"), server.encryptionKeys);
     const out = join(work, "plain-python.json");
     const py = python([
-      "-c", "import sys; from kaireon_client.cli import main; sys.argv[0] = 'kaireon'; sys.exit(main())", "dsar", "decrypt", join(work, "envelope.json"), "--keys-file", join(work, "keys"),
+      "-c", KAIREON_CLI, "dsar", "decrypt", join(work, "envelope.json"), "--keys-file", join(work, "keys"),
       "--out", out, "--tenant-id", TENANT, "--request-id", id,
     ]);
     assert.equal(py.status, 0, py.out);

@@ -209,7 +209,7 @@ Global___LegalHold: _TypeAlias = LegalHold  # noqa: Y015
 @_typing.final
 class ErasureReceipt(_message.Message):
     """A signed statement that an erasure happened, verifiable offline with the
-    service's public key (tools/verify_erasure_receipt.py; docs/ERASURE.md).
+    service's public key (`kaireon verify receipt`; docs/ERASURE.md).
     """
 
     DESCRIPTOR: _descriptor.Descriptor

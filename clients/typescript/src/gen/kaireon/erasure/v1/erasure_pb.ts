@@ -225,7 +225,7 @@ export const LegalHoldSchema: GenMessage<LegalHold> = /*@__PURE__*/
 
 /**
  * A signed statement that an erasure happened, verifiable offline with the
- * service's public key (tools/verify_erasure_receipt.py; docs/ERASURE.md).
+ * service's public key (`kaireon verify receipt`; docs/ERASURE.md).
  *
  * @generated from message kaireon.erasure.v1.ErasureReceipt
  */
