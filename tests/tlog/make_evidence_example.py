@@ -5,8 +5,8 @@
 A throwaway log key and one witness key (discarded: only vkeys are written) sign
 a four-entry log of tenant `demo` whose third row is an erasure and whose fourth
 is a DSAR export's completion. Written: the erasure receipt as EraseCustomer
-answers it (`receipt.json`: canonical payload, unsigned by the service, with its
-evidence proof beside it), the export bytes (`export.json`) and their evidence
+answers it (`receipt.json`: the EraseCustomer answer, its receipt unsigned by
+the service, with its evidence proof beside the payload), the export bytes (`export.json`) and their evidence
 proof (`export.tlog-proof`), both against the cosigned checkpoint of size 4.
 """
 
@@ -33,7 +33,7 @@ def main() -> None:
     witness = CosignatureSigner("witness1.example/audit", Ed25519PrivateKey.generate())
     log = Log(tenant="demo", witnesses=[witness])
     log.append(2)
-    counts = {"consents": 2, "interactions": 5, "customers": 1}
+    counts = {"decisionTrace": 2, "interactionHistory": 5}
     erasure = make_leaf(
         "demo",
         3,
@@ -104,7 +104,15 @@ def main() -> None:
         "keyId": "",
         "tlogProof": proof(2),
     }
-    (OUT / "receipt.json").write_text(json.dumps({"receipt": receipt}, indent=1) + "\n")
+    response = {
+        "success": True,
+        "customerId": "cust_00042",
+        "deletedCounts": counts,
+        "totalDeleted": sum(counts.values()),
+        "skippedTables": [],
+        "receipt": receipt,
+    }
+    (OUT / "receipt.json").write_text(json.dumps(response, indent=1) + "\n")
     (OUT / "export.json").write_bytes(export)
     (OUT / "export.tlog-proof").write_text(proof(3))
 

@@ -4,6 +4,8 @@ exit codes, and the worked example of docs/examples/evidence/ verifies."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,3 +130,29 @@ def test_the_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["receipt", receipt, "--log-key", str(other)]) == 1
     assert main(["receipt", receipt, "--log-vkey", "not a vkey"]) == 2
     assert main(["receipt", receipt]) == 2
+
+
+def test_kaireon_verify_receipt_checks_the_proof_when_a_log_key_is_pinned(
+    tmp_path: Path,
+) -> None:
+    kaireon = Path(sys.executable).parent / "kaireon"
+    receipt = str(EXAMPLE / "receipt.json")
+
+    def verify(*options: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(kaireon), "verify", "receipt", receipt, "--allow-unsigned", *options],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    pinned = verify("--log-key", str(EXAMPLE / "log.vkey"))
+    assert pinned.returncode == 0, pinned.stderr
+    assert "verified: receipt: audit row seq 3" in pinned.stdout
+    other = tmp_path / "other.vkey"
+    other.write_text(Log(tenant="demo").signer.vkey() + "\n")
+    refused = verify("--log-key", str(other))
+    assert refused.returncode == 1 and "proof: log signature" in refused.stderr
+    # Without a pinned log key the proof is not looked at (the receipt alone verifies).
+    assert verify().returncode == 0
