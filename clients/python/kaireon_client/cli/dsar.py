@@ -4,7 +4,8 @@
 stream (on stderr), then downloads the document. With --out FILE the document
 goes to FILE (written beside it and moved into place once its digest checks),
 its signature to FILE.sig and its sha256 to FILE.sha256 (`sha256sum -c`
-format) — the inputs of `kaireon verify export FILE`; without --out the bytes go to stdout unchanged.
+format) — the inputs of `kaireon verify export FILE`; without --out the bytes
+go to stdout unchanged.
 --verify also checks digest, signature (key from GetSigningKey) and canonical
 form here; a failed check exits with 3.
 
