@@ -198,3 +198,59 @@ def test_log_lines_carry_no_trace_fields_when_tracing_is_off():
         assert span is None
         line = _log_line("tracing off")
     assert not {"trace_id", "span_id", "trace_flags"} & set(line)
+
+
+async def test_flow_nodes_and_the_exports_they_queue_are_in_the_starting_calls_trace(
+    traced_app: App, tenant: str, exporter: InMemorySpanExporter
+):
+    """REST StartRun -> gRPC -> flow.node (each node) -> sink.dsar_export queues a
+    request -> its export job: one trace."""
+    assert traced_app.db is not None
+    await seed_tenant(traced_app.db, tenant, SMALL)
+    exporter.clear()
+    trace_id = "5b8efff798038103d269b633813fc60c"
+    definition = {
+        "name": "traced",
+        "nodes": [
+            {
+                "id": "src",
+                "type": "source.inline",
+                "config": {"records": [{"customer_id": SUBJECT}]},
+            },
+            {"id": "dsar", "type": "sink.dsar_export", "dependsOn": ["src"]},
+        ],
+    }
+    base = f"http://127.0.0.1:{traced_app.http_port}"
+    async with aiohttp.ClientSession(base_url=base) as http:
+        async with http.post(
+            "/api/v1/flow/runs",
+            json={"definition": definition, "runId": "traced-1"},
+            headers={
+                **headers(tenant, "operator"),
+                "traceparent": f"00-{trace_id}-{CLIENT_SPAN}-01",
+            },
+        ) as response:
+            assert response.status == 200, await response.text()
+    for _ in range(300):
+        if any(s.name == "dsar.export" for s in _in_trace(exporter, trace_id)):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the export queued by the flow is not in the caller's trace")
+    spans = _in_trace(exporter, trace_id)
+    by_id = {s.context.span_id: s for s in spans}
+    [start] = [s for s in spans if s.name == "kaireon.flow.v1.FlowRunnerService/StartRun"]
+    nodes = [s for s in spans if s.name == "flow.node"]
+    assert sorted(str((s.attributes or {})["flow.node.type"]) for s in nodes) == [
+        "sink.dsar_export",
+        "source.inline",
+    ]
+    for node in nodes:
+        assert start.context.span_id in _ancestors(node, by_id)
+    [sink] = [s for s in nodes if (s.attributes or {})["flow.node.type"] == "sink.dsar_export"]
+    [job] = [s for s in spans if s.name == "dsar.export"]
+    assert start.context.span_id in _ancestors(job, by_id)
+    assert sink.context.span_id in _ancestors(job, by_id)
+    for span in spans:
+        for value in span_values(span):
+            assert SUBJECT not in value, (span.name, value)
