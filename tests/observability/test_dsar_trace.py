@@ -84,7 +84,8 @@ async def test_rest_dsar_export_job_is_a_child_of_the_creating_call(
     job = jobs[0]
     assert job.kind is SpanKind.CONSUMER
     assert job.parent is not None and job.parent.span_id == create[0].context.span_id
-    assert not job.links
+    # And a link to it, as OpenTelemetry's messaging conventions ask of a consumer.
+    assert [link.context.span_id for link in job.links] == [create[0].context.span_id]
     assert job.attributes is not None
     assert job.attributes["dsar.attempt"] == 1
     assert 0 <= float(job.attributes["kaireon.queued_seconds"]) < 300

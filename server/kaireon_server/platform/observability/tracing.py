@@ -256,26 +256,25 @@ def job_span(
 ) -> Iterator[Span | None]:
     """The span of queued work, tied to the call that queued it (`origin`).
 
-    Picked up within `child_within_seconds`: a CONSUMER child of that call, in its
-    trace (the caller's sampling decision holds). Later: a new root trace with a
-    span link to the call, as OpenTelemetry advises for work that outlives its
-    trigger (a trace spanning hours or days is cut by backends and tail samplers).
-    No origin (queued with tracing off): a root span.
+    Always a CONSUMER span with a link to that call, as OpenTelemetry's messaging
+    conventions ask of a span processing a message. Picked up within
+    `child_within_seconds`, also its child, in its trace (the caller's sampling
+    decision holds). Later, a new root trace: backends and tail samplers close a
+    trace minutes after its root ends, so a child hours later would be lost.
+    No origin (queued with tracing off): a root span without a link.
     """
     if not enabled():
         yield None
         return
     origin_context = origin.span_context() if origin is not None else None
     fields = {**(attributes or {}), "kaireon.queued_seconds": round(queued_seconds, 3)}
-    if origin is not None and origin_context is not None and queued_seconds <= child_within_seconds:
-        with span(
-            name, kind=SpanKind.CONSUMER, attributes=fields, parent=origin.context()
-        ) as current:
-            yield current
-        return
     links = [Link(origin_context)] if origin_context is not None else []
-    # A root: an empty context, not whatever span happens to be current here.
+    if origin is not None and origin_context is not None and queued_seconds <= child_within_seconds:
+        parent = origin.context()
+    else:
+        # A root: an empty context, not whatever span happens to be current here.
+        parent = otel_context.Context()
     with span(
-        name, kind=SpanKind.CONSUMER, attributes=fields, parent=otel_context.Context(), links=links
+        name, kind=SpanKind.CONSUMER, attributes=fields, parent=parent, links=links
     ) as current:
         yield current
