@@ -6,7 +6,9 @@ any exported byte, and the server's JSON log lines carry the trace ids."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -76,6 +78,9 @@ def otlp_env(database_url: str, signing_key_path: Path) -> Iterator[dict[str, st
         KAIREON_HTTP_PORT=str(free_port()),
         OTEL_SERVICE_NAME="kaireon-otlp-test",
         OTEL_BSP_SCHEDULE_DELAY="200",  # ms: export batches quickly
+        # Only a worker with a key ring claims encrypted requests: this server's,
+        # not the session's in-process server (same database, tracing off).
+        KAIREON_ENCRYPTION_KEYS=f"v1:{base64.b64encode(os.urandom(32)).decode()}",
     )
 
 
@@ -91,7 +96,7 @@ async def test_otlp_endpoint_receives_one_trace_for_a_rest_dsar_request(
         async with aiohttp.ClientSession(base_url=base) as http:
             async with http.post(
                 "/api/v1/dsar",
-                json={"subjectId": SUBJECT, "requestType": "export"},
+                json={"subjectId": SUBJECT, "requestType": "export", "encrypt": True},
                 headers={
                     **headers(tenant),
                     "traceparent": f"00-{CLIENT_TRACE}-00f067aa0ba902b7-01",
@@ -105,12 +110,17 @@ async def test_otlp_endpoint_receives_one_trace_for_a_rest_dsar_request(
                 break
             await asyncio.sleep(0.1)
         else:
-            raise AssertionError(f"no export job span arrived over OTLP: {sorted(names)}")
+            async with db.transaction(tenant) as con:
+                state = await con.fetchrow(
+                    "SELECT status, encrypt, attempts FROM dsar_request WHERE tenant_id = $1",
+                    tenant,
+                )
+            raise AssertionError(f"no export job span over OTLP: {sorted(names)}; {state}")
     finally:
         assert server.stop() == 0
 
     in_trace = [(svc, s) for svc, s in received.spans() if s.trace_id.hex() == CLIENT_TRACE]
-    assert {svc for svc, _ in in_trace} == {"kaireon-otlp-test"}
+    assert {svc for svc, _ in in_trace} == {"kaireon-otlp-test"}  # OTEL_SERVICE_NAME
     names = {s.name for _, s in in_trace}
     assert {
         "POST /api/v1/dsar",
