@@ -4,11 +4,14 @@
     perf/run --level 5k           # opt-in, longer and heavier
     perf/run --smoke              # seconds per scenario at 20 RPS (the pytest uses it)
     perf/run --only single,runner # some groups only (harness/scenarios)
+    perf/run --only scaleout      # 1 vs 3 replicas behind nginx (root; opt-in)
     perf/run --profile            # + py-spy of the server under provenance load
     perf/soak ...                 # = perf/run soak ...: the bounded soak (harness/soak.py)
 
-See perf/README.md for what every figure means. The orchestrator is harness/run.py,
-the scenarios harness/scenarios/*.py.
+Exit status: 0 all ran and no judged target missed, 1 a scenario failed, 2 bad
+usage, 3 a target judged at full scale missed (a smoke run judges none:
+harness/targets.py). See perf/README.md for what every figure means. The
+orchestrator is harness/run.py, the scenarios harness/scenarios/*.py.
 """
 
 from __future__ import annotations

@@ -6,9 +6,14 @@ import argparse
 import asyncio
 import sys
 
-from kaireon_server.platform.config import Settings
-from kaireon_server.platform.errors import ConfigurationError
-from kaireon_server.platform.logging_setup import configure_logging
+# Before anything imports grpc: C-core reads its settings once, at import.
+from kaireon_server.platform.env import quiet_grpc_core
+
+quiet_grpc_core()
+
+from kaireon_server.platform.config import Settings  # noqa: E402
+from kaireon_server.platform.errors import ConfigurationError  # noqa: E402
+from kaireon_server.platform.logging_setup import configure_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from kaireon_server.audit import service as audit_service
 from kaireon_server.capability import Build, Capability, ServiceContext
@@ -34,7 +33,7 @@ from kaireon_server.platform.health import HealthMonitor
 from kaireon_server.platform.observability import metrics, tracing
 from kaireon_server.platform.observability.interceptor import ObservabilityInterceptor
 from kaireon_server.platform.observability.sampler import Sampler
-from kaireon_server.platform.reflection_pool import MethodResolvingPool
+from kaireon_server.platform.reflection import enable_reflection
 from kaireon_server.platform.signing import signer_from_env
 from kaireon_server.provenance import service as provenance_service
 
@@ -175,14 +174,8 @@ class App:
         names = [d.full_name for d in descriptors]
         self._health = HealthMonitor(self.db, names, settings.health_interval)
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
-        reflection.enable_server_reflection(
-            [
-                *names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
-            pool=MethodResolvingPool(),  # type: ignore[arg-type]  # duck-typed pool view
+        enable_reflection(
+            server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         )
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         credentials = server_credentials(settings)
@@ -213,6 +206,7 @@ class App:
         if metrics_settings.enabled and not metrics.multiprocess_child():
             self._metrics_server = metrics.serve_metrics(metrics_settings)
             self.metrics_port = self._metrics_server.port
+        log.info("keys loaded", extra=self._key_summary(ctx))
         log.info(
             "serving",
             extra={
@@ -248,11 +242,34 @@ class App:
             reuse_port=True,
         )
 
+    def _key_summary(self, ctx: ServiceContext) -> dict[str, object]:
+        """Key ids and versions for the start-up log: which keys, never key material."""
+        summary: dict[str, object] = {"signing_key_id": ctx.signer.key_id or "none (unsigned)"}
+        for capability in self.capabilities:
+            report = getattr(capability, "key_summary", None)
+            if report is not None:
+                summary.update(report())
+        return summary
+
+    def _drain_summary(self) -> dict[str, object]:
+        """What a shutdown interrupts or waits for, counted as it begins."""
+        summary: dict[str, object] = {
+            "inflight_calls": self.admission.calls.inflight if self.admission else 0,
+            "inflight_public_calls": self.admission.public.inflight if self.admission else 0,
+        }
+        for capability in self.capabilities:
+            report = getattr(capability, "drain_summary", None)
+            if report is not None:
+                summary.update(report())
+        return summary
+
     async def _health_status(self) -> str:
         return "SERVING" if self._health is not None and self._health.serving else "NOT_SERVING"
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace if grace is None else grace
+        draining = self._drain_summary()
+        log.info("draining", extra={**draining, "grace_seconds": grace})
         if self._health is not None:
             await self._health.enter_shutdown()
         if self._gateway is not None:
@@ -274,7 +291,7 @@ class App:
         if self.db is not None:
             await self.db.close()
             self.db = None
-        log.info("stopped")
+        log.info("stopped", extra={"drained": draining})
 
 
 async def serve(settings: Settings) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kaireon_client.checksum import read_checksum_file
 from kaireon_server.platform.db import Database
 from tests.dsar.conftest import add_interactions, assert_canonical, new_key_spec, worker_env
 from tests.support.server import ROOT
@@ -51,7 +52,14 @@ async def test_export_writes_a_package_the_offline_tool_verifies(
     assert "100% completed" in err  # the progress line, fed by the watch stream
     document = assert_canonical(out.read_bytes())
     assert document["customerId"] == "cust_00001" and document["counts"]["interactions"] == 5
-    digest = Path(f"{out}.sha256").read_text().strip()  # noqa: ASYNC240 - a small file
+    checksum = Path(f"{out}.sha256").read_text()  # noqa: ASYNC240 - a small file
+    digest = read_checksum_file(Path(f"{out}.sha256"))
+    assert checksum == f"{digest}  export.json\n"
+    # The format coreutils checks: `sha256sum -c` in the export's directory.
+    checked = await asyncio.create_subprocess_exec(
+        "sha256sum", "-c", "export.json.sha256", cwd=out.parent, stdout=asyncio.subprocess.PIPE
+    )
+    assert (await checked.communicate())[0] == b"export.json: OK\n" and checked.returncode == 0
     verify = [
         sys.executable,
         VERIFY_TOOL,

@@ -54,7 +54,9 @@ async def test_post_then_poll_completed_returns_the_export_attached(http, seeded
     assert [r["id"] for r in listed] == [created["id"]]
     exported = listed[0]["exportedData"]
     assert exported["encrypted"] is False and exported["customerId"] == "cust_00001"
-    assert list(exported)[:5] == ["customerId", "exportedAt", "encrypted", "data", "counts"]
+    # RFC 8785 key order, as in the downloaded document (checked byte for byte below).
+    keys = ["counts", "customerId", "data", "encrypted", "exportedAt", "requestId"]
+    assert list(exported) == keys
     # Counts are JSON integers, as the seed contract shows them.
     assert exported["counts"]["interactions"] == 5
     assert all(type(v) is int for v in exported["counts"].values())
@@ -77,6 +79,10 @@ async def test_post_then_poll_completed_returns_the_export_attached(http, seeded
         document = await response.read()
     assert hashlib.sha256(document).hexdigest() == listed[0]["exportDigestSha256"]
     assert assert_canonical(document)["counts"] == exported["counts"]
+    # The inline copy, printed in the order REST gave it, is the download byte for byte.
+    for inline in (exported, single["exportedData"]):
+        printed = json.dumps(inline, separators=(",", ":"), ensure_ascii=False).encode()
+        assert printed == document
 
 
 @pytest.mark.parametrize(

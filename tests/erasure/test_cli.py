@@ -56,7 +56,9 @@ async def test_dry_run_then_erase_with_a_verifiable_receipt(
         k: v for k, v in before.items() if k[0] != "audit_log"
     }
 
-    code, out, err = await _run(*_cli(grpc_target, seeded), "--json", "erase", "cust_00001")
+    code, out, err = await _run(
+        *_cli(grpc_target, seeded), "--json", "erase", "cust_00001", "--yes"
+    )
     assert code == 0, err
     reply = json.loads(out)
     assert reply["success"] is True and reply["deletedCounts"]["interactionHistory"] == 5
@@ -74,7 +76,7 @@ async def test_dry_run_then_erase_with_a_verifiable_receipt(
 
 
 async def test_human_output_of_an_erasure(grpc_target: str, seeded: str):
-    code, out, err = await _run(*_cli(grpc_target, seeded), "erase", "cust_00002")
+    code, out, err = await _run(*_cli(grpc_target, seeded), "erase", "cust_00002", "--yes")
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("erased cust_00002: ")
@@ -84,20 +86,20 @@ async def test_human_output_of_an_erasure(grpc_target: str, seeded: str):
 
 
 async def test_refusals_exit_1_with_the_status(grpc_target: str, stub, seeded: str):
-    code, _, err = await _run(*_cli(grpc_target, seeded, "operator"), "erase", "cust_00001")
+    code, _, err = await _run(*_cli(grpc_target, seeded, "operator"), "erase", "cust_00001", "-y")
     assert code == 1 and "PERMISSION_DENIED" in err
 
     await stub.SetLegalHold(
         erasure_pb2.SetLegalHoldRequest(customer_id="cust_00001", reason="CASE-77"),
         metadata=metadata(seeded),
     )
-    code, _, err = await _run(*_cli(grpc_target, seeded), "erase", "cust_00001")
+    code, _, err = await _run(*_cli(grpc_target, seeded), "erase", "cust_00001", "--yes")
     assert code == 1 and "FAILED_PRECONDITION" in err and "CASE-77" in err
     code, out, err = await _run(*_cli(grpc_target, seeded), "erase", "cust_00001", "--dry-run")
     assert code == 0, err
     assert any(line.startswith("LEGAL HOLD: CASE-77") for line in out.splitlines())
 
-    code, _, err = await _run(*_cli(grpc_target, seeded), "erase", "")
+    code, _, err = await _run(*_cli(grpc_target, seeded), "erase", "", "--yes")
     assert code == 1 and "INVALID_ARGUMENT" in err
 
 

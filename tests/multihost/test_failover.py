@@ -20,8 +20,7 @@ from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon_server.app import App
 from kaireon_server.demo.seed import SeedSize, seed_tenant
 from kaireon_server.platform.config import Settings
-from tests.multihost.test_rolling_restart import wait_serving
-from tests.support.netns import Lab, LabPostgres
+from tests.support.netns import Lab, LabPostgres, wait_serving
 from tests.support.server import base_env, bearer
 
 pytestmark = pytest.mark.slow

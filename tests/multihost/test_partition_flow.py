@@ -21,8 +21,7 @@ from kaireon_server.flow.executor import EXECUTOR_LOST
 from tests.flow.conftest import PLUGIN_DIR
 from tests.flow.nodes_for_tests import EFFECT_TABLE
 from tests.flow.support import FINISHED, counts, definition, node_states, step
-from tests.multihost.test_rolling_restart import wait_serving
-from tests.support.netns import Lab, LabPostgres
+from tests.support.netns import Lab, LabPostgres, wait_serving
 from tests.support.server import bearer
 
 pytestmark = pytest.mark.slow

@@ -1,131 +1,93 @@
-"""A rolling restart of every replica behind nginx under steady load loses no
+"""A rolling restart of every replica behind nginx under steady k6 load fails no
 call: each replica is taken out of the balancer (reload), drained (SIGTERM,
 KAIREON_SHUTDOWN_GRACE), started again, and put back once its health says
-SERVING; the order a Kubernetes rollout follows (deploy/kubernetes/)."""
+SERVING; the order a Kubernetes rollout follows (deploy/kubernetes/).
+
+The load is perf/k6/mix.js (harness.lab_load): provenance reads and erasures,
+gRPC and REST side by side, open loop; "failed" is read from k6's summary JSON.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
-import aiohttp
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
-from tests.support.netns import Lab, LabPostgres, LabServer
-from tests.support.server import bearer
+from harness import lab_load, seed
+from tests.support.netns import Lab, LabPostgres, wait_serving
 
 pytestmark = pytest.mark.slow
 
-RATE = 20  # calls per second, half gRPC and half REST
+# Per protocol: 2 x (8 + 2) = 20 calls/s offered, the rate of the earlier test.
+LOAD = lab_load.MixLoad(read_rate=8, erase_rate=2, seconds=60)
+CUSTOMERS = 50
+STEADY = 3.0  # seconds of load before the first restart
 
 
-async def wait_serving(server: LabServer, timeout: float = 60.0) -> None:
-    async with grpc.aio.insecure_channel(server.target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        async with asyncio.timeout(timeout):
-            while True:
-                try:
-                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.2)
-
-
+@pytest.mark.timeout(300)
 async def test_rolling_restart_behind_nginx_fails_no_call(
-    lab: Lab, lab_pg: LabPostgres, lab_env: dict[str, str], tenant: str
+    lab: Lab, lab_pg: LabPostgres, lab_env: dict[str, str], tenant: str, tmp_path: Path
 ) -> None:
+    plan = seed.SeedPlan(
+        tenant=tenant,
+        customers=CUSTOMERS,
+        erasure_pool=LOAD.erasures,
+        heavy_customers=0,
+        heavy_rows=0,
+    )
+    await lab_load.migrate_and_seed(lab_pg.dsn(), plan)
     dsn = lab_pg.tcp_dsn("postgres")
     replicas = [lab.replica(dsn, KAIREON_SHUTDOWN_GRACE="10", **lab_env) for _ in range(3)]
-    for replica in replicas:  # one at a time: the first migrates
+    for replica in replicas:
         await asyncio.to_thread(replica.start)
     for replica in replicas:
         await wait_serving(replica)
     lb = lab.nginx(replicas)
 
-    auth = bearer(tenant, "viewer")
-    stop = asyncio.Event()
-    outcomes: dict[str, list[str]] = {"grpc": [], "rest": []}
-    latencies: list[float] = []
-
-    async with (
-        grpc.aio.insecure_channel(lb.grpc_target) as channel,
-        aiohttp.ClientSession(headers=dict(auth)) as http,
-    ):
-        stub = flow_pb2_grpc.FlowRunnerServiceStub(channel)
-
-        async def grpc_call() -> None:
-            started = time.monotonic()
-            try:
-                await stub.ListRuns(flow_pb2.ListRunsRequest(), metadata=auth, timeout=10)
-                outcomes["grpc"].append("OK")
-            except grpc.aio.AioRpcError as exc:
-                outcomes["grpc"].append(f"{exc.code().name}: {exc.details()}")
-            latencies.append(time.monotonic() - started)
-
-        async def rest_call() -> None:
-            started = time.monotonic()
-            try:
-                async with http.get(
-                    f"{lb.rest}/api/v1/flow/runs", timeout=aiohttp.ClientTimeout(total=10)
-                ) as response:
-                    await response.read()
-                    outcomes["rest"].append(str(response.status))
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                outcomes["rest"].append(type(exc).__name__)
-            latencies.append(time.monotonic() - started)
-
-        async def load() -> None:
-            # Open loop: a call every 1/RATE s whatever the previous ones do.
-            tasks: set[asyncio.Task[None]] = set()
-            n = 0
-            while not stop.is_set():
-                task = asyncio.create_task(grpc_call() if n % 2 == 0 else rest_call())
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                n += 1
-                await asyncio.sleep(1 / RATE)
-            await asyncio.gather(*tasks)
-
-        generator = asyncio.create_task(load())
-        await asyncio.sleep(2)  # steady state before the first restart
-        began = time.monotonic()
-        for index, replica in enumerate(replicas):
-            others = [r for j, r in enumerate(replicas) if j != index]
-            lb.reload(others)
-            await asyncio.sleep(1.5)  # nginx's old workers finish what they carry
-            code = await asyncio.to_thread(replica.stop)
-            assert code == 0, replica.log_lines[-20:]
-            await asyncio.to_thread(replica.start)
-            await wait_serving(replica)
-            lb.reload(replicas)
-            await asyncio.sleep(1.5)
-        rollout = time.monotonic() - began
-        await asyncio.sleep(2)  # and steady afterwards
-        stop.set()
-        await generator
-
-    total = len(outcomes["grpc"]) + len(outcomes["rest"])
-    failed = [o for o in outcomes["grpc"] if o != "OK"] + [
-        o for o in outcomes["rest"] if o != "200"
-    ]
-    assert total >= RATE * (rollout + 4) * 0.5, total
-    assert failed == [], (
-        f"{len(failed)} of {total} calls failed: {sorted(set(failed))}\n{lb.error_log()}"
+    k6_run = asyncio.create_task(
+        asyncio.to_thread(
+            lab_load.run_mix,
+            LOAD,
+            grpc_target=lb.grpc_target,
+            base_url=lb.rest,
+            tenant=tenant,
+            customers=CUSTOMERS,
+            workdir=tmp_path,
+            name="rolling-restart",
+        )
     )
-    # Every replica served calls (and so came back into the balancer).
+    await asyncio.sleep(STEADY)
+    began = time.monotonic()
+    for index, replica in enumerate(replicas):
+        others = [r for j, r in enumerate(replicas) if j != index]
+        lb.reload(others)
+        await asyncio.sleep(1.5)  # nginx's old workers finish what they carry
+        code = await asyncio.to_thread(replica.stop)
+        assert code == 0, replica.log_lines[-20:]
+        await asyncio.to_thread(replica.start)
+        await wait_serving(replica)
+        lb.reload(replicas)
+        await asyncio.sleep(1.5)
+    rollout = time.monotonic() - began
+    # The whole rollout ran under load, with steady load after it too.
+    assert not k6_run.done() and STEADY + rollout < LOAD.seconds - 2, (
+        f"the rollout ({rollout:.0f} s) outlasted k6's {LOAD.seconds:g} s of load"
+    )
+    result = await k6_run
+
+    offered = LOAD.offered_per_second * LOAD.seconds
+    assert result.requests >= offered * 0.8, (result.describe(), offered)
+    assert result.errors == 0, f"{result.describe()}\n{lb.error_log()}"
+    # Every replica served calls over both protocols (and so came back into nginx).
     used = lb.upstreams_used()
     for replica in replicas:
         assert used.get(f"{replica.host.address}:50051", 0) > 0, used
         assert used.get(f"{replica.host.address}:8080", 0) > 0, used
-    latencies.sort()
-    p99 = latencies[int(len(latencies) * 0.99) - 1]
     print(
-        f"\nFIGURE rolling restart of 3 replicas behind nginx: {total} calls at {RATE}/s "
-        f"(gRPC and REST), rollout {rollout:.1f}s, failed 0, p50 "
-        f"{latencies[len(latencies) // 2] * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+        f"\nFIGURE rolling restart of 3 replicas behind nginx under k6 "
+        f"({LOAD.describe()}): rollout {rollout:.1f} s; {result.describe()}; "
+        f"p99 reads {lab_load.ms(result.by_op['read']['p99'])}, "
+        f"erasures {lab_load.ms(result.by_op['erase']['p99'])}"
     )

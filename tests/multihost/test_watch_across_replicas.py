@@ -18,8 +18,7 @@ from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
 from tests.flow.conftest import PLUGIN_DIR
 from tests.flow.support import definition, step
 from tests.multihost.test_partition_flow import lock_holders
-from tests.multihost.test_rolling_restart import wait_serving
-from tests.support.netns import Lab, LabPostgres
+from tests.support.netns import Lab, LabPostgres, wait_serving
 from tests.support.server import bearer
 
 pytestmark = pytest.mark.slow

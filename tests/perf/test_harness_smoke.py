@@ -85,6 +85,9 @@ def test_smoke_run_prints_every_row_with_measurements(results_dir: Path) -> None
     assert "baseline (same run)" in proc.stdout and "p50 x" in proc.stdout
     assert proc.stdout.count("\n| ") >= len(EXPECTED_ROWS)
     assert "| target | measured | wanted | verdict |" in proc.stdout
+    # A smoke run labels its ratios and judges no target (tests/perf/test_targets.py).
+    assert {t["status"] for t in results["targets"]} <= {"not judged", "not measured"}
+    assert "(smoke scale)" in proc.stdout and "targets not judged" in proc.stdout
     assert "k6 takes about as much CPU as the" in proc.stdout
 
     served = results["served"]

@@ -370,6 +370,7 @@ def test_the_tenant_share_rule_and_the_grpc_options() -> None:
     [
         ("ipv4:10.1.2.3:5555", "10.1.2.3"),
         ("ipv6:[::1]:5555", "::1"),
+        ("ipv6:%5B::1%5D:5555", "::1"),  # as grpc-core writes it
         ("ipv6:[fe80::1%eth0]:80", "fe80::1%eth0"),
         ("unix:/tmp/socket", "unix"),
         ("", "unknown"),

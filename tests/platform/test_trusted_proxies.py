@@ -17,6 +17,7 @@ LOOPBACK = TrustedProxies.parse(None)
         ("ipv4:127.0.0.1:5000", True),
         ("ipv4:127.9.9.9:1", True),
         ("ipv6:[::1]:5000", True),
+        ("ipv6:%5B::1%5D:5000", True),  # how grpc-core writes it: a client of localhost
         ("ipv6:[::ffff:127.0.0.1]:5000", True),  # IPv4-mapped
         ("unix:", True),  # the in-process adapter's private socket
         ("ipv4:10.0.0.1:5000", False),

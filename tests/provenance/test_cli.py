@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kaireon_client.checksum import read_checksum_file
 from tests.provenance.conftest import AFTER_CHANGE, fetch, running_server
 from tests.support.server import ROOT, base_env
 
@@ -54,7 +55,12 @@ async def test_verify_and_out_write_a_bundle_the_tool_accepts(
     assert "PASS signature: ECDSA P-256 SHA-256 signature verifies" in lines
     assert lines[-1] == "verified"
     body = out.read_bytes()
-    digest = _read(f"{out}.sha256").strip()
+    digest = read_checksum_file(Path(f"{out}.sha256"))
+    assert _read(f"{out}.sha256") == f"{digest}  bundle.json\n"
+    checked = await asyncio.create_subprocess_exec(
+        "sha256sum", "-c", "bundle.json.sha256", cwd=out.parent, stdout=asyncio.subprocess.PIPE
+    )
+    assert (await checked.communicate())[0] == b"bundle.json: OK\n" and checked.returncode == 0
     assert hashlib.sha256(body).hexdigest() == digest
     assert lines[1] == f"sha256 {digest}"
     code, verified, err = await _run(

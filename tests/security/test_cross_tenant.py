@@ -223,13 +223,14 @@ CASES: dict[str, Case] = {
     "FlowRunnerService.ClearCheckpoints": Case(ok=False),
     "FlowRunnerService.CancelRun": Case(ok=False),
     "FlowRunnerService.WatchRun": Case(ok=False),
+    "FlowRunnerService.GetNodeOutput": Case(ok=False),
     "ProvenanceService.GetDecisionProvenance": Case(ok=False),
     "ProvenanceService.GetSigningKey": Case(ok=True, check=_check_signing_key),
 }
 
 
 def test_every_rpc_has_a_cross_tenant_case() -> None:
-    assert len(METHOD_NAMES) == 27
+    assert len(METHOD_NAMES) == 28
     assert sorted(CASES) == sorted(REQUESTS) == sorted(METHOD_NAMES)
 
 
@@ -398,6 +399,7 @@ CONTROL = [
     "FlowRunnerService.GetRun",
     "FlowRunnerService.ListRuns",
     "FlowRunnerService.WatchRun",
+    "FlowRunnerService.GetNodeOutput",
 ]
 
 

@@ -77,6 +77,10 @@ REQUESTS: dict[str, Callable[[World], Message]] = {
     ),
     "FlowRunnerService.CancelRun": lambda w: flow_pb2.CancelRunRequest(run_id=w.run_id),
     "FlowRunnerService.WatchRun": lambda w: flow_pb2.WatchRunRequest(run_id=w.run_id),
+    # A's node whose output carries A's marker.
+    "FlowRunnerService.GetNodeOutput": lambda w: flow_pb2.GetNodeOutputRequest(
+        run_id=w.run_id, node_id="records"
+    ),
     "ProvenanceService.GetDecisionProvenance": lambda w: (
         provenance_pb2.GetDecisionProvenanceRequest(decision_id=w.decision)
     ),

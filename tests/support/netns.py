@@ -15,9 +15,13 @@ namespaces and one 10.251.x.0/24 subnet; the host's interfaces, routes and
 firewall are not touched apart from the one veth that gives the test process a
 leg on the bridge (deleted by `close`).
 
-What it cannot do here: `tc netem` delay and loss need the kernel's sch_netem,
-which this machine's kernel lacks (`tc qdisc add ... netem` fails with
-"Specified qdisc kind is unknown"); `netem_available()` says so at run time.
+`tc netem` needs the kernel's sch_netem. The lab machine's kernel
+(6.18.44-fc-v1252) has none: `tc qdisc add dev lo root netem delay 50ms 20ms`
+in a namespace fails with "Error: Specified qdisc kind is unknown.", its
+/proc/config.gz says `# CONFIG_NET_SCH_NETEM is not set` and
+`# CONFIG_MODULES is not set` (no loadable modules, no /lib/modules: `modprobe
+sch_netem` answers "Module sch_netem not found"). `Lab.netem_unavailable()`
+probes at run time; where netem is missing, `DelayProxy` stands in for it.
 """
 
 from __future__ import annotations
@@ -36,8 +40,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.pg_cluster import USER, PostgresCluster, _bin
-from tests.support.server import ServerProcess, base_env
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# Relative: this file is also perf/'s `kaireon_testkit.netns` (tests/testkit).
+from .pg_cluster import USER, PostgresCluster, _bin
+from .server import ServerProcess, base_env
 
 GRPC_PORT = 50051
 HTTP_PORT = 8080
@@ -153,6 +161,29 @@ table inet kaireon_partition {{
             text=True,
             timeout=30,
         )
+
+    def netem_unavailable(self) -> str | None:
+        """Why `tc netem` cannot run here (tc's own error), or None: a probe on the
+        switch namespace's loopback, removed again."""
+        if shutil.which("tc") is None:
+            return "`tc` is not installed (Debian package iproute2)"
+        probe = run(
+            "ip", "netns", "exec", self.switch,
+            "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "50ms", "20ms",
+            check=False,
+        )  # fmt: skip
+        if probe.returncode != 0:
+            return (probe.stderr or probe.stdout).strip() or f"tc exited {probe.returncode}"
+        run("ip", "netns", "exec", self.switch, "tc", "qdisc", "del", "dev", "lo", "root")
+        return None
+
+    def netem(self, host: Host, *, delay_ms: int, jitter_ms: int) -> None:
+        """`tc netem` on the host's egress (eth0): every packet it sends waits
+        delay ± jitter, so each round trip with it grows by that once."""
+        run(
+            *host.exec_prefix(), "tc", "qdisc", "add", "dev", "eth0", "root",
+            "netem", "delay", f"{delay_ms}ms", f"{jitter_ms}ms",
+        )  # fmt: skip
 
     def heal(self, host: Host) -> None:
         run(*host.exec_prefix(), "nft", "delete", "table", "inet", "kaireon_partition", check=False)
@@ -289,6 +320,21 @@ class LabServer(ServerProcess):
         return f"http://{self.host.address}:{HTTP_PORT}"
 
 
+async def wait_serving(server: LabServer, timeout: float = 60.0) -> None:
+    """Until the replica's gRPC health check answers SERVING."""
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.2)
+
+
 def _accepts(address: str, port: int) -> bool:
     try:
         socket.create_connection((address, port), timeout=1).close()
@@ -415,9 +461,12 @@ class Nginx:
 
 class DelayProxy:
     """A user-space stand-in for `tc netem delay D J` on the path to PostgreSQL
-    (this kernel has no sch_netem): every chunk from the client side is held
-    D ± J seconds (uniform), in order, before it is forwarded; replies pass at
-    once. Runs in the test's event loop on the lab's root leg (.1)."""
+    where the kernel has no sch_netem (module docstring): every chunk from the
+    client side is held D ± J seconds (uniform), in order, before it is
+    forwarded; replies pass at once, so a round trip grows by D ± J once, as
+    with netem on one side's egress. Delay only: no loss, no reordering, and
+    per read chunk rather than per packet. Runs in the test's event loop on the
+    lab's root leg (.1)."""
 
     def __init__(self, lab: Lab, target: Host, delay: float, jitter: float) -> None:
         self.listen = lab.address(1)

@@ -125,7 +125,7 @@ class PostgresCluster:
         """`fast`: a clean shutdown (sessions are terminated); `immediate`: a crash
         (no checkpoint, recovery on the next start). The postmaster is signalled
         directly, as pg_ctl does (SIGINT, SIGQUIT), and waited for here."""
-        pid = self._postmaster_pid()
+        pid = self.postmaster_pid()
         if pid is None:
             return
         os.kill(pid, {"fast": signal.SIGINT, "immediate": signal.SIGQUIT}[mode])
@@ -135,7 +135,7 @@ class PostgresCluster:
                 raise TimeoutError("PostgreSQL did not stop")
             time.sleep(0.02)
 
-    def _postmaster_pid(self) -> int | None:
+    def postmaster_pid(self) -> int | None:
         try:
             pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
@@ -147,7 +147,7 @@ class PostgresCluster:
         return pid
 
     def running(self) -> bool:
-        return self._postmaster_pid() is not None
+        return self.postmaster_pid() is not None
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

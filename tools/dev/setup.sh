@@ -36,6 +36,19 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   fi
 fi
 
+# jq: the documented commands use it (tests/docs runs them; CONTRIBUTING.md).
+if ! command -v jq >/dev/null; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq >/dev/null
+  elif [ "${CI:-}" = "true" ]; then
+    echo "setup: jq missing and cannot be installed (need root and apt-get)" >&2
+    exit 1
+  else
+    echo "setup: note: jq missing; install it (apt-get install jq) or tests/docs fails" >&2
+  fi
+fi
+
 # --locked: fail instead of silently re-resolving when uv.lock is stale.
 "$UV" sync --locked --quiet "$@"
 

@@ -3,6 +3,8 @@
 Each module has `async def run(ctx: Context) -> list[Row]`; ceilings first (the
 rows every other row is a ratio to), then the load scenarios, then one operation
 at a time on the heavy customers (which erases them), then the in-process runner.
+Groups in OPT_IN run only when named in --only (they need what a plain run may
+not have: root for the multi-host lab).
 """
 
 from __future__ import annotations
@@ -11,7 +13,16 @@ from collections.abc import Awaitable, Callable
 
 from harness.report import Row
 from harness.run import Context
-from harness.scenarios import ceilings, dsar, erasure, flow, provenance, runner, single
+from harness.scenarios import (
+    ceilings,
+    dsar,
+    erasure,
+    flow,
+    provenance,
+    runner,
+    scaleout,
+    single,
+)
 
 Scenario = Callable[[Context], Awaitable[list[Row]]]
 GROUPS: dict[str, Scenario] = {
@@ -22,4 +33,6 @@ GROUPS: dict[str, Scenario] = {
     "flow": flow.run,
     "single": single.run,
     "runner": runner.run,
+    "scaleout": scaleout.run,
 }
+OPT_IN = {"scaleout"}

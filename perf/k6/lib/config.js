@@ -30,9 +30,16 @@ export const CUSTOMERS = parseInt(env('CUSTOMERS', '10000'), 10);
 export const MAX_ERROR_RATE = parseFloat(env('MAX_ERROR_RATE', '0.01'));
 export const SUMMARY = env('SUMMARY', '');
 
-// Identity as a trusted gateway would pass it (KAIREON_TRUST_HEADERS=true).
-export const METADATA = { 'x-tenant-id': TENANT, 'x-user-role': ROLE };
-export const HEADERS = { 'X-Tenant-Id': TENANT, 'X-User-Role': ROLE };
+// Identity as a trusted gateway would pass it (KAIREON_TRUST_HEADERS=true), or,
+// with AUTHORIZATION set ("Bearer <JWT>"), the token a client sends to servers
+// that do not trust headers (the multi-host lab behind nginx).
+export const AUTHORIZATION = env('AUTHORIZATION', '');
+export const METADATA = AUTHORIZATION
+  ? { authorization: AUTHORIZATION }
+  : { 'x-tenant-id': TENANT, 'x-user-role': ROLE };
+export const HEADERS = AUTHORIZATION
+  ? { Authorization: AUTHORIZATION }
+  : { 'X-Tenant-Id': TENANT, 'X-User-Role': ROLE };
 
 // The same names in every scenario, so the harness reads one set of metrics.
 // Latency of a single call is k6's own grpc_req_duration / http_req_duration
@@ -189,10 +196,14 @@ export function invoke(client, method, request, params) {
 }
 
 // Count one operation; ms (optional) is its end-to-end time, outcome
-// (optional, lib/ops.js) tags the samples. Failed operations count in the
-// latency too: a fast error must not flatter it.
-export function record(ok, protocol, ms, outcome) {
+// (optional, lib/ops.js) and op (optional: the operation of a mix) tag the
+// samples. Failed operations count in the latency too: a fast error must not
+// flatter it.
+export function record(ok, protocol, ms, outcome, op) {
   const tags = outcome === undefined ? { protocol } : { protocol, outcome };
+  if (op !== undefined) {
+    tags.op = op;
+  }
   requests.add(1, tags);
   errors.add(!ok, tags);
   if (ms !== undefined) {

@@ -249,6 +249,13 @@ class AuditCapability:
     def add_to_server(self, server: grpc.aio.Server) -> None:
         audit_pb2_grpc.add_AuditServiceServicer_to_server(self._servicer, server)
 
+    def key_summary(self) -> dict[str, object]:
+        """Which audit-log key is loaded (its public fingerprint, never the key)."""
+        return {
+            "log_name": self.settings.log_name,
+            "log_key_fingerprint": tlog.log_key_fingerprint(self.settings.log_key),
+        }
+
     async def start(self) -> None:
         self.integrator.start()
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -136,6 +138,14 @@ class TlogSettings:
             interval=reader.number("KAIREON_TLOG_INTERVAL", 5.0, minimum=0.01, maximum=600),
             enabled=reader.boolean("KAIREON_TLOG_INTEGRATOR", True),
         )
+
+
+def log_key_fingerprint(key: Ed25519PrivateKey | None) -> str:
+    """sha256 (first 16 hex digits) of the raw public key; "" without a key. For logs."""
+    if key is None:
+        return ""
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def _load_log_key(value: str | None) -> Ed25519PrivateKey | None:

@@ -222,13 +222,14 @@ async def _seed_catalogue(con: asyncpg.Connection, tenant: str) -> None:
             None,
         )
     )
-    for model_id, model_type in MODELS:
+    for index, (model_id, model_type) in enumerate(MODELS):
         for version in (1, 2):
             start = EPOCH if version == 1 else RULES_CHANGED_AT
             end = RULES_CHANGED_AT if version == 1 else None
+            # Distinct per model and version, so each has its own state hash in bundles.
             state = {
-                "weights": [round(0.1 * version * (j + 1), 3) for j in range(8)],
-                "bias": version * 0.05,
+                "weights": [round(0.1 * version * (j + 1) + 0.01 * index, 3) for j in range(8)],
+                "bias": round(version * 0.05 + 0.5 * index, 3),
             }
             models.append((tenant, model_id, version, model_type, "active", state, start, end))
         reports.append(

@@ -143,6 +143,17 @@ class DsarCapability:
     def add_to_server(self, server: grpc.aio.Server) -> None:
         dsar_pb2_grpc.add_DsarServiceServicer_to_server(self._servicer, server)
 
+    def key_summary(self) -> dict[str, object]:
+        """The export encryption key versions loaded (names only, never key bytes)."""
+        keyring = self.settings.keyring
+        return {
+            "encryption_key_versions": sorted(keyring.keys) if keyring else [],
+            "encryption_active_key": keyring.active if keyring else "",
+        }
+
+    def drain_summary(self) -> dict[str, object]:
+        return {"dsar_jobs_in_progress": sum(1 for w in self.workers if w.busy)}
+
     async def start(self) -> None:
         await self._notifier.start()
         for worker in self.workers:

@@ -56,6 +56,8 @@ class Worker:
         self._deps = JobDeps(deps.db, deps.settings, deps.signer, deps.keyring, self.owner)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # True while a claimed job runs: what a shutdown interrupts (logged by the app).
+        self.busy = False
 
     def start(self) -> None:
         self._stopping = False
@@ -74,7 +76,11 @@ class Worker:
             try:
                 claim = await self._claim()
                 if claim is not None:
-                    await self._execute(claim)
+                    self.busy = True
+                    try:
+                        await self._execute(claim)
+                    finally:
+                        self.busy = False
                     continue
                 await self._reap()
             except asyncio.CancelledError:

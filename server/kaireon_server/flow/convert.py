@@ -11,6 +11,7 @@ from google.protobuf import json_format, timestamp_pb2
 from kaireon.flow.v1 import flow_pb2
 from kaireon_server.flow.definition import FlowDefinition, definition_from_json
 from kaireon_server.flow.hooks import NodeState, RunState
+from kaireon_server.flow.outputs import NodeOutput
 from kaireon_server.flow.repository import NodeView, RunView
 from kaireon_server.flow.watch import WatchItem
 from kaireon_server.platform.errors import InvalidArgument
@@ -184,3 +185,16 @@ class WatchEncoder:
             node=node_to_proto(item.node) if item.node else None,
             seq=item.seq,
         )
+
+
+def node_output_to_proto(found: NodeOutput) -> flow_pb2.GetNodeOutputResponse:
+    return flow_pb2.GetNodeOutputResponse(
+        run_id=found.run_id,
+        node_id=found.node_id,
+        node_type=found.node_type,
+        output_json=found.canonical.decode() if found.canonical is not None else "",
+        output_digest=found.digest,
+        size_bytes=found.size_bytes,
+        truncated=found.truncated,
+        checkpoint_time=_timestamp(found.checkpoint_time),
+    )

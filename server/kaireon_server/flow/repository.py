@@ -94,6 +94,19 @@ def node_view(result: NodeResult) -> NodeView:
     )
 
 
+async def checkpoint_output(
+    con: asyncpg.Connection, tenant_id: str, run_id: str, node_id: str
+) -> asyncpg.Record | None:
+    """The stored output of one node (output, output_digest, created_at), if any."""
+    return await con.fetchrow(
+        "SELECT output, output_digest, created_at FROM flow_run_checkpoint "
+        "WHERE tenant_id = $1 AND run_id = $2 AND node_id = $3",
+        tenant_id,
+        run_id,
+        node_id,
+    )
+
+
 async def get_run(
     con: asyncpg.Connection, tenant_id: str, run_id: str, *, for_update: bool = False
 ) -> RunView | None:

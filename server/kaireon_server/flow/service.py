@@ -14,7 +14,9 @@ from kaireon_server.flow import convert
 from kaireon_server.flow.manager import RunManager, validate_run_id
 from kaireon_server.flow.nodes.registry import default_registry
 from kaireon_server.flow.notifier import FlowNotifier
+from kaireon_server.flow.outputs import read_node_output
 from kaireon_server.flow.settings import FlowLimits
+from kaireon_server.flow.validation import NODE_ID
 from kaireon_server.flow.watch import watch_run
 from kaireon_server.platform.auth import current_identity
 from kaireon_server.platform.errors import InvalidArgument
@@ -95,6 +97,24 @@ class FlowRunnerServicer(flow_pb2_grpc.FlowRunnerServiceServicer):
         view = await self._manager.cancel_run(identity, _required_run_id(request.run_id))
         return flow_pb2.CancelRunResponse(run=convert.run_to_proto(view))
 
+    async def GetNodeOutput(
+        self, request: flow_pb2.GetNodeOutputRequest, context: Context
+    ) -> flow_pb2.GetNodeOutputResponse:
+        identity = current_identity()
+        run_id = _required_run_id(request.run_id)
+        if not request.node_id:
+            raise InvalidArgument.field("node_id", "is required")
+        if not NODE_ID.fullmatch(request.node_id):
+            raise InvalidArgument.field("node_id", "1 to 128 characters of A-Z, a-z, 0-9, _ . -")
+        found = await read_node_output(
+            self._manager.db,
+            identity.tenant_id,
+            run_id,
+            request.node_id,
+            max_bytes=request.max_bytes,
+        )
+        return convert.node_output_to_proto(found)
+
     async def WatchRun(
         self, request: flow_pb2.WatchRunRequest, context: Context
     ) -> AsyncIterator[flow_pb2.WatchRunResponse]:
@@ -127,6 +147,9 @@ class FlowCapability:
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         flow_pb2_grpc.add_FlowRunnerServiceServicer_to_server(self._servicer, server)
+
+    def drain_summary(self) -> dict[str, object]:
+        return {"flow_runs_in_progress": len(self.manager.executors.active)}
 
     async def start(self) -> None:
         await self.notifier.start()

@@ -9,10 +9,16 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from kaireon_server.gateway.routes import DEFAULT_SERVICES
-from kaireon_server.gateway.server import GatewayServer
-from kaireon_server.gateway.settings import GatewaySettings
-from kaireon_server.platform.errors import ConfigurationError
+# Before anything imports grpc: its C core would write plain-text lines among
+# the JSON logs (platform/env.py GRPC_CORE_DEFAULTS).
+from kaireon_server.platform.env import quiet_grpc_core
+
+quiet_grpc_core()
+
+from kaireon_server.gateway.routes import DEFAULT_SERVICES  # noqa: E402
+from kaireon_server.gateway.server import GatewayServer  # noqa: E402
+from kaireon_server.gateway.settings import GatewaySettings  # noqa: E402
+from kaireon_server.platform.errors import ConfigurationError  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None, settings: GatewaySettings) -> argparse.Namespace:

@@ -41,8 +41,31 @@ def to_json_value(message: Message) -> Any:
     return _in_field_order(cast("Descriptor", message.DESCRIPTOR), value)
 
 
+_FREE_FORM_JSON = frozenset(
+    {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"}
+)
+
+
+def _json_key_order(key: str) -> bytes:
+    """RFC 8785's property order: by UTF-16 code units (= code points within the BMP)."""
+    return key.encode("utf-16-be")
+
+
+def _keys_sorted(value: Any) -> Any:
+    """Free-form JSON (Struct, Value) with its object keys sorted at every depth."""
+    if isinstance(value, dict):
+        return {k: _keys_sorted(value[k]) for k in sorted(value, key=_json_key_order)}
+    if isinstance(value, list):
+        return [_keys_sorted(v) for v in value]
+    return value
+
+
 def _in_field_order(desc: Descriptor, value: dict[str, Any]) -> dict[str, Any]:
-    """Declaration order, as protojson prints (MessageToDict puts set fields first)."""
+    """Declaration order, as protojson prints (MessageToDict puts set fields first).
+
+    Map entries and Struct keys come sorted, as Go's protojson prints them (a
+    map's iteration order is arbitrary): a message whose fields are declared in
+    key order, like DsarExport, thereby prints in RFC 8785 order."""
     if desc.full_name in SPECIAL_JSON:
         return value
     ordered: dict[str, Any] = {}
@@ -51,7 +74,9 @@ def _in_field_order(desc: Descriptor, value: dict[str, Any]) -> dict[str, Any]:
         if key not in value:
             continue
         item = value[key]
-        if is_plain_message(field):
+        if is_message(field) and message_of(field).full_name in _FREE_FORM_JSON:
+            item = _keys_sorted(item)
+        elif is_plain_message(field):
             sub = message_of(field)
             item = (
                 [_in_field_order(sub, x) for x in item]
@@ -60,9 +85,12 @@ def _in_field_order(desc: Descriptor, value: dict[str, Any]) -> dict[str, Any]:
             )
         elif is_map(field):
             entry_value = message_of(field).fields_by_name["value"]
+            item = {k: item[k] for k in sorted(item, key=_json_key_order)}
             if is_plain_message(entry_value):
                 sub = message_of(entry_value)
                 item = {k: _in_field_order(sub, v) for k, v in item.items()}
+            elif is_message(entry_value) and message_of(entry_value).full_name in _FREE_FORM_JSON:
+                item = _keys_sorted(item)
         ordered[key] = item
     return ordered
 

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 from google.rpc import status_pb2
@@ -126,7 +127,7 @@ _PEER = re.compile(r"(?:ipv4:(?P<v4>[0-9.]+):\d+|ipv6:\[(?P<v6>[0-9A-Fa-f:.%a-z]
 def peer_address(peer: str) -> str:
     """The IP address of a gRPC peer string ("ipv4:1.2.3.4:5678", "ipv6:[::1]:5678");
     anything else (unix sockets) is one bucket of its own kind."""
-    match = _PEER.fullmatch(peer or "")
+    match = _PEER.fullmatch(unquote(peer or ""))  # "ipv6:%5B::1%5D:5" as grpc-core writes it
     if match is None:
         return (peer or "unknown").split(":", 1)[0]
     return match.group("v4") or match.group("v6")

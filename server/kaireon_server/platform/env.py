@@ -26,13 +26,31 @@ from pathlib import Path
 
 from kaireon_server.platform.errors import ConfigurationError
 
-__all__ = ["ConfigurationError", "EnvReader", "process_environment"]
+__all__ = ["ConfigurationError", "EnvReader", "process_environment", "quiet_grpc_core"]
 
 # Plain ASCII decimal only: int() would also take "1_000" and other scripts' digits.
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _PORT_OFF = frozenset({"off", "none", "disabled"})
+
+
+# gRPC C-core writes plain-text lines to stderr (e.g. "fork_posix.cc:71] Other
+# threads are currently calling into gRPC, skipping fork() handlers" at
+# shutdown), which would break the JSON-lines log. Entry points apply these
+# defaults before grpc is first imported; an operator's own value wins.
+GRPC_CORE_DEFAULTS: Mapping[str, str] = {
+    "GRPC_VERBOSITY": "NONE",
+    # The server forks only to exec (subprocesses), never to keep running gRPC.
+    "GRPC_ENABLE_FORK_SUPPORT": "false",
+}
+
+
+def quiet_grpc_core() -> None:
+    """Apply GRPC_CORE_DEFAULTS to this process (and its children) where unset."""
+    for name, value in GRPC_CORE_DEFAULTS.items():
+        if not os.environ.get(name, "").strip():
+            os.environ[name] = value
 
 
 def process_environment() -> dict[str, str]:

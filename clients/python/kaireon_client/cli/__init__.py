@@ -15,11 +15,20 @@ from pathlib import Path
 
 import grpc
 
-from kaireon_client.cli.common import report_rpc_error
+from kaireon_client.cli.common import EXIT_USAGE, report_rpc_error
 from kaireon_client.client import KaireonClient
 from kaireon_client.config import ClientConfig
 
-SUBCOMMAND_MODULES: Sequence[str] = ("audit", "dsar", "erase", "flow", "provenance", "verify")
+SUBCOMMAND_MODULES: Sequence[str] = (
+    "audit",
+    "dsar",
+    "erase",
+    "holds",
+    "flow",
+    "provenance",
+    "keys",
+    "verify",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,13 +76,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     offline = getattr(args, "offline", False)
+    target = ""
     try:
         if offline:
             return int(func(args, None))
-        with KaireonClient(config_from_args(args)) as client:
+        try:
+            config = config_from_args(args)
+        except ValueError as exc:  # e.g. KAIREON_TIMEOUT=soon
+            print(f"kaireon: bad client setting: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        target = config.target
+        with KaireonClient(config) as client:
             return int(func(args, client))
     except grpc.RpcError as exc:
-        return report_rpc_error(exc)
+        return report_rpc_error(exc, target)
     except KeyboardInterrupt:
         return 130
 

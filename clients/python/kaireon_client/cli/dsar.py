@@ -3,8 +3,8 @@
 `export SUBJECT` queues an export, shows a live progress bar fed by the watch
 stream (on stderr), then downloads the document. With --out FILE the document
 goes to FILE (written beside it and moved into place once its digest checks),
-its signature to FILE.sig and its sha256 to FILE.sha256 — the inputs of
-tools/verify_provenance.py; without --out the bytes go to stdout unchanged.
+its signature to FILE.sig and its sha256 to FILE.sha256 (`sha256sum -c`
+format) — the inputs of tools/verify_provenance.py; without --out the bytes go to stdout unchanged.
 --verify also checks digest, signature (key from GetSigningKey) and canonical
 form here; a failed check exits with 3.
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 
 from kaireon.dsar.v1 import dsar_pb2
 from kaireon.provenance.v1 import provenance_pb2
+from kaireon_client.checksum import write_checksum_file
 from kaireon_client.cli.common import (
     EXIT_RPC_ERROR,
     EXIT_VERIFY_FAILED,
@@ -179,7 +180,7 @@ def _export(args: argparse.Namespace, client: KaireonClient) -> int:
         if out is not None:
             os.replace(partial, out)
             Path(f"{out}.sig").write_text(done.export_signature + "\n")
-            Path(f"{out}.sha256").write_text(done.export_digest_sha256 + "\n")
+            write_checksum_file(out, done.export_digest_sha256)
     finally:
         partial.unlink(missing_ok=True)
     report = _verify(client, out, done) if args.verify and out is not None else None
@@ -188,7 +189,7 @@ def _export(args: argparse.Namespace, client: KaireonClient) -> int:
         summary = message_to_dict(done)
         summary["out"] = str(out) if out else None
         summary["verification"] = report.as_dict() if report else None
-        print(json.dumps(summary, indent=2), file=info)
+        print_json(summary, file=info)
     else:
         kind = f"encrypted ({done.export_key_version})" if done.encrypt else "portable JSON"
         lines = [
@@ -255,7 +256,28 @@ def _list(args: argparse.Namespace, client: KaireonClient) -> int:
     return 0
 
 
+def envelope_problem(path: Path) -> str | None:
+    """Why FILE cannot be an encrypted envelope, checked before any key is needed."""
+    try:
+        with open(path, "rb") as source:
+            head = source.read(64 * 1024)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    if re.search(rb'"ciphertext"\s*:\s*"', head):
+        return None
+    if head.lstrip().startswith(b"{"):
+        return (
+            f"{path} is not encrypted (a plaintext export?): there is nothing to decrypt; "
+            "read it as it is"
+        )
+    return f"{path} is not an encrypted export (not JSON)"
+
+
 def _decrypt(args: argparse.Namespace, _client: None) -> int:
+    problem = envelope_problem(args.file)
+    if problem is not None:
+        print(f"kaireon: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if args.keys_file is not None:
             keyring: KeyRing | None = KeyRing.parse(args.keys_file.read_text())

@@ -1,17 +1,26 @@
-"""`kaireon erase CUSTOMER [--dry-run]`: GDPR Art. 17 erasure of one customer.
+"""`kaireon erase CUSTOMER [--dry-run] [--yes]`: GDPR Art. 17 erasure of one customer.
 
-`kaireon --json erase CUSTOMER` prints the whole response, receipt included,
-in the form tools/verify_erasure_receipt.py reads.
+An erasure cannot be undone, so it is confirmed first: on a terminal the CLI
+asks (showing tenant and customer); a script passes --yes; without either and
+without a terminal on stdin it refuses (exit 2) and erases nothing. --dry-run
+deletes nothing and needs no confirmation.
+
+`kaireon --json erase CUSTOMER --yes` prints the whole response, receipt
+included, in the form tools/verify_erasure_receipt.py reads.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
+import sys
 from typing import Any
 
 from kaireon.erasure.v1 import erasure_pb2
-from kaireon_client.cli.common import message_to_dict, print_json
+from kaireon_client.cli.common import EXIT_USAGE, fail, message_to_dict, print_json
 from kaireon_client.client import KaireonClient
+from kaireon_client.config import ClientConfig
 
 
 def register(subparsers: Any) -> None:
@@ -26,10 +35,57 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="count what would be erased; delete nothing"
     )
+    parser.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="erase without asking (needed when stdin is not a terminal)",
+    )
     parser.set_defaults(func=_erase)
 
 
+def tenant_label(config: ClientConfig) -> str:
+    """The tenant the server will act on, for the confirmation prompt (display only)."""
+    if config.tenant:
+        return config.tenant
+    if config.token:
+        try:
+            payload = config.token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            return f"{claims['tenant_id']} (from the token)"
+        except (IndexError, KeyError, TypeError, ValueError):
+            return "the token's tenant"
+    return "(no tenant given)"
+
+
+def confirmed(customer: str, tenant: str) -> bool | None:
+    """Ask on the terminal; None when there is no terminal to ask on."""
+    if not sys.stdin.isatty():
+        return None
+    prompt = (
+        f"Erase every personal-data row of customer {customer!r} in tenant {tenant}?\n"
+        "This cannot be undone. Type the customer id to confirm: "
+    )
+    # The prompt goes to stderr: stdout stays the answer (e.g. --json for a pipe).
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    return answer.strip() == customer
+
+
 def _erase(args: argparse.Namespace, client: KaireonClient) -> int:
+    if not args.dry_run and not args.yes:
+        tenant = tenant_label(client.config)
+        answer = confirmed(args.customer, tenant)
+        if answer is None:
+            return fail(
+                f"refusing to erase {args.customer!r} in tenant {tenant} without confirmation: "
+                "stdin is not a terminal; pass --yes to erase from a script "
+                "(or --dry-run to preview)",
+                EXIT_USAGE,
+            )
+        if not answer:
+            return fail("not confirmed; nothing was erased", EXIT_USAGE)
     reply = client.erasure.EraseCustomer(
         erasure_pb2.EraseCustomerRequest(customer_id=args.customer, dry_run=args.dry_run)
     )

@@ -1,4 +1,4 @@
-"""`kaireon flow run|retry|watch|status|list|cancel|clear`: resumable pipeline runs.
+"""`kaireon flow run|retry|watch|status|list|output|cancel|clear`: resumable pipeline runs.
 
 A flow file (YAML or JSON) holds a FlowDefinition in its protojson form:
 
@@ -11,6 +11,10 @@ A flow file (YAML or JSON) holds a FlowDefinition in its protojson form:
         type: transform.filter
         dependsOn: [customers]          # depends_on works too
         config: {where: "channel == 'web'"}
+
+`output RUN NODE` prints a node's output as canonical JSON (GetNodeOutput),
+`--out FILE` writes it to FILE; an output over --max-bytes exits 1 and says
+how large it is.
 
 `run` and `retry` follow the run until it finishes (unless --no-watch),
 printing one line per node event; with --json they print the events as JSON
@@ -30,11 +34,13 @@ import yaml
 from google.protobuf import json_format
 
 from kaireon.flow.v1 import flow_pb2
-from kaireon_client.cli.common import message_to_dict, print_json
+from kaireon_client.cli.common import EXIT_RPC_ERROR, dumps_json, message_to_dict, print_json
 from kaireon_client.client import KaireonClient
 
 EXIT_BAD_FILE = 2
 EXIT_RUN_NOT_SUCCEEDED = 4
+# GetNodeOutput's max_bytes bound (protos/kaireon/flow/v1/flow.proto).
+OUTPUT_LIMIT_BYTES = 8 * 1024 * 1024
 
 _EVENT_WORDS = {
     flow_pb2.RUN_EVENT_TYPE_NODE_STARTED: "started",
@@ -85,6 +91,20 @@ def register(subparsers: Any) -> None:
     cancel.add_argument("run_id")
     cancel.set_defaults(func=_cancel)
 
+    output = commands.add_parser(
+        "output", help="print one node's output (canonical JSON, from its checkpoint; operator)"
+    )
+    output.add_argument("run_id")
+    output.add_argument("node_id")
+    output.add_argument(
+        "--max-bytes",
+        type=int,
+        default=0,
+        help=f"largest output to fetch (default 1 MiB, at most {OUTPUT_LIMIT_BYTES})",
+    )
+    output.add_argument("--out", type=Path, metavar="FILE", help="write the output to FILE")
+    output.set_defaults(func=_output)
+
     clear = commands.add_parser("clear", help="delete a run's checkpoints (next retry runs all)")
     clear.add_argument("run_id")
     clear.set_defaults(func=_clear)
@@ -130,7 +150,7 @@ def follow(client: KaireonClient, run_id: str, *, as_json: bool) -> int:
     final: flow_pb2.Run | None = None
     for event in client.flow.WatchRun(flow_pb2.WatchRunRequest(run_id=run_id)):
         if as_json:
-            print(json.dumps({"result": message_to_dict(event)}), flush=True)
+            print(dumps_json({"result": message_to_dict(event)}, indent=None), flush=True)
         if event.type == flow_pb2.RUN_EVENT_TYPE_SNAPSHOT:
             total = len(event.run.nodes)
             done = sum(1 for n in event.run.nodes if n.state in _DONE_STATES)
@@ -247,4 +267,43 @@ def _clear(args: argparse.Namespace, client: KaireonClient) -> int:
         print_json(reply)
     else:
         print(f"cleared {reply.cleared} checkpoints of run {args.run_id}")
+    return 0
+
+
+def _output(args: argparse.Namespace, client: KaireonClient) -> int:
+    reply = client.flow.GetNodeOutput(
+        flow_pb2.GetNodeOutputRequest(
+            run_id=args.run_id, node_id=args.node_id, max_bytes=args.max_bytes
+        )
+    )
+    if reply.truncated:
+        limit = args.max_bytes or "1 MiB (the default)"
+        advice = (
+            f"pass --max-bytes {reply.size_bytes}"
+            if reply.size_bytes <= OUTPUT_LIMIT_BYTES
+            else f"it is over the {OUTPUT_LIMIT_BYTES}-byte limit: write it to a table "
+            "with a sink node instead"
+        )
+        print(
+            f"kaireon: the output of node {reply.node_id} is {reply.size_bytes} bytes, "
+            f"more than --max-bytes {limit}; {advice} (sha256 {reply.output_digest})",
+            file=sys.stderr,
+        )
+        return EXIT_RPC_ERROR
+    if args.json:
+        summary = message_to_dict(reply)
+        summary["output"] = json.loads(reply.output_json)
+        del summary["outputJson"]
+        if args.out is not None:
+            args.out.write_text(reply.output_json)
+        print_json(summary)
+        return 0
+    if args.out is not None:
+        args.out.write_text(reply.output_json)
+        print(
+            f"output of {reply.node_id} ({reply.node_type}): {reply.size_bytes} bytes "
+            f"written to {args.out}, sha256 {reply.output_digest}"
+        )
+    else:
+        sys.stdout.write(reply.output_json + "\n")
     return 0

@@ -2,7 +2,8 @@
 
 Without --out the bundle bytes go to stdout unchanged (pipe them; the digest is
 over exactly those bytes) and the summary to stderr. With --out FILE the bundle
-is written to FILE, its signature to FILE.sig and its sha256 to FILE.sha256,
+is written to FILE, its signature to FILE.sig and its sha256 to FILE.sha256
+(`<hex>  <name>`, the format `sha256sum -c` checks),
 the inputs of tools/verify_provenance.py and of `openssl dgst -sha256 -verify`.
 --verify fetches the signing key (GetSigningKey) and checks digest, signature,
 canonical form and audit-log links here, offline; a failure exits with 3.
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from kaireon.provenance.v1 import provenance_pb2
-from kaireon_client.cli.common import EXIT_VERIFY_FAILED
+from kaireon_client.checksum import write_checksum_file
+from kaireon_client.cli.common import EXIT_VERIFY_FAILED, print_json
 from kaireon_client.client import KaireonClient
 from kaireon_client.verify import Report, verify_bundle
 
@@ -48,7 +50,7 @@ def register(subparsers: Any) -> None:
 def _write(out: Path, reply: provenance_pb2.GetDecisionProvenanceResponse) -> None:
     out.write_bytes(reply.bundle.data)
     Path(f"{out}.sig").write_text(reply.signature + "\n")
-    Path(f"{out}.sha256").write_text(reply.digest_sha256 + "\n")
+    write_checksum_file(out, reply.digest_sha256)
 
 
 def _verify(client: KaireonClient, body: bytes, digest: str, signature: str) -> Report:
@@ -81,7 +83,7 @@ def _provenance(args: argparse.Namespace, client: KaireonClient) -> int:
         }
         if args.out is None:
             summary["bundle"] = json.loads(body)
-        print(json.dumps(summary, indent=2))
+        print_json(summary)
     else:
         if args.out is None:
             sys.stdout.buffer.write(body)

@@ -332,6 +332,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/flow/runs/{run_id}/nodes/{node_id}/output": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * kaireon.flow.v1.FlowRunnerService.GetNodeOutput
+         * @description HTTP rule: GET /api/v1/flow/runs/{run_id}/nodes/{node_id}/output
+         */
+        get: operations["FlowRunnerService_GetNodeOutput"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/flow/runs/{run_id}/watch": {
         parameters: {
             query?: never;
@@ -674,13 +694,13 @@ export interface components {
             request?: components["schemas"]["kaireon.dsar.v1.DsarRequest"];
         };
         "kaireon.dsar.v1.DsarExport": {
-            customerId?: string;
-            exportedAt?: string;
-            encrypted?: boolean;
-            data?: components["schemas"]["google.protobuf.Struct"];
             counts?: {
                 [key: string]: number;
             };
+            customerId?: string;
+            data?: components["schemas"]["google.protobuf.Struct"];
+            encrypted?: boolean;
+            exportedAt?: string;
             requestId?: string;
         };
         "kaireon.dsar.v1.DsarRequest": {
@@ -819,6 +839,17 @@ export interface components {
             /** Format: double */
             timeoutSeconds?: number;
             retry?: components["schemas"]["kaireon.flow.v1.RetryPolicy"];
+        };
+        "kaireon.flow.v1.GetNodeOutputResponse": {
+            runId?: string;
+            nodeId?: string;
+            nodeType?: string;
+            outputJson?: string;
+            outputDigest?: string;
+            /** Format: int64 */
+            sizeBytes?: string;
+            truncated?: boolean;
+            checkpointTime?: components["schemas"]["google.protobuf.Timestamp"];
         };
         "kaireon.flow.v1.ListRunsResponse": {
             runs?: components["schemas"]["kaireon.flow.v1.Run"][];
@@ -1480,6 +1511,40 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["kaireon.flow.v1.Run"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    FlowRunnerService_GetNodeOutput: {
+        parameters: {
+            query?: {
+                maxBytes?: number;
+            };
+            header?: never;
+            path: {
+                run_id: string;
+                node_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.flow.v1.GetNodeOutputResponse"];
                 };
             };
             /** @description An error: a google.rpc.Status. */

@@ -325,6 +325,15 @@ describe("FlowRunnerService", () => {
     const run = (await admin.flow.getRun({ runId })).run!;
     assert.equal(run.state, RunState.SUCCEEDED);
     assert.deepEqual(run.nodes.map((n) => n.nodeId).sort(), ["big", "src"]);
+    // A node's output: canonical JSON whose sha256 is the node's output digest.
+    const output = await admin.flow.getNodeOutput({ runId, nodeId: "big" });
+    assert.equal(output.truncated, false);
+    assert.equal(output.outputDigest, run.nodes.find((n) => n.nodeId === "big")?.outputDigest);
+    assert.ok(Array.isArray(JSON.parse(output.outputJson)));
+    const capped = await admin.flow.getNodeOutput({ runId, nodeId: "big", maxBytes: 1 });
+    assert.equal(capped.truncated, true);
+    assert.equal(capped.outputJson, "");
+    await rejects(admin.flow.getNodeOutput({ runId, nodeId: "ghost" }), Code.NotFound, "NODE_NOT_FOUND");
     const listed = await admin.flow.listRuns({ pageSize: 50 });
     assert.ok(listed.runs.some((r) => r.runId === runId));
     await rejects(admin.flow.startRun({ definition, runId }), Code.AlreadyExists, "RUN_EXISTS");
@@ -534,7 +543,7 @@ describe("TLS", () => {
 describe("coverage", () => {
   it("every RPC of the five services was called from TypeScript", () => {
     const all = SERVICES.flatMap((s) => s.methods.map((m) => `${s.typeName}/${m.name}`));
-    assert.equal(all.length, 27);
+    assert.equal(all.length, 28);
     assert.deepEqual(all.filter((m) => !called.has(m)), []);
   });
 });

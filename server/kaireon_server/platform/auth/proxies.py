@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 DEFAULT_TRUSTED_PROXIES = "127.0.0.0/8,::1"
 
@@ -66,7 +67,9 @@ class TrustedProxies:
         """
         if not peer:
             return False
-        scheme, _, rest = peer.partition(":")
+        # grpc-core percent-encodes IPv6 brackets ("ipv6:%5B::1%5D:5000"): decode them,
+        # or a client of "localhost" that resolves to ::1 is refused.
+        scheme, _, rest = unquote(peer).partition(":")
         if scheme == "unix":
             return True
         if scheme == "ipv4":

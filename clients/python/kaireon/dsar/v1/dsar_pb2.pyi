@@ -151,6 +151,11 @@ Global___DsarRequest: _TypeAlias = DsarRequest  # noqa: Y015
 class DsarExport(_message.Message):
     """DsarExport is the export document: GDPR Art. 20 portable JSON, or the
     AES-256-GCM envelope of it when the request asked for encryption.
+
+    Fields are declared in the RFC 8785 order of their JSON names (counts,
+    customerId, data, encrypted, exportedAt, requestId), and REST prints map and
+    Struct keys sorted, so the inline JSON of a plain export has the key order
+    of the downloaded document.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -175,20 +180,24 @@ class DsarExport(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
-    EXPORTED_AT_FIELD_NUMBER: _builtins.int
-    ENCRYPTED_FIELD_NUMBER: _builtins.int
-    DATA_FIELD_NUMBER: _builtins.int
     COUNTS_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    ENCRYPTED_FIELD_NUMBER: _builtins.int
+    EXPORTED_AT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """The data subject (plain exports only; an envelope keeps it encrypted)."""
-    exported_at: _builtins.str
-    """When the export's snapshot was taken (RFC 3339, UTC, microseconds)."""
     encrypted: _builtins.bool
     """Whether data is an encrypted envelope."""
+    exported_at: _builtins.str
+    """When the export's snapshot was taken (RFC 3339, UTC, microseconds)."""
     request_id: _builtins.str
     """The request the export answers."""
+    @_builtins.property
+    def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Rows per category of data (plain exports only)."""
+
     @_builtins.property
     def data(self) -> _struct_pb2.Struct:
         """Plain: the subject's rows by category (interactions, summaries, …).
@@ -196,18 +205,14 @@ class DsarExport(_message.Message):
         tenantId.
         """
 
-    @_builtins.property
-    def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
-        """Rows per category of data (plain exports only)."""
-
     def __init__(
         self,
         *,
-        customer_id: _builtins.str = ...,
-        exported_at: _builtins.str = ...,
-        encrypted: _builtins.bool = ...,
-        data: _struct_pb2.Struct | None = ...,
         counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        customer_id: _builtins.str = ...,
+        data: _struct_pb2.Struct | None = ...,
+        encrypted: _builtins.bool = ...,
+        exported_at: _builtins.str = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015

@@ -718,6 +718,90 @@ class CancelRunResponse(_message.Message):
 Global___CancelRunResponse: _TypeAlias = CancelRunResponse  # noqa: Y015
 
 @_typing.final
+class GetNodeOutputRequest(_message.Message):
+    """Request of GetNodeOutput."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """Required. The run identifier."""
+    node_id: _builtins.str
+    """Required. The node identifier within the run's definition."""
+    max_bytes: _builtins.int
+    """Optional. Largest output to return, in bytes of canonical JSON: 0 means
+    1 MiB (1048576); at most 8 MiB (8388608).
+    """
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        max_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_bytes", b"max_bytes", "node_id", b"node_id", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetNodeOutputRequest: _TypeAlias = GetNodeOutputRequest  # noqa: Y015
+
+@_typing.final
+class GetNodeOutputResponse(_message.Message):
+    """Response of GetNodeOutput."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    NODE_TYPE_FIELD_NUMBER: _builtins.int
+    OUTPUT_JSON_FIELD_NUMBER: _builtins.int
+    OUTPUT_DIGEST_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_TIME_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run identifier."""
+    node_id: _builtins.str
+    """The node identifier."""
+    node_type: _builtins.str
+    """The node's type."""
+    output_json: _builtins.str
+    """The output as canonical JSON text; empty when truncated."""
+    output_digest: _builtins.str
+    """sha256 hex of the canonical JSON (of the whole output, also when truncated)."""
+    size_bytes: _builtins.int
+    """Size of the canonical JSON in bytes."""
+    truncated: _builtins.bool
+    """True when size_bytes exceeds max_bytes and output_json was left empty."""
+    @_builtins.property
+    def checkpoint_time(self) -> _timestamp_pb2.Timestamp:
+        """When the checkpoint holding the output was written."""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        node_type: _builtins.str = ...,
+        output_json: _builtins.str = ...,
+        output_digest: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
+        checkpoint_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint_time", b"checkpoint_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_time", b"checkpoint_time", "node_id", b"node_id", "node_type", b"node_type", "output_digest", b"output_digest", "output_json", b"output_json", "run_id", b"run_id", "size_bytes", b"size_bytes", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetNodeOutputResponse: _TypeAlias = GetNodeOutputResponse  # noqa: Y015
+
+@_typing.final
 class WatchRunRequest(_message.Message):
     """Request of WatchRun."""
 

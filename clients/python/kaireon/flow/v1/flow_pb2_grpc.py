@@ -71,6 +71,11 @@ class FlowRunnerServiceStub:
                 request_serializer=kaireon_dot_flow_dot_v1_dot_flow__pb2.WatchRunRequest.SerializeToString,
                 response_deserializer=kaireon_dot_flow_dot_v1_dot_flow__pb2.WatchRunResponse.FromString,
                 _registered_method=True)
+        self.GetNodeOutput = channel.unary_unary(
+                '/kaireon.flow.v1.FlowRunnerService/GetNodeOutput',
+                request_serializer=kaireon_dot_flow_dot_v1_dot_flow__pb2.GetNodeOutputRequest.SerializeToString,
+                response_deserializer=kaireon_dot_flow_dot_v1_dot_flow__pb2.GetNodeOutputResponse.FromString,
+                _registered_method=True)
 
 
 class FlowRunnerServiceServicer:
@@ -131,6 +136,17 @@ class FlowRunnerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetNodeOutput(self, request, context):
+        """Returns the output of one node of a run, read from its checkpoint, as
+        canonical JSON (RFC 8785) whose sha256 is the node's output_digest. An
+        output larger than max_bytes is not returned: `truncated` is true,
+        `output_json` is empty, and size_bytes says how large it is. Outputs may
+        hold personal data, hence the operator role (GetRun shows only digests).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FlowRunnerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +184,11 @@ def add_FlowRunnerServiceServicer_to_server(servicer, server):
                     servicer.WatchRun,
                     request_deserializer=kaireon_dot_flow_dot_v1_dot_flow__pb2.WatchRunRequest.FromString,
                     response_serializer=kaireon_dot_flow_dot_v1_dot_flow__pb2.WatchRunResponse.SerializeToString,
+            ),
+            'GetNodeOutput': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNodeOutput,
+                    request_deserializer=kaireon_dot_flow_dot_v1_dot_flow__pb2.GetNodeOutputRequest.FromString,
+                    response_serializer=kaireon_dot_flow_dot_v1_dot_flow__pb2.GetNodeOutputResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +382,33 @@ class FlowRunnerService:
             '/kaireon.flow.v1.FlowRunnerService/WatchRun',
             kaireon_dot_flow_dot_v1_dot_flow__pb2.WatchRunRequest.SerializeToString,
             kaireon_dot_flow_dot_v1_dot_flow__pb2.WatchRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNodeOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kaireon.flow.v1.FlowRunnerService/GetNodeOutput',
+            kaireon_dot_flow_dot_v1_dot_flow__pb2.GetNodeOutputRequest.SerializeToString,
+            kaireon_dot_flow_dot_v1_dot_flow__pb2.GetNodeOutputResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,13 @@ class FlowRunnerServiceStub:
     """Streams the run's events: the current state first, then node and run
     events until the run finishes.
     """
+    GetNodeOutput: _grpc.UnaryUnaryMultiCallable[_flow_pb2.GetNodeOutputRequest, _flow_pb2.GetNodeOutputResponse]
+    """Returns the output of one node of a run, read from its checkpoint, as
+    canonical JSON (RFC 8785) whose sha256 is the node's output_digest. An
+    output larger than max_bytes is not returned: `truncated` is true,
+    `output_json` is empty, and size_bytes says how large it is. Outputs may
+    hold personal data, hence the operator role (GetRun shows only digests).
+    """
 
 @_typing.type_check_only
 class FlowRunnerServiceAsyncStub(FlowRunnerServiceStub):
@@ -84,6 +91,13 @@ class FlowRunnerServiceAsyncStub(FlowRunnerServiceStub):
     WatchRun: _aio.UnaryStreamMultiCallable[_flow_pb2.WatchRunRequest, _flow_pb2.WatchRunResponse]  # type: ignore[assignment]
     """Streams the run's events: the current state first, then node and run
     events until the run finishes.
+    """
+    GetNodeOutput: _aio.UnaryUnaryMultiCallable[_flow_pb2.GetNodeOutputRequest, _flow_pb2.GetNodeOutputResponse]  # type: ignore[assignment]
+    """Returns the output of one node of a run, read from its checkpoint, as
+    canonical JSON (RFC 8785) whose sha256 is the node's output_digest. An
+    output larger than max_bytes is not returned: `truncated` is true,
+    `output_json` is empty, and size_bytes says how large it is. Outputs may
+    hold personal data, hence the operator role (GetRun shows only digests).
     """
 
 class FlowRunnerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -152,6 +166,19 @@ class FlowRunnerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_flow_pb2.WatchRunResponse], _abc.AsyncIterator[_flow_pb2.WatchRunResponse]]:
         """Streams the run's events: the current state first, then node and run
         events until the run finishes.
+        """
+
+    @_abc_1.abstractmethod
+    def GetNodeOutput(
+        self,
+        request: _flow_pb2.GetNodeOutputRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_flow_pb2.GetNodeOutputResponse, _abc.Awaitable[_flow_pb2.GetNodeOutputResponse]]:
+        """Returns the output of one node of a run, read from its checkpoint, as
+        canonical JSON (RFC 8785) whose sha256 is the node's output_digest. An
+        output larger than max_bytes is not returned: `truncated` is true,
+        `output_json` is empty, and size_bytes says how large it is. Outputs may
+        hold personal data, hence the operator role (GetRun shows only digests).
         """
 
 def add_FlowRunnerServiceServicer_to_server(servicer: FlowRunnerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file kaireon/flow/v1/flow.proto.
  */
 export const file_kaireon_flow_v1_flow: GenFile = /*@__PURE__*/
-  fileDesc("ChprYWlyZW9uL2Zsb3cvdjEvZmxvdy5wcm90bxIPa2FpcmVvbi5mbG93LnYxIqcBCghGbG93Tm9kZRIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEicKBmNvbmZpZxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKZGVwZW5kc19vbhgEIAMoCRIXCg90aW1lb3V0X3NlY29uZHMYBSABKAESKwoFcmV0cnkYBiABKAsyHC5rYWlyZW9uLmZsb3cudjEuUmV0cnlQb2xpY3kifQoLUmV0cnlQb2xpY3kSFAoMbWF4X2F0dGVtcHRzGAEgASgFEh8KF2luaXRpYWxfYmFja29mZl9zZWNvbmRzGAIgASgBEhsKE21heF9iYWNrb2ZmX3NlY29uZHMYAyABKAESGgoSYmFja29mZl9tdWx0aXBsaWVyGAQgASgBIpMBCg5GbG93RGVmaW5pdGlvbhIMCgRuYW1lGAEgASgJEigKBW5vZGVzGAIgAygLMhkua2FpcmVvbi5mbG93LnYxLkZsb3dOb2RlEhcKD21heF9jb25jdXJyZW5jeRgDIAEoBRIwCgpvbl9mYWlsdXJlGAQgASgOMhwua2FpcmVvbi5mbG93LnYxLkZhaWx1cmVNb2RlIv8BCgpOb2RlU3RhdHVzEg8KB25vZGVfaWQYASABKAkSKQoFc3RhdGUYAiABKA4yGi5rYWlyZW9uLmZsb3cudjEuTm9kZVN0YXRlEhAKCGF0dGVtcHRzGAMgASgFEg0KBWVycm9yGAQgASgJEi4KCnN0YXJ0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljYWNoZV9rZXkYByABKAkSDAoEdHlwZRgIIAEoCRIVCg1vdXRwdXRfZGlnZXN0GAkgASgJIoQDCgNSdW4SDgoGcnVuX2lkGAEgASgJEjMKCmRlZmluaXRpb24YAiABKAsyHy5rYWlyZW9uLmZsb3cudjEuRmxvd0RlZmluaXRpb24SKAoFc3RhdGUYAyABKA4yGS5rYWlyZW9uLmZsb3cudjEuUnVuU3RhdGUSKgoFbm9kZXMYBCADKAsyGy5rYWlyZW9uLmZsb3cudjEuTm9kZVN0YXR1cxIPCgdhdHRlbXB0GAUgASgFEg0KBWVycm9yGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZGVmaW5pdGlvbl9kaWdlc3QYCiABKAkSGAoQY2FuY2VsX3JlcXVlc3RlZBgLIAEoCCJWCg9TdGFydFJ1blJlcXVlc3QSMwoKZGVmaW5pdGlvbhgBIAEoCzIfLmthaXJlb24uZmxvdy52MS5GbG93RGVmaW5pdGlvbhIOCgZydW5faWQYAiABKAkiNQoQU3RhcnRSdW5SZXNwb25zZRIhCgNydW4YASABKAsyFC5rYWlyZW9uLmZsb3cudjEuUnVuIlYKD1JldHJ5UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSMwoKZGVmaW5pdGlvbhgCIAEoCzIfLmthaXJlb24uZmxvdy52MS5GbG93RGVmaW5pdGlvbiI1ChBSZXRyeVJ1blJlc3BvbnNlEiEKA3J1bhgBIAEoCzIULmthaXJlb24uZmxvdy52MS5SdW4iHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiMwoOR2V0UnVuUmVzcG9uc2USIQoDcnVuGAEgASgLMhQua2FpcmVvbi5mbG93LnYxLlJ1biJiCg9MaXN0UnVuc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSKAoFc3RhdGUYAyABKA4yGS5rYWlyZW9uLmZsb3cudjEuUnVuU3RhdGUiTwoQTGlzdFJ1bnNSZXNwb25zZRIiCgRydW5zGAEgAygLMhQua2FpcmVvbi5mbG93LnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKQoXQ2xlYXJDaGVja3BvaW50c1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIisKGENsZWFyQ2hlY2twb2ludHNSZXNwb25zZRIPCgdjbGVhcmVkGAEgASgFIiIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjYKEUNhbmNlbFJ1blJlc3BvbnNlEiEKA3J1bhgBIAEoCzIULmthaXJlb24uZmxvdy52MS5SdW4iIQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSLqAQoQV2F0Y2hSdW5SZXNwb25zZRIrCgR0eXBlGAEgASgOMh0ua2FpcmVvbi5mbG93LnYxLlJ1bkV2ZW50VHlwZRIPCgdub2RlX2lkGAIgASgJEiEKA3J1bhgDIAEoCzIULmthaXJlb24uZmxvdy52MS5SdW4SDQoFZXJyb3IYBCABKAkSLgoKZXZlbnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoEbm9kZRgGIAEoCzIbLmthaXJlb24uZmxvdy52MS5Ob2RlU3RhdHVzEgsKA3NlcRgHIAEoAyptCgtGYWlsdXJlTW9kZRIcChhGQUlMVVJFX01PREVfVU5TUEVDSUZJRUQQABIfChtGQUlMVVJFX01PREVfRklOSVNIX1JVTk5JTkcQARIfChtGQUlMVVJFX01PREVfQ0FOQ0VMX1JVTk5JTkcQAiqbAQoIUnVuU3RhdGUSGQoVUlVOX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRFX1BFTkRJTkcQARIVChFSVU5fU1RBVEVfUlVOTklORxACEhcKE1JVTl9TVEFURV9TVUNDRUVERUQQAxIUChBSVU5fU1RBVEVfRkFJTEVEEAQSFwoTUlVOX1NUQVRFX0NBTkNFTExFRBAFKroBCglOb2RlU3RhdGUSGgoWTk9ERV9TVEFURV9VTlNQRUNJRklFRBAAEhYKEk5PREVfU1RBVEVfUEVORElORxABEhYKEk5PREVfU1RBVEVfUlVOTklORxACEhgKFE5PREVfU1RBVEVfQ09NUExFVEVEEAMSFgoSTk9ERV9TVEFURV9TS0lQUEVEEAQSFQoRTk9ERV9TVEFURV9GQUlMRUQQBRIYChROT0RFX1NUQVRFX0NBTkNFTExFRBAGKvEBCgxSdW5FdmVudFR5cGUSHgoaUlVOX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIbChdSVU5fRVZFTlRfVFlQRV9TTkFQU0hPVBABEh8KG1JVTl9FVkVOVF9UWVBFX05PREVfU1RBUlRFRBACEiEKHVJVTl9FVkVOVF9UWVBFX05PREVfQ09NUExFVEVEEAMSHwobUlVOX0VWRU5UX1RZUEVfTk9ERV9TS0lQUEVEEAQSHgoaUlVOX0VWRU5UX1RZUEVfTk9ERV9GQUlMRUQQBRIfChtSVU5fRVZFTlRfVFlQRV9SVU5fRklOSVNIRUQQBjKfBwoRRmxvd1J1bm5lclNlcnZpY2UScQoIU3RhcnRSdW4SIC5rYWlyZW9uLmZsb3cudjEuU3RhcnRSdW5SZXF1ZXN0GiEua2FpcmVvbi5mbG93LnYxLlN0YXJ0UnVuUmVzcG9uc2UiIMjzGAKC0+STAhY6ASoiES9hcGkvdjEvZmxvdy9ydW5zEoABCghSZXRyeVJ1bhIgLmthaXJlb24uZmxvdy52MS5SZXRyeVJ1blJlcXVlc3QaIS5rYWlyZW9uLmZsb3cudjEuUmV0cnlSdW5SZXNwb25zZSIvyPMYAoLT5JMCJToBKiIgL2FwaS92MS9mbG93L3J1bnMve3J1bl9pZH06cmV0cnkSdgoGR2V0UnVuEh4ua2FpcmVvbi5mbG93LnYxLkdldFJ1blJlcXVlc3QaHy5rYWlyZW9uLmZsb3cudjEuR2V0UnVuUmVzcG9uc2UiK8jzGAGC0+STAiFiA3J1bhIaL2FwaS92MS9mbG93L3J1bnMve3J1bl9pZH0SbgoITGlzdFJ1bnMSIC5rYWlyZW9uLmZsb3cudjEuTGlzdFJ1bnNSZXF1ZXN0GiEua2FpcmVvbi5mbG93LnYxLkxpc3RSdW5zUmVzcG9uc2UiHcjzGAGC0+STAhMSES9hcGkvdjEvZmxvdy9ydW5zEqMBChBDbGVhckNoZWNrcG9pbnRzEigua2FpcmVvbi5mbG93LnYxLkNsZWFyQ2hlY2twb2ludHNSZXF1ZXN0Gikua2FpcmVvbi5mbG93LnYxLkNsZWFyQ2hlY2twb2ludHNSZXNwb25zZSI6yPMYAoLT5JMCMDoBKiIrL2FwaS92MS9mbG93L3J1bnMve3J1bl9pZH06Y2xlYXJDaGVja3BvaW50cxKEAQoJQ2FuY2VsUnVuEiEua2FpcmVvbi5mbG93LnYxLkNhbmNlbFJ1blJlcXVlc3QaIi5rYWlyZW9uLmZsb3cudjEuQ2FuY2VsUnVuUmVzcG9uc2UiMMjzGAKC0+STAiY6ASoiIS9hcGkvdjEvZmxvdy9ydW5zL3tydW5faWR9OmNhbmNlbBJ/CghXYXRjaFJ1bhIgLmthaXJlb24uZmxvdy52MS5XYXRjaFJ1blJlcXVlc3QaIS5rYWlyZW9uLmZsb3cudjEuV2F0Y2hSdW5SZXNwb25zZSIsyPMYAYLT5JMCIhIgL2FwaS92MS9mbG93L3J1bnMve3J1bl9pZH0vd2F0Y2gwAWIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp, file_kaireon_auth_v1_auth]);
+  fileDesc("ChprYWlyZW9uL2Zsb3cvdjEvZmxvdy5wcm90bxIPa2FpcmVvbi5mbG93LnYxIqcBCghGbG93Tm9kZRIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEicKBmNvbmZpZxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKZGVwZW5kc19vbhgEIAMoCRIXCg90aW1lb3V0X3NlY29uZHMYBSABKAESKwoFcmV0cnkYBiABKAsyHC5rYWlyZW9uLmZsb3cudjEuUmV0cnlQb2xpY3kifQoLUmV0cnlQb2xpY3kSFAoMbWF4X2F0dGVtcHRzGAEgASgFEh8KF2luaXRpYWxfYmFja29mZl9zZWNvbmRzGAIgASgBEhsKE21heF9iYWNrb2ZmX3NlY29uZHMYAyABKAESGgoSYmFja29mZl9tdWx0aXBsaWVyGAQgASgBIpMBCg5GbG93RGVmaW5pdGlvbhIMCgRuYW1lGAEgASgJEigKBW5vZGVzGAIgAygLMhkua2FpcmVvbi5mbG93LnYxLkZsb3dOb2RlEhcKD21heF9jb25jdXJyZW5jeRgDIAEoBRIwCgpvbl9mYWlsdXJlGAQgASgOMhwua2FpcmVvbi5mbG93LnYxLkZhaWx1cmVNb2RlIv8BCgpOb2RlU3RhdHVzEg8KB25vZGVfaWQYASABKAkSKQoFc3RhdGUYAiABKA4yGi5rYWlyZW9uLmZsb3cudjEuTm9kZVN0YXRlEhAKCGF0dGVtcHRzGAMgASgFEg0KBWVycm9yGAQgASgJEi4KCnN0YXJ0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljYWNoZV9rZXkYByABKAkSDAoEdHlwZRgIIAEoCRIVCg1vdXRwdXRfZGlnZXN0GAkgASgJIoQDCgNSdW4SDgoGcnVuX2lkGAEgASgJEjMKCmRlZmluaXRpb24YAiABKAsyHy5rYWlyZW9uLmZsb3cudjEuRmxvd0RlZmluaXRpb24SKAoFc3RhdGUYAyABKA4yGS5rYWlyZW9uLmZsb3cudjEuUnVuU3RhdGUSKgoFbm9kZXMYBCADKAsyGy5rYWlyZW9uLmZsb3cudjEuTm9kZVN0YXR1cxIPCgdhdHRlbXB0GAUgASgFEg0KBWVycm9yGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRZGVmaW5pdGlvbl9kaWdlc3QYCiABKAkSGAoQY2FuY2VsX3JlcXVlc3RlZBgLIAEoCCJWCg9TdGFydFJ1blJlcXVlc3QSMwoKZGVmaW5pdGlvbhgBIAEoCzIfLmthaXJlb24uZmxvdy52MS5GbG93RGVmaW5pdGlvbhIOCgZydW5faWQYAiABKAkiNQoQU3RhcnRSdW5SZXNwb25zZRIhCgNydW4YASABKAsyFC5rYWlyZW9uLmZsb3cudjEuUnVuIlYKD1JldHJ5UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSMwoKZGVmaW5pdGlvbhgCIAEoCzIfLmthaXJlb24uZmxvdy52MS5GbG93RGVmaW5pdGlvbiI1ChBSZXRyeVJ1blJlc3BvbnNlEiEKA3J1bhgBIAEoCzIULmthaXJlb24uZmxvdy52MS5SdW4iHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiMwoOR2V0UnVuUmVzcG9uc2USIQoDcnVuGAEgASgLMhQua2FpcmVvbi5mbG93LnYxLlJ1biJiCg9MaXN0UnVuc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSKAoFc3RhdGUYAyABKA4yGS5rYWlyZW9uLmZsb3cudjEuUnVuU3RhdGUiTwoQTGlzdFJ1bnNSZXNwb25zZRIiCgRydW5zGAEgAygLMhQua2FpcmVvbi5mbG93LnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKQoXQ2xlYXJDaGVja3BvaW50c1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJIisKGENsZWFyQ2hlY2twb2ludHNSZXNwb25zZRIPCgdjbGVhcmVkGAEgASgFIiIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjYKEUNhbmNlbFJ1blJlc3BvbnNlEiEKA3J1bhgBIAEoCzIULmthaXJlb24uZmxvdy52MS5SdW4iSgoUR2V0Tm9kZU91dHB1dFJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg8KB25vZGVfaWQYAiABKAkSEQoJbWF4X2J5dGVzGAMgASgFItMBChVHZXROb2RlT3V0cHV0UmVzcG9uc2USDgoGcnVuX2lkGAEgASgJEg8KB25vZGVfaWQYAiABKAkSEQoJbm9kZV90eXBlGAMgASgJEhMKC291dHB1dF9qc29uGAQgASgJEhUKDW91dHB1dF9kaWdlc3QYBSABKAkSEgoKc2l6ZV9ieXRlcxgGIAEoAxIRCgl0cnVuY2F0ZWQYByABKAgSMwoPY2hlY2twb2ludF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIhCg9XYXRjaFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIuoBChBXYXRjaFJ1blJlc3BvbnNlEisKBHR5cGUYASABKA4yHS5rYWlyZW9uLmZsb3cudjEuUnVuRXZlbnRUeXBlEg8KB25vZGVfaWQYAiABKAkSIQoDcnVuGAMgASgLMhQua2FpcmVvbi5mbG93LnYxLlJ1bhINCgVlcnJvchgEIAEoCRIuCgpldmVudF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgRub2RlGAYgASgLMhsua2FpcmVvbi5mbG93LnYxLk5vZGVTdGF0dXMSCwoDc2VxGAcgASgDKm0KC0ZhaWx1cmVNb2RlEhwKGEZBSUxVUkVfTU9ERV9VTlNQRUNJRklFRBAAEh8KG0ZBSUxVUkVfTU9ERV9GSU5JU0hfUlVOTklORxABEh8KG0ZBSUxVUkVfTU9ERV9DQU5DRUxfUlVOTklORxACKpsBCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVEVfUEVORElORxABEhUKEVJVTl9TVEFURV9SVU5OSU5HEAISFwoTUlVOX1NUQVRFX1NVQ0NFRURFRBADEhQKEFJVTl9TVEFURV9GQUlMRUQQBBIXChNSVU5fU1RBVEVfQ0FOQ0VMTEVEEAUqugEKCU5vZGVTdGF0ZRIaChZOT0RFX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSTk9ERV9TVEFURV9QRU5ESU5HEAESFgoSTk9ERV9TVEFURV9SVU5OSU5HEAISGAoUTk9ERV9TVEFURV9DT01QTEVURUQQAxIWChJOT0RFX1NUQVRFX1NLSVBQRUQQBBIVChFOT0RFX1NUQVRFX0ZBSUxFRBAFEhgKFE5PREVfU1RBVEVfQ0FOQ0VMTEVEEAYq8QEKDFJ1bkV2ZW50VHlwZRIeChpSVU5fRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhsKF1JVTl9FVkVOVF9UWVBFX1NOQVBTSE9UEAESHwobUlVOX0VWRU5UX1RZUEVfTk9ERV9TVEFSVEVEEAISIQodUlVOX0VWRU5UX1RZUEVfTk9ERV9DT01QTEVURUQQAxIfChtSVU5fRVZFTlRfVFlQRV9OT0RFX1NLSVBQRUQQBBIeChpSVU5fRVZFTlRfVFlQRV9OT0RFX0ZBSUxFRBAFEh8KG1JVTl9FVkVOVF9UWVBFX1JVTl9GSU5JU0hFRBAGMr8IChFGbG93UnVubmVyU2VydmljZRJxCghTdGFydFJ1bhIgLmthaXJlb24uZmxvdy52MS5TdGFydFJ1blJlcXVlc3QaIS5rYWlyZW9uLmZsb3cudjEuU3RhcnRSdW5SZXNwb25zZSIgyPMYAoLT5JMCFjoBKiIRL2FwaS92MS9mbG93L3J1bnMSgAEKCFJldHJ5UnVuEiAua2FpcmVvbi5mbG93LnYxLlJldHJ5UnVuUmVxdWVzdBohLmthaXJlb24uZmxvdy52MS5SZXRyeVJ1blJlc3BvbnNlIi/I8xgCgtPkkwIlOgEqIiAvYXBpL3YxL2Zsb3cvcnVucy97cnVuX2lkfTpyZXRyeRJ2CgZHZXRSdW4SHi5rYWlyZW9uLmZsb3cudjEuR2V0UnVuUmVxdWVzdBofLmthaXJlb24uZmxvdy52MS5HZXRSdW5SZXNwb25zZSIryPMYAYLT5JMCIWIDcnVuEhovYXBpL3YxL2Zsb3cvcnVucy97cnVuX2lkfRJuCghMaXN0UnVucxIgLmthaXJlb24uZmxvdy52MS5MaXN0UnVuc1JlcXVlc3QaIS5rYWlyZW9uLmZsb3cudjEuTGlzdFJ1bnNSZXNwb25zZSIdyPMYAYLT5JMCExIRL2FwaS92MS9mbG93L3J1bnMSowEKEENsZWFyQ2hlY2twb2ludHMSKC5rYWlyZW9uLmZsb3cudjEuQ2xlYXJDaGVja3BvaW50c1JlcXVlc3QaKS5rYWlyZW9uLmZsb3cudjEuQ2xlYXJDaGVja3BvaW50c1Jlc3BvbnNlIjrI8xgCgtPkkwIwOgEqIisvYXBpL3YxL2Zsb3cvcnVucy97cnVuX2lkfTpjbGVhckNoZWNrcG9pbnRzEoQBCglDYW5jZWxSdW4SIS5rYWlyZW9uLmZsb3cudjEuQ2FuY2VsUnVuUmVxdWVzdBoiLmthaXJlb24uZmxvdy52MS5DYW5jZWxSdW5SZXNwb25zZSIwyPMYAoLT5JMCJjoBKiIhL2FwaS92MS9mbG93L3J1bnMve3J1bl9pZH06Y2FuY2VsEn8KCFdhdGNoUnVuEiAua2FpcmVvbi5mbG93LnYxLldhdGNoUnVuUmVxdWVzdBohLmthaXJlb24uZmxvdy52MS5XYXRjaFJ1blJlc3BvbnNlIizI8xgBgtPkkwIiEiAvYXBpL3YxL2Zsb3cvcnVucy97cnVuX2lkfS93YXRjaDABEp0BCg1HZXROb2RlT3V0cHV0EiUua2FpcmVvbi5mbG93LnYxLkdldE5vZGVPdXRwdXRSZXF1ZXN0GiYua2FpcmVvbi5mbG93LnYxLkdldE5vZGVPdXRwdXRSZXNwb25zZSI9yPMYAoLT5JMCMxIxL2FwaS92MS9mbG93L3J1bnMve3J1bl9pZH0vbm9kZXMve25vZGVfaWR9L291dHB1dGIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp, file_kaireon_auth_v1_auth]);
 
 /**
  * One node of a flow definition.
@@ -617,6 +617,112 @@ export const CancelRunResponseSchema: GenMessage<CancelRunResponse> = /*@__PURE_
   messageDesc(file_kaireon_flow_v1_flow, 16);
 
 /**
+ * Request of GetNodeOutput.
+ *
+ * @generated from message kaireon.flow.v1.GetNodeOutputRequest
+ */
+export type GetNodeOutputRequest = Message<"kaireon.flow.v1.GetNodeOutputRequest"> & {
+  /**
+   * Required. The run identifier.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * Required. The node identifier within the run's definition.
+   *
+   * @generated from field: string node_id = 2;
+   */
+  nodeId: string;
+
+  /**
+   * Optional. Largest output to return, in bytes of canonical JSON: 0 means
+   * 1 MiB (1048576); at most 8 MiB (8388608).
+   *
+   * @generated from field: int32 max_bytes = 3;
+   */
+  maxBytes: number;
+};
+
+/**
+ * Describes the message kaireon.flow.v1.GetNodeOutputRequest.
+ * Use `create(GetNodeOutputRequestSchema)` to create a new message.
+ */
+export const GetNodeOutputRequestSchema: GenMessage<GetNodeOutputRequest> = /*@__PURE__*/
+  messageDesc(file_kaireon_flow_v1_flow, 17);
+
+/**
+ * Response of GetNodeOutput.
+ *
+ * @generated from message kaireon.flow.v1.GetNodeOutputResponse
+ */
+export type GetNodeOutputResponse = Message<"kaireon.flow.v1.GetNodeOutputResponse"> & {
+  /**
+   * The run identifier.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * The node identifier.
+   *
+   * @generated from field: string node_id = 2;
+   */
+  nodeId: string;
+
+  /**
+   * The node's type.
+   *
+   * @generated from field: string node_type = 3;
+   */
+  nodeType: string;
+
+  /**
+   * The output as canonical JSON text; empty when truncated.
+   *
+   * @generated from field: string output_json = 4;
+   */
+  outputJson: string;
+
+  /**
+   * sha256 hex of the canonical JSON (of the whole output, also when truncated).
+   *
+   * @generated from field: string output_digest = 5;
+   */
+  outputDigest: string;
+
+  /**
+   * Size of the canonical JSON in bytes.
+   *
+   * @generated from field: int64 size_bytes = 6;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * True when size_bytes exceeds max_bytes and output_json was left empty.
+   *
+   * @generated from field: bool truncated = 7;
+   */
+  truncated: boolean;
+
+  /**
+   * When the checkpoint holding the output was written.
+   *
+   * @generated from field: google.protobuf.Timestamp checkpoint_time = 8;
+   */
+  checkpointTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message kaireon.flow.v1.GetNodeOutputResponse.
+ * Use `create(GetNodeOutputResponseSchema)` to create a new message.
+ */
+export const GetNodeOutputResponseSchema: GenMessage<GetNodeOutputResponse> = /*@__PURE__*/
+  messageDesc(file_kaireon_flow_v1_flow, 18);
+
+/**
  * Request of WatchRun.
  *
  * @generated from message kaireon.flow.v1.WatchRunRequest
@@ -635,7 +741,7 @@ export type WatchRunRequest = Message<"kaireon.flow.v1.WatchRunRequest"> & {
  * Use `create(WatchRunRequestSchema)` to create a new message.
  */
 export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
-  messageDesc(file_kaireon_flow_v1_flow, 17);
+  messageDesc(file_kaireon_flow_v1_flow, 19);
 
 /**
  * Response of WatchRun: one event of the run.
@@ -699,7 +805,7 @@ export type WatchRunResponse = Message<"kaireon.flow.v1.WatchRunResponse"> & {
  * Use `create(WatchRunResponseSchema)` to create a new message.
  */
 export const WatchRunResponseSchema: GenMessage<WatchRunResponse> = /*@__PURE__*/
-  messageDesc(file_kaireon_flow_v1_flow, 18);
+  messageDesc(file_kaireon_flow_v1_flow, 20);
 
 /**
  * What happens to nodes still running when another node fails.
@@ -995,6 +1101,20 @@ export const FlowRunnerService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchRunRequestSchema;
     output: typeof WatchRunResponseSchema;
+  },
+  /**
+   * Returns the output of one node of a run, read from its checkpoint, as
+   * canonical JSON (RFC 8785) whose sha256 is the node's output_digest. An
+   * output larger than max_bytes is not returned: `truncated` is true,
+   * `output_json` is empty, and size_bytes says how large it is. Outputs may
+   * hold personal data, hence the operator role (GetRun shows only digests).
+   *
+   * @generated from rpc kaireon.flow.v1.FlowRunnerService.GetNodeOutput
+   */
+  getNodeOutput: {
+    methodKind: "unary";
+    input: typeof GetNodeOutputRequestSchema;
+    output: typeof GetNodeOutputResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kaireon_flow_v1_flow, 0);

@@ -1,0 +1,228 @@
+"""The same offered load against 1 and then 3 replicas behind nginx (issue #19).
+
+The multi-host lab (tests/support/netns.py): PostgreSQL, each replica (one
+server process, KAIREON_WORKERS=1) and nginx in network namespaces of their own
+on a bridge; k6 (perf/k6/mix.js: provenance reads and erasures over gRPC and
+REST side by side) runs in the root namespace and reaches only nginx. First one
+replica behind nginx, then two more started and nginx reloaded with all three,
+then the first alone again (a drift check); each phase erases its own slice of
+the erasure pool.
+
+Opt-in (`perf/run --only scaleout`): it needs root (namespaces, nft) and nginx.
+On a machine with fewer cores than replicas the 3:1 ratio measures what a
+balancer and more processes cost on the same cores, not scaling: every phase
+shares the same CPUs with PostgreSQL, nginx and k6.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+from dataclasses import dataclass
+
+from harness import lab_load, seed
+from harness.report import Row
+from harness.run import Context
+from harness.stack import log
+from kaireon_testkit import netns
+from kaireon_testkit.keys import write_signing_key
+
+# Replicas behind nginx per phase: 1, 3, then 1 again (the two extra stopped),
+# so that drift over the run (a growing database, other work on a shared
+# machine) shows as a difference between the two one-replica rows.
+PHASES = (("1", 1), ("3", 3), ("1-again", 1))
+# Two offered loads in each phase, (reads/s, erasures/s) per protocol by level:
+# "light", which one replica serves, so the phases differ in latency only, and
+# "heavy", more than one process serves on 2 shared cores, so throughput can
+# differ too.
+LOADS = {
+    "smoke": {"light": (3, 1), "heavy": (5, 1)},
+    "1k": {"light": (40, 4), "heavy": (150, 15)},
+    "5k": {"light": (80, 8), "heavy": (300, 30)},
+    "10k": {"light": (160, 16), "heavy": (600, 60)},
+}
+NOTE = (
+    "1 vs 3 replicas on the same cores as PostgreSQL, nginx and k6: with fewer cores "
+    "than replicas the ratio shows the balancer's and the extra processes' overhead, "
+    "not scaling"
+)
+DRIFT_NOTE = "the first phase's set-up again, last: its ratio to the first row is the drift"
+
+
+@dataclass
+class Step:
+    row: Row
+    load: lab_load.MixLoad
+    replicas: int
+
+
+def _steps(level: str, seconds: float) -> list[Step]:
+    steps = []
+    offset = 0  # each step erases its own slice of the pool
+    for phase, count in PHASES:
+        for name, (read_rate, erase_rate) in LOADS[level].items():
+            first = phase == PHASES[0][0]
+            row = Row(
+                f"scaleout.{name}.{phase}.k6",
+                f"{name} reads + erasures via nginx, {count} replica{'s' * (count > 1)}"
+                + (" (again)" if phase.endswith("again") else ""),
+                "k6",
+                baseline=None if first else f"scaleout.{name}.{PHASES[0][0]}.k6",
+            )
+            row.note = "" if first else DRIFT_NOTE if phase.endswith("again") else NOTE
+            load = lab_load.MixLoad(read_rate, erase_rate, seconds, offset)
+            offset += load.erasures
+            steps.append(Step(row, load, count))
+    return steps
+
+
+async def run(ctx: Context) -> list[Row]:
+    steps = _steps(ctx.profile.level, ctx.profile.k6_seconds)
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        for step in steps:
+            step.row.status = f"skipped: {reason}"
+    else:
+        lab = await asyncio.to_thread(netns.Lab.create)
+        try:
+            await _measure_steps(ctx, lab, steps)
+        finally:
+            await asyncio.to_thread(lab.close)
+    return [step.row for step in steps]
+
+
+async def _measure_steps(ctx: Context, lab: netns.Lab, steps: list[Step]) -> None:
+    pg = await asyncio.to_thread(lab.postgres)
+    await pg.wait_ready()
+    plan = seed.SeedPlan(
+        tenant=ctx.tenant,
+        customers=ctx.profile.customers,
+        erasure_pool=sum(step.load.erasures for step in steps),
+        heavy_customers=0,
+        heavy_rows=0,
+    )
+    log(f"scaleout: seeding the lab's PostgreSQL: {plan.describe()}")
+    await lab_load.migrate_and_seed(pg.dsn(), plan)
+    key = write_signing_key(ctx.dir / "lab-signing-key.pem")
+    replicas = [
+        lab.replica(pg.tcp_dsn("postgres"), KAIREON_WORKERS="1", COSIGN_KEY=str(key))
+        for _ in range(max(count for _, count in PHASES))
+    ]
+    lb: netns.Nginx | None = None
+    running = 0
+    for step in steps:
+        count = step.replicas
+        if count != running:
+            for replica in replicas[running:count]:  # one at a time: the first migrates
+                await asyncio.to_thread(replica.start)
+                await netns.wait_serving(replica)
+            behind = replicas[:count]
+            if lb is None:
+                lb = await asyncio.to_thread(lab.nginx, behind)
+            else:
+                lb.reload(behind)
+                await asyncio.sleep(2)  # nginx's new workers take over
+            for replica in replicas[count:running]:  # out of nginx first, then stopped
+                await asyncio.to_thread(replica.stop)
+            running = count
+            assert lb is not None
+            await _warm_up(ctx, step, lb, plan.customers)
+        assert lb is not None
+        pg_pid = pg.postmaster_pid()
+        await _measure(
+            ctx,
+            step.row,
+            step.load,
+            lb,
+            replicas[:count],
+            [pg_pid] if pg_pid else [],
+            plan.customers,
+        )
+
+
+async def _warm_up(ctx: Context, step: Step, lb: netns.Nginx, customers: int) -> None:
+    """A short unmeasured run of reads only before each phase: fresh replicas' first
+    calls (connections, caches) and k6's first connections through nginx (server
+    reflection per VU) would otherwise weigh on the first rows only."""
+    seconds = max(1.0, min(10.0, ctx.profile.k6_seconds / 3))
+    load = lab_load.MixLoad(step.load.read_rate, 0, seconds)
+    log(f"scaleout: warm-up, {load.describe()}")
+    await asyncio.to_thread(
+        lab_load.run_mix,
+        load,
+        grpc_target=lb.grpc_target,
+        base_url=lb.rest,
+        tenant=ctx.tenant,
+        customers=customers,
+        workdir=ctx.dir,
+        name=f"{step.row.key}.warmup",
+    )
+
+
+async def _measure(
+    ctx: Context,
+    row: Row,
+    load: lab_load.MixLoad,
+    lb: netns.Nginx,
+    replicas: list[netns.LabServer],
+    pg_roots: list[int],
+    customers: int,
+) -> None:
+    row.offered = load.describe()
+    monitor = ctx.monitor
+    monitor.add_group(
+        "lab-replicas",
+        lambda: [r.proc.pid for r in replicas if r.proc and r.proc.poll() is None],
+    )
+    monitor.add_group("lab-nginx", lambda: [lb.proc.pid] if lb.proc else [])
+    monitor.add_group("lab-pg", lambda: pg_roots)
+    upstreams_before = lb.upstreams_used()
+    log(f"{row.scenario} [k6] {row.offered}")
+    window = monitor.open_window()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.monotonic()
+    try:
+        result = await asyncio.to_thread(
+            lab_load.run_mix,
+            load,
+            grpc_target=lb.grpc_target,
+            base_url=lb.rest,
+            tenant=ctx.tenant,
+            customers=customers,
+            workdir=ctx.dir,
+            name=row.key,
+        )
+    except Exception as exc:
+        monitor.close_window(window)
+        row.status = "failed: " + (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
+        log(f"  {row.status}")
+        return
+    wall = time.monotonic() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    usage = monitor.close_window(window)
+    row.rps, row.p50, row.p95, row.p99 = result.rps, result.p50, result.p95, result.p99
+    row.errors = result.errors + result.dropped
+    offered = result.requests + result.dropped
+    row.error_rate = row.errors / offered if offered else None
+    row.server_cpu = usage["lab-replicas"].cpu_percent
+    row.server_rss = usage["lab-replicas"].peak_rss
+    row.pg_cpu = usage["lab-pg"].cpu_percent
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    row.gen_cpu = 100.0 * used / wall if wall > 0 else None
+    row.extra.update(
+        replicas=len(replicas),
+        nginx_cpu=usage["lab-nginx"].cpu_percent,
+        requests=result.requests,
+        dropped=result.dropped,
+        failed_outcomes=result.outcomes,
+        by_op=result.by_op,
+        # Calls per replica address in this phase, from nginx's access log.
+        upstreams={
+            address: n - upstreams_before.get(address, 0)
+            for address, n in lb.upstreams_used().items()
+            if n > upstreams_before.get(address, 0)
+        },
+        command=result.command,
+    )
+    log(f"  {result.describe()}")
