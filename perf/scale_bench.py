@@ -42,8 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
@@ -57,6 +55,7 @@ from kaireon_server.platform.audit_chain import AuditRow, insert_rows
 from kaireon_server.platform.canonical import format_timestamp
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.paging import encode_token
+from kaireon_testkit.keys import write_signing_key
 
 WARMUP = 3
 PAGE = 50  # every list asks for a full page at both sizes (1% of 10,000 rows = 100)
@@ -159,15 +158,7 @@ async def _seed_audit(app: App, tenant: str, rows: int) -> None:
 
 
 def _env(workdir: Path) -> dict[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    key_path = workdir / "bench-signing.key"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key_path = write_signing_key(workdir / "bench-signing.key")
     env = {
         "KAIREON_TRUST_HEADERS": "true",
         "KAIREON_GRPC_HOST": "127.0.0.1",
