@@ -488,7 +488,7 @@ async def run(args: argparse.Namespace) -> int:
                 tenants: list[dict[str, Call]] = []
                 befores: list[dict[str, Call]] = []
                 names: list[str] = []
-                for size in sizes:
+                for size in sizes[-1:] if args.contention_only else sizes:
                     tenant = f"scale{secrets.token_hex(4)}"
                     names.append(tenant)
                     started = time.perf_counter()
@@ -499,7 +499,7 @@ async def run(args: argparse.Namespace) -> int:
                     print(f"integrated and verified in full: {full[size]}", file=sys.stderr)
                     tenants.append(_calls(channel, tenant, at))
                     befores.append(_new_rows(app, integrator, tenant))
-                for name in tenants[0]:
+                for name in [] if args.contention_only else tenants[0]:
                     medians = await _measure(
                         [t[name] for t in tenants], [b.get(name) for b in befores], args.reps
                     )
@@ -519,6 +519,10 @@ async def run(args: argparse.Namespace) -> int:
                 ]
         finally:
             await app.stop(grace=1)
+    if args.contention_only:
+        print(f"PostgreSQL {version}, {sizes[-1]:,} rows per table")
+        print("\n".join(contention))
+        return 0
     small, large = sizes
     print(
         f"scale benchmark: PostgreSQL {version}, {args.reps} calls per RPC (median), "
@@ -582,7 +586,11 @@ def main() -> int:
         action="store_true",
         help="also: other calls' p50/p99 idle vs during a full StreamVerifyLog of the large tenant",
     )
+    parser.add_argument(
+        "--contention-only", action="store_true", help="only the large tenant and --contention"
+    )
     args = parser.parse_args()
+    args.contention |= args.contention_only
     if args.large:
         args.sizes = [100_000, 1_000_000]
     if args.reps < 1:
