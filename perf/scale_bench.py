@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -257,90 +258,83 @@ Call = Callable[[], Awaitable[Any]]
 
 
 def _calls(channel: grpc.aio.Channel, tenant: str, at: dict[str, Any]) -> dict[str, Call]:
-    operator = (("x-tenant-id", tenant), ("x-user-role", "operator"))
+    op = (("x-tenant-id", tenant), ("x-user-role", "operator"))
     admin = (("x-tenant-id", tenant), ("x-user-role", "admin"))
     dsar = dsar_pb2_grpc.DsarServiceStub(channel)
     flow = flow_pb2_grpc.FlowRunnerServiceStub(channel)
     audit = audit_pb2_grpc.AuditServiceStub(channel)
-    erasure = erasure_pb2_grpc.ErasureServiceStub(channel)
-    provenance = provenance_pb2_grpc.ProvenanceServiceStub(channel)
-    return {
-        "DSAR create": lambda: dsar.CreateDsarRequest(
+    dsars, runs, events = dsar.ListDsarRequests, flow.ListRuns, audit.ListAuditEvents
+    dsar_list, run_list = dsar_pb2.ListDsarRequestsRequest, flow_pb2.ListRunsRequest
+    event_list = audit_pb2.ListAuditEventsRequest
+    table: dict[str, tuple[Callable[..., Awaitable[Any]], Any, Any]] = {
+        "DSAR create": (
+            dsar.CreateDsarRequest,
             dsar_pb2.CreateDsarRequestRequest(request_type="export", subject_id="cust_00001"),
-            metadata=operator,
+            op,
         ),
-        "DSAR get": lambda: dsar.GetDsarRequest(
-            dsar_pb2.GetDsarRequestRequest(id=at["dsar_id"]), metadata=operator
+        "DSAR get": (dsar.GetDsarRequest, dsar_pb2.GetDsarRequestRequest(id=at["dsar_id"]), op),
+        "DSAR list status=completed": (dsars, dsar_list(status="completed", page_size=PAGE), op),
+        "DSAR list status=failed": (dsars, dsar_list(status="failed", page_size=PAGE), op),
+        "DSAR list deep page": (
+            dsars,
+            dsar_list(status="completed", page_size=PAGE, page_token=at["dsar_token"]),
+            op,
         ),
-        "DSAR list status=completed": lambda: dsar.ListDsarRequests(
-            dsar_pb2.ListDsarRequestsRequest(status="completed", page_size=PAGE), metadata=operator
+        "DSAR list subject": (dsars, dsar_list(subject_id="bulk_7", page_size=PAGE), op),
+        "ListRuns": (runs, run_list(page_size=PAGE), op),
+        "ListRuns state=failed": (
+            runs,
+            run_list(page_size=PAGE, state=flow_pb2.RUN_STATE_FAILED),
+            op,
         ),
-        "DSAR list status=failed": lambda: dsar.ListDsarRequests(
-            dsar_pb2.ListDsarRequestsRequest(status="failed", page_size=PAGE), metadata=operator
+        "ListRuns state=running": (
+            runs,
+            run_list(page_size=PAGE, state=flow_pb2.RUN_STATE_RUNNING),
+            op,
         ),
-        "DSAR list deep page": lambda: dsar.ListDsarRequests(
-            dsar_pb2.ListDsarRequestsRequest(
-                status="completed", page_size=PAGE, page_token=at["dsar_token"]
-            ),
-            metadata=operator,
+        "ListRuns deep page": (runs, run_list(page_size=PAGE, page_token=at["run_token"]), op),
+        "GetRun": (flow.GetRun, flow_pb2.GetRunRequest(run_id=at["run_id"]), op),
+        "ListAuditEvents": (events, event_list(page_size=PAGE), admin),
+        "ListAuditEvents action=": (
+            events,
+            event_list(page_size=PAGE, action="dsar_export_downloaded"),
+            admin,
         ),
-        "DSAR list subject": lambda: dsar.ListDsarRequests(
-            dsar_pb2.ListDsarRequestsRequest(subject_id="bulk_7", page_size=PAGE), metadata=operator
+        "ListAuditEvents deep page": (
+            events,
+            event_list(page_size=PAGE, page_token=at["audit_token"]),
+            admin,
         ),
-        "ListRuns": lambda: flow.ListRuns(
-            flow_pb2.ListRunsRequest(page_size=PAGE), metadata=operator
+        "GetCheckpoint": (audit.GetCheckpoint, audit_pb2.GetCheckpointRequest(), admin),
+        "GetInclusionProof": (
+            audit.GetInclusionProof,
+            audit_pb2.GetInclusionProofRequest(index=at["leaf"]),
+            admin,
         ),
-        "ListRuns state=failed": lambda: flow.ListRuns(
-            flow_pb2.ListRunsRequest(page_size=PAGE, state=flow_pb2.RUN_STATE_FAILED),
-            metadata=operator,
-        ),
-        "ListRuns state=running": lambda: flow.ListRuns(
-            flow_pb2.ListRunsRequest(page_size=PAGE, state=flow_pb2.RUN_STATE_RUNNING),
-            metadata=operator,
-        ),
-        "ListRuns deep page": lambda: flow.ListRuns(
-            flow_pb2.ListRunsRequest(page_size=PAGE, page_token=at["run_token"]), metadata=operator
-        ),
-        "GetRun": lambda: flow.GetRun(
-            flow_pb2.GetRunRequest(run_id=at["run_id"]), metadata=operator
-        ),
-        "ListAuditEvents": lambda: audit.ListAuditEvents(
-            audit_pb2.ListAuditEventsRequest(page_size=PAGE), metadata=admin
-        ),
-        "ListAuditEvents action=": lambda: audit.ListAuditEvents(
-            audit_pb2.ListAuditEventsRequest(page_size=PAGE, action="dsar_export_downloaded"),
-            metadata=admin,
-        ),
-        "ListAuditEvents deep page": lambda: audit.ListAuditEvents(
-            audit_pb2.ListAuditEventsRequest(page_size=PAGE, page_token=at["audit_token"]),
-            metadata=admin,
-        ),
-        "GetCheckpoint": lambda: audit.GetCheckpoint(
-            audit_pb2.GetCheckpointRequest(), metadata=admin
-        ),
-        "GetInclusionProof": lambda: audit.GetInclusionProof(
-            audit_pb2.GetInclusionProofRequest(index=at["leaf"]), metadata=admin
-        ),
-        "GetConsistencyProof": lambda: audit.GetConsistencyProof(
+        "GetConsistencyProof": (
+            audit.GetConsistencyProof,
             audit_pb2.GetConsistencyProofRequest(first_size=at["half"], second_size=at["size"]),
-            metadata=admin,
+            admin,
         ),
-        "ListEntries (50)": lambda: audit.ListEntries(
-            audit_pb2.ListEntriesRequest(start=at["leaf"], end=at["leaf"] + PAGE), metadata=admin
+        "ListEntries (50)": (
+            audit.ListEntries,
+            audit_pb2.ListEntriesRequest(start=at["leaf"], end=at["leaf"] + PAGE),
+            admin,
         ),
-        f"VerifyChain (+{NEW_ROWS} rows)": lambda: audit.VerifyChain(
-            audit_pb2.VerifyChainRequest(), metadata=admin
+        f"VerifyChain (+{NEW_ROWS} rows)": (
+            audit.VerifyChain,
+            audit_pb2.VerifyChainRequest(),
+            admin,
         ),
-        f"VerifyLog (+{NEW_ROWS} rows)": lambda: audit.VerifyLog(
-            audit_pb2.VerifyLogRequest(), metadata=admin
+        f"VerifyLog (+{NEW_ROWS} rows)": (audit.VerifyLog, audit_pb2.VerifyLogRequest(), admin),
+        "erasure dry run": (
+            erasure_pb2_grpc.ErasureServiceStub(channel).EraseCustomer,
+            erasure_pb2.EraseCustomerRequest(customer_id="bulk_7", dry_run=True),
+            admin,
         ),
-        "erasure dry run": lambda: erasure.EraseCustomer(
-            erasure_pb2.EraseCustomerRequest(customer_id="bulk_7", dry_run=True), metadata=admin
-        ),
-        "provenance": lambda: provenance.GetDecisionProvenance(
-            provenance_pb2.GetDecisionProvenanceRequest(decision_id=DECISION), metadata=admin
-        ),
+        "provenance": _probe_table(channel, tenant)["provenance"],
     }
+    return {name: partial(rpc, request, metadata=md) for name, (rpc, request, md) in table.items()}
 
 
 def _new_rows(app: App, integrator: Integrator, tenant: str) -> dict[str, Call]:
@@ -391,18 +385,26 @@ async def _measure(calls: list[Call], before: list[Call | None], reps: int) -> l
 PROBE_SECONDS = 30.0  # idle probing, before and after the loaded window
 
 
-def _probe_calls(channel: grpc.aio.Channel, tenant: str) -> dict[str, Call]:
+def _probe_table(channel: grpc.aio.Channel, tenant: str) -> dict[str, tuple[Any, Any, Any]]:
+    """The calls probed while a full verification runs (also rows of the table)."""
     admin = (("x-tenant-id", tenant), ("x-user-role", "admin"))
-    audit = audit_pb2_grpc.AuditServiceStub(channel)
-    provenance = provenance_pb2_grpc.ProvenanceServiceStub(channel)
     return {
-        "ListAuditEvents": lambda: audit.ListAuditEvents(
-            audit_pb2.ListAuditEventsRequest(page_size=PAGE), metadata=admin
+        "ListAuditEvents": (
+            audit_pb2_grpc.AuditServiceStub(channel).ListAuditEvents,
+            audit_pb2.ListAuditEventsRequest(page_size=PAGE),
+            admin,
         ),
-        "provenance": lambda: provenance.GetDecisionProvenance(
-            provenance_pb2.GetDecisionProvenanceRequest(decision_id=DECISION), metadata=admin
+        "provenance": (
+            provenance_pb2_grpc.ProvenanceServiceStub(channel).GetDecisionProvenance,
+            provenance_pb2.GetDecisionProvenanceRequest(decision_id=DECISION),
+            admin,
         ),
     }
+
+
+def _probe_calls(channel: grpc.aio.Channel, tenant: str) -> dict[str, Call]:
+    table = _probe_table(channel, tenant)
+    return {name: partial(rpc, request, metadata=md) for name, (rpc, request, md) in table.items()}
 
 
 async def _probe(port: int, tenant: str) -> None:

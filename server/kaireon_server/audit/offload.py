@@ -3,10 +3,10 @@
 A worker thread holds the GIL that the event loop needs at every await of every
 other call the process serves: during a full re-verification of a 1M-row log the
 p50 and p99 of other calls on the same process rose about tenfold
-(perf/baselines/2026-12-04-scale-1m-2core.md). A long range (more than one chunk)
-therefore hashes in one spawned child (a fork of a process running gRPC is
-unsafe) at a lower CPU priority; it costs about a second to start, so a short
-range, the incremental case, stays in a thread. Either way the caller gets the
+(perf/baselines/2026-12-04-scale-1m-2core.md). A long range therefore hashes
+in one spawned child (a fork of a process running gRPC is unsafe) at a lower CPU
+priority; the child takes seconds to start, so a short range, the incremental
+case, stays in a thread. Either way the caller gets the
 state back: `state = await hasher.apply(fn, state, rows, ...)`.
 """
 
@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-# More rows than this (one chunk of tlog.BATCH_ROWS) hash in a child process.
-OFFLOAD_ROWS = 5000
+# More rows than this hash in a child process: its start (1-5 s on a busy 2-core
+# machine) is then small beside the hashing (~10-20 s).
+OFFLOAD_ROWS = 20_000
 # The child's nice value: on a busy machine the scheduler serves the calls first.
 NICENESS = 10
 
