@@ -30,12 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -45,18 +40,16 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "server"), str(ROOT / "clients" / "python")]
-
-from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc  # noqa: E402
-from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc  # noqa: E402
-from kaireon_server.demo.seed import SeedSize, customer_id, decision_id, seed_tenant  # noqa: E402
-from kaireon_server.platform.config import Settings  # noqa: E402
-from kaireon_server.platform.db import connect_database  # noqa: E402
-from kaireon_server.platform.db.embedded import EmbeddedPostgres  # noqa: E402
+from harness import servers
+from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
+from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
+from kaireon_server.demo.seed import SeedSize, customer_id, decision_id, seed_tenant
+from kaireon_server.platform.config import Settings
+from kaireon_server.platform.db import connect_database
+from kaireon_server.platform.db.embedded import EmbeddedPostgres
+from kaireon_testkit.keys import free_port, write_signing_key
 
 # A fresh tenant per run, so DATABASE_URL may point at a database used before.
 TENANT = f"bench{int(time.time())}"
@@ -64,13 +57,6 @@ SEED = SeedSize(customers=200, interactions_per_customer=10, decisions_per_custo
 META = (("x-tenant-id", TENANT), ("x-user-role", "admin"))
 # Prometheus scrapes every 15-60 s in practice; 5 s keeps the exposition cost visible.
 SCRAPE_SECONDS = 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -83,30 +69,6 @@ class _Sink(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
-
-
-def start_server(env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kaireon_server"],
-        env={**os.environ, **env, "PYTHONPATH": f"{ROOT / 'server'}:{ROOT / 'clients' / 'python'}"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line and proc.poll() is not None:
-            raise RuntimeError("server exited early")
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("msg") == "serving":
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
-            return proc, int(entry["grpc_port"])
-    raise TimeoutError("server did not start")
 
 
 def scraper(port: int, stop: threading.Event) -> None:
@@ -122,9 +84,8 @@ def scraper(port: int, stop: threading.Event) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 async def drive(target: str, call: str, seconds: float, concurrency: int) -> tuple[int, float]:
@@ -166,52 +127,32 @@ async def drive(target: str, call: str, seconds: float, concurrency: int) -> tup
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="kaireon-metrics-bench-"))
-    embedded = None
-    dsn = os.environ.get("DATABASE_URL")
-    if not dsn:
-        embedded = EmbeddedPostgres(work / "pg")
-        dsn = await embedded.start()
-    try:
-        await measure(args, work, dsn)
-    finally:
-        if embedded is not None:
-            await embedded.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="kaireon-metrics-bench-") as tmp:
+        work = Path(tmp)
+        embedded = None if os.environ.get("DATABASE_URL") else EmbeddedPostgres(work / "pg")
+        dsn = os.environ.get("DATABASE_URL") or await embedded.start()  # type: ignore[union-attr]
+        try:
+            await measure(args, work, dsn)
+        finally:
+            if embedded is not None:
+                await embedded.stop()
 
 
 async def measure(args: argparse.Namespace, work: Path, dsn: str) -> None:
-    key = work / "cosign.key"
-    key.write_bytes(
-        ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    base = {
-        "DATABASE_URL": dsn,
-        "KAIREON_TRUST_HEADERS": "true",
-        "KAIREON_GRPC_HOST": "127.0.0.1",
-        "KAIREON_GRPC_PORT": "0",
-        "KAIREON_HTTP_PORT": "off",
-        "KAIREON_LOG_LEVEL": "INFO",  # the "serving" line says the port
-        "COSIGN_KEY": str(key),
-    }
     for name in list(os.environ):
-        if name.startswith("OTEL_") or name.startswith("KAIREON_"):
+        if name.startswith(("OTEL_", "KAIREON_")):
             os.environ.pop(name)
-    db = await connect_database(Settings.from_env(base))
+    db = await connect_database(Settings(database_url=dsn, trust_headers=True))
     try:
         await seed_tenant(db, TENANT, SEED)
     finally:
         await db.close()
+    key = write_signing_key(work / "cosign.key")
 
     sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
@@ -229,33 +170,41 @@ async def measure(args: argparse.Namespace, work: Path, dsn: str) -> None:
     # (off, metrics, both, off, ...) so the shared machine's load drifts over all
     # three alike. Throughput and the server's CPU time per call are summed per
     # configuration.
-    servers: dict[str, tuple[subprocess.Popen[str], int, int]] = {}
+    started: dict[str, tuple[servers.Managed, int, int]] = {}
     try:
         for name, extra in configs.items():
-            env = {**base, **extra}
-            metrics_port = 0
+            env, port, metrics_port = dict(extra), free_port(), 0
             if extra.get("KAIREON_METRICS_PORT") == "auto":
                 metrics_port = free_port()
-                env["KAIREON_METRICS_PORT"] = str(metrics_port)
-                env["KAIREON_METRICS_HOST"] = "127.0.0.1"
-            proc, port = start_server(env)
-            servers[name] = (proc, port, metrics_port)
+                env.update(KAIREON_METRICS_PORT=str(metrics_port), KAIREON_METRICS_HOST="127.0.0.1")
+            server = servers.start_server(
+                dsn=dsn,
+                grpc_port=port,
+                http_port=None,
+                workers=1,
+                signing_key=key,
+                workdir=work,
+                extra_env=env,
+                name=name,
+            )
+            started[name] = (server, port, metrics_port)
+            servers.wait_serving(server, port, 1)
         calls: dict[tuple[str, str], float] = {}
         elapsed: dict[tuple[str, str], float] = {}
         cpu: dict[tuple[str, str], float] = {}
         for cycle in range(args.rounds):
             for call in ("provenance", "erasure"):
-                for name, (proc, port, metrics_port) in servers.items():
+                for name, (server, port, metrics_port) in started.items():
                     stop = threading.Event()
                     if metrics_port:  # scraped while it is driven: part of its cost
                         threading.Thread(
                             target=scraper, args=(metrics_port, stop), daemon=True
                         ).start()
-                    before = cpu_seconds(proc.pid)
+                    before = cpu_seconds(server.pid)
                     n, seconds = await drive(
                         f"127.0.0.1:{port}", call, args.seconds, args.concurrency
                     )
-                    used = cpu_seconds(proc.pid) - before
+                    used = cpu_seconds(server.pid) - before
                     stop.set()
                     key = (name, call)
                     calls[key] = calls.get(key, 0) + n
@@ -267,9 +216,8 @@ async def measure(args: argparse.Namespace, work: Path, dsn: str) -> None:
                         flush=True,
                     )
     finally:
-        for proc, _port, _metrics in servers.values():
-            proc.terminate()
-            proc.wait(timeout=30)
+        for server, _port, _metrics in started.values():
+            server.stop()
     sink.shutdown()
 
     print(

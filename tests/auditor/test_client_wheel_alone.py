@@ -123,7 +123,7 @@ async def artefacts(
     await _cli(*cli("admin"), "provenance", AFTER_CHANGE, "--out", str(bundle))
     await _cli(*cli("operator"), "dsar", "export", "cust_00002", "--out", str(export), "--quiet")
     receipt = tmp_path / "erasure.json"
-    await _cli(*cli("admin"), "--json", "erase", "cust_00001", stdout_to=receipt)
+    await _cli(*cli("admin"), "--json", "erase", "cust_00001", "--yes", stdout_to=receipt)
     audit = tmp_path / "audit.json"
     await _cli(*cli("admin"), "--json", "audit", "list", "--limit", "100000", stdout_to=audit)
     return Artefacts(tenant, key_dir / "cosign-test.pub", receipt, bundle, export, audit)

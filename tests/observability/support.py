@@ -118,3 +118,10 @@ async def workload(base: str, tenant: str) -> dict[str, Any]:
             assert r.status == 404
         seen["request_id"] = request_id
     return seen
+
+
+def span_values(span: Any) -> list[str]:
+    """Everything a span shows a trace backend: name, attribute values, events."""
+    values = [span.name, *(str(v) for v in (span.attributes or {}).values())]
+    values += [str(e.name) + str(dict(e.attributes or {})) for e in span.events]
+    return values

@@ -3,54 +3,19 @@ one tree, and no personal value anywhere in the spans."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import aiohttp
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from kaireon_server.app import App
 from kaireon_server.demo.seed import seed_tenant
-from kaireon_server.platform.config import Settings
 from kaireon_server.platform.observability import tracing
 from tests.erasure.support import SMALL
+from tests.observability.support import span_values
 
 CUSTOMER = "cust_00002"
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
-
-
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracing.install(provider, set_global=False)
-    try:
-        yield memory
-    finally:
-        tracing.uninstall()
-
-
-@pytest.fixture
-async def traced_app(
-    server_env: dict[str, str], exporter: InMemorySpanExporter
-) -> AsyncIterator[App]:
-    """A server started with tracing on (the interceptor is installed at start)."""
-    application = App(Settings.from_env(server_env))
-    await application.start()
-    try:
-        yield application
-    finally:
-        await application.stop(grace=1)
-
-
-def _values(span: ReadableSpan) -> list[str]:
-    values = [span.name, *(str(v) for v in (span.attributes or {}).values())]
-    values += [str(e.name) + str(dict(e.attributes or {})) for e in span.events]
-    return values
 
 
 async def test_rest_erasure_trace_tree_has_no_personal_values(
@@ -102,7 +67,7 @@ async def test_rest_erasure_trace_tree_has_no_personal_values(
     # No personal value anywhere, and the tenant only inside the name of one of
     # its own ds_<tenant>_* tables (statement text, not a value).
     for span in spans:
-        for value in _values(span):
+        for value in span_values(span):
             assert CUSTOMER not in value, (span.name, value)
             assert tenant not in value.replace(f'"ds_{tenant}_', '"ds_'), (span.name, value)
 

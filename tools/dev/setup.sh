@@ -15,12 +15,17 @@ UV=.tools/bootstrap/bin/uv
 
 # Debian's prometheus + promtool: tests/observability scrapes a running server
 # with the real Prometheus and checks deploy/observability with promtool.
-# Installed once, only when missing and when we may (root, apt present); in CI
+# Installed once, only when missing and when we may (root or sudo -n, apt); in CI
 # a missing tool is an error here, and the tests fail (never skip) without it.
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # As root, or through password-less sudo (GitHub's runners run as `runner`).
+  as_root=""
+  if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    as_root="sudo -n"
+  fi
+  if { [ "$(id -u)" = "0" ] || [ -n "$as_root" ]; } && command -v apt-get >/dev/null; then
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     # The package starts a service on :9090 where systemd runs; tests start their own.
   elif [ "${CI:-}" = "true" ]; then
     echo "setup: prometheus/promtool missing and cannot be installed (need root and apt-get)" >&2

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from kaireon_server.platform.errors import InvalidArgument, NotFound
+from kaireon_server.platform.observability.tracing import TraceCarrier
 
 PENDING = "pending"
 PROCESSING = "processing"
@@ -165,3 +166,7 @@ class Claim:
     subject_id: str
     encrypt: bool
     attempt: int
+    # The trace of the call that queued the request (None: tracing was off then),
+    # and how long ago that was: the job's span joins or links that trace.
+    origin: TraceCarrier | None = None
+    queued_seconds: float = 0.0

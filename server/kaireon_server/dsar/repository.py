@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from kaireon_server.dsar.model import CreateCommand, DsarRecord
+from kaireon_server.platform.observability.tracing import TraceCarrier
 
 _COLUMNS = """
     r.tenant_id, r.id, r.request_type, r.subject_id, r.status, r.encrypt, r.progress, r.error,
@@ -31,15 +32,20 @@ _COLUMNS = """
 
 
 async def insert_request(
-    con: asyncpg.Connection, tenant_id: str, cmd: CreateCommand, actor: str
+    con: asyncpg.Connection,
+    tenant_id: str,
+    cmd: CreateCommand,
+    actor: str,
+    origin: TraceCarrier | None = None,
 ) -> tuple[DsarRecord, bool]:
-    """Insert a request; with an idempotency key already used, return that one instead."""
+    """Insert a request; with an idempotency key already used, return that one instead.
+    `origin` is the trace context of the queuing call, kept for the export job's span."""
     new_id = uuid.uuid4()
     inserted = await con.fetchval(
         """
         INSERT INTO dsar_request (tenant_id, id, request_type, subject_id, encrypt,
-                                  idempotency_key, created_by)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+                                  idempotency_key, created_by, trace_parent, trace_state)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING id
         """,
@@ -50,6 +56,8 @@ async def insert_request(
         cmd.encrypt,
         cmd.idempotency_key,
         actor,
+        origin.traceparent if origin is not None else None,
+        origin.tracestate if origin is not None else None,
     )
     if inserted is not None:
         record = await get_request(con, tenant_id, new_id)
@@ -271,7 +279,8 @@ async def claim_next(
                lease_owner = $3, heartbeat_at = clock_timestamp(),
                lease_expires_at = clock_timestamp() + make_interval(secs => $4)
          WHERE tenant_id = $1 AND id = $2
-        RETURNING tenant_id, id, subject_id, encrypt, attempts
+        RETURNING tenant_id, id, subject_id, encrypt, attempts, trace_parent, trace_state,
+                  extract(epoch FROM clock_timestamp() - created_at)::float8 AS queued_seconds
         """,
         candidate["tenant_id"],
         candidate["id"],

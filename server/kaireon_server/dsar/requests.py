@@ -43,6 +43,7 @@ from kaireon_server.platform.errors import (
     InvalidArgument,
     NotFound,
 )
+from kaireon_server.platform.observability import tracing
 from kaireon_server.platform.paging import clamp_page_size, decode_token, encode_token
 
 E = TypeVar("E")
@@ -76,7 +77,10 @@ async def create_in(
     ALREADY_EXISTS if that request differs. A new request writes its
     `dsar_request_created` audit row (`audit_changes` adds to its changes).
     """
-    record, created = await repository.insert_request(con, tenant_id, cmd, actor)
+    # The calling span's trace context (no personal value): the export job joins it.
+    record, created = await repository.insert_request(
+        con, tenant_id, cmd, actor, tracing.current_carrier()
+    )
     if not created:
         same = (record.request_type, record.subject_id, record.encrypt) == (
             cmd.request_type,

@@ -34,6 +34,10 @@ from kaireon_server.platform.observability import metrics, tracing
 log = logging.getLogger(__name__)
 
 _PROGRESS_INTERVAL = 0.5
+# An export claimed within this long after the call that queued it is traced as a
+# child of that call; a later one (a long queue, retries after backoff) starts its
+# own trace with a link to the call (docs/OPERATIONS.md, "Traces").
+TRACE_AS_CHILD_WITHIN_SECONDS = 3600.0
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -101,8 +105,19 @@ class Worker:
             )
         if row is None:
             return None
+        origin = (
+            tracing.TraceCarrier(row["trace_parent"], row["trace_state"])
+            if row["trace_parent"]
+            else None
+        )
         return Claim(
-            row["tenant_id"], row["id"], row["subject_id"], row["encrypt"], row["attempts"]
+            row["tenant_id"],
+            row["id"],
+            row["subject_id"],
+            row["encrypt"],
+            row["attempts"],
+            origin=origin,
+            queued_seconds=max(0.0, float(row["queued_seconds"])),
         )
 
     async def _reap(self) -> None:
@@ -124,16 +139,23 @@ class Worker:
                 )
 
     async def _execute(self, claim: Claim) -> None:
+        progress = _Progress()
+        began = time.perf_counter()
+        outcome = "abandoned"
+        # In the trace of the call that queued the job (its context was stored with it).
+        span = tracing.job_span(
+            "dsar.export",
+            claim.origin,
+            queued_seconds=claim.queued_seconds,
+            child_within_seconds=TRACE_AS_CHILD_WITHIN_SECONDS,
+            attributes={"dsar.attempt": claim.attempt},
+        )
+        span.__enter__()
+        # Logged inside the span: the line carries its trace_id and span_id.
         log.info(
             "dsar export started",
             extra={"request_id": str(claim.request_id), "attempt": claim.attempt},
         )
-        progress = _Progress()
-        began = time.perf_counter()
-        outcome = "abandoned"
-        # A root span: the job runs in the worker, after the call that queued it ended.
-        span = tracing.span("dsar.export", attributes={"dsar.attempt": claim.attempt})
-        span.__enter__()
         job = asyncio.create_task(run_export(self._deps, claim, progress.update))
         keeper = asyncio.create_task(self._keep_lease(claim, job, progress))
         try:

@@ -186,12 +186,11 @@ AUDIT_APPENDS = Counter(
 AUDIT_VERIFICATIONS = Counter(
     "kaireon_audit_verifications_total", "Audit chain verifications by result.", ("result",)
 )
-# Seconds since the newest audit row was covered by a signed checkpoint. Set by
-# `set_checkpoint_lag`, the hook the transparency-log checkpointer calls; until it
-# exists the family is exported with no sample.
+# Sampled from the database (sampler.py, migration 0171), not set at publish time:
+# it must keep growing while no integrator publishes at all.
 AUDIT_CHECKPOINT_LAG = Gauge(
     "kaireon_audit_checkpoint_lag_seconds",
-    "Age of the oldest audit row not yet covered by a signed checkpoint.",
+    "Age of the oldest audit row not yet covered by a checkpoint (all tenants; sampled).",
     multiprocess_mode="max",
 )
 
@@ -238,11 +237,6 @@ def action_label(action: str) -> str:
     """An audit action as a label: the code's snake_case constants; anything else
     (a future caller passing a value) is one bucket, never itself."""
     return action if _ACTION.fullmatch(action) else "other"
-
-
-def set_checkpoint_lag(seconds: float) -> None:
-    """The audit checkpoint lag; for the transparency-log checkpointer to call."""
-    AUDIT_CHECKPOINT_LAG.set(max(0.0, seconds))
 
 
 def set_build_info(version: str, commit: str, key_ids: list[str]) -> None:

@@ -1,5 +1,6 @@
-"""Samples the gauges that live in the database (DSAR queue, flow runs) every
-KAIREON_METRICS_SAMPLE_SECONDS, through one aggregate-only function (migration 0120)."""
+"""Samples the gauges that live in the database (DSAR queue, flow runs, audit
+checkpoint lag) every KAIREON_METRICS_SAMPLE_SECONDS, through one aggregate-only
+function (migrations 0120, 0171)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ async def sample_once(db: Database, settings: MetricsSettings) -> None:
     flow = dict.fromkeys(metrics.FLOW_STATES, 0)
     oldest = 0.0
     overdue = stuck = 0
+    unchecked_age = 0.0
     for row in rows:
         kind, state, count = row["kind"], row["state"], int(row["n"])
         if kind == "dsar" and state in dsar:
@@ -37,6 +39,8 @@ async def sample_once(db: Database, settings: MetricsSettings) -> None:
             overdue = count
         elif kind == "flow_stuck":
             stuck = count
+        elif kind == "audit_unchecked":
+            unchecked_age = max(0.0, float(row["age_seconds"]))
     for state, count in dsar.items():
         metrics.DSAR_QUEUE.labels(state).set(count)
     for state, count in flow.items():
@@ -44,6 +48,7 @@ async def sample_once(db: Database, settings: MetricsSettings) -> None:
     metrics.DSAR_OLDEST_PENDING.set(oldest)
     metrics.DSAR_OVERDUE.set(overdue)
     metrics.FLOW_RUNS_STUCK.set(stuck)
+    metrics.AUDIT_CHECKPOINT_LAG.set(unchecked_age)
 
 
 class Sampler:

@@ -14,17 +14,28 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from kaireon_server.platform.env import EnvReader
 
-__all__ = ["configure_tracing", "enabled", "install", "span", "traceparent_metadata"]
+__all__ = [
+    "TraceCarrier",
+    "configure_tracing",
+    "current_carrier",
+    "enabled",
+    "install",
+    "job_span",
+    "log_correlation",
+    "span",
+    "traceparent_metadata",
+]
 
 _state: dict[str, Any] = {"tracer": None}
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -160,6 +171,61 @@ def traceparent_metadata() -> list[tuple[str, str]]:
     return list(carrier.items())
 
 
+def log_correlation() -> dict[str, str]:
+    """trace_id, span_id and trace_flags of the active span, in OpenTelemetry's
+    names for logs that are not OTLP (hex, as in traceparent); empty when tracing
+    is off or no span is active."""
+    if not enabled():
+        return {}
+    found = trace.get_current_span().get_span_context()
+    if not found.is_valid:
+        return {}
+    return {
+        "trace_id": f"{found.trace_id:032x}",
+        "span_id": f"{found.span_id:016x}",
+        "trace_flags": f"{found.trace_flags:02x}",
+    }
+
+
+# W3C: vendors propagate at least 512 characters of tracestate; a longer one is
+# dropped rather than stored (migration 0170 bounds the column the same way).
+MAX_TRACESTATE = 512
+
+
+@dataclass(frozen=True)
+class TraceCarrier:
+    """A W3C trace context to keep with queued work: traceparent and tracestate only."""
+
+    traceparent: str
+    tracestate: str | None = None
+
+    def context(self) -> otel_context.Context:
+        carrier = {"traceparent": self.traceparent}
+        if self.tracestate:
+            carrier["tracestate"] = self.tracestate
+        return _PROPAGATOR.extract(carrier, getter=_GETTER)
+
+    def span_context(self) -> trace.SpanContext | None:
+        found = trace.get_current_span(self.context()).get_span_context()
+        return found if found.is_valid else None
+
+
+def current_carrier() -> TraceCarrier | None:
+    """The current span's context, to store with work another task picks up later.
+    None when tracing is off or no span is active."""
+    if not enabled():
+        return None
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    traceparent = carrier.get("traceparent")
+    if not traceparent:
+        return None
+    tracestate = carrier.get("tracestate") or None
+    if tracestate is not None and len(tracestate) > MAX_TRACESTATE:
+        tracestate = None
+    return TraceCarrier(traceparent, tracestate)
+
+
 @contextlib.contextmanager
 def span(
     name: str,
@@ -167,12 +233,48 @@ def span(
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Mapping[str, str | int | float | bool] | None = None,
     parent: otel_context.Context | None = None,
+    links: Iterable[Link] = (),
 ) -> Iterator[Span | None]:
     """A span when tracing is on, else nothing (and no cost beyond this check)."""
     if not enabled():
         yield None
         return
     with tracer().start_as_current_span(
-        name, context=parent, kind=kind, attributes=dict(attributes or {})
+        name, context=parent, kind=kind, attributes=dict(attributes or {}), links=list(links)
+    ) as current:
+        yield current
+
+
+@contextlib.contextmanager
+def job_span(
+    name: str,
+    origin: TraceCarrier | None,
+    *,
+    queued_seconds: float,
+    child_within_seconds: float,
+    attributes: Mapping[str, str | int | float | bool] | None = None,
+) -> Iterator[Span | None]:
+    """The span of queued work, tied to the call that queued it (`origin`).
+
+    Always a CONSUMER span with a link to that call, as OpenTelemetry's messaging
+    conventions ask of a span processing a message. Picked up within
+    `child_within_seconds`, also its child, in its trace (the caller's sampling
+    decision holds). Later, a new root trace: backends and tail samplers close a
+    trace minutes after its root ends, so a child hours later would be lost.
+    No origin (queued with tracing off): a root span without a link.
+    """
+    if not enabled():
+        yield None
+        return
+    origin_context = origin.span_context() if origin is not None else None
+    fields = {**(attributes or {}), "kaireon.queued_seconds": round(queued_seconds, 3)}
+    links = [Link(origin_context)] if origin_context is not None else []
+    if origin is not None and origin_context is not None and queued_seconds <= child_within_seconds:
+        parent = origin.context()
+    else:
+        # A root: an empty context, not whatever span happens to be current here.
+        parent = otel_context.Context()
+    with span(
+        name, kind=SpanKind.CONSUMER, attributes=fields, parent=parent, links=links
     ) as current:
         yield current

@@ -1,0 +1,58 @@
+"""The database-sampled gauges: the audit checkpoint lag grows while no checkpoint
+covers a row (whatever the integrators do), and falls once one does."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import REGISTRY
+
+from kaireon_server.platform.audit_chain import append_audit
+from kaireon_server.platform.db import Database
+from kaireon_server.platform.observability.metrics import MetricsSettings
+from kaireon_server.platform.observability.sampler import sample_once
+
+_TLOG_LOCK = "SELECT pg_advisory_lock(hashtextextended('kaireon.tlog:' || $1, 0))"
+_TLOG_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('kaireon.tlog:' || $1, 0))"
+
+
+def _lag() -> float:
+    value = REGISTRY.get_sample_value("kaireon_audit_checkpoint_lag_seconds")
+    assert value is not None
+    return value
+
+
+async def test_checkpoint_lag_is_the_age_of_the_oldest_row_no_checkpoint_covers(
+    db: Database, tenant: str
+):
+    settings = MetricsSettings({})
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    # Hold the integrators off this tenant (the lock each takes per tenant).
+    async with db.connection() as holder:
+        await holder.execute(_TLOG_LOCK, tenant)
+        try:
+            async with db.transaction(tenant) as con:
+                await append_audit(
+                    con,
+                    tenant,
+                    action="lag_probe",
+                    entity_type="probe",
+                    entity_id="p1",
+                    actor="test",
+                    now=two_hours_ago,
+                )
+            await sample_once(db, settings)
+            stalled = _lag()
+        finally:
+            await holder.execute(_TLOG_UNLOCK, tenant)
+    assert stalled >= 7000, stalled  # the alert's threshold is an hour
+
+    # Released: the server's integrator checkpoints the row and the lag falls.
+    for _ in range(120):
+        await sample_once(db, settings)
+        if _lag() < 3600:
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError(f"the lag stayed at {_lag()} s after the lock was released")
