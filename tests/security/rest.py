@@ -18,7 +18,8 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 
-_VARIABLE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+# `{name}` (one segment) or `{name=**}` (any number of segments, slashes kept).
+_VARIABLE = re.compile(r"\{([a-z_][a-z0-9_]*)(=\*\*)?\}")
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,12 @@ def _query_items(name: str, value: Any) -> list[tuple[str, str]]:
 def to_http(method: MethodDescriptor, message: Message) -> HttpRequest:
     verb, template, body = http_rule(method)
     doc = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    bound = _VARIABLE.findall(template)
+    bound = [name for name, _ in _VARIABLE.findall(template)]
     assert _VARIABLE.sub("", template).count("{") == 0, f"unsupported template {template}"
 
     def fill(match: re.Match[str]) -> str:
         value = doc.pop(match.group(1), "")
-        return quote(str(value), safe="")
+        return quote(str(value), safe="/" if match.group(2) else "")
 
     path = _VARIABLE.sub(fill, template)
     assert len(bound) <= 1 or all(b not in doc for b in bound)

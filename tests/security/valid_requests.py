@@ -46,6 +46,9 @@ REQUESTS: dict[str, Callable[[World], Message]] = {
         tree_size=2, cosignature="\u2014 witness.example/w " + "A" * 96
     ),
     "AuditService.VerifyLog": lambda w: audit_pb2.VerifyLogRequest(),
+    "AuditService.GetLogResource": lambda w: audit_pb2.GetLogResourceRequest(
+        path="tile/entries/000.p/2"
+    ),
     "AuditService.StreamVerifyLog": lambda w: audit_pb2.StreamVerifyLogRequest(),
     "DsarService.CreateDsarRequest": lambda w: dsar_pb2.CreateDsarRequestRequest(
         request_type="export", subject_id=w.customer, idempotency_key=w.idempotency_key

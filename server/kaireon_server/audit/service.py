@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.api import httpbody_pb2
 from google.protobuf import struct_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
-from kaireon_client.tlog.proof import TlogProof, format_tlog_proof
-from kaireon_server.audit import log, tlog
+from kaireon_server.audit import log, tiles, tlog
 from kaireon_server.capability import ServiceContext
 from kaireon_server.platform.auth import current_identity
 from kaireon_server.platform.errors import InvalidArgument
@@ -135,17 +135,12 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             event_id=event_id,
             tree_size=request.tree_size,
         )
-        tlog_proof = ""
-        if proof.checkpoint.signed:
-            tlog_proof = format_tlog_proof(
-                TlogProof(proof.index, proof.hashes, proof.checkpoint.note)
-            )
         return audit_pb2.GetInclusionProofResponse(
             index=proof.index,
             tree_size=proof.tree_size,
             hashes=list(proof.hashes),
             leaf=proof.leaf.canonical().decode(),
-            tlog_proof=tlog_proof,
+            tlog_proof=tlog.evidence_proof(proof),
             checkpoint=_checkpoint(self._tlog, proof.checkpoint),
         )
 
@@ -230,6 +225,17 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                     position=item.position,
                     tree_size=item.tree_size,
                 )
+
+    async def GetLogResource(
+        self, request: audit_pb2.GetLogResourceRequest, context: Context
+    ) -> audit_pb2.GetLogResourceResponse:
+        identity = current_identity()
+        resource = await tiles.log_resource(
+            self._db, self._tlog, tenant_id=identity.tenant_id, path=request.path
+        )
+        return audit_pb2.GetLogResourceResponse(
+            body=httpbody_pb2.HttpBody(content_type=resource.content_type, data=resource.data)
+        )
 
 
 class AuditCapability:

@@ -66,6 +66,7 @@ from kaireon_client.tlog.note import (
     sign_note,
     verify_note,
 )
+from kaireon_client.tlog.proof import TlogProof, format_tlog_proof
 from kaireon_client.tlog.verify import EXPORT_FORMAT
 from kaireon_server.audit import tlog_repository as repo
 from kaireon_server.audit.offload import Hasher
@@ -99,6 +100,9 @@ MAX_EXPORT_ENTRIES = 10_000
 MAX_RANGE_ROWS = 100_000
 NOTIFY_CHANNEL = "kaireon_audit_appended"
 WAKE_DELAY = 0.1
+# Seconds an erasure waits for its row's checkpoint (p50 ~70 ms, p99 ~250 ms measured).
+DEFAULT_PROOF_WAIT = 2.0
+PROOF_POLL = 0.05
 
 
 # --- settings --------------------------------------------------------------------
@@ -113,6 +117,8 @@ class TlogSettings:
     # Seconds between polls when no notification came (a missed NOTIFY, another cluster).
     interval: float = 5.0
     enabled: bool = True
+    # How long an erasure waits for its audit row's checkpoint to attach the proof.
+    proof_wait: float = DEFAULT_PROOF_WAIT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TlogSettings:
@@ -142,6 +148,9 @@ class TlogSettings:
             quorum=quorum,
             interval=reader.number("KAIREON_TLOG_INTERVAL", 5.0, minimum=0.01, maximum=600),
             enabled=reader.boolean("KAIREON_TLOG_INTEGRATOR", True),
+            proof_wait=reader.number(
+                "KAIREON_EVIDENCE_PROOF_WAIT", DEFAULT_PROOF_WAIT, minimum=0, maximum=30
+            ),
         )
 
 
@@ -526,6 +535,51 @@ async def get_inclusion_proof(
     return InclusionView(seq - 1, size, tuple(hashes), leaf_of(rec), view)
 
 
+def evidence_proof(proof: InclusionView) -> str:
+    """The C2SP tlog-proof of one row with its leaf in `extra` (docs/AUDIT.md, "Evidence
+    carries proofs"): alone it proves the row to anyone pinning the log key; "" when
+    the log is unsigned (nothing to pin)."""
+    if not proof.checkpoint.signed:
+        return ""
+    return format_tlog_proof(
+        TlogProof(proof.index, proof.hashes, proof.checkpoint.note, proof.leaf.canonical())
+    )
+
+
+@dataclass(frozen=True)
+class EvidenceProof:
+    """An artefact's proof: the text, or pending (not checkpointed yet: fetch it later
+    with GetInclusionProof by event id). Neither when the log is unsigned."""
+
+    text: str
+    pending: bool
+
+
+async def evidence_proof_of(
+    db: Database, settings: TlogSettings, *, tenant_id: str, event_id: str, wait: float = 0.0
+) -> EvidenceProof:
+    """The evidence proof of a committed row, waiting up to `wait` seconds for the
+    integrator to checkpoint it (polling: the integrator may run in another process)."""
+    if settings.log_key is None:
+        return EvidenceProof("", pending=False)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, wait)
+    while True:
+        try:
+            proof = await get_inclusion_proof(
+                db, settings, tenant_id=tenant_id, index=None, event_id=event_id, tree_size=0
+            )
+            if proof.checkpoint.signed:
+                return EvidenceProof(evidence_proof(proof), pending=False)
+        except (FailedPrecondition, NotFound) as exc:
+            if exc.reason == "EVENT_NOT_FOUND":
+                raise
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return EvidenceProof("", pending=True)
+        await asyncio.sleep(min(PROOF_POLL, remaining))
+
+
 _EVENT_ID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -821,6 +875,7 @@ async def verify_range_stream(
             return
         computed = check.compact.root()
         ok = computed == root if last == size else False
+        bad_seq, bad_id = 0, ""
         if last < size and last > 0:
             [proof] = await _proof_nodes(
                 con, tenant_id, lambda src: [consistency_proof(src, last, size)]
@@ -833,14 +888,81 @@ async def verify_range_stream(
         elif last == 0:
             ok = True
         head = await repo.row_hash_before(con, tenant_id, last) if last else ""
+        if not ok:
+            bad_seq, bad_id = await _locate_root_mismatch(con, settings, tenant_id, last)
     if not ok:
-        yield TlogVerifyResult(False, first, last, size, check.checked, 0, "", "root_mismatch")
+        yield TlogVerifyResult(
+            False, first, last, size, check.checked, bad_seq, bad_id, "root_mismatch"
+        )
         return
     if resume:
         async with db.transaction(tenant_id) as con:
             if await repo.verified_size(con, tenant_id) < last:
                 await repo.save_verified(con, tenant_id, last)
     yield TlogVerifyResult(True, first, last, size, check.checked, head_hash=head or "")
+
+
+@dataclass
+class _CheckpointWalk:
+    """Re-hashed rows against every stored checkpoint, in order: where the signed
+    history stops matching the rows (see _locate_root_mismatch)."""
+
+    verifier: Ed25519Verifier | None
+    compact: CompactRange = field(default_factory=CompactRange)
+    matched: int = 0  # size of the last checkpoint the rows still hash to
+    mismatch: int = 0  # size of the first one they do not (0: none yet)
+
+    def feed(self, rows: Sequence[asyncpg.Record], checkpoints: Sequence[asyncpg.Record]) -> None:
+        pending = list(checkpoints)
+        for rec in rows:
+            self.compact.append(leaf_of(rec).leaf_hash())
+            while pending and int(pending[0]["size"]) <= self.compact.size:
+                cp = pending.pop(0)
+                if int(cp["size"]) < self.compact.size or not self._authentic(cp):
+                    continue  # one the walk skipped past, or not signed by the log key
+                if self.compact.root() != bytes(cp["root_hash"]):
+                    self.mismatch = self.compact.size
+                    return
+                self.matched = self.compact.size
+
+    def _authentic(self, cp: asyncpg.Record) -> bool:
+        # A row the database owner wrote cannot carry the log's signature.
+        if self.verifier is None:
+            return True
+        if not cp["signed"]:
+            return False
+        try:
+            verify_note(parse_note(str(cp["note"])), [self.verifier])
+        except NoteError:
+            return False
+        return True
+
+
+async def _locate_root_mismatch(
+    con: asyncpg.Connection, settings: TlogSettings, tenant_id: str, upto: int
+) -> tuple[int, str]:
+    """After a root_mismatch (rows hash to the stored leaves, but those do not hash to
+    the signed root: the stored tree was rewritten with them), the first row that may
+    be bad: the one after the last stored, signed checkpoint that the re-hashed rows
+    still reproduce. Exactly the bad row when the next checkpoint added one row; else
+    the first of that checkpoint's batch. O(rows); run on failure only."""
+    verifier = None
+    if settings.log_key is not None:
+        verifier = tenant_log_signer(settings.log_key, settings.log_name, tenant_id).verifier()
+    walk = _CheckpointWalk(verifier)
+    position = 0
+    while position < upto and not walk.mismatch:
+        rows = await repo.rows_from(con, tenant_id, position, min(BATCH_ROWS, upto - position))
+        if not rows:
+            break
+        end = position + len(rows)
+        checkpoints = await repo.checkpoints_between(con, tenant_id, position, end)
+        await asyncio.to_thread(walk.feed, rows, checkpoints)
+        position = end
+    rows = await repo.rows_from(con, tenant_id, walk.matched, 1)
+    if not rows:
+        return walk.matched + 1, ""
+    return int(rows[0]["seq"]), str(rows[0]["id"])
 
 
 async def verify(

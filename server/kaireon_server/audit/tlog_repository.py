@@ -128,6 +128,19 @@ async def latest_checkpoint(con: asyncpg.Connection, tenant_id: str) -> asyncpg.
     return row
 
 
+async def checkpoints_between(
+    con: asyncpg.Connection, tenant_id: str, low: int, high: int
+) -> list[asyncpg.Record]:
+    """Every stored checkpoint with low < size <= high, smallest first."""
+    rows: list[Any] = await con.fetch(
+        _CHECKPOINT + "WHERE tenant_id = $1 AND size > $2 AND size <= $3 ORDER BY size",
+        tenant_id,
+        low,
+        high,
+    )
+    return rows
+
+
 async def checkpoint_at(
     con: asyncpg.Connection, tenant_id: str, size: int
 ) -> asyncpg.Record | None:

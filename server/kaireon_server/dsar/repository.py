@@ -232,6 +232,21 @@ async def read_document(con: asyncpg.Connection, record: DsarRecord) -> bytes | 
     return b"".join(bytes(r["data"]) for r in rows)
 
 
+async def completion_event_id(con: asyncpg.Connection, record: DsarRecord) -> str | None:
+    """The audit row that recorded this export's completion (and its digest)."""
+    # The literal `action <> 'decision_provenance_emit'` lets audit_log_citation_idx serve it.
+    row_id = await con.fetchval(
+        "SELECT id FROM audit_log WHERE tenant_id = $1 AND entity_type = 'dsar_request' "
+        "AND entity_id = $2 AND action <> 'decision_provenance_emit' "
+        "AND action = 'dsar_export_completed' AND changes->>'digestSha256' = $3 "
+        "ORDER BY seq DESC LIMIT 1",
+        record.tenant_id,
+        str(record.id),
+        record.export_digest,
+    )
+    return None if row_id is None else str(row_id)
+
+
 # --- the queue ------------------------------------------------------------------
 
 

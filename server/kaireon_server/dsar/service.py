@@ -9,6 +9,7 @@ data. Reads of an export — attached inline or downloaded — write an audit ro
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,8 +18,10 @@ from google.api import httpbody_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 
 from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
+from kaireon_server.audit import tlog
 from kaireon_server.capability import ServiceContext
 from kaireon_server.dsar.convert import export_message, request_message
+from kaireon_server.dsar.evidence import export_evidence
 from kaireon_server.dsar.jobs import JobDeps
 from kaireon_server.dsar.notify import Notifier
 from kaireon_server.dsar.requests import DsarRequests, Shown
@@ -26,6 +29,7 @@ from kaireon_server.dsar.settings import DsarSettings
 from kaireon_server.dsar.store import DigestSigner
 from kaireon_server.dsar.worker import Worker
 from kaireon_server.platform.auth import current_identity
+from kaireon_server.platform.db import Database
 
 Context = grpc.aio.ServicerContext[Any, Any]
 JSON = "application/json"
@@ -41,8 +45,10 @@ def _shown(shown: Shown[dsar_pb2.DsarExport]) -> dsar_pb2.DsarRequest:
 
 
 class DsarServicer(dsar_pb2_grpc.DsarServiceServicer):
-    def __init__(self, requests: DsarRequests) -> None:
+    def __init__(self, requests: DsarRequests, db: Database, log: tlog.TlogSettings) -> None:
         self._requests = requests
+        self._db = db
+        self._log = log
 
     async def CreateDsarRequest(
         self, request: dsar_pb2.CreateDsarRequestRequest, context: Context
@@ -106,10 +112,14 @@ class DsarServicer(dsar_pb2_grpc.DsarServiceServicer):
         record = await self._requests.open_export(
             tenant_id=identity.tenant_id, actor=identity.actor, request_id=request.id
         )
+        evidence = await export_evidence(self._db, self._log, record)
         await context.send_initial_metadata(
             (
                 ("x-export-digest-sha256", record.export_digest or ""),
                 ("x-export-signature", record.export_signature or ""),
+                # Base64: the proof is multi-line UTF-8, a header value is one ASCII line.
+                ("x-export-tlog-proof", base64.b64encode(evidence.proof.text.encode()).decode()),
+                ("x-export-audit-event-id", evidence.audit_event_id),
             )
         )
         offset = 0
@@ -126,7 +136,11 @@ class DsarCapability:
     def __init__(self, ctx: ServiceContext) -> None:
         self.settings = DsarSettings.from_env(ctx.settings.env)
         self._notifier = Notifier(ctx.listener)
-        self._servicer = DsarServicer(DsarRequests(ctx.db, self.settings, self._notifier))
+        self._servicer = DsarServicer(
+            DsarRequests(ctx.db, self.settings, self._notifier),
+            ctx.db,
+            tlog.TlogSettings.from_env(ctx.settings.env),
+        )
         deps = JobDeps(
             ctx.db,
             self.settings,

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
+from kaireon_server.audit import tlog
 from kaireon_server.capability import ServiceContext, SimpleCapability
 from kaireon_server.erasure import holds
 from kaireon_server.erasure.eraser import EraseCommand, erase_customer
@@ -64,7 +65,9 @@ def _retained(table: RetainedTable) -> erasure_pb2.RetainedTable:
     )
 
 
-def outcome_to_proto(outcome: ErasureOutcome) -> erasure_pb2.EraseCustomerResponse:
+def outcome_to_proto(
+    outcome: ErasureOutcome, proof: tlog.EvidenceProof | None = None
+) -> erasure_pb2.EraseCustomerResponse:
     response = erasure_pb2.EraseCustomerResponse(
         success=True,
         customer_id=outcome.customer_id,
@@ -84,6 +87,8 @@ def outcome_to_proto(outcome: ErasureOutcome) -> erasure_pb2.EraseCustomerRespon
                 digest_sha256=r.digest_sha256,
                 signature=r.signature,
                 key_id=r.key_id,
+                tlog_proof=proof.text if proof else "",
+                tlog_proof_pending=proof.pending if proof else False,
             )
         )
     return response
@@ -94,6 +99,7 @@ class ErasureServicer(erasure_pb2_grpc.ErasureServiceServicer):
         self._db = ctx.db
         self._signer = ctx.signer
         self._timeout = timeout_from_env(ctx.settings.env)
+        self._tlog = tlog.TlogSettings.from_env(ctx.settings.env)
 
     def _budget(self, context: Context) -> float:
         # grpc-stubs says float; without a client deadline grpc may give None or a huge value.
@@ -113,7 +119,18 @@ class ErasureServicer(erasure_pb2_grpc.ErasureServiceServicer):
             dry_run=request.dry_run,
             timeout=self._budget(context),
         )
-        return outcome_to_proto(await erase_customer(self._db, self._signer, command))
+        outcome = await erase_customer(self._db, self._signer, command)
+        proof = None
+        if outcome.receipt is not None:
+            # Committed: wait (bounded) for the row's checkpoint, then answer either way.
+            proof = await tlog.evidence_proof_of(
+                self._db,
+                self._tlog,
+                tenant_id=identity.tenant_id,
+                event_id=outcome.audit_event_id,
+                wait=min(self._tlog.proof_wait, self._budget(context)),
+            )
+        return outcome_to_proto(outcome, proof)
 
     async def SetLegalHold(
         self, request: erasure_pb2.SetLegalHoldRequest, context: Context

@@ -14,9 +14,15 @@ DEFAULT_PASSTHROUGH_HEADERS = (
     "x-provenance-schema",
     "x-provenance-digest",
     "x-provenance-signature",
+    # The emission's audit row, whose evidence proof GetInclusionProof serves (docs/AUDIT.md).
+    "x-provenance-audit-event-id",
     # A DSAR export download carries its digest and signature (docs/DSAR.md).
     "x-export-digest-sha256",
     "x-export-signature",
+    # Its evidence proof (base64 of the C2SP tlog-proof) or, while pending, the
+    # completion row's id to fetch it with (docs/AUDIT.md).
+    "x-export-tlog-proof",
+    "x-export-audit-event-id",
 )
 
 

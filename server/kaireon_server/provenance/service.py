@@ -63,6 +63,7 @@ class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
                 ("x-provenance-schema", SCHEMA_VERSION),
                 ("x-provenance-digest", bundle.digest_sha256),
                 ("x-provenance-signature", emission.signature),
+                ("x-provenance-audit-event-id", emission.audit_event_id),
             )
         )
         return provenance_pb2.GetDecisionProvenanceResponse(
@@ -70,6 +71,7 @@ class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
             schema=SCHEMA_VERSION,
             digest_sha256=bundle.digest_sha256,
             signature=emission.signature,
+            audit_event_id=emission.audit_event_id,
         )
 
     async def GetSigningKey(

@@ -3,6 +3,10 @@
 Nothing is fetched from the service: every check trusts only the keys pinned
 on the command line (`--key` PEM file for signed artefacts, `--log-vkey` /
 `--witness-vkey` for a transparency-log export). One verdict line on stdout.
+With a pinned log key (`--log-key VKEYFILE` or `--log-vkey`), receipt, bundle
+and export also need the evidence proof of their own audit row (the receipt's
+`tlogProof`, `--proof`, or FILE.tlog-proof; docs/AUDIT.md), checked after the
+signature; its verdict is a second line (a refusal exits 1).
 
 Exit status (docs/VERIFYING.md):
   0  verified
@@ -32,6 +36,7 @@ from kaireon_client.audit_chain import (
 from kaireon_client.package import PackageError, load_package, parse_digest_sidecar
 from kaireon_client.receipt import verify_receipt
 from kaireon_client.signing import load_public_key
+from kaireon_client.tlog import evidence
 from kaireon_client.tlog import verify as tlog_verify
 from kaireon_client.verify import Check, Report, verify_artifact, verify_bundle
 
@@ -60,6 +65,7 @@ def register(subparsers: Any) -> None:
     )
     receipt.add_argument("file", help="JSON file ('-' for stdin)")
     _key_options(receipt)
+    evidence.add_proof_options(receipt)
     receipt.set_defaults(func=_receipt, offline=True)
 
     for name, helptext, func in (
@@ -72,6 +78,7 @@ def register(subparsers: Any) -> None:
         sub.add_argument("--sig", type=Path, help="signature sidecar (default FILE.sig)")
         sub.add_argument("-v", "--verbose", action="store_true", help="print every check")
         _key_options(sub)
+        evidence.add_proof_options(sub)
         sub.set_defaults(func=func, offline=True)
 
     audit = commands.add_parser(
@@ -156,7 +163,21 @@ def _receipt(args: argparse.Namespace) -> int:
         f"{payload['auditEventId']}, seq {payload.get('auditSeq')}, "
         f"{payload['totalDeleted']} rows, erased at {payload['erasedAt']})"
     )
-    return EXIT_VERIFIED
+    canonical, carried = evidence.receipt_parts(json.dumps(document).encode())
+    return _with_proof(args, "receipt", canonical, carried)
+
+
+def _with_proof(args: argparse.Namespace, kind: str, artefact: bytes, carried: str = "") -> int:
+    """With a pinned log key (--log-key / --log-vkey), the artefact's own audit row
+    must be proven by its evidence proof too (docs/AUDIT.md, "Evidence carries
+    proofs"): --proof, the receipt's tlogProof, or the FILE.tlog-proof sidecar."""
+    if not (args.log_key or args.log_vkey):
+        return EXIT_VERIFIED
+    if args.proof is None and kind != "receipt":
+        sidecar = Path(f"{args.file}.tlog-proof")
+        args.proof = str(sidecar) if sidecar.exists() else None
+    result = evidence.check_proof(args, kind, artefact, carried)
+    return {0: EXIT_VERIFIED, 2: EXIT_USAGE}.get(result, EXIT_CONTENT)
 
 
 def _signed_file(args: argparse.Namespace, what: str, verify: Callable[..., Report]) -> int:
@@ -193,7 +214,7 @@ def _signed_file(args: argparse.Namespace, what: str, verify: Callable[..., Repo
         else:
             print(f"{what} does NOT verify")
     if report.ok:
-        return EXIT_VERIFIED
+        return _with_proof(args, what, package.body)
     if report.failed("digest"):
         return EXIT_DIGEST
     return EXIT_SIGNATURE if report.failed("signature") else EXIT_CONTENT

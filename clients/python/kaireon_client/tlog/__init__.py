@@ -7,6 +7,7 @@
 - leaf: the RFC 8785 leaf of one audit row;
 - tiles: C2SP tlog-tiles (paths, tile contents, proofs from tiles, entry bundles);
 - proof: C2SP tlog-proof (one entry's offline inclusion proof);
+- evidence: a receipt, bundle or DSAR export checked with its audit row's proof;
 - verify: offline verification of an exported range (`kaireon verify audit`);
 - witness: the `kaireon-witness` command.
 

@@ -84,6 +84,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/audit/log/{path}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * kaireon.audit.v1.AuditService.GetLogResource
+         * @description HTTP rule: GET /api/v1/audit/log/{path=**}
+         */
+        get: operations["AuditService_GetLogResource"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/audit/proofs/consistency": {
         parameters: {
             query?: never;
@@ -782,6 +802,8 @@ export interface components {
             digestSha256?: string;
             signature?: string;
             keyId?: string;
+            tlogProof?: string;
+            tlogProofPending?: boolean;
         };
         "kaireon.erasure.v1.LegalHold": {
             customerId?: string;
@@ -1049,6 +1071,38 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["kaireon.audit.v1.ListAuditEventsResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    AuditService_GetLogResource: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description path: matches **. */
+                path: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The raw bytes, with their own content type. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "*/*": string;
                 };
             };
             /** @description An error: a google.rpc.Status. */

@@ -23,12 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from kaireon.auth.v1 import auth_pb2 as kaireon_dot_auth_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ckaireon/audit/v1/audit.proto\x12\x10kaireon.audit.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1akaireon/auth/v1/auth.proto\"\xb6\x03\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x04 \x01(\t\x12\x11\n\tentity_id\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12(\n\x07\x63hanges\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tprev_hash\x18\x08 \x01(\t\x12\x16\n\x0eintegrity_hash\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08redacted\x18\x0b \x01(\x08\x12\x11\n\ttenant_id\x18\x0c \x01(\t\x12\x18\n\x10\x65ntity_id_digest\x18\r \x01(\t\x12K\n\x10personal_digests\x18\x0e \x03(\x0b\x32\x31.kaireon.audit.v1.AuditEvent.PersonalDigestsEntry\x1a\x36\n\x14PersonalDigestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"d\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x04 \x01(\t\"`\n\x17ListAuditEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.kaireon.audit.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x14\n\x12VerifyChainRequest\"\xba\x01\n\x13VerifyChainResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x14\n\x0crows_checked\x18\x02 \x01(\x03\x12\x19\n\x11\x66irst_invalid_seq\x18\x03 \x01(\x03\x12\x18\n\x10\x66irst_invalid_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x11\n\thead_hash\x18\x06 \x01(\t\x12\x18\n\x10resumed_from_seq\x18\x07 \x01(\x03\x12\x0c\n\x04more\x18\x08 \x01(\x08\")\n\x14GetCheckpointRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x03\"I\n\x15GetCheckpointResponse\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.kaireon.audit.v1.Checkpoint\"J\n\x16\x41\x64\x64\x43osignatureResponse\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.kaireon.audit.v1.Checkpoint\"\xa4\x01\n\nCheckpoint\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\x12\x0c\n\x04note\x18\x04 \x01(\t\x12\x0e\n\x06signed\x18\x05 \x01(\x08\x12\x14\n\x0c\x63osignatures\x18\x06 \x03(\t\x12\x10\n\x08log_vkey\x18\x07 \x01(\t\x12\x1a\n\x12witness_quorum_met\x18\x08 \x01(\x08\"N\n\x18GetInclusionProofRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x11\n\ttree_size\x18\x03 \x01(\x03\"\xa1\x01\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\x0c\n\x04leaf\x18\x04 \x01(\t\x12\x12\n\ntlog_proof\x18\x05 \x01(\t\x12\x30\n\ncheckpoint\x18\x06 \x01(\x0b\x32\x1c.kaireon.audit.v1.Checkpoint\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x03\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x03\"-\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"C\n\x12ListEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x03\x12\x11\n\ttree_size\x18\x03 \x01(\x03\"T\n\x13ListEntriesResponse\x12\x0e\n\x06\x65xport\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x03\x12\x11\n\ttree_size\x18\x04 \x01(\x03\"?\n\x15\x41\x64\x64\x43osignatureRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x03\x12\x13\n\x0b\x63osignature\x18\x02 \x01(\t\"=\n\x10VerifyLogRequest\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x03\x12\r\n\x05range\x18\x03 \x01(\x08\"\xba\x01\n\x11VerifyLogResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\r\n\x05start\x18\x02 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x03\x12\x11\n\ttree_size\x18\x04 \x01(\x03\x12\x14\n\x0crows_checked\x18\x05 \x01(\x03\x12\x19\n\x11\x66irst_invalid_seq\x18\x06 \x01(\x03\x12\x18\n\x10\x66irst_invalid_id\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0c\n\x04more\x18\t \x01(\x08\"\x18\n\x16StreamVerifyLogRequest\"\x89\x01\n\x17StreamVerifyLogResponse\x12\x14\n\x0crows_checked\x18\x01 \x01(\x03\x12\x10\n\x08position\x18\x02 \x01(\x03\x12\x11\n\ttree_size\x18\x03 \x01(\x03\x12\x33\n\x06result\x18\x04 \x01(\x0b\x32#.kaireon.audit.v1.VerifyLogResponse2\x8a\n\n\x0c\x41uditService\x12\x88\x01\n\x0fListAuditEvents\x12(.kaireon.audit.v1.ListAuditEventsRequest\x1a).kaireon.audit.v1.ListAuditEventsResponse\" \xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/audit/events\x12|\n\x0bVerifyChain\x12$.kaireon.audit.v1.VerifyChainRequest\x1a%.kaireon.audit.v1.VerifyChainResponse\" \xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x16\"\x14/api/v1/audit:verify\x12\x86\x01\n\rGetCheckpoint\x12&.kaireon.audit.v1.GetCheckpointRequest\x1a\'.kaireon.audit.v1.GetCheckpointResponse\"$\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/audit/checkpoint\x12\x98\x01\n\x11GetInclusionProof\x12*.kaireon.audit.v1.GetInclusionProofRequest\x1a+.kaireon.audit.v1.GetInclusionProofResponse\"*\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/audit/proofs/inclusion\x12\xa0\x01\n\x13GetConsistencyProof\x12,.kaireon.audit.v1.GetConsistencyProofRequest\x1a-.kaireon.audit.v1.GetConsistencyProofResponse\",\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\"\x12 /api/v1/audit/proofs/consistency\x12}\n\x0bListEntries\x12$.kaireon.audit.v1.ListEntriesRequest\x1a%.kaireon.audit.v1.ListEntriesResponse\"!\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/audit/entries\x12\x93\x01\n\x0e\x41\x64\x64\x43osignature\x12\'.kaireon.audit.v1.AddCosignatureRequest\x1a(.kaireon.audit.v1.AddCosignatureResponse\".\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02$\"\x1f/api/v1/audit/checkpoint:cosign:\x01*\x12|\n\tVerifyLog\x12\".kaireon.audit.v1.VerifyLogRequest\x1a#.kaireon.audit.v1.VerifyLogResponse\"&\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1c\"\x17/api/v1/audit:verifyLog:\x01*\x12\x96\x01\n\x0fStreamVerifyLog\x12(.kaireon.audit.v1.StreamVerifyLogRequest\x1a).kaireon.audit.v1.StreamVerifyLogResponse\",\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\"\"\x1d/api/v1/audit:streamVerifyLog:\x01*0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ckaireon/audit/v1/audit.proto\x12\x10kaireon.audit.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1akaireon/auth/v1/auth.proto\"\xb6\x03\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x04 \x01(\t\x12\x11\n\tentity_id\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12(\n\x07\x63hanges\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tprev_hash\x18\x08 \x01(\t\x12\x16\n\x0eintegrity_hash\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08redacted\x18\x0b \x01(\x08\x12\x11\n\ttenant_id\x18\x0c \x01(\t\x12\x18\n\x10\x65ntity_id_digest\x18\r \x01(\t\x12K\n\x10personal_digests\x18\x0e \x03(\x0b\x32\x31.kaireon.audit.v1.AuditEvent.PersonalDigestsEntry\x1a\x36\n\x14PersonalDigestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"d\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x04 \x01(\t\"`\n\x17ListAuditEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.kaireon.audit.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x14\n\x12VerifyChainRequest\"\xba\x01\n\x13VerifyChainResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x14\n\x0crows_checked\x18\x02 \x01(\x03\x12\x19\n\x11\x66irst_invalid_seq\x18\x03 \x01(\x03\x12\x18\n\x10\x66irst_invalid_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x11\n\thead_hash\x18\x06 \x01(\t\x12\x18\n\x10resumed_from_seq\x18\x07 \x01(\x03\x12\x0c\n\x04more\x18\x08 \x01(\x08\")\n\x14GetCheckpointRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x03\"I\n\x15GetCheckpointResponse\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.kaireon.audit.v1.Checkpoint\"J\n\x16\x41\x64\x64\x43osignatureResponse\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.kaireon.audit.v1.Checkpoint\"\xa4\x01\n\nCheckpoint\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\x12\x0c\n\x04note\x18\x04 \x01(\t\x12\x0e\n\x06signed\x18\x05 \x01(\x08\x12\x14\n\x0c\x63osignatures\x18\x06 \x03(\t\x12\x10\n\x08log_vkey\x18\x07 \x01(\t\x12\x1a\n\x12witness_quorum_met\x18\x08 \x01(\x08\"N\n\x18GetInclusionProofRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x11\n\ttree_size\x18\x03 \x01(\x03\"\xa1\x01\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\x0c\n\x04leaf\x18\x04 \x01(\t\x12\x12\n\ntlog_proof\x18\x05 \x01(\t\x12\x30\n\ncheckpoint\x18\x06 \x01(\x0b\x32\x1c.kaireon.audit.v1.Checkpoint\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x03\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x03\"-\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"C\n\x12ListEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x03\x12\x11\n\ttree_size\x18\x03 \x01(\x03\"T\n\x13ListEntriesResponse\x12\x0e\n\x06\x65xport\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x03\x12\x11\n\ttree_size\x18\x04 \x01(\x03\"?\n\x15\x41\x64\x64\x43osignatureRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x03\x12\x13\n\x0b\x63osignature\x18\x02 \x01(\t\"=\n\x10VerifyLogRequest\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x03\x12\r\n\x05range\x18\x03 \x01(\x08\"\xba\x01\n\x11VerifyLogResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\r\n\x05start\x18\x02 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x03\x12\x11\n\ttree_size\x18\x04 \x01(\x03\x12\x14\n\x0crows_checked\x18\x05 \x01(\x03\x12\x19\n\x11\x66irst_invalid_seq\x18\x06 \x01(\x03\x12\x18\n\x10\x66irst_invalid_id\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0c\n\x04more\x18\t \x01(\x08\"\x18\n\x16StreamVerifyLogRequest\"\x89\x01\n\x17StreamVerifyLogResponse\x12\x14\n\x0crows_checked\x18\x01 \x01(\x03\x12\x10\n\x08position\x18\x02 \x01(\x03\x12\x11\n\ttree_size\x18\x03 \x01(\x03\x12\x33\n\x06result\x18\x04 \x01(\x0b\x32#.kaireon.audit.v1.VerifyLogResponse\"%\n\x15GetLogResourceRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"<\n\x16GetLogResourceResponse\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody2\x9f\x0b\n\x0c\x41uditService\x12\x88\x01\n\x0fListAuditEvents\x12(.kaireon.audit.v1.ListAuditEventsRequest\x1a).kaireon.audit.v1.ListAuditEventsResponse\" \xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/audit/events\x12|\n\x0bVerifyChain\x12$.kaireon.audit.v1.VerifyChainRequest\x1a%.kaireon.audit.v1.VerifyChainResponse\" \xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x16\"\x14/api/v1/audit:verify\x12\x86\x01\n\rGetCheckpoint\x12&.kaireon.audit.v1.GetCheckpointRequest\x1a\'.kaireon.audit.v1.GetCheckpointResponse\"$\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/audit/checkpoint\x12\x98\x01\n\x11GetInclusionProof\x12*.kaireon.audit.v1.GetInclusionProofRequest\x1a+.kaireon.audit.v1.GetInclusionProofResponse\"*\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/audit/proofs/inclusion\x12\xa0\x01\n\x13GetConsistencyProof\x12,.kaireon.audit.v1.GetConsistencyProofRequest\x1a-.kaireon.audit.v1.GetConsistencyProofResponse\",\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\"\x12 /api/v1/audit/proofs/consistency\x12}\n\x0bListEntries\x12$.kaireon.audit.v1.ListEntriesRequest\x1a%.kaireon.audit.v1.ListEntriesResponse\"!\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/audit/entries\x12\x93\x01\n\x0e\x41\x64\x64\x43osignature\x12\'.kaireon.audit.v1.AddCosignatureRequest\x1a(.kaireon.audit.v1.AddCosignatureResponse\".\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02$\"\x1f/api/v1/audit/checkpoint:cosign:\x01*\x12|\n\tVerifyLog\x12\".kaireon.audit.v1.VerifyLogRequest\x1a#.kaireon.audit.v1.VerifyLogResponse\"&\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1c\"\x17/api/v1/audit:verifyLog:\x01*\x12\x96\x01\n\x0fStreamVerifyLog\x12(.kaireon.audit.v1.StreamVerifyLogRequest\x1a).kaireon.audit.v1.StreamVerifyLogResponse\",\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\"\"\x1d/api/v1/audit:streamVerifyLog:\x01*0\x01\x12\x92\x01\n\x0eGetLogResource\x12\'.kaireon.audit.v1.GetLogResourceRequest\x1a(.kaireon.audit.v1.GetLogResourceResponse\"-\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02#\x12\x1b/api/v1/audit/log/{path=**}b\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,48 +56,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITSERVICE'].methods_by_name['VerifyLog']._serialized_options = b'\310\363\030\003\202\323\344\223\002\034\"\027/api/v1/audit:verifyLog:\001*'
   _globals['_AUDITSERVICE'].methods_by_name['StreamVerifyLog']._loaded_options = None
   _globals['_AUDITSERVICE'].methods_by_name['StreamVerifyLog']._serialized_options = b'\310\363\030\003\202\323\344\223\002\"\"\035/api/v1/audit:streamVerifyLog:\001*'
-  _globals['_AUDITEVENT']._serialized_start=172
-  _globals['_AUDITEVENT']._serialized_end=610
-  _globals['_AUDITEVENT_PERSONALDIGESTSENTRY']._serialized_start=556
-  _globals['_AUDITEVENT_PERSONALDIGESTSENTRY']._serialized_end=610
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=612
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=712
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=714
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=810
-  _globals['_VERIFYCHAINREQUEST']._serialized_start=812
-  _globals['_VERIFYCHAINREQUEST']._serialized_end=832
-  _globals['_VERIFYCHAINRESPONSE']._serialized_start=835
-  _globals['_VERIFYCHAINRESPONSE']._serialized_end=1021
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1023
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1064
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1066
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1139
-  _globals['_ADDCOSIGNATURERESPONSE']._serialized_start=1141
-  _globals['_ADDCOSIGNATURERESPONSE']._serialized_end=1215
-  _globals['_CHECKPOINT']._serialized_start=1218
-  _globals['_CHECKPOINT']._serialized_end=1382
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1384
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1462
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1465
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1626
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1628
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1697
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1699
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1744
-  _globals['_LISTENTRIESREQUEST']._serialized_start=1746
-  _globals['_LISTENTRIESREQUEST']._serialized_end=1813
-  _globals['_LISTENTRIESRESPONSE']._serialized_start=1815
-  _globals['_LISTENTRIESRESPONSE']._serialized_end=1899
-  _globals['_ADDCOSIGNATUREREQUEST']._serialized_start=1901
-  _globals['_ADDCOSIGNATUREREQUEST']._serialized_end=1964
-  _globals['_VERIFYLOGREQUEST']._serialized_start=1966
-  _globals['_VERIFYLOGREQUEST']._serialized_end=2027
-  _globals['_VERIFYLOGRESPONSE']._serialized_start=2030
-  _globals['_VERIFYLOGRESPONSE']._serialized_end=2216
-  _globals['_STREAMVERIFYLOGREQUEST']._serialized_start=2218
-  _globals['_STREAMVERIFYLOGREQUEST']._serialized_end=2242
-  _globals['_STREAMVERIFYLOGRESPONSE']._serialized_start=2245
-  _globals['_STREAMVERIFYLOGRESPONSE']._serialized_end=2382
-  _globals['_AUDITSERVICE']._serialized_start=2385
-  _globals['_AUDITSERVICE']._serialized_end=3675
+  _globals['_AUDITSERVICE'].methods_by_name['GetLogResource']._loaded_options = None
+  _globals['_AUDITSERVICE'].methods_by_name['GetLogResource']._serialized_options = b'\310\363\030\003\202\323\344\223\002#\022\033/api/v1/audit/log/{path=**}b\004body'
+  _globals['_AUDITEVENT']._serialized_start=199
+  _globals['_AUDITEVENT']._serialized_end=637
+  _globals['_AUDITEVENT_PERSONALDIGESTSENTRY']._serialized_start=583
+  _globals['_AUDITEVENT_PERSONALDIGESTSENTRY']._serialized_end=637
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=639
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=739
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=741
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=837
+  _globals['_VERIFYCHAINREQUEST']._serialized_start=839
+  _globals['_VERIFYCHAINREQUEST']._serialized_end=859
+  _globals['_VERIFYCHAINRESPONSE']._serialized_start=862
+  _globals['_VERIFYCHAINRESPONSE']._serialized_end=1048
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1050
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1091
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1093
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1166
+  _globals['_ADDCOSIGNATURERESPONSE']._serialized_start=1168
+  _globals['_ADDCOSIGNATURERESPONSE']._serialized_end=1242
+  _globals['_CHECKPOINT']._serialized_start=1245
+  _globals['_CHECKPOINT']._serialized_end=1409
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1411
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1489
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1492
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1653
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1655
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1724
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1726
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1771
+  _globals['_LISTENTRIESREQUEST']._serialized_start=1773
+  _globals['_LISTENTRIESREQUEST']._serialized_end=1840
+  _globals['_LISTENTRIESRESPONSE']._serialized_start=1842
+  _globals['_LISTENTRIESRESPONSE']._serialized_end=1926
+  _globals['_ADDCOSIGNATUREREQUEST']._serialized_start=1928
+  _globals['_ADDCOSIGNATUREREQUEST']._serialized_end=1991
+  _globals['_VERIFYLOGREQUEST']._serialized_start=1993
+  _globals['_VERIFYLOGREQUEST']._serialized_end=2054
+  _globals['_VERIFYLOGRESPONSE']._serialized_start=2057
+  _globals['_VERIFYLOGRESPONSE']._serialized_end=2243
+  _globals['_STREAMVERIFYLOGREQUEST']._serialized_start=2245
+  _globals['_STREAMVERIFYLOGREQUEST']._serialized_end=2269
+  _globals['_STREAMVERIFYLOGRESPONSE']._serialized_start=2272
+  _globals['_STREAMVERIFYLOGRESPONSE']._serialized_end=2409
+  _globals['_GETLOGRESOURCEREQUEST']._serialized_start=2411
+  _globals['_GETLOGRESOURCEREQUEST']._serialized_end=2448
+  _globals['_GETLOGRESOURCERESPONSE']._serialized_start=2450
+  _globals['_GETLOGRESOURCERESPONSE']._serialized_end=2510
+  _globals['_AUDITSERVICE']._serialized_start=2513
+  _globals['_AUDITSERVICE']._serialized_end=3952
 # @@protoc_insertion_point(module_scope)

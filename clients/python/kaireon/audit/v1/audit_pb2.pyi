@@ -4,6 +4,7 @@ isort:skip_file
 Read access to the tamper-evident audit chain of a tenant."""
 
 from collections import abc as _abc
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -434,7 +435,10 @@ class GetInclusionProofResponse(_message.Message):
     leaf: _builtins.str
     """The entry's leaf: RFC 8785 canonical JSON (its leaf hash is SHA-256(0x00 || leaf))."""
     tlog_proof: _builtins.str
-    """The C2SP tlog-proof of the entry (index, audit path, cosigned checkpoint)."""
+    """The C2SP tlog-proof of the entry (index, audit path, cosigned checkpoint),
+    with the leaf on its `extra` line: the evidence proof of docs/AUDIT.md that
+    verifies alone, offline; empty when the log is unsigned.
+    """
     @_builtins.property
     def hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The audit path, leaf first (32-byte hashes)."""
@@ -741,3 +745,53 @@ class StreamVerifyLogResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamVerifyLogResponse: _TypeAlias = StreamVerifyLogResponse  # noqa: Y015
+
+@_typing.final
+class GetLogResourceRequest(_message.Message):
+    """Request of GetLogResource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Required. `checkpoint`, `tile/<L>/<N>[.p/<W>]` or `tile/entries/<N>[.p/<W>]`
+    with the index in C2SP tlog-tiles form (e.g. tile/0/x001/234).
+    """
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLogResourceRequest: _TypeAlias = GetLogResourceRequest  # noqa: Y015
+
+@_typing.final
+class GetLogResourceResponse(_message.Message):
+    """Response of GetLogResource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """Output only. The resource: text/plain for the checkpoint,
+        application/octet-stream for tiles and entry bundles.
+        """
+
+    def __init__(
+        self,
+        *,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLogResourceResponse: _TypeAlias = GetLogResourceResponse  # noqa: Y015

@@ -80,6 +80,11 @@ class AuditServiceStub:
                 request_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.StreamVerifyLogRequest.SerializeToString,
                 response_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.StreamVerifyLogResponse.FromString,
                 _registered_method=True)
+        self.GetLogResource = channel.unary_unary(
+                '/kaireon.audit.v1.AuditService/GetLogResource',
+                request_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetLogResourceRequest.SerializeToString,
+                response_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetLogResourceResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -157,6 +162,18 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLogResource(self, request, context):
+        """Serves the caller's tenant log as C2SP tlog-tiles resources, at the tree
+        size of the latest checkpoint: `checkpoint` (the cosigned note),
+        `tile/<L>/<N>[.p/<W>]` (hashes) and `tile/entries/<N>[.p/<W>]` (entry
+        bundles of leaves). Over REST the body is the resource itself, so a
+        tlog-tiles client takes /api/v1/audit/log/ as its prefix. A path that is
+        not a resource of that tree is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +221,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.StreamVerifyLog,
                     request_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.StreamVerifyLogRequest.FromString,
                     response_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.StreamVerifyLogResponse.SerializeToString,
+            ),
+            'GetLogResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLogResource,
+                    request_deserializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetLogResourceRequest.FromString,
+                    response_serializer=kaireon_dot_audit_dot_v1_dot_audit__pb2.GetLogResourceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -450,6 +472,33 @@ class AuditService:
             '/kaireon.audit.v1.AuditService/StreamVerifyLog',
             kaireon_dot_audit_dot_v1_dot_audit__pb2.StreamVerifyLogRequest.SerializeToString,
             kaireon_dot_audit_dot_v1_dot_audit__pb2.StreamVerifyLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLogResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kaireon.audit.v1.AuditService/GetLogResource',
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.GetLogResourceRequest.SerializeToString,
+            kaireon_dot_audit_dot_v1_dot_audit__pb2.GetLogResourceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,14 @@ class AuditServiceStub:
     """Re-verifies every row of the tenant log against the latest checkpoint,
     streaming progress; the last message holds the result.
     """
+    GetLogResource: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetLogResourceRequest, _audit_pb2.GetLogResourceResponse]
+    """Serves the caller's tenant log as C2SP tlog-tiles resources, at the tree
+    size of the latest checkpoint: `checkpoint` (the cosigned note),
+    `tile/<L>/<N>[.p/<W>]` (hashes) and `tile/entries/<N>[.p/<W>]` (entry
+    bundles of leaves). Over REST the body is the resource itself, so a
+    tlog-tiles client takes /api/v1/audit/log/ as its prefix. A path that is
+    not a resource of that tree is NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -104,6 +112,14 @@ class AuditServiceAsyncStub(AuditServiceStub):
     StreamVerifyLog: _aio.UnaryStreamMultiCallable[_audit_pb2.StreamVerifyLogRequest, _audit_pb2.StreamVerifyLogResponse]  # type: ignore[assignment]
     """Re-verifies every row of the tenant log against the latest checkpoint,
     streaming progress; the last message holds the result.
+    """
+    GetLogResource: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetLogResourceRequest, _audit_pb2.GetLogResourceResponse]  # type: ignore[assignment]
+    """Serves the caller's tenant log as C2SP tlog-tiles resources, at the tree
+    size of the latest checkpoint: `checkpoint` (the cosigned note),
+    `tile/<L>/<N>[.p/<W>]` (hashes) and `tile/entries/<N>[.p/<W>]` (entry
+    bundles of leaves). Over REST the body is the resource itself, so a
+    tlog-tiles client takes /api/v1/audit/log/ as its prefix. A path that is
+    not a resource of that tree is NOT_FOUND.
     """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -194,6 +210,20 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_audit_pb2.StreamVerifyLogResponse], _abc.AsyncIterator[_audit_pb2.StreamVerifyLogResponse]]:
         """Re-verifies every row of the tenant log against the latest checkpoint,
         streaming progress; the last message holds the result.
+        """
+
+    @_abc_1.abstractmethod
+    def GetLogResource(
+        self,
+        request: _audit_pb2.GetLogResourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetLogResourceResponse, _abc.Awaitable[_audit_pb2.GetLogResourceResponse]]:
+        """Serves the caller's tenant log as C2SP tlog-tiles resources, at the tree
+        size of the latest checkpoint: `checkpoint` (the cosigned note),
+        `tile/<L>/<N>[.p/<W>]` (hashes) and `tile/entries/<N>[.p/<W>]` (entry
+        bundles of leaves). Over REST the body is the resource itself, so a
+        tlog-tiles client takes /api/v1/audit/log/ as its prefix. A path that is
+        not a resource of that tree is NOT_FOUND.
         """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

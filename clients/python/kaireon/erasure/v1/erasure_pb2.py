@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from kaireon.auth.v1 import auth_pb2 as kaireon_dot_auth_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n kaireon/erasure/v1/erasure.proto\x12\x12kaireon.erasure.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1akaireon/auth/v1/auth.proto\"<\n\x14\x45raseCustomerRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"\xa5\x02\n\rDeletedCounts\x12\x1b\n\x13interaction_history\x18\x01 \x01(\x05\x12\x1b\n\x13interaction_summary\x18\x02 \x01(\x05\x12\x13\n\x0bsuppression\x18\x03 \x01(\x05\x12\x16\n\x0e\x64\x65\x63ision_trace\x18\x04 \x01(\x05\x12\x1a\n\x12\x61ttribution_result\x18\x05 \x01(\x05\x12\x1a\n\x12variant_assignment\x18\x06 \x01(\x05\x12\x15\n\ridentity_link\x18\x07 \x01(\x05\x12\x1a\n\x12journey_enrollment\x18\x08 \x01(\x05\x12\x1b\n\x13\x64ynamic_schema_rows\x18\t \x01(\x05\x12\x10\n\x08\x64\x65livery\x18\n \x01(\x05\x12\x13\n\x0b\x64sar_export\x18\x0b \x01(\x05\"x\n\rRetainedTable\x12\r\n\x05table\x18\x01 \x01(\t\x12\x13\n\x0blegal_basis\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x05\x12\x30\n\tretention\x18\x04 \x01(\x0e\x32\x1d.kaireon.erasure.v1.Retention\"u\n\tLegalHold\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\ncreated_by\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x0e\x45rasureReceipt\x12\x19\n\x11\x63\x61nonical_payload\x18\x01 \x01(\t\x12\x15\n\rdigest_sha256\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\"\xdc\x02\n\x15\x45raseCustomerResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x39\n\x0e\x64\x65leted_counts\x18\x03 \x01(\x0b\x32!.kaireon.erasure.v1.DeletedCounts\x12\x15\n\rtotal_deleted\x18\x04 \x01(\x05\x12\x16\n\x0eskipped_tables\x18\x05 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\x12:\n\x0fretained_tables\x18\x07 \x03(\x0b\x32!.kaireon.erasure.v1.RetainedTable\x12\x31\n\nlegal_hold\x18\x08 \x01(\x0b\x32\x1d.kaireon.erasure.v1.LegalHold\x12\x33\n\x07receipt\x18\t \x01(\x0b\x32\".kaireon.erasure.v1.ErasureReceipt\":\n\x13SetLegalHoldRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\x14SetLegalHoldResponse\x12\x31\n\nlegal_hold\x18\x01 \x01(\x0b\x32\x1d.kaireon.erasure.v1.LegalHold\".\n\x17ReleaseLegalHoldRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"M\n\x18ReleaseLegalHoldResponse\x12\x31\n\nlegal_hold\x18\x01 \x01(\x0b\x32\x1d.kaireon.erasure.v1.LegalHold\">\n\x15ListLegalHoldsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"e\n\x16ListLegalHoldsResponse\x12\x32\n\x0blegal_holds\x18\x01 \x03(\x0b\x32\x1d.kaireon.erasure.v1.LegalHold\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*R\n\tRetention\x12\x19\n\x15RETENTION_UNSPECIFIED\x10\x00\x12\x12\n\x0eRETENTION_KEPT\x10\x01\x12\x16\n\x12RETENTION_REDACTED\x10\x02\x32\xda\x04\n\x0e\x45rasureService\x12\x89\x01\n\rEraseCustomer\x12(.kaireon.erasure.v1.EraseCustomerRequest\x1a).kaireon.erasure.v1.EraseCustomerResponse\"#\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x19\"\x14/api/v1/gdpr/erasure:\x01*\x12\x8a\x01\n\x0cSetLegalHold\x12\'.kaireon.erasure.v1.SetLegalHoldRequest\x1a(.kaireon.erasure.v1.SetLegalHoldResponse\"\'\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1d\"\x18/api/v1/gdpr/legal-holds:\x01*\x12\x9e\x01\n\x10ReleaseLegalHold\x12+.kaireon.erasure.v1.ReleaseLegalHoldRequest\x1a,.kaireon.erasure.v1.ReleaseLegalHoldResponse\"/\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02%\" /api/v1/gdpr/legal-holds:release:\x01*\x12\x8d\x01\n\x0eListLegalHolds\x12).kaireon.erasure.v1.ListLegalHoldsRequest\x1a*.kaireon.erasure.v1.ListLegalHoldsResponse\"$\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/gdpr/legal-holdsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n kaireon/erasure/v1/erasure.proto\x12\x12kaireon.erasure.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1akaireon/auth/v1/auth.proto\"<\n\x14\x45raseCustomerRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"\xa5\x02\n\rDeletedCounts\x12\x1b\n\x13interaction_history\x18\x01 \x01(\x05\x12\x1b\n\x13interaction_summary\x18\x02 \x01(\x05\x12\x13\n\x0bsuppression\x18\x03 \x01(\x05\x12\x16\n\x0e\x64\x65\x63ision_trace\x18\x04 \x01(\x05\x12\x1a\n\x12\x61ttribution_result\x18\x05 \x01(\x05\x12\x1a\n\x12variant_assignment\x18\x06 \x01(\x05\x12\x15\n\ridentity_link\x18\x07 \x01(\x05\x12\x1a\n\x12journey_enrollment\x18\x08 \x01(\x05\x12\x1b\n\x13\x64ynamic_schema_rows\x18\t \x01(\x05\x12\x10\n\x08\x64\x65livery\x18\n \x01(\x05\x12\x13\n\x0b\x64sar_export\x18\x0b \x01(\x05\"x\n\rRetainedTable\x12\r\n\x05table\x18\x01 \x01(\t\x12\x13\n\x0blegal_basis\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x05\x12\x30\n\tretention\x18\x04 \x01(\x0e\x32\x1d.kaireon.erasure.v1.Retention\"u\n\tLegalHold\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\ncreated_by\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x01\n\x0e\x45rasureReceipt\x12\x19\n\x11\x63\x61nonical_payload\x18\x01 \x01(\t\x12\x15\n\rdigest_sha256\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x12\n\ntlog_proof\x18\x05 \x01(\t\x12\x1a\n\x12tlog_proof_pending\x18\x06 \x01(\x08\"\xdc\x02\n\x15\x45raseCustomerResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x39\n\x0e\x64\x65leted_counts\x18\x03 \x01(\x0b\x32!.kaireon.erasure.v1.DeletedCounts\x12\x15\n\rtotal_deleted\x18\x04 \x01(\x05\x12\x16\n\x0eskipped_tables\x18\x05 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\x12:\n\x0fretained_tables\x18\x07 \x03(\x0b\x32!.kaireon.erasure.v1.RetainedTable\x12\x31\n\nlegal_hold\x18\x08 \x01(\x0b\x32\x1d.kaireon.erasure.v1.LegalHold\x12\x33\n\x07receipt\x18\t \x01(\x0b\x32\".kaireon.erasure.v1.ErasureReceipt\":\n\x13SetLegalHoldRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\x14SetLegalHoldResponse\x12\x31\n\nlegal_hold\x18\x01 \x01(\x0b\x32\x1d.kaireon.erasure.v1.LegalHold\".\n\x17ReleaseLegalHoldRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"M\n\x18ReleaseLegalHoldResponse\x12\x31\n\nlegal_hold\x18\x01 \x01(\x0b\x32\x1d.kaireon.erasure.v1.LegalHold\">\n\x15ListLegalHoldsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"e\n\x16ListLegalHoldsResponse\x12\x32\n\x0blegal_holds\x18\x01 \x03(\x0b\x32\x1d.kaireon.erasure.v1.LegalHold\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*R\n\tRetention\x12\x19\n\x15RETENTION_UNSPECIFIED\x10\x00\x12\x12\n\x0eRETENTION_KEPT\x10\x01\x12\x16\n\x12RETENTION_REDACTED\x10\x02\x32\xda\x04\n\x0e\x45rasureService\x12\x89\x01\n\rEraseCustomer\x12(.kaireon.erasure.v1.EraseCustomerRequest\x1a).kaireon.erasure.v1.EraseCustomerResponse\"#\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x19\"\x14/api/v1/gdpr/erasure:\x01*\x12\x8a\x01\n\x0cSetLegalHold\x12\'.kaireon.erasure.v1.SetLegalHoldRequest\x1a(.kaireon.erasure.v1.SetLegalHoldResponse\"\'\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1d\"\x18/api/v1/gdpr/legal-holds:\x01*\x12\x9e\x01\n\x10ReleaseLegalHold\x12+.kaireon.erasure.v1.ReleaseLegalHoldRequest\x1a,.kaireon.erasure.v1.ReleaseLegalHoldResponse\"/\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02%\" /api/v1/gdpr/legal-holds:release:\x01*\x12\x8d\x01\n\x0eListLegalHolds\x12).kaireon.erasure.v1.ListLegalHoldsRequest\x1a*.kaireon.erasure.v1.ListLegalHoldsResponse\"$\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/gdpr/legal-holdsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,8 +42,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ERASURESERVICE'].methods_by_name['ReleaseLegalHold']._serialized_options = b'\310\363\030\003\202\323\344\223\002%\" /api/v1/gdpr/legal-holds:release:\001*'
   _globals['_ERASURESERVICE'].methods_by_name['ListLegalHolds']._loaded_options = None
   _globals['_ERASURESERVICE'].methods_by_name['ListLegalHolds']._serialized_options = b'\310\363\030\003\202\323\344\223\002\032\022\030/api/v1/gdpr/legal-holds'
-  _globals['_RETENTION']._serialized_start=1629
-  _globals['_RETENTION']._serialized_end=1711
+  _globals['_RETENTION']._serialized_start=1678
+  _globals['_RETENTION']._serialized_end=1760
   _globals['_ERASECUSTOMERREQUEST']._serialized_start=147
   _globals['_ERASECUSTOMERREQUEST']._serialized_end=207
   _globals['_DELETEDCOUNTS']._serialized_start=210
@@ -52,22 +52,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETAINEDTABLE']._serialized_end=625
   _globals['_LEGALHOLD']._serialized_start=627
   _globals['_LEGALHOLD']._serialized_end=744
-  _globals['_ERASURERECEIPT']._serialized_start=746
-  _globals['_ERASURERECEIPT']._serialized_end=847
-  _globals['_ERASECUSTOMERRESPONSE']._serialized_start=850
-  _globals['_ERASECUSTOMERRESPONSE']._serialized_end=1198
-  _globals['_SETLEGALHOLDREQUEST']._serialized_start=1200
-  _globals['_SETLEGALHOLDREQUEST']._serialized_end=1258
-  _globals['_SETLEGALHOLDRESPONSE']._serialized_start=1260
-  _globals['_SETLEGALHOLDRESPONSE']._serialized_end=1333
-  _globals['_RELEASELEGALHOLDREQUEST']._serialized_start=1335
-  _globals['_RELEASELEGALHOLDREQUEST']._serialized_end=1381
-  _globals['_RELEASELEGALHOLDRESPONSE']._serialized_start=1383
-  _globals['_RELEASELEGALHOLDRESPONSE']._serialized_end=1460
-  _globals['_LISTLEGALHOLDSREQUEST']._serialized_start=1462
-  _globals['_LISTLEGALHOLDSREQUEST']._serialized_end=1524
-  _globals['_LISTLEGALHOLDSRESPONSE']._serialized_start=1526
-  _globals['_LISTLEGALHOLDSRESPONSE']._serialized_end=1627
-  _globals['_ERASURESERVICE']._serialized_start=1714
-  _globals['_ERASURESERVICE']._serialized_end=2316
+  _globals['_ERASURERECEIPT']._serialized_start=747
+  _globals['_ERASURERECEIPT']._serialized_end=896
+  _globals['_ERASECUSTOMERRESPONSE']._serialized_start=899
+  _globals['_ERASECUSTOMERRESPONSE']._serialized_end=1247
+  _globals['_SETLEGALHOLDREQUEST']._serialized_start=1249
+  _globals['_SETLEGALHOLDREQUEST']._serialized_end=1307
+  _globals['_SETLEGALHOLDRESPONSE']._serialized_start=1309
+  _globals['_SETLEGALHOLDRESPONSE']._serialized_end=1382
+  _globals['_RELEASELEGALHOLDREQUEST']._serialized_start=1384
+  _globals['_RELEASELEGALHOLDREQUEST']._serialized_end=1430
+  _globals['_RELEASELEGALHOLDRESPONSE']._serialized_start=1432
+  _globals['_RELEASELEGALHOLDRESPONSE']._serialized_end=1509
+  _globals['_LISTLEGALHOLDSREQUEST']._serialized_start=1511
+  _globals['_LISTLEGALHOLDSREQUEST']._serialized_end=1573
+  _globals['_LISTLEGALHOLDSRESPONSE']._serialized_start=1575
+  _globals['_LISTLEGALHOLDSRESPONSE']._serialized_end=1676
+  _globals['_ERASURESERVICE']._serialized_start=1763
+  _globals['_ERASURESERVICE']._serialized_end=2365
 # @@protoc_insertion_point(module_scope)

@@ -218,6 +218,8 @@ class ErasureReceipt(_message.Message):
     DIGEST_SHA256_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
+    TLOG_PROOF_FIELD_NUMBER: _builtins.int
+    TLOG_PROOF_PENDING_FIELD_NUMBER: _builtins.int
     canonical_payload: _builtins.str
     """Output only. The RFC 8785 canonical JSON of the receipt content: type,
     tenantId, customerId, deletedCounts, totalDeleted, skippedTables,
@@ -232,6 +234,17 @@ class ErasureReceipt(_message.Message):
     """
     key_id: _builtins.str
     """Output only. sha256 hex of the signing key's DER public key; "" if unsigned."""
+    tlog_proof: _builtins.str
+    """Output only. The evidence proof of the erasure's audit row, beside the
+    signed payload (not in it): a C2SP tlog-proof with the row's leaf on its
+    `extra` line and the cosigned checkpoint, verifiable offline against the
+    pinned log key (docs/AUDIT.md). Empty while pending or when the log has no key.
+    """
+    tlog_proof_pending: _builtins.bool
+    """Output only. True when the row was not checkpointed within
+    KAIREON_EVIDENCE_PROOF_WAIT: fetch the proof later with
+    AuditService.GetInclusionProof (event_id = the payload's auditEventId).
+    """
     def __init__(
         self,
         *,
@@ -239,10 +252,12 @@ class ErasureReceipt(_message.Message):
         digest_sha256: _builtins.str = ...,
         signature: _builtins.str = ...,
         key_id: _builtins.str = ...,
+        tlog_proof: _builtins.str = ...,
+        tlog_proof_pending: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_payload", b"canonical_payload", "digest_sha256", b"digest_sha256", "key_id", b"key_id", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canonical_payload", b"canonical_payload", "digest_sha256", b"digest_sha256", "key_id", b"key_id", "signature", b"signature", "tlog_proof", b"tlog_proof", "tlog_proof_pending", b"tlog_proof_pending"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

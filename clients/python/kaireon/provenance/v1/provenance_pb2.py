@@ -27,7 +27,7 @@ from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from kaireon.auth.v1 import auth_pb2 as kaireon_dot_auth_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&kaireon/provenance/v1/provenance.proto\x12\x15kaireon.provenance.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1akaireon/auth/v1/auth.proto\"3\n\x1cGetDecisionProvenanceRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\"\x7f\n\x1dGetDecisionProvenanceResponse\x12$\n\x06\x62undle\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x0e\n\x06schema\x18\x02 \x01(\t\x12\x15\n\rdigest_sha256\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\t\"\x16\n\x14GetSigningKeyRequest\"R\n\x15GetSigningKeyResponse\x12\x16\n\x0epublic_key_pem\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t2\xf1\x02\n\x11ProvenanceService\x12\xc2\x01\n\x15GetDecisionProvenance\x12\x33.kaireon.provenance.v1.GetDecisionProvenanceRequest\x1a\x34.kaireon.provenance.v1.GetDecisionProvenanceResponse\">\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x34\x12*/api/v1/decisions/{decision_id}/provenanceb\x06\x62undle\x12\x96\x01\n\rGetSigningKey\x12+.kaireon.provenance.v1.GetSigningKeyRequest\x1a,.kaireon.provenance.v1.GetSigningKeyResponse\"*\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/provenance/signing-keyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&kaireon/provenance/v1/provenance.proto\x12\x15kaireon.provenance.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1akaireon/auth/v1/auth.proto\"3\n\x1cGetDecisionProvenanceRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\"\x97\x01\n\x1dGetDecisionProvenanceResponse\x12$\n\x06\x62undle\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x0e\n\x06schema\x18\x02 \x01(\t\x12\x15\n\rdigest_sha256\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\t\x12\x16\n\x0e\x61udit_event_id\x18\x05 \x01(\t\"\x16\n\x14GetSigningKeyRequest\"R\n\x15GetSigningKeyResponse\x12\x16\n\x0epublic_key_pem\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t2\xf1\x02\n\x11ProvenanceService\x12\xc2\x01\n\x15GetDecisionProvenance\x12\x33.kaireon.provenance.v1.GetDecisionProvenanceRequest\x1a\x34.kaireon.provenance.v1.GetDecisionProvenanceResponse\">\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x34\x12*/api/v1/decisions/{decision_id}/provenanceb\x06\x62undle\x12\x96\x01\n\rGetSigningKey\x12+.kaireon.provenance.v1.GetSigningKeyRequest\x1a,.kaireon.provenance.v1.GetSigningKeyResponse\"*\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/provenance/signing-keyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,12 +40,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROVENANCESERVICE'].methods_by_name['GetSigningKey']._serialized_options = b'\310\363\030\001\202\323\344\223\002 \022\036/api/v1/provenance/signing-key'
   _globals['_GETDECISIONPROVENANCEREQUEST']._serialized_start=150
   _globals['_GETDECISIONPROVENANCEREQUEST']._serialized_end=201
-  _globals['_GETDECISIONPROVENANCERESPONSE']._serialized_start=203
-  _globals['_GETDECISIONPROVENANCERESPONSE']._serialized_end=330
-  _globals['_GETSIGNINGKEYREQUEST']._serialized_start=332
-  _globals['_GETSIGNINGKEYREQUEST']._serialized_end=354
-  _globals['_GETSIGNINGKEYRESPONSE']._serialized_start=356
-  _globals['_GETSIGNINGKEYRESPONSE']._serialized_end=438
-  _globals['_PROVENANCESERVICE']._serialized_start=441
-  _globals['_PROVENANCESERVICE']._serialized_end=810
+  _globals['_GETDECISIONPROVENANCERESPONSE']._serialized_start=204
+  _globals['_GETDECISIONPROVENANCERESPONSE']._serialized_end=355
+  _globals['_GETSIGNINGKEYREQUEST']._serialized_start=357
+  _globals['_GETSIGNINGKEYREQUEST']._serialized_end=379
+  _globals['_GETSIGNINGKEYRESPONSE']._serialized_start=381
+  _globals['_GETSIGNINGKEYRESPONSE']._serialized_end=463
+  _globals['_PROVENANCESERVICE']._serialized_start=466
+  _globals['_PROVENANCESERVICE']._serialized_end=835
 # @@protoc_insertion_point(module_scope)

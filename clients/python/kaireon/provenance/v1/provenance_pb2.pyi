@@ -49,6 +49,7 @@ class GetDecisionProvenanceResponse(_message.Message):
     SCHEMA_FIELD_NUMBER: _builtins.int
     DIGEST_SHA256_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    AUDIT_EVENT_ID_FIELD_NUMBER: _builtins.int
     schema: _builtins.str
     """Output only. The bundle schema, "kaireon.provenance.v1"."""
     digest_sha256: _builtins.str
@@ -56,6 +57,13 @@ class GetDecisionProvenanceResponse(_message.Message):
     signature: _builtins.str
     """Output only. base64 DER ECDSA P-256 SHA-256 signature of bundle.data (as
     `cosign sign-blob --key` makes), or "unsigned" without a signing key.
+    """
+    audit_event_id: _builtins.str
+    """Output only. The id of this emission's audit row (which records the
+    decision id and digest_sha256); also the X-Provenance-Audit-Event-Id
+    header. Its evidence proof, once checkpointed (about 0.1 s later), is
+    AuditService.GetInclusionProof(event_id) `tlog_proof` (docs/AUDIT.md):
+    the emission never waits for the log.
     """
     @_builtins.property
     def bundle(self) -> _httpbody_pb2.HttpBody:
@@ -71,10 +79,11 @@ class GetDecisionProvenanceResponse(_message.Message):
         schema: _builtins.str = ...,
         digest_sha256: _builtins.str = ...,
         signature: _builtins.str = ...,
+        audit_event_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle", "digest_sha256", b"digest_sha256", "schema", b"schema", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_event_id", b"audit_event_id", "bundle", b"bundle", "digest_sha256", b"digest_sha256", "schema", b"schema", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kaireon/provenance/v1/provenance.proto.
  */
 export const file_kaireon_provenance_v1_provenance: GenFile = /*@__PURE__*/
-  fileDesc("CiZrYWlyZW9uL3Byb3ZlbmFuY2UvdjEvcHJvdmVuYW5jZS5wcm90bxIVa2FpcmVvbi5wcm92ZW5hbmNlLnYxIjMKHEdldERlY2lzaW9uUHJvdmVuYW5jZVJlcXVlc3QSEwoLZGVjaXNpb25faWQYASABKAkifwodR2V0RGVjaXNpb25Qcm92ZW5hbmNlUmVzcG9uc2USJAoGYnVuZGxlGAEgASgLMhQuZ29vZ2xlLmFwaS5IdHRwQm9keRIOCgZzY2hlbWEYAiABKAkSFQoNZGlnZXN0X3NoYTI1NhgDIAEoCRIRCglzaWduYXR1cmUYBCABKAkiFgoUR2V0U2lnbmluZ0tleVJlcXVlc3QiUgoVR2V0U2lnbmluZ0tleVJlc3BvbnNlEhYKDnB1YmxpY19rZXlfcGVtGAEgASgJEg4KBmtleV9pZBgCIAEoCRIRCglhbGdvcml0aG0YAyABKAky8QIKEVByb3ZlbmFuY2VTZXJ2aWNlEsIBChVHZXREZWNpc2lvblByb3ZlbmFuY2USMy5rYWlyZW9uLnByb3ZlbmFuY2UudjEuR2V0RGVjaXNpb25Qcm92ZW5hbmNlUmVxdWVzdBo0LmthaXJlb24ucHJvdmVuYW5jZS52MS5HZXREZWNpc2lvblByb3ZlbmFuY2VSZXNwb25zZSI+yPMYA4LT5JMCNGIGYnVuZGxlEiovYXBpL3YxL2RlY2lzaW9ucy97ZGVjaXNpb25faWR9L3Byb3ZlbmFuY2USlgEKDUdldFNpZ25pbmdLZXkSKy5rYWlyZW9uLnByb3ZlbmFuY2UudjEuR2V0U2lnbmluZ0tleVJlcXVlc3QaLC5rYWlyZW9uLnByb3ZlbmFuY2UudjEuR2V0U2lnbmluZ0tleVJlc3BvbnNlIirI8xgBgtPkkwIgEh4vYXBpL3YxL3Byb3ZlbmFuY2Uvc2lnbmluZy1rZXliBnByb3RvMw", [file_google_api_annotations, file_google_api_httpbody, file_kaireon_auth_v1_auth]);
+  fileDesc("CiZrYWlyZW9uL3Byb3ZlbmFuY2UvdjEvcHJvdmVuYW5jZS5wcm90bxIVa2FpcmVvbi5wcm92ZW5hbmNlLnYxIjMKHEdldERlY2lzaW9uUHJvdmVuYW5jZVJlcXVlc3QSEwoLZGVjaXNpb25faWQYASABKAkilwEKHUdldERlY2lzaW9uUHJvdmVuYW5jZVJlc3BvbnNlEiQKBmJ1bmRsZRgBIAEoCzIULmdvb2dsZS5hcGkuSHR0cEJvZHkSDgoGc2NoZW1hGAIgASgJEhUKDWRpZ2VzdF9zaGEyNTYYAyABKAkSEQoJc2lnbmF0dXJlGAQgASgJEhYKDmF1ZGl0X2V2ZW50X2lkGAUgASgJIhYKFEdldFNpZ25pbmdLZXlSZXF1ZXN0IlIKFUdldFNpZ25pbmdLZXlSZXNwb25zZRIWCg5wdWJsaWNfa2V5X3BlbRgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEQoJYWxnb3JpdGhtGAMgASgJMvECChFQcm92ZW5hbmNlU2VydmljZRLCAQoVR2V0RGVjaXNpb25Qcm92ZW5hbmNlEjMua2FpcmVvbi5wcm92ZW5hbmNlLnYxLkdldERlY2lzaW9uUHJvdmVuYW5jZVJlcXVlc3QaNC5rYWlyZW9uLnByb3ZlbmFuY2UudjEuR2V0RGVjaXNpb25Qcm92ZW5hbmNlUmVzcG9uc2UiPsjzGAOC0+STAjRiBmJ1bmRsZRIqL2FwaS92MS9kZWNpc2lvbnMve2RlY2lzaW9uX2lkfS9wcm92ZW5hbmNlEpYBCg1HZXRTaWduaW5nS2V5Eisua2FpcmVvbi5wcm92ZW5hbmNlLnYxLkdldFNpZ25pbmdLZXlSZXF1ZXN0Giwua2FpcmVvbi5wcm92ZW5hbmNlLnYxLkdldFNpZ25pbmdLZXlSZXNwb25zZSIqyPMYAYLT5JMCIBIeL2FwaS92MS9wcm92ZW5hbmNlL3NpZ25pbmcta2V5YgZwcm90bzM", [file_google_api_annotations, file_google_api_httpbody, file_kaireon_auth_v1_auth]);
 
 /**
  * Request of GetDecisionProvenance.
@@ -75,6 +75,17 @@ export type GetDecisionProvenanceResponse = Message<"kaireon.provenance.v1.GetDe
    * @generated from field: string signature = 4;
    */
   signature: string;
+
+  /**
+   * Output only. The id of this emission's audit row (which records the
+   * decision id and digest_sha256); also the X-Provenance-Audit-Event-Id
+   * header. Its evidence proof, once checkpointed (about 0.1 s later), is
+   * AuditService.GetInclusionProof(event_id) `tlog_proof` (docs/AUDIT.md):
+   * the emission never waits for the log.
+   *
+   * @generated from field: string audit_event_id = 5;
+   */
+  auditEventId: string;
 };
 
 /**
