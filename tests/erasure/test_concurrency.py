@@ -106,4 +106,4 @@ async def test_twenty_concurrent_overlapping_erasures_with_writers(
     )
 
 
-_KEPT = {"consent_record", "audit_log", "legal_hold", "dsar_request"}
+_KEPT = {"consent_record", "audit_log", "legal_hold", "dsar_request", "subject_request"}
