@@ -1,6 +1,7 @@
 """`kaireon`: the command-line client.
 
-Subcommands live in sibling modules (audit, dsar, erase, flow, provenance), each
+Subcommands live in sibling modules (audit, dsar, erase, flow, provenance, requests,
+verify), each
 exposing `register(subparsers)`; a subcommand sets `func(args, client) -> int`.
 """
 
@@ -19,7 +20,15 @@ from kaireon_client.cli.common import report_rpc_error
 from kaireon_client.client import KaireonClient
 from kaireon_client.config import ClientConfig
 
-SUBCOMMAND_MODULES: Sequence[str] = ("audit", "dsar", "erase", "flow", "provenance", "verify")
+SUBCOMMAND_MODULES: Sequence[str] = (
+    "audit",
+    "dsar",
+    "erase",
+    "flow",
+    "provenance",
+    "requests",
+    "verify",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
