@@ -84,5 +84,6 @@ def test_the_deletion_order_starts_with_the_platform_order():
         "audit_log",
         "dsar_request",
         "subject_request",
+        "processor_outbox",
         "legal_hold",
     ]

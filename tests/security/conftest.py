@@ -54,6 +54,7 @@ class World:
     hold_reason: str = ""
     audit_page_token: str = ""
     subject_request_id: str = ""
+    processor_name: str = ""
     secrets: set[str] = field(default_factory=set)
 
 
@@ -129,6 +130,8 @@ async def tenant_secrets(con: asyncpg.Connection, tenant: str) -> set[str]:
         "SELECT export_digest AS v FROM dsar_request WHERE tenant_id = $1",
         "SELECT reason AS v FROM legal_hold WHERE tenant_id = $1",
         "SELECT id::text AS v FROM subject_request WHERE tenant_id = $1",
+        "SELECT signing_secret AS v FROM processor_recipient WHERE tenant_id = $1",
+        "SELECT id::text AS v FROM processor_recipient WHERE tenant_id = $1",
         "SELECT definition_digest AS v FROM flow_run WHERE tenant_id = $1",
         "SELECT output_digest AS v FROM flow_run_checkpoint WHERE tenant_id = $1",
         "SELECT cache_key AS v FROM flow_run_checkpoint WHERE tenant_id = $1",
@@ -180,6 +183,14 @@ async def populate(channel: grpc.aio.Channel, db: Database, dsn: str, tenant: st
             method="email_link",
             evidence_reference=f"ticket-{world.marker}",
             result=requests_pb2.VERIFICATION_RESULT_VERIFIED,
+        ),
+        metadata=md,
+    )
+
+    world.processor_name = f"processor-{world.marker}"
+    await lifecycle.RegisterProcessor(
+        requests_pb2.RegisterProcessorRequest(
+            name=world.processor_name, url=f"http://127.0.0.1:9/{world.marker}"
         ),
         metadata=md,
     )

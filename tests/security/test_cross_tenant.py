@@ -210,6 +210,13 @@ async def _check_policies(ctx: Ctx) -> None:
     assert [p.overridden for p in reply.policies] == [False] * 4
 
 
+async def _check_register_processor(ctx: Ctx) -> None:
+    (reply,) = ctx.outcome.responses
+    assert isinstance(reply, requests_pb2.RegisterProcessorResponse)
+    assert reply.processor.name == ctx.world.processor_name
+    assert ctx.b_after.rows("processor_recipient") == 1
+
+
 # Per RPC: the documented answer to B, the tables B's own rows may change in,
 # and what else to check. The request is REQUESTS[name] (A's identifiers).
 CASES: dict[str, Case] = {
@@ -271,11 +278,15 @@ CASES: dict[str, Case] = {
         ok=True, b_writes=AUDIT | {"subject_request_policy"}, check=_check_policy_set
     ),
     "RequestService.ListRequestPolicies": Case(ok=True, check=_check_policies),
+    "RequestService.RegisterProcessor": Case(
+        ok=True, b_writes=AUDIT | {"processor_recipient"}, check=_check_register_processor
+    ),
+    "RequestService.ListProcessors": Case(ok=True, check=_empty("processors")),
 }
 
 
 def test_every_rpc_has_a_cross_tenant_case() -> None:
-    assert len(METHOD_NAMES) == 39
+    assert len(METHOD_NAMES) == 41
     assert sorted(CASES) == sorted(REQUESTS) == sorted(METHOD_NAMES)
 
 

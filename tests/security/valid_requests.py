@@ -118,4 +118,9 @@ REQUESTS: dict[str, Callable[[World], Message]] = {
         )
     ),
     "RequestService.ListRequestPolicies": lambda w: requests_pb2.ListRequestPoliciesRequest(),
+    # A's processor name: B gets its own processor, not ALREADY_EXISTS.
+    "RequestService.RegisterProcessor": lambda w: requests_pb2.RegisterProcessorRequest(
+        name=w.processor_name, url="https://processor.example/hooks"
+    ),
+    "RequestService.ListProcessors": lambda w: requests_pb2.ListProcessorsRequest(),
 }

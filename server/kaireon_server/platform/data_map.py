@@ -137,6 +137,18 @@ TABLES: tuple[TableEntry, ...] = (
         ),
         export_note="the lifecycle record of the requests; their exports are dsarRequests",
     ),
+    TableEntry(
+        "processor_outbox",
+        "subject_id",
+        ErasureAction.RETAIN,
+        None,
+        None,
+        legal_basis=(
+            "GDPR Art. 19: the erasure must be communicated to each recipient; the event is "
+            "kept as proof of the notification"
+        ),
+        export_note="notifications of the subject's erasure to processors",
+    ),
     # Owned by ErasureService (migration 0030+).
     TableEntry(
         "legal_hold",

@@ -2,6 +2,9 @@
 they are on the wire and are recorded as pre-approved requests (origin
 "direct"), inside the same transaction as the erasure or the queued export.
 
+A completed erasure also queues its `subject.erased` event for the tenant's
+processors (processors.py), in the same transaction.
+
 Their regulation is GDPR (the platform's contract is GDPR's: /api/v1/gdpr/...),
 received now; an erasure is completed at once, an export is in progress
 until the worker completes it (migration 0150's trigger).
@@ -18,10 +21,10 @@ from kaireon_server.dsar import requests as dsar_requests
 from kaireon_server.dsar.model import DsarRecord
 from kaireon_server.erasure import eraser
 from kaireon_server.erasure.model import ErasureOutcome
-from kaireon_server.requests import repository
+from kaireon_server.requests import processors, repository
 from kaireon_server.requests.deadlines import due_date
 from kaireon_server.requests.lifecycle import policy_for
-from kaireon_server.requests.model import State
+from kaireon_server.requests.model import State, SubjectRequest
 
 DIRECT_REGULATION = "gdpr"
 
@@ -35,10 +38,10 @@ async def _record(
     subject_id: str,
     state: State,
     dsar_request_id: uuid.UUID | None = None,
-) -> None:
+) -> SubjectRequest:
     now = datetime.now(UTC)
     policy = await policy_for(con, tenant_id, DIRECT_REGULATION)
-    await repository.insert(
+    return await repository.insert(
         con,
         tenant_id=tenant_id,
         kind=kind,
@@ -57,13 +60,20 @@ def direct_erasure(tenant_id: str, actor: str) -> eraser.InTransaction:
     """The `within` hook of a direct, non-dry-run EraseCustomer."""
 
     async def within(con: asyncpg.Connection, outcome: ErasureOutcome) -> None:
-        await _record(
+        request = await _record(
             con,
             tenant_id,
             actor,
             kind="erasure",
             subject_id=outcome.customer_id,
             state=State.COMPLETED,
+        )
+        await processors.erasure_completed_in(
+            con,
+            tenant_id=tenant_id,
+            subject_id=outcome.customer_id,
+            request_id=str(request.id),
+            audit_id=outcome.audit_event_id,
         )
 
     return within

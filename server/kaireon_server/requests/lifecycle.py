@@ -29,7 +29,7 @@ from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import FailedPrecondition, InvalidArgument
 from kaireon_server.platform.paging import decode_token, encode_token
 from kaireon_server.platform.signing import Signer
-from kaireon_server.requests import repository
+from kaireon_server.requests import processors, repository
 from kaireon_server.requests.deadlines import (
     DEFAULT_POLICIES,
     REGULATIONS,
@@ -460,6 +460,13 @@ class RequestLifecycle:
                 before=locked.state,
                 changes={"erasureAuditId": outcome.audit_event_id},
                 about_subject=False,
+            )
+            await processors.erasure_completed_in(
+                con,
+                tenant_id=tenant_id,
+                subject_id=request.subject_id,
+                request_id=str(request.id),
+                audit_id=outcome.audit_event_id,
             )
             done.append(updated)
 

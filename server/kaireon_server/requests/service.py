@@ -6,16 +6,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 
 from kaireon.requests.v1 import requests_pb2, requests_pb2_grpc
-from kaireon_server.capability import ServiceContext, SimpleCapability
+from kaireon_server.capability import ServiceContext
 from kaireon_server.erasure.model import timeout_from_env
 from kaireon_server.platform.auth import current_identity
+from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument
 from kaireon_server.platform.paging import clamp_page_size
+from kaireon_server.requests import processors
 from kaireon_server.requests.deadlines import Policy
+from kaireon_server.requests.delivery import DeliverySettings, DeliveryWorker
 from kaireon_server.requests.lifecycle import RequestLifecycle, today
 from kaireon_server.requests.model import SubjectRequest
+from kaireon_server.requests.processor_repository import Processor
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -77,8 +82,12 @@ def policy_message(p: Policy) -> requests_pb2.RequestPolicy:
 
 
 class RequestServicer(requests_pb2_grpc.RequestServiceServicer):
-    def __init__(self, lifecycle: RequestLifecycle) -> None:
+    def __init__(
+        self, lifecycle: RequestLifecycle, db: Database, delivery: DeliverySettings
+    ) -> None:
         self._requests = lifecycle
+        self._db = db
+        self._delivery = delivery
 
     async def CreateRequest(
         self, request: requests_pb2.CreateRequestRequest, context: Context
@@ -235,11 +244,65 @@ class RequestServicer(requests_pb2_grpc.RequestServiceServicer):
             policies=[policy_message(p) for p in policies]
         )
 
+    async def RegisterProcessor(
+        self, request: requests_pb2.RegisterProcessorRequest, context: Context
+    ) -> requests_pb2.RegisterProcessorResponse:
+        identity = current_identity()
+        processor, secret = await processors.register(
+            self._db,
+            tenant_id=identity.tenant_id,
+            actor=identity.actor,
+            name=request.name,
+            url=request.url,
+            allow_private=self._delivery.allow_private_urls,
+        )
+        return requests_pb2.RegisterProcessorResponse(
+            processor=processor_message(processor), signing_secret=secret
+        )
 
-def build(ctx: ServiceContext) -> SimpleCapability[RequestServicer]:
-    lifecycle = RequestLifecycle(ctx.db, ctx.signer, timeout_from_env(ctx.settings.env))
-    return SimpleCapability(
-        requests_pb2.DESCRIPTOR.services_by_name["RequestService"],
-        RequestServicer(lifecycle),
-        requests_pb2_grpc.add_RequestServiceServicer_to_server,
+    async def ListProcessors(
+        self, request: requests_pb2.ListProcessorsRequest, context: Context
+    ) -> requests_pb2.ListProcessorsResponse:
+        identity = current_identity()
+        found = await processors.list_all(self._db, tenant_id=identity.tenant_id)
+        return requests_pb2.ListProcessorsResponse(processors=[processor_message(p) for p in found])
+
+
+def processor_message(p: Processor) -> requests_pb2.Processor:
+    message = requests_pb2.Processor(
+        id=str(p.id),
+        name=p.name,
+        url=p.url,
+        pending=p.pending,
+        delivered=p.delivered,
+        dead=p.dead,
     )
+    message.create_time.FromDatetime(p.created_at.astimezone(UTC))
+    return message
+
+
+class RequestCapability:
+    """The service plus, in every process, the processor delivery worker."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        settings = DeliverySettings.from_env(ctx.settings.env)
+        lifecycle = RequestLifecycle(ctx.db, ctx.signer, timeout_from_env(ctx.settings.env))
+        self._servicer = RequestServicer(lifecycle, ctx.db, settings)
+        self.worker = DeliveryWorker(ctx.db, settings)
+
+    @property
+    def descriptor(self) -> ServiceDescriptor:
+        return requests_pb2.DESCRIPTOR.services_by_name["RequestService"]
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        requests_pb2_grpc.add_RequestServiceServicer_to_server(self._servicer, server)
+
+    async def start(self) -> None:
+        self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+
+
+def build(ctx: ServiceContext) -> RequestCapability:
+    return RequestCapability(ctx)

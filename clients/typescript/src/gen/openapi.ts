@@ -476,6 +476,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/processors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * kaireon.requests.v1.RequestService.ListProcessors
+         * @description HTTP rule: GET /api/v1/processors
+         */
+        get: operations["RequestService_ListProcessors"];
+        put?: never;
+        /**
+         * kaireon.requests.v1.RequestService.RegisterProcessor
+         * @description HTTP rule: POST /api/v1/processors
+         */
+        post: operations["RequestService_RegisterProcessor"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/provenance/signing-key": {
         parameters: {
             query?: never;
@@ -1123,6 +1147,9 @@ export interface components {
         "kaireon.requests.v1.GetRequestResponse": {
             request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
         };
+        "kaireon.requests.v1.ListProcessorsResponse": {
+            processors?: components["schemas"]["kaireon.requests.v1.Processor"][];
+        };
         "kaireon.requests.v1.ListRequestPoliciesResponse": {
             policies?: components["schemas"]["kaireon.requests.v1.RequestPolicy"][];
         };
@@ -1132,6 +1159,26 @@ export interface components {
         };
         "kaireon.requests.v1.PauseRequestResponse": {
             request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
+        };
+        "kaireon.requests.v1.Processor": {
+            id?: string;
+            name?: string;
+            url?: string;
+            createTime?: components["schemas"]["google.protobuf.Timestamp"];
+            /** Format: int32 */
+            pending?: number;
+            /** Format: int32 */
+            delivered?: number;
+            /** Format: int32 */
+            dead?: number;
+        };
+        "kaireon.requests.v1.RegisterProcessorRequest": {
+            name?: string;
+            url?: string;
+        };
+        "kaireon.requests.v1.RegisterProcessorResponse": {
+            processor?: components["schemas"]["kaireon.requests.v1.Processor"];
+            signingSecret?: string;
         };
         "kaireon.requests.v1.RequestPolicy": {
             regulation?: string;
@@ -2047,6 +2094,68 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["kaireon.erasure.v1.ReleaseLegalHoldResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_ListProcessors: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.ListProcessorsResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_RegisterProcessor: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["kaireon.requests.v1.RegisterProcessorRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.RegisterProcessorResponse"];
                 };
             };
             /** @description An error: a google.rpc.Status. */

@@ -571,12 +571,21 @@ describe("RequestService", () => {
     const overdue = await admin.requests.listRequests({ overdue: true });
     assert.ok(overdue.requests.every((r) => r.overdue));
   });
+
+  it("processors: registered with a Standard Webhooks secret, listed with delivery counts", async () => {
+    const registered = await admin.requests.registerProcessor({ name: "ts-processor", url: "https://processor.example/hooks" });
+    assert.match(registered.signingSecret, /^whsec_/);
+    const listed = await admin.requests.listProcessors({});
+    const mine = listed.processors.find((p) => p.name === "ts-processor");
+    assert.equal(mine?.id, registered.processor?.id);
+    assert.equal(mine?.pending, 0);
+  });
 });
 
 describe("coverage", () => {
   it("every RPC of the six services was called from TypeScript", () => {
     const all = SERVICES.flatMap((s) => s.methods.map((m) => `${s.typeName}/${m.name}`));
-    assert.equal(all.length, 39);
+    assert.equal(all.length, 41);
     assert.deepEqual(all.filter((m) => !called.has(m)), []);
   });
 });

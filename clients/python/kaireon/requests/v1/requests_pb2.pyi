@@ -826,3 +826,148 @@ class ListRequestPoliciesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRequestPoliciesResponse: _TypeAlias = ListRequestPoliciesResponse  # noqa: Y015
+
+@_typing.final
+class Processor(_message.Message):
+    """A processor notified of erasures."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    DEAD_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Output only. Processor id (UUID)."""
+    name: _builtins.str
+    """Output only. A name unique in the tenant."""
+    url: _builtins.str
+    """Output only. Where erasure events are POSTed."""
+    pending: _builtins.int
+    """Output only. Events waiting for delivery (including retries)."""
+    delivered: _builtins.int
+    """Output only. Events delivered (2xx)."""
+    dead: _builtins.int
+    """Output only. Events given up on after the last attempt (dead letter)."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. Registration time."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        url: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        pending: _builtins.int = ...,
+        delivered: _builtins.int = ...,
+        dead: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dead", b"dead", "delivered", b"delivered", "id", b"id", "name", b"name", "pending", b"pending", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Processor: _TypeAlias = Processor  # noqa: Y015
+
+@_typing.final
+class RegisterProcessorRequest(_message.Message):
+    """Request of RegisterProcessor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. 1 to 100 characters, unique in the tenant."""
+    url: _builtins.str
+    """Required. An http or https URL (at most 2048 characters)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterProcessorRequest: _TypeAlias = RegisterProcessorRequest  # noqa: Y015
+
+@_typing.final
+class RegisterProcessorResponse(_message.Message):
+    """Response of RegisterProcessor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESSOR_FIELD_NUMBER: _builtins.int
+    SIGNING_SECRET_FIELD_NUMBER: _builtins.int
+    signing_secret: _builtins.str
+    """The Standard Webhooks secret ("whsec_" + base64) the processor verifies
+    signatures with. Shown only here.
+    """
+    @_builtins.property
+    def processor(self) -> Global___Processor:
+        """The processor."""
+
+    def __init__(
+        self,
+        *,
+        processor: Global___Processor | None = ...,
+        signing_secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["processor", b"processor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["processor", b"processor", "signing_secret", b"signing_secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterProcessorResponse: _TypeAlias = RegisterProcessorResponse  # noqa: Y015
+
+@_typing.final
+class ListProcessorsRequest(_message.Message):
+    """Request of ListProcessors."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProcessorsRequest: _TypeAlias = ListProcessorsRequest  # noqa: Y015
+
+@_typing.final
+class ListProcessorsResponse(_message.Message):
+    """Response of ListProcessors."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESSORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def processors(self) -> _containers.RepeatedCompositeFieldContainer[Global___Processor]:
+        """The tenant's processors, by name."""
+
+    def __init__(
+        self,
+        *,
+        processors: _abc.Iterable[Global___Processor] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["processors", b"processors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProcessorsResponse: _TypeAlias = ListProcessorsResponse  # noqa: Y015

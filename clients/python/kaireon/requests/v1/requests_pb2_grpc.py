@@ -99,6 +99,16 @@ class RequestServiceStub:
                 request_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListRequestPoliciesRequest.SerializeToString,
                 response_deserializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListRequestPoliciesResponse.FromString,
                 _registered_method=True)
+        self.RegisterProcessor = channel.unary_unary(
+                '/kaireon.requests.v1.RequestService/RegisterProcessor',
+                request_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.RegisterProcessorRequest.SerializeToString,
+                response_deserializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.RegisterProcessorResponse.FromString,
+                _registered_method=True)
+        self.ListProcessors = channel.unary_unary(
+                '/kaireon.requests.v1.RequestService/ListProcessors',
+                request_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsRequest.SerializeToString,
+                response_deserializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsResponse.FromString,
+                _registered_method=True)
 
 
 class RequestServiceServicer:
@@ -199,6 +209,22 @@ class RequestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterProcessor(self, request, context):
+        """Registers a processor (a recipient of personal data, GDPR Art. 19) to
+        be notified of every completed erasure by a Standard Webhooks-signed
+        POST. The signing secret is returned once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProcessors(self, request, context):
+        """Lists the tenant's processors with their delivery counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RequestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -261,6 +287,16 @@ def add_RequestServiceServicer_to_server(servicer, server):
                     servicer.ListRequestPolicies,
                     request_deserializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListRequestPoliciesRequest.FromString,
                     response_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListRequestPoliciesResponse.SerializeToString,
+            ),
+            'RegisterProcessor': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterProcessor,
+                    request_deserializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.RegisterProcessorRequest.FromString,
+                    response_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.RegisterProcessorResponse.SerializeToString,
+            ),
+            'ListProcessors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProcessors,
+                    request_deserializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsRequest.FromString,
+                    response_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -592,6 +628,60 @@ class RequestService:
             '/kaireon.requests.v1.RequestService/ListRequestPolicies',
             kaireon_dot_requests_dot_v1_dot_requests__pb2.ListRequestPoliciesRequest.SerializeToString,
             kaireon_dot_requests_dot_v1_dot_requests__pb2.ListRequestPoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterProcessor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kaireon.requests.v1.RequestService/RegisterProcessor',
+            kaireon_dot_requests_dot_v1_dot_requests__pb2.RegisterProcessorRequest.SerializeToString,
+            kaireon_dot_requests_dot_v1_dot_requests__pb2.RegisterProcessorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProcessors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kaireon.requests.v1.RequestService/ListProcessors',
+            kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsRequest.SerializeToString,
+            kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

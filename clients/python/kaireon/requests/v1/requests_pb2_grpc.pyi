@@ -74,6 +74,13 @@ class RequestServiceStub:
     """Overrides the tenant's deadline policy of one regulation (audited)."""
     ListRequestPolicies: _grpc.UnaryUnaryMultiCallable[_requests_pb2.ListRequestPoliciesRequest, _requests_pb2.ListRequestPoliciesResponse]
     """The tenant's effective policy of every regulation (defaults or overrides)."""
+    RegisterProcessor: _grpc.UnaryUnaryMultiCallable[_requests_pb2.RegisterProcessorRequest, _requests_pb2.RegisterProcessorResponse]
+    """Registers a processor (a recipient of personal data, GDPR Art. 19) to
+    be notified of every completed erasure by a Standard Webhooks-signed
+    POST. The signing secret is returned once.
+    """
+    ListProcessors: _grpc.UnaryUnaryMultiCallable[_requests_pb2.ListProcessorsRequest, _requests_pb2.ListProcessorsResponse]
+    """Lists the tenant's processors with their delivery counts."""
 
 @_typing.type_check_only
 class RequestServiceAsyncStub(RequestServiceStub):
@@ -119,6 +126,13 @@ class RequestServiceAsyncStub(RequestServiceStub):
     """Overrides the tenant's deadline policy of one regulation (audited)."""
     ListRequestPolicies: _aio.UnaryUnaryMultiCallable[_requests_pb2.ListRequestPoliciesRequest, _requests_pb2.ListRequestPoliciesResponse]  # type: ignore[assignment]
     """The tenant's effective policy of every regulation (defaults or overrides)."""
+    RegisterProcessor: _aio.UnaryUnaryMultiCallable[_requests_pb2.RegisterProcessorRequest, _requests_pb2.RegisterProcessorResponse]  # type: ignore[assignment]
+    """Registers a processor (a recipient of personal data, GDPR Art. 19) to
+    be notified of every completed erasure by a Standard Webhooks-signed
+    POST. The signing secret is returned once.
+    """
+    ListProcessors: _aio.UnaryUnaryMultiCallable[_requests_pb2.ListProcessorsRequest, _requests_pb2.ListProcessorsResponse]  # type: ignore[assignment]
+    """Lists the tenant's processors with their delivery counts."""
 
 class RequestServiceServicer(metaclass=_abc_1.ABCMeta):
     """RequestService keeps one record per data-subject request with its state,
@@ -233,5 +247,24 @@ class RequestServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_requests_pb2.ListRequestPoliciesResponse, _abc.Awaitable[_requests_pb2.ListRequestPoliciesResponse]]:
         """The tenant's effective policy of every regulation (defaults or overrides)."""
+
+    @_abc_1.abstractmethod
+    def RegisterProcessor(
+        self,
+        request: _requests_pb2.RegisterProcessorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_requests_pb2.RegisterProcessorResponse, _abc.Awaitable[_requests_pb2.RegisterProcessorResponse]]:
+        """Registers a processor (a recipient of personal data, GDPR Art. 19) to
+        be notified of every completed erasure by a Standard Webhooks-signed
+        POST. The signing secret is returned once.
+        """
+
+    @_abc_1.abstractmethod
+    def ListProcessors(
+        self,
+        request: _requests_pb2.ListProcessorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_requests_pb2.ListProcessorsResponse, _abc.Awaitable[_requests_pb2.ListProcessorsResponse]]:
+        """Lists the tenant's processors with their delivery counts."""
 
 def add_RequestServiceServicer_to_server(servicer: RequestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
