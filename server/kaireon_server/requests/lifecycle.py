@@ -459,6 +459,9 @@ class RequestLifecycle:
                 actor,
                 before=locked.state,
                 changes={"erasureAuditId": outcome.audit_event_id},
+                # Kept without a subject id: a later erasure cannot redact it,
+                # so the reason should be a case note (docs/REQUESTS.md).
+                personal={"reason": reason},
                 about_subject=False,
             )
             await processors.erasure_completed_in(
