@@ -51,7 +51,6 @@ def base_env(database_url: str, **overrides: str) -> dict[str, str]:
         "KAIREON_PROCESSOR_ALLOW_PRIVATE_URLS": "true",
         "KAIREON_PROCESSOR_BACKOFF_SECONDS": "0.2",
         "KAIREON_PROCESSOR_MAX_ATTEMPTS": "3",
-        "KAIREON_PROCESSOR_POLL_SECONDS": "0.2",
         "KAIREON_PROCESSOR_TIMEOUT_SECONDS": "2",
     }
     env.update(overrides)

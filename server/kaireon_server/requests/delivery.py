@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.db.listener import Listener
 from kaireon_server.platform.env import EnvReader
 from kaireon_server.requests import processor_repository as repository
 from kaireon_server.requests import webhooks
@@ -34,7 +35,9 @@ class DeliverySettings:
     backoff_seconds: float = 5.0
     max_backoff_seconds: float = 3600.0
     timeout_seconds: float = 10.0
-    poll_seconds: float = 1.0
+    # Queued events wake the worker (LISTEN); this poll catches retries another
+    # process scheduled and notifications missed during a reconnect.
+    poll_seconds: float = 30.0
     allow_private_urls: bool = False
 
     @classmethod
@@ -68,16 +71,25 @@ class DeliverySettings:
         return float(min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempts - 1)))
 
 
-class DeliveryWorker:
-    """One delivery loop per process."""
+CHANNEL = "kaireon_processor_outbox"
 
-    def __init__(self, db: Database, settings: DeliverySettings) -> None:
+
+class DeliveryWorker:
+    """One delivery loop per process: woken by queued events (LISTEN), by the
+    retries it scheduled itself, and by a slow poll."""
+
+    def __init__(self, db: Database, settings: DeliverySettings, listener: Listener) -> None:
         self._db = db
         self._settings = settings
+        self._listener = listener
+        self._wake = asyncio.Event()
+        self._next_retry: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        listener.subscribe(CHANNEL, lambda _payload: self._wake.set(), self._wake.set)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        await self._listener.start()
         self._task = asyncio.create_task(self._run(), name="processor-delivery")
 
     async def stop(self) -> None:
@@ -87,6 +99,20 @@ class DeliveryWorker:
                 await self._task
         if self._session is not None:
             await self._session.close()
+        await self._listener.stop()
+
+    async def _idle(self) -> None:
+        """Sleep until woken, the earliest retry this worker scheduled, or the poll."""
+        loop = asyncio.get_running_loop()
+        delay = self._settings.poll_seconds
+        if self._next_retry is not None:
+            delay = min(delay, max(0.0, self._next_retry - loop.time()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+        self._wake.clear()
+        if self._next_retry is not None and self._next_retry <= loop.time():
+            self._next_retry = None
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self._settings.timeout_seconds)
@@ -100,7 +126,7 @@ class DeliveryWorker:
                 _log.warning("processor delivery loop error: %s", type(exc).__name__)
                 worked = False
             if not worked:
-                await asyncio.sleep(self._settings.poll_seconds)
+                await self._idle()
 
     async def deliver_one(self) -> bool:
         """Claim and attempt one due delivery; False when none was due."""
@@ -115,18 +141,20 @@ class DeliveryWorker:
         if delivery is None:
             return True
         status, error = await self._post(delivery)
+        retry_in: float | None = None
         async with self._db.transaction(tenant_id) as con:
             if status is not None and 200 <= status < 300:
                 await repository.mark_delivered(con, tenant_id, delivery_id, status)
             else:
                 last = delivery.attempts >= self._settings.max_attempts
+                retry_in = None if last else self._settings.backoff(delivery.attempts)
                 await repository.mark_failed(
                     con,
                     tenant_id,
                     delivery_id,
                     http_status=status,
                     error=error,
-                    retry_in=None if last else self._settings.backoff(delivery.attempts),
+                    retry_in=retry_in,
                 )
                 _log.info(
                     "processor delivery failed (status %s, %s, attempt %d%s)",
@@ -135,6 +163,9 @@ class DeliveryWorker:
                     delivery.attempts,
                     ", dead-lettered" if last else "",
                 )
+        if retry_in is not None:
+            due = asyncio.get_running_loop().time() + retry_in
+            self._next_retry = due if self._next_retry is None else min(self._next_retry, due)
         return True
 
     async def _post(self, delivery: repository.Delivery) -> tuple[int | None, str]:

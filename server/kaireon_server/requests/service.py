@@ -288,7 +288,7 @@ class RequestCapability:
         settings = DeliverySettings.from_env(ctx.settings.env)
         lifecycle = RequestLifecycle(ctx.db, ctx.signer, timeout_from_env(ctx.settings.env))
         self._servicer = RequestServicer(lifecycle, ctx.db, settings)
-        self.worker = DeliveryWorker(ctx.db, settings)
+        self.worker = DeliveryWorker(ctx.db, settings, ctx.listener)
 
     @property
     def descriptor(self) -> ServiceDescriptor:
@@ -298,7 +298,7 @@ class RequestCapability:
         requests_pb2_grpc.add_RequestServiceServicer_to_server(self._servicer, server)
 
     async def start(self) -> None:
-        self.worker.start()
+        await self.worker.start()
 
     async def stop(self) -> None:
         await self.worker.stop()

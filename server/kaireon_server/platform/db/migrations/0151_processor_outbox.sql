@@ -77,3 +77,23 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION kaireon_processor_claim_delivery(double precision) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION kaireon_processor_claim_delivery(double precision) TO kaireon_app;
+
+-- Wake the delivery workers when events are queued (at commit, once per
+-- statement); they also poll now and then in case a notification is missed.
+CREATE FUNCTION kaireon_processor_outbox_queued()
+    RETURNS trigger
+    LANGUAGE plpgsql SET search_path = public, pg_temp
+AS $$
+BEGIN
+    -- Statement triggers fire for zero rows too (an erasure in a tenant
+    -- without processors): wake nobody then.
+    IF EXISTS (SELECT 1 FROM queued) THEN
+        PERFORM pg_notify('kaireon_processor_outbox', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER processor_outbox_queued
+    AFTER INSERT ON processor_outbox REFERENCING NEW TABLE AS queued
+    FOR EACH STATEMENT EXECUTE FUNCTION kaireon_processor_outbox_queued();
