@@ -147,6 +147,22 @@ async def big_tenant(database_url: str, app: App) -> AsyncIterator[str]:
                 ROWS,
                 SUBJECTS,
             )
+            # Erasure events of one processor (the erasure's retained count reads them).
+            await owner.execute(
+                "INSERT INTO processor_recipient (tenant_id, id, name, url, signing_secret, "
+                "created_by) VALUES ($1, $2, 'seed', 'https://p.example/', 'whsec_AA', 'seed')",
+                tenant,
+                uuid.UUID(int=1),
+            )
+            await owner.execute(
+                "INSERT INTO processor_outbox (tenant_id, recipient_id, event_type, subject_id, "
+                "payload, status) SELECT $1, $2, 'subject.erased', 'subj_' || (i % $4), '{}', "
+                "'delivered' FROM generate_series(1, $3) i",
+                tenant,
+                uuid.UUID(int=1),
+                ROWS,
+                SUBJECTS,
+            )
             await owner.execute(
                 "INSERT INTO legal_hold (tenant_id, customer_id, reason, created_by) "
                 "SELECT $1, 'cust_' || lpad(i::text, 6, '0'), 'r', 'seed' "
@@ -156,7 +172,7 @@ async def big_tenant(database_url: str, app: App) -> AsyncIterator[str]:
             )
         await owner.execute(
             "ANALYZE dsar_request, dsar_request_event, flow_run, flow_run_event, audit_log, "
-            "legal_hold, subject_request"
+            "legal_hold, subject_request, processor_outbox, processor_recipient"
         )
         yield tenant
     finally:
@@ -170,6 +186,8 @@ async def big_tenant(database_url: str, app: App) -> AsyncIterator[str]:
                 "dsar_request",
                 "legal_hold",
                 "subject_request",
+                "processor_outbox",
+                "processor_recipient",
             ):
                 await owner.execute(f"DELETE FROM {table} WHERE tenant_id = $1", tenant)
         await owner.close()
