@@ -36,6 +36,7 @@ from kaireon_server.platform.observability.sampler import Sampler
 from kaireon_server.platform.reflection import enable_reflection
 from kaireon_server.platform.signing import signer_from_env
 from kaireon_server.provenance import service as provenance_service
+from kaireon_server.requests import service as requests_service
 
 if TYPE_CHECKING:  # imported when serving REST only (aiohttp)
     from kaireon_server.gateway.server import GatewayServer
@@ -49,6 +50,7 @@ CAPABILITIES: tuple[Build, ...] = (
     erasure_service.build,
     flow_service.build,
     provenance_service.build,
+    requests_service.build,
 )
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024

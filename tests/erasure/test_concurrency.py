@@ -106,4 +106,11 @@ async def test_twenty_concurrent_overlapping_erasures_with_writers(
     )
 
 
-_KEPT = {"consent_record", "audit_log", "legal_hold", "dsar_request"}
+_KEPT = {
+    "consent_record",
+    "audit_log",
+    "legal_hold",
+    "dsar_request",
+    "subject_request",
+    "processor_outbox",
+}

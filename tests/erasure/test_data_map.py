@@ -83,5 +83,7 @@ def test_the_deletion_order_starts_with_the_platform_order():
         "consent_record",
         "audit_log",
         "dsar_request",
+        "subject_request",
+        "processor_outbox",
         "legal_hold",
     ]

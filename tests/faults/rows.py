@@ -98,9 +98,13 @@ def classify(before: CustomerState, after: CustomerState, erasures: int = 1) -> 
     (anything else: the property is broken)."""
     if after == before:
         return "untouched"
+    # Each committed erasure also records its (completed, direct) lifecycle request.
+    kept = dict(before.kept)
+    if "subject_request" in kept:
+        kept["subject_request"] += erasures
     erased = (
         after.total_deleted == 0
-        and after.kept == before.kept
+        and after.kept == kept
         and after.erasure_records == before.erasure_records + erasures
         # every earlier row about the customer redacted (erasure records are kept)
         and set(after.audit) == set(before.audit)

@@ -15,7 +15,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -32,6 +32,8 @@ from kaireon_server.flow.hooks import RunState
 from kaireon_server.flow.repository import list_runs_query
 from kaireon_server.platform import data_map
 from kaireon_server.platform.db.database import app_role_dsn
+from kaireon_server.requests import repository as requests_repository
+from kaireon_server.requests.model import State
 
 ROWS = 100_000
 PAGE = 50
@@ -127,6 +129,40 @@ async def big_tenant(database_url: str, app: App) -> AsyncIterator[str]:
                 ROWS,
                 KEYED,
             )
+            # Lifecycle requests: received one a second, due dates over ~1000
+            # days, states mixed (running, executing, terminal).
+            await owner.execute(
+                """
+                INSERT INTO subject_request (tenant_id, kind, subject_id, regulation, state,
+                                             origin, received_at, due_date, created_by)
+                SELECT $1, CASE WHEN i % 2 = 0 THEN 'access' ELSE 'erasure' END,
+                       'subj_' || (i % $3), 'gdpr',
+                       (ARRAY['received', 'awaiting_approval', 'in_progress', 'completed',
+                              'cancelled'])[i % 5 + 1],
+                       'lifecycle', timestamptz '2026-01-01' + i * interval '1 second',
+                       date '2026-01-01' + i / 100, 'seed'
+                  FROM generate_series(1, $2) i
+                """,
+                tenant,
+                ROWS,
+                SUBJECTS,
+            )
+            # Erasure events of one processor (the erasure's retained count reads them).
+            await owner.execute(
+                "INSERT INTO processor_recipient (tenant_id, id, name, url, signing_secret, "
+                "created_by) VALUES ($1, $2, 'seed', 'https://p.example/', 'whsec_AA', 'seed')",
+                tenant,
+                uuid.UUID(int=1),
+            )
+            await owner.execute(
+                "INSERT INTO processor_outbox (tenant_id, recipient_id, event_type, subject_id, "
+                "payload, status) SELECT $1, $2, 'subject.erased', 'subj_' || (i % $4), '{}', "
+                "'delivered' FROM generate_series(1, $3) i",
+                tenant,
+                uuid.UUID(int=1),
+                ROWS,
+                SUBJECTS,
+            )
             await owner.execute(
                 "INSERT INTO legal_hold (tenant_id, customer_id, reason, created_by) "
                 "SELECT $1, 'cust_' || lpad(i::text, 6, '0'), 'r', 'seed' "
@@ -136,7 +172,7 @@ async def big_tenant(database_url: str, app: App) -> AsyncIterator[str]:
             )
         await owner.execute(
             "ANALYZE dsar_request, dsar_request_event, flow_run, flow_run_event, audit_log, "
-            "legal_hold"
+            "legal_hold, subject_request, processor_outbox, processor_recipient"
         )
         yield tenant
     finally:
@@ -149,6 +185,9 @@ async def big_tenant(database_url: str, app: App) -> AsyncIterator[str]:
                 "dsar_request_event",
                 "dsar_request",
                 "legal_hold",
+                "subject_request",
+                "processor_outbox",
+                "processor_recipient",
             ):
                 await owner.execute(f"DELETE FROM {table} WHERE tenant_id = $1", tenant)
         await owner.close()
@@ -207,6 +246,18 @@ def _statements(tenant: str, at: dict[str, Any]) -> dict[str, tuple[str, list[An
                     tenant, after_seq=seq, limit=PAGE + 1, action=action, entity_type=entity
                 )
                 out[f"audit action={action} entity={entity} after={seq}"] = (sql, args, True)
+    # Lifecycle requests: every filter combination, first page and deep.
+    received_after = (datetime.fromisoformat("2026-01-01T02:46:40+00:00"), uuid.UUID(int=0))
+    due_after = (date(2027, 5, 16), uuid.UUID(int=0))
+    for state in (None, State.RECEIVED, State.COMPLETED):
+        for due_before in (None, date(2028, 6, 1)):
+            for deep in (False, True):
+                request_after = (due_after if due_before else received_after) if deep else None
+                sql, args = requests_repository.list_query(
+                    tenant, state=state, due_before=due_before, after=request_after, limit=PAGE + 1
+                )
+                name = f"requests state={state} due_before={due_before} deep={deep}"
+                out[name] = (sql, args, True)
     sql, args = retained_rows_query(kept, tenant, "subj_7")
     out["erasure retained counts"] = (sql, args, False)
     out["legal holds deep"] = (LIST_HOLDS_SQL, [tenant, "cust_090000", PAGE + 1], True)

@@ -27,6 +27,7 @@ EXPECTED = {
     "kaireon.erasure.v1.ErasureService",
     "kaireon.flow.v1.FlowRunnerService",
     "kaireon.provenance.v1.ProvenanceService",
+    "kaireon.requests.v1.RequestService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
     "grpc.reflection.v1.ServerReflection",

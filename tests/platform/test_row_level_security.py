@@ -172,6 +172,8 @@ async def test_maintenance_functions_return_keys_only(db: Database) -> None:
             "kaireon_metrics_sample",
             "TABLE(kind text, state text, n bigint, age_seconds double precision)",
         ),
+        # Migration 0151, processor delivery: claims (and leases) one due outbox row.
+        ("kaireon_processor_claim_delivery", "TABLE(tenant_id text, id uuid)"),
         # Migration 0113, the audit log integrator: tenant keys with rows to integrate.
         ("kaireon_tlog_pending", "TABLE(tenant_id text)"),
     ]

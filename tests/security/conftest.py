@@ -26,6 +26,7 @@ from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
 from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
+from kaireon.requests.v1 import requests_pb2, requests_pb2_grpc
 from kaireon_server.demo.seed import SeedSize, seed_tenant
 from kaireon_server.platform.db import Database
 from tests.security.snapshot import Snapshotter
@@ -52,6 +53,8 @@ class World:
     run_id: str = ""
     hold_reason: str = ""
     audit_page_token: str = ""
+    subject_request_id: str = ""
+    processor_name: str = ""
     secrets: set[str] = field(default_factory=set)
 
 
@@ -126,6 +129,9 @@ async def tenant_secrets(con: asyncpg.Connection, tenant: str) -> set[str]:
         "SELECT id::text AS v FROM dsar_request WHERE tenant_id = $1",
         "SELECT export_digest AS v FROM dsar_request WHERE tenant_id = $1",
         "SELECT reason AS v FROM legal_hold WHERE tenant_id = $1",
+        "SELECT id::text AS v FROM subject_request WHERE tenant_id = $1",
+        "SELECT signing_secret AS v FROM processor_recipient WHERE tenant_id = $1",
+        "SELECT id::text AS v FROM processor_recipient WHERE tenant_id = $1",
         "SELECT definition_digest AS v FROM flow_run WHERE tenant_id = $1",
         "SELECT output_digest AS v FROM flow_run_checkpoint WHERE tenant_id = $1",
         "SELECT cache_key AS v FROM flow_run_checkpoint WHERE tenant_id = $1",
@@ -162,6 +168,33 @@ async def populate(channel: grpc.aio.Channel, db: Database, dsn: str, tenant: st
         metadata=md,
     )
 
+    # A lifecycle request of A's, verified and waiting for approval.
+    lifecycle = requests_pb2_grpc.RequestServiceStub(channel)
+    received = await lifecycle.CreateRequest(
+        requests_pb2.CreateRequestRequest(
+            kind="erasure", subject_id=world.customer, regulation="gdpr"
+        ),
+        metadata=md,
+    )
+    world.subject_request_id = received.request.id
+    await lifecycle.VerifyIdentity(
+        requests_pb2.VerifyIdentityRequest(
+            id=world.subject_request_id,
+            method="email_link",
+            evidence_reference=f"ticket-{world.marker}",
+            result=requests_pb2.VERIFICATION_RESULT_VERIFIED,
+        ),
+        metadata=md,
+    )
+
+    world.processor_name = f"processor-{world.marker}"
+    await lifecycle.RegisterProcessor(
+        requests_pb2.RegisterProcessorRequest(
+            name=world.processor_name, url=f"http://127.0.0.1:9/{world.marker}"
+        ),
+        metadata=md,
+    )
+
     flow = flow_pb2_grpc.FlowRunnerServiceStub(channel)
     world.run_id = f"run-{world.marker}"
     await flow.StartRun(
@@ -185,7 +218,12 @@ async def populate(channel: grpc.aio.Channel, db: Database, dsn: str, tenant: st
         world.secrets = await tenant_secrets(con, tenant)
     finally:
         await con.close()
-    world.secrets |= {f"record-{world.marker}", f"flow-{world.marker}", world.hold_reason}
+    world.secrets |= {
+        f"record-{world.marker}",
+        f"flow-{world.marker}",
+        world.hold_reason,
+        f"ticket-{world.marker}",
+    }
     return world
 
 

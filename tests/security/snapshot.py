@@ -22,6 +22,7 @@ SELECT (SELECT count(*) FROM dsar_request
          WHERE tenant_id = $1 AND status IN ('pending', 'processing'))
      + (SELECT count(*) FROM flow_run
          WHERE tenant_id = $1 AND state IN ('pending', 'running'))
+     + (SELECT count(*) FROM processor_outbox WHERE tenant_id = $1 AND status = 'pending')
 """
 
 
@@ -109,7 +110,7 @@ class Snapshotter:
         )
 
     async def wait_idle(self, tenant: str, timeout: float = 30.0) -> None:
-        """Waits until no DSAR job and no flow run of the tenant is live."""
+        """Waits until no DSAR job, flow run or processor delivery of the tenant is live."""
         deadline = time.monotonic() + timeout
         while await self.con.fetchval(BUSY_SQL, tenant):
             if time.monotonic() > deadline:

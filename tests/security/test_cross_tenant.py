@@ -36,6 +36,7 @@ from kaireon.dsar.v1 import dsar_pb2
 from kaireon.erasure.v1 import erasure_pb2
 from kaireon.flow.v1 import flow_pb2
 from kaireon.provenance.v1 import provenance_pb2
+from kaireon.requests.v1 import requests_pb2
 from kaireon_server.app import App
 from kaireon_server.platform.db import Database
 from tests.security.conftest import World, new_tenant, populate, wait_dsar, wait_run
@@ -46,7 +47,11 @@ from tests.security.valid_requests import REQUESTS
 from tests.support.server import bearer, metadata
 
 AUDIT = frozenset({"audit_log", "audit_chain_head"})
-DSAR_TABLES = frozenset({"dsar_request", "dsar_request_event", "dsar_export_chunk"}) | AUDIT
+# A direct export or erasure is also a request of the lifecycle (subject_request).
+DSAR_TABLES = (
+    frozenset({"dsar_request", "dsar_request_event", "dsar_export_chunk", "subject_request"})
+    | AUDIT
+)
 FLOW_TABLES = (
     frozenset({"flow_run", "flow_run_node", "flow_run_event", "flow_run_checkpoint"}) | AUDIT
 )
@@ -183,6 +188,35 @@ async def _check_signing_key(ctx: Ctx) -> None:
     assert reply.public_key_pem and reply.key_id
 
 
+async def _check_request_create(ctx: Ctx) -> None:
+    (reply,) = ctx.outcome.responses
+    assert isinstance(reply, requests_pb2.CreateRequestResponse)
+    assert reply.request.id != ctx.world.subject_request_id
+    assert reply.request.state == "received"
+    assert ctx.b_after.rows("subject_request") == ctx.b_before.rows("subject_request") + 1
+
+
+async def _check_policy_set(ctx: Ctx) -> None:
+    (reply,) = ctx.outcome.responses
+    assert isinstance(reply, requests_pb2.SetRequestPolicyResponse)
+    assert reply.policy.overridden
+    assert ctx.b_after.rows("subject_request_policy") == 1
+
+
+async def _check_policies(ctx: Ctx) -> None:
+    (reply,) = ctx.outcome.responses
+    assert isinstance(reply, requests_pb2.ListRequestPoliciesResponse)
+    # A overrides none either; B sees the four defaults.
+    assert [p.overridden for p in reply.policies] == [False] * 4
+
+
+async def _check_register_processor(ctx: Ctx) -> None:
+    (reply,) = ctx.outcome.responses
+    assert isinstance(reply, requests_pb2.RegisterProcessorResponse)
+    assert reply.processor.name == ctx.world.processor_name
+    assert ctx.b_after.rows("processor_recipient") == 1
+
+
 # Per RPC: the documented answer to B, the tables B's own rows may change in,
 # and what else to check. The request is REQUESTS[name] (A's identifiers).
 CASES: dict[str, Case] = {
@@ -210,7 +244,9 @@ CASES: dict[str, Case] = {
     "DsarService.ListDsarRequests": Case(ok=True, check=_empty("requests")),
     "DsarService.WatchDsarRequest": Case(ok=False),
     "DsarService.StreamDsarExport": Case(ok=False),
-    "ErasureService.EraseCustomer": Case(ok=True, b_writes=AUDIT, check=_check_erase),
+    "ErasureService.EraseCustomer": Case(
+        ok=True, b_writes=AUDIT | {"subject_request"}, check=_check_erase
+    ),
     # A already holds this customer: B must not learn that (no ALREADY_EXISTS).
     "ErasureService.SetLegalHold": Case(
         ok=True, b_writes=AUDIT | {"legal_hold"}, check=_check_set_hold
@@ -228,11 +264,32 @@ CASES: dict[str, Case] = {
     "FlowRunnerService.GetNodeOutput": Case(ok=False),
     "ProvenanceService.GetDecisionProvenance": Case(ok=False),
     "ProvenanceService.GetSigningKey": Case(ok=True, check=_check_signing_key),
+    # B's own new request about the same customer id.
+    "RequestService.CreateRequest": Case(
+        ok=True, b_writes=AUDIT | {"subject_request"}, check=_check_request_create
+    ),
+    "RequestService.GetRequest": Case(ok=False),
+    "RequestService.ListRequests": Case(ok=True, check=_empty("requests")),
+    "RequestService.VerifyIdentity": Case(ok=False),
+    "RequestService.ApproveRequest": Case(ok=False),
+    "RequestService.DenyRequest": Case(ok=False),
+    "RequestService.ExtendRequest": Case(ok=False),
+    "RequestService.PauseRequest": Case(ok=False),
+    "RequestService.ResumeRequest": Case(ok=False),
+    "RequestService.CancelRequest": Case(ok=False),
+    "RequestService.SetRequestPolicy": Case(
+        ok=True, b_writes=AUDIT | {"subject_request_policy"}, check=_check_policy_set
+    ),
+    "RequestService.ListRequestPolicies": Case(ok=True, check=_check_policies),
+    "RequestService.RegisterProcessor": Case(
+        ok=True, b_writes=AUDIT | {"processor_recipient"}, check=_check_register_processor
+    ),
+    "RequestService.ListProcessors": Case(ok=True, check=_empty("processors")),
 }
 
 
 def test_every_rpc_has_a_cross_tenant_case() -> None:
-    assert len(METHOD_NAMES) == 29
+    assert len(METHOD_NAMES) == 43
     assert sorted(CASES) == sorted(REQUESTS) == sorted(METHOD_NAMES)
 
 

@@ -293,7 +293,7 @@ BAD_TOKENS = {
 async def test_forged_page_tokens_are_invalid_argument(
     name: str, target: World, ready: Snapshotter, channel: grpc.aio.Channel
 ) -> None:
-    assert len(PAGED) == 4
+    assert len(PAGED) == 5
     before = await ready.take(target.tenant)
     request_class = type(REQUESTS[name](target))
     for label, token in BAD_TOKENS.items():

@@ -17,6 +17,7 @@ from kaireon.dsar.v1 import dsar_pb2
 from kaireon.erasure.v1 import erasure_pb2
 from kaireon.flow.v1 import flow_pb2
 from kaireon.provenance.v1 import provenance_pb2
+from kaireon.requests.v1 import requests_pb2
 from tests.security.conftest import World, flow_definition
 
 SQL_READ = "SELECT customer_id, offer_id FROM interaction_history"
@@ -88,4 +89,45 @@ REQUESTS: dict[str, Callable[[World], Message]] = {
         provenance_pb2.GetDecisionProvenanceRequest(decision_id=w.decision)
     ),
     "ProvenanceService.GetSigningKey": lambda w: provenance_pb2.GetSigningKeyRequest(),
+    "RequestService.CreateRequest": lambda w: requests_pb2.CreateRequestRequest(
+        kind="erasure", subject_id=w.customer, regulation="gdpr"
+    ),
+    "RequestService.GetRequest": lambda w: requests_pb2.GetRequestRequest(id=w.subject_request_id),
+    "RequestService.ListRequests": lambda w: requests_pb2.ListRequestsRequest(state="received"),
+    "RequestService.VerifyIdentity": lambda w: requests_pb2.VerifyIdentityRequest(
+        id=w.subject_request_id,
+        method="email_link",
+        evidence_reference="ticket-other",
+        result=requests_pb2.VERIFICATION_RESULT_VERIFIED,
+    ),
+    # A's request is verified: approving it would erase A's customer.
+    "RequestService.ApproveRequest": lambda w: requests_pb2.ApproveRequestRequest(
+        id=w.subject_request_id
+    ),
+    "RequestService.DenyRequest": lambda w: requests_pb2.DenyRequestRequest(
+        id=w.subject_request_id, reason="other"
+    ),
+    "RequestService.ExtendRequest": lambda w: requests_pb2.ExtendRequestRequest(
+        id=w.subject_request_id, reason="other"
+    ),
+    "RequestService.PauseRequest": lambda w: requests_pb2.PauseRequestRequest(
+        id=w.subject_request_id, reason="other"
+    ),
+    "RequestService.ResumeRequest": lambda w: requests_pb2.ResumeRequestRequest(
+        id=w.subject_request_id
+    ),
+    "RequestService.CancelRequest": lambda w: requests_pb2.CancelRequestRequest(
+        id=w.subject_request_id, reason="other"
+    ),
+    "RequestService.SetRequestPolicy": lambda w: requests_pb2.SetRequestPolicyRequest(
+        policy=requests_pb2.RequestPolicy(
+            regulation="gdpr", period_months=1, max_extension_months=2, require_verification=True
+        )
+    ),
+    "RequestService.ListRequestPolicies": lambda w: requests_pb2.ListRequestPoliciesRequest(),
+    # A's processor name: B gets its own processor, not ALREADY_EXISTS.
+    "RequestService.RegisterProcessor": lambda w: requests_pb2.RegisterProcessorRequest(
+        name=w.processor_name, url="https://processor.example/hooks"
+    ),
+    "RequestService.ListProcessors": lambda w: requests_pb2.ListProcessorsRequest(),
 }

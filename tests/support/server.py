@@ -47,6 +47,11 @@ def base_env(database_url: str, **overrides: str) -> dict[str, str]:
         "KAIREON_GRPC_PORT": "0",
         "KAIREON_HTTP_PORT": "auto",
         "KAIREON_HEALTH_INTERVAL": "0.5",
+        # Processor webhooks: loopback receivers, quick retries (tests/requests/).
+        "KAIREON_PROCESSOR_ALLOW_PRIVATE_URLS": "true",
+        "KAIREON_PROCESSOR_BACKOFF_SECONDS": "0.2",
+        "KAIREON_PROCESSOR_MAX_ATTEMPTS": "3",
+        "KAIREON_PROCESSOR_TIMEOUT_SECONDS": "2",
     }
     env.update(overrides)
     return env

@@ -22,6 +22,7 @@ from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
 from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
+from kaireon.requests.v1 import requests_pb2, requests_pb2_grpc
 from kaireon_client.config import ClientConfig
 
 SERVICES: tuple[ServiceDescriptor, ...] = (
@@ -30,6 +31,7 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     erasure_pb2.DESCRIPTOR.services_by_name["ErasureService"],
     flow_pb2.DESCRIPTOR.services_by_name["FlowRunnerService"],
     provenance_pb2.DESCRIPTOR.services_by_name["ProvenanceService"],
+    requests_pb2.DESCRIPTOR.services_by_name["RequestService"],
 )
 
 
@@ -172,6 +174,7 @@ class KaireonClient:
         self.erasure = erasure_pb2_grpc.ErasureServiceStub(self.channel)
         self.flow = flow_pb2_grpc.FlowRunnerServiceStub(self.channel)
         self.provenance = provenance_pb2_grpc.ProvenanceServiceStub(self.channel)
+        self.requests = requests_pb2_grpc.RequestServiceStub(self.channel)
 
     def close(self) -> None:
         self._raw.close()
@@ -203,6 +206,7 @@ class AsyncKaireonClient:
         self.erasure = erasure_pb2_grpc.ErasureServiceStub(self.channel)
         self.flow = flow_pb2_grpc.FlowRunnerServiceStub(self.channel)
         self.provenance = provenance_pb2_grpc.ProvenanceServiceStub(self.channel)
+        self.requests = requests_pb2_grpc.RequestServiceStub(self.channel)
 
     async def close(self) -> None:
         await self.channel.close(None)

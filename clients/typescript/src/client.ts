@@ -1,4 +1,4 @@
-// createKaireonClient: typed Connect clients for the five services over the
+// createKaireonClient: typed Connect clients for the six services over the
 // gRPC protocol (HTTP/2, @connectrpc/connect-node), mirroring the Python
 // client (clients/python/kaireon_client/client.py):
 // - identity on every call (x-tenant-id / x-user-role, or a bearer token from a
@@ -35,6 +35,7 @@ import { DsarService } from "./gen/kaireon/dsar/v1/dsar_pb.js";
 import { ErasureService } from "./gen/kaireon/erasure/v1/erasure_pb.js";
 import { FlowRunnerService } from "./gen/kaireon/flow/v1/flow_pb.js";
 import { ProvenanceService } from "./gen/kaireon/provenance/v1/provenance_pb.js";
+import { RequestService } from "./gen/kaireon/requests/v1/requests_pb.js";
 
 export const SERVICES = [
   AuditService,
@@ -42,6 +43,7 @@ export const SERVICES = [
   ErasureService,
   FlowRunnerService,
   ProvenanceService,
+  RequestService,
 ] as const;
 
 export type RoleName = "viewer" | "operator" | "admin";
@@ -94,6 +96,7 @@ export interface KaireonClient {
   erasure: Client<typeof ErasureService>;
   flow: Client<typeof FlowRunnerService>;
   provenance: Client<typeof ProvenanceService>;
+  requests: Client<typeof RequestService>;
   transport: Transport;
 }
 
@@ -250,7 +253,7 @@ export function withCallPolicy(inner: Transport, timeoutMs: number, policy: Call
   };
 }
 
-/** Typed clients for the five Kaireon services over one HTTP/2 connection. */
+/** Typed clients for the six Kaireon services over one HTTP/2 connection. */
 export function createKaireonClient(options: KaireonClientOptions): KaireonClient {
   const url = new URL(options.baseUrl);
   if (url.protocol !== "http:" && url.protocol !== "https:") {
@@ -274,6 +277,7 @@ export function createKaireonClient(options: KaireonClientOptions): KaireonClien
     erasure: createClient(ErasureService, transport),
     flow: createClient(FlowRunnerService, transport),
     provenance: createClient(ProvenanceService, transport),
+    requests: createClient(RequestService, transport),
     transport,
   };
 }

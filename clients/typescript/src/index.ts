@@ -11,3 +11,4 @@ export * from "./gen/kaireon/dsar/v1/dsar_pb.js";
 export * from "./gen/kaireon/erasure/v1/erasure_pb.js";
 export * from "./gen/kaireon/flow/v1/flow_pb.js";
 export * from "./gen/kaireon/provenance/v1/provenance_pb.js";
+export * from "./gen/kaireon/requests/v1/requests_pb.js";

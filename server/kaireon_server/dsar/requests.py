@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -47,6 +47,9 @@ from kaireon_server.platform.observability import tracing
 from kaireon_server.platform.paging import clamp_page_size, decode_token, encode_token
 
 E = TypeVar("E")
+# Runs inside the create transaction with (record, created): the request
+# lifecycle records a direct request there, so both commit or neither does.
+InTransaction = Callable[[asyncpg.Connection, DsarRecord, bool], Awaitable[None]]
 # A stored export document -> (the export as the answer carries it, its size there).
 Render = Callable[[bytes], tuple[E, int]]
 
@@ -149,6 +152,7 @@ class DsarRequests:
         subject_id: str,
         encrypt: bool,
         idempotency_key: str,
+        within: InTransaction | None = None,
     ) -> DsarRecord:
         cmd = validate_create(request_type, subject_id, encrypt, idempotency_key)
         if cmd.encrypt and self._settings.keyring is None:
@@ -157,7 +161,9 @@ class DsarRequests:
                 reason="ENCRYPTION_NOT_CONFIGURED",
             )
         async with self._db.transaction(tenant_id) as con:
-            record, _ = await create_in(con, tenant_id, actor, cmd)
+            record, created = await create_in(con, tenant_id, actor, cmd)
+            if within is not None:
+                await within(con, record, created)
         return record
 
     async def _attach(

@@ -30,6 +30,7 @@ from kaireon_server.dsar.store import DigestSigner
 from kaireon_server.dsar.worker import Worker
 from kaireon_server.platform.auth import current_identity
 from kaireon_server.platform.db import Database
+from kaireon_server.requests.intake import direct_access
 
 Context = grpc.aio.ServicerContext[Any, Any]
 JSON = "application/json"
@@ -61,6 +62,8 @@ class DsarServicer(dsar_pb2_grpc.DsarServiceServicer):
             subject_id=request.subject_id,
             encrypt=request.encrypt,
             idempotency_key=request.idempotency_key,
+            # The export is also an in-progress request of the lifecycle.
+            within=direct_access(identity.tenant_id, identity.actor),
         )
         return dsar_pb2.CreateDsarRequestResponse(request=request_message(record))
 

@@ -24,7 +24,10 @@ transaction rolled back).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import asyncpg
 
 from kaireon_server.erasure import dynamic, repository
 from kaireon_server.erasure.model import (
@@ -60,6 +63,10 @@ class EraseCommand:
     dry_run: bool
     timeout: float
 
+
+# Runs last inside the erasure's transaction (the request lifecycle records the
+# erasure there, so both commit or neither does).
+InTransaction = Callable[[asyncpg.Connection, ErasureOutcome], Awaitable[None]]
 
 # Data-map tables seen to exist, per database (see repository.existing_tables).
 _KNOWN_TABLES: dict[str, set[str]] = {}
@@ -106,7 +113,9 @@ def _retained(present: set[str], counts: dict[str, int]) -> list[RetainedTable]:
     ]
 
 
-async def erase_customer(db: Database, signer: Signer, cmd: EraseCommand) -> ErasureOutcome:
+async def erase_customer(
+    db: Database, signer: Signer, cmd: EraseCommand, *, within: InTransaction | None = None
+) -> ErasureOutcome:
     customer = validate_customer_id(cmd.customer_id)
     if cmd.timeout <= 0:
         raise ErasureTimedOut("no time left for the erasure; nothing was erased")
@@ -115,7 +124,7 @@ async def erase_customer(db: Database, signer: Signer, cmd: EraseCommand) -> Era
     scope = asyncio.timeout(cmd.timeout + _GRACE)
     try:
         async with scope:
-            outcome = await _erase(db, signer, cmd, customer)
+            outcome = await _erase(db, signer, cmd, customer, within)
     except FailedPrecondition:
         metrics.ERASURES.labels("refused").inc()
         raise
@@ -132,7 +141,13 @@ async def erase_customer(db: Database, signer: Signer, cmd: EraseCommand) -> Era
     return outcome
 
 
-async def _erase(db: Database, signer: Signer, cmd: EraseCommand, customer: str) -> ErasureOutcome:
+async def _erase(
+    db: Database,
+    signer: Signer,
+    cmd: EraseCommand,
+    customer: str,
+    within: InTransaction | None,
+) -> ErasureOutcome:
     tenant = cmd.tenant_id
     # The statements that may wait or scale with the customer's rows get the
     # budget as their client-side bound, not the pool's shorter default.
@@ -196,13 +211,16 @@ async def _erase(db: Database, signer: Signer, cmd: EraseCommand, customer: str)
                 key_id=signer.key_id,
             )
             receipt = build_receipt(signer, payload)
-    return ErasureOutcome(
-        customer_id=customer,
-        dry_run=cmd.dry_run,
-        deleted_counts=counts,
-        skipped_tables=ds.skipped,
-        retained=tuple(retained),
-        legal_hold=hold,
-        receipt=receipt,
-        audit_event_id=record.id,
-    )
+        outcome = ErasureOutcome(
+            customer_id=customer,
+            dry_run=cmd.dry_run,
+            deleted_counts=counts,
+            skipped_tables=ds.skipped,
+            retained=tuple(retained),
+            legal_hold=hold,
+            receipt=receipt,
+            audit_event_id=record.id,
+        )
+        if within is not None:
+            await within(con, outcome)
+    return outcome

@@ -25,6 +25,7 @@ from kaireon_server.erasure.model import (
 )
 from kaireon_server.platform.auth import current_identity
 from kaireon_server.platform.paging import clamp_page_size
+from kaireon_server.requests.intake import direct_erasure
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -119,7 +120,9 @@ class ErasureServicer(erasure_pb2_grpc.ErasureServiceServicer):
             dry_run=request.dry_run,
             timeout=self._budget(context),
         )
-        outcome = await erase_customer(self._db, self._signer, command)
+        # A real erasure is also a completed request of the lifecycle (a preview is not).
+        within = None if request.dry_run else direct_erasure(identity.tenant_id, identity.actor)
+        outcome = await erase_customer(self._db, self._signer, command, within=within)
         proof = None
         if outcome.receipt is not None:
             # Committed: wait (bounded) for the row's checkpoint, then answer either way.

@@ -32,13 +32,14 @@ from kaireon_server.gateway.templates import (
 
 _log = logging.getLogger(__name__)
 
-# The five Kaireon services and the generated modules that register them.
+# The six Kaireon services and the generated modules that register them.
 DEFAULT_SERVICES: dict[str, str] = {
     "kaireon.audit.v1.AuditService": "kaireon.audit.v1.audit_pb2",
     "kaireon.dsar.v1.DsarService": "kaireon.dsar.v1.dsar_pb2",
     "kaireon.erasure.v1.ErasureService": "kaireon.erasure.v1.erasure_pb2",
     "kaireon.provenance.v1.ProvenanceService": "kaireon.provenance.v1.provenance_pb2",
     "kaireon.flow.v1.FlowRunnerService": "kaireon.flow.v1.flow_pb2",
+    "kaireon.requests.v1.RequestService": "kaireon.requests.v1.requests_pb2",
 }
 
 ServiceRef = str | ServiceDescriptor | FileDescriptor

@@ -124,6 +124,31 @@ TABLES: tuple[TableEntry, ...] = (
         None,
         export_note="the stored export documents themselves",
     ),
+    # Owned by RequestService (migration 0150+).
+    TableEntry(
+        "subject_request",
+        "subject_id",
+        ErasureAction.RETAIN,
+        None,
+        None,
+        legal_basis=(
+            "GDPR Art. 5(2) and Art. 12: proof that data-subject requests were received, "
+            "handled within their deadline and answered"
+        ),
+        export_note="the lifecycle record of the requests; their exports are dsarRequests",
+    ),
+    TableEntry(
+        "processor_outbox",
+        "subject_id",
+        ErasureAction.RETAIN,
+        None,
+        None,
+        legal_basis=(
+            "GDPR Art. 19: the erasure must be communicated to each recipient; the event is "
+            "kept as proof of the notification"
+        ),
+        export_note="notifications of the subject's erasure to processors",
+    ),
     # Owned by ErasureService (migration 0030+).
     TableEntry(
         "legal_hold",

@@ -1,6 +1,7 @@
 """`kaireon`: the command-line client.
 
-Subcommands live in sibling modules (audit, dsar, erase, flow, provenance), each
+Subcommands live in sibling modules (audit, dsar, erase, flow, provenance, requests,
+verify), each
 exposing `register(subparsers)`; a subcommand sets `func(args, client) -> int`.
 """
 
@@ -27,6 +28,7 @@ SUBCOMMAND_MODULES: Sequence[str] = (
     "flow",
     "provenance",
     "keys",
+    "requests",
     "verify",
 )
 

@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 from kaireon.dsar.v1 import dsar_pb2
 from kaireon.provenance.v1 import provenance_pb2
 from kaireon_client.checksum import write_checksum_file
+from kaireon_client.cli import requests as requests_cli
 from kaireon_client.cli.common import (
     EXIT_RPC_ERROR,
     EXIT_VERIFY_FAILED,
@@ -73,6 +74,11 @@ def register(subparsers: Any) -> None:
     listing = commands.add_parser("list", help="list requests, newest first")
     listing.add_argument("--status", default="", help="pending, processing, completed or failed")
     listing.add_argument("--limit", type=int, default=50, help="requests to print (default 50)")
+    listing.add_argument(
+        "--overdue",
+        action="store_true",
+        help="the lifecycle's open requests past their due date (kaireon requests list --overdue)",
+    )
     listing.set_defaults(func=_list)
 
     decrypt = commands.add_parser(
@@ -236,6 +242,10 @@ def _status(args: argparse.Namespace, client: KaireonClient) -> int:
 
 
 def _list(args: argparse.Namespace, client: KaireonClient) -> int:
+    if args.overdue:
+        # Deadlines belong to the request lifecycle, not to the export jobs.
+        args.due_before = ""
+        return requests_cli.list_requests(args, client)
     found: list[dsar_pb2.DsarRequest] = []
     token = ""
     while len(found) < args.limit:

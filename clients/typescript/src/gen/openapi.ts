@@ -516,6 +516,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/processors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * kaireon.requests.v1.RequestService.ListProcessors
+         * @description HTTP rule: GET /api/v1/processors
+         */
+        get: operations["RequestService_ListProcessors"];
+        put?: never;
+        /**
+         * kaireon.requests.v1.RequestService.RegisterProcessor
+         * @description HTTP rule: POST /api/v1/processors
+         */
+        post: operations["RequestService_RegisterProcessor"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/provenance/signing-key": {
         parameters: {
             query?: never;
@@ -530,6 +554,214 @@ export interface paths {
         get: operations["ProvenanceService_GetSigningKey"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/request-policies": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * kaireon.requests.v1.RequestService.ListRequestPolicies
+         * @description HTTP rule: GET /api/v1/request-policies
+         */
+        get: operations["RequestService_ListRequestPolicies"];
+        put?: never;
+        /**
+         * kaireon.requests.v1.RequestService.SetRequestPolicy
+         * @description HTTP rule: POST /api/v1/request-policies
+         */
+        post: operations["RequestService_SetRequestPolicy"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/requests": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * kaireon.requests.v1.RequestService.ListRequests
+         * @description HTTP rule: GET /api/v1/requests
+         */
+        get: operations["RequestService_ListRequests"];
+        put?: never;
+        /**
+         * kaireon.requests.v1.RequestService.CreateRequest
+         * @description HTTP rule: POST /api/v1/requests
+         */
+        post: operations["RequestService_CreateRequest"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/requests/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * kaireon.requests.v1.RequestService.GetRequest
+         * @description HTTP rule: GET /api/v1/requests/{id}
+         */
+        get: operations["RequestService_GetRequest"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/requests/{id}:approve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * kaireon.requests.v1.RequestService.ApproveRequest
+         * @description HTTP rule: POST /api/v1/requests/{id}:approve
+         */
+        post: operations["RequestService_ApproveRequest"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/requests/{id}:cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * kaireon.requests.v1.RequestService.CancelRequest
+         * @description HTTP rule: POST /api/v1/requests/{id}:cancel
+         */
+        post: operations["RequestService_CancelRequest"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/requests/{id}:deny": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * kaireon.requests.v1.RequestService.DenyRequest
+         * @description HTTP rule: POST /api/v1/requests/{id}:deny
+         */
+        post: operations["RequestService_DenyRequest"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/requests/{id}:extend": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * kaireon.requests.v1.RequestService.ExtendRequest
+         * @description HTTP rule: POST /api/v1/requests/{id}:extend
+         */
+        post: operations["RequestService_ExtendRequest"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/requests/{id}:pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * kaireon.requests.v1.RequestService.PauseRequest
+         * @description HTTP rule: POST /api/v1/requests/{id}:pause
+         */
+        post: operations["RequestService_PauseRequest"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/requests/{id}:resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * kaireon.requests.v1.RequestService.ResumeRequest
+         * @description HTTP rule: POST /api/v1/requests/{id}:resume
+         */
+        post: operations["RequestService_ResumeRequest"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/requests/{id}:verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * kaireon.requests.v1.RequestService.VerifyIdentity
+         * @description HTTP rule: POST /api/v1/requests/{id}:verify
+         */
+        post: operations["RequestService_VerifyIdentity"];
         delete?: never;
         options?: never;
         head?: never;
@@ -943,6 +1175,113 @@ export interface components {
             publicKeyPem?: string;
             keyId?: string;
             algorithm?: string;
+        };
+        "kaireon.requests.v1.ApproveRequestResponse": {
+            request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
+        };
+        "kaireon.requests.v1.CancelRequestResponse": {
+            request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
+        };
+        "kaireon.requests.v1.CreateRequestRequest": {
+            kind?: string;
+            subjectId?: string;
+            regulation?: string;
+            receiveTime?: components["schemas"]["google.protobuf.Timestamp"];
+        };
+        "kaireon.requests.v1.CreateRequestResponse": {
+            request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
+        };
+        "kaireon.requests.v1.DenyRequestResponse": {
+            request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
+        };
+        "kaireon.requests.v1.ExtendRequestResponse": {
+            request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
+        };
+        "kaireon.requests.v1.GetRequestResponse": {
+            request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
+        };
+        "kaireon.requests.v1.ListProcessorsResponse": {
+            processors?: components["schemas"]["kaireon.requests.v1.Processor"][];
+        };
+        "kaireon.requests.v1.ListRequestPoliciesResponse": {
+            policies?: components["schemas"]["kaireon.requests.v1.RequestPolicy"][];
+        };
+        "kaireon.requests.v1.ListRequestsResponse": {
+            requests?: components["schemas"]["kaireon.requests.v1.SubjectRequest"][];
+            nextPageToken?: string;
+        };
+        "kaireon.requests.v1.PauseRequestResponse": {
+            request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
+        };
+        "kaireon.requests.v1.Processor": {
+            id?: string;
+            name?: string;
+            url?: string;
+            createTime?: components["schemas"]["google.protobuf.Timestamp"];
+            /** Format: int32 */
+            pending?: number;
+            /** Format: int32 */
+            delivered?: number;
+            /** Format: int32 */
+            dead?: number;
+        };
+        "kaireon.requests.v1.RegisterProcessorRequest": {
+            name?: string;
+            url?: string;
+        };
+        "kaireon.requests.v1.RegisterProcessorResponse": {
+            processor?: components["schemas"]["kaireon.requests.v1.Processor"];
+            signingSecret?: string;
+        };
+        "kaireon.requests.v1.RequestPolicy": {
+            regulation?: string;
+            /** Format: int32 */
+            periodMonths?: number;
+            /** Format: int32 */
+            periodDays?: number;
+            /** Format: int32 */
+            maxExtensionMonths?: number;
+            /** Format: int32 */
+            maxExtensionDays?: number;
+            requireVerification?: boolean;
+            legalReference?: string;
+            overridden?: boolean;
+        };
+        "kaireon.requests.v1.ResumeRequestResponse": {
+            request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
+        };
+        "kaireon.requests.v1.SetRequestPolicyRequest": {
+            policy?: components["schemas"]["kaireon.requests.v1.RequestPolicy"];
+        };
+        "kaireon.requests.v1.SetRequestPolicyResponse": {
+            policy?: components["schemas"]["kaireon.requests.v1.RequestPolicy"];
+        };
+        "kaireon.requests.v1.SubjectRequest": {
+            id?: string;
+            kind?: string;
+            subjectId?: string;
+            regulation?: string;
+            state?: string;
+            origin?: string;
+            receiveTime?: components["schemas"]["google.protobuf.Timestamp"];
+            dueDate?: string;
+            /** Format: int32 */
+            daysLeft?: number;
+            /** Format: int32 */
+            extensionDays?: number;
+            /** Format: int32 */
+            pausedDays?: number;
+            verificationMethod?: string;
+            verificationReference?: string;
+            dsarRequestId?: string;
+            createdBy?: string;
+            updateTime?: components["schemas"]["google.protobuf.Timestamp"];
+            overdue?: boolean;
+        };
+        /** @enum {string} */
+        "kaireon.requests.v1.VerificationResult": "VERIFICATION_RESULT_UNSPECIFIED" | "VERIFICATION_RESULT_PENDING" | "VERIFICATION_RESULT_VERIFIED" | "VERIFICATION_RESULT_FAILED";
+        "kaireon.requests.v1.VerifyIdentityResponse": {
+            request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
         };
     };
     responses: never;
@@ -1887,6 +2226,68 @@ export interface operations {
             };
         };
     };
+    RequestService_ListProcessors: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.ListProcessorsResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_RegisterProcessor: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["kaireon.requests.v1.RegisterProcessorRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.RegisterProcessorResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
     ProvenanceService_GetSigningKey: {
         parameters: {
             query?: never;
@@ -1903,6 +2304,433 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["kaireon.provenance.v1.GetSigningKeyResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_ListRequestPolicies: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.ListRequestPoliciesResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_SetRequestPolicy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["kaireon.requests.v1.SetRequestPolicyRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.SetRequestPolicyResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_ListRequests: {
+        parameters: {
+            query?: {
+                state?: string;
+                dueBefore?: string;
+                overdue?: boolean;
+                pageSize?: number;
+                pageToken?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.ListRequestsResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_CreateRequest: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["kaireon.requests.v1.CreateRequestRequest"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.CreateRequestResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_GetRequest: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.GetRequestResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_ApproveRequest: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    reason?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.ApproveRequestResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_CancelRequest: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    reason?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.CancelRequestResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_DenyRequest: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    reason?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.DenyRequestResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_ExtendRequest: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    reason?: string;
+                    /** Format: int32 */
+                    months?: number;
+                    /** Format: int32 */
+                    days?: number;
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.ExtendRequestResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_PauseRequest: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    reason?: string;
+                    requiresInput?: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.PauseRequestResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_ResumeRequest: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    reason?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.ResumeRequestResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_VerifyIdentity: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    method?: string;
+                    evidenceReference?: string;
+                    result?: components["schemas"]["kaireon.requests.v1.VerificationResult"];
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.VerifyIdentityResponse"];
                 };
             };
             /** @description An error: a google.rpc.Status. */

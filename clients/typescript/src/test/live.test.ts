@@ -1,4 +1,4 @@
-// Every RPC of the five services, from TypeScript, against a real server
+// Every RPC of the six services, from TypeScript, against a real server
 // (kaireon-server --demo on embedded PostgreSQL, started here) over gRPC/HTTP/2.
 // Signatures the server made verify here; the envelope it encrypted decrypts
 // here; and the Python verifiers accept the very same artefacts (written to a
@@ -32,6 +32,7 @@ import {
   verifyArtifact,
   verifyBundle,
   verifyErasureReceipt,
+  VerificationResult,
   type KaireonClient,
   type WatchRunResponse,
 } from "../index.js";
@@ -544,10 +545,60 @@ describe("TLS", () => {
   });
 });
 
+describe("RequestService", () => {
+  it("policies, and a request through every transition with its due date", async () => {
+    const policies = await admin.requests.listRequestPolicies({});
+    assert.deepEqual(policies.policies.map((p) => p.regulation), ["gdpr", "uk_gdpr", "ccpa", "lgpd"]);
+    const set = await admin.requests.setRequestPolicy({
+      policy: { regulation: "lgpd", periodDays: 15, requireVerification: true },
+    });
+    assert.equal(set.policy?.overridden, true);
+
+    const access = (await admin.requests.createRequest({ kind: "access", subjectId: "cust_ts_req", regulation: "gdpr" })).request!;
+    assert.equal(access.state, "received");
+    assert.ok(access.daysLeft >= 28 && access.daysLeft <= 31, String(access.daysLeft));
+    const verified = await admin.requests.verifyIdentity({
+      id: access.id, method: "email_link", evidenceReference: "TICKET-TS-1", result: VerificationResult.VERIFIED,
+    });
+    assert.equal(verified.request?.state, "awaiting_approval");
+    const approved = await admin.requests.approveRequest({ id: access.id, reason: "checked" });
+    assert.equal(approved.request?.state, "in_progress");
+    assert.ok(approved.request?.dsarRequestId);
+
+    const erasure = (await admin.requests.createRequest({ kind: "erasure", subjectId: "cust_ts_req", regulation: "ccpa" })).request!;
+    assert.equal(erasure.daysLeft, 45);
+    const paused = await admin.requests.pauseRequest({ id: erasure.id, reason: "need the account email", requiresInput: true });
+    assert.equal(paused.request?.state, "requires_input");
+    assert.equal((await admin.requests.resumeRequest({ id: erasure.id })).request?.state, "received");
+    const extended = await admin.requests.extendRequest({ id: erasure.id, reason: "complex" });
+    assert.equal(extended.request?.daysLeft, 90);
+    assert.equal((await admin.requests.denyRequest({ id: erasure.id, reason: "unfounded" })).request?.state, "denied");
+
+    const withdrawn = (await admin.requests.createRequest({ kind: "access", subjectId: "cust_ts_req", regulation: "lgpd" })).request!;
+    assert.equal((await admin.requests.cancelRequest({ id: withdrawn.id, reason: "withdrawn" })).request?.state, "cancelled");
+    await rejects(admin.requests.resumeRequest({ id: withdrawn.id }), Code.FailedPrecondition, "ILLEGAL_TRANSITION");
+
+    assert.equal((await admin.requests.getRequest({ id: erasure.id })).request?.state, "denied");
+    const listed = await admin.requests.listRequests({ state: "cancelled" });
+    assert.ok(listed.requests.some((r) => r.id === withdrawn.id));
+    const overdue = await admin.requests.listRequests({ overdue: true });
+    assert.ok(overdue.requests.every((r) => r.overdue));
+  });
+
+  it("processors: registered with a Standard Webhooks secret, listed with delivery counts", async () => {
+    const registered = await admin.requests.registerProcessor({ name: "ts-processor", url: "https://processor.example/hooks" });
+    assert.match(registered.signingSecret, /^whsec_/);
+    const listed = await admin.requests.listProcessors({});
+    const mine = listed.processors.find((p) => p.name === "ts-processor");
+    assert.equal(mine?.id, registered.processor?.id);
+    assert.equal(mine?.pending, 0);
+  });
+});
+
 describe("coverage", () => {
-  it("every RPC of the five services was called from TypeScript", () => {
+  it("every RPC of the six services was called from TypeScript", () => {
     const all = SERVICES.flatMap((s) => s.methods.map((m) => `${s.typeName}/${m.name}`));
-    assert.equal(all.length, 29);
+    assert.equal(all.length, 43);
     assert.deepEqual(all.filter((m) => !called.has(m)), []);
   });
 });

@@ -1,0 +1,1 @@
+"""Data-subject request lifecycle (RequestService): states, deadlines, transitions."""

@@ -1,0 +1,184 @@
+"""Delivery of processor events: claim a due outbox row (any tenant), POST it
+signed per Standard Webhooks, then mark it delivered, retry it later with
+exponential backoff, or dead-letter it after the last attempt.
+
+The claim is committed before the POST (a lease: the row's next attempt is
+moved past the request timeout), so no transaction stays open across the
+network and a worker that dies leaves the row to be claimed again. Receivers
+may see an event twice (at-least-once); they deduplicate on `webhook-id`.
+Errors are logged by type and status only: URLs and bodies may name people.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from kaireon_server.platform.db import Database
+from kaireon_server.platform.db.listener import Listener
+from kaireon_server.platform.env import EnvReader
+from kaireon_server.requests import processor_repository as repository
+from kaireon_server.requests import webhooks
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    max_attempts: int = 8
+    backoff_seconds: float = 5.0
+    max_backoff_seconds: float = 3600.0
+    timeout_seconds: float = 10.0
+    # Queued events wake the worker (LISTEN); this poll catches retries another
+    # process scheduled and notifications missed during a reconnect.
+    poll_seconds: float = 30.0
+    allow_private_urls: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DeliverySettings:
+        read = EnvReader(env)
+        return cls(
+            max_attempts=read.integer(
+                "KAIREON_PROCESSOR_MAX_ATTEMPTS", cls.max_attempts, minimum=1, maximum=100
+            ),
+            backoff_seconds=read.number(
+                "KAIREON_PROCESSOR_BACKOFF_SECONDS", cls.backoff_seconds, exclusive_minimum=0
+            ),
+            max_backoff_seconds=read.number(
+                "KAIREON_PROCESSOR_MAX_BACKOFF_SECONDS",
+                cls.max_backoff_seconds,
+                exclusive_minimum=0,
+            ),
+            timeout_seconds=read.number(
+                "KAIREON_PROCESSOR_TIMEOUT_SECONDS", cls.timeout_seconds, exclusive_minimum=0
+            ),
+            poll_seconds=read.number(
+                "KAIREON_PROCESSOR_POLL_SECONDS", cls.poll_seconds, exclusive_minimum=0
+            ),
+            allow_private_urls=read.boolean(
+                "KAIREON_PROCESSOR_ALLOW_PRIVATE_URLS", cls.allow_private_urls
+            ),
+        )
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before attempt `attempts + 1`: doubling from the base, capped."""
+        return float(min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempts - 1)))
+
+
+CHANNEL = "kaireon_processor_outbox"
+
+
+class DeliveryWorker:
+    """One delivery loop per process: woken by queued events (LISTEN), by the
+    retries it scheduled itself, and by a slow poll."""
+
+    def __init__(self, db: Database, settings: DeliverySettings, listener: Listener) -> None:
+        self._db = db
+        self._settings = settings
+        self._listener = listener
+        self._wake = asyncio.Event()
+        self._next_retry: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        listener.subscribe(CHANNEL, lambda _payload: self._wake.set(), self._wake.set)
+
+    async def start(self) -> None:
+        await self._listener.start()
+        self._task = asyncio.create_task(self._run(), name="processor-delivery")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._session is not None:
+            await self._session.close()
+        await self._listener.stop()
+
+    async def _idle(self) -> None:
+        """Sleep until woken, the earliest retry this worker scheduled, or the poll."""
+        loop = asyncio.get_running_loop()
+        delay = self._settings.poll_seconds
+        if self._next_retry is not None:
+            delay = min(delay, max(0.0, self._next_retry - loop.time()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+        self._wake.clear()
+        if self._next_retry is not None and self._next_retry <= loop.time():
+            self._next_retry = None
+
+    async def _run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self._settings.timeout_seconds)
+        self._session = aiohttp.ClientSession(timeout=timeout)
+        while True:
+            try:
+                worked = await self.deliver_one()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop outlives a lost database or a bug
+                _log.warning("processor delivery loop error: %s", type(exc).__name__)
+                worked = False
+            if not worked:
+                await self._idle()
+
+    async def deliver_one(self) -> bool:
+        """Claim and attempt one due delivery; False when none was due."""
+        lease = self._settings.timeout_seconds + 5
+        async with self._db.connection() as con, con.transaction():
+            claimed = await repository.claim(con, lease)
+        if claimed is None:
+            return False
+        tenant_id, delivery_id = claimed
+        async with self._db.transaction(tenant_id, readonly=True) as con:
+            delivery = await repository.get_delivery(con, tenant_id, delivery_id)
+        if delivery is None:
+            return True
+        status, error = await self._post(delivery)
+        retry_in: float | None = None
+        async with self._db.transaction(tenant_id) as con:
+            if status is not None and 200 <= status < 300:
+                await repository.mark_delivered(con, tenant_id, delivery_id, status)
+            else:
+                last = delivery.attempts >= self._settings.max_attempts
+                retry_in = None if last else self._settings.backoff(delivery.attempts)
+                await repository.mark_failed(
+                    con,
+                    tenant_id,
+                    delivery_id,
+                    http_status=status,
+                    error=error,
+                    retry_in=retry_in,
+                )
+                _log.info(
+                    "processor delivery failed (status %s, %s, attempt %d%s)",
+                    status,
+                    error,
+                    delivery.attempts,
+                    ", dead-lettered" if last else "",
+                )
+        if retry_in is not None:
+            due = asyncio.get_running_loop().time() + retry_in
+            self._next_retry = due if self._next_retry is None else min(self._next_retry, due)
+        return True
+
+    async def _post(self, delivery: repository.Delivery) -> tuple[int | None, str]:
+        assert self._session is not None
+        body = delivery.payload.encode()
+        headers = webhooks.headers(
+            delivery.signing_secret, str(delivery.id), int(time.time()), body
+        )
+        try:
+            async with self._session.post(
+                delivery.url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                await response.read()
+                return response.status, "" if response.status < 300 else f"HTTP {response.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return None, type(exc).__name__

@@ -1,0 +1,98 @@
+"""Direct calls in the lifecycle: EraseCustomer and CreateDsarRequest stay as
+they are on the wire and are recorded as pre-approved requests (origin
+"direct"), inside the same transaction as the erasure or the queued export.
+
+A completed erasure also queues its `subject.erased` event for the tenant's
+processors (processors.py), in the same transaction.
+
+Their regulation is GDPR (the platform's contract is GDPR's: /api/v1/gdpr/...),
+received now; an erasure is completed at once, an export is in progress
+until the worker completes it (migration 0150's trigger).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+
+from kaireon_server.dsar import requests as dsar_requests
+from kaireon_server.dsar.model import DsarRecord
+from kaireon_server.erasure import eraser
+from kaireon_server.erasure.model import ErasureOutcome
+from kaireon_server.requests import processors, repository
+from kaireon_server.requests.deadlines import due_date
+from kaireon_server.requests.lifecycle import policy_for
+from kaireon_server.requests.model import State, SubjectRequest
+
+DIRECT_REGULATION = "gdpr"
+
+
+async def _record(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    actor: str,
+    *,
+    kind: str,
+    subject_id: str,
+    state: State,
+    dsar_request_id: uuid.UUID | None = None,
+) -> SubjectRequest:
+    now = datetime.now(UTC)
+    policy = await policy_for(con, tenant_id, DIRECT_REGULATION)
+    return await repository.insert(
+        con,
+        tenant_id=tenant_id,
+        kind=kind,
+        subject_id=subject_id,
+        regulation=DIRECT_REGULATION,
+        state=state,
+        origin="direct",
+        received_at=now,
+        due=due_date(now.date(), policy),
+        created_by=actor,
+        dsar_request_id=dsar_request_id,
+    )
+
+
+def direct_erasure(tenant_id: str, actor: str) -> eraser.InTransaction:
+    """The `within` hook of a direct, non-dry-run EraseCustomer."""
+
+    async def within(con: asyncpg.Connection, outcome: ErasureOutcome) -> None:
+        request = await _record(
+            con,
+            tenant_id,
+            actor,
+            kind="erasure",
+            subject_id=outcome.customer_id,
+            state=State.COMPLETED,
+        )
+        await processors.erasure_completed_in(
+            con,
+            tenant_id=tenant_id,
+            subject_id=outcome.customer_id,
+            request_id=str(request.id),
+            audit_id=outcome.audit_event_id,
+        )
+
+    return within
+
+
+def direct_access(tenant_id: str, actor: str) -> dsar_requests.InTransaction:
+    """The `within` hook of CreateDsarRequest: a new export is a new request; a
+    retry with the same idempotency key is the same one."""
+
+    async def within(con: asyncpg.Connection, record: DsarRecord, created: bool) -> None:
+        if created:
+            await _record(
+                con,
+                tenant_id,
+                actor,
+                kind="access",
+                subject_id=record.subject_id,
+                state=State.IN_PROGRESS,
+                dsar_request_id=record.id,
+            )
+
+    return within

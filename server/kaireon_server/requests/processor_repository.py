@@ -1,0 +1,150 @@
+"""SQL of processors and their erasure-event outbox, via asyncpg (tenant_id in every WHERE)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class Processor:
+    id: uuid.UUID
+    name: str
+    url: str
+    created_at: datetime
+    pending: int = 0
+    delivered: int = 0
+    dead: int = 0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One claimed outbox row with where and how to send it."""
+
+    tenant_id: str
+    id: uuid.UUID
+    url: str
+    signing_secret: str
+    payload: str
+    attempts: int
+
+
+async def insert_processor(
+    con: asyncpg.Connection, tenant_id: str, *, name: str, url: str, secret: str, actor: str
+) -> Processor | None:
+    row = await con.fetchrow(
+        "INSERT INTO processor_recipient (tenant_id, name, url, signing_secret, created_by) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, name) DO NOTHING "
+        "RETURNING id, name, url, created_at",
+        tenant_id,
+        name,
+        url,
+        secret,
+        actor,
+    )
+    return Processor(row["id"], row["name"], row["url"], row["created_at"]) if row else None
+
+
+async def list_processors(con: asyncpg.Connection, tenant_id: str) -> list[Processor]:
+    rows = await con.fetch(
+        """SELECT p.id, p.name, p.url, p.created_at,
+                  count(*) FILTER (WHERE o.status = 'pending') AS pending,
+                  count(*) FILTER (WHERE o.status = 'delivered') AS delivered,
+                  count(*) FILTER (WHERE o.status = 'dead') AS dead
+             FROM processor_recipient p
+             LEFT JOIN processor_outbox o
+               ON o.tenant_id = p.tenant_id AND o.recipient_id = p.id
+            WHERE p.tenant_id = $1
+            GROUP BY p.id, p.name, p.url, p.created_at
+            ORDER BY p.name""",
+        tenant_id,
+    )
+    return [
+        Processor(
+            r["id"], r["name"], r["url"], r["created_at"], r["pending"], r["delivered"], r["dead"]
+        )
+        for r in rows
+    ]
+
+
+async def enqueue_for_all(
+    con: asyncpg.Connection, tenant_id: str, event_type: str, subject_id: str, payload: str
+) -> int:
+    """One outbox row per processor of the tenant; how many."""
+    status = await con.execute(
+        "INSERT INTO processor_outbox (tenant_id, recipient_id, event_type, subject_id, payload) "
+        "SELECT tenant_id, id, $2, $3, $4 FROM processor_recipient WHERE tenant_id = $1",
+        tenant_id,
+        event_type,
+        subject_id,
+        payload,
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def claim(con: asyncpg.Connection, lease_seconds: float) -> tuple[str, uuid.UUID] | None:
+    row = await con.fetchrow("SELECT * FROM kaireon_processor_claim_delivery($1)", lease_seconds)
+    return (row["tenant_id"], row["id"]) if row else None
+
+
+async def get_delivery(
+    con: asyncpg.Connection, tenant_id: str, delivery_id: uuid.UUID
+) -> Delivery | None:
+    row = await con.fetchrow(
+        """SELECT o.tenant_id, o.id, p.url, p.signing_secret, o.payload, o.attempts
+             FROM processor_outbox o
+             JOIN processor_recipient p ON p.tenant_id = o.tenant_id AND p.id = o.recipient_id
+            WHERE o.tenant_id = $1 AND o.id = $2 AND o.status = 'pending'""",
+        tenant_id,
+        delivery_id,
+    )
+    if row is None:
+        return None
+    return Delivery(
+        row["tenant_id"],
+        row["id"],
+        row["url"],
+        row["signing_secret"],
+        row["payload"],
+        row["attempts"],
+    )
+
+
+async def mark_delivered(
+    con: asyncpg.Connection, tenant_id: str, delivery_id: uuid.UUID, http_status: int
+) -> None:
+    await con.execute(
+        "UPDATE processor_outbox SET status = 'delivered', delivered_at = now(), "
+        "last_status = $3, last_error = NULL WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        delivery_id,
+        http_status,
+    )
+
+
+async def mark_failed(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    delivery_id: uuid.UUID,
+    *,
+    http_status: int | None,
+    error: str,
+    retry_in: float | None,
+) -> None:
+    """Schedule the next attempt in `retry_in` seconds, or (None) dead-letter the row."""
+    await con.execute(
+        """UPDATE processor_outbox
+              SET status = CASE WHEN $5::double precision IS NULL THEN 'dead' ELSE 'pending' END,
+                  next_attempt_at = clock_timestamp()
+                      + make_interval(secs => coalesce($5::double precision, 0)),
+                  last_status = $3, last_error = $4
+            WHERE tenant_id = $1 AND id = $2""",
+        tenant_id,
+        delivery_id,
+        http_status,
+        error,
+        retry_in,
+    )

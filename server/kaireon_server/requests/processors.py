@@ -1,0 +1,95 @@
+"""Processors (recipients, GDPR Art. 19): registration, listing, and the
+erasure event written to their outbox inside the erasure's transaction."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from kaireon_server.platform.audit_chain import append_audit
+from kaireon_server.platform.db import Database
+from kaireon_server.platform.errors import AlreadyExists, InvalidArgument
+from kaireon_server.requests import processor_repository as repository
+from kaireon_server.requests import webhooks
+from kaireon_server.requests.model import validate_text
+from kaireon_server.requests.processor_repository import Processor
+
+EVENT_ERASED = "subject.erased"
+MAX_URL_CHARS = 2048
+
+
+def validate_url(url: str, *, allow_private: bool) -> str:
+    """An http(s) URL with a host. Unless allowed, a literal loopback, private
+    or link-local address (or localhost) is refused: a tenant admin must not
+    aim the server's requests at its own network (names that resolve there are
+    not caught here; see docs/REQUESTS.md)."""
+    if not url or len(url) > MAX_URL_CHARS:
+        raise InvalidArgument.field("url", f"is required, at most {MAX_URL_CHARS} characters")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        _ = parts.port  # a bad port raises ValueError
+    except ValueError:
+        raise InvalidArgument.field("url", "is not a valid URL") from None
+    if parts.scheme not in {"http", "https"} or not host or any(c.isspace() for c in url):
+        raise InvalidArgument.field("url", "must be an http or https URL with a host")
+    if not allow_private:
+        try:
+            address = ipaddress.ip_address(host)
+            internal = not address.is_global
+        except ValueError:
+            internal = host.lower() == "localhost" or host.lower().endswith(".localhost")
+        if internal:
+            raise InvalidArgument.field("url", "must not point at a private or loopback address")
+    return url
+
+
+async def register(
+    db: Database, *, tenant_id: str, actor: str, name: str, url: str, allow_private: bool
+) -> tuple[Processor, str]:
+    name = validate_text(name, "name", required=True)
+    if len(name) > 100:
+        raise InvalidArgument.field("name", "must be at most 100 characters")
+    url = validate_url(url, allow_private=allow_private)
+    secret = webhooks.new_secret()
+    async with db.transaction(tenant_id) as con:
+        processor = await repository.insert_processor(
+            con, tenant_id, name=name, url=url, secret=secret, actor=actor
+        )
+        if processor is None:
+            raise AlreadyExists("a processor of that name exists", reason="PROCESSOR_EXISTS")
+        await append_audit(
+            con,
+            tenant_id,
+            action="processor_registered",
+            entity_type="processor",
+            entity_id=str(processor.id),
+            actor=actor,
+            changes={"name": name, "url": url},
+        )
+    return processor, secret
+
+
+async def list_all(db: Database, *, tenant_id: str) -> Sequence[Processor]:
+    async with db.transaction(tenant_id, readonly=True) as con:
+        return await repository.list_processors(con, tenant_id)
+
+
+async def erasure_completed_in(
+    con: asyncpg.Connection, *, tenant_id: str, subject_id: str, request_id: str, audit_id: str
+) -> int:
+    """The `subject.erased` event for every processor, in the erasure's transaction."""
+    payload = json.dumps(
+        {
+            "type": EVENT_ERASED,
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "data": {"subjectId": subject_id, "requestId": request_id, "erasureAuditId": audit_id},
+        },
+        separators=(",", ":"),
+    )
+    return await repository.enqueue_for_all(con, tenant_id, EVENT_ERASED, subject_id, payload)

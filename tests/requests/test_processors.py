@@ -1,0 +1,200 @@
+"""Erasure propagation to processors: the outbox row is written in the
+erasure's transaction; the delivery worker POSTs it to a real loopback HTTP
+receiver, signed per Standard Webhooks (verified by the independent
+`standardwebhooks` library), with retries, backoff and a dead letter."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
+from kaireon.requests.v1 import requests_pb2
+from kaireon_server.platform.db import Database
+from kaireon_server.platform.errors import InvalidArgument
+from kaireon_server.requests.processors import validate_url
+from tests.requests.conftest import create, verify
+from tests.support.server import metadata
+
+
+@dataclass
+class Receiver:
+    """A loopback webhook endpoint: answers `statuses` in turn (then 204), keeps what it got."""
+
+    statuses: list[int] = field(default_factory=list)
+    received: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append((await request.read(), dict(request.headers)))
+        status = self.statuses.pop(0) if self.statuses else 204
+        return web.Response(status=status)
+
+    async def wait_for(self, count: int, timeout: float = 30) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.received) < count:
+                await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    target = Receiver()
+    app = web.Application()
+    app.router.add_post("/hooks", target.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    target.url = f"http://127.0.0.1:{port}/hooks"
+    yield target
+    await runner.cleanup()
+
+
+async def _register(stub, tenant: str, url: str, name: str = "crm") -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    reply = await stub.RegisterProcessor(
+        requests_pb2.RegisterProcessorRequest(name=name, url=url), metadata=metadata(tenant)
+    )
+    assert reply.signing_secret.startswith("whsec_")
+    return reply.processor.id, reply.signing_secret
+
+
+async def _outbox(db: Database, tenant: str) -> list[dict[str, object]]:
+    async with db.transaction(tenant, readonly=True) as con:
+        rows = await con.fetch(
+            "SELECT status, attempts, subject_id, last_status FROM processor_outbox ORDER BY created_at"
+        )
+    return [dict(r) for r in rows]
+
+
+async def _settled(
+    db: Database, tenant: str, status: str, timeout: float = 30
+) -> list[dict[str, object]]:
+    async with asyncio.timeout(timeout):
+        while True:
+            rows = await _outbox(db, tenant)
+            if rows and all(r["status"] == status for r in rows):
+                return rows
+            await asyncio.sleep(0.1)
+
+
+async def test_a_direct_erasure_reaches_the_processor_signed(stub, channel, seeded, db, receiver):
+    _, secret = await _register(stub, seeded, receiver.url)
+    erasure = erasure_pb2_grpc.ErasureServiceStub(channel)
+    await erasure.EraseCustomer(
+        erasure_pb2.EraseCustomerRequest(customer_id="cust_00001"), metadata=metadata(seeded)
+    )
+    await receiver.wait_for(1)
+    body, headers = receiver.received[0]
+    event = Webhook(secret).verify(body, headers)  # the independent verifier
+    assert event["type"] == "subject.erased"
+    assert event["data"]["subjectId"] == "cust_00001" and event["data"]["erasureAuditId"]
+    rows = await _settled(db, seeded, "delivered")
+    assert rows == [
+        {"status": "delivered", "attempts": 1, "subject_id": "cust_00001", "last_status": 204}
+    ]
+    # The same bytes with one changed character, or another secret, do not verify.
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body.replace(b"cust_00001", b"cust_00009"), headers)
+    listed = await stub.ListProcessors(
+        requests_pb2.ListProcessorsRequest(), metadata=metadata(seeded)
+    )
+    assert [(p.name, p.delivered, p.pending, p.dead) for p in listed.processors] == [
+        ("crm", 1, 0, 0)
+    ]
+
+
+async def test_an_approved_erasure_is_retried_with_backoff(stub, seeded, db, receiver):
+    receiver.statuses = [500, 503]
+    _, secret = await _register(stub, seeded, receiver.url)
+    r = await create(stub, seeded, kind="erasure", subject="cust_00002")
+    await verify(stub, seeded, r.id)
+    await stub.ApproveRequest(
+        requests_pb2.ApproveRequestRequest(id=r.id), metadata=metadata(seeded)
+    )
+    rows = await _settled(db, seeded, "delivered")
+    assert rows[0]["attempts"] == 3 and len(receiver.received) == 3
+    # Every attempt is the same event (one webhook-id), each signed afresh.
+    ids = {h["webhook-id"] for _, h in receiver.received}
+    assert len(ids) == 1
+    for body, headers in receiver.received:
+        assert Webhook(secret).verify(body, headers)["data"]["requestId"] == r.id
+
+
+async def test_a_processor_that_keeps_failing_is_dead_lettered(stub, channel, seeded, db, receiver):
+    receiver.statuses = [500] * 10
+    await _register(stub, seeded, receiver.url)
+    erasure = erasure_pb2_grpc.ErasureServiceStub(channel)
+    await erasure.EraseCustomer(
+        erasure_pb2.EraseCustomerRequest(customer_id="cust_00003"), metadata=metadata(seeded)
+    )
+    rows = await _settled(db, seeded, "dead")
+    assert rows[0]["attempts"] == 3 and rows[0]["last_status"] == 500  # the test max
+    await asyncio.sleep(1)  # nothing more is sent after the dead letter
+    assert len(receiver.received) == 3
+    listed = await stub.ListProcessors(
+        requests_pb2.ListProcessorsRequest(), metadata=metadata(seeded)
+    )
+    assert listed.processors[0].dead == 1
+
+
+async def test_no_event_without_a_committed_erasure(stub, channel, seeded, db, receiver):
+    await _register(stub, seeded, receiver.url)
+    erasure = erasure_pb2_grpc.ErasureServiceStub(channel)
+    await erasure.SetLegalHold(
+        erasure_pb2.SetLegalHoldRequest(customer_id="cust_00001", reason="CASE-9"),
+        metadata=metadata(seeded),
+    )
+    with pytest.raises(grpc.aio.AioRpcError):
+        await erasure.EraseCustomer(
+            erasure_pb2.EraseCustomerRequest(customer_id="cust_00001"), metadata=metadata(seeded)
+        )
+    await erasure.EraseCustomer(
+        erasure_pb2.EraseCustomerRequest(customer_id="cust_00002", dry_run=True),
+        metadata=metadata(seeded),
+    )
+    await asyncio.sleep(0.5)
+    assert await _outbox(db, seeded) == [] and receiver.received == []
+
+
+async def test_registration_input(stub, tenant):
+    md = metadata(tenant)
+    await _register(stub, tenant, "https://processor.example/hooks", name="a")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _register(stub, tenant, "https://processor.example/other", name="a")
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    for url in ("", "ftp://x.example/", "https://", "http://exa mple.com/", "https://x:99999/"):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.RegisterProcessor(
+                requests_pb2.RegisterProcessorRequest(name="b", url=url), metadata=md
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, url
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RegisterProcessor(
+            requests_pb2.RegisterProcessorRequest(name="c", url="https://p.example/"),
+            metadata=metadata(tenant, "operator"),
+        )
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/x",
+        "http://10.1.2.3/",
+        "http://[::1]/",
+        "http://169.254.169.254/",
+        "http://localhost:80/",
+    ],
+)
+def test_internal_addresses_are_refused_unless_allowed(url: str) -> None:
+    with pytest.raises(InvalidArgument):
+        validate_url(url, allow_private=False)
+    assert validate_url(url, allow_private=True) == url
+    assert validate_url("https://processor.example/hooks", allow_private=False)
