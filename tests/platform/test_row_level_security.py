@@ -16,6 +16,7 @@ from kaireon_server.platform.db import Database
 from kaireon_server.platform.db.database import APP_ROLE, app_role_dsn, connect_database
 from kaireon_server.platform.db.dynamic_tables import secure_dynamic_tables
 from kaireon_server.platform.errors import ConfigurationError
+from kaireon_server.provenance import repository
 from tests.support.server import ROOT
 
 
@@ -192,7 +193,7 @@ async def test_the_provenance_read_function_keeps_to_its_tenant(db: Database) ->
                 tenant,
                 customer,
             )
-    read = "SELECT customer_id FROM kaireon_provenance_bundle($1, $2)"
+    read = repository.BUNDLE_SQL.replace("SELECT *", "SELECT customer_id", 1)
     async with db.connection() as con:
         assert not await con.fetchval(
             "SELECT prosecdef FROM pg_proc WHERE proname = 'kaireon_provenance_bundle'"
@@ -203,6 +204,10 @@ async def test_the_provenance_read_function_keeps_to_its_tenant(db: Database) ->
         assert await con.fetch(read, "", a) == []
         assert not await con.fetchval("SELECT current_setting('kaireon.tenant_id', true)")
         assert await con.fetchval("SELECT count(*) FROM decision_trace") == 0
+    # Inside a tenant's transaction it leaves that transaction's tenant as it was.
+    async with db.transaction(a) as con:
+        assert await con.fetchval(read, b, b) == "customer_of_b"
+        assert await con.fetchval("SELECT current_setting('kaireon.tenant_id', true)") == a
 
 
 async def test_a_pool_role_that_could_bypass_is_refused(database_url: str) -> None:

@@ -59,7 +59,15 @@ ModelRow = tuple[str, int, str, bytes, datetime]
 # round trip (see emit.read_rows).
 BUNDLE_FUNCTION = "kaireon_provenance_bundle"
 BUNDLE_MIGRATION = "0160_provenance_bundle_read.sql"
-BUNDLE_SQL = f"SELECT * FROM {BUNDLE_FUNCTION}($1, $2)"  # noqa: S608 - a constant name
+# The function returns SETOF record (PL/pgSQL may not declare record[] columns):
+# the column list is the statement's select list.
+BUNDLE_SQL = f"""
+SELECT * FROM {BUNDLE_FUNCTION}($1, $2) AS b(
+    id text, customer_id text, decided_at timestamptz, channel text, selected_offer_id text,
+    candidates jsonb, models jsonb, qualification_results jsonb, contact_policy_results jsonb,
+    attributes jsonb, offer_rows record[], rule_rows record[], policy_rows record[],
+    model_rows record[], fairness_row record, audit_rows record[])
+"""  # noqa: S608 - a constant name
 
 # Model states by the key the statement gave them; read only on a cache miss,
 # in the same snapshot.
