@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import re
+import secrets
 
 import asyncpg
 import pytest
@@ -15,6 +16,7 @@ from kaireon_server.platform.db import Database
 from kaireon_server.platform.db.database import APP_ROLE, app_role_dsn, connect_database
 from kaireon_server.platform.db.dynamic_tables import secure_dynamic_tables
 from kaireon_server.platform.errors import ConfigurationError
+from kaireon_server.provenance import repository
 from tests.support.server import ROOT
 
 
@@ -177,6 +179,37 @@ async def test_maintenance_functions_return_keys_only(db: Database) -> None:
         # Migration 0113, the audit log integrator: tenant keys with rows to integrate.
         ("kaireon_tlog_pending", "TABLE(tenant_id text)"),
     ]
+
+
+async def test_the_provenance_read_function_keeps_to_its_tenant(db: Database) -> None:
+    """kaireon_provenance_bundle (migration 0160) runs as the caller (not SECURITY
+    DEFINER, so absent from the list above), under the policies, for the tenant
+    of its argument only: tenant B never reads A's decision through it, and the
+    setting it makes ends with the statement."""
+    a, b = (f"rls_bundle_{secrets.token_hex(4)}" for _ in range(2))
+    for tenant, customer in ((a, "customer_of_a"), (b, "customer_of_b")):
+        async with db.transaction(tenant) as con:
+            await con.execute(
+                "INSERT INTO decision_trace (tenant_id, id, customer_id, decided_at, channel) "
+                "VALUES ($1, 'dec_shared', $2, now(), 'web'), ($1, $1, $2, now(), 'web')",
+                tenant,
+                customer,
+            )
+    read = repository.BUNDLE_SQL.replace("SELECT *", "SELECT customer_id", 1)
+    async with db.connection() as con:
+        assert not await con.fetchval(
+            "SELECT prosecdef FROM pg_proc WHERE proname = 'kaireon_provenance_bundle'"
+        )
+        assert await con.fetchval(read, a, "dec_shared") == "customer_of_a"
+        assert await con.fetchval(read, b, "dec_shared") == "customer_of_b"
+        assert await con.fetch(read, b, a) == []  # A's own decision id, asked as B
+        assert await con.fetch(read, "", a) == []
+        assert not await con.fetchval("SELECT current_setting('kaireon.tenant_id', true)")
+        assert await con.fetchval("SELECT count(*) FROM decision_trace") == 0
+    # Inside a tenant's transaction it leaves that transaction's tenant as it was.
+    async with db.transaction(a) as con:
+        assert await con.fetchval(read, b, b) == "customer_of_b"
+        assert await con.fetchval("SELECT current_setting('kaireon.tenant_id', true)") == a
 
 
 async def test_a_pool_role_that_could_bypass_is_refused(database_url: str) -> None:

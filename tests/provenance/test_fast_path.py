@@ -19,6 +19,7 @@ import pytest
 
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.build_identity import BuildEnv
+from kaireon_server.platform.db.migrate import load_migrations
 from kaireon_server.provenance import bundle, cache, repository
 from tests.provenance.conftest import SMALL_SEED, fetch
 from tests.provenance.reference import reference_body, reference_sources
@@ -257,8 +258,13 @@ async def test_placeholders_in_the_data_still_give_the_reference_bytes(
 
 
 def test_the_statement_spells_the_module_constants() -> None:
-    """They are literals in the SQL (so PostgreSQL can keep one generic plan for it)."""
-    assert f"action <> '{repository.EMIT_ACTION}'" in repository.BUNDLE_SQL
-    assert f"entity_type = '{repository.RULE_SET_ENTITY}'" in repository.BUNDLE_SQL
+    """They are literals in the SQL (so PostgreSQL can keep one generic plan for it);
+    the statement is the body of the function the read calls."""
+    [migration] = [m for m in load_migrations() if m.name == repository.BUNDLE_MIGRATION]
+    statement = migration.sql
+    assert f"FUNCTION {repository.BUNDLE_FUNCTION}(" in statement
+    assert repository.BUNDLE_FUNCTION in repository.BUNDLE_SQL
+    assert f"action <> '{repository.EMIT_ACTION}'" in statement
+    assert f"entity_type = '{repository.RULE_SET_ENTITY}'" in statement
     types = ", ".join(f"'{t}'" for t in repository.DECISION_ENTITY_TYPES)
-    assert f"unnest(ARRAY[{types}])" in repository.BUNDLE_SQL
+    assert f"unnest(ARRAY[{types}])" in statement

@@ -126,6 +126,8 @@ class TcpProxy:
     _fault: Fault | None = None
     _last_activity: float = 0.0
     connections_seen: int = 0
+    # Round trips (see the module docstring) of every connection, for tests that count them.
+    round_trips: int = 0
 
     @classmethod
     def for_dsn(cls, dsn: str) -> TcpProxy:
@@ -198,6 +200,9 @@ class TcpProxy:
         """The bytes to forward now; None once the connection was cut."""
         fault = self._fault
         messages = link.parser.feed(data)
+        self.round_trips += sum(
+            1 for kind, _ in messages if kind is not None and kind in _BOUNDARIES
+        )
         if fault is None or not fault.applies_to(link) or fault.fired.is_set():
             return data
         out = bytearray()

@@ -21,7 +21,7 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
         ("encode_rows", "kaireon_client/jcs.py", "provenance/cache.py"),
     ),
     ("read: statement rows -> objects", ("read_bundle",)),
-    ("read: transaction + round trips (asyncpg)", ("read_rows",)),
+    ("read: one round trip (asyncpg; a transaction on a cold model state)", ("read_rows",)),
     ("gRPC servicer glue (metadata, response message)", ("GetDecisionProvenance",)),
     ("Kaireon interceptor (identity, roles)", ("platform/auth/",)),
 ]

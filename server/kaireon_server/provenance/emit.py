@@ -15,7 +15,7 @@ from kaireon_server.platform.observability import metrics
 from kaireon_server.platform.signing import UNSIGNED, Signer
 from kaireon_server.provenance import repository
 from kaireon_server.provenance.bundle import Bundle, audit_changes, encode_rows, sources_of
-from kaireon_server.provenance.cache import BundleCache
+from kaireon_server.provenance.cache import BundleCache, ModelKey
 from kaireon_server.provenance.model import ModelVersion, Sources
 from kaireon_server.provenance.repository import BundleRows
 
@@ -46,24 +46,36 @@ def validate_decision_id(decision_id: str) -> str:
     return decision_id
 
 
+def _model_keys(tenant_id: str, rows: BundleRows) -> list[ModelKey]:
+    return [(tenant_id, m[0], m[1], bytes(m[3])) for m in rows.models]
+
+
+def _not_found() -> NotFound:
+    # Another tenant's decision is indistinguishable from a missing one.
+    return NotFound("no decision with this id", reason="DECISION_NOT_FOUND")
+
+
 async def read_rows(
     db: Database, tenant_id: str, decision_id: str, cache: BundleCache
 ) -> tuple[BundleRows, list[ModelVersion]]:
-    """Everything a bundle cites, in one repeatable-read snapshot (a bundle never
-    mixes rows from before and after a concurrent change): one statement, plus one
-    for model states the cache has not hashed yet."""
-    async with db.transaction(tenant_id, readonly=True, isolation="repeatable_read") as con:
+    """Everything a bundle cites, in one snapshot (a bundle never mixes rows from
+    before and after a concurrent change).
+
+    The hot path is one round trip: one statement (kaireon_provenance_bundle sets
+    the tenant for row-level security itself) on a connection that needs no
+    transaction and no reset. Model states the cache has not hashed yet need a
+    second read in the same snapshot: then the whole read is repeated in a
+    repeatable-read transaction (once per model state and process)."""
+    async with db.single_statements() as con:
         rows = await repository.read_bundle(con, tenant_id, decision_id)
-        if rows is None:
-            # Another tenant's decision is indistinguishable from a missing one.
-            raise NotFound("no decision with this id", reason="DECISION_NOT_FOUND")
-        keys = [(tenant_id, m[0], m[1], bytes(m[3])) for m in rows.models]
-        hashes = {key: cache.model_hash(key) for key in keys}
-        missing = [key for key, digest in hashes.items() if digest is None]
-        if missing:
-            states = await repository.model_states(con, tenant_id, [k[1:3] for k in missing])
-            for key in missing:
-                hashes[key] = cache.put_model_state(key, states[key[3]])
+    if rows is None:
+        raise _not_found()
+    keys = _model_keys(tenant_id, rows)
+    hashes = {key: cache.model_hash(key) for key in keys}
+    if any(digest is None for digest in hashes.values()):
+        rows, keys, hashes = await _read_with_model_states(
+            db, tenant_id, decision_id, cache, hashes
+        )
     models = [
         # The bundle carries the hash of the state, not the state (it may be large).
         ModelVersion(model_id, version, model_type, str(hashes[key]), valid_from)
@@ -72,6 +84,32 @@ async def read_rows(
         )
     ]
     return rows, models
+
+
+async def _read_with_model_states(
+    db: Database,
+    tenant_id: str,
+    decision_id: str,
+    cache: BundleCache,
+    looked_up: dict[ModelKey, str | None],
+) -> tuple[BundleRows, list[ModelKey], dict[ModelKey, str | None]]:
+    """The cold path: the statement and the missing model states in one snapshot.
+    (Keys the hot path looked up already are not looked up again: the cache's
+    hit/miss counts stay one per model and bundle.)"""
+    async with db.transaction(tenant_id, readonly=True, isolation="repeatable_read") as con:
+        rows = await repository.read_bundle(con, tenant_id, decision_id)
+        if rows is None:
+            raise _not_found()
+        keys = _model_keys(tenant_id, rows)
+        hashes = {
+            key: looked_up[key] if key in looked_up else cache.model_hash(key) for key in keys
+        }
+        missing = [key for key, digest in hashes.items() if digest is None]
+        if missing:
+            states = await repository.model_states(con, tenant_id, [k[1:3] for k in missing])
+            for key in missing:
+                hashes[key] = cache.put_model_state(key, states[key[3]])
+    return rows, keys, hashes
 
 
 async def read_sources(

@@ -86,6 +86,23 @@ async def _init_connection(con: asyncpg.Connection) -> None:
     )
 
 
+# True while releasing a connection that ran only single statements leaving no
+# session state behind (Database.single_statements): the pool then skips its
+# reset query, a round trip. Set only around the release itself, so no other
+# connection of the task is released without its reset.
+_SESSION_CLEAN: ContextVar[bool] = ContextVar("kaireon_session_clean", default=False)
+
+
+async def _reset_session(con: asyncpg.Connection) -> None:
+    """The pool's reset (after asyncpg rolled back any open transaction): the
+    default reset query unless the session is known to be clean."""
+    if _SESSION_CLEAN.get():
+        return
+    query = con.get_reset_query()
+    if query:
+        await con.execute(query)
+
+
 def app_role_dsn(owner_dsn: str, password: str | None = None) -> str:
     """The owner's DSN with the application role as user (and its password, if any)."""
     parts = urlparse(owner_dsn)
@@ -153,7 +170,7 @@ class Database:
             )
 
     @asynccontextmanager
-    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _acquire(self, *, clean: bool = False) -> AsyncIterator[asyncpg.Connection]:
         self._refuse_if_queueing()
         self._acquiring += 1
         self._pool_gauges()
@@ -189,9 +206,10 @@ class Database:
             con.terminate()
             raise
         finally:
-            await self._release(con)
+            await self._release(con, clean=clean)
 
-    async def _release(self, con: asyncpg.Connection) -> None:
+    async def _release(self, con: asyncpg.Connection, *, clean: bool = False) -> None:
+        token = _SESSION_CLEAN.set(clean)
         try:
             await self.pool.release(con)
             self._pool_gauges()
@@ -201,6 +219,19 @@ class Database:
             # done on it is committed or rolled back already, so the call
             # keeps its own outcome.
             log.warning("database connection discarded", extra={"error_type": type(exc).__name__})
+        finally:
+            _SESSION_CLEAN.reset(token)
+
+    @asynccontextmanager
+    async def single_statements(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for statements that are each their own transaction
+        and leave no session state behind (no SET, LISTEN, cursor or advisory lock):
+        one that binds the tenant sets it itself, locally (kaireon_provenance_bundle).
+        It goes back to the pool without the reset query, so a one-statement read
+        costs one round trip. No tenant is set: row-level security shows nothing
+        to a statement that does not set one."""
+        async with self._acquire(clean=True) as con:
+            yield con
 
     @asynccontextmanager
     async def transaction(
@@ -349,6 +380,7 @@ async def connect_database(settings: Settings, *, migrate: bool = True) -> Datab
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
             init=_init_connection,
+            reset=_reset_session,
             server_settings=server_settings,
             # Statement time by repository function (platform/observability/sql.py).
             connection_class=InstrumentedConnection
