@@ -9,8 +9,9 @@ machine resource exclusively or that would starve each other. Whole folders are
 grouped below (GROUPED_FOLDERS), so a new file there joins its group by itself.
 
 Units are dealt out longest first, estimated from the markers (a `slow` test starts
-processes or its own PostgreSQL), so the run does not end waiting on one long file
-that happened to start last. Without xdist the order is left alone.
+processes or its own PostgreSQL; a test with its own `timeout` mark said how long
+it may take), so the run does not end waiting on one long file that happened to
+start last. Without xdist the order is left alone.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ def unit_of(item: pytest.Item) -> str:
     return path
 
 
+def estimate(item: pytest.Item) -> int:
+    """A rough cost: an explicit timeout (seconds) when the test set one, else by tier."""
+    timeout = item.get_closest_marker("timeout")
+    if timeout is not None and timeout.args:
+        return int(timeout.args[0])
+    return SLOW_TEST_WEIGHT if item.get_closest_marker("slow") is not None else 1
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # xdist would otherwise reorder units by their number of tests.
     if getattr(config.option, "dist", "no") == "loadgroup":
@@ -54,8 +63,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         unit = unit_of(item)
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(unit))
-        slow = item.get_closest_marker("slow") is not None
-        weight[unit] = weight.get(unit, 0) + (SLOW_TEST_WEIGHT if slow else 1)
+        weight[unit] = weight.get(unit, 0) + estimate(item)
     # Stable: the tests of a unit keep their file order. Every worker sorts the
     # same collection the same way, as xdist requires.
     items.sort(key=lambda item: -weight[unit_of(item)])
