@@ -7,7 +7,8 @@
 # The passes run at the same time, each in worker processes (pytest-xdist):
 # the tests mostly wait on servers, sockets and subprocesses, so even 2 cores
 # keep several workers busy. KAIREON_TEST_WORKERS sets the embedded pass's
-# workers (default 4; 0 = no xdist, one process). Work units and their order:
+# workers (default 4; 0 = no xdist, one process; the PostgreSQL 15 pass takes
+# at most 2). Work units and their order:
 # tests/support/work_units.py. The second-server pass and the TypeScript client
 # write to logs that are printed, whole, when they finish.
 set -euo pipefail
@@ -49,7 +50,7 @@ then
   (
     rc=0
     KAIREON_TEST_DATABASE_URL="$EXTERNAL" "$BIN/python" -m pytest -q -p no:cacheprovider \
-      $(xdist 2) -m "db and not slow" "$@" >"$logs/second.log" 2>&1 || rc=$?
+      $(xdist $((WORKERS < 2 ? WORKERS : 2))) -m "db and not slow" "$@" >"$logs/second.log" 2>&1 || rc=$?
     if [ "$rc" -eq 5 ]; then rc=0; fi
     echo "$rc" >"$logs/second.rc"
     elapsed >"$logs/second.time"
@@ -70,7 +71,7 @@ if [ "${KAIREON_SKIP_NODE:-0}" != "1" ]; then
   ) &
 fi
 
-echo "== tests on the embedded PostgreSQL ($WORKERS workers)"
+echo "== tests on the embedded PostgreSQL (KAIREON_TEST_WORKERS=$WORKERS)"
 embedded=0
 # shellcheck disable=SC2046
 "$BIN/python" -m pytest -q -p no:cacheprovider $(xdist "$WORKERS") "$@" || embedded=$?
