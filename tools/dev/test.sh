@@ -73,8 +73,9 @@ fi
 
 echo "== tests on the embedded PostgreSQL (KAIREON_TEST_WORKERS=$WORKERS)"
 embedded=0
+# The 15 slowest tests are listed: where the time goes, for the next one tuning the order.
 # shellcheck disable=SC2046
-"$BIN/python" -m pytest -q -p no:cacheprovider $(xdist "$WORKERS") "$@" || embedded=$?
+"$BIN/python" -m pytest -q -p no:cacheprovider --durations=15 $(xdist "$WORKERS") "$@" || embedded=$?
 echo "== embedded PostgreSQL pass: exit $embedded after $(elapsed)"
 wait
 
