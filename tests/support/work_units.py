@@ -16,6 +16,8 @@ start last. Without xdist the order is left alone.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 # Weight of a test in the longest-first estimate: a process-level (slow) test
@@ -54,8 +56,28 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.loadscopereorder = False
 
 
+def in_grouped_folder(item: pytest.Item) -> bool:
+    path = item.nodeid.split("::", 1)[0]
+    return any(path.startswith(folder) for folder in GROUPED_FOLDERS)
+
+
+def select_exclusive(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """KAIREON_TEST_EXCLUSIVE=skip leaves the grouped folders out, =only keeps just
+    them: tools/dev/test.sh runs them apart, after the other passes, with nothing
+    else on the machine (their timings starved beside 3 busy workers)."""
+    mode = os.environ.get("KAIREON_TEST_EXCLUSIVE", "")
+    if mode not in ("skip", "only"):
+        return
+    keep = [item for item in items if in_grouped_folder(item) == (mode == "only")]
+    dropped = [item for item in items if in_grouped_folder(item) != (mode == "only")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    select_exclusive(config, items)
     if not getattr(config.option, "loadgroup", False):
         return
     weight: dict[str, int] = {}
