@@ -14,6 +14,12 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+# Before grpc is imported: gRPC's fork handlers can crash a child forked by
+# subprocess (pg_ctl, the CLI) while another thread is in a call — the server
+# turns them off the same way (platform/env.py).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization

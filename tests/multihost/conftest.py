@@ -34,3 +34,13 @@ async def lab_pg(lab: Lab) -> AsyncIterator[LabPostgres]:
 @pytest.fixture
 def lab_env(signing_key_path: Path) -> dict[str, str]:
     return {"COSIGN_KEY": str(signing_key_path), "KAIREON_HEALTH_INTERVAL": "0.5"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A lab (namespaces, nginx, PostgreSQL, three replicas) takes a minute to
+    build and tear down on a quiet 2-core machine and twice that under load;
+    the suite's 120 s per test (pyproject) would fail it for being slow, not hung."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.timeout(300))

@@ -21,7 +21,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from kaireon_server.app import App
 from kaireon_server.audit.repository import list_events_query
 from kaireon_server.dsar import repository as dsar_repository
 from kaireon_server.dsar.repository import list_requests_query
@@ -32,8 +31,10 @@ from kaireon_server.flow.hooks import RunState
 from kaireon_server.flow.repository import list_runs_query
 from kaireon_server.platform import data_map
 from kaireon_server.platform.db.database import app_role_dsn
+from kaireon_server.platform.db.migrate import apply_migrations
 from kaireon_server.requests import repository as requests_repository
 from kaireon_server.requests.model import State
+from tests.support.pg import create_database, drop_database
 
 ROWS = 100_000
 PAGE = 50
@@ -53,10 +54,25 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-async def big_tenant(database_url: str, app: App) -> AsyncIterator[str]:
+async def plans_database(pg_admin_dsn: str) -> AsyncIterator[str]:
+    """A database of this module's own: the plans follow the table statistics, which
+    the rows other tests leave in the session database would change (and with
+    them which tests ran before on the same xdist worker)."""
+    dsn = await create_database(pg_admin_dsn, prefix="kaireon_plans")
+    con = await asyncpg.connect(dsn)
+    try:
+        await apply_migrations(con)
+    finally:
+        await con.close()
+    yield dsn
+    await drop_database(pg_admin_dsn, dsn)
+
+
+@pytest.fixture(scope="module")
+async def big_tenant(plans_database: str) -> AsyncIterator[str]:
     """One tenant with ROWS DSAR requests, flow runs and audit rows (generate_series)."""
     tenant = f"big{uuid.uuid4().hex[:8]}"
-    owner = await asyncpg.connect(database_url)
+    owner = await asyncpg.connect(plans_database)
     try:
         async with owner.transaction():
             # No triggers (DSAR events and notifications, which would wake the
@@ -194,9 +210,9 @@ async def big_tenant(database_url: str, app: App) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="module")
-async def positions(database_url: str, big_tenant: str) -> dict[str, Any]:
+async def positions(plans_database: str, big_tenant: str) -> dict[str, Any]:
     """Keyset positions 90% deep into each list (what a deep page token holds)."""
-    owner = await asyncpg.connect(database_url)
+    owner = await asyncpg.connect(plans_database)
     try:
         deep = ROWS * 9 // 10
         dsar = await owner.fetchrow(
@@ -282,9 +298,9 @@ def _statements(tenant: str, at: dict[str, Any]) -> dict[str, tuple[str, list[An
 
 @pytest.mark.timeout(300)
 async def test_every_list_query_uses_an_index_in_its_generic_plan(
-    database_url: str, big_tenant: str, positions: dict[str, Any]
+    plans_database: str, big_tenant: str, positions: dict[str, Any]
 ) -> None:
-    con = await asyncpg.connect(app_role_dsn(database_url))
+    con = await asyncpg.connect(app_role_dsn(plans_database))
     problems: list[str] = []
     try:
         await con.execute("SET plan_cache_mode = force_generic_plan")
@@ -321,9 +337,11 @@ async def test_every_list_query_uses_an_index_in_its_generic_plan(
     assert not problems, "\n".join(problems)
 
 
-async def test_the_check_catches_a_catch_all_predicate(database_url: str, big_tenant: str) -> None:
+async def test_the_check_catches_a_catch_all_predicate(
+    plans_database: str, big_tenant: str
+) -> None:
     """The old `$n IS NULL OR ...` shape fails the same check: the test can fail."""
-    con = await asyncpg.connect(app_role_dsn(database_url))
+    con = await asyncpg.connect(app_role_dsn(plans_database))
     try:
         await con.execute("SET plan_cache_mode = force_generic_plan")
         async with con.transaction():

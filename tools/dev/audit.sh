@@ -11,10 +11,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 .tools/bootstrap/bin/uv export --frozen --no-dev --no-emit-workspace --no-header \
   --format requirements-txt >"$work/requirements.txt"
-python3 -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install -qq "pip-audit==$PIP_AUDIT_VERSION"
-# The service is probed first so "unreachable" is not mistaken for "vulnerable".
-if ! "$work/venv/bin/python" - <<'PY'
+# The service is probed first so "unreachable" is not mistaken for "vulnerable"
+# (and, there, without first spending half a minute installing pip-audit).
+if ! python3 - <<'PY'
 import sys, urllib.request
 try:
     urllib.request.urlopen("https://pypi.org/pypi/grpcio/1.76.0/json", timeout=10).read(1)
@@ -26,6 +25,8 @@ then
   echo "audit: NOT RUN: no vulnerability service reachable from this machine" >&2
   exit 3
 fi
+python3 -m venv "$work/venv"
+"$work/venv/bin/python" -m pip install -qq "pip-audit==$PIP_AUDIT_VERSION"
 echo "audit: $(grep -c '==' "$work/requirements.txt") pinned runtime packages"
 "$work/venv/bin/pip-audit" --strict --require-hashes --disable-pip --progress-spinner off \
   -r "$work/requirements.txt" "$@"
