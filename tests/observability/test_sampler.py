@@ -27,6 +27,12 @@ async def test_checkpoint_lag_is_the_age_of_the_oldest_row_no_checkpoint_covers(
     db: Database, tenant: str
 ):
     settings = MetricsSettings({})
+    # On a shared database other tenants may hold rows no checkpoint will ever
+    # cover (the tamper tests' rewritten logs: the integrator refuses to sign
+    # them), and the gauge is their age then: this tenant's row cannot move it.
+    await sample_once(db, settings)
+    others = _lag()
+    polluted = others >= 3600
     two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
     # Hold the integrators off this tenant (the lock each takes per tenant).
     async with db.connection() as holder:
@@ -48,10 +54,18 @@ async def test_checkpoint_lag_is_the_age_of_the_oldest_row_no_checkpoint_covers(
             await holder.execute(_TLOG_UNLOCK, tenant)
     assert stalled >= 7000, stalled  # the alert's threshold is an hour
 
+    async def covered() -> bool:
+        async with db.transaction(tenant) as con:
+            size = await con.fetchval(
+                "SELECT size FROM audit_tlog_state WHERE tenant_id = $1", tenant
+            )
+            rows = await con.fetchval("SELECT count(*) FROM audit_log WHERE tenant_id = $1", tenant)
+        return size is not None and size >= rows
+
     # Released: the server's integrator checkpoints the row and the lag falls.
     for _ in range(120):
         await sample_once(db, settings)
-        if _lag() < 3600:
+        if await covered() and (_lag() < 3600 or polluted):
             break
         await asyncio.sleep(0.5)
     else:
