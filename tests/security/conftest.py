@@ -55,6 +55,7 @@ class World:
     audit_page_token: str = ""
     subject_request_id: str = ""
     processor_name: str = ""
+    processor_id: str = ""
     secrets: set[str] = field(default_factory=set)
 
 
@@ -188,12 +189,13 @@ async def populate(channel: grpc.aio.Channel, db: Database, dsn: str, tenant: st
     )
 
     world.processor_name = f"processor-{world.marker}"
-    await lifecycle.RegisterProcessor(
+    registered = await lifecycle.RegisterProcessor(
         requests_pb2.RegisterProcessorRequest(
             name=world.processor_name, url=f"http://127.0.0.1:9/{world.marker}"
         ),
         metadata=md,
     )
+    world.processor_id = registered.processor.id
 
     flow = flow_pb2_grpc.FlowRunnerServiceStub(channel)
     world.run_id = f"run-{world.marker}"

@@ -130,4 +130,7 @@ REQUESTS: dict[str, Callable[[World], Message]] = {
         name=w.processor_name, url="https://processor.example/hooks"
     ),
     "RequestService.ListProcessors": lambda w: requests_pb2.ListProcessorsRequest(),
+    "RequestService.WaiveDelivery": lambda w: requests_pb2.WaiveDeliveryRequest(
+        request_id=w.subject_request_id, processor_id=w.processor_id, reason="erased by hand"
+    ),
 }

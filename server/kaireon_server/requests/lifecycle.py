@@ -464,13 +464,15 @@ class RequestLifecycle:
                 personal={"reason": reason},
                 about_subject=False,
             )
-            await processors.erasure_completed_in(
+            queued = await processors.erasure_completed_in(
                 con,
                 tenant_id=tenant_id,
                 subject_id=request.subject_id,
                 request_id=str(request.id),
                 audit_id=outcome.audit_event_id,
             )
+            if queued:  # propagating: completed when every processor has settled
+                updated = await repository.get(con, tenant_id, request.id) or updated
             done.append(updated)
 
         command = EraseCommand(

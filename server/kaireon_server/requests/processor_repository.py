@@ -21,6 +21,18 @@ class Processor:
 
 
 @dataclass(frozen=True)
+class DeliveryState:
+    """Where one processor's event of an erasure request stands."""
+
+    processor_id: uuid.UUID
+    processor_name: str
+    state: str  # pending | delivered | dead | waived
+    attempts: int
+    acknowledged_at: datetime | None
+    waive_reason: str
+
+
+@dataclass(frozen=True)
 class Delivery:
     """One claimed outbox row with where and how to send it."""
 
@@ -71,16 +83,24 @@ async def list_processors(con: asyncpg.Connection, tenant_id: str) -> list[Proce
 
 
 async def enqueue_for_all(
-    con: asyncpg.Connection, tenant_id: str, event_type: str, subject_id: str, payload: str
+    con: asyncpg.Connection,
+    tenant_id: str,
+    event_type: str,
+    subject_id: str,
+    payload: str,
+    *,
+    request_id: uuid.UUID | None = None,
 ) -> int:
     """One outbox row per processor of the tenant; how many."""
     status = await con.execute(
-        "INSERT INTO processor_outbox (tenant_id, recipient_id, event_type, subject_id, payload) "
-        "SELECT tenant_id, id, $2, $3, $4 FROM processor_recipient WHERE tenant_id = $1",
+        "INSERT INTO processor_outbox "
+        "(tenant_id, recipient_id, event_type, subject_id, payload, request_id) "
+        "SELECT tenant_id, id, $2, $3, $4, $5 FROM processor_recipient WHERE tenant_id = $1",
         tenant_id,
         event_type,
         subject_id,
         payload,
+        request_id,
     )
     return int(status.rsplit(" ", 1)[-1])
 
@@ -118,7 +138,9 @@ async def mark_delivered(
 ) -> None:
     await con.execute(
         "UPDATE processor_outbox SET status = 'delivered', delivered_at = now(), "
-        "last_status = $3, last_error = NULL WHERE tenant_id = $1 AND id = $2",
+        "last_status = $3, last_error = NULL "
+        # A waiver while the POST was in flight stands.
+        "WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
         tenant_id,
         delivery_id,
         http_status,
@@ -141,10 +163,59 @@ async def mark_failed(
                   next_attempt_at = clock_timestamp()
                       + make_interval(secs => coalesce($5::double precision, 0)),
                   last_status = $3, last_error = $4
-            WHERE tenant_id = $1 AND id = $2""",
+            WHERE tenant_id = $1 AND id = $2 AND status = 'pending'""",
         tenant_id,
         delivery_id,
         http_status,
         error,
         retry_in,
     )
+
+
+async def deliveries_of(
+    con: asyncpg.Connection, tenant_id: str, request_id: uuid.UUID
+) -> list[DeliveryState]:
+    rows = await con.fetch(
+        """SELECT p.id, p.name, o.status, o.attempts, o.delivered_at, o.waived_reason
+             FROM processor_outbox o
+             JOIN processor_recipient p ON p.tenant_id = o.tenant_id AND p.id = o.recipient_id
+            WHERE o.tenant_id = $1 AND o.request_id = $2
+            ORDER BY p.name, o.seq""",
+        tenant_id,
+        request_id,
+    )
+    return [
+        DeliveryState(
+            r["id"],
+            r["name"],
+            r["status"],
+            r["attempts"],
+            r["delivered_at"],
+            r["waived_reason"] or "",
+        )
+        for r in rows
+    ]
+
+
+async def waive(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    request_id: uuid.UUID,
+    processor_id: uuid.UUID,
+    *,
+    actor: str,
+    reason: str,
+) -> int:
+    """Waive the request's unsettled events to one processor; how many."""
+    status = await con.execute(
+        """UPDATE processor_outbox
+              SET status = 'waived', waived_by = $4, waived_reason = $5, waived_at = now()
+            WHERE tenant_id = $1 AND request_id = $2 AND recipient_id = $3
+              AND status IN ('pending', 'dead')""",
+        tenant_id,
+        request_id,
+        processor_id,
+        actor,
+        reason,
+    )
+    return int(status.rsplit(" ", 1)[-1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -15,8 +16,9 @@ from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import AlreadyExists, InvalidArgument
 from kaireon_server.requests import processor_repository as repository
+from kaireon_server.requests import repository as requests_repository
 from kaireon_server.requests import webhooks
-from kaireon_server.requests.model import validate_text
+from kaireon_server.requests.model import State, validate_text
 from kaireon_server.requests.processor_repository import Processor
 
 EVENT_ERASED = "subject.erased"
@@ -83,7 +85,10 @@ async def list_all(db: Database, *, tenant_id: str) -> Sequence[Processor]:
 async def erasure_completed_in(
     con: asyncpg.Connection, *, tenant_id: str, subject_id: str, request_id: str, audit_id: str
 ) -> int:
-    """The `subject.erased` event for every processor, in the erasure's transaction."""
+    """The `subject.erased` event for every processor, in the erasure's
+    transaction; how many were queued. The request is then propagating: it
+    stays `in_progress` until every event is settled (acknowledged or waived),
+    when a trigger completes it (migration 0153)."""
     payload = json.dumps(
         {
             "type": EVENT_ERASED,
@@ -92,4 +97,10 @@ async def erasure_completed_in(
         },
         separators=(",", ":"),
     )
-    return await repository.enqueue_for_all(con, tenant_id, EVENT_ERASED, subject_id, payload)
+    rid = uuid.UUID(request_id)
+    queued = await repository.enqueue_for_all(
+        con, tenant_id, EVENT_ERASED, subject_id, payload, request_id=rid
+    )
+    if queued:
+        await requests_repository.update(con, tenant_id, rid, state=State.IN_PROGRESS.value)
+    return queued

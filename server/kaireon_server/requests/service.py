@@ -15,12 +15,12 @@ from kaireon_server.platform.auth import current_identity
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument
 from kaireon_server.platform.paging import clamp_page_size
-from kaireon_server.requests import processors
+from kaireon_server.requests import processors, settlement
 from kaireon_server.requests.deadlines import Policy
 from kaireon_server.requests.delivery import DeliverySettings, DeliveryWorker
 from kaireon_server.requests.lifecycle import RequestLifecycle, today
 from kaireon_server.requests.model import SubjectRequest
-from kaireon_server.requests.processor_repository import Processor
+from kaireon_server.requests.processor_repository import DeliveryState, Processor
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -108,7 +108,12 @@ class RequestServicer(requests_pb2_grpc.RequestServiceServicer):
     ) -> requests_pb2.GetRequestResponse:
         identity = current_identity()
         found = await self._requests.get(tenant_id=identity.tenant_id, request_id=request.id)
-        return requests_pb2.GetRequestResponse(request=request_message(found))
+        deliveries = await settlement.deliveries_of(
+            self._db, tenant_id=identity.tenant_id, request_id=request.id
+        )
+        return requests_pb2.GetRequestResponse(
+            request=request_message(found), deliveries=[delivery_message(d) for d in deliveries]
+        )
 
     async def ListRequests(
         self, request: requests_pb2.ListRequestsRequest, context: Context
@@ -266,6 +271,35 @@ class RequestServicer(requests_pb2_grpc.RequestServiceServicer):
         identity = current_identity()
         found = await processors.list_all(self._db, tenant_id=identity.tenant_id)
         return requests_pb2.ListProcessorsResponse(processors=[processor_message(p) for p in found])
+
+    async def WaiveDelivery(
+        self, request: requests_pb2.WaiveDeliveryRequest, context: Context
+    ) -> requests_pb2.WaiveDeliveryResponse:
+        identity = current_identity()
+        updated, deliveries = await settlement.waive(
+            self._db,
+            tenant_id=identity.tenant_id,
+            actor=identity.actor,
+            request_id=request.request_id,
+            processor_id=request.processor_id,
+            reason=request.reason,
+        )
+        return requests_pb2.WaiveDeliveryResponse(
+            request=request_message(updated), deliveries=[delivery_message(d) for d in deliveries]
+        )
+
+
+def delivery_message(d: DeliveryState) -> requests_pb2.Delivery:
+    message = requests_pb2.Delivery(
+        processor_id=str(d.processor_id),
+        processor_name=d.processor_name,
+        state=d.state,
+        attempts=d.attempts,
+        waive_reason=d.waive_reason,
+    )
+    if d.acknowledged_at is not None:
+        message.acknowledge_time.FromDatetime(d.acknowledged_at.astimezone(UTC))
+    return message
 
 
 def processor_message(p: Processor) -> requests_pb2.Processor:

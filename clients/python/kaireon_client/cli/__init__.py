@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES: Sequence[str] = (
     "erase",
     "holds",
     "flow",
+    "processors",
     "provenance",
     "keys",
     "requests",

@@ -768,6 +768,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/requests/{request_id}/deliveries/{processor_id}:waive": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * kaireon.requests.v1.RequestService.WaiveDelivery
+         * @description HTTP rule: POST /api/v1/requests/{request_id}/deliveries/{processor_id}:waive
+         */
+        post: operations["RequestService_WaiveDelivery"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -1191,6 +1211,15 @@ export interface components {
         "kaireon.requests.v1.CreateRequestResponse": {
             request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
         };
+        "kaireon.requests.v1.Delivery": {
+            processorId?: string;
+            processorName?: string;
+            state?: string;
+            /** Format: int32 */
+            attempts?: number;
+            acknowledgeTime?: components["schemas"]["google.protobuf.Timestamp"];
+            waiveReason?: string;
+        };
         "kaireon.requests.v1.DenyRequestResponse": {
             request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
         };
@@ -1199,6 +1228,7 @@ export interface components {
         };
         "kaireon.requests.v1.GetRequestResponse": {
             request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
+            deliveries?: components["schemas"]["kaireon.requests.v1.Delivery"][];
         };
         "kaireon.requests.v1.ListProcessorsResponse": {
             processors?: components["schemas"]["kaireon.requests.v1.Processor"][];
@@ -1282,6 +1312,10 @@ export interface components {
         "kaireon.requests.v1.VerificationResult": "VERIFICATION_RESULT_UNSPECIFIED" | "VERIFICATION_RESULT_PENDING" | "VERIFICATION_RESULT_VERIFIED" | "VERIFICATION_RESULT_FAILED";
         "kaireon.requests.v1.VerifyIdentityResponse": {
             request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
+        };
+        "kaireon.requests.v1.WaiveDeliveryResponse": {
+            request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
+            deliveries?: components["schemas"]["kaireon.requests.v1.Delivery"][];
         };
     };
     responses: never;
@@ -2731,6 +2765,44 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["kaireon.requests.v1.VerifyIdentityResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_WaiveDelivery: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                request_id: string;
+                processor_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    reason?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.WaiveDeliveryResponse"];
                 };
             };
             /** @description An error: a google.rpc.Status. */

@@ -285,22 +285,132 @@ class GetRequestResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_FIELD_NUMBER: _builtins.int
+    DELIVERIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def request(self) -> Global___SubjectRequest:
         """The request."""
+
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Delivery]:
+        """An erasure's event to every processor and its delivery state."""
 
     def __init__(
         self,
         *,
         request: Global___SubjectRequest | None = ...,
+        deliveries: _abc.Iterable[Global___Delivery] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "request", b"request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetRequestResponse: _TypeAlias = GetRequestResponse  # noqa: Y015
+
+@_typing.final
+class Delivery(_message.Message):
+    """One processor's event of an erasure request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESSOR_ID_FIELD_NUMBER: _builtins.int
+    PROCESSOR_NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_TIME_FIELD_NUMBER: _builtins.int
+    WAIVE_REASON_FIELD_NUMBER: _builtins.int
+    processor_id: _builtins.str
+    """Output only. Processor id."""
+    processor_name: _builtins.str
+    """Output only. Processor name."""
+    state: _builtins.str
+    """Output only. "pending", "delivered" (acknowledged), "dead" or "waived"."""
+    attempts: _builtins.int
+    """Output only. Attempts so far."""
+    waive_reason: _builtins.str
+    """Output only. The waiver's reason, when waived."""
+    @_builtins.property
+    def acknowledge_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the processor acknowledged it (a 2xx answer)."""
+
+    def __init__(
+        self,
+        *,
+        processor_id: _builtins.str = ...,
+        processor_name: _builtins.str = ...,
+        state: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        acknowledge_time: _timestamp_pb2.Timestamp | None = ...,
+        waive_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "attempts", b"attempts", "processor_id", b"processor_id", "processor_name", b"processor_name", "state", b"state", "waive_reason", b"waive_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Delivery: _TypeAlias = Delivery  # noqa: Y015
+
+@_typing.final
+class WaiveDeliveryRequest(_message.Message):
+    """Request of WaiveDelivery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PROCESSOR_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Required. The erasure request's id."""
+    processor_id: _builtins.str
+    """Required. The processor's id."""
+    reason: _builtins.str
+    """Required. Why the event need not be acknowledged (1 to 1000 characters)."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        processor_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["processor_id", b"processor_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaiveDeliveryRequest: _TypeAlias = WaiveDeliveryRequest  # noqa: Y015
+
+@_typing.final
+class WaiveDeliveryResponse(_message.Message):
+    """Response of WaiveDelivery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> Global___SubjectRequest:
+        """The request, completed when this was its last unsettled event."""
+
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Delivery]:
+        """Its events after the waiver."""
+
+    def __init__(
+        self,
+        *,
+        request: Global___SubjectRequest | None = ...,
+        deliveries: _abc.Iterable[Global___Delivery] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaiveDeliveryResponse: _TypeAlias = WaiveDeliveryResponse  # noqa: Y015
 
 @_typing.final
 class ListRequestsRequest(_message.Message):

@@ -109,6 +109,11 @@ class RequestServiceStub:
                 request_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsRequest.SerializeToString,
                 response_deserializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsResponse.FromString,
                 _registered_method=True)
+        self.WaiveDelivery = channel.unary_unary(
+                '/kaireon.requests.v1.RequestService/WaiveDelivery',
+                request_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.WaiveDeliveryRequest.SerializeToString,
+                response_deserializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.WaiveDeliveryResponse.FromString,
+                _registered_method=True)
 
 
 class RequestServiceServicer:
@@ -225,6 +230,16 @@ class RequestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WaiveDelivery(self, request, context):
+        """Waives an erasure request's unacknowledged event to one processor (for
+        instance dead-lettered, the processor erased by other means). Audited;
+        the reason is required. The request completes once every event is
+        acknowledged or waived.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RequestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -297,6 +312,11 @@ def add_RequestServiceServicer_to_server(servicer, server):
                     servicer.ListProcessors,
                     request_deserializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsRequest.FromString,
                     response_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsResponse.SerializeToString,
+            ),
+            'WaiveDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaiveDelivery,
+                    request_deserializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.WaiveDeliveryRequest.FromString,
+                    response_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.WaiveDeliveryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -682,6 +702,33 @@ class RequestService:
             '/kaireon.requests.v1.RequestService/ListProcessors',
             kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsRequest.SerializeToString,
             kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaiveDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kaireon.requests.v1.RequestService/WaiveDelivery',
+            kaireon_dot_requests_dot_v1_dot_requests__pb2.WaiveDeliveryRequest.SerializeToString,
+            kaireon_dot_requests_dot_v1_dot_requests__pb2.WaiveDeliveryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -81,6 +81,12 @@ class RequestServiceStub:
     """
     ListProcessors: _grpc.UnaryUnaryMultiCallable[_requests_pb2.ListProcessorsRequest, _requests_pb2.ListProcessorsResponse]
     """Lists the tenant's processors with their delivery counts."""
+    WaiveDelivery: _grpc.UnaryUnaryMultiCallable[_requests_pb2.WaiveDeliveryRequest, _requests_pb2.WaiveDeliveryResponse]
+    """Waives an erasure request's unacknowledged event to one processor (for
+    instance dead-lettered, the processor erased by other means). Audited;
+    the reason is required. The request completes once every event is
+    acknowledged or waived.
+    """
 
 @_typing.type_check_only
 class RequestServiceAsyncStub(RequestServiceStub):
@@ -133,6 +139,12 @@ class RequestServiceAsyncStub(RequestServiceStub):
     """
     ListProcessors: _aio.UnaryUnaryMultiCallable[_requests_pb2.ListProcessorsRequest, _requests_pb2.ListProcessorsResponse]  # type: ignore[assignment]
     """Lists the tenant's processors with their delivery counts."""
+    WaiveDelivery: _aio.UnaryUnaryMultiCallable[_requests_pb2.WaiveDeliveryRequest, _requests_pb2.WaiveDeliveryResponse]  # type: ignore[assignment]
+    """Waives an erasure request's unacknowledged event to one processor (for
+    instance dead-lettered, the processor erased by other means). Audited;
+    the reason is required. The request completes once every event is
+    acknowledged or waived.
+    """
 
 class RequestServiceServicer(metaclass=_abc_1.ABCMeta):
     """RequestService keeps one record per data-subject request with its state,
@@ -266,5 +278,17 @@ class RequestServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_requests_pb2.ListProcessorsResponse, _abc.Awaitable[_requests_pb2.ListProcessorsResponse]]:
         """Lists the tenant's processors with their delivery counts."""
+
+    @_abc_1.abstractmethod
+    def WaiveDelivery(
+        self,
+        request: _requests_pb2.WaiveDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_requests_pb2.WaiveDeliveryResponse, _abc.Awaitable[_requests_pb2.WaiveDeliveryResponse]]:
+        """Waives an erasure request's unacknowledged event to one processor (for
+        instance dead-lettered, the processor erased by other means). Audited;
+        the reason is required. The request completes once every event is
+        acknowledged or waived.
+        """
 
 def add_RequestServiceServicer_to_server(servicer: RequestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kaireon/requests/v1/requests.proto.
  */
 export const file_kaireon_requests_v1_requests: GenFile = /*@__PURE__*/
-  fileDesc("CiJrYWlyZW9uL3JlcXVlc3RzL3YxL3JlcXVlc3RzLnByb3RvEhNrYWlyZW9uLnJlcXVlc3RzLnYxIqEDCg5TdWJqZWN0UmVxdWVzdBIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJEhIKCnN1YmplY3RfaWQYAyABKAkSEgoKcmVndWxhdGlvbhgEIAEoCRINCgVzdGF0ZRgFIAEoCRIOCgZvcmlnaW4YBiABKAkSMAoMcmVjZWl2ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghkdWVfZGF0ZRgIIAEoCRIRCglkYXlzX2xlZnQYCSABKAUSFgoOZXh0ZW5zaW9uX2RheXMYCiABKAUSEwoLcGF1c2VkX2RheXMYCyABKAUSGwoTdmVyaWZpY2F0aW9uX21ldGhvZBgMIAEoCRIeChZ2ZXJpZmljYXRpb25fcmVmZXJlbmNlGA0gASgJEhcKD2RzYXJfcmVxdWVzdF9pZBgOIAEoCRISCgpjcmVhdGVkX2J5GA8gASgJEi8KC3VwZGF0ZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdvdmVyZHVlGBEgASgIItQBCg1SZXF1ZXN0UG9saWN5EhIKCnJlZ3VsYXRpb24YASABKAkSFQoNcGVyaW9kX21vbnRocxgCIAEoBRITCgtwZXJpb2RfZGF5cxgDIAEoBRIcChRtYXhfZXh0ZW5zaW9uX21vbnRocxgEIAEoBRIaChJtYXhfZXh0ZW5zaW9uX2RheXMYBSABKAUSHAoUcmVxdWlyZV92ZXJpZmljYXRpb24YBiABKAgSFwoPbGVnYWxfcmVmZXJlbmNlGAcgASgJEhIKCm92ZXJyaWRkZW4YCCABKAgifgoUQ3JlYXRlUmVxdWVzdFJlcXVlc3QSDAoEa2luZBgBIAEoCRISCgpzdWJqZWN0X2lkGAIgASgJEhIKCnJlZ3VsYXRpb24YAyABKAkSMAoMcmVjZWl2ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJNChVDcmVhdGVSZXF1ZXN0UmVzcG9uc2USNAoHcmVxdWVzdBgBIAEoCzIjLmthaXJlb24ucmVxdWVzdHMudjEuU3ViamVjdFJlcXVlc3QiHwoRR2V0UmVxdWVzdFJlcXVlc3QSCgoCaWQYASABKAkiSgoSR2V0UmVxdWVzdFJlc3BvbnNlEjQKB3JlcXVlc3QYASABKAsyIy5rYWlyZW9uLnJlcXVlc3RzLnYxLlN1YmplY3RSZXF1ZXN0InAKE0xpc3RSZXF1ZXN0c1JlcXVlc3QSDQoFc3RhdGUYASABKAkSEgoKZHVlX2JlZm9yZRgCIAEoCRIPCgdvdmVyZHVlGAMgASgIEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImYKFExpc3RSZXF1ZXN0c1Jlc3BvbnNlEjUKCHJlcXVlc3RzGAEgAygLMiMua2FpcmVvbi5yZXF1ZXN0cy52MS5TdWJqZWN0UmVxdWVzdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiiAEKFVZlcmlmeUlkZW50aXR5UmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZtZXRob2QYAiABKAkSGgoSZXZpZGVuY2VfcmVmZXJlbmNlGAMgASgJEjcKBnJlc3VsdBgEIAEoDjInLmthaXJlb24ucmVxdWVzdHMudjEuVmVyaWZpY2F0aW9uUmVzdWx0Ik4KFlZlcmlmeUlkZW50aXR5UmVzcG9uc2USNAoHcmVxdWVzdBgBIAEoCzIjLmthaXJlb24ucmVxdWVzdHMudjEuU3ViamVjdFJlcXVlc3QiMwoVQXBwcm92ZVJlcXVlc3RSZXF1ZXN0EgoKAmlkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJOChZBcHByb3ZlUmVxdWVzdFJlc3BvbnNlEjQKB3JlcXVlc3QYASABKAsyIy5rYWlyZW9uLnJlcXVlc3RzLnYxLlN1YmplY3RSZXF1ZXN0IjAKEkRlbnlSZXF1ZXN0UmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiSwoTRGVueVJlcXVlc3RSZXNwb25zZRI0CgdyZXF1ZXN0GAEgASgLMiMua2FpcmVvbi5yZXF1ZXN0cy52MS5TdWJqZWN0UmVxdWVzdCJQChRFeHRlbmRSZXF1ZXN0UmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSDgoGbW9udGhzGAMgASgFEgwKBGRheXMYBCABKAUiTQoVRXh0ZW5kUmVxdWVzdFJlc3BvbnNlEjQKB3JlcXVlc3QYASABKAsyIy5rYWlyZW9uLnJlcXVlc3RzLnYxLlN1YmplY3RSZXF1ZXN0IkkKE1BhdXNlUmVxdWVzdFJlcXVlc3QSCgoCaWQYASABKAkSDgoGcmVhc29uGAIgASgJEhYKDnJlcXVpcmVzX2lucHV0GAMgASgIIkwKFFBhdXNlUmVxdWVzdFJlc3BvbnNlEjQKB3JlcXVlc3QYASABKAsyIy5rYWlyZW9uLnJlcXVlc3RzLnYxLlN1YmplY3RSZXF1ZXN0IjIKFFJlc3VtZVJlcXVlc3RSZXF1ZXN0EgoKAmlkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJNChVSZXN1bWVSZXF1ZXN0UmVzcG9uc2USNAoHcmVxdWVzdBgBIAEoCzIjLmthaXJlb24ucmVxdWVzdHMudjEuU3ViamVjdFJlcXVlc3QiMgoUQ2FuY2VsUmVxdWVzdFJlcXVlc3QSCgoCaWQYASABKAkSDgoGcmVhc29uGAIgASgJIk0KFUNhbmNlbFJlcXVlc3RSZXNwb25zZRI0CgdyZXF1ZXN0GAEgASgLMiMua2FpcmVvbi5yZXF1ZXN0cy52MS5TdWJqZWN0UmVxdWVzdCJNChdTZXRSZXF1ZXN0UG9saWN5UmVxdWVzdBIyCgZwb2xpY3kYASABKAsyIi5rYWlyZW9uLnJlcXVlc3RzLnYxLlJlcXVlc3RQb2xpY3kiTgoYU2V0UmVxdWVzdFBvbGljeVJlc3BvbnNlEjIKBnBvbGljeRgBIAEoCzIiLmthaXJlb24ucmVxdWVzdHMudjEuUmVxdWVzdFBvbGljeSIcChpMaXN0UmVxdWVzdFBvbGljaWVzUmVxdWVzdCJTChtMaXN0UmVxdWVzdFBvbGljaWVzUmVzcG9uc2USNAoIcG9saWNpZXMYASADKAsyIi5rYWlyZW9uLnJlcXVlc3RzLnYxLlJlcXVlc3RQb2xpY3kilQEKCVByb2Nlc3NvchIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgsKA3VybBgDIAEoCRIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHcGVuZGluZxgFIAEoBRIRCglkZWxpdmVyZWQYBiABKAUSDAoEZGVhZBgHIAEoBSI1ChhSZWdpc3RlclByb2Nlc3NvclJlcXVlc3QSDAoEbmFtZRgBIAEoCRILCgN1cmwYAiABKAkiZgoZUmVnaXN0ZXJQcm9jZXNzb3JSZXNwb25zZRIxCglwcm9jZXNzb3IYASABKAsyHi5rYWlyZW9uLnJlcXVlc3RzLnYxLlByb2Nlc3NvchIWCg5zaWduaW5nX3NlY3JldBgCIAEoCSIXChVMaXN0UHJvY2Vzc29yc1JlcXVlc3QiTAoWTGlzdFByb2Nlc3NvcnNSZXNwb25zZRIyCgpwcm9jZXNzb3JzGAEgAygLMh4ua2FpcmVvbi5yZXF1ZXN0cy52MS5Qcm9jZXNzb3IqnAEKElZlcmlmaWNhdGlvblJlc3VsdBIjCh9WRVJJRklDQVRJT05fUkVTVUxUX1VOU1BFQ0lGSUVEEAASHwobVkVSSUZJQ0FUSU9OX1JFU1VMVF9QRU5ESU5HEAESIAocVkVSSUZJQ0FUSU9OX1JFU1VMVF9WRVJJRklFRBACEh4KGlZFUklGSUNBVElPTl9SRVNVTFRfRkFJTEVEEAMylhAKDlJlcXVlc3RTZXJ2aWNlEocBCg1DcmVhdGVSZXF1ZXN0Eikua2FpcmVvbi5yZXF1ZXN0cy52MS5DcmVhdGVSZXF1ZXN0UmVxdWVzdBoqLmthaXJlb24ucmVxdWVzdHMudjEuQ3JlYXRlUmVxdWVzdFJlc3BvbnNlIh/I8xgCgtPkkwIVOgEqIhAvYXBpL3YxL3JlcXVlc3RzEoABCgpHZXRSZXF1ZXN0EiYua2FpcmVvbi5yZXF1ZXN0cy52MS5HZXRSZXF1ZXN0UmVxdWVzdBonLmthaXJlb24ucmVxdWVzdHMudjEuR2V0UmVxdWVzdFJlc3BvbnNlIiHI8xgCgtPkkwIXEhUvYXBpL3YxL3JlcXVlc3RzL3tpZH0SgQEKDExpc3RSZXF1ZXN0cxIoLmthaXJlb24ucmVxdWVzdHMudjEuTGlzdFJlcXVlc3RzUmVxdWVzdBopLmthaXJlb24ucmVxdWVzdHMudjEuTGlzdFJlcXVlc3RzUmVzcG9uc2UiHMjzGAKC0+STAhISEC9hcGkvdjEvcmVxdWVzdHMSlgEKDlZlcmlmeUlkZW50aXR5Eioua2FpcmVvbi5yZXF1ZXN0cy52MS5WZXJpZnlJZGVudGl0eVJlcXVlc3QaKy5rYWlyZW9uLnJlcXVlc3RzLnYxLlZlcmlmeUlkZW50aXR5UmVzcG9uc2UiK8jzGAKC0+STAiE6ASoiHC9hcGkvdjEvcmVxdWVzdHMve2lkfTp2ZXJpZnkSlwEKDkFwcHJvdmVSZXF1ZXN0Eioua2FpcmVvbi5yZXF1ZXN0cy52MS5BcHByb3ZlUmVxdWVzdFJlcXVlc3QaKy5rYWlyZW9uLnJlcXVlc3RzLnYxLkFwcHJvdmVSZXF1ZXN0UmVzcG9uc2UiLMjzGAOC0+STAiI6ASoiHS9hcGkvdjEvcmVxdWVzdHMve2lkfTphcHByb3ZlEosBCgtEZW55UmVxdWVzdBInLmthaXJlb24ucmVxdWVzdHMudjEuRGVueVJlcXVlc3RSZXF1ZXN0Gigua2FpcmVvbi5yZXF1ZXN0cy52MS5EZW55UmVxdWVzdFJlc3BvbnNlIinI8xgDgtPkkwIfOgEqIhovYXBpL3YxL3JlcXVlc3RzL3tpZH06ZGVueRKTAQoNRXh0ZW5kUmVxdWVzdBIpLmthaXJlb24ucmVxdWVzdHMudjEuRXh0ZW5kUmVxdWVzdFJlcXVlc3QaKi5rYWlyZW9uLnJlcXVlc3RzLnYxLkV4dGVuZFJlcXVlc3RSZXNwb25zZSIryPMYAoLT5JMCIToBKiIcL2FwaS92MS9yZXF1ZXN0cy97aWR9OmV4dGVuZBKPAQoMUGF1c2VSZXF1ZXN0Eigua2FpcmVvbi5yZXF1ZXN0cy52MS5QYXVzZVJlcXVlc3RSZXF1ZXN0Gikua2FpcmVvbi5yZXF1ZXN0cy52MS5QYXVzZVJlcXVlc3RSZXNwb25zZSIqyPMYAoLT5JMCIDoBKiIbL2FwaS92MS9yZXF1ZXN0cy97aWR9OnBhdXNlEpMBCg1SZXN1bWVSZXF1ZXN0Eikua2FpcmVvbi5yZXF1ZXN0cy52MS5SZXN1bWVSZXF1ZXN0UmVxdWVzdBoqLmthaXJlb24ucmVxdWVzdHMudjEuUmVzdW1lUmVxdWVzdFJlc3BvbnNlIivI8xgCgtPkkwIhOgEqIhwvYXBpL3YxL3JlcXVlc3RzL3tpZH06cmVzdW1lEpMBCg1DYW5jZWxSZXF1ZXN0Eikua2FpcmVvbi5yZXF1ZXN0cy52MS5DYW5jZWxSZXF1ZXN0UmVxdWVzdBoqLmthaXJlb24ucmVxdWVzdHMudjEuQ2FuY2VsUmVxdWVzdFJlc3BvbnNlIivI8xgCgtPkkwIhOgEqIhwvYXBpL3YxL3JlcXVlc3RzL3tpZH06Y2FuY2VsEpgBChBTZXRSZXF1ZXN0UG9saWN5Eiwua2FpcmVvbi5yZXF1ZXN0cy52MS5TZXRSZXF1ZXN0UG9saWN5UmVxdWVzdBotLmthaXJlb24ucmVxdWVzdHMudjEuU2V0UmVxdWVzdFBvbGljeVJlc3BvbnNlIifI8xgDgtPkkwIdOgEqIhgvYXBpL3YxL3JlcXVlc3QtcG9saWNpZXMSngEKE0xpc3RSZXF1ZXN0UG9saWNpZXMSLy5rYWlyZW9uLnJlcXVlc3RzLnYxLkxpc3RSZXF1ZXN0UG9saWNpZXNSZXF1ZXN0GjAua2FpcmVvbi5yZXF1ZXN0cy52MS5MaXN0UmVxdWVzdFBvbGljaWVzUmVzcG9uc2UiJMjzGAKC0+STAhoSGC9hcGkvdjEvcmVxdWVzdC1wb2xpY2llcxKVAQoRUmVnaXN0ZXJQcm9jZXNzb3ISLS5rYWlyZW9uLnJlcXVlc3RzLnYxLlJlZ2lzdGVyUHJvY2Vzc29yUmVxdWVzdBouLmthaXJlb24ucmVxdWVzdHMudjEuUmVnaXN0ZXJQcm9jZXNzb3JSZXNwb25zZSIhyPMYA4LT5JMCFzoBKiISL2FwaS92MS9wcm9jZXNzb3JzEokBCg5MaXN0UHJvY2Vzc29ycxIqLmthaXJlb24ucmVxdWVzdHMudjEuTGlzdFByb2Nlc3NvcnNSZXF1ZXN0Gisua2FpcmVvbi5yZXF1ZXN0cy52MS5MaXN0UHJvY2Vzc29yc1Jlc3BvbnNlIh7I8xgDgtPkkwIUEhIvYXBpL3YxL3Byb2Nlc3NvcnNiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp, file_kaireon_auth_v1_auth]);
+  fileDesc("CiJrYWlyZW9uL3JlcXVlc3RzL3YxL3JlcXVlc3RzLnByb3RvEhNrYWlyZW9uLnJlcXVlc3RzLnYxIqEDCg5TdWJqZWN0UmVxdWVzdBIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJEhIKCnN1YmplY3RfaWQYAyABKAkSEgoKcmVndWxhdGlvbhgEIAEoCRINCgVzdGF0ZRgFIAEoCRIOCgZvcmlnaW4YBiABKAkSMAoMcmVjZWl2ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghkdWVfZGF0ZRgIIAEoCRIRCglkYXlzX2xlZnQYCSABKAUSFgoOZXh0ZW5zaW9uX2RheXMYCiABKAUSEwoLcGF1c2VkX2RheXMYCyABKAUSGwoTdmVyaWZpY2F0aW9uX21ldGhvZBgMIAEoCRIeChZ2ZXJpZmljYXRpb25fcmVmZXJlbmNlGA0gASgJEhcKD2RzYXJfcmVxdWVzdF9pZBgOIAEoCRISCgpjcmVhdGVkX2J5GA8gASgJEi8KC3VwZGF0ZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdvdmVyZHVlGBEgASgIItQBCg1SZXF1ZXN0UG9saWN5EhIKCnJlZ3VsYXRpb24YASABKAkSFQoNcGVyaW9kX21vbnRocxgCIAEoBRITCgtwZXJpb2RfZGF5cxgDIAEoBRIcChRtYXhfZXh0ZW5zaW9uX21vbnRocxgEIAEoBRIaChJtYXhfZXh0ZW5zaW9uX2RheXMYBSABKAUSHAoUcmVxdWlyZV92ZXJpZmljYXRpb24YBiABKAgSFwoPbGVnYWxfcmVmZXJlbmNlGAcgASgJEhIKCm92ZXJyaWRkZW4YCCABKAgifgoUQ3JlYXRlUmVxdWVzdFJlcXVlc3QSDAoEa2luZBgBIAEoCRISCgpzdWJqZWN0X2lkGAIgASgJEhIKCnJlZ3VsYXRpb24YAyABKAkSMAoMcmVjZWl2ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJNChVDcmVhdGVSZXF1ZXN0UmVzcG9uc2USNAoHcmVxdWVzdBgBIAEoCzIjLmthaXJlb24ucmVxdWVzdHMudjEuU3ViamVjdFJlcXVlc3QiHwoRR2V0UmVxdWVzdFJlcXVlc3QSCgoCaWQYASABKAkifQoSR2V0UmVxdWVzdFJlc3BvbnNlEjQKB3JlcXVlc3QYASABKAsyIy5rYWlyZW9uLnJlcXVlc3RzLnYxLlN1YmplY3RSZXF1ZXN0EjEKCmRlbGl2ZXJpZXMYAiADKAsyHS5rYWlyZW9uLnJlcXVlc3RzLnYxLkRlbGl2ZXJ5IqUBCghEZWxpdmVyeRIUCgxwcm9jZXNzb3JfaWQYASABKAkSFgoOcHJvY2Vzc29yX25hbWUYAiABKAkSDQoFc3RhdGUYAyABKAkSEAoIYXR0ZW1wdHMYBCABKAUSNAoQYWNrbm93bGVkZ2VfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMd2FpdmVfcmVhc29uGAYgASgJIlAKFFdhaXZlRGVsaXZlcnlSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSFAoMcHJvY2Vzc29yX2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCSKAAQoVV2FpdmVEZWxpdmVyeVJlc3BvbnNlEjQKB3JlcXVlc3QYASABKAsyIy5rYWlyZW9uLnJlcXVlc3RzLnYxLlN1YmplY3RSZXF1ZXN0EjEKCmRlbGl2ZXJpZXMYAiADKAsyHS5rYWlyZW9uLnJlcXVlc3RzLnYxLkRlbGl2ZXJ5InAKE0xpc3RSZXF1ZXN0c1JlcXVlc3QSDQoFc3RhdGUYASABKAkSEgoKZHVlX2JlZm9yZRgCIAEoCRIPCgdvdmVyZHVlGAMgASgIEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImYKFExpc3RSZXF1ZXN0c1Jlc3BvbnNlEjUKCHJlcXVlc3RzGAEgAygLMiMua2FpcmVvbi5yZXF1ZXN0cy52MS5TdWJqZWN0UmVxdWVzdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiiAEKFVZlcmlmeUlkZW50aXR5UmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZtZXRob2QYAiABKAkSGgoSZXZpZGVuY2VfcmVmZXJlbmNlGAMgASgJEjcKBnJlc3VsdBgEIAEoDjInLmthaXJlb24ucmVxdWVzdHMudjEuVmVyaWZpY2F0aW9uUmVzdWx0Ik4KFlZlcmlmeUlkZW50aXR5UmVzcG9uc2USNAoHcmVxdWVzdBgBIAEoCzIjLmthaXJlb24ucmVxdWVzdHMudjEuU3ViamVjdFJlcXVlc3QiMwoVQXBwcm92ZVJlcXVlc3RSZXF1ZXN0EgoKAmlkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJOChZBcHByb3ZlUmVxdWVzdFJlc3BvbnNlEjQKB3JlcXVlc3QYASABKAsyIy5rYWlyZW9uLnJlcXVlc3RzLnYxLlN1YmplY3RSZXF1ZXN0IjAKEkRlbnlSZXF1ZXN0UmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiSwoTRGVueVJlcXVlc3RSZXNwb25zZRI0CgdyZXF1ZXN0GAEgASgLMiMua2FpcmVvbi5yZXF1ZXN0cy52MS5TdWJqZWN0UmVxdWVzdCJQChRFeHRlbmRSZXF1ZXN0UmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSDgoGbW9udGhzGAMgASgFEgwKBGRheXMYBCABKAUiTQoVRXh0ZW5kUmVxdWVzdFJlc3BvbnNlEjQKB3JlcXVlc3QYASABKAsyIy5rYWlyZW9uLnJlcXVlc3RzLnYxLlN1YmplY3RSZXF1ZXN0IkkKE1BhdXNlUmVxdWVzdFJlcXVlc3QSCgoCaWQYASABKAkSDgoGcmVhc29uGAIgASgJEhYKDnJlcXVpcmVzX2lucHV0GAMgASgIIkwKFFBhdXNlUmVxdWVzdFJlc3BvbnNlEjQKB3JlcXVlc3QYASABKAsyIy5rYWlyZW9uLnJlcXVlc3RzLnYxLlN1YmplY3RSZXF1ZXN0IjIKFFJlc3VtZVJlcXVlc3RSZXF1ZXN0EgoKAmlkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJNChVSZXN1bWVSZXF1ZXN0UmVzcG9uc2USNAoHcmVxdWVzdBgBIAEoCzIjLmthaXJlb24ucmVxdWVzdHMudjEuU3ViamVjdFJlcXVlc3QiMgoUQ2FuY2VsUmVxdWVzdFJlcXVlc3QSCgoCaWQYASABKAkSDgoGcmVhc29uGAIgASgJIk0KFUNhbmNlbFJlcXVlc3RSZXNwb25zZRI0CgdyZXF1ZXN0GAEgASgLMiMua2FpcmVvbi5yZXF1ZXN0cy52MS5TdWJqZWN0UmVxdWVzdCJNChdTZXRSZXF1ZXN0UG9saWN5UmVxdWVzdBIyCgZwb2xpY3kYASABKAsyIi5rYWlyZW9uLnJlcXVlc3RzLnYxLlJlcXVlc3RQb2xpY3kiTgoYU2V0UmVxdWVzdFBvbGljeVJlc3BvbnNlEjIKBnBvbGljeRgBIAEoCzIiLmthaXJlb24ucmVxdWVzdHMudjEuUmVxdWVzdFBvbGljeSIcChpMaXN0UmVxdWVzdFBvbGljaWVzUmVxdWVzdCJTChtMaXN0UmVxdWVzdFBvbGljaWVzUmVzcG9uc2USNAoIcG9saWNpZXMYASADKAsyIi5rYWlyZW9uLnJlcXVlc3RzLnYxLlJlcXVlc3RQb2xpY3kilQEKCVByb2Nlc3NvchIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgsKA3VybBgDIAEoCRIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHcGVuZGluZxgFIAEoBRIRCglkZWxpdmVyZWQYBiABKAUSDAoEZGVhZBgHIAEoBSI1ChhSZWdpc3RlclByb2Nlc3NvclJlcXVlc3QSDAoEbmFtZRgBIAEoCRILCgN1cmwYAiABKAkiZgoZUmVnaXN0ZXJQcm9jZXNzb3JSZXNwb25zZRIxCglwcm9jZXNzb3IYASABKAsyHi5rYWlyZW9uLnJlcXVlc3RzLnYxLlByb2Nlc3NvchIWCg5zaWduaW5nX3NlY3JldBgCIAEoCSIXChVMaXN0UHJvY2Vzc29yc1JlcXVlc3QiTAoWTGlzdFByb2Nlc3NvcnNSZXNwb25zZRIyCgpwcm9jZXNzb3JzGAEgAygLMh4ua2FpcmVvbi5yZXF1ZXN0cy52MS5Qcm9jZXNzb3IqnAEKElZlcmlmaWNhdGlvblJlc3VsdBIjCh9WRVJJRklDQVRJT05fUkVTVUxUX1VOU1BFQ0lGSUVEEAASHwobVkVSSUZJQ0FUSU9OX1JFU1VMVF9QRU5ESU5HEAESIAocVkVSSUZJQ0FUSU9OX1JFU1VMVF9WRVJJRklFRBACEh4KGlZFUklGSUNBVElPTl9SRVNVTFRfRkFJTEVEEAMyzREKDlJlcXVlc3RTZXJ2aWNlEocBCg1DcmVhdGVSZXF1ZXN0Eikua2FpcmVvbi5yZXF1ZXN0cy52MS5DcmVhdGVSZXF1ZXN0UmVxdWVzdBoqLmthaXJlb24ucmVxdWVzdHMudjEuQ3JlYXRlUmVxdWVzdFJlc3BvbnNlIh/I8xgCgtPkkwIVOgEqIhAvYXBpL3YxL3JlcXVlc3RzEoABCgpHZXRSZXF1ZXN0EiYua2FpcmVvbi5yZXF1ZXN0cy52MS5HZXRSZXF1ZXN0UmVxdWVzdBonLmthaXJlb24ucmVxdWVzdHMudjEuR2V0UmVxdWVzdFJlc3BvbnNlIiHI8xgCgtPkkwIXEhUvYXBpL3YxL3JlcXVlc3RzL3tpZH0SgQEKDExpc3RSZXF1ZXN0cxIoLmthaXJlb24ucmVxdWVzdHMudjEuTGlzdFJlcXVlc3RzUmVxdWVzdBopLmthaXJlb24ucmVxdWVzdHMudjEuTGlzdFJlcXVlc3RzUmVzcG9uc2UiHMjzGAKC0+STAhISEC9hcGkvdjEvcmVxdWVzdHMSlgEKDlZlcmlmeUlkZW50aXR5Eioua2FpcmVvbi5yZXF1ZXN0cy52MS5WZXJpZnlJZGVudGl0eVJlcXVlc3QaKy5rYWlyZW9uLnJlcXVlc3RzLnYxLlZlcmlmeUlkZW50aXR5UmVzcG9uc2UiK8jzGAKC0+STAiE6ASoiHC9hcGkvdjEvcmVxdWVzdHMve2lkfTp2ZXJpZnkSlwEKDkFwcHJvdmVSZXF1ZXN0Eioua2FpcmVvbi5yZXF1ZXN0cy52MS5BcHByb3ZlUmVxdWVzdFJlcXVlc3QaKy5rYWlyZW9uLnJlcXVlc3RzLnYxLkFwcHJvdmVSZXF1ZXN0UmVzcG9uc2UiLMjzGAOC0+STAiI6ASoiHS9hcGkvdjEvcmVxdWVzdHMve2lkfTphcHByb3ZlEosBCgtEZW55UmVxdWVzdBInLmthaXJlb24ucmVxdWVzdHMudjEuRGVueVJlcXVlc3RSZXF1ZXN0Gigua2FpcmVvbi5yZXF1ZXN0cy52MS5EZW55UmVxdWVzdFJlc3BvbnNlIinI8xgDgtPkkwIfOgEqIhovYXBpL3YxL3JlcXVlc3RzL3tpZH06ZGVueRKTAQoNRXh0ZW5kUmVxdWVzdBIpLmthaXJlb24ucmVxdWVzdHMudjEuRXh0ZW5kUmVxdWVzdFJlcXVlc3QaKi5rYWlyZW9uLnJlcXVlc3RzLnYxLkV4dGVuZFJlcXVlc3RSZXNwb25zZSIryPMYAoLT5JMCIToBKiIcL2FwaS92MS9yZXF1ZXN0cy97aWR9OmV4dGVuZBKPAQoMUGF1c2VSZXF1ZXN0Eigua2FpcmVvbi5yZXF1ZXN0cy52MS5QYXVzZVJlcXVlc3RSZXF1ZXN0Gikua2FpcmVvbi5yZXF1ZXN0cy52MS5QYXVzZVJlcXVlc3RSZXNwb25zZSIqyPMYAoLT5JMCIDoBKiIbL2FwaS92MS9yZXF1ZXN0cy97aWR9OnBhdXNlEpMBCg1SZXN1bWVSZXF1ZXN0Eikua2FpcmVvbi5yZXF1ZXN0cy52MS5SZXN1bWVSZXF1ZXN0UmVxdWVzdBoqLmthaXJlb24ucmVxdWVzdHMudjEuUmVzdW1lUmVxdWVzdFJlc3BvbnNlIivI8xgCgtPkkwIhOgEqIhwvYXBpL3YxL3JlcXVlc3RzL3tpZH06cmVzdW1lEpMBCg1DYW5jZWxSZXF1ZXN0Eikua2FpcmVvbi5yZXF1ZXN0cy52MS5DYW5jZWxSZXF1ZXN0UmVxdWVzdBoqLmthaXJlb24ucmVxdWVzdHMudjEuQ2FuY2VsUmVxdWVzdFJlc3BvbnNlIivI8xgCgtPkkwIhOgEqIhwvYXBpL3YxL3JlcXVlc3RzL3tpZH06Y2FuY2VsEpgBChBTZXRSZXF1ZXN0UG9saWN5Eiwua2FpcmVvbi5yZXF1ZXN0cy52MS5TZXRSZXF1ZXN0UG9saWN5UmVxdWVzdBotLmthaXJlb24ucmVxdWVzdHMudjEuU2V0UmVxdWVzdFBvbGljeVJlc3BvbnNlIifI8xgDgtPkkwIdOgEqIhgvYXBpL3YxL3JlcXVlc3QtcG9saWNpZXMSngEKE0xpc3RSZXF1ZXN0UG9saWNpZXMSLy5rYWlyZW9uLnJlcXVlc3RzLnYxLkxpc3RSZXF1ZXN0UG9saWNpZXNSZXF1ZXN0GjAua2FpcmVvbi5yZXF1ZXN0cy52MS5MaXN0UmVxdWVzdFBvbGljaWVzUmVzcG9uc2UiJMjzGAKC0+STAhoSGC9hcGkvdjEvcmVxdWVzdC1wb2xpY2llcxKVAQoRUmVnaXN0ZXJQcm9jZXNzb3ISLS5rYWlyZW9uLnJlcXVlc3RzLnYxLlJlZ2lzdGVyUHJvY2Vzc29yUmVxdWVzdBouLmthaXJlb24ucmVxdWVzdHMudjEuUmVnaXN0ZXJQcm9jZXNzb3JSZXNwb25zZSIhyPMYA4LT5JMCFzoBKiISL2FwaS92MS9wcm9jZXNzb3JzEokBCg5MaXN0UHJvY2Vzc29ycxIqLmthaXJlb24ucmVxdWVzdHMudjEuTGlzdFByb2Nlc3NvcnNSZXF1ZXN0Gisua2FpcmVvbi5yZXF1ZXN0cy52MS5MaXN0UHJvY2Vzc29yc1Jlc3BvbnNlIh7I8xgDgtPkkwIUEhIvYXBpL3YxL3Byb2Nlc3NvcnMStAEKDVdhaXZlRGVsaXZlcnkSKS5rYWlyZW9uLnJlcXVlc3RzLnYxLldhaXZlRGVsaXZlcnlSZXF1ZXN0Gioua2FpcmVvbi5yZXF1ZXN0cy52MS5XYWl2ZURlbGl2ZXJ5UmVzcG9uc2UiTMjzGAOC0+STAkI6ASoiPS9hcGkvdjEvcmVxdWVzdHMve3JlcXVlc3RfaWR9L2RlbGl2ZXJpZXMve3Byb2Nlc3Nvcl9pZH06d2FpdmViBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp, file_kaireon_auth_v1_auth]);
 
 /**
  * One data-subject request.
@@ -321,6 +321,13 @@ export type GetRequestResponse = Message<"kaireon.requests.v1.GetRequestResponse
    * @generated from field: kaireon.requests.v1.SubjectRequest request = 1;
    */
   request?: SubjectRequest | undefined;
+
+  /**
+   * An erasure's event to every processor and its delivery state.
+   *
+   * @generated from field: repeated kaireon.requests.v1.Delivery deliveries = 2;
+   */
+  deliveries: Delivery[];
 };
 
 /**
@@ -329,6 +336,125 @@ export type GetRequestResponse = Message<"kaireon.requests.v1.GetRequestResponse
  */
 export const GetRequestResponseSchema: GenMessage<GetRequestResponse> = /*@__PURE__*/
   messageDesc(file_kaireon_requests_v1_requests, 5);
+
+/**
+ * One processor's event of an erasure request.
+ *
+ * @generated from message kaireon.requests.v1.Delivery
+ */
+export type Delivery = Message<"kaireon.requests.v1.Delivery"> & {
+  /**
+   * Output only. Processor id.
+   *
+   * @generated from field: string processor_id = 1;
+   */
+  processorId: string;
+
+  /**
+   * Output only. Processor name.
+   *
+   * @generated from field: string processor_name = 2;
+   */
+  processorName: string;
+
+  /**
+   * Output only. "pending", "delivered" (acknowledged), "dead" or "waived".
+   *
+   * @generated from field: string state = 3;
+   */
+  state: string;
+
+  /**
+   * Output only. Attempts so far.
+   *
+   * @generated from field: int32 attempts = 4;
+   */
+  attempts: number;
+
+  /**
+   * Output only. When the processor acknowledged it (a 2xx answer).
+   *
+   * @generated from field: google.protobuf.Timestamp acknowledge_time = 5;
+   */
+  acknowledgeTime?: Timestamp | undefined;
+
+  /**
+   * Output only. The waiver's reason, when waived.
+   *
+   * @generated from field: string waive_reason = 6;
+   */
+  waiveReason: string;
+};
+
+/**
+ * Describes the message kaireon.requests.v1.Delivery.
+ * Use `create(DeliverySchema)` to create a new message.
+ */
+export const DeliverySchema: GenMessage<Delivery> = /*@__PURE__*/
+  messageDesc(file_kaireon_requests_v1_requests, 6);
+
+/**
+ * Request of WaiveDelivery.
+ *
+ * @generated from message kaireon.requests.v1.WaiveDeliveryRequest
+ */
+export type WaiveDeliveryRequest = Message<"kaireon.requests.v1.WaiveDeliveryRequest"> & {
+  /**
+   * Required. The erasure request's id.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * Required. The processor's id.
+   *
+   * @generated from field: string processor_id = 2;
+   */
+  processorId: string;
+
+  /**
+   * Required. Why the event need not be acknowledged (1 to 1000 characters).
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message kaireon.requests.v1.WaiveDeliveryRequest.
+ * Use `create(WaiveDeliveryRequestSchema)` to create a new message.
+ */
+export const WaiveDeliveryRequestSchema: GenMessage<WaiveDeliveryRequest> = /*@__PURE__*/
+  messageDesc(file_kaireon_requests_v1_requests, 7);
+
+/**
+ * Response of WaiveDelivery.
+ *
+ * @generated from message kaireon.requests.v1.WaiveDeliveryResponse
+ */
+export type WaiveDeliveryResponse = Message<"kaireon.requests.v1.WaiveDeliveryResponse"> & {
+  /**
+   * The request, completed when this was its last unsettled event.
+   *
+   * @generated from field: kaireon.requests.v1.SubjectRequest request = 1;
+   */
+  request?: SubjectRequest | undefined;
+
+  /**
+   * Its events after the waiver.
+   *
+   * @generated from field: repeated kaireon.requests.v1.Delivery deliveries = 2;
+   */
+  deliveries: Delivery[];
+};
+
+/**
+ * Describes the message kaireon.requests.v1.WaiveDeliveryResponse.
+ * Use `create(WaiveDeliveryResponseSchema)` to create a new message.
+ */
+export const WaiveDeliveryResponseSchema: GenMessage<WaiveDeliveryResponse> = /*@__PURE__*/
+  messageDesc(file_kaireon_requests_v1_requests, 8);
 
 /**
  * Request of ListRequests.
@@ -377,7 +503,7 @@ export type ListRequestsRequest = Message<"kaireon.requests.v1.ListRequestsReque
  * Use `create(ListRequestsRequestSchema)` to create a new message.
  */
 export const ListRequestsRequestSchema: GenMessage<ListRequestsRequest> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 6);
+  messageDesc(file_kaireon_requests_v1_requests, 9);
 
 /**
  * Response of ListRequests.
@@ -405,7 +531,7 @@ export type ListRequestsResponse = Message<"kaireon.requests.v1.ListRequestsResp
  * Use `create(ListRequestsResponseSchema)` to create a new message.
  */
 export const ListRequestsResponseSchema: GenMessage<ListRequestsResponse> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 7);
+  messageDesc(file_kaireon_requests_v1_requests, 10);
 
 /**
  * Request of VerifyIdentity.
@@ -447,7 +573,7 @@ export type VerifyIdentityRequest = Message<"kaireon.requests.v1.VerifyIdentityR
  * Use `create(VerifyIdentityRequestSchema)` to create a new message.
  */
 export const VerifyIdentityRequestSchema: GenMessage<VerifyIdentityRequest> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 8);
+  messageDesc(file_kaireon_requests_v1_requests, 11);
 
 /**
  * Response of VerifyIdentity.
@@ -468,7 +594,7 @@ export type VerifyIdentityResponse = Message<"kaireon.requests.v1.VerifyIdentity
  * Use `create(VerifyIdentityResponseSchema)` to create a new message.
  */
 export const VerifyIdentityResponseSchema: GenMessage<VerifyIdentityResponse> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 9);
+  messageDesc(file_kaireon_requests_v1_requests, 12);
 
 /**
  * Request of ApproveRequest.
@@ -496,7 +622,7 @@ export type ApproveRequestRequest = Message<"kaireon.requests.v1.ApproveRequestR
  * Use `create(ApproveRequestRequestSchema)` to create a new message.
  */
 export const ApproveRequestRequestSchema: GenMessage<ApproveRequestRequest> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 10);
+  messageDesc(file_kaireon_requests_v1_requests, 13);
 
 /**
  * Response of ApproveRequest.
@@ -517,7 +643,7 @@ export type ApproveRequestResponse = Message<"kaireon.requests.v1.ApproveRequest
  * Use `create(ApproveRequestResponseSchema)` to create a new message.
  */
 export const ApproveRequestResponseSchema: GenMessage<ApproveRequestResponse> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 11);
+  messageDesc(file_kaireon_requests_v1_requests, 14);
 
 /**
  * Request of DenyRequest.
@@ -545,7 +671,7 @@ export type DenyRequestRequest = Message<"kaireon.requests.v1.DenyRequestRequest
  * Use `create(DenyRequestRequestSchema)` to create a new message.
  */
 export const DenyRequestRequestSchema: GenMessage<DenyRequestRequest> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 12);
+  messageDesc(file_kaireon_requests_v1_requests, 15);
 
 /**
  * Response of DenyRequest.
@@ -566,7 +692,7 @@ export type DenyRequestResponse = Message<"kaireon.requests.v1.DenyRequestRespon
  * Use `create(DenyRequestResponseSchema)` to create a new message.
  */
 export const DenyRequestResponseSchema: GenMessage<DenyRequestResponse> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 13);
+  messageDesc(file_kaireon_requests_v1_requests, 16);
 
 /**
  * Request of ExtendRequest.
@@ -608,7 +734,7 @@ export type ExtendRequestRequest = Message<"kaireon.requests.v1.ExtendRequestReq
  * Use `create(ExtendRequestRequestSchema)` to create a new message.
  */
 export const ExtendRequestRequestSchema: GenMessage<ExtendRequestRequest> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 14);
+  messageDesc(file_kaireon_requests_v1_requests, 17);
 
 /**
  * Response of ExtendRequest.
@@ -629,7 +755,7 @@ export type ExtendRequestResponse = Message<"kaireon.requests.v1.ExtendRequestRe
  * Use `create(ExtendRequestResponseSchema)` to create a new message.
  */
 export const ExtendRequestResponseSchema: GenMessage<ExtendRequestResponse> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 15);
+  messageDesc(file_kaireon_requests_v1_requests, 18);
 
 /**
  * Request of PauseRequest.
@@ -664,7 +790,7 @@ export type PauseRequestRequest = Message<"kaireon.requests.v1.PauseRequestReque
  * Use `create(PauseRequestRequestSchema)` to create a new message.
  */
 export const PauseRequestRequestSchema: GenMessage<PauseRequestRequest> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 16);
+  messageDesc(file_kaireon_requests_v1_requests, 19);
 
 /**
  * Response of PauseRequest.
@@ -685,7 +811,7 @@ export type PauseRequestResponse = Message<"kaireon.requests.v1.PauseRequestResp
  * Use `create(PauseRequestResponseSchema)` to create a new message.
  */
 export const PauseRequestResponseSchema: GenMessage<PauseRequestResponse> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 17);
+  messageDesc(file_kaireon_requests_v1_requests, 20);
 
 /**
  * Request of ResumeRequest.
@@ -713,7 +839,7 @@ export type ResumeRequestRequest = Message<"kaireon.requests.v1.ResumeRequestReq
  * Use `create(ResumeRequestRequestSchema)` to create a new message.
  */
 export const ResumeRequestRequestSchema: GenMessage<ResumeRequestRequest> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 18);
+  messageDesc(file_kaireon_requests_v1_requests, 21);
 
 /**
  * Response of ResumeRequest.
@@ -734,7 +860,7 @@ export type ResumeRequestResponse = Message<"kaireon.requests.v1.ResumeRequestRe
  * Use `create(ResumeRequestResponseSchema)` to create a new message.
  */
 export const ResumeRequestResponseSchema: GenMessage<ResumeRequestResponse> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 19);
+  messageDesc(file_kaireon_requests_v1_requests, 22);
 
 /**
  * Request of CancelRequest.
@@ -762,7 +888,7 @@ export type CancelRequestRequest = Message<"kaireon.requests.v1.CancelRequestReq
  * Use `create(CancelRequestRequestSchema)` to create a new message.
  */
 export const CancelRequestRequestSchema: GenMessage<CancelRequestRequest> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 20);
+  messageDesc(file_kaireon_requests_v1_requests, 23);
 
 /**
  * Response of CancelRequest.
@@ -783,7 +909,7 @@ export type CancelRequestResponse = Message<"kaireon.requests.v1.CancelRequestRe
  * Use `create(CancelRequestResponseSchema)` to create a new message.
  */
 export const CancelRequestResponseSchema: GenMessage<CancelRequestResponse> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 21);
+  messageDesc(file_kaireon_requests_v1_requests, 24);
 
 /**
  * Request of SetRequestPolicy.
@@ -804,7 +930,7 @@ export type SetRequestPolicyRequest = Message<"kaireon.requests.v1.SetRequestPol
  * Use `create(SetRequestPolicyRequestSchema)` to create a new message.
  */
 export const SetRequestPolicyRequestSchema: GenMessage<SetRequestPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 22);
+  messageDesc(file_kaireon_requests_v1_requests, 25);
 
 /**
  * Response of SetRequestPolicy.
@@ -825,7 +951,7 @@ export type SetRequestPolicyResponse = Message<"kaireon.requests.v1.SetRequestPo
  * Use `create(SetRequestPolicyResponseSchema)` to create a new message.
  */
 export const SetRequestPolicyResponseSchema: GenMessage<SetRequestPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 23);
+  messageDesc(file_kaireon_requests_v1_requests, 26);
 
 /**
  * Request of ListRequestPolicies.
@@ -840,7 +966,7 @@ export type ListRequestPoliciesRequest = Message<"kaireon.requests.v1.ListReques
  * Use `create(ListRequestPoliciesRequestSchema)` to create a new message.
  */
 export const ListRequestPoliciesRequestSchema: GenMessage<ListRequestPoliciesRequest> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 24);
+  messageDesc(file_kaireon_requests_v1_requests, 27);
 
 /**
  * Response of ListRequestPolicies.
@@ -861,7 +987,7 @@ export type ListRequestPoliciesResponse = Message<"kaireon.requests.v1.ListReque
  * Use `create(ListRequestPoliciesResponseSchema)` to create a new message.
  */
 export const ListRequestPoliciesResponseSchema: GenMessage<ListRequestPoliciesResponse> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 25);
+  messageDesc(file_kaireon_requests_v1_requests, 28);
 
 /**
  * A processor notified of erasures.
@@ -924,7 +1050,7 @@ export type Processor = Message<"kaireon.requests.v1.Processor"> & {
  * Use `create(ProcessorSchema)` to create a new message.
  */
 export const ProcessorSchema: GenMessage<Processor> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 26);
+  messageDesc(file_kaireon_requests_v1_requests, 29);
 
 /**
  * Request of RegisterProcessor.
@@ -952,7 +1078,7 @@ export type RegisterProcessorRequest = Message<"kaireon.requests.v1.RegisterProc
  * Use `create(RegisterProcessorRequestSchema)` to create a new message.
  */
 export const RegisterProcessorRequestSchema: GenMessage<RegisterProcessorRequest> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 27);
+  messageDesc(file_kaireon_requests_v1_requests, 30);
 
 /**
  * Response of RegisterProcessor.
@@ -981,7 +1107,7 @@ export type RegisterProcessorResponse = Message<"kaireon.requests.v1.RegisterPro
  * Use `create(RegisterProcessorResponseSchema)` to create a new message.
  */
 export const RegisterProcessorResponseSchema: GenMessage<RegisterProcessorResponse> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 28);
+  messageDesc(file_kaireon_requests_v1_requests, 31);
 
 /**
  * Request of ListProcessors.
@@ -996,7 +1122,7 @@ export type ListProcessorsRequest = Message<"kaireon.requests.v1.ListProcessorsR
  * Use `create(ListProcessorsRequestSchema)` to create a new message.
  */
 export const ListProcessorsRequestSchema: GenMessage<ListProcessorsRequest> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 29);
+  messageDesc(file_kaireon_requests_v1_requests, 32);
 
 /**
  * Response of ListProcessors.
@@ -1017,7 +1143,7 @@ export type ListProcessorsResponse = Message<"kaireon.requests.v1.ListProcessors
  * Use `create(ListProcessorsResponseSchema)` to create a new message.
  */
 export const ListProcessorsResponseSchema: GenMessage<ListProcessorsResponse> = /*@__PURE__*/
-  messageDesc(file_kaireon_requests_v1_requests, 30);
+  messageDesc(file_kaireon_requests_v1_requests, 33);
 
 /**
  * Outcome of a verification step.
@@ -1217,6 +1343,19 @@ export const RequestService: GenService<{
     methodKind: "unary";
     input: typeof ListProcessorsRequestSchema;
     output: typeof ListProcessorsResponseSchema;
+  },
+  /**
+   * Waives an erasure request's unacknowledged event to one processor (for
+   * instance dead-lettered, the processor erased by other means). Audited;
+   * the reason is required. The request completes once every event is
+   * acknowledged or waived.
+   *
+   * @generated from rpc kaireon.requests.v1.RequestService.WaiveDelivery
+   */
+  waiveDelivery: {
+    methodKind: "unary";
+    input: typeof WaiveDeliveryRequestSchema;
+    output: typeof WaiveDeliveryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kaireon_requests_v1_requests, 0);

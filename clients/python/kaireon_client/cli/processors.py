@@ -1,0 +1,65 @@
+"""`kaireon processors add|list|waive`: the recipients erasures are propagated
+to (RequestService, docs/REQUESTS.md). The signing secret is printed once, by
+`add`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from kaireon.requests.v1 import requests_pb2
+from kaireon_client.cli.common import message_to_dict, print_json
+from kaireon_client.client import KaireonClient
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("processors", help="processors erasures are propagated to")
+    commands = parser.add_subparsers(dest="processors_command", metavar="SUBCOMMAND", required=True)
+
+    add = commands.add_parser("add", help="register a processor (admin); prints its secret once")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("url", metavar="URL", help="where signed erasure events are POSTed")
+    add.set_defaults(func=_add)
+
+    listing = commands.add_parser("list", help="processors with their delivery counts")
+    listing.set_defaults(func=_list)
+
+    waive = commands.add_parser("waive", help="waive a request's event to a processor (admin)")
+    waive.add_argument("request_id", metavar="REQUEST_ID")
+    waive.add_argument("processor_id", metavar="PROCESSOR_ID")
+    waive.add_argument("--reason", required=True, help="a case note, not personal data")
+    waive.set_defaults(func=_waive)
+
+
+def _add(args: argparse.Namespace, client: KaireonClient) -> int:
+    reply = client.requests.RegisterProcessor(
+        requests_pb2.RegisterProcessorRequest(name=args.name, url=args.url)
+    )
+    if args.json:
+        print_json(message_to_dict(reply))
+    else:
+        print(f"{reply.processor.id}  {reply.processor.name}  secret: {reply.signing_secret}")
+    return 0
+
+
+def _list(args: argparse.Namespace, client: KaireonClient) -> int:
+    reply = client.requests.ListProcessors(requests_pb2.ListProcessorsRequest())
+    if args.json:
+        print_json(message_to_dict(reply))
+        return 0
+    for p in reply.processors:
+        print(f"{p.id}  {p.name:<20} pending={p.pending} delivered={p.delivered} dead={p.dead}")
+    return 0
+
+
+def _waive(args: argparse.Namespace, client: KaireonClient) -> int:
+    reply = client.requests.WaiveDelivery(
+        requests_pb2.WaiveDeliveryRequest(
+            request_id=args.request_id, processor_id=args.processor_id, reason=args.reason
+        )
+    )
+    if args.json:
+        print_json(message_to_dict(reply))
+    else:
+        print(f"{reply.request.id}  {reply.request.state}")
+    return 0
