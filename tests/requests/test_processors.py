@@ -191,6 +191,14 @@ async def test_registration_input(stub, tenant):
         "http://[::1]/",
         "http://169.254.169.254/",
         "http://localhost:80/",
+        "http://127.1/",
+        "http://2130706433/",
+        "http://0x7f.0.0.1/",
+        "http://0177.0.0.1/",
+        "http://0/",
+        "http://127.0.0.1./",
+        "http://LOCALHOST./",
+        "http://[::ffff:127.0.0.1]/",
     ],
 )
 def test_internal_addresses_are_refused_unless_allowed(url: str) -> None:
@@ -198,3 +206,24 @@ def test_internal_addresses_are_refused_unless_allowed(url: str) -> None:
         validate_url(url, allow_private=False)
     assert validate_url(url, allow_private=True) == url
     assert validate_url("https://processor.example/hooks", allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:secret@processor.example/hooks",
+        "https://user@processor.example/hooks",
+        "https://:secret@processor.example/hooks",
+    ],
+)
+def test_credentials_in_the_url_are_refused(url: str) -> None:
+    for allow_private in (False, True):
+        with pytest.raises(InvalidArgument, match="user name or password"):
+            validate_url(url, allow_private=allow_private)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://processor.example./hooks", "https://8.8.8.8/", "https://1.2.3.4:8443/x"]
+)
+def test_global_hosts_are_accepted(url: str) -> None:
+    assert validate_url(url, allow_private=False) == url

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -40,15 +41,27 @@ def validate_url(url: str, *, allow_private: bool) -> str:
         raise InvalidArgument.field("url", "is not a valid URL") from None
     if parts.scheme not in {"http", "https"} or not host or any(c.isspace() for c in url):
         raise InvalidArgument.field("url", "must be an http or https URL with a host")
-    if not allow_private:
-        try:
-            address = ipaddress.ip_address(host)
-            internal = not address.is_global
-        except ValueError:
-            internal = host.lower() == "localhost" or host.lower().endswith(".localhost")
-        if internal:
-            raise InvalidArgument.field("url", "must not point at a private or loopback address")
+    if parts.username is not None or parts.password is not None:
+        # Credentials in the URL would be stored, listed and audited in clear text.
+        raise InvalidArgument.field("url", "must not hold a user name or password")
+    if not allow_private and _internal(host):
+        raise InvalidArgument.field("url", "must not point at a private or loopback address")
     return url
+
+
+def _internal(host: str) -> bool:
+    """A literal address that is not global, or localhost. The resolver reads
+    the short and numeric IPv4 forms too (`127.1`, `2130706433`, `0x7f.1`,
+    `0177.0.0.1`) and ignores a trailing dot, so they are read the same way here."""
+    host = host.rstrip(".").lower()
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        pass
+    try:
+        return not ipaddress.ip_address(socket.inet_aton(host)).is_global
+    except OSError:
+        return host == "localhost" or host.endswith(".localhost")
 
 
 async def register(
