@@ -93,6 +93,41 @@ async def test_bad_input_is_refused_and_nothing_is_written(stub, tenant, db):
         assert await con.fetchval("SELECT count(*) FROM audit_log") == 0
 
 
+async def test_other_spellings_of_an_id_are_refused_and_change_nothing(stub, tenant, db):
+    r = await create(stub, tenant)
+    undashed = r.id.replace("-", "")
+    async with db.transaction(tenant, readonly=True) as con:
+        audits = await con.fetchval("SELECT count(*) FROM audit_log")
+    for spelling in [f"{{{r.id}}}", f"urn:uuid:{r.id}", undashed, f"{r.id}\n", f" {r.id}"]:
+        await _fails(
+            stub.GetRequest(requests_pb2.GetRequestRequest(id=spelling), metadata=metadata(tenant)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        await _fails(
+            stub.CancelRequest(
+                requests_pb2.CancelRequestRequest(id=spelling, reason="r"),
+                metadata=metadata(tenant),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        error = await _fails(
+            stub.WaiveDelivery(
+                requests_pb2.WaiveDeliveryRequest(
+                    request_id=r.id, processor_id=f"{{{r.id}}}", reason="r"
+                ),
+                metadata=metadata(tenant, "admin"),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert "processor_id" in error.details()
+    found = await stub.GetRequest(
+        requests_pb2.GetRequestRequest(id=r.id), metadata=metadata(tenant)
+    )
+    assert found.request.state == r.state
+    async with db.transaction(tenant, readonly=True) as con:
+        assert await con.fetchval("SELECT count(*) FROM audit_log") == audits
+
+
 async def test_illegal_transitions_fail_and_change_nothing(stub, tenant, db):
     r = await create(stub, tenant)
     md = metadata(tenant)
