@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import aiohttp
 import grpc
 import pytest
 from aiohttp import web
@@ -18,6 +19,7 @@ from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon.requests.v1 import requests_pb2
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument
+from kaireon_server.requests.delivery import DeliverySettings, new_session
 from kaireon_server.requests.processors import validate_url
 from tests.requests.conftest import create, verify
 from tests.support.server import metadata
@@ -227,3 +229,19 @@ def test_credentials_in_the_url_are_refused(url: str) -> None:
 )
 def test_global_hosts_are_accepted(url: str) -> None:
     assert validate_url(url, allow_private=False) == url
+
+
+async def test_a_host_name_resolving_to_loopback_is_not_connected_to(receiver: Receiver) -> None:
+    # "localhost" stands for any name an attacker points at the server's network.
+    by_name = receiver.url.replace("127.0.0.1", "localhost")
+    async with new_session(DeliverySettings(allow_private_urls=False)) as session:
+        with pytest.raises(aiohttp.ClientError):
+            async with session.post(by_name, data=b"{}"):
+                pass
+    assert receiver.received == []
+    async with (
+        new_session(DeliverySettings(allow_private_urls=True)) as session,
+        session.post(by_name, data=b"{}") as response,
+    ):
+        assert response.status == 204
+    assert len(receiver.received) == 1
