@@ -6,6 +6,7 @@ receiver, signed per Standard Webhooks (verified by the independent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -245,3 +246,31 @@ async def test_a_host_name_resolving_to_loopback_is_not_connected_to(receiver: R
     ):
         assert response.status == 204
     assert len(receiver.received) == 1
+
+
+async def test_a_processor_answering_an_endless_body_is_still_delivered(stub, channel, seeded, db):
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            while True:  # until the client goes away
+                await response.write(b"x" * 65536)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hooks", endless)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        await _register(stub, seeded, f"http://127.0.0.1:{runner.addresses[0][1]}/hooks")
+        erasure = erasure_pb2_grpc.ErasureServiceStub(channel)
+        await erasure.EraseCustomer(
+            erasure_pb2.EraseCustomerRequest(customer_id="cust_00001"), metadata=metadata(seeded)
+        )
+        rows = await _settled(db, seeded, "delivered")
+        assert rows[0]["attempts"] == 1 and rows[0]["last_status"] == 200
+    finally:
+        await runner.cleanup()

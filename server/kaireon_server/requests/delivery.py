@@ -209,7 +209,8 @@ class DeliveryWorker:
             async with self._session.post(
                 delivery.url, data=body, headers=headers, allow_redirects=False
             ) as response:
-                await response.read()
+                # Only the status counts; the body (the processor's, of any
+                # size) is never read, the connection is simply released.
                 return response.status, "" if response.status < 300 else f"HTTP {response.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:
             return None, type(exc).__name__
