@@ -274,3 +274,21 @@ async def test_a_processor_answering_an_endless_body_is_still_delivered(stub, ch
         assert rows[0]["attempts"] == 1 and rows[0]["last_status"] == 200
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "name", ["", "   ", "crm\n", " crm", "crm ", "c\x1brm", "crm\u202e", "x" * 101]
+)
+async def test_ambiguous_processor_names_are_refused_and_nothing_is_registered(
+    stub, tenant: str, db: Database, name: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RegisterProcessor(
+            requests_pb2.RegisterProcessorRequest(name=name, url="https://p.example/"),
+            metadata=metadata(tenant),
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "name" in (caught.value.details() or "")
+    async with db.transaction(tenant, readonly=True) as con:
+        assert await con.fetchval("SELECT count(*) FROM processor_recipient") == 0
+        assert await con.fetchval("SELECT count(*) FROM audit_log") == 0

@@ -13,17 +13,31 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from kaireon_server.erasure.model import validate_customer_id
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import AlreadyExists, InvalidArgument
 from kaireon_server.requests import processor_repository as repository
 from kaireon_server.requests import repository as requests_repository
 from kaireon_server.requests import webhooks
-from kaireon_server.requests.model import State, validate_text
+from kaireon_server.requests.model import State
 from kaireon_server.requests.processor_repository import Processor
 
 EVENT_ERASED = "subject.erased"
 MAX_URL_CHARS = 2048
+MAX_NAME_CHARS = 100
+
+
+def validate_name(name: str) -> str:
+    """The processor's unique name exactly as given: no control characters and
+    no surrounding spaces, so "crm" and "crm\n" cannot be two processors that
+    list alike."""
+    name = validate_customer_id(name, "name")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidArgument.field("name", f"must be at most {MAX_NAME_CHARS} characters")
+    if name != name.strip():
+        raise InvalidArgument.field("name", "must not start or end with spaces")
+    return name
 
 
 def validate_url(url: str, *, allow_private: bool) -> str:
@@ -67,9 +81,7 @@ def _internal(host: str) -> bool:
 async def register(
     db: Database, *, tenant_id: str, actor: str, name: str, url: str, allow_private: bool
 ) -> tuple[Processor, str]:
-    name = validate_text(name, "name", required=True)
-    if len(name) > 100:
-        raise InvalidArgument.field("name", "must be at most 100 characters")
+    name = validate_name(name)
     url = validate_url(url, allow_private=allow_private)
     secret = webhooks.new_secret()
     async with db.transaction(tenant_id) as con:
