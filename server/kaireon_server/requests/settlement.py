@@ -29,10 +29,16 @@ def all_settled(deliveries: Sequence[DeliveryState]) -> bool:
     return all(d.state in SETTLED for d in deliveries)
 
 
-async def deliveries_of(db: Database, *, tenant_id: str, request_id: str) -> list[DeliveryState]:
+async def request_with_deliveries(
+    db: Database, *, tenant_id: str, request_id: str
+) -> tuple[SubjectRequest, list[DeliveryState]]:
+    """A request and its processor deliveries, read in one transaction (one snapshot)."""
     rid = parse_request_id(request_id)
     async with db.transaction(tenant_id, readonly=True) as con:
-        return await processor_repository.deliveries_of(con, tenant_id, rid)
+        request = await requests_repository.get(con, tenant_id, rid)
+        if request is None:
+            raise not_found()
+        return request, await processor_repository.deliveries_of(con, tenant_id, rid)
 
 
 async def waive(
