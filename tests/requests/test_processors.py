@@ -292,3 +292,29 @@ async def test_ambiguous_processor_names_are_refused_and_nothing_is_registered(
     async with db.transaction(tenant, readonly=True) as con:
         assert await con.fetchval("SELECT count(*) FROM processor_recipient") == 0
         assert await con.fetchval("SELECT count(*) FROM audit_log") == 0
+
+
+async def test_a_redirect_is_not_followed(stub, channel, seeded, db, receiver: Receiver) -> None:
+    async def redirect(request: web.Request) -> web.Response:
+        redirected.append(await request.read())
+        raise web.HTTPTemporaryRedirect(receiver.url)
+
+    redirected: list[bytes] = []
+    app = web.Application()
+    app.router.add_post("/hooks", redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        await _register(stub, seeded, f"http://127.0.0.1:{runner.addresses[0][1]}/hooks")
+        erasure = erasure_pb2_grpc.ErasureServiceStub(channel)
+        await erasure.EraseCustomer(
+            erasure_pb2.EraseCustomerRequest(customer_id="cust_00001"), metadata=metadata(seeded)
+        )
+        rows = await _settled(db, seeded, "dead")
+        # Every attempt ended at the redirect: counted as a failure, never followed.
+        assert rows[0]["last_status"] == 307 and len(redirected) == rows[0]["attempts"]
+        assert receiver.received == []
+    finally:
+        await runner.cleanup()
