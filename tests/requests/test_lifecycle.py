@@ -93,6 +93,41 @@ async def test_bad_input_is_refused_and_nothing_is_written(stub, tenant, db):
         assert await con.fetchval("SELECT count(*) FROM audit_log") == 0
 
 
+async def test_other_spellings_of_an_id_are_refused_and_change_nothing(stub, tenant, db):
+    r = await create(stub, tenant)
+    undashed = r.id.replace("-", "")
+    async with db.transaction(tenant, readonly=True) as con:
+        audits = await con.fetchval("SELECT count(*) FROM audit_log")
+    for spelling in [f"{{{r.id}}}", f"urn:uuid:{r.id}", undashed, f"{r.id}\n", f" {r.id}"]:
+        await _fails(
+            stub.GetRequest(requests_pb2.GetRequestRequest(id=spelling), metadata=metadata(tenant)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        await _fails(
+            stub.CancelRequest(
+                requests_pb2.CancelRequestRequest(id=spelling, reason="r"),
+                metadata=metadata(tenant),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        error = await _fails(
+            stub.WaiveDelivery(
+                requests_pb2.WaiveDeliveryRequest(
+                    request_id=r.id, processor_id=f"{{{r.id}}}", reason="r"
+                ),
+                metadata=metadata(tenant, "admin"),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert "processor_id" in error.details()
+    found = await stub.GetRequest(
+        requests_pb2.GetRequestRequest(id=r.id), metadata=metadata(tenant)
+    )
+    assert found.request.state == r.state
+    async with db.transaction(tenant, readonly=True) as con:
+        assert await con.fetchval("SELECT count(*) FROM audit_log") == audits
+
+
 async def test_illegal_transitions_fail_and_change_nothing(stub, tenant, db):
     r = await create(stub, tenant)
     md = metadata(tenant)
@@ -432,3 +467,66 @@ async def test_lists_filter_by_state_due_date_and_overdue(stub, tenant, db):
         stub.ListRequests(requests_pb2.ListRequestsRequest(due_before="soon"), metadata=md),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
+
+
+async def test_hostile_numbers_are_refused_and_change_nothing(stub, tenant, db):
+    md = metadata(tenant)
+    r = await create(stub, tenant, regulation="ccpa")
+    async with db.transaction(tenant, readonly=True) as con:
+        audits = await con.fetchval("SELECT count(*) FROM audit_log")
+    int32_max = 2**31 - 1
+    for policy, field in [
+        (dict(regulation="ccpa", period_days=-30), "policy.period_months"),
+        (dict(regulation="ccpa", period_months=-1, period_days=10), "policy.period_months"),
+        (dict(regulation="ccpa", period_days=int32_max), "policy.period_days"),
+        (dict(regulation="gdpr", period_months=1, max_extension_months=-1), "max_extension"),
+        (dict(regulation="ccpa", period_days=45, max_extension_days=int32_max), "max_extension"),
+        (dict(regulation="GDPR", period_months=1), "policy.regulation"),
+        (dict(regulation="gdpr\n", period_months=1), "policy.regulation"),
+    ]:
+        error = await _fails(
+            stub.SetRequestPolicy(
+                requests_pb2.SetRequestPolicyRequest(policy=requests_pb2.RequestPolicy(**policy)),
+                metadata=md,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+        assert field in error.details(), (policy, error.details())
+    for months, days in [(-1, 0), (0, -1), (-(2**31), 0)]:
+        await _fails(
+            stub.ExtendRequest(
+                requests_pb2.ExtendRequestRequest(id=r.id, reason="r", months=months, days=days),
+                metadata=md,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+    await _fails(
+        stub.ExtendRequest(
+            requests_pb2.ExtendRequestRequest(id=r.id, reason="r", days=int32_max), metadata=md
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "EXTENSION_LIMIT",
+    )
+    for stamp in [
+        Timestamp(seconds=2**62),
+        Timestamp(seconds=0, nanos=-1),
+        Timestamp(seconds=-(2**62)),
+    ]:
+        await _fails(
+            stub.CreateRequest(
+                requests_pb2.CreateRequestRequest(
+                    kind="access", subject_id="c", regulation="gdpr", receive_time=stamp
+                ),
+                metadata=md,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+    policies = await stub.ListRequestPolicies(
+        requests_pb2.ListRequestPoliciesRequest(), metadata=md
+    )
+    assert not any(p.overridden for p in policies.policies)
+    found = await stub.GetRequest(requests_pb2.GetRequestRequest(id=r.id), metadata=md)
+    assert found.request.days_left == r.days_left and found.request.extension_days == 0
+    async with db.transaction(tenant, readonly=True) as con:
+        assert await con.fetchval("SELECT count(*) FROM audit_log") == audits
+        assert await con.fetchval("SELECT count(*) FROM subject_request") == 1

@@ -6,9 +6,11 @@ receiver, signed per Standard Webhooks (verified by the independent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import aiohttp
 import grpc
 import pytest
 from aiohttp import web
@@ -18,6 +20,7 @@ from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon.requests.v1 import requests_pb2
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument
+from kaireon_server.requests.delivery import DeliverySettings, new_session
 from kaireon_server.requests.processors import validate_url
 from tests.requests.conftest import create, verify
 from tests.support.server import metadata
@@ -191,6 +194,14 @@ async def test_registration_input(stub, tenant):
         "http://[::1]/",
         "http://169.254.169.254/",
         "http://localhost:80/",
+        "http://127.1/",
+        "http://2130706433/",
+        "http://0x7f.0.0.1/",
+        "http://0177.0.0.1/",
+        "http://0/",
+        "http://127.0.0.1./",
+        "http://LOCALHOST./",
+        "http://[::ffff:127.0.0.1]/",
     ],
 )
 def test_internal_addresses_are_refused_unless_allowed(url: str) -> None:
@@ -198,3 +209,112 @@ def test_internal_addresses_are_refused_unless_allowed(url: str) -> None:
         validate_url(url, allow_private=False)
     assert validate_url(url, allow_private=True) == url
     assert validate_url("https://processor.example/hooks", allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:secret@processor.example/hooks",
+        "https://user@processor.example/hooks",
+        "https://:secret@processor.example/hooks",
+    ],
+)
+def test_credentials_in_the_url_are_refused(url: str) -> None:
+    for allow_private in (False, True):
+        with pytest.raises(InvalidArgument, match="user name or password"):
+            validate_url(url, allow_private=allow_private)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://processor.example./hooks", "https://8.8.8.8/", "https://1.2.3.4:8443/x"]
+)
+def test_global_hosts_are_accepted(url: str) -> None:
+    assert validate_url(url, allow_private=False) == url
+
+
+async def test_a_host_name_resolving_to_loopback_is_not_connected_to(receiver: Receiver) -> None:
+    # "localhost" stands for any name an attacker points at the server's network.
+    by_name = receiver.url.replace("127.0.0.1", "localhost")
+    async with new_session(DeliverySettings(allow_private_urls=False)) as session:
+        with pytest.raises(aiohttp.ClientError):
+            async with session.post(by_name, data=b"{}"):
+                pass
+    assert receiver.received == []
+    async with (
+        new_session(DeliverySettings(allow_private_urls=True)) as session,
+        session.post(by_name, data=b"{}") as response,
+    ):
+        assert response.status == 204
+    assert len(receiver.received) == 1
+
+
+async def test_a_processor_answering_an_endless_body_is_still_delivered(stub, channel, seeded, db):
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            while True:  # until the client goes away
+                await response.write(b"x" * 65536)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hooks", endless)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        await _register(stub, seeded, f"http://127.0.0.1:{runner.addresses[0][1]}/hooks")
+        erasure = erasure_pb2_grpc.ErasureServiceStub(channel)
+        await erasure.EraseCustomer(
+            erasure_pb2.EraseCustomerRequest(customer_id="cust_00001"), metadata=metadata(seeded)
+        )
+        rows = await _settled(db, seeded, "delivered")
+        assert rows[0]["attempts"] == 1 and rows[0]["last_status"] == 200
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "name", ["", "   ", "crm\n", " crm", "crm ", "c\x1brm", "crm\u202e", "x" * 101]
+)
+async def test_ambiguous_processor_names_are_refused_and_nothing_is_registered(
+    stub, tenant: str, db: Database, name: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RegisterProcessor(
+            requests_pb2.RegisterProcessorRequest(name=name, url="https://p.example/"),
+            metadata=metadata(tenant),
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "name" in (caught.value.details() or "")
+    async with db.transaction(tenant, readonly=True) as con:
+        assert await con.fetchval("SELECT count(*) FROM processor_recipient") == 0
+        assert await con.fetchval("SELECT count(*) FROM audit_log") == 0
+
+
+async def test_a_redirect_is_not_followed(stub, channel, seeded, db, receiver: Receiver) -> None:
+    async def redirect(request: web.Request) -> web.Response:
+        redirected.append(await request.read())
+        raise web.HTTPTemporaryRedirect(receiver.url)
+
+    redirected: list[bytes] = []
+    app = web.Application()
+    app.router.add_post("/hooks", redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        await _register(stub, seeded, f"http://127.0.0.1:{runner.addresses[0][1]}/hooks")
+        erasure = erasure_pb2_grpc.ErasureServiceStub(channel)
+        await erasure.EraseCustomer(
+            erasure_pb2.EraseCustomerRequest(customer_id="cust_00001"), metadata=metadata(seeded)
+        )
+        rows = await _settled(db, seeded, "dead")
+        # Every attempt ended at the redirect: counted as a failure, never followed.
+        assert rows[0]["last_status"] == 307 and len(redirected) == rows[0]["attempts"]
+        assert receiver.received == []
+    finally:
+        await runner.cleanup()

@@ -43,3 +43,12 @@ async def test_processors_cli(grpc_target: str, tenant: str):
         *_cli(grpc_target, tenant, "processors", "add", "x", "https://x.example/", role="operator")
     )
     assert code == 1 and "PERMISSION_DENIED" in err
+
+
+async def test_a_malformed_receipt_time_is_a_usage_error(grpc_target: str, tenant: str):
+    for bad in ("2026-13-01", "yesterday", "2026-01-01T25:00"):
+        code, _, err = await _run(
+            *_cli(grpc_target, tenant, "requests", "create", "access", "c1", "--received", bad)
+        )
+        assert code == 2, err
+        assert "ISO 8601" in err and "Traceback" not in err

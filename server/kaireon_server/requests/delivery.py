@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -74,6 +77,35 @@ class DeliverySettings:
 CHANNEL = "kaireon_processor_outbox"
 
 
+class PublicResolver(aiohttp.abc.AbstractResolver):
+    """The default resolver, keeping only global addresses: a processor host
+    name that resolves to a loopback, private or link-local address is not
+    connected to (literal addresses are refused at registration)."""
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[Any]:
+        found = await self._inner.resolve(host, port, family)
+        public = [r for r in found if ipaddress.ip_address(r["host"]).is_global]
+        if not public:
+            raise OSError(f"{host} resolves only to private or loopback addresses")
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def new_session(settings: DeliverySettings) -> aiohttp.ClientSession:
+    timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+    if settings.allow_private_urls:
+        return aiohttp.ClientSession(timeout=timeout)
+    connector = aiohttp.TCPConnector(resolver=PublicResolver())
+    return aiohttp.ClientSession(timeout=timeout, connector=connector)
+
+
 class DeliveryWorker:
     """One delivery loop per process: woken by queued events (LISTEN), by the
     retries it scheduled itself, and by a slow poll."""
@@ -115,8 +147,7 @@ class DeliveryWorker:
             self._next_retry = None
 
     async def _run(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=self._settings.timeout_seconds)
-        self._session = aiohttp.ClientSession(timeout=timeout)
+        self._session = new_session(self._settings)
         while True:
             try:
                 worked = await self.deliver_one()
@@ -178,7 +209,8 @@ class DeliveryWorker:
             async with self._session.post(
                 delivery.url, data=body, headers=headers, allow_redirects=False
             ) as response:
-                await response.read()
+                # Only the status counts; the body (the processor's, of any
+                # size) is never read, the connection is simply released.
                 return response.status, "" if response.status < 300 else f"HTTP {response.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:
             return None, type(exc).__name__

@@ -176,14 +176,6 @@ class RequestLifecycle:
             await audit(con, request, Verb.RECEIVED, actor, before=None)
         return request
 
-    async def get(self, *, tenant_id: str, request_id: str) -> SubjectRequest:
-        rid = parse_request_id(request_id)
-        async with self._db.transaction(tenant_id, readonly=True) as con:
-            request = await repository.get(con, tenant_id, rid)
-        if request is None:
-            raise not_found()
-        return request
-
     async def list_requests(
         self,
         *,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -12,17 +13,31 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from kaireon_server.erasure.model import validate_customer_id
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import AlreadyExists, InvalidArgument
 from kaireon_server.requests import processor_repository as repository
 from kaireon_server.requests import repository as requests_repository
 from kaireon_server.requests import webhooks
-from kaireon_server.requests.model import State, validate_text
+from kaireon_server.requests.model import State
 from kaireon_server.requests.processor_repository import Processor
 
 EVENT_ERASED = "subject.erased"
 MAX_URL_CHARS = 2048
+MAX_NAME_CHARS = 100
+
+
+def validate_name(name: str) -> str:
+    """The processor's unique name exactly as given: no control characters and
+    no surrounding spaces, so "crm" and "crm\n" cannot be two processors that
+    list alike."""
+    name = validate_customer_id(name, "name")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidArgument.field("name", f"must be at most {MAX_NAME_CHARS} characters")
+    if name != name.strip():
+        raise InvalidArgument.field("name", "must not start or end with spaces")
+    return name
 
 
 def validate_url(url: str, *, allow_private: bool) -> str:
@@ -40,23 +55,33 @@ def validate_url(url: str, *, allow_private: bool) -> str:
         raise InvalidArgument.field("url", "is not a valid URL") from None
     if parts.scheme not in {"http", "https"} or not host or any(c.isspace() for c in url):
         raise InvalidArgument.field("url", "must be an http or https URL with a host")
-    if not allow_private:
-        try:
-            address = ipaddress.ip_address(host)
-            internal = not address.is_global
-        except ValueError:
-            internal = host.lower() == "localhost" or host.lower().endswith(".localhost")
-        if internal:
-            raise InvalidArgument.field("url", "must not point at a private or loopback address")
+    if parts.username is not None or parts.password is not None:
+        # Credentials in the URL would be stored, listed and audited in clear text.
+        raise InvalidArgument.field("url", "must not hold a user name or password")
+    if not allow_private and _internal(host):
+        raise InvalidArgument.field("url", "must not point at a private or loopback address")
     return url
+
+
+def _internal(host: str) -> bool:
+    """A literal address that is not global, or localhost. The resolver reads
+    the short and numeric IPv4 forms too (`127.1`, `2130706433`, `0x7f.1`,
+    `0177.0.0.1`) and ignores a trailing dot, so they are read the same way here."""
+    host = host.rstrip(".").lower()
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        pass
+    try:
+        return not ipaddress.ip_address(socket.inet_aton(host)).is_global
+    except OSError:
+        return host == "localhost" or host.endswith(".localhost")
 
 
 async def register(
     db: Database, *, tenant_id: str, actor: str, name: str, url: str, allow_private: bool
 ) -> tuple[Processor, str]:
-    name = validate_text(name, "name", required=True)
-    if len(name) > 100:
-        raise InvalidArgument.field("name", "must be at most 100 characters")
+    name = validate_name(name)
     url = validate_url(url, allow_private=allow_private)
     secret = webhooks.new_secret()
     async with db.transaction(tenant_id) as con:

@@ -107,8 +107,7 @@ class RequestServicer(requests_pb2_grpc.RequestServiceServicer):
         self, request: requests_pb2.GetRequestRequest, context: Context
     ) -> requests_pb2.GetRequestResponse:
         identity = current_identity()
-        found = await self._requests.get(tenant_id=identity.tenant_id, request_id=request.id)
-        deliveries = await settlement.deliveries_of(
+        found, deliveries = await settlement.request_with_deliveries(
             self._db, tenant_id=identity.tenant_id, request_id=request.id
         )
         return requests_pb2.GetRequestResponse(

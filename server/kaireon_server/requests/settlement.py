@@ -5,18 +5,18 @@ settling transaction (migration 0153); this module reads and waives."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.db import Database
-from kaireon_server.platform.errors import FailedPrecondition, InvalidArgument
+from kaireon_server.platform.errors import FailedPrecondition
 from kaireon_server.requests import processor_repository
 from kaireon_server.requests import repository as requests_repository
 from kaireon_server.requests.model import (
     SubjectRequest,
     not_found,
     parse_request_id,
+    parse_uuid,
     validate_text,
 )
 from kaireon_server.requests.processor_repository import DeliveryState
@@ -29,20 +29,23 @@ def all_settled(deliveries: Sequence[DeliveryState]) -> bool:
     return all(d.state in SETTLED for d in deliveries)
 
 
-async def deliveries_of(db: Database, *, tenant_id: str, request_id: str) -> list[DeliveryState]:
+async def request_with_deliveries(
+    db: Database, *, tenant_id: str, request_id: str
+) -> tuple[SubjectRequest, list[DeliveryState]]:
+    """A request and its processor deliveries, read in one transaction (one snapshot)."""
     rid = parse_request_id(request_id)
     async with db.transaction(tenant_id, readonly=True) as con:
-        return await processor_repository.deliveries_of(con, tenant_id, rid)
+        request = await requests_repository.get(con, tenant_id, rid)
+        if request is None:
+            raise not_found()
+        return request, await processor_repository.deliveries_of(con, tenant_id, rid)
 
 
 async def waive(
     db: Database, *, tenant_id: str, actor: str, request_id: str, processor_id: str, reason: str
 ) -> tuple[SubjectRequest, list[DeliveryState]]:
     rid = parse_request_id(request_id)
-    try:
-        pid = uuid.UUID(processor_id)
-    except ValueError:
-        raise InvalidArgument.field("processor_id", "must be a UUID") from None
+    pid = parse_uuid(processor_id, "processor_id")
     reason = validate_text(reason, "reason", required=True)
     async with db.transaction(tenant_id) as con:
         if await requests_repository.get(con, tenant_id, rid, lock=True) is None:

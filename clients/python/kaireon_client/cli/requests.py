@@ -34,7 +34,12 @@ def register(subparsers: Any) -> None:
     create.add_argument("kind", choices=("access", "erasure"))
     create.add_argument("subject", metavar="SUBJECT", help="the data subject (customer id)")
     create.add_argument("--regulation", default="gdpr", choices=("gdpr", "uk_gdpr", "ccpa", "lgpd"))
-    create.add_argument("--received", metavar="ISO8601", help="when it was received (default: now)")
+    create.add_argument(
+        "--received",
+        metavar="ISO8601",
+        type=_received,
+        help="when it was received (default: now; UTC unless an offset is given)",
+    )
     create.set_defaults(func=_create)
 
     listing = commands.add_parser("list", help="list requests (newest first, or by due date)")
@@ -117,15 +122,23 @@ def _one(args: argparse.Namespace, request: requests_pb2.SubjectRequest) -> int:
     return 0
 
 
+def _received(text: str) -> Timestamp:
+    """An ISO 8601 instant; a malformed one is a usage error (exit 2), not a traceback."""
+    try:
+        received = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {text!r}") from None
+    stamp = Timestamp()
+    stamp.FromDatetime(received if received.tzinfo else received.replace(tzinfo=UTC))
+    return stamp
+
+
 def _create(args: argparse.Namespace, client: KaireonClient) -> int:
     message = requests_pb2.CreateRequestRequest(
         kind=args.kind, subject_id=args.subject, regulation=args.regulation
     )
-    if args.received:
-        received = datetime.fromisoformat(args.received)
-        stamp = Timestamp()
-        stamp.FromDatetime(received if received.tzinfo else received.replace(tzinfo=UTC))
-        message.receive_time.CopyFrom(stamp)
+    if args.received is not None:
+        message.receive_time.CopyFrom(args.received)
     return _one(args, client.requests.CreateRequest(message).request)
 
 
