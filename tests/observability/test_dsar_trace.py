@@ -255,3 +255,28 @@ async def test_flow_nodes_and_the_exports_they_queue_are_in_the_starting_calls_t
     for span in spans:
         for value in span_values(span):
             assert SUBJECT not in value, (span.name, value)
+
+
+@pytest.mark.parametrize(
+    "incoming",
+    [
+        [("traceparent", "00-" + "0" * 32 + "-" + CLIENT_SPAN + "-01")],  # all-zero trace id
+        [("traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01\n")],  # trailing newline
+        [("traceparent", "ff-" + CLIENT_TRACE + "-" + CLIENT_SPAN + "-01")],  # version ff
+        [("traceparent", "x" * 100_000)],  # huge
+        [("traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"), ("tracestate", "=" * 100_000)],
+    ],
+)
+def test_hostile_trace_context_never_reaches_a_stored_carrier(
+    exporter: InMemorySpanExporter, incoming: list[tuple[str, str]]
+):
+    """What is kept with a DSAR row is re-injected from the span, never the caller's text."""
+    with tracing.span("call", parent=tracing.extract(incoming)):
+        carrier = tracing.current_carrier()
+    assert carrier is not None
+    assert len(carrier.traceparent) == 55 and "\n" not in carrier.traceparent
+    assert carrier.tracestate is None or len(carrier.tracestate) <= tracing.MAX_TRACESTATE
+    # OpenTelemetry's parser joins a traceparent with one trailing newline (the
+    # carrier it yields is clean); anything else malformed starts a new trace.
+    if incoming[0][1].rstrip("\n") != f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01":
+        assert not carrier.traceparent.startswith(f"00-{CLIENT_TRACE}-")

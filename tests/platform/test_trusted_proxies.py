@@ -27,6 +27,14 @@ LOOPBACK = TrustedProxies.parse(None)
         ("", False),
         (None, False),
         ("dns:localhost:1", False),
+        # Only grpc-core's bracket escapes are decoded, once, in an ipv6 peer's host.
+        ("ipv6:%255B::1%255D:5000", False),  # double-encoded brackets
+        ("%75nix:", False),  # an encoded scheme is not "unix:"
+        ("ipv4%3A127.0.0.1:5000", False),
+        ("ipv4:127.0.0.1%3A5000", False),
+        ("ipv6:%5B%3A%3A1%5D:5000", False),  # encoded address text
+        ("ipv6:%5Bfe80::1%25eth0%5D:5000", False),
+        ("ipv6:%5b::1%5d:5000", True),  # hex digits of either case
     ],
 )
 def test_default_trusts_loopback_peers_only(peer: str | None, trusted: bool) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 DEFAULT_TRUSTED_PROXIES = "127.0.0.0/8,::1"
 
@@ -67,15 +66,19 @@ class TrustedProxies:
         """
         if not peer:
             return False
-        # grpc-core percent-encodes IPv6 brackets ("ipv6:%5B::1%5D:5000"): decode them,
-        # or a client of "localhost" that resolves to ::1 is refused.
-        scheme, _, rest = unquote(peer).partition(":")
+        scheme, _, rest = peer.partition(":")
         if scheme == "unix":
             return True
         if scheme == "ipv4":
             return self.allows_host(rest.rpartition(":")[0])
         if scheme == "ipv6":
             host = rest.rpartition(":")[0]
+            # grpc-core percent-encodes the brackets ("ipv6:%5B::1%5D:5000"), or a client
+            # of "localhost" that resolves to ::1 would be refused. Decode those two
+            # escapes only, once, and only here: a general unquote of the whole peer
+            # would also turn "%75nix:" into "unix:" and "%255B" into a bracket.
+            if host[:3].upper() == "%5B" and host[-3:].upper() == "%5D":
+                host = f"[{host[3:-3]}]"
             if host.startswith("[") and host.endswith("]"):
                 return self.allows_host(host[1:-1])
         return False
