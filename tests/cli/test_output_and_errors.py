@@ -137,6 +137,11 @@ async def test_no_server_and_no_identity_get_hints(grpc_target: str, seeded: str
     assert code == 1 and "UNAUTHENTICATED" in err and "hint: give an identity" in err
     code, _, err = await run(KAIREON_OFFLINE, "--target", grpc_target, "--timeout", "x", "audit")
     assert code == 2
+    for hostile in ("nan", "inf", "-1", "0", "1e999"):
+        code, _, err = await run(
+            KAIREON_OFFLINE, "--target", grpc_target, f"--timeout={hostile}", "audit"
+        )
+        assert code == 2 and "--timeout" in err, hostile
 
 
 KAIREON_OFFLINE = cli("unused", "unused")[0]

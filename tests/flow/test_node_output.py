@@ -97,6 +97,7 @@ async def test_refusals(stub, tenant: str) -> None:
         (f"{tenant}x", "src", "operator", grpc.StatusCode.NOT_FOUND, "run 'out-1' not found"),
         (tenant, "src", "viewer", grpc.StatusCode.PERMISSION_DENIED, ""),
         (tenant, "bad id!", "operator", grpc.StatusCode.INVALID_ARGUMENT, "node_id"),
+        (tenant, "src\n", "operator", grpc.StatusCode.INVALID_ARGUMENT, "node_id"),
         (tenant, "", "operator", grpc.StatusCode.INVALID_ARGUMENT, "node_id: is required"),
     ]
     for who, node, role, code, words in cases:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,17 @@ SUBCOMMAND_MODULES: Sequence[str] = (
 )
 
 
+def _seconds(text: str) -> float:
+    """A --timeout value: a finite number of seconds above zero (not NaN, inf or -1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kaireon",
@@ -45,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tenant", help="tenant id (trusted-header mode)")
     parser.add_argument("--role", help="viewer, operator or admin (trusted-header mode)")
     parser.add_argument("--token", help="bearer token (JWT)")
-    parser.add_argument("--timeout", type=float, help="deadline of unary calls in seconds")
+    parser.add_argument("--timeout", type=_seconds, help="deadline of unary calls in seconds")
     parser.add_argument("--ca-cert", help="CA bundle: connect with TLS")
     parser.add_argument("--client-cert", help="client certificate for mTLS")
     parser.add_argument("--client-key", help="client key for mTLS")
