@@ -178,6 +178,8 @@ async def test_maintenance_functions_return_keys_only(db: Database) -> None:
         ("kaireon_processor_claim_delivery", "TABLE(tenant_id text, id uuid)"),
         # Migration 0113, the audit log integrator: tenant keys with rows to integrate.
         ("kaireon_tlog_pending", "TABLE(tenant_id text)"),
+        # Migration 0172: the same, a page after a tenant key.
+        ("kaireon_tlog_pending", "TABLE(tenant_id text)"),
     ]
 
 

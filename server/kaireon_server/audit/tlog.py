@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,9 @@ MAX_EXPORT_ENTRIES = 10_000
 MAX_RANGE_ROWS = 100_000
 NOTIFY_CHANNEL = "kaireon_audit_appended"
 WAKE_DELAY = 0.1
+# Tenants per page of the integrator's round; seconds before a refused tree is re-checked.
+PENDING_PAGE = 100
+REFUSED_RETRY = 60.0
 # Seconds an erasure waits for its row's checkpoint (p50 ~70 ms, p99 ~250 ms measured).
 DEFAULT_PROOF_WAIT = 2.0
 PROOF_POLL = 0.05
@@ -283,6 +287,8 @@ class Integrator:
     _published: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Tenants whose tree was refused, and when to look at them again (monotonic).
+    _refused: dict[str, float] = field(default_factory=dict)
 
     def start(self) -> None:
         if self.settings.enabled and self._task is None:
@@ -307,16 +313,38 @@ class Integrator:
                 await asyncio.sleep(WAKE_DELAY)
             self._wake.clear()
             try:
-                async with self.db.connection() as con:
-                    tenants = await repo.pending_tenants(con, 100)
-                for tenant in tenants:
-                    await self.integrate(tenant)
+                await self.integrate_pending()
             except asyncio.CancelledError:
                 raise
-            except TreeIntegrityError as exc:
-                log.error("audit log: refusing to sign a checkpoint: %s", exc)
             except Exception:
                 log.exception("audit log integration failed; retrying")
+
+    async def integrate_pending(self) -> None:
+        """One round over every tenant with rows no checkpoint covers, page by page.
+
+        A tenant whose tree the integrator refuses to sign is set aside for
+        REFUSED_RETRY seconds (and logged once per refusal), so neither its
+        error nor any number of such tenants holds the others back; the
+        checkpoint-lag gauge keeps reporting its uncovered rows meanwhile.
+        """
+        after = ""
+        while True:
+            async with self.db.connection() as con:
+                tenants = await repo.pending_tenants(con, after, PENDING_PAGE)
+            for tenant in tenants:
+                if self._refused.get(tenant, 0.0) > time.monotonic():
+                    continue
+                try:
+                    await self.integrate(tenant)
+                    self._refused.pop(tenant, None)
+                except TreeIntegrityError as exc:
+                    log.error(
+                        "audit log: refusing to sign a checkpoint for tenant %s: %s", tenant, exc
+                    )
+                    self._refused[tenant] = time.monotonic() + REFUSED_RETRY
+            if len(tenants) < PENDING_PAGE:
+                return
+            after = tenants[-1]
 
     async def integrate(self, tenant_id: str) -> int:
         """Integrate every pending row of the tenant; return the rows integrated."""

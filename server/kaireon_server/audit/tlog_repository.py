@@ -14,8 +14,9 @@ LEAF_COLUMNS = (
 )
 
 
-async def pending_tenants(con: asyncpg.Connection, limit: int) -> list[str]:
-    rows = await con.fetch("SELECT tenant_id FROM kaireon_tlog_pending($1)", limit)
+async def pending_tenants(con: asyncpg.Connection, after: str, limit: int) -> list[str]:
+    """Tenant keys with rows no checkpoint covers, ordered, after the key `after`."""
+    rows = await con.fetch("SELECT tenant_id FROM kaireon_tlog_pending($1, $2)", after, limit)
     return [str(r["tenant_id"]) for r in rows]
 
 
