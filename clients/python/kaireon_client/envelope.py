@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 import re
 import tempfile
@@ -36,6 +35,8 @@ from typing import Any, BinaryIO
 import rfc8785
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from kaireon_client import strict_json
 
 FORMAT = "encrypted-aes-256-gcm"
 KEYS_ENV = "KAIREON_ENCRYPTION_KEYS"
@@ -264,7 +265,7 @@ def decrypt_envelope(
     request_id: str | None = None,
 ) -> bytes:
     """The plaintext export of an in-memory envelope (parsed JSON or its bytes)."""
-    document = json.loads(envelope) if isinstance(envelope, bytes | bytearray) else envelope
+    document = strict_json.loads(envelope) if isinstance(envelope, bytes | bytearray) else envelope
     if not isinstance(document, Mapping):
         raise EnvelopeError("not an encrypted envelope (expected a JSON object)")
     info = _info(document)
@@ -326,7 +327,7 @@ def decrypt_file(
         suffix = f.read()
         try:
             # Parse the envelope with an empty ciphertext: the small clear part.
-            info = _info(json.loads(prefix + suffix))
+            info = _info(strict_json.loads(prefix + suffix))
         except (ValueError, UnicodeDecodeError):
             raise EnvelopeError("not an encrypted envelope (invalid JSON)") from None
         total = end - start

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from kaireon_client import strict_json
 from kaireon_client.canonical import canonical_json, format_timestamp, sha256_hex
 from kaireon_client.signing import ALGORITHM, UNSIGNED, load_public_key, public_key_id
 
@@ -172,7 +172,7 @@ def verify_receipt(
         return ReceiptReport((Problem("content", "the receipt has no canonicalPayload"),))
     data = text.encode("utf-8")
     try:
-        payload = json.loads(data)
+        payload = strict_json.loads(data)
     except ValueError:
         return ReceiptReport((Problem("content", "canonicalPayload is not JSON"),))
     if not isinstance(payload, dict):

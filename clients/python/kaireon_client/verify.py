@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any
 
 import rfc8785
 
+from kaireon_client import strict_json
 from kaireon_client.jcs import canonical_json
 from kaireon_client.signing import UNSIGNED, verify_signature
 
@@ -95,7 +95,7 @@ def verify_digest(body: bytes, expected_hex: str) -> bool:
 def is_canonical(body: bytes) -> bool:
     """True when `body` is JSON already in RFC 8785 canonical form."""
     try:
-        return canonical_json(json.loads(body)) == body
+        return canonical_json(strict_json.loads(body)) == body
     except (ValueError, rfc8785.CanonicalizationError):
         return False
 
@@ -228,7 +228,7 @@ def verify_bundle(
     )
     checks = list(report.checks)
     try:
-        bundle = json.loads(body)
+        bundle = strict_json.loads(body)
     except ValueError:
         return Report((*checks, Check("schema", False, "body is not JSON")))
     schema = bundle.get("schemaVersion") if isinstance(bundle, dict) else None

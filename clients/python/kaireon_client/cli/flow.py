@@ -34,6 +34,7 @@ import yaml
 from google.protobuf import json_format
 
 from kaireon.flow.v1 import flow_pb2
+from kaireon_client import strict_json
 from kaireon_client.cli.common import EXIT_RPC_ERROR, dumps_json, message_to_dict, print_json
 from kaireon_client.client import KaireonClient
 
@@ -110,15 +111,42 @@ def register(subparsers: Any) -> None:
     clear.set_defaults(func=_clear)
 
 
+class _StrictYamlLoader(yaml.SafeLoader):
+    """safe_load that also refuses a key twice in one mapping (YAML says keys are
+    unique; PyYAML keeps the last) and aliases (a few lines of `*ref` expand to
+    gigabytes; a flow file has no use for them)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "aliases are not allowed", mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: list[Any] = []
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.append(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_definition(path: str) -> flow_pb2.FlowDefinition:
-    """Parse a flow file; YAML is read with safe_load (no Python objects)."""
+    """Parse a flow file strictly: JSON or YAML (no Python objects, no key twice)."""
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as exc:
         raise FlowFileError(f"cannot read {path}: {exc.strerror}") from None
     try:
         # YAML is a superset of JSON: anything but .json goes to the YAML parser.
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        data = (
+            strict_json.loads(text)
+            if path.endswith(".json")
+            else yaml.load(text, Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader
+        )
     except (ValueError, yaml.YAMLError) as exc:
         raise FlowFileError(f"{path} is not valid YAML/JSON: {exc}") from None
     if not isinstance(data, dict):

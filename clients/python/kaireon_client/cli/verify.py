@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kaireon_client import strict_json
 from kaireon_client.audit_chain import (
     GENESIS_HASH,
     events_of,
@@ -122,8 +123,10 @@ def _read_json(name: str) -> Any:
         text = sys.stdin.read() if name == "-" else Path(name).read_text()
     except OSError as exc:
         raise _Unusable(f"cannot read {exc.filename}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise _Unusable(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     try:
-        return json.loads(text)
+        return strict_json.loads(text)
     except ValueError as exc:
         raise _Unusable(f"{name}: not JSON ({exc})") from exc
 

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kaireon_client import strict_json
 from kaireon_client.tlog.checkpoint import CheckpointError, SignedCheckpoint
 from kaireon_client.tlog.cosignature import parse_cosignature_vkey
 from kaireon_client.tlog.leaf import AuditLeaf, LeafError
@@ -121,7 +121,7 @@ def _leaf(extra: bytes | None) -> AuditLeaf:
     if extra is None:
         raise EvidenceError("leaf", "the proof carries no leaf (extra line)")
     try:
-        leaf = AuditLeaf.from_json(json.loads(extra))
+        leaf = AuditLeaf.from_json(strict_json.loads(extra))
     except (ValueError, LeafError) as exc:
         raise EvidenceError("leaf", f"not an audit leaf: {exc}") from None
     # The hashed bytes must be exactly the leaf read (no duplicate keys, no spacing).
@@ -183,7 +183,7 @@ def _verdict(
 
 def _json_object(data: bytes | str, what: str) -> Mapping[str, Any]:
     try:
-        value = json.loads(data)
+        value = strict_json.loads(data)
     except ValueError as exc:
         raise EvidenceError("artefact", f"the {what} is not JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -308,7 +308,7 @@ def receipt_parts(data: bytes) -> tuple[bytes, str]:
     EraseCustomer answer (`{"receipt": {...}}` or the receipt alone, REST or
     protobuf field names), whose proof comes along ("" when pending)."""
     try:
-        value = json.loads(data)
+        value = strict_json.loads(data)
     except ValueError:
         return data, ""
     if isinstance(value, dict) and isinstance(value.get("receipt"), dict):

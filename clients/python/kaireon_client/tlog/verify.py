@@ -27,13 +27,13 @@ The first failure raises `VerificationError` naming the leaf index where one app
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kaireon_client import strict_json
 from kaireon_client.tlog.checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
 from kaireon_client.tlog.cosignature import parse_cosignature_vkey
 from kaireon_client.tlog.leaf import AuditLeaf, LeafError
@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     """Exit 0 when the export verifies, 1 when it does not, 2 on bad keys or options."""
     try:
         text = sys.stdin.read() if args.export == "-" else Path(args.export).read_text()
-        document = json.loads(text)
+        document = strict_json.loads(text)
     except (OSError, ValueError) as exc:
         print(f"audit export does NOT verify: {exc}", file=sys.stderr)
         return 1

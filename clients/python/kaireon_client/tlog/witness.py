@@ -45,6 +45,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from kaireon_client import strict_json
 from kaireon_client.tlog.checkpoint import Checkpoint, CheckpointError, parse_checkpoint
 from kaireon_client.tlog.cosignature import CosignatureSigner
 from kaireon_client.tlog.merkle import (
@@ -121,7 +122,7 @@ class WitnessState:
 
     def read(self) -> dict[str, LogRecord]:
         try:
-            raw = json.loads(self.path.read_text())
+            raw = strict_json.loads(self.path.read_text())
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
