@@ -42,3 +42,16 @@ def test_reader_refuses_anything_else(tmp_path: Path, text: str) -> None:
         read_checksum_file(path)
     with pytest.raises(ChecksumFileError, match="cannot read"):
         read_checksum_file(tmp_path / "missing.sha256")
+
+
+def test_a_sidecar_naming_another_file_is_refused(tmp_path: Path) -> None:
+    digest = "0" * 64
+    path = tmp_path / "a.json.sha256"
+    path.write_text(f"{digest}  b.json\n")
+    assert read_checksum_file(path) == digest  # no name to hold it to
+    assert read_checksum_file(path, "b.json") == digest
+    with pytest.raises(ChecksumFileError, match=r"is for 'b\.json', not 'a\.json'"):
+        read_checksum_file(path, "a.json")
+    path.write_bytes(b"\xff" * 64 + b"\n")
+    with pytest.raises(ChecksumFileError, match="not UTF-8"):
+        read_checksum_file(path)

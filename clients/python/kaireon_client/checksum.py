@@ -32,16 +32,32 @@ def write_checksum_file(path: Path, digest: str) -> Path:
     return target
 
 
-def read_checksum_file(path: Path) -> str:
-    """The hex digest of a `.sha256` file (sha256sum format or bare hex)."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ChecksumFileError(f"cannot read {path}: {exc.strerror}") from None
+def parse_checksum(text: str, name: str | None = None) -> str:
+    """The hex digest of a `.sha256` file's text (sha256sum format or bare hex).
+
+    With `name`, a line naming another file is refused: the sidecar of
+    `a.json` beside `b.json` must not vouch for it.
+    """
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     match = _LINE.fullmatch(lines[0]) if len(lines) == 1 else None
     if match is None:
         raise ChecksumFileError(
-            f"{path} is not a sha256 checksum file (expected '<64 hex digits>  <file name>')"
+            "not a sha256 checksum file (expected '<64 hex digits>  <file name>')"
         )
+    named = match.group(2)
+    if name is not None and named is not None and Path(named.strip()).name != name:
+        raise ChecksumFileError(f"the .sha256 file is for {named.strip()!r}, not {name!r}")
     return match.group(1).lower()
+
+
+def read_checksum_file(path: Path, name: str | None = None) -> str:
+    """The hex digest of a `.sha256` file; see parse_checksum."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ChecksumFileError(f"cannot read {path}: {reason}") from None
+    try:
+        return parse_checksum(text, name)
+    except ChecksumFileError as exc:
+        raise ChecksumFileError(f"{path} is {exc}") from None

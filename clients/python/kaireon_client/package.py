@@ -4,18 +4,16 @@
 package: the body bytes exactly as served, the sha256 hex of those bytes, the
 base64 signature (or "unsigned"). The digest sidecar is read in either form:
 the bare hex, or `sha256sum`'s `<hex>  <name>` (so `sha256sum -c FILE.sha256`
-works beside it); a name that is not FILE's is refused.
+works beside it); checksum.parse_checksum reads it and refuses a name that is
+not FILE's.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PackageError", "SignedFile", "load_package", "parse_digest_sidecar"]
-
-_SHA256SUM_LINE = re.compile(r"(?P<hex>\S+)(?:\s+\*?(?P<name>.+))?")
+__all__ = ["PackageError", "SignedFile", "load_package"]
 
 
 class PackageError(ValueError):
@@ -27,19 +25,6 @@ class SignedFile:
     body: bytes
     digest: str
     signature: str | None  # None: no .sig beside the file
-
-
-def parse_digest_sidecar(text: str, body_name: str) -> str:
-    """The hex digest of a .sha256 sidecar; ValueError when it names another file."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) != 1:
-        raise ValueError("the .sha256 file must hold one line")
-    match = _SHA256SUM_LINE.fullmatch(lines[0])
-    assert match is not None  # a non-empty stripped line always matches
-    name = match.group("name")
-    if name is not None and Path(name.strip()).name != body_name:
-        raise ValueError(f"the .sha256 file is for {name.strip()!r}, not {body_name!r}")
-    return match.group("hex")
 
 
 def load_package(

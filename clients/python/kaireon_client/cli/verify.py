@@ -34,7 +34,8 @@ from kaireon_client.audit_chain import (
     normalise_event,
     verify_rows,
 )
-from kaireon_client.package import PackageError, load_package, parse_digest_sidecar
+from kaireon_client.checksum import parse_checksum
+from kaireon_client.package import PackageError, load_package
 from kaireon_client.receipt import verify_receipt
 from kaireon_client.signing import load_public_key
 from kaireon_client.tlog import evidence
@@ -190,7 +191,7 @@ def _signed_file(args: argparse.Namespace, what: str, verify: Callable[..., Repo
     except PackageError as exc:
         raise _Unusable(str(exc)) from exc
     try:
-        digest = parse_digest_sidecar(package.digest, args.file.name)
+        digest = parse_checksum(package.digest, args.file.name)
     except ValueError as exc:
         report = Report((Check("digest", False, str(exc)),))
     else:
