@@ -280,3 +280,47 @@ def test_hostile_trace_context_never_reaches_a_stored_carrier(
     # carrier it yields is clean); anything else malformed starts a new trace.
     if incoming[0][1].rstrip("\n") != f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01":
         assert not carrier.traceparent.startswith(f"00-{CLIENT_TRACE}-")
+
+
+async def test_a_traceparent_sent_twice_is_not_believed(
+    traced_app: App, tenant: str, exporter: InMemorySpanExporter
+):
+    """traceparent is single-valued: two headers (REST) or two metadata entries
+    (the gateway's gRPC call) start a new trace instead of joining either one;
+    several tracestate headers are one list, as W3C says."""
+    other = "4bf92f3577b34da6a3ce929d0e0e4736"
+    exporter.clear()
+    base = f"http://127.0.0.1:{traced_app.http_port}"
+    missing = "/api/v1/dsar/00000000-0000-4000-8000-000000000000"
+    async with aiohttp.ClientSession(base_url=base) as http:
+        twice = [
+            *headers(tenant).items(),
+            ("traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"),
+            ("traceparent", f"00-{other}-{CLIENT_SPAN}-01"),
+        ]
+        async with http.get(missing, headers=twice) as response:
+            assert response.status == 404, await response.text()
+        once = [*headers(tenant).items(), ("traceparent", f"00-{other}-{CLIENT_SPAN}-01")]
+        async with http.get(missing, headers=once) as response:
+            assert response.status == 404, await response.text()
+    assert not _in_trace(exporter, CLIENT_TRACE)
+    rest = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.kind is SpanKind.SERVER and (s.attributes or {}).get("http.request.method") == "GET"
+    ]
+    assert len(rest) == 2, [s.name for s in rest]
+    # The first request started a trace of its own; the second joined the client's.
+    assert rest[0].parent is None and f"{rest[0].context.trace_id:032x}" != other
+    assert rest[1].parent is not None and f"{rest[1].context.trace_id:032x}" == other
+
+    parent = tracing.extract(
+        [
+            ("traceparent", f"00-{other}-{CLIENT_SPAN}-01"),
+            ("tracestate", "a=1"),
+            ("tracestate", "b=2"),
+        ]
+    )
+    with tracing.span("probe", parent=parent):
+        carrier = tracing.current_carrier()
+    assert carrier is not None and carrier.tracestate == "a=1,b=2"

@@ -153,12 +153,21 @@ _GETTER = _MetadataGetter()
 
 
 def extract(metadata: Iterable[tuple[str, Any]] | None) -> otel_context.Context:
-    """The caller's trace context from gRPC metadata (W3C traceparent)."""
-    carrier = {
-        k: v
-        for k, v in (metadata or ())
-        if k in ("traceparent", "tracestate") and isinstance(v, str)
-    }
+    """The caller's trace context from gRPC metadata (W3C traceparent).
+
+    traceparent is a single value: sent twice, neither is believed (a new trace
+    starts). tracestate is a list: several headers are joined, as W3C says.
+    """
+    parents: list[str] = []
+    states: list[str] = []
+    for k, v in metadata or ():
+        if isinstance(v, str) and k in ("traceparent", "tracestate"):
+            (parents if k == "traceparent" else states).append(v)
+    if len(parents) != 1:
+        return otel_context.Context()
+    carrier = {"traceparent": parents[0]}
+    if states:
+        carrier["tracestate"] = ",".join(states)
     return _PROPAGATOR.extract(carrier, getter=_GETTER)
 
 
