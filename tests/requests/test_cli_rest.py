@@ -78,6 +78,20 @@ async def test_the_cli_walks_a_request_through_its_lifecycle(grpc_target: str, t
     )
     assert code == 0, err
     assert "2026-01-17" in out  # LGPD: 15 days
+    # The regulations are the server's list (the CLI keeps no copy): it names them.
+    code, out, err = await _run(
+        *_cli(
+            grpc_target,
+            tenant,
+            "requests",
+            "create",
+            "access",
+            "cust_cli_3",
+            "--regulation",
+            "hipaa",
+        )
+    )
+    assert code == 1 and "INVALID_ARGUMENT" in err and "gdpr, uk_gdpr, ccpa, lgpd" in err, err
     code, out, err = await _run(*_cli(grpc_target, tenant, "dsar", "list", "--overdue"))
     assert code == 0, err
     lines = out.strip().splitlines()

@@ -12,6 +12,7 @@ worker's transaction that writes `dsar_export_completed`).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -54,6 +55,7 @@ from kaireon_server.requests.model import (
 
 # A receipt time a little ahead of the server's clock is skew, not the future.
 _CLOCK_SKEW = timedelta(minutes=5)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _OLDEST_RECEIPT = timedelta(days=3 * 366)
 
 
@@ -121,6 +123,9 @@ def _parse_due_before(value: str) -> date | None:
     if not value:
         return None
     try:
+        # fromisoformat also reads 20261204 and 2026-W49-5: one spelling only.
+        if not _DATE.fullmatch(value):
+            raise ValueError(value)
         return date.fromisoformat(value)
     except ValueError:
         raise InvalidArgument.field("due_before", "must be a date YYYY-MM-DD") from None

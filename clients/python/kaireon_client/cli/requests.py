@@ -33,7 +33,11 @@ def register(subparsers: Any) -> None:
     create = commands.add_parser("create", help="record a received request")
     create.add_argument("kind", choices=("access", "erasure"))
     create.add_argument("subject", metavar="SUBJECT", help="the data subject (customer id)")
-    create.add_argument("--regulation", default="gdpr", choices=("gdpr", "uk_gdpr", "ccpa", "lgpd"))
+    create.add_argument(
+        "--regulation",
+        default="gdpr",
+        help="gdpr (default), uk_gdpr, ccpa or lgpd; the server's list decides and names it",
+    )
     create.add_argument(
         "--received",
         metavar="ISO8601",
