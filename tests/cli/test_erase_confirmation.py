@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pty
@@ -102,3 +103,30 @@ async def test_holds_set_list_release_around_a_refused_erasure(
     assert code == 1 and "PERMISSION_DENIED" in err
     code, _, err = await run(*base, "holds", "set", "cust_00001")
     assert code == 2 and "--reason" in err
+
+
+async def test_a_tenant_with_nothing_to_erase_gets_an_answer_not_a_traceback(
+    grpc_target: str, tenant: str
+):
+    """A fresh tenant: the answer has no counts at all (proto3 JSON drops an empty map)."""
+    for extra in (["--dry-run"], ["--yes"]):
+        code, out, err = await run(*cli(grpc_target, tenant), "erase", "cust_none", *extra)
+        assert code == 0 and "Traceback" not in err, err
+        assert ": 0 rows" in out.splitlines()[0], out
+
+
+def test_the_prompt_shows_no_control_characters_from_a_token():
+    from kaireon_client.cli.erase import tenant_label
+    from kaireon_client.config import ClientConfig
+
+    def token(claims: dict[str, object]) -> str:
+        body = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+        return f"e30.{body}.sig"
+
+    def label(claims: dict[str, object]) -> str:
+        return tenant_label(ClientConfig(target="x:1", token=token(claims)))
+
+    assert label({"tenant_id": "acme"}) == "acme (from the token)"
+    assert label({"tenant_id": "acme\x1b[2K\rdemo"}) == "the token's tenant"
+    assert label({"tenant_id": ["acme"]}) == "the token's tenant"
+    assert label({"sub": "x"}) == "the token's tenant"

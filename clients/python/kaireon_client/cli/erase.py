@@ -52,7 +52,11 @@ def tenant_label(config: ClientConfig) -> str:
         try:
             payload = config.token.split(".")[1]
             claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            return f"{claims['tenant_id']} (from the token)"
+            tenant = claims["tenant_id"]
+            # Shown on the operator's terminal: no control characters from a token.
+            if isinstance(tenant, str) and tenant.isprintable():
+                return f"{tenant} (from the token)"
+            return "the token's tenant"
         except (IndexError, KeyError, TypeError, ValueError):
             return "the token's tenant"
     return "(no tenant given)"
