@@ -188,13 +188,7 @@ class RunManager:
             started = datetime.now(UTC)
             document = definition_to_json(definition)
             async with self.db.transaction(tenant) as con:
-                if await repository.get_run(con, tenant, run_id) is not None:
-                    raise AlreadyExists(
-                        f"run '{run_id}' exists; use RetryRun",
-                        reason="RUN_EXISTS",
-                        metadata={"run_id": run_id},
-                    )
-                await repository.insert_run(
+                view = await repository.insert_run(
                     con,
                     tenant,
                     run_id,
@@ -204,6 +198,12 @@ class RunManager:
                     nodes=_node_rows(plan),
                     started_at=started,
                 )
+                if view is None:
+                    raise AlreadyExists(
+                        f"run '{run_id}' exists; use RetryRun",
+                        reason="RUN_EXISTS",
+                        metadata={"run_id": run_id},
+                    )
                 await append_audit(
                     con,
                     tenant,
@@ -217,11 +217,9 @@ class RunManager:
                         "definitionDigest": definition.digest,
                     },
                 )
-                view = await repository.get_run(con, tenant, run_id)
         except BaseException:
             await self._abandon(lock, tenant)
             raise
-        assert view is not None
         self._launch(Attempt(tenant, run_id, plan, 1, 1, lock, identity.actor))
         return view
 

@@ -187,18 +187,51 @@ async def insert_run(
     digest: str,
     nodes: Sequence[tuple[str, str]],
     started_at: datetime,
-) -> None:
-    await con.execute(
-        "INSERT INTO flow_run (tenant_id, run_id, name, definition, definition_digest, state, "
-        "attempt, started_at, created_at) VALUES ($1, $2, $3, $4, $5, 'running', 1, $6, $6)",
+) -> RunView | None:
+    """Insert a new run and its pending nodes in one statement (StartRun's hot
+    path: no read before, none after); None when the run id exists. The view
+    is what get_run would read back: the columns' defaults, the given values."""
+    created = await con.fetchval(
+        """
+        WITH run AS (
+            INSERT INTO flow_run (tenant_id, run_id, name, definition, definition_digest,
+                                  state, attempt, started_at, created_at)
+            VALUES ($1, $2, $3, $4, $5, 'running', 1, $6, $6)
+            ON CONFLICT (tenant_id, run_id) DO NOTHING
+            RETURNING run_id
+        ), node AS (
+            INSERT INTO flow_run_node (tenant_id, run_id, node_id, position, node_type, state)
+            SELECT $1, run.run_id, n.node_id, n.position - 1, n.node_type, 'pending'
+              FROM run, unnest($7::text[], $8::text[])
+                        WITH ORDINALITY AS n(node_id, node_type, position)
+        )
+        SELECT count(*) FROM run
+        """,
         tenant_id,
         run_id,
         name,
         dict(definition),
         digest,
         started_at,
+        [nid for nid, _ in nodes],
+        [ntype for _, ntype in nodes],
     )
-    await _insert_nodes(con, tenant_id, run_id, nodes)
+    if not created:
+        return None
+    return RunView(
+        run_id=run_id,
+        name=name,
+        definition=dict(definition),
+        definition_digest=digest,
+        state=RunState.RUNNING,
+        attempt=1,
+        error="",
+        cancel_requested=False,
+        created_at=started_at,
+        started_at=started_at,
+        ended_at=None,
+        nodes=tuple(NodeView(nid, ntype, NodeState.PENDING) for nid, ntype in nodes),
+    )
 
 
 async def _insert_nodes(
