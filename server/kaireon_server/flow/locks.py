@@ -15,7 +15,6 @@ reads on it see the run's tenant without a transaction to open.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 
 import asyncpg
@@ -23,11 +22,13 @@ import asyncpg
 from kaireon_server.flow.stores import SharedConnection
 from kaireon_server.platform.db import Database
 
+APPLICATION_NAME = "kaireon-flow"
+
 
 async def dedicated_connection(db: Database) -> asyncpg.Connection:
     """A connection outside the pool for advisory locks and LISTEN; it carries the
     pool's jsonb codec (checkpoint outputs are written on the lock's connection)."""
-    return await db.dedicated_connection(application_name="kaireon-flow")
+    return await db.dedicated_connection(application_name=APPLICATION_NAME)
 
 
 def lock_key(tenant_id: str, run_id: str) -> int:
@@ -40,9 +41,10 @@ class RunLock:
     """The lock and its connection; `shared` lets the run's checkpoint writes and
     its watchdog use that connection in turn."""
 
-    def __init__(self, con: asyncpg.Connection, key: int) -> None:
+    def __init__(self, db: Database, con: asyncpg.Connection, key: int) -> None:
         self.shared = SharedConnection(con)
         self.key = key
+        self._db = db
 
     @property
     def con(self) -> asyncpg.Connection:
@@ -58,7 +60,8 @@ class RunLock:
         for one statement; a run's executor holds it far longer.
         """
         key = lock_key(tenant_id, run_id)
-        con = await dedicated_connection(db)
+        # Leased: given back reset (lock released, tenant cleared) for the next run.
+        con = await db.leased_connection(APPLICATION_NAME)
         try:
             deadline = asyncio.get_running_loop().time() + wait
             while True:
@@ -73,27 +76,21 @@ class RunLock:
                     timeout=db.command_timeout,
                 )
                 if row is not None and row["locked"]:
-                    return cls(con, key)
+                    return cls(db, con, key)
                 if asyncio.get_running_loop().time() >= deadline:
                     break
                 await asyncio.sleep(0.05)
         except BaseException:
-            await _close(con)
+            # A statement may still be in flight (cancelled, timed out): never reuse.
+            con.terminate()
             raise
-        await _close(con)
+        await db.give_back(con, APPLICATION_NAME)
         return None
 
     async def release(self) -> None:
-        with contextlib.suppress(Exception):
-            async with self.shared.mutex:
-                await asyncio.wait_for(
-                    self.con.fetchval("SELECT pg_advisory_unlock($1)", self.key), 5
-                )
-        await _close(self.con)
-
-
-async def _close(con: asyncpg.Connection) -> None:
-    try:
-        await asyncio.wait_for(con.close(), 5)
-    except Exception:
-        con.terminate()
+        """Release the lock: the connection's reset ends the session's lock and
+        tenant; the connection is then kept for another run, or closed."""
+        async with self.shared.mutex:
+            con = self.shared.detach()
+        if con is not None:
+            await self._db.give_back(con, APPLICATION_NAME)

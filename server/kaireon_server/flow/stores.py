@@ -181,6 +181,12 @@ class SharedConnection:
             self._con = await self._opener()
         return self.con
 
+    def detach(self) -> asyncpg.Connection | None:
+        """Take the connection away (to give it back for reuse): a late user gets
+        "not opened yet", never the connection's next owner's session."""
+        con, self._con = self._con, None
+        return con
+
     async def close(self) -> None:
         con, self._con = self._con, None
         if con is not None and not con.is_closed():

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -34,6 +35,11 @@ log = logging.getLogger(__name__)
 
 # The role the pool runs as; created and granted by migration 0100.
 APP_ROLE = "kaireon_app"
+# Leased dedicated connections (Database.leased_connection): how many are kept
+# idle per use, for how long, and the bound of the reset that readies one.
+MAX_IDLE = 8
+IDLE_SECONDS = 10.0
+RESET_TIMEOUT = 5.0
 
 # PostgreSQL's side of every connection the server opens notices a client
 # that vanished without closing (a silent partition, a dead host) within about
@@ -146,6 +152,11 @@ class Database:
     # make the instance look dead.
     _ping_con: asyncpg.Connection | None = field(default=None, init=False, repr=False)
     _ping_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    # Dedicated connections given back for reuse (leased_connection), newest last,
+    # with the monotonic time each was given back.
+    _idle: dict[str, list[tuple[float, asyncpg.Connection]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def _pool_gauges(self) -> None:
         if not metrics.recording():
@@ -283,6 +294,52 @@ class Database:
         await _init_connection(con)
         return con
 
+    async def leased_connection(self, application_name: str) -> asyncpg.Connection:
+        """A dedicated connection, reused when one was given back recently.
+
+        For session-scoped work started often (a flow run's advisory lock):
+        opening a connection is a connect, the start-up and authentication
+        exchange and the codec set-up, several times the cost of the work.
+        Give it back with `give_back`, never close it yourself. A connection
+        idle longer than IDLE_SECONDS is closed, not reused: after a failover
+        an old one would fail its first statement.
+        """
+        idle = self._idle.get(application_name, [])
+        now = time.monotonic()
+        while idle:
+            since, con = idle.pop()
+            if not con.is_closed() and now - since < IDLE_SECONDS:
+                return con
+            con.terminate()
+        return await self.dedicated_connection(application_name)
+
+    async def give_back(self, con: asyncpg.Connection, application_name: str) -> None:
+        """Reset a leased connection (asyncpg's reset: an open transaction rolled
+        back, every advisory lock released, every setting back to its start-up
+        value, LISTEN dropped) and keep it for the next lease; closed instead
+        when the reset fails or MAX_IDLE are kept already."""
+        if con.is_closed():
+            return
+        try:
+            await con.reset(timeout=RESET_TIMEOUT)
+        except BaseException:
+            # Ending the session releases whatever the reset could not.
+            con.terminate()
+            if not isinstance(sys.exc_info()[1], Exception):
+                raise
+            return
+        idle = self._idle.setdefault(application_name, [])
+        if len(idle) >= MAX_IDLE:
+            await _close_quietly(con)
+            return
+        idle.append((time.monotonic(), con))
+
+    def _drop_idle(self) -> None:
+        for idle in self._idle.values():
+            for _since, con in idle:
+                con.terminate()
+        self._idle.clear()
+
     @asynccontextmanager
     async def owner_connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection as the owner, outside row-level security: start-up work only
@@ -329,12 +386,20 @@ class Database:
 
     async def close(self) -> None:
         self._drop_ping_connection()
+        self._drop_idle()
         try:
             await asyncio.wait_for(self.pool.close(), timeout=10)
         except TimeoutError:
             self.pool.terminate()
         if self.embedded is not None:
             await self.embedded.stop()
+
+
+async def _close_quietly(con: asyncpg.Connection) -> None:
+    try:
+        await asyncio.wait_for(con.close(), RESET_TIMEOUT)
+    except Exception:
+        con.terminate()
 
 
 async def _check_app_role(con: asyncpg.Connection) -> None:
