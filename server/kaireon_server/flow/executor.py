@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from kaireon_server.flow import repository
 from kaireon_server.flow.hooks import NodeResult, RunHooks, RunResult, RunState
-from kaireon_server.flow.locks import RunLock, dedicated_connection, lock_key
+from kaireon_server.flow.locks import APPLICATION_NAME, RunLock, lock_key
 from kaireon_server.flow.nodes.base import NodeServices
 from kaireon_server.flow.notifier import notify
 from kaireon_server.flow.recorder import RunRecorder
@@ -241,7 +241,7 @@ class Executors:
         if not candidates:
             return 0
         swept = 0
-        con = await dedicated_connection(self.db)
+        con = await self.db.leased_connection(APPLICATION_NAME)
         try:
             for tenant, run_id, number in candidates:
                 key = lock_key(tenant, run_id)
@@ -253,5 +253,6 @@ class Executors:
                 finally:
                     await con.fetchval("SELECT pg_advisory_unlock($1)", key)
         finally:
-            await con.close()
+            # The reset releases every lock still held if end_run raised.
+            await self.db.give_back(con, APPLICATION_NAME)
         return swept
