@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from kaireon_server.flow.nodes.base import Transactional
-from kaireon_server.platform.db import Database
+from kaireon_server.platform.db import Database, close_connection
 
 
 @dataclass(frozen=True)
@@ -188,12 +188,9 @@ class SharedConnection:
         return con
 
     async def close(self) -> None:
-        con, self._con = self._con, None
+        con = self.detach()
         if con is not None and not con.is_closed():
-            try:
-                await asyncio.wait_for(con.close(), 5)
-            except Exception:
-                con.terminate()
+            await close_connection(con, 5)
 
 
 class _PostgresWriter:

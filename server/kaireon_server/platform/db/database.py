@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -322,15 +321,16 @@ class Database:
             return
         try:
             await con.reset(timeout=RESET_TIMEOUT)
-        except BaseException:
+        except Exception:
             # Ending the session releases whatever the reset could not.
             con.terminate()
-            if not isinstance(sys.exc_info()[1], Exception):
-                raise
             return
+        except BaseException:
+            con.terminate()
+            raise
         idle = self._idle.setdefault(application_name, [])
         if len(idle) >= MAX_IDLE:
-            await _close_quietly(con)
+            await close_connection(con, RESET_TIMEOUT)
             return
         idle.append((time.monotonic(), con))
 
@@ -395,9 +395,11 @@ class Database:
             await self.embedded.stop()
 
 
-async def _close_quietly(con: asyncpg.Connection) -> None:
+async def close_connection(con: asyncpg.Connection, timeout: float) -> None:
+    """Close a connection outside the pool politely within `timeout` seconds,
+    else drop its socket (PostgreSQL then ends the session all the same)."""
     try:
-        await asyncio.wait_for(con.close(), RESET_TIMEOUT)
+        await asyncio.wait_for(con.close(), timeout)
     except Exception:
         con.terminate()
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from kaireon_server.platform.db.database import Database
+from kaireon_server.platform.db.database import Database, close_connection
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +156,7 @@ class Listener:
             finally:
                 self.connected.clear()
                 if con is not None:
-                    await _close(con)
+                    await close_connection(con, 2)
             self._wake_all()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._max_backoff)
-
-
-async def _close(con: asyncpg.Connection) -> None:
-    try:
-        await asyncio.wait_for(con.close(), 2)
-    except Exception:
-        con.terminate()
