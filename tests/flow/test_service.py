@@ -453,3 +453,35 @@ async def test_checkpoints_of_old_finished_runs_are_purged(stub, app, db: Databa
             tenant,
         )
     assert {r["run_id"]: r["n"] for r in left} == {"recent": 2}
+
+
+async def test_start_run_refusals_change_nothing(stub, channel, tenant) -> None:
+    """A repeated run id (ALREADY_EXISTS) keeps the first run and writes no audit
+    row; a run id with a trailing newline or over 128 characters is refused; the
+    same run id in another tenant is that tenant's own run."""
+    first = await start(stub, tenant, definition(step("a")), run_id="once")
+    await wait_finished(stub, tenant, "once")
+    before = await audit_actions(channel, tenant)
+    with pytest.raises(grpc.aio.AioRpcError) as again:
+        await start(stub, tenant, definition(step("x"), step("y", "x")), run_id="once")
+    assert again.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    kept = (await stub.GetRun(flow_pb2.GetRunRequest(run_id="once"), metadata=metadata(tenant))).run
+    assert kept.definition_digest == first.definition_digest
+    assert [n.node_id for n in kept.nodes] == ["a"]
+    assert await audit_actions(channel, tenant) == before
+
+    for bad in ("once\n", " once", "x" * 129, "-once"):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await start(stub, tenant, definition(step("a")), run_id=bad)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+        assert bad_request(err.value)[0][0][0] == "run_id"
+    assert await audit_actions(channel, tenant) == before
+
+    other = f"{tenant}b"
+    mine = await start(stub, other, definition(step("z"), step("w", "z")), run_id="once")
+    assert [n.node_id for n in mine.nodes] == ["z", "w"]
+    await wait_finished(stub, other, "once")
+    still = (
+        await stub.GetRun(flow_pb2.GetRunRequest(run_id="once"), metadata=metadata(tenant))
+    ).run
+    assert [n.node_id for n in still.nodes] == ["a"]
