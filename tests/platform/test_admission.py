@@ -25,7 +25,7 @@ from grpc_status import rpc_status
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon_server.app import App
-from kaireon_server.platform.admission import AdmissionSettings, peer_address
+from kaireon_server.platform.admission import MAX_OPTION_SECONDS, AdmissionSettings, peer_address
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.errors import ConfigurationError
 from tests.support.server import metadata
@@ -339,6 +339,10 @@ async def test_background_work_still_waits_for_the_pool(
         ("KAIREON_PUBLIC_MAX_INFLIGHT_PER_PEER", "-1"),
         ("KAIREON_GRPC_MAX_CONNECTION_IDLE_SECONDS", "-5"),
         ("KAIREON_RETRY_AFTER_SECONDS", "soon"),
+        # Beyond grpc-core's int32 milliseconds: an OverflowError at start before.
+        ("KAIREON_GRPC_KEEPALIVE_TIME_SECONDS", "1e10"),
+        ("KAIREON_GRPC_MAX_CONNECTION_IDLE_SECONDS", "3000000"),
+        ("KAIREON_GRPC_HANDSHAKE_TIMEOUT_SECONDS", "1e300"),
     ],
 )
 def test_bad_admission_settings_are_refused_at_start(name: str, value: str) -> None:
@@ -378,3 +382,18 @@ def test_the_tenant_share_rule_and_the_grpc_options() -> None:
 )
 def test_peers_are_counted_by_address_not_port(peer: str, address: str) -> None:
     assert peer_address(peer) == address
+
+
+def test_the_longest_allowed_grpc_seconds_start_a_server() -> None:
+    """The bound is grpc-core's own: its largest value is accepted by a real server."""
+    names = (
+        "KAIREON_GRPC_KEEPALIVE_TIME_SECONDS",
+        "KAIREON_GRPC_KEEPALIVE_TIMEOUT_SECONDS",
+        "KAIREON_GRPC_MAX_CONNECTION_IDLE_SECONDS",
+        "KAIREON_GRPC_MAX_CONNECTION_AGE_SECONDS",
+        "KAIREON_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS",
+        "KAIREON_GRPC_HANDSHAKE_TIMEOUT_SECONDS",
+    )
+    settings = AdmissionSettings.from_env(dict.fromkeys(names, str(MAX_OPTION_SECONDS)))
+    server = grpc.aio.server(options=settings.grpc_options())
+    assert server.add_insecure_port("127.0.0.1:0") > 0

@@ -44,6 +44,10 @@ from kaireon_server.platform.rpc.status import abort_with, status_for
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
 
 
+# The most seconds a gRPC connection-management option holds (int32 milliseconds).
+MAX_OPTION_SECONDS = (2**31 - 1) // 1000
+
+
 def retry_after_from_env(env: Mapping[str, str]) -> float:
     """KAIREON_RETRY_AFTER_SECONDS, the one retry hint of admission and flow refusals."""
     return EnvReader(env).number("KAIREON_RETRY_AFTER_SECONDS", 1.0, exclusive_minimum=0)
@@ -81,7 +85,9 @@ class AdmissionSettings:
         read = EnvReader(env)
 
         def seconds(name: str, default: float) -> float:
-            return read.number(name, default, minimum=0)
+            # grpc-core takes these as int32 milliseconds: a larger value was an
+            # OverflowError traceback at start-up instead of an error naming it.
+            return read.number(name, default, minimum=0, maximum=MAX_OPTION_SECONDS)
 
         return cls(
             max_inflight=max_inflight,
