@@ -385,17 +385,27 @@ HTTP_STATUS = {
     EXIT_INCONSISTENT: 422,
 }
 MAX_REQUEST_BYTES = 64 * 1024
+# Seconds a connection may take to send its request (and be idle between reads):
+# without a bound, a client that sends headers but not its body pinned a thread
+# for ever, and a few thousand of them exhausted the witness.
+REQUEST_TIMEOUT = 30.0
 _ORIGIN_HASH_PATH = re.compile(r"/([0-9a-f]{64})/checkpoint")
 
 
-def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
+def make_server(
+    witness: Witness, host: str, port: int, *, timeout: float = REQUEST_TIMEOUT
+) -> ThreadingHTTPServer:
     """The tlog-witness HTTP interface: POST /add-checkpoint, GET /<origin hash>/checkpoint.
 
     Submission and monitoring prefixes are both the root. Concurrent requests are
     safe: each check-and-update holds the state file's lock."""
 
+    request_timeout = timeout
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "kaireon-witness"
+        # StreamRequestHandler puts this on the socket: a stalled read ends the connection.
+        timeout = request_timeout
 
         def _answer(self, status: int, body: str, content_type: str = "text/plain") -> None:
             raw = body.encode()
@@ -417,7 +427,11 @@ def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
             if not 0 <= length <= MAX_REQUEST_BYTES:
                 self._answer(413, "request too large\n")
                 return
-            data = self.rfile.read(length)
+            try:
+                data = self.rfile.read(length)
+            except TimeoutError:  # the body stalled: drop the connection, no answer
+                self.close_connection = True
+                return
             try:
                 cosignature = handle_request(witness, data)
             except Refusal as refusal:
@@ -440,9 +454,15 @@ def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
             self._answer(404, "never cosigned a checkpoint of this log\n")
 
         def log_message(self, format: str, *args: object) -> None:
-            # One line per request on stderr, without bodies.
+            # One line per request on stderr, without bodies. Method, path and
+            # message are the client's: escaped, so they cannot forge log lines
+            # or send terminal control sequences to whoever reads the log.
             status = args[1] if len(args) > 1 else "-"
-            sys.stderr.write(f"kaireon-witness: {self.command} {self.path} {status}\n")
+            method, path, status_text = (
+                str(text or "-").encode("unicode_escape").decode("ascii")[:300]
+                for text in (self.command, getattr(self, "path", None), status)
+            )
+            sys.stderr.write(f"kaireon-witness: {method} {path} {status_text}\n")
 
     return ThreadingHTTPServer((host, port), Handler)
 
