@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from kaireon_server.platform.errors import ConfigurationError
@@ -169,11 +169,20 @@ class EnvReader:
         port = self.port(name, 0, allow_zero=True)
         return None if port == 0 and zero_is_off else port
 
-    def choice(self, name: str, default: str, choices: Iterable[str]) -> str:
+    def choice(
+        self,
+        name: str,
+        default: str,
+        choices: Iterable[str],
+        *,
+        normalise: Callable[[str], str] | None = None,
+    ) -> str:
         allowed = tuple(choices)
         raw = self.raw(name)
         if raw is None:
             return default
+        if normalise is not None:
+            raw = normalise(raw)
         if raw not in allowed:
             raise ConfigurationError(f"{name} must be one of {', '.join(allowed)}; got {raw!r}")
         return raw
