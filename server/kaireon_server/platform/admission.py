@@ -2,10 +2,11 @@
 
 Three budgets, none of which can starve another:
 
-- **Public calls** (grpc.health.v1 Check/Watch, reflection: the methods with no
-  `min_role`) have their own small limits, per process and per peer address.
+- **Public calls** (grpc.health.v1 Watch, reflection: the streaming methods with
+  no `min_role`) have their own small limits, per process and per peer address.
   They never count against the authenticated budget, so a thousand anonymous
-  Health/Watch streams cannot lock callers out (or flip /healthz).
+  Health/Watch streams cannot lock callers out (or flip /healthz). Public unary
+  calls (health Check: the Kubernetes probes) answer at once and take no slot.
 - **Authenticated calls**: at most `KAIREON_GRPC_MAX_CONCURRENT_RPCS` in flight
   per process, and one tenant at most `max(1, floor(share * limit))` of them
   (`KAIREON_TENANT_MAX_INFLIGHT_SHARE`), so one tenant cannot take every slot.
@@ -241,6 +242,12 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
                 continue
             # Servicers stream by async generator or by context.write() in a coroutine.
             generator = streams and inspect.isasyncgenfunction(inner)
+            if public and attribute == "unary_unary":
+                # A public unary call (health Check) answers from memory at once
+                # and holds nothing: it takes no slot, so anonymous streams that
+                # fill the public budget cannot fail the kubelet's gRPC liveness
+                # and readiness probes (and have every replica restarted).
+                return handler
             if public:
                 wrapped = self._public_stream(inner) if generator else self._public_unary(inner)
             else:
