@@ -80,3 +80,39 @@ def test_a_hostile_path_cannot_forge_log_lines(
     err = capsys.readouterr().err
     assert err.startswith("kaireon-witness: "), err
     assert not any(ch in err for ch in "\x1b\r\x08"), repr(err)
+
+
+def test_a_flood_of_idle_connections_is_refused_not_threaded(tmp_path: Path) -> None:
+    """Beyond max_connections, a connection gets 503 at once (no thread waits out
+    its timeout for it), and the server serves again once the idle ones are gone."""
+    signer = CosignatureSigner("witness.example/flood", Ed25519PrivateKey.generate())
+    witness = Witness(signer, WitnessState(tmp_path / "state.json"), [])
+    server = make_server(witness, "127.0.0.1", 0, timeout=30, max_connections=4)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    address = server.server_address[:2]
+    idle = [socket.create_connection(address, timeout=10) for _ in range(4)]
+    try:
+        time.sleep(0.2)
+        threads = threading.active_count()
+        extra = [socket.create_connection(address, timeout=10) for _ in range(20)]
+        for sock in extra:
+            assert sock.recv(64).startswith(b"HTTP/1.0 503"), "not refused at once"
+            sock.close()
+        assert threading.active_count() <= threads
+    finally:
+        for sock in idle:
+            sock.close()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.create_connection(address, timeout=10) as sock:
+                sock.sendall(b"GET /nope HTTP/1.0\r\n\r\n")
+                answer = sock.recv(64)
+            if answer.startswith(b"HTTP/1.0 404") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert answer.startswith(b"HTTP/1.0 404"), answer
+    finally:
+        server.shutdown()
+        server.server_close()

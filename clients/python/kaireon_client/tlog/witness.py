@@ -37,11 +37,13 @@ import re
 import stat
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -389,11 +391,50 @@ MAX_REQUEST_BYTES = 64 * 1024
 # without a bound, a client that sends headers but not its body pinned a thread
 # for ever, and a few thousand of them exhausted the witness.
 REQUEST_TIMEOUT = 30.0
+# Connections served at once (one thread each); one more is answered 503 at once
+# instead of starting a thread: a flood of idle connections cannot exhaust the
+# process's threads while each waits out its timeout.
+MAX_CONNECTIONS = 64
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with at most `slots` connections in their threads."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], slots: int):
+        self._slots = threading.BoundedSemaphore(slots)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 _ORIGIN_HASH_PATH = re.compile(r"/([0-9a-f]{64})/checkpoint")
 
 
 def make_server(
-    witness: Witness, host: str, port: int, *, timeout: float = REQUEST_TIMEOUT
+    witness: Witness,
+    host: str,
+    port: int,
+    *,
+    timeout: float = REQUEST_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> ThreadingHTTPServer:
     """The tlog-witness HTTP interface: POST /add-checkpoint, GET /<origin hash>/checkpoint.
 
@@ -464,7 +505,7 @@ def make_server(
             )
             sys.stderr.write(f"kaireon-witness: {method} {path} {status_text}\n")
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return _BoundedServer((host, port), Handler, max_connections)
 
 
 def _serve(args: argparse.Namespace) -> int:
