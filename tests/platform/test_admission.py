@@ -25,7 +25,7 @@ from grpc_status import rpc_status
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon_server.app import App
-from kaireon_server.platform.admission import AdmissionSettings, peer_address
+from kaireon_server.platform.admission import MAX_OPTION_SECONDS, AdmissionSettings, peer_address
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.errors import ConfigurationError
 from tests.support.server import metadata
@@ -117,14 +117,20 @@ async def test_a_thousand_anonymous_watches_cannot_starve_callers_or_healthz(
             states = await asyncio.gather(*(first_state(w) for w in watches))
             assert states.count("SERVING") == served, sorted(set(states))
             assert states.count(reason) == 1000 - served
-            # The public budget is full; every authenticated call still gets in.
+            # The public budget is full; every authenticated call still gets in,
+            # and so do the probes' health Checks (liveness and readiness: they
+            # take no slot, else the kubelet would restart a healthy replica),
+            # while one more anonymous stream is refused.
             async with grpc.aio.insecure_channel(target) as channel:
                 assert await verify(audit_pb2_grpc.AuditServiceStub(channel), tenant)
-                with pytest.raises(grpc.aio.AioRpcError) as check:
-                    await health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(), timeout=5
+                health_stub = health_pb2_grpc.HealthStub(channel)
+                for service in ("", "liveness"):
+                    probe = await health_stub.Check(
+                        health_pb2.HealthCheckRequest(service=service), timeout=5
                     )
-                assert check.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    assert probe.status == SERVING
+                extra = health_stub.Watch(health_pb2.HealthCheckRequest())
+                assert await first_state(extra) in ("PEER_RPCS_EXHAUSTED", "PUBLIC_RPCS_EXHAUSTED")
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"http://127.0.0.1:{app.http_port}/healthz") as health:
                     assert health.status == 200, await health.text()
@@ -132,17 +138,17 @@ async def test_a_thousand_anonymous_watches_cannot_starve_callers_or_healthz(
                 assert (await rest_verify(session, app, tenant))[0] == 200
             for watch in watches:
                 watch.cancel()
-            # The budget is given back: anonymous calls are served again.
+            # The budget is given back: anonymous streams are served again.
             async with asyncio.timeout(10):
                 while True:
-                    try:
-                        reply = await health_pb2_grpc.HealthStub(channels[0]).Check(
-                            health_pb2.HealthCheckRequest(), timeout=5
-                        )
+                    again = health_pb2_grpc.HealthStub(channels[0]).Watch(
+                        health_pb2.HealthCheckRequest()
+                    )
+                    state = await first_state(again)
+                    again.cancel()
+                    if state == "SERVING":
                         break
-                    except grpc.aio.AioRpcError:
-                        await asyncio.sleep(0.1)
-            assert reply.status == SERVING
+                    await asyncio.sleep(0.1)
             assert app.admission is not None and app.admission.public.inflight <= 1
         finally:
             for channel in channels:
@@ -339,6 +345,10 @@ async def test_background_work_still_waits_for_the_pool(
         ("KAIREON_PUBLIC_MAX_INFLIGHT_PER_PEER", "-1"),
         ("KAIREON_GRPC_MAX_CONNECTION_IDLE_SECONDS", "-5"),
         ("KAIREON_RETRY_AFTER_SECONDS", "soon"),
+        # Beyond grpc-core's int32 milliseconds: an OverflowError at start before.
+        ("KAIREON_GRPC_KEEPALIVE_TIME_SECONDS", "1e10"),
+        ("KAIREON_GRPC_MAX_CONNECTION_IDLE_SECONDS", "3000000"),
+        ("KAIREON_GRPC_HANDSHAKE_TIMEOUT_SECONDS", "1e300"),
     ],
 )
 def test_bad_admission_settings_are_refused_at_start(name: str, value: str) -> None:
@@ -378,3 +388,18 @@ def test_the_tenant_share_rule_and_the_grpc_options() -> None:
 )
 def test_peers_are_counted_by_address_not_port(peer: str, address: str) -> None:
     assert peer_address(peer) == address
+
+
+def test_the_longest_allowed_grpc_seconds_start_a_server() -> None:
+    """The bound is grpc-core's own: its largest value is accepted by a real server."""
+    names = (
+        "KAIREON_GRPC_KEEPALIVE_TIME_SECONDS",
+        "KAIREON_GRPC_KEEPALIVE_TIMEOUT_SECONDS",
+        "KAIREON_GRPC_MAX_CONNECTION_IDLE_SECONDS",
+        "KAIREON_GRPC_MAX_CONNECTION_AGE_SECONDS",
+        "KAIREON_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS",
+        "KAIREON_GRPC_HANDSHAKE_TIMEOUT_SECONDS",
+    )
+    settings = AdmissionSettings.from_env(dict.fromkeys(names, str(MAX_OPTION_SECONDS)))
+    server = grpc.aio.server(options=settings.grpc_options())
+    assert server.add_insecure_port("127.0.0.1:0") > 0

@@ -47,6 +47,19 @@ def test_bounds_name_the_variable_and_range() -> None:
         reader(X="0").number("X", 1.0, exclusive_minimum=0.0)
 
 
+@pytest.mark.parametrize("raw", ["1_000", "\u0663", "\uff11.5", "1e", "0x10", "2.5s", "--1"])
+def test_numbers_are_plain_decimal(raw: str) -> None:
+    # float() takes the first three (1000, 3, 1.5): not what an operator reading
+    # the value, or any other tool, takes it for.
+    with pytest.raises(ConfigurationError, match="X must be a number"):
+        reader(X=raw).number("X", 0.0)
+
+
+@pytest.mark.parametrize(("raw", "value"), [("2", 2.0), ("+.5", 0.5), ("1e3", 1000.0), ("3.", 3.0)])
+def test_plain_numbers_parse(raw: str, value: float) -> None:
+    assert reader(X=raw).number("X", 0.0) == value
+
+
 @pytest.mark.parametrize("raw", ["nan", "inf", "-Infinity", "1e400"])
 def test_numbers_must_be_finite(raw: str) -> None:
     with pytest.raises(ConfigurationError, match="finite"):

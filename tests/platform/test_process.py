@@ -98,6 +98,30 @@ def test_missing_identity_source_is_a_configuration_error(tmp_path) -> None:
     assert "no identity source" in result.stderr
 
 
+@pytest.mark.parametrize("level", ["verbose", "10", "warn ing"])
+def test_an_unknown_log_level_is_a_configuration_error(tmp_path, level: str) -> None:
+    """Not a ValueError traceback from logging (exit 1) after the settings were read."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "kaireon_server"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "KAIREON_DATA_DIR": str(tmp_path),
+            "KAIREON_TRUST_HEADERS": "true",
+            "KAIREON_LOG_LEVEL": level,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "configuration error: KAIREON_LOG_LEVEL must be one of" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def _free_port() -> int:
     import socket
 

@@ -46,9 +46,33 @@ _STRING_FORM = frozenset(
     {"google.protobuf.Timestamp", "google.protobuf.FieldMask", "google.protobuf.Duration"}
 )
 
+# A number given as text (path, query, a JSON string): ASCII proto3 JSON only.
+# json_format hands such strings to int()/float(), which also take "1_000",
+# surrounding whitespace and other scripts' digits ("\u0663" is 3): values that a
+# proxy in front, or any other reader, would not take for the same number.
+_NUMERIC_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED32,
+        FieldDescriptor.TYPE_SFIXED64,
+        FieldDescriptor.TYPE_FLOAT,
+        FieldDescriptor.TYPE_DOUBLE,
+    }
+)
+_FLOAT_TYPES = frozenset({FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE})
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_FLOAT_WORDS = frozenset({"NaN", "Infinity", "-Infinity"})
+
 _GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
-_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
 _DURATION_UNITS = {
     "ns": Decimal("1e-9"),
     "us": Decimal("1e-6"),
@@ -146,6 +170,28 @@ def resolve_path(desc: Descriptor, names: tuple[str, ...]) -> list[FieldDescript
     return chain
 
 
+def number_field(field: FieldDescriptor) -> FieldDescriptor | None:
+    """The scalar numeric field a value of `field` is checked as: the field
+    itself, or the `value` of a numeric wrapper (Int64Value...); else None."""
+    if field.type in _NUMERIC_TYPES:
+        return field
+    if is_message(field) and message_of(field).full_name in _WRAPPERS:
+        inner = message_of(field).fields_by_name["value"]
+        return inner if inner.type in _NUMERIC_TYPES else None
+    return None
+
+
+def check_number_text(field: FieldDescriptor, text: str) -> None:
+    """ValueError unless `text` is a proto3 JSON number in ASCII (or NaN /
+    Infinity / -Infinity for a float); `field` is a numeric scalar field."""
+    if _NUMBER_TEXT.fullmatch(text):
+        return
+    if field.type in _FLOAT_TYPES and text in _FLOAT_WORDS:
+        return
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    raise ValueError(f"{field.name}: {shown!r} is not a number")
+
+
 def text_to_json(field: FieldDescriptor, text: str) -> Any:
     """Converts one path or query value to the proto3 JSON value json_format parses.
 
@@ -155,7 +201,10 @@ def text_to_json(field: FieldDescriptor, text: str) -> Any:
         return parse_go_bool(text)
     if field.type == FieldDescriptor.TYPE_ENUM:
         # Numbers and names both; json_format checks the name.
-        return int(text) if re.fullmatch(r"-?\d+", text) else text
+        return int(text) if re.fullmatch(r"-?[0-9]+", text) else text
+    numeric = number_field(field)
+    if numeric is not None:
+        check_number_text(numeric, text)
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         return _message_from_text(field, text)
     # Numbers, strings and base64 bytes: proto3 JSON accepts them as strings.

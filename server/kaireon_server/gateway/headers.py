@@ -24,6 +24,11 @@ _RESERVED_KEYS = frozenset(
 _KEY = re.compile(r"[0-9a-z_.\-]+")
 _TIMEOUT = re.compile(r"(\d{1,8})([HMSmun])")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+# The longest deadline handed to gRPC (about three years): past about 7e9 s its
+# deadline arithmetic overflows into one that has already passed, and every call
+# would fail at once with DEADLINE_EXCEEDED. Longer asks (99999999H, a default of
+# 1e12 meaning "no limit") get this instead.
+MAX_DEADLINE_SECONDS = 1e8
 
 Metadata = list[tuple[str, str | bytes]]
 
@@ -167,4 +172,5 @@ def parse_grpc_timeout(value: str) -> float:
 def deadline(headers: Mapping[str, str], default: float | None) -> float | None:
     """The call's timeout in seconds: the Grpc-Timeout header, else the default."""
     raw = headers.get("Grpc-Timeout")
-    return default if raw is None else parse_grpc_timeout(raw)
+    seconds = default if raw is None else parse_grpc_timeout(raw)
+    return None if seconds is None else min(seconds, MAX_DEADLINE_SECONDS)

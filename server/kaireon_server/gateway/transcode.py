@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 from kaireon_server.gateway.errors import RequestError
 from kaireon_server.gateway.fields import (
     FIELD_MASK,
+    check_number_text,
     find_field,
     is_map,
     is_message,
@@ -33,6 +34,7 @@ from kaireon_server.gateway.fields import (
     join_path,
     key_part,
     message_of,
+    number_field,
     real_oneof,
     resolve_path,
     text_to_json,
@@ -213,6 +215,10 @@ def _check_objects(desc: Descriptor, value: Any, where: str, strict: bool) -> No
             continue
         if is_map(field):
             entry = message_of(field).fields_by_name["value"]
+            numeric = number_field(entry)
+            if numeric is not None and isinstance(item, dict):
+                for map_key, map_item in item.items():
+                    _check_number_string(numeric, map_item, f"{at}{key_part(map_key)}")
             if is_plain_message(entry) and isinstance(item, dict):
                 for map_key, map_item in item.items():
                     _check_objects(message_of(entry), map_item, f"{at}{key_part(map_key)}", strict)
@@ -220,6 +226,19 @@ def _check_objects(desc: Descriptor, value: Any, where: str, strict: bool) -> No
             items = item if field.is_repeated and isinstance(item, list) else [item]
             for element in items:
                 _check_objects(message_of(field), element, at, strict)
+        elif (numeric := number_field(field)) is not None:
+            items = item if field.is_repeated and isinstance(item, list) else [item]
+            for i, element in enumerate(items):
+                _check_number_string(numeric, element, f"{at}[{i}]" if items is item else at)
+
+
+def _check_number_string(field: FieldDescriptor, value: Any, where: str) -> None:
+    """A number sent as a JSON string must be spelt as in a query (fields.py)."""
+    if isinstance(value, str):
+        try:
+            check_number_text(field, value)
+        except ValueError:
+            raise RequestError(f"{where}: {_shown(value)} is not a number") from None
 
 
 def _path_dict(route: Route, path_values: dict[str, str]) -> dict[str, Any]:

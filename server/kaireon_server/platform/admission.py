@@ -2,10 +2,11 @@
 
 Three budgets, none of which can starve another:
 
-- **Public calls** (grpc.health.v1 Check/Watch, reflection: the methods with no
-  `min_role`) have their own small limits, per process and per peer address.
+- **Public calls** (grpc.health.v1 Watch, reflection: the streaming methods with
+  no `min_role`) have their own small limits, per process and per peer address.
   They never count against the authenticated budget, so a thousand anonymous
-  Health/Watch streams cannot lock callers out (or flip /healthz).
+  Health/Watch streams cannot lock callers out (or flip /healthz). Public unary
+  calls (health Check: the Kubernetes probes) answer at once and take no slot.
 - **Authenticated calls**: at most `KAIREON_GRPC_MAX_CONCURRENT_RPCS` in flight
   per process, and one tenant at most `max(1, floor(share * limit))` of them
   (`KAIREON_TENANT_MAX_INFLIGHT_SHARE`), so one tenant cannot take every slot.
@@ -42,6 +43,10 @@ from kaireon_server.platform.observability import metrics
 from kaireon_server.platform.rpc.status import abort_with, status_for
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any]
+
+
+# The most seconds a gRPC connection-management option holds (int32 milliseconds).
+MAX_OPTION_SECONDS = (2**31 - 1) // 1000
 
 
 def retry_after_from_env(env: Mapping[str, str]) -> float:
@@ -81,7 +86,9 @@ class AdmissionSettings:
         read = EnvReader(env)
 
         def seconds(name: str, default: float) -> float:
-            return read.number(name, default, minimum=0)
+            # grpc-core takes these as int32 milliseconds: a larger value was an
+            # OverflowError traceback at start-up instead of an error naming it.
+            return read.number(name, default, minimum=0, maximum=MAX_OPTION_SECONDS)
 
         return cls(
             max_inflight=max_inflight,
@@ -235,6 +242,12 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
                 continue
             # Servicers stream by async generator or by context.write() in a coroutine.
             generator = streams and inspect.isasyncgenfunction(inner)
+            if public and attribute == "unary_unary":
+                # A public unary call (health Check) answers from memory at once
+                # and holds nothing: it takes no slot, so anonymous streams that
+                # fill the public budget cannot fail the kubelet's gRPC liveness
+                # and readiness probes (and have every replica restarted).
+                return handler
             if public:
                 wrapped = self._public_stream(inner) if generator else self._public_unary(inner)
             else:

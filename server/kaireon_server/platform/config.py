@@ -115,7 +115,13 @@ class Settings:
             health_interval=read.number("KAIREON_HEALTH_INTERVAL", 2.0, exclusive_minimum=0),
             shutdown_grace=read.number("KAIREON_SHUTDOWN_GRACE", 10.0, exclusive_minimum=0),
             workers=read.integer("KAIREON_WORKERS", 1, minimum=1),
-            log_level=read.text("KAIREON_LOG_LEVEL", "INFO").upper(),
+            # Checked here: logging.setLevel would raise a bare ValueError later.
+            log_level=read.choice(
+                "KAIREON_LOG_LEVEL",
+                "INFO",
+                ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "NOTSET"),
+                normalise=str.upper,
+            ),
             tls_cert=read.path("KAIREON_TLS_CERT"),
             tls_key=read.path("KAIREON_TLS_KEY"),
             tls_client_ca=read.path("KAIREON_TLS_CLIENT_CA"),

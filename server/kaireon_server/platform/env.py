@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from kaireon_server.platform.errors import ConfigurationError
@@ -30,6 +30,9 @@ __all__ = ["ConfigurationError", "EnvReader", "process_environment", "quiet_grpc
 
 # Plain ASCII decimal only: int() would also take "1_000" and other scripts' digits.
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+# Plain ASCII decimal numbers too: float() would take "1_000" and other scripts' digits.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NON_FINITE = frozenset({"nan", "inf", "infinity"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _PORT_OFF = frozenset({"off", "none", "disabled"})
@@ -122,10 +125,10 @@ class EnvReader:
         raw = self.raw(name)
         if raw is None:
             return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+        plain = _NUMBER.fullmatch(raw) or raw.lower().lstrip("+-") in _NON_FINITE
+        if not plain:  # (the non-finite words are refused below, by name)
+            raise ConfigurationError(f"{name} must be a number, got {raw!r}")
+        value = float(raw)
         if not math.isfinite(value):
             raise ConfigurationError(f"{name} must be a finite number, got {raw!r}")
         if exclusive_minimum is not None and not value > exclusive_minimum:
@@ -166,11 +169,20 @@ class EnvReader:
         port = self.port(name, 0, allow_zero=True)
         return None if port == 0 and zero_is_off else port
 
-    def choice(self, name: str, default: str, choices: Iterable[str]) -> str:
+    def choice(
+        self,
+        name: str,
+        default: str,
+        choices: Iterable[str],
+        *,
+        normalise: Callable[[str], str] | None = None,
+    ) -> str:
         allowed = tuple(choices)
         raw = self.raw(name)
         if raw is None:
             return default
+        if normalise is not None:
+            raw = normalise(raw)
         if raw not in allowed:
             raise ConfigurationError(f"{name} must be one of {', '.join(allowed)}; got {raw!r}")
         return raw

@@ -37,11 +37,13 @@ import re
 import stat
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -385,17 +387,66 @@ HTTP_STATUS = {
     EXIT_INCONSISTENT: 422,
 }
 MAX_REQUEST_BYTES = 64 * 1024
+# Seconds a connection may take to send its request (and be idle between reads):
+# without a bound, a client that sends headers but not its body pinned a thread
+# for ever, and a few thousand of them exhausted the witness.
+REQUEST_TIMEOUT = 30.0
+# Connections served at once (one thread each); one more is answered 503 at once
+# instead of starting a thread: a flood of idle connections cannot exhaust the
+# process's threads while each waits out its timeout.
+MAX_CONNECTIONS = 64
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with at most `slots` connections in their threads."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], slots: int):
+        self._slots = threading.BoundedSemaphore(slots)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 _ORIGIN_HASH_PATH = re.compile(r"/([0-9a-f]{64})/checkpoint")
 
 
-def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
+def make_server(
+    witness: Witness,
+    host: str,
+    port: int,
+    *,
+    timeout: float = REQUEST_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+) -> ThreadingHTTPServer:
     """The tlog-witness HTTP interface: POST /add-checkpoint, GET /<origin hash>/checkpoint.
 
     Submission and monitoring prefixes are both the root. Concurrent requests are
     safe: each check-and-update holds the state file's lock."""
 
+    request_timeout = timeout
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "kaireon-witness"
+        # StreamRequestHandler puts this on the socket: a stalled read ends the connection.
+        timeout = request_timeout
 
         def _answer(self, status: int, body: str, content_type: str = "text/plain") -> None:
             raw = body.encode()
@@ -417,7 +468,11 @@ def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
             if not 0 <= length <= MAX_REQUEST_BYTES:
                 self._answer(413, "request too large\n")
                 return
-            data = self.rfile.read(length)
+            try:
+                data = self.rfile.read(length)
+            except TimeoutError:  # the body stalled: drop the connection, no answer
+                self.close_connection = True
+                return
             try:
                 cosignature = handle_request(witness, data)
             except Refusal as refusal:
@@ -440,11 +495,17 @@ def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
             self._answer(404, "never cosigned a checkpoint of this log\n")
 
         def log_message(self, format: str, *args: object) -> None:
-            # One line per request on stderr, without bodies.
+            # One line per request on stderr, without bodies. Method, path and
+            # message are the client's: escaped, so they cannot forge log lines
+            # or send terminal control sequences to whoever reads the log.
             status = args[1] if len(args) > 1 else "-"
-            sys.stderr.write(f"kaireon-witness: {self.command} {self.path} {status}\n")
+            method, path, status_text = (
+                str(text or "-").encode("unicode_escape").decode("ascii")[:300]
+                for text in (self.command, getattr(self, "path", None), status)
+            )
+            sys.stderr.write(f"kaireon-witness: {method} {path} {status_text}\n")
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return _BoundedServer((host, port), Handler, max_connections)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -209,13 +209,21 @@ class Database:
             self._acquiring -= 1
             metrics.DB_ACQUIRE.observe(time.perf_counter() - began)
             self._pool_gauges()
+        failed = False
         try:
             yield con
         except _ABANDON:
             # Ending the session makes PostgreSQL roll back; the pool opens a new one.
             con.terminate()
             raise
+        except BaseException:
+            failed = True
+            raise
         finally:
+            # A block that failed midway may have left session state behind (a
+            # tenant set for the session before the error): reset it whatever
+            # the block promised, and so for a transaction left open.
+            clean = clean and not failed and not con.is_closed() and not con.is_in_transaction()
             await self._release(con, clean=clean)
 
     async def _release(self, con: asyncpg.Connection, *, clean: bool = False) -> None:
