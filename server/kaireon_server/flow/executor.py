@@ -20,7 +20,7 @@ from kaireon_server.flow import repository
 from kaireon_server.flow.hooks import NodeResult, RunHooks, RunResult, RunState
 from kaireon_server.flow.locks import APPLICATION_NAME, RunLock, lock_key
 from kaireon_server.flow.nodes.base import NodeServices
-from kaireon_server.flow.notifier import notify
+from kaireon_server.flow.notifier import CHANNEL, notify, payload
 from kaireon_server.flow.recorder import RunRecorder
 from kaireon_server.flow.runner import CancelToken, FlowRunner
 from kaireon_server.flow.stores import PostgresCheckpointStore
@@ -156,8 +156,24 @@ class Executors:
         started, interrupted, or a flush that failed)."""
         state = RunState.FAILED if reason in (SHUTDOWN, LOCK_LOST) else result.state
         tenant, run_id, number = result.tenant_id, result.run_id, result.run_attempt
+        notification = (CHANNEL, payload(tenant, run_id, "event"))
         for retry in range(3):
             try:
+                if not nodes:
+                    # Every node's status is written (the usual end): one statement.
+                    async with self.db.single_statements() as con:
+                        await repository.finish_run_alone(
+                            con,
+                            tenant,
+                            run_id,
+                            attempt=number,
+                            state=state,
+                            error=result.error,
+                            ended_at=result.ended_at,
+                            seq=seq,
+                            notification=notification,
+                        )
+                    return
                 async with self.db.transaction(tenant) as con:
                     await repository.update_nodes(con, tenant, run_id, number, nodes)
                     if await repository.finish_run(

@@ -187,7 +187,10 @@ class RunManager:
         try:
             started = datetime.now(UTC)
             document = definition_to_json(definition)
-            async with self.db.transaction(tenant) as con:
+            # On the lock's connection (its session has the tenant): BEGIN, the run,
+            # the audit row, COMMIT; a pooled transaction would add its tenant
+            # statement, the acquire and the reset.
+            async with lock.shared.mutex, self.db.transaction_on(lock.con) as con:
                 view = await repository.insert_run(
                     con,
                     tenant,

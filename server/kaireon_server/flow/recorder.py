@@ -5,10 +5,10 @@ writer task flushes whatever accumulated: the events, the latest status of
 each touched node, one NOTIFY. A flush waits FLUSH_SECONDS after the first
 queued event so that fast nodes share it: watchers and GetRun lag by at most
 that much, and the database cost per node stays small. A flush is one
-statement in a pooled tenant transaction (repository.write_batch: the batch
-travels as one JSON document). The end of a run is written by the executor
-(`finalize`), after the last flush; it rewrites only the nodes whose final
-status no flush wrote (`unwritten`).
+statement on a pooled connection, which sets the tenant itself
+(repository.write_batch: the batch travels as one JSON document). The end of
+a run is written by the executor (`finalize`), after the last flush; it
+rewrites only the nodes whose final status no flush wrote (`unwritten`).
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ class RunRecorder(RunHooks):
         try:
             # A pooled connection, not the run's own: a flush then runs beside the
             # checkpoint writes (on the run's connection it would hold them up).
-            async with self._db.transaction(self.tenant_id) as con:
+            # One statement that sets the tenant itself: one round trip, no reset.
+            async with self._db.single_statements() as con:
                 await repository.write_batch(
                     con,
                     self.tenant_id,

@@ -352,38 +352,6 @@ async def insert_events(
     )
 
 
-# A recorder flush as one statement (one round trip): $4 is a JSON array of
-# events {seq, type, node_id, error, status, at}, each carrying its node's status
-# after it; every node takes the status of its last event in the batch, behind
-# the same attempt fence as _UPDATE_NODE. Status and events are informational
-# (checkpoints are the truth), so the commit does not wait for the disk. Run
-# inside Database.transaction(tenant).
-_WRITE_BATCH = """
-WITH batch AS MATERIALIZED (
-    SELECT e.seq, e.type, e.node_id, e.error, e.status, e.at
-      FROM jsonb_to_recordset($4::jsonb)
-        AS e(seq bigint, type text, node_id text, error text, status jsonb, at timestamptz)
-), events AS (
-    INSERT INTO flow_run_event
-           (tenant_id, run_id, seq, attempt, type, node_id, error, status, created_at)
-    SELECT $1, $2, b.seq, $3, b.type, b.node_id, b.error, b.status, b.at FROM batch b
-), nodes AS (
-    UPDATE flow_run_node n
-       SET state = l.status->>'state', attempts = (l.status->>'attempts')::integer,
-           error = l.status->>'error', cache_key = l.status->>'cacheKey',
-           output_digest = l.status->>'outputDigest',
-           started_at = (l.status->>'startTime')::timestamptz,
-           ended_at = (l.status->>'endTime')::timestamptz
-      FROM (SELECT DISTINCT ON (node_id) node_id, status FROM batch
-             ORDER BY node_id, seq DESC) AS l
-     WHERE n.tenant_id = $1 AND n.run_id = $2 AND n.node_id = l.node_id
-       AND EXISTS (SELECT 1 FROM flow_run r
-                    WHERE r.tenant_id = $1 AND r.run_id = $2 AND r.attempt = $3)
-)
-SELECT set_config('synchronous_commit', 'off', true), pg_notify($5, $6)
-"""
-
-
 async def write_batch(
     con: asyncpg.Connection,
     tenant_id: str,
@@ -393,8 +361,48 @@ async def write_batch(
     *,
     notification: tuple[str, str],
 ) -> None:
-    """Events (and their nodes' status) in one statement, then NOTIFY at its commit."""
-    await con.execute(_WRITE_BATCH, tenant_id, run_id, attempt, list(events), *notification)
+    """A recorder flush: events (and their nodes' status, behind the attempt fence),
+    then NOTIFY at its commit; one statement that sets the tenant itself
+    (migration 0220), for `Database.single_statements()`. `events`: dicts of
+    seq, type, node_id, error, status, at."""
+    await con.execute(
+        "SELECT kaireon_flow_write_batch($1, $2, $3, $4, $5, $6)",
+        tenant_id,
+        run_id,
+        attempt,
+        list(events),
+        *notification,
+    )
+
+
+async def finish_run_alone(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    run_id: str,
+    *,
+    attempt: int,
+    state: RunState,
+    error: str,
+    ended_at: datetime,
+    seq: int,
+    notification: tuple[str, str],
+) -> bool:
+    """The end of `attempt` with its run_finished event `seq` and its NOTIFY, in one
+    statement that sets the tenant itself (migration 0220), for
+    `Database.single_statements()`; False when the run is past it (fenced)."""
+    return bool(
+        await con.fetchval(
+            "SELECT kaireon_flow_finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            tenant_id,
+            run_id,
+            attempt,
+            state.value,
+            error,
+            ended_at,
+            seq,
+            *notification,
+        )
+    )
 
 
 async def finish_run(

@@ -151,6 +151,12 @@ ON CONFLICT (tenant_id, run_id, node_id) DO UPDATE
 """
 
 
+_LOAD_CHECKPOINTS = (
+    "SELECT node_id, cache_key, output_digest, output, created_at "
+    "FROM flow_run_checkpoint WHERE tenant_id = $1 AND run_id = $2"
+)
+
+
 class SharedConnection:
     """A connection several tasks take turns on (asyncpg runs one operation at a time):
     hold `mutex`, then use `await get()`. Given (the run lock's connection), or
@@ -285,13 +291,17 @@ class PostgresCheckpointStore:
         self.connection = connection
 
     async def load(self, tenant_id: str, run_id: str) -> dict[str, Checkpoint]:
-        async with self.db.transaction(tenant_id, readonly=True) as con:
-            rows = await con.fetch(
-                "SELECT node_id, cache_key, output_digest, output, created_at "
-                "FROM flow_run_checkpoint WHERE tenant_id = $1 AND run_id = $2",
-                tenant_id,
-                run_id,
-            )
+        if self.connection is not None:
+            # The run's own connection, its tenant set for the session: one round
+            # trip (a pooled transaction is five). One statement, one snapshot.
+            async with self.connection.mutex:
+                con = await self.connection.get()
+                rows = await con.fetch(
+                    _LOAD_CHECKPOINTS, tenant_id, run_id, timeout=self.db.command_timeout
+                )
+        else:
+            async with self.db.transaction(tenant_id, readonly=True) as con:
+                rows = await con.fetch(_LOAD_CHECKPOINTS, tenant_id, run_id)
         return {
             r["node_id"]: Checkpoint(
                 r["node_id"], r["cache_key"], r["output_digest"], r["output"], r["created_at"]

@@ -280,6 +280,35 @@ class Database:
                 raise
 
     @asynccontextmanager
+    async def transaction_on(self, con: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+        """A read-committed transaction on a dedicated connection whose session has
+        its tenant set already (a flow run's lock connection): BEGIN and COMMIT, no
+        tenant statement, no pool acquire or reset. Bounded like a pooled
+        transaction's statements. Rolled back on an error; on a cancellation or
+        timeout the session is ended instead (a statement may be in flight)."""
+        tx = con.transaction(isolation="read_committed")
+        try:
+            async with asyncio.timeout(self.command_timeout):
+                await tx.start()
+                committing = False
+                try:
+                    yield con
+                    committing = True
+                    await tx.commit()
+                except _ABANDON:
+                    raise
+                except BaseException:
+                    if not committing and not con.is_closed():
+                        try:
+                            await tx.rollback()
+                        except _DB_ERRORS:
+                            con.terminate()
+                    raise
+        except _ABANDON:
+            con.terminate()
+            raise
+
+    @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A plain pooled connection with no tenant set: row-level security shows it
         no tenant rows. For health checks, advisory locks and the maintenance

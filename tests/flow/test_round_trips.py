@@ -1,0 +1,108 @@
+"""Round trips to PostgreSQL per flow run, counted on the wire (issue #22).
+
+A TCP proxy between the server's connections (pool and run-lock leases) and
+PostgreSQL counts what the client sends before it waits for an answer. A
+StartRun of two no-op nodes, run to its end, used 28: the run's insert, its
+checkpoint read, the recorder's flush and the run's end each took a pooled
+transaction (BEGIN, the tenant setting, the statements, COMMIT, the pool's
+reset). Now the insert is a transaction on the lock's connection (its session
+has the tenant), the checkpoint read one statement there, and the flush and
+the end one statement each on the pool (migration 0220):
+
+    lock 1 + BEGIN, run, chain head, audit row, COMMIT 5 + checkpoint read 1
+    + one checkpoint per node 2 + flush 1 + end 1 + the lock's release 1 = 12
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from kaireon_server.flow.definition import definition_from_json
+from kaireon_server.flow.manager import RunManager
+from kaireon_server.flow.nodes.registry import default_registry
+from kaireon_server.flow.notifier import FlowNotifier
+from kaireon_server.flow.repository import get_run
+from kaireon_server.flow.settings import FlowLimits
+from kaireon_server.platform.auth import Identity
+from kaireon_server.platform.auth.identity import Role
+from kaireon_server.platform.config import Settings
+from kaireon_server.platform.db import Database
+from kaireon_server.platform.db.database import connect_database
+from kaireon_server.platform.db.listener import Listener
+from tests.support.tcp_proxy import TcpProxy
+
+RUN_ROUND_TRIPS = 12
+CHAIN = {
+    "name": "two-no-op",
+    "nodes": [
+        {"id": "source", "type": "source.inline", "config": {"records": [{"n": 1}]}},
+        {
+            "id": "keep",
+            "type": "transform.filter",
+            "config": {"where": "true"},
+            "dependsOn": ["source"],
+        },
+    ],
+}
+
+
+@pytest.fixture
+async def proxied(
+    db: Database, database_url: str, server_env: dict[str, str]
+) -> AsyncIterator[tuple[Database, TcpProxy]]:
+    """A pool whose every byte goes through a counting proxy (`db`: migrated)."""
+    proxy = await TcpProxy.for_dsn(database_url).start()
+    env = {
+        **server_env,
+        "DATABASE_URL": proxy.dsn(database_url),
+        "KAIREON_DB_POOL_MIN": "2",
+        "KAIREON_DB_POOL_MAX": "2",
+    }
+    counted = await connect_database(Settings.from_env(env), migrate=False)
+    try:
+        yield counted, proxy
+    finally:
+        await counted.close()
+        await proxy.close()
+
+
+async def test_a_two_node_run_costs_twelve_round_trips(
+    proxied: tuple[Database, TcpProxy], database_url: str, tenant: str
+) -> None:
+    db, proxy = proxied
+    # Never started: the manager only subscribes; nothing here waits on NOTIFY.
+    listener = Listener(lambda: asyncpg.connect(database_url))
+    manager = RunManager(
+        db, default_registry(), FlowNotifier(listener), limits=FlowLimits.from_env({}), env={}
+    )
+    identity = Identity(tenant, Role.ADMIN, "test-user")
+    definition = definition_from_json(CHAIN)
+
+    async def one_run() -> int:
+        """Round trips of one run, start to end; then checks that it succeeded."""
+        run_id = f"r{secrets.token_hex(6)}"
+        await proxy.quiet(0.05)
+        before = proxy.round_trips
+        await manager.start_run(identity, definition, run_id)
+        async with asyncio.timeout(30):
+            while (tenant, run_id) in manager.executors.active:
+                await asyncio.sleep(0.01)
+        await proxy.quiet(0.05)
+        spent = proxy.round_trips - before
+        async with db.transaction(tenant, readonly=True) as con:
+            view = await get_run(con, tenant, run_id)
+        assert view is not None and view.state.value == "succeeded"
+        assert [n.state.value for n in view.nodes] == ["completed", "completed"]
+        return spent
+
+    # Warm: statements prepared, the lock connection leased once.
+    for _ in range(2):
+        await one_run()
+    runs = 5
+    counted = sum([await one_run() for _ in range(runs)])
+    assert counted / runs <= RUN_ROUND_TRIPS, counted / runs
