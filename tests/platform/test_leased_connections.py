@@ -89,3 +89,39 @@ async def test_an_old_or_broken_connection_is_not_reused(
     reused = await db.leased_connection(APP)
     assert reused is not busy
     await db.give_back(reused, APP)
+
+
+async def test_transaction_on_commits_rolls_back_and_ends_a_stuck_session(
+    db: Database, tenant: str
+) -> None:
+    """`transaction_on` (a flow run's insert on its lock connection): a commit
+    keeps, an error rolls back and leaves the session usable, a timeout ends the
+    session (a statement may still be in flight) rather than reuse it."""
+    con = await db.leased_connection(APP)
+    try:
+        await con.execute("SELECT set_config('kaireon.tenant_id', $1, false)", tenant)
+        insert = (
+            "INSERT INTO flow_run (tenant_id, run_id, name, definition, definition_digest,"
+            " state, attempt, started_at, created_at)"
+            " VALUES ($1, $2, 'n', '{}', '', 'running', 1, now(), now())"
+        )
+        async with db.transaction_on(con):
+            await con.execute(insert, tenant, "kept")
+        with pytest.raises(ValueError):
+            async with db.transaction_on(con):
+                await con.execute(insert, tenant, "rolled_back")
+                raise ValueError("refused")
+        assert not con.is_in_transaction()
+        rows = await con.fetch("SELECT run_id FROM flow_run WHERE tenant_id = $1", tenant)
+        assert [r["run_id"] for r in rows] == ["kept"]
+
+        db.command_timeout, bound = 0.2, db.command_timeout
+        try:
+            with pytest.raises(TimeoutError):
+                async with db.transaction_on(con):
+                    await con.execute("SELECT pg_sleep(5)")
+        finally:
+            db.command_timeout = bound
+        assert con.is_closed()
+    finally:
+        await db.give_back(con, APP)
