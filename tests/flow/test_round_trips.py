@@ -30,10 +30,9 @@ from kaireon_server.flow.repository import get_run
 from kaireon_server.flow.settings import FlowLimits
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.auth.identity import Role
-from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
-from kaireon_server.platform.db.database import connect_database
 from kaireon_server.platform.db.listener import Listener
+from tests.support.pg import counted_database
 from tests.support.tcp_proxy import TcpProxy
 
 RUN_ROUND_TRIPS = 12
@@ -55,20 +54,10 @@ CHAIN = {
 async def proxied(
     db: Database, database_url: str, server_env: dict[str, str]
 ) -> AsyncIterator[tuple[Database, TcpProxy]]:
-    """A pool whose every byte goes through a counting proxy (`db`: migrated)."""
-    proxy = await TcpProxy.for_dsn(database_url).start()
-    env = {
-        **server_env,
-        "DATABASE_URL": proxy.dsn(database_url),
-        "KAIREON_DB_POOL_MIN": "2",
-        "KAIREON_DB_POOL_MAX": "2",
-    }
-    counted = await connect_database(Settings.from_env(env), migrate=False)
-    try:
-        yield counted, proxy
-    finally:
-        await counted.close()
-        await proxy.close()
+    """A pool of two connections whose every byte goes through a counting proxy
+    (`db`: the database is migrated)."""
+    async with counted_database(database_url, server_env, pool=2) as counted:
+        yield counted
 
 
 async def test_a_two_node_run_costs_twelve_round_trips(

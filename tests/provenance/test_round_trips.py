@@ -17,13 +17,12 @@ import pytest
 from kaireon_server.platform.audit_chain import AuditBatcher
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.build_identity import BuildEnv
-from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
-from kaireon_server.platform.db.database import connect_database
 from kaireon_server.platform.signing import signer_from_env
 from kaireon_server.provenance.cache import BundleCache
 from kaireon_server.provenance.emit import ProvenanceEmitter, read_rows, system_clock
 from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE
+from tests.support.pg import counted_database
 from tests.support.tcp_proxy import TcpProxy
 
 READ_ROUND_TRIPS = 1
@@ -33,22 +32,12 @@ AUDIT_ROUND_TRIPS = 6
 
 @pytest.fixture
 async def proxied(
-    database_url: str, server_env: dict[str, str]
+    db: Database, database_url: str, server_env: dict[str, str]
 ) -> AsyncIterator[tuple[Database, TcpProxy]]:
-    """A pool of one connection whose every byte goes through a counting proxy."""
-    proxy = await TcpProxy.for_dsn(database_url).start()
-    env = {
-        **server_env,
-        "DATABASE_URL": proxy.dsn(database_url),
-        "KAIREON_DB_POOL_MIN": "1",
-        "KAIREON_DB_POOL_MAX": "1",
-    }
-    db = await connect_database(Settings.from_env(env), migrate=False)
-    try:
-        yield db, proxy
-    finally:
-        await db.close()
-        await proxy.close()
+    """A pool of one connection whose every byte goes through a counting proxy
+    (`db`: the database is migrated)."""
+    async with counted_database(database_url, server_env, pool=1) as counted:
+        yield counted
 
 
 async def test_a_bundle_read_is_one_round_trip(proxied, seeded) -> None:

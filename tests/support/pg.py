@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import secrets
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import asyncpg
 
+from kaireon_server.platform.config import Settings
+from kaireon_server.platform.db import Database
+from kaireon_server.platform.db.database import connect_database
 from kaireon_server.platform.db.embedded import get_server
+from tests.support.tcp_proxy import TcpProxy
 
 
 @contextmanager
@@ -53,3 +57,24 @@ async def drop_database(admin_dsn: str, dsn: str) -> None:
         await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await con.close()
+
+
+@asynccontextmanager
+async def counted_database(
+    database_url: str, env: Mapping[str, str], *, pool: int
+) -> AsyncIterator[tuple[Database, TcpProxy]]:
+    """A migrated database's pool of `pool` connections (and its dedicated ones)
+    whose every byte goes through a proxy that counts round trips."""
+    proxy = await TcpProxy.for_dsn(database_url).start()
+    settings = {
+        **env,
+        "DATABASE_URL": proxy.dsn(database_url),
+        "KAIREON_DB_POOL_MIN": str(pool),
+        "KAIREON_DB_POOL_MAX": str(pool),
+    }
+    db = await connect_database(Settings.from_env(settings), migrate=False)
+    try:
+        yield db, proxy
+    finally:
+        await db.close()
+        await proxy.close()

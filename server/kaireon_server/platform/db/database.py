@@ -131,6 +131,32 @@ _DB_ERRORS = (
 )
 
 
+@asynccontextmanager
+async def _committed(
+    con: asyncpg.Connection, isolation: Isolation, readonly: bool
+) -> AsyncIterator[None]:
+    """A transaction around the block: committed when it ends, rolled back on an
+    error. On a cancellation or timeout nothing is sent (a statement may still be
+    in flight): the caller ends or discards the session."""
+    tx = con.transaction(isolation=isolation, readonly=readonly)
+    await tx.start()
+    committing = False
+    try:
+        yield
+        committing = True
+        await tx.commit()
+    except _ABANDON:
+        raise
+    except BaseException:
+        # A failed COMMIT has ended the transaction already.
+        if not committing and not con.is_closed():
+            try:
+                await tx.rollback()
+            except _DB_ERRORS:
+                con.terminate()
+        raise
+
+
 @dataclass
 class Database:
     pool: asyncpg.Pool
@@ -259,25 +285,9 @@ class Database:
         `kaireon.tenant_id` set (SET LOCAL), which row-level security keys on.
         Rolls back on any exception (by ending the session when the connection
         may be stuck: a timeout or a cancelled call)."""
-        async with self._acquire() as con:
-            tx = con.transaction(isolation=isolation, readonly=readonly)
-            await tx.start()
-            committing = False
-            try:
-                await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", tenant_id)
-                yield con
-                committing = True
-                await tx.commit()
-            except _ABANDON:
-                raise
-            except BaseException:
-                # A failed COMMIT has ended the transaction already.
-                if not committing and not con.is_closed():
-                    try:
-                        await tx.rollback()
-                    except _DB_ERRORS:
-                        con.terminate()
-                raise
+        async with self._acquire() as con, _committed(con, isolation, readonly):
+            await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", tenant_id)
+            yield con
 
     @asynccontextmanager
     async def transaction_on(self, con: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
@@ -286,24 +296,12 @@ class Database:
         tenant statement, no pool acquire or reset. Bounded like a pooled
         transaction's statements. Rolled back on an error; on a cancellation or
         timeout the session is ended instead (a statement may be in flight)."""
-        tx = con.transaction(isolation="read_committed")
         try:
-            async with asyncio.timeout(self.command_timeout):
-                await tx.start()
-                committing = False
-                try:
-                    yield con
-                    committing = True
-                    await tx.commit()
-                except _ABANDON:
-                    raise
-                except BaseException:
-                    if not committing and not con.is_closed():
-                        try:
-                            await tx.rollback()
-                        except _DB_ERRORS:
-                            con.terminate()
-                    raise
+            async with (
+                asyncio.timeout(self.command_timeout),
+                _committed(con, "read_committed", False),
+            ):
+                yield con
         except _ABANDON:
             con.terminate()
             raise
