@@ -1,0 +1,271 @@
+-- Bundles as stored, signed bytes (issue #22).
+--
+-- A bundle is a function of the rows it cites and of the build (bundle.py):
+-- building it again reads the decision, the catalogue as of the decision time
+-- and the audit rows about them (most of an emission's PostgreSQL CPU), then
+-- canonicalises and signs. Here the first emission's bytes, digest and
+-- signature are kept, keyed by decision and build key (the build identity,
+-- the signing key, the provenance code and the schema: provenance/stored.py),
+-- and served again while nothing they depend on changed. A fresh build of
+-- the same rows gives the same bytes (the signature is the first one's).
+--
+-- What invalidates a stored bundle, in the writer's own transaction:
+-- - the decision trace deleted (an erasure): the foreign key's ON DELETE
+--   CASCADE; an erased customer's bundle is never served;
+-- - the decision trace updated: a trigger, below;
+-- - a catalogue row (offer, rule, contact_policy, ml_model, fairness_report)
+--   written: every stored bundle of the tenant (catalogue writes are rare);
+-- - an audit row a bundle could cite written, updated or deleted: about the
+--   decision (entity decision / decision_trace): that decision's bundle; about
+--   an artifact or a rule set (ml_model, offer, rule, contact_policy,
+--   fairness_report, rule_set): every stored bundle of the tenant. Emission
+--   rows (decision_provenance_emit) are never cited; audit rows about
+--   customers, runs or requests cannot be.
+--
+-- A bundle built from a snapshot is stored only if nothing above happened
+-- since a point before that snapshot (kaireon_provenance_keep): it takes the
+-- tenant's catalogue generation and audit chain head FOR SHARE NOWAIT (a
+-- writer in flight holds one of them until it commits: then nothing is kept
+-- this time, and nothing waits, so no deadlock), then checks what committed
+-- since. A writer that comes later waits for those share locks and deletes
+-- the stored row in its own transaction. So a stored bundle is never staler
+-- than a fresh build would be.
+
+CREATE TABLE provenance_bundle_store (
+    tenant_id text NOT NULL,
+    decision_id text NOT NULL,
+    build_key text NOT NULL,
+    body bytea NOT NULL,
+    digest_sha256 text NOT NULL,
+    signature text NOT NULL,
+    model_count integer NOT NULL,
+    audit_log_count integer NOT NULL,
+    stored_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, decision_id),
+    FOREIGN KEY (tenant_id, decision_id) REFERENCES decision_trace (tenant_id, id)
+        ON DELETE CASCADE
+);
+
+-- Bumped by every catalogue write of the tenant (a row per tenant).
+CREATE TABLE provenance_catalogue_generation (
+    tenant_id text PRIMARY KEY,
+    generation bigint NOT NULL
+);
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['provenance_bundle_store', 'provenance_catalogue_generation']
+    LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format(
+            'CREATE POLICY tenant_isolation ON %I TO kaireon_app '
+            'USING (tenant_id = current_setting(''kaireon.tenant_id'', true)) '
+            'WITH CHECK (tenant_id = current_setting(''kaireon.tenant_id'', true))',
+            t
+        );
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO kaireon_app', t);
+    END LOOP;
+END
+$$;
+
+-- The writers' side. SECURITY INVOKER: a writer's row-level security applies
+-- (its tenant setting names the tenant of the row it writes).
+CREATE FUNCTION kaireon_provenance_forget_tenant(p_tenant text) RETURNS void
+    LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp
+AS $fn$
+BEGIN
+    -- The generation first: its row lock orders this writer after a keep()
+    -- in flight (which holds it FOR SHARE), so the delete below sees its row.
+    INSERT INTO provenance_catalogue_generation AS g (tenant_id, generation)
+    VALUES (p_tenant, 1)
+    ON CONFLICT (tenant_id) DO UPDATE SET generation = g.generation + 1;
+    DELETE FROM provenance_bundle_store WHERE tenant_id = p_tenant;
+END
+$fn$;
+
+CREATE FUNCTION kaireon_provenance_catalogue_written() RETURNS trigger
+    LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp
+AS $fn$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        PERFORM kaireon_provenance_forget_tenant(OLD.tenant_id);
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM kaireon_provenance_forget_tenant(NEW.tenant_id);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['offer', 'rule', 'contact_policy', 'ml_model', 'fairness_report']
+    LOOP
+        EXECUTE format(
+            'CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %I '
+            'FOR EACH ROW EXECUTE FUNCTION kaireon_provenance_catalogue_written()',
+            t || '_forgets_stored_bundles', t
+        );
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION kaireon_provenance_decision_updated() RETURNS trigger
+    LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp
+AS $fn$
+BEGIN
+    -- Rare (traces are written once): the tenant's generation, as a catalogue
+    -- write, so that a keep() in flight is refused too.
+    PERFORM kaireon_provenance_forget_tenant(OLD.tenant_id);
+    IF NEW.tenant_id <> OLD.tenant_id THEN
+        PERFORM kaireon_provenance_forget_tenant(NEW.tenant_id);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER decision_trace_forgets_stored_bundle AFTER UPDATE ON decision_trace
+    FOR EACH ROW EXECUTE FUNCTION kaireon_provenance_decision_updated();
+
+-- Audit rows a bundle may cite (0160's entity CTE and rule-set publication).
+CREATE FUNCTION kaireon_provenance_audit_forgets(p_tenant text, p_action text,
+                                                 p_entity_type text, p_entity_id text)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp
+AS $fn$
+BEGIN
+    IF p_action = 'decision_provenance_emit' THEN
+        RETURN;
+    ELSIF p_entity_type IN ('decision', 'decision_trace') THEN
+        DELETE FROM provenance_bundle_store
+         WHERE tenant_id = p_tenant AND decision_id = p_entity_id;
+    ELSIF p_entity_type IN ('ml_model', 'offer', 'rule', 'contact_policy',
+                            'fairness_report', 'rule_set') THEN
+        DELETE FROM provenance_bundle_store WHERE tenant_id = p_tenant;
+    END IF;
+END
+$fn$;
+
+CREATE FUNCTION kaireon_provenance_audit_written() RETURNS trigger
+    LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp
+AS $fn$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        PERFORM kaireon_provenance_audit_forgets(OLD.tenant_id, OLD.action,
+                                                 OLD.entity_type, OLD.entity_id);
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM kaireon_provenance_audit_forgets(NEW.tenant_id, NEW.action,
+                                                 NEW.entity_type, NEW.entity_id);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER audit_log_forgets_stored_bundles AFTER INSERT OR UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION kaireon_provenance_audit_written();
+
+-- The reader's side, one statement each (the tenant set for the statement,
+-- as kaireon_provenance_bundle does; SECURITY INVOKER, under the policies).
+
+-- A stored bundle of this build and the decision's customer (for the
+-- emission's audit row), or no bundle and what keep() will compare against:
+-- the tenant's audit chain head and catalogue generation, read before the
+-- caller's own read of the rows.
+CREATE FUNCTION kaireon_provenance_stored(p_tenant text, p_decision_id text, p_build_key text)
+    RETURNS TABLE (body bytea, digest_sha256 text, signature text, model_count integer,
+                   audit_log_count integer, customer_id text, head_seq bigint,
+                   generation bigint)
+    LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp
+AS $fn$
+DECLARE
+    previous text := current_setting('kaireon.tenant_id', true);
+BEGIN
+    PERFORM set_config('kaireon.tenant_id', p_tenant, true);
+    RETURN QUERY
+        SELECT s.body, s.digest_sha256, s.signature, s.model_count, s.audit_log_count,
+               d.customer_id,
+               (SELECT h.seq FROM audit_chain_head h WHERE h.tenant_id = p_tenant),
+               (SELECT g.generation FROM provenance_catalogue_generation g
+                 WHERE g.tenant_id = p_tenant)
+          FROM (SELECT 1) AS one
+          LEFT JOIN provenance_bundle_store s
+                 ON s.tenant_id = p_tenant AND s.decision_id = p_decision_id
+                AND s.build_key = p_build_key
+          LEFT JOIN decision_trace d ON d.tenant_id = s.tenant_id AND d.id = s.decision_id;
+    PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
+END
+$fn$;
+
+-- Keep a bundle built from rows read after kaireon_provenance_stored answered
+-- p_head_seq / p_generation; false (nothing kept) when a write that could
+-- change it committed since, or the decision is gone.
+CREATE FUNCTION kaireon_provenance_keep(
+    p_tenant text, p_decision_id text, p_build_key text, p_body bytea, p_digest text,
+    p_signature text, p_model_count integer, p_audit_log_count integer,
+    p_head_seq bigint, p_generation bigint)
+    RETURNS boolean
+    LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp
+AS $fn$
+DECLARE
+    previous text := current_setting('kaireon.tenant_id', true);
+    head bigint;
+    generation bigint;
+BEGIN
+    PERFORM set_config('kaireon.tenant_id', p_tenant, true);
+    -- Audit appenders and catalogue writers in flight hold these rows' locks
+    -- until they commit: then keep nothing (NOWAIT). Later ones wait for this
+    -- statement, and their triggers then see the row it keeps.
+    INSERT INTO provenance_catalogue_generation (tenant_id, generation)
+    VALUES (p_tenant, 0) ON CONFLICT (tenant_id) DO NOTHING;
+    -- The decision first (an erasure deleting it holds its row): the foreign
+    -- key's own check then finds it locked by this statement, waits for no one.
+    PERFORM 1 FROM decision_trace d
+      WHERE d.tenant_id = p_tenant AND d.id = p_decision_id FOR KEY SHARE NOWAIT;
+    IF NOT FOUND THEN
+        PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
+        RETURN false;
+    END IF;
+    SELECT g.generation INTO generation FROM provenance_catalogue_generation g
+     WHERE g.tenant_id = p_tenant FOR SHARE NOWAIT;
+    SELECT h.seq INTO head FROM audit_chain_head h
+     WHERE h.tenant_id = p_tenant FOR SHARE NOWAIT;
+    IF generation IS DISTINCT FROM coalesce(p_generation, 0)
+       OR EXISTS (SELECT 1 FROM audit_log a
+                   WHERE a.tenant_id = p_tenant AND a.seq > coalesce(p_head_seq, 0)
+                     AND a.action <> 'decision_provenance_emit'
+                     AND a.entity_type IN ('decision', 'decision_trace', 'ml_model', 'offer',
+                                           'rule', 'contact_policy', 'fairness_report',
+                                           'rule_set')) THEN
+        PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
+        RETURN false;
+    END IF;
+    INSERT INTO provenance_bundle_store AS s
+           (tenant_id, decision_id, build_key, body, digest_sha256, signature, model_count,
+            audit_log_count)
+    VALUES (p_tenant, p_decision_id, p_build_key, p_body, p_digest, p_signature,
+            p_model_count, p_audit_log_count)
+    ON CONFLICT (tenant_id, decision_id) DO UPDATE
+       SET build_key = EXCLUDED.build_key, body = EXCLUDED.body,
+           digest_sha256 = EXCLUDED.digest_sha256, signature = EXCLUDED.signature,
+           model_count = EXCLUDED.model_count, audit_log_count = EXCLUDED.audit_log_count,
+           stored_at = now();
+    PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
+    RETURN true;
+EXCEPTION WHEN foreign_key_violation OR lock_not_available THEN
+    -- The decision was erased meanwhile, or a writer is in flight: keep nothing.
+    PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
+    RETURN false;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION kaireon_provenance_stored(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION kaireon_provenance_stored(text, text, text) TO kaireon_app;
+REVOKE ALL ON FUNCTION kaireon_provenance_keep(text, text, text, bytea, text, text, integer,
+                                               integer, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION kaireon_provenance_keep(text, text, text, bytea, text, text, integer,
+                                                  integer, bigint, bigint) TO kaireon_app;
