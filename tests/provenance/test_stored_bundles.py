@@ -184,15 +184,45 @@ async def test_a_bundle_read_before_a_write_is_not_kept(emitter, seeded, db) -> 
     assert not await keep()
     assert await _kept(db, seeded, AFTER_CHANGE) == 0
 
-    # A writer in flight (it holds the tenant's audit chain head): nothing kept,
-    # and nothing waits for it.
+    # A writer in flight (an audit row about the decision holds the tenant's
+    # generation row until it commits): nothing kept, and nothing waits for it.
     async with db.single_statements() as con:
         seen = await stored.lookup(con, seeded, AFTER_CHANGE, key)
     assert isinstance(seen, stored.Unstored)
     async with db.transaction(seeded) as con:
         await append_audit(
-            con, seeded, action="unrelated", entity_type="customer", entity_id="c", actor="t"
+            con,
+            seeded,
+            action="reviewed",
+            entity_type="decision",
+            entity_id=AFTER_CHANGE,
+            actor="tester",
         )
         kept = await asyncio.wait_for(keep(), 5)
     assert kept is False
     assert await _kept(db, seeded, AFTER_CHANGE) == 0
+
+
+async def test_emission_and_customer_audit_rows_do_not_stop_keeping(emitter, seeded, db) -> None:
+    """Audit rows no bundle cites (emissions, customers) leave the generation alone:
+    a keep() beside such a writer in flight still keeps."""
+    key = emitter.build_key
+    async with db.single_statements() as con:
+        seen = await stored.lookup(con, seeded, BEFORE_CHANGE, key)
+    assert isinstance(seen, stored.Unstored)
+    emission = await emitter.emit(_identity(seeded), BEFORE_CHANGE)  # its row: no bump
+    async with db.transaction(seeded) as con:
+        await append_audit(
+            con, seeded, action="erased", entity_type="customer", entity_id="c", actor="t"
+        )
+        async with db.single_statements() as other:
+            kept = await stored.keep(
+                other,
+                seeded,
+                BEFORE_CHANGE,
+                key,
+                bundle=emission.bundle,
+                signature="x",
+                seen=seen,
+            )
+    assert kept is True

@@ -74,12 +74,11 @@ class Stored:
 class Unstored:
     """No stored bundle; what a bundle built from a later read is kept against."""
 
-    head_seq: int | None
     generation: int | None
 
 
 STORED_SQL = "SELECT * FROM kaireon_provenance_stored($1, $2, $3)"
-KEEP_SQL = "SELECT kaireon_provenance_keep($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+KEEP_SQL = "SELECT kaireon_provenance_keep($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 
 async def lookup(
@@ -89,7 +88,7 @@ async def lookup(
     row = await con.fetchrow(STORED_SQL, tenant_id, decision_id, key)
     assert row is not None  # the function answers one row
     if row["body"] is None:
-        return Unstored(row["head_seq"], row["generation"])
+        return Unstored(row["generation"])
     body = bytes(row["body"])
     return Stored(
         Bundle(
@@ -126,7 +125,6 @@ async def keep(
             signature,
             bundle.model_count,
             bundle.audit_log_count,
-            seen.head_seq,
             seen.generation,
         )
     )

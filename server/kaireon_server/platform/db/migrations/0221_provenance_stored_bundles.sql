@@ -12,7 +12,7 @@
 -- What invalidates a stored bundle, in the writer's own transaction:
 -- - the decision trace deleted (an erasure): the foreign key's ON DELETE
 --   CASCADE; an erased customer's bundle is never served;
--- - the decision trace updated: a trigger, below;
+-- - the decision trace updated: its bundle, by a trigger below;
 -- - a catalogue row (offer, rule, contact_policy, ml_model, fairness_report)
 --   written: every stored bundle of the tenant (catalogue writes are rare);
 -- - an audit row a bundle could cite written, updated or deleted: about the
@@ -22,14 +22,18 @@
 --   rows (decision_provenance_emit) are never cited; audit rows about
 --   customers, runs or requests cannot be.
 --
--- A bundle built from a snapshot is stored only if nothing above happened
--- since a point before that snapshot (kaireon_provenance_keep): it takes the
--- tenant's catalogue generation and audit chain head FOR SHARE NOWAIT (a
--- writer in flight holds one of them until it commits: then nothing is kept
--- this time, and nothing waits, so no deadlock), then checks what committed
--- since. A writer that comes later waits for those share locks and deletes
--- the stored row in its own transaction. So a stored bundle is never staler
--- than a fresh build would be.
+-- A bundle built from a snapshot is stored only if none of those writes
+-- happened since a point before that snapshot (kaireon_provenance_keep).
+-- Every such write except the erasure bumps the tenant's generation row first
+-- (audit rows only when a bundle may cite them: emission rows and rows about
+-- customers, runs or requests never touch it), and holds its lock until it
+-- commits. keep() takes that row FOR SHARE NOWAIT (a writer in flight: keep
+-- nothing this time; nothing waits, so no deadlock) and compares the
+-- generation with the one read before the snapshot; the erasure is caught by
+-- the decision's own row (FOR KEY SHARE NOWAIT, then the foreign key). A
+-- writer that comes later waits for the share lock, then deletes the stored
+-- row in its own transaction. So a stored bundle is never staler than a fresh
+-- build would be.
 
 CREATE TABLE provenance_bundle_store (
     tenant_id text NOT NULL,
@@ -46,7 +50,7 @@ CREATE TABLE provenance_bundle_store (
         ON DELETE CASCADE
 );
 
--- Bumped by every catalogue write of the tenant (a row per tenant).
+-- Bumped by every write of the tenant that could change a bundle (see above).
 CREATE TABLE provenance_catalogue_generation (
     tenant_id text PRIMARY KEY,
     generation bigint NOT NULL
@@ -72,15 +76,23 @@ $$;
 
 -- The writers' side. SECURITY INVOKER: a writer's row-level security applies
 -- (its tenant setting names the tenant of the row it writes).
+
+-- First in every such writer's transaction: the generation's row lock orders
+-- the writer after a keep() in flight (which holds it FOR SHARE), so the
+-- deletes that follow see the row it kept.
+CREATE FUNCTION kaireon_provenance_bump(p_tenant text) RETURNS void
+    LANGUAGE sql SECURITY INVOKER SET search_path = public, pg_temp
+AS $fn$
+    INSERT INTO provenance_catalogue_generation AS g (tenant_id, generation)
+    VALUES (p_tenant, 1)
+    ON CONFLICT (tenant_id) DO UPDATE SET generation = g.generation + 1;
+$fn$;
+
 CREATE FUNCTION kaireon_provenance_forget_tenant(p_tenant text) RETURNS void
     LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp
 AS $fn$
 BEGIN
-    -- The generation first: its row lock orders this writer after a keep()
-    -- in flight (which holds it FOR SHARE), so the delete below sees its row.
-    INSERT INTO provenance_catalogue_generation AS g (tenant_id, generation)
-    VALUES (p_tenant, 1)
-    ON CONFLICT (tenant_id) DO UPDATE SET generation = g.generation + 1;
+    PERFORM kaireon_provenance_bump(p_tenant);
     DELETE FROM provenance_bundle_store WHERE tenant_id = p_tenant;
 END
 $fn$;
@@ -118,11 +130,13 @@ CREATE FUNCTION kaireon_provenance_decision_updated() RETURNS trigger
     LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp
 AS $fn$
 BEGIN
-    -- Rare (traces are written once): the tenant's generation, as a catalogue
-    -- write, so that a keep() in flight is refused too.
-    PERFORM kaireon_provenance_forget_tenant(OLD.tenant_id);
-    IF NEW.tenant_id <> OLD.tenant_id THEN
-        PERFORM kaireon_provenance_forget_tenant(NEW.tenant_id);
+    -- Rare (traces are written once).
+    PERFORM kaireon_provenance_bump(OLD.tenant_id);
+    DELETE FROM provenance_bundle_store WHERE tenant_id = OLD.tenant_id AND decision_id = OLD.id;
+    IF (NEW.tenant_id, NEW.id) IS DISTINCT FROM (OLD.tenant_id, OLD.id) THEN
+        PERFORM kaireon_provenance_bump(NEW.tenant_id);
+        DELETE FROM provenance_bundle_store
+         WHERE tenant_id = NEW.tenant_id AND decision_id = NEW.id;
     END IF;
     RETURN NULL;
 END
@@ -141,11 +155,12 @@ BEGIN
     IF p_action = 'decision_provenance_emit' THEN
         RETURN;
     ELSIF p_entity_type IN ('decision', 'decision_trace') THEN
+        PERFORM kaireon_provenance_bump(p_tenant);
         DELETE FROM provenance_bundle_store
          WHERE tenant_id = p_tenant AND decision_id = p_entity_id;
     ELSIF p_entity_type IN ('ml_model', 'offer', 'rule', 'contact_policy',
                             'fairness_report', 'rule_set') THEN
-        DELETE FROM provenance_bundle_store WHERE tenant_id = p_tenant;
+        PERFORM kaireon_provenance_forget_tenant(p_tenant);
     END IF;
 END
 $fn$;
@@ -174,12 +189,10 @@ CREATE TRIGGER audit_log_forgets_stored_bundles AFTER INSERT OR UPDATE OR DELETE
 
 -- A stored bundle of this build and the decision's customer (for the
 -- emission's audit row), or no bundle and what keep() will compare against:
--- the tenant's audit chain head and catalogue generation, read before the
--- caller's own read of the rows.
+-- the tenant's generation, read before the caller's own read of the rows.
 CREATE FUNCTION kaireon_provenance_stored(p_tenant text, p_decision_id text, p_build_key text)
     RETURNS TABLE (body bytea, digest_sha256 text, signature text, model_count integer,
-                   audit_log_count integer, customer_id text, head_seq bigint,
-                   generation bigint)
+                   audit_log_count integer, customer_id text, generation bigint)
     LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp
 AS $fn$
 DECLARE
@@ -189,7 +202,6 @@ BEGIN
     RETURN QUERY
         SELECT s.body, s.digest_sha256, s.signature, s.model_count, s.audit_log_count,
                d.customer_id,
-               (SELECT h.seq FROM audit_chain_head h WHERE h.tenant_id = p_tenant),
                (SELECT g.generation FROM provenance_catalogue_generation g
                  WHERE g.tenant_id = p_tenant)
           FROM (SELECT 1) AS one
@@ -202,28 +214,24 @@ END
 $fn$;
 
 -- Keep a bundle built from rows read after kaireon_provenance_stored answered
--- p_head_seq / p_generation; false (nothing kept) when a write that could
--- change it committed since, or the decision is gone.
+-- p_generation; false (nothing kept) when a write that could change it
+-- committed since or is in flight, or the decision is gone.
 CREATE FUNCTION kaireon_provenance_keep(
     p_tenant text, p_decision_id text, p_build_key text, p_body bytea, p_digest text,
     p_signature text, p_model_count integer, p_audit_log_count integer,
-    p_head_seq bigint, p_generation bigint)
+    p_generation bigint)
     RETURNS boolean
     LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp
 AS $fn$
 DECLARE
     previous text := current_setting('kaireon.tenant_id', true);
-    head bigint;
     generation bigint;
 BEGIN
     PERFORM set_config('kaireon.tenant_id', p_tenant, true);
-    -- Audit appenders and catalogue writers in flight hold these rows' locks
-    -- until they commit: then keep nothing (NOWAIT). Later ones wait for this
-    -- statement, and their triggers then see the row it keeps.
-    INSERT INTO provenance_catalogue_generation (tenant_id, generation)
-    VALUES (p_tenant, 0) ON CONFLICT (tenant_id) DO NOTHING;
+    -- NOWAIT throughout: a writer in flight holds one of these rows until it
+    -- commits; then nothing is kept, and nothing waits (no deadlock).
     -- The decision first (an erasure deleting it holds its row): the foreign
-    -- key's own check then finds it locked by this statement, waits for no one.
+    -- key's own check then finds it locked by this statement.
     PERFORM 1 FROM decision_trace d
       WHERE d.tenant_id = p_tenant AND d.id = p_decision_id FOR KEY SHARE NOWAIT;
     IF NOT FOUND THEN
@@ -232,15 +240,14 @@ BEGIN
     END IF;
     SELECT g.generation INTO generation FROM provenance_catalogue_generation g
      WHERE g.tenant_id = p_tenant FOR SHARE NOWAIT;
-    SELECT h.seq INTO head FROM audit_chain_head h
-     WHERE h.tenant_id = p_tenant FOR SHARE NOWAIT;
-    IF generation IS DISTINCT FROM coalesce(p_generation, 0)
-       OR EXISTS (SELECT 1 FROM audit_log a
-                   WHERE a.tenant_id = p_tenant AND a.seq > coalesce(p_head_seq, 0)
-                     AND a.action <> 'decision_provenance_emit'
-                     AND a.entity_type IN ('decision', 'decision_trace', 'ml_model', 'offer',
-                                           'rule', 'contact_policy', 'fairness_report',
-                                           'rule_set')) THEN
+    IF NOT FOUND THEN
+        -- No write has bumped it yet: create it (a writer's bump in flight makes
+        -- this wait, then fail as a unique violation: nothing kept).
+        INSERT INTO provenance_catalogue_generation (tenant_id, generation)
+        VALUES (p_tenant, 0);
+        generation := 0;
+    END IF;
+    IF generation IS DISTINCT FROM coalesce(p_generation, 0) THEN
         PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
         RETURN false;
     END IF;
@@ -256,7 +263,7 @@ BEGIN
            stored_at = now();
     PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
     RETURN true;
-EXCEPTION WHEN foreign_key_violation OR lock_not_available THEN
+EXCEPTION WHEN foreign_key_violation OR lock_not_available OR unique_violation THEN
     -- The decision was erased meanwhile, or a writer is in flight: keep nothing.
     PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
     RETURN false;
@@ -266,6 +273,6 @@ $fn$;
 REVOKE ALL ON FUNCTION kaireon_provenance_stored(text, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION kaireon_provenance_stored(text, text, text) TO kaireon_app;
 REVOKE ALL ON FUNCTION kaireon_provenance_keep(text, text, text, bytea, text, text, integer,
-                                               integer, bigint, bigint) FROM PUBLIC;
+                                               integer, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION kaireon_provenance_keep(text, text, text, bytea, text, text, integer,
-                                                  integer, bigint, bigint) TO kaireon_app;
+                                                  integer, bigint) TO kaireon_app;
