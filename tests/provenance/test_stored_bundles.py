@@ -185,7 +185,7 @@ async def test_a_bundle_read_before_a_write_is_not_kept(emitter, seeded, db) -> 
     assert await _kept(db, seeded, AFTER_CHANGE) == 0
 
     # A writer in flight (an audit row about the decision holds the tenant's
-    # generation row until it commits): nothing kept, and nothing waits for it.
+    # provenance lock until it commits): nothing kept, and nothing waits for it.
     async with db.single_statements() as con:
         seen = await stored.lookup(con, seeded, AFTER_CHANGE, key)
     assert isinstance(seen, stored.Unstored)

@@ -24,16 +24,18 @@
 --
 -- A bundle built from a snapshot is stored only if none of those writes
 -- happened since a point before that snapshot (kaireon_provenance_keep).
--- Every such write except the erasure bumps the tenant's generation row first
--- (audit rows only when a bundle may cite them: emission rows and rows about
--- customers, runs or requests never touch it), and holds its lock until it
--- commits. keep() takes that row FOR SHARE NOWAIT (a writer in flight: keep
--- nothing this time; nothing waits, so no deadlock) and compares the
--- generation with the one read before the snapshot; the erasure is caught by
--- the decision's own row (FOR KEY SHARE NOWAIT, then the foreign key). A
--- writer that comes later waits for the share lock, then deletes the stored
--- row in its own transaction. So a stored bundle is never staler than a fresh
--- build would be.
+-- Every such write except the erasure first takes the tenant's provenance
+-- advisory lock (exclusive, until it commits) and bumps the tenant's
+-- generation (audit rows only when a bundle may cite them: emission rows and
+-- rows about customers, runs or requests never do). keep() takes the same
+-- lock shared, without waiting (a writer in flight: keep nothing this time; no
+-- wait, so no deadlock), and compares the generation with the one read before
+-- the snapshot; the erasure is caught by the decision's own row (FOR KEY
+-- SHARE NOWAIT, then the foreign key). A writer that comes later waits for the
+-- shared lock (one statement), then deletes the stored row in its own
+-- transaction. So a stored bundle is never staler than a fresh build would be.
+-- (An advisory lock, not a row lock: many keeps at once on one row's share
+-- lock cost PostgreSQL a multixact each.)
 
 CREATE TABLE provenance_bundle_store (
     tenant_id text NOT NULL,
@@ -77,12 +79,18 @@ $$;
 -- The writers' side. SECURITY INVOKER: a writer's row-level security applies
 -- (its tenant setting names the tenant of the row it writes).
 
--- First in every such writer's transaction: the generation's row lock orders
--- the writer after a keep() in flight (which holds it FOR SHARE), so the
--- deletes that follow see the row it kept.
+CREATE FUNCTION kaireon_provenance_lock_key(p_tenant text) RETURNS bigint
+    LANGUAGE sql IMMUTABLE SET search_path = public, pg_temp
+AS $fn$
+    SELECT hashtextextended('kaireon.provenance:' || p_tenant, 0)
+$fn$;
+
+-- First in every such writer's transaction: the lock orders the writer after a
+-- keep() in flight, so the deletes that follow see the row it kept.
 CREATE FUNCTION kaireon_provenance_bump(p_tenant text) RETURNS void
     LANGUAGE sql SECURITY INVOKER SET search_path = public, pg_temp
 AS $fn$
+    SELECT pg_advisory_xact_lock(kaireon_provenance_lock_key(p_tenant));
     INSERT INTO provenance_catalogue_generation AS g (tenant_id, generation)
     VALUES (p_tenant, 1)
     ON CONFLICT (tenant_id) DO UPDATE SET generation = g.generation + 1;
@@ -228,8 +236,8 @@ DECLARE
     generation bigint;
 BEGIN
     PERFORM set_config('kaireon.tenant_id', p_tenant, true);
-    -- NOWAIT throughout: a writer in flight holds one of these rows until it
-    -- commits; then nothing is kept, and nothing waits (no deadlock).
+    -- Nothing here waits: a writer in flight holds the decision's row or the
+    -- tenant's lock until it commits; then nothing is kept (and no deadlock).
     -- The decision first (an erasure deleting it holds its row): the foreign
     -- key's own check then finds it locked by this statement.
     PERFORM 1 FROM decision_trace d
@@ -238,16 +246,13 @@ BEGIN
         PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
         RETURN false;
     END IF;
-    SELECT g.generation INTO generation FROM provenance_catalogue_generation g
-     WHERE g.tenant_id = p_tenant FOR SHARE NOWAIT;
-    IF NOT FOUND THEN
-        -- No write has bumped it yet: create it (a writer's bump in flight makes
-        -- this wait, then fail as a unique violation: nothing kept).
-        INSERT INTO provenance_catalogue_generation (tenant_id, generation)
-        VALUES (p_tenant, 0);
-        generation := 0;
+    IF NOT pg_try_advisory_xact_lock_shared(kaireon_provenance_lock_key(p_tenant)) THEN
+        PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
+        RETURN false;
     END IF;
-    IF generation IS DISTINCT FROM coalesce(p_generation, 0) THEN
+    SELECT g.generation INTO generation FROM provenance_catalogue_generation g
+     WHERE g.tenant_id = p_tenant;
+    IF coalesce(generation, 0) IS DISTINCT FROM coalesce(p_generation, 0) THEN
         PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
         RETURN false;
     END IF;
@@ -263,7 +268,7 @@ BEGIN
            stored_at = now();
     PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
     RETURN true;
-EXCEPTION WHEN foreign_key_violation OR lock_not_available OR unique_violation THEN
+EXCEPTION WHEN foreign_key_violation OR lock_not_available THEN
     -- The decision was erased meanwhile, or a writer is in flight: keep nothing.
     PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
     RETURN false;
