@@ -54,6 +54,13 @@ async def _fresh(emitter: ProvenanceEmitter, tenant: str, decision_id: str) -> b
     return encode_rows(tenant, rows, models, emitter.build, cache).body
 
 
+async def _unstored(db: Database, tenant: str, decision_id: str, key: str) -> stored.Unstored:
+    async with db.single_statements() as con:
+        found = await stored.read(con, tenant, decision_id, key)
+    assert not isinstance(found, stored.Stored)
+    return found[0]
+
+
 async def _kept(db: Database, tenant: str, decision_id: str) -> int:
     async with db.transaction(tenant) as con:
         return int(
@@ -156,9 +163,7 @@ async def test_an_erased_decision_is_never_served_from_the_store(emitter, seeded
 
 async def test_a_bundle_read_before_a_write_is_not_kept(emitter, seeded, db) -> None:
     key = emitter.build_key
-    async with db.single_statements() as con:
-        seen = await stored.lookup(con, seeded, AFTER_CHANGE, key)
-    assert isinstance(seen, stored.Unstored)
+    seen = await _unstored(db, seeded, AFTER_CHANGE, key)
     bundle_body = await _fresh(emitter, seeded, AFTER_CHANGE)
     first = await emitter.emit(_identity(seeded), AFTER_CHANGE)  # keeps its own
     assert first.bundle.body == bundle_body
@@ -186,9 +191,7 @@ async def test_a_bundle_read_before_a_write_is_not_kept(emitter, seeded, db) -> 
 
     # A writer in flight (an audit row about the decision holds the tenant's
     # provenance lock until it commits): nothing kept, and nothing waits for it.
-    async with db.single_statements() as con:
-        seen = await stored.lookup(con, seeded, AFTER_CHANGE, key)
-    assert isinstance(seen, stored.Unstored)
+    seen = await _unstored(db, seeded, AFTER_CHANGE, key)
     async with db.transaction(seeded) as con:
         await append_audit(
             con,
@@ -207,9 +210,7 @@ async def test_emission_and_customer_audit_rows_do_not_stop_keeping(emitter, see
     """Audit rows no bundle cites (emissions, customers) leave the generation alone:
     a keep() beside such a writer in flight still keeps."""
     key = emitter.build_key
-    async with db.single_statements() as con:
-        seen = await stored.lookup(con, seeded, BEFORE_CHANGE, key)
-    assert isinstance(seen, stored.Unstored)
+    seen = await _unstored(db, seeded, BEFORE_CHANGE, key)
     emission = await emitter.emit(_identity(seeded), BEFORE_CHANGE)  # its row: no bump
     async with db.transaction(seeded) as con:
         await append_audit(

@@ -75,6 +75,13 @@ async def read_rows(
         rows = await repository.read_bundle(con, tenant_id, decision_id)
     if rows is None:
         raise _not_found()
+    return await _with_models(db, tenant_id, decision_id, cache, rows)
+
+
+async def _with_models(
+    db: Database, tenant_id: str, decision_id: str, cache: BundleCache, rows: BundleRows
+) -> tuple[BundleRows, list[ModelVersion]]:
+    """The rows of a one-statement read, with the model states' hashes (see read_rows)."""
     keys = _model_keys(tenant_id, rows)
     hashes = {key: cache.model_hash(key) for key in keys}
     if any(digest is None for digest in hashes.values()):
@@ -142,16 +149,20 @@ class ProvenanceEmitter:
     async def emit(self, identity: Identity, decision_id: str) -> Emission:
         decision_id = validate_decision_id(decision_id)
         tenant_id = identity.tenant_id
+        # One statement: the stored bundle, or the rows to build it from.
         async with self.db.single_statements() as con:
-            found = await stored.lookup(con, tenant_id, decision_id, self.build_key)
+            found = await stored.read(con, tenant_id, decision_id, self.build_key)
         if isinstance(found, stored.Stored):
             bundle, signature, subject = found.bundle, found.signature, found.customer_id
         else:
-            rows, models = await read_rows(self.db, tenant_id, decision_id, self.cache)
+            seen, read = found
+            if read is None:
+                raise _not_found()
+            rows, models = await _with_models(self.db, tenant_id, decision_id, self.cache, read)
             bundle = encode_rows(tenant_id, rows, models, self.build, self.cache)
             signature = self.signer.sign(bundle.body)
             subject = rows.decision.customer_id
-            await self._keep(tenant_id, decision_id, bundle, signature, found)
+            await self._keep(tenant_id, decision_id, bundle, signature, seen)
         metrics.PROVENANCE_BUNDLES.inc()
         # The emission row is appended after the read snapshot, never inside it
         # (holding the tenant's chain lock during the reads would serialise every

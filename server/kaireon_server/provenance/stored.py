@@ -30,6 +30,7 @@ from kaireon_server import platform as platform_package
 from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.db.migrate import load_migrations
 from kaireon_server.provenance.bundle import Bundle
+from kaireon_server.provenance.repository import BundleRows, bundle_rows
 
 
 def _code_fingerprint() -> bytes:
@@ -77,28 +78,41 @@ class Unstored:
     generation: int | None
 
 
-STORED_SQL = "SELECT * FROM kaireon_provenance_stored($1, $2, $3)"
+# kaireon_provenance_emission's columns: the stored bundle's, the generation,
+# then BUNDLE_SQL's.
+EMISSION_SQL = """
+SELECT * FROM kaireon_provenance_emission($1, $2, $3) AS e(
+    stored_body bytea, stored_digest text, stored_signature text, stored_model_count integer,
+    stored_audit_log_count integer, stored_customer_id text, generation bigint,
+    id text, customer_id text, decided_at timestamptz, channel text, selected_offer_id text,
+    candidates jsonb, models jsonb, qualification_results jsonb, contact_policy_results jsonb,
+    attributes jsonb, offer_rows record[], rule_rows record[], policy_rows record[],
+    model_rows record[], fairness_row record, audit_rows record[])
+"""
 KEEP_SQL = "SELECT kaireon_provenance_keep($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 
-async def lookup(
+async def read(
     con: asyncpg.Connection, tenant_id: str, decision_id: str, key: str
-) -> Stored | Unstored:
-    """One statement that sets the tenant itself (Database.single_statements)."""
-    row = await con.fetchrow(STORED_SQL, tenant_id, decision_id, key)
-    assert row is not None  # the function answers one row
-    if row["body"] is None:
-        return Unstored(row["generation"])
-    body = bytes(row["body"])
+) -> Stored | tuple[Unstored, BundleRows | None]:
+    """An emission's read in one statement that sets the tenant itself
+    (Database.single_statements): the stored bundle, or what a build needs
+    (None: no such decision) and what keeping it will be checked against."""
+    row = await con.fetchrow(EMISSION_SQL, tenant_id, decision_id, key)
+    if row is None:
+        return Unstored(None), None
+    if row["stored_body"] is None:
+        seen = Unstored(row["generation"])
+        return seen, None if row["id"] is None else bundle_rows(row)
     return Stored(
         Bundle(
-            body=body,
-            digest_sha256=row["digest_sha256"],
-            model_count=row["model_count"],
-            audit_log_count=row["audit_log_count"],
+            body=bytes(row["stored_body"]),
+            digest_sha256=row["stored_digest"],
+            model_count=row["stored_model_count"],
+            audit_log_count=row["stored_audit_log_count"],
         ),
-        signature=row["signature"],
-        customer_id=row["customer_id"],
+        signature=row["stored_signature"],
+        customer_id=row["stored_customer_id"],
     )
 
 

@@ -52,6 +52,10 @@ CREATE TABLE provenance_bundle_store (
         ON DELETE CASCADE
 );
 
+-- Canonical JSON of a few KB: stored out of line uncompressed (compressing it
+-- on every keep and decompressing it on every read costs more than it saves).
+ALTER TABLE provenance_bundle_store ALTER COLUMN body SET STORAGE EXTERNAL;
+
 -- Bumped by every write of the tenant that could change a bundle (see above).
 CREATE TABLE provenance_catalogue_generation (
     tenant_id text PRIMARY KEY,
@@ -195,33 +199,56 @@ CREATE TRIGGER audit_log_forgets_stored_bundles AFTER INSERT OR UPDATE OR DELETE
 -- The reader's side, one statement each (the tenant set for the statement,
 -- as kaireon_provenance_bundle does; SECURITY INVOKER, under the policies).
 
--- A stored bundle of this build and the decision's customer (for the
--- emission's audit row), or no bundle and what keep() will compare against:
--- the tenant's generation, read before the caller's own read of the rows.
-CREATE FUNCTION kaireon_provenance_stored(p_tenant text, p_decision_id text, p_build_key text)
-    RETURNS TABLE (body bytea, digest_sha256 text, signature text, model_count integer,
-                   audit_log_count integer, customer_id text, generation bigint)
+-- An emission's read, one statement: the stored bundle of this build and the
+-- decision's customer (for the emission's audit row); or, when there is none,
+-- the tenant's generation (what keep() compares against), then, in a later
+-- snapshot, everything kaireon_provenance_bundle reads. The caller names the
+-- columns: the stored ones, the generation, then the bundle's (repository.py).
+CREATE FUNCTION kaireon_provenance_emission(p_tenant text, p_decision_id text,
+                                            p_build_key text)
+    RETURNS SETOF record
     LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp
 AS $fn$
 DECLARE
     previous text := current_setting('kaireon.tenant_id', true);
+    kept record;
+    generation bigint;
 BEGIN
     PERFORM set_config('kaireon.tenant_id', p_tenant, true);
-    RETURN QUERY
-        SELECT s.body, s.digest_sha256, s.signature, s.model_count, s.audit_log_count,
-               d.customer_id,
-               (SELECT g.generation FROM provenance_catalogue_generation g
-                 WHERE g.tenant_id = p_tenant)
-          FROM (SELECT 1) AS one
-          LEFT JOIN provenance_bundle_store s
-                 ON s.tenant_id = p_tenant AND s.decision_id = p_decision_id
-                AND s.build_key = p_build_key
-          LEFT JOIN decision_trace d ON d.tenant_id = s.tenant_id AND d.id = s.decision_id;
+    SELECT s.body, s.digest_sha256, s.signature, s.model_count, s.audit_log_count,
+           d.customer_id
+      INTO kept
+      FROM provenance_bundle_store s
+      JOIN decision_trace d ON d.tenant_id = s.tenant_id AND d.id = s.decision_id
+     WHERE s.tenant_id = p_tenant AND s.decision_id = p_decision_id
+       AND s.build_key = p_build_key;
+    IF FOUND THEN
+        RETURN QUERY SELECT kept.body, kept.digest_sha256, kept.signature, kept.model_count,
+                            kept.audit_log_count, kept.customer_id, NULL::bigint,
+                            NULL::text, NULL::text, NULL::timestamptz, NULL::text, NULL::text,
+                            NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb, NULL::jsonb,
+                            NULL::record[], NULL::record[], NULL::record[], NULL::record[],
+                            NULL::record, NULL::record[];
+    ELSE
+        -- Read before the bundle's own snapshot (the next statement's).
+        SELECT g.generation INTO generation
+          FROM provenance_catalogue_generation g WHERE g.tenant_id = p_tenant;
+        RETURN QUERY
+            SELECT NULL::bytea, NULL::text, NULL::text, NULL::integer, NULL::integer,
+                   NULL::text, coalesce(generation, 0), b.*
+              FROM kaireon_provenance_bundle(p_tenant, p_decision_id) AS b(
+                   id text, customer_id text, decided_at timestamptz, channel text,
+                   selected_offer_id text, candidates jsonb, models jsonb,
+                   qualification_results jsonb, contact_policy_results jsonb,
+                   attributes jsonb, offer_rows record[], rule_rows record[],
+                   policy_rows record[], model_rows record[], fairness_row record,
+                   audit_rows record[]);
+    END IF;
     PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
 END
 $fn$;
 
--- Keep a bundle built from rows read after kaireon_provenance_stored answered
+-- Keep a bundle built from rows read after kaireon_provenance_emission answered
 -- p_generation; false (nothing kept) when a write that could change it
 -- committed since or is in flight, or the decision is gone.
 CREATE FUNCTION kaireon_provenance_keep(
@@ -236,6 +263,9 @@ DECLARE
     generation bigint;
 BEGIN
     PERFORM set_config('kaireon.tenant_id', p_tenant, true);
+    -- A kept bundle lost in a crash of PostgreSQL is only built again: its
+    -- commit need not wait for the disk.
+    PERFORM set_config('synchronous_commit', 'off', true);
     -- Nothing here waits: a writer in flight holds the decision's row or the
     -- tenant's lock until it commits; then nothing is kept (and no deadlock).
     -- The decision first (an erasure deleting it holds its row): the foreign
@@ -275,8 +305,8 @@ EXCEPTION WHEN foreign_key_violation OR lock_not_available THEN
 END
 $fn$;
 
-REVOKE ALL ON FUNCTION kaireon_provenance_stored(text, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION kaireon_provenance_stored(text, text, text) TO kaireon_app;
+REVOKE ALL ON FUNCTION kaireon_provenance_emission(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION kaireon_provenance_emission(text, text, text) TO kaireon_app;
 REVOKE ALL ON FUNCTION kaireon_provenance_keep(text, text, text, bytea, text, text, integer,
                                                integer, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION kaireon_provenance_keep(text, text, text, bytea, text, text, integer,
