@@ -1,9 +1,9 @@
 """Bundles as stored, signed bytes (issue #22, migration 0221).
 
-The first emission keeps the bundle; later ones serve those bytes (the same
-signature, which ECDSA would not give twice) until a write that could change
-the bundle drops it, in the writer's transaction. What is served always equals
-a fresh build of the current rows, byte for byte.
+A decision's second emission keeps the bundle; later ones serve those bytes
+(the same signature, which ECDSA would not give twice) until a write that
+could change the bundle drops it, in the writer's transaction. What is served
+always equals a fresh build of the current rows, byte for byte.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from kaireon_server.platform.signing import signer_from_env
 from kaireon_server.provenance import stored
 from kaireon_server.provenance.bundle import encode_rows
 from kaireon_server.provenance.cache import BundleCache
-from kaireon_server.provenance.emit import ProvenanceEmitter, read_rows, system_clock
+from kaireon_server.provenance.emit import Emission, ProvenanceEmitter, read_rows, system_clock
 from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE
 from tests.provenance.test_determinism import CONTRIBUTING
 
@@ -73,18 +73,28 @@ async def _kept(db: Database, tenant: str, decision_id: str) -> int:
         )
 
 
+async def _kept_emission(emitter: ProvenanceEmitter, tenant: str, decision_id: str) -> Emission:
+    """Emit until kept (the second emission keeps); return the emission kept."""
+    await emitter.emit(_identity(tenant), decision_id)
+    kept = await emitter.emit(_identity(tenant), decision_id)
+    assert await _kept(emitter.db, tenant, decision_id) == 1
+    return kept
+
+
 async def test_a_stored_bundle_is_the_fresh_build_byte_for_byte(emitter, seeded, db) -> None:
     identity = _identity(seeded)
     for decision_id in DECISIONS:
         first = await emitter.emit(identity, decision_id)
-        assert await _kept(db, seeded, decision_id) == 1
+        assert await _kept(db, seeded, decision_id) == 0  # read once: not worth keeping
+        second = await _kept_emission(emitter, seeded, decision_id)
+        assert second.bundle == first.bundle
         again = await emitter.emit(identity, decision_id)
         # Served from the store: the same signature (ECDSA signs at random).
-        assert again.signature == first.signature
-        assert again.bundle == first.bundle
+        assert again.signature == second.signature
+        assert again.bundle == second.bundle
         assert again.bundle.body == await _fresh(emitter, seeded, decision_id)
         # Each emission still has its own audit row.
-        assert again.audit_event_id != first.audit_event_id
+        assert again.audit_event_id != second.audit_event_id
 
 
 async def test_another_build_never_reads_this_builds_bundle(
@@ -108,8 +118,7 @@ async def test_another_build_never_reads_this_builds_bundle(
 @pytest.mark.parametrize("name", sorted(CONTRIBUTING))
 async def test_a_contributing_change_drops_the_stored_bundle(emitter, seeded, db, name) -> None:
     identity = _identity(seeded)
-    before = await emitter.emit(identity, AFTER_CHANGE)
-    assert await _kept(db, seeded, AFTER_CHANGE) == 1
+    before = await _kept_emission(emitter, seeded, AFTER_CHANGE)
     async with db.transaction(seeded) as con:
         await con.execute(CONTRIBUTING[name], seeded)
     assert await _kept(db, seeded, AFTER_CHANGE) == 0
@@ -134,7 +143,7 @@ async def test_an_audit_row_a_bundle_may_cite_drops_it(
     emitter, seeded, db, entity_type, entity_id, dropped
 ) -> None:
     identity = _identity(seeded)
-    await emitter.emit(identity, AFTER_CHANGE)
+    await _kept_emission(emitter, seeded, AFTER_CHANGE)
     async with db.transaction(seeded) as con:
         await append_audit(
             con,
@@ -151,7 +160,7 @@ async def test_an_audit_row_a_bundle_may_cite_drops_it(
 
 async def test_an_erased_decision_is_never_served_from_the_store(emitter, seeded, db) -> None:
     identity = _identity(seeded)
-    await emitter.emit(identity, AFTER_CHANGE)
+    await _kept_emission(emitter, seeded, AFTER_CHANGE)
     async with db.transaction(seeded) as con:
         await con.execute(
             "DELETE FROM decision_trace WHERE tenant_id = $1 AND id = $2", seeded, AFTER_CHANGE
@@ -165,7 +174,7 @@ async def test_a_bundle_read_before_a_write_is_not_kept(emitter, seeded, db) -> 
     key = emitter.build_key
     seen = await _unstored(db, seeded, AFTER_CHANGE, key)
     bundle_body = await _fresh(emitter, seeded, AFTER_CHANGE)
-    first = await emitter.emit(_identity(seeded), AFTER_CHANGE)  # keeps its own
+    first = await emitter.emit(_identity(seeded), AFTER_CHANGE)
     assert first.bundle.body == bundle_body
 
     async def keep() -> bool:

@@ -162,7 +162,8 @@ class ProvenanceEmitter:
             bundle = encode_rows(tenant_id, rows, models, self.build, self.cache)
             signature = self.signer.sign(bundle.body)
             subject = rows.decision.customer_id
-            await self._keep(tenant_id, decision_id, bundle, signature, seen)
+            if seen.emitted:
+                await self._keep(tenant_id, decision_id, bundle, signature, seen)
         metrics.PROVENANCE_BUNDLES.inc()
         # The emission row is appended after the read snapshot, never inside it
         # (holding the tenant's chain lock during the reads would serialise every

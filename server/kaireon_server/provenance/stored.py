@@ -1,9 +1,10 @@
 """Bundles as stored, signed bytes (issue #22; migration 0221).
 
-The first emission of a decision keeps its bundle's bytes, digest and
-signature in `provenance_bundle_store`; later emissions read them back in one
-statement instead of reading every row the bundle cites and building it
-again. The database drops a stored bundle in the transaction of any write
+The second emission of a decision keeps its bundle's bytes, digest and
+signature in `provenance_bundle_store` (keeping costs PostgreSQL about what a
+read does: not worth it for a bundle read once); later emissions read them
+back in one statement instead of reading every row the bundle cites and
+building it again. The database drops a stored bundle in the transaction of any write
 that could change it (the decision erased or updated, a catalogue row, an
 audit row the bundle could cite), and a bundle built from rows read before
 such a write committed is never kept (see the migration). So what is served
@@ -76,18 +77,21 @@ class Unstored:
     """No stored bundle; what a bundle built from a later read is kept against."""
 
     generation: int | None
+    # Emitted before: keep this emission's bundle.
+    emitted: bool = False
 
 
 # kaireon_provenance_emission's columns: the stored bundle's, the generation,
-# then BUNDLE_SQL's.
+# emitted, then BUNDLE_SQL's.
 EMISSION_SQL = """
 SELECT * FROM kaireon_provenance_emission($1, $2, $3) AS e(
     stored_body bytea, stored_digest text, stored_signature text, stored_model_count integer,
     stored_audit_log_count integer, stored_customer_id text, generation bigint,
-    id text, customer_id text, decided_at timestamptz, channel text, selected_offer_id text,
-    candidates jsonb, models jsonb, qualification_results jsonb, contact_policy_results jsonb,
-    attributes jsonb, offer_rows record[], rule_rows record[], policy_rows record[],
-    model_rows record[], fairness_row record, audit_rows record[])
+    emitted boolean, id text, customer_id text, decided_at timestamptz, channel text,
+    selected_offer_id text, candidates jsonb, models jsonb, qualification_results jsonb,
+    contact_policy_results jsonb, attributes jsonb, offer_rows record[],
+    rule_rows record[], policy_rows record[], model_rows record[], fairness_row record,
+    audit_rows record[])
 """
 KEEP_SQL = "SELECT kaireon_provenance_keep($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
@@ -102,7 +106,7 @@ async def read(
     if row is None:
         return Unstored(None), None
     if row["stored_body"] is None:
-        seen = Unstored(row["generation"])
+        seen = Unstored(row["generation"], bool(row["emitted"]))
         return seen, None if row["id"] is None else bundle_rows(row)
     return Stored(
         Bundle(
