@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+import asyncpg
 
 from kaireon_server.platform.audit_chain import AuditBatcher, AuditRow
 from kaireon_server.platform.auth import Identity
@@ -13,11 +16,13 @@ from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument, NotFound
 from kaireon_server.platform.observability import metrics
 from kaireon_server.platform.signing import UNSIGNED, Signer
-from kaireon_server.provenance import repository
+from kaireon_server.provenance import repository, stored
 from kaireon_server.provenance.bundle import Bundle, audit_changes, encode_rows, sources_of
 from kaireon_server.provenance.cache import BundleCache, ModelKey
 from kaireon_server.provenance.model import ModelVersion, Sources
 from kaireon_server.provenance.repository import BundleRows
+
+log = logging.getLogger(__name__)
 
 MAX_DECISION_ID_LENGTH = 256
 Clock = Callable[[], datetime]
@@ -70,6 +75,13 @@ async def read_rows(
         rows = await repository.read_bundle(con, tenant_id, decision_id)
     if rows is None:
         raise _not_found()
+    return await _with_models(db, tenant_id, decision_id, cache, rows)
+
+
+async def _with_models(
+    db: Database, tenant_id: str, decision_id: str, cache: BundleCache, rows: BundleRows
+) -> tuple[BundleRows, list[ModelVersion]]:
+    """The rows of a one-statement read, with the model states' hashes (see read_rows)."""
     keys = _model_keys(tenant_id, rows)
     hashes = {key: cache.model_hash(key) for key in keys}
     if any(digest is None for digest in hashes.values()):
@@ -128,13 +140,30 @@ class ProvenanceEmitter:
     clock: Clock
     audit: AuditBatcher
     cache: BundleCache = field(default_factory=BundleCache)
+    # Stored bundles of this build and signing key (stored.py).
+    build_key: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.build_key = stored.build_key(self.build, self.signer.key_id)
 
     async def emit(self, identity: Identity, decision_id: str) -> Emission:
         decision_id = validate_decision_id(decision_id)
         tenant_id = identity.tenant_id
-        rows, models = await read_rows(self.db, tenant_id, decision_id, self.cache)
-        bundle = encode_rows(tenant_id, rows, models, self.build, self.cache)
-        signature = self.signer.sign(bundle.body)
+        # One statement: the stored bundle, or the rows to build it from.
+        async with self.db.single_statements() as con:
+            found = await stored.read(con, tenant_id, decision_id, self.build_key)
+        if isinstance(found, stored.Stored):
+            bundle, signature, subject = found.bundle, found.signature, found.customer_id
+        else:
+            seen, read = found
+            if read is None:
+                raise _not_found()
+            rows, models = await _with_models(self.db, tenant_id, decision_id, self.cache, read)
+            bundle = encode_rows(tenant_id, rows, models, self.build, self.cache)
+            signature = self.signer.sign(bundle.body)
+            subject = rows.decision.customer_id
+            if seen.emitted:
+                await self._keep(tenant_id, decision_id, bundle, signature, seen)
         metrics.PROVENANCE_BUNDLES.inc()
         # The emission row is appended after the read snapshot, never inside it
         # (holding the tenant's chain lock during the reads would serialise every
@@ -148,8 +177,31 @@ class ProvenanceEmitter:
                 entity_id=decision_id,
                 actor=identity.actor,
                 changes=audit_changes(bundle, signed=signature != UNSIGNED),
-                subject_id=rows.decision.customer_id,
+                subject_id=subject,
                 now=self.clock(),
             ),
         )
         return Emission(bundle=bundle, signature=signature, audit_event_id=record.id)
+
+    async def _keep(
+        self,
+        tenant_id: str,
+        decision_id: str,
+        bundle: Bundle,
+        signature: str,
+        seen: stored.Unstored,
+    ) -> None:
+        """Store the bundle for the next emissions; a failure only costs them a build."""
+        try:
+            async with self.db.single_statements() as con:
+                await stored.keep(
+                    con,
+                    tenant_id,
+                    decision_id,
+                    self.build_key,
+                    bundle=bundle,
+                    signature=signature,
+                    seen=seen,
+                )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            log.warning("provenance bundle not stored", extra={"error_type": type(exc).__name__})

@@ -111,8 +111,11 @@ async def read_bundle(
     con: asyncpg.Connection, tenant_id: str, decision_id: str
 ) -> BundleRows | None:
     rec = await con.fetchrow(BUNDLE_SQL, tenant_id, decision_id)
-    if rec is None:
-        return None
+    return None if rec is None else bundle_rows(rec)
+
+
+def bundle_rows(rec: asyncpg.Record) -> BundleRows:
+    """The rows of a record with BUNDLE_SQL's columns."""
     fairness = rec["fairness_row"]
     return BundleRows(
         decision=Decision(
