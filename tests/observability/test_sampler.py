@@ -71,3 +71,45 @@ async def test_checkpoint_lag_is_the_age_of_the_oldest_row_no_checkpoint_covers(
         await asyncio.sleep(0.5)
     else:
         raise AssertionError(f"the lag stayed at {_lag()} s after the lock was released")
+
+
+async def test_overdue_lifecycle_requests_are_counted_and_aged(db: Database, tenant: str):
+    """A request whose clock runs past its due date counts (received three days
+    late); one paused, one completed or one not yet due does not."""
+    settings = MetricsSettings({})
+    today = datetime.now(UTC).date()
+
+    def overdue() -> tuple[float, float]:
+        count = REGISTRY.get_sample_value("kaireon_requests_overdue")
+        late = REGISTRY.get_sample_value("kaireon_requests_overdue_seconds")
+        assert count is not None and late is not None
+        return count, late
+
+    await sample_once(db, settings)
+    before, _ = overdue()
+    insert = (
+        "INSERT INTO subject_request (tenant_id, kind, subject_id, regulation, state, origin,"
+        " received_at, due_date, paused_at, paused_from, created_by)"
+        " VALUES ($1, 'access', 'cust_sampled', 'gdpr', $2, 'lifecycle', now(), $3, $4, $5, 't')"
+    )
+    async with db.transaction(tenant) as con:
+        await con.execute(insert, tenant, "received", today - timedelta(days=3), None, None)
+        await con.execute(insert, tenant, "in_progress", today + timedelta(days=1), None, None)
+        await con.execute(insert, tenant, "completed", today - timedelta(days=9), None, None)
+        await con.execute(
+            insert, tenant, "paused", today - timedelta(days=9), datetime.now(UTC), "received"
+        )
+    await sample_once(db, settings)
+    count, late = overdue()
+    # Other tests' tenants share the database: this tenant adds exactly one.
+    assert count == before + 1
+    # Its due date ended two days ago (end of day, UTC), or another's earlier.
+    assert late >= 2 * 86400 - 60
+    async with db.transaction(tenant) as con:
+        await con.execute(
+            "UPDATE subject_request SET state = 'cancelled', paused_at = NULL, paused_from = NULL"
+            " WHERE tenant_id = $1",
+            tenant,
+        )
+    await sample_once(db, settings)
+    assert overdue()[0] == before

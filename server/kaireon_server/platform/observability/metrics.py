@@ -127,6 +127,16 @@ DSAR_OVERDUE = Gauge(
     "Requests open longer than KAIREON_DSAR_DUE_DAYS (the statutory deadline).",
     multiprocess_mode="max",
 )
+REQUESTS_OVERDUE = Gauge(
+    "kaireon_requests_overdue",
+    "Lifecycle data-subject requests whose clock runs past their due date (sampled).",
+    multiprocess_mode="max",
+)
+REQUESTS_OVERDUE_SECONDS = Gauge(
+    "kaireon_requests_overdue_seconds",
+    "How long ago the earliest due date of an overdue lifecycle request ended (sampled).",
+    multiprocess_mode="max",
+)
 DSAR_EXPORT_DURATION = Histogram(
     "kaireon_dsar_export_seconds", "Export job duration by outcome.", ("outcome",), buckets=_LONG
 )

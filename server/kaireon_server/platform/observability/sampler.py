@@ -1,6 +1,6 @@
 """Samples the gauges that live in the database (DSAR queue, flow runs, audit
-checkpoint lag) every KAIREON_METRICS_SAMPLE_SECONDS, through one aggregate-only
-function (migrations 0120, 0171)."""
+checkpoint lag, overdue lifecycle requests) every KAIREON_METRICS_SAMPLE_SECONDS,
+through one aggregate-only function (migrations 0120, 0171, 0222)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ async def sample_once(db: Database, settings: MetricsSettings) -> None:
     oldest = 0.0
     overdue = stuck = 0
     unchecked_age = 0.0
+    requests_overdue, requests_late = 0, 0.0
     for row in rows:
         kind, state, count = row["kind"], row["state"], int(row["n"])
         if kind == "dsar" and state in dsar:
@@ -41,6 +42,9 @@ async def sample_once(db: Database, settings: MetricsSettings) -> None:
             stuck = count
         elif kind == "audit_unchecked":
             unchecked_age = max(0.0, float(row["age_seconds"]))
+        elif kind == "requests_overdue":
+            requests_overdue = count
+            requests_late = max(0.0, float(row["age_seconds"])) if count else 0.0
     for state, count in dsar.items():
         metrics.DSAR_QUEUE.labels(state).set(count)
     for state, count in flow.items():
@@ -49,6 +53,8 @@ async def sample_once(db: Database, settings: MetricsSettings) -> None:
     metrics.DSAR_OVERDUE.set(overdue)
     metrics.FLOW_RUNS_STUCK.set(stuck)
     metrics.AUDIT_CHECKPOINT_LAG.set(unchecked_age)
+    metrics.REQUESTS_OVERDUE.set(requests_overdue)
+    metrics.REQUESTS_OVERDUE_SECONDS.set(requests_late)
 
 
 class Sampler:
