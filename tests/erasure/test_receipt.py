@@ -194,3 +194,54 @@ def test_unsigned_receipts_fail_unless_allowed(public_key: bytes):
     assert _problems(document, None, allow_unsigned=True) == [
         "digestSha256 does not match canonicalPayload"
     ]
+
+
+GOOD_RECIPIENT = {"processorId": "p1", "name": "crm", "eventId": "e1", "state": "queued"}
+
+
+@pytest.mark.parametrize(
+    ("recipients", "problem"),
+    [
+        ([GOOD_RECIPIENT], None),
+        ([], "payload recipients is not a non-empty list"),
+        ("crm", "payload recipients is not a non-empty list"),
+        ([{**GOOD_RECIPIENT, "extra": "x"}], "a payload recipient is not an object of"),
+        ([{k: v for k, v in GOOD_RECIPIENT.items() if k != "eventId"}], "is not an object of"),
+        ([{**GOOD_RECIPIENT, "name": ""}], "a payload recipient has an empty or non-text field"),
+        ([{**GOOD_RECIPIENT, "state": 1}], "a payload recipient has an empty or non-text field"),
+        ([{**GOOD_RECIPIENT, "state": "delivered"}], "state is not one of queued"),
+        ([GOOD_RECIPIENT, {**GOOD_RECIPIENT, "name": "b"}], "payload recipients repeat an eventId"),
+    ],
+)
+def test_the_recipients_list_is_checked_when_present(
+    public_key: bytes, recipients: object, problem: str | None
+):
+    """Older receipts have no `recipients` (test above); a present one must be
+    well formed, even when its signature is good."""
+    payload = {
+        "type": "kaireon.erasure.receipt.v1",
+        "tenantId": "acme",
+        "customerId": "cust_1",
+        "deletedCounts": {"interactionHistory": 2},
+        "totalDeleted": 2,
+        "skippedTables": [],
+        "auditEventId": "7d6e1f3c-0000-4000-8000-000000000000",
+        "auditSeq": 3,
+        "auditIntegrityHash": "ab" * 32,
+        "erasedAt": "2026-01-01T00:00:00.000000Z",
+        "algorithm": "none",
+        "keyId": "",
+        "recipients": recipients,
+    }
+    receipt = build_receipt(NullSigner(), payload)
+    document = {
+        "canonicalPayload": receipt.canonical_payload,
+        "digestSha256": receipt.digest_sha256,
+        "signature": receipt.signature,
+        "keyId": receipt.key_id,
+    }
+    problems = _problems(document, None, allow_unsigned=True)
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problem in problems[0], problems

@@ -14,12 +14,10 @@ from tests.requests.test_processors import Receiver, _register, _settled, receiv
 async def _queue(db: Database, tenant: str, subject: str, n: int) -> None:
     async with db.transaction(tenant) as con:
         payload = json.dumps({"subject": subject, "n": n})
-        assert (
-            await processor_repository.enqueue_for_all(
-                con, tenant, "subject.erased", subject, payload
-            )
-            == 1
+        queued = await processor_repository.enqueue_for_all(
+            con, tenant, "subject.erased", subject, payload
         )
+        assert [r.name for r in queued] == ["crm"]
 
 
 def _arrivals(received: list[tuple[bytes, dict[str, str]]]) -> list[tuple[str, int]]:

@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import grpc
 import pytest
 from aiohttp import web
+from google.protobuf import json_format
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon.requests.v1 import requests_pb2
+from kaireon_client.canonical import canonical_json
+from kaireon_client.receipt import verify_receipt
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument
 from kaireon_server.requests.delivery import DeliverySettings, new_session
@@ -318,3 +324,57 @@ async def test_a_redirect_is_not_followed(stub, channel, seeded, db, receiver: R
         assert receiver.received == []
     finally:
         await runner.cleanup()
+
+
+async def test_the_signed_receipt_lists_every_processor_notified(
+    stub, channel, seeded, db, receiver, signing_key_path
+):
+    """GDPR Art. 19: the erasure receipt names each recipient the erasure was
+    passed on to (its id, name and the event's id, queued at signing), inside the
+    signed payload; `kaireon verify receipt` checks it, and a list changed by one
+    character no longer verifies."""
+    crm, _ = await _register(stub, seeded, receiver.url, name="crm")
+    mail, _ = await _register(stub, seeded, receiver.url, name="mailer")
+    erasure = erasure_pb2_grpc.ErasureServiceStub(channel)
+    reply = await erasure.EraseCustomer(
+        erasure_pb2.EraseCustomerRequest(customer_id="cust_00002"), metadata=metadata(seeded)
+    )
+    payload = json.loads(reply.receipt.canonical_payload)
+    async with db.transaction(seeded, readonly=True) as con:
+        events = {
+            str(r["recipient_id"]): str(r["id"])
+            for r in await con.fetch("SELECT id, recipient_id FROM processor_outbox")
+        }
+    assert payload["recipients"] == [
+        {"processorId": crm, "name": "crm", "eventId": events[crm], "state": "queued"},
+        {"processorId": mail, "name": "mailer", "eventId": events[mail], "state": "queued"},
+    ]
+    public = (signing_key_path.parent / "cosign-test.pub").read_bytes()
+    document = json_format.MessageToDict(reply.receipt)  # the receipt alone
+    assert verify_receipt(document, public).ok
+    # The CLI an auditor runs, on the same JSON.
+    path = signing_key_path.parent / f"receipt-{seeded}.json"
+    path.write_text(json.dumps(document))
+    key = signing_key_path.parent / "cosign-test.pub"
+    cli = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "kaireon"),
+        "verify",
+        "receipt",
+        str(path),
+        "--key",
+        str(key),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await cli.communicate()
+    assert cli.returncode == 0, out.decode()
+    forged = dict(document)
+    forged["canonicalPayload"] = reply.receipt.canonical_payload.replace(
+        '"name":"mailer"', '"name":"mailex"'
+    )
+    report = verify_receipt(forged, public)
+    assert not report.ok and report.failed("digest") and report.failed("signature")
+    # Dropping a recipient is caught the same way.
+    dropped = {**payload, "recipients": payload["recipients"][:1]}
+    forged["canonicalPayload"] = canonical_json(dropped).decode()
+    assert not verify_receipt(forged, public).ok

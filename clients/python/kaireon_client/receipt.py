@@ -52,8 +52,13 @@ def receipt_payload(
     audit_integrity_hash: str,
     erased_at: datetime,
     key_id: str,
+    recipients: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
-    return {
+    """The signed content. `recipients`: the processors the erasure was passed on
+    to (GDPR Art. 19), each {processorId, name, eventId, state} with state
+    "queued" (delivery comes later: the request's status follows it); absent
+    when there are none, so such a receipt is what it was before the field."""
+    payload = {
         "type": RECEIPT_TYPE,
         "tenantId": tenant_id,
         "customerId": customer_id,
@@ -68,6 +73,29 @@ def receipt_payload(
         "algorithm": ALGORITHM if key_id else UNSIGNED_ALGORITHM,
         "keyId": key_id,
     }
+    if recipients:
+        payload["recipients"] = [dict(r) for r in recipients]
+    return payload
+
+
+RECIPIENT_FIELDS = ("processorId", "name", "eventId", "state")
+RECIPIENT_STATES = ("queued",)
+
+
+def _recipient_problems(value: Any) -> list[str]:
+    """The shape of `recipients` when present (a receipt without it is fine)."""
+    if not isinstance(value, list) or not value:
+        return ["payload recipients is not a non-empty list"]
+    for item in value:
+        if not isinstance(item, dict) or sorted(item) != sorted(RECIPIENT_FIELDS):
+            return [f"a payload recipient is not an object of {', '.join(RECIPIENT_FIELDS)}"]
+        if not all(isinstance(item[k], str) and item[k] for k in RECIPIENT_FIELDS):
+            return ["a payload recipient has an empty or non-text field"]
+        if item["state"] not in RECIPIENT_STATES:
+            return [f"a payload recipient's state is not one of {', '.join(RECIPIENT_STATES)}"]
+    if len({item["eventId"] for item in value}) != len(value):
+        return ["payload recipients repeat an eventId"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -136,6 +164,8 @@ def _payload_problems(payload: Mapping[str, Any]) -> list[str]:
     for name in ("tenantId", "customerId", "auditEventId", "auditIntegrityHash", "erasedAt"):
         if not isinstance(payload.get(name), str) or not payload[name]:
             problems.append(f"payload {name} is missing")
+    if "recipients" in payload:
+        problems += _recipient_problems(payload["recipients"])
     return problems
 
 

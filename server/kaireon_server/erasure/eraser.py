@@ -24,8 +24,8 @@ transaction rolled back).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 
 import asyncpg
 
@@ -37,6 +37,7 @@ from kaireon_server.erasure.model import (
     ErasureOutcome,
     ErasureTimedOut,
     LegalHold,
+    NotifiedRecipient,
     RetainedTable,
     Retention,
     validate_customer_id,
@@ -66,7 +67,12 @@ class EraseCommand:
 
 # Runs last inside the erasure's transaction (the request lifecycle records the
 # erasure there, so both commit or neither does).
-InTransaction = Callable[[asyncpg.Connection, ErasureOutcome], Awaitable[None]]
+# Called in the erasure's transaction, before the receipt is signed (the
+# outcome has no receipt yet); answers the processors it passed the erasure on
+# to, which the receipt lists.
+InTransaction = Callable[
+    [asyncpg.Connection, ErasureOutcome], Awaitable[Sequence[NotifiedRecipient]]
+]
 
 # Data-map tables seen to exist, per database (see repository.existing_tables).
 _KNOWN_TABLES: dict[str, set[str]] = {}
@@ -200,7 +206,18 @@ async def _erase(
             entity_id_is_personal=cmd.dry_run,
             subject_id=customer,
         )
-        receipt = None
+        outcome = ErasureOutcome(
+            customer_id=customer,
+            dry_run=cmd.dry_run,
+            deleted_counts=counts,
+            skipped_tables=ds.skipped,
+            retained=tuple(retained),
+            legal_hold=hold,
+            audit_event_id=record.id,
+        )
+        # The caller's writes (the request record, the processors' events)
+        # before the receipt, which lists the processors notified.
+        recipients = tuple(await within(con, outcome)) if within is not None else ()
         if not cmd.dry_run:
             payload = receipt_payload(
                 tenant_id=tenant,
@@ -209,18 +226,9 @@ async def _erase(
                 skipped_tables=ds.skipped,
                 audit=record,
                 key_id=signer.key_id,
+                recipients=recipients,
             )
-            receipt = build_receipt(signer, payload)
-        outcome = ErasureOutcome(
-            customer_id=customer,
-            dry_run=cmd.dry_run,
-            deleted_counts=counts,
-            skipped_tables=ds.skipped,
-            retained=tuple(retained),
-            legal_hold=hold,
-            receipt=receipt,
-            audit_event_id=record.id,
-        )
-        if within is not None:
-            await within(con, outcome)
+            outcome = replace(
+                outcome, receipt=build_receipt(signer, payload), recipients=recipients
+            )
     return outcome

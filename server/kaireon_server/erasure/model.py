@@ -103,6 +103,16 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class NotifiedRecipient:
+    """A processor the erasure was passed on to (its event queued in the
+    erasure's transaction); listed in the signed receipt."""
+
+    processor_id: str
+    name: str
+    event_id: str
+
+
+@dataclass(frozen=True)
 class ErasureOutcome:
     customer_id: str
     dry_run: bool
@@ -113,6 +123,7 @@ class ErasureOutcome:
     legal_hold: LegalHold | None = None
     receipt: Receipt | None = None
     audit_event_id: str = ""
+    recipients: tuple[NotifiedRecipient, ...] = ()
 
     @property
     def total_deleted(self) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from kaireon_client.receipt import RECEIPT_TYPE, UNSIGNED_ALGORITHM
 from kaireon_client.receipt import receipt_payload as _receipt_payload
-from kaireon_server.erasure.model import Receipt
+from kaireon_server.erasure.model import NotifiedRecipient, Receipt
 from kaireon_server.platform.audit_chain import AuditRecord
 from kaireon_server.platform.canonical import canonical_json, sha256_hex
 from kaireon_server.platform.signing import Signer
@@ -30,6 +30,7 @@ def receipt_payload(
     skipped_tables: Sequence[str],
     audit: AuditRecord,
     key_id: str,
+    recipients: Sequence[NotifiedRecipient] = (),
 ) -> dict[str, Any]:
     return _receipt_payload(
         tenant_id=tenant_id,
@@ -41,6 +42,15 @@ def receipt_payload(
         audit_integrity_hash=audit.integrity_hash,
         erased_at=audit.created_at,
         key_id=key_id,
+        recipients=[
+            {
+                "processorId": r.processor_id,
+                "name": r.name,
+                "eventId": r.event_id,
+                "state": "queued",
+            }
+            for r in recipients
+        ],
     )
 
 

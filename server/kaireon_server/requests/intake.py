@@ -13,6 +13,7 @@ until the worker completes it (migration 0150's trigger).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -20,7 +21,7 @@ import asyncpg
 from kaireon_server.dsar import requests as dsar_requests
 from kaireon_server.dsar.model import DsarRecord
 from kaireon_server.erasure import eraser
-from kaireon_server.erasure.model import ErasureOutcome
+from kaireon_server.erasure.model import ErasureOutcome, NotifiedRecipient
 from kaireon_server.requests import processors, repository
 from kaireon_server.requests.deadlines import due_date
 from kaireon_server.requests.lifecycle import policy_for
@@ -59,7 +60,9 @@ async def _record(
 def direct_erasure(tenant_id: str, actor: str) -> eraser.InTransaction:
     """The `within` hook of a direct, non-dry-run EraseCustomer."""
 
-    async def within(con: asyncpg.Connection, outcome: ErasureOutcome) -> None:
+    async def within(
+        con: asyncpg.Connection, outcome: ErasureOutcome
+    ) -> Sequence[NotifiedRecipient]:
         request = await _record(
             con,
             tenant_id,
@@ -68,7 +71,7 @@ def direct_erasure(tenant_id: str, actor: str) -> eraser.InTransaction:
             subject_id=outcome.customer_id,
             state=State.COMPLETED,
         )
-        await processors.erasure_completed_in(
+        return await processors.erasure_completed_in(
             con,
             tenant_id=tenant_id,
             subject_id=outcome.customer_id,

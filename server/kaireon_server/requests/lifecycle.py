@@ -24,7 +24,7 @@ import asyncpg
 from kaireon_server.dsar.model import validate_create
 from kaireon_server.dsar.requests import create_in
 from kaireon_server.erasure.eraser import EraseCommand, erase_customer
-from kaireon_server.erasure.model import ErasureOutcome
+from kaireon_server.erasure.model import ErasureOutcome, NotifiedRecipient
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import FailedPrecondition, InvalidArgument
@@ -442,7 +442,9 @@ class RequestLifecycle:
     ) -> SubjectRequest:
         done: list[SubjectRequest] = []
 
-        async def record(con: asyncpg.Connection, outcome: ErasureOutcome) -> None:
+        async def record(
+            con: asyncpg.Connection, outcome: ErasureOutcome
+        ) -> Sequence[NotifiedRecipient]:
             locked = await _locked_approvable(con, tenant_id, request.id)
             updated = await repository.update(
                 con, tenant_id, request.id, state=State.COMPLETED.value
@@ -471,6 +473,7 @@ class RequestLifecycle:
             if queued:  # propagating: completed when every processor has settled
                 updated = await repository.get(con, tenant_id, request.id) or updated
             done.append(updated)
+            return queued
 
         command = EraseCommand(
             tenant_id=tenant_id,

@@ -8,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
+from kaireon_server.erasure.model import NotifiedRecipient
+
 
 @dataclass(frozen=True)
 class Processor:
@@ -90,19 +92,25 @@ async def enqueue_for_all(
     payload: str,
     *,
     request_id: uuid.UUID | None = None,
-) -> int:
-    """One outbox row per processor of the tenant; how many."""
-    status = await con.execute(
-        "INSERT INTO processor_outbox "
-        "(tenant_id, recipient_id, event_type, subject_id, payload, request_id) "
-        "SELECT tenant_id, id, $2, $3, $4, $5 FROM processor_recipient WHERE tenant_id = $1",
+) -> list[NotifiedRecipient]:
+    """One outbox row per processor of the tenant: the processors, by name, with
+    their event's id."""
+    rows = await con.fetch(
+        "WITH queued AS ("
+        " INSERT INTO processor_outbox"
+        " (tenant_id, recipient_id, event_type, subject_id, payload, request_id)"
+        " SELECT tenant_id, id, $2, $3, $4, $5 FROM processor_recipient WHERE tenant_id = $1"
+        " RETURNING id, recipient_id)"
+        " SELECT q.id, q.recipient_id, p.name FROM queued q"
+        " JOIN processor_recipient p ON p.tenant_id = $1 AND p.id = q.recipient_id"
+        " ORDER BY p.name, q.recipient_id",
         tenant_id,
         event_type,
         subject_id,
         payload,
         request_id,
     )
-    return int(status.rsplit(" ", 1)[-1])
+    return [NotifiedRecipient(str(r["recipient_id"]), r["name"], str(r["id"])) for r in rows]
 
 
 async def claim(con: asyncpg.Connection, lease_seconds: float) -> tuple[str, uuid.UUID] | None:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from kaireon_server.erasure.model import validate_customer_id
+from kaireon_server.erasure.model import NotifiedRecipient, validate_customer_id
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import AlreadyExists, InvalidArgument
@@ -109,11 +109,11 @@ async def list_all(db: Database, *, tenant_id: str) -> Sequence[Processor]:
 
 async def erasure_completed_in(
     con: asyncpg.Connection, *, tenant_id: str, subject_id: str, request_id: str, audit_id: str
-) -> int:
+) -> list[NotifiedRecipient]:
     """The `subject.erased` event for every processor, in the erasure's
-    transaction; how many were queued. The request is then propagating: it
-    stays `in_progress` until every event is settled (acknowledged or waived),
-    when a trigger completes it (migration 0153)."""
+    transaction; the processors notified (the receipt lists them). The request
+    is then propagating: it stays `in_progress` until every event is settled
+    (acknowledged or waived), when a trigger completes it (migration 0153)."""
     payload = json.dumps(
         {
             "type": EVENT_ERASED,
