@@ -236,6 +236,29 @@ function sameCounts(a: Record<string, number>, b: Record<string, number>): boole
  * canonical payload, digest, key id, signature and — given the whole response —
  * that the response's counts and tables equal the signed ones.
  */
+// The processors an erasure was passed on to (GDPR Art. 19), in the signed
+// payload when there are any: the same checks as kaireon_client/receipt.py.
+const RECIPIENT_FIELDS = ["eventId", "name", "processorId", "state"];
+
+function recipientProblems(value: unknown): string[] {
+  if (!Array.isArray(value) || value.length === 0) return ["payload recipients is not a non-empty list"];
+  for (const item of value) {
+    if (typeof item !== "object" || item === null || Array.isArray(item)) {
+      return [`a payload recipient is not an object of ${RECIPIENT_FIELDS.join(", ")}`];
+    }
+    const entry = item as Record<string, unknown>;
+    if (JSON.stringify(Object.keys(entry).sort()) !== JSON.stringify(RECIPIENT_FIELDS)) {
+      return [`a payload recipient is not an object of ${RECIPIENT_FIELDS.join(", ")}`];
+    }
+    if (!RECIPIENT_FIELDS.every((k) => typeof entry[k] === "string" && entry[k] !== "")) {
+      return ["a payload recipient has an empty or non-text field"];
+    }
+    if (entry["state"] !== "queued") return ["a payload recipient's state is not one of queued"];
+  }
+  const ids = new Set(value.map((item) => (item as Record<string, unknown>)["eventId"]));
+  return ids.size === value.length ? [] : ["payload recipients repeat an eventId"];
+}
+
 export function verifyErasureReceipt(
   receiptOrResponse: ReceiptLike | ErasureResponseLike,
   publicKeyPem: string | Buffer | undefined,
@@ -267,6 +290,7 @@ export function verifyErasureReceipt(
   for (const name of ["tenantId", "customerId", "auditEventId", "auditIntegrityHash", "erasedAt"]) {
     if (typeof payload[name] !== "string" || payload[name] === "") problems.push(`payload ${name} is missing`);
   }
+  if ("recipients" in payload) problems.push(...recipientProblems(payload["recipients"]));
   if (!Buffer.from(canonicalBytes(payload)).equals(data)) problems.push("canonicalPayload is not in RFC 8785 canonical form");
   if (!verifyDigest(data, receipt.digestSha256 || "")) problems.push("digestSha256 does not match canonicalPayload");
   if ((receipt.keyId ?? "") !== payload["keyId"]) problems.push("keyId differs from the signed payload's keyId");

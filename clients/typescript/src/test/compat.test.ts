@@ -17,7 +17,9 @@ import {
   idempotentMethods,
   isCanonical,
   parseKeyRing,
+  type ReceiptLike,
   verifyArtifact,
+  verifyErasureReceipt,
   verifySignature,
 } from "../index.js";
 import { PYTHON, ROOT } from "./support.js";
@@ -126,4 +128,34 @@ describe("call policy", () => {
     assert.ok(theirs.includes("kaireon.dsar.v1.DsarService/WatchDsarRequest"));
     assert.ok(!theirs.includes("kaireon.erasure.v1.ErasureService/EraseCustomer"));
   });
+});
+
+describe("erasure receipt recipients", () => {
+  // Python's receipt_payload lists processors; the problems TypeScript finds
+  // in a malformed list are the ones Python's verify_receipt reports.
+  const make = `
+import json, sys
+from datetime import datetime, timezone
+from kaireon_client.canonical import canonical_json, sha256_hex
+from kaireon_client.receipt import receipt_payload, verify_receipt
+payload = receipt_payload(tenant_id="acme", customer_id="c1", deleted_counts={"a": 1},
+    skipped_tables=[], audit_event_id="e", audit_seq=1, audit_integrity_hash="h",
+    erased_at=datetime(2026, 1, 1, tzinfo=timezone.utc), key_id="",
+    recipients=[{"processorId": "p1", "name": "crm", "eventId": "ev1", "state": "queued"}])
+if sys.argv[1] == "bad":
+    payload["recipients"][0]["state"] = "delivered"
+data = canonical_json(payload)
+receipt = {"canonicalPayload": data.decode(), "digestSha256": sha256_hex(data),
+           "signature": "unsigned", "keyId": ""}
+report = verify_receipt(receipt, None, allow_unsigned=True)
+print(json.dumps({"receipt": receipt, "problems": report.messages}))
+`;
+  for (const kind of ["good", "bad"]) {
+    it(`${kind}: TypeScript reports what Python reports`, () => {
+      const made = JSON.parse(python(make, kind)) as { receipt: ReceiptLike; problems: string[] };
+      const { problems } = verifyErasureReceipt(made.receipt, undefined, { allowUnsigned: true });
+      assert.deepEqual(problems, made.problems);
+      assert.equal(problems.length, kind === "good" ? 0 : 1);
+    });
+  }
 });
