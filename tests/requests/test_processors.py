@@ -6,6 +6,7 @@ receiver, signed per Standard Webhooks (verified by the independent
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import sys
@@ -18,6 +19,8 @@ import grpc
 import pytest
 from aiohttp import web
 from google.protobuf import json_format
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
@@ -378,3 +381,60 @@ async def test_the_signed_receipt_lists_every_processor_notified(
     dropped = {**payload, "recipients": payload["recipients"][:1]}
     forged["canonicalPayload"] = canonical_json(dropped).decode()
     assert not verify_receipt(forged, public).ok
+
+
+async def test_an_ed25519_processor_gets_v1a_signatures_it_verifies_with_its_public_key(
+    stub, channel, seeded, db, receiver
+):
+    """Standard Webhooks asymmetric scheme: the server keeps the private key; the
+    processor is shown the whpk_ public key once and verifies `v1a,` signatures
+    over `{id}.{timestamp}.{body}` with libsodium (PyNaCl): not the library that
+    signed (cryptography)."""
+    reply = await stub.RegisterProcessor(
+        requests_pb2.RegisterProcessorRequest(
+            name="signed-crm", url=receiver.url, signing_scheme="ed25519"
+        ),
+        metadata=metadata(seeded),
+    )
+    assert reply.signing_secret == "" and reply.public_key.startswith("whpk_")
+    assert reply.processor.signing_scheme == "ed25519"
+    verify_key = VerifyKey(base64.b64decode(reply.public_key.removeprefix("whpk_")))
+    erasure = erasure_pb2_grpc.ErasureServiceStub(channel)
+    await erasure.EraseCustomer(
+        erasure_pb2.EraseCustomerRequest(customer_id="cust_00001"), metadata=metadata(seeded)
+    )
+    await receiver.wait_for(1)
+    body, headers = receiver.received[0]
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    [signature] = headers["webhook-signature"].split(" ")
+    version, _, value = signature.partition(",")
+    assert version == "v1a"
+    verify_key.verify(signed, base64.b64decode(value))  # raises if it does not verify
+    assert json.loads(body)["type"] == "subject.erased"
+    with pytest.raises(BadSignatureError):
+        verify_key.verify(signed.replace(b"cust_00001", b"cust_00009"), base64.b64decode(value))
+    # The private key never leaves the server: not listed, not audited.
+    listed = await stub.ListProcessors(
+        requests_pb2.ListProcessorsRequest(), metadata=metadata(seeded)
+    )
+    assert [(p.name, p.signing_scheme) for p in listed.processors] == [("signed-crm", "ed25519")]
+    async with db.transaction(seeded, readonly=True) as con:
+        audit = await con.fetchval(
+            "SELECT changes::text FROM audit_log WHERE action = 'processor_registered'"
+        )
+    assert "whsk_" not in audit and "ed25519" in audit
+
+
+async def test_an_unknown_signing_scheme_is_refused(stub, tenant):
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.RegisterProcessor(
+            requests_pb2.RegisterProcessorRequest(
+                name="x", url="https://crm.example/hooks", signing_scheme="rsa"
+            ),
+            metadata=metadata(tenant),
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    listed = await stub.ListProcessors(
+        requests_pb2.ListProcessorsRequest(), metadata=metadata(tenant)
+    )
+    assert list(listed.processors) == []

@@ -18,7 +18,24 @@ async def test_processors_cli(grpc_target: str, tenant: str):
     assert added["signingSecret"].startswith("whsec_")
     code, out, err = await _run(*_cli(grpc_target, tenant, "processors", "list"))
     assert code == 0, err
-    assert "cli-crm" in out and "pending=0 delivered=0 dead=0" in out
+    assert "cli-crm" in out and "hmac" in out and "pending=0 delivered=0 dead=0" in out
+    # An Ed25519 processor: the public key is printed, never a secret.
+    code, out, err = await _run(
+        *_cli(
+            grpc_target,
+            tenant,
+            "processors",
+            "add",
+            "cli-signed",
+            "https://signed.example/h",
+            "--signing-scheme",
+            "ed25519",
+        )
+    )
+    assert code == 0, err
+    assert " public key: whpk_" in out and "whsk_" not in out and "secret" not in out
+    code, out, err = await _run(*_cli(grpc_target, tenant, "processors", "list"))
+    assert "cli-signed" in out and "ed25519" in out
     # A name taken: refused with the reason, exit 1.
     code, out, err = await _run(
         *_cli(grpc_target, tenant, "processors", "add", "cli-crm", "https://crm.example/h")

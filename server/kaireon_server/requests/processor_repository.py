@@ -20,6 +20,7 @@ class Processor:
     pending: int = 0
     delivered: int = 0
     dead: int = 0
+    signing_scheme: str = "hmac"
 
 
 @dataclass(frozen=True)
@@ -52,19 +53,27 @@ async def insert_processor(
     row = await con.fetchrow(
         "INSERT INTO processor_recipient (tenant_id, name, url, signing_secret, created_by) "
         "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, name) DO NOTHING "
-        "RETURNING id, name, url, created_at",
+        # The signing scheme from the stored secret's prefix (webhooks.py), never the secret.
+        "RETURNING id, name, url, created_at, "
+        "CASE WHEN signing_secret LIKE 'whsk\\_%' THEN 'ed25519' ELSE 'hmac' END AS scheme",
         tenant_id,
         name,
         url,
         secret,
         actor,
     )
-    return Processor(row["id"], row["name"], row["url"], row["created_at"]) if row else None
+    if row is None:
+        return None
+    return Processor(
+        row["id"], row["name"], row["url"], row["created_at"], signing_scheme=row["scheme"]
+    )
 
 
 async def list_processors(con: asyncpg.Connection, tenant_id: str) -> list[Processor]:
     rows = await con.fetch(
         """SELECT p.id, p.name, p.url, p.created_at,
+                  CASE WHEN p.signing_secret LIKE 'whsk\\_%' THEN 'ed25519' ELSE 'hmac' END
+                      AS scheme,
                   count(*) FILTER (WHERE o.status = 'pending') AS pending,
                   count(*) FILTER (WHERE o.status = 'delivered') AS delivered,
                   count(*) FILTER (WHERE o.status = 'dead') AS dead
@@ -72,13 +81,20 @@ async def list_processors(con: asyncpg.Connection, tenant_id: str) -> list[Proce
              LEFT JOIN processor_outbox o
                ON o.tenant_id = p.tenant_id AND o.recipient_id = p.id
             WHERE p.tenant_id = $1
-            GROUP BY p.id, p.name, p.url, p.created_at
+            GROUP BY p.id, p.name, p.url, p.created_at, p.signing_secret
             ORDER BY p.name""",
         tenant_id,
     )
     return [
         Processor(
-            r["id"], r["name"], r["url"], r["created_at"], r["pending"], r["delivered"], r["dead"]
+            r["id"],
+            r["name"],
+            r["url"],
+            r["created_at"],
+            r["pending"],
+            r["delivered"],
+            r["dead"],
+            r["scheme"],
         )
         for r in rows
     ]

@@ -78,12 +78,34 @@ def _internal(host: str) -> bool:
         return host == "localhost" or host.endswith(".localhost")
 
 
+def validate_scheme(scheme: str) -> str:
+    """How a processor's events are signed; empty is the default, "hmac"."""
+    if not scheme:
+        return webhooks.HMAC
+    if scheme not in webhooks.SCHEMES:
+        raise InvalidArgument.field(
+            "signing_scheme", f"must be one of {', '.join(webhooks.SCHEMES)}"
+        )
+    return scheme
+
+
 async def register(
-    db: Database, *, tenant_id: str, actor: str, name: str, url: str, allow_private: bool
+    db: Database,
+    *,
+    tenant_id: str,
+    actor: str,
+    name: str,
+    url: str,
+    allow_private: bool,
+    scheme: str = "",
 ) -> tuple[Processor, str]:
+    """The processor and what it verifies signatures with, shown only now: the
+    shared `whsec_` secret, or the `whpk_` public key (Ed25519; the private key
+    stays with the server)."""
     name = validate_name(name)
     url = validate_url(url, allow_private=allow_private)
-    secret = webhooks.new_secret()
+    scheme = validate_scheme(scheme)
+    secret = webhooks.new_secret(scheme)
     async with db.transaction(tenant_id) as con:
         processor = await repository.insert_processor(
             con, tenant_id, name=name, url=url, secret=secret, actor=actor
@@ -97,9 +119,9 @@ async def register(
             entity_type="processor",
             entity_id=str(processor.id),
             actor=actor,
-            changes={"name": name, "url": url},
+            changes={"name": name, "url": url, "signingScheme": scheme},
         )
-    return processor, secret
+    return processor, secret if scheme == webhooks.HMAC else webhooks.public_key(secret)
 
 
 async def list_all(db: Database, *, tenant_id: str) -> Sequence[Processor]:

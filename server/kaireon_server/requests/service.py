@@ -259,7 +259,12 @@ class RequestServicer(requests_pb2_grpc.RequestServiceServicer):
             name=request.name,
             url=request.url,
             allow_private=self._delivery.allow_private_urls,
+            scheme=request.signing_scheme,
         )
+        if processor.signing_scheme == "ed25519":
+            return requests_pb2.RegisterProcessorResponse(
+                processor=processor_message(processor), public_key=secret
+            )
         return requests_pb2.RegisterProcessorResponse(
             processor=processor_message(processor), signing_secret=secret
         )
@@ -309,6 +314,7 @@ def processor_message(p: Processor) -> requests_pb2.Processor:
         pending=p.pending,
         delivered=p.delivered,
         dead=p.dead,
+        signing_scheme=p.signing_scheme,
     )
     message.create_time.FromDatetime(p.created_at.astimezone(UTC))
     return message

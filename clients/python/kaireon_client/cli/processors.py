@@ -1,6 +1,7 @@
 """`kaireon processors add|list|waive`: the recipients erasures are propagated
-to (RequestService, docs/REQUESTS.md). The signing secret is printed once, by
-`add`."""
+to (RequestService, docs/REQUESTS.md). What the processor verifies signatures
+with (the shared secret, or with `--signing-scheme ed25519` the public key) is
+printed once, by `add`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ def register(subparsers: Any) -> None:
     add = commands.add_parser("add", help="register a processor (admin); prints its secret once")
     add.add_argument("name", metavar="NAME")
     add.add_argument("url", metavar="URL", help="where signed erasure events are POSTed")
+    add.add_argument(
+        "--signing-scheme",
+        default="",
+        metavar="SCHEME",
+        help='"hmac" (default: a shared whsec_ secret) or "ed25519" (the server signs, '
+        "the processor verifies with a whpk_ public key)",
+    )
     add.set_defaults(func=_add)
 
     listing = commands.add_parser("list", help="processors with their delivery counts")
@@ -33,10 +41,14 @@ def register(subparsers: Any) -> None:
 
 def _add(args: argparse.Namespace, client: KaireonClient) -> int:
     reply = client.requests.RegisterProcessor(
-        requests_pb2.RegisterProcessorRequest(name=args.name, url=args.url)
+        requests_pb2.RegisterProcessorRequest(
+            name=args.name, url=args.url, signing_scheme=args.signing_scheme
+        )
     )
     if args.json:
         print_json(message_to_dict(reply))
+    elif reply.public_key:
+        print(f"{reply.processor.id}  {reply.processor.name}  public key: {reply.public_key}")
     else:
         print(f"{reply.processor.id}  {reply.processor.name}  secret: {reply.signing_secret}")
     return 0
@@ -48,7 +60,10 @@ def _list(args: argparse.Namespace, client: KaireonClient) -> int:
         print_json(message_to_dict(reply))
         return 0
     for p in reply.processors:
-        print(f"{p.id}  {p.name:<20} pending={p.pending} delivered={p.delivered} dead={p.dead}")
+        print(
+            f"{p.id}  {p.name:<20} {p.signing_scheme:<7} "
+            f"pending={p.pending} delivered={p.delivered} dead={p.dead}"
+        )
     return 0
 
 

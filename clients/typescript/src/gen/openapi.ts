@@ -1254,14 +1254,17 @@ export interface components {
             delivered?: number;
             /** Format: int32 */
             dead?: number;
+            signingScheme?: string;
         };
         "kaireon.requests.v1.RegisterProcessorRequest": {
             name?: string;
             url?: string;
+            signingScheme?: string;
         };
         "kaireon.requests.v1.RegisterProcessorResponse": {
             processor?: components["schemas"]["kaireon.requests.v1.Processor"];
             signingSecret?: string;
+            publicKey?: string;
         };
         "kaireon.requests.v1.RequestPolicy": {
             regulation?: string;

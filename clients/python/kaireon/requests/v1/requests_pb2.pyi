@@ -950,6 +950,7 @@ class Processor(_message.Message):
     PENDING_FIELD_NUMBER: _builtins.int
     DELIVERED_FIELD_NUMBER: _builtins.int
     DEAD_FIELD_NUMBER: _builtins.int
+    SIGNING_SCHEME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Processor id (UUID)."""
     name: _builtins.str
@@ -962,6 +963,11 @@ class Processor(_message.Message):
     """Output only. Events delivered (2xx)."""
     dead: _builtins.int
     """Output only. Events given up on after the last attempt (dead letter)."""
+    signing_scheme: _builtins.str
+    """Output only. How its events are signed: "hmac" (Standard Webhooks v1,
+    HMAC-SHA256 with a shared secret) or "ed25519" (v1a, the server's private
+    key; the processor holds the public key).
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. Registration time."""
@@ -976,10 +982,11 @@ class Processor(_message.Message):
         pending: _builtins.int = ...,
         delivered: _builtins.int = ...,
         dead: _builtins.int = ...,
+        signing_scheme: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dead", b"dead", "delivered", b"delivered", "id", b"id", "name", b"name", "pending", b"pending", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dead", b"dead", "delivered", b"delivered", "id", b"id", "name", b"name", "pending", b"pending", "signing_scheme", b"signing_scheme", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -993,19 +1000,26 @@ class RegisterProcessorRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
+    SIGNING_SCHEME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required. 1 to 100 characters, unique in the tenant."""
     url: _builtins.str
     """Required. An http or https URL (at most 2048 characters)."""
+    signing_scheme: _builtins.str
+    """Optional. "hmac" (the default) or "ed25519" (Standard Webhooks asymmetric
+    signatures: only the server can sign, the processor verifies with a
+    public key).
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         url: _builtins.str = ...,
+        signing_scheme: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "signing_scheme", b"signing_scheme", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1019,9 +1033,14 @@ class RegisterProcessorResponse(_message.Message):
 
     PROCESSOR_FIELD_NUMBER: _builtins.int
     SIGNING_SECRET_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     signing_secret: _builtins.str
-    """The Standard Webhooks secret ("whsec_" + base64) the processor verifies
-    signatures with. Shown only here.
+    """Scheme "hmac": the Standard Webhooks secret ("whsec_" + base64) the
+    processor verifies signatures with. Shown only here. Empty for "ed25519".
+    """
+    public_key: _builtins.str
+    """Scheme "ed25519": the public key ("whpk_" + base64 of the 32-byte key)
+    the processor verifies "v1a" signatures with. Empty for "hmac".
     """
     @_builtins.property
     def processor(self) -> Global___Processor:
@@ -1032,10 +1051,11 @@ class RegisterProcessorResponse(_message.Message):
         *,
         processor: Global___Processor | None = ...,
         signing_secret: _builtins.str = ...,
+        public_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["processor", b"processor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["processor", b"processor", "signing_secret", b"signing_secret"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["processor", b"processor", "public_key", b"public_key", "signing_secret", b"signing_secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
