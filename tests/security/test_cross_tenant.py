@@ -286,11 +286,13 @@ CASES: dict[str, Case] = {
     ),
     "RequestService.ListProcessors": Case(ok=True, check=_empty("processors")),
     "RequestService.WaiveDelivery": Case(ok=False),
+    # A's processor id: B has no such processor (nothing sent, nothing audited).
+    "RequestService.TestProcessor": Case(ok=False),
 }
 
 
 def test_every_rpc_has_a_cross_tenant_case() -> None:
-    assert len(METHOD_NAMES) == 44
+    assert len(METHOD_NAMES) == 45
     assert sorted(CASES) == sorted(REQUESTS) == sorted(METHOD_NAMES)
 
 

@@ -130,6 +130,9 @@ REQUESTS: dict[str, Callable[[World], Message]] = {
         name=w.processor_name, url="https://processor.example/hooks"
     ),
     "RequestService.ListProcessors": lambda w: requests_pb2.ListProcessorsRequest(),
+    "RequestService.TestProcessor": lambda w: requests_pb2.TestProcessorRequest(
+        processor_id=w.processor_id
+    ),
     "RequestService.WaiveDelivery": lambda w: requests_pb2.WaiveDeliveryRequest(
         request_id=w.subject_request_id, processor_id=w.processor_id, reason="erased by hand"
     ),

@@ -201,16 +201,22 @@ class DeliveryWorker:
 
     async def _post(self, delivery: repository.Delivery) -> tuple[int | None, str]:
         assert self._session is not None
-        body = delivery.payload.encode()
-        headers = webhooks.headers(
-            delivery.signing_secret, str(delivery.id), int(time.time()), body
+        return await post_event(
+            self._session, delivery.url, delivery.signing_secret, str(delivery.id), delivery.payload
         )
-        try:
-            async with self._session.post(
-                delivery.url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                # Only the status counts; the body (the processor's, of any
-                # size) is never read, the connection is simply released.
-                return response.status, "" if response.status < 300 else f"HTTP {response.status}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return None, type(exc).__name__
+
+
+async def post_event(
+    session: aiohttp.ClientSession, url: str, secret: str, msg_id: str, payload: str
+) -> tuple[int | None, str]:
+    """POST one event signed per Standard Webhooks: the status (None: no answer)
+    and, unless 2xx, why it failed (a status or an exception's type)."""
+    body = payload.encode()
+    headers = webhooks.headers(secret, msg_id, int(time.time()), body)
+    try:
+        async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+            # Only the status counts; the body (the processor's, of any size)
+            # is never read, the connection is simply released.
+            return response.status, "" if response.status < 300 else f"HTTP {response.status}"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return None, type(exc).__name__

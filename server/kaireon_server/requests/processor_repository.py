@@ -134,6 +134,18 @@ async def claim(con: asyncpg.Connection, lease_seconds: float) -> tuple[str, uui
     return (row["tenant_id"], row["id"]) if row else None
 
 
+async def get_endpoint(
+    con: asyncpg.Connection, tenant_id: str, processor_id: uuid.UUID
+) -> tuple[str, str] | None:
+    """A processor's URL and signing secret (or private key)."""
+    row = await con.fetchrow(
+        "SELECT url, signing_secret FROM processor_recipient WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        processor_id,
+    )
+    return None if row is None else (row["url"], row["signing_secret"])
+
+
 async def get_delivery(
     con: asyncpg.Connection, tenant_id: str, delivery_id: uuid.UUID
 ) -> Delivery | None:

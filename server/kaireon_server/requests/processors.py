@@ -6,8 +6,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -16,11 +18,12 @@ import asyncpg
 from kaireon_server.erasure.model import NotifiedRecipient, validate_customer_id
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.db import Database
-from kaireon_server.platform.errors import AlreadyExists, InvalidArgument
+from kaireon_server.platform.errors import AlreadyExists, InvalidArgument, NotFound
 from kaireon_server.requests import processor_repository as repository
 from kaireon_server.requests import repository as requests_repository
 from kaireon_server.requests import webhooks
-from kaireon_server.requests.model import State
+from kaireon_server.requests.delivery import DeliverySettings, new_session, post_event
+from kaireon_server.requests.model import State, parse_uuid
 from kaireon_server.requests.processor_repository import Processor
 
 EVENT_ERASED = "subject.erased"
@@ -151,3 +154,69 @@ async def erasure_completed_in(
     if queued:
         await requests_repository.update(con, tenant_id, rid, state=State.IN_PROGRESS.value)
     return queued
+
+
+EVENT_TEST = "webhook.test"
+
+
+@dataclass(frozen=True)
+class TestResult:
+    webhook_id: str
+    http_status: int | None
+    error: str
+    latency_ms: int
+
+    @property
+    def delivered(self) -> bool:
+        return self.http_status is not None and 200 <= self.http_status < 300
+
+
+async def send_test(
+    db: Database,
+    settings: DeliverySettings,
+    *,
+    tenant_id: str,
+    actor: str,
+    processor_id: str,
+) -> TestResult:
+    """POST a signed `webhook.test` event to the processor now, as the delivery
+    worker would (its session: timeout, no redirects, internal addresses
+    refused), and audit the outcome. Nothing is queued or retried."""
+    pid = parse_uuid(processor_id, "processor_id")
+    async with db.transaction(tenant_id, readonly=True) as con:
+        endpoint = await repository.get_endpoint(con, tenant_id, pid)
+    if endpoint is None:
+        raise NotFound("no processor with this id", reason="PROCESSOR_NOT_FOUND")
+    url, secret = endpoint
+    msg_id = str(uuid.uuid4())
+    payload = json.dumps(
+        {
+            "type": EVENT_TEST,
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "data": {"processorId": str(pid)},
+        },
+        separators=(",", ":"),
+    )
+    started = time.perf_counter()
+    session = new_session(settings)
+    try:
+        status, error = await post_event(session, url, secret, msg_id, payload)
+    finally:
+        await session.close()
+    result = TestResult(msg_id, status, error, round((time.perf_counter() - started) * 1000))
+    async with db.transaction(tenant_id) as con:
+        await append_audit(
+            con,
+            tenant_id,
+            action="processor_tested",
+            entity_type="processor",
+            entity_id=str(pid),
+            actor=actor,
+            changes={
+                "webhookId": msg_id,
+                "httpStatus": status,
+                "error": error,
+                "delivered": result.delivered,
+            },
+        )
+    return result

@@ -269,6 +269,25 @@ class RequestServicer(requests_pb2_grpc.RequestServiceServicer):
             processor=processor_message(processor), signing_secret=secret
         )
 
+    async def TestProcessor(
+        self, request: requests_pb2.TestProcessorRequest, context: Context
+    ) -> requests_pb2.TestProcessorResponse:
+        identity = current_identity()
+        result = await processors.send_test(
+            self._db,
+            self._delivery,
+            tenant_id=identity.tenant_id,
+            actor=identity.actor,
+            processor_id=request.processor_id,
+        )
+        return requests_pb2.TestProcessorResponse(
+            webhook_id=result.webhook_id,
+            http_status=result.http_status or 0,
+            error=result.error,
+            delivered=result.delivered,
+            latency_ms=result.latency_ms,
+        )
+
     async def ListProcessors(
         self, request: requests_pb2.ListProcessorsRequest, context: Context
     ) -> requests_pb2.ListProcessorsResponse:

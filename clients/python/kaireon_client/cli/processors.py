@@ -1,4 +1,4 @@
-"""`kaireon processors add|list|waive`: the recipients erasures are propagated
+"""`kaireon processors add|list|test|waive`: the recipients erasures are propagated
 to (RequestService, docs/REQUESTS.md). What the processor verifies signatures
 with (the shared secret, or with `--signing-scheme ed25519` the public key) is
 printed once, by `add`."""
@@ -31,6 +31,12 @@ def register(subparsers: Any) -> None:
 
     listing = commands.add_parser("list", help="processors with their delivery counts")
     listing.set_defaults(func=_list)
+
+    test = commands.add_parser(
+        "test", help="send a signed webhook.test event now and show the answer (admin)"
+    )
+    test.add_argument("processor_id", metavar="PROCESSOR_ID")
+    test.set_defaults(func=_test)
 
     waive = commands.add_parser("waive", help="waive a request's event to a processor (admin)")
     waive.add_argument("request_id", metavar="REQUEST_ID")
@@ -65,6 +71,20 @@ def _list(args: argparse.Namespace, client: KaireonClient) -> int:
             f"pending={p.pending} delivered={p.delivered} dead={p.dead}"
         )
     return 0
+
+
+def _test(args: argparse.Namespace, client: KaireonClient) -> int:
+    """Exit 0 when the processor answered 2xx, 1 otherwise (the answer is printed)."""
+    reply = client.requests.TestProcessor(
+        requests_pb2.TestProcessorRequest(processor_id=args.processor_id)
+    )
+    if args.json:
+        print_json(message_to_dict(reply))
+    else:
+        answer = f"HTTP {reply.http_status}" if reply.http_status else reply.error
+        outcome = "delivered" if reply.delivered else "not delivered"
+        print(f"{reply.webhook_id}  {outcome}: {answer} in {reply.latency_ms} ms")
+    return 0 if reply.delivered else 1
 
 
 def _waive(args: argparse.Namespace, client: KaireonClient) -> int:

@@ -540,6 +540,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/processors/{processor_id}:test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * kaireon.requests.v1.RequestService.TestProcessor
+         * @description HTTP rule: POST /api/v1/processors/{processor_id}:test
+         */
+        post: operations["RequestService_TestProcessor"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/provenance/signing-key": {
         parameters: {
             query?: never;
@@ -1310,6 +1330,15 @@ export interface components {
             createdBy?: string;
             updateTime?: components["schemas"]["google.protobuf.Timestamp"];
             overdue?: boolean;
+        };
+        "kaireon.requests.v1.TestProcessorResponse": {
+            webhookId?: string;
+            /** Format: int32 */
+            httpStatus?: number;
+            error?: string;
+            delivered?: boolean;
+            /** Format: int32 */
+            latencyMs?: number;
         };
         /** @enum {string} */
         "kaireon.requests.v1.VerificationResult": "VERIFICATION_RESULT_UNSPECIFIED" | "VERIFICATION_RESULT_PENDING" | "VERIFICATION_RESULT_VERIFIED" | "VERIFICATION_RESULT_FAILED";
@@ -2312,6 +2341,41 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["kaireon.requests.v1.RegisterProcessorResponse"];
+                };
+            };
+            /** @description An error: a google.rpc.Status. */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    RequestService_TestProcessor: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                processor_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": Record<string, never>;
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["kaireon.requests.v1.TestProcessorResponse"];
                 };
             };
             /** @description An error: a google.rpc.Status. */

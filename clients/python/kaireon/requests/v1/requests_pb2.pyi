@@ -1062,6 +1062,68 @@ class RegisterProcessorResponse(_message.Message):
 Global___RegisterProcessorResponse: _TypeAlias = RegisterProcessorResponse  # noqa: Y015
 
 @_typing.final
+class TestProcessorRequest(_message.Message):
+    """Request of TestProcessor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESSOR_ID_FIELD_NUMBER: _builtins.int
+    processor_id: _builtins.str
+    """Required. The processor's id (UUID)."""
+    def __init__(
+        self,
+        *,
+        processor_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["processor_id", b"processor_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TestProcessorRequest: _TypeAlias = TestProcessorRequest  # noqa: Y015
+
+@_typing.final
+class TestProcessorResponse(_message.Message):
+    """Response of TestProcessor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEBHOOK_ID_FIELD_NUMBER: _builtins.int
+    HTTP_STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    webhook_id: _builtins.str
+    """The test event's webhook-id (a new id on every test)."""
+    http_status: _builtins.int
+    """The processor's HTTP status; 0 when no answer came (see error)."""
+    error: _builtins.str
+    """Why it did not succeed ("HTTP 500", "ClientConnectorError", "TimeoutError");
+    empty on a 2xx answer.
+    """
+    delivered: _builtins.bool
+    """True on a 2xx answer."""
+    latency_ms: _builtins.int
+    """Time from sending to the answer (or the failure), in milliseconds."""
+    def __init__(
+        self,
+        *,
+        webhook_id: _builtins.str = ...,
+        http_status: _builtins.int = ...,
+        error: _builtins.str = ...,
+        delivered: _builtins.bool = ...,
+        latency_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered", b"delivered", "error", b"error", "http_status", b"http_status", "latency_ms", b"latency_ms", "webhook_id", b"webhook_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TestProcessorResponse: _TypeAlias = TestProcessorResponse  # noqa: Y015
+
+@_typing.final
 class ListProcessorsRequest(_message.Message):
     """Request of ListProcessors."""
 

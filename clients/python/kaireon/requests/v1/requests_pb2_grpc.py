@@ -109,6 +109,11 @@ class RequestServiceStub:
                 request_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsRequest.SerializeToString,
                 response_deserializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsResponse.FromString,
                 _registered_method=True)
+        self.TestProcessor = channel.unary_unary(
+                '/kaireon.requests.v1.RequestService/TestProcessor',
+                request_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.TestProcessorRequest.SerializeToString,
+                response_deserializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.TestProcessorResponse.FromString,
+                _registered_method=True)
         self.WaiveDelivery = channel.unary_unary(
                 '/kaireon.requests.v1.RequestService/WaiveDelivery',
                 request_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.WaiveDeliveryRequest.SerializeToString,
@@ -230,6 +235,16 @@ class RequestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TestProcessor(self, request, context):
+        """Sends a signed "webhook.test" event to one processor now (not through the
+        outbox: no retry, nothing queued) and answers how it responded, with the
+        delivery worker's checks (no redirects, no internal addresses, its
+        timeout). Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WaiveDelivery(self, request, context):
         """Waives an erasure request's unacknowledged event to one processor (for
         instance dead-lettered, the processor erased by other means). Audited;
@@ -312,6 +327,11 @@ def add_RequestServiceServicer_to_server(servicer, server):
                     servicer.ListProcessors,
                     request_deserializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsRequest.FromString,
                     response_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsResponse.SerializeToString,
+            ),
+            'TestProcessor': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestProcessor,
+                    request_deserializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.TestProcessorRequest.FromString,
+                    response_serializer=kaireon_dot_requests_dot_v1_dot_requests__pb2.TestProcessorResponse.SerializeToString,
             ),
             'WaiveDelivery': grpc.unary_unary_rpc_method_handler(
                     servicer.WaiveDelivery,
@@ -702,6 +722,33 @@ class RequestService:
             '/kaireon.requests.v1.RequestService/ListProcessors',
             kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsRequest.SerializeToString,
             kaireon_dot_requests_dot_v1_dot_requests__pb2.ListProcessorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestProcessor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kaireon.requests.v1.RequestService/TestProcessor',
+            kaireon_dot_requests_dot_v1_dot_requests__pb2.TestProcessorRequest.SerializeToString,
+            kaireon_dot_requests_dot_v1_dot_requests__pb2.TestProcessorResponse.FromString,
             options,
             channel_credentials,
             insecure,

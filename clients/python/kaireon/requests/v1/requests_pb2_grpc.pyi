@@ -81,6 +81,12 @@ class RequestServiceStub:
     """
     ListProcessors: _grpc.UnaryUnaryMultiCallable[_requests_pb2.ListProcessorsRequest, _requests_pb2.ListProcessorsResponse]
     """Lists the tenant's processors with their delivery counts."""
+    TestProcessor: _grpc.UnaryUnaryMultiCallable[_requests_pb2.TestProcessorRequest, _requests_pb2.TestProcessorResponse]
+    """Sends a signed "webhook.test" event to one processor now (not through the
+    outbox: no retry, nothing queued) and answers how it responded, with the
+    delivery worker's checks (no redirects, no internal addresses, its
+    timeout). Audited.
+    """
     WaiveDelivery: _grpc.UnaryUnaryMultiCallable[_requests_pb2.WaiveDeliveryRequest, _requests_pb2.WaiveDeliveryResponse]
     """Waives an erasure request's unacknowledged event to one processor (for
     instance dead-lettered, the processor erased by other means). Audited;
@@ -139,6 +145,12 @@ class RequestServiceAsyncStub(RequestServiceStub):
     """
     ListProcessors: _aio.UnaryUnaryMultiCallable[_requests_pb2.ListProcessorsRequest, _requests_pb2.ListProcessorsResponse]  # type: ignore[assignment]
     """Lists the tenant's processors with their delivery counts."""
+    TestProcessor: _aio.UnaryUnaryMultiCallable[_requests_pb2.TestProcessorRequest, _requests_pb2.TestProcessorResponse]  # type: ignore[assignment]
+    """Sends a signed "webhook.test" event to one processor now (not through the
+    outbox: no retry, nothing queued) and answers how it responded, with the
+    delivery worker's checks (no redirects, no internal addresses, its
+    timeout). Audited.
+    """
     WaiveDelivery: _aio.UnaryUnaryMultiCallable[_requests_pb2.WaiveDeliveryRequest, _requests_pb2.WaiveDeliveryResponse]  # type: ignore[assignment]
     """Waives an erasure request's unacknowledged event to one processor (for
     instance dead-lettered, the processor erased by other means). Audited;
@@ -278,6 +290,18 @@ class RequestServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_requests_pb2.ListProcessorsResponse, _abc.Awaitable[_requests_pb2.ListProcessorsResponse]]:
         """Lists the tenant's processors with their delivery counts."""
+
+    @_abc_1.abstractmethod
+    def TestProcessor(
+        self,
+        request: _requests_pb2.TestProcessorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_requests_pb2.TestProcessorResponse, _abc.Awaitable[_requests_pb2.TestProcessorResponse]]:
+        """Sends a signed "webhook.test" event to one processor now (not through the
+        outbox: no retry, nothing queued) and answers how it responded, with the
+        delivery worker's checks (no redirects, no internal addresses, its
+        timeout). Audited.
+        """
 
     @_abc_1.abstractmethod
     def WaiveDelivery(
