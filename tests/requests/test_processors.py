@@ -23,6 +23,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon.requests.v1 import requests_pb2
 from kaireon_client.canonical import canonical_json
@@ -438,3 +439,58 @@ async def test_an_unknown_signing_scheme_is_refused(stub, tenant):
         requests_pb2.ListProcessorsRequest(), metadata=metadata(tenant)
     )
     assert list(listed.processors) == []
+
+
+async def test_processors_get_only_the_events_they_subscribed_to(
+    stub, channel, seeded, db, receiver
+):
+    """subject.exported is queued in the DSAR worker's completing transaction and
+    subject.legal_hold in the hold's, to the processors that asked for them; a
+    default processor gets neither (only erasures)."""
+    _, eraser_secret = await _register(stub, seeded, receiver.url, name="erasures-only")
+    reply = await stub.RegisterProcessor(
+        requests_pb2.RegisterProcessorRequest(
+            name="watcher",
+            url=receiver.url,
+            events=["subject.exported", "subject.legal_hold"],
+        ),
+        metadata=metadata(seeded),
+    )
+    assert list(reply.processor.events) == ["subject.exported", "subject.legal_hold"]
+    watcher_secret = reply.signing_secret
+    dsar = dsar_pb2_grpc.DsarServiceStub(channel)
+    created = await dsar.CreateDsarRequest(
+        dsar_pb2.CreateDsarRequestRequest(request_type="export", subject_id="cust_00001"),
+        metadata=metadata(seeded),
+    )
+    holds = erasure_pb2_grpc.ErasureServiceStub(channel)
+    await holds.SetLegalHold(
+        erasure_pb2.SetLegalHoldRequest(customer_id="cust_00002", reason="CASE-1"),
+        metadata=metadata(seeded),
+    )
+    await holds.ReleaseLegalHold(
+        erasure_pb2.ReleaseLegalHoldRequest(customer_id="cust_00002"), metadata=metadata(seeded)
+    )
+    await receiver.wait_for(3)
+    events = [Webhook(watcher_secret).verify(body, headers) for body, headers in receiver.received]
+    by_type = sorted((e["type"], e["data"].get("hold", "")) for e in events)
+    assert by_type == [
+        ("subject.exported", ""),
+        ("subject.legal_hold", "placed"),
+        ("subject.legal_hold", "released"),
+    ]
+    exported = next(e for e in events if e["type"] == "subject.exported")
+    assert exported["data"] == {"subjectId": "cust_00001", "dsarRequestId": created.request.id}
+    # None went to the erasures-only processor (it would not verify with its secret).
+    for body, headers in receiver.received:
+        with pytest.raises(WebhookVerificationError):
+            Webhook(eraser_secret).verify(body, headers)
+    await _settled(db, seeded, "delivered")
+    # An unknown or repeated event type is refused and nothing is registered.
+    for bad in (["subject.deleted"], ["subject.erased", "subject.erased"]):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.RegisterProcessor(
+                requests_pb2.RegisterProcessorRequest(name="bad", url=receiver.url, events=bad),
+                metadata=metadata(seeded),
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +22,7 @@ class Processor:
     delivered: int = 0
     dead: int = 0
     signing_scheme: str = "hmac"
+    events: tuple[str, ...] = ("subject.erased",)
 
 
 @dataclass(frozen=True)
@@ -48,30 +50,44 @@ class Delivery:
 
 
 async def insert_processor(
-    con: asyncpg.Connection, tenant_id: str, *, name: str, url: str, secret: str, actor: str
+    con: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    name: str,
+    url: str,
+    secret: str,
+    events: Sequence[str],
+    actor: str,
 ) -> Processor | None:
     row = await con.fetchrow(
-        "INSERT INTO processor_recipient (tenant_id, name, url, signing_secret, created_by) "
-        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, name) DO NOTHING "
+        "INSERT INTO processor_recipient"
+        " (tenant_id, name, url, signing_secret, created_by, events) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, name) DO NOTHING "
         # The signing scheme from the stored secret's prefix (webhooks.py), never the secret.
-        "RETURNING id, name, url, created_at, "
+        "RETURNING id, name, url, created_at, events, "
         "CASE WHEN signing_secret LIKE 'whsk\\_%' THEN 'ed25519' ELSE 'hmac' END AS scheme",
         tenant_id,
         name,
         url,
         secret,
         actor,
+        list(events),
     )
     if row is None:
         return None
     return Processor(
-        row["id"], row["name"], row["url"], row["created_at"], signing_scheme=row["scheme"]
+        row["id"],
+        row["name"],
+        row["url"],
+        row["created_at"],
+        signing_scheme=row["scheme"],
+        events=tuple(row["events"]),
     )
 
 
 async def list_processors(con: asyncpg.Connection, tenant_id: str) -> list[Processor]:
     rows = await con.fetch(
-        """SELECT p.id, p.name, p.url, p.created_at,
+        """SELECT p.id, p.name, p.url, p.created_at, p.events,
                   CASE WHEN p.signing_secret LIKE 'whsk\\_%' THEN 'ed25519' ELSE 'hmac' END
                       AS scheme,
                   count(*) FILTER (WHERE o.status = 'pending') AS pending,
@@ -81,7 +97,7 @@ async def list_processors(con: asyncpg.Connection, tenant_id: str) -> list[Proce
              LEFT JOIN processor_outbox o
                ON o.tenant_id = p.tenant_id AND o.recipient_id = p.id
             WHERE p.tenant_id = $1
-            GROUP BY p.id, p.name, p.url, p.created_at, p.signing_secret
+            GROUP BY p.id, p.name, p.url, p.created_at, p.events, p.signing_secret
             ORDER BY p.name""",
         tenant_id,
     )
@@ -95,6 +111,7 @@ async def list_processors(con: asyncpg.Connection, tenant_id: str) -> list[Proce
             r["delivered"],
             r["dead"],
             r["scheme"],
+            tuple(r["events"]),
         )
         for r in rows
     ]
@@ -115,7 +132,8 @@ async def enqueue_for_all(
         "WITH queued AS ("
         " INSERT INTO processor_outbox"
         " (tenant_id, recipient_id, event_type, subject_id, payload, request_id)"
-        " SELECT tenant_id, id, $2, $3, $4, $5 FROM processor_recipient WHERE tenant_id = $1"
+        " SELECT tenant_id, id, $2, $3, $4, $5 FROM processor_recipient"
+        " WHERE tenant_id = $1 AND $2 = ANY (events)"
         " RETURNING id, recipient_id)"
         " SELECT q.id, q.recipient_id, p.name FROM queued q"
         " JOIN processor_recipient p ON p.tenant_id = $1 AND p.id = q.recipient_id"

@@ -81,6 +81,21 @@ def _internal(host: str) -> bool:
         return host == "localhost" or host.endswith(".localhost")
 
 
+EVENTS = (EVENT_ERASED, "subject.exported", "subject.legal_hold")
+
+
+def validate_events(events: Sequence[str]) -> tuple[str, ...]:
+    """The event types a processor is sent; none given is subject.erased only."""
+    if not events:
+        return (EVENT_ERASED,)
+    unknown = [e for e in events if e not in EVENTS]
+    if unknown:
+        raise InvalidArgument.field("events", f"must be among {', '.join(EVENTS)}")
+    if len(set(events)) != len(events):
+        raise InvalidArgument.field("events", "must not repeat an event type")
+    return tuple(events)
+
+
 def validate_scheme(scheme: str) -> str:
     """How a processor's events are signed; empty is the default, "hmac"."""
     if not scheme:
@@ -101,6 +116,7 @@ async def register(
     url: str,
     allow_private: bool,
     scheme: str = "",
+    events: Sequence[str] = (),
 ) -> tuple[Processor, str]:
     """The processor and what it verifies signatures with, shown only now: the
     shared `whsec_` secret, or the `whpk_` public key (Ed25519; the private key
@@ -108,10 +124,11 @@ async def register(
     name = validate_name(name)
     url = validate_url(url, allow_private=allow_private)
     scheme = validate_scheme(scheme)
+    subscribed = validate_events(events)
     secret = webhooks.new_secret(scheme)
     async with db.transaction(tenant_id) as con:
         processor = await repository.insert_processor(
-            con, tenant_id, name=name, url=url, secret=secret, actor=actor
+            con, tenant_id, name=name, url=url, secret=secret, events=subscribed, actor=actor
         )
         if processor is None:
             raise AlreadyExists("a processor of that name exists", reason="PROCESSOR_EXISTS")
@@ -122,7 +139,12 @@ async def register(
             entity_type="processor",
             entity_id=str(processor.id),
             actor=actor,
-            changes={"name": name, "url": url, "signingScheme": scheme},
+            changes={
+                "name": name,
+                "url": url,
+                "signingScheme": scheme,
+                "events": list(subscribed),
+            },
         )
     return processor, secret if scheme == webhooks.HMAC else webhooks.public_key(secret)
 

@@ -260,6 +260,7 @@ class RequestServicer(requests_pb2_grpc.RequestServiceServicer):
             url=request.url,
             allow_private=self._delivery.allow_private_urls,
             scheme=request.signing_scheme,
+            events=list(request.events),
         )
         if processor.signing_scheme == "ed25519":
             return requests_pb2.RegisterProcessorResponse(
@@ -334,6 +335,7 @@ def processor_message(p: Processor) -> requests_pb2.Processor:
         delivered=p.delivered,
         dead=p.dead,
         signing_scheme=p.signing_scheme,
+        events=list(p.events),
     )
     message.create_time.FromDatetime(p.created_at.astimezone(UTC))
     return message

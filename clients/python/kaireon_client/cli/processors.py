@@ -27,6 +27,15 @@ def register(subparsers: Any) -> None:
         help='"hmac" (default: a shared whsec_ secret) or "ed25519" (the server signs, '
         "the processor verifies with a whpk_ public key)",
     )
+    add.add_argument(
+        "--event",
+        action="append",
+        default=[],
+        dest="events",
+        metavar="TYPE",
+        help="an event type to send it (repeat; default subject.erased only): "
+        "subject.erased, subject.exported, subject.legal_hold",
+    )
     add.set_defaults(func=_add)
 
     listing = commands.add_parser("list", help="processors with their delivery counts")
@@ -48,7 +57,7 @@ def register(subparsers: Any) -> None:
 def _add(args: argparse.Namespace, client: KaireonClient) -> int:
     reply = client.requests.RegisterProcessor(
         requests_pb2.RegisterProcessorRequest(
-            name=args.name, url=args.url, signing_scheme=args.signing_scheme
+            name=args.name, url=args.url, signing_scheme=args.signing_scheme, events=args.events
         )
     )
     if args.json:
@@ -68,7 +77,7 @@ def _list(args: argparse.Namespace, client: KaireonClient) -> int:
     for p in reply.processors:
         print(
             f"{p.id}  {p.name:<20} {p.signing_scheme:<7} "
-            f"pending={p.pending} delivered={p.delivered} dead={p.dead}"
+            f"pending={p.pending} delivered={p.delivered} dead={p.dead}  {','.join(p.events)}"
         )
     return 0
 

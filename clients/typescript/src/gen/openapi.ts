@@ -1275,11 +1275,13 @@ export interface components {
             /** Format: int32 */
             dead?: number;
             signingScheme?: string;
+            events?: string[];
         };
         "kaireon.requests.v1.RegisterProcessorRequest": {
             name?: string;
             url?: string;
             signingScheme?: string;
+            events?: string[];
         };
         "kaireon.requests.v1.RegisterProcessorResponse": {
             processor?: components["schemas"]["kaireon.requests.v1.Processor"];

@@ -951,6 +951,7 @@ class Processor(_message.Message):
     DELIVERED_FIELD_NUMBER: _builtins.int
     DEAD_FIELD_NUMBER: _builtins.int
     SIGNING_SCHEME_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Processor id (UUID)."""
     name: _builtins.str
@@ -972,6 +973,10 @@ class Processor(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. Registration time."""
 
+    @_builtins.property
+    def events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. The event types it is sent (see RegisterProcessorRequest)."""
+
     def __init__(
         self,
         *,
@@ -983,10 +988,11 @@ class Processor(_message.Message):
         delivered: _builtins.int = ...,
         dead: _builtins.int = ...,
         signing_scheme: _builtins.str = ...,
+        events: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dead", b"dead", "delivered", b"delivered", "id", b"id", "name", b"name", "pending", b"pending", "signing_scheme", b"signing_scheme", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dead", b"dead", "delivered", b"delivered", "events", b"events", "id", b"id", "name", b"name", "pending", b"pending", "signing_scheme", b"signing_scheme", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1001,6 +1007,7 @@ class RegisterProcessorRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     SIGNING_SCHEME_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required. 1 to 100 characters, unique in the tenant."""
     url: _builtins.str
@@ -1010,16 +1017,25 @@ class RegisterProcessorRequest(_message.Message):
     signatures: only the server can sign, the processor verifies with a
     public key).
     """
+    @_builtins.property
+    def events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. The event types to send it: "subject.erased" (an erasure of the
+        subject committed; the default), "subject.exported" (a DSAR export of the
+        subject completed), "subject.legal_hold" (a legal hold on the subject
+        placed or released). Each at most once.
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         url: _builtins.str = ...,
         signing_scheme: _builtins.str = ...,
+        events: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "signing_scheme", b"signing_scheme", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "name", b"name", "signing_scheme", b"signing_scheme", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
