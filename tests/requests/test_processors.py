@@ -55,9 +55,9 @@ class Receiver:
                 await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    target = Receiver()
+@contextlib.asynccontextmanager
+async def serving(target: Receiver) -> AsyncIterator[Receiver]:
+    """`target` answering on a loopback port (its `url` set) until the block ends."""
     app = web.Application()
     app.router.add_post("/hooks", target.handle)
     runner = web.AppRunner(app)
@@ -66,8 +66,16 @@ async def receiver() -> AsyncIterator[Receiver]:
     await site.start()
     port = runner.addresses[0][1]
     target.url = f"http://127.0.0.1:{port}/hooks"
-    yield target
-    await runner.cleanup()
+    try:
+        yield target
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with serving(Receiver()) as target:
+        yield target
 
 
 async def _register(stub, tenant: str, url: str, name: str = "crm") -> tuple[str, str]:  # type: ignore[no-untyped-def]

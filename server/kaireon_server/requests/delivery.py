@@ -17,17 +17,22 @@ import ipaddress
 import logging
 import socket
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import asyncpg
 
+from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.db.listener import Listener
 from kaireon_server.platform.env import EnvReader
 from kaireon_server.requests import processor_repository as repository
 from kaireon_server.requests import webhooks
+from kaireon_server.requests.model import ENTITY_TYPE
+from kaireon_server.requests.trail import audit_if_settled
 
 _log = logging.getLogger(__name__)
 
@@ -175,7 +180,16 @@ class DeliveryWorker:
         retry_in: float | None = None
         async with self._db.transaction(tenant_id) as con:
             if status is not None and 200 <= status < 300:
-                await repository.mark_delivered(con, tenant_id, delivery_id, status)
+                settled = await repository.mark_delivered(con, tenant_id, delivery_id, status)
+                if settled is not None and settled[1] is not None:
+                    await _audit_acknowledged(
+                        con,
+                        tenant_id,
+                        event_id=delivery_id,
+                        http_status=status,
+                        processor_id=settled[0],
+                        request_id=settled[1],
+                    )
             else:
                 last = delivery.attempts >= self._settings.max_attempts
                 retry_in = None if last else self._settings.backoff(delivery.attempts)
@@ -204,6 +218,37 @@ class DeliveryWorker:
         return await post_event(
             self._session, delivery.url, delivery.signing_secret, str(delivery.id), delivery.payload
         )
+
+
+ACTOR = "processor-delivery"
+
+
+async def _audit_acknowledged(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    event_id: uuid.UUID,
+    http_status: int,
+    processor_id: uuid.UUID,
+    request_id: uuid.UUID,
+) -> None:
+    """An erasure request's event acknowledged: its row, and the request's
+    completion when it was the last one unsettled (GDPR Art. 19: the record of
+    who was told, and when)."""
+    await append_audit(
+        con,
+        tenant_id,
+        action="processor_event_acknowledged",
+        entity_type=ENTITY_TYPE,
+        entity_id=str(request_id),
+        actor=ACTOR,
+        changes={
+            "processorId": str(processor_id),
+            "eventId": str(event_id),
+            "httpStatus": http_status,
+        },
+    )
+    await audit_if_settled(con, tenant_id, request_id, ACTOR)
 
 
 async def post_event(

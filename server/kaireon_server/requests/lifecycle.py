@@ -40,7 +40,6 @@ from kaireon_server.requests.deadlines import (
     validate_regulation,
 )
 from kaireon_server.requests.model import (
-    ENTITY_TYPE,
     State,
     SubjectRequest,
     Verb,
@@ -52,6 +51,7 @@ from kaireon_server.requests.model import (
     validate_subject,
     validate_text,
 )
+from kaireon_server.requests.trail import audit
 
 # A receipt time a little ahead of the server's clock is skew, not the future.
 _CLOCK_SKEW = timedelta(minutes=5)
@@ -70,43 +70,6 @@ async def policy_for(con: asyncpg.Connection, tenant_id: str, regulation: str) -
     if override is None:
         return DEFAULT_POLICIES[regulation]
     return replace(override, legal_reference=DEFAULT_POLICIES[regulation].legal_reference)
-
-
-async def audit(
-    con: asyncpg.Connection,
-    request: SubjectRequest,
-    verb: Verb,
-    actor: str,
-    *,
-    before: State | None,
-    changes: Mapping[str, Any] | None = None,
-    personal: Mapping[str, str] | None = None,
-    about_subject: bool = True,
-) -> None:
-    """The audit row of one transition: actor, from/to state and the due date
-    in clear; the subject id and free-text reason in the row's personal part
-    (an erasure redacts them). After an erasure the row names no subject."""
-    values = {k: v for k, v in (personal or {}).items() if v}
-    if about_subject:
-        values["subjectId"] = request.subject_id
-    await append_audit(
-        con,
-        request.tenant_id,
-        action=verb.action,
-        entity_type=ENTITY_TYPE,
-        entity_id=str(request.id),
-        actor=actor,
-        changes={
-            "kind": request.kind,
-            "regulation": request.regulation,
-            "from": before.value if before else None,
-            "to": request.state.value,
-            "dueDate": request.due_date.isoformat(),
-            **(changes or {}),
-        },
-        personal=values,
-        subject_id=request.subject_id if about_subject else None,
-    )
 
 
 def _parse_receipt(value: datetime | None, now: datetime) -> datetime:
@@ -446,9 +409,20 @@ class RequestLifecycle:
             con: asyncpg.Connection, outcome: ErasureOutcome
         ) -> Sequence[NotifiedRecipient]:
             locked = await _locked_approvable(con, tenant_id, request.id)
-            updated = await repository.update(
-                con, tenant_id, request.id, state=State.COMPLETED.value
+            # The processors' events first: with any, the request is in_progress
+            # (propagating) until they settle; without, completed now. The
+            # approval's row then records the state it really left.
+            queued = await processors.erasure_completed_in(
+                con,
+                tenant_id=tenant_id,
+                subject_id=request.subject_id,
+                request_id=str(request.id),
+                audit_id=outcome.audit_event_id,
             )
+            if not queued:
+                await repository.update(con, tenant_id, request.id, state=State.COMPLETED.value)
+            updated = await repository.get(con, tenant_id, request.id)
+            assert updated is not None
             # The erasure redacted every earlier row about the subject: this
             # one names none (the gdpr_erasure row is the proof, in clear).
             await audit(
@@ -463,15 +437,6 @@ class RequestLifecycle:
                 personal={"reason": reason},
                 about_subject=False,
             )
-            queued = await processors.erasure_completed_in(
-                con,
-                tenant_id=tenant_id,
-                subject_id=request.subject_id,
-                request_id=str(request.id),
-                audit_id=outcome.audit_event_id,
-            )
-            if queued:  # propagating: completed when every processor has settled
-                updated = await repository.get(con, tenant_id, request.id) or updated
             done.append(updated)
             return queued
 

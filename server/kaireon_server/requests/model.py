@@ -49,6 +49,8 @@ class Verb(enum.StrEnum):
     PAUSED = "paused"
     RESUMED = "resumed"
     CANCELLED = "cancelled"
+    # Settled: every processor acknowledged the erasure or was waived.
+    COMPLETED = "completed"
 
     @property
     def action(self) -> str:
@@ -67,6 +69,8 @@ ALLOWED_FROM: dict[Verb, frozenset[State]] = {
     Verb.PAUSED: BEFORE_EXECUTION,
     Verb.RESUMED: STOPPED,
     Verb.CANCELLED: BEFORE_EXECUTION | STOPPED,
+    # Not an RPC: the settlement of the last processor event (migration 0153).
+    Verb.COMPLETED: frozenset({State.IN_PROGRESS}),
 }
 
 

@@ -189,16 +189,19 @@ async def get_delivery(
 
 async def mark_delivered(
     con: asyncpg.Connection, tenant_id: str, delivery_id: uuid.UUID, http_status: int
-) -> None:
-    await con.execute(
+) -> tuple[uuid.UUID, uuid.UUID | None] | None:
+    """The acknowledged event's processor and request (None: no longer pending)."""
+    row = await con.fetchrow(
         "UPDATE processor_outbox SET status = 'delivered', delivered_at = now(), "
         "last_status = $3, last_error = NULL "
         # A waiver while the POST was in flight stands.
-        "WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
+        "WHERE tenant_id = $1 AND id = $2 AND status = 'pending' "
+        "RETURNING recipient_id, request_id",
         tenant_id,
         delivery_id,
         http_status,
     )
+    return None if row is None else (row["recipient_id"], row["request_id"])
 
 
 async def mark_failed(

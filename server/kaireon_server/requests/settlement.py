@@ -20,6 +20,7 @@ from kaireon_server.requests.model import (
     validate_text,
 )
 from kaireon_server.requests.processor_repository import DeliveryState
+from kaireon_server.requests.trail import audit_if_settled
 
 SETTLED = frozenset({"delivered", "waived"})
 
@@ -69,6 +70,7 @@ async def waive(
             # Free text may name someone: kept where an erasure can redact it.
             personal={"reason": reason},
         )
+        await audit_if_settled(con, tenant_id, rid, actor)
         request = await requests_repository.get(con, tenant_id, rid)
         deliveries = await processor_repository.deliveries_of(con, tenant_id, rid)
     assert request is not None

@@ -168,8 +168,14 @@ def list_requests(args: argparse.Namespace, client: KaireonClient) -> int:
 
 
 def _show(args: argparse.Namespace, client: KaireonClient) -> int:
-    request = client.requests.GetRequest(requests_pb2.GetRequestRequest(id=args.id)).request
-    return _one(args, request)
+    """The request; in text, also each processor's event of an erasure (Art. 19)."""
+    reply = client.requests.GetRequest(requests_pb2.GetRequestRequest(id=args.id))
+    _one(args, reply.request)
+    if not args.json:
+        for d in reply.deliveries:
+            name, pid = d.processor_name, d.processor_id
+            print(f"  processor {name} ({pid}): {d.state}, attempts {d.attempts}")
+    return 0
 
 
 def _verify(args: argparse.Namespace, client: KaireonClient) -> int:
