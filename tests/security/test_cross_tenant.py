@@ -217,6 +217,13 @@ async def _check_register_processor(ctx: Ctx) -> None:
     assert ctx.b_after.rows("processor_recipient") == 1
 
 
+async def _check_stream_not_found(ctx: Ctx) -> None:
+    # A's decision, asked by B: one not_found message, no bundle, nothing audited.
+    (reply,) = ctx.outcome.responses
+    assert isinstance(reply, provenance_pb2.StreamDecisionProvenanceResponse)
+    assert reply.not_found and not reply.bundle.data and not reply.audit_event_id
+
+
 # Per RPC: the documented answer to B, the tables B's own rows may change in,
 # and what else to check. The request is REQUESTS[name] (A's identifiers).
 CASES: dict[str, Case] = {
@@ -264,6 +271,7 @@ CASES: dict[str, Case] = {
     "FlowRunnerService.GetNodeOutput": Case(ok=False),
     "ProvenanceService.GetDecisionProvenance": Case(ok=False),
     "ProvenanceService.GetSigningKey": Case(ok=True, check=_check_signing_key),
+    "ProvenanceService.StreamDecisionProvenance": Case(ok=True, check=_check_stream_not_found),
     # B's own new request about the same customer id.
     "RequestService.CreateRequest": Case(
         ok=True, b_writes=AUDIT | {"subject_request"}, check=_check_request_create
@@ -292,7 +300,7 @@ CASES: dict[str, Case] = {
 
 
 def test_every_rpc_has_a_cross_tenant_case() -> None:
-    assert len(METHOD_NAMES) == 45
+    assert len(METHOD_NAMES) == 46
     assert sorted(CASES) == sorted(REQUESTS) == sorted(METHOD_NAMES)
 
 

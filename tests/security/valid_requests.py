@@ -89,6 +89,9 @@ REQUESTS: dict[str, Callable[[World], Message]] = {
         provenance_pb2.GetDecisionProvenanceRequest(decision_id=w.decision)
     ),
     "ProvenanceService.GetSigningKey": lambda w: provenance_pb2.GetSigningKeyRequest(),
+    "ProvenanceService.StreamDecisionProvenance": lambda w: (
+        provenance_pb2.StreamDecisionProvenanceRequest(decision_ids=[w.decision])
+    ),
     "RequestService.CreateRequest": lambda w: requests_pb2.CreateRequestRequest(
         kind="erasure", subject_id=w.customer, regulation="gdpr"
     ),

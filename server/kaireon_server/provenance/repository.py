@@ -149,3 +149,37 @@ async def model_states(
         MODEL_STATES_SQL, tenant_id, [m for m, _ in refs], [v for _, v in refs]
     )
     return {bytes(r["state_key"]): r["state"] for r in rows}
+
+
+async def decisions_between(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    start: datetime,
+    end: datetime,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[tuple[datetime, str]]:
+    """A keyset page of the tenant's decisions with start <= decided_at < end,
+    by (decided_at, id), after `after` (migration 0224's index)."""
+    if after is None:
+        rows = await con.fetch(
+            "SELECT decided_at, id FROM decision_trace WHERE tenant_id = $1 "
+            "AND decided_at >= $2 AND decided_at < $3 ORDER BY decided_at, id LIMIT $4",
+            tenant_id,
+            start,
+            end,
+            limit,
+        )
+    else:
+        rows = await con.fetch(
+            "SELECT decided_at, id FROM decision_trace WHERE tenant_id = $1 "
+            "AND (decided_at, id) > ($2, $3) AND decided_at < $4 "
+            "ORDER BY decided_at, id LIMIT $5",
+            tenant_id,
+            after[0],
+            after[1],
+            end,
+            limit,
+        )
+    return [(r["decided_at"], r["id"]) for r in rows]

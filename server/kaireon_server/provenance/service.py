@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
@@ -16,7 +16,9 @@ from kaireon_server.platform.auth import current_identity
 from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.env import EnvReader
 from kaireon_server.platform.errors import ConfigurationError
+from kaireon_server.platform.rpc.timestamps import optional_time
 from kaireon_server.platform.signing import ALGORITHM
+from kaireon_server.provenance import bulk
 from kaireon_server.provenance.bundle import CONTENT_TYPE, SCHEMA_VERSION
 from kaireon_server.provenance.emit import ProvenanceEmitter, system_clock
 
@@ -73,6 +75,30 @@ class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
             signature=emission.signature,
             audit_event_id=emission.audit_event_id,
         )
+
+    async def StreamDecisionProvenance(
+        self, request: provenance_pb2.StreamDecisionProvenanceRequest, context: Context
+    ) -> AsyncIterator[provenance_pb2.StreamDecisionProvenanceResponse]:
+        selection = bulk.select(
+            list(request.decision_ids),
+            optional_time(request, "start_time"),
+            optional_time(request, "end_time"),
+            request.max_decisions,
+        )
+        async for item in bulk.stream(self._emitter, current_identity(), selection):
+            if item.emission is None:
+                yield provenance_pb2.StreamDecisionProvenanceResponse(
+                    decision_id=item.decision_id, not_found=True
+                )
+                continue
+            emission = item.emission
+            yield provenance_pb2.StreamDecisionProvenanceResponse(
+                decision_id=item.decision_id,
+                bundle=httpbody_pb2.HttpBody(content_type=CONTENT_TYPE, data=emission.bundle.body),
+                digest_sha256=emission.bundle.digest_sha256,
+                signature=emission.signature,
+                audit_event_id=emission.audit_event_id,
+            )
 
     async def GetSigningKey(
         self, request: provenance_pb2.GetSigningKeyRequest, context: Context

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -13,8 +13,8 @@ from kaireon_server.capability import ServiceContext
 from kaireon_server.erasure.model import timeout_from_env
 from kaireon_server.platform.auth import current_identity
 from kaireon_server.platform.db import Database
-from kaireon_server.platform.errors import InvalidArgument
 from kaireon_server.platform.paging import clamp_page_size
+from kaireon_server.platform.rpc.timestamps import optional_time
 from kaireon_server.requests import processors, settlement
 from kaireon_server.requests.deadlines import Policy
 from kaireon_server.requests.delivery import DeliverySettings, DeliveryWorker
@@ -24,24 +24,12 @@ from kaireon_server.requests.processor_repository import DeliveryState, Processo
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-_MIN_SECONDS = -62135596800  # 0001-01-01T00:00:00Z
-_MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 
 _RESULTS = {
     requests_pb2.VERIFICATION_RESULT_PENDING: "pending",
     requests_pb2.VERIFICATION_RESULT_VERIFIED: "verified",
     requests_pb2.VERIFICATION_RESULT_FAILED: "failed",
 }
-
-
-def _receive_time(request: requests_pb2.CreateRequestRequest) -> datetime | None:
-    if not request.HasField("receive_time"):
-        return None
-    stamp = request.receive_time
-    # Timestamp's own range (years 1-9999, nanos 0-999,999,999); beyond it ToDatetime fails.
-    if not (_MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS and 0 <= stamp.nanos < 10**9):
-        raise InvalidArgument.field("receive_time", "not a valid timestamp")
-    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def request_message(r: SubjectRequest) -> requests_pb2.SubjectRequest:
@@ -99,7 +87,7 @@ class RequestServicer(requests_pb2_grpc.RequestServiceServicer):
             kind=request.kind,
             subject_id=request.subject_id,
             regulation=request.regulation,
-            received_at=_receive_time(request),
+            received_at=optional_time(request, "receive_time"),
         )
         return requests_pb2.CreateRequestResponse(request=request_message(created))
 

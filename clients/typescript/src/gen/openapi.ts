@@ -580,6 +580,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/provenance:stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * kaireon.provenance.v1.ProvenanceService.StreamDecisionProvenance
+         * @description HTTP rule: POST /api/v1/provenance:stream. Server stream: newline-delimited JSON, one {"result": ...} line per message, and a final {"error": ...} line if the stream fails.
+         */
+        post: operations["ProvenanceService_StreamDecisionProvenance"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/request-policies": {
         parameters: {
             query?: never;
@@ -846,6 +866,12 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        "google.api.HttpBody": {
+            contentType?: string;
+            /** Format: byte */
+            data?: string;
+            extensions?: components["schemas"]["google.protobuf.Any"][];
+        };
         "google.protobuf.Any": {
             "@type"?: string;
         } & {
@@ -1215,6 +1241,21 @@ export interface components {
             publicKeyPem?: string;
             keyId?: string;
             algorithm?: string;
+        };
+        "kaireon.provenance.v1.StreamDecisionProvenanceRequest": {
+            decisionIds?: string[];
+            startTime?: components["schemas"]["google.protobuf.Timestamp"];
+            endTime?: components["schemas"]["google.protobuf.Timestamp"];
+            /** Format: int32 */
+            maxDecisions?: number;
+        };
+        "kaireon.provenance.v1.StreamDecisionProvenanceResponse": {
+            decisionId?: string;
+            bundle?: components["schemas"]["google.api.HttpBody"];
+            digestSha256?: string;
+            signature?: string;
+            auditEventId?: string;
+            notFound?: boolean;
         };
         "kaireon.requests.v1.ApproveRequestResponse": {
             request?: components["schemas"]["kaireon.requests.v1.SubjectRequest"];
@@ -2416,6 +2457,45 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["google.rpc.Status"];
+                };
+            };
+        };
+    };
+    ProvenanceService_StreamDecisionProvenance: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["kaireon.provenance.v1.StreamDecisionProvenanceRequest"];
+            };
+        };
+        responses: {
+            /** @description Stream of kaireon.provenance.v1.StreamDecisionProvenanceResponse, one JSON object per line. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/x-ndjson": {
+                        result?: components["schemas"]["kaireon.provenance.v1.StreamDecisionProvenanceResponse"];
+                        error?: components["schemas"]["google.rpc.Status"];
+                    };
+                };
+            };
+            /** @description A rejected request (google.rpc.Status), or a call that failed before its first message (one {"error": Status} line). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["google.rpc.Status"];
+                    "application/x-ndjson": {
+                        error: components["schemas"]["google.rpc.Status"];
+                    };
                 };
             };
         };

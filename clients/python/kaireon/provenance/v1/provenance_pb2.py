@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from kaireon.auth.v1 import auth_pb2 as kaireon_dot_auth_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&kaireon/provenance/v1/provenance.proto\x12\x15kaireon.provenance.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1akaireon/auth/v1/auth.proto\"3\n\x1cGetDecisionProvenanceRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\"\x97\x01\n\x1dGetDecisionProvenanceResponse\x12$\n\x06\x62undle\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x0e\n\x06schema\x18\x02 \x01(\t\x12\x15\n\rdigest_sha256\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\t\x12\x16\n\x0e\x61udit_event_id\x18\x05 \x01(\t\"\x16\n\x14GetSigningKeyRequest\"R\n\x15GetSigningKeyResponse\x12\x16\n\x0epublic_key_pem\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t2\xf1\x02\n\x11ProvenanceService\x12\xc2\x01\n\x15GetDecisionProvenance\x12\x33.kaireon.provenance.v1.GetDecisionProvenanceRequest\x1a\x34.kaireon.provenance.v1.GetDecisionProvenanceResponse\">\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x34\x12*/api/v1/decisions/{decision_id}/provenanceb\x06\x62undle\x12\x96\x01\n\rGetSigningKey\x12+.kaireon.provenance.v1.GetSigningKeyRequest\x1a,.kaireon.provenance.v1.GetSigningKeyResponse\"*\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/provenance/signing-keyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&kaireon/provenance/v1/provenance.proto\x12\x15kaireon.provenance.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1akaireon/auth/v1/auth.proto\"3\n\x1cGetDecisionProvenanceRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\"\x97\x01\n\x1dGetDecisionProvenanceResponse\x12$\n\x06\x62undle\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x0e\n\x06schema\x18\x02 \x01(\t\x12\x15\n\rdigest_sha256\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\t\x12\x16\n\x0e\x61udit_event_id\x18\x05 \x01(\t\"\xac\x01\n\x1fStreamDecisionProvenanceRequest\x12\x14\n\x0c\x64\x65\x63ision_ids\x18\x01 \x03(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmax_decisions\x18\x04 \x01(\x05\"\xb2\x01\n StreamDecisionProvenanceResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12$\n\x06\x62undle\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x15\n\rdigest_sha256\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\t\x12\x16\n\x0e\x61udit_event_id\x18\x05 \x01(\t\x12\x11\n\tnot_found\x18\x06 \x01(\x08\"\x16\n\x14GetSigningKeyRequest\"R\n\x15GetSigningKeyResponse\x12\x16\n\x0epublic_key_pem\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x11\n\talgorithm\x18\x03 \x01(\t2\xab\x04\n\x11ProvenanceService\x12\xc2\x01\n\x15GetDecisionProvenance\x12\x33.kaireon.provenance.v1.GetDecisionProvenanceRequest\x1a\x34.kaireon.provenance.v1.GetDecisionProvenanceResponse\">\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x34\x12*/api/v1/decisions/{decision_id}/provenanceb\x06\x62undle\x12\xb7\x01\n\x18StreamDecisionProvenance\x12\x36.kaireon.provenance.v1.StreamDecisionProvenanceRequest\x1a\x37.kaireon.provenance.v1.StreamDecisionProvenanceResponse\"(\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1e\"\x19/api/v1/provenance:stream:\x01*0\x01\x12\x96\x01\n\rGetSigningKey\x12+.kaireon.provenance.v1.GetSigningKeyRequest\x1a,.kaireon.provenance.v1.GetSigningKeyResponse\"*\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/provenance/signing-keyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,16 +37,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROVENANCESERVICE'].methods_by_name['GetDecisionProvenance']._loaded_options = None
   _globals['_PROVENANCESERVICE'].methods_by_name['GetDecisionProvenance']._serialized_options = b'\310\363\030\003\202\323\344\223\0024\022*/api/v1/decisions/{decision_id}/provenanceb\006bundle'
+  _globals['_PROVENANCESERVICE'].methods_by_name['StreamDecisionProvenance']._loaded_options = None
+  _globals['_PROVENANCESERVICE'].methods_by_name['StreamDecisionProvenance']._serialized_options = b'\310\363\030\003\202\323\344\223\002\036\"\031/api/v1/provenance:stream:\001*'
   _globals['_PROVENANCESERVICE'].methods_by_name['GetSigningKey']._loaded_options = None
   _globals['_PROVENANCESERVICE'].methods_by_name['GetSigningKey']._serialized_options = b'\310\363\030\001\202\323\344\223\002 \022\036/api/v1/provenance/signing-key'
-  _globals['_GETDECISIONPROVENANCEREQUEST']._serialized_start=150
-  _globals['_GETDECISIONPROVENANCEREQUEST']._serialized_end=201
-  _globals['_GETDECISIONPROVENANCERESPONSE']._serialized_start=204
-  _globals['_GETDECISIONPROVENANCERESPONSE']._serialized_end=355
-  _globals['_GETSIGNINGKEYREQUEST']._serialized_start=357
-  _globals['_GETSIGNINGKEYREQUEST']._serialized_end=379
-  _globals['_GETSIGNINGKEYRESPONSE']._serialized_start=381
-  _globals['_GETSIGNINGKEYRESPONSE']._serialized_end=463
-  _globals['_PROVENANCESERVICE']._serialized_start=466
-  _globals['_PROVENANCESERVICE']._serialized_end=835
+  _globals['_GETDECISIONPROVENANCEREQUEST']._serialized_start=183
+  _globals['_GETDECISIONPROVENANCEREQUEST']._serialized_end=234
+  _globals['_GETDECISIONPROVENANCERESPONSE']._serialized_start=237
+  _globals['_GETDECISIONPROVENANCERESPONSE']._serialized_end=388
+  _globals['_STREAMDECISIONPROVENANCEREQUEST']._serialized_start=391
+  _globals['_STREAMDECISIONPROVENANCEREQUEST']._serialized_end=563
+  _globals['_STREAMDECISIONPROVENANCERESPONSE']._serialized_start=566
+  _globals['_STREAMDECISIONPROVENANCERESPONSE']._serialized_end=744
+  _globals['_GETSIGNINGKEYREQUEST']._serialized_start=746
+  _globals['_GETSIGNINGKEYREQUEST']._serialized_end=768
+  _globals['_GETSIGNINGKEYRESPONSE']._serialized_start=770
+  _globals['_GETSIGNINGKEYRESPONSE']._serialized_end=852
+  _globals['_PROVENANCESERVICE']._serialized_start=855
+  _globals['_PROVENANCESERVICE']._serialized_end=1410
 # @@protoc_insertion_point(module_scope)

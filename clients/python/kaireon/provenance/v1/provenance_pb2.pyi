@@ -3,9 +3,12 @@
 isort:skip_file
 Signed, deterministic provenance bundles of individual decisions."""
 
+from collections import abc as _abc
 from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -88,6 +91,96 @@ class GetDecisionProvenanceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDecisionProvenanceResponse: _TypeAlias = GetDecisionProvenanceResponse  # noqa: Y015
+
+@_typing.final
+class StreamDecisionProvenanceRequest(_message.Message):
+    """Request of StreamDecisionProvenance: decision_ids, or start_time and end_time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_IDS_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    MAX_DECISIONS_FIELD_NUMBER: _builtins.int
+    max_decisions: _builtins.int
+    """Optional, with a time range: stop after this many decisions (default and
+    maximum 10,000).
+    """
+    @_builtins.property
+    def decision_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The decisions to stream, in this order: 1 to 1,000 ids, each at most once."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """With end_time, instead of decision_ids: every decision with
+        start_time <= decided_at < end_time, by decided_at then id.
+        """
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """See start_time."""
+
+    def __init__(
+        self,
+        *,
+        decision_ids: _abc.Iterable[_builtins.str] | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        max_decisions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_ids", b"decision_ids", "end_time", b"end_time", "max_decisions", b"max_decisions", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamDecisionProvenanceRequest: _TypeAlias = StreamDecisionProvenanceRequest  # noqa: Y015
+
+@_typing.final
+class StreamDecisionProvenanceResponse(_message.Message):
+    """One decision's bundle (or that it was not found) in StreamDecisionProvenance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    BUNDLE_FIELD_NUMBER: _builtins.int
+    DIGEST_SHA256_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    AUDIT_EVENT_ID_FIELD_NUMBER: _builtins.int
+    NOT_FOUND_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    """Output only. The decision."""
+    digest_sha256: _builtins.str
+    """Output only. sha256 hex of exactly bundle.data."""
+    signature: _builtins.str
+    """Output only. The bundle's signature (or "unsigned")."""
+    audit_event_id: _builtins.str
+    """Output only. This emission's audit row."""
+    not_found: _builtins.bool
+    """Output only. True for a listed decision that does not exist (or is
+    another tenant's): nothing else is set, nothing is audited.
+    """
+    @_builtins.property
+    def bundle(self) -> _httpbody_pb2.HttpBody:
+        """Output only. As GetDecisionProvenanceResponse; empty when not_found."""
+
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+        bundle: _httpbody_pb2.HttpBody | None = ...,
+        digest_sha256: _builtins.str = ...,
+        signature: _builtins.str = ...,
+        audit_event_id: _builtins.str = ...,
+        not_found: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_event_id", b"audit_event_id", "bundle", b"bundle", "decision_id", b"decision_id", "digest_sha256", b"digest_sha256", "not_found", b"not_found", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamDecisionProvenanceResponse: _TypeAlias = StreamDecisionProvenanceResponse  # noqa: Y015
 
 @_typing.final
 class GetSigningKeyRequest(_message.Message):

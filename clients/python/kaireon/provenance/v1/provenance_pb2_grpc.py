@@ -41,6 +41,11 @@ class ProvenanceServiceStub:
                 request_serializer=kaireon_dot_provenance_dot_v1_dot_provenance__pb2.GetDecisionProvenanceRequest.SerializeToString,
                 response_deserializer=kaireon_dot_provenance_dot_v1_dot_provenance__pb2.GetDecisionProvenanceResponse.FromString,
                 _registered_method=True)
+        self.StreamDecisionProvenance = channel.unary_stream(
+                '/kaireon.provenance.v1.ProvenanceService/StreamDecisionProvenance',
+                request_serializer=kaireon_dot_provenance_dot_v1_dot_provenance__pb2.StreamDecisionProvenanceRequest.SerializeToString,
+                response_deserializer=kaireon_dot_provenance_dot_v1_dot_provenance__pb2.StreamDecisionProvenanceResponse.FromString,
+                _registered_method=True)
         self.GetSigningKey = channel.unary_unary(
                 '/kaireon.provenance.v1.ProvenanceService/GetSigningKey',
                 request_serializer=kaireon_dot_provenance_dot_v1_dot_provenance__pb2.GetSigningKeyRequest.SerializeToString,
@@ -66,6 +71,19 @@ class ProvenanceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamDecisionProvenance(self, request, context):
+        """Streams the bundles of many decisions, for auditors: a list of decision
+        ids (in that order), or every decision of a time range (oldest first).
+        Each bundle is the one GetDecisionProvenance returns, with its own
+        `decision_provenance_emit` audit row, committed before the bundle is sent
+        (emissions are read and audited in batches). A listed decision that does
+        not exist, or is another tenant's, is a `not_found` message; the stream
+        goes on. Over REST: NDJSON, one {"result": ...} line per decision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSigningKey(self, request, context):
         """Returns the public half of the signing key, for offline verification.
         """
@@ -80,6 +98,11 @@ def add_ProvenanceServiceServicer_to_server(servicer, server):
                     servicer.GetDecisionProvenance,
                     request_deserializer=kaireon_dot_provenance_dot_v1_dot_provenance__pb2.GetDecisionProvenanceRequest.FromString,
                     response_serializer=kaireon_dot_provenance_dot_v1_dot_provenance__pb2.GetDecisionProvenanceResponse.SerializeToString,
+            ),
+            'StreamDecisionProvenance': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamDecisionProvenance,
+                    request_deserializer=kaireon_dot_provenance_dot_v1_dot_provenance__pb2.StreamDecisionProvenanceRequest.FromString,
+                    response_serializer=kaireon_dot_provenance_dot_v1_dot_provenance__pb2.StreamDecisionProvenanceResponse.SerializeToString,
             ),
             'GetSigningKey': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSigningKey,
@@ -116,6 +139,33 @@ class ProvenanceService:
             '/kaireon.provenance.v1.ProvenanceService/GetDecisionProvenance',
             kaireon_dot_provenance_dot_v1_dot_provenance__pb2.GetDecisionProvenanceRequest.SerializeToString,
             kaireon_dot_provenance_dot_v1_dot_provenance__pb2.GetDecisionProvenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamDecisionProvenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kaireon.provenance.v1.ProvenanceService/StreamDecisionProvenance',
+            kaireon_dot_provenance_dot_v1_dot_provenance__pb2.StreamDecisionProvenanceRequest.SerializeToString,
+            kaireon_dot_provenance_dot_v1_dot_provenance__pb2.StreamDecisionProvenanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,15 @@ class ProvenanceServiceStub:
     x-provenance-signature). Each call appends one `decision_provenance_emit`
     audit row. An unknown decision, or another tenant's, is NOT_FOUND.
     """
+    StreamDecisionProvenance: _grpc.UnaryStreamMultiCallable[_provenance_pb2.StreamDecisionProvenanceRequest, _provenance_pb2.StreamDecisionProvenanceResponse]
+    """Streams the bundles of many decisions, for auditors: a list of decision
+    ids (in that order), or every decision of a time range (oldest first).
+    Each bundle is the one GetDecisionProvenance returns, with its own
+    `decision_provenance_emit` audit row, committed before the bundle is sent
+    (emissions are read and audited in batches). A listed decision that does
+    not exist, or is another tenant's, is a `not_found` message; the stream
+    goes on. Over REST: NDJSON, one {"result": ...} line per decision.
+    """
     GetSigningKey: _grpc.UnaryUnaryMultiCallable[_provenance_pb2.GetSigningKeyRequest, _provenance_pb2.GetSigningKeyResponse]
     """Returns the public half of the signing key, for offline verification."""
 
@@ -62,6 +71,15 @@ class ProvenanceServiceAsyncStub(ProvenanceServiceStub):
     response metadata (x-provenance-schema, x-provenance-digest,
     x-provenance-signature). Each call appends one `decision_provenance_emit`
     audit row. An unknown decision, or another tenant's, is NOT_FOUND.
+    """
+    StreamDecisionProvenance: _aio.UnaryStreamMultiCallable[_provenance_pb2.StreamDecisionProvenanceRequest, _provenance_pb2.StreamDecisionProvenanceResponse]  # type: ignore[assignment]
+    """Streams the bundles of many decisions, for auditors: a list of decision
+    ids (in that order), or every decision of a time range (oldest first).
+    Each bundle is the one GetDecisionProvenance returns, with its own
+    `decision_provenance_emit` audit row, committed before the bundle is sent
+    (emissions are read and audited in batches). A listed decision that does
+    not exist, or is another tenant's, is a `not_found` message; the stream
+    goes on. Over REST: NDJSON, one {"result": ...} line per decision.
     """
     GetSigningKey: _aio.UnaryUnaryMultiCallable[_provenance_pb2.GetSigningKeyRequest, _provenance_pb2.GetSigningKeyResponse]  # type: ignore[assignment]
     """Returns the public half of the signing key, for offline verification."""
@@ -84,6 +102,21 @@ class ProvenanceServiceServicer(metaclass=_abc_1.ABCMeta):
         response metadata (x-provenance-schema, x-provenance-digest,
         x-provenance-signature). Each call appends one `decision_provenance_emit`
         audit row. An unknown decision, or another tenant's, is NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamDecisionProvenance(
+        self,
+        request: _provenance_pb2.StreamDecisionProvenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_provenance_pb2.StreamDecisionProvenanceResponse], _abc.AsyncIterator[_provenance_pb2.StreamDecisionProvenanceResponse]]:
+        """Streams the bundles of many decisions, for auditors: a list of decision
+        ids (in that order), or every decision of a time range (oldest first).
+        Each bundle is the one GetDecisionProvenance returns, with its own
+        `decision_provenance_emit` audit row, committed before the bundle is sent
+        (emissions are read and audited in batches). A listed decision that does
+        not exist, or is another tenant's, is a `not_found` message; the stream
+        goes on. Over REST: NDJSON, one {"result": ...} line per decision.
         """
 
     @_abc_1.abstractmethod

@@ -9,6 +9,8 @@ import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
 import type { HttpBody } from "../../../google/api/httpbody_pb.js";
 import { file_google_api_httpbody } from "../../../google/api/httpbody_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_kaireon_auth_v1_auth } from "../../auth/v1/auth_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -16,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kaireon/provenance/v1/provenance.proto.
  */
 export const file_kaireon_provenance_v1_provenance: GenFile = /*@__PURE__*/
-  fileDesc("CiZrYWlyZW9uL3Byb3ZlbmFuY2UvdjEvcHJvdmVuYW5jZS5wcm90bxIVa2FpcmVvbi5wcm92ZW5hbmNlLnYxIjMKHEdldERlY2lzaW9uUHJvdmVuYW5jZVJlcXVlc3QSEwoLZGVjaXNpb25faWQYASABKAkilwEKHUdldERlY2lzaW9uUHJvdmVuYW5jZVJlc3BvbnNlEiQKBmJ1bmRsZRgBIAEoCzIULmdvb2dsZS5hcGkuSHR0cEJvZHkSDgoGc2NoZW1hGAIgASgJEhUKDWRpZ2VzdF9zaGEyNTYYAyABKAkSEQoJc2lnbmF0dXJlGAQgASgJEhYKDmF1ZGl0X2V2ZW50X2lkGAUgASgJIhYKFEdldFNpZ25pbmdLZXlSZXF1ZXN0IlIKFUdldFNpZ25pbmdLZXlSZXNwb25zZRIWCg5wdWJsaWNfa2V5X3BlbRgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEQoJYWxnb3JpdGhtGAMgASgJMvECChFQcm92ZW5hbmNlU2VydmljZRLCAQoVR2V0RGVjaXNpb25Qcm92ZW5hbmNlEjMua2FpcmVvbi5wcm92ZW5hbmNlLnYxLkdldERlY2lzaW9uUHJvdmVuYW5jZVJlcXVlc3QaNC5rYWlyZW9uLnByb3ZlbmFuY2UudjEuR2V0RGVjaXNpb25Qcm92ZW5hbmNlUmVzcG9uc2UiPsjzGAOC0+STAjRiBmJ1bmRsZRIqL2FwaS92MS9kZWNpc2lvbnMve2RlY2lzaW9uX2lkfS9wcm92ZW5hbmNlEpYBCg1HZXRTaWduaW5nS2V5Eisua2FpcmVvbi5wcm92ZW5hbmNlLnYxLkdldFNpZ25pbmdLZXlSZXF1ZXN0Giwua2FpcmVvbi5wcm92ZW5hbmNlLnYxLkdldFNpZ25pbmdLZXlSZXNwb25zZSIqyPMYAYLT5JMCIBIeL2FwaS92MS9wcm92ZW5hbmNlL3NpZ25pbmcta2V5YgZwcm90bzM", [file_google_api_annotations, file_google_api_httpbody, file_kaireon_auth_v1_auth]);
+  fileDesc("CiZrYWlyZW9uL3Byb3ZlbmFuY2UvdjEvcHJvdmVuYW5jZS5wcm90bxIVa2FpcmVvbi5wcm92ZW5hbmNlLnYxIjMKHEdldERlY2lzaW9uUHJvdmVuYW5jZVJlcXVlc3QSEwoLZGVjaXNpb25faWQYASABKAkilwEKHUdldERlY2lzaW9uUHJvdmVuYW5jZVJlc3BvbnNlEiQKBmJ1bmRsZRgBIAEoCzIULmdvb2dsZS5hcGkuSHR0cEJvZHkSDgoGc2NoZW1hGAIgASgJEhUKDWRpZ2VzdF9zaGEyNTYYAyABKAkSEQoJc2lnbmF0dXJlGAQgASgJEhYKDmF1ZGl0X2V2ZW50X2lkGAUgASgJIqwBCh9TdHJlYW1EZWNpc2lvblByb3ZlbmFuY2VSZXF1ZXN0EhQKDGRlY2lzaW9uX2lkcxgBIAMoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbWF4X2RlY2lzaW9ucxgEIAEoBSKyAQogU3RyZWFtRGVjaXNpb25Qcm92ZW5hbmNlUmVzcG9uc2USEwoLZGVjaXNpb25faWQYASABKAkSJAoGYnVuZGxlGAIgASgLMhQuZ29vZ2xlLmFwaS5IdHRwQm9keRIVCg1kaWdlc3Rfc2hhMjU2GAMgASgJEhEKCXNpZ25hdHVyZRgEIAEoCRIWCg5hdWRpdF9ldmVudF9pZBgFIAEoCRIRCglub3RfZm91bmQYBiABKAgiFgoUR2V0U2lnbmluZ0tleVJlcXVlc3QiUgoVR2V0U2lnbmluZ0tleVJlc3BvbnNlEhYKDnB1YmxpY19rZXlfcGVtGAEgASgJEg4KBmtleV9pZBgCIAEoCRIRCglhbGdvcml0aG0YAyABKAkyqwQKEVByb3ZlbmFuY2VTZXJ2aWNlEsIBChVHZXREZWNpc2lvblByb3ZlbmFuY2USMy5rYWlyZW9uLnByb3ZlbmFuY2UudjEuR2V0RGVjaXNpb25Qcm92ZW5hbmNlUmVxdWVzdBo0LmthaXJlb24ucHJvdmVuYW5jZS52MS5HZXREZWNpc2lvblByb3ZlbmFuY2VSZXNwb25zZSI+yPMYA4LT5JMCNGIGYnVuZGxlEiovYXBpL3YxL2RlY2lzaW9ucy97ZGVjaXNpb25faWR9L3Byb3ZlbmFuY2UStwEKGFN0cmVhbURlY2lzaW9uUHJvdmVuYW5jZRI2LmthaXJlb24ucHJvdmVuYW5jZS52MS5TdHJlYW1EZWNpc2lvblByb3ZlbmFuY2VSZXF1ZXN0Gjcua2FpcmVvbi5wcm92ZW5hbmNlLnYxLlN0cmVhbURlY2lzaW9uUHJvdmVuYW5jZVJlc3BvbnNlIijI8xgDgtPkkwIeOgEqIhkvYXBpL3YxL3Byb3ZlbmFuY2U6c3RyZWFtMAESlgEKDUdldFNpZ25pbmdLZXkSKy5rYWlyZW9uLnByb3ZlbmFuY2UudjEuR2V0U2lnbmluZ0tleVJlcXVlc3QaLC5rYWlyZW9uLnByb3ZlbmFuY2UudjEuR2V0U2lnbmluZ0tleVJlc3BvbnNlIirI8xgBgtPkkwIgEh4vYXBpL3YxL3Byb3ZlbmFuY2Uvc2lnbmluZy1rZXliBnByb3RvMw", [file_google_api_annotations, file_google_api_httpbody, file_google_protobuf_timestamp, file_kaireon_auth_v1_auth]);
 
 /**
  * Request of GetDecisionProvenance.
@@ -96,6 +98,107 @@ export const GetDecisionProvenanceResponseSchema: GenMessage<GetDecisionProvenan
   messageDesc(file_kaireon_provenance_v1_provenance, 1);
 
 /**
+ * Request of StreamDecisionProvenance: decision_ids, or start_time and end_time.
+ *
+ * @generated from message kaireon.provenance.v1.StreamDecisionProvenanceRequest
+ */
+export type StreamDecisionProvenanceRequest = Message<"kaireon.provenance.v1.StreamDecisionProvenanceRequest"> & {
+  /**
+   * The decisions to stream, in this order: 1 to 1,000 ids, each at most once.
+   *
+   * @generated from field: repeated string decision_ids = 1;
+   */
+  decisionIds: string[];
+
+  /**
+   * With end_time, instead of decision_ids: every decision with
+   * start_time <= decided_at < end_time, by decided_at then id.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * See start_time.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Optional, with a time range: stop after this many decisions (default and
+   * maximum 10,000).
+   *
+   * @generated from field: int32 max_decisions = 4;
+   */
+  maxDecisions: number;
+};
+
+/**
+ * Describes the message kaireon.provenance.v1.StreamDecisionProvenanceRequest.
+ * Use `create(StreamDecisionProvenanceRequestSchema)` to create a new message.
+ */
+export const StreamDecisionProvenanceRequestSchema: GenMessage<StreamDecisionProvenanceRequest> = /*@__PURE__*/
+  messageDesc(file_kaireon_provenance_v1_provenance, 2);
+
+/**
+ * One decision's bundle (or that it was not found) in StreamDecisionProvenance.
+ *
+ * @generated from message kaireon.provenance.v1.StreamDecisionProvenanceResponse
+ */
+export type StreamDecisionProvenanceResponse = Message<"kaireon.provenance.v1.StreamDecisionProvenanceResponse"> & {
+  /**
+   * Output only. The decision.
+   *
+   * @generated from field: string decision_id = 1;
+   */
+  decisionId: string;
+
+  /**
+   * Output only. As GetDecisionProvenanceResponse; empty when not_found.
+   *
+   * @generated from field: google.api.HttpBody bundle = 2;
+   */
+  bundle?: HttpBody | undefined;
+
+  /**
+   * Output only. sha256 hex of exactly bundle.data.
+   *
+   * @generated from field: string digest_sha256 = 3;
+   */
+  digestSha256: string;
+
+  /**
+   * Output only. The bundle's signature (or "unsigned").
+   *
+   * @generated from field: string signature = 4;
+   */
+  signature: string;
+
+  /**
+   * Output only. This emission's audit row.
+   *
+   * @generated from field: string audit_event_id = 5;
+   */
+  auditEventId: string;
+
+  /**
+   * Output only. True for a listed decision that does not exist (or is
+   * another tenant's): nothing else is set, nothing is audited.
+   *
+   * @generated from field: bool not_found = 6;
+   */
+  notFound: boolean;
+};
+
+/**
+ * Describes the message kaireon.provenance.v1.StreamDecisionProvenanceResponse.
+ * Use `create(StreamDecisionProvenanceResponseSchema)` to create a new message.
+ */
+export const StreamDecisionProvenanceResponseSchema: GenMessage<StreamDecisionProvenanceResponse> = /*@__PURE__*/
+  messageDesc(file_kaireon_provenance_v1_provenance, 3);
+
+/**
  * Request of GetSigningKey.
  *
  * @generated from message kaireon.provenance.v1.GetSigningKeyRequest
@@ -108,7 +211,7 @@ export type GetSigningKeyRequest = Message<"kaireon.provenance.v1.GetSigningKeyR
  * Use `create(GetSigningKeyRequestSchema)` to create a new message.
  */
 export const GetSigningKeyRequestSchema: GenMessage<GetSigningKeyRequest> = /*@__PURE__*/
-  messageDesc(file_kaireon_provenance_v1_provenance, 2);
+  messageDesc(file_kaireon_provenance_v1_provenance, 4);
 
 /**
  * Response of GetSigningKey.
@@ -145,7 +248,7 @@ export type GetSigningKeyResponse = Message<"kaireon.provenance.v1.GetSigningKey
  * Use `create(GetSigningKeyResponseSchema)` to create a new message.
  */
 export const GetSigningKeyResponseSchema: GenMessage<GetSigningKeyResponse> = /*@__PURE__*/
-  messageDesc(file_kaireon_provenance_v1_provenance, 3);
+  messageDesc(file_kaireon_provenance_v1_provenance, 5);
 
 /**
  * ProvenanceService emits one canonical, digested and signed bundle per
@@ -169,6 +272,22 @@ export const ProvenanceService: GenService<{
     methodKind: "unary";
     input: typeof GetDecisionProvenanceRequestSchema;
     output: typeof GetDecisionProvenanceResponseSchema;
+  },
+  /**
+   * Streams the bundles of many decisions, for auditors: a list of decision
+   * ids (in that order), or every decision of a time range (oldest first).
+   * Each bundle is the one GetDecisionProvenance returns, with its own
+   * `decision_provenance_emit` audit row, committed before the bundle is sent
+   * (emissions are read and audited in batches). A listed decision that does
+   * not exist, or is another tenant's, is a `not_found` message; the stream
+   * goes on. Over REST: NDJSON, one {"result": ...} line per decision.
+   *
+   * @generated from rpc kaireon.provenance.v1.ProvenanceService.StreamDecisionProvenance
+   */
+  streamDecisionProvenance: {
+    methodKind: "server_streaming";
+    input: typeof StreamDecisionProvenanceRequestSchema;
+    output: typeof StreamDecisionProvenanceResponseSchema;
   },
   /**
    * Returns the public half of the signing key, for offline verification.

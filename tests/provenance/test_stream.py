@@ -1,0 +1,156 @@
+"""StreamDecisionProvenance: many bundles in one call, each the one
+GetDecisionProvenance returns, each with its own emission audit row; another
+tenant's decisions never appear; bad selections are refused and audit nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
+from kaireon_client.verify import verify_bundle
+from kaireon_server.app import App
+from kaireon_server.platform.db import Database
+from tests.provenance.conftest import fetch
+from tests.support.server import metadata
+
+DECISIONS = [f"dec_0000{c}_{k}" for c in (1, 2) for k in (1, 2, 3)]
+
+
+def _stamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+async def _emitted(db: Database, tenant: str) -> int:
+    async with db.transaction(tenant, readonly=True) as con:
+        return int(
+            await con.fetchval(
+                "SELECT count(*) FROM audit_log WHERE action = 'decision_provenance_emit'"
+            )
+        )
+
+
+async def _stream(channel, tenant, **fields):  # type: ignore[no-untyped-def]
+    stub = provenance_pb2_grpc.ProvenanceServiceStub(channel)
+    call = stub.StreamDecisionProvenance(
+        provenance_pb2.StreamDecisionProvenanceRequest(**fields), metadata=metadata(tenant)
+    )
+    return [m async for m in call]
+
+
+async def test_a_list_streams_each_bundle_with_its_audit_row(channel, seeded, db, signing_key_path):
+    public = (signing_key_path.parent / "cosign-test.pub").read_bytes()
+    listed = [*DECISIONS, "dec_missing", DECISIONS[0].replace("1_1", "9_9")]
+    before = await _emitted(db, seeded)
+    got = await _stream(channel, seeded, decision_ids=listed)
+    assert [m.decision_id for m in got] == listed  # in the order asked
+    assert [m.not_found for m in got] == [False] * len(DECISIONS) + [True, True]
+    assert await _emitted(db, seeded) - before == len(DECISIONS)  # one row per bundle
+    audit_ids = {m.audit_event_id for m in got if not m.not_found}
+    assert len(audit_ids) == len(DECISIONS)
+    for message in got[: len(DECISIONS)]:
+        # The bundle GetDecisionProvenance gives, and it verifies offline.
+        unary = await fetch(channel, seeded, message.decision_id)
+        assert message.bundle.data == unary.body
+        assert message.digest_sha256 == unary.digest
+        report = verify_bundle(
+            message.bundle.data,
+            digest=message.digest_sha256,
+            signature=message.signature,
+            public_key_pem=public,
+        )
+        assert report.ok, report
+
+
+async def test_a_time_range_streams_oldest_first(channel, seeded, db):
+    async with db.transaction(seeded, readonly=True) as con:
+        rows = await con.fetch("SELECT id, decided_at FROM decision_trace ORDER BY decided_at, id")
+    start, end = rows[0]["decided_at"], rows[-1]["decided_at"] + timedelta(microseconds=1)
+    got = await _stream(channel, seeded, start_time=_stamp(start), end_time=_stamp(end))
+    assert [m.decision_id for m in got] == [r["id"] for r in rows]
+    # A bound: the first two only; an empty range: nothing.
+    got = await _stream(
+        channel, seeded, start_time=_stamp(start), end_time=_stamp(end), max_decisions=2
+    )
+    assert [m.decision_id for m in got] == [r["id"] for r in rows[:2]]
+    later = datetime(2099, 1, 1, tzinfo=UTC)
+    assert (
+        await _stream(
+            channel, seeded, start_time=_stamp(later), end_time=_stamp(later + timedelta(days=1))
+        )
+        == []
+    )
+
+
+async def test_another_tenants_decisions_never_appear(channel, seeded, db, tenant):
+    other = f"{tenant}x"
+    got = await _stream(channel, other, decision_ids=DECISIONS[:2])
+    assert [m.not_found for m in got] == [True, True]
+    assert all(not m.bundle.data for m in got)
+    start = datetime(2000, 1, 1, tzinfo=UTC)
+    assert (
+        await _stream(
+            channel,
+            other,
+            start_time=_stamp(start),
+            end_time=_stamp(datetime(2100, 1, 1, tzinfo=UTC)),
+        )
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"decision_ids": ["dec_00001_1", "dec_00001_1"]},
+        {"decision_ids": [f"d{i}" for i in range(1001)]},
+        {"decision_ids": ["bad\nid"]},
+        {"decision_ids": [""]},
+        {"decision_ids": ["dec_00001_1"], "max_decisions": 5},
+        {"decision_ids": ["dec_00001_1"], "start_time": _stamp(datetime(2026, 1, 1, tzinfo=UTC))},
+        {"start_time": _stamp(datetime(2026, 1, 2, tzinfo=UTC))},
+        {
+            "start_time": _stamp(datetime(2026, 1, 2, tzinfo=UTC)),
+            "end_time": _stamp(datetime(2026, 1, 1, tzinfo=UTC)),
+        },
+        {
+            "start_time": _stamp(datetime(2026, 1, 1, tzinfo=UTC)),
+            "end_time": _stamp(datetime(2026, 1, 2, tzinfo=UTC)),
+            "max_decisions": 10_001,
+        },
+        {
+            "start_time": _stamp(datetime(2026, 1, 1, tzinfo=UTC)),
+            "end_time": _stamp(datetime(2026, 1, 2, tzinfo=UTC)),
+            "max_decisions": -1,
+        },
+    ],
+)
+async def test_bad_selections_are_refused_and_audit_nothing(channel, seeded, db, fields):
+    before = await _emitted(db, seeded)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _stream(channel, seeded, **fields)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert await _emitted(db, seeded) == before
+
+
+async def test_rest_streams_ndjson(app: App, seeded: str):
+    url = f"http://127.0.0.1:{app.http_port}/api/v1/provenance:stream"
+    headers = {"X-Tenant-Id": seeded, "X-User-Role": "admin", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        body = json.dumps({"decisionIds": [*DECISIONS[:3], "dec_missing"]})
+        async with session.post(url, data=body, headers=headers) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("application/x-ndjson")
+            lines = [json.loads(line) for line in (await response.read()).splitlines()]
+    results = [line["result"] for line in lines]
+    assert [r["decisionId"] for r in results] == [*DECISIONS[:3], "dec_missing"]
+    assert [r.get("notFound", False) for r in results] == [False, False, False, True]
+    assert all(r["digestSha256"] for r in results[:3])
