@@ -3,11 +3,16 @@ optionally under py-spy) and REST, then open loop with k6 over both."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import grpc
+
 from harness import profile
 from harness.report import Row, cpu_per_request
 from harness.run import Context
 from harness.stack import log
-from kaireon.provenance.v1 import provenance_pb2
+from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
 from kaireon_server.provenance.repository import EMIT_ACTION
 
 METHOD = "kaireon.provenance.v1.ProvenanceService/GetDecisionProvenance"
@@ -80,6 +85,48 @@ async def _grpc_h2load(ctx: Context) -> Row:
     return row
 
 
+BULK_DECISIONS = [f"dec_{c:05d}_1" for c in range(1, 1001)]
+
+
+async def _stream_once(target: str, tenant: str) -> tuple[int, float]:
+    """StreamDecisionProvenance of BULK_DECISIONS: (bundles received, seconds)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = provenance_pb2_grpc.ProvenanceServiceStub(channel)
+        started = time.perf_counter()
+        call = stub.StreamDecisionProvenance(
+            provenance_pb2.StreamDecisionProvenanceRequest(decision_ids=BULK_DECISIONS),
+            metadata=(("x-tenant-id", tenant), ("x-user-role", "admin")),
+        )
+        count = sum([1 async for m in call if not m.not_found])
+        return count, time.perf_counter() - started
+
+
+async def _bulk(ctx: Context) -> list[Row]:
+    """The bulk stream of 1,000 decisions: their first emissions (built; the
+    second pass keeps them), then the kept bytes (goal: >= 5,000 bundles/s)."""
+    rows = []
+    for key, scenario in (
+        ("provenance.stream.first", "provenance stream, 1,000 first emissions"),
+        ("provenance.stream.kept", "provenance stream, 1,000 kept bundles"),
+    ):
+        row = Row(key, scenario, "python grpc.aio", offered="1 stream", unit="bundles/s")
+        if ctx.check_served(row, "provenance").status != "ok":
+            rows.append(row)
+            continue
+        if key.endswith("kept"):  # the second emission keeps each bundle
+            await _stream_once(ctx.target, ctx.tenant)
+
+        def work(row: Row = row) -> Row:
+            count, seconds = asyncio.run(_stream_once(ctx.target, ctx.tenant))
+            row.rps = count / seconds
+            row.extra["bundles"] = count
+            row.errors = len(BULK_DECISIONS) - count
+            return row
+
+        rows.append(await ctx.measure(row, "server", work))
+    return rows
+
+
 async def run(ctx: Context) -> list[Row]:
     rows = [await _grpc_h2load(ctx)]
     rest = Row(
@@ -96,4 +143,4 @@ async def run(ctx: Context) -> list[Row]:
     k6_rows = await ctx.both_protocols(
         "provenance", "provenance read", "provenance.js", lambda _: {}
     )
-    return rows + k6_rows
+    return rows + k6_rows + await _bulk(ctx)

@@ -132,6 +132,14 @@ describe("ProvenanceService", () => {
     assert.equal(py.status, 0, py.out);
   });
 
+  it("StreamDecisionProvenance: the unary bundles, in order, and not_found for a missing id", async () => {
+    const unary = await admin.provenance.getDecisionProvenance({ decisionId: "dec_00001_2" });
+    const got = [];
+    for await (const m of admin.provenance.streamDecisionProvenance({ decisionIds: ["dec_00001_2", "dec_99999_9"] })) got.push(m);
+    assert.deepEqual(got.map((m) => [m.decisionId, m.notFound]), [["dec_00001_2", false], ["dec_99999_9", true]]);
+    assert.deepEqual(Buffer.from(got[0]?.bundle?.data ?? new Uint8Array()), Buffer.from(unary.bundle?.data ?? new Uint8Array()));
+  });
+
   it("an unknown decision is NOT_FOUND with reason DECISION_NOT_FOUND", async () => {
     await rejects(admin.provenance.getDecisionProvenance({ decisionId: "dec_99999_9" }), Code.NotFound, "DECISION_NOT_FOUND");
   });
@@ -598,6 +606,10 @@ describe("RequestService", () => {
     const mine = listed.processors.find((p) => p.name === "ts-processor");
     assert.equal(mine?.id, registered.processor?.id);
     assert.equal(mine?.pending, 0);
+    // A test event to an unreachable address: reported, not thrown.
+    const tested = await admin.requests.testProcessor({ processorId: registered.processor?.id ?? "" });
+    assert.equal(tested.delivered, false);
+    assert.notEqual(tested.webhookId, "");
     // No erasure request: nothing to waive, and B's view of it is "not found".
     await rejects(
       admin.requests.waiveDelivery({ requestId: "9b2f9a52-4e4d-4a43-8a43-0d6a8d1c0e51", processorId: registered.processor?.id ?? "", reason: "erased by hand" }),
@@ -610,7 +622,7 @@ describe("RequestService", () => {
 describe("coverage", () => {
   it("every RPC of the six services was called from TypeScript", () => {
     const all = SERVICES.flatMap((s) => s.methods.map((m) => `${s.typeName}/${m.name}`));
-    assert.equal(all.length, 44);
+    assert.equal(all.length, 46);
     assert.deepEqual(all.filter((m) => !called.has(m)), []);
   });
 });
