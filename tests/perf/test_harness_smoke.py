@@ -23,6 +23,8 @@ EXPECTED_ROWS = {
     "provenance.rest.h2load",
     "provenance.grpc.k6",
     "provenance.rest.k6",
+    "provenance.stream.first",
+    "provenance.stream.kept",
     "erasure.grpc.k6",
     "erasure.rest.k6",
     "dsar.grpc.k6",
@@ -107,7 +109,7 @@ def test_smoke_run_prints_every_row_with_measurements(results_dir: Path) -> None
             assert row["p50"] is not None and row["p99"] is not None, key
             assert row["server_cpu"] is not None and row["server_rss"] > 0, key
             assert row["gen_cpu"] is not None, key
-        else:
+        elif not key.startswith("provenance.stream."):  # a throughput, no latency
             assert row["p50"] is not None, key
 
     # Ratios are computed against rows of the same run.
@@ -117,6 +119,11 @@ def test_smoke_run_prints_every_row_with_measurements(results_dir: Path) -> None
         assert prov["ratio_p50"] is not None
     if rows["single.erase.grpc"]["status"] == "ok":
         assert rows["single.erase.grpc"]["ratio_p50"] is not None
+    # The bulk stream: every decision asked for came back as a bundle.
+    for key in ("provenance.stream.first", "provenance.stream.kept"):
+        if rows[key]["status"] == "ok":
+            assert rows[key]["rps"] > 0 and rows[key]["errors"] == 0, key
+            assert rows[key]["extra"]["bundles"] > 0, key
     # What the folded-in benchmarks printed is still there.
     for key in ("single.export.grpc", "single.download.grpc"):
         if rows[key]["status"] == "ok":

@@ -85,16 +85,21 @@ async def _grpc_h2load(ctx: Context) -> Row:
     return row
 
 
-BULK_DECISIONS = [f"dec_{c:05d}_1" for c in range(1, 1001)]
+BULK_MAX = 1000
 
 
-async def _stream_once(target: str, tenant: str) -> tuple[int, float]:
-    """StreamDecisionProvenance of BULK_DECISIONS: (bundles received, seconds)."""
+def _bulk_decisions(ctx: Context) -> list[str]:
+    """One decision of each of the first (up to) 1,000 seeded customers."""
+    return [f"dec_{c:05d}_1" for c in range(1, min(BULK_MAX, ctx.profile.customers) + 1)]
+
+
+async def _stream_once(target: str, tenant: str, decisions: list[str]) -> tuple[int, float]:
+    """StreamDecisionProvenance of `decisions`: (bundles received, seconds)."""
     async with grpc.aio.insecure_channel(target) as channel:
         stub = provenance_pb2_grpc.ProvenanceServiceStub(channel)
         started = time.perf_counter()
         call = stub.StreamDecisionProvenance(
-            provenance_pb2.StreamDecisionProvenanceRequest(decision_ids=BULK_DECISIONS),
+            provenance_pb2.StreamDecisionProvenanceRequest(decision_ids=decisions),
             metadata=(("x-tenant-id", tenant), ("x-user-role", "admin")),
         )
         count = sum([1 async for m in call if not m.not_found])
@@ -104,23 +109,24 @@ async def _stream_once(target: str, tenant: str) -> tuple[int, float]:
 async def _bulk(ctx: Context) -> list[Row]:
     """The bulk stream of 1,000 decisions: their first emissions (built; the
     second pass keeps them), then the kept bytes (goal: >= 5,000 bundles/s)."""
+    decisions = _bulk_decisions(ctx)
     rows = []
     for key, scenario in (
-        ("provenance.stream.first", "provenance stream, 1,000 first emissions"),
-        ("provenance.stream.kept", "provenance stream, 1,000 kept bundles"),
+        ("provenance.stream.first", f"provenance stream, {len(decisions):,} first emissions"),
+        ("provenance.stream.kept", f"provenance stream, {len(decisions):,} kept bundles"),
     ):
         row = Row(key, scenario, "python grpc.aio", offered="1 stream", unit="bundles/s")
         if ctx.check_served(row, "provenance").status != "ok":
             rows.append(row)
             continue
         if key.endswith("kept"):  # the second emission keeps each bundle
-            await _stream_once(ctx.target, ctx.tenant)
+            await _stream_once(ctx.target, ctx.tenant, decisions)
 
         def work(row: Row = row) -> Row:
-            count, seconds = asyncio.run(_stream_once(ctx.target, ctx.tenant))
+            count, seconds = asyncio.run(_stream_once(ctx.target, ctx.tenant, decisions))
             row.rps = count / seconds
             row.extra["bundles"] = count
-            row.errors = len(BULK_DECISIONS) - count
+            row.errors = len(decisions) - count
             return row
 
         rows.append(await ctx.measure(row, "server", work))
