@@ -163,8 +163,8 @@ def test_the_receipt_alone_verifies_and_a_foreign_key_fails(
     assert "the signature does not verify with the given public key" in problems
 
 
-def test_unsigned_receipts_fail_unless_allowed(public_key: bytes):
-    payload = {
+def _unsigned_payload() -> dict[str, Any]:
+    return {
         "type": "kaireon.erasure.receipt.v1",
         "tenantId": "acme",
         "customerId": "cust_1",
@@ -178,6 +178,10 @@ def test_unsigned_receipts_fail_unless_allowed(public_key: bytes):
         "algorithm": "none",
         "keyId": "",
     }
+
+
+def test_unsigned_receipts_fail_unless_allowed(public_key: bytes):
+    payload = _unsigned_payload()
     receipt = build_receipt(NullSigner(), payload)
     assert receipt.signature == "unsigned" and receipt.key_id == ""
     document = {
@@ -218,21 +222,7 @@ def test_the_recipients_list_is_checked_when_present(
 ):
     """Older receipts have no `recipients` (test above); a present one must be
     well formed, even when its signature is good."""
-    payload = {
-        "type": "kaireon.erasure.receipt.v1",
-        "tenantId": "acme",
-        "customerId": "cust_1",
-        "deletedCounts": {"interactionHistory": 2},
-        "totalDeleted": 2,
-        "skippedTables": [],
-        "auditEventId": "7d6e1f3c-0000-4000-8000-000000000000",
-        "auditSeq": 3,
-        "auditIntegrityHash": "ab" * 32,
-        "erasedAt": "2026-01-01T00:00:00.000000Z",
-        "algorithm": "none",
-        "keyId": "",
-        "recipients": recipients,
-    }
+    payload = {**_unsigned_payload(), "recipients": recipients}
     receipt = build_receipt(NullSigner(), payload)
     document = {
         "canonicalPayload": receipt.canonical_payload,
