@@ -31,17 +31,22 @@
 -- A bundle built from a snapshot is stored only if none of those writes
 -- happened since a point before that snapshot (kaireon_provenance_keep).
 -- Every such write except the erasure first takes the tenant's provenance
--- advisory lock (exclusive, until it commits) and bumps the tenant's
--- generation (audit rows only when a bundle may cite them: emission rows and
--- rows about customers, runs or requests never do). keep() takes the same
--- lock shared, without waiting (a writer in flight: keep nothing this time; no
--- wait, so no deadlock), and compares the generation with the one read before
+-- advisory lock *shared* (until it commits) and bumps the tenant's generation
+-- (audit rows only when a bundle may cite them: emission rows and rows about
+-- customers, runs or requests never do). keep() tries the same lock
+-- *exclusive* without waiting (a writer in flight, or another keep: keep
+-- nothing this time), and compares the generation with the one read before
 -- the snapshot; the erasure is caught by the decision's own row (FOR KEY
--- SHARE SKIP LOCKED, then the foreign key). A writer that comes later waits for the
--- shared lock (one statement), then deletes the stored row in its own
+-- SHARE SKIP LOCKED, then the foreign key). A writer that comes later waits
+-- for keep()'s one statement, then deletes the stored row in its own
 -- transaction. So a stored bundle is never staler than a fresh build would be.
--- (An advisory lock, not a row lock: many keeps at once on one row's share
--- lock cost PostgreSQL a multixact each.)
+--
+-- Why that way round: writers take locks in either order (a decision's audit
+-- row takes the audit chain head, then this lock; an erasure's redaction this
+-- lock, then the chain head). Shared, they never wait for each other; a
+-- writer waits only for a keep() in flight, which never waits itself, so no
+-- cycle can form. An advisory lock, not a row lock: many share locks on one
+-- row cost PostgreSQL a multixact each.
 
 CREATE TABLE provenance_bundle_store (
     tenant_id text NOT NULL,
@@ -96,7 +101,7 @@ $fn$;
 CREATE FUNCTION kaireon_provenance_bump(p_tenant text) RETURNS void
     LANGUAGE sql SECURITY INVOKER SET search_path = public, pg_temp
 AS $fn$
-    SELECT pg_advisory_xact_lock(kaireon_provenance_lock_key(p_tenant));
+    SELECT pg_advisory_xact_lock_shared(kaireon_provenance_lock_key(p_tenant));
     INSERT INTO provenance_catalogue_generation AS g (tenant_id, generation)
     VALUES (p_tenant, 1)
     ON CONFLICT (tenant_id) DO UPDATE SET generation = g.generation + 1;
@@ -159,21 +164,30 @@ $fn$;
 CREATE TRIGGER decision_trace_forgets_stored_bundle AFTER UPDATE ON decision_trace
     FOR EACH ROW EXECUTE FUNCTION kaireon_provenance_decision_updated();
 
--- Audit rows a bundle may cite (0160's entity CTE and rule-set publication).
+-- Audit rows a bundle may cite (0160's entity CTE and rule-set publication):
+-- never its own emissions. The one list; the triggers below filter on it.
+CREATE FUNCTION kaireon_provenance_citable(p_action text, p_entity_type text)
+    RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+AS $fn$
+    SELECT p_action <> 'decision_provenance_emit'
+       AND p_entity_type IN ('decision', 'decision_trace', 'ml_model', 'offer', 'rule',
+                             'contact_policy', 'fairness_report', 'rule_set')
+$fn$;
+
 CREATE FUNCTION kaireon_provenance_audit_forgets(p_tenant text, p_action text,
                                                  p_entity_type text, p_entity_id text)
     RETURNS void
     LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp
 AS $fn$
 BEGIN
-    IF p_action = 'decision_provenance_emit' THEN
+    IF NOT kaireon_provenance_citable(p_action, p_entity_type) THEN
         RETURN;
     ELSIF p_entity_type IN ('decision', 'decision_trace') THEN
         PERFORM kaireon_provenance_bump(p_tenant);
         DELETE FROM provenance_bundle_store
          WHERE tenant_id = p_tenant AND decision_id = p_entity_id;
-    ELSIF p_entity_type IN ('ml_model', 'offer', 'rule', 'contact_policy',
-                            'fairness_report', 'rule_set') THEN
+    ELSE  -- an artifact or a rule set: any bundle of the tenant may cite it
         PERFORM kaireon_provenance_forget_tenant(p_tenant);
     END IF;
 END
@@ -195,8 +209,19 @@ BEGIN
 END
 $fn$;
 
-CREATE TRIGGER audit_log_forgets_stored_bundles AFTER INSERT OR UPDATE OR DELETE ON audit_log
-    FOR EACH ROW EXECUTE FUNCTION kaireon_provenance_audit_written();
+-- Every audit append passes here: the WHEN clauses keep the rows no bundle
+-- can cite (emissions, customers, runs, requests: nearly all of them) from
+-- calling the trigger function at all.
+CREATE TRIGGER audit_log_insert_forgets_stored_bundles AFTER INSERT ON audit_log
+    FOR EACH ROW WHEN (kaireon_provenance_citable(NEW.action, NEW.entity_type))
+    EXECUTE FUNCTION kaireon_provenance_audit_written();
+CREATE TRIGGER audit_log_update_forgets_stored_bundles AFTER UPDATE ON audit_log
+    FOR EACH ROW WHEN (kaireon_provenance_citable(OLD.action, OLD.entity_type)
+                       OR kaireon_provenance_citable(NEW.action, NEW.entity_type))
+    EXECUTE FUNCTION kaireon_provenance_audit_written();
+CREATE TRIGGER audit_log_delete_forgets_stored_bundles AFTER DELETE ON audit_log
+    FOR EACH ROW WHEN (kaireon_provenance_citable(OLD.action, OLD.entity_type))
+    EXECUTE FUNCTION kaireon_provenance_audit_written();
 
 -- The reader's side, one statement each (the tenant set for the statement,
 -- as kaireon_provenance_bundle does; SECURITY INVOKER, under the policies).
@@ -285,7 +310,7 @@ BEGIN
         PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
         RETURN false;
     END IF;
-    IF NOT pg_try_advisory_xact_lock_shared(kaireon_provenance_lock_key(p_tenant)) THEN
+    IF NOT pg_try_advisory_xact_lock(kaireon_provenance_lock_key(p_tenant)) THEN
         PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
         RETURN false;
     END IF;
