@@ -63,9 +63,7 @@ async def insert_processor(
         "INSERT INTO processor_recipient"
         " (tenant_id, name, url, signing_secret, created_by, events) "
         "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, name) DO NOTHING "
-        # The signing scheme from the stored secret's prefix (webhooks.py), never the secret.
-        "RETURNING id, name, url, created_at, events, "
-        "CASE WHEN signing_secret LIKE 'whsk\\_%' THEN 'ed25519' ELSE 'hmac' END AS scheme",
+        "RETURNING id, name, url, created_at, events, signing_scheme",
         tenant_id,
         name,
         url,
@@ -80,16 +78,14 @@ async def insert_processor(
         row["name"],
         row["url"],
         row["created_at"],
-        signing_scheme=row["scheme"],
+        signing_scheme=row["signing_scheme"],
         events=tuple(row["events"]),
     )
 
 
 async def list_processors(con: asyncpg.Connection, tenant_id: str) -> list[Processor]:
     rows = await con.fetch(
-        """SELECT p.id, p.name, p.url, p.created_at, p.events,
-                  CASE WHEN p.signing_secret LIKE 'whsk\\_%' THEN 'ed25519' ELSE 'hmac' END
-                      AS scheme,
+        """SELECT p.id, p.name, p.url, p.created_at, p.events, p.signing_scheme,
                   count(*) FILTER (WHERE o.status = 'pending') AS pending,
                   count(*) FILTER (WHERE o.status = 'delivered') AS delivered,
                   count(*) FILTER (WHERE o.status = 'dead') AS dead
@@ -97,7 +93,7 @@ async def list_processors(con: asyncpg.Connection, tenant_id: str) -> list[Proce
              LEFT JOIN processor_outbox o
                ON o.tenant_id = p.tenant_id AND o.recipient_id = p.id
             WHERE p.tenant_id = $1
-            GROUP BY p.id, p.name, p.url, p.created_at, p.events, p.signing_secret
+            GROUP BY p.id, p.name, p.url, p.created_at, p.events, p.signing_scheme
             ORDER BY p.name""",
         tenant_id,
     )
@@ -110,7 +106,7 @@ async def list_processors(con: asyncpg.Connection, tenant_id: str) -> list[Proce
             r["pending"],
             r["delivered"],
             r["dead"],
-            r["scheme"],
+            r["signing_scheme"],
             tuple(r["events"]),
         )
         for r in rows

@@ -1,4 +1,5 @@
--- Events per processor (issue #20): a processor subscribes to event types,
+-- Events per processor (issue #20), and its signing scheme (Standard Webhooks
+-- v1 HMAC or v1a Ed25519). A processor subscribes to event types,
 -- "subject.erased" by default (the erasure propagation of 0151), and may add
 -- "subject.exported" (a DSAR export of the subject completed) and
 -- "subject.legal_hold" (a legal hold on the subject placed or released).
@@ -13,7 +14,11 @@
 ALTER TABLE processor_recipient
     ADD COLUMN events text[] NOT NULL DEFAULT ARRAY['subject.erased']
         CHECK (cardinality(events) >= 1 AND events <@ ARRAY['subject.erased', 'subject.exported',
-                                                              'subject.legal_hold']);
+                                                              'subject.legal_hold']),
+    -- How its events are signed, from the stored secret's prefix
+    -- (requests/webhooks.py): readable without reading the secret.
+    ADD COLUMN signing_scheme text NOT NULL GENERATED ALWAYS AS (
+        CASE WHEN signing_secret LIKE 'whsk\_%' THEN 'ed25519' ELSE 'hmac' END) STORED;
 
 -- SECURITY INVOKER: runs as the writer of the triggering row, whose tenant
 -- setting (row-level security) names that row's tenant.
