@@ -228,7 +228,5 @@ async def _erase(
                 key_id=signer.key_id,
                 recipients=recipients,
             )
-            outcome = replace(
-                outcome, receipt=build_receipt(signer, payload), recipients=recipients
-            )
+            outcome = replace(outcome, receipt=build_receipt(signer, payload))
     return outcome

@@ -123,7 +123,6 @@ class ErasureOutcome:
     legal_hold: LegalHold | None = None
     receipt: Receipt | None = None
     audit_event_id: str = ""
-    recipients: tuple[NotifiedRecipient, ...] = ()
 
     @property
     def total_deleted(self) -> int:

@@ -386,22 +386,20 @@ async def finish_run_alone(
     ended_at: datetime,
     seq: int,
     notification: tuple[str, str],
-) -> bool:
+) -> None:
     """The end of `attempt` with its run_finished event `seq` and its NOTIFY, in one
     statement that sets the tenant itself (migration 0220), for
-    `Database.single_statements()`; False when the run is past it (fenced)."""
-    return bool(
-        await con.fetchval(
-            "SELECT kaireon_flow_finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            tenant_id,
-            run_id,
-            attempt,
-            state.value,
-            error,
-            ended_at,
-            seq,
-            *notification,
-        )
+    `Database.single_statements()`; nothing when the run is past it (fenced)."""
+    await con.execute(
+        "SELECT kaireon_flow_finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        tenant_id,
+        run_id,
+        attempt,
+        state.value,
+        error,
+        ended_at,
+        seq,
+        *notification,
     )
 
 

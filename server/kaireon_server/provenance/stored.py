@@ -19,6 +19,7 @@ its first emission replaces it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from kaireon_server.provenance.bundle import Bundle
 from kaireon_server.provenance.repository import BundleRows, bundle_rows
 
 
+@functools.cache
 def _code_fingerprint() -> bytes:
     """What bundle assembly runs, as bytes: this package, the shared canonical
     JSON and build identity code, the client's encoders, every migration."""
@@ -54,13 +56,10 @@ def _code_fingerprint() -> bytes:
     return digest.digest()
 
 
-_CODE = _code_fingerprint()
-
-
 def build_key(build: BuildEnv, signing_key_id: str) -> str:
     """The key a stored bundle is valid for (see the module docstring)."""
     digest = hashlib.sha256(canonical_json(dataclasses.asdict(build)))
-    digest.update(b"\0" + signing_key_id.encode() + b"\0" + _CODE)
+    digest.update(b"\0" + signing_key_id.encode() + b"\0" + _code_fingerprint())
     return digest.hexdigest()
 
 

@@ -419,10 +419,14 @@ class RequestLifecycle:
                 request_id=str(request.id),
                 audit_id=outcome.audit_event_id,
             )
-            if not queued:
-                await repository.update(con, tenant_id, request.id, state=State.COMPLETED.value)
-            updated = await repository.get(con, tenant_id, request.id)
-            assert updated is not None
+            if queued:  # erasure_completed_in moved it to in_progress
+                propagating = await repository.get(con, tenant_id, request.id)
+                assert propagating is not None
+                updated = propagating
+            else:
+                updated = await repository.update(
+                    con, tenant_id, request.id, state=State.COMPLETED.value
+                )
             # The erasure redacted every earlier row about the subject: this
             # one names none (the gdpr_erasure row is the proof, in clear).
             await audit(
