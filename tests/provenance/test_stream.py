@@ -131,6 +131,9 @@ async def test_another_tenants_decisions_never_appear(channel, seeded, db, tenan
             "end_time": _stamp(datetime(2026, 1, 2, tzinfo=UTC)),
             "max_decisions": -1,
         },
+        # Timestamps outside Timestamp's own range (ToDatetime would fail).
+        {"start_time": Timestamp(seconds=0, nanos=-1), "end_time": Timestamp(seconds=10)},
+        {"start_time": Timestamp(seconds=0), "end_time": Timestamp(seconds=10**12)},
     ],
 )
 async def test_bad_selections_are_refused_and_audit_nothing(channel, seeded, db, fields):
@@ -154,3 +157,25 @@ async def test_rest_streams_ndjson(app: App, seeded: str):
     assert [r["decisionId"] for r in results] == [*DECISIONS[:3], "dec_missing"]
     assert [r.get("notFound", False) for r in results] == [False, False, False, True]
     assert all(r["digestSha256"] for r in results[:3])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"decisionIDs": ["dec_00001_1"]}',  # a misspelled field
+        '{"decisionIds": ["dec_00001_1"], "decisionIds": ["dec_00001_2"]}',  # twice
+        '{"startTime": "2026-01-01T00:00:00Z", "endTime": "2026-01-02T00:00:00Z", '
+        '"maxDecisions": NaN}',
+        '{"startTime": "2026-01-01T00:00:00Z", "endTime": "2026-01-02T00:00:00Z", '
+        '"maxDecisions": 1e400}',
+        '{"decisionIds": "dec_00001_1"}',  # not a list
+    ],
+)
+async def test_rest_refuses_what_it_does_not_understand(app: App, seeded: str, db, body: str):
+    before = await _emitted(db, seeded)
+    url = f"http://127.0.0.1:{app.http_port}/api/v1/provenance:stream"
+    headers = {"X-Tenant-Id": seeded, "X-User-Role": "admin", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, data=body, headers=headers) as response:
+            assert response.status == 400, await response.text()
+    assert await _emitted(db, seeded) == before

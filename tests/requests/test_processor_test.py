@@ -4,6 +4,8 @@ and audited, nothing queued."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import aiohttp
 from standardwebhooks import Webhook
 
@@ -68,3 +70,38 @@ async def test_a_test_event_reports_the_processors_answer(
     receiver.statuses = [503]
     code, out, err = await _run(*_cli(grpc_target, tenant, "processors", "test", pid))
     assert code == 1 and "not delivered: HTTP 503" in out
+
+
+async def test_a_malformed_or_unknown_processor_id_is_refused_and_sends_nothing(
+    app: App,
+    tenant: str,
+    db: Database,
+    receiver: Receiver,  # noqa: F811
+):
+    base = f"http://127.0.0.1:{app.http_port}/api/v1"
+    async with aiohttp.ClientSession() as session:
+        status, body = await _call(
+            session, "POST", f"{base}/processors", tenant, {"name": "crm", "url": receiver.url}
+        )
+        pid = body["processor"]["id"]
+        for bad in ("x", f"{pid}\n", pid.upper().replace("-", ""), f" {pid}"):
+            status, refused = await _call(
+                session, "POST", f"{base}/processors/{quote(bad, safe='')}:test", tenant, {}
+            )
+            assert status == 400, (bad, refused)
+        # Another tenant's processor: 404, nothing sent.
+        status, other = await _call(
+            session, "POST", f"{base}/processors/{pid}:test", f"{tenant}x", {}
+        )
+        assert status == 404, other
+        # A body field the request does not have: 400, nothing sent.
+        status, unknown = await _call(
+            session, "POST", f"{base}/processors/{pid}:test", tenant, {"processorID": pid}
+        )
+        assert status == 400, unknown
+    assert receiver.received == []
+    async with db.transaction(tenant, readonly=True) as con:
+        assert (
+            await con.fetchval("SELECT count(*) FROM audit_log WHERE action = 'processor_tested'")
+            == 0
+        )

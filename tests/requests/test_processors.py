@@ -434,11 +434,13 @@ async def test_an_ed25519_processor_gets_v1a_signatures_it_verifies_with_its_pub
     assert "whsk_" not in audit and "ed25519" in audit
 
 
-async def test_an_unknown_signing_scheme_is_refused(stub, tenant):
+@pytest.mark.parametrize("scheme", ["rsa", "ED25519", "ed25519\n", " ed25519", "hmac "])
+async def test_an_unknown_signing_scheme_is_refused(stub, tenant, scheme):
+    """The whole string must be a scheme: no case folding, no trimming."""
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.RegisterProcessor(
             requests_pb2.RegisterProcessorRequest(
-                name="x", url="https://crm.example/hooks", signing_scheme="rsa"
+                name="x", url="https://crm.example/hooks", signing_scheme=scheme
             ),
             metadata=metadata(tenant),
         )
@@ -495,7 +497,13 @@ async def test_processors_get_only_the_events_they_subscribed_to(
             Webhook(eraser_secret).verify(body, headers)
     await _settled(db, seeded, "delivered")
     # An unknown or repeated event type is refused and nothing is registered.
-    for bad in (["subject.deleted"], ["subject.erased", "subject.erased"]):
+    for bad in (
+        ["subject.deleted"],
+        ["subject.erased", "subject.erased"],
+        ["subject.erased\n"],
+        ["Subject.Erased"],
+        [""],
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.RegisterProcessor(
                 requests_pb2.RegisterProcessorRequest(name="bad", url=receiver.url, events=bad),
