@@ -140,11 +140,9 @@ async def no_session_workers(app: App) -> AsyncIterator[None]:
     from kaireon_server.dsar.service import DsarCapability
 
     capability = next(c for c in app.capabilities if isinstance(c, DsarCapability))
-    for worker in capability.workers:
-        await worker.stop()
+    await capability.workers.stop()
     yield
-    for worker in capability.workers:
-        worker.start()
+    capability.workers.start()
 
 
 def worker_env(**overrides: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ whose filter throws away more than a page of rows.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -280,11 +279,6 @@ def _statements(tenant: str, at: dict[str, Any]) -> dict[str, tuple[str, list[An
     out["flow run events after"] = (
         flow_repository.EVENTS_AFTER_SQL,
         [tenant, "run-7", 10, PAGE],
-        True,
-    )
-    out["dsar request events after"] = (
-        dsar_repository.EVENTS_AFTER_SQL,
-        [tenant, str(uuid.UUID(hashlib.md5(b"r7").hexdigest())), 10],
         True,
     )
     # The poll path: which exports of a page the caller already received inline.

@@ -24,7 +24,7 @@ import asyncpg
 
 from kaireon_server.dsar.plan import TableExport, json_key, utf16_order
 from kaireon_server.platform import data_map
-from kaireon_server.platform.canonical import canonical_json
+from kaireon_server.platform.canonical import canonical_json, format_timestamp
 
 
 class ByteSink(Protocol):
@@ -42,8 +42,55 @@ class ExportHeader:
     exported_at: str
 
 
+# Up to this many rows an export is read in one statement (one array per table)
+# instead of one COPY per table: a small export's cost is its round trips.
+SMALL_EXPORT_ROWS = 2000
+
+
+async def start_snapshot(
+    con: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    subject_id: str,
+    request_id: str,
+    statement_timeout_ms: int,
+) -> str:
+    """Set what the plan's statements read (in the open transaction, which this
+    first statement snapshots); returns the export's `exportedAt`."""
+    row = await con.fetchrow(
+        "SELECT set_config('kaireon.tenant_id', $1, true), "
+        "set_config('kaireon.dsar_subject', $2, true), "
+        "set_config('kaireon.dsar_request', $3, true), "
+        "set_config('TimeZone', 'UTC', true), "
+        "set_config('extra_float_digits', '1', true), "
+        "set_config('standard_conforming_strings', 'on', true), "
+        "set_config('statement_timeout', $4, true), now()",
+        tenant_id,
+        subject_id,
+        request_id,
+        str(statement_timeout_ms),
+    )
+    assert row is not None
+    return format_timestamp(row["now"])
+
+
 async def count_rows(con: asyncpg.Connection, plan: Sequence[TableExport]) -> list[int]:
-    return [int(await con.fetchval(part.count_sql)) for part in plan]
+    """Every table's count in one statement (the counts share its snapshot anyway)."""
+    if not plan:
+        return []
+    # The parts are statements built by plan.py from quoted identifiers.
+    sql = "SELECT ARRAY[" + ", ".join(f"({part.count_sql})" for part in plan) + "]::bigint[]"
+    return [int(n) for n in await con.fetchval(sql)]
+
+
+async def read_small(con: asyncpg.Connection, plan: Sequence[TableExport]) -> list[list[str]]:
+    """Every table's rows (canonical JSON texts, in order) in one statement."""
+    if not plan:
+        return []
+    sql = "SELECT " + ", ".join(f"ARRAY({part.rows_sql})" for part in plan)
+    row = await con.fetchrow(sql)
+    assert row is not None
+    return [list(texts) for texts in row]
 
 
 def counts_by_key(plan: Sequence[TableExport], counts: Sequence[int]) -> dict[str, int]:
@@ -89,8 +136,12 @@ async def write_document(
     *,
     sink: ByteSink,
     on_rows: Callable[[int], None],
+    rows: Sequence[Sequence[str]] | None = None,
 ) -> None:
-    """Write the whole document to `sink`; `on_rows(n)` reports progress."""
+    """Write the whole document to `sink`; `on_rows(n)` reports progress.
+
+    With `rows` (read_small's answer) the rows come from there; otherwise each
+    table is streamed by COPY."""
     totals = counts_by_key(plan, counts)
     await sink.write(
         b'{"counts":'
@@ -102,21 +153,30 @@ async def write_document(
     keys = sorted(totals, key=utf16_order)
     for k, key in enumerate(keys):
         await sink.write(("," if k else "").encode() + json_key(key).encode() + b":")
-        parts = [(p, n) for p, n in zip(plan, counts, strict=True) if p.key == key]
+        parts = [
+            (i, p, n) for i, (p, n) in enumerate(zip(plan, counts, strict=True)) if p.key == key
+        ]
         grouped = key == data_map.DYNAMIC_SCHEMA_EXPORT_KEY
         if grouped:
             await sink.write(b"{")
-        for g, (part, expected) in enumerate(parts):
+        for g, (i, part, expected) in enumerate(parts):
             if grouped:
                 assert part.group is not None
                 await sink.write(("," if g else "").encode() + json_key(part.group).encode() + b":")
             await sink.write(b"[")
-            copier = _CopyRows(sink, on_rows)
-            if expected:
-                await con.copy_from_query(part.rows_sql, output=copier.feed)
-            copier.finish()
-            if copier.rows != expected:
-                raise ExportInconsistent(f"{part.table}: {copier.rows} rows, {expected} counted")
+            if rows is not None:
+                got = len(rows[i])
+                if got:
+                    await sink.write(",".join(rows[i]).encode())
+                    on_rows(got)
+            else:
+                copier = _CopyRows(sink, on_rows)
+                if expected:
+                    await con.copy_from_query(part.rows_sql, output=copier.feed)
+                copier.finish()
+                got = copier.rows
+            if got != expected:
+                raise ExportInconsistent(f"{part.table}: {got} rows, {expected} counted")
             await sink.write(b"]")
         if grouped:
             await sink.write(b"}")

@@ -1,17 +1,20 @@
 """One export attempt: snapshot, stream, store, sign, complete — all or nothing.
 
-Two dedicated connections per attempt. The writer's transaction takes the
+Two connections per attempt, outside the pool and reused from one export to
+the next (`Database.leased_connection`). The writer's transaction takes the
 subject's erasure lock (shared), stores every chunk and finally marks the
 request completed with its audit row, so the export and its completion commit
 together or not at all. Only then does the reader open its REPEATABLE READ
 snapshot: an erasure of the subject either finished before it (the export
 shows the erased state) or waits for this transaction and then deletes the
 stored export too. No stale copy survives an erasure.
+
+A small export (up to SMALL_EXPORT_ROWS rows) is read in one statement after
+one counting statement; a larger one is streamed by COPY table by table.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,23 +22,29 @@ import asyncpg
 
 from kaireon_client.envelope import KeyRing
 from kaireon_server.dsar import repository
-from kaireon_server.dsar.exporter import ExportHeader, count_rows, write_document
+from kaireon_server.dsar.exporter import (
+    SMALL_EXPORT_ROWS,
+    ExportHeader,
+    count_rows,
+    read_small,
+    start_snapshot,
+    write_document,
+)
 from kaireon_server.dsar.model import Claim
 from kaireon_server.dsar.plan import build_plan
 from kaireon_server.dsar.settings import DsarSettings
 from kaireon_server.dsar.store import ChunkStore, DigestSigner, EncryptingSink, envelope_writer
 from kaireon_server.platform.audit_chain import append_audit
-from kaireon_server.platform.canonical import format_timestamp
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.observability import metrics
 
 WORKER_ACTOR = "system:dsar-worker"
 APPLICATION_NAME = "kaireon-dsar-export"
 
-# The lock ErasureService takes per subject (erasure/repository.py lock_subject):
-# same namespace and key expression, here in shared mode.
-_ERASURE_LOCK = (
-    "SELECT pg_advisory_xact_lock_shared("
+# The tenant, and the lock ErasureService takes per subject (erasure/repository.py
+# lock_subject): same namespace and key expression, here in shared mode.
+_TENANT_AND_ERASURE_LOCK = (
+    "SELECT set_config('kaireon.tenant_id', $1, true), pg_advisory_xact_lock_shared("
     "hashtextextended('kaireon.erasure.subject' || chr(31) || $1 || chr(31) || $2, 0))"
 )
 
@@ -65,6 +74,7 @@ class JobDeps:
 class _Attempt:
     """The resources of one attempt, released together whatever happens."""
 
+    db: Database
     writer: asyncpg.Connection | None = None
     reader: asyncpg.Connection | None = None
     store: ChunkStore | None = None
@@ -74,8 +84,9 @@ class _Attempt:
             if con is None:
                 continue
             if committed:
-                with contextlib.suppress(Exception):
-                    await con.close(timeout=5)
+                # Kept for the next export: opening one (connect, authentication,
+                # codec set-up) costs more than a small export itself.
+                await self.db.give_back(con, APPLICATION_NAME)
             else:
                 # Mid-COPY or mid-insert: never attempt a polite ROLLBACK on a busy
                 # connection. Dropping the socket makes the server roll back.
@@ -92,17 +103,16 @@ async def run_export(deps: JobDeps, claim: Claim, on_progress: Callable[[int, in
     """
     if claim.encrypt and deps.keyring is None:
         raise PermanentFailure("encryption_not_configured")
-    attempt = _Attempt()
+    attempt = _Attempt(deps.db)
     committed = False
     try:
         # Outside the pool (long COPY, long transaction), with the pool's json
         # codecs, which append_audit relies on.
-        attempt.writer = writer = await deps.db.dedicated_connection(APPLICATION_NAME)
-        attempt.reader = await deps.db.dedicated_connection(APPLICATION_NAME)
+        attempt.writer = writer = await deps.db.leased_connection(APPLICATION_NAME)
+        attempt.reader = await deps.db.leased_connection(APPLICATION_NAME)
         transaction = writer.transaction()
         await transaction.start()
-        await writer.execute("SELECT set_config('kaireon.tenant_id', $1, true)", claim.tenant_id)
-        await writer.execute(_ERASURE_LOCK, claim.tenant_id, claim.subject_id)
+        await writer.execute(_TENANT_AND_ERASURE_LOCK, claim.tenant_id, claim.subject_id)
         rows, meta = await _stream(deps, claim, attempt, on_progress)
         lease = repository.Lease(claim.tenant_id, claim.request_id, deps.owner, claim.attempt)
         if not await repository.complete(writer, lease, meta):
@@ -144,23 +154,18 @@ async def _stream(
     snapshot = reader.transaction(isolation="repeatable_read", readonly=True)
     await snapshot.start()
     # The snapshot starts with this statement, after the erasure lock was granted.
-    await reader.execute(
-        "SELECT set_config('kaireon.tenant_id', $1, true), "
-        "set_config('kaireon.dsar_subject', $2, true), "
-        "set_config('kaireon.dsar_request', $3, true), "
-        "set_config('TimeZone', 'UTC', true), "
-        "set_config('extra_float_digits', '1', true), "
-        "set_config('standard_conforming_strings', 'on', true), "
-        "set_config('statement_timeout', $4, true)",
-        claim.tenant_id,
-        claim.subject_id,
-        str(claim.request_id),
-        str(settings.export_statement_timeout_ms),
+    exported_at = await start_snapshot(
+        reader,
+        tenant_id=claim.tenant_id,
+        subject_id=claim.subject_id,
+        request_id=str(claim.request_id),
+        statement_timeout_ms=settings.export_statement_timeout_ms,
     )
-    exported_at = format_timestamp(await reader.fetchval("SELECT now()"))
     plan = await build_plan(reader, claim.tenant_id)
     counts = await count_rows(reader, plan)
     total = sum(counts)
+    # Same snapshot as the counts: a small export is read in one statement.
+    rows = await read_small(reader, plan) if total <= SMALL_EXPORT_ROWS else None
     attempt.store = store = ChunkStore(
         writer,
         tenant_id=claim.tenant_id,
@@ -189,10 +194,10 @@ async def _stream(
         )
         key_version = envelope.key_version
         sink = EncryptingSink(store, envelope)
-        await write_document(reader, plan, counts, header, sink=sink, on_rows=rows_done)
+        await write_document(reader, plan, counts, header, sink=sink, on_rows=rows_done, rows=rows)
         await sink.finish()
     else:
-        await write_document(reader, plan, counts, header, sink=store, on_rows=rows_done)
+        await write_document(reader, plan, counts, header, sink=store, on_rows=rows_done, rows=rows)
     stored = await store.close()
     metrics.DSAR_EXPORT_BYTES.observe(stored.size)
     await snapshot.rollback()  # read-only: nothing to keep, the snapshot is released

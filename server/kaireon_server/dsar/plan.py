@@ -15,6 +15,7 @@ spliced into SQL text.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -188,43 +189,36 @@ def build_table_sql(
     return rows_sql, count_sql
 
 
-async def _columns(con: asyncpg.Connection, table: str) -> tuple[list[Column], list[str]]:
-    rows = await con.fetch(
-        """
-        SELECT a.attname, t.typname,
-               coalesce(a.attnum = ANY(i.indkey), false) AS in_pk
-          FROM pg_attribute a
-          JOIN pg_type t ON t.oid = a.atttypid
-          LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-         WHERE a.attrelid = to_regclass(quote_ident($1)) AND a.attnum > 0 AND NOT a.attisdropped
-         ORDER BY a.attnum
-        """,
-        table,
-    )
-    columns = [Column(r["attname"], r["typname"]) for r in rows]
-    primary = [r["attname"] for r in rows if r["in_pk"] and r["attname"] != "tenant_id"]
-    return columns, primary
+_COLUMNS_SQL = """
+    SELECT n.name, a.attname, t.typname, coalesce(a.attnum = ANY(i.indkey), false) AS in_pk
+      FROM unnest($1::text[]) AS n(name)
+      JOIN pg_attribute a ON a.attrelid = to_regclass(quote_ident(n.name))
+                         AND a.attnum > 0 AND NOT a.attisdropped
+      JOIN pg_type t ON t.oid = a.atttypid
+      LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+     ORDER BY n.name, a.attnum
+"""
+
+
+async def _columns(
+    con: asyncpg.Connection, tables: Sequence[str]
+) -> dict[str, tuple[list[Column], list[str]]]:
+    """Columns and primary-key columns of every table, in one statement; a table
+    this deployment lacks is absent from the answer."""
+    found: dict[str, tuple[list[Column], list[str]]] = {}
+    for r in await con.fetch(_COLUMNS_SQL, list(tables)):
+        columns, primary = found.setdefault(r["name"], ([], []))
+        columns.append(Column(r["attname"], r["typname"]))
+        if r["in_pk"] and r["attname"] != "tenant_id":
+            primary.append(r["attname"])
+    return found
 
 
 async def build_plan(con: asyncpg.Connection, tenant_id: str) -> list[TableExport]:
-    """The statements of one export, in document order (canonical key order)."""
-    plan: list[TableExport] = []
-    for entry in data_map.TABLES:
-        if entry.export_key is None:
-            continue
-        columns, primary = await _columns(con, entry.table)
-        if not columns:
-            continue  # another capability's table that this deployment lacks
-        plan.append(
-            _table_export(
-                entry.export_key,
-                None,
-                table=entry.table,
-                subject_column=entry.subject_column,
-                columns=columns,
-                primary=primary,
-            )
-        )
+    """The statements of one export, in document order (canonical key order).
+
+    Two catalogue reads whatever the number of tables: the fixed cost of a small
+    export is round trips, not rows."""
     registered = await con.fetch(
         """
         SELECT r.schema_id, r.table_name FROM schema_registry r
@@ -236,31 +230,56 @@ async def build_plan(con: asyncpg.Connection, tenant_id: str) -> list[TableExpor
         tenant_id,
         data_map.DYNAMIC_SCHEMA_SUBJECT_COLUMN,
     )
+    mapped = [entry for entry in data_map.TABLES if entry.export_key is not None]
+    catalogue = await _columns(
+        con, [entry.table for entry in mapped] + [r["table_name"] for r in registered]
+    )
+    plan: list[TableExport] = []
+    for entry in mapped:
+        assert entry.export_key is not None
+        if entry.table not in catalogue:
+            continue  # another capability's table that this deployment lacks
+        columns, primary = catalogue[entry.table]
+        plan.append(
+            _table_export(
+                entry.export_key,
+                None,
+                table=entry.table,
+                subject_column=entry.subject_column,
+                columns=tuple(columns),
+                primary=tuple(primary),
+            )
+        )
     for r in registered:
-        columns, primary = await _columns(con, r["table_name"])
+        if r["table_name"] not in catalogue:
+            continue  # dropped between the two reads
+        columns, primary = catalogue[r["table_name"]]
         plan.append(
             _table_export(
                 data_map.DYNAMIC_SCHEMA_EXPORT_KEY,
                 r["schema_id"],
                 table=r["table_name"],
                 subject_column=data_map.DYNAMIC_SCHEMA_SUBJECT_COLUMN,
-                columns=columns,
-                primary=primary,
+                columns=tuple(columns),
+                primary=tuple(primary),
             )
         )
     plan.sort(key=lambda p: (utf16_order(p.key), utf16_order(p.group or "")))
     return plan
 
 
+@functools.lru_cache(maxsize=256)
 def _table_export(
     key: str,
     group: str | None,
     *,
     table: str,
     subject_column: str,
-    columns: list[Column],
-    primary: list[str],
+    columns: tuple[Column, ...],
+    primary: tuple[str, ...],
 ) -> TableExport:
+    """One table's statements; cached by the catalogue's answer (same columns,
+    same text), so a busy worker does not rebuild them for every export."""
     include = _INCLUDE_ONLY.get(table)
     skip = {"tenant_id", subject_column} | _EXCLUDE.get(table, frozenset())
     chosen = [c for c in columns if c.name not in skip and (include is None or c.name in include)]

@@ -185,23 +185,39 @@ async def lock_inline_disclosure(
 
 # A request's states after a version: served by the primary key
 # (tenant_id, request_id, version); a request has a handful.
-EVENTS_AFTER_SQL = """
-    SELECT version, status, progress, error, created_at FROM dsar_request_event
-     WHERE tenant_id = $1 AND request_id = $2 AND version > $3
-     ORDER BY version
+WATCH_READ_SQL = """
+    SELECT * FROM kaireon_dsar_watch_read($1, $2, $3) AS w(
+        tenant_id text, id uuid, request_type text, subject_id text, status text,
+        encrypt boolean, progress integer, error text, idempotency_key text, attempts integer,
+        created_at timestamptz, updated_at timestamptz, completed_at timestamptz,
+        version bigint, export_attempt integer, export_chunks integer, export_size bigint,
+        export_digest text, export_signature text, export_signing_key_id text,
+        export_key_version text, export_available boolean, event_version bigint,
+        event_status text, event_progress integer, event_error text,
+        event_created_at timestamptz)
 """
 
 
-async def events_after(
+async def watch_read(
     con: asyncpg.Connection, tenant_id: str, request_id: uuid.UUID, version: int
-) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await con.fetch(
-        EVENTS_AFTER_SQL,
-        tenant_id,
-        request_id,
-        version,
-    )
-    return rows
+) -> tuple[DsarRecord | None, list[dict[str, Any]]]:
+    """The request and its recorded states after `version`, in one statement
+    (migration 0230); for `Database.single_statements()`."""
+    rows = await con.fetch(WATCH_READ_SQL, tenant_id, request_id, version)
+    if not rows:
+        return None, []
+    events = [
+        {
+            "version": r["event_version"],
+            "status": r["event_status"],
+            "progress": r["event_progress"],
+            "error": r["event_error"],
+            "created_at": r["event_created_at"],
+        }
+        for r in rows
+        if r["event_version"] is not None
+    ]
+    return DsarRecord.from_row(rows[0]), events
 
 
 async def read_chunk(
@@ -262,30 +278,16 @@ async def claim_next(
 
     SKIP LOCKED lets concurrent workers claim different rows without waiting.
     A worker without encryption keys leaves encrypted jobs to one that has them.
-    Run inside a transaction; the row's tenant is set before it is updated.
+    One statement (migration 0230), so it needs no transaction of its own.
     """
-    # Across tenants, hence through migration 0100's function (row-level security
+    # Across tenants, hence through a SECURITY DEFINER function (row-level security
     # shows the application role no rows before a tenant is set).
-    candidate = await con.fetchrow(
-        "SELECT tenant_id, id FROM kaireon_dsar_next_job($1, $2)", max_attempts, can_encrypt
-    )
-    if candidate is None:
-        return None
-    await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", candidate["tenant_id"])
     row: asyncpg.Record | None = await con.fetchrow(
-        """
-        UPDATE dsar_request
-           SET status = 'processing', progress = 0, error = NULL, attempts = attempts + 1,
-               lease_owner = $3, heartbeat_at = clock_timestamp(),
-               lease_expires_at = clock_timestamp() + make_interval(secs => $4)
-         WHERE tenant_id = $1 AND id = $2
-        RETURNING tenant_id, id, subject_id, encrypt, attempts, trace_parent, trace_state,
-                  extract(epoch FROM clock_timestamp() - created_at)::float8 AS queued_seconds
-        """,
-        candidate["tenant_id"],
-        candidate["id"],
+        "SELECT * FROM kaireon_dsar_claim($1, $2, $3, $4)",
         owner,
         lease_seconds,
+        max_attempts,
+        can_encrypt,
     )
     return row
 

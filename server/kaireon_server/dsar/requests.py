@@ -303,9 +303,8 @@ class DsarRequests:
                 yield record
                 last = record.version
             while not (record.terminal and last >= record.version):
-                async with self._db.transaction(tenant_id, readonly=True) as con:
-                    events = await repository.events_after(con, tenant_id, rid, last)
-                    fresh = await repository.get_request(con, tenant_id, rid)
+                async with self._db.single_statements() as con:
+                    fresh, events = await repository.watch_read(con, tenant_id, rid, last)
                 if fresh is None:  # deleted meanwhile (tenant offboarding)
                     raise _not_found()
                 record = fresh

@@ -8,7 +8,6 @@ data. Reads of an export — attached inline or downloaded — write an audit ro
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,7 +26,7 @@ from kaireon_server.dsar.notify import Notifier
 from kaireon_server.dsar.requests import DsarRequests, Shown
 from kaireon_server.dsar.settings import DsarSettings
 from kaireon_server.dsar.store import DigestSigner
-from kaireon_server.dsar.worker import Worker
+from kaireon_server.dsar.worker import ExportWorkers
 from kaireon_server.platform.auth import current_identity
 from kaireon_server.platform.db import Database
 from kaireon_server.requests.intake import direct_access
@@ -151,7 +150,7 @@ class DsarCapability:
             self.settings.keyring,
             owner="",
         )
-        self.workers = [Worker(deps, self._notifier, i) for i in range(self.settings.workers)]
+        self.workers = ExportWorkers(deps, self._notifier)
 
     @property
     def descriptor(self) -> ServiceDescriptor:
@@ -169,15 +168,14 @@ class DsarCapability:
         }
 
     def drain_summary(self) -> dict[str, object]:
-        return {"dsar_jobs_in_progress": sum(1 for w in self.workers if w.busy)}
+        return {"dsar_jobs_in_progress": self.workers.busy}
 
     async def start(self) -> None:
         await self._notifier.start()
-        for worker in self.workers:
-            worker.start()
+        self.workers.start()
 
     async def stop(self) -> None:
-        await asyncio.gather(*(worker.stop() for worker in self.workers))
+        await self.workers.stop()
         await self._notifier.stop()
 
 

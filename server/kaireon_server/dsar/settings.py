@@ -20,8 +20,9 @@ class DsarSettings:
     list_inline_budget_bytes: int = 8 * MiB
     # Stored chunk size = download message size; well under the gRPC message limit.
     chunk_bytes: int = 1 * MiB
-    # Export worker tasks per server process; 0 serves the API only.
-    workers: int = 1
+    # Exports running at once per server process (claimed as the queue fills);
+    # 0 serves the API only.
+    workers: int = 4
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 10.0
     # Fallback poll for work when no notification arrives (notifications are the fast path).
@@ -57,7 +58,7 @@ class DsarSettings:
                 "KAIREON_DSAR_LIST_INLINE_BUDGET_BYTES", 8 * MiB, 0, 12 * MiB
             ),
             chunk_bytes=integer_in("KAIREON_DSAR_CHUNK_BYTES", MiB, 1024, 8 * MiB),
-            workers=integer_in("KAIREON_DSAR_WORKERS", 1, 0, 64),
+            workers=integer_in("KAIREON_DSAR_WORKERS", 4, 0, 64),
             lease_seconds=lease,
             heartbeat_seconds=number_in(
                 "KAIREON_DSAR_HEARTBEAT_SECONDS", min(10.0, lease / 3), 0.1, lease

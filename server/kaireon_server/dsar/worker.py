@@ -1,13 +1,16 @@
 """Export workers: claim, lease, heartbeat, progress, retry with backoff, fail.
 
-Every server process runs `settings.workers` of them. A claim takes the oldest
-due request with FOR UPDATE SKIP LOCKED and starts an attempt (attempts + 1)
-under a lease the worker renews by heartbeat. A worker that dies stops
-renewing; once the lease has expired another worker claims the request and
-starts over (the dead attempt committed nothing). A failed attempt is retried
-after an exponential backoff until `max_attempts`, then the request is failed
-with a reason. On shutdown a worker hands its job back at once (no attempt is
-counted) so another process picks it up.
+Every server process runs up to `settings.workers` exports at once. One
+dispatcher claims jobs while a slot is free, so the exports running follow the
+queue (none when it is empty, the bound when it is long) and a notification
+costs one claim, not one per idle worker. A claim takes the oldest due request
+with FOR UPDATE SKIP LOCKED and starts an attempt (attempts + 1) under a lease
+the slot renews by heartbeat. A process that dies stops renewing; once the
+lease has expired another process claims the request and starts over (the dead
+attempt committed nothing). A failed attempt is retried after an exponential
+backoff until `max_attempts`, then the request is failed with a reason. On
+shutdown a slot hands its job back at once (no attempt is counted) so another
+process picks it up.
 """
 
 from __future__ import annotations
@@ -46,43 +49,57 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__} ({sqlstate})" if sqlstate else type(exc).__name__
 
 
-class Worker:
-    def __init__(self, deps: JobDeps, notifier: Notifier, index: int) -> None:
+class ExportWorkers:
+    """The dispatcher: claims while a slot is free, runs each claim in its slot."""
+
+    def __init__(self, deps: JobDeps, notifier: Notifier) -> None:
         self._settings = deps.settings
-        self._db = deps.db
-        self._notifier = notifier
         self._wake = notifier.work_event()
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:8]}"
-        self._deps = JobDeps(deps.db, deps.settings, deps.signer, deps.keyring, self.owner)
+        self._slots = [Worker(deps, index) for index in range(deps.settings.workers)]
+        self._free = list(reversed(self._slots))
+        self._running: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        # True while a claimed job runs: what a shutdown interrupts (logged by the app).
-        self.busy = False
+
+    @property
+    def busy(self) -> int:
+        """Exports running now: what a shutdown interrupts (logged by the app)."""
+        return len(self._slots) - len(self._free)
 
     def start(self) -> None:
+        if not self._slots:
+            return
         self._stopping = False
-        self._task = asyncio.create_task(self._run(), name=f"dsar-worker-{self.owner}")
+        self._task = asyncio.create_task(self._run(), name="dsar-dispatcher")
 
     async def stop(self) -> None:
+        """Stop claiming, then interrupt the running exports (each hands its job back)."""
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [t for t in (self._task, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        self._task = None
 
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                claim = await self._claim()
-                if claim is not None:
-                    self.busy = True
-                    try:
-                        await self._execute(claim)
-                    finally:
-                        self.busy = False
-                    continue
-                await self._reap()
+                claimed = False
+                while self._free and not self._stopping:
+                    slot = self._free[-1]
+                    claim = await slot.claim()
+                    if claim is None:
+                        break
+                    claimed = True
+                    self._free.pop()
+                    task = asyncio.create_task(self._execute(slot, claim))
+                    self._running.add(task)
+                    task.add_done_callback(self._running.discard)
+                if not claimed and self._free:
+                    await self._free[-1].reap()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database down: wait and try again
@@ -94,8 +111,25 @@ class Worker:
                     await self._wake.wait()
             self._wake.clear()
 
-    async def _claim(self) -> Claim | None:
-        async with self._db.connection() as con, con.transaction():
+    async def _execute(self, slot: Worker, claim: Claim) -> None:
+        try:
+            await slot.execute(claim)
+        finally:
+            self._free.append(slot)
+            self._wake.set()  # a slot is free: the queue may hold more
+
+
+class Worker:
+    """One export slot: its own lease owner; runs one claimed job at a time."""
+
+    def __init__(self, deps: JobDeps, index: int) -> None:
+        self._settings = deps.settings
+        self._db = deps.db
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:8]}"
+        self._deps = JobDeps(deps.db, deps.settings, deps.signer, deps.keyring, self.owner)
+
+    async def claim(self) -> Claim | None:
+        async with self._db.single_statements() as con:
             row = await repository.claim_next(
                 con,
                 self.owner,
@@ -120,7 +154,7 @@ class Worker:
             queued_seconds=max(0.0, float(row["queued_seconds"])),
         )
 
-    async def _reap(self) -> None:
+    async def reap(self) -> None:
         """Fail jobs whose every attempt died with its worker."""
         async with self._db.connection() as con, con.transaction():
             row = await repository.lock_exhausted(con, self._settings.max_attempts)
@@ -138,7 +172,7 @@ class Worker:
                     attempts=row["attempts"],
                 )
 
-    async def _execute(self, claim: Claim) -> None:
+    async def execute(self, claim: Claim) -> None:
         progress = _Progress()
         began = time.perf_counter()
         outcome = "abandoned"
