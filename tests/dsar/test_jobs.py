@@ -249,6 +249,40 @@ async def test_concurrent_workers_run_each_job_exactly_once(
     assert len(listing.requests) == 12
 
 
+async def test_exports_run_at_once_up_to_the_bound_and_start_on_a_notification(
+    stub, seeded, server_with_env, no_session_workers
+):
+    """One dispatcher per process: as many exports at once as are queued, never
+    more than KAIREON_DSAR_WORKERS; a queued job starts on its NOTIFY (the
+    fallback poll here is ten minutes away)."""
+    from kaireon_server.dsar.service import DsarCapability
+
+    app = await server_with_env(
+        **worker_env(KAIREON_DSAR_WORKERS="3", KAIREON_DSAR_POLL_SECONDS="600")
+    )
+    workers = next(c for c in app.capabilities if isinstance(c, DsarCapability)).workers
+    seen: list[int] = []
+
+    async def sample() -> None:
+        while True:
+            seen.append(workers.busy)
+            await asyncio.sleep(0.01)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        alone = await create(stub, seeded, "cust_00001")
+        assert (await wait_done(stub, seeded, alone.id, timeout=30)).status == "completed"
+        assert max(seen) == 1
+        seen.clear()
+        queued = [await create(stub, seeded, f"cust_0000{1 + i % 3}") for i in range(7)]
+        finals = await asyncio.gather(*(wait_done(stub, seeded, r.id, timeout=60) for r in queued))
+    finally:
+        sampler.cancel()
+    assert [(f.status, f.attempts) for f in finals] == [("completed", 1)] * 7
+    assert max(seen) == 3
+    assert workers.busy == 0
+
+
 async def test_a_stale_attempt_can_neither_heartbeat_nor_complete(
     stub, tenant, db: Database, no_session_workers
 ):
