@@ -219,6 +219,24 @@ def targets(rows: list[Row], scale: Scale) -> list[Target]:
             shortfall(scale, ("flow_nodes",)),
         )
     )
+    # The peer (issue #22): the flow runner's chain vs DBOS Transact's, same commit mode.
+    for flow_key, dbos_key, mode in (
+        ("runner.chain.postgres", "runner.chain.dbos", "off"),
+        ("runner.chain.postgres-sync", "runner.chain.dbos-sync", "on"),
+    ):
+        r = ratio_of(flow_key, "p50", dbos_key)
+        out.append(
+            _judged(
+                Target(
+                    "flow runner per node vs DBOS Transact per step"
+                    f" (chain, synchronous_commit {mode})",
+                    times(r),
+                    "≤ 0.5x",
+                    _verdict_max(r, 0.5, "x", "ms per node / ms per step"),
+                ),
+                shortfall(scale, ("flow_nodes",)),
+            )
+        )
     return out
 
 

@@ -53,6 +53,9 @@ EXPECTED_ROWS = {
             "postgres-retry",
         )
     ),
+    # The peer in the same run (issue #22): DBOS Transact's chain of no-op steps.
+    "runner.chain.dbos",
+    "runner.chain.dbos-sync",
 }
 LOAD_ROWS = {key for key in EXPECTED_ROWS if key.endswith((".k6", ".h2load"))}
 SERVICE_OF = {
@@ -136,3 +139,8 @@ def test_smoke_run_prints_every_row_with_measurements(results_dir: Path) -> None
         assert key.endswith(".floor") or row["ratio_p50"] is not None, key  # x floor
         assert row["scenario"] + ": " + f"{row['p50']:.3f} ms/node" in proc.stdout, key
     assert "goal <= 2 ms/node" in proc.stdout
+    for mode in ("off", "on"):
+        assert (
+            f"flow runner per node vs DBOS Transact per step (chain, synchronous_commit {mode})"
+            in proc.stdout
+        )

@@ -36,6 +36,11 @@ def _rows(
         _row("single.copy.sql", rps=100_000.0),
         _row("single.export.grpc", rps=export_rps),
         _row("single.flow.overhead", p50=0.8),
+        # ms per node / per step of the in-process chains: the flow runner and DBOS.
+        _row("runner.chain.postgres", p50=1.0),
+        _row("runner.chain.dbos", p50=7.5),
+        _row("runner.chain.postgres-sync", p50=1.7),
+        _row("runner.chain.dbos-sync", p50=10.0),
     ]
 
 
@@ -66,7 +71,7 @@ def test_a_smoke_run_labels_its_ratios_and_judges_nothing() -> None:
     )
     assert targets.exit_status(ISSUE_FIGURES, items) == targets.EXIT_OK
     note = targets.scale_note(items)
-    assert note is not None and "7 of 7 targets not judged" in note and "smoke scale" in note
+    assert note is not None and "9 of 9 targets not judged" in note and "smoke scale" in note
     assert "missed" not in targets.table(items)
 
 
@@ -122,3 +127,14 @@ def test_the_exit_status_is_documented() -> None:
     text = README.read_text()
     assert f"exits {targets.EXIT_TARGET_MISSED}" in text
     assert "not judged" in text and "smoke scale" in text
+
+
+def test_the_flow_runner_is_judged_against_dbos_in_the_same_commit_mode() -> None:
+    rows = [r for r in GOOD_FIGURES if r.key != "runner.chain.dbos-sync"]
+    rows.append(_row("runner.chain.dbos-sync", p50=2.0))  # flow 1.7 ms: 0.85x of DBOS
+    items = [t for t in targets.targets(rows, FULL) if "DBOS" in t.name]
+    assert [(t.name.rsplit(" ", 1)[-1], t.measured, t.status) for t in items] == [
+        ("off)", "0.13x", "met"),
+        ("on)", "0.85x", "missed"),
+    ]
+    assert targets.exit_status(rows, targets.targets(rows, FULL)) == targets.EXIT_TARGET_MISSED

@@ -34,6 +34,7 @@ from typing import Any
 import asyncpg
 import psutil
 
+from harness import dbos_peer
 from harness.report import Row
 from harness.run import Context
 from kaireon_server.flow import (
@@ -173,16 +174,19 @@ async def _variant(
     return walls, cpus, pgs
 
 
+def _rounds(
+    ctx: Context, plan: Plan, make: Callable[[], CheckpointStore] | None, options: dict[str, bool]
+) -> tuple[list[float], list[float], list[float]]:
+    return ctx.on_loop(_variant(ctx, plan, make, options))
+
+
 def _measured(
-    ctx: Context,
     row: Row,
-    plan: Plan,
-    make: Callable[[], CheckpointStore] | None,
-    options: dict[str, bool],
+    n: int,
+    rounds: Callable[[], tuple[list[float], list[float], list[float]]],
     goal: bool,
 ) -> Row:
-    n = len(plan.nodes)
-    walls, cpus, pgs = ctx.on_loop(_variant(ctx, plan, make, options))
+    walls, cpus, pgs = rounds()
     wall = statistics.median(walls)
     row.rps, row.p50, row.p99 = n / wall, wall * 1000 / n, max(walls) * 1000 / n
     row.errors = 0
@@ -196,6 +200,33 @@ def _measured(
     if goal:
         row.note += f"; goal <= {GOAL_MS:g} ms/node {'met' if row.p50 <= GOAL_MS else 'MISSED'}"
     return row
+
+
+def _dbos_rows(ctx: Context, n: int) -> list[tuple[Row, Callable[[], Row]]]:
+    """The peer: DBOS Transact's chain of n no-op steps in the same PostgreSQL,
+    synchronous commit on and off (harness/dbos_peer.py)."""
+    postmaster = next(iter(ctx.stack.pg_roots()), None)
+    out = []
+    for synchronous, label in ((False, "dbos"), (True, "dbos sync")):
+        row = Row(
+            f"runner.chain.{label.replace(' ', '-')}",
+            f"DBOS Transact in-process, chain of {n} no-op steps, synchronous_commit "
+            + ("on" if synchronous else "off"),
+            "python (in-process)",
+            offered=f"{ctx.profile.runner_rounds} x {n} steps",
+            unit="nodes/s",
+            baseline="runner.chain.floor",
+        )
+        rounds = functools.partial(
+            dbos_peer.measure,
+            ctx.db.dsn,
+            n,
+            ctx.profile.runner_rounds,
+            synchronous=synchronous,
+            pg_cpu=functools.partial(_pg_cpu, postmaster),
+        )
+        out.append((row, functools.partial(_measured, row, n, rounds, False)))
+    return out
 
 
 async def run(ctx: Context) -> list[Row]:
@@ -224,7 +255,10 @@ async def run(ctx: Context) -> list[Row]:
             )
 
             goal = label in ("postgres", "postgres+recorder")
-            work = functools.partial(_measured, ctx, row, plan, make, options, goal)
+            rounds = functools.partial(_rounds, ctx, plan, make, options)
+            work = functools.partial(_measured, row, n, rounds, goal)
             # No server group: the in-process runner loads this process and PostgreSQL only.
             rows.append(await ctx.measure(row, "", work))
+    for row, work in _dbos_rows(ctx, n):
+        rows.append(await ctx.measure(row, "", work))
     return rows
