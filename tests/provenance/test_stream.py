@@ -69,6 +69,34 @@ async def test_a_list_streams_each_bundle_with_its_audit_row(channel, seeded, db
         assert report.ok, report
 
 
+async def test_a_batch_is_read_in_one_statement_and_served_from_the_store_once_kept(
+    channel, seeded, db
+):
+    """The second stream keeps the bundles (a decision's second emission), all of
+    them: its keeps share one transaction, so they do not refuse each other. The
+    third reads them back from the store in its one batch statement: the same
+    bytes with the kept signatures, a fresh audit row each."""
+    listed = [*DECISIONS, "dec_missing"]
+    first = await _stream(channel, seeded, decision_ids=listed)
+    second = await _stream(channel, seeded, decision_ids=listed)
+    async with db.transaction(seeded, readonly=True) as con:
+        kept = await con.fetchval(
+            "SELECT count(*) FROM provenance_bundle_store WHERE decision_id = ANY($1::text[])",
+            DECISIONS,
+        )
+    assert kept == len(DECISIONS)
+    third = await _stream(channel, seeded, decision_ids=listed)
+    assert [(m.decision_id, m.not_found, m.bundle.data) for m in third] == [
+        (m.decision_id, m.not_found, m.bundle.data) for m in first
+    ]
+    # The signatures the second stream's builds were kept with (ECDSA signatures of
+    # the same bytes differ from one signing to the next).
+    assert [m.signature for m in third] == [m.signature for m in second]
+    assert [m.signature for m in third][:-1] != [m.signature for m in first][:-1]
+    fresh = {m.audit_event_id for m in third if not m.not_found}
+    assert len(fresh) == len(DECISIONS) and not fresh & {m.audit_event_id for m in first}
+
+
 async def test_a_time_range_streams_oldest_first(channel, seeded, db):
     async with db.transaction(seeded, readonly=True) as con:
         rows = await con.fetch("SELECT id, decided_at FROM decision_trace ORDER BY decided_at, id")

@@ -1,9 +1,10 @@
 """StreamDecisionProvenance: the bundles of many decisions, for auditors.
 
-Each bundle is a full emission (`ProvenanceEmitter.emit`: the stored bytes or a
-build, and its own `decision_provenance_emit` audit row, committed before the
-bundle is handed out). Emissions run BATCH at a time, so their audit rows share
-the group-committing writer's transactions; a batch is sent in order once all
+Each bundle is a full emission (`ProvenanceEmitter.emit_many`: the stored bytes
+or a build, and its own `decision_provenance_emit` audit row, committed before
+the bundle is handed out). Emissions run BATCH at a time: one statement reads
+the batch (stored bundles, or the rows to build the others from), and their
+audit rows share the group-committing writer's transactions; a batch is sent in order once all
 of its rows are committed. A client that cancels mid-stream may leave at most
 one batch audited but unsent (an audit row says a bundle was emitted, not
 received).
@@ -11,14 +12,13 @@ received).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.db import Database
-from kaireon_server.platform.errors import InvalidArgument, NotFound
+from kaireon_server.platform.errors import InvalidArgument
 from kaireon_server.provenance import repository
 from kaireon_server.provenance.emit import Emission, ProvenanceEmitter, validate_decision_id
 
@@ -91,13 +91,8 @@ async def _listed(sel: Selection) -> AsyncIterator[list[str]]:
 async def stream(
     emitter: ProvenanceEmitter, identity: Identity, sel: Selection
 ) -> AsyncIterator[Streamed]:
-    async def one(decision_id: str) -> Streamed:
-        try:
-            return Streamed(decision_id, await emitter.emit(identity, decision_id))
-        except NotFound:
-            return Streamed(decision_id, None)
-
     batches = _listed(sel) if sel.ids else _ids_in_range(emitter.db, identity.tenant_id, sel)
     async for batch in batches:
-        for item in await asyncio.gather(*(one(d) for d in batch)):
-            yield item
+        emissions = await emitter.emit_many(identity, batch)
+        for decision_id, emission in zip(batch, emissions, strict=True):
+            yield Streamed(decision_id, emission)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -148,22 +149,57 @@ class ProvenanceEmitter:
 
     async def emit(self, identity: Identity, decision_id: str) -> Emission:
         decision_id = validate_decision_id(decision_id)
-        tenant_id = identity.tenant_id
         # One statement: the stored bundle, or the rows to build it from.
         async with self.db.single_statements() as con:
-            found = await stored.read(con, tenant_id, decision_id, self.build_key)
+            found = await stored.read(con, identity.tenant_id, decision_id, self.build_key)
+        built = await self._build(identity.tenant_id, decision_id, found)
+        if built is None:
+            raise _not_found()
+        if built.keep is not None:
+            await self._keep(identity.tenant_id, built)
+        return await self._audited(identity, built)
+
+    async def emit_many(
+        self, identity: Identity, decision_ids: Sequence[str]
+    ) -> list[Emission | None]:
+        """`emit` of many (validated) decision ids: one read for them all, the
+        bundles to keep kept in one transaction, each emission audited (the rows
+        share the group commit's transactions); None for a missing decision."""
+        tenant_id = identity.tenant_id
+        async with self.db.single_statements() as con:
+            found = await stored.read_many(con, tenant_id, decision_ids, self.build_key)
+        built = await asyncio.gather(
+            *(self._build(tenant_id, d, f) for d, f in zip(decision_ids, found, strict=True))
+        )
+        await self._keep_all(tenant_id, [b for b in built if b is not None and b.keep])
+        audited = iter(
+            await asyncio.gather(*(self._audited(identity, b) for b in built if b is not None))
+        )
+        return [None if b is None else next(audited) for b in built]
+
+    async def _build(
+        self,
+        tenant_id: str,
+        decision_id: str,
+        found: stored.Stored | tuple[stored.Unstored, BundleRows | None],
+    ) -> _Built | None:
+        """The bundle: as stored, or built and signed; None: no such decision."""
         if isinstance(found, stored.Stored):
-            bundle, signature, subject = found.bundle, found.signature, found.customer_id
-        else:
-            seen, read = found
-            if read is None:
-                raise _not_found()
-            rows, models = await _with_models(self.db, tenant_id, decision_id, self.cache, read)
-            bundle = encode_rows(tenant_id, rows, models, self.build, self.cache)
-            signature = self.signer.sign(bundle.body)
-            subject = rows.decision.customer_id
-            if seen.emitted:
-                await self._keep(tenant_id, decision_id, bundle, signature, seen)
+            return _Built(decision_id, found.bundle, found.signature, found.customer_id)
+        seen, read = found
+        if read is None:
+            return None
+        rows, models = await _with_models(self.db, tenant_id, decision_id, self.cache, read)
+        bundle = encode_rows(tenant_id, rows, models, self.build, self.cache)
+        return _Built(
+            decision_id,
+            bundle,
+            self.signer.sign(bundle.body),
+            rows.decision.customer_id,
+            keep=seen if seen.emitted else None,
+        )
+
+    async def _audited(self, identity: Identity, built: _Built) -> Emission:
         metrics.PROVENANCE_BUNDLES.inc()
         # The emission row is appended after the read snapshot, never inside it
         # (holding the tenant's chain lock during the reads would serialise every
@@ -174,34 +210,63 @@ class ProvenanceEmitter:
             AuditRow(
                 action=repository.EMIT_ACTION,
                 entity_type=repository.DECISION_ENTITY,
-                entity_id=decision_id,
+                entity_id=built.decision_id,
                 actor=identity.actor,
-                changes=audit_changes(bundle, signed=signature != UNSIGNED),
-                subject_id=subject,
+                changes=audit_changes(built.bundle, signed=built.signature != UNSIGNED),
+                subject_id=built.subject,
                 now=self.clock(),
             ),
         )
-        return Emission(bundle=bundle, signature=signature, audit_event_id=record.id)
+        return Emission(bundle=built.bundle, signature=built.signature, audit_event_id=record.id)
 
-    async def _keep(
-        self,
-        tenant_id: str,
-        decision_id: str,
-        bundle: Bundle,
-        signature: str,
-        seen: stored.Unstored,
-    ) -> None:
+    async def _keep(self, tenant_id: str, built: _Built) -> None:
         """Store the bundle for the next emissions; a failure only costs them a build."""
+        assert built.keep is not None
         try:
             async with self.db.single_statements() as con:
                 await stored.keep(
                     con,
                     tenant_id,
-                    decision_id,
+                    built.decision_id,
                     self.build_key,
-                    bundle=bundle,
-                    signature=signature,
-                    seen=seen,
+                    bundle=built.bundle,
+                    signature=built.signature,
+                    seen=built.keep,
                 )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except _KEEP_ERRORS as exc:
             log.warning("provenance bundle not stored", extra={"error_type": type(exc).__name__})
+
+    async def _keep_all(self, tenant_id: str, built: Sequence[_Built]) -> None:
+        """`_keep` of a batch in one transaction: its first keep takes the tenant's
+        lock and the others find it held by their own session, where separate
+        statements would refuse each other (a keep never waits)."""
+        if len(built) <= 1:
+            for one in built:
+                await self._keep(tenant_id, one)
+            return
+        try:
+            async with self.db.connection() as con, con.transaction():
+                await stored.keep_many(
+                    con,
+                    tenant_id,
+                    self.build_key,
+                    [(b.decision_id, b.bundle, b.signature, b.keep) for b in built if b.keep],
+                )
+        except _KEEP_ERRORS as exc:
+            log.warning("provenance bundles not stored", extra={"error_type": type(exc).__name__})
+
+
+_KEEP_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """A bundle ready to be handed out, and what keeping it is checked against."""
+
+    decision_id: str
+    bundle: Bundle
+    signature: str
+    # The decision's customer: the emission's audit row names its subject.
+    subject: str
+    # Set when this build should be kept (the decision was emitted before).
+    keep: stored.Unstored | None = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,16 +83,23 @@ class Unstored:
 
 # kaireon_provenance_emission's columns: the stored bundle's, the generation,
 # emitted, then BUNDLE_SQL's.
-EMISSION_SQL = """
-SELECT * FROM kaireon_provenance_emission($1, $2, $3) AS e(
+_EMISSION_COLUMNS = """
     stored_body bytea, stored_digest text, stored_signature text, stored_model_count integer,
     stored_audit_log_count integer, stored_customer_id text, generation bigint,
     emitted boolean, id text, customer_id text, decided_at timestamptz, channel text,
     selected_offer_id text, candidates jsonb, models jsonb, qualification_results jsonb,
     contact_policy_results jsonb, attributes jsonb, offer_rows record[],
     rule_rows record[], policy_rows record[], model_rows record[], fairness_row record,
-    audit_rows record[])
-"""
+    audit_rows record[]"""
+# Constant SQL text: the column list above is a literal, never input.
+EMISSION_SQL = f"SELECT * FROM kaireon_provenance_emission($1, $2, $3) AS e({_EMISSION_COLUMNS})"  # noqa: S608
+# Many decisions in one statement (one snapshot), in the order asked; a missing
+# decision gives a row of nulls.
+EMISSIONS_SQL = f"""
+SELECT e.* FROM unnest($2::text[]) WITH ORDINALITY AS d(id, n)
+  LEFT JOIN LATERAL kaireon_provenance_emission($1, d.id, $3) AS e({_EMISSION_COLUMNS}) ON true
+ ORDER BY d.n
+"""  # noqa: S608 - constant text, as EMISSION_SQL
 KEEP_SQL = "SELECT kaireon_provenance_keep($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 
@@ -101,7 +109,18 @@ async def read(
     """An emission's read in one statement that sets the tenant itself
     (Database.single_statements): the stored bundle, or what a build needs
     (None: no such decision) and what keeping it will be checked against."""
-    row = await con.fetchrow(EMISSION_SQL, tenant_id, decision_id, key)
+    return _found(await con.fetchrow(EMISSION_SQL, tenant_id, decision_id, key))
+
+
+async def read_many(
+    con: asyncpg.Connection, tenant_id: str, decision_ids: Sequence[str], key: str
+) -> list[Stored | tuple[Unstored, BundleRows | None]]:
+    """`read` of many decisions in one statement, in the order given."""
+    rows = await con.fetch(EMISSIONS_SQL, tenant_id, list(decision_ids), key)
+    return [_found(row) for row in rows]
+
+
+def _found(row: asyncpg.Record | None) -> Stored | tuple[Unstored, BundleRows | None]:
     if row is None:
         return Unstored(None), None
     if row["stored_body"] is None:
@@ -144,4 +163,31 @@ async def keep(
             bundle.audit_log_count,
             seen.generation,
         )
+    )
+
+
+async def keep_many(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    key: str,
+    bundles: Sequence[tuple[str, Bundle, str, Unstored]],
+) -> None:
+    """`keep` of (decision id, bundle, signature, seen) each, in one round trip
+    inside the caller's transaction (asyncpg pipelines executemany)."""
+    await con.executemany(
+        KEEP_SQL,
+        [
+            (
+                tenant_id,
+                decision_id,
+                key,
+                bundle.body,
+                bundle.digest_sha256,
+                signature,
+                bundle.model_count,
+                bundle.audit_log_count,
+                seen.generation,
+            )
+            for decision_id, bundle, signature, seen in bundles
+        ],
     )
