@@ -5,6 +5,7 @@
     perf/run --smoke              # seconds per scenario at 20 RPS (the pytest uses it)
     perf/run --only single,runner # some groups only (harness/scenarios)
     perf/run --only scaleout      # 1 vs 3 replicas behind nginx (root; opt-in)
+    perf/run --only tlog,metrics  # the log under appends; metrics/tracing cost (opt-in)
     perf/run --profile            # + py-spy of the server under provenance load
     perf/soak ...                 # = perf/run soak ...: the bounded soak (harness/soak.py)
 

@@ -144,3 +144,30 @@ def test_smoke_run_prints_every_row_with_measurements(results_dir: Path) -> None
             f"flow runner per node vs DBOS Transact per step (chain, synchronous_commit {mode})"
             in proc.stdout
         )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_opt_in_groups_of_the_former_benchmarks_print_their_rows(results_dir: Path) -> None:
+    """`--only tlog,metrics` (were perf/audit_tlog_bench.py and perf/metrics_cost_bench.py)."""
+    proc, results = run_perf(
+        "run", "--smoke", "--no-install", "--only", "tlog,metrics", out=results_dir
+    )
+    rows = {row["key"]: row for row in results["rows"]}
+    configs = ("off", "metrics", "both")
+    assert set(rows) == {"tlog.appends"} | {
+        f"metrics.{call}.{config}" for call in ("provenance", "erasure") for config in configs
+    }
+    assert all(row["status"] == "ok" for row in rows.values()), rows
+    tlog = rows["tlog.appends"]
+    # Every appended row was checkpointed; the lag percentiles are ordered.
+    assert tlog["rps"] > 0 and tlog["errors"] == 0 and tlog["extra"]["rows"] > 0
+    assert 0 <= tlog["p50"] <= tlog["p95"] <= tlog["p99"]
+    assert "% within 1 s" in proc.stdout
+    for call in ("provenance", "erasure"):
+        for config in configs:
+            row = rows[f"metrics.{call}.{config}"]
+            assert row["rps"] > 0 and row["extra"]["cpu_ms_per_call"] > 0, (call, config)
+        assert rows[f"metrics.{call}.metrics"]["baseline"] == f"metrics.{call}.off"
+        assert rows[f"metrics.{call}.both"]["ratio_rps"] is not None
+    assert "goal metrics cost < 5% not judged at smoke scale" in proc.stdout

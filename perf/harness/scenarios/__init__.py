@@ -4,7 +4,8 @@ Each module has `async def run(ctx: Context) -> list[Row]`; ceilings first (the
 rows every other row is a ratio to), then the load scenarios, then one operation
 at a time on the heavy customers (which erases them), then the in-process runner.
 Groups in OPT_IN run only when named in --only (they need what a plain run may
-not have: root for the multi-host lab).
+not have, root for the multi-host lab, or ask another question: how fast the
+transparency log keeps up with appends, what metrics and tracing cost).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from harness.scenarios import (
     dsar,
     erasure,
     flow,
+    metrics,
     provenance,
     runner,
     scaleout,
     single,
+    tlog,
 )
 
 Scenario = Callable[[Context], Awaitable[list[Row]]]
@@ -34,5 +37,7 @@ GROUPS: dict[str, Scenario] = {
     "single": single.run,
     "runner": runner.run,
     "scaleout": scaleout.run,
+    "tlog": tlog.run,
+    "metrics": metrics.run,
 }
-OPT_IN = {"scaleout"}
+OPT_IN = {"scaleout", "tlog", "metrics"}
