@@ -71,16 +71,6 @@ def measure(
 ) -> tuple[list[float], list[float], list[float]]:
     """Wall, CPU (this process, DBOS's threads included) and PostgreSQL CPU seconds
     of `rounds` workflows of `nodes` steps each, after one warm-up workflow."""
-    return asyncio.run(_rounds(owner_dsn, nodes, rounds, synchronous, pg_cpu))
-
-
-async def _rounds(
-    owner_dsn: str,
-    nodes: int,
-    rounds: int,
-    synchronous: bool,
-    pg_cpu: Callable[[], float | None],
-) -> tuple[list[float], list[float], list[float]]:
     _prepare(owner_dsn)
     config: Any = {
         "name": "kaireon-perf-peer",
@@ -88,23 +78,27 @@ async def _rounds(
         "run_admin_server": False,
         "log_level": "WARNING",
     }
-    DBOS(config=config)
-    DBOS.launch()
-    walls: list[float] = []
-    cpus: list[float] = []
-    pgs: list[float] = []
-    try:
-        await _workflow(nodes)  # warm-up: connections, DBOS's tables, plans
-        for _ in range(rounds):
-            pg, cpu, started = pg_cpu(), time.process_time(), time.perf_counter()
-            await _workflow(nodes)
-            walls.append(time.perf_counter() - started)
-            cpus.append(time.process_time() - cpu)
-            if pg is not None and (after := pg_cpu()) is not None:
-                pgs.append(after - pg)
-    finally:
-        DBOS.destroy(destroy_registry=False)
-    return walls, cpus, pgs
+
+    async def timed() -> tuple[list[float], list[float], list[float]]:
+        DBOS(config=config)
+        DBOS.launch()
+        walls: list[float] = []
+        cpus: list[float] = []
+        pgs: list[float] = []
+        try:
+            await _workflow(nodes)  # warm-up: connections, DBOS's tables, plans
+            for _ in range(rounds):
+                pg, cpu, started = pg_cpu(), time.process_time(), time.perf_counter()
+                await _workflow(nodes)
+                walls.append(time.perf_counter() - started)
+                cpus.append(time.process_time() - cpu)
+                if pg is not None and (after := pg_cpu()) is not None:
+                    pgs.append(after - pg)
+        finally:
+            DBOS.destroy(destroy_registry=False)
+        return walls, cpus, pgs
+
+    return asyncio.run(timed())
 
 
 def _prepare(owner_dsn: str) -> None:

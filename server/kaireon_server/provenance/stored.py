@@ -153,15 +153,7 @@ async def keep(
     return bool(
         await con.fetchval(
             KEEP_SQL,
-            tenant_id,
-            decision_id,
-            key,
-            bundle.body,
-            bundle.digest_sha256,
-            signature,
-            bundle.model_count,
-            bundle.audit_log_count,
-            seen.generation,
+            *_keep_args(tenant_id, decision_id, key, bundle, signature=signature, seen=seen),
         )
     )
 
@@ -177,17 +169,24 @@ async def keep_many(
     await con.executemany(
         KEEP_SQL,
         [
-            (
-                tenant_id,
-                decision_id,
-                key,
-                bundle.body,
-                bundle.digest_sha256,
-                signature,
-                bundle.model_count,
-                bundle.audit_log_count,
-                seen.generation,
-            )
+            _keep_args(tenant_id, decision_id, key, bundle, signature=signature, seen=seen)
             for decision_id, bundle, signature, seen in bundles
         ],
+    )
+
+
+def _keep_args(
+    tenant_id: str, decision_id: str, key: str, bundle: Bundle, *, signature: str, seen: Unstored
+) -> tuple[object, ...]:
+    """KEEP_SQL's arguments, in its order."""
+    return (
+        tenant_id,
+        decision_id,
+        key,
+        bundle.body,
+        bundle.digest_sha256,
+        signature,
+        bundle.model_count,
+        bundle.audit_log_count,
+        seen.generation,
     )
