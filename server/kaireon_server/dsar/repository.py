@@ -280,8 +280,9 @@ async def claim_next(
     A worker without encryption keys leaves encrypted jobs to one that has them.
     One statement (migration 0230), so it needs no transaction of its own.
     """
-    # Across tenants, hence through a SECURITY DEFINER function (row-level security
-    # shows the application role no rows before a tenant is set).
+    # Across tenants: the choice through migration 0100's SECURITY DEFINER function
+    # (keys only; row-level security shows the application role no rows before a
+    # tenant is set), the UPDATE under the chosen row's tenant.
     row: asyncpg.Record | None = await con.fetchrow(
         "SELECT * FROM kaireon_dsar_claim($1, $2, $3, $4)",
         owner,

@@ -8,14 +8,15 @@
 
 -- The claim: kaireon_dsar_next_job's choice and the attempt's start, in one
 -- statement (so in one transaction: the row lock of SKIP LOCKED is held until
--- the attempt is recorded). SECURITY DEFINER like kaireon_dsar_next_job: workers
--- serve every tenant. The claimed row's tenant is set before the UPDATE, as
--- the two-statement claim did, so the row's triggers see it.
+-- the attempt is recorded). SECURITY INVOKER: the cross-tenant choice is
+-- kaireon_dsar_next_job's (SECURITY DEFINER, keys only, migration 0100); the
+-- UPDATE then runs as the caller under the row-level security policies, with
+-- the claimed row's tenant set first, as the two-statement claim did.
 CREATE FUNCTION kaireon_dsar_claim(p_owner text, p_lease_seconds double precision,
                                    p_max_attempts integer, p_can_encrypt boolean)
     RETURNS TABLE (tenant_id text, id uuid, subject_id text, encrypt boolean, attempts integer,
                    trace_parent text, trace_state text, queued_seconds double precision)
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
+    LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
