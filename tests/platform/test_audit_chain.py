@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import json_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
-from kaireon_server.platform.audit_chain import append_audit, redact_subject
+from kaireon_client.audit_chain import integrity_hash
+from kaireon_client.canonical import format_timestamp
+from kaireon_server.platform.audit_chain import AuditRow, append_audit, insert_rows, redact_subject
 from tests.support.server import ROOT, metadata
 
 KAIREON = str(Path(sys.executable).parent / "kaireon")
@@ -171,3 +175,75 @@ async def test_append_outside_transaction_is_refused(db, tenant) -> None:
     async with db.connection() as con:
         with pytest.raises(RuntimeError):
             await append_audit(con, tenant, action="x", entity_type="y", entity_id="z", actor="t")
+
+
+TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12
+)
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=12,
+)
+# Keys the chain's own members are named by, so a row's content holds the marks
+# the writer splits at (platform/audit_chain.py _CHAIN_MARK) inside its values.
+NASTY = ("prevHash", "seq", "tenantId", ',"prevHash":"","seq":0,"tenantId":')
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    changes=st.dictionaries(st.sampled_from(NASTY) | TEXT, VALUES, max_size=4),
+    personal=st.dictionaries(st.sampled_from(NASTY) | TEXT, VALUES, max_size=3),
+    entity_id=TEXT.filter(bool),
+    personal_entity=st.booleans(),
+)
+async def test_rows_chained_in_sql_hash_as_the_client_hashes_them(
+    db, tenant, changes, personal, entity_id, personal_entity
+) -> None:
+    """The writer chains rows in PostgreSQL from content made in Python
+    (migration 0231); the client's integrity_hash, which auditors run, gives the
+    same hash for every row, whatever the content holds."""
+    personal = {k: v for k, v in personal.items() if k not in changes}
+    async with db.transaction(tenant) as con:
+        records = await insert_rows(
+            con,
+            tenant,
+            [
+                AuditRow(
+                    "test_event",
+                    "customer",
+                    entity_id,
+                    "test",
+                    changes=changes,
+                    personal=personal,
+                    entity_id_is_personal=personal_entity,
+                    subject_id=entity_id,
+                ),
+                AuditRow("test_event", "customer", "second", "test", changes={"after": changes}),
+            ],
+        )
+    async with db.transaction(tenant, readonly=True) as con:
+        rows = await con.fetch(
+            "SELECT * FROM audit_log WHERE tenant_id = $1 AND seq = ANY($2::bigint[]) ORDER BY seq",
+            tenant,
+            [r.seq for r in records],
+        )
+    assert [r["seq"] for r in rows] == [r.seq for r in records]
+    assert records[1].prev_hash == records[0].integrity_hash
+    for row, record in zip(rows, records, strict=True):
+        content = {
+            "tenantId": tenant,
+            "seq": row["seq"],
+            "id": str(row["id"]),
+            "action": row["action"],
+            "entityType": row["entity_type"],
+            "entityId": row["entity_id"],
+            "entityIdDigest": row["entity_id_digest"],
+            "actor": row["actor"],
+            "changes": row["changes"],
+            "personalDigests": row["personal_digests"],
+            "timestamp": format_timestamp(row["created_at"]),
+            "prevHash": row["prev_hash"],
+        }
+        assert row["integrity_hash"] == record.integrity_hash == integrity_hash(content)
+        assert row["prev_hash"] == record.prev_hash

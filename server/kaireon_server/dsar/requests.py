@@ -73,12 +73,15 @@ async def create_in(
     cmd: CreateCommand,
     *,
     audit_changes: Mapping[str, object] | None = None,
+    within: InTransaction | None = None,
 ) -> tuple[DsarRecord, bool]:
     """Queue a request in `con`'s transaction; (record, created).
 
     An idempotency key seen before returns its request (created False), or
     ALREADY_EXISTS if that request differs. A new request writes its
     `dsar_request_created` audit row (`audit_changes` adds to its changes).
+    `within` runs in the transaction before that row: the row locks the
+    tenant's audit chain until COMMIT, so nothing else should run after it.
     """
     # The calling span's trace context (no personal value): the export job joins it.
     record, created = await repository.insert_request(
@@ -95,6 +98,9 @@ async def create_in(
                 "idempotency_key was already used for a different request",
                 reason="IDEMPOTENCY_KEY_REUSED",
             )
+    if within is not None:
+        await within(con, record, created)
+    if not created:
         return record, False
     await append_audit(
         con,
@@ -161,9 +167,7 @@ class DsarRequests:
                 reason="ENCRYPTION_NOT_CONFIGURED",
             )
         async with self._db.transaction(tenant_id) as con:
-            record, created = await create_in(con, tenant_id, actor, cmd)
-            if within is not None:
-                await within(con, record, created)
+            record, _ = await create_in(con, tenant_id, actor, cmd, within=within)
         return record
 
     async def _attach(

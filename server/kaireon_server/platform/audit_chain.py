@@ -39,7 +39,7 @@ from kaireon_client.audit_chain import (
     row_content,
     verify_rows,
 )
-from kaireon_client.canonical import format_timestamp
+from kaireon_client.canonical import canonical_json, format_timestamp
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import Unavailable
 from kaireon_server.platform.observability import metrics
@@ -140,33 +140,29 @@ class AuditRow:
             raise ValueError(f"keys both personal and not: {sorted(overlap)}")
 
 
-_LOCK_HEAD = "SELECT seq, head_hash FROM audit_chain_head WHERE tenant_id = $1 FOR UPDATE"
-_INIT_HEAD = (
-    "INSERT INTO audit_chain_head (tenant_id, seq, head_hash) VALUES ($1, 0, $2) "
-    "ON CONFLICT (tenant_id) DO NOTHING"
-)
-# Every row of the call in one statement (unnest zips the column arrays), and the
-# head moved in the same statement: two round trips per append whatever the count.
-_INSERT_ROWS = """
-WITH inserted AS (
-    INSERT INTO audit_log (tenant_id, seq, id, action, entity_type, entity_id,
-        entity_id_digest, entity_id_salt, actor, changes, personal, personal_salts,
-        personal_digests, prev_hash, integrity_hash, created_at, subject_id)
-    SELECT $1, * FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[],
-        $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[], $12::jsonb[],
-        $13::jsonb[], $14::text[], $15::text[], $16::timestamptz[], $17::text[])
-)
-UPDATE audit_chain_head SET seq = $18, head_hash = $19 WHERE tenant_id = $1
+# Every row of the call in one statement (migration 0231): the tenant's chain
+# head locked, the rows chained, inserted and the head moved; the lock is held
+# until the caller's COMMIT, one round trip later.
+_APPEND = """
+SELECT seq, prev_hash, integrity_hash FROM kaireon_audit_append(
+    $1, $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+    $9::jsonb[], $10::jsonb[], $11::jsonb[], $12::jsonb[], $13::timestamptz[], $14::text[],
+    $15::bytea[], $16::bytea[])
 """
-_COLUMN_COUNT = 16  # the unnest arrays
+_COLUMN_COUNT = 15  # the arrays after the tenant
+# Where the chain enters a row's canonical content: placeholders that RFC 8785
+# writes as these bytes, between "personalDigests" and "tenantId" (sorted keys).
+_CHAIN_MARK = b',"prevHash":"","seq":0,"tenantId":'
 
 
-def _hashed_columns(
-    tenant_id: str, seq: int, prev_hash: str, row: AuditRow
-) -> tuple[tuple[Any, ...], AuditRecord]:
-    """The stored columns (after tenant_id) of `row` at `seq`, and its record.
+def _prepared_columns(tenant_id: str, row: AuditRow) -> tuple[tuple[Any, ...], str, datetime]:
+    """The stored columns of `row` but the chain's (seq, prev_hash, integrity_hash),
+    then the two parts of its canonical content around the chain (see _APPEND);
+    its id and time.
 
-    The one place a row's salts, digests and integrity hash are made."""
+    The one place a row's salts, digests and hashed content are made; the
+    content is kaireon_client's `row_content`, the hash its `integrity_hash`
+    (a test holds the two ways equal)."""
     row_id = str(uuid.uuid4())
     created_at = row.now or datetime.now(UTC)
     changes = dict(row.changes)
@@ -175,24 +171,30 @@ def _hashed_columns(
     entity_digest = personal_digest(entity_salt, row.entity_id) if entity_salt else None
     salts = {k: secrets.token_hex(16) for k in personal}
     digests = {k: personal_digest(salts[k], v) for k, v in personal.items()}
-    digest = integrity_hash(
-        {
-            "tenantId": tenant_id,
-            "seq": seq,
-            "id": row_id,
-            "action": row.action,
-            "entityType": row.entity_type,
-            "entityId": row.entity_id,
-            "entityIdDigest": entity_digest,
-            "actor": row.actor,
-            "changes": changes,
-            "personalDigests": digests,
-            "timestamp": format_timestamp(created_at),
-            "prevHash": prev_hash,
-        }
+    content = canonical_json(
+        row_content(
+            {
+                "tenantId": tenant_id,
+                "seq": 0,
+                "id": row_id,
+                "action": row.action,
+                "entityType": row.entity_type,
+                "entityId": row.entity_id,
+                "entityIdDigest": entity_digest,
+                "actor": row.actor,
+                "changes": changes,
+                "personalDigests": digests,
+                "timestamp": format_timestamp(created_at),
+                "prevHash": GENESIS_HASH,
+            }
+        )
     )
+    # The last mark is the top-level one: only the tenant id and the timestamp,
+    # both of fixed shape, follow it.
+    cut = content.rindex(_CHAIN_MARK)
+    head = content[:cut] + b',"prevHash":"'
+    tail = b',"tenantId":' + content[cut + len(_CHAIN_MARK) :]
     columns = (
-        seq,
         uuid.UUID(row_id),
         row.action,
         row.entity_type,
@@ -204,12 +206,12 @@ def _hashed_columns(
         personal or None,
         salts or None,
         digests,
-        prev_hash,
-        digest,
         created_at,
         row.subject_id,
+        head,
+        tail,
     )
-    return columns, AuditRecord(row_id, seq, prev_hash, digest, created_at)
+    return columns, row_id, created_at
 
 
 async def insert_rows(
@@ -217,9 +219,9 @@ async def insert_rows(
 ) -> list[AuditRecord]:
     """Append `rows`, in order, to the tenant's chain inside the caller's transaction.
 
-    Locks the chain head (held until the caller commits), chains the rows'
-    hashes in memory, writes them all and moves the head: two statements for
-    any number of rows (three on a tenant's first append).
+    One statement for any number of rows: it locks the chain head (held until
+    the caller commits), chains the rows' hashes, writes them and moves the
+    head. Salts, digests and canonical content are made before, outside the lock.
     """
     if not con.is_in_transaction():
         raise RuntimeError("audit rows must be appended inside the caller's transaction")
@@ -227,23 +229,18 @@ async def insert_rows(
         return []
     for row in rows:
         row.check()
-    head = await con.fetchrow(_LOCK_HEAD, tenant_id)
-    if head is None:
-        # The tenant's first row: create the head, then lock it like everyone else.
-        await con.execute(_INIT_HEAD, tenant_id, GENESIS_HASH)
-        head = await con.fetchrow(_LOCK_HEAD, tenant_id)
-    assert head is not None
-    seq, prev_hash = int(head["seq"]), str(head["head_hash"])
     columns: list[list[Any]] = [[] for _ in range(_COLUMN_COUNT)]
-    records: list[AuditRecord] = []
+    made: list[tuple[str, datetime]] = []
     for row in rows:
-        seq += 1
-        values, record = _hashed_columns(tenant_id, seq, prev_hash, row)
+        values, row_id, created_at = _prepared_columns(tenant_id, row)
         for column, value in zip(columns, values, strict=True):
             column.append(value)
-        records.append(record)
-        prev_hash = record.integrity_hash
-    await con.execute(_INSERT_ROWS, tenant_id, *columns, seq, prev_hash)
+        made.append((row_id, created_at))
+    chained = await con.fetch(_APPEND, tenant_id, *columns)
+    records = [
+        AuditRecord(row_id, int(c["seq"]), str(c["prev_hash"]), str(c["integrity_hash"]), at)
+        for (row_id, at), c in zip(made, chained, strict=True)
+    ]
     # Counted when written (a later rollback is not subtracted); action is a code constant.
     for row in rows:
         metrics.AUDIT_APPENDS.labels(metrics.action_label(row.action)).inc()
