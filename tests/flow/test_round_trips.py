@@ -7,10 +7,11 @@ checkpoint read, the recorder's flush and the run's end each took a pooled
 transaction (BEGIN, the tenant setting, the statements, COMMIT, the pool's
 reset). Now the insert is a transaction on the lock's connection (its session
 has the tenant), the checkpoint read one statement there, and the flush and
-the end one statement each on the pool (migration 0220):
+the end one statement each on the pool (migration 0220), and the audit row is
+one statement with its chain head (migration 0231):
 
-    lock 1 + BEGIN, run, chain head, audit row, COMMIT 5 + checkpoint read 1
-    + one checkpoint per node 2 + flush 1 + end 1 + the lock's release 1 = 12
+    lock 1 + BEGIN, run, audit row, COMMIT 4 + checkpoint read 1
+    + one checkpoint per node 2 + flush 1 + end 1 + the lock's release 1 = 11
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from kaireon_server.platform.db.listener import Listener
 from tests.support.pg import counted_database
 from tests.support.tcp_proxy import TcpProxy
 
-RUN_ROUND_TRIPS = 12
+RUN_ROUND_TRIPS = 11
 CHAIN = {
     "name": "two-no-op",
     "nodes": [
