@@ -61,7 +61,7 @@ async def proxied(
         yield counted
 
 
-async def test_a_two_node_run_costs_twelve_round_trips(
+async def test_a_two_node_run_costs_eleven_round_trips(
     proxied: tuple[Database, TcpProxy], database_url: str, tenant: str
 ) -> None:
     db, proxy = proxied
@@ -93,6 +93,8 @@ async def test_a_two_node_run_costs_twelve_round_trips(
     # Warm: statements prepared, the lock connection leased once.
     for _ in range(2):
         await one_run()
-    runs = 5
-    counted = sum([await one_run() for _ in range(runs)])
-    assert counted / runs <= RUN_ROUND_TRIPS, counted / runs
+    counted = sorted([await one_run() for _ in range(5)])
+    # The typical run; on a slow machine the recorder may flush a run's events in
+    # two statements instead of one (it batches what arrived in time).
+    assert counted[len(counted) // 2] <= RUN_ROUND_TRIPS, counted
+    assert counted[-1] <= RUN_ROUND_TRIPS + 1, counted
