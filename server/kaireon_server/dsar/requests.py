@@ -62,6 +62,10 @@ class Shown(Generic[E]):
     export: E | None = None
 
 
+# The largest bigint: a watch read "after" it returns the request and no event.
+_NEWEST = 2**63 - 1
+
+
 def _not_found() -> NotFound:
     return NotFound("no such DSAR request", reason="DSAR_REQUEST_NOT_FOUND")
 
@@ -298,26 +302,25 @@ class DsarRequests:
             raise InvalidArgument.field("after_version", "must not be negative")
         with self._notifier.subscribe(tenant_id, str(rid)) as subscription:
             # Subscribed before the first read: no change can slip in between.
-            async with self._db.transaction(tenant_id, readonly=True) as con:
-                record = await repository.get_request(con, tenant_id, rid)
-            if record is None:
-                raise _not_found()
             last = after_version
-            if last == 0:
-                yield record
-                last = record.version
-            while not (record.terminal and last >= record.version):
+            while True:
+                # From 0: the current state alone (no version is after the largest).
+                since = last or _NEWEST
                 async with self._db.single_statements() as con:
-                    fresh, events = await repository.watch_read(con, tenant_id, rid, last)
-                if fresh is None:  # deleted meanwhile (tenant offboarding)
+                    record, events = await repository.watch_read(con, tenant_id, rid, since)
+                if record is None:  # no such request here, or deleted meanwhile
                     raise _not_found()
-                record = fresh
+                if last == 0:
+                    yield record
+                    last = record.version
                 for event in events:
                     state = record.at_event(event)
                     yield state
                     last = state.version
                     if state.terminal:
                         return
+                if record.terminal and last >= record.version:
+                    return
                 if not events:
                     await subscription.wait(self._settings.poll_seconds)
 
