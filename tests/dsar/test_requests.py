@@ -124,6 +124,17 @@ async def test_bad_status_filter_page_token_and_watch_version_are_invalid(stub, 
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_a_watch_resumed_past_the_last_version_ends_with_nothing(stub, seeded):
+    """The largest version a client may send (int64 max, the watch's own "current
+    state only" sentinel) on a finished request: no state, no error, no wait."""
+    done, _ = await export_of(stub, seeded, "cust_00001")
+    for after in (done.version, 2**63 - 1):
+        assert await watch_states(stub, seeded, done.id, after_version=after, timeout=10) == []
+    # Resumed just before its last version: that state alone.
+    last = await watch_states(stub, seeded, done.id, after_version=done.version - 1, timeout=10)
+    assert [(s.status, s.version) for s in last] == [("completed", done.version)]
+
+
 async def test_unknown_ids_and_other_tenants_requests_are_not_found(stub, seeded, tenant):
     done, _ = await export_of(stub, seeded, "cust_00001")
     intruder = f"{tenant}z"
