@@ -30,7 +30,11 @@ def test_scaleout_scenario_measures_one_and_three_replicas(results_dir: Path) ->
     for key, row in rows.items():
         assert row["status"] == "ok", (key, row["status"])
         assert row["rps"] > 0 and row["p50"] is not None and row["p99"] is not None, key
-        assert row["errors"] == 0, (key, row["extra"]["failed_outcomes"])
+        # Shedding, deadlines and k6's dropped iterations are how an overloaded
+        # (shared) machine shows; a wrong answer or a broken connection is a bug.
+        outcomes = row["extra"]["failed_outcomes"]
+        assert not {"error", "network"} & set(outcomes), (key, outcomes)
+        assert row["errors"] == sum(outcomes.values()) + row["extra"]["dropped"], key
         assert row["server_cpu"] is not None and row["server_rss"] > 0, key
         assert row["extra"]["requests"] > 0, key
         # Through nginx to as many replicas as the phase had (gRPC and REST each).
