@@ -4,6 +4,7 @@ tenant's decisions never appear; bad selections are refused and audit nothing.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -207,3 +208,31 @@ async def test_rest_refuses_what_it_does_not_understand(app: App, seeded: str, d
         async with session.post(url, data=body, headers=headers) as response:
             assert response.status == 400, await response.text()
     assert await _emitted(db, seeded) == before
+
+
+async def test_a_client_that_hangs_up_leaves_at_most_two_batches_audited(channel, db, tenant):
+    """The next batch is emitted while one is sent: a client that cancels after
+    its first bundle leaves that batch and the one ahead audited, never more,
+    and the server streams on for the next caller."""
+    from kaireon_server.demo.seed import SeedSize, seed_tenant
+    from kaireon_server.provenance.bulk import BATCH
+
+    await seed_tenant(db, tenant, SeedSize(customers=60, interactions_per_customer=1))
+    listed = [f"dec_{c:05d}_{k}" for c in range(1, 61) for k in (1, 2, 3)]
+    assert len(listed) > 2 * BATCH
+    stub = provenance_pb2_grpc.ProvenanceServiceStub(channel)
+    call = stub.StreamDecisionProvenance(
+        provenance_pb2.StreamDecisionProvenanceRequest(decision_ids=listed),
+        metadata=metadata(tenant),
+    )
+    first = await call.read()
+    assert first.decision_id == listed[0] and not first.not_found
+    call.cancel()
+    # Rows of a batch in flight are shielded: wait until the count settles.
+    counts = [await _emitted(db, tenant)]
+    while len(counts) < 3 or counts[-1] != counts[-3]:
+        await asyncio.sleep(0.1)
+        counts.append(await _emitted(db, tenant))
+    assert BATCH <= counts[-1] <= 2 * BATCH
+    again = await _stream(channel, tenant, decision_ids=listed[:3])
+    assert [m.not_found for m in again] == [False] * 3

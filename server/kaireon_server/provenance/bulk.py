@@ -5,14 +5,16 @@ or a build, and its own `decision_provenance_emit` audit row, committed before
 the bundle is handed out). Emissions run BATCH at a time: one statement reads
 the batch (stored bundles, or the rows to build the others from), and their
 audit rows share the group-committing writer's transactions; a batch is sent in order once all
-of its rows are committed. A client that cancels mid-stream may leave at most
-one batch audited but unsent (an audit row says a bundle was emitted, not
-received).
+of its rows are committed, while the next batch is emitted. A client that
+cancels mid-stream may leave at most two batches audited but unsent (an audit
+row says a bundle was emitted, not received).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -67,7 +69,9 @@ def select(
     return Selection(start=start, end=end, limit=limit or MAX_RANGE)
 
 
-async def _ids_in_range(db: Database, tenant_id: str, sel: Selection) -> AsyncIterator[list[str]]:
+async def _ids_in_range(
+    db: Database, tenant_id: str, sel: Selection
+) -> AsyncGenerator[list[str], None]:
     assert sel.start is not None and sel.end is not None
     after: tuple[datetime, str] | None = None
     left = sel.limit
@@ -83,7 +87,7 @@ async def _ids_in_range(db: Database, tenant_id: str, sel: Selection) -> AsyncIt
         after = page[-1]
 
 
-async def _listed(sel: Selection) -> AsyncIterator[list[str]]:
+async def _listed(sel: Selection) -> AsyncGenerator[list[str], None]:
     for i in range(0, len(sel.ids), BATCH):
         yield list(sel.ids[i : i + BATCH])
 
@@ -91,8 +95,24 @@ async def _listed(sel: Selection) -> AsyncIterator[list[str]]:
 async def stream(
     emitter: ProvenanceEmitter, identity: Identity, sel: Selection
 ) -> AsyncIterator[Streamed]:
+    """The selection's emissions in order. The next batch is emitted (read,
+    audited) while this one is sent: the database's and the network's waits overlap."""
     batches = _listed(sel) if sel.ids else _ids_in_range(emitter.db, identity.tenant_id, sel)
-    async for batch in batches:
-        emissions = await emitter.emit_many(identity, batch)
-        for decision_id, emission in zip(batch, emissions, strict=True):
-            yield Streamed(decision_id, emission)
+
+    async def emitted() -> tuple[list[str], list[Emission | None]] | None:
+        batch = await anext(batches, None)
+        return None if batch is None else (batch, await emitter.emit_many(identity, batch))
+
+    ahead = asyncio.create_task(emitted())
+    try:
+        while (done := await ahead) is not None:
+            ahead = asyncio.create_task(emitted())
+            for decision_id, emission in zip(*done, strict=True):
+                yield Streamed(decision_id, emission)
+    finally:
+        # A client that hung up: the batch being emitted may still be audited
+        # (its rows are shielded in the group commit), never sent.
+        ahead.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await ahead
+        await batches.aclose()
