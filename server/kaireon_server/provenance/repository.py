@@ -52,13 +52,13 @@ ArtifactRow = tuple[str, int, str, str | None, str, str, int, datetime]
 ModelRow = tuple[str, int, str, bytes, datetime]
 
 # The statement itself is the body of kaireon_provenance_bundle (migration
-# 0160_provenance_bundle_read.sql): every CTE mirrors one step of the former
+# 0160_provenance_bundle_read.sql, replaced by 0232): every CTE mirrors one step of the former
 # per-kind reads; model.py's Decision.offer_ids / model_refs say the same in
 # Python (a test compares them). The function sets the tenant for row-level
 # security from its argument, so the read needs no transaction of its own: one
 # round trip (see emit.read_rows).
 BUNDLE_FUNCTION = "kaireon_provenance_bundle"
-BUNDLE_MIGRATION = "0160_provenance_bundle_read.sql"
+BUNDLE_MIGRATION = "0232_provenance_citations_per_entity.sql"
 # The function returns SETOF record (PL/pgSQL may not declare record[] columns):
 # the column list is the statement's select list.
 BUNDLE_SQL = f"""
