@@ -5,30 +5,57 @@ log is mostly emission rows, and the statistics PostgreSQL planned with may
 date from when it was small. The bundle statement (the body of
 kaireon_provenance_bundle) is planned here as PL/pgSQL settles on it after
 five calls, a generic plan, over 20,000 emission rows the statistics have not
-seen, half of them the read decision's own: no node may walk them.
+seen (emissions of 5,000 other decisions): no node may walk them. So is the
+probe of whether the decision was emitted before (a second emission keeps the
+bundle).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
+import pytest
 
+from kaireon_server.demo.seed import seed_tenant
+from kaireon_server.platform.config import Settings
+from kaireon_server.platform.db import connect_database
 from kaireon_server.platform.db.migrate import load_migrations
 from kaireon_server.provenance import repository
+from tests.provenance.conftest import SMALL_SEED
+from tests.support.pg import create_database, drop_database
 
 ROWS = 20_000
 DECISION = "dec_00002_1"
 
 
-def _statement() -> str:
-    """The function's RETURN QUERY, with its two arguments as parameters."""
-    [migration] = [m for m in load_migrations() if m.name == repository.BUNDLE_MIGRATION]
-    body = migration.sql.split("RETURN QUERY", 1)[1]
-    body = body[: body.index("FROM d;") + len("FROM d")]
-    return body.replace("p_tenant", "$1::text").replace("p_decision_id", "$2::text")
+def _migration(name: str) -> str:
+    [migration] = [m for m in load_migrations() if m.name == name]
+    return migration.sql
+
+
+def _parameters(sql: str) -> str:
+    return sql.replace("p_tenant", "$1::text").replace("p_decision_id", "$2::text")
+
+
+def _bundle_statement() -> str:
+    """kaireon_provenance_bundle's RETURN QUERY."""
+    body = _migration(repository.BUNDLE_MIGRATION).split("RETURN QUERY", 1)[1]
+    return _parameters(body[: body.index("FROM d;") + len("FROM d")])
+
+
+def _emitted_probe() -> str:
+    """kaireon_provenance_emission's "emitted before?" EXISTS."""
+    body = _migration("0221_provenance_stored_bundles.sql")
+    start = body.index("EXISTS (SELECT 1 FROM audit_log a")
+    return "SELECT " + _parameters(
+        body[start : body.index("'decision_provenance_emit')", start) + 27]
+    )
+
+
+STATEMENTS = {"bundle": _bundle_statement, "emitted": _emitted_probe}
 
 
 def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -37,7 +64,27 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-async def test_a_bundle_read_touches_no_emission_row(database_url: str, seeded: str) -> None:
+@pytest.fixture(scope="module")
+async def small_log(pg_admin_dsn: str) -> AsyncIterator[tuple[str, str]]:
+    """(database, tenant): a database of this module's own, so that its
+    statistics are those of one small tenant, not of every other test's rows."""
+    dsn = await create_database(pg_admin_dsn, prefix="kaireon_history")
+    db = await connect_database(
+        Settings.from_env({"DATABASE_URL": dsn, "KAIREON_TRUST_HEADERS": "true"})
+    )
+    try:
+        await seed_tenant(db, "history", SMALL_SEED)
+    finally:
+        await db.close()
+    yield dsn, "history"
+    await drop_database(pg_admin_dsn, dsn)
+
+
+@pytest.mark.parametrize("statement", sorted(STATEMENTS))
+async def test_a_bundle_read_touches_no_emission_row(
+    small_log: tuple[str, str], statement: str
+) -> None:
+    database_url, seeded = small_log
     owner = await asyncpg.connect(database_url)
     try:
         await owner.execute("ANALYZE audit_log")  # statistics of a small log
@@ -45,26 +92,25 @@ async def test_a_bundle_read_touches_no_emission_row(database_url: str, seeded: 
             # Rows to be planned over only: no chain, no triggers.
             await owner.execute("SET LOCAL session_replication_role = replica")
             top = await owner.fetchval(
-                "SELECT max(seq) FROM audit_log WHERE tenant_id = $1", seeded
+                "SELECT coalesce(max(seq), 0) FROM audit_log WHERE tenant_id = $1", seeded
             )
             await owner.execute(
                 """
                 INSERT INTO audit_log (tenant_id, seq, id, action, entity_type, entity_id,
                                        actor, changes, prev_hash, integrity_hash, created_at)
                 SELECT $1, $2 + i, gen_random_uuid(), 'decision_provenance_emit', 'decision',
-                       CASE WHEN i % 2 = 0 THEN $4 ELSE 'dec_00001_' || (i % 3 + 1) END,
-                       'seed', '{}', 'p', 'h', timestamptz '2026-06-01' + i * interval '1 ms'
+                       'dec_' || (i % 5000),
+                       'history-test', '{}', 'p', 'h', timestamptz '2026-06-01' + i * interval '1 ms'
                   FROM generate_series(1, $3) i
                 """,
                 seeded,
                 top,
                 ROWS,
-                DECISION,
             )
         async with owner.transaction():
             await owner.execute("SET LOCAL plan_cache_mode = force_generic_plan")
             await owner.execute("SELECT set_config('kaireon.tenant_id', $1, true)", seeded)
-            await owner.execute(f"PREPARE bundle_read(text, text) AS {_statement()}")
+            await owner.execute(f"PREPARE bundle_read(text, text) AS {STATEMENTS[statement]()}")
             explained = await owner.fetchval(
                 "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE bundle_read("
                 + ", ".join("'" + v.replace("'", "''") + "'" for v in (seeded, DECISION))
@@ -75,7 +121,7 @@ async def test_a_bundle_read_touches_no_emission_row(database_url: str, seeded: 
         async with owner.transaction():
             await owner.execute("SET LOCAL session_replication_role = replica")
             await owner.execute(
-                "DELETE FROM audit_log WHERE tenant_id = $1 AND actor = 'seed'", seeded
+                "DELETE FROM audit_log WHERE tenant_id = $1 AND actor = 'history-test'", seeded
             )
         await owner.close()
 
