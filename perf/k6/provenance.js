@@ -1,4 +1,4 @@
-// Provenance read: GetDecisionProvenance over gRPC (reflection) and
+// Provenance read: GetDecisionProvenance over gRPC (the protos loaded by lib/ops.js) and
 // GET /api/v1/decisions/{id}/provenance over REST, on random decisions of the
 // seeded read population. Full rate of the level; p99 < 50 ms (issue 9's
 // target at 1K RPS over REST).

@@ -23,8 +23,20 @@ import {
   randomDecision,
 } from './config.js';
 
-// One client per VU (module state is per VU); reflection describes every service.
+// One client per VU (module state is per VU), its services loaded from the
+// protos at init, not by reflection: k6 registers reflected descriptors in a
+// process-wide registry, and VUs that connect at the same moment (an
+// arrival-rate executor starting more of them under load) can panic the whole
+// run with "message ... is already registered" (grafana/k6#3961).
 const client = new grpc.Client();
+client.load(
+  // Relative to the entry script (perf/k6/*.js), as k6 resolves them.
+  ['../../protos', '../../third_party/googleapis'],
+  'kaireon/provenance/v1/provenance.proto',
+  'kaireon/erasure/v1/erasure.proto',
+  'kaireon/dsar/v1/dsar.proto',
+  'kaireon/flow/v1/flow.proto',
+);
 const DEFINITION = JSON.parse(open('./flow_definition.json'));
 const JSON_HEADERS = { ...HEADERS, 'Content-Type': 'application/json' };
 const WATCH_TIMEOUT = __ENV.WATCH_TIMEOUT || '30s';
@@ -59,7 +71,7 @@ function result(outcome, started) {
 
 // A unary gRPC call: { outcome, res }. keep: decode the response message.
 function grpcCall(method, request, timeout, keep = false) {
-  if (!connect(client, GRPC_TARGET)) {
+  if (!connect(client, GRPC_TARGET, false)) {
     return { outcome: 'network', res: null };
   }
   const { status, res } = call(client, method, request, {
