@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 from kaireon_client.audit_chain import integrity_hash
 from kaireon_client.canonical import format_timestamp
-from kaireon_server.platform.audit_chain import AuditRow, append_audit, insert_rows, redact_subject
+from kaireon_server.platform.audit_chain import (
+    AuditRow,
+    append_audit,
+    append_audit_at_commit,
+    insert_rows,
+    redact_subject,
+)
 from tests.support.server import ROOT, metadata
 
 KAIREON = str(Path(sys.executable).parent / "kaireon")
@@ -247,3 +253,89 @@ async def test_rows_chained_in_sql_hash_as_the_client_hashes_them(
         }
         assert row["integrity_hash"] == record.integrity_hash == integrity_hash(content)
         assert row["prev_hash"] == record.prev_hash
+
+
+def _row(i: int, **extra) -> AuditRow:  # type: ignore[no-untyped-def]
+    return AuditRow(
+        "test_event",
+        "customer",
+        f"cust_{i:03d}",
+        "test",
+        changes={"i": i},
+        personal={"email": f"p{i}@example.com"},
+        entity_id_is_personal=True,
+        subject_id=f"cust_{i:03d}",
+        **extra,
+    )
+
+
+async def _pending(db, tenant: str) -> int:
+    async with db.transaction(tenant, readonly=True) as con:
+        return int(await con.fetchval("SELECT count(*) FROM audit_pending"))
+
+
+async def test_rows_appended_at_commit_are_chained_by_the_commit(db, channel, tenant) -> None:
+    """append_audit_at_commit (migration 0234) writes no chain row and holds no
+    lock before COMMIT; the COMMIT chains the transaction's rows in the order
+    written, and they verify as every other row (offline too)."""
+    async with db.transaction(tenant) as con:
+        ids = [await append_audit_at_commit(con, tenant, _row(i)) for i in range(3)]
+        assert (
+            await con.fetchval("SELECT count(*) FROM audit_log WHERE tenant_id = $1", tenant) == 0
+        )
+    assert await _pending(db, tenant) == 0
+    async with db.transaction(tenant, readonly=True) as con:
+        rows = await con.fetch(
+            "SELECT id::text, seq FROM audit_log WHERE tenant_id = $1 ORDER BY seq", tenant
+        )
+    assert [(r["id"], r["seq"]) for r in rows] == [(i, n) for n, i in enumerate(ids, start=1)]
+    result = await _verify(channel, tenant)
+    assert result.valid and result.rows_checked == 3, result
+
+
+async def test_a_rollback_leaves_no_row_and_the_head_where_it_was(db, channel, tenant) -> None:
+    await _append_many(db, tenant, 2)
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        async with db.transaction(tenant) as con:
+            await append_audit_at_commit(con, tenant, _row(7))
+            raise RuntimeError("changed my mind")
+    assert await _pending(db, tenant) == 0
+    result = await _verify(channel, tenant)
+    assert result.valid and result.rows_checked == 2, result
+
+
+async def test_an_open_transaction_with_a_row_at_commit_blocks_no_other_append(
+    db, channel, tenant
+) -> None:
+    """The point of it: an immediate append (which locks the chain head) would
+    make every other writer of the tenant wait until this transaction ends."""
+    async with db.transaction(tenant) as slow:
+        await append_audit_at_commit(slow, tenant, _row(1))
+        # Another writer, immediate and at commit, while `slow` is still open.
+        async with asyncio.timeout(10):
+            await _append_many(db, tenant, 3)
+            async with db.transaction(tenant) as con:
+                await append_audit_at_commit(con, tenant, _row(2))
+    async with db.transaction(tenant, readonly=True) as con:
+        entities = [
+            r["changes"]["i"]
+            for r in await con.fetch(
+                "SELECT changes FROM audit_log WHERE tenant_id = $1 ORDER BY seq", tenant
+            )
+        ]
+    # Chained in commit order: the open transaction's row last.
+    assert sorted(entities[:4]) == [0, 1, 2, 2] and entities[4] == 1
+    result = await _verify(channel, tenant)
+    assert result.valid and result.rows_checked == 5, result
+
+
+async def test_concurrent_rows_at_commit_and_immediate_form_one_chain(db, channel, tenant) -> None:
+    async def at_commit(i: int) -> None:
+        async with db.transaction(tenant) as con:
+            await append_audit_at_commit(con, tenant, _row(100 + i))
+            await append_audit_at_commit(con, tenant, _row(200 + i))
+
+    await asyncio.gather(_append_many(db, tenant, 20), *(at_commit(i) for i in range(20)))
+    result = await _verify(channel, tenant)
+    assert result.valid and result.rows_checked == 60, result
+    assert await _pending(db, tenant) == 0

@@ -34,7 +34,7 @@ from kaireon_server.dsar.model import Claim
 from kaireon_server.dsar.plan import build_plan
 from kaireon_server.dsar.settings import DsarSettings
 from kaireon_server.dsar.store import ChunkStore, DigestSigner, EncryptingSink, envelope_writer
-from kaireon_server.platform.audit_chain import append_audit
+from kaireon_server.platform.audit_chain import AuditRow, append_audit_at_commit
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.observability import metrics
 
@@ -117,23 +117,25 @@ async def run_export(deps: JobDeps, claim: Claim, on_progress: Callable[[int, in
         lease = repository.Lease(claim.tenant_id, claim.request_id, deps.owner, claim.attempt)
         if not await repository.complete(writer, lease, meta):
             raise LeaseLost()
-        await append_audit(
+        await append_audit_at_commit(
             writer,
             claim.tenant_id,
-            action="dsar_export_completed",
-            entity_type="dsar_request",
-            entity_id=str(claim.request_id),
-            actor=WORKER_ACTOR,
-            changes={
-                "attempt": claim.attempt,
-                "rows": rows,
-                "sizeBytes": meta["size"],
-                "digestSha256": meta["digest"],
-                "encrypted": claim.encrypt,
-                "keyVersion": meta["key_version"],
-            },
-            personal={"subjectId": claim.subject_id},
-            subject_id=claim.subject_id,
+            AuditRow(
+                action="dsar_export_completed",
+                entity_type="dsar_request",
+                entity_id=str(claim.request_id),
+                actor=WORKER_ACTOR,
+                changes={
+                    "attempt": claim.attempt,
+                    "rows": rows,
+                    "sizeBytes": meta["size"],
+                    "digestSha256": meta["digest"],
+                    "encrypted": claim.encrypt,
+                    "keyVersion": meta["key_version"],
+                },
+                personal={"subjectId": claim.subject_id},
+                subject_id=claim.subject_id,
+            ),
         )
         await transaction.commit()
         committed = True

@@ -171,8 +171,8 @@ async def lock_inline_disclosure(
     con: asyncpg.Connection, tenant_id: str, request_id: uuid.UUID, actor: str
 ) -> None:
     """Serialise first inline disclosures of one export to one principal, so two
-    concurrent polls record it once (released at commit). Callers take these
-    before any audit append of their transaction (see dsar/requests.py)."""
+    concurrent polls record it once (released at commit). Callers take them in
+    one order (see dsar/requests.py)."""
     await con.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended("
         "$1 || chr(31) || $2 || chr(31) || $3 || chr(31) || $4, 0))",

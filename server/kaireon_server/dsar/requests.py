@@ -33,7 +33,7 @@ from kaireon_server.dsar.model import (
 )
 from kaireon_server.dsar.notify import Notifier
 from kaireon_server.dsar.settings import DsarSettings
-from kaireon_server.platform.audit_chain import append_audit
+from kaireon_server.platform.audit_chain import AuditRow, append_audit_at_commit
 from kaireon_server.platform.canonical import parse_timestamp
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import (
@@ -84,8 +84,9 @@ async def create_in(
     An idempotency key seen before returns its request (created False), or
     ALREADY_EXISTS if that request differs. A new request writes its
     `dsar_request_created` audit row (`audit_changes` adds to its changes).
-    `within` runs in the transaction before that row: the row locks the
-    tenant's audit chain until COMMIT, so nothing else should run after it.
+    `within` runs in the transaction before that row. The row is chained when
+    the transaction commits (`append_audit_at_commit`): no lock on the
+    tenant's audit chain is held across the caller's round trips.
     """
     # The calling span's trace context (no personal value): the export job joins it.
     record, created = await repository.insert_request(
@@ -106,32 +107,40 @@ async def create_in(
         await within(con, record, created)
     if not created:
         return record, False
-    await append_audit(
+    await append_audit_at_commit(
         con,
         tenant_id,
-        action="dsar_request_created",
-        entity_type="dsar_request",
-        entity_id=str(record.id),
-        actor=actor,
-        changes={"requestType": cmd.request_type, "encrypt": cmd.encrypt, **(audit_changes or {})},
-        personal={"subjectId": cmd.subject_id},
-        subject_id=cmd.subject_id,
+        AuditRow(
+            action="dsar_request_created",
+            entity_type="dsar_request",
+            entity_id=str(record.id),
+            actor=actor,
+            changes={
+                "requestType": cmd.request_type,
+                "encrypt": cmd.encrypt,
+                **(audit_changes or {}),
+            },
+            personal={"subjectId": cmd.subject_id},
+            subject_id=cmd.subject_id,
+        ),
     )
     return record, True
 
 
 async def _audit_read(con: asyncpg.Connection, record: DsarRecord, actor: str, via: str) -> None:
     """One access row: the export went to `actor` (`via` download or inline)."""
-    await append_audit(
+    await append_audit_at_commit(
         con,
         record.tenant_id,
-        action=repository.ACTION_EXPORT_ACCESSED,
-        entity_type="dsar_request",
-        entity_id=str(record.id),
-        actor=actor,
-        changes={"via": via, "sizeBytes": record.export_size or 0},
-        personal={"subjectId": record.subject_id},
-        subject_id=record.subject_id,
+        AuditRow(
+            action=repository.ACTION_EXPORT_ACCESSED,
+            entity_type="dsar_request",
+            entity_id=str(record.id),
+            actor=actor,
+            changes={"via": via, "sizeBytes": record.export_size or 0},
+            personal={"subjectId": record.subject_id},
+            subject_id=record.subject_id,
+        ),
     )
 
 
@@ -218,9 +227,9 @@ class DsarRequests:
         con: asyncpg.Connection, tenant_id: str, actor: str, records: list[DsarRecord]
     ) -> set[uuid.UUID]:
         """Which of the records' exports `actor` already received inline. The
-        others are locked first (concurrent polls then record each once), all
-        before any audit append and in one order: an append holds the chain's
-        lock until commit, so taking one of these after it could deadlock."""
+        others are locked first (concurrent polls then record each once), in
+        one order, so that two polls cannot deadlock. (Their access rows are
+        chained at commit: no chain lock is held while these are taken.)"""
         candidates = [r.id for r in records if r.status == COMPLETED and r.export_available]
         seen = await repository.inline_disclosed(con, tenant_id, actor, candidates)
         fresh = sorted((i for i in candidates if i not in seen), key=str)

@@ -70,6 +70,7 @@ __all__ = [
     "ChainVerifier",
     "VerifyResult",
     "append_audit",
+    "append_audit_at_commit",
     "insert_rows",
     "integrity_hash",
     "normalise_db_row",
@@ -227,6 +228,20 @@ async def insert_rows(
         raise RuntimeError("audit rows must be appended inside the caller's transaction")
     if not rows:
         return []
+    columns, made = _columns(tenant_id, rows)
+    chained = await con.fetch(_APPEND, tenant_id, *columns)
+    records = [
+        AuditRecord(row_id, int(c["seq"]), str(c["prev_hash"]), str(c["integrity_hash"]), at)
+        for (row_id, at), c in zip(made, chained, strict=True)
+    ]
+    _count(rows)
+    return records
+
+
+def _columns(
+    tenant_id: str, rows: Sequence[AuditRow]
+) -> tuple[list[list[Any]], list[tuple[str, datetime]]]:
+    """The rows as _APPEND's (and _PEND's) arrays, and each row's (id, time)."""
     for row in rows:
         row.check()
     columns: list[list[Any]] = [[] for _ in range(_COLUMN_COUNT)]
@@ -236,15 +251,38 @@ async def insert_rows(
         for column, value in zip(columns, values, strict=True):
             column.append(value)
         made.append((row_id, created_at))
-    chained = await con.fetch(_APPEND, tenant_id, *columns)
-    records = [
-        AuditRecord(row_id, int(c["seq"]), str(c["prev_hash"]), str(c["integrity_hash"]), at)
-        for (row_id, at), c in zip(made, chained, strict=True)
-    ]
+    return columns, made
+
+
+def _count(rows: Sequence[AuditRow]) -> None:
     # Counted when written (a later rollback is not subtracted); action is a code constant.
     for row in rows:
         metrics.AUDIT_APPENDS.labels(metrics.action_label(row.action)).inc()
-    return records
+
+
+# The same arrays as _APPEND's, written unchained; the deferred trigger of
+# migration 0234 chains them (with kaireon_audit_append) inside the COMMIT.
+_PEND = """
+INSERT INTO audit_pending (tenant_id, id, action, entity_type, entity_id, entity_id_digest,
+    entity_id_salt, actor, changes, personal, personal_salts, personal_digests, created_at,
+    subject_id, head, tail)
+SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+    $8::text[], $9::jsonb[], $10::jsonb[], $11::jsonb[], $12::jsonb[], $13::timestamptz[],
+    $14::text[], $15::bytea[], $16::bytea[])
+"""
+
+
+async def append_audit_at_commit(con: asyncpg.Connection, tenant_id: str, row: AuditRow) -> str:
+    """Append `row` to the tenant's chain when the caller's transaction commits;
+    its id. No lock is taken before the COMMIT, which then chains the row
+    (migration 0234): for callers that need neither its seq nor its hash before
+    they commit. A rollback leaves no row; a failure to chain fails the COMMIT."""
+    if not con.is_in_transaction():
+        raise RuntimeError("audit rows must be appended inside the caller's transaction")
+    columns, [(row_id, _)] = _columns(tenant_id, [row])
+    await con.execute(_PEND, tenant_id, *columns)
+    _count([row])
+    return row_id
 
 
 async def append_audit(
