@@ -339,3 +339,15 @@ async def test_concurrent_rows_at_commit_and_immediate_form_one_chain(db, channe
     result = await _verify(channel, tenant)
     assert result.valid and result.rows_checked == 60, result
     assert await _pending(db, tenant) == 0
+
+
+async def test_rows_at_commit_are_chained_under_their_own_tenant(db, channel, tenant) -> None:
+    """A transaction that set another tenant after writing its row (the
+    policies then hide the row from that tenant) still has it chained."""
+    other = tenant + "x"
+    async with db.transaction(tenant) as con:
+        await append_audit_at_commit(con, tenant, _row(1))
+        await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", other)
+    assert await _pending(db, tenant) == 0
+    result = await _verify(channel, tenant)
+    assert result.valid and result.rows_checked == 1, result

@@ -54,8 +54,12 @@ CREATE FUNCTION kaireon_audit_chain_pending() RETURNS trigger
     LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp
 AS $fn$
 DECLARE
+    previous text := current_setting('kaireon.tenant_id', true);
     taken record;
 BEGIN
+    -- The row's tenant for the policies, whatever the transaction set last (a
+    -- transaction that moved on to another tenant must not leave rows behind).
+    PERFORM set_config('kaireon.tenant_id', NEW.tenant_id, true);
     WITH gone AS (
         DELETE FROM audit_pending p
          WHERE p.txid = pg_current_xact_id() AND p.tenant_id = NEW.tenant_id
@@ -83,6 +87,7 @@ BEGIN
             taken.personal, taken.personal_salts, taken.personal_digests, taken.created_at,
             taken.subject_ids, taken.heads, taken.tails);
     END IF;
+    PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
     RETURN NULL;
 END
 $fn$;
