@@ -164,6 +164,15 @@ TABLES: tuple[TableEntry, ...] = (
     ),
 )
 
+# Tables with a subject column whose rows never outlive the transaction that
+# writes them: no erasure, export or retention applies to them (why, per table).
+TRANSIENT: dict[str, str] = {
+    "audit_pending": (
+        "audit rows waiting for their transaction's COMMIT, which chains them into "
+        "audit_log and deletes them (migration 0234)"
+    ),
+}
+
 # Key of the dynamic-schema category (ds_* tables) in counts and exports.
 DYNAMIC_SCHEMA_COUNT_KEY = "dynamicSchemaRows"
 DYNAMIC_SCHEMA_EXPORT_KEY = "dynamicSchemaRows"
