@@ -30,11 +30,11 @@ from kaireon_server.dsar.exporter import (
     start_snapshot,
     write_document,
 )
-from kaireon_server.dsar.model import Claim
+from kaireon_server.dsar.model import Claim, audit_row
 from kaireon_server.dsar.plan import build_plan
 from kaireon_server.dsar.settings import DsarSettings
 from kaireon_server.dsar.store import ChunkStore, DigestSigner, EncryptingSink, envelope_writer
-from kaireon_server.platform.audit_chain import AuditRow, append_audit_at_commit
+from kaireon_server.platform.audit_chain import append_audit_at_commit
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.observability import metrics
 
@@ -120,12 +120,12 @@ async def run_export(deps: JobDeps, claim: Claim, on_progress: Callable[[int, in
         await append_audit_at_commit(
             writer,
             claim.tenant_id,
-            AuditRow(
-                action="dsar_export_completed",
-                entity_type="dsar_request",
-                entity_id=str(claim.request_id),
-                actor=WORKER_ACTOR,
-                changes={
+            audit_row(
+                "dsar_export_completed",
+                claim.request_id,
+                claim.subject_id,
+                WORKER_ACTOR,
+                {
                     "attempt": claim.attempt,
                     "rows": rows,
                     "sizeBytes": meta["size"],
@@ -133,8 +133,6 @@ async def run_export(deps: JobDeps, claim: Claim, on_progress: Callable[[int, in
                     "encrypted": claim.encrypt,
                     "keyVersion": meta["key_version"],
                 },
-                personal={"subjectId": claim.subject_id},
-                subject_id=claim.subject_id,
             ),
         )
         await transaction.commit()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from kaireon_server.platform.audit_chain import AuditRow
 from kaireon_server.platform.errors import InvalidArgument, NotFound
 from kaireon_server.platform.observability.tracing import TraceCarrier
 
@@ -21,6 +22,22 @@ TERMINAL = frozenset({COMPLETED, FAILED})
 REQUEST_TYPES = ("export",)
 MAX_SUBJECT_LENGTH = 256
 MAX_IDEMPOTENCY_KEY_LENGTH = 128
+
+
+def audit_row(
+    action: str, request_id: object, subject_id: str, actor: str, changes: Mapping[str, Any]
+) -> AuditRow:
+    """An audit row about a request: the subject is personal data (redacted by an
+    erasure), never part of `changes`."""
+    return AuditRow(
+        action=action,
+        entity_type="dsar_request",
+        entity_id=str(request_id),
+        actor=actor,
+        changes=changes,
+        personal={"subjectId": subject_id},
+        subject_id=subject_id,
+    )
 
 
 @dataclass(frozen=True)

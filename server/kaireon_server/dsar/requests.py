@@ -27,13 +27,14 @@ from kaireon_server.dsar.model import (
     COMPLETED,
     CreateCommand,
     DsarRecord,
+    audit_row,
     parse_request_id,
     validate_create,
     validate_status,
 )
 from kaireon_server.dsar.notify import Notifier
 from kaireon_server.dsar.settings import DsarSettings
-from kaireon_server.platform.audit_chain import AuditRow, append_audit_at_commit
+from kaireon_server.platform.audit_chain import append_audit_at_commit
 from kaireon_server.platform.canonical import parse_timestamp
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import (
@@ -110,18 +111,12 @@ async def create_in(
     await append_audit_at_commit(
         con,
         tenant_id,
-        AuditRow(
-            action="dsar_request_created",
-            entity_type="dsar_request",
-            entity_id=str(record.id),
-            actor=actor,
-            changes={
-                "requestType": cmd.request_type,
-                "encrypt": cmd.encrypt,
-                **(audit_changes or {}),
-            },
-            personal={"subjectId": cmd.subject_id},
-            subject_id=cmd.subject_id,
+        audit_row(
+            "dsar_request_created",
+            record.id,
+            cmd.subject_id,
+            actor,
+            {"requestType": cmd.request_type, "encrypt": cmd.encrypt, **(audit_changes or {})},
         ),
     )
     return record, True
@@ -132,14 +127,12 @@ async def _audit_read(con: asyncpg.Connection, record: DsarRecord, actor: str, v
     await append_audit_at_commit(
         con,
         record.tenant_id,
-        AuditRow(
-            action=repository.ACTION_EXPORT_ACCESSED,
-            entity_type="dsar_request",
-            entity_id=str(record.id),
-            actor=actor,
-            changes={"via": via, "sizeBytes": record.export_size or 0},
-            personal={"subjectId": record.subject_id},
-            subject_id=record.subject_id,
+        audit_row(
+            repository.ACTION_EXPORT_ACCESSED,
+            record.id,
+            record.subject_id,
+            actor,
+            {"via": via, "sizeBytes": record.export_size or 0},
         ),
     )
 

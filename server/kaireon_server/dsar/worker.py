@@ -29,9 +29,9 @@ import asyncpg
 
 from kaireon_server.dsar import repository
 from kaireon_server.dsar.jobs import WORKER_ACTOR, JobDeps, LeaseLost, PermanentFailure, run_export
-from kaireon_server.dsar.model import Claim
+from kaireon_server.dsar.model import Claim, audit_row
 from kaireon_server.dsar.notify import Notifier
-from kaireon_server.platform.audit_chain import AuditRow, append_audit_at_commit
+from kaireon_server.platform.audit_chain import append_audit_at_commit
 from kaireon_server.platform.observability import metrics, tracing
 
 log = logging.getLogger(__name__)
@@ -327,14 +327,12 @@ async def _audit_failed(
     await append_audit_at_commit(
         con,
         tenant_id,
-        AuditRow(
-            action="dsar_export_failed",
-            entity_type="dsar_request",
-            entity_id=str(request_id),
-            actor=WORKER_ACTOR,
-            changes={"reason": reason, "attempts": attempts},
-            personal={"subjectId": subject_id},
-            subject_id=subject_id,
+        audit_row(
+            "dsar_export_failed",
+            request_id,
+            subject_id,
+            WORKER_ACTOR,
+            {"reason": reason, "attempts": attempts},
         ),
     )
 
