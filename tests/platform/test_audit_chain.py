@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
@@ -348,6 +349,35 @@ async def test_rows_at_commit_are_chained_under_their_own_tenant(db, channel, te
     async with db.transaction(tenant) as con:
         await append_audit_at_commit(con, tenant, _row(1))
         await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", other)
+    assert await _pending(db, tenant) == 0
+    result = await _verify(channel, tenant)
+    assert result.valid and result.rows_checked == 1, result
+
+
+async def test_a_row_at_commit_outside_a_transaction_is_refused(db, tenant) -> None:
+    async with db.connection() as con:
+        with pytest.raises(RuntimeError):
+            await append_audit_at_commit(con, tenant, _row(1))
+    assert await _pending(db, tenant) == 0
+
+
+async def test_a_row_that_cannot_be_chained_fails_the_commit_and_keeps_nothing(
+    db, channel, tenant
+) -> None:
+    """A second pending row with the first's id breaks audit_log's unique id
+    when the COMMIT chains them: the COMMIT fails, and nothing of the
+    transaction (its rows, the other write) is kept."""
+    await _append_many(db, tenant, 1)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        async with db.transaction(tenant) as con:
+            await append_audit_at_commit(con, tenant, _row(5))
+            await con.execute(
+                "INSERT INTO audit_pending (tenant_id, id, action, entity_type, entity_id, "
+                "actor, changes, personal_digests, created_at, head, tail) "
+                "SELECT tenant_id, id, action, entity_type, entity_id, actor, changes, "
+                "personal_digests, created_at, head, tail FROM audit_pending"
+            )
+            await append_audit_at_commit(con, tenant, _row(6))
     assert await _pending(db, tenant) == 0
     result = await _verify(channel, tenant)
     assert result.valid and result.rows_checked == 1, result
