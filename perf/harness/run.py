@@ -29,7 +29,7 @@ from kaireon_server.platform.db import Database
 from kaireon_testkit.keys import free_port
 
 T = TypeVar("T")
-LEVEL_RPS = {"smoke": 20, "1k": 1000, "5k": 5000, "10k": 10000}
+LEVEL_RPS = {"smoke": 20, "1k": 1000, "2k": 2000, "5k": 5000, "10k": 10000}
 # Share of the level each k6 scenario runs at (the same numbers as in perf/k6/*.js).
 SHARES = {"provenance": 1.0, "erasure": 0.1, "dsar": 0.05, "flow": 0.1}
 
@@ -54,6 +54,7 @@ class Profile:
 PROFILES = {
     "smoke": Profile("smoke", 1.5, 1.0, 0.3, 200, 2, 2_000, 5, 50, 1),
     "1k": Profile("1k", 15, 8, 2, 10_000, 4, 100_000, 50, 1000, 3),
+    "2k": Profile("2k", 20, 10, 2, 10_000, 4, 100_000, 50, 1000, 3),
     "5k": Profile("5k", 20, 10, 2, 10_000, 4, 100_000, 50, 1000, 3),
     "10k": Profile("10k", 20, 10, 2, 10_000, 4, 100_000, 50, 1000, 3),
 }

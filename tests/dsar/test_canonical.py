@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from kaireon.dsar.v1 import dsar_pb2
 from kaireon_server.dsar.exporter import (
+    SMALL_EXPORT_ROWS,
     ExportHeader,
-    count_rows,
-    read_small,
+    count_and_read,
     start_snapshot,
     write_document,
 )
@@ -195,8 +195,9 @@ async def _document(db: Database, tenant: str, subject: str, header: ExportHeade
             statement_timeout_ms=0,
         )
         plan = await build_plan(con, tenant)
-        counts = await count_rows(con, plan)
-        rows = await read_small(con, plan) if small else None
+        counts, rows = await count_and_read(
+            con, plan, small_limit=SMALL_EXPORT_ROWS if small else -1
+        )
         sink = _Bytes()
         await write_document(
             con, plan, counts, header, sink=sink, on_rows=lambda _: None, rows=rows

@@ -375,3 +375,26 @@ async def test_a_job_whose_workers_keep_dying_is_failed_once_attempts_are_used_u
         "dsar_request_created",
         "dsar_export_failed",
     ]
+
+
+async def test_export_connections_kept_for_reuse_hold_no_transaction_or_lock(
+    stub, seeded, db: Database
+):
+    """An attempt's connections are kept without a reset (dsar/jobs.py): they
+    must be idle, outside any transaction, with no advisory lock left."""
+    for subject in ("cust_00001", "cust_00002"):
+        request = await create(stub, seeded, subject)
+        assert (await wait_done(stub, seeded, request.id)).status == "completed"
+    async with db.connection() as con:
+        for _ in range(50):  # the slot gives its connections back just after completing
+            rows = await con.fetch(
+                "SELECT a.state, (SELECT count(*) FROM pg_locks l"
+                "  WHERE l.pid = a.pid AND l.locktype = 'advisory') AS locks"
+                "  FROM pg_stat_activity a WHERE a.application_name = 'kaireon-dsar-export'"
+                "   AND a.datname = current_database()"
+            )
+            if rows and all(r["state"] == "idle" for r in rows):
+                break
+            await asyncio.sleep(0.1)
+    assert rows
+    assert {(r["state"], r["locks"]) for r in rows} == {("idle", 0)}

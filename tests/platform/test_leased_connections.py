@@ -51,6 +51,39 @@ async def test_a_given_back_connection_carries_nothing_into_the_next_lease(db: D
         await db.give_back(again, APP)
 
 
+async def test_without_reset_only_transaction_scoped_state_ends_and_an_open_one_is_reset(
+    db: Database,
+):
+    """`reset=False` (a DSAR export's connections): what ended with the
+    transaction is gone without the reset's round trip; a connection given back
+    inside a transaction is reset all the same."""
+    con = await db.leased_connection(APP)
+    pid = con.get_server_pid()
+    async with con.transaction():
+        await con.execute(
+            "SELECT set_config('kaireon.tenant_id', 'tenant_a', true), "
+            "pg_advisory_xact_lock_shared(424245)"
+        )
+    await db.give_back(con, APP, reset=False)
+    again = await db.leased_connection(APP)
+    assert again is con
+    assert await again.fetchval("SELECT current_setting('kaireon.tenant_id', true)") in (None, "")
+    assert await _advisory_locks(db, pid) == 0
+
+    await again.execute("BEGIN")
+    await again.execute("SELECT set_config('kaireon.tenant_id', 'tenant_b', true)")
+    await db.give_back(again, APP, reset=False)
+    third = await db.leased_connection(APP)
+    try:
+        assert third is con and not third.is_in_transaction()
+        assert await third.fetchval("SELECT current_setting('kaireon.tenant_id', true)") in (
+            None,
+            "",
+        )
+    finally:
+        await db.give_back(third, APP)
+
+
 async def test_an_old_or_broken_connection_is_not_reused(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ):

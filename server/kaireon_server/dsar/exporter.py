@@ -74,23 +74,41 @@ async def start_snapshot(
     return format_timestamp(row["now"])
 
 
-async def count_rows(con: asyncpg.Connection, plan: Sequence[TableExport]) -> list[int]:
-    """Every table's count in one statement (the counts share its snapshot anyway)."""
-    if not plan:
-        return []
+def count_and_read_sql(plan: Sequence[TableExport], small_limit: int) -> str:
+    """The statement of count_and_read.
+
+    The limit is written in, not a parameter: a statement without parameters
+    gets PostgreSQL's generic plan at once, and planning this one costs more
+    than running it for a small export."""
     # The parts are statements built by plan.py from quoted identifiers.
-    sql = "SELECT ARRAY[" + ", ".join(f"({part.count_sql})" for part in plan) + "]::bigint[]"
-    return [int(n) for n in await con.fetchval(sql)]
+    counts = "ARRAY[" + ", ".join(f"({part.count_sql})" for part in plan) + "]::bigint[]"
+    arrays = ", ".join(f"CASE WHEN c.small THEN ARRAY({part.rows_sql}) END" for part in plan)
+    # MATERIALIZED and OFFSET 0 keep the counts computed once: inlined, each
+    # reference to them (the sum, every CASE) would be a copy of the subqueries.
+    return (
+        "WITH c AS MATERIALIZED (SELECT k.n, "  # noqa: S608
+        f"(SELECT sum(x) FROM unnest(k.n) x) <= {int(small_limit)} AS small "
+        f"FROM (SELECT {counts} AS n OFFSET 0) k) "
+        f"SELECT c.n, {arrays} FROM c"
+    )
 
 
-async def read_small(con: asyncpg.Connection, plan: Sequence[TableExport]) -> list[list[str]]:
-    """Every table's rows (canonical JSON texts, in order) in one statement."""
+async def count_and_read(
+    con: asyncpg.Connection, plan: Sequence[TableExport], *, small_limit: int = SMALL_EXPORT_ROWS
+) -> tuple[list[int], list[list[str]] | None]:
+    """Every table's count and, when they add up to at most `small_limit`, every
+    table's rows (canonical JSON texts, in order), in one statement.
+
+    A large export's rows are then streamed by COPY instead (rows None): its row
+    subqueries sit in a branch not taken, which PostgreSQL never runs."""
     if not plan:
-        return []
-    sql = "SELECT " + ", ".join(f"ARRAY({part.rows_sql})" for part in plan)
-    row = await con.fetchrow(sql)
+        return [], []
+    row = await con.fetchrow(count_and_read_sql(plan, small_limit))
     assert row is not None
-    return [list(texts) for texts in row]
+    counts = [int(n) for n in row[0]]
+    if row[1] is None:
+        return counts, None
+    return counts, [list(texts) for texts in row[1:]]
 
 
 def counts_by_key(plan: Sequence[TableExport], counts: Sequence[int]) -> dict[str, int]:

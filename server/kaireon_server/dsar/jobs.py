@@ -9,8 +9,8 @@ snapshot: an erasure of the subject either finished before it (the export
 shows the erased state) or waits for this transaction and then deletes the
 stored export too. No stale copy survives an erasure.
 
-A small export (up to SMALL_EXPORT_ROWS rows) is read in one statement after
-one counting statement; a larger one is streamed by COPY table by table.
+A small export (up to SMALL_EXPORT_ROWS rows) is read in the statement that
+counts its rows; a larger one is then streamed by COPY table by table.
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ import asyncpg
 from kaireon_client.envelope import KeyRing
 from kaireon_server.dsar import repository
 from kaireon_server.dsar.exporter import (
-    SMALL_EXPORT_ROWS,
     ExportHeader,
-    count_rows,
-    read_small,
+    count_and_read,
     start_snapshot,
     write_document,
 )
@@ -85,8 +83,10 @@ class _Attempt:
                 continue
             if committed:
                 # Kept for the next export: opening one (connect, authentication,
-                # codec set-up) costs more than a small export itself.
-                await self.db.give_back(con, APPLICATION_NAME)
+                # codec set-up) costs more than a small export itself. An
+                # attempt changes nothing that outlives its transactions (settings
+                # and the erasure lock are transaction-local), so no reset.
+                await self.db.give_back(con, APPLICATION_NAME, reset=False)
             else:
                 # Mid-COPY or mid-insert: never attempt a polite ROLLBACK on a busy
                 # connection. Dropping the socket makes the server roll back.
@@ -162,10 +162,9 @@ async def _stream(
         statement_timeout_ms=settings.export_statement_timeout_ms,
     )
     plan = await build_plan(reader, claim.tenant_id)
-    counts = await count_rows(reader, plan)
+    # A small export's rows come with the counts, in the same statement.
+    counts, rows = await count_and_read(reader, plan)
     total = sum(counts)
-    # Same snapshot as the counts: a small export is read in one statement.
-    rows = await read_small(reader, plan) if total <= SMALL_EXPORT_ROWS else None
     attempt.store = store = ChunkStore(
         writer,
         tenant_id=claim.tenant_id,

@@ -189,25 +189,42 @@ def build_table_sql(
     return rows_sql, count_sql
 
 
-_COLUMNS_SQL = """
-    SELECT n.name, a.attname, t.typname, coalesce(a.attnum = ANY(i.indkey), false) AS in_pk
-      FROM unnest($1::text[]) AS n(name)
-      JOIN pg_attribute a ON a.attrelid = to_regclass(quote_ident(n.name))
+# The columns and primary-key columns of the mapped tables ($1) and of the
+# tenant's registered customer tables ($2, those with the subject column $3),
+# in one statement: the fixed cost of a small export is round trips, not rows.
+_CATALOGUE_SQL = """
+    WITH wanted AS (
+        SELECT n.name, NULL::text AS schema_id FROM unnest($1::text[]) AS n(name)
+        UNION ALL
+        SELECT r.table_name, r.schema_id FROM schema_registry r
+         WHERE r.tenant_id = $2 AND r.active AND r.entity_type = 'customer'
+           AND EXISTS (SELECT 1 FROM pg_attribute s
+                        WHERE s.attrelid = to_regclass(quote_ident(r.table_name))
+                          AND s.attname = $3 AND NOT s.attisdropped)
+    )
+    SELECT w.name, w.schema_id, a.attname, t.typname,
+           coalesce(a.attnum = ANY(i.indkey), false) AS in_pk
+      FROM wanted w
+      JOIN pg_attribute a ON a.attrelid = to_regclass(quote_ident(w.name))
                          AND a.attnum > 0 AND NOT a.attisdropped
       JOIN pg_type t ON t.oid = a.atttypid
       LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-     ORDER BY n.name, a.attnum
+     ORDER BY w.name, w.schema_id, a.attnum
 """
 
+_Catalogue = dict[tuple[str, str | None], tuple[list[Column], list[str]]]
 
-async def _columns(
-    con: asyncpg.Connection, tables: Sequence[str]
-) -> dict[str, tuple[list[Column], list[str]]]:
-    """Columns and primary-key columns of every table, in one statement; a table
-    this deployment lacks is absent from the answer."""
-    found: dict[str, tuple[list[Column], list[str]]] = {}
-    for r in await con.fetch(_COLUMNS_SQL, list(tables)):
-        columns, primary = found.setdefault(r["name"], ([], []))
+
+async def _catalogue(con: asyncpg.Connection, tenant_id: str, tables: Sequence[str]) -> _Catalogue:
+    """(table, schema id or None) -> columns and primary-key columns; a mapped
+    table this deployment lacks is absent, and so is a registered table
+    dropped meanwhile."""
+    found: _Catalogue = {}
+    rows = await con.fetch(
+        _CATALOGUE_SQL, list(tables), tenant_id, data_map.DYNAMIC_SCHEMA_SUBJECT_COLUMN
+    )
+    for r in rows:
+        columns, primary = found.setdefault((r["name"], r["schema_id"]), ([], []))
         columns.append(Column(r["attname"], r["typname"]))
         if r["in_pk"] and r["attname"] != "tenant_id":
             primary.append(r["attname"])
@@ -215,31 +232,15 @@ async def _columns(
 
 
 async def build_plan(con: asyncpg.Connection, tenant_id: str) -> list[TableExport]:
-    """The statements of one export, in document order (canonical key order).
-
-    Two catalogue reads whatever the number of tables: the fixed cost of a small
-    export is round trips, not rows."""
-    registered = await con.fetch(
-        """
-        SELECT r.schema_id, r.table_name FROM schema_registry r
-         WHERE r.tenant_id = $1 AND r.active AND r.entity_type = 'customer'
-           AND EXISTS (SELECT 1 FROM pg_attribute a
-                        WHERE a.attrelid = to_regclass(quote_ident(r.table_name))
-                          AND a.attname = $2 AND NOT a.attisdropped)
-        """,
-        tenant_id,
-        data_map.DYNAMIC_SCHEMA_SUBJECT_COLUMN,
-    )
+    """The statements of one export, in document order (canonical key order)."""
     mapped = [entry for entry in data_map.TABLES if entry.export_key is not None]
-    catalogue = await _columns(
-        con, [entry.table for entry in mapped] + [r["table_name"] for r in registered]
-    )
+    catalogue = await _catalogue(con, tenant_id, [entry.table for entry in mapped])
     plan: list[TableExport] = []
     for entry in mapped:
         assert entry.export_key is not None
-        if entry.table not in catalogue:
+        if (entry.table, None) not in catalogue:
             continue  # another capability's table that this deployment lacks
-        columns, primary = catalogue[entry.table]
+        columns, primary = catalogue[(entry.table, None)]
         plan.append(
             _table_export(
                 entry.export_key,
@@ -250,15 +251,14 @@ async def build_plan(con: asyncpg.Connection, tenant_id: str) -> list[TableExpor
                 primary=tuple(primary),
             )
         )
-    for r in registered:
-        if r["table_name"] not in catalogue:
-            continue  # dropped between the two reads
-        columns, primary = catalogue[r["table_name"]]
+    for (table, schema_id), (columns, primary) in catalogue.items():
+        if schema_id is None:
+            continue
         plan.append(
             _table_export(
                 data_map.DYNAMIC_SCHEMA_EXPORT_KEY,
-                r["schema_id"],
-                table=r["table_name"],
+                schema_id,
+                table=table,
                 subject_column=data_map.DYNAMIC_SCHEMA_SUBJECT_COLUMN,
                 columns=tuple(columns),
                 primary=tuple(primary),

@@ -352,16 +352,26 @@ async def set_progress(con: asyncpg.Connection, lease: Lease, progress: int) -> 
 
 
 async def complete(con: asyncpg.Connection, lease: Lease, export: Mapping[str, Any]) -> bool:
-    """Mark the job completed with its export; False when the attempt lost its lease."""
-    status = await con.execute(
+    """Mark the job completed with its export; False when the attempt lost its lease.
+
+    In the same statement, chunks of other attempts are deleted: only this
+    attempt's can be committed (a guard, normally a no-op)."""
+    done: bool = await con.fetchval(
         f"""
-        UPDATE dsar_request
-           SET status = 'completed', progress = 100, error = NULL, completed_at = clock_timestamp(),
-               lease_owner = NULL, lease_expires_at = NULL,
-               export_attempt = $4, export_chunks = $5, export_size = $6, export_rows = $7,
-               export_digest = $8, export_signature = $9, export_signing_key_id = $10,
-               export_key_version = $11
-         WHERE {_OWNED}
+        WITH done AS (
+            UPDATE dsar_request
+               SET status = 'completed', progress = 100, error = NULL,
+                   completed_at = clock_timestamp(), lease_owner = NULL, lease_expires_at = NULL,
+                   export_attempt = $4, export_chunks = $5, export_size = $6, export_rows = $7,
+                   export_digest = $8, export_signature = $9, export_signing_key_id = $10,
+                   export_key_version = $11
+             WHERE {_OWNED}
+            RETURNING tenant_id, id
+        ), stale AS (
+            DELETE FROM dsar_export_chunk c USING done
+             WHERE c.tenant_id = done.tenant_id AND c.request_id = done.id AND c.attempt <> $4
+        )
+        SELECT EXISTS (SELECT 1 FROM done)
         """,  # noqa: S608 - constant condition
         *lease.args,
         export["chunks"],
@@ -372,16 +382,7 @@ async def complete(con: asyncpg.Connection, lease: Lease, export: Mapping[str, A
         export["signing_key_id"],
         export["key_version"],
     )
-    if status != "UPDATE 1":
-        return False
-    # Only this attempt's chunks can be committed; this is a guard, normally a no-op.
-    await con.execute(
-        "DELETE FROM dsar_export_chunk WHERE tenant_id = $1 AND request_id = $2 AND attempt <> $3",
-        lease.tenant_id,
-        lease.request_id,
-        lease.attempt,
-    )
-    return True
+    return done
 
 
 async def reschedule(

@@ -85,6 +85,8 @@ class ExportWorkers:
         self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_reap = loop.time()
         while not self._stopping:
             try:
                 claimed = False
@@ -98,7 +100,11 @@ class ExportWorkers:
                     task = asyncio.create_task(self._execute(slot, claim))
                     self._running.add(task)
                     task.add_done_callback(self._running.discard)
-                if not claimed and self._free:
+                # Dead workers' jobs wait for a lease to run out anyway: looking for
+                # them once per poll interval is soon enough, and not after every
+                # wake-up (a transaction of three round trips per export otherwise).
+                if not claimed and self._free and loop.time() >= next_reap:
+                    next_reap = loop.time() + self._settings.poll_seconds
                     await self._free[-1].reap()
             except asyncio.CancelledError:
                 raise
