@@ -398,3 +398,34 @@ async def test_export_connections_kept_for_reuse_hold_no_transaction_or_lock(
             await asyncio.sleep(0.1)
     assert rows
     assert {(r["state"], r["locks"]) for r in rows} == {("idle", 0)}
+
+
+async def test_a_slot_that_frees_up_claims_only_when_the_queue_may_hold_work(
+    stub, seeded, app, monkeypatch: pytest.MonkeyPatch
+):
+    """Each export costs the claim that takes it and one that finds the queue
+    empty; an export's end does not add a third that finds nothing (plus one
+    claim per poll interval)."""
+    import math
+    import time
+
+    from kaireon_server.dsar import worker as worker_module
+    from kaireon_server.dsar.service import DsarCapability
+
+    claims = 0
+    claim = worker_module.Worker.claim
+
+    async def counted(self: worker_module.Worker) -> object:
+        nonlocal claims
+        claims += 1
+        return await claim(self)
+
+    monkeypatch.setattr(worker_module.Worker, "claim", counted)
+    began = time.monotonic()
+    exports = 8
+    for i in range(exports):
+        request = await create(stub, seeded, f"cust_0000{1 + i % 3}")
+        assert (await wait_done(stub, seeded, request.id)).status == "completed"
+    capability = next(c for c in app.capabilities if isinstance(c, DsarCapability))
+    polls = math.ceil((time.monotonic() - began) / capability.settings.poll_seconds) + 1
+    assert claims <= 2 * exports + polls, (claims, polls)

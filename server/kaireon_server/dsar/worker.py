@@ -55,6 +55,7 @@ class ExportWorkers:
     def __init__(self, deps: JobDeps, notifier: Notifier) -> None:
         self._settings = deps.settings
         self._wake = notifier.work_event()
+        self._freed = asyncio.Event()
         self._slots = [Worker(deps, index) for index in range(deps.settings.workers)]
         self._free = list(reversed(self._slots))
         self._running: set[asyncio.Task[None]] = set()
@@ -87,13 +88,20 @@ class ExportWorkers:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_reap = loop.time()
+        # Whether the queue may hold a due job: after a notification, the poll, or a
+        # claim that found one (there may be more); not after a claim that found
+        # none. A slot that frees up claims only then: otherwise every export's
+        # end would cost a claim that finds nothing, in every process.
+        maybe_due = True
+        next_poll = loop.time() + self._settings.poll_seconds
         while not self._stopping:
             try:
                 claimed = False
-                while self._free and not self._stopping:
+                while self._free and maybe_due and not self._stopping:
                     slot = self._free[-1]
                     claim = await slot.claim()
                     if claim is None:
+                        maybe_due = False
                         break
                     claimed = True
                     self._free.pop()
@@ -109,20 +117,39 @@ class ExportWorkers:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database down: wait and try again
+                maybe_due = True
                 log.warning(
                     "dsar worker cannot reach the queue", extra={"error": failure_reason(exc)}
                 )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._settings.poll_seconds):
-                    await self._wake.wait()
-            self._wake.clear()
+            if await self._wait() or loop.time() >= next_poll:
+                maybe_due = True
+                next_poll = loop.time() + self._settings.poll_seconds
+
+    async def _wait(self) -> bool:
+        """Until work may be due or a slot frees up; True unless only a slot did
+        (a notification, the poll interval or a stop)."""
+        if not self._wake.is_set() and not self._freed.is_set():
+            waits = [asyncio.ensure_future(e.wait()) for e in (self._wake, self._freed)]
+            try:
+                await asyncio.wait(
+                    waits, timeout=self._settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+            if not self._wake.is_set() and not self._freed.is_set():
+                return True  # the poll interval
+        notified = self._wake.is_set()
+        self._wake.clear()
+        self._freed.clear()
+        return notified
 
     async def _execute(self, slot: Worker, claim: Claim) -> None:
         try:
             await slot.execute(claim)
         finally:
             self._free.append(slot)
-            self._wake.set()  # a slot is free: the queue may hold more
+            self._freed.set()  # a slot is free: it claims if the queue may hold more
 
 
 class Worker:
