@@ -30,7 +30,7 @@ from kaireon_server.flow.repository import RunView
 from kaireon_server.flow.settings import FlowLimits
 from kaireon_server.flow.stores import PostgresCheckpointStore
 from kaireon_server.flow.validation import Plan, validate
-from kaireon_server.platform.audit_chain import append_audit
+from kaireon_server.platform.audit_chain import AuditRow, append_audit_at_commit
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.canonical import format_timestamp, parse_timestamp
 from kaireon_server.platform.db import Database
@@ -207,18 +207,20 @@ class RunManager:
                         reason="RUN_EXISTS",
                         metadata={"run_id": run_id},
                     )
-                await append_audit(
+                await append_audit_at_commit(
                     con,
                     tenant,
-                    action="flow_run_start",
-                    entity_type="flow_run",
-                    entity_id=run_id,
-                    actor=identity.actor,
-                    changes={
-                        "attempt": 1,
-                        "nodeCount": len(plan.nodes),
-                        "definitionDigest": definition.digest,
-                    },
+                    AuditRow(
+                        action="flow_run_start",
+                        entity_type="flow_run",
+                        entity_id=run_id,
+                        actor=identity.actor,
+                        changes={
+                            "attempt": 1,
+                            "nodeCount": len(plan.nodes),
+                            "definitionDigest": definition.digest,
+                        },
+                    ),
                 )
         except BaseException:
             await self._abandon(lock, tenant)
@@ -261,19 +263,21 @@ class RunManager:
                     started_at=datetime.now(UTC),
                 )
                 first_seq = await repository.next_seq(con, tenant, run_id)
-                await append_audit(
+                await append_audit_at_commit(
                     con,
                     tenant,
-                    action="flow_run_retry",
-                    entity_type="flow_run",
-                    entity_id=run_id,
-                    actor=identity.actor,
-                    changes={
-                        "attempt": attempt,
-                        "previousState": run.state.value,
-                        "definitionDigest": definition.digest,
-                        "definitionChanged": definition.digest != run.definition_digest,
-                    },
+                    AuditRow(
+                        action="flow_run_retry",
+                        entity_type="flow_run",
+                        entity_id=run_id,
+                        actor=identity.actor,
+                        changes={
+                            "attempt": attempt,
+                            "previousState": run.state.value,
+                            "definitionDigest": definition.digest,
+                            "definitionChanged": definition.digest != run.definition_digest,
+                        },
+                    ),
                 )
                 view = await repository.get_run(con, tenant, run_id)
         except BaseException:
@@ -297,14 +301,16 @@ class RunManager:
                     )
                 await repository.request_cancel(con, tenant, run_id)
                 await notify(con, tenant, run_id, "cancel")
-                await append_audit(
+                await append_audit_at_commit(
                     con,
                     tenant,
-                    action="flow_run_cancel",
-                    entity_type="flow_run",
-                    entity_id=run_id,
-                    actor=identity.actor,
-                    changes={"attempt": run.attempt},
+                    AuditRow(
+                        action="flow_run_cancel",
+                        entity_type="flow_run",
+                        entity_id=run_id,
+                        actor=identity.actor,
+                        changes={"attempt": run.attempt},
+                    ),
                 )
             if not self.executors.cancel_local(tenant, run_id):
                 await self.executors.end_if_orphaned(
@@ -331,14 +337,16 @@ class RunManager:
             async with self.db.transaction(tenant) as con:
                 cleared = await self.store.clear(tenant, run_id, con)
                 await repository.clear_cache_keys(con, tenant, run_id)
-                await append_audit(
+                await append_audit_at_commit(
                     con,
                     tenant,
-                    action="flow_run_clear_checkpoints",
-                    entity_type="flow_run",
-                    entity_id=run_id,
-                    actor=identity.actor,
-                    changes={"cleared": cleared},
+                    AuditRow(
+                        action="flow_run_clear_checkpoints",
+                        entity_type="flow_run",
+                        entity_id=run_id,
+                        actor=identity.actor,
+                        changes={"cleared": cleared},
+                    ),
                 )
         finally:
             await lock.release()
