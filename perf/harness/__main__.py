@@ -6,6 +6,7 @@
     perf/run --only single,runner # some groups only (harness/scenarios)
     perf/run --only scaleout      # 1 vs 3 replicas behind nginx (root; opt-in)
     perf/run --only tlog,metrics  # the log under appends; metrics/tracing cost (opt-in)
+    perf/run --only scale         # each RPC at 10k vs 100k rows per tenant (opt-in)
     perf/run --profile            # + py-spy of the server under provenance load
     perf/soak ...                 # = perf/run soak ...: the bounded soak (harness/soak.py)
 
@@ -22,6 +23,13 @@ import asyncio
 import sys
 
 from harness import run
+
+
+def _sizes(text: str) -> tuple[int, int]:
+    sizes = [int(part) for part in text.split(",")]
+    if len(sizes) != 2 or min(sizes) < 1000 or sizes[0] >= sizes[1]:
+        raise argparse.ArgumentTypeError("two increasing sizes, each at least 1000")
+    return sizes[0], sizes[1]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +57,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="py-spy the server under provenance load and while it runs the long flow chain",
     )
     add("--no-install", action="store_true", help="never apt-get install h2load")
+    add(
+        "--scale-sizes",
+        type=_sizes,
+        help="--only scale: small,large rows per table (default 10000,100000; smoke 1000,10000)",
+    )
+    add(
+        "--scale-contention",
+        action="store_true",
+        help="--only scale: also other calls' p50/p99 idle vs during a full StreamVerifyLog",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.level = "smoke"

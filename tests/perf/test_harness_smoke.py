@@ -149,15 +149,25 @@ def test_smoke_run_prints_every_row_with_measurements(results_dir: Path) -> None
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_the_opt_in_groups_of_the_former_benchmarks_print_their_rows(results_dir: Path) -> None:
-    """`--only tlog,metrics` (were perf/audit_tlog_bench.py and perf/metrics_cost_bench.py)."""
+    """`--only tlog,metrics,scale` (were perf/audit_tlog_bench.py,
+    perf/metrics_cost_bench.py and perf/scale_bench.py), contention included."""
     proc, results = run_perf(
-        "run", "--smoke", "--no-install", "--only", "tlog,metrics", out=results_dir
+        "run",
+        "--smoke",
+        "--no-install",
+        "--only",
+        "tlog,metrics,scale",
+        "--scale-contention",
+        out=results_dir,
     )
-    rows = {row["key"]: row for row in results["rows"]}
+    every = {row["key"]: row for row in results["rows"]}
+    scale = {key: row for key, row in every.items() if key.startswith("scale.")}
+    rows = {key: row for key, row in every.items() if key not in scale}
     configs = ("off", "metrics", "both")
     assert set(rows) == {"tlog.appends"} | {
         f"metrics.{call}.{config}" for call in ("provenance", "erasure") for config in configs
     }
+    _check_scale_rows(scale)
     assert all(row["status"] == "ok" for row in rows.values()), rows
     tlog = rows["tlog.appends"]
     # Every appended row was checkpointed; the lag percentiles are ordered.
@@ -171,3 +181,57 @@ def test_the_opt_in_groups_of_the_former_benchmarks_print_their_rows(results_dir
         assert rows[f"metrics.{call}.metrics"]["baseline"] == f"metrics.{call}.off"
         assert rows[f"metrics.{call}.both"]["ratio_rps"] is not None
     assert "goal metrics cost < 5% not judged at smoke scale" in proc.stdout
+
+
+SCALE_CALLS = {
+    "dsar-create",
+    "dsar-get",
+    "dsar-list-status-completed",
+    "dsar-list-status-failed",
+    "dsar-list-deep-page",
+    "dsar-list-subject",
+    "listruns",
+    "listruns-state-failed",
+    "listruns-state-running",
+    "listruns-deep-page",
+    "getrun",
+    "listauditevents",
+    "listauditevents-action",
+    "listauditevents-deep-page",
+    "getcheckpoint",
+    "getinclusionproof",
+    "getconsistencyproof",
+    "listentries--50",
+    "verifychain---100-rows",
+    "verifylog---100-rows",
+    "erasure-dry-run",
+    "provenance",
+}
+
+
+def _check_scale_rows(rows: dict[str, dict]) -> None:
+    """Every call at both sizes (the large one's p50 ratio is the growth), the full
+    runs as throughputs, the contention phases against the idle one."""
+    sizes = ("1000", "10000")
+    calls = {f"scale.{call}.{size}" for call in SCALE_CALLS for size in sizes}
+    full = {
+        f"scale.full.{what}.{size}"
+        for what in ("integrate", "VerifyChain", "VerifyLog")
+        for size in sizes
+    }
+    contention = {
+        f"scale.contention.{call}.{phase}"
+        for call in ("listauditevents", "provenance")
+        for phase in ("idle", "verifying", "idle-after")
+    }
+    assert set(rows) == calls | full | contention
+    assert all(row["status"] == "ok" for row in rows.values()), rows
+    for call in SCALE_CALLS:
+        small, large = rows[f"scale.{call}.1000"], rows[f"scale.{call}.10000"]
+        assert small["p50"] > 0 and large["p50"] > 0, call
+        assert large["baseline"] == f"scale.{call}.1000" and large["ratio_p50"] > 0, call
+    assert all(rows[key]["rps"] > 0 for key in full)
+    for key in contention:
+        assert rows[key]["p50"] > 0 and rows[key]["p99"] >= rows[key]["p50"], key
+    assert "rows verified in" in rows["scale.contention.provenance.verifying"]["note"]
+    assert "access rows written by" in rows["scale.dsar-list-status-completed.1000"]["note"]

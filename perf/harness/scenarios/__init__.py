@@ -5,7 +5,8 @@ rows every other row is a ratio to), then the load scenarios, then one operation
 at a time on the heavy customers (which erases them), then the in-process runner.
 Groups in OPT_IN run only when named in --only (they need what a plain run may
 not have, root for the multi-host lab, or ask another question: how fast the
-transparency log keeps up with appends, what metrics and tracing cost).
+transparency log keeps up with appends, what metrics and tracing cost, how
+each RPC's latency grows with the tenant's history).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from harness.scenarios import (
     metrics,
     provenance,
     runner,
+    scale,
     scaleout,
     single,
     tlog,
@@ -39,5 +41,6 @@ GROUPS: dict[str, Scenario] = {
     "scaleout": scaleout.run,
     "tlog": tlog.run,
     "metrics": metrics.run,
+    "scale": scale.run,
 }
-OPT_IN = {"scaleout", "tlog", "metrics"}
+OPT_IN = {"scaleout", "tlog", "metrics", "scale"}

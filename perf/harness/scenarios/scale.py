@@ -1,0 +1,488 @@
+"""Each RPC's latency at two tenant sizes (was perf/scale_bench.py; opt-in).
+
+    perf/run --only scale                                  # 10,000 vs 100,000 rows
+    perf/run --only scale --scale-sizes 100000,1000000 --scale-contention
+
+For each size N a fresh tenant is seeded on the run's database: the demo seed
+(3 customers, their decisions and audit rows), then with `generate_series`, as
+the owner and without triggers, N DSAR requests (1% failed; the newest 50
+completed ones with a small stored export, attached inline by the polling
+call), N flow runs (1% failed), N interaction rows and N decision traces over
+N/100 other customers; and N hash-chained audit rows through the server's
+writer (a fifth `gdpr_erasure`, one in a hundred export accesses). The rows
+are then integrated into the transparency log and the chain and the log
+verified in full (timed: proportional to the log by design), then VACUUM
+ANALYZE.
+
+Each RPC is called 25 times per size (3 at --smoke) after 3 warm-up calls, the
+two sizes taking turns, and the median is kept: a row per RPC and size, the
+large one's "p50 x" being the growth factor (about 1 for an O(log n) call,
+about 10 for O(n)). The incremental verifications get 100 new rows before each
+call. --scale-contention adds the p50/p99 of other calls, from this process
+(the server is another), idle, during a full StreamVerifyLog of the large
+tenant, and idle again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import grpc
+
+from harness.report import Row
+from harness.run import Context
+from harness.stack import log
+from harness.stats import percentiles
+from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
+from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
+from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
+from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
+from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
+from kaireon_server.audit.tlog import Integrator, TlogSettings
+from kaireon_server.demo.seed import SeedSize, seed_tenant
+from kaireon_server.platform.audit_chain import AuditRow, insert_rows
+from kaireon_server.platform.canonical import format_timestamp
+from kaireon_server.platform.db import Database
+from kaireon_server.platform.paging import encode_token
+
+WARMUP = 3
+PAGE = 50  # every list asks for a full page at both sizes (1% of 10,000 rows = 100)
+DECISION = "dec_00001_1"  # a demo-seed decision: its bundle cites catalogue rows
+AUDIT_BATCH = 5000  # rows per seeding transaction
+NEW_ROWS = 100  # rows appended before each incremental verification call
+PROBE_SECONDS = 30.0  # idle probing before and after the loaded window (2 s at --smoke)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+_SEED = [
+    # DSAR requests: completed (no stored export), 1% failed, 100 per subject.
+    """
+    INSERT INTO dsar_request (tenant_id, id, request_type, subject_id, status, created_by,
+                              created_at, updated_at, completed_at)
+    SELECT $1, gen_random_uuid(), 'export', 'bulk_' || (i % ($2 / 100)),
+           CASE WHEN i % 100 = 0 THEN 'failed' ELSE 'completed' END, 'seed', t, t, t
+      FROM generate_series(1, $2) i,
+           LATERAL (SELECT timestamptz '2026-01-01' + i * interval '1 second' AS t) ts
+    """,
+    """
+    INSERT INTO flow_run (tenant_id, run_id, definition, definition_digest, state, created_at,
+                          started_at, ended_at)
+    SELECT $1, 'bulk-run-' || i, '{}'::jsonb, 'seed',
+           CASE WHEN i % 100 = 0 THEN 'failed' ELSE 'succeeded' END, t, t, t
+      FROM generate_series(1, $2) i,
+           LATERAL (SELECT timestamptz '2026-01-01' + i * interval '1 second' AS t) ts
+    """,
+    """
+    INSERT INTO interaction_history (tenant_id, customer_id, offer_id, channel, event_type,
+                                     occurred_at)
+    SELECT $1, 'bulk_' || (i % ($2 / 100)), 'OFFER_A', 'web', 'impression',
+           timestamptz '2026-01-01' + i * interval '1 second'
+      FROM generate_series(1, $2) i
+    """,
+    """
+    INSERT INTO decision_trace (tenant_id, id, customer_id, decided_at, channel)
+    SELECT $1, 'bulkdec_' || i, 'bulk_' || (i % ($2 / 100)),
+           timestamptz '2026-01-01' + i * interval '1 second', 'web'
+      FROM generate_series(1, $2) i
+    """,
+]
+# The PAGE newest completed requests get a small stored export, so the polling
+# call (`status=completed`) attaches PAGE exports inline as in production.
+_SEED_EXPORTS = [
+    """
+    INSERT INTO dsar_export_chunk (tenant_id, request_id, attempt, seq, subject_id, data)
+    SELECT $1, r.id, 1, 0, r.subject_id, convert_to(
+               '{"counts":{},"customerId":' || to_json(r.subject_id)::text
+               || ',"data":{},"encrypted":false,"exportedAt":"2026-01-01T00:00:00.000000Z",'
+               || '"requestId":"' || r.id || '"}', 'UTF8')
+      FROM (SELECT id, subject_id FROM dsar_request WHERE tenant_id = $1 AND status = 'completed'
+             ORDER BY created_at DESC, id DESC LIMIT $2) r
+    """,
+    """
+    UPDATE dsar_request r SET export_attempt = 1, export_chunks = 1,
+           export_size = octet_length(c.data), export_rows = 0,
+           export_digest = encode(sha256(c.data), 'hex')
+      FROM dsar_export_chunk c
+     WHERE r.tenant_id = $1 AND c.tenant_id = $1 AND c.request_id = r.id AND $2 > 0
+    """,
+]
+
+Call = Callable[[], Awaitable[Any]]
+
+
+def _audit_row(i: int, rows: int) -> AuditRow:
+    """Bulk audit row i: a fifth `gdpr_erasure` (personal entity id), one in a
+    hundred export accesses, the rest provenance emissions; 100 per subject."""
+    subject = f"bulk_{i % max(1, rows // 100)}"
+    when = T0 + timedelta(seconds=i)
+    if i % 5 == 0:
+        return AuditRow(
+            "gdpr_erasure",
+            "customer",
+            subject,
+            "seed",
+            entity_id_is_personal=True,
+            subject_id=subject,
+            now=when,
+        )
+    action, kind = (
+        ("dsar_export_downloaded", "dsar_request")
+        if i % 100 == 1
+        else ("decision_provenance_emit", "decision")
+    )
+    return AuditRow(action, kind, f"bulkdec_{i}", "seed", subject_id=subject, now=when)
+
+
+async def _append(db: Database, tenant: str, rows: list[AuditRow]) -> None:
+    """Hash-chained rows through the server's own writer (`insert_rows`), triggers off."""
+    async with db.owner_connection() as con, con.transaction():
+        await con.execute("SET LOCAL session_replication_role = replica")
+        await insert_rows(con, tenant, rows)
+
+
+async def _seed(db: Database, tenant: str, rows: int) -> dict[str, Any]:
+    """Seed one tenant; returns the positions the deep-page calls start from."""
+    await seed_tenant(db, tenant, SeedSize(customers=3, interactions_per_customer=5))
+    deep = rows * 9 // 10
+    async with db.owner_connection() as con, con.transaction():
+        # Owner connection: no triggers (DSAR events and notifications).
+        await con.execute("SET LOCAL session_replication_role = replica")
+        await con.execute("SELECT set_config('kaireon.tenant_id', $1, true)", tenant)
+        for statement in _SEED:
+            await con.execute(statement, tenant, rows)
+        for statement in _SEED_EXPORTS:
+            await con.execute(statement, tenant, PAGE)
+        head = await con.fetchval("SELECT seq FROM audit_chain_head WHERE tenant_id = $1", tenant)
+    for first in range(1, rows + 1, AUDIT_BATCH):
+        last = min(first + AUDIT_BATCH, rows + 1)
+        await _append(db, tenant, [_audit_row(i, rows) for i in range(first, last)])
+    async with db.owner_connection() as con:
+        dsar = await con.fetchrow(
+            "SELECT id, created_at FROM dsar_request WHERE tenant_id = $1 AND status = 'completed'"
+            " ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT 1",
+            tenant,
+            deep,
+        )
+        run = await con.fetchrow(
+            "SELECT run_id, created_at FROM flow_run WHERE tenant_id = $1"
+            " ORDER BY created_at DESC, run_id DESC OFFSET $2 LIMIT 1",
+            tenant,
+            deep,
+        )
+    assert dsar is not None and run is not None
+    return {
+        "dsar_id": str(dsar["id"]),
+        "dsar_token": encode_token({"c": dsar["created_at"].isoformat(), "i": str(dsar["id"])}),
+        "run_id": run["run_id"],
+        "run_token": encode_token({"c": format_timestamp(run["created_at"]), "r": run["run_id"]}),
+        "audit_token": encode_token({"seq": head + deep}),
+        "leaf": head + deep,
+    }
+
+
+def _admin(tenant: str) -> tuple[tuple[str, str], ...]:
+    return (("x-tenant-id", tenant), ("x-user-role", "admin"))
+
+
+async def _catch_up(
+    db: Database, integrator: Integrator, channel: grpc.aio.Channel, tenant: str, at: dict[str, Any]
+) -> dict[str, float]:
+    """Integrate the seeded rows into the tenant's log, run both verifications to the
+    head (the full runs, timed), then VACUUM ANALYZE; the incremental calls measured
+    afterwards start from there."""
+    audit = audit_pb2_grpc.AuditServiceStub(channel)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    await integrator.integrate(tenant)
+    timings["integrate"] = time.perf_counter() - started
+    started = time.perf_counter()
+    admin = _admin(tenant)
+    while (reply := await audit.VerifyChain(audit_pb2.VerifyChainRequest(), metadata=admin)).more:
+        pass
+    assert reply.valid, reply
+    timings["VerifyChain"] = time.perf_counter() - started
+    started = time.perf_counter()
+    while (reply_log := await audit.VerifyLog(audit_pb2.VerifyLogRequest(), metadata=admin)).more:
+        pass
+    assert reply_log.valid, reply_log
+    timings["VerifyLog"] = time.perf_counter() - started
+    timings["rows"] = float(reply_log.tree_size)
+    async with db.owner_connection() as con:
+        # Autovacuum of the fresh rows would otherwise run during the measurements
+        # (on 2 cores that alone doubles some latencies).
+        await con.execute("VACUUM ANALYZE")
+        # The server's own integrator may have checkpointed further meanwhile.
+        at["half"] = await con.fetchval(
+            "SELECT size FROM audit_tlog_checkpoint WHERE tenant_id = $1 AND size <= $3"
+            " ORDER BY abs(size - $2) LIMIT 1",
+            tenant,
+            reply_log.tree_size // 2,
+            reply_log.tree_size,
+        )
+        at["size"] = reply_log.tree_size
+    return timings
+
+
+def _probe_calls(channel: grpc.aio.Channel, tenant: str) -> dict[str, Call]:
+    """The calls probed while a full verification runs (also rows of their own)."""
+    admin = _admin(tenant)
+    return {
+        "ListAuditEvents": partial(
+            audit_pb2_grpc.AuditServiceStub(channel).ListAuditEvents,
+            audit_pb2.ListAuditEventsRequest(page_size=PAGE),
+            metadata=admin,
+        ),
+        "provenance": partial(
+            provenance_pb2_grpc.ProvenanceServiceStub(channel).GetDecisionProvenance,
+            provenance_pb2.GetDecisionProvenanceRequest(decision_id=DECISION),
+            metadata=admin,
+        ),
+    }
+
+
+def _calls(channel: grpc.aio.Channel, tenant: str, at: dict[str, Any]) -> dict[str, Call]:
+    op = (("x-tenant-id", tenant), ("x-user-role", "operator"))
+    admin = _admin(tenant)
+    dsar = dsar_pb2_grpc.DsarServiceStub(channel)
+    flow = flow_pb2_grpc.FlowRunnerServiceStub(channel)
+    audit = audit_pb2_grpc.AuditServiceStub(channel)
+    dsars, runs, events = dsar.ListDsarRequests, flow.ListRuns, audit.ListAuditEvents
+    dsar_list, run_list = dsar_pb2.ListDsarRequestsRequest, flow_pb2.ListRunsRequest
+    event_list = audit_pb2.ListAuditEventsRequest
+    failed, running = flow_pb2.RUN_STATE_FAILED, flow_pb2.RUN_STATE_RUNNING
+    table: dict[str, tuple[Callable[..., Awaitable[Any]], Any, Any]] = {
+        "DSAR create": (
+            dsar.CreateDsarRequest,
+            dsar_pb2.CreateDsarRequestRequest(request_type="export", subject_id="cust_00001"),
+            op,
+        ),
+        "DSAR get": (dsar.GetDsarRequest, dsar_pb2.GetDsarRequestRequest(id=at["dsar_id"]), op),
+        "DSAR list status=completed": (dsars, dsar_list(status="completed", page_size=PAGE), op),
+        "DSAR list status=failed": (dsars, dsar_list(status="failed", page_size=PAGE), op),
+        "DSAR list deep page": (
+            dsars,
+            dsar_list(status="completed", page_size=PAGE, page_token=at["dsar_token"]),
+            op,
+        ),
+        "DSAR list subject": (dsars, dsar_list(subject_id="bulk_7", page_size=PAGE), op),
+        "ListRuns": (runs, run_list(page_size=PAGE), op),
+        "ListRuns state=failed": (runs, run_list(page_size=PAGE, state=failed), op),
+        "ListRuns state=running": (runs, run_list(page_size=PAGE, state=running), op),
+        "ListRuns deep page": (runs, run_list(page_size=PAGE, page_token=at["run_token"]), op),
+        "GetRun": (flow.GetRun, flow_pb2.GetRunRequest(run_id=at["run_id"]), op),
+        "ListAuditEvents action=": (
+            events,
+            event_list(page_size=PAGE, action="dsar_export_downloaded"),
+            admin,
+        ),
+        "ListAuditEvents deep page": (
+            events,
+            event_list(page_size=PAGE, page_token=at["audit_token"]),
+            admin,
+        ),
+        "GetCheckpoint": (audit.GetCheckpoint, audit_pb2.GetCheckpointRequest(), admin),
+        "GetInclusionProof": (
+            audit.GetInclusionProof,
+            audit_pb2.GetInclusionProofRequest(index=at["leaf"]),
+            admin,
+        ),
+        "GetConsistencyProof": (
+            audit.GetConsistencyProof,
+            audit_pb2.GetConsistencyProofRequest(first_size=at["half"], second_size=at["size"]),
+            admin,
+        ),
+        "ListEntries (50)": (
+            audit.ListEntries,
+            audit_pb2.ListEntriesRequest(start=at["leaf"], end=at["leaf"] + PAGE),
+            admin,
+        ),
+        f"VerifyChain (+{NEW_ROWS} rows)": (
+            audit.VerifyChain,
+            audit_pb2.VerifyChainRequest(),
+            admin,
+        ),
+        f"VerifyLog (+{NEW_ROWS} rows)": (audit.VerifyLog, audit_pb2.VerifyLogRequest(), admin),
+        "erasure dry run": (
+            erasure_pb2_grpc.ErasureServiceStub(channel).EraseCustomer,
+            erasure_pb2.EraseCustomerRequest(customer_id="bulk_7", dry_run=True),
+            admin,
+        ),
+    }
+    calls = {name: partial(rpc, request, metadata=md) for name, (rpc, request, md) in table.items()}
+    return {**calls, **_probe_calls(channel, tenant)}
+
+
+def _new_rows(db: Database, integrator: Integrator, tenant: str) -> dict[str, Call]:
+    """Untimed steps before each call of the incremental verifications: NEW_ROWS
+    fresh audit rows (and, for VerifyLog, their integration)."""
+
+    async def append() -> None:
+        await _append(db, tenant, [_audit_row(i, 100) for i in range(1, NEW_ROWS + 1)])
+
+    async def append_and_integrate() -> None:
+        await append()
+        await integrator.integrate(tenant)
+
+    return {
+        f"VerifyChain (+{NEW_ROWS} rows)": append,
+        f"VerifyLog (+{NEW_ROWS} rows)": append_and_integrate,
+    }
+
+
+async def _timed(call: Call) -> float:
+    started = time.perf_counter()
+    await call()
+    return (time.perf_counter() - started) * 1000
+
+
+async def _medians(
+    calls: list[Call], before: list[Call | None], reps: int
+) -> list[float] | grpc.StatusCode:
+    """Median milliseconds of each call (one per size), or the failing status code.
+    The sizes take turns, in alternating order, so drift of a shared machine
+    favours neither. `before` runs untimed ahead of each call."""
+    times: list[list[float]] = [[] for _ in calls]
+    try:
+        for _ in range(WARMUP):
+            for call in calls:
+                await call()
+        for n in range(reps):
+            order = list(enumerate(calls))
+            for i, call in order if n % 2 == 0 else reversed(order):
+                if (prepare := before[i]) is not None:
+                    await prepare()
+                times[i].append(await _timed(call))
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return [statistics.median(t) for t in times]
+
+
+async def _probe(calls: dict[str, Call], until: Awaitable[Any]) -> dict[str, list[float]]:
+    """The probe calls in turn until `until` is done; their latencies."""
+    work = asyncio.ensure_future(until)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    while not work.done():
+        for name, call in calls.items():
+            times[name].append(await _timed(call))
+    await work
+    return times
+
+
+async def _stream_verify(channel: grpc.aio.Channel, tenant: str) -> tuple[float, int]:
+    """One full StreamVerifyLog of the tenant: seconds and rows checked."""
+    audit = audit_pb2_grpc.AuditServiceStub(channel)
+    started = time.perf_counter()
+    last = None
+    request = audit_pb2.StreamVerifyLogRequest()
+    async for message in audit.StreamVerifyLog(request, metadata=_admin(tenant)):
+        last = message
+    assert last is not None and last.result.valid, last
+    return time.perf_counter() - started, last.result.rows_checked
+
+
+async def _contention(channel: grpc.aio.Channel, tenant: str, seconds: float) -> list[Row]:
+    """The probe calls idle, during a full StreamVerifyLog of `tenant`, and idle
+    again; the loaded and the second idle rows' ratios are to the first idle row."""
+    calls = _probe_calls(channel, tenant)
+    idle = await _probe(calls, asyncio.sleep(seconds))
+    verification = asyncio.ensure_future(_stream_verify(channel, tenant))
+    loaded = await _probe(calls, verification)
+    took, rows = verification.result()
+    after = await _probe(calls, asyncio.sleep(seconds))
+    out = []
+    for name in calls:
+        for phase, times in (("idle", idle), ("verifying", loaded), ("idle after", after)):
+            stats = percentiles(times[name])
+            row = Row(
+                f"scale.contention.{_slug(name)}.{phase.replace(' ', '-')}",
+                f"{name} while {'a full StreamVerifyLog runs' if phase == 'verifying' else phase}",
+                "python grpc.aio",
+                offered=f"{len(times[name])} calls",
+                p50=stats.p50,
+                p95=stats.p95,
+                p99=stats.p99,
+                errors=0,
+                baseline=None if phase == "idle" else f"scale.contention.{_slug(name)}.idle",
+            )
+            if phase == "verifying":
+                row.note = f"{rows:,} rows verified in {took:.1f} s ({rows / took:,.0f}/s)"
+            out.append(row)
+    return out
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+async def run(ctx: Context) -> list[Row]:
+    smoke = ctx.profile.level == "smoke"
+    small, large = ctx.args.scale_sizes or ((1_000, 10_000) if smoke else (10_000, 100_000))
+    reps = 3 if smoke else 25
+    db = ctx.db
+    integrator = Integrator(db, TlogSettings())
+    rows: list[Row] = []
+    async with grpc.aio.insecure_channel(ctx.target) as channel:
+        calls: list[dict[str, Call]] = []
+        befores: list[dict[str, Call]] = []
+        tenants: list[str] = []
+        for size in (small, large):
+            tenant = f"{ctx.tenant}_scale{secrets.token_hex(3)}"
+            started = time.perf_counter()
+            at = await _seed(db, tenant, size)
+            log(f"scale: seeded {size:,} rows per table in {time.perf_counter() - started:.1f} s")
+            full = await _catch_up(db, integrator, channel, tenant, at)
+            for what in ("integrate", "VerifyChain", "VerifyLog"):
+                rows.append(
+                    Row(
+                        f"scale.full.{what}.{size}",
+                        f"{what} in full, {size:,}-row tenant (proportional to the log)",
+                        "python grpc.aio",
+                        offered=f"{full['rows']:,.0f} log entries",
+                        rps=full["rows"] / full[what],
+                        unit="rows/s",
+                        errors=0,
+                    )
+                )
+            calls.append(_calls(channel, tenant, at))
+            befores.append(_new_rows(db, integrator, tenant))
+            tenants.append(tenant)
+        log(f"scale: {len(calls[0])} calls x {reps} per size")
+        for name in calls[0]:
+            medians = await _medians([c[name] for c in calls], [b.get(name) for b in befores], reps)
+            for size, i in ((small, 0), (large, 1)):
+                row = Row(
+                    f"scale.{_slug(name)}.{size}",
+                    f"{name}, {size:,} rows per table",
+                    "python grpc.aio",
+                    offered=f"{reps} calls, median",
+                    baseline=None if i == 0 else f"scale.{_slug(name)}.{small}",
+                )
+                if isinstance(medians, grpc.StatusCode):
+                    row.status = f"failed: {medians.name}"
+                else:
+                    row.p50, row.errors = medians[i], 0
+                rows.append(row)
+        # Each poll of status=completed shows PAGE exports: one access row per export
+        # shown (ListDsarRequests), not one per export per poll.
+        async with db.owner_connection() as con:
+            access = [
+                await con.fetchval(
+                    "SELECT count(*) FROM audit_log WHERE tenant_id = $1"
+                    " AND action = 'dsar_export_downloaded' AND actor = 'operator@headers'",
+                    tenant,
+                )
+                for tenant in tenants
+            ]
+        polls = f"{WARMUP + reps} polls"
+        for row in rows:
+            if row.key.startswith("scale.dsar-list-status-completed."):
+                row.note = f"access rows written by {polls}, per size: {access}"
+        if ctx.args.scale_contention:
+            rows += await _contention(channel, tenants[-1], 2.0 if smoke else PROBE_SECONDS)
+    return rows
