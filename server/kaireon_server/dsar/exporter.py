@@ -55,8 +55,9 @@ async def start_snapshot(
     request_id: str,
     statement_timeout_ms: int,
 ) -> str:
-    """Set what the plan's statements read (in the open transaction, which this
-    first statement snapshots); returns the export's `exportedAt`."""
+    """Set what the plan's statements read (for the open transaction); returns
+    the export's `exportedAt`, this statement's start: after the erasure lock
+    was granted, and in a REPEATABLE READ transaction its snapshot's."""
     row = await con.fetchrow(
         "SELECT set_config('kaireon.tenant_id', $1, true), "
         "set_config('kaireon.dsar_subject', $2, true), "
@@ -64,7 +65,7 @@ async def start_snapshot(
         "set_config('TimeZone', 'UTC', true), "
         "set_config('extra_float_digits', '1', true), "
         "set_config('standard_conforming_strings', 'on', true), "
-        "set_config('statement_timeout', $4, true), now()",
+        "set_config('statement_timeout', $4, true), statement_timestamp() AS now",
         tenant_id,
         subject_id,
         request_id,

@@ -1,16 +1,17 @@
 """One export attempt: snapshot, stream, store, sign, complete — all or nothing.
 
-Two connections per attempt, outside the pool and reused from one export to
-the next (`Database.leased_connection`). The writer's transaction takes the
-subject's erasure lock (shared), stores every chunk and finally marks the
-request completed with its audit row, so the export and its completion commit
-together or not at all. Only then does the reader open its REPEATABLE READ
-snapshot: an erasure of the subject either finished before it (the export
-shows the erased state) or waits for this transaction and then deletes the
-stored export too. No stale copy survives an erasure.
+The writer, a connection outside the pool reused from one export to the next
+(`Database.leased_connection`), takes the subject's erasure lock (shared) in
+its transaction, stores every chunk and finally marks the request completed
+with its audit row, so the export and its completion commit together or not at
+all. An erasure of the subject either finished before the lock was granted
+(the export shows the erased state) or waits for this transaction and then
+deletes the stored export too. No stale copy survives an erasure.
 
-A small export (up to SMALL_EXPORT_ROWS rows) is read in the statement that
-counts its rows; a larger one is then streamed by COPY table by table.
+A small export (up to SMALL_EXPORT_ROWS rows) is read on the writer, after the
+lock, in the one statement that counts its rows (one statement, one snapshot).
+A larger one is then streamed by COPY table by table from a REPEATABLE READ
+snapshot on a second leased connection, opened while the lock is held.
 """
 
 from __future__ import annotations
@@ -109,7 +110,6 @@ async def run_export(deps: JobDeps, claim: Claim, on_progress: Callable[[int, in
         # Outside the pool (long COPY, long transaction), with the pool's json
         # codecs, which append_audit relies on.
         attempt.writer = writer = await deps.db.leased_connection(APPLICATION_NAME)
-        attempt.reader = await deps.db.leased_connection(APPLICATION_NAME)
         transaction = writer.transaction()
         await transaction.start()
         await writer.execute(_TENANT_AND_ERASURE_LOCK, claim.tenant_id, claim.subject_id)
@@ -149,22 +149,37 @@ async def _stream(
     on_progress: Callable[[int, int], None],
 ) -> tuple[int, dict[str, object]]:
     settings = deps.settings
-    reader, writer = attempt.reader, attempt.writer
-    assert reader is not None and writer is not None
-    snapshot = reader.transaction(isolation="repeatable_read", readonly=True)
-    await snapshot.start()
-    # The snapshot starts with this statement, after the erasure lock was granted.
-    exported_at = await start_snapshot(
-        reader,
-        tenant_id=claim.tenant_id,
-        subject_id=claim.subject_id,
-        request_id=str(claim.request_id),
-        statement_timeout_ms=settings.export_statement_timeout_ms,
-    )
-    plan = await build_plan(reader, claim.tenant_id)
-    # A small export's rows come with the counts, in the same statement.
-    counts, rows = await count_and_read(reader, plan)
+    writer = attempt.writer
+    assert writer is not None
+
+    async def snapshot_settings(con: asyncpg.Connection) -> str:
+        return await start_snapshot(
+            con,
+            tenant_id=claim.tenant_id,
+            subject_id=claim.subject_id,
+            request_id=str(claim.request_id),
+            statement_timeout_ms=settings.export_statement_timeout_ms,
+        )
+
+    # On the writer, after its erasure lock: counts and a small export's rows are
+    # one statement, so one snapshot, and no erasure of the subject can commit
+    # until this transaction does.
+    exported_at = await snapshot_settings(writer)
+    plan = await build_plan(writer, claim.tenant_id)
+    counts, rows = await count_and_read(writer, plan)
     total = sum(counts)
+    reader: asyncpg.Connection = writer
+    snapshot = None
+    if rows is None:
+        # A large export is streamed by COPY, table by table: all from one
+        # REPEATABLE READ snapshot on a second connection, started now (the lock
+        # is held), and counted again in it.
+        attempt.reader = reader = await deps.db.leased_connection(APPLICATION_NAME)
+        snapshot = reader.transaction(isolation="repeatable_read", readonly=True)
+        await snapshot.start()
+        await snapshot_settings(reader)
+        counts, _ = await count_and_read(reader, plan, small_limit=-1)
+        total = sum(counts)
     attempt.store = store = ChunkStore(
         writer,
         tenant_id=claim.tenant_id,
@@ -199,7 +214,8 @@ async def _stream(
         await write_document(reader, plan, counts, header, sink=store, on_rows=rows_done, rows=rows)
     stored = await store.close()
     metrics.DSAR_EXPORT_BYTES.observe(stored.size)
-    await snapshot.rollback()  # read-only: nothing to keep, the snapshot is released
+    if snapshot is not None:
+        await snapshot.rollback()  # read-only: nothing to keep, the snapshot is released
     meta: dict[str, object] = {
         "chunks": stored.chunks,
         "size": stored.size,
