@@ -17,6 +17,9 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
 
 from kaireon_server.flow import repository
 from kaireon_server.flow.definition import FlowDefinition, definition_from_json, definition_to_json
@@ -56,6 +59,28 @@ def validate_run_id(run_id: str) -> str:
             "run_id", "1 to 128 characters of A-Z, a-z, 0-9, '_', '.', ':', '-' (not first)"
         )
     return run_id
+
+
+async def _audit_run(
+    con: asyncpg.Connection,
+    identity: Identity,
+    run_id: str,
+    action: str,
+    changes: Mapping[str, Any],
+) -> None:
+    """The audit row of an operator's action on a run, chained when the caller's
+    transaction commits (no lock on the tenant's chain across its round trips)."""
+    await append_audit_at_commit(
+        con,
+        identity.tenant_id,
+        AuditRow(
+            action=action,
+            entity_type="flow_run",
+            entity_id=run_id,
+            actor=identity.actor,
+            changes=changes,
+        ),
+    )
 
 
 class RunManager:
@@ -207,20 +232,16 @@ class RunManager:
                         reason="RUN_EXISTS",
                         metadata={"run_id": run_id},
                     )
-                await append_audit_at_commit(
+                await _audit_run(
                     con,
-                    tenant,
-                    AuditRow(
-                        action="flow_run_start",
-                        entity_type="flow_run",
-                        entity_id=run_id,
-                        actor=identity.actor,
-                        changes={
-                            "attempt": 1,
-                            "nodeCount": len(plan.nodes),
-                            "definitionDigest": definition.digest,
-                        },
-                    ),
+                    identity,
+                    run_id,
+                    "flow_run_start",
+                    {
+                        "attempt": 1,
+                        "nodeCount": len(plan.nodes),
+                        "definitionDigest": definition.digest,
+                    },
                 )
         except BaseException:
             await self._abandon(lock, tenant)
@@ -263,21 +284,17 @@ class RunManager:
                     started_at=datetime.now(UTC),
                 )
                 first_seq = await repository.next_seq(con, tenant, run_id)
-                await append_audit_at_commit(
+                await _audit_run(
                     con,
-                    tenant,
-                    AuditRow(
-                        action="flow_run_retry",
-                        entity_type="flow_run",
-                        entity_id=run_id,
-                        actor=identity.actor,
-                        changes={
-                            "attempt": attempt,
-                            "previousState": run.state.value,
-                            "definitionDigest": definition.digest,
-                            "definitionChanged": definition.digest != run.definition_digest,
-                        },
-                    ),
+                    identity,
+                    run_id,
+                    "flow_run_retry",
+                    {
+                        "attempt": attempt,
+                        "previousState": run.state.value,
+                        "definitionDigest": definition.digest,
+                        "definitionChanged": definition.digest != run.definition_digest,
+                    },
                 )
                 view = await repository.get_run(con, tenant, run_id)
         except BaseException:
@@ -301,16 +318,12 @@ class RunManager:
                     )
                 await repository.request_cancel(con, tenant, run_id)
                 await notify(con, tenant, run_id, "cancel")
-                await append_audit_at_commit(
+                await _audit_run(
                     con,
-                    tenant,
-                    AuditRow(
-                        action="flow_run_cancel",
-                        entity_type="flow_run",
-                        entity_id=run_id,
-                        actor=identity.actor,
-                        changes={"attempt": run.attempt},
-                    ),
+                    identity,
+                    run_id,
+                    "flow_run_cancel",
+                    {"attempt": run.attempt},
                 )
             if not self.executors.cancel_local(tenant, run_id):
                 await self.executors.end_if_orphaned(
@@ -337,16 +350,12 @@ class RunManager:
             async with self.db.transaction(tenant) as con:
                 cleared = await self.store.clear(tenant, run_id, con)
                 await repository.clear_cache_keys(con, tenant, run_id)
-                await append_audit_at_commit(
+                await _audit_run(
                     con,
-                    tenant,
-                    AuditRow(
-                        action="flow_run_clear_checkpoints",
-                        entity_type="flow_run",
-                        entity_id=run_id,
-                        actor=identity.actor,
-                        changes={"cleared": cleared},
-                    ),
+                    identity,
+                    run_id,
+                    "flow_run_clear_checkpoints",
+                    {"cleared": cleared},
                 )
         finally:
             await lock.release()
