@@ -87,33 +87,33 @@ class ExportWorkers:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        next_reap = loop.time()
-        # Whether the queue may hold a due job: after a notification, the poll, or a
+        tick = loop.time()  # the next poll: a claim even without a notification, and the reap
+        # Whether the queue may hold a due job: after a notification, a poll, or a
         # claim that found one (there may be more); not after a claim that found
         # none. A slot that frees up claims only then: otherwise every export's
         # end would cost a claim that finds nothing, in every process.
         maybe_due = True
-        next_poll = loop.time() + self._settings.poll_seconds
         while not self._stopping:
+            polled = loop.time() >= tick
+            if polled:
+                tick = loop.time() + self._settings.poll_seconds
+                maybe_due = True
             try:
-                claimed = False
                 while self._free and maybe_due and not self._stopping:
                     slot = self._free[-1]
                     claim = await slot.claim()
                     if claim is None:
                         maybe_due = False
                         break
-                    claimed = True
                     self._free.pop()
                     task = asyncio.create_task(self._execute(slot, claim))
                     self._running.add(task)
                     task.add_done_callback(self._running.discard)
                 # Dead workers' jobs wait for a lease to run out anyway: looking for
-                # them once per poll interval is soon enough, and not after every
-                # wake-up (a transaction of three round trips per export otherwise).
-                if not claimed and self._free and loop.time() >= next_reap:
-                    next_reap = loop.time() + self._settings.poll_seconds
-                    await self._free[-1].reap()
+                # them once per poll is soon enough, busy or not (the reap takes
+                # no slot).
+                if polled:
+                    await self._slots[0].reap()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database down: wait and try again
@@ -121,24 +121,19 @@ class ExportWorkers:
                 log.warning(
                     "dsar worker cannot reach the queue", extra={"error": failure_reason(exc)}
                 )
-            if await self._wait() or loop.time() >= next_poll:
+            if await self._wait(tick - loop.time()):
                 maybe_due = True
-                next_poll = loop.time() + self._settings.poll_seconds
 
-    async def _wait(self) -> bool:
-        """Until work may be due or a slot frees up; True unless only a slot did
-        (a notification, the poll interval or a stop)."""
-        if not self._wake.is_set() and not self._freed.is_set():
+    async def _wait(self, timeout: float) -> bool:
+        """Until a notification, a slot freeing up or `timeout` seconds; True when
+        notified (or stopped)."""
+        if not self._wake.is_set() and not self._freed.is_set() and timeout > 0:
             waits = [asyncio.ensure_future(e.wait()) for e in (self._wake, self._freed)]
             try:
-                await asyncio.wait(
-                    waits, timeout=self._settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED
-                )
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for waiting in waits:
                     waiting.cancel()
-            if not self._wake.is_set() and not self._freed.is_set():
-                return True  # the poll interval
         notified = self._wake.is_set()
         self._wake.clear()
         self._freed.clear()
