@@ -20,16 +20,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 
 from harness import run
 
 
 def _sizes(text: str) -> tuple[int, int]:
-    sizes = [int(part) for part in text.split(",")]
-    if len(sizes) != 2 or min(sizes) < 1000 or sizes[0] >= sizes[1]:
-        raise argparse.ArgumentTypeError("two increasing sizes, each at least 1000")
-    return sizes[0], sizes[1]
+    """`small,large`: two increasing whole numbers of rows, each at least 1000."""
+    match = re.fullmatch(r"([0-9]{4,9}),([0-9]{4,9})", text)
+    if match is None or int(match[1]) >= int(match[2]):
+        raise argparse.ArgumentTypeError(
+            "two increasing sizes, each 1000 to 999999999 rows, e.g. 10000,100000"
+        )
+    return int(match[1]), int(match[2])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
