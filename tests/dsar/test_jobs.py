@@ -429,3 +429,26 @@ async def test_a_slot_that_frees_up_claims_only_when_the_queue_may_hold_work(
     capability = next(c for c in app.capabilities if isinstance(c, DsarCapability))
     polls = math.ceil((time.monotonic() - began) / capability.settings.poll_seconds) + 1
     assert claims <= 2 * exports + polls, (claims, polls)
+
+
+async def test_a_dead_workers_job_is_failed_while_every_slot_is_busy(
+    stub, seeded, db: Database, server_with_env, no_session_workers
+):
+    """The reap runs at every poll, busy or idle: a job whose workers all died is
+    failed while the only slot exports something else (it used to wait for a
+    slot to find the queue empty)."""
+    from kaireon_server.dsar import repository
+
+    await add_interactions(db, seeded, "cust_00001", 2000)  # minutes under worker_env
+    dead = await create(stub, seeded, "cust_00002")
+    async with db.connection() as con, con.transaction():
+        claimed = await repository.claim_next(con, "dead-worker", 0.1, 5, can_encrypt=False)
+    assert claimed is not None and str(claimed["id"]) == dead.id
+    slow = await create(stub, seeded, "cust_00001")
+    await server_with_env(**worker_env(KAIREON_DSAR_MAX_ATTEMPTS="1"))
+    failed = (await watch_states(stub, seeded, dead.id, timeout=20))[-1]
+    assert (failed.status, failed.error) == ("failed", "worker_lost: no attempts left after 1")
+    busy = await stub.GetDsarRequest(
+        dsar_pb2.GetDsarRequestRequest(id=slow.id), metadata=metadata(seeded, "operator")
+    )
+    assert busy.request.status == "processing"
