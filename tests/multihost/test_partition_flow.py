@@ -18,6 +18,7 @@ import pytest
 
 from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
 from kaireon_server.flow.executor import EXECUTOR_LOST
+from kaireon_server.flow.locks import lock_key
 from tests.flow.conftest import PLUGIN_DIR
 from tests.flow.nodes_for_tests import EFFECT_TABLE
 from tests.flow.support import FINISHED, counts, definition, node_states, step
@@ -30,11 +31,19 @@ NODES = [f"n{i}" for i in range(8)]
 LOCK_GONE_WITHIN = 60.0  # measured 29 s: keepalives 10 s + 3 x 5 s, tcp_user_timeout 30 s
 
 
-async def lock_holders(owner: asyncpg.Connection) -> list[str]:
+async def lock_holders(owner: asyncpg.Connection, tenant: str, run_id: str) -> list[str]:
+    """Addresses of the sessions holding this run's advisory lock. Only its key:
+    other advisory locks come and go (the audit log's integrator takes one per
+    tenant in a transaction on whichever replica appended last)."""
+    key = lock_key(tenant, run_id)
+    # A bigint advisory key shows in pg_locks as (classid, objid) = (high, low) 32 bits.
     rows = await owner.fetch(
         "SELECT host(a.client_addr) AS addr FROM pg_locks l "
         "JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND a.client_addr IS NOT NULL"
+        "WHERE l.locktype = 'advisory' AND l.granted AND a.client_addr IS NOT NULL "
+        "AND l.objsubid = 1 AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid",
+        (key >> 32) & 0xFFFFFFFF,
+        key & 0xFFFFFFFF,
     )
     return [r["addr"] for r in rows]
 
@@ -106,7 +115,7 @@ async def test_a_partitioned_executor_loses_its_lock_and_the_run_resumes_elsewhe
         async with asyncio.timeout(30):
             while len(await checkpoints()) < 3:
                 await asyncio.sleep(0.02)
-        holders = await lock_holders(owner)
+        holders = await lock_holders(owner, tenant, "p")
         assert len(holders) == 1, holders
         executor = next(r for r in replicas if r.host.address == holders[0])
         others = [r for r in replicas if r is not executor]
@@ -115,7 +124,7 @@ async def test_a_partitioned_executor_loses_its_lock_and_the_run_resumes_elsewhe
         lab.partition(executor.host, lab_pg.host)
         done_at_cut = await checkpoints()
         async with asyncio.timeout(LOCK_GONE_WITHIN + 30):
-            while await lock_holders(owner):
+            while await lock_holders(owner, tenant, "p"):
                 await asyncio.sleep(0.2)
         lock_gone_in = time.monotonic() - cut
         assert lock_gone_in < LOCK_GONE_WITHIN

@@ -53,7 +53,7 @@ async def test_a_watch_follows_another_replica_and_survives_its_own_replica(
                 timeout=10,
             )
         async with asyncio.timeout(15):
-            while not (holders := await lock_holders(owner)):
+            while not (holders := await lock_holders(owner, tenant, "w")):
                 await asyncio.sleep(0.05)
     finally:
         await owner.close()
