@@ -258,15 +258,23 @@ async def test_watch_streams_events_until_finished(stub, tenant) -> None:
     assert events[-1].run.state == flow_pb2.RUN_STATE_SUCCEEDED and len(events[-1].run.nodes) == 2
     seqs = [e.seq for e in events[1:]]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-    # Watching a finished run: the snapshot only.
+    # Watching a finished run: its snapshot, then the same run_finished event.
     again = [
         e
         async for e in stub.WatchRun(
             flow_pb2.WatchRunRequest(run_id="w"), metadata=metadata(tenant)
         )
     ]
-    assert [e.type for e in again] == [flow_pb2.RUN_EVENT_TYPE_SNAPSHOT]
+    assert [e.type for e in again] == [
+        flow_pb2.RUN_EVENT_TYPE_SNAPSHOT,
+        flow_pb2.RUN_EVENT_TYPE_RUN_FINISHED,
+    ]
     assert again[0].run.state == flow_pb2.RUN_STATE_SUCCEEDED
+    assert (again[1].seq, again[1].event_time, again[1].run) == (
+        events[-1].seq,
+        events[-1].event_time,
+        events[-1].run,
+    )
 
 
 async def test_list_runs_pages_and_filters(stub, tenant) -> None:

@@ -1,4 +1,6 @@
-"""WatchRun: a snapshot, then the run's events from its event log until it finishes.
+"""WatchRun: a snapshot, then the run's events from its event log until it finishes
+(the run_finished event ends every stream: a run finished before the watch
+began sends its snapshot and then that event).
 
 The snapshot and the position in the log are read in one repeatable-read
 transaction, so no event is missed or repeated between them. Afterwards the
@@ -73,8 +75,19 @@ async def watch_run(
             if view is None:
                 raise NotFound(f"run '{run_id}' not found", reason="RUN_NOT_FOUND")
             last = await repository.next_seq(con, tenant_id, run_id) - 1
+            # A finished run's stream ends as a live one does, with its run_finished
+            # event (the last one written): a client waits for RUN_FINISHED either way.
+            end = (
+                await repository.events_after(con, tenant_id, run_id, last - 1, 1)
+                if view.state.finished
+                else []
+            )
         yield WatchItem("snapshot", view, at=view.started_at or view.created_at)
         if view.state.finished:
+            if end and end[0].type == "run_finished":
+                yield WatchItem(
+                    "run_finished", view, end[0].seq, error=end[0].error, at=end[0].created_at
+                )
             return
         # Node events carry run-level fields only: not the definition, not every node.
         header = replace(view, nodes=(), definition={})
