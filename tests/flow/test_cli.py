@@ -14,9 +14,16 @@ import pytest
 pytestmark = pytest.mark.slow
 KAIREON = str(Path(sys.executable).parent / "kaireon")
 
+# One node at a time, the first lasting long enough for the CLI's watch to
+# begin while the run executes, so the others' progress lines are streamed (a
+# run finished before its watch shows its snapshot and its end only).
 FLOW_YAML = """
 name: cli-demo
+max_concurrency: 1
 nodes:
+  - id: wait
+    type: test.step
+    config: {sleep: 0.5}
   - id: src
     type: source.inline
     config:
@@ -61,8 +68,9 @@ async def test_run_yaml_with_progress(grpc_target, tenant, tmp_path: Path) -> No
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("run cli1 (attempt 1): running, ")
-    assert any(line.startswith("  [1/2] src completed") for line in lines)
-    assert any(line.startswith("  [2/2] web completed") for line in lines)
+    assert any(line.startswith("  [1/3] wait completed") for line in lines)
+    assert any(line.startswith("  [2/3] src completed") for line in lines)
+    assert any(line.startswith("  [3/3] web completed") for line in lines)
     assert lines[-1] == "run cli1: succeeded"
 
     code, out, _ = await kaireon(grpc_target, tenant, "flow", "status", "cli1", role="viewer")
@@ -80,7 +88,8 @@ async def test_failed_run_then_retry_and_watch(grpc_target, tenant, tmp_path: Pa
         json.dumps(
             {
                 "nodes": [
-                    {"id": "a", "type": "test.step"},
+                    # Lasts while the CLI's watch begins (see FLOW_YAML).
+                    {"id": "a", "type": "test.step", "config": {"sleep": 0.5}},
                     {
                         "id": "b",
                         "type": "test.step",
@@ -103,11 +112,15 @@ async def test_failed_run_then_retry_and_watch(grpc_target, tenant, tmp_path: Pa
     assert events[0]["type"] == "RUN_EVENT_TYPE_SNAPSHOT"
     assert events[-1]["type"] == "RUN_EVENT_TYPE_RUN_FINISHED"
     assert events[-1]["run"]["state"] == "RUN_STATE_SUCCEEDED" and events[-1]["run"]["attempt"] == 2
+    # A two-node retry may end before its watch begins: its nodes are then in the snapshot.
     node_events = [(e["type"], e["nodeId"]) for e in events[1:-1]]
-    assert ("RUN_EVENT_TYPE_NODE_SKIPPED", "a") in node_events or events[0]["run"]["nodes"][0][
-        "state"
-    ] == "NODE_STATE_SKIPPED"
-    assert ("RUN_EVENT_TYPE_NODE_COMPLETED", "b") in node_events
+    in_snapshot = {n["nodeId"]: n["state"] for n in events[0]["run"]["nodes"]}
+    assert ("RUN_EVENT_TYPE_NODE_SKIPPED", "a") in node_events or in_snapshot["a"] == (
+        "NODE_STATE_SKIPPED"
+    )
+    assert ("RUN_EVENT_TYPE_NODE_COMPLETED", "b") in node_events or in_snapshot["b"] == (
+        "NODE_STATE_COMPLETED"
+    )
 
     code, out, _ = await kaireon(grpc_target, tenant, "flow", "watch", "cli2", role="viewer")
     assert code == 0

@@ -17,10 +17,11 @@ import asyncpg
 import pytest
 
 from kaireon_server.flow import repository
-from kaireon_server.flow.hooks import EventType, NodeEvent, NodeResult, NodeState
+from kaireon_server.flow.hooks import EventType, NodeEvent, NodeResult, NodeState, RunState
 from kaireon_server.flow.locks import RunLock
 from kaireon_server.flow.notifier import CHANNEL
 from kaireon_server.flow.recorder import RunRecorder
+from kaireon_server.platform.audit_chain import PendingAudit
 from kaireon_server.platform.db import Database
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -37,6 +38,7 @@ async def new_run(db: Database, tenant: str, run_id: str, nodes: int = 3) -> Non
             digest="",
             nodes=[(f"n{i}", "test.step") for i in range(nodes)],
             started_at=T0,
+            audit=PendingAudit.of(tenant, []),
         )
 
 
@@ -122,6 +124,9 @@ async def test_one_batch_writes_events_status_and_notifies(
     await recorder.on_node_complete(event(EventType.NODE_COMPLETED, done, tenant, "rec-run"))
     await recorder.on_node_start(event(EventType.NODE_STARTED, running("n1", 1), tenant, "rec-run"))
     await recorder.close()
+    # Stopped before its first flush: all three are the tail, written here on their own.
+    assert [e["seq"] for e in recorder.tail_events()] == [7, 8, 9]
+    await recorder.write_tail()
 
     rows = await events_of(owner, tenant, "rec-run")
     assert [(r["seq"], r["type"], r["node_id"]) for r in rows] == [
@@ -143,7 +148,9 @@ async def test_one_batch_writes_events_status_and_notifies(
     assert recorder.next_seq == 10
     # What the flushes wrote is known: finalize rewrites only what differs.
     never_started = NodeResult("n2", "test.step", NodeState.CANCELLED)
-    assert recorder.unwritten([done, running("n1", 1), never_started]) == [never_started]
+    assert recorder.unwritten([done, running("n1", 1), never_started], with_tail=False) == [
+        never_started
+    ]
 
 
 async def test_stale_attempt_cannot_overwrite_node_status(
@@ -159,6 +166,7 @@ async def test_stale_attempt_cannot_overwrite_node_status(
         event(EventType.NODE_COMPLETED, completed("n0"), tenant, "rec-run")
     )
     await stale.close()
+    await stale.write_tail()
     assert (await nodes_of(owner, tenant, "rec-run"))["n0"]["state"] == "pending"
 
 
@@ -170,5 +178,65 @@ async def test_nothing_written_leaves_every_status_to_finalize(
     done = completed("n0")
     await recorder.on_node_complete(event(EventType.NODE_COMPLETED, done, tenant, "no-run"))
     await recorder.close()
+    await recorder.write_tail()
     assert await events_of(owner, tenant, "no-run") == []
-    assert recorder.unwritten([done]) == [done]
+    assert recorder.unwritten([done], with_tail=False) == [done]
+
+
+async def test_the_tail_and_the_runs_end_are_one_statement_that_keeps_the_commit_durable(
+    db: Database, owner: asyncpg.Connection, tenant: str
+) -> None:
+    await new_run(db, tenant, "rec-run", nodes=2)
+    mine = json.dumps({"t": tenant, "end": True})
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    # Other tests' notifications travel on the channel too: only this one counts.
+    await owner.add_listener(
+        CHANNEL, lambda *args: heard.put_nowait(args[-1]) if args[-1] == mine else None
+    )
+    recorder = RunRecorder(db, tenant, "rec-run", 1, 1)
+    first, second = completed("n0"), completed("n1", 1)
+    await recorder.on_node_complete(event(EventType.NODE_COMPLETED, first, tenant, "rec-run"))
+    await recorder.on_node_complete(event(EventType.NODE_COMPLETED, second, tenant, "rec-run"))
+    await recorder.close()
+    assert await events_of(owner, tenant, "rec-run") == []  # the tail is not flushed
+    # The tail holds every node's final status: nothing is left for a second write.
+    assert recorder.unwritten([first, second], with_tail=True) == []
+    assert recorder.unwritten([first, second], with_tail=False) == [first, second]
+    ended = T0 + timedelta(seconds=2)
+    async with db.single_statements() as con:
+        # Inside a transaction to look at the setting after the call; the server's
+        # own end is a single statement, its own transaction.
+        async with con.transaction():
+            before = await con.fetchval("SHOW synchronous_commit")
+            await repository.finish_run_alone(
+                con,
+                tenant,
+                "rec-run",
+                attempt=1,
+                state=RunState.SUCCEEDED,
+                error="",
+                ended_at=ended,
+                seq=recorder.next_seq,
+                events=recorder.tail_events(),
+                notification=(CHANNEL, mine),
+            )
+            # The batch's commit mode (off) does not reach the run's end.
+            assert await con.fetchval("SHOW synchronous_commit") == before
+    rows = await events_of(owner, tenant, "rec-run")
+    assert [(r["seq"], r["type"], r["node_id"]) for r in rows] == [
+        (1, "node_completed", "n0"),
+        (2, "node_completed", "n1"),
+        (3, "run_finished", ""),
+    ]
+    nodes = await nodes_of(owner, tenant, "rec-run")
+    assert {n: r["state"] for n, r in nodes.items()} == {"n0": "completed", "n1": "completed"}
+    run = await owner.fetchrow(
+        "SELECT state, ended_at FROM flow_run WHERE tenant_id = $1 AND run_id = $2",
+        tenant,
+        "rec-run",
+    )
+    assert (run["state"], run["ended_at"]) == ("succeeded", ended)
+    # The batch's and the end's identical notifications arrive as one.
+    assert await asyncio.wait_for(heard.get(), 5) == mine
+    await asyncio.sleep(0.2)
+    assert heard.empty()

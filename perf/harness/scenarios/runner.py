@@ -53,6 +53,7 @@ from kaireon_server.flow.nodes.base import Config, NodeContext, NodeSetup, NodeT
 from kaireon_server.flow.recorder import RunRecorder
 from kaireon_server.flow.stores import CHECKPOINT_UPSERT, CheckpointStore, SharedConnection
 from kaireon_server.flow.validation import Plan
+from kaireon_server.platform.audit_chain import PendingAudit
 from kaireon_server.platform.db import Database
 
 GOAL_MS = 2.0
@@ -137,6 +138,7 @@ async def _one(
                 digest="",
                 nodes=[(node.id, node.spec.type) for node in plan.nodes.values()],
                 started_at=datetime.now(UTC),
+                audit=PendingAudit.of(tenant, []),
             )
         hooks.append(RunRecorder(db, tenant, run_id, 1, 1))
     try:
@@ -145,6 +147,7 @@ async def _one(
         )
         for hook in hooks:
             await hook.close()
+            await hook.write_tail()  # the service writes it with the run's end
     finally:
         if own is not None:
             await own.close()

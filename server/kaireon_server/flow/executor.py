@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from kaireon_server.flow import repository
-from kaireon_server.flow.hooks import NodeResult, RunHooks, RunResult, RunState
+from kaireon_server.flow.hooks import RunHooks, RunResult, RunState
 from kaireon_server.flow.locks import APPLICATION_NAME, RunLock, lock_key
 from kaireon_server.flow.nodes.base import NodeServices
 from kaireon_server.flow.notifier import CHANNEL, notify, payload
@@ -99,16 +99,19 @@ class Executors:
                 run_attempt=attempt.number,
                 cancel=token,
                 actor=attempt.actor,
+                # Attempt 1 is StartRun's new run: its insert left no checkpoint
+                # under its id, so there are none to read (one round trip less).
+                checkpoints={} if attempt.number == 1 else None,
             )
             await recorder.close()
-            await self._finalize(
-                result, recorder.unwritten(result.nodes.values()), recorder.next_seq, token.reason
-            )
+            await self._finalize(result, recorder, token.reason)
         except Exception as exc:
             log.error(
                 "flow run crashed", extra={"run_id": run_id, "error_type": type(exc).__name__}
             )
             await recorder.close()
+            with contextlib.suppress(Exception):
+                await recorder.write_tail()
             with contextlib.suppress(Exception):
                 await self.end_run(
                     tenant,
@@ -149,18 +152,19 @@ class Executors:
             if flag:
                 token.cancel(CANCELLED_BY_REQUEST)
 
-    async def _finalize(
-        self, result: RunResult, nodes: Sequence[NodeResult], seq: int, reason: str
-    ) -> None:
-        """`nodes`: those whose final status the recorder has not written (never
+    async def _finalize(self, result: RunResult, recorder: RunRecorder, reason: str) -> None:
+        """Write the run's end with what the recorder left: its tail (events queued
+        when it stopped) and the nodes whose final status no flush wrote (never
         started, interrupted, or a flush that failed)."""
         state = RunState.FAILED if reason in (SHUTDOWN, LOCK_LOST) else result.state
         tenant, run_id, number = result.tenant_id, result.run_id, result.run_attempt
+        seq = recorder.next_seq
         notification = (CHANNEL, payload(tenant, run_id, "event"))
         for retry in range(3):
             try:
-                if not nodes:
-                    # Every node's status is written (the usual end): one statement.
+                if not recorder.unwritten(result.nodes.values(), with_tail=True):
+                    # Every node's final status is in a flush or in the tail (the
+                    # usual end): the tail and the end, one statement.
                     async with self.db.single_statements() as con:
                         await repository.finish_run_alone(
                             con,
@@ -171,10 +175,13 @@ class Executors:
                             error=result.error,
                             ended_at=result.ended_at,
                             seq=seq,
+                            events=recorder.tail_events(),
                             notification=notification,
                         )
                     return
+                nodes = recorder.unwritten(result.nodes.values(), with_tail=False)
                 async with self.db.transaction(tenant) as con:
+                    await repository.insert_events(con, tenant, run_id, recorder.tail_rows(number))
                     await repository.update_nodes(con, tenant, run_id, number, nodes)
                     if await repository.finish_run(
                         con,

@@ -33,7 +33,7 @@ from kaireon_server.flow.repository import RunView
 from kaireon_server.flow.settings import FlowLimits
 from kaireon_server.flow.stores import PostgresCheckpointStore
 from kaireon_server.flow.validation import Plan, validate
-from kaireon_server.platform.audit_chain import AuditRow, append_audit_at_commit
+from kaireon_server.platform.audit_chain import AuditRow, PendingAudit, append_audit_at_commit
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.canonical import format_timestamp, parse_timestamp
 from kaireon_server.platform.db import Database
@@ -61,6 +61,19 @@ def validate_run_id(run_id: str) -> str:
     return run_id
 
 
+def _run_audit_row(
+    identity: Identity, run_id: str, action: str, changes: Mapping[str, Any]
+) -> AuditRow:
+    """The audit row of an operator's action on a run."""
+    return AuditRow(
+        action=action,
+        entity_type="flow_run",
+        entity_id=run_id,
+        actor=identity.actor,
+        changes=changes,
+    )
+
+
 async def _audit_run(
     con: asyncpg.Connection,
     identity: Identity,
@@ -68,18 +81,10 @@ async def _audit_run(
     action: str,
     changes: Mapping[str, Any],
 ) -> None:
-    """The audit row of an operator's action on a run, chained when the caller's
-    transaction commits (no lock on the tenant's chain across its round trips)."""
+    """`_run_audit_row`, chained when the caller's transaction commits (no lock on
+    the tenant's chain across its round trips)."""
     await append_audit_at_commit(
-        con,
-        identity.tenant_id,
-        AuditRow(
-            action=action,
-            entity_type="flow_run",
-            entity_id=run_id,
-            actor=identity.actor,
-            changes=changes,
-        ),
+        con, identity.tenant_id, _run_audit_row(identity, run_id, action, changes)
     )
 
 
@@ -211,37 +216,41 @@ class RunManager:
         lock = await self._lock(tenant, run_id)
         try:
             started = datetime.now(UTC)
-            document = definition_to_json(definition)
-            # On the lock's connection (its session has the tenant): BEGIN, the run,
-            # the audit row, COMMIT; a pooled transaction would add its tenant
-            # statement, the acquire and the reset.
-            async with lock.shared.mutex, self.db.transaction_on(lock.con) as con:
+            audit = PendingAudit.of(
+                tenant,
+                [
+                    _run_audit_row(
+                        identity,
+                        run_id,
+                        "flow_run_start",
+                        {
+                            "attempt": 1,
+                            "nodeCount": len(plan.nodes),
+                            "definitionDigest": definition.digest,
+                        },
+                    )
+                ],
+            )
+            # On the lock's connection (its session has the tenant), one statement:
+            # the run, its nodes and its audit row (a pooled transaction would add
+            # BEGIN, its tenant statement, COMMIT, the acquire and the reset).
+            async with lock.shared.mutex:
                 view = await repository.insert_run(
-                    con,
+                    lock.con,
                     tenant,
                     run_id,
                     name=definition.name,
-                    definition=document,
+                    definition=definition_to_json(definition),
                     digest=definition.digest,
                     nodes=_node_rows(plan),
                     started_at=started,
+                    audit=audit,
                 )
-                if view is None:
-                    raise AlreadyExists(
-                        f"run '{run_id}' exists; use RetryRun",
-                        reason="RUN_EXISTS",
-                        metadata={"run_id": run_id},
-                    )
-                await _audit_run(
-                    con,
-                    identity,
-                    run_id,
-                    "flow_run_start",
-                    {
-                        "attempt": 1,
-                        "nodeCount": len(plan.nodes),
-                        "definitionDigest": definition.digest,
-                    },
+            if view is None:
+                raise AlreadyExists(
+                    f"run '{run_id}' exists; use RetryRun",
+                    reason="RUN_EXISTS",
+                    metadata={"run_id": run_id},
                 )
         except BaseException:
             await self._abandon(lock, tenant)

@@ -7,8 +7,10 @@ queued event so that fast nodes share it: watchers and GetRun lag by at most
 that much, and the database cost per node stays small. A flush is one
 statement on a pooled connection, which sets the tenant itself
 (repository.write_batch: the batch travels as one JSON document). The end of
-a run is written by the executor (`finalize`), after the last flush; it
-rewrites only the nodes whose final status no flush wrote (`unwritten`).
+a run is written by the executor (`finalize`): `close` stops the writer and
+leaves what it had not flushed (a short run's every event) as the tail, which
+the statement ending the run writes too; the end rewrites only the nodes
+whose final status neither a flush nor the tail holds (`unwritten`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ class _Pending:
     at: datetime
 
 
+def _event_json(item: _Pending) -> dict[str, Any]:
+    return {
+        "seq": item.seq,
+        "type": item.type,
+        "node_id": item.node_id,
+        "error": item.error,
+        "status": repository.status_json(item.status),
+        "at": item.at.isoformat(),
+    }
+
+
 class RunRecorder(RunHooks):
     def __init__(
         self,
@@ -60,6 +73,9 @@ class RunRecorder(RunHooks):
         self._written: dict[str, NodeResult] = {}
         self._wake = asyncio.Event()
         self._closing = False
+        self._writing = False
+        # Queued when the writer stopped: written with the run's end (close()).
+        self._tail: list[_Pending] = []
         self._task = asyncio.create_task(self._flush_forever())
 
     async def _queue(self, event: NodeEvent) -> None:
@@ -77,40 +93,63 @@ class RunRecorder(RunHooks):
     on_node_failed = _queue
 
     async def close(self) -> None:
-        """Flush what is queued and stop the writer."""
+        """Stop the writer: a flush under way completes; what it has not flushed
+        stays queued as the tail, for the statement that ends the run (one round
+        trip for both, repository.finish_run_alone) or for `write_tail`."""
         self._closing = True
-        self._wake.set()
-        with contextlib.suppress(Exception):
+        if not self._writing:
+            # Waiting for events or for fast nodes to share a flush: nothing to lose.
+            self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
+        self._tail, self._pending = self._pending, []
 
-    def unwritten(self, nodes: Iterable[NodeResult]) -> list[NodeResult]:
-        """The nodes whose status differs from what the flushes wrote (or that none wrote)."""
-        return [n for n in nodes if self._written.get(n.node_id) != n]
+    def tail_events(self) -> list[dict[str, Any]]:
+        """The tail as write_batch's events."""
+        return [_event_json(item) for item in self._tail]
+
+    def tail_rows(
+        self, attempt: int
+    ) -> list[tuple[int, int, str, str, str, dict[str, Any], datetime]]:
+        """The tail as insert_events' rows."""
+        return [
+            (item.seq, attempt, item.type, item.node_id, item.error,
+             repository.status_json(item.status), item.at)
+            for item in self._tail
+        ]  # fmt: skip
+
+    async def write_tail(self) -> None:
+        """Flush the tail on its own (a run that ends without finish_run_alone)."""
+        tail, self._tail = self._tail, []
+        if tail:
+            await self._write(tail)
+
+    def unwritten(self, nodes: Iterable[NodeResult], *, with_tail: bool) -> list[NodeResult]:
+        """The nodes whose status differs from what the flushes wrote (or that none
+        wrote); `with_tail`: counting the tail's as written (it is written with
+        the run's end)."""
+        written = dict(self._written)
+        if with_tail:
+            written.update((item.node_id, item.status) for item in self._tail)
+        return [n for n in nodes if written.get(n.node_id) != n]
 
     async def _flush_forever(self) -> None:
         while True:
             await self._wake.wait()
-            if not self._closing:
-                await asyncio.sleep(FLUSH_SECONDS)
+            await asyncio.sleep(FLUSH_SECONDS)
             self._wake.clear()
             batch, self._pending = self._pending, []
             if batch:
-                await self._write(batch)
-            if self._closing and not self._pending:
+                self._writing = True
+                try:
+                    await self._write(batch)
+                finally:
+                    self._writing = False
+            if self._closing:
                 return
 
     async def _write(self, batch: list[_Pending]) -> None:
-        events: list[dict[str, Any]] = [
-            {
-                "seq": item.seq,
-                "type": item.type,
-                "node_id": item.node_id,
-                "error": item.error,
-                "status": repository.status_json(item.status),
-                "at": item.at.isoformat(),
-            }
-            for item in batch
-        ]
+        events = [_event_json(item) for item in batch]
         try:
             # A pooled connection, not the run's own: a flush then runs beside the
             # checkpoint writes (on the run's connection it would hold them up).

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from kaireon_server.flow.hooks import NodeResult, NodeState, RunState
+from kaireon_server.platform.audit_chain import PendingAudit, pending_audit_insert
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,29 @@ async def list_runs(
     return [_run(r) for r in rows]
 
 
+# StartRun's statement (insert_run): the audit rows' arrays are $9.. .
+_INSERT_RUN = f"""
+    WITH run AS (
+        INSERT INTO flow_run (tenant_id, run_id, name, definition, definition_digest,
+                              state, attempt, started_at, created_at)
+        VALUES ($1, $2, $3, $4, $5, 'running', 1, $6, $6)
+        ON CONFLICT (tenant_id, run_id) DO NOTHING
+        RETURNING run_id
+    ), node AS (
+        INSERT INTO flow_run_node (tenant_id, run_id, node_id, position, node_type, state)
+        SELECT $1, run.run_id, n.node_id, n.position - 1, n.node_type, 'pending'
+          FROM run, unnest($7::text[], $8::text[])
+                    WITH ORDINALITY AS n(node_id, node_type, position)
+    ), stale AS (
+        DELETE FROM flow_run_checkpoint c USING run
+         WHERE c.tenant_id = $1 AND c.run_id = run.run_id
+    ), audit AS (
+        {pending_audit_insert(tenant="$1", first=9, when="EXISTS (SELECT FROM run)")}
+    )
+    SELECT count(*) FROM run
+    """  # noqa: S608 - constant SQL
+
+
 async def insert_run(
     con: asyncpg.Connection,
     tenant_id: str,
@@ -187,26 +211,17 @@ async def insert_run(
     digest: str,
     nodes: Sequence[tuple[str, str]],
     started_at: datetime,
+    audit: PendingAudit,
 ) -> RunView | None:
-    """Insert a new run and its pending nodes in one statement (StartRun's hot
-    path: no read before, none after); None when the run id exists. The view
-    is what get_run would read back: the columns' defaults, the given values."""
+    """Insert a new run, its pending nodes and `audit` in one statement, its own
+    transaction (StartRun's hot path: no BEGIN, no read before, none after; the
+    audit rows are chained at its commit); None, and nothing written, when the
+    run id exists. A new run starts with no checkpoints: any left under its id
+    (a run row deleted, its checkpoints not yet purged) are deleted with the
+    insert, so the executor need not read them. The view is what get_run would
+    read back: the columns' defaults, the given values."""
     created = await con.fetchval(
-        """
-        WITH run AS (
-            INSERT INTO flow_run (tenant_id, run_id, name, definition, definition_digest,
-                                  state, attempt, started_at, created_at)
-            VALUES ($1, $2, $3, $4, $5, 'running', 1, $6, $6)
-            ON CONFLICT (tenant_id, run_id) DO NOTHING
-            RETURNING run_id
-        ), node AS (
-            INSERT INTO flow_run_node (tenant_id, run_id, node_id, position, node_type, state)
-            SELECT $1, run.run_id, n.node_id, n.position - 1, n.node_type, 'pending'
-              FROM run, unnest($7::text[], $8::text[])
-                        WITH ORDINALITY AS n(node_id, node_type, position)
-        )
-        SELECT count(*) FROM run
-        """,
+        _INSERT_RUN,
         tenant_id,
         run_id,
         name,
@@ -215,9 +230,11 @@ async def insert_run(
         started_at,
         [nid for nid, _ in nodes],
         [ntype for _, ntype in nodes],
+        *audit.columns,
     )
     if not created:
         return None
+    audit.written()
     return RunView(
         run_id=run_id,
         name=name,
@@ -385,16 +402,33 @@ async def finish_run_alone(
     error: str,
     ended_at: datetime,
     seq: int,
+    events: Sequence[Mapping[str, Any]],
     notification: tuple[str, str],
 ) -> None:
     """The end of `attempt` with its run_finished event `seq` and its NOTIFY, in one
-    statement that sets the tenant itself (migration 0220), for
-    `Database.single_statements()`; nothing when the run is past it (fenced)."""
+    statement that sets the tenant itself (migrations 0220, 0236), for
+    `Database.single_statements()`; nothing when the run is past it (fenced).
+    `events`: the recorder's last, unflushed (write_batch's shape), written first
+    in the same statement."""
+    if not events:
+        await con.execute(
+            "SELECT kaireon_flow_finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            tenant_id,
+            run_id,
+            attempt,
+            state.value,
+            error,
+            ended_at,
+            seq,
+            *notification,
+        )
+        return
     await con.execute(
-        "SELECT kaireon_flow_finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "SELECT kaireon_flow_end_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         tenant_id,
         run_id,
         attempt,
+        list(events),
         state.value,
         error,
         ended_at,

@@ -47,7 +47,7 @@ from kaireon_server.flow.hooks import (
 )
 from kaireon_server.flow.keys import cache_key, output_digest
 from kaireon_server.flow.nodes.base import NodeContext, NodeError, NodeServices
-from kaireon_server.flow.stores import CheckpointStore
+from kaireon_server.flow.stores import Checkpoint, CheckpointStore
 from kaireon_server.flow.validation import Plan, PlannedNode
 from kaireon_server.platform.observability import metrics, tracing
 
@@ -130,7 +130,10 @@ class FlowRunner:
         run_attempt: int = 1,
         cancel: CancelToken | None = None,
         actor: str = "flow",
+        checkpoints: Mapping[str, Checkpoint] | None = None,
     ) -> RunResult:
+        """`checkpoints`: the run's, when the caller knows them (a new run has
+        none); None reads them from the store."""
         return await _Execution(
             self,
             plan,
@@ -139,6 +142,7 @@ class FlowRunner:
             run_attempt=run_attempt,
             cancel=cancel,
             actor=actor,
+            checkpoints=checkpoints,
         ).run()
 
 
@@ -155,8 +159,10 @@ class _Execution:
         run_attempt: int,
         cancel: CancelToken | None,
         actor: str,
+        checkpoints: Mapping[str, Checkpoint] | None,
     ) -> None:
         self.runner = runner
+        self.known_checkpoints = checkpoints
         self.plan = plan
         self.actor = actor
         self.tenant_id = tenant_id
@@ -216,7 +222,9 @@ class _Execution:
 
     async def _run(self) -> RunResult:
         started = _now()
-        checkpoints = await self.store.load(self.tenant_id, self.run_id)
+        checkpoints = self.known_checkpoints
+        if checkpoints is None:
+            checkpoints = await self.store.load(self.tenant_id, self.run_id)
         self.token.on_cancel(lambda: self.finished.put_nowait(None))
         try:
             while True:

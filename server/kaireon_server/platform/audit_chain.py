@@ -260,16 +260,30 @@ def _count(rows: Sequence[AuditRow]) -> None:
         metrics.AUDIT_APPENDS.labels(metrics.action_label(row.action)).inc()
 
 
-# The same arrays as _APPEND's, written unchained; the deferred trigger of
-# migration 0234 chains them (with kaireon_audit_append) inside the COMMIT.
-_PEND = """
-INSERT INTO audit_pending (tenant_id, id, action, entity_type, entity_id, entity_id_digest,
-    entity_id_salt, actor, changes, personal, personal_salts, personal_digests, created_at,
-    subject_id, head, tail)
-SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::jsonb[], $10::jsonb[], $11::jsonb[], $12::jsonb[], $13::timestamptz[],
-    $14::text[], $15::bytea[], $16::bytea[])
-"""
+_PENDING_COLUMN_TYPES = (
+    "uuid", "text", "text", "text", "text", "text", "text", "jsonb", "jsonb", "jsonb", "jsonb",
+    "timestamptz", "text", "bytea", "bytea",
+)  # fmt: skip
+assert len(_PENDING_COLUMN_TYPES) == _COLUMN_COUNT
+
+
+def pending_audit_insert(*, tenant: str, first: int, when: str) -> str:
+    """The INSERT of PendingAudit's rows for a caller's `WITH name AS (...)`: the
+    same arrays as _APPEND's, parameters $first.. (one per column), written
+    unchained; the deferred trigger of migration 0234 chains them (with
+    kaireon_audit_append) inside the COMMIT. `tenant`: the SQL of the tenant id;
+    rows are written only `when` (SQL over the statement's other CTEs) holds.
+    Both are constant SQL of the calling code, never input."""
+    arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(_PENDING_COLUMN_TYPES))
+    return (
+        "INSERT INTO audit_pending (tenant_id, id, action, entity_type, entity_id, "  # noqa: S608 - constant SQL
+        "entity_id_digest, entity_id_salt, actor, changes, personal, personal_salts, "
+        "personal_digests, created_at, subject_id, head, tail) "
+        f"SELECT {tenant}, * FROM unnest({arrays}) WHERE {when}"
+    )
+
+
+_PEND = pending_audit_insert(tenant="$1", first=2, when="true")
 
 
 async def append_audit_at_commit(con: asyncpg.Connection, tenant_id: str, row: AuditRow) -> str:
@@ -283,6 +297,28 @@ async def append_audit_at_commit(con: asyncpg.Connection, tenant_id: str, row: A
     await con.execute(_PEND, tenant_id, *columns)
     _count([row])
     return row_id
+
+
+@dataclass(frozen=True)
+class PendingAudit:
+    """Audit rows that a caller's own single statement appends, as one of its
+    data-modifying CTEs (pending_audit_insert, `columns` its parameters):
+    chained when that statement's transaction commits, as append_audit_at_commit
+    does, so a write and its audit row are one round trip (no BEGIN, no COMMIT
+    of their own)."""
+
+    rows: tuple[AuditRow, ...]
+    columns: list[list[Any]]
+    ids: tuple[str, ...]
+
+    @classmethod
+    def of(cls, tenant_id: str, rows: Sequence[AuditRow]) -> PendingAudit:
+        columns, made = _columns(tenant_id, rows)
+        return cls(tuple(rows), columns, tuple(row_id for row_id, _ in made))
+
+    def written(self) -> None:
+        """Count the rows once the statement ran (as append_audit_at_commit does)."""
+        _count(self.rows)
 
 
 async def append_audit(
