@@ -17,18 +17,75 @@ from typing import Any
 import asyncpg
 
 from kaireon_server.dsar.model import CreateCommand, DsarRecord
+from kaireon_server.platform.audit_chain import PendingAudit, pending_audit_insert
 from kaireon_server.platform.observability.tracing import TraceCarrier
 
-_COLUMNS = """
+_REQUEST_COLUMNS = """
     r.tenant_id, r.id, r.request_type, r.subject_id, r.status, r.encrypt, r.progress, r.error,
     r.idempotency_key, r.attempts, r.created_at, r.updated_at, r.completed_at, r.version,
     r.export_attempt, r.export_chunks, r.export_size, r.export_digest, r.export_signature,
-    r.export_signing_key_id, r.export_key_version,
+    r.export_signing_key_id, r.export_key_version"""
+_COLUMNS = (
+    _REQUEST_COLUMNS  # noqa: S608 - constant SQL
+    + """,
     (r.status = 'completed' AND EXISTS (
         SELECT 1 FROM dsar_export_chunk c
          WHERE c.tenant_id = r.tenant_id AND c.request_id = r.id
            AND c.attempt = r.export_attempt AND c.seq = 0)) AS export_available
 """
+)
+
+
+# CreateDsarRequest in one statement (insert_request_alone): kaireon_dsar_create
+# (migration 0237) and, only when it inserted $2, the request's audit row
+# ($10..), chained at the statement's commit. The audit insert sets the tenant
+# itself (the function's setting ends with the function), before its rows'
+# policy checks. A request just queued has no export.
+_CREATE_AUDIT = pending_audit_insert(
+    tenant="(SELECT set_config('kaireon.tenant_id', $1, true))",
+    first=10,
+    when="EXISTS (SELECT FROM r WHERE r.id = $2)",
+)
+_CREATE_SQL = f"""
+    WITH r AS MATERIALIZED (
+        SELECT * FROM kaireon_dsar_create($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ), audit AS ({_CREATE_AUDIT})
+    SELECT {_REQUEST_COLUMNS}, false AS export_available FROM r
+    """  # noqa: S608 - constant SQL
+
+
+async def insert_request_alone(
+    con: asyncpg.Connection,
+    tenant_id: str,
+    request_id: uuid.UUID,
+    cmd: CreateCommand,
+    *,
+    actor: str,
+    origin: TraceCarrier | None,
+    audit: PendingAudit,
+) -> tuple[DsarRecord, bool]:
+    """insert_request and, for a new request, `audit`, in one statement that sets
+    the tenant itself (for `Database.single_statements()`): (record, created).
+    A request the idempotency key named before comes back as stored, without
+    its export's availability (read it again to show it)."""
+    row = await con.fetchrow(
+        _CREATE_SQL,
+        tenant_id,
+        request_id,
+        cmd.request_type,
+        cmd.subject_id,
+        cmd.encrypt,
+        cmd.idempotency_key,
+        actor,
+        origin.traceparent if origin is not None else None,
+        origin.tracestate if origin is not None else None,
+        *audit.columns,
+    )
+    assert row is not None  # inserted, or the key's request (committed: ON CONFLICT waited)
+    created = row["id"] == request_id
+    if created:
+        audit.written()
+    return DsarRecord.from_row(row), created
 
 
 async def insert_request(

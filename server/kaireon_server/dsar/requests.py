@@ -34,7 +34,7 @@ from kaireon_server.dsar.model import (
 )
 from kaireon_server.dsar.notify import Notifier
 from kaireon_server.dsar.settings import DsarSettings
-from kaireon_server.platform.audit_chain import append_audit_at_commit
+from kaireon_server.platform.audit_chain import AuditRow, PendingAudit, append_audit_at_commit
 from kaireon_server.platform.canonical import parse_timestamp
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import (
@@ -94,32 +94,39 @@ async def create_in(
         con, tenant_id, cmd, actor, tracing.current_carrier()
     )
     if not created:
-        same = (record.request_type, record.subject_id, record.encrypt) == (
-            cmd.request_type,
-            cmd.subject_id,
-            cmd.encrypt,
-        )
-        if not same:
-            raise AlreadyExists(
-                "idempotency_key was already used for a different request",
-                reason="IDEMPOTENCY_KEY_REUSED",
-            )
+        _check_same(record, cmd)
     if within is not None:
         await within(con, record, created)
     if not created:
         return record, False
-    await append_audit_at_commit(
-        con,
-        tenant_id,
-        audit_row(
-            "dsar_request_created",
-            record.id,
-            cmd.subject_id,
-            actor,
-            {"requestType": cmd.request_type, "encrypt": cmd.encrypt, **(audit_changes or {})},
-        ),
-    )
+    await append_audit_at_commit(con, tenant_id, _created_row(record.id, cmd, actor, audit_changes))
     return record, True
+
+
+def _check_same(record: DsarRecord, cmd: CreateCommand) -> None:
+    """An idempotency key names one request: another request under it is refused."""
+    same = (record.request_type, record.subject_id, record.encrypt) == (
+        cmd.request_type,
+        cmd.subject_id,
+        cmd.encrypt,
+    )
+    if not same:
+        raise AlreadyExists(
+            "idempotency_key was already used for a different request",
+            reason="IDEMPOTENCY_KEY_REUSED",
+        )
+
+
+def _created_row(
+    request_id: uuid.UUID, cmd: CreateCommand, actor: str, extra: Mapping[str, object] | None
+) -> AuditRow:
+    return audit_row(
+        "dsar_request_created",
+        request_id,
+        cmd.subject_id,
+        actor,
+        {"requestType": cmd.request_type, "encrypt": cmd.encrypt, **(extra or {})},
+    )
 
 
 async def _audit_read(con: asyncpg.Connection, record: DsarRecord, actor: str, via: str) -> None:
@@ -172,9 +179,31 @@ class DsarRequests:
                 "encryption was requested but this deployment has no encryption keys",
                 reason="ENCRYPTION_NOT_CONFIGURED",
             )
-        async with self._db.transaction(tenant_id) as con:
-            record, _ = await create_in(con, tenant_id, actor, cmd, within=within)
-        return record
+        if within is not None:
+            async with self._db.transaction(tenant_id) as con:
+                record, _ = await create_in(con, tenant_id, actor, cmd, within=within)
+            return record
+        # One statement, its own transaction: the request and its audit row.
+        request_id = uuid.uuid4()
+        audit = PendingAudit.of(tenant_id, [_created_row(request_id, cmd, actor, None)])
+        async with self._db.single_statements() as con:
+            record, created = await repository.insert_request_alone(
+                con,
+                tenant_id,
+                request_id,
+                cmd,
+                actor=actor,
+                origin=tracing.current_carrier(),
+                audit=audit,
+            )
+        if created:
+            return record
+        _check_same(record, cmd)
+        # The key's earlier request, as stored now (with its export's availability).
+        async with self._db.transaction(tenant_id, readonly=True) as con:
+            stored = await repository.get_request(con, tenant_id, record.id)
+        assert stored is not None
+        return stored
 
     async def _attach(
         self,
