@@ -29,8 +29,9 @@ from kaireon_server.app import App
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
 from tests.support.log_scan import CollectingHandler, findings, secret_fragments
-from tests.support.pg import create_database, drop_database, embedded_server
+from tests.support.pg import counted_database, create_database, drop_database, embedded_server
 from tests.support.server import ALL_SERVER_LOGS, JWT_SECRET, base_env
+from tests.support.tcp_proxy import TcpProxy
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -122,6 +123,16 @@ def grpc_target(app: App) -> str:
 async def channel(grpc_target: str) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(grpc_target) as ch:
         yield ch
+
+
+@pytest.fixture
+async def counted_pool(
+    db: Database, database_url: str, server_env: dict[str, str]
+) -> AsyncIterator[tuple[Database, TcpProxy]]:
+    """A pool of one connection (and its dedicated ones) whose every byte goes
+    through a proxy that counts round trips (`db`: the database is migrated)."""
+    async with counted_database(database_url, server_env, pool=1) as counted:
+        yield counted
 
 
 @pytest.fixture

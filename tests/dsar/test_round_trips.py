@@ -12,10 +12,8 @@ its export's availability); a key reused for another request writes nothing.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
 from kaireon_server.dsar.notify import Notifier
 from kaireon_server.dsar.requests import DsarRequests
@@ -23,24 +21,13 @@ from kaireon_server.dsar.settings import DsarSettings
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.db.listener import Listener
 from kaireon_server.platform.errors import AlreadyExists
-from tests.support.pg import counted_database
 from tests.support.tcp_proxy import TcpProxy
 
 
-@pytest.fixture
-async def proxied(
-    db: Database, database_url: str, server_env: dict[str, str]
-) -> AsyncIterator[tuple[Database, TcpProxy]]:
-    """A pool of one connection whose every byte goes through a counting proxy
-    (`db`: the database is migrated)."""
-    async with counted_database(database_url, server_env, pool=1) as counted:
-        yield counted
-
-
 async def test_a_create_is_one_round_trip_and_its_audit_row_is_chained(
-    proxied: tuple[Database, TcpProxy], database_url: str, tenant: str
+    counted_pool: tuple[Database, TcpProxy], database_url: str, tenant: str
 ) -> None:
-    db, proxy = proxied
+    db, proxy = counted_pool
     # Never started: nothing here waits on a notification.
     notifier = Notifier(Listener(lambda: asyncpg.connect(database_url)))
     requests = DsarRequests(db, DsarSettings.from_env({}), notifier)

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
 from kaireon_server.flow.definition import definition_from_json
 from kaireon_server.flow.manager import RunManager
@@ -37,7 +35,6 @@ from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.auth.identity import Role
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.db.listener import Listener
-from tests.support.pg import counted_database
 from tests.support.tcp_proxy import TcpProxy
 
 RUN_ROUND_TRIPS = 6
@@ -55,20 +52,10 @@ CHAIN = {
 }
 
 
-@pytest.fixture
-async def proxied(
-    db: Database, database_url: str, server_env: dict[str, str]
-) -> AsyncIterator[tuple[Database, TcpProxy]]:
-    """A pool of two connections whose every byte goes through a counting proxy
-    (`db`: the database is migrated)."""
-    async with counted_database(database_url, server_env, pool=2) as counted:
-        yield counted
-
-
 async def test_a_two_node_run_costs_six_round_trips(
-    proxied: tuple[Database, TcpProxy], database_url: str, tenant: str
+    counted_pool: tuple[Database, TcpProxy], database_url: str, tenant: str
 ) -> None:
-    db, proxy = proxied
+    db, proxy = counted_pool
     # Never started: the manager only subscribes; nothing here waits on NOTIFY.
     listener = Listener(lambda: asyncpg.connect(database_url))
     manager = RunManager(

@@ -10,38 +10,21 @@ shared by every row of its batch.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from kaireon_server.platform.audit_chain import AuditBatcher
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.build_identity import BuildEnv
-from kaireon_server.platform.db import Database
 from kaireon_server.platform.signing import signer_from_env
 from kaireon_server.provenance.cache import BundleCache
 from kaireon_server.provenance.emit import ProvenanceEmitter, read_rows, system_clock
 from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE
-from tests.support.pg import counted_database
-from tests.support.tcp_proxy import TcpProxy
 
 READ_ROUND_TRIPS = 1
 # A lone emission's audit row: its batch is itself.
 AUDIT_ROUND_TRIPS = 6
 
 
-@pytest.fixture
-async def proxied(
-    db: Database, database_url: str, server_env: dict[str, str]
-) -> AsyncIterator[tuple[Database, TcpProxy]]:
-    """A pool of one connection whose every byte goes through a counting proxy
-    (`db`: the database is migrated)."""
-    async with counted_database(database_url, server_env, pool=1) as counted:
-        yield counted
-
-
-async def test_a_bundle_read_is_one_round_trip(proxied, seeded) -> None:
-    db, proxy = proxied
+async def test_a_bundle_read_is_one_round_trip(counted_pool, seeded) -> None:
+    db, proxy = counted_pool
     cache = BundleCache()
     # Warm: the connection prepares the statement, the cache hashes the model states.
     for decision_id in (BEFORE_CHANGE, AFTER_CHANGE):
@@ -54,9 +37,11 @@ async def test_a_bundle_read_is_one_round_trip(proxied, seeded) -> None:
     assert proxy.round_trips - before == reads * READ_ROUND_TRIPS
 
 
-async def test_a_connection_read_without_reset_leaves_no_tenant_behind(proxied, seeded) -> None:
+async def test_a_connection_read_without_reset_leaves_no_tenant_behind(
+    counted_pool, seeded
+) -> None:
     """The next user of the connection (no reset query ran) sees no tenant set."""
-    db, _ = proxied
+    db, _ = counted_pool
     await read_rows(db, seeded, AFTER_CHANGE, BundleCache())
     async with db.connection() as con:
         assert not await con.fetchval("SELECT current_setting('kaireon.tenant_id', true)")
@@ -64,9 +49,9 @@ async def test_a_connection_read_without_reset_leaves_no_tenant_behind(proxied, 
 
 
 async def test_an_emission_is_the_read_plus_its_audit_batch(
-    proxied, seeded, server_env: dict[str, str]
+    counted_pool, seeded, server_env: dict[str, str]
 ) -> None:
-    db, proxy = proxied
+    db, proxy = counted_pool
     audit = AuditBatcher(db)
     emitter = ProvenanceEmitter(
         db=db,

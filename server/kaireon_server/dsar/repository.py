@@ -54,6 +54,27 @@ _CREATE_SQL = f"""
     """  # noqa: S608 - constant SQL
 
 
+def _request_values(
+    tenant_id: str,
+    request_id: uuid.UUID,
+    cmd: CreateCommand,
+    actor: str,
+    origin: TraceCarrier | None,
+) -> tuple[Any, ...]:
+    """A new request's column values, in dsar_request's insert order."""
+    return (
+        tenant_id,
+        request_id,
+        cmd.request_type,
+        cmd.subject_id,
+        cmd.encrypt,
+        cmd.idempotency_key,
+        actor,
+        origin.traceparent if origin is not None else None,
+        origin.tracestate if origin is not None else None,
+    )
+
+
 async def insert_request_alone(
     con: asyncpg.Connection,
     tenant_id: str,
@@ -69,17 +90,7 @@ async def insert_request_alone(
     A request the idempotency key named before comes back as stored, without
     its export's availability (read it again to show it)."""
     row = await con.fetchrow(
-        _CREATE_SQL,
-        tenant_id,
-        request_id,
-        cmd.request_type,
-        cmd.subject_id,
-        cmd.encrypt,
-        cmd.idempotency_key,
-        actor,
-        origin.traceparent if origin is not None else None,
-        origin.tracestate if origin is not None else None,
-        *audit.columns,
+        _CREATE_SQL, *_request_values(tenant_id, request_id, cmd, actor, origin), *audit.columns
     )
     assert row is not None  # inserted, or the key's request (committed: ON CONFLICT waited)
     created = row["id"] == request_id
@@ -106,15 +117,7 @@ async def insert_request(
         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING id
         """,
-        tenant_id,
-        new_id,
-        cmd.request_type,
-        cmd.subject_id,
-        cmd.encrypt,
-        cmd.idempotency_key,
-        actor,
-        origin.traceparent if origin is not None else None,
-        origin.tracestate if origin is not None else None,
+        *_request_values(tenant_id, new_id, cmd, actor, origin),
     )
     if inserted is not None:
         record = await get_request(con, tenant_id, new_id)

@@ -100,8 +100,13 @@ class RunRecorder(RunHooks):
         if not self._writing:
             # Waiting for events or for fast nodes to share a flush: nothing to lose.
             self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        try:
+            # A failed flush was logged by _write; finalize rewrites what it missed.
+            with contextlib.suppress(Exception):
+                await self._task
+        except asyncio.CancelledError:
+            if not self._task.cancelled():
+                raise  # this caller was cancelled, not the writer
         self._tail, self._pending = self._pending, []
 
     def tail_events(self) -> list[dict[str, Any]]:

@@ -410,30 +410,18 @@ async def finish_run_alone(
     `Database.single_statements()`; nothing when the run is past it (fenced).
     `events`: the recorder's last, unflushed (write_batch's shape), written first
     in the same statement."""
+    end = (tenant_id, run_id, attempt, state.value, error, ended_at, seq, *notification)
     if not events:
         await con.execute(
-            "SELECT kaireon_flow_finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            tenant_id,
-            run_id,
-            attempt,
-            state.value,
-            error,
-            ended_at,
-            seq,
-            *notification,
+            "SELECT kaireon_flow_finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9)", *end
         )
         return
+    # The events go between the attempt and the state (the function's order).
     await con.execute(
         "SELECT kaireon_flow_end_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        tenant_id,
-        run_id,
-        attempt,
+        *end[:3],
         list(events),
-        state.value,
-        error,
-        ended_at,
-        seq,
-        *notification,
+        *end[3:],
     )
 
 

@@ -309,12 +309,11 @@ class PendingAudit:
 
     rows: tuple[AuditRow, ...]
     columns: list[list[Any]]
-    ids: tuple[str, ...]
 
     @classmethod
     def of(cls, tenant_id: str, rows: Sequence[AuditRow]) -> PendingAudit:
-        columns, made = _columns(tenant_id, rows)
-        return cls(tuple(rows), columns, tuple(row_id for row_id, _ in made))
+        columns, _made = _columns(tenant_id, rows)
+        return cls(tuple(rows), columns)
 
     def written(self) -> None:
         """Count the rows once the statement ran (as append_audit_at_commit does)."""
