@@ -294,6 +294,8 @@ async def test_a_stale_attempt_can_neither_heartbeat_nor_complete(
     stub, tenant, db: Database, no_session_workers
 ):
     from kaireon_server.dsar import repository
+    from kaireon_server.dsar.model import audit_row
+    from kaireon_server.platform.audit_chain import PendingAudit
 
     request = await create(stub, tenant, "cust_1")
     async with db.connection() as con, con.transaction():
@@ -321,13 +323,26 @@ async def test_a_stale_attempt_can_neither_heartbeat_nor_complete(
         "signing_key_id": None,
         "key_version": None,
     }
+
+    def completed(attempt: int) -> PendingAudit:
+        row = audit_row("dsar_export_completed", first["id"], "cust_1", "t", {"attempt": attempt})
+        return PendingAudit.of(tenant, [row])
+
     async with db.transaction(tenant) as con:
         assert not await repository.heartbeat(con, stale, 30)
         assert not await repository.set_progress(con, stale, 50)
-        assert not await repository.complete(con, stale, meta)
+        assert not await repository.complete(con, stale, meta, completed(1))
         assert await repository.complete(
-            con, repository.Lease(tenant, first["id"], "worker-b", 2), meta
+            con, repository.Lease(tenant, first["id"], "worker-b", 2), meta, completed(2)
         )
+    # Only the completion that took wrote its audit row.
+    async with db.transaction(tenant, readonly=True) as con:
+        attempts = await con.fetch(
+            "SELECT changes->>'attempt' AS attempt FROM audit_log WHERE tenant_id = $1 "
+            "AND action = 'dsar_export_completed'",
+            tenant,
+        )
+    assert [r["attempt"] for r in attempts] == ["2"]
     states = await watch_states(stub, tenant, request.id)
     assert (states[-1].status, states[-1].attempts) == ("completed", 2)
 

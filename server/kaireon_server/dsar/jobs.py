@@ -33,7 +33,7 @@ from kaireon_server.dsar.model import Claim, audit_row
 from kaireon_server.dsar.plan import build_plan
 from kaireon_server.dsar.settings import DsarSettings
 from kaireon_server.dsar.store import ChunkStore, DigestSigner, EncryptingSink, envelope_writer
-from kaireon_server.platform.audit_chain import append_audit_at_commit
+from kaireon_server.platform.audit_chain import PendingAudit
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.observability import metrics
 
@@ -115,26 +115,24 @@ async def run_export(deps: JobDeps, claim: Claim, on_progress: Callable[[int, in
         await writer.execute(_TENANT_AND_ERASURE_LOCK, claim.tenant_id, claim.subject_id)
         rows, meta = await _stream(deps, claim, attempt, on_progress)
         lease = repository.Lease(claim.tenant_id, claim.request_id, deps.owner, claim.attempt)
-        if not await repository.complete(writer, lease, meta):
-            raise LeaseLost()
-        await append_audit_at_commit(
-            writer,
-            claim.tenant_id,
-            audit_row(
-                "dsar_export_completed",
-                claim.request_id,
-                claim.subject_id,
-                WORKER_ACTOR,
-                {
-                    "attempt": claim.attempt,
-                    "rows": rows,
-                    "sizeBytes": meta["size"],
-                    "digestSha256": meta["digest"],
-                    "encrypted": claim.encrypt,
-                    "keyVersion": meta["key_version"],
-                },
-            ),
+        # The completion and its audit row: one statement, chained at the COMMIT.
+        completed = audit_row(
+            "dsar_export_completed",
+            claim.request_id,
+            claim.subject_id,
+            WORKER_ACTOR,
+            {
+                "attempt": claim.attempt,
+                "rows": rows,
+                "sizeBytes": meta["size"],
+                "digestSha256": meta["digest"],
+                "encrypted": claim.encrypt,
+                "keyVersion": meta["key_version"],
+            },
         )
+        audit = PendingAudit.of(claim.tenant_id, [completed])
+        if not await repository.complete(writer, lease, meta, audit):
+            raise LeaseLost()
         await transaction.commit()
         committed = True
         return rows

@@ -411,28 +411,37 @@ async def set_progress(con: asyncpg.Connection, lease: Lease, progress: int) -> 
     return bool(status == "UPDATE 1")
 
 
-async def complete(con: asyncpg.Connection, lease: Lease, export: Mapping[str, Any]) -> bool:
-    """Mark the job completed with its export; False when the attempt lost its lease.
+# complete(): the lease's $1-$4, the export's $5-$11, the audit row's arrays $12..
+_COMPLETE_AUDIT = pending_audit_insert(tenant="$1", first=12, when="EXISTS (SELECT FROM done)")
+_COMPLETE_SQL = f"""
+    WITH done AS (
+        UPDATE dsar_request
+           SET status = 'completed', progress = 100, error = NULL,
+               completed_at = clock_timestamp(), lease_owner = NULL, lease_expires_at = NULL,
+               export_attempt = $4, export_chunks = $5, export_size = $6, export_rows = $7,
+               export_digest = $8, export_signature = $9, export_signing_key_id = $10,
+               export_key_version = $11
+         WHERE {_OWNED}
+        RETURNING tenant_id, id
+    ), stale AS (
+        DELETE FROM dsar_export_chunk c USING done
+         WHERE c.tenant_id = done.tenant_id AND c.request_id = done.id AND c.attempt <> $4
+    ), audit AS ({_COMPLETE_AUDIT})
+    SELECT EXISTS (SELECT 1 FROM done)
+    """  # noqa: S608 - constant SQL
+
+
+async def complete(
+    con: asyncpg.Connection, lease: Lease, export: Mapping[str, Any], audit: PendingAudit
+) -> bool:
+    """Mark the job completed with its export and append `audit` (chained at the
+    transaction's commit); False, and nothing written, when the attempt lost its
+    lease.
 
     In the same statement, chunks of other attempts are deleted: only this
     attempt's can be committed (a guard, normally a no-op)."""
     done: bool = await con.fetchval(
-        f"""
-        WITH done AS (
-            UPDATE dsar_request
-               SET status = 'completed', progress = 100, error = NULL,
-                   completed_at = clock_timestamp(), lease_owner = NULL, lease_expires_at = NULL,
-                   export_attempt = $4, export_chunks = $5, export_size = $6, export_rows = $7,
-                   export_digest = $8, export_signature = $9, export_signing_key_id = $10,
-                   export_key_version = $11
-             WHERE {_OWNED}
-            RETURNING tenant_id, id
-        ), stale AS (
-            DELETE FROM dsar_export_chunk c USING done
-             WHERE c.tenant_id = done.tenant_id AND c.request_id = done.id AND c.attempt <> $4
-        )
-        SELECT EXISTS (SELECT 1 FROM done)
-        """,  # noqa: S608 - constant condition
+        _COMPLETE_SQL,
         *lease.args,
         export["chunks"],
         export["size"],
@@ -441,7 +450,10 @@ async def complete(con: asyncpg.Connection, lease: Lease, export: Mapping[str, A
         export["signature"],
         export["signing_key_id"],
         export["key_version"],
+        *audit.columns,
     )
+    if done:
+        audit.written()
     return done
 
 
