@@ -487,25 +487,25 @@ EVENTS_AFTER_SQL = (
 async def events_after(
     con: asyncpg.Connection, tenant_id: str, run_id: str, seq: int, limit: int
 ) -> list[EventRow]:
-    rows = await con.fetch(
-        EVENTS_AFTER_SQL,
+    rows = await con.fetch(EVENTS_AFTER_SQL, tenant_id, run_id, seq, limit)
+    return [_event(r) for r in rows]
+
+
+async def last_event(con: asyncpg.Connection, tenant_id: str, run_id: str) -> EventRow | None:
+    """The run's latest event (a finished run's: its run_finished), by the primary key."""
+    row = await con.fetchrow(
+        "SELECT seq, attempt, type, node_id, error, status, created_at FROM flow_run_event "
+        "WHERE tenant_id = $1 AND run_id = $2 ORDER BY seq DESC LIMIT 1",
         tenant_id,
         run_id,
-        seq,
-        limit,
     )
-    return [
-        EventRow(
-            r["seq"],
-            r["attempt"],
-            r["type"],
-            r["node_id"],
-            r["error"],
-            r["status"],
-            r["created_at"],
-        )
-        for r in rows
-    ]
+    return _event(row) if row is not None else None
+
+
+def _event(r: asyncpg.Record) -> EventRow:
+    return EventRow(
+        r["seq"], r["attempt"], r["type"], r["node_id"], r["error"], r["status"], r["created_at"]
+    )
 
 
 async def running_runs(con: asyncpg.Connection) -> list[tuple[str, str, int]]:

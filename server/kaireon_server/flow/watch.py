@@ -74,20 +74,16 @@ async def watch_run(
             view = await repository.get_run(con, tenant_id, run_id)
             if view is None:
                 raise NotFound(f"run '{run_id}' not found", reason="RUN_NOT_FOUND")
-            last = await repository.next_seq(con, tenant_id, run_id) - 1
             # A finished run's stream ends as a live one does, with its run_finished
             # event (the last one written): a client waits for RUN_FINISHED either way.
-            end = (
-                await repository.events_after(con, tenant_id, run_id, last - 1, 1)
-                if view.state.finished
-                else []
-            )
+            if view.state.finished:
+                end = await repository.last_event(con, tenant_id, run_id)
+            else:
+                last = await repository.next_seq(con, tenant_id, run_id) - 1
         yield WatchItem("snapshot", view, at=view.started_at or view.created_at)
         if view.state.finished:
-            if end and end[0].type == "run_finished":
-                yield WatchItem(
-                    "run_finished", view, end[0].seq, error=end[0].error, at=end[0].created_at
-                )
+            if end is not None and end.type == "run_finished":
+                yield WatchItem("run_finished", view, end.seq, error=end.error, at=end.created_at)
             return
         # Node events carry run-level fields only: not the definition, not every node.
         header = replace(view, nodes=(), definition={})
