@@ -39,8 +39,9 @@ _COLUMNS = (
 # CreateDsarRequest in one statement (insert_request_alone): kaireon_dsar_create
 # (migration 0237) and, only when it inserted $2, the request's audit row
 # ($10..), chained at the statement's commit. The audit insert sets the tenant
-# itself (the function's setting ends with the function), before its rows'
-# policy checks. A request just queued has no export.
+# itself, before its rows' policy checks, rather than count on the function's
+# setting (an order of evaluation PostgreSQL does not promise). A request just
+# queued has no export.
 _CREATE_AUDIT = pending_audit_insert(
     tenant="(SELECT set_config('kaireon.tenant_id', $1, true))",
     first=10,
