@@ -86,6 +86,12 @@ async def test_concurrent_creates_with_one_key_make_one_request(stub, tenant, db
             "idempotency_key",
             "FIELD_TOO_LONG",
         ),
+        (
+            # A careless client's trailing newline: refused, not a second key.
+            {"request_type": "export", "subject_id": "subject-pii-42", "idempotency_key": "k\n"},
+            "idempotency_key",
+            "INVALID_FIELD",
+        ),
     ],
 )
 async def test_bad_input_is_invalid_argument_and_writes_nothing(
