@@ -4,13 +4,15 @@ A TCP proxy between the pool and PostgreSQL counts what the client sends before
 it waits for an answer (Sync, simple Query, ...). The read of a bundle is one
 round trip (it was five: BEGIN, the tenant setting, the statement, COMMIT, the
 pool's reset); the emission audit row adds the group-committing writer's
-transaction (BEGIN, the tenant setting, chain-head lock, insert, COMMIT, reset),
-shared by every row of its batch.
+statement (migration 0238: the tenant setting, chain-head lock, insert and
+commit in one; it was a transaction of six), shared by every row of its batch.
 """
 
 from __future__ import annotations
 
-from kaireon_server.platform.audit_chain import AuditBatcher
+import asyncio
+
+from kaireon_server.platform.audit_chain import AuditBatcher, AuditRow
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.signing import signer_from_env
@@ -20,7 +22,7 @@ from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE
 
 READ_ROUND_TRIPS = 1
 # A lone emission's audit row: its batch is itself.
-AUDIT_ROUND_TRIPS = 6
+AUDIT_ROUND_TRIPS = 1
 
 
 async def test_a_bundle_read_is_one_round_trip(counted_pool, seeded) -> None:
@@ -71,4 +73,37 @@ async def test_an_emission_is_the_read_plus_its_audit_batch(
     finally:
         await audit.close()
     assert emission.audit_event_id
-    assert spent <= READ_ROUND_TRIPS + AUDIT_ROUND_TRIPS, spent
+    assert spent == READ_ROUND_TRIPS + AUDIT_ROUND_TRIPS, spent
+
+
+async def test_an_audit_batch_leaves_no_tenant_behind(counted_pool, seeded) -> None:
+    """The batch's statement sets its tenant locally: the connection goes back to
+    the pool without a reset, and its next user sees no tenant and no row."""
+    db, proxy = counted_pool
+    audit = AuditBatcher(db)
+    identity = Identity(tenant_id=seeded, role="admin", subject="admin@test")
+    try:
+        rows = [
+            AuditRow(action="batch_test", entity_type="test", entity_id=str(i), actor="tester")
+            for i in range(3)
+        ]
+        await audit.append(identity.tenant_id, rows[0])  # warm: the statement is prepared
+        before = proxy.round_trips
+        records = await asyncio.gather(*(audit.append(identity.tenant_id, r) for r in rows))
+        spent = proxy.round_trips - before
+    finally:
+        await audit.close()
+    assert len({r.seq for r in records}) == 3
+    assert 1 <= spent <= 3, spent  # one statement per batch, however the rows were batched
+    async with db.connection() as con:
+        assert not await con.fetchval("SELECT current_setting('kaireon.tenant_id', true)")
+        assert await con.fetchval("SELECT count(*) FROM audit_log") == 0
+    async with db.transaction(seeded, readonly=True) as con:
+        stored = await con.fetch(
+            "SELECT seq, integrity_hash FROM audit_log WHERE tenant_id = $1 "
+            "AND action = 'batch_test' ORDER BY seq",
+            seeded,
+        )
+    assert [(r["seq"], r["integrity_hash"]) for r in stored][1:] == sorted(
+        (r.seq, r.integrity_hash) for r in records
+    )

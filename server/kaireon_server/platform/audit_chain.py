@@ -6,7 +6,7 @@ tenant's `audit_chain_head` row, so concurrent writers queue instead of forking
 the chain; call `append_audit` last in a transaction so that lock is held briefly.
 `insert_rows` is the one writer (append_audit is a batch of one); rows that need
 no other write in their transaction can go through `AuditBatcher`, which group
-commits them per tenant.
+commits them per tenant, each batch one statement (`insert_rows_alone`).
 
 Row hashing and chain verification are the client's (kaireon_client/audit_chain.py,
 re-exported here): the server hashes what it appends and verifies with the very
@@ -72,6 +72,7 @@ __all__ = [
     "append_audit",
     "append_audit_at_commit",
     "insert_rows",
+    "insert_rows_alone",
     "integrity_hash",
     "normalise_db_row",
     "personal_digest",
@@ -150,6 +151,9 @@ SELECT seq, prev_hash, integrity_hash FROM kaireon_audit_append(
     $9::jsonb[], $10::jsonb[], $11::jsonb[], $12::jsonb[], $13::timestamptz[], $14::text[],
     $15::bytea[], $16::bytea[])
 """
+# The same append as a statement of its own, which sets the tenant (migration
+# 0238): AuditBatcher's batch in one round trip.
+_APPEND_ALONE = _APPEND.replace("kaireon_audit_append(", "kaireon_audit_append_alone(")
 _COLUMN_COUNT = 15  # the arrays after the tenant
 # Where the chain enters a row's canonical content: placeholders that RFC 8785
 # writes as these bytes, between "personalDigests" and "tenantId" (sorted keys).
@@ -226,10 +230,26 @@ async def insert_rows(
     """
     if not con.is_in_transaction():
         raise RuntimeError("audit rows must be appended inside the caller's transaction")
+    return await _chained(con, _APPEND, tenant_id, rows)
+
+
+async def insert_rows_alone(
+    con: asyncpg.Connection, tenant_id: str, rows: Sequence[AuditRow]
+) -> list[AuditRecord]:
+    """`insert_rows` as one statement that is its own transaction (outside any
+    other, e.g. on `Database.single_statements()`): committed when it returns."""
+    if con.is_in_transaction():
+        raise RuntimeError("insert_rows_alone commits by itself: not inside a transaction")
+    return await _chained(con, _APPEND_ALONE, tenant_id, rows)
+
+
+async def _chained(
+    con: asyncpg.Connection, sql: str, tenant_id: str, rows: Sequence[AuditRow]
+) -> list[AuditRecord]:
     if not rows:
         return []
     columns, made = _columns(tenant_id, rows)
-    chained = await con.fetch(_APPEND, tenant_id, *columns)
+    chained = await con.fetch(sql, tenant_id, *columns)
     records = [
         AuditRecord(row_id, int(c["seq"]), str(c["prev_hash"]), str(c["integrity_hash"]), at)
         for (row_id, at), c in zip(made, chained, strict=True)
@@ -366,13 +386,13 @@ def _stopped() -> Exception:
 
 
 class AuditBatcher:
-    """Group commit of audit rows that need no other write: one transaction per batch.
+    """Group commit of audit rows that need no other write: one statement per batch.
 
     Appends to one chain are serialised by the chain-head row lock, held until
     commit, so one transaction per row makes the lock hand-over plus a commit
     (a WAL flush) the ceiling of a tenant's append rate. Here rows wait in a
     per-tenant queue; one drainer per tenant appends everything queued with
-    `insert_rows` in one transaction (one lock, one insert, one commit), then
+    `insert_rows_alone`, one statement (one lock, one insert, one commit), then
     answers each caller. An idle tenant's row goes alone, immediately; under
     load, batches form by themselves. The rows are those `append_audit` writes.
 
@@ -434,8 +454,10 @@ class AuditBatcher:
                         future.set_exception(_stopped())
 
     async def _write(self, tenant_id: str, rows: list[AuditRow]) -> list[AuditRecord]:
-        async with self._db.transaction(tenant_id) as con:
-            return await insert_rows(con, tenant_id, rows)
+        # One round trip: the batch is a statement of its own, not a pooled
+        # transaction (BEGIN, tenant, append, COMMIT and the reset: five).
+        async with self._db.single_statements() as con:
+            return await insert_rows_alone(con, tenant_id, rows)
 
     async def close(self) -> None:
         """Stop the drainers (at shutdown, after the server stopped taking calls)."""
