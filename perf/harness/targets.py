@@ -134,15 +134,19 @@ def targets(rows: list[Row], scale: Scale) -> list[Target]:
             shortfall(scale, ("h2_seconds", "customers")),
         )
     )
-    rest = get("provenance.rest.k6")
+    # Issue #22: the p99 at the highest k6 rate sustained with < 1% errors.
+    rest = get("provenance.rest.sustained.k6")
     p99 = rest.p99 if rest else None
+    sustained = rest.offered if rest else "-"
     out.append(
         _judged(
             Target(
-                f"provenance REST p99 at the {scale.level} level (k6)",
+                f"provenance REST p99 at the highest rate sustained (k6, {sustained})",
                 ms(p99) + (" ms" if p99 is not None and p99 < 1000 else ""),
-                "< 50 ms at 1K RPS",
-                _verdict_max(p99, 50.0, " ms", f"level {scale.level}"),
+                "< 50 ms, < 1% errors",
+                _verdict_max(p99, 50.0, " ms", f"at {sustained}")
+                if rest is None or (rest.error_rate or 0) < 0.01
+                else f"missed: no rate sustained with < 1% errors ({rest.note})",
             ),
             shortfall(scale, ("k6_seconds", "customers"), level=("1k",)),
         )

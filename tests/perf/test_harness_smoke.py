@@ -23,6 +23,7 @@ EXPECTED_ROWS = {
     "provenance.rest.h2load",
     "provenance.grpc.k6",
     "provenance.rest.k6",
+    "provenance.rest.sustained.k6",
     "provenance.stream.first",
     "provenance.stream.kept",
     "erasure.grpc.k6",

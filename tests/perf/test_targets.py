@@ -31,6 +31,7 @@ def _rows(
         _row("provenance.rest.h2load", rps=provenance_rps, p50=12.0, p99=25.0),
         _row("provenance.grpc.k6", rps=1000.0, p50=10.0, p99=30.0),
         _row("provenance.rest.k6", rps=1000.0, p50=11.0, p99=rest_p99),
+        _row("provenance.rest.sustained.k6", rps=1000.0, p99=rest_p99, error_rate=0.0),
         _row("single.delete.sql", p50=100.0),
         _row("single.erase.grpc", p50=erase_ms),
         _row("single.copy.sql", rps=100_000.0),
@@ -108,6 +109,20 @@ def test_a_full_level_with_small_heavy_customers_judges_only_what_it_measured() 
         "not judged: below full scale: 2,000 rows per heavy customer (needs ≥ 100,000)"
     )
     assert by_name["provenance bundle over gRPC vs echo ceiling"].status == "missed"
+
+
+def test_the_rest_p99_is_judged_at_the_rate_sustained() -> None:
+    """At the level's rate the service shed calls; the p99 judged is that of the
+    slower run that sustained its rate, and none sustained is a miss."""
+    shed = replace(_row("provenance.rest.k6"), rps=400.0, p99=500.0, error_rate=0.55)
+    slower = _row("provenance.rest.sustained.k6", rps=320.0, p99=30.0, error_rate=0.002)
+    slower.offered = "320/s x 15s"
+    rows = [r for r in GOOD_FIGURES if "rest.k6" not in r.key and "sustained" not in r.key]
+    p99 = _by_name(targets.targets([*rows, shed, slower], FULL))["provenance REST p99"]
+    assert (p99.status, p99.measured) == ("met", "30 ms") and "320/s" in p99.name
+    unsustained = replace(slower, p99=45.0, error_rate=0.03, note="not sustained")
+    p99 = _by_name(targets.targets([*rows, shed, unsustained], FULL))["provenance REST p99"]
+    assert p99.status == "missed" and "no rate sustained" in p99.verdict
 
 
 @pytest.mark.parametrize("level", ["5k", "10k"])

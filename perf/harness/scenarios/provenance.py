@@ -149,4 +149,45 @@ async def run(ctx: Context) -> list[Row]:
     k6_rows = await ctx.both_protocols(
         "provenance", "provenance read", "provenance.js", lambda _: {}
     )
-    return rows + k6_rows + await _bulk(ctx)
+    return rows + k6_rows + [await _rest_sustained(ctx, k6_rows[-1])] + await _bulk(ctx)
+
+
+# The REST latency goal is judged at the highest rate the service sustains:
+# errors (k6's failed and dropped calls) under 1% of those offered.
+SUSTAINED_ERROR_RATE = 0.01
+SUSTAINED_STEPS = 3
+SUSTAINED_SHARE = 0.8  # of the rate achieved at the step before
+
+
+async def _rest_sustained(ctx: Context, at_level: Row) -> Row:
+    """The REST k6 scenario again, slower, until it sustains its rate: each step
+    offers 80% of what the step before achieved (its capacity when it shed
+    calls). The level's own run is the answer when it sustained its rate."""
+    row = Row(
+        "provenance.rest.sustained.k6",
+        "provenance read, REST, highest rate sustained (< 1% errors)",
+        "k6",
+        baseline="provenance.rest.k6",
+    )
+    last = at_level
+    for _ in range(SUSTAINED_STEPS):
+        if not last.measured or last.rps is None:
+            row.status, row.note = last.status, "no REST k6 run to start from"
+            return row
+        if last.error_rate is not None and last.error_rate < SUSTAINED_ERROR_RATE:
+            break
+        rate = max(1, int(last.rps * SUSTAINED_SHARE))
+        step = Row(row.key, row.scenario, "k6", baseline=row.baseline)
+        step.offered = f"{rate}/s x {ctx.profile.k6_seconds:g}s"
+        last = await ctx.k6(step, "provenance.js", {"PROTOCOL": "rest", "RATE": str(rate)})
+    if last is at_level:
+        # Same figures as the level's row; the ratio columns then read 1.00x.
+        row.__dict__.update(
+            {k: v for k, v in vars(at_level).items() if k not in ("key", "scenario", "baseline")}
+        )
+        row.note = "the level's rate is sustained: its own run"
+        return row
+    last.key, last.scenario, last.baseline = row.key, row.scenario, row.baseline
+    if last.error_rate is None or last.error_rate >= SUSTAINED_ERROR_RATE:
+        last.note = f"not sustained after {SUSTAINED_STEPS} slower runs"
+    return last
