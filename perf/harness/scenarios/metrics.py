@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 import psutil
 
-from harness import servers
+from harness import stack
 from harness.report import Row
 from harness.run import Context
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
@@ -112,7 +112,7 @@ async def _drive(ctx: Context, port: int, call: str, seconds: float) -> int:
 def _measure(ctx: Context, rows: dict[tuple[str, str], Row]) -> None:
     sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
-    started: dict[str, tuple[servers.Managed, int, int]] = {}
+    started: dict[str, tuple[stack.Managed, int, int]] = {}
     seconds = ctx.profile.h2_seconds
     calls = {key: 0 for key in rows}
     cpu = {key: 0.0 for key in rows}
@@ -128,7 +128,7 @@ def _measure(ctx: Context, rows: dict[tuple[str, str], Row]) -> None:
                     OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
                     OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink.server_port}",
                 )
-            server = servers.start_server(
+            server = stack.start_server(
                 dsn=ctx.db.dsn,
                 grpc_port=port,
                 http_port=None,
@@ -139,7 +139,7 @@ def _measure(ctx: Context, rows: dict[tuple[str, str], Row]) -> None:
                 name=f"metrics-{config}",
             )
             started[config] = (server, port, metrics_port)
-            servers.wait_serving(server, port, 1)
+            stack.wait_serving(server, port, 1)
         for _ in range(ROUNDS):
             for call in CALLS:
                 for config, (server, port, metrics_port) in started.items():
