@@ -36,6 +36,7 @@ from harness.run import Context
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
 from kaireon_testkit.keys import free_port
+from kaireon_testkit.server import metadata
 
 CALLS = ("provenance", "erasure")
 CONFIGS = ("off", "metrics", "both")
@@ -77,7 +78,7 @@ def _cpu_seconds(pid: int) -> float:
 
 async def _drive(ctx: Context, port: int, call: str, seconds: float) -> int:
     """Calls completed in `seconds` by CONCURRENCY loops, after one warm-up each."""
-    meta = (("x-tenant-id", ctx.tenant), ("x-user-role", "admin"))
+    meta = metadata(ctx.tenant)
     read = ctx.plan.read()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         provenance = provenance_pb2_grpc.ProvenanceServiceStub(channel)
