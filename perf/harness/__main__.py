@@ -24,6 +24,7 @@ import re
 import sys
 
 from harness import run
+from harness.stack import common_args
 
 
 def _sizes(text: str) -> tuple[int, int]:
@@ -44,17 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Seed, serve, measure ceilings and scenarios, print one table "
         "(perf/README.md).",
     )
-    add = parser.add_argument
+    add = common_args(parser, "<timestamp>")
     add("--level", choices=list(run.PROFILES), default="1k")
     add("--smoke", action="store_true", help="tiny run: ~2 s per scenario at 20 RPS (tests)")
     add("--only", type=lambda s: set(s.split(",")), help=f"groups: {','.join(GROUPS)}")
-    add("--workers", type=int, help="KAIREON_WORKERS (default: number of cores)")
     add("--duration", type=float, help="seconds per k6 scenario")
     add("--customers", type=int, help="read customers to seed (default 10000)")
     add("--heavy-rows", type=int, help="rows per heavy customer (default 100000)")
-    add("--tenant", help="tenant to seed (default perf)")
-    add("--database-url", help="use this PostgreSQL instead of an embedded one")
-    add("--out", help="results directory (default perf/results/<timestamp>)")
     add(
         "--profile",
         action="store_true",

@@ -146,15 +146,6 @@ def run(
 
 def _read_log(path: Path) -> list[float]:
     """Per-request log: start (µs since epoch), HTTP status, elapsed µs -> ms."""
-    out: list[float] = []
-    if not path.exists():
-        return out
-    with path.open() as fh:
-        for line in fh:
-            parts = line.split("\t")
-            if len(parts) >= 3:
-                try:
-                    out.append(int(parts[2]) / 1000.0)
-                except ValueError:
-                    continue
-    return out
+    lines = path.read_text().splitlines() if path.exists() else []
+    fields = [line.split("\t") for line in lines]
+    return [int(f[2]) / 1000.0 for f in fields if len(f) >= 3 and f[2].strip().isdigit()]

@@ -1,4 +1,4 @@
-"""Run one perf/k6 scenario and read its JSON summary."""
+"""Run a perf/k6 script and read its JSON summary (handleSummary, k6/lib/summary.js)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.stats import LatencyStats
-
 K6_DIR = Path(__file__).resolve().parent.parent / "k6"
+# How a call ended (k6/lib/ops.js); the scripts tag kaireon_requests and kaireon_e2e with it.
+OUTCOMES = ("ok", "shed", "unavailable", "timeout", "network", "error")
 
 
 def executable() -> str | None:
@@ -35,6 +35,10 @@ class Counts:
     dropped: int = 0
 
     @property
+    def ok(self) -> int:
+        return max(0, self.requests - self.errors)
+
+    @property
     def error_count(self) -> int:
         # Iterations k6 could not start are requests the server never got to answer.
         return self.errors + self.dropped
@@ -46,29 +50,53 @@ class Counts:
 
 
 @dataclass(kw_only=True)
-class K6Result(Counts):
-    run_seconds: float
-    latency: LatencyStats
-    latency_metric: str
-    thresholds_ok: bool
-    crossed: list[str]
-    command: list[str]
-    output: str
+class Reading(Counts):
+    """The figures of one metric set: all of a run's calls, or a tagged part of them."""
 
-    @property
-    def ok_requests(self) -> int:
-        return max(0, self.requests - self.errors)
-
-    @property
-    def rps(self) -> float:
-        return self.ok_requests / self.run_seconds if self.run_seconds > 0 else 0.0
+    p50: float | None = None  # ms
+    p95: float | None = None
+    p99: float | None = None
+    latency_metric: str = ""
+    outcomes: dict[str, int] = field(default_factory=dict)
+    # p50 / p99 of the calls of each outcome (kaireon_e2e, ms resolution)
+    outcome_latency: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
 
-def metric_values(metrics: dict[str, Any], name: str) -> dict[str, Any]:
-    """The summary values of a metric or sub-metric (`name{tag:value}`), {} if absent."""
-    entry = metrics.get(name) or {}
-    values: dict[str, Any] = entry.get("values") or {}
+def metric_values(metrics: dict[str, Any], name: str, *tags: str) -> dict[str, Any]:
+    """The summary values of a metric or of its sub-metric (`name{tag:value,…}`), {} if
+    absent (k6 keeps a sub-metric only where a threshold names it)."""
+    if tags := tuple(t for t in tags if t):
+        name = f"{name}{{{','.join(tags)}}}"
+    values: dict[str, Any] = (metrics.get(name) or {}).get("values") or {}
     return values
+
+
+def read(
+    metrics: dict[str, Any],
+    tag: str = "",
+    latency: tuple[str, ...] = ("kaireon_e2e", "grpc_req_duration", "http_req_duration"),
+) -> Reading:
+    """Counts, outcomes and the latency of the first of `latency` that has samples:
+    single calls have k6's microsecond timers, operations of several calls (DSAR
+    create + watch) kaireon_e2e."""
+
+    def values(name: str, *tags: str) -> dict[str, Any]:
+        return metric_values(metrics, name, tag, *tags)
+
+    out = Reading(
+        requests=int(values("kaireon_requests").get("count", 0)),
+        errors=int(values("kaireon_errors").get("passes", 0)),
+        dropped=int(values("dropped_iterations").get("count", 0)),
+        latency_metric=next((m for m in latency if values(m).get("max")), latency[-1]),
+    )
+    lat = values(out.latency_metric)
+    out.p50, out.p95, out.p99 = lat.get("p(50)"), lat.get("p(95)"), lat.get("p(99)")
+    for outcome in OUTCOMES:
+        if count := values("kaireon_requests", f"outcome:{outcome}").get("count"):
+            out.outcomes[outcome] = int(count)
+            e2e = values("kaireon_e2e", f"outcome:{outcome}")
+            out.outcome_latency[outcome] = (e2e.get("p(50)"), e2e.get("p(99)"))
+    return out
 
 
 @dataclass
@@ -76,10 +104,27 @@ class K6Run:
     data: dict[str, Any]  # the JSON summary (handleSummary's `data`)
     command: list[str]
     output: str
-    returncode: int
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        metrics: dict[str, Any] = self.data.get("metrics", {})
+        return metrics
+
+    @property
+    def seconds(self) -> float:
+        return float(self.data.get("state", {}).get("testRunDurationMs", 0.0)) / 1000
+
+    def crossed(self) -> list[str]:
+        """The thresholds k6 judged crossed."""
+        return [
+            f"{metric} {expr}"
+            for metric, entry in self.metrics.items()
+            for expr, result in (entry.get("thresholds") or {}).items()
+            if not result.get("ok", True)
+        ]
 
 
-def run_summary(
+def run(
     script: str,
     env: dict[str, str],
     *,
@@ -105,12 +150,7 @@ def run_summary(
         "K6_NO_USAGE_REPORT": "true",
     }
     with subprocess.Popen(
-        cmd,
-        env=full_env,
-        cwd=K6_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        cmd, env=full_env, cwd=K6_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as proc:
         if started is not None:
             started(proc.pid)
@@ -128,49 +168,4 @@ def run_summary(
             f"k6 {script} exited {proc.returncode} (output: {workdir / f'{name}.k6.log'}): "
             f"{output[:1500]}"
         )
-    return K6Run(json.loads(summary.read_text()), cmd, output, proc.returncode)
-
-
-def run(
-    script: str,
-    env: dict[str, str],
-    *,
-    workdir: Path,
-    name: str,
-    timeout: float,
-) -> K6Result:
-    done = run_summary(script, env, workdir=workdir, name=name, timeout=timeout)
-    data, cmd, output = done.data, done.command, done.output
-    metrics: dict[str, Any] = data.get("metrics", {})
-    requests = int(metric_values(metrics, "kaireon_requests").get("count", 0))
-    errors = int(metric_values(metrics, "kaireon_errors").get("passes", 0))
-    dropped = int(metric_values(metrics, "dropped_iterations").get("count", 0))
-    latency_metric = next(
-        (
-            m
-            for m in ("kaireon_e2e", "grpc_req_duration", "http_req_duration")
-            if metric_values(metrics, m).get("p(50)") is not None
-            and metric_values(metrics, m).get("max")
-        ),
-        "",
-    )
-    lat = metric_values(metrics, latency_metric) if latency_metric else {}
-    crossed = [
-        f"{metric} {expr}"
-        for metric, entry in metrics.items()
-        for expr, result in (entry.get("thresholds") or {}).items()
-        if not result.get("ok", True)
-    ]
-    run_ms = float(data.get("state", {}).get("testRunDurationMs", 0.0))
-    return K6Result(
-        requests=requests,
-        errors=errors,
-        dropped=dropped,
-        run_seconds=run_ms / 1000.0,
-        latency=LatencyStats(lat.get("p(50)"), lat.get("p(95)"), lat.get("p(99)"), requests),
-        latency_metric=latency_metric,
-        thresholds_ok=not crossed,
-        crossed=crossed,
-        command=cmd,
-        output=output,
-    )
+    return K6Run(json.loads(summary.read_text()), cmd, output)

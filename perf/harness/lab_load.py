@@ -3,27 +3,31 @@ here as `kaireon_testkit.netns`): what the scale-out scenario
 (harness/scenarios/scaleout.py) and the rolling-restart test
 (tests/multihost/test_rolling_restart.py) share.
 
-The load is perf/k6/mix.js: provenance reads and erasures, gRPC and REST side by
-side, open loop. The lab's replicas trust no headers (identity from JWTs, as
-behind a real balancer), so k6 sends a bearer token.
+The load is a mix of provenance reads and erasures, gRPC and REST side by side,
+open loop: four scenarios of perf/k6/soak.js (the operations of k6/lib/ops.js),
+planned here like the soak's. The lab's replicas trust no headers (identity from
+JWTs, as behind a real balancer), so k6 sends a bearer token.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jwt
 
 from harness import k6, seed
+from harness.soak_plan import PROTOCOLS, Scenario
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import connect_database
 from kaireon_testkit.server import JWT_SECRET
 
-OUTCOMES = ("ok", "shed", "unavailable", "timeout", "network", "error")
+# The mix's two operations: soak.js's operation, the expected call time (sizes the VUs).
+MIX_OPS = {"read": ("provenance", 50), "erase": ("erasure", 200)}
 
 
 def bearer_token(tenant: str, role: str, seconds: float) -> str:
@@ -51,7 +55,7 @@ async def migrate_and_seed(dsn: str, plan: seed.SeedPlan) -> seed.SeedReport:
 
 @dataclass(frozen=True)
 class MixLoad:
-    """perf/k6/mix.js's offered load: each rate is per protocol (gRPC and REST)."""
+    """The mix's offered load: each rate is per protocol (gRPC and REST)."""
 
     read_rate: int
     erase_rate: int
@@ -73,42 +77,46 @@ class MixLoad:
             f"erasures {self.erase_rate}/s, each over gRPC and over REST"
         )
 
-    def env(
-        self, *, grpc_target: str, base_url: str, tenant: str, customers: int
-    ) -> dict[str, str]:
-        return {
-            "GRPC_TARGET": grpc_target,
-            "BASE_URL": base_url,
-            "TENANT": tenant,
-            "CUSTOMERS": str(customers),
-            "READ_RATE": str(self.read_rate),
-            "ERASE_RATE": str(self.erase_rate),
-            "DURATION": f"{self.seconds:g}s",
-            "ERASE_OFFSET": str(self.erase_offset),
-            "ERASE_POOL": str(self.erase_offset + self.erasures),
-            "AUTHORIZATION": bearer_token(tenant, "admin", self.seconds + 600),
-            # The figures are judged by the caller; k6's exit code says nothing more.
-            "MAX_ERROR_RATE": "1",
-        }
+    def scenarios(self) -> list[Scenario]:
+        """read_grpc, read_rest, erase_grpc, erase_rest; each erasure scenario erases its
+        own half of the pool slice. VUs are sized for the expected call time; k6 adds
+        more (up to maxVUs) when the server slows down."""
+        out = []
+        first = self.erase_offset + 1
+        for name, rate in (("read", self.read_rate), ("erase", self.erase_rate)):
+            op, expected_ms = MIX_OPS[name]
+            needed = math.ceil(rate * expected_ms / 1000)
+            count = self.erasures // 2 if name == "erase" else 0
+            for protocol in PROTOCOLS if rate > 0 else ():
+                out.append(
+                    Scenario(
+                        name=f"{name}_{protocol}",
+                        phase="mix",
+                        op=op,
+                        protocol=protocol,
+                        rate=rate * 60,
+                        timeUnit="1m",
+                        startTime="0s",
+                        duration=f"{self.seconds:g}s",
+                        preAllocatedVUs=min(max(needed, 5), 400),
+                        maxVUs=min(max(needed * 4, 40), 1000),
+                        gracefulStop="10s",
+                        eraseFirst=first,
+                        eraseCount=count,
+                    )
+                )
+                first += count
+        return out
 
 
-@dataclass
-class MixResult:
-    requests: int
-    errors: int
-    dropped: int  # iterations k6 could not start on time: offered, never sent
+@dataclass(kw_only=True)
+class MixResult(k6.Reading):
+    """The whole mix (latency: kaireon_e2e, millisecond resolution), its failed
+    outcomes (ok left out) and, per operation (read/erase), p50, p99 and errors."""
+
     seconds: float
-    p50: float | None  # ms, the whole mix (kaireon_e2e: millisecond resolution)
-    p95: float | None
-    p99: float | None
-    by_op: dict[str, dict[str, float | None]]  # read/erase -> p50, p99, errors
-    outcomes: dict[str, int]  # failed outcome -> count (ok left out)
+    by_op: dict[str, dict[str, float | None]]
     command: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> int:
-        return self.requests - self.errors
 
     @property
     def rps(self) -> float:
@@ -126,45 +134,6 @@ def ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} ms"
 
 
-def read_mix(done: k6.K6Run) -> MixResult:
-    metrics: dict[str, Any] = done.data.get("metrics", {})
-
-    def values(name: str) -> dict[str, Any]:
-        return k6.metric_values(metrics, name)
-
-    def count(name: str) -> int:
-        return int(values(name).get("count", 0))
-
-    requests = count("kaireon_requests")
-    by_op: dict[str, dict[str, float | None]] = {}
-    for op in ("read", "erase"):
-        lat = values(f"kaireon_e2e{{op:{op}}}")
-        rate = values(f"kaireon_errors{{op:{op}}}")
-        by_op[op] = {
-            "p50": lat.get("p(50)"),
-            "p99": lat.get("p(99)"),
-            "errors": rate.get("passes"),
-        }
-    outcomes = {
-        outcome: n
-        for outcome in OUTCOMES[1:]
-        if (n := count(f"kaireon_requests{{outcome:{outcome}}}")) > 0
-    }
-    lat = values("kaireon_e2e")
-    return MixResult(
-        requests=requests,
-        errors=int(values("kaireon_errors").get("passes", 0)),
-        dropped=count("dropped_iterations"),
-        seconds=float(done.data.get("state", {}).get("testRunDurationMs", 0.0)) / 1000.0,
-        p50=lat.get("p(50)"),
-        p95=lat.get("p(95)"),
-        p99=lat.get("p(99)"),
-        by_op=by_op,
-        outcomes=outcomes,
-        command=" ".join(done.command),
-    )
-
-
 def run_mix(
     load: MixLoad,
     *,
@@ -175,7 +144,30 @@ def run_mix(
     workdir: Path,
     name: str,
 ) -> MixResult:
-    """Runs perf/k6/mix.js (blocking) and reads its summary."""
-    env = load.env(grpc_target=grpc_target, base_url=base_url, tenant=tenant, customers=customers)
-    done = k6.run_summary("mix.js", env, workdir=workdir, name=name, timeout=load.seconds + 180)
-    return read_mix(done)
+    """Runs the mix (blocking) and reads its summary."""
+    scenarios = load.scenarios()
+    env = {
+        "GRPC_TARGET": grpc_target,
+        "BASE_URL": base_url,
+        "TENANT": tenant,
+        "CUSTOMERS": str(customers),
+        "SOAK_PLAN": json.dumps([s.k6() for s in scenarios]),
+        "AUTHORIZATION": bearer_token(tenant, "admin", load.seconds + 600),
+    }
+    done = k6.run("soak.js", env, workdir=workdir, name=name, timeout=load.seconds + 180)
+    parts = {s.name: k6.read(done.metrics, f"scenario:{s.name}") for s in scenarios}
+    failed: Counter[str] = Counter()
+    for part in parts.values():
+        failed.update({o: n for o, n in part.outcomes.items() if o != "ok"})
+    by_op = {}
+    for op, (soak_op, _) in MIX_OPS.items():
+        lat = k6.metric_values(done.metrics, "kaireon_e2e", f"op:{soak_op}")
+        errors = sum(p.errors for key, p in parts.items() if key.startswith(f"{op}_"))
+        by_op[op] = {"p50": lat.get("p(50)"), "p99": lat.get("p(99)"), "errors": errors}
+    whole = k6.read(done.metrics, latency=("kaireon_e2e",))
+    return MixResult(
+        **{**vars(whole), "outcomes": dict(failed), "outcome_latency": {}},
+        seconds=done.seconds,
+        by_op=by_op,
+        command=" ".join(done.command),
+    )

@@ -25,31 +25,25 @@ import asyncpg
 import grpc
 
 from kaireon_server.platform import data_map
-
-Metadata = tuple[tuple[str, str], ...]
-
-
-def identity(tenant: str, role: str = "admin") -> Metadata:
-    return (("x-tenant-id", tenant), ("x-user-role", role))
+from kaireon_server.platform.db.identifiers import quote_ident
+from kaireon_testkit.server import metadata
 
 
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-async def _existing(con: asyncpg.Connection, tables: list[str]) -> list[str]:
-    rows = await con.fetch(
-        "SELECT table_name FROM information_schema.tables "
-        "WHERE table_schema = 'public' AND table_name = ANY($1::text[])",
-        tables,
-    )
-    present = {r["table_name"] for r in rows}
-    return [t for t in tables if t in present]
-
-
-async def dynamic_tables(con: asyncpg.Connection, tenant: str) -> list[str]:
-    """The tenant's registered customer ds_* tables that have a customer_id column."""
-    rows = await con.fetch(
+async def _tables(
+    con: asyncpg.Connection, tenant: str, static: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """(table, subject column) of `static` that exist, then the tenant's registered
+    customer ds_* tables that have a customer_id column."""
+    names = [t for t, _ in static]
+    present = {
+        r["table_name"]
+        for r in await con.fetch(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = 'public' AND table_name = ANY($1::text[])",
+            names,
+        )
+    }
+    dynamic = await con.fetch(
         """
         SELECT r.table_name FROM schema_registry r
          WHERE r.tenant_id = $1 AND r.active AND r.entity_type = 'customer'
@@ -60,23 +54,21 @@ async def dynamic_tables(con: asyncpg.Connection, tenant: str) -> list[str]:
         """,
         tenant,
     )
-    return [r["table_name"] for r in rows]
+    return [(t, c) for t, c in static if t in present] + [
+        (r["table_name"], "customer_id") for r in dynamic
+    ]
 
 
 async def erased_tables(con: asyncpg.Connection, tenant: str) -> list[tuple[str, str]]:
     """(table, subject column) that erasure deletes from, from the data map."""
     static = [(t.table, t.subject_column) for t in data_map.erasure_order()]
-    present = set(await _existing(con, [t for t, _ in static]))
-    dynamic = [(t, "customer_id") for t in await dynamic_tables(con, tenant)]
-    return [(t, c) for t, c in static if t in present] + dynamic
+    return await _tables(con, tenant, static)
 
 
 async def exported_tables(con: asyncpg.Connection, tenant: str) -> list[tuple[str, str]]:
     """(table, subject column) that a DSAR export reads, from the data map."""
     static = [(t.table, t.subject_column) for t in data_map.TABLES if t.export_key is not None]
-    present = set(await _existing(con, [t for t, _ in static]))
-    dynamic = [(t, "customer_id") for t in await dynamic_tables(con, tenant)]
-    return [(t, c) for t, c in static if t in present] + dynamic
+    return await _tables(con, tenant, static)
 
 
 @dataclass
@@ -94,10 +86,9 @@ async def raw_delete(con: asyncpg.Connection, tenant: str, customer: str) -> Tim
     rows = 0
     async with con.transaction():
         for table, column in tables:
+            where = f"WHERE tenant_id = $1 AND {quote_ident(column)} = $2"
             status = await con.execute(
-                f"DELETE FROM {quote(table)} WHERE tenant_id = $1 AND {quote(column)} = $2",
-                tenant,
-                customer,
+                f"DELETE FROM {quote_ident(table)} {where}", tenant, customer
             )
             rows += int(status.rsplit(" ", 1)[-1])
     return Timed(time.perf_counter() - started, rows, detail=f"{len(tables)} tables")
@@ -118,9 +109,9 @@ async def copy_export(con: asyncpg.Connection, tenant: str, customer: str) -> Ti
     for table, column in tables:
         # COPY takes no bind parameters: the literals are quoted by PostgreSQL itself.
         query = (
-            f"SELECT row_to_json(t) FROM {quote(table)} t "
+            f"SELECT row_to_json(t) FROM {quote_ident(table)} t "
             f"WHERE t.tenant_id = {await _literal(con, tenant)} "
-            f"AND t.{quote(column)} = {await _literal(con, customer)}"
+            f"AND t.{quote_ident(column)} = {await _literal(con, customer)}"
         )
         await con.copy_from_query(query, output=sink)
     return Timed(
@@ -139,10 +130,9 @@ async def _literal(con: asyncpg.Connection, value: str) -> str:
 async def count_rows(con: asyncpg.Connection, tenant: str, customer: str) -> int:
     total = 0
     for table, column in await exported_tables(con, tenant):
+        where = f"WHERE tenant_id = $1 AND {quote_ident(column)} = $2"
         total += await con.fetchval(
-            f"SELECT count(*) FROM {quote(table)} WHERE tenant_id = $1 AND {quote(column)} = $2",
-            tenant,
-            customer,
+            f"SELECT count(*) FROM {quote_ident(table)} {where}", tenant, customer
         )
     return total
 
@@ -155,7 +145,7 @@ async def service_erase(target: str, tenant: str, customer: str) -> Timed:
         started = time.perf_counter()
         reply = await stub.EraseCustomer(
             erasure_pb2.EraseCustomerRequest(customer_id=customer),
-            metadata=identity(tenant),
+            metadata=metadata(tenant),
             timeout=300,
         )
         seconds = time.perf_counter() - started
@@ -174,7 +164,7 @@ async def dsar_export(target: str, tenant: str, customer: str, timeout: float) -
 
     async with _dsar_channel(target) as channel:
         stub = dsar_pb2_grpc.DsarServiceStub(channel)
-        meta = identity(tenant)
+        meta = metadata(tenant)
         started = time.perf_counter()
         created = await stub.CreateDsarRequest(
             dsar_pb2.CreateDsarRequestRequest(request_type="export", subject_id=customer),
@@ -206,7 +196,7 @@ async def dsar_download(target: str, tenant: str, request_id: str, timeout: floa
         size = 0
         async for chunk in stub.StreamDsarExport(
             dsar_pb2.StreamDsarExportRequest(id=request_id),
-            metadata=identity(tenant),
+            metadata=metadata(tenant),
             timeout=timeout,
         ):
             size += len(chunk.chunk.data)
@@ -244,7 +234,7 @@ async def flow_run(target: str, tenant: str, nodes: int, timeout: float) -> Flow
     definition = json_format.ParseDict(noop_chain(nodes), flow_pb2.FlowDefinition())
     async with grpc.aio.insecure_channel(target) as channel:
         stub = flow_pb2_grpc.FlowRunnerServiceStub(channel)
-        meta = identity(tenant)
+        meta = metadata(tenant)
         started = time.perf_counter()
         reply = await stub.StartRun(
             flow_pb2.StartRunRequest(definition=definition), metadata=meta, timeout=30

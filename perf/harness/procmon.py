@@ -1,4 +1,5 @@
-"""CPU and memory of process trees (psutil), sampled while a scenario runs.
+"""CPU and memory of process trees (psutil), sampled while something runs: windows
+over one scenario each (perf/run's rows), and a timeline over a whole soak.
 
 A group is a set of root pids plus all their descendants (the supervisor and
 its KAIREON_WORKERS children, PostgreSQL's postmaster and its backends). CPU
@@ -7,20 +8,112 @@ as a percentage of one core (200% = both cores of this machine); peak RSS is
 the largest sum of resident memory of the group seen by the sampler in the
 window. Resident memory of PostgreSQL backends counts shared buffers once
 per backend that touched them, so the postgres figure overstates; the
-server's python processes share little, so theirs is close to real.
+server's python processes share little, so theirs is close to real (the
+timeline also has PSS, which splits shared pages).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from statistics import fmean
 
 import psutil
 
 Roots = Callable[[], Iterable[int]]
+Gauges = Callable[[], Awaitable[dict[str, float]]]
+
+
+def tree(roots: Iterable[int]) -> list[psutil.Process]:
+    """The processes of the trees under `roots` (each once), skipping any that exited."""
+    procs: dict[int, psutil.Process] = {}
+    for pid in roots:
+        try:
+            root = psutil.Process(pid)
+            procs[root.pid] = root
+            for child in root.children(recursive=True):
+                procs[child.pid] = child
+        except psutil.Error:
+            continue
+    return list(procs.values())
+
+
+@dataclass(frozen=True)
+class TreeSample:
+    rss: int
+    # Proportional set size: shared pages divided among the processes sharing them
+    # (PostgreSQL's shared buffers count once, not once per backend); 0 if unknown.
+    pss: int
+    fds: int
+    processes: int
+    # Established TCP connections to `ports` (the server's listening ports): the
+    # clients' sockets among the descriptors.
+    inbound: int
+    # pid -> (user + system CPU seconds so far, create time)
+    cpu: dict[int, tuple[float, float]]
+
+
+def _pss(pid: int) -> int:
+    # smaps_rollup (Linux >= 4.14) is one short read; psutil's full smaps walk is
+    # ~50 ms per process, too slow to sample every few seconds.
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def sample_tree(
+    roots: Iterable[int], ports: Collection[int] = (), *, full: bool = True
+) -> TreeSample:
+    """RSS and CPU of the tree; `full`: also PSS, descriptors and the clients'
+    connections (too slow for the windows' 0.2 s samples)."""
+    rss = pss = fds = count = inbound = 0
+    cpu: dict[int, tuple[float, float]] = {}
+    for proc in tree(roots):
+        with contextlib.suppress(psutil.Error):
+            with proc.oneshot():
+                rss += proc.memory_info().rss
+                times = proc.cpu_times()
+                cpu[proc.pid] = (times.user + times.system, proc.create_time())
+                fds += proc.num_fds() if full else 0
+            count += 1
+            if not full:
+                continue
+            pss += _pss(proc.pid)
+            if ports:
+                inbound += sum(
+                    1
+                    for c in proc.net_connections(kind="tcp")
+                    if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port in ports
+                )
+    return TreeSample(rss, pss, fds, count, inbound, cpu)
+
+
+def cpu_used(
+    before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]], since: float
+) -> float:
+    """CPU seconds the tree's processes used between two samples: a process seen in
+    both counts its difference, one born after `since` (wall clock) all of its time.
+    (A process that ended in between is not counted: PostgreSQL backends come and
+    go, so its figure is a lower bound.)"""
+    used = 0.0
+    for pid, (seconds, created) in after.items():
+        if pid in before and before[pid][1] == created:
+            used += max(0.0, seconds - before[pid][0])
+        elif created >= since:
+            used += seconds
+    return used
+
+
+# -- windows: one per perf/run row -----------------------------------------------------------
 
 
 @dataclass
@@ -37,24 +130,11 @@ class GroupUsage:
 @dataclass
 class _Window:
     started: float
-    # pid -> cpu seconds at the window start (or 0 for processes born in it)
-    baseline: dict[str, dict[int, float]] = field(default_factory=dict)
+    # group -> pid -> CPU seconds at the window's start (0 for processes born in it),
+    # and at the last sample that saw the process (so one that ended still counts).
+    first: dict[str, dict[int, float]] = field(default_factory=dict)
     last: dict[str, dict[int, float]] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)
-
-
-def tree(roots: Iterable[int]) -> list[psutil.Process]:
-    """The processes of the trees under `roots` (each once), skipping any that exited."""
-    procs: dict[int, psutil.Process] = {}
-    for pid in roots:
-        try:
-            root = psutil.Process(pid)
-            procs[root.pid] = root
-            for child in root.children(recursive=True):
-                procs[child.pid] = child
-        except psutil.Error:
-            continue
-    return list(procs.values())
 
 
 class ProcessMonitor:
@@ -81,63 +161,184 @@ class ProcessMonitor:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def _sample(self) -> dict[str, tuple[dict[int, tuple[float, float]], int]]:
-        """group -> ({pid: (cpu seconds, create time)}, rss sum)."""
+    def _sample(self) -> None:
         with self._lock:
             groups = dict(self._groups)
-        out: dict[str, tuple[dict[int, tuple[float, float]], int]] = {}
+        sample = {}
         for name, roots in groups.items():
-            cpu: dict[int, tuple[float, float]] = {}
-            rss = 0
             try:
                 root_pids = list(roots())
             except Exception:
                 root_pids = []
-            for proc in tree(root_pids):
-                with contextlib.suppress(psutil.Error), proc.oneshot():
-                    times = proc.cpu_times()
-                    cpu[proc.pid] = (times.user + times.system, proc.create_time())
-                    rss += proc.memory_info().rss
-            out[name] = (cpu, rss)
-        return out
-
-    def _apply(self, sample: dict[str, tuple[dict[int, tuple[float, float]], int]]) -> None:
+            sample[name] = sample_tree(root_pids, full=False)
         with self._lock:
             for window in self._windows:
-                for name, (cpu, rss) in sample.items():
-                    base = window.baseline.setdefault(name, {})
+                for name, s in sample.items():
+                    first = window.first.setdefault(name, {})
                     last = window.last.setdefault(name, {})
-                    for pid, (seconds, created) in cpu.items():
-                        if pid not in base:
-                            # Born during the window: all its CPU belongs to it.
-                            base[pid] = 0.0 if created >= window.started else seconds
+                    for pid, (seconds, created) in s.cpu.items():
+                        # Born during the window: all its CPU belongs to it.
+                        first.setdefault(pid, 0.0 if created >= window.started else seconds)
                         last[pid] = seconds
-                    window.peak_rss[name] = max(window.peak_rss.get(name, 0), rss)
+                    window.peak_rss[name] = max(window.peak_rss.get(name, 0), s.rss)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._apply(self._sample())
+            self._sample()
             self._stop.wait(self._interval)
 
     def open_window(self) -> _Window:
         window = _Window(started=time.time())
-        sample = self._sample()
         with self._lock:
-            for name, (cpu, rss) in sample.items():
-                window.baseline[name] = {pid: s for pid, (s, _) in cpu.items()}
-                window.last[name] = dict(window.baseline[name])
-                window.peak_rss[name] = rss
             self._windows.append(window)
+        self._sample()  # every process alive now: its CPU so far is not the window's
         return window
 
     def close_window(self, window: _Window) -> dict[str, GroupUsage]:
-        self._apply(self._sample())
+        self._sample()
         wall = time.time() - window.started
         with self._lock:
             self._windows.remove(window)
-            usage = {}
-            for name, last in window.last.items():
-                base = window.baseline.get(name, {})
-                used = sum(max(0.0, s - base.get(pid, s)) for pid, s in last.items())
-                usage[name] = GroupUsage(used, wall, window.peak_rss.get(name, 0))
-        return usage
+        return {
+            name: GroupUsage(
+                sum(max(0.0, s - window.first[name].get(pid, s)) for pid, s in last.items()),
+                wall,
+                window.peak_rss.get(name, 0),
+            )
+            for name, last in window.last.items()
+        }
+
+
+# -- the timeline: a whole soak --------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    t: float  # seconds since the timeline started
+    values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Growth:
+    """One series over one phase: window means at its start and end, and its peak."""
+
+    first: float | None
+    last: float | None
+    peak: float | None
+    window: float
+    mean: float | None = None
+
+    @property
+    def growth(self) -> float | None:
+        if self.first is None or self.last is None:
+            return None
+        return self.last - self.first
+
+    @property
+    def percent(self) -> float | None:
+        if self.growth is None or not self.first:
+            return None
+        return 100.0 * self.growth / self.first
+
+
+class Timeline:
+    """Resource figures sampled every `interval` seconds in an asyncio task until
+    stopped: per process tree resident memory, CPU, open file descriptors and process
+    count, plus gauges read by the caller (PostgreSQL connections). A soak reads
+    growth from them: the mean of a window at the start of a phase against the mean
+    of a window at its end."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.samples: list[Sample] = []
+        self._groups: dict[str, tuple[Roots, tuple[int, ...]]] = {}
+        self._gauges: list[Gauges] = []
+        self._task: asyncio.Task[None] | None = None
+        self._started = 0.0
+        # group -> (wall clock of the previous sample, its per-process CPU)
+        self._cpu: dict[str, tuple[float, dict[int, tuple[float, float]]]] = {}
+
+    def add_group(self, name: str, roots: Roots, ports: Collection[int] = ()) -> None:
+        """A process tree to sample; `ports`: count the connections clients hold to them."""
+        self._groups[name] = (roots, tuple(ports))
+
+    def add_gauges(self, gauges: Gauges) -> None:
+        self._gauges.append(gauges)
+
+    def now(self) -> float:
+        return time.monotonic() - self._started
+
+    async def sample(self) -> Sample:
+        sample = Sample(self.now())
+        values = sample.values
+        # A copy: groups may be added from another thread (k6 once it runs).
+        for name, (roots, ports) in list(self._groups.items()):
+            wall = time.time()
+            s = await asyncio.to_thread(sample_tree, list(roots()), ports)
+            previous = self._cpu.get(name)
+            if previous is not None and wall > previous[0]:
+                used = cpu_used(previous[1], s.cpu, previous[0])
+                # % of one core since the previous sample (200% = both cores of 2).
+                values[f"{name}.cpu"] = 100.0 * used / (wall - previous[0])
+            self._cpu[name] = (wall, s.cpu)
+            values[f"{name}.rss"] = s.rss
+            if s.pss:
+                values[f"{name}.pss"] = s.pss
+            values[f"{name}.fds"], values[f"{name}.processes"] = s.fds, s.processes
+            if ports:
+                values[f"{name}.inbound"] = s.inbound
+                # What is left is the server's own: files, pipes, database sockets.
+                values[f"{name}.own_fds"] = s.fds - s.inbound
+        for gauges in self._gauges:
+            with contextlib.suppress(Exception):
+                values.update(await gauges())
+        self.samples.append(sample)
+        return sample
+
+    async def _run(self, on_sample: Callable[[Sample], None] | None) -> None:
+        while True:
+            sample = await self.sample()
+            if on_sample is not None:
+                on_sample(sample)
+            await asyncio.sleep(self.interval)
+
+    def start(self, on_sample: Callable[[Sample], None] | None = None) -> None:
+        self._started = time.monotonic()
+        self._task = asyncio.create_task(self._run(on_sample))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def shift(self, origin: float) -> None:
+        """Makes `origin` (seconds since the start) time 0, e.g. the load's real start."""
+        for s in self.samples:
+            s.t -= origin
+        self._started += origin
+
+    def series(self, key: str, start: float, end: float) -> list[float]:
+        return [s.values[key] for s in self.samples if start <= s.t < end and key in s.values]
+
+    def growth(self, key: str, start: float, end: float, window: float) -> Growth:
+        """Mean of [start, start+window) against mean of [end-window, end); peak of [start, end)."""
+        window = min(window, max(self.interval, (end - start) / 3))
+        first = self.series(key, start, start + window)
+        last = self.series(key, end - window, end)
+        every = self.series(key, start, end)
+        return Growth(
+            fmean(first) if first else None,
+            fmean(last) if last else None,
+            max(every) if every else None,
+            window,
+            fmean(every) if every else None,
+        )
+
+    def peak(self, key: str, start: float, end: float) -> float | None:
+        values = self.series(key, start, end)
+        return max(values) if values else None
+
+    def keys(self) -> list[str]:
+        return list(dict.fromkeys(k for s in self.samples for k in s.values))

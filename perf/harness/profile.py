@@ -82,22 +82,24 @@ def _frame(raw: str) -> str:
     return _LINE_NO.sub(")", raw.strip())
 
 
+def _stacks(path: Path) -> list[tuple[list[str], int]]:
+    """(frames, samples) of each collapsed stack, without py-spy's "process <pid>:…"
+    roots (--subprocesses puts them first)."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        stack, _, count = line.rpartition(" ")
+        frames = [f for f in stack.split(";") if f and not f.startswith("process ")]
+        if frames and count.isdigit():
+            out.append((frames, int(count)))
+    return out
+
+
 def summarize(path: Path) -> Profile | None:
-    if not path.exists():
-        return None
     self_counts: Counter[str] = Counter()
     incl_counts: Counter[str] = Counter()
     total = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [_frame(f) for f in stack.split(";") if f]
-        # py-spy puts "process <pid>:…" roots first with --subprocesses; drop them.
-        frames = [f for f in frames if not f.startswith("process ")]
-        if not frames:
-            continue
+    for raw, count in _stacks(path):
+        frames = [_frame(f) for f in raw]
         total += count
         self_counts[frames[-1]] += count
         for frame in set(frames):
@@ -117,16 +119,8 @@ def breakdown(path: Path, categories: list[tuple[str, tuple[str, ...]]]) -> str 
     markers (anywhere in the stack) takes the sample; then idle (epoll on top),
     native code under an asyncio callback (no Python frame: grpc.aio's Cython),
     threads, other. Shares of the samples py-spy recorded (it skips idle threads)."""
-    if not path.exists():
-        return None
     counts: Counter[str] = Counter()
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        frames = [f for f in stack.split(";") if f and not f.startswith("process ")]
-        if not frames:
-            continue
+    for frames, count in _stacks(path):
         name = next(
             (c for c, markers in categories if any(m in f for f in frames for m in markers)),
             None,
@@ -141,7 +135,7 @@ def breakdown(path: Path, categories: list[tuple[str, tuple[str, ...]]]) -> str 
                 name = "other threads (grpc poller)"
             else:
                 name = "other"
-        counts[name] += int(count_text)
+        counts[name] += count
     total = sum(counts.values())
     if not total:
         return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -161,7 +160,8 @@ def table(rows: Iterable[Row]) -> str:
     return markdown(HEADER, lines)
 
 
-def dump(rows: list[Row], extra: dict[str, Any]) -> str:
+def rows_json(rows: list[Row]) -> list[dict[str, Any]]:
+    """The rows for results.json: every field, the ratios and the CPU per request."""
     by_key = {r.key: r for r in rows}
     out = []
     for row in rows:
@@ -169,4 +169,4 @@ def dump(rows: list[Row], extra: dict[str, Any]) -> str:
         item["ratio_rps"], item["ratio_p50"], item["ratio_p99"] = ratios(row, by_key)
         item["cpu_ms_per_request"] = cpu_per_request(row)
         out.append(item)
-    return json.dumps({"rows": out, **extra}, indent=1, default=str)
+    return out

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import math
-import os
 import resource
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, TypeVar
 
-from harness import h2load, k6, report, seed, servers, targets
+from harness import h2load, k6, report, seed, targets
 from harness.procmon import GroupUsage, ProcessMonitor
 from harness.report import Row
-from harness.stack import PERF_DIR, Stack, commit, environment_lines, log, machine_name
+from harness.stack import Harness, Managed, log, start_echo
 from harness.stats import percentiles
-from kaireon_server.platform.db import Database
 from kaireon_testkit.keys import free_port
 
 T = TypeVar("T")
@@ -60,27 +56,20 @@ PROFILES = {
 }
 
 
-class Context:
+class Context(Harness):
     """One perf/run: owns the database, the processes, the rows' windows and notes."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
+        super().__init__(args, "perf")
         p = PROFILES[args.level]
         p = replace(p, k6_seconds=args.duration) if args.duration else p
         p = replace(p, customers=args.customers) if args.customers else p
         self.profile = replace(p, heavy_rows=args.heavy_rows) if args.heavy_rows else p
         self.rate = LEVEL_RPS[self.profile.level]
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        self.dir = Path(args.out or PERF_DIR / "results" / stamp).resolve()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.tenant = args.tenant or ("perf" if not args.database_url else f"perf_{stamp[-6:]}")
-        self.workers = args.workers or os.cpu_count() or 1
-        self.stack = Stack(self.dir, workers=self.workers, database_url=args.database_url)
         self.echo_port = free_port()
         self.monitor = ProcessMonitor()
-        self.echo: servers.Managed | None = None
+        self.echo: Managed | None = None
         self.h2load: str | None = None
-        self.notes: list[str] = self.stack.notes  # one list: the stack's and the run's
         self.profiles: dict[str, str] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         erasure_rate = max(1, round(self.rate * SHARES["erasure"]))
@@ -95,15 +84,8 @@ class Context:
         )
 
     @property
-    def db(self) -> Database:
-        assert self.stack.db is not None
-        return self.stack.db
-
-    @property
     def target(self) -> str:
         return self.stack.grpc_target
-
-    # -- set-up ------------------------------------------------------------------------
 
     async def setup(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -120,15 +102,14 @@ class Context:
         await self.stack.open_database()
         await self.stack.seed(self.plan)
         await self.stack.start_server()
-        self.echo = echo = servers.start_echo(
+        self.echo = echo = await asyncio.to_thread(
+            start_echo,
             port=self.echo_port,
             workers=self.workers,
             dsn=self.db.dsn,
             tenant=self.tenant,
-            pool_max=int(os.environ.get("KAIREON_DB_POOL_MAX", "10")),
             workdir=self.dir,
         )
-        await asyncio.to_thread(servers.wait_echo, echo, self.echo_port)
         self.monitor.add_group("server", self.stack.server_roots)
         self.monitor.add_group("echo", lambda: [echo.pid])
         if self.stack.embedded:
@@ -148,9 +129,18 @@ class Context:
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
-    async def measure(self, row: Row, group: str, work: Callable[[], Any] | None) -> Row:
+    async def measure(
+        self,
+        row: Row,
+        group: str,
+        work: Callable[[], Any] | None,
+        pg: str = "pg",
+        also: tuple[str, ...] = (),
+    ) -> Row:
         """Run `work` (blocking, in a thread) inside a CPU/RSS window of the process
-        groups; a row that is not "ok" (not served, skipped) is returned as it is."""
+        groups: `group`'s CPU and peak RSS are the row's server columns, `pg`'s its
+        PostgreSQL CPU, and each of `also` adds `<name>_cpu` to its extra figures; a
+        row that is not "ok" (not served, skipped) is returned as it is."""
         if work is None or row.status != "ok":
             return row
         log(f"{row.scenario} [{row.generator}] {row.offered}")
@@ -173,8 +163,9 @@ class Context:
         usage: dict[str, GroupUsage] = self.monitor.close_window(window)
         if (target := usage.get(group)) is not None:
             row.server_cpu, row.server_rss = target.cpu_percent, target.peak_rss
-        if "pg" in usage:
-            row.pg_cpu = usage["pg"].cpu_percent
+        if pg in usage:
+            row.pg_cpu = usage[pg].cpu_percent
+        row.extra.update({f"{g}_cpu": usage[g].cpu_percent for g in also if g in usage})
         if row.gen_cpu is None:
             used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             row.gen_cpu = 100.0 * used / wall if wall > 0 else None
@@ -258,19 +249,17 @@ class Context:
         }
 
         def work() -> Row:
-            result = k6.run(
-                script, full, workdir=self.dir, name=row.key, timeout=p.k6_seconds + 120
-            )
-            row.rps = result.rps
-            row.p50, row.p95, row.p99 = result.latency.p50, result.latency.p95, result.latency.p99
-            row.errors = result.error_count
-            row.error_rate = result.error_rate
-            crossed = "; ".join(result.crossed)
-            row.thresholds = "ok" if result.thresholds_ok else "crossed: " + crossed
+            done = k6.run(script, full, workdir=self.dir, name=row.key, timeout=p.k6_seconds + 120)
+            result = k6.read(done.metrics)
+            row.rps = result.ok / done.seconds if done.seconds > 0 else 0.0
+            row.p50, row.p95, row.p99 = result.p50, result.p95, result.p99
+            row.errors, row.error_rate = result.error_count, result.error_rate
+            crossed = done.crossed()
+            row.thresholds = "crossed: " + "; ".join(crossed) if crossed else "ok"
             row.extra["latency_metric"] = result.latency_metric
             row.extra["dropped"] = result.dropped
             shown = " ".join(f"{k}={v}" for k, v in full.items() if k != "BASE_URL")
-            row.extra["command"] = f"{shown} {' '.join(result.command[:2])} perf/k6/{script}"
+            row.extra["command"] = f"{shown} {' '.join(done.command[:2])} perf/k6/{script}"
             return row
 
         return await self.measure(row, group, work)
@@ -308,7 +297,6 @@ async def run(args: argparse.Namespace) -> int:
 
     ctx = Context(args)
     started = time.monotonic()
-    load_before = os.getloadavg()  # the machine may be shared: its load frames every figure
     rows: list[Row] = []
     try:
         await ctx.setup()
@@ -317,27 +305,18 @@ async def run(args: argparse.Namespace) -> int:
                 rows += await scenario(ctx)
     finally:
         await ctx.teardown()
-    return print_report(ctx, rows, time.monotonic() - started, load_before)
+    return print_report(ctx, rows, time.monotonic() - started)
 
 
-def print_report(
-    ctx: Context, rows: list[Row], elapsed: float, load_before: tuple[float, float, float]
-) -> int:
-    name, dirty = commit()
-    seeded = ctx.stack.seed_report
-    header = [
-        f"perf/run — level {ctx.profile.level} ({ctx.rate} RPS), {elapsed:.0f}s, "
-        f"{dt.datetime.now().isoformat(timespec='seconds')}",
-        *environment_lines(load_before),
-        f"server: python -m kaireon_server, KAIREON_WORKERS={ctx.workers}, "
-        f"KAIREON_TRUST_HEADERS=true, COSIGN_KEY set (signing on), PostgreSQL "
-        f"{'embedded (pgserver)' if not ctx.args.database_url else 'from DATABASE_URL'}",
-        f"seed: {ctx.plan.describe()}"
-        + (f"; {seeded.total_rows:,} customer rows in {seeded.seconds:.0f}s" if seeded else ""),
+def print_report(ctx: Context, rows: list[Row], elapsed: float) -> int:
+    header = ctx.header(
+        f"perf/run — level {ctx.profile.level} ({ctx.rate} RPS), {elapsed:.0f}s",
+        ctx.plan,
+        "",
         "load generators: k6 (open loop, constant-arrival-rate) and h2load (closed loop); "
         "both run on the same 2 cores as the server: k6 takes about as much CPU as the "
         "server it loads (generator CPU column), h2load a fraction of it",
-    ]
+    )
     judged = targets.targets(rows, scale_of(ctx.profile))
     if (note := targets.scale_note(judged)) is not None:
         header.append(note)
@@ -350,22 +329,19 @@ def print_report(
         text += "\n\nnotes:\n" + "\n".join(f"- {n}" for n in ctx.notes)
     if ctx.profiles:
         text += "\n\n" + "\n\n".join(ctx.profiles.values())
-    print(text, flush=True)
-    (ctx.dir / "report.md").write_text(text + "\n")
-    extra = {
-        "level": ctx.profile.level,
-        "commit": name,
-        "dirty": dirty,
-        "served": ctx.stack.served,
-        "machine": machine_name(),
-        "workers": ctx.workers,
-        "seed": ctx.plan.describe(),
-        "targets": [{**t.__dict__, "status": t.status} for t in judged],
-        "notes": ctx.notes,
-        "profiles": ctx.profiles,
-    }
-    (ctx.dir / "results.json").write_text(report.dump(rows, extra))
-    log(f"report: {ctx.dir / 'report.md'}; raw results: {ctx.dir / 'results.json'}")
+    ctx.write(
+        text,
+        {
+            "rows": report.rows_json(rows),
+            "level": ctx.profile.level,
+            "served": ctx.stack.served,
+            "workers": ctx.workers,
+            "seed": ctx.plan.describe(),
+            "targets": [{**t.__dict__, "status": t.status} for t in judged],
+            "notes": ctx.notes,
+            "profiles": ctx.profiles,
+        },
+    )
     status = targets.exit_status(rows, judged)
     if status == targets.EXIT_TARGET_MISSED:
         log(f"a target judged at full scale was missed: exit {status}")

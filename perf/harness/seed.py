@@ -24,6 +24,7 @@ import asyncpg
 
 from kaireon_server.demo.seed import SeedSize, seed_tenant
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.db.identifiers import CATALOGUE_NAME, quote_ident
 
 # Template customers written by the demo seed; every clone copies one of them.
 TEMPLATES = 50
@@ -139,7 +140,8 @@ async def _columns(con: asyncpg.Connection, table: str) -> list[str]:
 
 
 def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
+    # Names come from the catalogue: any printable name (a ds_* table's columns too).
+    return quote_ident(identifier, pattern=CATALOGUE_NAME)
 
 
 async def clone_population(

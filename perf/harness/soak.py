@@ -24,14 +24,13 @@ import re
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import asyncpg
 
-from harness import k6, seed, servers, soak_plan, soak_report, verify
+from harness import k6, seed, soak_plan, soak_report, verify
+from harness.procmon import Sample, Timeline
 from harness.soak_plan import SoakPlan
-from harness.stack import PERF_DIR, Stack, commit, environment_lines, log, machine_name
-from harness.timeline import Sample, Timeline
+from harness.stack import Harness, common_args, log
 
 SMOKE = {"duration": 20.0, "rate": 4.0, "burst": 5.0, "burst_rate": 40.0, "recovery": 5.0}
 
@@ -47,14 +46,9 @@ def seconds(text: str) -> float:
     return sum(float(n) * unit[u] for n, u in parts)
 
 
-class Soak:
+class Soak(Harness):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        self.dir = Path(args.out or PERF_DIR / "results" / f"soak-{stamp}").resolve()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.tenant = args.tenant or ("perf" if not args.database_url else f"soak_{stamp[-6:]}")
-        self.workers = args.workers or os.cpu_count() or 1
+        super().__init__(args, "soak", "soak-")
         self.pool_max = int(os.environ.get("KAIREON_DB_POOL_MAX", "10"))
         self.pool_min = int(os.environ.get("KAIREON_DB_POOL_MIN", "2"))
         self.plan: SoakPlan = soak_plan.plan(
@@ -71,17 +65,14 @@ class Soak:
             heavy_customers=0,
             heavy_rows=0,
         )
-        self.stack = Stack(self.dir, workers=self.workers, database_url=args.database_url)
         self.timeline = Timeline(args.interval)
         self.monitor_con: asyncpg.Connection | None = None
-        self.k6_pid: int | None = None
         self.load_started = 0.0  # wall clock of the k6 test's start
-        self.load_before = os.getloadavg()
 
     # -- sampling ------------------------------------------------------------------------
 
     async def pg_gauges(self) -> dict[str, float]:
-        assert self.monitor_con is not None and self.stack.db is not None
+        assert self.monitor_con is not None
         row = await self.monitor_con.fetchrow(
             """
             SELECT count(*) AS clients,
@@ -98,7 +89,7 @@ class Soak:
         )
         assert row is not None
         # The harness's own pool (idle during the load) is not the server's.
-        own = self.stack.db.pool.get_size()
+        own = self.db.pool.get_size()
         return {
             "pg.clients": row["clients"],
             "pg.server_connections": max(0, row["clients"] - own),
@@ -127,7 +118,7 @@ class Soak:
             return []
         return [
             dt.datetime.fromisoformat(e["ts"]).timestamp() - self.load_started
-            for e in servers.log_entries(self.stack.server)
+            for e in self.stack.server.log_entries()
             if e.get("msg") == "health changed" and e.get("serving") is False and "ts" in e
         ]
 
@@ -147,46 +138,39 @@ class Soak:
             self.timeline.add_group("pg", self.stack.pg_roots)
         self.timeline.add_gauges(self.pg_gauges)
 
-    def k6_env(self) -> dict[str, str]:
-        return {
+    async def load(self) -> k6.K6Run:
+        total = self.plan.phases[-1].end
+        log(f"k6: {self.plan.describe()} ({total:.0f}s of load)")
+        env = {
             "GRPC_TARGET": self.stack.grpc_target,
             "BASE_URL": self.stack.base_url,
             "TENANT": self.tenant,
             "CUSTOMERS": str(self.seed_plan.customers),
             "SOAK_PLAN": json.dumps([s.k6() for s in self.plan.scenarios]),
         }
-
-    def k6_started(self, pid: int) -> None:
-        self.k6_pid = pid
-        self.timeline.add_group("k6", lambda: [pid])
-
-    async def load(self) -> k6.K6Run:
-        total = self.plan.phases[-1].end
-        log(f"k6: {self.plan.describe()} ({total:.0f}s of load)")
         self.timeline.start(self.progress)
         try:
             done = await asyncio.to_thread(
-                k6.run_summary,
+                k6.run,
                 "soak.js",
-                self.k6_env(),
+                env,
                 workdir=self.dir,
                 name="soak",
                 timeout=total + 300,
-                started=self.k6_started,
+                started=lambda pid: self.timeline.add_group("k6", lambda: [pid]),
             )
         finally:
             await self.timeline.sample()
             await self.timeline.stop()
         # Phases count from the test's start, after k6 initialised its VUs: the
         # run's length, back from its end, puts the samples on the same clock.
-        ran = float(done.data.get("state", {}).get("testRunDurationMs", 0.0)) / 1000
+        ran = done.seconds
         self.load_started = time.time() - (self.timeline.now() - self.timeline.samples[-1].t) - ran
         self.timeline.shift(max(0.0, self.timeline.samples[-1].t - ran))
         return done
 
     async def checks(self) -> list[verify.Check]:
-        db = self.stack.db
-        assert db is not None
+        db = self.db
         log("verifying: DSAR and flow queues drained, erasures, audit chain")
         drain = self.args.drain_timeout
         out = [
@@ -228,21 +212,13 @@ class Soak:
         flips = self.health_flips()
         failures = soak_report.failures(done.output, self.load_started)
         sat = soak_report.saturation(op_rows, self.timeline, self.plan, bound, flips)
-        name, dirty = commit()
-        report = self.stack.seed_report
-        header = [
-            f"perf/soak — {self.plan.describe()}; {elapsed:.0f}s in all, "
-            f"{dt.datetime.now().isoformat(timespec='seconds')}",
-            *environment_lines(self.load_before),
-            f"server: python -m kaireon_server, KAIREON_WORKERS={self.workers}, "
-            f"KAIREON_TRUST_HEADERS=true, COSIGN_KEY set (signing on), pool "
-            f"{self.pool_max} connections per worker, PostgreSQL "
-            + ("embedded (pgserver)" if self.stack.embedded else "from DATABASE_URL"),
-            f"seed: {self.seed_plan.describe()}"
-            + (f"; {report.total_rows:,} customer rows in {report.seconds:.0f}s" if report else ""),
+        header = self.header(
+            f"perf/soak — {self.plan.describe()}; {elapsed:.0f}s in all",
+            self.seed_plan,
+            f"pool {self.pool_max} connections per worker, ",
             "load generator: one k6 run, one constant-arrival-rate scenario per operation, "
             "protocol and phase (open loop), on the same cores as the server",
-        ]
+        )
         totals = soak_report.phase_totals(op_rows)
         steady_calls, steady_errors = totals.get("steady", (0, 0))
         rate = steady_errors / steady_calls if steady_calls else 1.0
@@ -259,43 +235,41 @@ class Soak:
         )
         if self.stack.notes:
             text += "\n\nnotes:\n" + "\n".join(f"- {n}" for n in self.stack.notes)
-        print(text, flush=True)
-        (self.dir / "report.md").write_text(text + "\n")
-        results = {
-            "commit": name,
-            "dirty": dirty,
-            "machine": machine_name(),
-            "workers": self.workers,
-            "pool_max": self.pool_max,
-            "tenant": self.tenant,
-            "seed": self.seed_plan.describe(),
-            "plan": {
-                "describe": self.plan.describe(),
-                "rate": self.plan.rate,
-                "seconds": self.plan.seconds,
-                "burst_rate": self.plan.burst_rate,
-                "burst_seconds": self.plan.burst_seconds,
-                "recovery_seconds": self.plan.recovery_seconds,
-                "phases": [asdict(p) for p in self.plan.phases],
+        self.write(
+            text,
+            {
+                "workers": self.workers,
+                "pool_max": self.pool_max,
+                "tenant": self.tenant,
+                "seed": self.seed_plan.describe(),
+                "plan": {
+                    "describe": self.plan.describe(),
+                    "rate": self.plan.rate,
+                    "seconds": self.plan.seconds,
+                    "burst_rate": self.plan.burst_rate,
+                    "burst_seconds": self.plan.burst_seconds,
+                    "recovery_seconds": self.plan.recovery_seconds,
+                    "phases": [asdict(p) for p in self.plan.phases],
+                },
+                "operations": [
+                    {**asdict(r), "error_count": r.error_count, "error_rate": r.error_rate}
+                    for r in op_rows
+                ],
+                "steady_error_rate": rate,
+                "resources": [asdict(r) for r in resources],
+                "saturation": None
+                if sat is None
+                else {**asdict(sat), "overloaded": sat.overloaded},
+                "checks": [asdict(c) for c in checks],
+                "timeline": [asdict(s) for s in self.timeline.samples],
+                "failures": [asdict(f) for f in failures],
+                "health_not_serving_s": flips,
+                "k6_command": " ".join([*done.command[:2], "perf/k6/soak.js"]),
+                "served": self.stack.served,
+                "notes": self.stack.notes,
+                "elapsed_s": elapsed,
             },
-            "operations": [
-                {**asdict(r), "error_count": r.error_count, "error_rate": r.error_rate}
-                for r in op_rows
-            ],
-            "steady_error_rate": rate,
-            "resources": [asdict(r) for r in resources],
-            "saturation": None if sat is None else {**asdict(sat), "overloaded": sat.overloaded},
-            "checks": [asdict(c) for c in checks],
-            "timeline": [asdict(s) for s in self.timeline.samples],
-            "failures": [asdict(f) for f in failures],
-            "health_not_serving_s": flips,
-            "k6_command": " ".join([*done.command[:2], "perf/k6/soak.js"]),
-            "served": self.stack.served,
-            "notes": self.stack.notes,
-            "elapsed_s": elapsed,
-        }
-        (self.dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
-        log(f"report: {self.dir / 'report.md'}; raw results: {self.dir / 'results.json'}")
+        )
         failed = [c for c in checks if not c.ok]
         return 1 if failed or rate > self.args.max_error_rate else 0
 
@@ -305,31 +279,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="perf/soak",
         description="A bounded soak of the whole service, loopback only (perf/README.md).",
     )
-    parser.add_argument("--duration", type=seconds, default=600.0, help="steady phase (10m)")
-    parser.add_argument(
-        "--rate", type=float, default=20.0, help="steady calls per second, all operations (20)"
-    )
-    parser.add_argument("--burst", type=seconds, default=60.0, help="burst phase, 0 = none (60s)")
-    parser.add_argument(
-        "--burst-rate", type=float, help="calls per second in the burst (10 x --rate)"
-    )
-    parser.add_argument("--recovery", type=seconds, default=60.0, help="recovery phase (60s)")
-    parser.add_argument("--customers", type=int, default=2000, help="read customers (2000)")
-    parser.add_argument("--workers", type=int, help="KAIREON_WORKERS (default: number of cores)")
-    parser.add_argument("--tenant", help="tenant to seed (default perf)")
-    parser.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one")
-    parser.add_argument("--out", help="results directory (default perf/results/soak-<timestamp>)")
-    parser.add_argument("--interval", type=float, default=5.0, help="sampling interval, s (5)")
-    parser.add_argument(
-        "--window", type=float, default=60.0, help="growth: first vs last window, s (60)"
-    )
-    parser.add_argument(
-        "--drain-timeout", type=float, default=180.0, help="wait for DSAR/flow queues, s (180)"
-    )
-    parser.add_argument(
-        "--max-error-rate", type=float, default=0.01, help="steady errors that fail the run"
-    )
-    parser.add_argument("--smoke", action="store_true", help="~30 s of load, tiny seed (tests)")
+    add = common_args(parser, "soak-<timestamp>")
+    add("--duration", type=seconds, default=600.0, help="steady phase (10m)")
+    add("--rate", type=float, default=20.0, help="steady calls per second, all operations (20)")
+    add("--burst", type=seconds, default=60.0, help="burst phase, 0 = none (60s)")
+    add("--burst-rate", type=float, help="calls per second in the burst (10 x --rate)")
+    add("--recovery", type=seconds, default=60.0, help="recovery phase (60s)")
+    add("--customers", type=int, default=2000, help="read customers (2000)")
+    add("--interval", type=float, default=5.0, help="sampling interval, s (5)")
+    add("--window", type=float, default=60.0, help="growth: first vs last window, s (60)")
+    add("--drain-timeout", type=float, default=180.0, help="wait for DSAR/flow queues, s (180)")
+    add("--max-error-rate", type=float, default=0.01, help="steady errors that fail the run")
+    add("--smoke", action="store_true", help="~30 s of load, tiny seed (tests)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.rate = SMOKE["duration"], SMOKE["rate"]

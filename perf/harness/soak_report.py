@@ -11,12 +11,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.k6 import Counts, metric_values
+from harness.k6 import Reading, read
+from harness.procmon import Growth, Timeline
 from harness.report import LOAD_COLUMNS, markdown, mb, ms
 from harness.soak_plan import Phase, Scenario, SoakPlan
-from harness.timeline import Growth, Timeline
 
-OUTCOMES = ("ok", "shed", "unavailable", "timeout", "network", "error")
 OP_TITLES = {
     "provenance": "provenance read",
     "erasure": "erasure of a fresh customer",
@@ -29,7 +28,7 @@ FAST_REFUSAL_P50_MS = 100.0
 
 
 @dataclass(kw_only=True)
-class OpRow(Counts):
+class OpRow(Reading):
     scenario: str
     phase: str
     op: str
@@ -37,13 +36,6 @@ class OpRow(Counts):
     planned: int  # rate x duration
     seconds: float
     per_second: float
-    p50: float | None = None
-    p95: float | None = None
-    p99: float | None = None
-    latency_metric: str = ""
-    outcomes: dict[str, int] = field(default_factory=dict)
-    # p50 / p99 of the calls of each outcome (kaireon_e2e, ms resolution)
-    outcome_latency: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     @property
     def offered(self) -> int:
@@ -53,6 +45,11 @@ class OpRow(Counts):
     @property
     def ok(self) -> int:
         return self.outcomes.get("ok", max(0, self.requests - self.errors))
+
+    @property
+    def other(self) -> int:
+        """Failed calls neither refused nor timed out."""
+        return sum(n for o, n in self.outcomes.items() if o not in ("ok", "shed", "timeout"))
 
     @property
     def achieved(self) -> float:
@@ -65,8 +62,12 @@ class OpRow(Counts):
 
 
 def op_row(metrics: dict[str, Any], s: Scenario) -> OpRow:
-    tag = f"scenario:{s.name}"
-    row = OpRow(
+    # Single calls: k6's microsecond timers; DSAR (create + watch): the end-to-end time.
+    timer = "grpc_req_duration" if s.protocol == "grpc" else "http_req_duration"
+    latency = ("kaireon_e2e",) if s.op == "dsar" else (timer, "kaireon_e2e")
+    reading = read(metrics, f"scenario:{s.name}", latency)
+    return OpRow(
+        **vars(reading),
         scenario=s.name,
         phase=s.phase,
         op=s.op,
@@ -75,24 +76,6 @@ def op_row(metrics: dict[str, Any], s: Scenario) -> OpRow:
         seconds=s.seconds,
         per_second=s.per_second,
     )
-    row.requests = int(metric_values(metrics, f"kaireon_requests{{{tag}}}").get("count", 0))
-    row.errors = int(metric_values(metrics, f"kaireon_errors{{{tag}}}").get("passes", 0))
-    row.dropped = int(metric_values(metrics, f"dropped_iterations{{{tag}}}").get("count", 0))
-    # Single calls: k6's microsecond timers; DSAR (create + watch): the end-to-end time.
-    timer = "grpc_req_duration" if s.protocol == "grpc" else "http_req_duration"
-    row.latency_metric = "kaireon_e2e" if s.op == "dsar" else timer
-    lat = metric_values(metrics, f"{row.latency_metric}{{{tag}}}")
-    if not lat.get("max"):
-        row.latency_metric = "kaireon_e2e"
-        lat = metric_values(metrics, f"kaireon_e2e{{{tag}}}")
-    row.p50, row.p95, row.p99 = lat.get("p(50)"), lat.get("p(95)"), lat.get("p(99)")
-    for outcome in OUTCOMES:
-        count = metric_values(metrics, f"kaireon_requests{{{tag},outcome:{outcome}}}").get("count")
-        if count:
-            row.outcomes[outcome] = int(count)
-            e2e = metric_values(metrics, f"kaireon_e2e{{{tag},outcome:{outcome}}}")
-            row.outcome_latency[outcome] = (e2e.get("p(50)"), e2e.get("p(99)"))
-    return row
 
 
 def rows(data: dict[str, Any], plan: SoakPlan) -> list[OpRow]:
@@ -177,7 +160,7 @@ def burst_table(op_rows: list[OpRow]) -> str:
                 f"{r.outcomes.get('shed', 0):,}",
                 _latency_pair(r, "shed"),
                 f"{r.outcomes.get('timeout', 0):,}",
-                f"{sum(n for o, n in r.outcomes.items() if o not in ('ok', 'shed', 'timeout')):,}",
+                f"{r.other:,}",
                 f"{r.dropped:,}",
             )
             for r in op_rows
@@ -244,30 +227,34 @@ class Series:
     unit: str  # "bytes" | "count" | "percent"
 
 
+# Per process tree: (key suffix, title, unit); "{}" is the tree's name.
+TREE_SERIES = (
+    ("cpu", "{} CPU, % of one core", "percent"),
+    ("rss", "{} RSS (process tree)", "bytes"),
+    ("pss", "{} PSS (shared pages split)", "bytes"),
+    ("fds", "{} open fds (process tree)", "count"),
+    ("inbound", "... of them client connections (k6's)", "count"),
+    ("own_fds", "... of them the server's own (files, pipes, PG)", "count"),
+    ("processes", "{} processes", "count"),
+)
+GAUGE_SERIES = (
+    ("pg.server_connections", "PostgreSQL connections of the server"),
+    ("pg.pool_connections", "... of them in the pools"),
+    ("pg.dedicated_connections", "... of them dedicated (LISTEN, flow run locks)"),
+    ("pg.active", "PostgreSQL connections active"),
+    ("pg.waiting_lock", "PostgreSQL backends waiting on a lock"),
+)
+
+
 def series_list(timeline: Timeline) -> list[Series]:
     keys = set(timeline.keys())
-    out = []
-    for group, title in (("server", "server"), ("pg", "PostgreSQL"), ("k6", "k6")):
-        candidates = (
-            (f"{group}.cpu", f"{title} CPU, % of one core", "percent"),
-            (f"{group}.rss", f"{title} RSS (process tree)", "bytes"),
-            (f"{group}.pss" if group != "k6" else "", f"{title} PSS (shared pages split)", "bytes"),
-            (f"{group}.fds", f"{title} open fds (process tree)", "count"),
-            (f"{group}.inbound", "... of them client connections (k6's)", "count"),
-            (f"{group}.own_fds", "... of them the server's own (files, pipes, PG)", "count"),
-            (f"{group}.processes", f"{title} processes", "count"),
-        )
-        out += [Series(key, text, unit) for key, text, unit in candidates if key in keys]
-    for key, title in (
-        ("pg.server_connections", "PostgreSQL connections of the server"),
-        ("pg.pool_connections", "... of them in the pools"),
-        ("pg.dedicated_connections", "... of them dedicated (LISTEN, flow run locks)"),
-        ("pg.active", "PostgreSQL connections active"),
-        ("pg.waiting_lock", "PostgreSQL backends waiting on a lock"),
-    ):
-        if key in keys:
-            out.append(Series(key, title, "count"))
-    return out
+    out = [
+        Series(f"{group}.{suffix}", text.format(title), unit)
+        for group, title in (("server", "server"), ("pg", "PostgreSQL"), ("k6", "k6"))
+        for suffix, text, unit in TREE_SERIES
+        if f"{group}.{suffix}" in keys and (group, suffix) != ("k6", "pss")
+    ]
+    return out + [Series(key, title, "count") for key, title in GAUGE_SERIES if key in keys]
 
 
 def _value(value: float | None, unit: str) -> str:
@@ -366,6 +353,18 @@ def _worst(values: list[float | None]) -> float | None:
     return max(present) if present else None
 
 
+def _sums(rows: list[OpRow]) -> dict[str, int]:
+    """The calls of some burst rows by how they ended."""
+    return {
+        "offered": sum(r.offered for r in rows),
+        "ok": sum(r.ok for r in rows),
+        "shed": sum(r.outcomes.get("shed", 0) for r in rows),
+        "timeouts": sum(r.outcomes.get("timeout", 0) for r in rows),
+        "dropped": sum(r.dropped for r in rows),
+        "other": sum(r.other for r in rows),
+    }
+
+
 @dataclass
 class OpSaturation:
     """One operation in the burst, both protocols together."""
@@ -374,13 +373,19 @@ class OpSaturation:
     offered: int
     ok: int
     shed: int
-    queued: int  # client deadline reached + not started by k6
+    timeouts: int
+    dropped: int
     other: int
     shed_p50: list[float | None]
     shed_p99: list[float | None]
     ok_p99: float | None
     steady_p99: float | None
     reading: str = ""
+
+    @property
+    def queued(self) -> int:
+        """Client deadline reached + not started by k6."""
+        return self.timeouts + self.dropped
 
     @property
     def refuses(self) -> bool:
@@ -404,13 +409,7 @@ class OpSaturation:
 def _op_saturation(op: str, burst: list[OpRow], steady: list[OpRow]) -> OpSaturation:
     o = OpSaturation(
         op=op,
-        offered=sum(r.offered for r in burst),
-        ok=sum(r.ok for r in burst),
-        shed=sum(r.outcomes.get("shed", 0) for r in burst),
-        queued=sum(r.outcomes.get("timeout", 0) + r.dropped for r in burst),
-        other=sum(
-            n for r in burst for k, n in r.outcomes.items() if k not in ("ok", "shed", "timeout")
-        ),
+        **_sums(burst),
         shed_p50=[r.outcome_latency.get("shed", (None, None))[0] for r in burst],
         shed_p99=[r.outcome_latency.get("shed", (None, None))[1] for r in burst],
         ok_p99=_worst([r.outcome_latency.get("ok", (None, None))[1] for r in burst]),
@@ -447,7 +446,7 @@ class Saturation:
     shed: int
     timeouts: int
     dropped: int
-    other_errors: int
+    other: int
     rss_before: float | None
     rss_peak: float | None
     connections_peak: float | None
@@ -480,23 +479,13 @@ def saturation(
         return None
     steady = phases["steady"]
     recovery_rows = [r for r in op_rows if r.phase == "recovery"]
-    ops = list(dict.fromkeys(r.op for r in burst_rows))
+    after = burst.end + 5
     sat = Saturation(
-        offered=sum(r.offered for r in burst_rows),
-        ok=sum(r.ok for r in burst_rows),
-        shed=sum(r.outcomes.get("shed", 0) for r in burst_rows),
-        timeouts=sum(r.outcomes.get("timeout", 0) for r in burst_rows),
-        dropped=sum(r.dropped for r in burst_rows),
-        other_errors=sum(
-            n
-            for r in burst_rows
-            for k, n in r.outcomes.items()
-            if k not in ("ok", "shed", "timeout")
-        ),
+        **_sums(burst_rows),
         rss_before=timeline.growth("server.rss", steady.start, steady.end, 60.0).last,
-        rss_peak=timeline.peak("server.rss", burst.start, burst.end + 5),
-        connections_peak=timeline.peak("pg.pool_connections", burst.start, burst.end + 5),
-        dedicated_peak=timeline.peak("pg.dedicated_connections", burst.start, burst.end + 5),
+        rss_peak=timeline.peak("server.rss", burst.start, after),
+        connections_peak=timeline.peak("pg.pool_connections", burst.start, after),
+        dedicated_peak=timeline.peak("pg.dedicated_connections", burst.start, after),
         connections_bound=connections_bound,
         recovery_errors=sum(r.error_count for r in recovery_rows),
         recovery_requests=sum(r.offered for r in recovery_rows),
@@ -507,7 +496,7 @@ def saturation(
                 [r for r in burst_rows if r.op == op],
                 [r for r in op_rows if r.op == op and r.phase == "steady"],
             )
-            for op in ops
+            for op in dict.fromkeys(r.op for r in burst_rows)
         ],
     )
     sat.verdict, sat.lines = _judge(sat, plan)
@@ -518,7 +507,7 @@ def _judge(s: Saturation, plan: SoakPlan) -> tuple[str, list[str]]:
     lines = [
         f"offered {s.offered:,} calls in the burst: {s.ok:,} answered OK, {s.shed:,} refused "
         f"(RESOURCE_EXHAUSTED / 429), {s.timeouts:,} reached the client deadline, "
-        f"{s.dropped:,} not started by k6 (no free VU), {s.other_errors:,} other errors",
+        f"{s.dropped:,} not started by k6 (no free VU), {s.other:,} other errors",
         *[o.reading for o in s.ops],
     ]
     if s.rss_before is not None and s.rss_peak is not None:

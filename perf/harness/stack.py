@@ -1,28 +1,50 @@
 """The stack under test, shared by perf/run and perf/soak: a database (embedded
-PostgreSQL or DATABASE_URL), the seed, and the server as production runs it
-(KAIREON_WORKERS processes, signing key), with the standalone REST adapter in
-front when the build cannot serve REST from every worker.
+PostgreSQL or DATABASE_URL), the seed, the server as production runs it
+(KAIREON_WORKERS processes sharing the gRPC and REST ports, signing key) and the
+ceiling echo server; and the frame of a run: its directory, the lines every report
+starts with, and where the report and results.json go.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import datetime as dt
+import functools
+import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import grpc
 import psutil
+from google.protobuf import wrappers_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from harness import seed, servers
+from harness import seed
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database, connect_database
 from kaireon_testkit.keys import free_port, write_signing_key
 
 PERF_DIR = Path(__file__).resolve().parent.parent
 REPO = PERF_DIR.parent
+KAIREON_SERVICES = {
+    "provenance": "kaireon.provenance.v1.ProvenanceService",
+    "erasure": "kaireon.erasure.v1.ErasureService",
+    "dsar": "kaireon.dsar.v1.DsarService",
+    "flow": "kaireon.flow.v1.FlowRunnerService",
+    "audit": "kaireon.audit.v1.AuditService",
+}
 
 
 def log(message: str) -> None:
@@ -73,6 +95,165 @@ def environment_lines(load_before: tuple[float, float, float]) -> list[str]:
     ]
 
 
+# -- processes -----------------------------------------------------------------------------
+
+
+@dataclass
+class Managed:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (the server drains), then SIGKILL this process only if it hangs."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                self.proc.wait(timeout=5)
+        return self.proc.returncode
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        """The process's JSON log lines (tracebacks and other text are skipped)."""
+        entries = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    entries.append(json.loads(line))
+        return entries
+
+
+def spawn(name: str, cmd: list[str], workdir: Path, env: dict[str, str] | None = None) -> Managed:
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as fh:
+        proc = subprocess.Popen(
+            cmd, env={**os.environ, **(env or {})}, stdout=fh, stderr=subprocess.STDOUT, cwd=workdir
+        )
+    return Managed(name, proc, log_path)
+
+
+def start_server(
+    *,
+    dsn: str,
+    grpc_port: int,
+    http_port: int | None,
+    workers: int,
+    signing_key: Path,
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+    name: str = "server",
+) -> Managed:
+    """`python -m kaireon_server` with KAIREON_WORKERS=N, as the image runs it."""
+    env = {
+        "DATABASE_URL": dsn,
+        "KAIREON_WORKERS": str(workers),
+        "KAIREON_GRPC_HOST": "127.0.0.1",
+        "KAIREON_GRPC_PORT": str(grpc_port),
+        "KAIREON_HTTP_PORT": "off" if http_port is None else str(http_port),
+        # Load tests identify callers by header, as behind an authenticating gateway.
+        "KAIREON_TRUST_HEADERS": "true",
+        "COSIGN_KEY": str(signing_key),
+        # Nothing is in flight at teardown; a long drain would only lengthen the run.
+        "KAIREON_SHUTDOWN_GRACE": "3",
+        **(extra_env or {}),
+    }
+    return spawn(name, [sys.executable, "-m", "kaireon_server"], workdir, env)
+
+
+def health(port: int, service: str = "", timeout: float = 2.0) -> str:
+    """SERVING / NOT_SERVING / SERVICE_UNKNOWN / UNREACHABLE."""
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+    except grpc.RpcError as exc:
+        return "SERVICE_UNKNOWN" if exc.code() == grpc.StatusCode.NOT_FOUND else "UNREACHABLE"
+
+
+def worker_restarts(server: Managed) -> int:
+    return sum(1 for e in server.log_entries() if e.get("msg") == "worker exited; restarting")
+
+
+def wait_serving(server: Managed, port: int, workers: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise RuntimeError(f"server exited {server.proc.returncode}:\n{server.tail()}")
+        # Every worker logs one "serving" line; the kernel only spreads
+        # connections over the workers that are already listening.
+        pids = {e.get("pid") for e in server.log_entries() if e.get("msg") == "serving"}
+        alive = {p for p in pids if isinstance(p, int) and psutil.pid_exists(p)}
+        if len(alive) >= workers and health(port, timeout=1.0) == "SERVING":
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"server not serving after {timeout:.0f}s:\n{server.tail()}")
+
+
+def http_ready(port: int, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_until(ready: Any, proc: Managed, timeout: float, what: str) -> None:
+    """Polls `ready()` until true; raises if `proc` exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if not proc.alive():
+            break
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} not answering:\n{proc.tail()}")
+
+
+def start_echo(*, port: int, workers: int, dsn: str, tenant: str, workdir: Path) -> Managed:
+    """The ceiling servers (harness/echo_server.py), as many processes as the server's."""
+    cmd = [sys.executable, "-m", "harness.echo_server", "--port", str(port)]
+    cmd += ["--workers", str(workers), "--dsn", dsn, "--tenant", tenant]
+    cmd += ["--pool-max", os.environ.get("KAIREON_DB_POOL_MAX", "10")]
+    echo = spawn("echo", cmd, workdir)
+
+    def answers() -> bool:
+        request = wrappers_pb2.BytesValue(value=b"ping")
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = channel.unary_unary(
+                    "/kaireon.perf.v1.Echo/Echo",
+                    request_serializer=wrappers_pb2.BytesValue.SerializeToString,
+                    response_deserializer=wrappers_pb2.BytesValue.FromString,
+                )
+                return bool(call(request, timeout=1.0).value == b"ping")
+        except grpc.RpcError:
+            return False
+
+    wait_until(answers, echo, 30.0, "echo server")
+    return echo
+
+
+# -- the stack -----------------------------------------------------------------------------
+
+
 def postmaster_pid(data_dir: Path) -> int | None:
     pidfile = data_dir / "pgdata" / "postmaster.pid"
     try:
@@ -82,25 +263,16 @@ def postmaster_pid(data_dir: Path) -> int | None:
 
 
 class Stack:
-    """Owns the database, the server and (when needed) the standalone gateway."""
+    """Owns the database and the server."""
 
-    def __init__(
-        self,
-        workdir: Path,
-        *,
-        workers: int,
-        database_url: str | None,
-        server_env: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, workdir: Path, *, workers: int, database_url: str | None) -> None:
         self.dir = workdir
         self.workers = workers
         self.database_url = database_url
-        self.server_env = dict(server_env or {})
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.db: Database | None = None
-        self.server: servers.Managed | None = None
-        self.gateway: servers.Managed | None = None
+        self.server: Managed | None = None
         self.served: dict[str, bool] = {}
         self.notes: list[str] = []
         self.seed_report: seed.SeedReport | None = None
@@ -146,67 +318,34 @@ class Stack:
         )
         return self.seed_report
 
-    def _start(self, http_port: int | None, name: str) -> servers.Managed:
+    async def start_server(self) -> None:
+        """The server, every worker serving gRPC and REST (both ports shared, SO_REUSEPORT)."""
         assert self.db is not None
-        return servers.start_server(
+        key = write_signing_key(self.dir / "signing-key.pem")
+        log(f"starting kaireon-server: KAIREON_WORKERS={self.workers}, gRPC :{self.grpc_port}")
+        self.server = start_server(
             dsn=self.db.dsn,
             grpc_port=self.grpc_port,
-            http_port=http_port,
+            http_port=self.http_port,
             workers=self.workers,
-            signing_key=self.dir / "signing-key.pem",
+            signing_key=key,
             workdir=self.dir,
-            extra_env=self.server_env,
-            name=name,
         )
-
-    async def start_server(self) -> None:
-        """The server with REST in every worker, else behind the standalone gateway."""
-        write_signing_key(self.dir / "signing-key.pem")
-        log(f"starting kaireon-server: KAIREON_WORKERS={self.workers}, gRPC :{self.grpc_port}")
-        self.server = self._start(self.http_port, "server")
-        embedded_rest = True
+        await asyncio.to_thread(wait_serving, self.server, self.grpc_port, self.workers)
         try:
-            await asyncio.to_thread(
-                servers.wait_serving, self.server, self.grpc_port, self.workers, self.http_port
-            )
-        except servers.HttpPortConflict as exc:
-            # The in-process REST adapter must bind with SO_REUSEPORT like gRPC does;
-            # until it does, serve REST from the standalone kaireon-gateway instead.
-            self.note(
-                f"{exc}; the server was restarted with KAIREON_HTTP_PORT=off and REST "
-                "measured through the standalone kaireon-gateway (a server bug, not a "
-                "harness choice)"
-            )
-            await asyncio.to_thread(self.server.stop)
-            embedded_rest = False
-            self.server = self._start(None, "server-rest-off")
-            await asyncio.to_thread(servers.wait_serving, self.server, self.grpc_port, self.workers)
-        # The server embeds the REST adapter on KAIREON_HTTP_PORT; a build that does
-        # not gets the standalone kaireon-gateway in front, as some deployments run it.
-        if not embedded_rest or not await asyncio.to_thread(
-            servers.wait_http, self.server, self.http_port, 2.0
-        ):
-            log("REST adapter not served by the server: starting kaireon-gateway beside it")
-            self.gateway = servers.start_gateway(
-                grpc_port=self.grpc_port, http_port=self.http_port, workdir=self.dir
-            )
-            if not await asyncio.to_thread(servers.wait_http, self.gateway, self.http_port, 30.0):
-                self.note("REST adapter did not start: REST rows not measured")
-                log(self.gateway.tail())
-                self.gateway.stop()
-                self.gateway = None
-            else:
-                self.notes.append(
-                    "REST served by the standalone kaireon-gateway process "
-                    "(counted in server CPU/RSS)"
-                )
-        self.served = servers.served_services(self.grpc_port)
+            ready = functools.partial(http_ready, self.http_port)
+            await asyncio.to_thread(wait_until, ready, self.server, 30.0, "REST adapter")
+        except RuntimeError:
+            self.note("REST adapter did not start: REST rows not measured")
+        # Which Kaireon services this server serves, by the health service.
+        self.served = {
+            k: health(self.grpc_port, s) == "SERVING" for k, s in KAIREON_SERVICES.items()
+        }
         log("served: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in self.served.items()))
 
     def server_roots(self) -> list[int]:
-        """The server's process tree roots: the supervisor (+ the standalone gateway)."""
-        roots = [self.server.pid] if self.server else []
-        return roots + ([self.gateway.pid] if self.gateway else [])
+        """The server's process tree root: the supervisor."""
+        return [self.server.pid] if self.server else []
 
     def pg_roots(self) -> list[int]:
         """The embedded postmaster (its backends are its children); none for DATABASE_URL."""
@@ -216,23 +355,77 @@ class Stack:
         return [pid] if pid else []
 
     def http_ok(self) -> bool:
-        return servers.http_ready(self.http_port)
+        return http_ready(self.http_port)
 
     async def stop(self) -> None:
-        """Stops the gateway and the server (draining), then closes the database."""
+        """Stops the server (draining), then closes the database."""
         if self.server is not None:
-            restarts = servers.worker_restarts(self.server)
-            if restarts:
+            if restarts := worker_restarts(self.server):
                 # A worker that crashed and came back during a scenario skews its figures.
                 self.notes.append(
                     f"server workers restarted {restarts} time(s) during the run "
                     f"(see {self.server.log}): figures measured meanwhile are suspect"
                 )
-        for proc in (self.gateway, self.server):
-            if proc is not None:
-                code = await asyncio.to_thread(proc.stop)
-                if proc is self.server and code not in (0, None):
-                    self.notes.append(f"server exited {code} at shutdown")
+            code = await asyncio.to_thread(self.server.stop)
+            if code not in (0, None):
+                self.notes.append(f"server exited {code} at shutdown")
         if self.db is not None:
             await self.db.close()
             self.db = None
+
+
+# -- the frame of a run --------------------------------------------------------------------
+
+
+def common_args(parser: argparse.ArgumentParser, out: str) -> Callable[..., Any]:
+    """Adds the options perf/run and perf/soak share; returns `parser.add_argument`."""
+    add = parser.add_argument
+    add("--workers", type=int, help="KAIREON_WORKERS (default: number of cores)")
+    add("--tenant", help="tenant to seed (default perf)")
+    add("--database-url", help="use this PostgreSQL instead of an embedded one")
+    add("--out", help=f"results directory (default perf/results/{out})")
+    return add
+
+
+class Harness:
+    """What perf/run and perf/soak share: the results directory, the tenant, the
+    stack, the report's first lines and where the report and results go."""
+
+    def __init__(self, args: argparse.Namespace, name: str, dir_prefix: str = "") -> None:
+        self.args = args
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.dir = Path(args.out or PERF_DIR / "results" / f"{dir_prefix}{stamp}").resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # Another PostgreSQL may hold earlier runs: a tenant of this run's own there.
+        self.tenant = args.tenant or ("perf" if not args.database_url else f"{name}_{stamp[-6:]}")
+        self.workers = args.workers or os.cpu_count() or 1
+        self.stack = Stack(self.dir, workers=self.workers, database_url=args.database_url)
+        self.notes: list[str] = self.stack.notes  # one list: the stack's and the run's
+        self.load_before = os.getloadavg()  # the machine may be shared: its load frames it all
+
+    @property
+    def db(self) -> Database:
+        assert self.stack.db is not None
+        return self.stack.db
+
+    def header(self, title: str, plan: seed.SeedPlan, server: str, generators: str) -> list[str]:
+        seeded = self.stack.seed_report
+        return [
+            f"{title}, {dt.datetime.now().isoformat(timespec='seconds')}",
+            *environment_lines(self.load_before),
+            f"server: python -m kaireon_server, KAIREON_WORKERS={self.workers}, "
+            f"KAIREON_TRUST_HEADERS=true, COSIGN_KEY set (signing on), {server}PostgreSQL "
+            + ("embedded (pgserver)" if self.stack.embedded else "from DATABASE_URL"),
+            f"seed: {plan.describe()}"
+            + (f"; {seeded.total_rows:,} customer rows in {seeded.seconds:.0f}s" if seeded else ""),
+            generators,
+        ]
+
+    def write(self, text: str, results: dict[str, Any]) -> None:
+        """Prints the report and writes it and results.json into the results directory."""
+        name, dirty = commit()
+        print(text, flush=True)
+        (self.dir / "report.md").write_text(text + "\n")
+        results = {"commit": name, "dirty": dirty, "machine": machine_name(), **results}
+        (self.dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        log(f"report: {self.dir / 'report.md'}; raw results: {self.dir / 'results.json'}")

@@ -24,6 +24,8 @@ import grpc
 from harness import probes
 from harness.seed import TEMPLATES, Population
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.db.identifiers import quote_ident
+from kaireon_testkit.server import metadata
 
 DSAR_TERMINAL = ("completed", "failed")
 FLOW_TERMINAL = ("succeeded", "failed", "cancelled")
@@ -44,7 +46,7 @@ async def verify_chain(target: str, tenant: str) -> Check:
         stub = audit_pb2_grpc.AuditServiceStub(channel)
         try:
             reply = await stub.VerifyChain(
-                audit_pb2.VerifyChainRequest(), metadata=probes.identity(tenant), timeout=300
+                audit_pb2.VerifyChainRequest(), metadata=metadata(tenant), timeout=300
             )
         except grpc.aio.AioRpcError as exc:
             return Check("audit chain", False, f"VerifyChain failed: {exc.code().name}")
@@ -113,7 +115,7 @@ async def erasure_residue(db: Database, tenant: str, pool: Population) -> Check:
         rows: dict[str, int] = {}
         template_rows: dict[str, int] = {}
         for table, column in tables:
-            quoted_table, quoted_column = probes.quote(table), probes.quote(column)
+            quoted_table, quoted_column = quote_ident(table), quote_ident(column)
             # The seed clones the customer_id tables only (not, e.g., export chunks,
             # which DSAR requests of the soak add to the templates).
             counted = [(pool.prefix, rows)]

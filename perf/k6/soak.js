@@ -1,6 +1,8 @@
 // The soak (perf/soak): one k6 run of many constant-arrival-rate scenarios,
 // one per operation, protocol and phase, from the plan the harness computes
-// (perf/harness/soak_plan.py) and passes as JSON in SOAK_PLAN:
+// (perf/harness/soak_plan.py) and passes as JSON in SOAK_PLAN; also the mix of
+// reads and erasures of the scale-out scenario and the rolling-restart test
+// (perf/harness/lab_load.py, with AUTHORIZATION set):
 //
 //   [{ "name": "steady.dsar.grpc", "op": "dsar", "protocol": "grpc",
 //      "rate": 12, "timeUnit": "1m", "startTime": "0s", "duration": "600s",
@@ -10,8 +12,8 @@
 // Operations (lib/ops.js): dsar (create + watch to a terminal state), erasure
 // (of a customer nobody erased before: ecust_<eraseFirst + iteration>),
 // provenance (read of a random decision), flow (start of a no-op run).
-// Every sample is tagged with its scenario (k6 does it) and its outcome
-// (ok, shed, unavailable, timeout, network, error); the thresholds below
+// Every sample is tagged with its scenario (k6 does it), its operation and its
+// outcome (ok, shed, unavailable, timeout, network, error); the thresholds below
 // exist only so that the summary carries those per-scenario sub-metrics —
 // the harness judges the figures, not k6.
 
@@ -56,6 +58,7 @@ function scenarios() {
 function thresholds() {
   const out = {};
   for (const s of PLAN) {
+    out[`kaireon_e2e{op:${s.op}}`] = ['max>=0'];
     const tag = `scenario:${s.name}`;
     out[`kaireon_requests{${tag}}`] = ['count>=0'];
     out[`kaireon_errors{${tag}}`] = ['rate>=0'];
@@ -85,7 +88,7 @@ function erasable(s) {
 // A failed call is also logged (stderr, kept by the harness) with its time, so
 // that the report can say *when* failures happened: the summary only counts.
 function done(s, r) {
-  record(r.ok, s.protocol, r.ms, r.outcome);
+  record(r.ok, s.protocol, r.ms, r.outcome, s.op);
   if (!r.ok) {
     console.log(`soak-failure ${Date.now()} ${s.name} ${r.outcome} ${r.ms}`);
   }

@@ -3,7 +3,7 @@ call: each replica is taken out of the balancer (reload), drained (SIGTERM,
 KAIREON_SHUTDOWN_GRACE), started again, and put back once its health says
 SERVING; the order a Kubernetes rollout follows (deploy/kubernetes/).
 
-The load is perf/k6/mix.js (harness.lab_load): provenance reads and erasures,
+The load is harness.lab_load's mix (perf/k6/soak.js): provenance reads and erasures,
 gRPC and REST side by side, open loop; "failed" is read from k6's summary JSON.
 """
 

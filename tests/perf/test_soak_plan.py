@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from harness import soak, soak_plan, soak_report
-from harness.timeline import Timeline
+from harness.procmon import Timeline
 
 
 def _plan() -> soak_plan.SoakPlan:

@@ -14,47 +14,31 @@ from harness.run import Context
 async def run(ctx: Context) -> list[Row]:
     echo_msg = wrappers_pb2.BytesValue(value=b"k" * 64).SerializeToString()
     lookup_msg = wrappers_pb2.StringValue(value="dec_00001_1").SerializeToString()
-    echo = Row("echo.h2load", "echo: bare grpc.aio (framework ceiling)", "h2load")
-    lookup = Row(
-        "lookup.h2load",
-        "lookup: 1 indexed SELECT via asyncpg (database ceiling)",
-        "h2load",
-        baseline="echo.h2load",
-    )
-    health = Row(
-        "health.h2load",
-        "health.Check of the server (framework + interceptor, no database)",
-        "h2load",
-        baseline="echo.h2load",
-    )
-    k6_echo = Row(
-        "echo.k6",
-        "echo: bare grpc.aio (framework ceiling)",
-        "k6",
-        offered=ctx.offered(1.0),
-        baseline="echo.h2load",
-    )
-    return [
-        await ctx.measure(
-            echo,
+    health_msg = health_pb2.HealthCheckRequest().SerializeToString()
+    echo_title = "echo: bare grpc.aio (framework ceiling)"
+    rows = []
+    for key, title, group, port, method, message in (
+        ("echo", echo_title, "echo", ctx.echo_port, "kaireon.perf.v1.Echo/Echo", echo_msg),
+        (
+            "lookup",
+            "lookup: 1 indexed SELECT via asyncpg (database ceiling)",
             "echo",
-            ctx.h2_grpc(echo, ctx.echo_port, "kaireon.perf.v1.Echo/Echo", echo_msg, {}),
+            ctx.echo_port,
+            "kaireon.perf.v1.Echo/Lookup",
+            lookup_msg,
         ),
-        await ctx.measure(
-            lookup,
-            "echo",
-            ctx.h2_grpc(lookup, ctx.echo_port, "kaireon.perf.v1.Echo/Lookup", lookup_msg, {}),
-        ),
-        await ctx.measure(
-            health,
+        (
+            "health",
+            "health.Check of the server (framework + interceptor, no database)",
             "server",
-            ctx.h2_grpc(
-                health,
-                ctx.stack.grpc_port,
-                "grpc.health.v1.Health/Check",
-                health_pb2.HealthCheckRequest().SerializeToString(),
-                {},
-            ),
+            ctx.stack.grpc_port,
+            "grpc.health.v1.Health/Check",
+            health_msg,
         ),
-        await ctx.k6(k6_echo, "echo.js", {"ECHO_TARGET": f"127.0.0.1:{ctx.echo_port}"}, "echo"),
-    ]
+    ):
+        base = None if key == "echo" else "echo.h2load"
+        row = Row(f"{key}.h2load", title, "h2load", baseline=base)
+        rows.append(await ctx.measure(row, group, ctx.h2_grpc(row, port, method, message, {})))
+    k6_echo = Row("echo.k6", echo_title, "k6", offered=ctx.offered(1.0), baseline="echo.h2load")
+    echo_env = {"ECHO_TARGET": f"127.0.0.1:{ctx.echo_port}"}
+    return [*rows, await ctx.k6(k6_echo, "echo.js", echo_env, "echo")]

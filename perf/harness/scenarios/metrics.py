@@ -30,12 +30,13 @@ from typing import Any
 import grpc
 import psutil
 
-from harness import servers
+from harness import stack
 from harness.report import Row
 from harness.run import Context
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
 from kaireon_testkit.keys import free_port
+from kaireon_testkit.server import metadata
 
 CALLS = ("provenance", "erasure")
 CONFIGS = ("off", "metrics", "both")
@@ -77,7 +78,7 @@ def _cpu_seconds(pid: int) -> float:
 
 async def _drive(ctx: Context, port: int, call: str, seconds: float) -> int:
     """Calls completed in `seconds` by CONCURRENCY loops, after one warm-up each."""
-    meta = (("x-tenant-id", ctx.tenant), ("x-user-role", "admin"))
+    meta = metadata(ctx.tenant)
     read = ctx.plan.read()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         provenance = provenance_pb2_grpc.ProvenanceServiceStub(channel)
@@ -112,7 +113,7 @@ async def _drive(ctx: Context, port: int, call: str, seconds: float) -> int:
 def _measure(ctx: Context, rows: dict[tuple[str, str], Row]) -> None:
     sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
-    started: dict[str, tuple[servers.Managed, int, int]] = {}
+    started: dict[str, tuple[stack.Managed, int, int]] = {}
     seconds = ctx.profile.h2_seconds
     calls = {key: 0 for key in rows}
     cpu = {key: 0.0 for key in rows}
@@ -128,7 +129,7 @@ def _measure(ctx: Context, rows: dict[tuple[str, str], Row]) -> None:
                     OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
                     OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink.server_port}",
                 )
-            server = servers.start_server(
+            server = stack.start_server(
                 dsn=ctx.db.dsn,
                 grpc_port=port,
                 http_port=None,
@@ -139,7 +140,7 @@ def _measure(ctx: Context, rows: dict[tuple[str, str], Row]) -> None:
                 name=f"metrics-{config}",
             )
             started[config] = (server, port, metrics_port)
-            servers.wait_serving(server, port, 1)
+            stack.wait_serving(server, port, 1)
         for _ in range(ROUNDS):
             for call in CALLS:
                 for config, (server, port, metrics_port) in started.items():

@@ -14,6 +14,7 @@ from harness.run import Context
 from harness.stack import log
 from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
 from kaireon_server.provenance.repository import EMIT_ACTION
+from kaireon_testkit.server import metadata
 
 METHOD = "kaireon.provenance.v1.ProvenanceService/GetDecisionProvenance"
 # With --profile: where the server's samples go (first match anywhere in the stack).
@@ -100,7 +101,7 @@ async def _stream_once(target: str, tenant: str, decisions: list[str]) -> tuple[
         started = time.perf_counter()
         call = stub.StreamDecisionProvenance(
             provenance_pb2.StreamDecisionProvenanceRequest(decision_ids=decisions),
-            metadata=(("x-tenant-id", tenant), ("x-user-role", "admin")),
+            metadata=metadata(tenant),
         )
         count = sum([1 async for m in call if not m.not_found])
         return count, time.perf_counter() - started

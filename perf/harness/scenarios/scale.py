@@ -51,6 +51,7 @@ from kaireon_server.platform.audit_chain import AuditRow, insert_rows
 from kaireon_server.platform.canonical import format_timestamp
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.paging import encode_token
+from kaireon_testkit.server import metadata
 
 WARMUP = 3
 PAGE = 50  # every list asks for a full page at both sizes (1% of 10,000 rows = 100)
@@ -186,10 +187,6 @@ async def _seed(db: Database, tenant: str, rows: int) -> dict[str, Any]:
     }
 
 
-def _admin(tenant: str) -> tuple[tuple[str, str], ...]:
-    return (("x-tenant-id", tenant), ("x-user-role", "admin"))
-
-
 async def _catch_up(
     db: Database, integrator: Integrator, channel: grpc.aio.Channel, tenant: str, at: dict[str, Any]
 ) -> dict[str, float]:
@@ -202,7 +199,7 @@ async def _catch_up(
     await integrator.integrate(tenant)
     timings["integrate"] = time.perf_counter() - started
     started = time.perf_counter()
-    admin = _admin(tenant)
+    admin = metadata(tenant)
     while (reply := await audit.VerifyChain(audit_pb2.VerifyChainRequest(), metadata=admin)).more:
         pass
     assert reply.valid, reply
@@ -231,7 +228,7 @@ async def _catch_up(
 
 def _probe_calls(channel: grpc.aio.Channel, tenant: str) -> dict[str, Call]:
     """The calls probed while a full verification runs (also rows of their own)."""
-    admin = _admin(tenant)
+    admin = metadata(tenant)
     return {
         "ListAuditEvents": partial(
             audit_pb2_grpc.AuditServiceStub(channel).ListAuditEvents,
@@ -247,8 +244,8 @@ def _probe_calls(channel: grpc.aio.Channel, tenant: str) -> dict[str, Call]:
 
 
 def _calls(channel: grpc.aio.Channel, tenant: str, at: dict[str, Any]) -> dict[str, Call]:
-    op = (("x-tenant-id", tenant), ("x-user-role", "operator"))
-    admin = _admin(tenant)
+    op = metadata(tenant, "operator")
+    admin = metadata(tenant)
     dsar = dsar_pb2_grpc.DsarServiceStub(channel)
     flow = flow_pb2_grpc.FlowRunnerServiceStub(channel)
     audit = audit_pb2_grpc.AuditServiceStub(channel)
@@ -380,7 +377,7 @@ async def _stream_verify(channel: grpc.aio.Channel, tenant: str) -> tuple[float,
     started = time.perf_counter()
     last = None
     request = audit_pb2.StreamVerifyLogRequest()
-    async for message in audit.StreamVerifyLog(request, metadata=_admin(tenant)):
+    async for message in audit.StreamVerifyLog(request, metadata=metadata(tenant)):
         last = message
     assert last is not None and last.result.valid, last
     return time.perf_counter() - started, last.result.rows_checked

@@ -2,7 +2,7 @@
 
 The multi-host lab (tests/support/netns.py): PostgreSQL, each replica (one
 server process, KAIREON_WORKERS=1) and nginx in network namespaces of their own
-on a bridge; k6 (perf/k6/mix.js: provenance reads and erasures over gRPC and
+on a bridge; k6 (harness/lab_load.py's mix: provenance reads and erasures over gRPC and
 REST side by side) runs in the root namespace and reaches only nginx. First one
 replica behind nginx, then two more started and nginx reloaded with all three,
 then the first alone again (a drift check); each phase erases its own slice of
@@ -17,8 +17,6 @@ shares the same CPUs with PostgreSQL, nginx and k6.
 from __future__ import annotations
 
 import asyncio
-import resource
-import time
 from dataclasses import dataclass
 
 from harness import lab_load, seed
@@ -170,21 +168,16 @@ async def _measure(
     customers: int,
 ) -> None:
     row.offered = load.describe()
-    monitor = ctx.monitor
-    monitor.add_group(
+    ctx.monitor.add_group(
         "lab-replicas",
         lambda: [r.proc.pid for r in replicas if r.proc and r.proc.poll() is None],
     )
-    monitor.add_group("lab-nginx", lambda: [lb.proc.pid] if lb.proc else [])
-    monitor.add_group("lab-pg", lambda: pg_roots)
+    ctx.monitor.add_group("nginx", lambda: [lb.proc.pid] if lb.proc else [])
+    ctx.monitor.add_group("lab-pg", lambda: pg_roots)
     upstreams_before = lb.upstreams_used()
-    log(f"{row.scenario} [k6] {row.offered}")
-    window = monitor.open_window()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    began = time.monotonic()
-    try:
-        result = await asyncio.to_thread(
-            lab_load.run_mix,
+
+    def work() -> None:
+        result = lab_load.run_mix(
             load,
             grpc_target=lb.grpc_target,
             base_url=lb.rest,
@@ -193,36 +186,22 @@ async def _measure(
             workdir=ctx.dir,
             name=row.key,
         )
-    except Exception as exc:
-        monitor.close_window(window)
-        row.status = "failed: " + (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
-        log(f"  {row.status}")
-        return
-    wall = time.monotonic() - began
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    usage = monitor.close_window(window)
-    row.rps, row.p50, row.p95, row.p99 = result.rps, result.p50, result.p95, result.p99
-    row.errors = result.errors + result.dropped
-    offered = result.requests + result.dropped
-    row.error_rate = row.errors / offered if offered else None
-    row.server_cpu = usage["lab-replicas"].cpu_percent
-    row.server_rss = usage["lab-replicas"].peak_rss
-    row.pg_cpu = usage["lab-pg"].cpu_percent
-    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    row.gen_cpu = 100.0 * used / wall if wall > 0 else None
-    row.extra.update(
-        replicas=len(replicas),
-        nginx_cpu=usage["lab-nginx"].cpu_percent,
-        requests=result.requests,
-        dropped=result.dropped,
-        failed_outcomes=result.outcomes,
-        by_op=result.by_op,
-        # Calls per replica address in this phase, from nginx's access log.
-        upstreams={
-            address: n - upstreams_before.get(address, 0)
-            for address, n in lb.upstreams_used().items()
-            if n > upstreams_before.get(address, 0)
-        },
-        command=result.command,
-    )
-    log(f"  {result.describe()}")
+        row.rps, row.p50, row.p95, row.p99 = result.rps, result.p50, result.p95, result.p99
+        row.errors, row.error_rate = result.error_count, result.error_rate
+        row.extra.update(
+            replicas=len(replicas),
+            requests=result.requests,
+            dropped=result.dropped,
+            failed_outcomes=result.outcomes,
+            by_op=result.by_op,
+            # Calls per replica address in this phase, from nginx's access log.
+            upstreams={
+                address: n - upstreams_before.get(address, 0)
+                for address, n in lb.upstreams_used().items()
+                if n > upstreams_before.get(address, 0)
+            },
+            command=result.command,
+        )
+        log(f"  {result.describe()}")
+
+    await ctx.measure(row, "lab-replicas", work, pg="lab-pg", also=("nginx",))
