@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import asyncio
 
-from kaireon_server.platform.audit_chain import AuditBatcher, AuditRow
+import pytest
+
+from kaireon_server.platform.audit_chain import (
+    AuditBatcher,
+    AuditRow,
+    insert_rows,
+    insert_rows_alone,
+)
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.signing import signer_from_env
@@ -107,3 +114,21 @@ async def test_an_audit_batch_leaves_no_tenant_behind(counted_pool, seeded) -> N
     assert [(r["seq"], r["integrity_hash"]) for r in stored][1:] == sorted(
         (r.seq, r.integrity_hash) for r in records
     )
+
+
+async def test_a_statement_of_its_own_refuses_to_run_inside_a_transaction(db, seeded) -> None:
+    """insert_rows_alone commits by itself: inside a caller's transaction it would
+    not, so it refuses and writes nothing; insert_rows refuses the converse."""
+    row = AuditRow(action="batch_test", entity_type="test", entity_id="x", actor="tester")
+    async with db.transaction(seeded) as con:
+        with pytest.raises(RuntimeError, match="not inside a transaction"):
+            await insert_rows_alone(con, seeded, [row])
+    async with db.single_statements() as con:
+        with pytest.raises(RuntimeError, match="inside the caller's transaction"):
+            await insert_rows(con, seeded, [row])
+    async with db.transaction(seeded, readonly=True) as con:
+        written = await con.fetchval(
+            "SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action = 'batch_test'",
+            seeded,
+        )
+    assert written == 0

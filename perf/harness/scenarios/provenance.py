@@ -1,9 +1,11 @@
 """Provenance reads: GetDecisionProvenance closed loop over gRPC (vs the echo ceiling,
-optionally under py-spy) and REST, then open loop with k6 over both."""
+optionally under py-spy) and REST, then open loop with k6 over both, then REST
+again at the highest rate it sustains; then the bulk stream."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import grpc
@@ -183,12 +185,15 @@ async def _rest_sustained(ctx: Context, at_level: Row) -> Row:
         last = await ctx.k6(step, "provenance.js", {"PROTOCOL": "rest", "RATE": str(rate)})
     if last is at_level:
         # Same figures as the level's row; the ratio columns then read 1.00x.
-        row.__dict__.update(
-            {k: v for k, v in vars(at_level).items() if k not in ("key", "scenario", "baseline")}
+        return dataclasses.replace(
+            at_level,
+            key=row.key,
+            scenario=row.scenario,
+            baseline=row.baseline,
+            note="the level's rate is sustained: its own run",
+            extra=dict(at_level.extra),
         )
-        row.note = "the level's rate is sustained: its own run"
-        return row
-    last.key, last.scenario, last.baseline = row.key, row.scenario, row.baseline
+    # Each step was made as this row (its key, scenario and baseline).
     if last.error_rate is None or last.error_rate >= SUSTAINED_ERROR_RATE:
         last.note = f"not sustained after {SUSTAINED_STEPS} slower runs"
     return last
