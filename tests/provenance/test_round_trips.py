@@ -22,9 +22,10 @@ from kaireon_server.platform.audit_chain import (
 )
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.build_identity import BuildEnv
+from kaireon_server.platform.errors import NotFound
 from kaireon_server.platform.signing import signer_from_env
 from kaireon_server.provenance.cache import BundleCache
-from kaireon_server.provenance.emit import ProvenanceEmitter, read_rows, system_clock
+from kaireon_server.provenance.emit import Emission, ProvenanceEmitter, read_rows, system_clock
 from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE
 
 READ_ROUND_TRIPS = 1
@@ -81,6 +82,45 @@ async def test_an_emission_is_the_read_plus_its_audit_batch(
         await audit.close()
     assert emission.audit_event_id
     assert spent == READ_ROUND_TRIPS + AUDIT_ROUND_TRIPS, spent
+
+
+async def test_concurrent_emissions_of_a_tenant_share_one_read(
+    counted_pool, seeded, server_env: dict[str, str]
+) -> None:
+    """Emissions that arrive while a read is in flight are read together: eight
+    concurrent calls (two decisions, one of them asked for six times, and an id
+    that does not exist) cost one read statement and their audit batches, not
+    eight reads; each caller still gets its own answer and its own audit row."""
+    db, proxy = counted_pool
+    audit = AuditBatcher(db)
+    emitter = ProvenanceEmitter(
+        db=db,
+        signer=signer_from_env(server_env),
+        build=BuildEnv.from_env({}),
+        clock=system_clock(),
+        audit=audit,
+    )
+    identity = Identity(tenant_id=seeded, role="admin", subject="admin@test")
+    asked = [AFTER_CHANGE] * 6 + [BEFORE_CHANGE, "dec_does_not_exist"]
+    try:
+        for decision_id in (AFTER_CHANGE, BEFORE_CHANGE) * 2:  # built, then kept
+            await emitter.emit(identity, decision_id)
+        before = proxy.round_trips
+        answers = await asyncio.gather(
+            *(emitter.emit(identity, d) for d in asked), return_exceptions=True
+        )
+        spent = proxy.round_trips - before
+    finally:
+        await emitter.close()
+        await audit.close()
+    *after, other, missing = answers
+    assert isinstance(missing, NotFound)
+    assert all(isinstance(a, Emission) for a in (*after, other)), answers
+    assert {a.bundle.digest_sha256 for a in after} == {after[0].bundle.digest_sha256}
+    assert other.bundle.digest_sha256 != after[0].bundle.digest_sha256
+    assert len({a.audit_event_id for a in (*after, other)}) == 7
+    # One read for the eight, and the seven audit rows in one or two batches.
+    assert spent <= READ_ROUND_TRIPS + 2 * AUDIT_ROUND_TRIPS, spent
 
 
 async def test_an_audit_batch_leaves_no_tenant_behind(counted_pool, seeded) -> None:

@@ -18,11 +18,8 @@ while every hash still verifies: the redaction model of ledger databases.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 import uuid
-from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,8 +37,8 @@ from kaireon_client.audit_chain import (
     verify_rows,
 )
 from kaireon_client.canonical import canonical_json, format_timestamp
+from kaireon_server.platform.batching import KeyedBatcher
 from kaireon_server.platform.db import Database
-from kaireon_server.platform.errors import Unavailable
 from kaireon_server.platform.observability import metrics
 
 
@@ -381,20 +378,17 @@ async def append_audit(
 MAX_BATCH = 200
 
 
-def _stopped() -> Exception:
-    return Unavailable("the server is shutting down; retry", reason="SHUTTING_DOWN")
-
-
 class AuditBatcher:
     """Group commit of audit rows that need no other write: one statement per batch.
 
     Appends to one chain are serialised by the chain-head row lock, held until
     commit, so one transaction per row makes the lock hand-over plus a commit
     (a WAL flush) the ceiling of a tenant's append rate. Here rows wait in a
-    per-tenant queue; one drainer per tenant appends everything queued with
-    `insert_rows_alone`, one statement (one lock, one insert, one commit), then
-    answers each caller. An idle tenant's row goes alone, immediately; under
-    load, batches form by themselves. The rows are those `append_audit` writes.
+    per-tenant queue (`KeyedBatcher`); one drainer per tenant appends everything
+    queued with `insert_rows_alone`, one statement (one lock, one insert, one
+    commit), then answers each caller. An idle tenant's row goes alone,
+    immediately; under load, batches form by themselves. The rows are those
+    `append_audit` writes.
 
     Failure semantics are the unbatched ones: a caller gets its record only
     after the commit; when the transaction fails, every caller of that batch
@@ -404,54 +398,14 @@ class AuditBatcher:
 
     def __init__(self, db: Database, *, max_batch: int = MAX_BATCH) -> None:
         self._db = db
-        self._max_batch = max_batch
-        self._queues: defaultdict[str, deque[tuple[AuditRow, asyncio.Future[AuditRecord]]]] = (
-            defaultdict(deque)
+        self._batches: KeyedBatcher[str, AuditRow, AuditRecord] = KeyedBatcher(
+            self._write, max_batch=max_batch
         )
-        self._drainers: dict[str, asyncio.Task[None]] = {}
 
     async def append(self, tenant_id: str, row: AuditRow) -> AuditRecord:
         """Queue `row` and wait until it is committed to the tenant's chain."""
         row.check()
-        future: asyncio.Future[AuditRecord] = asyncio.get_running_loop().create_future()
-        # Retrieved here, so a caller that gave up leaves no "never retrieved" warning.
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._queues[tenant_id].append((row, future))
-        if tenant_id not in self._drainers:
-            self._drainers[tenant_id] = asyncio.create_task(self._drain(tenant_id))
-        # Shielded: a caller that gives up must not cancel the batch of the others.
-        return await asyncio.shield(future)
-
-    async def _drain(self, tenant_id: str) -> None:
-        queue = self._queues[tenant_id]
-        try:
-            while queue:
-                batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
-                try:
-                    records = await self._write(tenant_id, [row for row, _ in batch])
-                except BaseException as exc:
-                    stopped = isinstance(exc, asyncio.CancelledError)
-                    for _, future in batch:
-                        if not future.done():
-                            # Callers are not cancelled themselves: tell them why.
-                            future.set_exception(_stopped() if stopped else exc)
-                    if stopped:
-                        raise
-                    continue
-                for (_, future), record in zip(batch, records, strict=True):
-                    if not future.done():
-                        future.set_result(record)
-        finally:
-            self._drainers.pop(tenant_id, None)
-            if not queue:
-                self._queues.pop(tenant_id, None)
-            else:
-                # Rows queued while this drainer was being cancelled: fail them
-                # rather than leave their callers waiting forever.
-                while queue:
-                    _, future = queue.popleft()
-                    if not future.done():
-                        future.set_exception(_stopped())
+        return await self._batches.submit(tenant_id, row)
 
     async def _write(self, tenant_id: str, rows: list[AuditRow]) -> list[AuditRecord]:
         # One round trip: the batch is a statement of its own, not a pooled
@@ -461,20 +415,7 @@ class AuditBatcher:
 
     async def close(self) -> None:
         """Stop the drainers (at shutdown, after the server stopped taking calls)."""
-        drainers = list(self._drainers.values())
-        for task in drainers:
-            task.cancel()
-        for task in drainers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        # A drainer cancelled before it ever ran left its queue untouched.
-        for queue in self._queues.values():
-            while queue:
-                _, future = queue.popleft()
-                if not future.done():
-                    future.set_exception(_stopped())
-        self._queues.clear()
-        self._drainers.clear()
+        await self._batches.close()
 
 
 async def redact_subject(

@@ -12,6 +12,7 @@ import asyncpg
 
 from kaireon_server.platform.audit_chain import AuditBatcher, AuditRow
 from kaireon_server.platform.auth import Identity
+from kaireon_server.platform.batching import KeyedBatcher
 from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument, NotFound
@@ -26,6 +27,8 @@ from kaireon_server.provenance.repository import BundleRows
 log = logging.getLogger(__name__)
 
 MAX_DECISION_ID_LENGTH = 256
+# Concurrent emissions of a tenant read together, at most this many per statement.
+READ_BATCH = 64
 Clock = Callable[[], datetime]
 
 
@@ -143,21 +146,39 @@ class ProvenanceEmitter:
     cache: BundleCache = field(default_factory=BundleCache)
     # Stored bundles of this build and signing key (stored.py).
     build_key: str = field(init=False, default="")
+    _reads: KeyedBatcher[str, str, stored.Found] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.build_key = stored.build_key(self.build, self.signer.key_id)
+        self._reads = KeyedBatcher(self._read_batch, max_batch=READ_BATCH)
 
     async def emit(self, identity: Identity, decision_id: str) -> Emission:
         decision_id = validate_decision_id(decision_id)
-        # One statement: the stored bundle, or the rows to build it from.
-        async with self.db.single_statements() as con:
-            found = await stored.read(con, identity.tenant_id, decision_id, self.build_key)
+        # One statement: the stored bundle, or the rows to build it from. The
+        # tenant's emissions that arrive while one read is in flight share the
+        # next statement: an idle tenant's read goes alone, at once.
+        found = await self._reads.submit(identity.tenant_id, decision_id)
         built = await self._build(identity.tenant_id, decision_id, found)
         if built is None:
             raise _not_found()
         if built.keep is not None:
             await self._keep(identity.tenant_id, built)
         return await self._audited(identity, built)
+
+    async def _read_batch(self, tenant_id: str, decision_ids: list[str]) -> list[stored.Found]:
+        """One statement for the queued reads of a tenant (each id read once)."""
+        distinct = list(dict.fromkeys(decision_ids))
+        async with self.db.single_statements() as con:
+            if len(distinct) == 1:
+                found = [await stored.read(con, tenant_id, distinct[0], self.build_key)]
+            else:
+                found = await stored.read_many(con, tenant_id, distinct, self.build_key)
+        by_id = dict(zip(distinct, found, strict=True))
+        return [by_id[decision_id] for decision_id in decision_ids]
+
+    async def close(self) -> None:
+        """Stop the read batches (at shutdown, after the server drained its calls)."""
+        await self._reads.close()
 
     async def emit_many(
         self, identity: Identity, decision_ids: Sequence[str]
@@ -181,7 +202,7 @@ class ProvenanceEmitter:
         self,
         tenant_id: str,
         decision_id: str,
-        found: stored.Stored | tuple[stored.Unstored, BundleRows | None],
+        found: stored.Found,
     ) -> _Built | None:
         """The bundle: as stored, or built and signed; None: no such decision."""
         if isinstance(found, stored.Stored):

@@ -46,7 +46,7 @@ class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
         env = ctx.settings.env
         self._signer = ctx.signer
         self.audit = AuditBatcher(ctx.db)
-        self._emitter = ProvenanceEmitter(
+        self.emitter = ProvenanceEmitter(
             db=ctx.db,
             signer=ctx.signer,
             build=_build_env(env),
@@ -57,7 +57,7 @@ class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
     async def GetDecisionProvenance(
         self, request: provenance_pb2.GetDecisionProvenanceRequest, context: Context
     ) -> provenance_pb2.GetDecisionProvenanceResponse:
-        emission = await self._emitter.emit(current_identity(), request.decision_id)
+        emission = await self.emitter.emit(current_identity(), request.decision_id)
         bundle = emission.bundle
         # Sent as initial metadata; the REST adapter turns them into X-Provenance-*.
         await context.send_initial_metadata(
@@ -85,7 +85,7 @@ class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
             optional_time(request, "end_time"),
             request.max_decisions,
         )
-        async for item in bulk.stream(self._emitter, current_identity(), selection):
+        async for item in bulk.stream(self.emitter, current_identity(), selection):
             if item.emission is None:
                 yield provenance_pb2.StreamDecisionProvenanceResponse(
                     decision_id=item.decision_id, not_found=True
@@ -112,7 +112,7 @@ class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
 
 
 class ProvenanceCapability:
-    """The service plus its audit writer, stopped after the server drained its calls."""
+    """The service plus its read and audit batches, stopped after the server drained its calls."""
 
     def __init__(self, ctx: ServiceContext) -> None:
         self._servicer = ProvenanceServicer(ctx)
@@ -128,6 +128,7 @@ class ProvenanceCapability:
         return None
 
     async def stop(self) -> None:
+        await self._servicer.emitter.close()
         await self._servicer.audit.close()
 
 

@@ -81,6 +81,11 @@ class Unstored:
     emitted: bool = False
 
 
+# What an emission's read finds: the stored bundle, or the rows to build it from
+# (None: no such decision) with what keeping it will be checked against.
+Found = Stored | tuple[Unstored, BundleRows | None]
+
+
 # kaireon_provenance_emission's columns: the stored bundle's, the generation,
 # emitted, then BUNDLE_SQL's.
 _EMISSION_COLUMNS = """
@@ -103,9 +108,7 @@ SELECT e.* FROM unnest($2::text[]) WITH ORDINALITY AS d(id, n)
 KEEP_SQL = "SELECT kaireon_provenance_keep($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 
-async def read(
-    con: asyncpg.Connection, tenant_id: str, decision_id: str, key: str
-) -> Stored | tuple[Unstored, BundleRows | None]:
+async def read(con: asyncpg.Connection, tenant_id: str, decision_id: str, key: str) -> Found:
     """An emission's read in one statement that sets the tenant itself
     (Database.single_statements): the stored bundle, or what a build needs
     (None: no such decision) and what keeping it will be checked against."""
@@ -114,13 +117,13 @@ async def read(
 
 async def read_many(
     con: asyncpg.Connection, tenant_id: str, decision_ids: Sequence[str], key: str
-) -> list[Stored | tuple[Unstored, BundleRows | None]]:
+) -> list[Found]:
     """`read` of many decisions in one statement, in the order given."""
     rows = await con.fetch(EMISSIONS_SQL, tenant_id, list(decision_ids), key)
     return [_found(row) for row in rows]
 
 
-def _found(row: asyncpg.Record | None) -> Stored | tuple[Unstored, BundleRows | None]:
+def _found(row: asyncpg.Record | None) -> Found:
     if row is None:
         return Unstored(None), None
     if row["stored_body"] is None:
