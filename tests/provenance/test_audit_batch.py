@@ -218,6 +218,37 @@ async def test_a_row_with_keys_both_personal_and_not_is_refused_before_queueing(
     assert (await batcher.append(tenant, _row(2))).seq == 1
 
 
+async def test_append_many_commits_rows_in_order_beside_single_appends(db, channel, tenant):
+    """A caller's rows (a stream's batch) keep their order in the chain, even
+    with other callers' rows queued around them, and each gets its own record."""
+    batcher = CountingBatcher(db)
+    many, *singles = await asyncio.gather(
+        batcher.append_many(tenant, [_row(n) for n in range(50)]),
+        *(batcher.append(tenant, _row(100 + n)) for n in range(5)),
+    )
+    seqs = [r.seq for r in many]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 50
+    assert sorted(seqs + [r.seq for r in singles]) == list(range(1, 56))
+    async with db.transaction(tenant) as con:
+        by_id = {
+            str(r["id"]): r["changes"]["n"]
+            for r in await con.fetch(
+                "SELECT id, changes FROM audit_log WHERE tenant_id = $1", tenant
+            )
+        }
+    assert [by_id[r.id] for r in many] == list(range(50))
+    assert (await _chain_valid(channel, tenant)).rows_checked == 55
+
+
+async def test_append_many_refuses_a_bad_row_before_queueing_any(db, tenant):
+    batcher = AuditBatcher(db)
+    bad = dataclasses.replace(_row(1), personal={"n": "x"})
+    with pytest.raises(ValueError, match="both personal and not"):
+        await batcher.append_many(tenant, [_row(0), bad])
+    # Neither row was queued: the next row is the chain's first.
+    assert (await batcher.append(tenant, _row(2))).seq == 1
+
+
 async def test_close_fails_waiting_callers_with_unavailable(db, tenant):
     batcher = AuditBatcher(db)
     pending = [asyncio.ensure_future(batcher.append(tenant, _row(n))) for n in range(3)]

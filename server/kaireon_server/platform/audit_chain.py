@@ -407,6 +407,12 @@ class AuditBatcher:
         row.check()
         return await self._batches.submit(tenant_id, row)
 
+    async def append_many(self, tenant_id: str, rows: Sequence[AuditRow]) -> list[AuditRecord]:
+        """`append` of many rows, in order (one wait for them all)."""
+        for row in rows:
+            row.check()
+        return await self._batches.submit_many(tenant_id, rows)
+
     async def _write(self, tenant_id: str, rows: list[AuditRow]) -> list[AuditRecord]:
         # One round trip: the batch is a statement of its own, not a pooled
         # transaction (BEGIN, tenant, append, COMMIT and the reset: five).

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from kaireon_server.platform.errors import Unavailable
 
@@ -43,14 +43,29 @@ class KeyedBatcher(Generic[K, T, R]):
 
     async def submit(self, key: K, item: T) -> R:
         """Queue `item` and wait for its result."""
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        # Retrieved here, so a caller that gave up leaves no "never retrieved" warning.
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._queues[key].append((item, future))
-        if key not in self._drainers:
-            self._drainers[key] = asyncio.create_task(self._drain(key))
+        [future] = self._enqueue(key, [item])
         # Shielded: a caller that gives up must not cancel the batch of the others.
         return await asyncio.shield(future)
+
+    async def submit_many(self, key: K, items: Sequence[T]) -> list[R]:
+        """Queue `items` (in order, possibly split across batches) and wait for
+        their results: one wait for them all, not a task per item."""
+        futures = self._enqueue(key, items)
+        return list(await asyncio.shield(asyncio.gather(*futures)))
+
+    def _enqueue(self, key: K, items: Sequence[T]) -> list[asyncio.Future[R]]:
+        loop = asyncio.get_running_loop()
+        queue = self._queues[key]
+        futures: list[asyncio.Future[R]] = []
+        for item in items:
+            future: asyncio.Future[R] = loop.create_future()
+            # Retrieved here, so a caller that gave up leaves no "never retrieved" warning.
+            future.add_done_callback(_retrieve)
+            queue.append((item, future))
+            futures.append(future)
+        if key not in self._drainers:
+            self._drainers[key] = asyncio.create_task(self._drain(key))
+        return futures
 
     async def _drain(self, key: K) -> None:
         queue = self._queues[key]
@@ -99,6 +114,11 @@ class KeyedBatcher(Generic[K, T, R]):
             self._fail_all(queue)
         self._queues.clear()
         self._drainers.clear()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _stopped() -> Exception:

@@ -4,10 +4,10 @@ Each bundle is a full emission (`ProvenanceEmitter.emit_many`: the stored bytes
 or a build, and its own `decision_provenance_emit` audit row, committed before
 the bundle is handed out). Emissions run BATCH at a time: one statement reads
 the batch (stored bundles, or the rows to build the others from), and their
-audit rows share the group-committing writer's transactions; a batch is sent in order once all
-of its rows are committed, while the next batch is emitted. A client that
-cancels mid-stream may leave at most two batches audited but unsent (an audit
-row says a bundle was emitted, not received).
+audit rows go to the group-committing writer together; a batch is sent in order
+once all of its rows are committed, while the next batch is read. A client that
+cancels mid-stream may leave at most one batch audited but not (wholly) sent
+(an audit row says a bundle was emitted, not received).
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument
 from kaireon_server.provenance import repository
-from kaireon_server.provenance.emit import Emission, ProvenanceEmitter, validate_decision_id
+from kaireon_server.provenance.emit import (
+    Emission,
+    Prepared,
+    ProvenanceEmitter,
+    validate_decision_id,
+)
 
 MAX_IDS = 1000
 MAX_RANGE = 10_000
@@ -95,19 +100,22 @@ async def _listed(sel: Selection) -> AsyncGenerator[list[str], None]:
 async def stream(
     emitter: ProvenanceEmitter, identity: Identity, sel: Selection
 ) -> AsyncIterator[Streamed]:
-    """The selection's emissions in order. The next batch is emitted (read,
-    audited) while this one is sent: the database's and the network's waits overlap."""
+    """The selection's emissions in order. A batch is read while the one before
+    is audited and sent: the database's and the network's waits overlap, and
+    reads never run beside each other (a batch's keeps take the tenant's lock)."""
     batches = _listed(sel) if sel.ids else _ids_in_range(emitter.db, identity.tenant_id, sel)
 
-    async def emitted() -> tuple[list[str], list[Emission | None]] | None:
+    async def read() -> tuple[list[str], Prepared] | None:
         batch = await anext(batches, None)
-        return None if batch is None else (batch, await emitter.emit_many(identity, batch))
+        return None if batch is None else (batch, await emitter.prepare_many(identity, batch))
 
-    ahead = asyncio.create_task(emitted())
+    ahead = asyncio.create_task(read())
     try:
         while (done := await ahead) is not None:
-            ahead = asyncio.create_task(emitted())
-            for decision_id, emission in zip(*done, strict=True):
+            ahead = asyncio.create_task(read())
+            batch, prepared = done
+            emissions = await emitter.audit_prepared(identity, prepared)
+            for decision_id, emission in zip(batch, emissions, strict=True):
                 yield Streamed(decision_id, emission)
     finally:
         # A client that hung up: the batch being emitted may still be audited

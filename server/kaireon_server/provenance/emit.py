@@ -186,6 +186,10 @@ class ProvenanceEmitter:
         """`emit` of many (validated) decision ids: one read for them all, the
         bundles to keep kept in one transaction, each emission audited (the rows
         share the group commit's transactions); None for a missing decision."""
+        return await self.audit_prepared(identity, await self.prepare_many(identity, decision_ids))
+
+    async def prepare_many(self, identity: Identity, decision_ids: Sequence[str]) -> Prepared:
+        """`emit_many` up to its audit rows: the bundles read (or built and kept)."""
         tenant_id = identity.tenant_id
         async with self.db.single_statements() as con:
             found = await stored.read_many(con, tenant_id, decision_ids, self.build_key)
@@ -193,9 +197,12 @@ class ProvenanceEmitter:
             *(self._build(tenant_id, d, f) for d, f in zip(decision_ids, found, strict=True))
         )
         await self._keep_all(tenant_id, [b for b in built if b is not None and b.keep])
-        audited = iter(
-            await asyncio.gather(*(self._audited(identity, b) for b in built if b is not None))
-        )
+        return Prepared(built)
+
+    async def audit_prepared(self, identity: Identity, prepared: Prepared) -> list[Emission | None]:
+        """The rest of `emit_many`: the emission rows committed, then the emissions."""
+        built = prepared.built
+        audited = iter(await self._audited_many(identity, [b for b in built if b is not None]))
         return [None if b is None else next(audited) for b in built]
 
     async def _build(
@@ -221,24 +228,35 @@ class ProvenanceEmitter:
         )
 
     async def _audited(self, identity: Identity, built: _Built) -> Emission:
-        metrics.PROVENANCE_BUNDLES.inc()
-        # The emission row is appended after the read snapshot, never inside it
+        [emission] = await self._audited_many(identity, [built])
+        return emission
+
+    async def _audited_many(self, identity: Identity, built: Sequence[_Built]) -> list[Emission]:
+        metrics.PROVENANCE_BUNDLES.inc(len(built))
+        # The emission rows are appended after the read snapshot, never inside it
         # (holding the tenant's chain lock during the reads would serialise every
         # emission), through the group-committing writer. No bundle is returned
         # unless its row is committed.
-        record = await self.audit.append(
+        now = self.clock()
+        records = await self.audit.append_many(
             identity.tenant_id,
-            AuditRow(
-                action=repository.EMIT_ACTION,
-                entity_type=repository.DECISION_ENTITY,
-                entity_id=built.decision_id,
-                actor=identity.actor,
-                changes=audit_changes(built.bundle, signed=built.signature != UNSIGNED),
-                subject_id=built.subject,
-                now=self.clock(),
-            ),
+            [
+                AuditRow(
+                    action=repository.EMIT_ACTION,
+                    entity_type=repository.DECISION_ENTITY,
+                    entity_id=b.decision_id,
+                    actor=identity.actor,
+                    changes=audit_changes(b.bundle, signed=b.signature != UNSIGNED),
+                    subject_id=b.subject,
+                    now=now,
+                )
+                for b in built
+            ],
         )
-        return Emission(bundle=built.bundle, signature=built.signature, audit_event_id=record.id)
+        return [
+            Emission(bundle=b.bundle, signature=b.signature, audit_event_id=record.id)
+            for b, record in zip(built, records, strict=True)
+        ]
 
     async def _keep(self, tenant_id: str, built: _Built) -> None:
         """Store the bundle for the next emissions; a failure only costs them a build."""
@@ -278,6 +296,13 @@ class ProvenanceEmitter:
 
 
 _KEEP_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Bundles ready to be audited and handed out (None: no such decision)."""
+
+    built: list[_Built | None]
 
 
 @dataclass(frozen=True, slots=True)
