@@ -118,8 +118,8 @@ async def stream(
             for decision_id, emission in zip(batch, emissions, strict=True):
                 yield Streamed(decision_id, emission)
     finally:
-        # A client that hung up: the batch being emitted may still be audited
-        # (its rows are shielded in the group commit), never sent.
+        # A client that hung up: the batch read ahead is dropped unaudited; the
+        # one being audited may still commit (its rows are shielded), unsent.
         ahead.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await ahead
