@@ -52,6 +52,13 @@ async def _chain_valid(channel, tenant) -> audit_pb2.VerifyChainResponse:
     return await stub.VerifyChain(audit_pb2.VerifyChainRequest(), metadata=metadata(tenant))
 
 
+async def _n_by_row_id(db, tenant) -> dict[str, int]:
+    """Each stored row's id -> the `n` of the `_row` it was made from."""
+    async with db.transaction(tenant) as con:
+        rows = await con.fetch("SELECT id, changes FROM audit_log WHERE tenant_id = $1", tenant)
+    return {str(r["id"]): r["changes"]["n"] for r in rows}
+
+
 async def test_concurrent_appends_are_batched_and_the_chain_verifies(db, channel, tenant):
     batcher = CountingBatcher(db)
     records = await asyncio.gather(*(batcher.append(tenant, _row(n)) for n in range(60)))
@@ -59,13 +66,7 @@ async def test_concurrent_appends_are_batched_and_the_chain_verifies(db, channel
     assert len(batcher.batches) < 60  # at least one batch held several rows
     assert sorted(r.seq for r in records) == list(range(1, 61))
     # Each caller got its own row back.
-    async with db.transaction(tenant) as con:
-        stored = {
-            str(r["id"]): r["changes"]["n"]
-            for r in await con.fetch(
-                "SELECT id, changes FROM audit_log WHERE tenant_id = $1", tenant
-            )
-        }
+    stored = await _n_by_row_id(db, tenant)
     assert [stored[r.id] for r in records] == list(range(60))
     reply = await _chain_valid(channel, tenant)
     assert reply.valid and reply.rows_checked == 60
@@ -229,13 +230,7 @@ async def test_append_many_commits_rows_in_order_beside_single_appends(db, chann
     seqs = [r.seq for r in many]
     assert seqs == sorted(seqs) and len(set(seqs)) == 50
     assert sorted(seqs + [r.seq for r in singles]) == list(range(1, 56))
-    async with db.transaction(tenant) as con:
-        by_id = {
-            str(r["id"]): r["changes"]["n"]
-            for r in await con.fetch(
-                "SELECT id, changes FROM audit_log WHERE tenant_id = $1", tenant
-            )
-        }
+    by_id = await _n_by_row_id(db, tenant)
     assert [by_id[r.id] for r in many] == list(range(50))
     assert (await _chain_valid(channel, tenant)).rows_checked == 55
 

@@ -58,18 +58,22 @@ async def test_a_connection_read_without_reset_leaves_no_tenant_behind(
         assert await con.fetchval("SELECT count(*) FROM decision_trace") == 0
 
 
-async def test_an_emission_is_the_read_plus_its_audit_batch(
-    counted_pool, seeded, server_env: dict[str, str]
-) -> None:
-    db, proxy = counted_pool
-    audit = AuditBatcher(db)
-    emitter = ProvenanceEmitter(
+def _emitter(db, server_env: dict[str, str]) -> ProvenanceEmitter:
+    return ProvenanceEmitter(
         db=db,
         signer=signer_from_env(server_env),
         build=BuildEnv.from_env({}),
         clock=system_clock(),
-        audit=audit,
+        audit=AuditBatcher(db),
     )
+
+
+async def test_an_emission_is_the_read_plus_its_audit_batch(
+    counted_pool, seeded, server_env: dict[str, str]
+) -> None:
+    db, proxy = counted_pool
+    emitter = _emitter(db, server_env)
+    audit = emitter.audit
     identity = Identity(tenant_id=seeded, role="admin", subject="admin@test")
     try:
         # Warm: the first emission builds, the second keeps the bundle (stored.py).
@@ -92,14 +96,8 @@ async def test_concurrent_emissions_of_a_tenant_share_one_read(
     that does not exist) cost one read statement and their audit batches, not
     eight reads; each caller still gets its own answer and its own audit row."""
     db, proxy = counted_pool
-    audit = AuditBatcher(db)
-    emitter = ProvenanceEmitter(
-        db=db,
-        signer=signer_from_env(server_env),
-        build=BuildEnv.from_env({}),
-        clock=system_clock(),
-        audit=audit,
-    )
+    emitter = _emitter(db, server_env)
+    audit = emitter.audit
     identity = Identity(tenant_id=seeded, role="admin", subject="admin@test")
     asked = [AFTER_CHANGE] * 6 + [BEFORE_CHANGE, "dec_does_not_exist"]
     try:
