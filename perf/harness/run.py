@@ -198,7 +198,6 @@ class Context(Harness):
         p = self.profile
         clients = p.in_flight if http1 else max(self.workers * 4, 8)
         options = {
-            "warmup": 0,
             "clients": clients,
             "streams": max(1, p.in_flight // clients),
             "body": body,

@@ -21,6 +21,7 @@ import {
   METADATA,
   randomCustomer,
   randomDecision,
+  record,
 } from './config.js';
 
 // One client per VU (module state is per VU), its services loaded from the
@@ -71,7 +72,7 @@ function result(outcome, started) {
 
 // A unary gRPC call: { outcome, res }. keep: decode the response message.
 function grpcCall(method, request, timeout, keep = false) {
-  if (!connect(client, GRPC_TARGET, false)) {
+  if (!connect(client, GRPC_TARGET)) {
     return { outcome: 'network', res: null };
   }
   const { status, res } = call(client, method, request, {
@@ -206,3 +207,12 @@ export const OPS = {
   dsar: { grpc: dsarGrpc, rest: dsarRest },
   flow: { grpc: flowGrpc, rest: flowRest },
 };
+
+// grpcCall and restCall of a per-operation script (provenance.js, …): the
+// operation over each protocol, its outcome recorded (e2e: with its
+// end-to-end time); arg(lane) is its argument (the erasure's customer).
+export function scenarioCalls(op, e2e = false, arg = () => undefined) {
+  const call = (protocol, lane) => () =>
+    OPS[op][protocol]((r) => record(r.ok, protocol, e2e ? r.ms : undefined), arg(lane));
+  return { grpcCall: call('grpc', 0), restCall: call('rest', 1) };
+}
