@@ -35,7 +35,7 @@ class Row:
         return self.status == "ok"
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
+def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return a / b
@@ -57,7 +57,7 @@ def ratios(row: Row, rows: dict[str, Row]) -> tuple[float | None, float | None, 
     base = rows.get(row.baseline or "")
     if base is None or not row.measured or not base.measured:
         return (None, None, None)
-    return (_ratio(row.rps, base.rps), _ratio(row.p50, base.p50), _ratio(row.p99, base.p99))
+    return (ratio(row.rps, base.rps), ratio(row.p50, base.p50), ratio(row.p99, base.p99))
 
 
 def num(value: float | None, digits: int = 1) -> str:
