@@ -105,9 +105,7 @@ def run(
     for key, value in (headers or {}).items():
         cmd += ["-H", f"{key}: {value}"]
     cmd.append(url)
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=duration + 60, check=False
-    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise RuntimeError(f"h2load exited {proc.returncode}: {out[-800:]}")

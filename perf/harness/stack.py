@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import json
 import os
 import platform
@@ -193,18 +192,14 @@ def worker_restarts(server: Managed) -> int:
 
 
 def wait_serving(server: Managed, port: int, workers: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not server.alive():
-            raise RuntimeError(f"server exited {server.proc.returncode}:\n{server.tail()}")
+    def ready() -> bool:
         # Every worker logs one "serving" line; the kernel only spreads
         # connections over the workers that are already listening.
         pids = {e.get("pid") for e in server.log_entries() if e.get("msg") == "serving"}
         alive = {p for p in pids if isinstance(p, int) and psutil.pid_exists(p)}
-        if len(alive) >= workers and health(port, timeout=1.0) == "SERVING":
-            return
-        time.sleep(0.3)
-    raise RuntimeError(f"server not serving after {timeout:.0f}s:\n{server.tail()}")
+        return len(alive) >= workers and health(port, timeout=1.0) == "SERVING"
+
+    wait_until(ready, server, timeout, "server")
 
 
 def http_ready(port: int, timeout: float = 1.0) -> bool:
@@ -215,16 +210,15 @@ def http_ready(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def wait_until(ready: Any, proc: Managed, timeout: float, what: str) -> None:
+def wait_until(ready: Callable[[], bool], proc: Managed, timeout: float, what: str) -> None:
     """Polls `ready()` until true; raises if `proc` exits or the time runs out."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.alive():
         if ready():
             return
-        if not proc.alive():
-            break
         time.sleep(0.3)
-    raise RuntimeError(f"{what} not answering:\n{proc.tail()}")
+    ended = "not answering" if proc.alive() else f"exited {proc.proc.returncode}"
+    raise RuntimeError(f"{what} {ended} after {timeout:.0f}s:\n{proc.tail()}")
 
 
 def start_echo(*, port: int, workers: int, dsn: str, tenant: str, workdir: Path) -> Managed:
@@ -251,7 +245,7 @@ def start_echo(*, port: int, workers: int, dsn: str, tenant: str, workdir: Path)
     return echo
 
 
-# -- the stack -----------------------------------------------------------------------------
+# -- the stack under test, the frame of a run ---------------------------------------------
 
 
 def postmaster_pid(data_dir: Path) -> int | None:
@@ -262,65 +256,68 @@ def postmaster_pid(data_dir: Path) -> int | None:
         return None
 
 
-class Stack:
-    """Owns the database and the server."""
+def common_args(parser: argparse.ArgumentParser, out: str) -> Callable[..., Any]:
+    """Adds the options perf/run and perf/soak share; returns `parser.add_argument`."""
+    add = parser.add_argument
+    add("--workers", type=int, help="KAIREON_WORKERS (default: number of cores)")
+    add("--tenant", help="tenant to seed (default perf)")
+    add("--database-url", help="use this PostgreSQL instead of an embedded one")
+    add("--out", help=f"results directory (default perf/results/{out})")
+    return add
 
-    def __init__(self, workdir: Path, *, workers: int, database_url: str | None) -> None:
-        self.dir = workdir
-        self.workers = workers
-        self.database_url = database_url
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        self.db: Database | None = None
+
+class Harness:
+    """What perf/run and perf/soak share: the results directory, the tenant, the
+    stack under test (the database and the server), the report's first lines and
+    where the report and results go."""
+
+    def __init__(self, args: argparse.Namespace, name: str, dir_prefix: str = "") -> None:
+        self.args = args
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.dir = Path(args.out or PERF_DIR / "results" / f"{dir_prefix}{stamp}").resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # Another PostgreSQL may hold earlier runs: a tenant of this run's own there.
+        self.tenant = args.tenant or ("perf" if not args.database_url else f"{name}_{stamp[-6:]}")
+        self.workers = args.workers or os.cpu_count() or 1
+        self.embedded = not args.database_url
+        self.grpc_port, self.http_port = free_port(), free_port()
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        self.base_url = f"http://127.0.0.1:{self.http_port}"
+        self._db: Database | None = None
         self.server: Managed | None = None
         self.served: dict[str, bool] = {}
         self.notes: list[str] = []
         self.seed_report: seed.SeedReport | None = None
+        self.load_before = os.getloadavg()  # the machine may be shared: its load frames it all
 
     @property
-    def embedded(self) -> bool:
-        return not self.database_url
-
-    @property
-    def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+    def db(self) -> Database:
+        assert self._db is not None
+        return self._db
 
     def note(self, message: str) -> None:
         self.notes.append(message)
         log(message)
 
     async def open_database(self) -> Database:
-        env = {
-            "KAIREON_DATA_DIR": str(self.dir / "data"),
-            "KAIREON_TRUST_HEADERS": "true",
-            "DATABASE_URL": self.database_url or "",
-        }
-        where = (
-            "DATABASE_URL"
-            if self.database_url
-            else f"embedded PostgreSQL in {env['KAIREON_DATA_DIR']}"
-        )
-        log(f"database: {where}")
-        self.db = await connect_database(Settings.from_env(env))
-        return self.db
+        data = self.dir / "data"
+        log(f"database: {f'embedded PostgreSQL in {data}' if self.embedded else 'DATABASE_URL'}")
+        env = {"KAIREON_DATA_DIR": str(data), "KAIREON_TRUST_HEADERS": "true"}
+        env["DATABASE_URL"] = self.args.database_url or ""
+        self._db = await connect_database(Settings.from_env(env))
+        return self._db
 
-    async def seed(self, plan: seed.SeedPlan) -> seed.SeedReport:
-        assert self.db is not None
+    async def seed_database(self, plan: seed.SeedPlan) -> seed.SeedReport:
         log(f"seeding {plan.describe()}")
-        self.seed_report = await seed.seed(self.db, plan)
+        self.seed_report = report = await seed.seed(self.db, plan)
         log(
-            f"seeded {self.seed_report.total_rows:,} rows in {self.seed_report.seconds:.1f}s "
-            + ", ".join(f"{c} {n:,} rows" for c, n in self.seed_report.heavy_rows.items())
+            f"seeded {report.total_rows:,} rows in {report.seconds:.1f}s "
+            + ", ".join(f"{c} {n:,} rows" for c, n in report.heavy_rows.items())
         )
-        return self.seed_report
+        return report
 
     async def start_server(self) -> None:
         """The server, every worker serving gRPC and REST (both ports shared, SO_REUSEPORT)."""
-        assert self.db is not None
         key = write_signing_key(self.dir / "signing-key.pem")
         log(f"starting kaireon-server: KAIREON_WORKERS={self.workers}, gRPC :{self.grpc_port}")
         self.server = start_server(
@@ -333,8 +330,7 @@ class Stack:
         )
         await asyncio.to_thread(wait_serving, self.server, self.grpc_port, self.workers)
         try:
-            ready = functools.partial(http_ready, self.http_port)
-            await asyncio.to_thread(wait_until, ready, self.server, 30.0, "REST adapter")
+            await asyncio.to_thread(wait_until, self.http_ok, self.server, 30.0, "REST adapter")
         except RuntimeError:
             self.note("REST adapter did not start: REST rows not measured")
         # Which Kaireon services this server serves, by the health service.
@@ -349,9 +345,7 @@ class Stack:
 
     def pg_roots(self) -> list[int]:
         """The embedded postmaster (its backends are its children); none for DATABASE_URL."""
-        if not self.embedded:
-            return []
-        pid = postmaster_pid(self.dir / "data")
+        pid = postmaster_pid(self.dir / "data") if self.embedded else None
         return [pid] if pid else []
 
     def http_ok(self) -> bool:
@@ -369,53 +363,18 @@ class Stack:
             code = await asyncio.to_thread(self.server.stop)
             if code not in (0, None):
                 self.notes.append(f"server exited {code} at shutdown")
-        if self.db is not None:
-            await self.db.close()
-            self.db = None
-
-
-# -- the frame of a run --------------------------------------------------------------------
-
-
-def common_args(parser: argparse.ArgumentParser, out: str) -> Callable[..., Any]:
-    """Adds the options perf/run and perf/soak share; returns `parser.add_argument`."""
-    add = parser.add_argument
-    add("--workers", type=int, help="KAIREON_WORKERS (default: number of cores)")
-    add("--tenant", help="tenant to seed (default perf)")
-    add("--database-url", help="use this PostgreSQL instead of an embedded one")
-    add("--out", help=f"results directory (default perf/results/{out})")
-    return add
-
-
-class Harness:
-    """What perf/run and perf/soak share: the results directory, the tenant, the
-    stack, the report's first lines and where the report and results go."""
-
-    def __init__(self, args: argparse.Namespace, name: str, dir_prefix: str = "") -> None:
-        self.args = args
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        self.dir = Path(args.out or PERF_DIR / "results" / f"{dir_prefix}{stamp}").resolve()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        # Another PostgreSQL may hold earlier runs: a tenant of this run's own there.
-        self.tenant = args.tenant or ("perf" if not args.database_url else f"{name}_{stamp[-6:]}")
-        self.workers = args.workers or os.cpu_count() or 1
-        self.stack = Stack(self.dir, workers=self.workers, database_url=args.database_url)
-        self.notes: list[str] = self.stack.notes  # one list: the stack's and the run's
-        self.load_before = os.getloadavg()  # the machine may be shared: its load frames it all
-
-    @property
-    def db(self) -> Database:
-        assert self.stack.db is not None
-        return self.stack.db
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
 
     def header(self, title: str, plan: seed.SeedPlan, server: str, generators: str) -> list[str]:
-        seeded = self.stack.seed_report
+        seeded = self.seed_report
         return [
             f"{title}, {dt.datetime.now().isoformat(timespec='seconds')}",
             *environment_lines(self.load_before),
             f"server: python -m kaireon_server, KAIREON_WORKERS={self.workers}, "
             f"KAIREON_TRUST_HEADERS=true, COSIGN_KEY set (signing on), {server}PostgreSQL "
-            + ("embedded (pgserver)" if self.stack.embedded else "from DATABASE_URL"),
+            + ("embedded (pgserver)" if self.embedded else "from DATABASE_URL"),
             f"seed: {plan.describe()}"
             + (f"; {seeded.total_rows:,} customer rows in {seeded.seconds:.0f}s" if seeded else ""),
             generators,

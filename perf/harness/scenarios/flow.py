@@ -45,7 +45,7 @@ async def _chain(ctx: Context, nodes: int, spans: dict[int, list[float]]) -> Row
 
     def work() -> Row:
         # Profiled: the long chain again and again for ~10 s (enough samples).
-        server = ctx.stack.server
+        server = ctx.server
         spy = None
         until = 0.0
         if ctx.args.profile and nodes > 1 and server is not None:
@@ -54,7 +54,9 @@ async def _chain(ctx: Context, nodes: int, spans: dict[int, list[float]]) -> Row
         timings: list[probes.FlowTimed] = []
         try:
             while len(timings) < RUNS or time.monotonic() < until:
-                timings.append(ctx.on_loop(probes.flow_run(ctx.target, ctx.tenant, nodes, 120)))
+                timings.append(
+                    ctx.on_loop(probes.flow_run(ctx.grpc_target, ctx.tenant, nodes, 120))
+                )
         finally:
             if spy is not None:
                 profile.stop(spy)

@@ -51,11 +51,11 @@ async def _grpc_h2load(ctx: Context) -> Row:
     meta = {"x-tenant-id": ctx.tenant, "x-user-role": "admin"}
     if ctx.check_served(row, "provenance").status != "ok":
         return row
-    work = ctx.h2_grpc(row, ctx.stack.grpc_port, METHOD, request.SerializeToString(), meta)
+    work = ctx.h2_grpc(row, ctx.grpc_port, METHOD, request.SerializeToString(), meta)
     if work is None:
         return row  # skipped: no h2load
     out = ctx.dir / "profile-provenance.txt"
-    server = ctx.stack.server
+    server = ctx.server
 
     def checked() -> Row:
         # h2load sees HTTP 200 for gRPC errors too: every successful emission
@@ -123,10 +123,10 @@ async def _bulk(ctx: Context) -> list[Row]:
             rows.append(row)
             continue
         if key.endswith("kept"):  # the second emission keeps each bundle
-            await _stream_once(ctx.target, ctx.tenant, decisions)
+            await _stream_once(ctx.grpc_target, ctx.tenant, decisions)
 
         def work(row: Row = row) -> Row:
-            count, seconds = asyncio.run(_stream_once(ctx.target, ctx.tenant, decisions))
+            count, seconds = asyncio.run(_stream_once(ctx.grpc_target, ctx.tenant, decisions))
             row.rps = count / seconds
             row.extra["bundles"] = count
             row.errors = len(decisions) - count
@@ -146,7 +146,7 @@ async def run(ctx: Context) -> list[Row]:
     )
     headers = {"X-Tenant-Id": ctx.tenant, "X-User-Role": "admin"}
     if ctx.check_served(rest, "provenance", rest=True).status == "ok":
-        url = f"{ctx.stack.base_url}/api/v1/decisions/dec_00001_1/provenance"
+        url = f"{ctx.base_url}/api/v1/decisions/dec_00001_1/provenance"
         rest = await ctx.measure(rest, "server", ctx.h2(rest, url, headers, http1=True))
     rows.append(rest)
     k6_rows = await ctx.both_protocols(

@@ -159,7 +159,7 @@ async def _variant(
     ctx: Context, plan: Plan, make: Callable[[], CheckpointStore] | None, options: dict[str, bool]
 ) -> tuple[list[float], list[float], list[float]]:
     """Wall, CPU and PostgreSQL CPU seconds of each round."""
-    postmaster = next(iter(ctx.stack.pg_roots()), None)
+    postmaster = next(iter(ctx.pg_roots()), None)
     walls: list[float] = []
     cpus: list[float] = []
     pgs: list[float] = []
@@ -208,7 +208,7 @@ def _measured(
 def _dbos_rows(ctx: Context, n: int) -> list[tuple[Row, Callable[[], Row]]]:
     """The peer: DBOS Transact's chain of n no-op steps in the same PostgreSQL,
     synchronous commit on and off (harness/dbos_peer.py)."""
-    postmaster = next(iter(ctx.stack.pg_roots()), None)
+    postmaster = next(iter(ctx.pg_roots()), None)
     out = []
     for synchronous, label in ((False, "dbos"), (True, "dbos sync")):
         row = Row(

@@ -445,7 +445,7 @@ async def run(ctx: Context) -> list[Row]:
     db = ctx.db
     integrator = Integrator(db, TlogSettings())
     rows: list[Row] = []
-    async with grpc.aio.insecure_channel(ctx.target) as channel:
+    async with grpc.aio.insecure_channel(ctx.grpc_target) as channel:
         calls: list[dict[str, Call]] = []
         befores: list[dict[str, Call]] = []
         tenants: list[str] = []

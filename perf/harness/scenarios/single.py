@@ -27,9 +27,9 @@ def _rss(pid: int) -> int:
 
 
 async def run(ctx: Context) -> list[Row]:
-    assert ctx.stack.seed_report is not None
-    db, tenant, target = ctx.db, ctx.tenant, ctx.target
-    heavy = list(ctx.stack.seed_report.heavy_rows)
+    assert ctx.seed_report is not None
+    db, tenant, target = ctx.db, ctx.tenant, ctx.grpc_target
+    heavy = list(ctx.seed_report.heavy_rows)
     rows_of = {}
     async with db.owner_connection() as con:
         for c in heavy:
@@ -75,7 +75,7 @@ async def run(ctx: Context) -> list[Row]:
         unit="rows/s",
         baseline="single.copy.sql",
     )
-    server_pid = ctx.stack.server.pid if ctx.stack.server else 0
+    server_pid = ctx.server.pid if ctx.server else 0
     request_ids: list[str] = []
 
     def export_work() -> Row:
