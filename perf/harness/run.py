@@ -15,9 +15,10 @@ import resource
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
-from harness import h2load, k6, report, seed, targets
+from harness import h2load, k6, profile, report, seed, targets
 from harness.procmon import GroupUsage, ProcessMonitor
 from harness.report import Row
 from harness.stack import Harness, Managed, log, start_echo
@@ -166,6 +167,14 @@ class Context(Harness):
             used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             row.gen_cpu = 100.0 * used / wall if wall > 0 else None
         return result if isinstance(result, Row) else row
+
+    def profiled(
+        self, title: str, path: Path, parts: list[tuple[str, tuple[str, ...]]], head: str = ""
+    ) -> None:
+        """With --profile: what py-spy recorded into `path`, by part, for the report."""
+        if (text := profile.report(path, parts, head)) is not None:
+            self.profiles[title] = text
+            log(text)
 
     def check_served(self, row: Row, service: str, *, rest: bool = False) -> Row:
         if not self.served.get(service):

@@ -15,7 +15,6 @@ import time
 from harness import probes, profile
 from harness.report import Row
 from harness.run import Context, fill_single
-from harness.stack import log
 
 RUNS = 5
 # With --profile: how long py-spy watches the long chain, and the server's parts.
@@ -73,11 +72,7 @@ async def run(ctx: Context) -> list[Row]:
     n = ctx.profile.flow_nodes
     spans: dict[int, list[float]] = {}
     one, many = [await _chain(ctx, nodes, spans) for nodes in (1, n)]
-    out = ctx.dir / "profile-flow.txt"
-    summary, by_part = profile.summarize(out), profile.breakdown(out, PARTS)
-    if summary is not None and by_part is not None:
-        ctx.profiles[f"flow chain of {n} (watched)"] = by_part + "\n" + summary.text()
-        log(ctx.profiles[f"flow chain of {n} (watched)"])
+    ctx.profiled(f"flow chain of {n} (watched)", ctx.dir / "profile-flow.txt", PARTS)
     overhead = Row("single.flow.overhead", "flow runner overhead per no-op node", "derived")
     overhead.offered = f"(chain {n} - chain 1) / {n - 1} of the runs' node spans"
     if one.measured and many.measured and 1 in spans and n in spans:

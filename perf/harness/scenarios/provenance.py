@@ -13,7 +13,6 @@ import grpc
 from harness import profile
 from harness.report import Row, cpu_per_request
 from harness.run import Context
-from harness.stack import log
 from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
 from kaireon_server.provenance.repository import EMIT_ACTION
 from kaireon_testkit.server import metadata
@@ -77,14 +76,9 @@ async def _grpc_h2load(ctx: Context) -> Row:
         return result
 
     row = await ctx.measure(row, "server", checked)
-    summary, by_part = profile.summarize(out), profile.breakdown(out, PARTS)
-    if summary is not None:
-        cpu = cpu_per_request(row)
-        head = f"server CPU per bundle {cpu:.3f} ms, split by the shares below" if cpu else ""
-        ctx.profiles["provenance gRPC (h2load)"] = "\n".join(
-            t for t in (head, by_part, summary.text()) if t
-        )
-        log(ctx.profiles["provenance gRPC (h2load)"])
+    cpu = cpu_per_request(row)
+    head = f"server CPU per bundle {cpu:.3f} ms, split by the shares below" if cpu else ""
+    ctx.profiled("provenance gRPC (h2load)", out, PARTS, head)
     return row
 
 
