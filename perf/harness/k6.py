@@ -18,13 +18,22 @@ OUTCOMES = ("ok", "shed", "unavailable", "timeout", "network", "error")
 
 
 @dataclass(kw_only=True)
-class Counts:
-    """Operations k6 counted (requests), those that failed, and the iterations it
-    could not start in time (dropped: no free VU at the offered moment)."""
+class Reading:
+    """The figures of one metric set (all of a run's calls, or a tagged part of them):
+    the operations k6 counted (requests), those that failed, the iterations it could
+    not start in time (dropped: no free VU at the offered moment), their latency and
+    how they ended."""
 
     requests: int = 0
     errors: int = 0
     dropped: int = 0
+    p50: float | None = None  # ms
+    p95: float | None = None
+    p99: float | None = None
+    latency_metric: str = ""
+    outcomes: dict[str, int] = field(default_factory=dict)
+    # p50 / p99 of the calls of each outcome (kaireon_e2e, ms resolution)
+    outcome_latency: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     @property
     def ok(self) -> int:
@@ -39,19 +48,6 @@ class Counts:
     def error_rate(self) -> float:
         offered = self.requests + self.dropped
         return self.error_count / offered if offered else 0.0
-
-
-@dataclass(kw_only=True)
-class Reading(Counts):
-    """The figures of one metric set: all of a run's calls, or a tagged part of them."""
-
-    p50: float | None = None  # ms
-    p95: float | None = None
-    p99: float | None = None
-    latency_metric: str = ""
-    outcomes: dict[str, int] = field(default_factory=dict)
-    # p50 / p99 of the calls of each outcome (kaireon_e2e, ms resolution)
-    outcome_latency: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
 
 def metric_values(metrics: dict[str, Any], name: str, *tags: str) -> dict[str, Any]:
