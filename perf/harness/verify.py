@@ -61,28 +61,18 @@ async def verify_chain(target: str, tenant: str) -> Check:
     )
 
 
-async def _states(db: Database, tenant: str, sql: str) -> dict[str, int]:
-    async with db.transaction(tenant, readonly=True) as con:
-        rows = await con.fetch(sql, tenant)
-    return {r["state"]: int(r["n"]) for r in rows}
-
-
-async def _drained(
-    db: Database, tenant: str, sql: str, terminal: tuple[str, ...], timeout: float
-) -> tuple[dict[str, int], float]:
-    """State counts once none is pending (or at the timeout), and the seconds waited."""
+async def _terminal(
+    db: Database, tenant: str, name: str, sql: str, terminal: tuple[str, ...], timeout: float
+) -> Check:
+    """State counts (`sql`) once none is pending, waiting at most `timeout` seconds."""
     started = time.monotonic()
     while True:
-        states = await _states(db, tenant, sql)
+        async with db.transaction(tenant, readonly=True) as con:
+            states = {r["state"]: int(r["n"]) for r in await con.fetch(sql, tenant)}
         waited = time.monotonic() - started
         if all(s in terminal for s in states) or waited >= timeout:
-            return states, waited
+            break
         await asyncio.sleep(1.0)
-
-
-def _terminal_check(
-    name: str, states: dict[str, int], waited: float, terminal: tuple[str, ...]
-) -> Check:
     total = sum(states.values())
     pending = sum(n for s, n in states.items() if s not in terminal)
     parts = ", ".join(f"{n:,} {s}" for s, n in sorted(states.items()))
@@ -98,14 +88,12 @@ def _terminal_check(
 
 async def dsar_terminal(db: Database, tenant: str, timeout: float) -> Check:
     sql = "SELECT status AS state, count(*) AS n FROM dsar_request WHERE tenant_id = $1 GROUP BY 1"
-    states, waited = await _drained(db, tenant, sql, DSAR_TERMINAL, timeout)
-    return _terminal_check("DSAR requests terminal", states, waited, DSAR_TERMINAL)
+    return await _terminal(db, tenant, "DSAR requests terminal", sql, DSAR_TERMINAL, timeout)
 
 
 async def flow_terminal(db: Database, tenant: str, timeout: float) -> Check:
     sql = "SELECT state, count(*) AS n FROM flow_run WHERE tenant_id = $1 GROUP BY 1"
-    states, waited = await _drained(db, tenant, sql, FLOW_TERMINAL, timeout)
-    return _terminal_check("flow runs terminal", states, waited, FLOW_TERMINAL)
+    return await _terminal(db, tenant, "flow runs terminal", sql, FLOW_TERMINAL, timeout)
 
 
 async def erasure_residue(db: Database, tenant: str, pool: Population) -> Check:
