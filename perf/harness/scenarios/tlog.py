@@ -12,7 +12,6 @@ maximum and the share checkpointed within 1 s.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 
 from harness.report import Row
@@ -114,9 +113,4 @@ async def run(ctx: Context) -> list[Row]:
         unit="rows/s",
     )
     tenant = f"{ctx.tenant}_tlog_{int(time.time())}"
-    work = functools.partial(_blocking, ctx, row, tenant)
-    return [await ctx.measure(row, "server", work)]
-
-
-def _blocking(ctx: Context, row: Row, tenant: str) -> Row:
-    return ctx.on_loop(_measure(ctx, row, tenant))
+    return [await ctx.measure(row, "server", lambda: ctx.on_loop(_measure(ctx, row, tenant)))]
