@@ -265,21 +265,21 @@ class ResourceRow:
 
 def resources(timeline: Timeline, plan: SoakPlan, window: float = 60.0) -> list[ResourceRow]:
     phases = {p.name: p for p in plan.phases}
-    steady = phases["steady"]
-    out = []
-    for s in series_list(timeline):
-        burst = phases.get("burst")
-        recovery = phases.get("recovery")
-        end = timeline.series(s.key, recovery.end - window, recovery.end) if recovery else []
-        out.append(
-            ResourceRow(
-                s,
-                timeline.growth(s.key, steady.start, steady.end, window),
-                timeline.peak(s.key, burst.start, burst.end) if burst else None,
-                end[-1] if end else None,
-            )
+    steady, burst, recovery = phases["steady"], phases.get("burst"), phases.get("recovery")
+
+    def recovered(key: str) -> float | None:
+        end = timeline.series(key, recovery.end - window, recovery.end) if recovery else []
+        return end[-1] if end else None
+
+    return [
+        ResourceRow(
+            s,
+            timeline.growth(s.key, steady.start, steady.end, window),
+            timeline.peak(s.key, burst.start, burst.end) if burst else None,
+            recovered(s.key),
         )
-    return out
+        for s in series_list(timeline)
+    ]
 
 
 def resources_table(items: list[ResourceRow]) -> str:
@@ -321,8 +321,19 @@ def _worst(values: list[float | None]) -> float | None:
     return max(present) if present else None
 
 
-def _sums(rows: list[OpRow]) -> dict[str, int]:
+@dataclass
+class BurstCalls:
     """The calls of some burst rows by how they ended."""
+
+    offered: int
+    ok: int
+    shed: int
+    timeouts: int
+    dropped: int
+    other: int
+
+
+def _sums(rows: list[OpRow]) -> dict[str, int]:
     return {
         "offered": sum(r.offered for r in rows),
         "ok": sum(r.ok for r in rows),
@@ -334,16 +345,10 @@ def _sums(rows: list[OpRow]) -> dict[str, int]:
 
 
 @dataclass
-class OpSaturation:
+class OpSaturation(BurstCalls):
     """One operation in the burst, both protocols together."""
 
     op: str
-    offered: int
-    ok: int
-    shed: int
-    timeouts: int
-    dropped: int
-    other: int
     shed_p50: list[float | None]
     shed_p99: list[float | None]
     ok_p99: float | None
@@ -406,15 +411,9 @@ def _op_saturation(op: str, burst: list[OpRow], steady: list[OpRow]) -> OpSatura
 
 
 @dataclass
-class Saturation:
+class Saturation(BurstCalls):
     """What the server did with more work than it could take (the burst phase)."""
 
-    offered: int
-    ok: int
-    shed: int
-    timeouts: int
-    dropped: int
-    other: int
     rss_before: float | None
     rss_peak: float | None
     connections_peak: float | None
