@@ -189,8 +189,6 @@ class Soak(Harness):
 
     async def run(self) -> int:
         started = time.monotonic()
-        done: k6.K6Run | None = None
-        checks: list[verify.Check] = []
         try:
             await self.setup()
             done = await self.load()
@@ -201,8 +199,7 @@ class Soak(Harness):
 
     # -- the report ----------------------------------------------------------------------
 
-    def report(self, done: k6.K6Run | None, checks: list[verify.Check], elapsed: float) -> int:
-        assert done is not None
+    def report(self, done: k6.K6Run, checks: list[verify.Check], elapsed: float) -> int:
         op_rows = soak_report.rows(done.data, self.plan)
         resources = soak_report.resources(self.timeline, self.plan, self.args.window)
         # Each worker's pool, plus the supervisor's (idle, at its minimum size).
@@ -242,11 +239,7 @@ class Soak(Harness):
                 "seed": self.seed_plan.describe(),
                 "plan": {
                     "describe": self.plan.describe(),
-                    "rate": self.plan.rate,
-                    "seconds": self.plan.seconds,
-                    "burst_rate": self.plan.burst_rate,
-                    "burst_seconds": self.plan.burst_seconds,
-                    "recovery_seconds": self.plan.recovery_seconds,
+                    **{k: v for k, v in asdict(self.plan).items() if k != "scenarios"},
                     "phases": [asdict(p) for p in self.plan.phases],
                 },
                 "operations": [
@@ -291,9 +284,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--smoke", action="store_true", help="~30 s of load, tiny seed (tests)")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.duration, args.rate = SMOKE["duration"], SMOKE["rate"]
-        args.burst, args.recovery = SMOKE["burst"], SMOKE["recovery"]
-        args.burst_rate = args.burst_rate or SMOKE["burst_rate"]
+        vars(args).update(SMOKE, burst_rate=args.burst_rate or SMOKE["burst_rate"])
         args.customers = min(args.customers, 200)
         args.interval = min(args.interval, 1.0)
         args.window = min(args.window, 5.0)
