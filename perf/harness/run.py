@@ -27,20 +27,17 @@ from kaireon_testkit.keys import free_port
 
 T = TypeVar("T")
 LEVEL_RPS = {"smoke": 20, "1k": 1000, "2k": 2000, "5k": 5000, "10k": 10000}
+LEVELS = ("2k", "5k", "10k")  # beyond 1k: longer runs, the same seed
 # Share of the level each k6 scenario runs at (the same numbers as in perf/k6/*.js).
 SHARES = {"provenance": 1.0, "erasure": 0.1, "dsar": 0.05, "flow": 0.1}
 
 
 @dataclass(frozen=True)
-class Profile:
-    level: str
-    k6_seconds: float
-    h2_seconds: float
+class Profile(targets.Scale):
+    """A level's sizes: those the targets depend on (targets.Scale), then the rest."""
+
     h2_warmup: float
-    customers: int
     heavy_customers: int
-    heavy_rows: int
-    flow_nodes: int
     # The in-process flow runner (group "runner"): nodes per run, runs per row.
     runner_nodes: int
     runner_rounds: int
@@ -48,12 +45,12 @@ class Profile:
     in_flight: int = 32
 
 
+# level, k6 s, h2load s, customers, heavy rows, flow nodes; h2load warm-up s, heavy
+# customers, runner nodes, runner rounds.
 PROFILES = {
-    "smoke": Profile("smoke", 1.5, 1.0, 0.3, 200, 2, 2_000, 5, 50, 1),
-    "1k": Profile("1k", 15, 8, 2, 10_000, 4, 100_000, 50, 1000, 3),
-    "2k": Profile("2k", 20, 10, 2, 10_000, 4, 100_000, 50, 1000, 3),
-    "5k": Profile("5k", 20, 10, 2, 10_000, 4, 100_000, 50, 1000, 3),
-    "10k": Profile("10k", 20, 10, 2, 10_000, 4, 100_000, 50, 1000, 3),
+    "smoke": Profile("smoke", 1.5, 1.0, 200, 2_000, 5, 0.3, 2, 50, 1),
+    "1k": Profile("1k", 15, 8, 10_000, 100_000, 50, 2, 4, 1000, 3),
+    **{level: Profile(level, 20, 10, 10_000, 100_000, 50, 2, 4, 1000, 3) for level in LEVELS},
 }
 
 
@@ -321,7 +318,7 @@ def print_report(ctx: Context, rows: list[Row], elapsed: float) -> int:
         "both run on the same 2 cores as the server: k6 takes about as much CPU as the "
         "server it loads (generator CPU column), h2load a fraction of it",
     )
-    judged = targets.targets(rows, scale_of(ctx.profile))
+    judged = targets.targets(rows, ctx.profile)
     if (note := targets.scale_note(judged)) is not None:
         header.append(note)
     text = "\n".join(header) + "\n\n" + report.table(rows)
@@ -350,14 +347,3 @@ def print_report(ctx: Context, rows: list[Row], elapsed: float) -> int:
     if status == targets.EXIT_TARGET_MISSED:
         log(f"a target judged at full scale was missed: exit {status}")
     return status
-
-
-def scale_of(profile: Profile) -> targets.Scale:
-    return targets.Scale(
-        profile.level,
-        k6_seconds=profile.k6_seconds,
-        h2_seconds=profile.h2_seconds,
-        customers=profile.customers,
-        heavy_rows=profile.heavy_rows,
-        flow_nodes=profile.flow_nodes,
-    )

@@ -23,7 +23,7 @@ EXIT_TARGET_MISSED = 3  # every scenario ran; a target judged at full scale was 
 
 @dataclass(frozen=True)
 class Scale:
-    """What a run measured at: the fields of harness.run.Profile a target depends on."""
+    """What a run measured at: the sizes a target depends on (harness.run.Profile's first)."""
 
     level: str
     k6_seconds: float
