@@ -87,21 +87,6 @@ def machine_name() -> str:
     return f"{os.cpu_count()}core-{mem}g"
 
 
-def environment_lines(load_before: tuple[float, float, float]) -> list[str]:
-    """Machine, load and commit: the frame every figure of a run is read in."""
-    name, dirty = commit()
-    return [
-        f"machine: {machine_name()}, {platform.platform()}, python {platform.python_version()}",
-        "load average (1/5/15 min) at start "
-        + "/".join(f"{x:.1f}" for x in load_before)
-        + ", at end "
-        + "/".join(f"{x:.1f}" for x in os.getloadavg())
-        + f" (on {os.cpu_count()} cores; other work on the machine competes with the run)",
-        f"commit: {name}"
-        + (f" (+ uncommitted changes in {len(dirty)} server/client files)" if dirty else ""),
-    ]
-
-
 # -- processes -----------------------------------------------------------------------------
 
 
@@ -195,10 +180,6 @@ def health(port: int, service: str = "", timeout: float = 2.0) -> str:
         return "SERVICE_UNKNOWN" if exc.code() == grpc.StatusCode.NOT_FOUND else "UNREACHABLE"
 
 
-def worker_restarts(server: Managed) -> int:
-    return sum(1 for e in server.log_entries() if e.get("msg") == "worker exited; restarting")
-
-
 def wait_serving(server: Managed, port: int, workers: int, timeout: float = 120.0) -> None:
     def ready() -> bool:
         # Every worker logs one "serving" line; the kernel only spreads
@@ -208,14 +189,6 @@ def wait_serving(server: Managed, port: int, workers: int, timeout: float = 120.
         return len(alive) >= workers and health(port, timeout=1.0) == "SERVING"
 
     wait_until(ready, server, timeout, "server")
-
-
-def http_ready(port: int, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout) as r:
-            return bool(r.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
 
 
 def wait_until(ready: Callable[[], bool], proc: Managed, timeout: float, what: str) -> None:
@@ -254,14 +227,6 @@ def start_echo(*, port: int, workers: int, dsn: str, tenant: str, workdir: Path)
 
 
 # -- the stack under test, the frame of a run ---------------------------------------------
-
-
-def postmaster_pid(data_dir: Path) -> int | None:
-    pidfile = data_dir / "pgdata" / "postmaster.pid"
-    try:
-        return int(pidfile.read_text().splitlines()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def common_args(parser: argparse.ArgumentParser, out: str) -> Callable[..., Any]:
@@ -353,16 +318,24 @@ class Harness:
 
     def pg_roots(self) -> list[int]:
         """The embedded postmaster (its backends are its children); none for DATABASE_URL."""
-        pid = postmaster_pid(self.dir / "data") if self.embedded else None
-        return [pid] if pid else []
+        try:
+            pidfile = self.dir / "data" / "pgdata" / "postmaster.pid"
+            return [int(pidfile.read_text().splitlines()[0])] if self.embedded else []
+        except (OSError, ValueError, IndexError):
+            return []
 
     def http_ok(self) -> bool:
-        return http_ready(self.http_port)
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/healthz", timeout=1.0) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
 
     async def stop(self) -> None:
         """Stops the server (draining), then closes the database."""
         if self.server is not None:
-            if restarts := worker_restarts(self.server):
+            entries = self.server.log_entries()
+            if restarts := sum(1 for e in entries if e.get("msg") == "worker exited; restarting"):
                 # A worker that crashed and came back during a scenario skews its figures.
                 self.notes.append(
                     f"server workers restarted {restarts} time(s) during the run "
@@ -376,10 +349,18 @@ class Harness:
             self._db = None
 
     def header(self, title: str, plan: seed.SeedPlan, server: str, generators: str) -> list[str]:
-        seeded = self.seed_report
+        """The frame every figure of the run is read in: machine, load, commit, stack, seed."""
+        seeded, (name, dirty) = self.seed_report, commit()
         return [
             f"{title}, {dt.datetime.now().isoformat(timespec='seconds')}",
-            *environment_lines(self.load_before),
+            f"machine: {machine_name()}, {platform.platform()}, python {platform.python_version()}",
+            "load average (1/5/15 min) at start "
+            + "/".join(f"{x:.1f}" for x in self.load_before)
+            + ", at end "
+            + "/".join(f"{x:.1f}" for x in os.getloadavg())
+            + f" (on {os.cpu_count()} cores; other work on the machine competes with the run)",
+            f"commit: {name}"
+            + (f" (+ uncommitted changes in {len(dirty)} server/client files)" if dirty else ""),
             f"server: python -m kaireon_server, KAIREON_WORKERS={self.workers}, "
             f"KAIREON_TRUST_HEADERS=true, COSIGN_KEY set (signing on), {server}PostgreSQL "
             + ("embedded (pgserver)" if self.embedded else "from DATABASE_URL"),
