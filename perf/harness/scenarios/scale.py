@@ -215,21 +215,19 @@ async def _catch_up(
     head (the full runs, timed), then VACUUM ANALYZE; the incremental calls measured
     afterwards start from there."""
     audit = audit_pb2_grpc.AuditServiceStub(channel)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    await _integrate_all(db, integrator, tenant)
-    timings["integrate"] = time.perf_counter() - started
-    started = time.perf_counter()
-    admin = metadata(tenant)
-    while (reply := await audit.VerifyChain(audit_pb2.VerifyChainRequest(), metadata=admin)).more:
-        pass
-    assert reply.valid, reply
-    timings["VerifyChain"] = time.perf_counter() - started
-    started = time.perf_counter()
-    while (reply_log := await audit.VerifyLog(audit_pb2.VerifyLogRequest(), metadata=admin)).more:
-        pass
-    assert reply_log.valid, reply_log
-    timings["VerifyLog"] = time.perf_counter() - started
+    timings = {"integrate": await _timed(partial(_integrate_all, db, integrator, tenant)) / 1000}
+
+    async def verify_all(name: str, rpc: Callable[..., Awaitable[Any]], request: Any) -> Any:
+        """Calls a verification until it reaches the head (timed); its last reply."""
+        started = time.perf_counter()
+        while (reply := await rpc(request, metadata=metadata(tenant))).more:
+            pass
+        assert reply.valid, reply
+        timings[name] = time.perf_counter() - started
+        return reply
+
+    await verify_all("VerifyChain", audit.VerifyChain, audit_pb2.VerifyChainRequest())
+    reply_log = await verify_all("VerifyLog", audit.VerifyLog, audit_pb2.VerifyLogRequest())
     timings["rows"] = float(reply_log.tree_size)
     async with db.owner_connection() as con:
         # Autovacuum of the fresh rows would otherwise run during the measurements

@@ -27,7 +27,6 @@ export const TENANT = env('TENANT', 'perf');
 export const ROLE = env('ROLE', 'admin');
 export const CUSTOMERS = parseInt(env('CUSTOMERS', '10000'), 10);
 export const MAX_ERROR_RATE = parseFloat(env('MAX_ERROR_RATE', '0.01'));
-export const SUMMARY = env('SUMMARY', '');
 
 // Identity as a trusted gateway would pass it (KAIREON_TRUST_HEADERS=true), or,
 // with AUTHORIZATION set ("Bearer <JWT>"), the token a client sends to servers
