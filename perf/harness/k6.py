@@ -95,8 +95,7 @@ class K6Run:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        metrics: dict[str, Any] = self.data.get("metrics", {})
-        return metrics
+        return dict(self.data.get("metrics", {}))
 
     @property
     def seconds(self) -> float:

@@ -200,7 +200,7 @@ class Soak(Harness):
     # -- the report ----------------------------------------------------------------------
 
     def report(self, done: k6.K6Run, checks: list[verify.Check], elapsed: float) -> int:
-        op_rows = soak_report.rows(done.data, self.plan)
+        op_rows = soak_report.rows(done.metrics, self.plan)
         resources = soak_report.resources(self.timeline, self.plan, self.args.window)
         # Each worker's pool, plus the supervisor's (idle, at its minimum size).
         bound = self.workers * self.pool_max + (self.pool_min if self.workers > 1 else 0)

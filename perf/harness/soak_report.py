@@ -15,7 +15,7 @@ from typing import Any
 from harness.k6 import Reading, read
 from harness.procmon import Growth, Timeline
 from harness.report import columns_table, markdown, mb, ms
-from harness.soak_plan import Phase, Scenario, SoakPlan
+from harness.soak_plan import Phase, SoakPlan
 
 OP_TITLES = {
     "provenance": "provenance read",
@@ -62,26 +62,27 @@ class OpRow(Reading):
         return f"{OP_TITLES.get(self.op, self.op)}, {proto}"
 
 
-def op_row(metrics: dict[str, Any], s: Scenario) -> OpRow:
-    # Single calls: k6's microsecond timers; DSAR (create + watch): the end-to-end time.
-    timer = "grpc_req_duration" if s.protocol == "grpc" else "http_req_duration"
-    latency = ("kaireon_e2e",) if s.op == "dsar" else (timer, "kaireon_e2e")
-    reading = read(metrics, f"scenario:{s.name}", latency)
-    return OpRow(
-        **vars(reading),
-        scenario=s.name,
-        phase=s.phase,
-        op=s.op,
-        protocol=s.protocol,
-        planned=s.offered,
-        seconds=s.seconds,
-        per_second=s.per_second,
-    )
-
-
-def rows(data: dict[str, Any], plan: SoakPlan) -> list[OpRow]:
-    metrics: dict[str, Any] = data.get("metrics", {})
-    return [op_row(metrics, s) for s in plan.scenarios]
+def rows(metrics: dict[str, Any], plan: SoakPlan) -> list[OpRow]:
+    """A row per scenario of the plan, read from its sub-metrics."""
+    out = []
+    for s in plan.scenarios:
+        # Single calls: k6's microsecond timers; DSAR (create + watch): the end-to-end time.
+        timer = "grpc_req_duration" if s.protocol == "grpc" else "http_req_duration"
+        latency = ("kaireon_e2e",) if s.op == "dsar" else (timer, "kaireon_e2e")
+        reading = read(metrics, f"scenario:{s.name}", latency)
+        out.append(
+            OpRow(
+                **vars(reading),
+                scenario=s.name,
+                phase=s.phase,
+                op=s.op,
+                protocol=s.protocol,
+                planned=s.offered,
+                seconds=s.seconds,
+                per_second=s.per_second,
+            )
+        )
+    return out
 
 
 def phase_totals(op_rows: list[OpRow]) -> dict[str, tuple[int, int]]:
@@ -94,11 +95,10 @@ def phase_totals(op_rows: list[OpRow]) -> dict[str, tuple[int, int]]:
 
 
 def phase_summary(totals: dict[str, tuple[int, int]]) -> str:
-    parts = []
-    for phase, (calls, errors) in totals.items():
-        share = errors / calls * 100 if calls else 0.0
-        parts.append(f"{phase}: {calls:,} calls, {errors:,} errors ({share:.2f}%)")
-    return "; ".join(parts)
+    return "; ".join(
+        f"{phase}: {calls:,} calls, {errors:,} errors ({errors / max(1, calls) * 100:.2f}%)"
+        for phase, (calls, errors) in totals.items()
+    )
 
 
 def _outcomes_cell(row: OpRow) -> str:
