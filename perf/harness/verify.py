@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import grpc
@@ -100,8 +101,8 @@ async def erasure_residue(db: Database, tenant: str, pool: Population) -> Check:
     """Erased pool customers keep 0 rows; the others keep exactly their seeded rows."""
     async with db.transaction(tenant, readonly=True) as con:
         tables = await probes.erased_tables(con, tenant)
-        rows: dict[str, int] = {}
-        template_rows: dict[str, int] = {}
+        rows: Counter[str] = Counter()
+        template_rows: Counter[str] = Counter()
         for table, column in tables:
             quoted_table, quoted_column = quote_ident(table), quote_ident(column)
             # The seed clones the customer_id tables only (not, e.g., export chunks,
@@ -116,8 +117,7 @@ async def erasure_residue(db: Database, tenant: str, pool: Population) -> Check:
                     tenant,
                     prefix,
                 )
-                for r in found:
-                    into[r["c"]] = into.get(r["c"], 0) + int(r["n"])
+                into.update({r["c"]: int(r["n"]) for r in found})
         erased = {
             r["entity_id"]
             for r in await con.fetch(
@@ -127,16 +127,16 @@ async def erasure_residue(db: Database, tenant: str, pool: Population) -> Check:
                 pool.prefix,
             )
         }
-    left = {c: rows[c] for c in erased if rows.get(c)}
+    left = {c: rows[c] for c in erased if rows[c]}
     partial = {}
     for n in range(pool.first, pool.last + 1):
         customer = f"{pool.prefix}{n:0{pool.width}d}"
         if customer in erased:
             continue
         # Pool customer n is a clone of template customer 1 + (n - 1) mod TEMPLATES.
-        expected = template_rows.get(f"cust_{(n - 1) % TEMPLATES + 1:05d}", 0)
-        if rows.get(customer, 0) != expected:
-            partial[customer] = (rows.get(customer, 0), expected)
+        expected = template_rows[f"cust_{(n - 1) % TEMPLATES + 1:05d}"]
+        if rows[customer] != expected:
+            partial[customer] = (rows[customer], expected)
     detail = (
         f"{len(erased):,} customers erased, {sum(left.values()):,} rows left of them "
         f"in {len(tables)} tables; {pool.count - len(erased):,} not erased, "
