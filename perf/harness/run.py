@@ -266,16 +266,17 @@ class Context(Harness):
         return await self.measure(row, group, work)
 
     async def both_protocols(
-        self, name: str, title: str, script: str, env: Callable[[int], dict[str, str]]
+        self, name: str, title: str, script: str, env: Callable[[int], dict[str, str]] | None = None
     ) -> list[Row]:
-        """A k6 scenario over gRPC (vs the echo ceiling) then REST (vs its gRPC row)."""
+        """A k6 scenario over gRPC (vs the echo ceiling) then REST (vs its gRPC row);
+        `env(i)`: the script's own variables for the i-th (0: gRPC, 1: REST)."""
         rows = []
         for i, (proto, base) in enumerate((("grpc", "echo.k6"), ("rest", f"{name}.grpc.k6"))):
             label = "gRPC" if proto == "grpc" else "REST"
             row = Row(f"{name}.{proto}.k6", f"{title}, {label}", "k6", baseline=base)
             row.offered = self.offered(SHARES[name])
             self.check_served(row, name, rest=proto == "rest")
-            rows.append(await self.k6(row, script, {"PROTOCOL": proto, **env(i)}))
+            rows.append(await self.k6(row, script, {"PROTOCOL": proto, **(env(i) if env else {})}))
         return rows
 
 

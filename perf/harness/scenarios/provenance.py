@@ -82,14 +82,6 @@ async def _grpc_h2load(ctx: Context) -> Row:
     return row
 
 
-BULK_MAX = 1000
-
-
-def _bulk_decisions(ctx: Context) -> list[str]:
-    """One decision of each of the first (up to) 1,000 seeded customers."""
-    return [f"dec_{c:05d}_1" for c in range(1, min(BULK_MAX, ctx.profile.customers) + 1)]
-
-
 async def _stream_once(target: str, tenant: str, decisions: list[str]) -> tuple[int, float]:
     """StreamDecisionProvenance of `decisions`: (bundles received, seconds)."""
     async with grpc.aio.insecure_channel(target) as channel:
@@ -106,7 +98,8 @@ async def _stream_once(target: str, tenant: str, decisions: list[str]) -> tuple[
 async def _bulk(ctx: Context) -> list[Row]:
     """The bulk stream of 1,000 decisions: their first emissions (built; the
     second pass keeps them), then the kept bytes (goal: >= 5,000 bundles/s)."""
-    decisions = _bulk_decisions(ctx)
+    # One decision of each of the first (up to) 1,000 seeded customers.
+    decisions = [f"dec_{c:05d}_1" for c in range(1, min(1000, ctx.profile.customers) + 1)]
     rows = []
     for key, scenario in (
         ("provenance.stream.first", f"provenance stream, {len(decisions):,} first emissions"),
@@ -143,9 +136,7 @@ async def run(ctx: Context) -> list[Row]:
         url = f"{ctx.base_url}/api/v1/decisions/dec_00001_1/provenance"
         rest = await ctx.measure(rest, "server", ctx.h2(rest, url, headers, http1=True))
     rows.append(rest)
-    k6_rows = await ctx.both_protocols(
-        "provenance", "provenance read", "provenance.js", lambda _: {}
-    )
+    k6_rows = await ctx.both_protocols("provenance", "provenance read", "provenance.js")
     return rows + k6_rows + [await _rest_sustained(ctx, k6_rows[-1])] + await _bulk(ctx)
 
 
