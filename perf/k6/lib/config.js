@@ -49,10 +49,7 @@ export const requests = new Counter('kaireon_requests');
 
 export function rateFor(share) {
   const explicit = env('RATE', '');
-  if (explicit !== '') {
-    return Math.max(1, parseInt(explicit, 10));
-  }
-  return Math.max(1, Math.round(LEVELS[LEVEL] * share));
+  return Math.max(1, explicit === '' ? Math.round(LEVELS[LEVEL] * share) : parseInt(explicit, 10));
 }
 
 // One constant-arrival-rate scenario. VUs are sized for ~50 ms calls; k6 adds
@@ -145,16 +142,15 @@ export function randomCustomer() {
 const connected = new Set(); // per VU: module state is not shared between VUs
 
 export function connect(client, target) {
-  if (connected.has(client)) {
-    return true;
-  }
   try {
-    client.connect(target, { plaintext: true, reflect: false, timeout: '10s' });
-    connected.add(client);
+    if (!connected.has(client)) {
+      client.connect(target, { plaintext: true, reflect: false, timeout: '10s' });
+      connected.add(client);
+    }
+    return true;
   } catch (_) {
     return false;
   }
-  return true;
 }
 
 // A unary gRPC call that never throws: { status, res }, status null when k6
