@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 from typing import Any
 
@@ -91,8 +92,6 @@ def main() -> int:
         asyncio.run(serve(args.port, args.dsn, args.tenant, args.pool_max))
         return 0
     # N children on one port (SO_REUSEPORT), as KAIREON_WORKERS does for the server.
-    import subprocess
-
     base = [sys.executable, "-m", "harness.echo_server", "--port", str(args.port)]
     base += ["--tenant", args.tenant, "--pool-max", str(args.pool_max)]
     if args.dsn:

@@ -24,6 +24,7 @@ import grpc
 
 from harness import probes
 from harness.seed import TEMPLATES, Population
+from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.db.identifiers import quote_ident
 from kaireon_testkit.server import metadata
@@ -41,8 +42,6 @@ class Check:
 
 
 async def verify_chain(target: str, tenant: str) -> Check:
-    from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
-
     async with grpc.aio.insecure_channel(target) as channel:
         stub = audit_pb2_grpc.AuditServiceStub(channel)
         try:
