@@ -133,17 +133,10 @@ async def run(ctx: Context) -> list[Row]:
         "server",
         lambda: timed(delete, [with_con(probes.raw_delete, tenant, c) for c in deletes]),
     )
-    erase = await ctx.measure(
-        ctx.check_served(erase, "erasure"),
-        "server",
-        lambda: timed(erase, [probes.service_erase(target, tenant, c) for c in erases]),
-    )
-    absent = await ctx.measure(
-        ctx.check_served(absent, "erasure"),
-        "server",
-        lambda: timed(
-            absent,
-            [probes.service_erase(target, tenant, "perf_absent") for _ in range(ABSENT_CALLS)],
-        ),
-    )
+    for row, customers in ((erase, erases), (absent, ["perf_absent"] * ABSENT_CALLS)):
+
+        def erasing(row: Row = row, customers: list[str] = customers) -> Row:
+            return timed(row, [probes.service_erase(target, tenant, c) for c in customers])
+
+        await ctx.measure(ctx.check_served(row, "erasure"), "server", erasing)
     return [copy, export, download, delete, erase, absent]
