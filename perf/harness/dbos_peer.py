@@ -37,6 +37,8 @@ from dbos import _migration as dbos_migration
 DATABASE = "kaireon_dbos"
 SCHEMA = "dbos"
 _UUID_OSSP = 'CREATE EXTENSION IF NOT EXISTS "uuid-ossp";'
+# Wall, CPU and PostgreSQL CPU seconds of each round (the flow runner's rows too).
+Rounds = tuple[list[float], list[float], list[float]]
 
 
 @DBOS.step()
@@ -65,10 +67,9 @@ def measure(
     owner_dsn: str,
     nodes: int,
     rounds: int,
-    *,
     synchronous: bool,
     pg_cpu: Callable[[], float | None],
-) -> tuple[list[float], list[float], list[float]]:
+) -> Rounds:
     """Wall, CPU (this process, DBOS's threads included) and PostgreSQL CPU seconds
     of `rounds` workflows of `nodes` steps each, after one warm-up workflow."""
     _prepare(owner_dsn)
@@ -79,7 +80,7 @@ def measure(
         "log_level": "WARNING",
     }
 
-    async def timed() -> tuple[list[float], list[float], list[float]]:
+    async def timed() -> Rounds:
         DBOS(config=config)
         DBOS.launch()
         walls: list[float] = []

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 from typing import Any
 
@@ -90,14 +91,10 @@ def main() -> int:
     if args.workers <= 1:
         asyncio.run(serve(args.port, args.dsn, args.tenant, args.pool_max))
         return 0
-    # N children on one port (SO_REUSEPORT), as KAIREON_WORKERS does for the server.
-    import subprocess
-
-    base = [sys.executable, "-m", "harness.echo_server", "--port", str(args.port)]
-    base += ["--tenant", args.tenant, "--pool-max", str(args.pool_max)]
-    if args.dsn:
-        base += ["--dsn", args.dsn]
-    children = [subprocess.Popen(base) for _ in range(args.workers)]
+    # N children on one port (SO_REUSEPORT), as KAIREON_WORKERS does for the server:
+    # the same arguments, the last --workers (1) the one that counts.
+    child = [sys.executable, "-m", "harness.echo_server", *sys.argv[1:], "--workers", "1"]
+    children = [subprocess.Popen(child) for _ in range(args.workers)]
 
     def forward(signum: int, frame: Any) -> None:
         for child in children:

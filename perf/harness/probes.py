@@ -23,7 +23,11 @@ from typing import Any
 
 import asyncpg
 import grpc
+from google.protobuf import json_format
 
+from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
+from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
+from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
 from kaireon_server.platform import data_map
 from kaireon_server.platform.db.identifiers import quote_ident
 from kaireon_testkit.server import metadata
@@ -138,8 +142,6 @@ async def count_rows(con: asyncpg.Connection, tenant: str, customer: str) -> int
 
 
 async def service_erase(target: str, tenant: str, customer: str) -> Timed:
-    from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
-
     async with grpc.aio.insecure_channel(target) as channel:
         stub = erasure_pb2_grpc.ErasureServiceStub(channel)
         started = time.perf_counter()
@@ -160,8 +162,6 @@ def _dsar_channel(target: str) -> grpc.aio.Channel:
 
 async def dsar_export(target: str, tenant: str, customer: str, timeout: float) -> Timed:
     """CreateDsarRequest, then watch until completed; `detail` is the request id."""
-    from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
-
     async with _dsar_channel(target) as channel:
         stub = dsar_pb2_grpc.DsarServiceStub(channel)
         meta = metadata(tenant)
@@ -188,8 +188,6 @@ async def dsar_export(target: str, tenant: str, customer: str, timeout: float) -
 
 async def dsar_download(target: str, tenant: str, request_id: str, timeout: float) -> Timed:
     """StreamDsarExport of a finished export, every chunk read."""
-    from kaireon.dsar.v1 import dsar_pb2, dsar_pb2_grpc
-
     async with _dsar_channel(target) as channel:
         stub = dsar_pb2_grpc.DsarServiceStub(channel)
         started = time.perf_counter()
@@ -227,10 +225,6 @@ class FlowTimed(Timed):
 
 async def flow_run(target: str, tenant: str, nodes: int, timeout: float) -> FlowTimed:
     """Start a chain of `nodes` no-op nodes and watch it to RUN_FINISHED."""
-    from google.protobuf import json_format
-
-    from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
-
     definition = json_format.ParseDict(noop_chain(nodes), flow_pb2.FlowDefinition())
     async with grpc.aio.insecure_channel(target) as channel:
         stub = flow_pb2_grpc.FlowRunnerServiceStub(channel)

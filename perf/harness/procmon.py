@@ -118,13 +118,8 @@ def cpu_used(
 
 @dataclass
 class GroupUsage:
-    cpu_seconds: float
-    wall_seconds: float
+    cpu_percent: float  # of one core, over the window
     peak_rss: int
-
-    @property
-    def cpu_percent(self) -> float:
-        return 100.0 * self.cpu_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
 
 @dataclass
@@ -199,14 +194,12 @@ class ProcessMonitor:
         wall = time.time() - window.started
         with self._lock:
             self._windows.remove(window)
-        return {
-            name: GroupUsage(
-                sum(max(0.0, s - window.first[name].get(pid, s)) for pid, s in last.items()),
-                wall,
-                window.peak_rss.get(name, 0),
-            )
-            for name, last in window.last.items()
-        }
+        usage = {}
+        for name, last in window.last.items():
+            used = sum(max(0.0, s - window.first[name].get(pid, s)) for pid, s in last.items())
+            cpu = 100.0 * used / wall if wall > 0 else 0.0
+            usage[name] = GroupUsage(cpu, window.peak_rss.get(name, 0))
+        return usage
 
 
 # -- the timeline: a whole soak --------------------------------------------------------------

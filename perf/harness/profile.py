@@ -2,45 +2,23 @@
 
 `py-spy record --format raw` writes collapsed stacks ("f1;f2;…;fn count");
 the summary names the frames the server spends its samples in, by self time
-(the frame on top of the stack) and by inclusive time (anywhere in it).
+(the frame on top of the stack) and by inclusive time (anywhere in it); the
+breakdown adds them up by part of the server.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import subprocess
-import sys
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
-
-def executable() -> str | None:
-    beside = Path(sys.executable).parent / "py-spy"
-    return str(beside) if beside.exists() else shutil.which("py-spy")
-
-
-@dataclass
-class Profile:
-    samples: int
-    self_top: list[tuple[str, float]]
-    inclusive_top: list[tuple[str, float]]
-    path: Path
-
-    def text(self, limit: int = 12) -> str:
-        lines = [f"py-spy: {self.samples} samples ({self.path.name})", "  self time:"]
-        lines += [f"    {share * 100:5.1f}%  {frame}" for frame, share in self.self_top[:limit]]
-        lines.append("  inclusive time:")
-        lines += [
-            f"    {share * 100:5.1f}%  {frame}" for frame, share in self.inclusive_top[:limit]
-        ]
-        return "\n".join(lines)
+from harness.stack import dev_tool
 
 
 def start(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
-    exe = executable()
+    exe = dev_tool("py-spy")
     if exe is None:
         return None
     cmd = [
@@ -94,7 +72,8 @@ def _stacks(path: Path) -> list[tuple[list[str], int]]:
     return out
 
 
-def summarize(path: Path) -> Profile | None:
+def summarize(path: Path, limit: int = 12) -> str | None:
+    """The frames with the most samples, by self and by inclusive time."""
     self_counts: Counter[str] = Counter()
     incl_counts: Counter[str] = Counter()
     total = 0
@@ -106,12 +85,11 @@ def summarize(path: Path) -> Profile | None:
             incl_counts[frame] += count
     if total == 0:
         return None
-    return Profile(
-        samples=total,
-        self_top=[(f, c / total) for f, c in self_counts.most_common(20)],
-        inclusive_top=[(f, c / total) for f, c in incl_counts.most_common(20)],
-        path=path,
-    )
+    lines = [f"py-spy: {total} samples ({path.name})"]
+    for title, counts in (("self time", self_counts), ("inclusive time", incl_counts)):
+        lines.append(f"  {title}:")
+        lines += [f"    {n * 100 / total:5.1f}%  {frame}" for frame, n in counts.most_common(limit)]
+    return "\n".join(lines)
 
 
 def breakdown(path: Path, categories: list[tuple[str, tuple[str, ...]]]) -> str | None:
@@ -142,3 +120,11 @@ def breakdown(path: Path, categories: list[tuple[str, tuple[str, ...]]]) -> str 
     lines = [f"py-spy by category: {total} samples ({path.name})"]
     lines += [f"    {n * 100 / total:5.1f}%  {name}" for name, n in counts.most_common()]
     return "\n".join(lines)
+
+
+def report(path: Path, categories: list[tuple[str, tuple[str, ...]]], head: str = "") -> str | None:
+    """`head`, the samples by category, then the top frames; None if py-spy recorded nothing."""
+    summary = summarize(path)
+    if summary is None:
+        return None
+    return "\n".join(t for t in (head, breakdown(path, categories), summary) if t)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -35,7 +37,7 @@ class Row:
         return self.status == "ok"
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
+def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return a / b
@@ -57,7 +59,7 @@ def ratios(row: Row, rows: dict[str, Row]) -> tuple[float | None, float | None, 
     base = rows.get(row.baseline or "")
     if base is None or not row.measured or not base.measured:
         return (None, None, None)
-    return (_ratio(row.rps, base.rps), _ratio(row.p50, base.p50), _ratio(row.p99, base.p99))
+    return (ratio(row.rps, base.rps), ratio(row.p50, base.p50), ratio(row.p99, base.p99))
 
 
 def num(value: float | None, digits: int = 1) -> str:
@@ -105,59 +107,55 @@ def markdown(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
     return "\n".join(lines)
 
 
-# The columns every load table starts its figures with (perf/run and perf/soak).
-LOAD_COLUMNS = ("offered", "achieved", "p50 ms", "p95 ms", "p99 ms", "errors")
+def columns_table(columns: Sequence[tuple[str, Callable[[T], str]]], rows: Iterable[T]) -> str:
+    """A markdown table of `rows`: a column per (header, the cell it shows of a row)."""
+    return markdown([h for h, _ in columns], ([cell(r) for _, cell in columns] for r in rows))
 
-HEADER = (
-    "scenario",
-    "generator",
-    *LOAD_COLUMNS,
-    "server CPU",
-    "CPU ms/req",
-    "server peak RSS",
-    "PG CPU",
-    "generator CPU",
-    "baseline (same run)",
-    "achieved x",
-    "p50 x",
-    "p99 x",
-)
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
 
 
 def table(rows: Iterable[Row]) -> str:
     rows = list(rows)
     by_key = {r.key: r for r in rows}
-    lines: list[list[str]] = []
-    for row in rows:
-        if not row.measured:
-            cells = [row.scenario, row.generator, row.offered, row.status] + [""] * (
-                len(HEADER) - 4
-            )
-        else:
-            r_rps, r_p50, r_p99 = ratios(row, by_key)
-            base = by_key.get(row.baseline or "")
-            achieved = "-" if row.rps is None else f"{num(row.rps, 0)} {row.unit}"
-            cells = [
-                row.scenario,
-                row.generator,
-                row.offered,
-                achieved,
-                ms(row.p50),
-                ms(row.p95),
-                ms(row.p99),
-                errors_cell(row),
-                "-" if row.server_cpu is None else f"{row.server_cpu:.0f}%",
-                num(cpu_per_request(row), 2),
-                mb(row.server_rss),
-                "-" if row.pg_cpu is None else f"{row.pg_cpu:.0f}%",
-                "-" if row.gen_cpu is None else f"{row.gen_cpu:.0f}%",
-                base.scenario + f" ({base.generator})" if base else "-",
-                times(r_rps),
-                times(r_p50),
-                times(r_p99),
-            ]
-        lines.append(cells)
-    return markdown(HEADER, lines)
+
+    def baseline(row: Row) -> str:
+        base = by_key.get(row.baseline or "")
+        return f"{base.scenario} ({base.generator})" if base else "-"
+
+    def ratio_of(i: int) -> Callable[[Row], str]:
+        return lambda row: times(ratios(row, by_key)[i])
+
+    columns: list[tuple[str, Callable[[Row], str]]] = [
+        ("scenario", lambda r: r.scenario),
+        ("generator", lambda r: r.generator),
+        ("offered", lambda r: r.offered),
+        ("achieved", lambda r: "-" if r.rps is None else f"{num(r.rps, 0)} {r.unit}"),
+        ("p50 ms", lambda r: ms(r.p50)),
+        ("p95 ms", lambda r: ms(r.p95)),
+        ("p99 ms", lambda r: ms(r.p99)),
+        ("errors", errors_cell),
+        ("server CPU", lambda r: percent(r.server_cpu)),
+        ("CPU ms/req", lambda r: num(cpu_per_request(r), 2)),
+        ("server peak RSS", lambda r: mb(r.server_rss)),
+        ("PG CPU", lambda r: percent(r.pg_cpu)),
+        ("generator CPU", lambda r: percent(r.gen_cpu)),
+        ("baseline (same run)", baseline),
+        ("achieved x", ratio_of(0)),
+        ("p50 x", ratio_of(1)),
+        ("p99 x", ratio_of(2)),
+    ]
+    return markdown(
+        [h for h, _ in columns],
+        (
+            [cell(r) for _, cell in columns]
+            if r.measured
+            # A row that measured nothing shows its status where its figures would start.
+            else [r.scenario, r.generator, r.offered, r.status] + [""] * (len(columns) - 4)
+            for r in rows
+        ),
+    )
 
 
 def rows_json(rows: list[Row]) -> list[dict[str, Any]]:

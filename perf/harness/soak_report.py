@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.k6 import Reading, read
 from harness.procmon import Growth, Timeline
-from harness.report import LOAD_COLUMNS, markdown, mb, ms
-from harness.soak_plan import Phase, Scenario, SoakPlan
+from harness.report import columns_table, markdown, mb, ms
+from harness.soak_plan import Phase, SoakPlan
 
 OP_TITLES = {
     "provenance": "provenance read",
@@ -61,26 +62,27 @@ class OpRow(Reading):
         return f"{OP_TITLES.get(self.op, self.op)}, {proto}"
 
 
-def op_row(metrics: dict[str, Any], s: Scenario) -> OpRow:
-    # Single calls: k6's microsecond timers; DSAR (create + watch): the end-to-end time.
-    timer = "grpc_req_duration" if s.protocol == "grpc" else "http_req_duration"
-    latency = ("kaireon_e2e",) if s.op == "dsar" else (timer, "kaireon_e2e")
-    reading = read(metrics, f"scenario:{s.name}", latency)
-    return OpRow(
-        **vars(reading),
-        scenario=s.name,
-        phase=s.phase,
-        op=s.op,
-        protocol=s.protocol,
-        planned=s.offered,
-        seconds=s.seconds,
-        per_second=s.per_second,
-    )
-
-
-def rows(data: dict[str, Any], plan: SoakPlan) -> list[OpRow]:
-    metrics: dict[str, Any] = data.get("metrics", {})
-    return [op_row(metrics, s) for s in plan.scenarios]
+def rows(metrics: dict[str, Any], plan: SoakPlan) -> list[OpRow]:
+    """A row per scenario of the plan, read from its sub-metrics."""
+    out = []
+    for s in plan.scenarios:
+        # Single calls: k6's microsecond timers; DSAR (create + watch): the end-to-end time.
+        timer = "grpc_req_duration" if s.protocol == "grpc" else "http_req_duration"
+        latency = ("kaireon_e2e",) if s.op == "dsar" else (timer, "kaireon_e2e")
+        reading = read(metrics, f"scenario:{s.name}", latency)
+        out.append(
+            OpRow(
+                **vars(reading),
+                scenario=s.name,
+                phase=s.phase,
+                op=s.op,
+                protocol=s.protocol,
+                planned=s.offered,
+                seconds=s.seconds,
+                per_second=s.per_second,
+            )
+        )
+    return out
 
 
 def phase_totals(op_rows: list[OpRow]) -> dict[str, tuple[int, int]]:
@@ -93,11 +95,10 @@ def phase_totals(op_rows: list[OpRow]) -> dict[str, tuple[int, int]]:
 
 
 def phase_summary(totals: dict[str, tuple[int, int]]) -> str:
-    parts = []
-    for phase, (calls, errors) in totals.items():
-        share = errors / calls * 100 if calls else 0.0
-        parts.append(f"{phase}: {calls:,} calls, {errors:,} errors ({share:.2f}%)")
-    return "; ".join(parts)
+    return "; ".join(
+        f"{phase}: {calls:,} calls, {errors:,} errors ({errors / max(1, calls) * 100:.2f}%)"
+        for phase, (calls, errors) in totals.items()
+    )
 
 
 def _outcomes_cell(row: OpRow) -> str:
@@ -107,66 +108,43 @@ def _outcomes_cell(row: OpRow) -> str:
     return ", ".join(parts) or "-"
 
 
-OPS_HEADER = ("phase", "operation", *LOAD_COLUMNS, "error rate", "failures by kind")
-
-
-def ops_table(op_rows: list[OpRow]) -> str:
-    return markdown(
-        OPS_HEADER,
-        (
-            (
-                r.phase,
-                r.title,
-                f"{r.offered:,} ({r.per_second:.3g}/s x {r.seconds:g}s)",
-                f"{r.achieved:.2f}/s",
-                ms(r.p50),
-                ms(r.p95),
-                ms(r.p99),
-                f"{r.error_count:,}",
-                f"{r.error_rate * 100:.2f}%",
-                _outcomes_cell(r),
-            )
-            for r in op_rows
-        ),
-    )
-
-
 def _latency_pair(row: OpRow, outcome: str) -> str:
     p50, p99 = row.outcome_latency.get(outcome, (None, None))
     return "-" if p50 is None else f"{ms(p50)} / {ms(p99)}"
 
 
+OPS_COLUMNS: list[tuple[str, Callable[[OpRow], str]]] = [
+    ("phase", lambda r: r.phase),
+    ("operation", lambda r: r.title),
+    ("offered", lambda r: f"{r.offered:,} ({r.per_second:.3g}/s x {r.seconds:g}s)"),
+    ("achieved", lambda r: f"{r.achieved:.2f}/s"),
+    ("p50 ms", lambda r: ms(r.p50)),
+    ("p95 ms", lambda r: ms(r.p95)),
+    ("p99 ms", lambda r: ms(r.p99)),
+    ("errors", lambda r: f"{r.error_count:,}"),
+    ("error rate", lambda r: f"{r.error_rate * 100:.2f}%"),
+    ("failures by kind", _outcomes_cell),
+]
+# Per operation of the burst: what was answered, refused, or left waiting.
+BURST_COLUMNS: list[tuple[str, Callable[[OpRow], str]]] = [
+    ("operation", lambda r: r.title),
+    ("offered", lambda r: f"{r.offered:,}"),
+    ("OK", lambda r: f"{r.ok:,}"),
+    ("OK p50 / p99 ms", lambda r: _latency_pair(r, "ok")),
+    ("refused (RESOURCE_EXHAUSTED / 429)", lambda r: f"{r.outcomes.get('shed', 0):,}"),
+    ("refused p50 / p99 ms", lambda r: _latency_pair(r, "shed")),
+    ("deadline reached", lambda r: f"{r.outcomes.get('timeout', 0):,}"),
+    ("other errors", lambda r: f"{r.other:,}"),
+    ("not started (k6 out of VUs)", lambda r: f"{r.dropped:,}"),
+]
+
+
+def ops_table(op_rows: list[OpRow]) -> str:
+    return columns_table(OPS_COLUMNS, op_rows)
+
+
 def burst_table(op_rows: list[OpRow]) -> str:
-    """Per operation of the burst: what was answered, refused, or left waiting."""
-    header = (
-        "operation",
-        "offered",
-        "OK",
-        "OK p50 / p99 ms",
-        "refused (RESOURCE_EXHAUSTED / 429)",
-        "refused p50 / p99 ms",
-        "deadline reached",
-        "other errors",
-        "not started (k6 out of VUs)",
-    )
-    return markdown(
-        header,
-        (
-            (
-                r.title,
-                f"{r.offered:,}",
-                f"{r.ok:,}",
-                _latency_pair(r, "ok"),
-                f"{r.outcomes.get('shed', 0):,}",
-                _latency_pair(r, "shed"),
-                f"{r.outcomes.get('timeout', 0):,}",
-                f"{r.other:,}",
-                f"{r.dropped:,}",
-            )
-            for r in op_rows
-            if r.phase == "burst"
-        ),
-    )
+    return columns_table(BURST_COLUMNS, [r for r in op_rows if r.phase == "burst"])
 
 
 @dataclass(frozen=True)
@@ -287,50 +265,40 @@ class ResourceRow:
 
 def resources(timeline: Timeline, plan: SoakPlan, window: float = 60.0) -> list[ResourceRow]:
     phases = {p.name: p for p in plan.phases}
-    steady = phases["steady"]
-    out = []
-    for s in series_list(timeline):
-        burst = phases.get("burst")
-        recovery = phases.get("recovery")
-        end = timeline.series(s.key, recovery.end - window, recovery.end) if recovery else []
-        out.append(
-            ResourceRow(
-                s,
-                timeline.growth(s.key, steady.start, steady.end, window),
-                timeline.peak(s.key, burst.start, burst.end) if burst else None,
-                end[-1] if end else None,
-            )
+    steady, burst, recovery = phases["steady"], phases.get("burst"), phases.get("recovery")
+
+    def recovered(key: str) -> float | None:
+        end = timeline.series(key, recovery.end - window, recovery.end) if recovery else []
+        return end[-1] if end else None
+
+    return [
+        ResourceRow(
+            s,
+            timeline.growth(s.key, steady.start, steady.end, window),
+            timeline.peak(s.key, burst.start, burst.end) if burst else None,
+            recovered(s.key),
         )
-    return out
+        for s in series_list(timeline)
+    ]
 
 
 def resources_table(items: list[ResourceRow]) -> str:
     window = next((r.steady.window for r in items), 60.0)
-    return markdown(
-        (
-            "series",
-            f"steady: first {window:g}s",
-            f"steady: last {window:g}s",
-            "growth",
-            "steady mean",
-            "steady peak",
-            "burst peak",
-            "after recovery",
-        ),
-        (
-            (
-                r.series.title,
-                _value(r.steady.first, r.series.unit),
-                _value(r.steady.last, r.series.unit),
-                _growth(r.steady, r.series.unit),
-                _value(r.steady.mean, r.series.unit),
-                _value(r.steady.peak, r.series.unit),
-                _value(r.burst_peak, r.series.unit),
-                _value(r.recovery_end, r.series.unit),
-            )
-            for r in items
-        ),
-    )
+
+    def cell(value: Callable[[ResourceRow], float | None]) -> Callable[[ResourceRow], str]:
+        return lambda r: _value(value(r), r.series.unit)
+
+    columns: list[tuple[str, Callable[[ResourceRow], str]]] = [
+        ("series", lambda r: r.series.title),
+        (f"steady: first {window:g}s", cell(lambda r: r.steady.first)),
+        (f"steady: last {window:g}s", cell(lambda r: r.steady.last)),
+        ("growth", lambda r: _growth(r.steady, r.series.unit)),
+        ("steady mean", cell(lambda r: r.steady.mean)),
+        ("steady peak", cell(lambda r: r.steady.peak)),
+        ("burst peak", cell(lambda r: r.burst_peak)),
+        ("after recovery", cell(lambda r: r.recovery_end)),
+    ]
+    return columns_table(columns, items)
 
 
 def duration(value: float | None) -> str:
@@ -353,8 +321,19 @@ def _worst(values: list[float | None]) -> float | None:
     return max(present) if present else None
 
 
-def _sums(rows: list[OpRow]) -> dict[str, int]:
+@dataclass
+class BurstCalls:
     """The calls of some burst rows by how they ended."""
+
+    offered: int
+    ok: int
+    shed: int
+    timeouts: int
+    dropped: int
+    other: int
+
+
+def _sums(rows: list[OpRow]) -> dict[str, int]:
     return {
         "offered": sum(r.offered for r in rows),
         "ok": sum(r.ok for r in rows),
@@ -366,16 +345,10 @@ def _sums(rows: list[OpRow]) -> dict[str, int]:
 
 
 @dataclass
-class OpSaturation:
+class OpSaturation(BurstCalls):
     """One operation in the burst, both protocols together."""
 
     op: str
-    offered: int
-    ok: int
-    shed: int
-    timeouts: int
-    dropped: int
-    other: int
     shed_p50: list[float | None]
     shed_p99: list[float | None]
     ok_p99: float | None
@@ -438,15 +411,9 @@ def _op_saturation(op: str, burst: list[OpRow], steady: list[OpRow]) -> OpSatura
 
 
 @dataclass
-class Saturation:
+class Saturation(BurstCalls):
     """What the server did with more work than it could take (the burst phase)."""
 
-    offered: int
-    ok: int
-    shed: int
-    timeouts: int
-    dropped: int
-    other: int
     rss_before: float | None
     rss_peak: float | None
     connections_peak: float | None

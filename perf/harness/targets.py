@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.report import Row, markdown, ms, times
+from harness.report import Row, markdown, ms, ratio, times
 
 EXIT_OK = 0
 EXIT_SCENARIO_FAILED = 1  # a scenario could not run (its row says "failed: …")
@@ -23,7 +23,7 @@ EXIT_TARGET_MISSED = 3  # every scenario ran; a target judged at full scale was 
 
 @dataclass(frozen=True)
 class Scale:
-    """What a run measured at: the fields of harness.run.Profile a target depends on."""
+    """What a run measured at: the sizes a target depends on (harness.run.Profile's first)."""
 
     level: str
     k6_seconds: float
@@ -108,138 +108,102 @@ def _judged(target: Target, too_small: str | None) -> Target:
 
 
 def targets(rows: list[Row], scale: Scale) -> list[Target]:
-    by_key = {r.key: r for r in rows}
-
-    def get(key: str) -> Row | None:
-        row = by_key.get(key)
-        return row if row is not None and row.measured else None
+    by_key = {r.key: r for r in rows if r.measured}
+    out: list[Target] = []
 
     def ratio_of(key: str, attr: str, base_key: str) -> float | None:
-        row, base = get(key), get(base_key)
+        row, base = by_key.get(key), by_key.get(base_key)
         if row is None or base is None:
             return None
-        a, b = getattr(row, attr), getattr(base, attr)
-        return None if a is None or b is None or b == 0 else a / b
+        return ratio(getattr(row, attr), getattr(base, attr))
 
-    out: list[Target] = []
+    def judge(
+        name: str,
+        measured: str,
+        wanted: str,
+        verdict: str,
+        needs: tuple[str, ...],
+        level: tuple[str, ...] = (),
+    ) -> None:
+        target = Target(name, measured, wanted, verdict)
+        out.append(_judged(target, shortfall(scale, needs, level)))
+
     r = ratio_of("provenance.grpc.h2load", "rps", "echo.h2load")
-    out.append(
-        _judged(
-            Target(
-                "provenance bundle over gRPC vs echo ceiling (h2load, closed loop)",
-                times(r),
-                "≥ 0.25x",
-                _verdict_min(r, 0.25, "RPS of GetDecisionProvenance / RPS of bare echo"),
-            ),
-            shortfall(scale, ("h2_seconds", "customers")),
-        )
+    judge(
+        "provenance bundle over gRPC vs echo ceiling (h2load, closed loop)",
+        times(r),
+        "≥ 0.25x",
+        _verdict_min(r, 0.25, "RPS of GetDecisionProvenance / RPS of bare echo"),
+        ("h2_seconds", "customers"),
     )
     # Issue #22: the p99 at the highest k6 rate sustained with < 1% errors.
-    rest = get("provenance.rest.sustained.k6")
+    rest = by_key.get("provenance.rest.sustained.k6")
     p99 = rest.p99 if rest else None
     sustained = rest.offered if rest else "-"
-    out.append(
-        _judged(
-            Target(
-                f"provenance REST p99 at the highest rate sustained (k6, {sustained})",
-                ms(p99) + (" ms" if p99 is not None and p99 < 1000 else ""),
-                "< 50 ms, < 1% errors",
-                _verdict_max(p99, 50.0, " ms", f"at {sustained}")
-                if rest is None or (rest.error_rate or 0) < 0.01
-                else f"missed: no rate sustained with < 1% errors ({rest.note})",
-            ),
-            shortfall(scale, ("k6_seconds", "customers"), level=("1k",)),
-        )
+    judge(
+        f"provenance REST p99 at the highest rate sustained (k6, {sustained})",
+        ms(p99) + (" ms" if p99 is not None and p99 < 1000 else ""),
+        "< 50 ms, < 1% errors",
+        _verdict_max(p99, 50.0, " ms", f"at {sustained}")
+        if rest is None or (rest.error_rate or 0) < 0.01
+        else f"missed: no rate sustained with < 1% errors ({rest.note})",
+        ("k6_seconds", "customers"),
+        level=("1k",),
     )
-    for label, key, base, needs, levels in (
-        (
-            "k6, same rate",
-            "provenance.rest.k6",
-            "provenance.grpc.k6",
-            ("k6_seconds",),
-            FULL_RATE_LEVELS,
-        ),
-        (
-            "h2load, closed loop",
-            "provenance.rest.h2load",
-            "provenance.grpc.h2load",
-            ("h2_seconds",),
-            (),
-        ),
+    for label, proto, needs, levels in (
+        ("k6, same rate", "k6", ("k6_seconds",), FULL_RATE_LEVELS),
+        ("h2load, closed loop", "h2load", ("h2_seconds",), ()),
     ):
-        p50 = ratio_of(key, "p50", base)
-        p99r = ratio_of(key, "p99", base)
-        out.append(
-            _judged(
-                Target(
-                    f"REST adapter latency vs the same gRPC call ({label})",
-                    f"p50 {times(p50)}, p99 {times(p99r)}",
-                    "≤ 1.5x",
-                    _verdict_max(p50, 1.5, "x", "p50"),
-                ),
-                shortfall(scale, needs, level=levels),
-            )
+        p50 = ratio_of(f"provenance.rest.{proto}", "p50", f"provenance.grpc.{proto}")
+        p99r = ratio_of(f"provenance.rest.{proto}", "p99", f"provenance.grpc.{proto}")
+        judge(
+            f"REST adapter latency vs the same gRPC call ({label})",
+            f"p50 {times(p50)}, p99 {times(p99r)}",
+            "≤ 1.5x",
+            _verdict_max(p50, 1.5, "x", "p50"),
+            needs,
+            level=levels,
         )
     r = ratio_of("single.erase.grpc", "p50", "single.delete.sql")
-    out.append(
-        _judged(
-            Target(
-                "erasure of a heavy customer vs raw DELETE of the same rows",
-                times(r),
-                "≤ 1.5x",
-                _verdict_max(r, 1.5, "x", "EraseCustomer time / DELETE time"),
-            ),
-            shortfall(scale, ("heavy_rows",)),
-        )
+    judge(
+        "erasure of a heavy customer vs raw DELETE of the same rows",
+        times(r),
+        "≤ 1.5x",
+        _verdict_max(r, 1.5, "x", "EraseCustomer time / DELETE time"),
+        ("heavy_rows",),
     )
     r = ratio_of("single.export.grpc", "rps", "single.copy.sql")
-    export = get("single.export.grpc")
+    export = by_key.get("single.export.grpc")
     growth = export.extra.get("rss_growth") if export else None
-    out.append(
-        _judged(
-            Target(
-                "DSAR export rows/s vs COPY (SELECT row_to_json …) TO STDOUT",
-                times(r) + ("" if growth is None else f", server RSS +{growth / 2**20:.0f} MB"),
-                "≥ 0.5x, bounded memory",
-                _verdict_min(r, 0.5, "rows/s"),
-            ),
-            shortfall(scale, ("heavy_rows",)),
-        )
+    judge(
+        "DSAR export rows/s vs COPY (SELECT row_to_json …) TO STDOUT",
+        times(r) + ("" if growth is None else f", server RSS +{growth / 2**20:.0f} MB"),
+        "≥ 0.5x, bounded memory",
+        _verdict_min(r, 0.5, "rows/s"),
+        ("heavy_rows",),
     )
-    flow = get("single.flow.overhead")
+    flow = by_key.get("single.flow.overhead")
     per_node = flow.p50 if flow else None
     verdict = _verdict_max(per_node, 2.0, " ms", "per node")
     if per_node is not None and per_node <= 0:
         # A longer chain finishing sooner than a short one: noise larger than the signal.
         verdict = "not resolved: below this run's noise (use more nodes / a quieter machine)"
-    out.append(
-        _judged(
-            Target(
-                "flow runner overhead per no-op node (Postgres store)",
-                ms(per_node) + " ms" if per_node is not None else "-",
-                "≤ 2 ms",
-                verdict,
-            ),
-            shortfall(scale, ("flow_nodes",)),
-        )
+    judge(
+        "flow runner overhead per no-op node (Postgres store)",
+        ms(per_node) + " ms" if per_node is not None else "-",
+        "≤ 2 ms",
+        verdict,
+        ("flow_nodes",),
     )
     # The peer (issue #22): the flow runner's chain vs DBOS Transact's, same commit mode.
-    for flow_key, dbos_key, mode in (
-        ("runner.chain.postgres", "runner.chain.dbos", "off"),
-        ("runner.chain.postgres-sync", "runner.chain.dbos-sync", "on"),
-    ):
-        r = ratio_of(flow_key, "p50", dbos_key)
-        out.append(
-            _judged(
-                Target(
-                    "flow runner per node vs DBOS Transact per step"
-                    f" (chain, synchronous_commit {mode})",
-                    times(r),
-                    "≤ 0.5x",
-                    _verdict_max(r, 0.5, "x", "ms per node / ms per step"),
-                ),
-                shortfall(scale, ("flow_nodes",)),
-            )
+    for store, mode in (("", "off"), ("-sync", "on")):
+        r = ratio_of(f"runner.chain.postgres{store}", "p50", f"runner.chain.dbos{store}")
+        judge(
+            f"flow runner per node vs DBOS Transact per step (chain, synchronous_commit {mode})",
+            times(r),
+            "≤ 0.5x",
+            _verdict_max(r, 0.5, "x", "ms per node / ms per step"),
+            ("flow_nodes",),
         )
     return out
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import grpc
 
 from harness import probes
 from harness.seed import TEMPLATES, Population
+from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.db.identifiers import quote_ident
 from kaireon_testkit.server import metadata
@@ -40,8 +42,6 @@ class Check:
 
 
 async def verify_chain(target: str, tenant: str) -> Check:
-    from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
-
     async with grpc.aio.insecure_channel(target) as channel:
         stub = audit_pb2_grpc.AuditServiceStub(channel)
         try:
@@ -61,28 +61,18 @@ async def verify_chain(target: str, tenant: str) -> Check:
     )
 
 
-async def _states(db: Database, tenant: str, sql: str) -> dict[str, int]:
-    async with db.transaction(tenant, readonly=True) as con:
-        rows = await con.fetch(sql, tenant)
-    return {r["state"]: int(r["n"]) for r in rows}
-
-
-async def _drained(
-    db: Database, tenant: str, sql: str, terminal: tuple[str, ...], timeout: float
-) -> tuple[dict[str, int], float]:
-    """State counts once none is pending (or at the timeout), and the seconds waited."""
+async def _terminal(
+    db: Database, tenant: str, name: str, sql: str, terminal: tuple[str, ...], timeout: float
+) -> Check:
+    """State counts (`sql`) once none is pending, waiting at most `timeout` seconds."""
     started = time.monotonic()
     while True:
-        states = await _states(db, tenant, sql)
+        async with db.transaction(tenant, readonly=True) as con:
+            states = {r["state"]: int(r["n"]) for r in await con.fetch(sql, tenant)}
         waited = time.monotonic() - started
         if all(s in terminal for s in states) or waited >= timeout:
-            return states, waited
+            break
         await asyncio.sleep(1.0)
-
-
-def _terminal_check(
-    name: str, states: dict[str, int], waited: float, terminal: tuple[str, ...]
-) -> Check:
     total = sum(states.values())
     pending = sum(n for s, n in states.items() if s not in terminal)
     parts = ", ".join(f"{n:,} {s}" for s, n in sorted(states.items()))
@@ -98,22 +88,20 @@ def _terminal_check(
 
 async def dsar_terminal(db: Database, tenant: str, timeout: float) -> Check:
     sql = "SELECT status AS state, count(*) AS n FROM dsar_request WHERE tenant_id = $1 GROUP BY 1"
-    states, waited = await _drained(db, tenant, sql, DSAR_TERMINAL, timeout)
-    return _terminal_check("DSAR requests terminal", states, waited, DSAR_TERMINAL)
+    return await _terminal(db, tenant, "DSAR requests terminal", sql, DSAR_TERMINAL, timeout)
 
 
 async def flow_terminal(db: Database, tenant: str, timeout: float) -> Check:
     sql = "SELECT state, count(*) AS n FROM flow_run WHERE tenant_id = $1 GROUP BY 1"
-    states, waited = await _drained(db, tenant, sql, FLOW_TERMINAL, timeout)
-    return _terminal_check("flow runs terminal", states, waited, FLOW_TERMINAL)
+    return await _terminal(db, tenant, "flow runs terminal", sql, FLOW_TERMINAL, timeout)
 
 
 async def erasure_residue(db: Database, tenant: str, pool: Population) -> Check:
     """Erased pool customers keep 0 rows; the others keep exactly their seeded rows."""
     async with db.transaction(tenant, readonly=True) as con:
         tables = await probes.erased_tables(con, tenant)
-        rows: dict[str, int] = {}
-        template_rows: dict[str, int] = {}
+        rows: Counter[str] = Counter()
+        template_rows: Counter[str] = Counter()
         for table, column in tables:
             quoted_table, quoted_column = quote_ident(table), quote_ident(column)
             # The seed clones the customer_id tables only (not, e.g., export chunks,
@@ -128,8 +116,7 @@ async def erasure_residue(db: Database, tenant: str, pool: Population) -> Check:
                     tenant,
                     prefix,
                 )
-                for r in found:
-                    into[r["c"]] = into.get(r["c"], 0) + int(r["n"])
+                into.update({r["c"]: int(r["n"]) for r in found})
         erased = {
             r["entity_id"]
             for r in await con.fetch(
@@ -139,16 +126,16 @@ async def erasure_residue(db: Database, tenant: str, pool: Population) -> Check:
                 pool.prefix,
             )
         }
-    left = {c: rows[c] for c in erased if rows.get(c)}
+    left = {c: rows[c] for c in erased if rows[c]}
     partial = {}
     for n in range(pool.first, pool.last + 1):
         customer = f"{pool.prefix}{n:0{pool.width}d}"
         if customer in erased:
             continue
         # Pool customer n is a clone of template customer 1 + (n - 1) mod TEMPLATES.
-        expected = template_rows.get(f"cust_{(n - 1) % TEMPLATES + 1:05d}", 0)
-        if rows.get(customer, 0) != expected:
-            partial[customer] = (rows.get(customer, 0), expected)
+        expected = template_rows[f"cust_{(n - 1) % TEMPLATES + 1:05d}"]
+        if rows[customer] != expected:
+            partial[customer] = (rows[customer], expected)
     detail = (
         f"{len(erased):,} customers erased, {sum(left.values()):,} rows left of them "
         f"in {len(tables)} tables; {pool.count - len(erased):,} not erased, "

@@ -4,17 +4,10 @@
 // create to the completed state (kaireon_e2e), i.e. queueing + export of one
 // seeded customer. A twentieth of the level.
 
-import { options as makeOptions, record } from './lib/config.js';
-import { dsarGrpc, dsarRest } from './lib/ops.js';
+import { options as makeOptions } from './lib/config.js';
+import { scenarioCalls } from './lib/ops.js';
 
 export { handleSummary } from './lib/summary.js';
 
 export const options = makeOptions(0.05, 2000, 300, true);
-
-export function grpcCall() {
-  dsarGrpc((r) => record(r.ok, 'grpc', r.ms));
-}
-
-export function restCall() {
-  dsarRest((r) => record(r.ok, 'rest', r.ms));
-}
+export const { grpcCall, restCall } = scenarioCalls('dsar', true);

@@ -6,12 +6,11 @@
 import grpc from 'k6/net/grpc';
 import encoding from 'k6/encoding';
 
-import { connect, invoke, options as makeOptions, record } from './lib/config.js';
+import { call, connect, options as makeOptions, record } from './lib/config.js';
 
 export { handleSummary } from './lib/summary.js';
 
 const TARGET = __ENV.ECHO_TARGET || '127.0.0.1:50151';
-const METHOD = __ENV.ECHO_METHOD || 'Echo';
 
 // The echo server speaks gRPC only.
 export const options = makeOptions(1.0, 50, 5, false, 'grpc');
@@ -21,10 +20,10 @@ client.load(['proto'], 'echo.proto');
 const PAYLOAD = encoding.b64encode('kaireon-perf-echo-payload-64-bytes..............................');
 
 export function grpcCall() {
-  if (!connect(client, TARGET, false)) {
+  if (!connect(client, TARGET)) {
     record(false, 'grpc');
     return;
   }
-  const request = METHOD === 'Lookup' ? { decision_id: 'dec_00001_1' } : { data: PAYLOAD };
-  record(invoke(client, `kaireon.perf.v1.Echo/${METHOD}`, request, { timeout: '10s' }), 'grpc');
+  const { status } = call(client, 'kaireon.perf.v1.Echo/Echo', { data: PAYLOAD }, { timeout: '10s' });
+  record(status === grpc.StatusOK, 'grpc');
 }

@@ -8,8 +8,8 @@
 
 import exec from 'k6/execution';
 
-import { PROTOCOL, options as makeOptions, pad, record } from './lib/config.js';
-import { erasureGrpc, erasureRest } from './lib/ops.js';
+import { PROTOCOL, options as makeOptions, pad } from './lib/config.js';
+import { scenarioCalls } from './lib/ops.js';
 
 export { handleSummary } from './lib/summary.js';
 
@@ -26,10 +26,4 @@ function nextCustomer(lane) {
   return n > POOL ? null : `ecust_${pad(n, 7)}`;
 }
 
-export function grpcCall() {
-  erasureGrpc((r) => record(r.ok, 'grpc'), nextCustomer(0));
-}
-
-export function restCall() {
-  erasureRest((r) => record(r.ok, 'rest'), nextCustomer(1));
-}
+export const { grpcCall, restCall } = scenarioCalls('erasure', false, nextCustomer);

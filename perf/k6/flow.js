@@ -4,17 +4,10 @@
 // flow is measured by perf/run separately (a chain of no-op nodes). A tenth
 // of the level.
 
-import { options as makeOptions, record } from './lib/config.js';
-import { flowGrpc, flowRest } from './lib/ops.js';
+import { options as makeOptions } from './lib/config.js';
+import { scenarioCalls } from './lib/ops.js';
 
 export { handleSummary } from './lib/summary.js';
 
 export const options = makeOptions(0.1, 500, 50);
-
-export function grpcCall() {
-  flowGrpc((r) => record(r.ok, 'grpc'));
-}
-
-export function restCall() {
-  flowRest((r) => record(r.ok, 'rest'));
-}
+export const { grpcCall, restCall } = scenarioCalls('flow');

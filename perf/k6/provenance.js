@@ -5,17 +5,10 @@
 //
 //   LEVEL=1k PROTOCOL=rest .venv/bin/k6 run perf/k6/provenance.js
 
-import { options as makeOptions, record } from './lib/config.js';
-import { provenanceGrpc, provenanceRest } from './lib/ops.js';
+import { options as makeOptions } from './lib/config.js';
+import { scenarioCalls } from './lib/ops.js';
 
 export { handleSummary } from './lib/summary.js';
 
 export const options = makeOptions(1.0, 50, 20);
-
-export function grpcCall() {
-  provenanceGrpc((r) => record(r.ok, 'grpc'));
-}
-
-export function restCall() {
-  provenanceRest((r) => record(r.ok, 'rest'));
-}
+export const { grpcCall, restCall } = scenarioCalls('provenance');

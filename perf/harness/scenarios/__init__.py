@@ -11,36 +11,15 @@ each RPC's latency grows with the tenant's history).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable
 
 from harness.report import Row
 from harness.run import Context
-from harness.scenarios import (
-    ceilings,
-    dsar,
-    erasure,
-    flow,
-    metrics,
-    provenance,
-    runner,
-    scale,
-    scaleout,
-    single,
-    tlog,
-)
 
 Scenario = Callable[[Context], Awaitable[list[Row]]]
+ORDER = ("ceilings", "provenance", "erasure", "dsar", "flow", "single", "runner")
+OPT_IN = ("scaleout", "tlog", "metrics", "scale")
 GROUPS: dict[str, Scenario] = {
-    "ceilings": ceilings.run,
-    "provenance": provenance.run,
-    "erasure": erasure.run,
-    "dsar": dsar.run,
-    "flow": flow.run,
-    "single": single.run,
-    "runner": runner.run,
-    "scaleout": scaleout.run,
-    "tlog": tlog.run,
-    "metrics": metrics.run,
-    "scale": scale.run,
+    name: importlib.import_module(f"harness.scenarios.{name}").run for name in ORDER + OPT_IN
 }
-OPT_IN = {"scaleout", "tlog", "metrics", "scale"}

@@ -31,7 +31,7 @@ async def run(ctx: Context) -> list[Row]:
             "health",
             "health.Check of the server (framework + interceptor, no database)",
             "server",
-            ctx.stack.grpc_port,
+            ctx.grpc_port,
             "grpc.health.v1.Health/Check",
             health_msg,
         ),

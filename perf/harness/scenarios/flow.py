@@ -15,7 +15,6 @@ import time
 from harness import probes, profile
 from harness.report import Row
 from harness.run import Context, fill_single
-from harness.stack import log
 
 RUNS = 5
 # With --profile: how long py-spy watches the long chain, and the server's parts.
@@ -45,7 +44,7 @@ async def _chain(ctx: Context, nodes: int, spans: dict[int, list[float]]) -> Row
 
     def work() -> Row:
         # Profiled: the long chain again and again for ~10 s (enough samples).
-        server = ctx.stack.server
+        server = ctx.server
         spy = None
         until = 0.0
         if ctx.args.profile and nodes > 1 and server is not None:
@@ -54,7 +53,9 @@ async def _chain(ctx: Context, nodes: int, spans: dict[int, list[float]]) -> Row
         timings: list[probes.FlowTimed] = []
         try:
             while len(timings) < RUNS or time.monotonic() < until:
-                timings.append(ctx.on_loop(probes.flow_run(ctx.target, ctx.tenant, nodes, 120)))
+                timings.append(
+                    ctx.on_loop(probes.flow_run(ctx.grpc_target, ctx.tenant, nodes, 120))
+                )
         finally:
             if spy is not None:
                 profile.stop(spy)
@@ -67,15 +68,11 @@ async def _chain(ctx: Context, nodes: int, spans: dict[int, list[float]]) -> Row
 
 
 async def run(ctx: Context) -> list[Row]:
-    rows = await ctx.both_protocols("flow", "flow start (2 no-op nodes)", "flow.js", lambda _: {})
+    rows = await ctx.both_protocols("flow", "flow start (2 no-op nodes)", "flow.js")
     n = ctx.profile.flow_nodes
     spans: dict[int, list[float]] = {}
     one, many = [await _chain(ctx, nodes, spans) for nodes in (1, n)]
-    out = ctx.dir / "profile-flow.txt"
-    summary, by_part = profile.summarize(out), profile.breakdown(out, PARTS)
-    if summary is not None and by_part is not None:
-        ctx.profiles[f"flow chain of {n} (watched)"] = by_part + "\n" + summary.text()
-        log(ctx.profiles[f"flow chain of {n} (watched)"])
+    ctx.profiled(f"flow chain of {n} (watched)", ctx.dir / "profile-flow.txt", PARTS)
     overhead = Row("single.flow.overhead", "flow runner overhead per no-op node", "derived")
     overhead.offered = f"(chain {n} - chain 1) / {n - 1} of the runs' node spans"
     if one.measured and many.measured and 1 in spans and n in spans:

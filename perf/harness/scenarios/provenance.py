@@ -13,7 +13,6 @@ import grpc
 from harness import profile
 from harness.report import Row, cpu_per_request
 from harness.run import Context
-from harness.stack import log
 from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
 from kaireon_server.provenance.repository import EMIT_ACTION
 from kaireon_testkit.server import metadata
@@ -51,11 +50,11 @@ async def _grpc_h2load(ctx: Context) -> Row:
     meta = {"x-tenant-id": ctx.tenant, "x-user-role": "admin"}
     if ctx.check_served(row, "provenance").status != "ok":
         return row
-    work = ctx.h2_grpc(row, ctx.stack.grpc_port, METHOD, request.SerializeToString(), meta)
+    work = ctx.h2_grpc(row, ctx.grpc_port, METHOD, request.SerializeToString(), meta)
     if work is None:
         return row  # skipped: no h2load
     out = ctx.dir / "profile-provenance.txt"
-    server = ctx.stack.server
+    server = ctx.server
 
     def checked() -> Row:
         # h2load sees HTTP 200 for gRPC errors too: every successful emission
@@ -77,23 +76,10 @@ async def _grpc_h2load(ctx: Context) -> Row:
         return result
 
     row = await ctx.measure(row, "server", checked)
-    summary, by_part = profile.summarize(out), profile.breakdown(out, PARTS)
-    if summary is not None:
-        cpu = cpu_per_request(row)
-        head = f"server CPU per bundle {cpu:.3f} ms, split by the shares below" if cpu else ""
-        ctx.profiles["provenance gRPC (h2load)"] = "\n".join(
-            t for t in (head, by_part, summary.text()) if t
-        )
-        log(ctx.profiles["provenance gRPC (h2load)"])
+    cpu = cpu_per_request(row)
+    head = f"server CPU per bundle {cpu:.3f} ms, split by the shares below" if cpu else ""
+    ctx.profiled("provenance gRPC (h2load)", out, PARTS, head)
     return row
-
-
-BULK_MAX = 1000
-
-
-def _bulk_decisions(ctx: Context) -> list[str]:
-    """One decision of each of the first (up to) 1,000 seeded customers."""
-    return [f"dec_{c:05d}_1" for c in range(1, min(BULK_MAX, ctx.profile.customers) + 1)]
 
 
 async def _stream_once(target: str, tenant: str, decisions: list[str]) -> tuple[int, float]:
@@ -112,7 +98,8 @@ async def _stream_once(target: str, tenant: str, decisions: list[str]) -> tuple[
 async def _bulk(ctx: Context) -> list[Row]:
     """The bulk stream of 1,000 decisions: their first emissions (built; the
     second pass keeps them), then the kept bytes (goal: >= 5,000 bundles/s)."""
-    decisions = _bulk_decisions(ctx)
+    # One decision of each of the first (up to) 1,000 seeded customers.
+    decisions = [f"dec_{c:05d}_1" for c in range(1, min(1000, ctx.profile.customers) + 1)]
     rows = []
     for key, scenario in (
         ("provenance.stream.first", f"provenance stream, {len(decisions):,} first emissions"),
@@ -123,10 +110,10 @@ async def _bulk(ctx: Context) -> list[Row]:
             rows.append(row)
             continue
         if key.endswith("kept"):  # the second emission keeps each bundle
-            await _stream_once(ctx.target, ctx.tenant, decisions)
+            await _stream_once(ctx.grpc_target, ctx.tenant, decisions)
 
         def work(row: Row = row) -> Row:
-            count, seconds = asyncio.run(_stream_once(ctx.target, ctx.tenant, decisions))
+            count, seconds = asyncio.run(_stream_once(ctx.grpc_target, ctx.tenant, decisions))
             row.rps = count / seconds
             row.extra["bundles"] = count
             row.errors = len(decisions) - count
@@ -146,12 +133,10 @@ async def run(ctx: Context) -> list[Row]:
     )
     headers = {"X-Tenant-Id": ctx.tenant, "X-User-Role": "admin"}
     if ctx.check_served(rest, "provenance", rest=True).status == "ok":
-        url = f"{ctx.stack.base_url}/api/v1/decisions/dec_00001_1/provenance"
+        url = f"{ctx.base_url}/api/v1/decisions/dec_00001_1/provenance"
         rest = await ctx.measure(rest, "server", ctx.h2(rest, url, headers, http1=True))
     rows.append(rest)
-    k6_rows = await ctx.both_protocols(
-        "provenance", "provenance read", "provenance.js", lambda _: {}
-    )
+    k6_rows = await ctx.both_protocols("provenance", "provenance read", "provenance.js")
     return rows + k6_rows + [await _rest_sustained(ctx, k6_rows[-1])] + await _bulk(ctx)
 
 

@@ -157,9 +157,9 @@ async def _one(
 
 async def _variant(
     ctx: Context, plan: Plan, make: Callable[[], CheckpointStore] | None, options: dict[str, bool]
-) -> tuple[list[float], list[float], list[float]]:
+) -> dbos_peer.Rounds:
     """Wall, CPU and PostgreSQL CPU seconds of each round."""
-    postmaster = next(iter(ctx.stack.pg_roots()), None)
+    postmaster = next(iter(ctx.pg_roots()), None)
     walls: list[float] = []
     cpus: list[float] = []
     pgs: list[float] = []
@@ -179,16 +179,11 @@ async def _variant(
 
 def _rounds(
     ctx: Context, plan: Plan, make: Callable[[], CheckpointStore] | None, options: dict[str, bool]
-) -> tuple[list[float], list[float], list[float]]:
+) -> dbos_peer.Rounds:
     return ctx.on_loop(_variant(ctx, plan, make, options))
 
 
-def _measured(
-    row: Row,
-    n: int,
-    rounds: Callable[[], tuple[list[float], list[float], list[float]]],
-    goal: bool,
-) -> Row:
+def _measured(row: Row, n: int, rounds: Callable[[], dbos_peer.Rounds], goal: bool) -> Row:
     walls, cpus, pgs = rounds()
     wall = statistics.median(walls)
     row.rps, row.p50, row.p99 = n / wall, wall * 1000 / n, max(walls) * 1000 / n
@@ -203,33 +198,6 @@ def _measured(
     if goal:
         row.note += f"; goal <= {GOAL_MS:g} ms/node {'met' if row.p50 <= GOAL_MS else 'MISSED'}"
     return row
-
-
-def _dbos_rows(ctx: Context, n: int) -> list[tuple[Row, Callable[[], Row]]]:
-    """The peer: DBOS Transact's chain of n no-op steps in the same PostgreSQL,
-    synchronous commit on and off (harness/dbos_peer.py)."""
-    postmaster = next(iter(ctx.stack.pg_roots()), None)
-    out = []
-    for synchronous, label in ((False, "dbos"), (True, "dbos sync")):
-        row = Row(
-            f"runner.chain.{label.replace(' ', '-')}",
-            f"DBOS Transact in-process, chain of {n} no-op steps, synchronous_commit "
-            + ("on" if synchronous else "off"),
-            "python (in-process)",
-            offered=f"{ctx.profile.runner_rounds} x {n} steps",
-            unit="nodes/s",
-            baseline="runner.chain.floor",
-        )
-        rounds = functools.partial(
-            dbos_peer.measure,
-            ctx.db.dsn,
-            n,
-            ctx.profile.runner_rounds,
-            synchronous=synchronous,
-            pg_cpu=functools.partial(_pg_cpu, postmaster),
-        )
-        out.append((row, functools.partial(_measured, row, n, rounds, False)))
-    return out
 
 
 async def run(ctx: Context) -> list[Row]:
@@ -262,6 +230,21 @@ async def run(ctx: Context) -> list[Row]:
             work = functools.partial(_measured, row, n, rounds, goal)
             # No server group: the in-process runner loads this process and PostgreSQL only.
             rows.append(await ctx.measure(row, "", work))
-    for row, work in _dbos_rows(ctx, n):
-        rows.append(await ctx.measure(row, "", work))
+    # The peer: DBOS Transact's chain of n no-op steps in the same PostgreSQL,
+    # synchronous commit off and on (harness/dbos_peer.py).
+    pg_cpu = functools.partial(_pg_cpu, next(iter(ctx.pg_roots()), None))
+    for synchronous, key in ((False, "dbos"), (True, "dbos-sync")):
+        row = Row(
+            f"runner.chain.{key}",
+            f"DBOS Transact in-process, chain of {n} no-op steps, synchronous_commit "
+            + ("on" if synchronous else "off"),
+            "python (in-process)",
+            offered=f"{ctx.profile.runner_rounds} x {n} steps",
+            unit="nodes/s",
+            baseline="runner.chain.floor",
+        )
+        rounds = functools.partial(
+            dbos_peer.measure, ctx.db.dsn, n, ctx.profile.runner_rounds, synchronous, pg_cpu
+        )
+        rows.append(await ctx.measure(row, "", functools.partial(_measured, row, n, rounds, False)))
     return rows

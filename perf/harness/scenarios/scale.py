@@ -59,6 +59,7 @@ DECISION = "dec_00001_1"  # a demo-seed decision: its bundle cites catalogue row
 AUDIT_BATCH = 5000  # rows per seeding transaction
 NEW_ROWS = 100  # rows appended before each incremental verification call
 PROBE_SECONDS = 30.0  # idle probing before and after the loaded window (2 s at --smoke)
+PROBED = ("ListAuditEvents", "provenance")  # the calls probed during a full verification
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 _SEED = [
@@ -215,21 +216,19 @@ async def _catch_up(
     head (the full runs, timed), then VACUUM ANALYZE; the incremental calls measured
     afterwards start from there."""
     audit = audit_pb2_grpc.AuditServiceStub(channel)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    await _integrate_all(db, integrator, tenant)
-    timings["integrate"] = time.perf_counter() - started
-    started = time.perf_counter()
-    admin = metadata(tenant)
-    while (reply := await audit.VerifyChain(audit_pb2.VerifyChainRequest(), metadata=admin)).more:
-        pass
-    assert reply.valid, reply
-    timings["VerifyChain"] = time.perf_counter() - started
-    started = time.perf_counter()
-    while (reply_log := await audit.VerifyLog(audit_pb2.VerifyLogRequest(), metadata=admin)).more:
-        pass
-    assert reply_log.valid, reply_log
-    timings["VerifyLog"] = time.perf_counter() - started
+    timings = {"integrate": await _timed(partial(_integrate_all, db, integrator, tenant)) / 1000}
+
+    async def verify_all(name: str, rpc: Callable[..., Awaitable[Any]], request: Any) -> Any:
+        """Calls a verification until it reaches the head (timed); its last reply."""
+        started = time.perf_counter()
+        while (reply := await rpc(request, metadata=metadata(tenant))).more:
+            pass
+        assert reply.valid, reply
+        timings[name] = time.perf_counter() - started
+        return reply
+
+    await verify_all("VerifyChain", audit.VerifyChain, audit_pb2.VerifyChainRequest())
+    reply_log = await verify_all("VerifyLog", audit.VerifyLog, audit_pb2.VerifyLogRequest())
     timings["rows"] = float(reply_log.tree_size)
     async with db.owner_connection() as con:
         # Autovacuum of the fresh rows would otherwise run during the measurements
@@ -245,23 +244,6 @@ async def _catch_up(
         )
         at["size"] = reply_log.tree_size
     return timings
-
-
-def _probe_calls(channel: grpc.aio.Channel, tenant: str) -> dict[str, Call]:
-    """The calls probed while a full verification runs (also rows of their own)."""
-    admin = metadata(tenant)
-    return {
-        "ListAuditEvents": partial(
-            audit_pb2_grpc.AuditServiceStub(channel).ListAuditEvents,
-            audit_pb2.ListAuditEventsRequest(page_size=PAGE),
-            metadata=admin,
-        ),
-        "provenance": partial(
-            provenance_pb2_grpc.ProvenanceServiceStub(channel).GetDecisionProvenance,
-            provenance_pb2.GetDecisionProvenanceRequest(decision_id=DECISION),
-            metadata=admin,
-        ),
-    }
 
 
 def _calls(channel: grpc.aio.Channel, tenant: str, at: dict[str, Any]) -> dict[str, Call]:
@@ -331,9 +313,15 @@ def _calls(channel: grpc.aio.Channel, tenant: str, at: dict[str, Any]) -> dict[s
             erasure_pb2.EraseCustomerRequest(customer_id="bulk_7", dry_run=True),
             admin,
         ),
+        # The calls probed while a full verification runs (PROBED), rows of their own too.
+        "ListAuditEvents": (events, event_list(page_size=PAGE), admin),
+        "provenance": (
+            provenance_pb2_grpc.ProvenanceServiceStub(channel).GetDecisionProvenance,
+            provenance_pb2.GetDecisionProvenanceRequest(decision_id=DECISION),
+            admin,
+        ),
     }
-    calls = {name: partial(rpc, request, metadata=md) for name, (rpc, request, md) in table.items()}
-    return {**calls, **_probe_calls(channel, tenant)}
+    return {name: partial(rpc, request, metadata=md) for name, (rpc, request, md) in table.items()}
 
 
 def _new_rows(db: Database, integrator: Integrator, tenant: str) -> dict[str, Call]:
@@ -404,10 +392,12 @@ async def _stream_verify(channel: grpc.aio.Channel, tenant: str) -> tuple[float,
     return time.perf_counter() - started, last.result.rows_checked
 
 
-async def _contention(channel: grpc.aio.Channel, tenant: str, seconds: float) -> list[Row]:
-    """The probe calls idle, during a full StreamVerifyLog of `tenant`, and idle
+async def _contention(
+    channel: grpc.aio.Channel, tenant: str, all_calls: dict[str, Call], seconds: float
+) -> list[Row]:
+    """The PROBED calls idle, during a full StreamVerifyLog of `tenant`, and idle
     again; the loaded and the second idle rows' ratios are to the first idle row."""
-    calls = _probe_calls(channel, tenant)
+    calls = {name: all_calls[name] for name in PROBED}
     idle = await _probe(calls, asyncio.sleep(seconds))
     verification = asyncio.ensure_future(_stream_verify(channel, tenant))
     loaded = await _probe(calls, verification)
@@ -445,7 +435,7 @@ async def run(ctx: Context) -> list[Row]:
     db = ctx.db
     integrator = Integrator(db, TlogSettings())
     rows: list[Row] = []
-    async with grpc.aio.insecure_channel(ctx.target) as channel:
+    async with grpc.aio.insecure_channel(ctx.grpc_target) as channel:
         calls: list[dict[str, Call]] = []
         befores: list[dict[str, Call]] = []
         tenants: list[str] = []
@@ -502,5 +492,6 @@ async def run(ctx: Context) -> list[Row]:
             if row.key.startswith("scale.dsar-list-status-completed."):
                 row.note = f"access rows written by {polls}, per size: {access}"
         if ctx.args.scale_contention:
-            rows += await _contention(channel, tenants[-1], 2.0 if smoke else PROBE_SECONDS)
+            seconds = 2.0 if smoke else PROBE_SECONDS
+            rows += await _contention(channel, tenants[-1], calls[-1], seconds)
     return rows

@@ -17,6 +17,8 @@ shares the same CPUs with PostgreSQL, nginx and k6.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness import lab_load, seed
@@ -111,7 +113,8 @@ async def _measure_steps(ctx: Context, lab: netns.Lab, steps: list[Step]) -> Non
     running = 0
     for step in steps:
         count = step.replicas
-        if count != running:
+        warm_up = count != running
+        if warm_up:
             for replica in replicas[running:count]:  # one at a time: the first migrates
                 await asyncio.to_thread(replica.start)
                 await netns.wait_serving(replica)
@@ -124,50 +127,37 @@ async def _measure_steps(ctx: Context, lab: netns.Lab, steps: list[Step]) -> Non
             for replica in replicas[count:running]:  # out of nginx first, then stopped
                 await asyncio.to_thread(replica.stop)
             running = count
-            assert lb is not None
-            await _warm_up(ctx, step, lb, plan.customers)
         assert lb is not None
-        pg_pid = pg.postmaster_pid()
-        await _measure(
-            ctx,
-            step.row,
-            step.load,
-            lb,
-            replicas[:count],
-            [pg_pid] if pg_pid else [],
-            plan.customers,
+        mix = functools.partial(
+            lab_load.run_mix,
+            grpc_target=lb.grpc_target,
+            base_url=lb.rest,
+            tenant=ctx.tenant,
+            customers=plan.customers,
+            workdir=ctx.dir,
         )
-
-
-async def _warm_up(ctx: Context, step: Step, lb: netns.Nginx, customers: int) -> None:
-    """A short unmeasured run of reads only before each phase: fresh replicas' first
-    calls (connections, caches) and k6's first connections through nginx (server
-    reflection per VU) would otherwise weigh on the first rows only."""
-    seconds = max(1.0, min(10.0, ctx.profile.k6_seconds / 3))
-    load = lab_load.MixLoad(step.load.read_rate, 0, seconds)
-    log(f"scaleout: warm-up, {load.describe()}")
-    await asyncio.to_thread(
-        lab_load.run_mix,
-        load,
-        grpc_target=lb.grpc_target,
-        base_url=lb.rest,
-        tenant=ctx.tenant,
-        customers=customers,
-        workdir=ctx.dir,
-        name=f"{step.row.key}.warmup",
-    )
+        if warm_up:
+            # A short unmeasured run of reads only before each phase: fresh replicas'
+            # first calls (connections, caches) and k6's first connections through
+            # nginx (server reflection per VU) would otherwise weigh on the first rows.
+            seconds = max(1.0, min(10.0, ctx.profile.k6_seconds / 3))
+            load = lab_load.MixLoad(step.load.read_rate, 0, seconds)
+            log(f"scaleout: warm-up, {load.describe()}")
+            await asyncio.to_thread(mix, load, name=f"{step.row.key}.warmup")
+        pg_pid = pg.postmaster_pid()
+        await _measure(ctx, step, lb, replicas[:count], [pg_pid] if pg_pid else [], mix)
 
 
 async def _measure(
     ctx: Context,
-    row: Row,
-    load: lab_load.MixLoad,
+    step: Step,
     lb: netns.Nginx,
     replicas: list[netns.LabServer],
     pg_roots: list[int],
-    customers: int,
+    mix: Callable[..., lab_load.MixResult],
 ) -> None:
-    row.offered = load.describe()
+    row = step.row
+    row.offered = step.load.describe()
     ctx.monitor.add_group(
         "lab-replicas",
         lambda: [r.proc.pid for r in replicas if r.proc and r.proc.poll() is None],
@@ -177,15 +167,7 @@ async def _measure(
     upstreams_before = lb.upstreams_used()
 
     def work() -> None:
-        result = lab_load.run_mix(
-            load,
-            grpc_target=lb.grpc_target,
-            base_url=lb.rest,
-            tenant=ctx.tenant,
-            customers=customers,
-            workdir=ctx.dir,
-            name=row.key,
-        )
+        result = mix(step.load, name=row.key)
         row.rps, row.p50, row.p95, row.p99 = result.rps, result.p50, result.p95, result.p99
         row.errors, row.error_rate = result.error_count, result.error_rate
         row.extra.update(

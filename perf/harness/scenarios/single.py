@@ -27,9 +27,9 @@ def _rss(pid: int) -> int:
 
 
 async def run(ctx: Context) -> list[Row]:
-    assert ctx.stack.seed_report is not None
-    db, tenant, target = ctx.db, ctx.tenant, ctx.target
-    heavy = list(ctx.stack.seed_report.heavy_rows)
+    assert ctx.seed_report is not None
+    db, tenant, target = ctx.db, ctx.tenant, ctx.grpc_target
+    heavy = list(ctx.seed_report.heavy_rows)
     rows_of = {}
     async with db.owner_connection() as con:
         for c in heavy:
@@ -75,7 +75,7 @@ async def run(ctx: Context) -> list[Row]:
         unit="rows/s",
         baseline="single.copy.sql",
     )
-    server_pid = ctx.stack.server.pid if ctx.stack.server else 0
+    server_pid = ctx.server.pid if ctx.server else 0
     request_ids: list[str] = []
 
     def export_work() -> Row:
@@ -133,17 +133,10 @@ async def run(ctx: Context) -> list[Row]:
         "server",
         lambda: timed(delete, [with_con(probes.raw_delete, tenant, c) for c in deletes]),
     )
-    erase = await ctx.measure(
-        ctx.check_served(erase, "erasure"),
-        "server",
-        lambda: timed(erase, [probes.service_erase(target, tenant, c) for c in erases]),
-    )
-    absent = await ctx.measure(
-        ctx.check_served(absent, "erasure"),
-        "server",
-        lambda: timed(
-            absent,
-            [probes.service_erase(target, tenant, "perf_absent") for _ in range(ABSENT_CALLS)],
-        ),
-    )
+    for row, customers in ((erase, erases), (absent, ["perf_absent"] * ABSENT_CALLS)):
+
+        def erasing(row: Row = row, customers: list[str] = customers) -> Row:
+            return timed(row, [probes.service_erase(target, tenant, c) for c in customers])
+
+        await ctx.measure(ctx.check_served(row, "erasure"), "server", erasing)
     return [copy, export, download, delete, erase, absent]

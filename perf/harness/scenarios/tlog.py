@@ -12,7 +12,6 @@ maximum and the share checkpointed within 1 s.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 
 from harness.report import Row
@@ -58,41 +57,29 @@ async def _appends(db: Database, tenant: str, seconds: float) -> tuple[dict[int,
     return committed, time.monotonic() - started
 
 
-class _Watch:
-    """When each seq was first covered by a checkpoint (polled every 10 ms), from
-    the first append until every committed row is covered or DRAIN_SECONDS after
-    the writers stop."""
-
-    def __init__(self, db: Database, tenant: str) -> None:
-        self.db, self.tenant = db, tenant
-        self.seen: dict[int, float] = {}
-        self.expected: int | None = None  # set when the writers stop
-        self.deadline = 0.0
-
-    async def run(self) -> None:
-        size = 0
-        while self.expected is None or (size < self.expected and time.monotonic() < self.deadline):
-            async with self.db.transaction(self.tenant, readonly=True) as con:
-                now_size = int(
-                    await con.fetchval(
-                        "SELECT coalesce(max(size), 0) FROM audit_tlog_checkpoint"
-                        " WHERE tenant_id = $1",
-                        self.tenant,
-                    )
-                )
-            now = time.monotonic()
-            self.seen.update((seq, now) for seq in range(size + 1, now_size + 1))
-            size = max(size, now_size)
-            await asyncio.sleep(0.01)
-
-
 async def _measure(ctx: Context, row: Row, tenant: str) -> Row:
-    watch = _Watch(ctx.db, tenant)
-    watcher = asyncio.create_task(watch.run())
-    committed, seconds = await _appends(ctx.db, tenant, ctx.profile.h2_seconds)
-    watch.expected, watch.deadline = max(committed, default=0), time.monotonic() + DRAIN_SECONDS
-    await watcher
-    lags = [max(0.0, watch.seen[s] - t) * 1000 for s, t in committed.items() if s in watch.seen]
+    # When each seq was first covered by a checkpoint (polled every 10 ms), from the
+    # first append until every committed row is covered or DRAIN_SECONDS after the
+    # writers stop.
+    writers = asyncio.create_task(_appends(ctx.db, tenant, ctx.profile.h2_seconds))
+    seen: dict[int, float] = {}
+    size, expected, deadline = 0, None, 0.0
+    while expected is None or (size < expected and time.monotonic() < deadline):
+        if expected is None and writers.done():
+            committed, seconds = writers.result()
+            expected, deadline = max(committed, default=0), time.monotonic() + DRAIN_SECONDS
+        async with ctx.db.transaction(tenant, readonly=True) as con:
+            now_size = int(
+                await con.fetchval(
+                    "SELECT coalesce(max(size), 0) FROM audit_tlog_checkpoint WHERE tenant_id = $1",
+                    tenant,
+                )
+            )
+        now = time.monotonic()
+        seen.update((seq, now) for seq in range(size + 1, now_size + 1))
+        size = max(size, now_size)
+        await asyncio.sleep(0.01)
+    lags = [max(0.0, seen[s] - t) * 1000 for s, t in committed.items() if s in seen]
     stats = percentiles(lags)
     row.rps, row.p50, row.p95, row.p99 = len(committed) / seconds, stats.p50, stats.p95, stats.p99
     row.errors = len(committed) - len(lags)  # rows never checkpointed
@@ -114,9 +101,4 @@ async def run(ctx: Context) -> list[Row]:
         unit="rows/s",
     )
     tenant = f"{ctx.tenant}_tlog_{int(time.time())}"
-    work = functools.partial(_blocking, ctx, row, tenant)
-    return [await ctx.measure(row, "server", work)]
-
-
-def _blocking(ctx: Context, row: Row, tenant: str) -> Row:
-    return ctx.on_loop(_measure(ctx, row, tenant))
+    return [await ctx.measure(row, "server", lambda: ctx.on_loop(_measure(ctx, row, tenant)))]

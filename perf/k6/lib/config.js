@@ -7,7 +7,6 @@
 // to the tenant's audit chain. RATE overrides the computed rate outright.
 
 import { Counter, Rate, Trend } from 'k6/metrics';
-import grpc from 'k6/net/grpc';
 
 export const LEVELS = { smoke: 20, '1k': 1000, '2k': 2000, '5k': 5000, '10k': 10000 };
 
@@ -28,7 +27,6 @@ export const TENANT = env('TENANT', 'perf');
 export const ROLE = env('ROLE', 'admin');
 export const CUSTOMERS = parseInt(env('CUSTOMERS', '10000'), 10);
 export const MAX_ERROR_RATE = parseFloat(env('MAX_ERROR_RATE', '0.01'));
-export const SUMMARY = env('SUMMARY', '');
 
 // Identity as a trusted gateway would pass it (KAIREON_TRUST_HEADERS=true), or,
 // with AUTHORIZATION set ("Bearer <JWT>"), the token a client sends to servers
@@ -51,10 +49,7 @@ export const requests = new Counter('kaireon_requests');
 
 export function rateFor(share) {
   const explicit = env('RATE', '');
-  if (explicit !== '') {
-    return Math.max(1, parseInt(explicit, 10));
-  }
-  return Math.max(1, Math.round(LEVELS[LEVEL] * share));
+  return Math.max(1, explicit === '' ? Math.round(LEVELS[LEVEL] * share) : parseInt(explicit, 10));
 }
 
 // One constant-arrival-rate scenario. VUs are sized for ~50 ms calls; k6 adds
@@ -77,35 +72,15 @@ export function arrival(share, exec, expectedMs = 50) {
 
 // PROTOCOL=grpc|rest|both picks the scenarios; both run side by side, each at the rate.
 export function scenarios(share, expectedMs, protocol = PROTOCOL) {
-  const out = {};
-  if (protocol === 'grpc' || protocol === 'both') {
-    out.grpc = arrival(share, 'grpcCall', expectedMs);
-  }
-  if (protocol === 'rest' || protocol === 'both') {
-    out.rest = arrival(share, 'restCall', expectedMs);
-  }
-  if (Object.keys(out).length === 0) {
+  const chosen = protocol === 'both' ? ['grpc', 'rest'] : [protocol];
+  if (!chosen.every((p) => p === 'grpc' || p === 'rest')) {
     throw new Error(`PROTOCOL must be grpc, rest or both, got ${protocol}`);
   }
-  return out;
+  return Object.fromEntries(chosen.map((p) => [p, arrival(share, `${p}Call`, expectedMs)]));
 }
 
-// The latency metrics of the chosen scenarios: composite operations use kaireon_e2e.
-function latencyMetrics(chosen, composite) {
-  if (composite) {
-    return ['kaireon_e2e'];
-  }
-  const names = [];
-  if ('grpc' in chosen) {
-    names.push('grpc_req_duration');
-  }
-  if ('rest' in chosen) {
-    names.push('http_req_duration');
-  }
-  return names;
-}
-
-// Error rate below MAX_ERROR_RATE and p99 below p99Ms (P99_MS overrides).
+// Error rate below MAX_ERROR_RATE and p99 below p99Ms (P99_MS overrides), of
+// each chosen scenario's timer, or of kaireon_e2e for composite operations.
 export function thresholds(p99Ms, share, chosen, composite = false) {
   const p99 = parseFloat(env('P99_MS', String(p99Ms)));
   const offered = rateFor(share) * seconds(DURATION) * Object.keys(chosen).length;
@@ -114,7 +89,8 @@ export function thresholds(p99Ms, share, chosen, composite = false) {
     // Iterations k6 could not start on time mean the target rate was not offered.
     dropped_iterations: [`count<${Math.max(1, Math.round(offered * 0.01))}`],
   };
-  for (const name of latencyMetrics(chosen, composite)) {
+  const timers = Object.keys(chosen).map((p) => `${p === 'grpc' ? 'grpc' : 'http'}_req_duration`);
+  for (const name of composite ? ['kaireon_e2e'] : timers) {
     out[name] = [`p(99)<${p99}`];
   }
   return out;
@@ -161,21 +137,20 @@ export function randomCustomer() {
   return `cust_${pad(1 + Math.floor(Math.random() * CUSTOMERS), 5)}`;
 }
 
-// Connects a VU's client on its first call (reflection: the server describes
-// its own methods). False when it cannot; the caller counts an error.
+// Connects a VU's client on its first call, with the descriptors it loaded
+// (no reflection). False when it cannot; the caller counts an error.
 const connected = new Set(); // per VU: module state is not shared between VUs
 
-export function connect(client, target, reflect = true) {
-  if (connected.has(client)) {
-    return true;
-  }
+export function connect(client, target) {
   try {
-    client.connect(target, { plaintext: true, reflect, timeout: '10s' });
-    connected.add(client);
+    if (!connected.has(client)) {
+      client.connect(target, { plaintext: true, reflect: false, timeout: '10s' });
+      connected.add(client);
+    }
+    return true;
   } catch (_) {
     return false;
   }
-  return true;
 }
 
 // A unary gRPC call that never throws: { status, res }, status null when k6
@@ -188,11 +163,6 @@ export function call(client, method, request, params) {
   } catch (_) {
     return { status: null, res: null };
   }
-}
-
-// The same, true when it answered OK.
-export function invoke(client, method, request, params) {
-  return call(client, method, request, params).status === grpc.StatusOK;
 }
 
 // Count one operation; ms (optional) is its end-to-end time, outcome

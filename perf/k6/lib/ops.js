@@ -21,6 +21,7 @@ import {
   METADATA,
   randomCustomer,
   randomDecision,
+  record,
 } from './config.js';
 
 // One client per VU (module state is per VU), its services loaded from the
@@ -71,7 +72,7 @@ function result(outcome, started) {
 
 // A unary gRPC call: { outcome, res }. keep: decode the response message.
 function grpcCall(method, request, timeout, keep = false) {
-  if (!connect(client, GRPC_TARGET, false)) {
+  if (!connect(client, GRPC_TARGET)) {
     return { outcome: 'network', res: null };
   }
   const { status, res } = call(client, method, request, {
@@ -87,13 +88,15 @@ function unary(method, request, timeout, done) {
   done(result(grpcCall(method, request, timeout).outcome, started));
 }
 
-function rest(method, path, body, name, timeout, done) {
+// path: {id} stands for id in the URL; the request's name tag keeps {id}.
+function rest(method, path, id, body, timeout, done) {
   const started = Date.now();
-  const res = http.request(method, `${BASE_URL}${path}`, body === null ? null : JSON.stringify(body), {
+  const url = BASE_URL + path.replace('{id}', id);
+  const res = http.request(method, url, body === null ? null : JSON.stringify(body), {
     headers: body === null ? HEADERS : JSON_HEADERS,
     timeout,
     responseType: 'none',
-    tags: { name },
+    tags: { name: `${method} ${path}` },
   });
   done(result(httpOutcome(res), started));
 }
@@ -105,35 +108,29 @@ export function provenanceGrpc(done) {
 }
 
 export function provenanceRest(done) {
-  const path = `/api/v1/decisions/${randomDecision()}/provenance`;
-  rest('GET', path, null, 'GET /api/v1/decisions/{id}/provenance', '10s', done);
+  rest('GET', '/api/v1/decisions/{id}/provenance', randomDecision(), null, '10s', done);
 }
 
 // customer: an id nobody erased before, or null when the caller's slice is used up.
-export function erasureGrpc(done, customer) {
-  if (customer === null) {
-    done(result('error', Date.now()));
-    return;
-  }
-  unary('kaireon.erasure.v1.ErasureService/EraseCustomer', { customer_id: customer }, '30s', done);
+function erasure(send) {
+  return (done, customer) =>
+    customer === null ? done(result('error', Date.now())) : send(done, customer);
 }
 
-export function erasureRest(done, customer) {
-  if (customer === null) {
-    done(result('error', Date.now()));
-    return;
-  }
-  const body = { customerId: customer };
-  rest('POST', '/api/v1/gdpr/erasure', body, 'POST /api/v1/gdpr/erasure', '30s', done);
-}
+export const erasureGrpc = erasure((done, customer) =>
+  unary('kaireon.erasure.v1.ErasureService/EraseCustomer', { customer_id: customer }, '30s', done),
+);
+
+export const erasureRest = erasure((done, customer) =>
+  rest('POST', '/api/v1/gdpr/erasure', '', { customerId: customer }, '30s', done),
+);
 
 export function flowGrpc(done) {
   unary('kaireon.flow.v1.FlowRunnerService/StartRun', { definition: DEFINITION }, '10s', done);
 }
 
 export function flowRest(done) {
-  const body = { definition: DEFINITION };
-  rest('POST', '/api/v1/flow/runs', body, 'POST /api/v1/flow/runs', '10s', done);
+  rest('POST', '/api/v1/flow/runs', '', { definition: DEFINITION }, '10s', done);
 }
 
 // CreateDsarRequest, then WatchDsarRequest until the job is terminal.
@@ -206,3 +203,12 @@ export const OPS = {
   dsar: { grpc: dsarGrpc, rest: dsarRest },
   flow: { grpc: flowGrpc, rest: flowRest },
 };
+
+// grpcCall and restCall of a per-operation script (provenance.js, …): the
+// operation over each protocol, its outcome recorded (e2e: with its
+// end-to-end time); arg(lane) is its argument (the erasure's customer).
+export function scenarioCalls(op, e2e = false, arg = () => undefined) {
+  const call = (protocol, lane) => () =>
+    OPS[op][protocol]((r) => record(r.ok, protocol, e2e ? r.ms : undefined), arg(lane));
+  return { grpcCall: call('grpc', 0), restCall: call('rest', 1) };
+}
