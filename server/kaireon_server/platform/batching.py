@@ -50,6 +50,8 @@ class KeyedBatcher(Generic[K, T, R]):
     async def submit_many(self, key: K, items: Sequence[T]) -> list[R]:
         """Queue `items` (in order, possibly split across batches) and wait for
         their results: one wait for them all, not a task per item."""
+        if not items:
+            return []
         futures = self._enqueue(key, items)
         return list(await asyncio.shield(asyncio.gather(*futures)))
 
