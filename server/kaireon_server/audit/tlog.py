@@ -88,6 +88,7 @@ from kaireon_server.platform.errors import (
     PermissionDenied,
 )
 from kaireon_server.platform.observability import metrics
+from kaireon_server.platform.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -301,9 +302,7 @@ class Integrator:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     def wake(self, _payload: str = "") -> None:
@@ -313,7 +312,8 @@ class Integrator:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.interval)
+                async with asyncio.timeout(self.settings.interval):
+                    await self._wake.wait()
                 # Let the rows of concurrent appends arrive: one checkpoint for them all.
                 await asyncio.sleep(WAKE_DELAY)
             self._wake.clear()

@@ -33,6 +33,7 @@ from kaireon_server.dsar.model import Claim, audit_row
 from kaireon_server.dsar.notify import Notifier
 from kaireon_server.platform.audit_chain import append_audit_at_commit
 from kaireon_server.platform.observability import metrics, tracing
+from kaireon_server.platform.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +78,7 @@ class ExportWorkers:
         """Stop claiming, then interrupt the running exports (each hands its job back)."""
         self._stopping = True
         self._wake.set()
-        tasks = [t for t in (self._task, *self._running) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._task, *self._running)
         self._task = None
 
     async def _run(self) -> None:

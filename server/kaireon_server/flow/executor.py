@@ -26,6 +26,7 @@ from kaireon_server.flow.runner import CancelToken, FlowRunner
 from kaireon_server.flow.stores import PostgresCheckpointStore
 from kaireon_server.flow.validation import Plan
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +122,7 @@ class Executors:
                     f"internal error ({type(exc).__name__})",
                 )
         finally:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
+            await cancel_and_wait(watchdog)
             await attempt.lock.release()
             self.active.pop((tenant, run_id), None)
 
@@ -132,16 +131,13 @@ class Executors:
         while not token.cancelled:
             await asyncio.sleep(WATCHDOG_SECONDS)
             try:
-                async with attempt.lock.shared.mutex:
-                    flag = await asyncio.wait_for(
-                        attempt.lock.con.fetchval(
-                            "SELECT cancel_requested FROM flow_run "
-                            "WHERE tenant_id = $1 AND run_id = $2 AND attempt = $3",
-                            attempt.tenant,
-                            attempt.run_id,
-                            attempt.number,
-                        ),
-                        WATCHDOG_SECONDS * 2,
+                async with attempt.lock.shared.mutex, asyncio.timeout(WATCHDOG_SECONDS * 2):
+                    flag = await attempt.lock.con.fetchval(
+                        "SELECT cancel_requested FROM flow_run "
+                        "WHERE tenant_id = $1 AND run_id = $2 AND attempt = $3",
+                        attempt.tenant,
+                        attempt.run_id,
+                        attempt.number,
                     )
             except asyncio.CancelledError:
                 raise

@@ -47,6 +47,7 @@ from kaireon_server.platform.errors import (
 )
 from kaireon_server.platform.paging import decode_token, encode_token
 from kaireon_server.platform.signing import Signer
+from kaireon_server.platform.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,7 @@ class RunManager:
 
     async def stop(self) -> None:
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await cancel_and_wait(self._sweeper)
         await self.executors.stop()
 
     async def _sweep_forever(self) -> None:
@@ -347,7 +346,8 @@ class RunManager:
                     return view
                 changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(remaining, 0.5))
+                    async with asyncio.timeout(min(remaining, 0.5)):
+                        await changed.wait()
 
     async def clear_checkpoints(self, identity: Identity, run_id: str) -> int:
         tenant = identity.tenant_id

@@ -104,7 +104,8 @@ async def watch_run(
             if len(events) == BATCH:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), POLL_SECONDS)
+                async with asyncio.timeout(POLL_SECONDS):
+                    await changed.wait()
 
 
 async def _final_view(db: Database, tenant_id: str, run_id: str) -> RunView:

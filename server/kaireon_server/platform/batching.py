@@ -16,12 +16,12 @@ the others, and its item may still be processed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
 from kaireon_server.platform.errors import Unavailable
+from kaireon_server.platform.tasks import cancel_and_wait
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -105,12 +105,7 @@ class KeyedBatcher(Generic[K, T, R]):
 
     async def close(self) -> None:
         """Stop the drainers (at shutdown, after the server stopped taking calls)."""
-        drainers = list(self._drainers.values())
-        for task in drainers:
-            task.cancel()
-        for task in drainers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._drainers.values())
         # A drainer cancelled before it ever ran left its queue untouched.
         for queue in self._queues.values():
             self._fail_all(queue)

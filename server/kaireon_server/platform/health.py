@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -11,6 +10,7 @@ from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2
 
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,5 @@ class HealthMonitor:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None

@@ -29,6 +29,7 @@ from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.db.listener import Listener
 from kaireon_server.platform.env import EnvReader
+from kaireon_server.platform.tasks import cancel_and_wait
 from kaireon_server.requests import processor_repository as repository
 from kaireon_server.requests import webhooks
 from kaireon_server.requests.model import ENTITY_TYPE
@@ -131,9 +132,7 @@ class DeliveryWorker:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._session is not None:
             await self._session.close()
         await self._listener.stop()

@@ -437,7 +437,8 @@ class Database:
         self._drop_ping_connection()
         self._drop_idle()
         try:
-            await asyncio.wait_for(self.pool.close(), timeout=10)
+            async with asyncio.timeout(10):
+                await self.pool.close()
         except TimeoutError:
             self.pool.terminate()
         if self.embedded is not None:
@@ -448,7 +449,8 @@ async def close_connection(con: asyncpg.Connection, timeout: float) -> None:
     """Close a connection outside the pool politely within `timeout` seconds,
     else drop its socket (PostgreSQL then ends the session all the same)."""
     try:
-        await asyncio.wait_for(con.close(), timeout)
+        async with asyncio.timeout(timeout):
+            await con.close()
     except Exception:
         con.terminate()
 

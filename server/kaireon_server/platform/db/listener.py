@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 
 from kaireon_server.platform.db.database import Database, close_connection
+from kaireon_server.platform.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +105,7 @@ class Listener:
         if self._users or self._task is None:
             return
         task, self._task = self._task, None
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     def _dispatch(self, _con: Any, _pid: int, channel: str, payload: str) -> None:
         for sub in self._subscribers:

@@ -5,12 +5,12 @@ through one aggregate-only function (migrations 0120, 0171, 0222)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from kaireon_server.platform.db.database import Database
 from kaireon_server.platform.observability import metrics
 from kaireon_server.platform.observability.metrics import MetricsSettings
+from kaireon_server.platform.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,7 @@ class Sampler:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:
