@@ -27,6 +27,7 @@ probes at run time; where netem is missing, `DelayProxy` stands in for it.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import random
 import secrets
@@ -86,11 +87,16 @@ class Lab:
     clusters: list[PostgresCluster] = field(default_factory=list)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="klab-")))
 
+    # Held (flock) while the lab lives: two labs at once never share a subnet.
+    subnet_lock: int | None = None
+
     @classmethod
     def create(cls) -> Lab:
-        # A random token keeps two labs (parallel sessions) apart: names and subnet.
+        # A random token keeps two labs (parallel workers, sessions) apart in names;
+        # the subnet is reserved.
         token = secrets.token_hex(2)
-        lab = cls(token=token, subnet=int(token, 16) % 200 + 20, switch=f"kl{token}sw")
+        subnet, lock = _reserve_subnet()
+        lab = cls(token=token, subnet=subnet, switch=f"kl{token}sw", subnet_lock=lock)
         try:
             lab.workdir.chmod(0o755)  # nginx's workers (nobody) write temp files below
             run("ip", "netns", "add", lab.switch)
@@ -273,6 +279,27 @@ table inet kaireon_partition {{
         run("ip", "link", "del", f"kl{self.token}r", check=False)
         run("ip", "netns", "del", self.switch, check=False)
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.subnet_lock is not None:
+            os.close(self.subnet_lock)  # releases the flock
+            self.subnet_lock = None
+
+
+def _reserve_subnet() -> tuple[int, int]:
+    """A 10.251.x.0/24 no other live lab on this machine uses: x and the open
+    descriptor whose flock reserves it (released by the kernel if we die)."""
+    folder = Path(tempfile.gettempdir()) / "kaireon-lab-subnets"
+    folder.mkdir(exist_ok=True)
+    candidates = list(range(20, 220))
+    random.shuffle(candidates)
+    for subnet in candidates:
+        fd = os.open(folder / f"{subnet}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return subnet, fd
+    raise RuntimeError("every lab subnet is in use")
 
 
 @dataclass

@@ -81,11 +81,13 @@ echo "== embedded PostgreSQL pass: exit $embedded after $(elapsed)"
 wait
 
 # tests/multihost (network namespaces, nginx, several PostgreSQL and servers,
-# deadlines under injected latency) alone on the machine, one test at a time:
+# deadlines under injected latency) alone on the machine, two files at a time:
 # beside the busy workers their timings starved (GROUPED_FOLDERS in work_units.py).
-echo "== tests that need the machine to themselves (tests/multihost), one process"
+echo "== tests that need the machine to themselves (tests/multihost), two at a time"
 exclusive=0
-KAIREON_TEST_EXCLUSIVE=only "$BIN/python" -m pytest -q -p no:cacheprovider "$@" || exclusive=$?
+# shellcheck disable=SC2046
+KAIREON_TEST_EXCLUSIVE=only "$BIN/python" -m pytest -q -p no:cacheprovider \
+  $(xdist $((WORKERS < 2 ? WORKERS : 2))) "$@" || exclusive=$?
 echo "== exclusive tests: exit $exclusive after $(elapsed)"
 # Exit 5 (none selected) in one of the two is fine when the other ran tests.
 if [ "$embedded" -eq 5 ] && [ "$exclusive" -ne 5 ]; then embedded=0; fi
