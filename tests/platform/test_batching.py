@@ -92,3 +92,34 @@ async def test_close_answers_waiting_callers_unavailable() -> None:
     await batcher.close()
     answers = await asyncio.gather(*waiting, return_exceptions=True)
     assert all(isinstance(a, Unavailable) and a.reason == "SHUTTING_DOWN" for a in answers)
+
+
+async def test_a_busy_key_lingers_so_late_calls_join_the_next_batch() -> None:
+    """Calls that trickle in while a batch runs: without linger the next batch
+    takes what has arrived (one call); with it, the ones arriving within the
+    linger join. An idle key's lone call never waits."""
+
+    async def trickle(batcher: KeyedBatcher[str, int, str], run: Recorder) -> list[list[int]]:
+        run.batches.clear()
+        run.gate.clear()
+        first = [asyncio.create_task(batcher.submit("a", n)) for n in (0, 1)]
+        await asyncio.sleep(0.01)  # batch [0, 1] in flight: the key is busy
+        late = [asyncio.create_task(batcher.submit("a", 2))]
+        run.gate.set()
+        await asyncio.sleep(0.005)  # the next batch is chosen during this
+        late += [asyncio.create_task(batcher.submit("a", n)) for n in (3, 4)]
+        await asyncio.gather(*first, *late)
+        return [items for _, items in run.batches]
+
+    run = Recorder()
+    eager: KeyedBatcher[str, int, str] = KeyedBatcher(run, max_batch=10)
+    assert await trickle(eager, run) == [[0, 1], [2], [3, 4]]
+    patient: KeyedBatcher[str, int, str] = KeyedBatcher(run, max_batch=10, linger=0.5)
+    assert await trickle(patient, run) == [[0, 1], [2, 3, 4]]
+
+    run.batches.clear()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    assert await patient.submit("b", 7) == "b:7"  # idle: goes at once
+    assert loop.time() - began < 0.4  # far below the linger
+    assert run.batches == [("b", [7])]

@@ -396,10 +396,10 @@ class AuditBatcher:
     have its row written, as with a client that hangs up after the commit.
     """
 
-    def __init__(self, db: Database, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, db: Database, *, max_batch: int = MAX_BATCH, linger: float = 0.0) -> None:
         self._db = db
         self._batches: KeyedBatcher[str, AuditRow, AuditRecord] = KeyedBatcher(
-            self._write, max_batch=max_batch
+            self._write, max_batch=max_batch, linger=linger
         )
 
     async def append(self, tenant_id: str, row: AuditRow) -> AuditRecord:

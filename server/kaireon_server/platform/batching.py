@@ -2,7 +2,10 @@
 flight go together in the next batch (group commit, DataLoader-style reads).
 
 An idle key's call goes alone, at once; under load, batches form by
-themselves, up to `max_batch`. One drainer task per key runs the batches one
+themselves, up to `max_batch`. With `linger`, a drainer whose last batch held
+more than one call (the key is busy) waits that long before taking the next,
+so more calls join it: fewer, larger statements for a little latency, paid
+only under load. One drainer task per key runs the batches one
 after another, so a key never has two batches in flight (the audit chain's
 appends are serialised anyway; a tenant's reads need not be parallel to be
 fast: one statement answers them all).
@@ -34,10 +37,12 @@ class KeyedBatcher(Generic[K, T, R]):
         run: Callable[[K, list[T]], Awaitable[Sequence[R]]],
         *,
         max_batch: int,
+        linger: float = 0.0,
     ) -> None:
         """`run(key, items)` answers a batch: one result per item, in order."""
         self._run = run
         self._max_batch = max_batch
+        self._linger = linger
         self._queues: defaultdict[K, deque[tuple[T, asyncio.Future[R]]]] = defaultdict(deque)
         self._drainers: dict[K, asyncio.Task[None]] = {}
 
@@ -71,9 +76,13 @@ class KeyedBatcher(Generic[K, T, R]):
 
     async def _drain(self, key: K) -> None:
         queue = self._queues[key]
+        busy = False
         try:
             while queue:
+                if busy and self._linger and len(queue) < self._max_batch:
+                    await asyncio.sleep(self._linger)
                 batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
+                busy = len(batch) > 1
                 try:
                     results = await self._run(key, [item for item, _ in batch])
                 except BaseException as exc:

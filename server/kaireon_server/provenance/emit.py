@@ -146,11 +146,13 @@ class ProvenanceEmitter:
     cache: BundleCache = field(default_factory=BundleCache)
     # Stored bundles of this build and signing key (stored.py).
     build_key: str = field(init=False, default="")
+    # Seconds a busy tenant's next read batch waits for more calls (batching.py).
+    read_linger: float = 0.0
     _reads: KeyedBatcher[str, str, stored.Found] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.build_key = stored.build_key(self.build, self.signer.key_id)
-        self._reads = KeyedBatcher(self._read_batch, max_batch=READ_BATCH)
+        self._reads = KeyedBatcher(self._read_batch, max_batch=READ_BATCH, linger=self.read_linger)
 
     async def emit(self, identity: Identity, decision_id: str) -> Emission:
         decision_id = validate_decision_id(decision_id)

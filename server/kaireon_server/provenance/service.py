@@ -27,10 +27,16 @@ Context = grpc.aio.ServicerContext[Any, Any]
 # Test-only knob: shifts this replica's clock (used for the emission audit row
 # only), so tests can run two replicas "minutes apart" without sleeping.
 CLOCK_OFFSET_ENV = "KAIREON_CLOCK_OFFSET_SECONDS"
+BATCH_LINGER_ENV = "KAIREON_PROVENANCE_BATCH_LINGER_MS"
 
 
 def _clock_offset(env: Mapping[str, str]) -> float:
     return EnvReader(env).number(CLOCK_OFFSET_ENV, 0.0)
+
+
+def _batch_linger(env: Mapping[str, str]) -> float:
+    """Seconds a busy tenant's next read or audit batch waits for more calls."""
+    return EnvReader(env).number(BATCH_LINGER_ENV, 1.0, minimum=0.0, maximum=20.0) / 1000
 
 
 def _build_env(env: Mapping[str, str]) -> BuildEnv:
@@ -45,13 +51,15 @@ class ProvenanceServicer(provenance_pb2_grpc.ProvenanceServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         env = ctx.settings.env
         self._signer = ctx.signer
-        self.audit = AuditBatcher(ctx.db)
+        linger = _batch_linger(env)
+        self.audit = AuditBatcher(ctx.db, linger=linger)
         self.emitter = ProvenanceEmitter(
             db=ctx.db,
             signer=ctx.signer,
             build=_build_env(env),
             clock=system_clock(_clock_offset(env)),
             audit=self.audit,
+            read_linger=linger,
         )
 
     async def GetDecisionProvenance(
