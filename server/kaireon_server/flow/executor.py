@@ -122,9 +122,11 @@ class Executors:
                     f"internal error ({type(exc).__name__})",
                 )
         finally:
-            await cancel_and_wait(watchdog)
-            await attempt.lock.release()
-            self.active.pop((tenant, run_id), None)
+            try:
+                await cancel_and_wait(watchdog)
+            finally:  # the lock goes back even if this task is cancelled meanwhile
+                await attempt.lock.release()
+                self.active.pop((tenant, run_id), None)
 
     async def _watchdog(self, attempt: Attempt) -> None:
         token = attempt.token
