@@ -22,8 +22,14 @@ from nacl.secret import SecretBox
 from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
 from kaireon_server.app import App
 from kaireon_server.demo.seed import SeedSize, seed_tenant
+from kaireon_server.platform.audit_chain import AuditBatcher
+from kaireon_server.platform.auth import Identity
+from kaireon_server.platform.auth.identity import Role
+from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.signing import signer_from_env
+from kaireon_server.provenance.emit import ProvenanceEmitter, system_clock
 from tests.support.server import metadata
 
 # Seed decisions: k=1 and k=2 fall before RULES_CHANGED_AT, k=3 after it.
@@ -71,6 +77,28 @@ async def seeded(db: Database, tenant: str) -> str:
     """A fresh tenant holding the demo data set (small)."""
     await seed_tenant(db, tenant, SMALL_SEED)
     return tenant
+
+
+def admin(tenant: str) -> Identity:
+    return Identity(tenant_id=tenant, role=Role.ADMIN, subject="admin@test")
+
+
+@asynccontextmanager
+async def emitter_on(db: Database, env: Mapping[str, str]) -> AsyncIterator[ProvenanceEmitter]:
+    """An emitter outside any server (signing key from `env`, this build), with
+    its own audit writer; both stopped afterwards."""
+    emitter = ProvenanceEmitter(
+        db=db,
+        signer=signer_from_env(env),
+        build=BuildEnv.from_env({}),
+        clock=system_clock(),
+        audit=AuditBatcher(db),
+    )
+    try:
+        yield emitter
+    finally:
+        await emitter.close()
+        await emitter.audit.close()
 
 
 @asynccontextmanager

@@ -9,15 +9,11 @@ import asyncio
 import secrets
 
 from kaireon_server.demo.seed import SeedSize, seed_tenant
-from kaireon_server.platform.audit_chain import AuditBatcher
-from kaireon_server.platform.auth import Identity
-from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument, NotFound
-from kaireon_server.platform.signing import signer_from_env
-from kaireon_server.provenance.emit import Emission, ProvenanceEmitter, system_clock
+from kaireon_server.provenance.emit import Emission
 from kaireon_server.provenance.repository import EMIT_ACTION
-from tests.provenance.conftest import AFTER_CHANGE
+from tests.provenance.conftest import AFTER_CHANGE, admin, emitter_on
 
 # The seeded tenant has customers 1 and 2; the other tenant also has customer 3.
 ONLY_THE_OTHER_TENANTS = "dec_00003_1"
@@ -40,17 +36,9 @@ async def test_a_bad_id_beside_good_ones_fails_alone_and_changes_nothing(
 ) -> None:
     other = f"t{secrets.token_hex(5)}"
     await seed_tenant(db, other, SeedSize(customers=3, interactions_per_customer=1))
-    audit = AuditBatcher(db)
-    emitter = ProvenanceEmitter(
-        db=db,
-        signer=signer_from_env(server_env),
-        build=BuildEnv.from_env({}),
-        clock=system_clock(),
-        audit=audit,
-    )
-    identity = Identity(tenant_id=seeded, role="admin", subject="admin@test")  # type: ignore[arg-type]
+    identity = admin(seeded)
     before = await _emitted(db, seeded), await _emitted(db, other)
-    try:
+    async with emitter_on(db, server_env) as emitter:
         answers = await asyncio.gather(
             emitter.emit(identity, AFTER_CHANGE),
             emitter.emit(identity, ONLY_THE_OTHER_TENANTS),
@@ -58,9 +46,6 @@ async def test_a_bad_id_beside_good_ones_fails_alone_and_changes_nothing(
             emitter.emit(identity, AFTER_CHANGE),
             return_exceptions=True,
         )
-    finally:
-        await emitter.close()
-        await audit.close()
     first, foreign, *invalid, last = answers
     assert isinstance(first, Emission) and isinstance(last, Emission), answers
     assert first.bundle.body == last.bundle.body

@@ -21,12 +21,10 @@ from kaireon_server.platform.audit_chain import (
     insert_rows_alone,
 )
 from kaireon_server.platform.auth import Identity
-from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.errors import NotFound
-from kaireon_server.platform.signing import signer_from_env
 from kaireon_server.provenance.cache import BundleCache
-from kaireon_server.provenance.emit import Emission, ProvenanceEmitter, read_rows, system_clock
-from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE
+from kaireon_server.provenance.emit import Emission, read_rows
+from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE, admin, emitter_on
 
 READ_ROUND_TRIPS = 1
 # A lone emission's audit row: its batch is itself.
@@ -58,32 +56,18 @@ async def test_a_connection_read_without_reset_leaves_no_tenant_behind(
         assert await con.fetchval("SELECT count(*) FROM decision_trace") == 0
 
 
-def _emitter(db, server_env: dict[str, str]) -> ProvenanceEmitter:
-    return ProvenanceEmitter(
-        db=db,
-        signer=signer_from_env(server_env),
-        build=BuildEnv.from_env({}),
-        clock=system_clock(),
-        audit=AuditBatcher(db),
-    )
-
-
 async def test_an_emission_is_the_read_plus_its_audit_batch(
     counted_pool, seeded, server_env: dict[str, str]
 ) -> None:
     db, proxy = counted_pool
-    emitter = _emitter(db, server_env)
-    audit = emitter.audit
-    identity = Identity(tenant_id=seeded, role="admin", subject="admin@test")
-    try:
+    identity = admin(seeded)
+    async with emitter_on(db, server_env) as emitter:
         # Warm: the first emission builds, the second keeps the bundle (stored.py).
         for _ in range(2):
             await emitter.emit(identity, AFTER_CHANGE)
         before = proxy.round_trips
         emission = await emitter.emit(identity, AFTER_CHANGE)
         spent = proxy.round_trips - before
-    finally:
-        await audit.close()
     assert emission.audit_event_id
     assert spent == READ_ROUND_TRIPS + AUDIT_ROUND_TRIPS, spent
 
@@ -96,11 +80,9 @@ async def test_concurrent_emissions_of_a_tenant_share_one_read(
     that does not exist) cost one read statement and their audit batches, not
     eight reads; each caller still gets its own answer and its own audit row."""
     db, proxy = counted_pool
-    emitter = _emitter(db, server_env)
-    audit = emitter.audit
-    identity = Identity(tenant_id=seeded, role="admin", subject="admin@test")
+    identity = admin(seeded)
     asked = [AFTER_CHANGE] * 6 + [BEFORE_CHANGE, "dec_does_not_exist"]
-    try:
+    async with emitter_on(db, server_env) as emitter:
         for decision_id in (AFTER_CHANGE, BEFORE_CHANGE) * 2:  # built, then kept
             await emitter.emit(identity, decision_id)
         before = proxy.round_trips
@@ -108,9 +90,6 @@ async def test_concurrent_emissions_of_a_tenant_share_one_read(
             *(emitter.emit(identity, d) for d in asked), return_exceptions=True
         )
         spent = proxy.round_trips - before
-    finally:
-        await emitter.close()
-        await audit.close()
     *after, other, missing = answers
     assert isinstance(missing, NotFound)
     assert all(isinstance(a, Emission) for a in (*after, other)), answers

@@ -13,17 +13,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from kaireon_server.platform.audit_chain import AuditBatcher, append_audit
-from kaireon_server.platform.auth import Identity
+from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import NotFound
-from kaireon_server.platform.signing import signer_from_env
 from kaireon_server.provenance import stored
 from kaireon_server.provenance.bundle import encode_rows
 from kaireon_server.provenance.cache import BundleCache
 from kaireon_server.provenance.emit import Emission, ProvenanceEmitter, read_rows, system_clock
-from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE
+from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE, admin, emitter_on
 from tests.provenance.test_determinism import CONTRIBUTING
 
 DECISIONS = [f"dec_0000{c}_{k}" for c in (1, 2) for k in (1, 2, 3)]
@@ -31,21 +29,8 @@ DECISIONS = [f"dec_0000{c}_{k}" for c in (1, 2) for k in (1, 2, 3)]
 
 @pytest.fixture
 async def emitter(db: Database, server_env: dict[str, str]) -> AsyncIterator[ProvenanceEmitter]:
-    audit = AuditBatcher(db)
-    try:
-        yield ProvenanceEmitter(
-            db=db,
-            signer=signer_from_env(server_env),
-            build=BuildEnv.from_env({}),
-            clock=system_clock(),
-            audit=audit,
-        )
-    finally:
-        await audit.close()
-
-
-def _identity(tenant: str) -> Identity:
-    return Identity(tenant_id=tenant, role="admin", subject="admin@test")  # type: ignore[arg-type]
+    async with emitter_on(db, server_env) as emitter:
+        yield emitter
 
 
 async def _fresh(emitter: ProvenanceEmitter, tenant: str, decision_id: str) -> bytes:
@@ -75,14 +60,14 @@ async def _kept(db: Database, tenant: str, decision_id: str) -> int:
 
 async def _kept_emission(emitter: ProvenanceEmitter, tenant: str, decision_id: str) -> Emission:
     """Emit until kept (the second emission keeps); return the emission kept."""
-    await emitter.emit(_identity(tenant), decision_id)
-    kept = await emitter.emit(_identity(tenant), decision_id)
+    await emitter.emit(admin(tenant), decision_id)
+    kept = await emitter.emit(admin(tenant), decision_id)
     assert await _kept(emitter.db, tenant, decision_id) == 1
     return kept
 
 
 async def test_a_stored_bundle_is_the_fresh_build_byte_for_byte(emitter, seeded, db) -> None:
-    identity = _identity(seeded)
+    identity = admin(seeded)
     for decision_id in DECISIONS:
         first = await emitter.emit(identity, decision_id)
         assert await _kept(db, seeded, decision_id) == 0  # read once: not worth keeping
@@ -100,7 +85,7 @@ async def test_a_stored_bundle_is_the_fresh_build_byte_for_byte(emitter, seeded,
 async def test_another_build_never_reads_this_builds_bundle(
     emitter, seeded, db, server_env
 ) -> None:
-    identity = _identity(seeded)
+    identity = admin(seeded)
     first = await emitter.emit(identity, AFTER_CHANGE)
     other = ProvenanceEmitter(
         db=db,
@@ -117,7 +102,7 @@ async def test_another_build_never_reads_this_builds_bundle(
 
 @pytest.mark.parametrize("name", sorted(CONTRIBUTING))
 async def test_a_contributing_change_drops_the_stored_bundle(emitter, seeded, db, name) -> None:
-    identity = _identity(seeded)
+    identity = admin(seeded)
     before = await _kept_emission(emitter, seeded, AFTER_CHANGE)
     async with db.transaction(seeded) as con:
         await con.execute(CONTRIBUTING[name], seeded)
@@ -142,7 +127,7 @@ async def test_a_contributing_change_drops_the_stored_bundle(emitter, seeded, db
 async def test_an_audit_row_a_bundle_may_cite_drops_it(
     emitter, seeded, db, entity_type, entity_id, dropped
 ) -> None:
-    identity = _identity(seeded)
+    identity = admin(seeded)
     await _kept_emission(emitter, seeded, AFTER_CHANGE)
     async with db.transaction(seeded) as con:
         await append_audit(
@@ -159,7 +144,7 @@ async def test_an_audit_row_a_bundle_may_cite_drops_it(
 
 
 async def test_an_erased_decision_is_never_served_from_the_store(emitter, seeded, db) -> None:
-    identity = _identity(seeded)
+    identity = admin(seeded)
     await _kept_emission(emitter, seeded, AFTER_CHANGE)
     async with db.transaction(seeded) as con:
         await con.execute(
@@ -174,7 +159,7 @@ async def test_a_bundle_read_before_a_write_is_not_kept(emitter, seeded, db) -> 
     key = emitter.build_key
     seen = await _unstored(db, seeded, AFTER_CHANGE, key)
     bundle_body = await _fresh(emitter, seeded, AFTER_CHANGE)
-    first = await emitter.emit(_identity(seeded), AFTER_CHANGE)
+    first = await emitter.emit(admin(seeded), AFTER_CHANGE)
     assert first.bundle.body == bundle_body
 
     async def keep() -> bool:
@@ -220,7 +205,7 @@ async def test_emission_and_customer_audit_rows_do_not_stop_keeping(emitter, see
     a keep() beside such a writer in flight still keeps."""
     key = emitter.build_key
     seen = await _unstored(db, seeded, BEFORE_CHANGE, key)
-    emission = await emitter.emit(_identity(seeded), BEFORE_CHANGE)  # its row: no bump
+    emission = await emitter.emit(admin(seeded), BEFORE_CHANGE)  # its row: no bump
     async with db.transaction(seeded) as con:
         await append_audit(
             con, seeded, action="erased", entity_type="customer", entity_id="c", actor="t"
