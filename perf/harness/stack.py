@@ -318,9 +318,11 @@ class Harness:
 
     def pg_roots(self) -> list[int]:
         """The embedded postmaster (its backends are its children); none for DATABASE_URL."""
+        if not self.embedded:
+            return []
         try:
             pidfile = self.dir / "data" / "pgdata" / "postmaster.pid"
-            return [int(pidfile.read_text().splitlines()[0])] if self.embedded else []
+            return [int(pidfile.read_text().splitlines()[0])]
         except (OSError, ValueError, IndexError):
             return []
 
