@@ -30,7 +30,6 @@ from kaireon_server.platform.signing import (
     Signer,
     private_key_from_env,
 )
-from kaireon_server.platform.tasks import cancel_and_wait
 
 _QUEUE_DEPTH = 3
 
@@ -121,8 +120,9 @@ class ChunkStore:
         return StoredExport(self._seq, self._size, self._hash.digest())
 
     async def abort(self) -> None:
-        with contextlib.suppress(Exception):  # the export failed already; this is clean-up
-            await cancel_and_wait(self._task)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
 
 
 class EncryptingSink:

@@ -42,6 +42,7 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
                 "task ignored its cancellation; cancelling again", extra={"task": task.get_name()}
             )
             task.cancel()
-    for task in ended:
-        if not task.cancelled() and (failure := task.exception()) is not None:
+    failures = [t.exception() for t in ended if not t.cancelled()]
+    for failure in failures:
+        if failure is not None:
             raise failure
