@@ -11,14 +11,19 @@ import grpc
 import pytest
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
+from tests.support.pg import create_database, drop_database
 from tests.support.server import ServerProcess, base_env, metadata
 
 pytestmark = pytest.mark.slow
 
 
-async def test_sigterm_lets_in_flight_call_finish_and_exits_zero(database_url, tenant) -> None:
-    server = ServerProcess(base_env(database_url)).start()
-    blocker = await asyncpg.connect(database_url)
+async def test_sigterm_lets_in_flight_call_finish_and_exits_zero(pg_admin_dsn, tenant) -> None:
+    # Its own database: the table lock below would otherwise queue behind (and
+    # then hold up) every audited write of the session's servers, and wait
+    # without end behind a transaction another test left open.
+    dsn = await create_database(pg_admin_dsn, "kaireon_sigterm")
+    server = ServerProcess(base_env(dsn)).start()  # applies the migrations
+    blocker = await asyncpg.connect(dsn, server_settings={"lock_timeout": "20s"})
     try:
         # Hold a lock the RPC must wait for, so it is in flight when SIGTERM arrives.
         tx = blocker.transaction()
@@ -46,6 +51,7 @@ async def test_sigterm_lets_in_flight_call_finish_and_exits_zero(database_url, t
     finally:
         await blocker.close()
         server.stop()
+        await drop_database(pg_admin_dsn, dsn)
 
 
 async def test_embedded_default_survives_restart(tmp_path) -> None:

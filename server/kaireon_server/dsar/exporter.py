@@ -54,10 +54,15 @@ async def start_snapshot(
     subject_id: str,
     request_id: str,
     statement_timeout_ms: int,
+    idle_timeout_ms: int = 0,
 ) -> str:
     """Set what the plan's statements read (for the open transaction); returns
     the export's `exportedAt`, this statement's start: after the erasure lock
-    was granted, and in a REPEATABLE READ transaction its snapshot's."""
+    was granted, and in a REPEATABLE READ transaction its snapshot's.
+
+    `idle_timeout_ms` (0 = none) bounds how long the transaction may sit idle:
+    past it PostgreSQL ends the session, so a worker stalled mid-export cannot
+    hold its snapshot and table locks (and everything queued behind them)."""
     row = await con.fetchrow(
         "SELECT set_config('kaireon.tenant_id', $1, true), "
         "set_config('kaireon.dsar_subject', $2, true), "
@@ -65,11 +70,14 @@ async def start_snapshot(
         "set_config('TimeZone', 'UTC', true), "
         "set_config('extra_float_digits', '1', true), "
         "set_config('standard_conforming_strings', 'on', true), "
-        "set_config('statement_timeout', $4, true), statement_timestamp() AS now",
+        "set_config('statement_timeout', $4, true), "
+        "set_config('idle_in_transaction_session_timeout', $5, true), "
+        "statement_timestamp() AS now",
         tenant_id,
         subject_id,
         request_id,
         str(statement_timeout_ms),
+        str(idle_timeout_ms),
     )
     assert row is not None
     return format_timestamp(row["now"])

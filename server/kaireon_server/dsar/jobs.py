@@ -39,6 +39,11 @@ from kaireon_server.platform.observability import metrics
 
 WORKER_ACTOR = "system:dsar-worker"
 APPLICATION_NAME = "kaireon-dsar-export"
+# An export's transactions are never idle for long: the next chunk insert or
+# COPY follows at once (after the throttle's pause). One idle this long is a
+# stalled worker; PostgreSQL then ends it, and the attempt fails and is retried
+# instead of holding its locks until the process dies.
+IDLE_FLOOR_SECONDS = 60.0
 
 # The tenant, and the lock ErasureService takes per subject (erasure/repository.py
 # lock_subject): same namespace and key expression, here in shared mode.
@@ -94,6 +99,13 @@ class _Attempt:
                 con.terminate()
         if self.store is not None:
             await self.store.abort()
+
+
+def idle_timeout_ms(settings: DsarSettings) -> int:
+    """The idle bound of an export's transactions: past the lease the job is
+    another worker's anyway, and never under a minute."""
+    seconds = max(IDLE_FLOOR_SECONDS, settings.lease_seconds) + settings.throttle_seconds
+    return int(seconds * 1000)
 
 
 async def run_export(deps: JobDeps, claim: Claim, on_progress: Callable[[int, int], None]) -> int:
@@ -157,6 +169,7 @@ async def _stream(
             subject_id=claim.subject_id,
             request_id=str(claim.request_id),
             statement_timeout_ms=settings.export_statement_timeout_ms,
+            idle_timeout_ms=idle_timeout_ms(settings),
         )
 
     # On the writer, after its erasure lock: counts and a small export's rows are
