@@ -30,6 +30,7 @@ from kaireon_server.platform.signing import (
     Signer,
     private_key_from_env,
 )
+from kaireon_server.platform.tasks import cancel_and_wait
 
 _QUEUE_DEPTH = 3
 
@@ -120,9 +121,8 @@ class ChunkStore:
         return StoredExport(self._seq, self._size, self._hash.digest())
 
     async def abort(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        with contextlib.suppress(Exception):  # the export failed already; this is clean-up
+            await cancel_and_wait(self._task)
 
 
 class EncryptingSink:

@@ -42,7 +42,6 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
                 "task ignored its cancellation; cancelling again", extra={"task": task.get_name()}
             )
             task.cancel()
-    failures = [t.exception() for t in ended if not t.cancelled()]
-    for failure in failures:
-        if failure is not None:
+    for task in ended:
+        if not task.cancelled() and (failure := task.exception()) is not None:
             raise failure

@@ -21,6 +21,7 @@ from datetime import datetime
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument
+from kaireon_server.platform.tasks import cancel_and_wait
 from kaireon_server.provenance import repository
 from kaireon_server.provenance.emit import (
     Emission,
@@ -120,7 +121,6 @@ async def stream(
     finally:
         # A client that hung up: the batch read ahead is dropped unaudited; the
         # one being audited may still commit (its rows are shielded), unsent.
-        ahead.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await ahead
+        with contextlib.suppress(Exception):  # its failure has no one left to tell
+            await cancel_and_wait(ahead)
         await batches.aclose()
