@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import asyncpg
 import pytest
 import rfc8785
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +19,7 @@ from kaireon_server.dsar.exporter import (
     start_snapshot,
     write_document,
 )
+from kaireon_server.dsar.jsonb_text import NumberOutOfRange, canonical_jsonb
 from kaireon_server.dsar.plan import build_plan
 from kaireon_server.platform.db import Database
 from tests.dsar.conftest import assert_canonical, download, export_of, metadata
@@ -46,6 +48,63 @@ async def test_sql_jcs_matches_rfc8785_for_any_json(db: Database, value):
     async with db.connection() as con:
         got = await con.fetchval("SELECT kaireon_jcs($1::text::jsonb)", text)
     assert got == rfc8785.dumps(json.loads(text)).decode()
+
+
+class Raw(str):
+    """A number literal written into the JSON text as it is."""
+
+
+def _dumps(value: object) -> str:
+    if isinstance(value, Raw):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ",".join(_dumps(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(json.dumps(k) + ":" + _dumps(v) for k, v in value.items()) + "}"
+    return json.dumps(value, ensure_ascii=False)
+
+
+# Numbers as jsonb stores them: beyond 2^53, long fractions, exponents that
+# overflow or underflow a double (which kaireon_jcs refuses), negative zero.
+LITERALS = st.from_regex(
+    r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,25})?([eE][-+]?[0-9]{1,3})?", fullmatch=True
+).map(Raw)
+WIDE = st.recursive(
+    SCALARS | st.integers() | LITERALS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(CHARS, max_size=6), inner, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+async def _finished_as_kaireon_jcs(db: Database, json_text: str) -> None:
+    async with db.connection() as con:
+        text = await con.fetchval("SELECT $1::text::jsonb::text", json_text)
+        try:
+            expected = await con.fetchval("SELECT kaireon_jcs($1::text::jsonb)", text)
+        except asyncpg.NumericValueOutOfRangeError:
+            expected = None
+    if expected is None:
+        with pytest.raises(NumberOutOfRange):
+            canonical_jsonb(text)
+    else:
+        assert canonical_jsonb(text) == expected
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(value=WIDE)
+async def test_python_finishes_jsonb_text_as_kaireon_jcs_does(db: Database, value):
+    """A small export's jsonb values, canonicalised in Python from their jsonb
+    text, are kaireon_jcs's bytes; a number kaireon_jcs refuses is refused too."""
+    await _finished_as_kaireon_jcs(db, _dumps(value))
+
+
+@pytest.mark.parametrize(
+    "literal", ["1e400", "-1e400", "1e-400", "-0.0000e-999", "123456789012345678901234", "-0"]
+)
+async def test_edge_numbers_agree(db: Database, literal: str):
+    await _finished_as_kaireon_jcs(db, f'[{literal}, {{"n": {literal}}}]')
 
 
 @pytest.mark.parametrize(

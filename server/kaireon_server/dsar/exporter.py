@@ -22,6 +22,7 @@ from typing import Protocol
 
 import asyncpg
 
+from kaireon_server.dsar.jsonb_text import Finisher
 from kaireon_server.dsar.plan import TableExport, json_key, utf16_order
 from kaireon_server.platform import data_map
 from kaireon_server.platform.canonical import canonical_json, format_timestamp
@@ -91,7 +92,7 @@ def count_and_read_sql(plan: Sequence[TableExport], small_limit: int) -> str:
     than running it for a small export."""
     # The parts are statements built by plan.py from quoted identifiers.
     counts = "ARRAY[" + ", ".join(f"({part.count_sql})" for part in plan) + "]::bigint[]"
-    arrays = ", ".join(f"CASE WHEN c.small THEN ARRAY({part.rows_sql}) END" for part in plan)
+    arrays = ", ".join(f"CASE WHEN c.small THEN ARRAY({part.marked_rows_sql}) END" for part in plan)
     # MATERIALIZED and OFFSET 0 keep the counts computed once: inlined, each
     # reference to them (the sum, every CASE) would be a copy of the subqueries.
     return (
@@ -106,7 +107,8 @@ async def count_and_read(
     con: asyncpg.Connection, plan: Sequence[TableExport], *, small_limit: int = SMALL_EXPORT_ROWS
 ) -> tuple[list[int], list[list[str]] | None]:
     """Every table's count and, when they add up to at most `small_limit`, every
-    table's rows (canonical JSON texts, in order), in one statement.
+    table's rows (canonical JSON texts, in order), in one statement; their
+    jsonb values are canonicalised here (plan.py, MARK).
 
     A large export's rows are then streamed by COPY instead (rows None): its row
     subqueries sit in a branch not taken, which PostgreSQL never runs."""
@@ -117,7 +119,8 @@ async def count_and_read(
     counts = [int(n) for n in row[0]]
     if row[1] is None:
         return counts, None
-    return counts, [list(texts) for texts in row[1:]]
+    finisher = Finisher()
+    return counts, [[finisher.row(text) for text in texts] for texts in row[1:]]
 
 
 def counts_by_key(plan: Sequence[TableExport], counts: Sequence[int]) -> dict[str, int]:

@@ -8,6 +8,14 @@ document names the subject once). jsonb values go through kaireon_jcs() once
 per distinct value of the subject's rows (a hashed lookup), not once per row:
 event attributes repeat a lot, and the function is the expensive part.
 
+A small export, read in one statement (exporter.count_and_read), leaves the
+jsonb values to Python instead: its rows carry each value's jsonb text between
+two MARK characters, which canonical JSON and jsonb text never hold raw (they
+escape every control character), and the exporter canonicalises them
+(jsonb_text.py). PL/pgSQL's kaireon_jcs was most of PostgreSQL's time for a
+small export; json.loads and the C encoder take a fraction of it. A large
+export keeps the SQL-side path: COPY streams its rows as they are.
+
 Statements read the tenant and subject from `kaireon.tenant_id` and
 `kaireon.dsar_subject` (set per transaction), so no personal value is ever
 spliced into SQL text.
@@ -65,6 +73,8 @@ _INTEGER = {"int2", "int4", "oid"}
 _FLOAT = {"float4", "float8", "numeric"}
 _STRING = {"text", "varchar", "bpchar", "name", "uuid", "citext", "inet", "cidr", "macaddr"}
 MAX_SAFE_INTEGER = 2**53 - 1
+# Around a jsonb value's text in a small export's rows (see the module's doc).
+MARK = "\x01"
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,8 @@ class TableExport:
     subject_column: str
     rows_sql: str
     count_sql: str
+    # The same rows with jsonb values as MARKed jsonb text, for Python to finish.
+    marked_rows_sql: str
 
 
 def sql_literal(text: str) -> str:
@@ -105,7 +117,14 @@ def json_key(key: str) -> str:
     return canonical_json(key).decode()
 
 
-def value_sql(column: Column, ref: str) -> str:
+def jsonb_sql(expr: str, *, marked: bool) -> str:
+    """Canonical JSON text of a jsonb expression, or its MARKed jsonb text."""
+    if marked:
+        return f"(chr(1) || ({expr})::text || chr(1))"
+    return f"kaireon_jcs({expr})"
+
+
+def value_sql(column: Column, ref: str, *, marked: bool = False) -> str:
     """SQL rendering one column's value as canonical JSON text (never NULL)."""
     t = column.type_name
     if t == "bool":
@@ -137,7 +156,7 @@ def value_sql(column: Column, ref: str) -> str:
         expr = f"""'"' || translate(encode({ref}, 'base64'), E'\\n', '') || '"'"""
     else:
         # Arrays, enums, intervals, composites, json: through jsonb.
-        expr = f"kaireon_jcs(to_jsonb({ref}))"
+        expr = jsonb_sql(f"to_jsonb({ref})", marked=marked)
     return f"coalesce({expr}, 'null')"
 
 
@@ -147,8 +166,11 @@ def build_table_sql(
     columns: Sequence[Column],
     order_by: Sequence[str],
     extra_filter: str | None = None,
+    *,
+    marked: bool = False,
 ) -> tuple[str, str]:
-    """(rows statement, count statement) for one table."""
+    """(rows statement, count statement) for one table; `marked`: jsonb values
+    left as MARKed jsonb text (a small export's read)."""
     q_table = quote_ident(table)
     where = f"t.tenant_id = {TENANT} AND t.{quote_ident(subject_column)} = {SUBJECT}"
     if extra_filter:
@@ -158,7 +180,12 @@ def build_table_sql(
     members: list[tuple[str, str]] = []
     for i, column in enumerate(columns):
         ref = f"t.{quote_ident(column.name, pattern=CATALOGUE_NAME)}"
-        if column.type_name in ("jsonb", "json"):
+        if column.type_name in ("jsonb", "json") and marked:
+            # Python canonicalises each distinct text once (jsonb_text.Finisher).
+            members.append(
+                (camel(column.name), f"coalesce({jsonb_sql(f'{ref}::jsonb', marked=True)}, 'null')")
+            )
+        elif column.type_name in ("jsonb", "json"):
             alias = f"j{i}"
             ctes.append(
                 f"{alias} AS MATERIALIZED (SELECT v, kaireon_jcs(v) AS c FROM "  # noqa: S608
@@ -167,7 +194,7 @@ def build_table_sql(
             joins.append(f"LEFT JOIN {alias} ON {alias}.v = {ref}::jsonb")
             members.append((camel(column.name), f"coalesce({alias}.c, 'null')"))
         else:
-            members.append((camel(column.name), value_sql(column, ref)))
+            members.append((camel(column.name), value_sql(column, ref, marked=marked)))
     members.sort(key=lambda m: utf16_order(m[0]))
     keys = [m[0] for m in members]
     if len(set(keys)) != len(keys):
@@ -284,7 +311,7 @@ def _table_export(
     skip = {"tenant_id", subject_column} | _EXCLUDE.get(table, frozenset())
     chosen = [c for c in columns if c.name not in skip and (include is None or c.name in include)]
     order = [c for c in primary if c != subject_column] or [c.name for c in chosen[:1]]
-    rows_sql, count_sql = build_table_sql(
-        table, subject_column, chosen, order, _EXTRA_FILTER.get(table)
-    )
-    return TableExport(key, group, table, subject_column, rows_sql, count_sql)
+    extra = _EXTRA_FILTER.get(table)
+    rows_sql, count_sql = build_table_sql(table, subject_column, chosen, order, extra)
+    marked_sql, _ = build_table_sql(table, subject_column, chosen, order, extra, marked=True)
+    return TableExport(key, group, table, subject_column, rows_sql, count_sql, marked_sql)
