@@ -247,81 +247,63 @@ async def _catch_up(
 
 
 def _calls(channel: grpc.aio.Channel, tenant: str, at: dict[str, Any]) -> dict[str, Call]:
-    op = metadata(tenant, "operator")
-    admin = metadata(tenant)
+    op, admin = metadata(tenant, "operator"), metadata(tenant)
     dsar = dsar_pb2_grpc.DsarServiceStub(channel)
     flow = flow_pb2_grpc.FlowRunnerServiceStub(channel)
     audit = audit_pb2_grpc.AuditServiceStub(channel)
-    dsars, runs, events = dsar.ListDsarRequests, flow.ListRuns, audit.ListAuditEvents
-    dsar_list, run_list = dsar_pb2.ListDsarRequestsRequest, flow_pb2.ListRunsRequest
-    event_list = audit_pb2.ListAuditEventsRequest
     failed, running = flow_pb2.RUN_STATE_FAILED, flow_pb2.RUN_STATE_RUNNING
-    table: dict[str, tuple[Callable[..., Awaitable[Any]], Any, Any]] = {
-        "DSAR create": (
-            dsar.CreateDsarRequest,
-            dsar_pb2.CreateDsarRequestRequest(request_type="export", subject_id="cust_00001"),
-            op,
+
+    def call(rpc: Callable[..., Awaitable[Any]], request: Any, md: Any = admin) -> Call:
+        return partial(rpc, request, metadata=md)
+
+    def dsars(**fields: Any) -> Call:
+        request = dsar_pb2.ListDsarRequestsRequest(page_size=PAGE, **fields)
+        return call(dsar.ListDsarRequests, request, op)
+
+    def runs(**fields: Any) -> Call:
+        return call(flow.ListRuns, flow_pb2.ListRunsRequest(page_size=PAGE, **fields), op)
+
+    def events(**fields: Any) -> Call:
+        return call(
+            audit.ListAuditEvents, audit_pb2.ListAuditEventsRequest(page_size=PAGE, **fields)
+        )
+
+    create = dsar_pb2.CreateDsarRequestRequest(request_type="export", subject_id="cust_00001")
+    proof = audit_pb2.GetConsistencyProofRequest(first_size=at["half"], second_size=at["size"])
+    entries = audit_pb2.ListEntriesRequest(start=at["leaf"], end=at["leaf"] + PAGE)
+    dry_run = erasure_pb2.EraseCustomerRequest(customer_id="bulk_7", dry_run=True)
+    bundle = provenance_pb2.GetDecisionProvenanceRequest(decision_id=DECISION)
+    return {
+        "DSAR create": call(dsar.CreateDsarRequest, create, op),
+        "DSAR get": call(dsar.GetDsarRequest, dsar_pb2.GetDsarRequestRequest(id=at["dsar_id"]), op),
+        "DSAR list status=completed": dsars(status="completed"),
+        "DSAR list status=failed": dsars(status="failed"),
+        "DSAR list deep page": dsars(status="completed", page_token=at["dsar_token"]),
+        "DSAR list subject": dsars(subject_id="bulk_7"),
+        "ListRuns": runs(),
+        "ListRuns state=failed": runs(state=failed),
+        "ListRuns state=running": runs(state=running),
+        "ListRuns deep page": runs(page_token=at["run_token"]),
+        "GetRun": call(flow.GetRun, flow_pb2.GetRunRequest(run_id=at["run_id"]), op),
+        "ListAuditEvents action=": events(action="dsar_export_downloaded"),
+        "ListAuditEvents deep page": events(page_token=at["audit_token"]),
+        "GetCheckpoint": call(audit.GetCheckpoint, audit_pb2.GetCheckpointRequest()),
+        "GetInclusionProof": call(
+            audit.GetInclusionProof, audit_pb2.GetInclusionProofRequest(index=at["leaf"])
         ),
-        "DSAR get": (dsar.GetDsarRequest, dsar_pb2.GetDsarRequestRequest(id=at["dsar_id"]), op),
-        "DSAR list status=completed": (dsars, dsar_list(status="completed", page_size=PAGE), op),
-        "DSAR list status=failed": (dsars, dsar_list(status="failed", page_size=PAGE), op),
-        "DSAR list deep page": (
-            dsars,
-            dsar_list(status="completed", page_size=PAGE, page_token=at["dsar_token"]),
-            op,
-        ),
-        "DSAR list subject": (dsars, dsar_list(subject_id="bulk_7", page_size=PAGE), op),
-        "ListRuns": (runs, run_list(page_size=PAGE), op),
-        "ListRuns state=failed": (runs, run_list(page_size=PAGE, state=failed), op),
-        "ListRuns state=running": (runs, run_list(page_size=PAGE, state=running), op),
-        "ListRuns deep page": (runs, run_list(page_size=PAGE, page_token=at["run_token"]), op),
-        "GetRun": (flow.GetRun, flow_pb2.GetRunRequest(run_id=at["run_id"]), op),
-        "ListAuditEvents action=": (
-            events,
-            event_list(page_size=PAGE, action="dsar_export_downloaded"),
-            admin,
-        ),
-        "ListAuditEvents deep page": (
-            events,
-            event_list(page_size=PAGE, page_token=at["audit_token"]),
-            admin,
-        ),
-        "GetCheckpoint": (audit.GetCheckpoint, audit_pb2.GetCheckpointRequest(), admin),
-        "GetInclusionProof": (
-            audit.GetInclusionProof,
-            audit_pb2.GetInclusionProofRequest(index=at["leaf"]),
-            admin,
-        ),
-        "GetConsistencyProof": (
-            audit.GetConsistencyProof,
-            audit_pb2.GetConsistencyProofRequest(first_size=at["half"], second_size=at["size"]),
-            admin,
-        ),
-        "ListEntries (50)": (
-            audit.ListEntries,
-            audit_pb2.ListEntriesRequest(start=at["leaf"], end=at["leaf"] + PAGE),
-            admin,
-        ),
-        f"VerifyChain (+{NEW_ROWS} rows)": (
-            audit.VerifyChain,
-            audit_pb2.VerifyChainRequest(),
-            admin,
-        ),
-        f"VerifyLog (+{NEW_ROWS} rows)": (audit.VerifyLog, audit_pb2.VerifyLogRequest(), admin),
-        "erasure dry run": (
-            erasure_pb2_grpc.ErasureServiceStub(channel).EraseCustomer,
-            erasure_pb2.EraseCustomerRequest(customer_id="bulk_7", dry_run=True),
-            admin,
+        "GetConsistencyProof": call(audit.GetConsistencyProof, proof),
+        "ListEntries (50)": call(audit.ListEntries, entries),
+        f"VerifyChain (+{NEW_ROWS} rows)": call(audit.VerifyChain, audit_pb2.VerifyChainRequest()),
+        f"VerifyLog (+{NEW_ROWS} rows)": call(audit.VerifyLog, audit_pb2.VerifyLogRequest()),
+        "erasure dry run": call(
+            erasure_pb2_grpc.ErasureServiceStub(channel).EraseCustomer, dry_run
         ),
         # The calls probed while a full verification runs (PROBED), rows of their own too.
-        "ListAuditEvents": (events, event_list(page_size=PAGE), admin),
-        "provenance": (
-            provenance_pb2_grpc.ProvenanceServiceStub(channel).GetDecisionProvenance,
-            provenance_pb2.GetDecisionProvenanceRequest(decision_id=DECISION),
-            admin,
+        "ListAuditEvents": events(),
+        "provenance": call(
+            provenance_pb2_grpc.ProvenanceServiceStub(channel).GetDecisionProvenance, bundle
         ),
     }
-    return {name: partial(rpc, request, metadata=md) for name, (rpc, request, md) in table.items()}
 
 
 def _new_rows(db: Database, integrator: Integrator, tenant: str) -> dict[str, Call]:
