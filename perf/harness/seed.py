@@ -69,8 +69,8 @@ class SeedPlan:
     tenant: str
     customers: int
     erasure_pool: int
-    heavy_customers: int
-    heavy_rows: int
+    heavy_customers: int = 0
+    heavy_rows: int = 0
 
     def read(self) -> Population:
         return Population("cust_", 5, 1, self.customers, "dec_")

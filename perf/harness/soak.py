@@ -58,13 +58,7 @@ class Soak(Harness):
             burst_seconds=args.burst,
             recovery_seconds=args.recovery,
         )
-        self.seed_plan = seed.SeedPlan(
-            tenant=self.tenant,
-            customers=args.customers,
-            erasure_pool=self.plan.erasure_pool,
-            heavy_customers=0,
-            heavy_rows=0,
-        )
+        self.seed_plan = seed.SeedPlan(self.tenant, args.customers, self.plan.erasure_pool)
         self.timeline = Timeline(args.interval)
         self.monitor_con: asyncpg.Connection | None = None
         self.load_started = 0.0  # wall clock of the k6 test's start

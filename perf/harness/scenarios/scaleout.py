@@ -95,13 +95,8 @@ async def run(ctx: Context) -> list[Row]:
 async def _measure_steps(ctx: Context, lab: netns.Lab, steps: list[Step]) -> None:
     pg = await asyncio.to_thread(lab.postgres)
     await pg.wait_ready()
-    plan = seed.SeedPlan(
-        tenant=ctx.tenant,
-        customers=ctx.profile.customers,
-        erasure_pool=sum(step.load.erasures for step in steps),
-        heavy_customers=0,
-        heavy_rows=0,
-    )
+    pool = sum(step.load.erasures for step in steps)
+    plan = seed.SeedPlan(ctx.tenant, ctx.profile.customers, pool)
     log(f"scaleout: seeding the lab's PostgreSQL: {plan.describe()}")
     await lab_load.migrate_and_seed(pg.dsn(), plan)
     key = write_signing_key(ctx.dir / "lab-signing-key.pem")
