@@ -9,21 +9,12 @@ from __future__ import annotations
 import resource
 from typing import Any
 
-import psutil
-
 from harness import probes
+from harness.procmon import sample_tree
 from harness.report import Row, mb
 from harness.run import Context, fill_single
 
 ABSENT_CALLS = 20
-
-
-def _rss(pid: int) -> int:
-    try:
-        root = psutil.Process(pid)
-        return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-    except psutil.Error:
-        return 0
 
 
 async def run(ctx: Context) -> list[Row]:
@@ -75,7 +66,6 @@ async def run(ctx: Context) -> list[Row]:
         unit="rows/s",
         baseline="single.copy.sql",
     )
-    server_pid = ctx.server.pid if ctx.server else 0
     request_ids: list[str] = []
 
     def export_work() -> Row:
@@ -84,7 +74,7 @@ async def run(ctx: Context) -> list[Row]:
         request_ids.extend(filled.extra["details"])
         return filled
 
-    rss_before = _rss(server_pid)
+    rss_before = sample_tree(ctx.server_roots(), full=False).rss
     export = await ctx.measure(ctx.check_served(export, "dsar"), "server", export_work)
     download = Row(
         "single.download.grpc",
@@ -96,7 +86,7 @@ async def run(ctx: Context) -> list[Row]:
     )
     if not export.measured:
         download.status = export.status
-    rss_mid = _rss(server_pid)
+    rss_mid = sample_tree(ctx.server_roots(), full=False).rss
 
     def download_work() -> Row:
         calls = [probes.dsar_download(target, tenant, r, timeout=300) for r in request_ids]
