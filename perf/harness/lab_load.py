@@ -13,32 +13,18 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-
-import jwt
 
 from harness import k6, seed
 from harness.soak_plan import PROTOCOLS, Scenario
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import connect_database
-from kaireon_testkit.server import JWT_SECRET
+from kaireon_testkit.server import bearer
 
 # The mix's two operations: soak.js's operation, the expected call time (sizes the VUs).
 MIX_OPS = {"read": ("provenance", 50), "erase": ("erasure", 200)}
-
-
-def bearer_token(tenant: str, role: str, seconds: float) -> str:
-    """An HS256 JWT the lab's replicas accept (tests' KAIREON_JWT_HS256_SECRET)."""
-    claims = {
-        "tenant_id": tenant,
-        "role": role,
-        "sub": "perf-k6",
-        "exp": int(time.time() + seconds),
-    }
-    return "Bearer " + jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
 
 async def migrate_and_seed(dsn: str, plan: seed.SeedPlan) -> seed.SeedReport:
@@ -146,13 +132,15 @@ def run_mix(
 ) -> MixResult:
     """Runs the mix (blocking) and reads its summary."""
     scenarios = load.scenarios()
+    # A JWT the lab's replicas accept (the tests' KAIREON_JWT_HS256_SECRET).
+    ((_, token),) = bearer(tenant, "admin", expires_in=int(load.seconds) + 600, sub="perf-k6")
     env = {
         "GRPC_TARGET": grpc_target,
         "BASE_URL": base_url,
         "TENANT": tenant,
         "CUSTOMERS": str(customers),
         "SOAK_PLAN": json.dumps([s.k6() for s in scenarios]),
-        "AUTHORIZATION": bearer_token(tenant, "admin", load.seconds + 600),
+        "AUTHORIZATION": token,
     }
     done = k6.run("soak.js", env, workdir=workdir, name=name, timeout=load.seconds + 180)
     parts = {s.name: k6.read(done.metrics, f"scenario:{s.name}") for s in scenarios}
