@@ -15,6 +15,7 @@ from kaireon.dsar.v1 import dsar_pb2
 from kaireon_server.dsar.exporter import (
     SMALL_EXPORT_ROWS,
     ExportHeader,
+    Snapshot,
     count_and_read,
     start_snapshot,
     write_document,
@@ -246,13 +247,7 @@ class _Bytes:
 async def _document(db: Database, tenant: str, subject: str, header: ExportHeader, *, small: bool):
     """The export document read as the worker reads it, by one path or the other."""
     async with db.connection() as con, con.transaction(isolation="repeatable_read", readonly=True):
-        await start_snapshot(
-            con,
-            tenant_id=tenant,
-            subject_id=subject,
-            request_id=header.request_id,
-            statement_timeout_ms=0,
-        )
+        await start_snapshot(con, Snapshot(tenant, subject, header.request_id))
         plan = await build_plan(con, tenant)
         counts, rows = await count_and_read(
             con, plan, small_limit=SMALL_EXPORT_ROWS if small else -1

@@ -9,7 +9,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from kaireon_server.dsar.exporter import start_snapshot
+from kaireon_server.dsar.exporter import Snapshot, start_snapshot
 from kaireon_server.dsar.jobs import idle_timeout_ms
 from kaireon_server.dsar.settings import DsarSettings
 from kaireon_server.platform.db import Database
@@ -24,11 +24,9 @@ def test_the_bound_is_a_minute_at_least_and_covers_the_lease_and_the_pause() -> 
 async def _snapshot(con: asyncpg.Connection, idle_ms: int) -> None:
     await start_snapshot(
         con,
-        tenant_id="t-idle",
-        subject_id="s-idle",
-        request_id="00000000-0000-0000-0000-000000000001",
-        statement_timeout_ms=0,
-        idle_timeout_ms=idle_ms,
+        Snapshot(
+            "t-idle", "s-idle", "00000000-0000-0000-0000-000000000001", idle_timeout_ms=idle_ms
+        ),
     )
 
 

@@ -48,37 +48,48 @@ class ExportHeader:
 SMALL_EXPORT_ROWS = 2000
 
 
-async def start_snapshot(
-    con: asyncpg.Connection,
-    *,
-    tenant_id: str,
-    subject_id: str,
-    request_id: str,
-    statement_timeout_ms: int,
-    idle_timeout_ms: int = 0,
-) -> str:
-    """Set what the plan's statements read (for the open transaction); returns
-    the export's `exportedAt`, this statement's start: after the erasure lock
-    was granted, and in a REPEATABLE READ transaction its snapshot's.
+# What the plan's statements read, set for the open transaction: $1 tenant,
+# $2 subject, $3 request, $4 statement timeout, $5 idle-in-transaction timeout
+# (0 = none). The idle bound ends the session of a worker stalled mid-export,
+# so it cannot hold its snapshot and table locks (and everything queued behind
+# them) until its process dies.
+SNAPSHOT_SETTINGS = (
+    "set_config('kaireon.tenant_id', $1, true), "
+    "set_config('kaireon.dsar_subject', $2, true), "
+    "set_config('kaireon.dsar_request', $3, true), "
+    "set_config('TimeZone', 'UTC', true), "
+    "set_config('extra_float_digits', '1', true), "
+    "set_config('standard_conforming_strings', 'on', true), "
+    "set_config('statement_timeout', $4, true), "
+    "set_config('idle_in_transaction_session_timeout', $5, true)"
+)
 
-    `idle_timeout_ms` (0 = none) bounds how long the transaction may sit idle:
-    past it PostgreSQL ends the session, so a worker stalled mid-export cannot
-    hold its snapshot and table locks (and everything queued behind them)."""
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The values of SNAPSHOT_SETTINGS for one export."""
+
+    tenant_id: str
+    subject_id: str
+    request_id: str
+    statement_timeout_ms: int = 0
+    idle_timeout_ms: int = 0
+
+    def arguments(self) -> tuple[str, str, str, str, str]:
+        return (
+            self.tenant_id,
+            self.subject_id,
+            self.request_id,
+            str(self.statement_timeout_ms),
+            str(self.idle_timeout_ms),
+        )
+
+
+async def start_snapshot(con: asyncpg.Connection, snapshot: Snapshot) -> str:
+    """Set SNAPSHOT_SETTINGS (for the open transaction); returns this
+    statement's start, the `exportedAt` of a snapshot taken at it."""
     row = await con.fetchrow(
-        "SELECT set_config('kaireon.tenant_id', $1, true), "
-        "set_config('kaireon.dsar_subject', $2, true), "
-        "set_config('kaireon.dsar_request', $3, true), "
-        "set_config('TimeZone', 'UTC', true), "
-        "set_config('extra_float_digits', '1', true), "
-        "set_config('standard_conforming_strings', 'on', true), "
-        "set_config('statement_timeout', $4, true), "
-        "set_config('idle_in_transaction_session_timeout', $5, true), "
-        "statement_timestamp() AS now",
-        tenant_id,
-        subject_id,
-        request_id,
-        str(statement_timeout_ms),
-        str(idle_timeout_ms),
+        f"SELECT {SNAPSHOT_SETTINGS}, statement_timestamp() AS now", *snapshot.arguments()
     )
     assert row is not None
     return format_timestamp(row["now"])

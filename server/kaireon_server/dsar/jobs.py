@@ -24,16 +24,20 @@ import asyncpg
 from kaireon_client.envelope import KeyRing
 from kaireon_server.dsar import repository
 from kaireon_server.dsar.exporter import (
+    SNAPSHOT_SETTINGS,
     ExportHeader,
+    Snapshot,
     count_and_read,
     start_snapshot,
     write_document,
 )
 from kaireon_server.dsar.model import Claim, audit_row
-from kaireon_server.dsar.plan import build_plan
+from kaireon_server.dsar.plan import CATALOGUE_SQL, mapped_tables, plan_from_catalogue
 from kaireon_server.dsar.settings import DsarSettings
 from kaireon_server.dsar.store import ChunkStore, DigestSigner, EncryptingSink, envelope_writer
+from kaireon_server.platform import data_map
 from kaireon_server.platform.audit_chain import PendingAudit
+from kaireon_server.platform.canonical import format_timestamp
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.observability import metrics
 
@@ -45,12 +49,21 @@ APPLICATION_NAME = "kaireon-dsar-export"
 # instead of holding its locks until the process dies.
 IDLE_FLOOR_SECONDS = 60.0
 
-# The tenant, and the lock ErasureService takes per subject (erasure/repository.py
-# lock_subject): same namespace and key expression, here in shared mode.
-_TENANT_AND_ERASURE_LOCK = (
-    "SELECT set_config('kaireon.tenant_id', $1, true), pg_advisory_xact_lock_shared("
-    "hashtextextended('kaireon.erasure.subject' || chr(31) || $1 || chr(31) || $2, 0))"
-)
+# The export's opening, one statement on the writer: the lock ErasureService
+# takes per subject (erasure/repository.py lock_subject: same namespace and key
+# expression, here in shared mode), then the snapshot settings and the time
+# the lock was granted (the export's `exportedAt`: its rows are read by the
+# statements after it), beside the catalogue the plan is built from.
+_CATALOGUE = CATALOGUE_SQL.format(tables="$6", tenant="$1", column="$7")
+# Constant pieces only: every value is a parameter.
+_OPEN_EXPORT = f"""
+    WITH locked AS MATERIALIZED (
+        SELECT pg_advisory_xact_lock_shared(hashtextextended(
+            'kaireon.erasure.subject' || chr(31) || $1 || chr(31) || $2, 0))),
+    opened AS MATERIALIZED (
+        SELECT {SNAPSHOT_SETTINGS}, clock_timestamp() AS now FROM locked)
+    SELECT opened.now, c.* FROM opened LEFT JOIN ({_CATALOGUE}) c ON true
+"""  # noqa: S608
 
 
 class PermanentFailure(Exception):
@@ -124,7 +137,6 @@ async def run_export(deps: JobDeps, claim: Claim, on_progress: Callable[[int, in
         attempt.writer = writer = await deps.db.leased_connection(APPLICATION_NAME)
         transaction = writer.transaction()
         await transaction.start()
-        await writer.execute(_TENANT_AND_ERASURE_LOCK, claim.tenant_id, claim.subject_id)
         rows, meta = await _stream(deps, claim, attempt, on_progress)
         lease = repository.Lease(claim.tenant_id, claim.request_id, deps.owner, claim.attempt)
         # The completion and its audit row: one statement, chained at the COMMIT.
@@ -162,21 +174,24 @@ async def _stream(
     writer = attempt.writer
     assert writer is not None
 
-    async def snapshot_settings(con: asyncpg.Connection) -> str:
-        return await start_snapshot(
-            con,
-            tenant_id=claim.tenant_id,
-            subject_id=claim.subject_id,
-            request_id=str(claim.request_id),
-            statement_timeout_ms=settings.export_statement_timeout_ms,
-            idle_timeout_ms=idle_timeout_ms(settings),
-        )
-
+    values = Snapshot(
+        claim.tenant_id,
+        claim.subject_id,
+        str(claim.request_id),
+        statement_timeout_ms=settings.export_statement_timeout_ms,
+        idle_timeout_ms=idle_timeout_ms(settings),
+    )
     # On the writer, after its erasure lock: counts and a small export's rows are
     # one statement, so one snapshot, and no erasure of the subject can commit
     # until this transaction does.
-    exported_at = await snapshot_settings(writer)
-    plan = await build_plan(writer, claim.tenant_id)
+    opening = await writer.fetch(
+        _OPEN_EXPORT,
+        *values.arguments(),
+        mapped_tables(),
+        data_map.DYNAMIC_SCHEMA_SUBJECT_COLUMN,
+    )
+    exported_at = format_timestamp(opening[0]["now"])
+    plan = plan_from_catalogue([r for r in opening if r["name"] is not None])
     counts, rows = await count_and_read(writer, plan)
     total = sum(counts)
     reader: asyncpg.Connection = writer
@@ -188,7 +203,7 @@ async def _stream(
         attempt.reader = reader = await deps.db.leased_connection(APPLICATION_NAME)
         snapshot = reader.transaction(isolation="repeatable_read", readonly=True)
         await snapshot.start()
-        await snapshot_settings(reader)
+        await start_snapshot(reader, values)
         counts, _ = await count_and_read(reader, plan, small_limit=-1)
         total = sum(counts)
     attempt.store = store = ChunkStore(

@@ -216,57 +216,56 @@ def build_table_sql(
     return rows_sql, count_sql
 
 
-# The columns and primary-key columns of the mapped tables ($1) and of the
-# tenant's registered customer tables ($2, those with the subject column $3),
-# in one statement: the fixed cost of a small export is round trips, not rows.
-_CATALOGUE_SQL = """
-    WITH wanted AS (
-        SELECT n.name, NULL::text AS schema_id FROM unnest($1::text[]) AS n(name)
-        UNION ALL
-        SELECT r.table_name, r.schema_id FROM schema_registry r
-         WHERE r.tenant_id = $2 AND r.active AND r.entity_type = 'customer'
-           AND EXISTS (SELECT 1 FROM pg_attribute s
-                        WHERE s.attrelid = to_regclass(quote_ident(r.table_name))
-                          AND s.attname = $3 AND NOT s.attisdropped)
-    )
+# The columns and primary-key columns of the mapped tables ({tables}) and of
+# the tenant's registered customer tables ({tenant}, those with the subject
+# column {column}), in one statement: the fixed cost of a small export is round
+# trips, not rows. The slots are filled with parameter numbers: the worker runs
+# it inside the statement that also takes the erasure lock (jobs.py).
+CATALOGUE_SQL = """
     SELECT w.name, w.schema_id, a.attname, t.typname,
            coalesce(a.attnum = ANY(i.indkey), false) AS in_pk
-      FROM wanted w
+      FROM (SELECT n.name, NULL::text AS schema_id FROM unnest({tables}::text[]) AS n(name)
+            UNION ALL
+            SELECT r.table_name, r.schema_id FROM schema_registry r
+             WHERE r.tenant_id = {tenant} AND r.active AND r.entity_type = 'customer'
+               AND EXISTS (SELECT 1 FROM pg_attribute s
+                            WHERE s.attrelid = to_regclass(quote_ident(r.table_name))
+                              AND s.attname = {column} AND NOT s.attisdropped)) w
       JOIN pg_attribute a ON a.attrelid = to_regclass(quote_ident(w.name))
                          AND a.attnum > 0 AND NOT a.attisdropped
       JOIN pg_type t ON t.oid = a.atttypid
       LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
      ORDER BY w.name, w.schema_id, a.attnum
 """
+_CATALOGUE_ALONE = CATALOGUE_SQL.format(tables="$1", tenant="$2", column="$3")
 
-_Catalogue = dict[tuple[str, str | None], tuple[list[Column], list[str]]]
 
-
-async def _catalogue(con: asyncpg.Connection, tenant_id: str, tables: Sequence[str]) -> _Catalogue:
-    """(table, schema id or None) -> columns and primary-key columns; a mapped
-    table this deployment lacks is absent, and so is a registered table
-    dropped meanwhile."""
-    found: _Catalogue = {}
-    rows = await con.fetch(
-        _CATALOGUE_SQL, list(tables), tenant_id, data_map.DYNAMIC_SCHEMA_SUBJECT_COLUMN
-    )
-    for r in rows:
-        columns, primary = found.setdefault((r["name"], r["schema_id"]), ([], []))
-        columns.append(Column(r["attname"], r["typname"]))
-        if r["in_pk"] and r["attname"] != "tenant_id":
-            primary.append(r["attname"])
-    return found
+def mapped_tables() -> list[str]:
+    """The data map's exported tables: the catalogue statement's {tables}."""
+    return [entry.table for entry in data_map.TABLES if entry.export_key is not None]
 
 
 async def build_plan(con: asyncpg.Connection, tenant_id: str) -> list[TableExport]:
     """The statements of one export, in document order (canonical key order)."""
-    mapped = [entry for entry in data_map.TABLES if entry.export_key is not None]
-    catalogue = await _catalogue(con, tenant_id, [entry.table for entry in mapped])
+    rows = await con.fetch(
+        _CATALOGUE_ALONE, mapped_tables(), tenant_id, data_map.DYNAMIC_SCHEMA_SUBJECT_COLUMN
+    )
+    return plan_from_catalogue(rows)
+
+
+def plan_from_catalogue(rows: Sequence[asyncpg.Record]) -> list[TableExport]:
+    """The plan from CATALOGUE_SQL's rows: a mapped table this deployment lacks
+    is absent from them, and so is a registered table dropped meanwhile."""
+    catalogue: dict[tuple[str, str | None], tuple[list[Column], list[str]]] = {}
+    for r in rows:
+        columns, primary = catalogue.setdefault((r["name"], r["schema_id"]), ([], []))
+        columns.append(Column(r["attname"], r["typname"]))
+        if r["in_pk"] and r["attname"] != "tenant_id":
+            primary.append(r["attname"])
     plan: list[TableExport] = []
-    for entry in mapped:
-        assert entry.export_key is not None
-        if (entry.table, None) not in catalogue:
-            continue  # another capability's table that this deployment lacks
+    for entry in data_map.TABLES:
+        if entry.export_key is None or (entry.table, None) not in catalogue:
+            continue  # not exported, or another capability's table this deployment lacks
         columns, primary = catalogue[(entry.table, None)]
         plan.append(
             _table_export(
