@@ -16,6 +16,7 @@ COMMIT (8); the lock, the settings and the catalogue are now one statement: 6.
 from __future__ import annotations
 
 import secrets
+import uuid
 
 import asyncpg
 
@@ -28,6 +29,7 @@ from kaireon_server.dsar.store import DigestSigner
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.db.listener import Listener
 from kaireon_server.platform.errors import AlreadyExists
+from kaireon_server.requests.intake import direct_access
 from tests.support.tcp_proxy import TcpProxy
 
 
@@ -145,3 +147,71 @@ async def test_a_small_export_attempt_is_six_round_trips(
         await owner.close()
     print(f"\nFIGURE DSAR small export attempt round trips: {spent}")
     assert spent == [6, 6, 6]
+
+
+async def test_the_services_create_with_its_lifecycle_row_is_one_round_trip(
+    counted_pool: tuple[Database, TcpProxy],
+    database_url: str,
+    tenant: str,
+    no_session_workers: None,  # the rows stay in progress: no export completes them
+) -> None:
+    """CreateDsarRequest also records an in-progress request of the lifecycle
+    (requests/intake.py), due by the tenant's policy: in the same one statement
+    (migration 0239), where it was a pooled transaction of nine round trips."""
+    db, proxy = counted_pool
+    notifier = Notifier(Listener(lambda: asyncpg.connect(database_url)))
+    requests = DsarRequests(db, DsarSettings.from_env({}), notifier)
+    owner = await asyncpg.connect(database_url)
+    # The tenant's own policy: 20 days, not GDPR's default month.
+    await owner.execute(
+        "INSERT INTO subject_request_policy (tenant_id, regulation, period_months, "
+        "period_days, max_extension_months, max_extension_days, require_verification, "
+        "updated_by) VALUES ($1, 'gdpr', 0, 20, 0, 40, true, 'test')",
+        tenant,
+    )
+
+    async def create(key: str) -> tuple[int, uuid.UUID]:
+        await proxy.quiet(0.05)
+        before = proxy.round_trips
+        record = await requests.create(
+            tenant_id=tenant,
+            actor="test",
+            request_type="export",
+            subject_id="cust_00001",
+            encrypt=False,
+            idempotency_key=key,
+            lifecycle=direct_access(),
+        )
+        await proxy.quiet(0.05)
+        return proxy.round_trips - before, record.id
+
+    try:
+        made = [(await create(""))[1]]  # warm: the statement prepared
+        spent = []
+        for _ in range(3):
+            n, request_id = await create("")
+            spent.append(n)
+            made.append(request_id)
+        key = secrets.token_hex(8)
+        first_spent, first_id = await create(key)
+        made.append(first_id)
+        await create(key)  # the retry: the same request, no second lifecycle row
+        rows = await owner.fetch(
+            "SELECT dsar_request_id, kind, origin, state, regulation, created_by, "
+            "due_date - (received_at AT TIME ZONE 'UTC')::date AS days "
+            "FROM subject_request WHERE tenant_id = $1 ORDER BY received_at",
+            tenant,
+        )
+    finally:
+        await owner.close()
+    assert spent == [1, 1, 1] and first_spent == 1
+    assert [r["dsar_request_id"] for r in rows] == made
+    for r in rows:
+        assert (r["kind"], r["origin"], r["state"], r["regulation"], r["created_by"]) == (
+            "access",
+            "direct",
+            "in_progress",
+            "gdpr",
+            "test",
+        )
+        assert r["days"] == 20  # the tenant's policy, not the default month

@@ -187,3 +187,17 @@ class Claim:
     # and how long ago that was: the job's span joins or links that trace.
     origin: TraceCarrier | None = None
     queued_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class LifecycleEntry:
+    """The lifecycle row a create also writes, in its one statement (migration
+    0239): an in-progress request of `regulation`, received at `received_at`,
+    due by the tenant's policy for it or else these default periods.
+    requests/intake.py builds it; the lifecycle owns what it says."""
+
+    regulation: str
+    state: str
+    received_at: datetime
+    default_months: int
+    default_days: int

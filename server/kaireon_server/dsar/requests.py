@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -27,6 +27,7 @@ from kaireon_server.dsar.model import (
     COMPLETED,
     CreateCommand,
     DsarRecord,
+    LifecycleEntry,
     audit_row,
     parse_request_id,
     validate_create,
@@ -48,9 +49,6 @@ from kaireon_server.platform.observability import tracing
 from kaireon_server.platform.paging import clamp_page_size, decode_token, encode_token
 
 E = TypeVar("E")
-# Runs inside the create transaction with (record, created): the request
-# lifecycle records a direct request there, so both commit or neither does.
-InTransaction = Callable[[asyncpg.Connection, DsarRecord, bool], Awaitable[None]]
 # A stored export document -> (the export as the answer carries it, its size there).
 Render = Callable[[bytes], tuple[E, int]]
 
@@ -78,14 +76,13 @@ async def create_in(
     cmd: CreateCommand,
     *,
     audit_changes: Mapping[str, object] | None = None,
-    within: InTransaction | None = None,
 ) -> tuple[DsarRecord, bool]:
     """Queue a request in `con`'s transaction; (record, created).
 
     An idempotency key seen before returns its request (created False), or
     ALREADY_EXISTS if that request differs. A new request writes its
     `dsar_request_created` audit row (`audit_changes` adds to its changes).
-    `within` runs in the transaction before that row. The row is chained when
+    The row is chained when
     the transaction commits (`append_audit_at_commit`): no lock on the
     tenant's audit chain is held across the caller's round trips.
     """
@@ -95,9 +92,6 @@ async def create_in(
     )
     if not created:
         _check_same(record, cmd)
-    if within is not None:
-        await within(con, record, created)
-    if not created:
         return record, False
     await append_audit_at_commit(con, tenant_id, _created_row(record.id, cmd, actor, audit_changes))
     return record, True
@@ -171,19 +165,16 @@ class DsarRequests:
         subject_id: str,
         encrypt: bool,
         idempotency_key: str,
-        within: InTransaction | None = None,
+        lifecycle: LifecycleEntry | None = None,
     ) -> DsarRecord:
+        """Queue a request; with `lifecycle`, also its lifecycle row (a new
+        request only). One statement, its own transaction, whatever is written."""
         cmd = validate_create(request_type, subject_id, encrypt, idempotency_key)
         if cmd.encrypt and self._settings.keyring is None:
             raise FailedPrecondition(
                 "encryption was requested but this deployment has no encryption keys",
                 reason="ENCRYPTION_NOT_CONFIGURED",
             )
-        if within is not None:
-            async with self._db.transaction(tenant_id) as con:
-                record, _ = await create_in(con, tenant_id, actor, cmd, within=within)
-            return record
-        # One statement, its own transaction: the request and its audit row.
         request_id = uuid.uuid4()
         audit = PendingAudit.of(tenant_id, [_created_row(request_id, cmd, actor, None)])
         async with self._db.single_statements() as con:
@@ -195,6 +186,7 @@ class DsarRequests:
                 actor=actor,
                 origin=tracing.current_carrier(),
                 audit=audit,
+                lifecycle=lifecycle,
             )
         if created:
             return record

@@ -62,7 +62,7 @@ class DsarServicer(dsar_pb2_grpc.DsarServiceServicer):
             encrypt=request.encrypt,
             idempotency_key=request.idempotency_key,
             # The export is also an in-progress request of the lifecycle.
-            within=direct_access(identity.tenant_id, identity.actor),
+            lifecycle=direct_access(),
         )
         return dsar_pb2.CreateDsarRequestResponse(request=request_message(record))
 

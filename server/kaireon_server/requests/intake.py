@@ -2,6 +2,10 @@
 they are on the wire and are recorded as pre-approved requests (origin
 "direct"), inside the same transaction as the erasure or the queued export.
 
+CreateDsarRequest's row is written by the create's own statement (migration
+0239, with the policy's due date computed there), so a create stays one round
+trip; an erasure's runs in the erasure's transaction.
+
 A completed erasure also queues its `subject.erased` event for the tenant's
 processors (processors.py), in the same transaction.
 
@@ -18,12 +22,11 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from kaireon_server.dsar import requests as dsar_requests
-from kaireon_server.dsar.model import DsarRecord
+from kaireon_server.dsar.model import LifecycleEntry
 from kaireon_server.erasure import eraser
 from kaireon_server.erasure.model import ErasureOutcome, NotifiedRecipient
 from kaireon_server.requests import processors, repository
-from kaireon_server.requests.deadlines import due_date
+from kaireon_server.requests.deadlines import DEFAULT_POLICIES, due_date
 from kaireon_server.requests.lifecycle import policy_for
 from kaireon_server.requests.model import State, SubjectRequest
 
@@ -82,20 +85,16 @@ def direct_erasure(tenant_id: str, actor: str) -> eraser.InTransaction:
     return within
 
 
-def direct_access(tenant_id: str, actor: str) -> dsar_requests.InTransaction:
-    """The `within` hook of CreateDsarRequest: a new export is a new request; a
-    retry with the same idempotency key is the same one."""
-
-    async def within(con: asyncpg.Connection, record: DsarRecord, created: bool) -> None:
-        if created:
-            await _record(
-                con,
-                tenant_id,
-                actor,
-                kind="access",
-                subject_id=record.subject_id,
-                state=State.IN_PROGRESS,
-                dsar_request_id=record.id,
-            )
-
-    return within
+def direct_access() -> LifecycleEntry:
+    """What CreateDsarRequest also records: a new export is an in-progress GDPR
+    request received now, due by the tenant's policy (or the default), written
+    by the create's own statement (migration 0239); a retry with the same
+    idempotency key is the same request and writes none."""
+    default = DEFAULT_POLICIES[DIRECT_REGULATION]
+    return LifecycleEntry(
+        regulation=DIRECT_REGULATION,
+        state=State.IN_PROGRESS.value,
+        received_at=datetime.now(UTC),
+        default_months=default.period_months,
+        default_days=default.period_days,
+    )
