@@ -21,7 +21,7 @@ import uuid
 import asyncpg
 
 from kaireon_server.dsar.jobs import JobDeps, run_export
-from kaireon_server.dsar.model import Claim
+from kaireon_server.dsar.model import Claim, DsarRecord, LifecycleEntry
 from kaireon_server.dsar.notify import Notifier
 from kaireon_server.dsar.requests import DsarRequests
 from kaireon_server.dsar.settings import DsarSettings
@@ -31,6 +31,25 @@ from kaireon_server.platform.db.listener import Listener
 from kaireon_server.platform.errors import AlreadyExists
 from kaireon_server.requests.intake import direct_access
 from tests.support.tcp_proxy import TcpProxy
+
+
+async def _export(
+    requests: DsarRequests,
+    tenant: str,
+    key: str = "",
+    subject: str = "cust_00001",
+    *,
+    lifecycle: LifecycleEntry | None = None,
+) -> DsarRecord:
+    return await requests.create(
+        tenant_id=tenant,
+        actor="test",
+        request_type="export",
+        subject_id=subject,
+        encrypt=False,
+        idempotency_key=key,
+        lifecycle=lifecycle,
+    )
 
 
 async def test_a_create_is_one_round_trip_and_its_audit_row_is_chained(
@@ -45,14 +64,7 @@ async def test_a_create_is_one_round_trip_and_its_audit_row_is_chained(
         await proxy.quiet(0.05)
         before = proxy.round_trips
         try:
-            record: object = await requests.create(
-                tenant_id=tenant,
-                actor="test",
-                request_type="export",
-                subject_id=subject,
-                encrypt=False,
-                idempotency_key=key,
-            )
+            record: object = await _export(requests, tenant, key, subject)
         except AlreadyExists as exc:
             record = exc
         await proxy.quiet(0.05)
@@ -112,14 +124,7 @@ async def test_a_small_export_attempt_is_six_round_trips(
     owner = await asyncpg.connect(database_url)
 
     async def attempt() -> int:
-        request = await requests.create(
-            tenant_id=seeded,
-            actor="test",
-            request_type="export",
-            subject_id="cust_00001",
-            encrypt=False,
-            idempotency_key="",
-        )
+        request = await _export(requests, seeded)
         # The claim's effect, made by hand: this request, this owner's lease.
         await owner.execute(
             "UPDATE dsar_request SET status = 'processing', attempts = 1, "
@@ -173,15 +178,7 @@ async def test_the_services_create_with_its_lifecycle_row_is_one_round_trip(
     async def create(key: str) -> tuple[int, uuid.UUID]:
         await proxy.quiet(0.05)
         before = proxy.round_trips
-        record = await requests.create(
-            tenant_id=tenant,
-            actor="test",
-            request_type="export",
-            subject_id="cust_00001",
-            encrypt=False,
-            idempotency_key=key,
-            lifecycle=direct_access(),
-        )
+        record = await _export(requests, tenant, key, lifecycle=direct_access())
         await proxy.quiet(0.05)
         return proxy.round_trips - before, record.id
 
