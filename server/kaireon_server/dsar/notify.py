@@ -3,7 +3,8 @@
 Two channels: `kaireon_dsar` (a request's state changed: payload {"t": tenant,
 "i": id, "v": version}) and `kaireon_dsar_jobs` (work is due). Watchers and
 workers only get woken: they re-read the database, which is the truth, so a
-lost notification costs a poll interval, never a state. After every
+lost notification costs a poll interval, never a state. A watcher that has
+read the version a notification names skips that re-read. After every
 (re)connect of the listener every waiter is woken to re-read.
 """
 
@@ -21,19 +22,40 @@ JOBS_CHANNEL = "kaireon_dsar_jobs"
 
 
 class Subscription:
-    """Wakes one watcher when its request changes."""
+    """Wakes one watcher when its request changes.
+
+    A notification names the version it announces: a watcher that has read
+    that version already (the create's own notification often lands after the
+    watch's first read) is not woken to read it again. A wake-up without a
+    version (the listener reconnected) always wakes."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._latest = 0  # the newest version notified
+        self._blind = False  # woken with no version since the last wait
 
-    def wake(self) -> None:
+    def wake(self, version: int | None = None) -> None:
+        if version is None:
+            self._blind = True
+        else:
+            self._latest = max(self._latest, version)
         self._event.set()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float, *, seen: int = 0) -> None:
+        """Until a version newer than `seen` is notified, a blind wake-up, or
+        `timeout` (the caller then reads anyway: the database is the truth)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self._event.wait()
+                while not self._news(seen):
+                    await self._event.wait()
+                    self._event.clear()
         self._event.clear()
+
+    def _news(self, seen: int) -> bool:
+        if self._blind:
+            self._blind = False
+            return True
+        return self._latest > seen
 
 
 class Notifier:
@@ -78,10 +100,13 @@ class Notifier:
         try:
             message = json.loads(payload)
             key = (str(message["t"]), str(message["i"]))
-        except (ValueError, KeyError, TypeError):
+            version = message.get("v")
+        except (ValueError, KeyError, TypeError, AttributeError):
             return
+        # A version that is not a plain integer: wake blind (re-read), never skip.
+        seen = version if type(version) is int else None
         for sub in self._subscribers.get(key, ()):
-            sub.wake()
+            sub.wake(seen)
 
     def _on_jobs(self, _payload: str) -> None:
         for event in self._work_events:

@@ -344,7 +344,7 @@ class DsarRequests:
                 if record.terminal and last >= record.version:
                     return
                 if not events:
-                    await subscription.wait(self._settings.poll_seconds)
+                    await subscription.wait(self._settings.poll_seconds, seen=last)
 
     async def open_export(self, *, tenant_id: str, actor: str, request_id: str) -> DsarRecord:
         """A completed request whose export may be downloaded; the download is audited."""
