@@ -41,7 +41,7 @@ class Subscription:
             self._latest = max(self._latest, version)
         self._event.set()
 
-    async def wait(self, timeout: float, *, seen: int = 0) -> None:
+    async def wait(self, timeout: float, *, seen: int) -> None:
         """Until a version newer than `seen` is notified, a blind wake-up, or
         `timeout` (the caller then reads anyway: the database is the truth)."""
         with contextlib.suppress(TimeoutError):
