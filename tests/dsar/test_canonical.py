@@ -20,7 +20,7 @@ from kaireon_server.dsar.exporter import (
     start_snapshot,
     write_document,
 )
-from kaireon_server.dsar.jsonb_text import NumberOutOfRange, canonical_jsonb
+from kaireon_server.dsar.jsonb_text import Finisher, NumberOutOfRange, canonical_jsonb
 from kaireon_server.dsar.plan import build_plan
 from kaireon_server.platform.db import Database
 from tests.dsar.conftest import assert_canonical, download, export_of, metadata
@@ -276,3 +276,20 @@ async def test_small_and_streamed_reads_give_the_same_bytes(stub, tenant, db: Da
     small = await _document(db, tenant, "subject-1", header, small=True)
     streamed = await _document(db, tenant, "subject-1", header, small=False)
     assert small == streamed == downloaded
+
+
+def test_marked_rows_are_finished_once_per_distinct_value_and_a_lone_mark_is_refused():
+    finisher = Finisher()
+    row = '{"a":\x01{"b": 1.0, "a": [2]}\x01,"c":\x01{"b": 1.0, "a": [2]}\x01}'
+    assert finisher.row(row) == '{"a":{"a":[2],"b":1},"c":{"a":[2],"b":1}}'
+    assert finisher.row('{"plain":1}') == '{"plain":1}'
+    with pytest.raises(ValueError, match="MARK without its pair"):
+        finisher.row('{"a":\x01{}}')
+
+
+def test_a_refused_number_is_not_quoted_in_the_error():
+    # The value is the subject's data: the error (logged, stored as the job's
+    # failure) must not carry it.
+    with pytest.raises(NumberOutOfRange) as refused:
+        canonical_jsonb('{"secret": 7e400}')
+    assert "7e400" not in str(refused.value) and "secret" not in str(refused.value)
