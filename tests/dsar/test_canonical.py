@@ -17,11 +17,10 @@ from kaireon_server.dsar.exporter import (
     ExportHeader,
     Snapshot,
     count_and_read,
-    start_snapshot,
     write_document,
 )
+from kaireon_server.dsar.jobs import open_export
 from kaireon_server.dsar.jsonb_text import Finisher, NumberOutOfRange, canonical_jsonb
-from kaireon_server.dsar.plan import build_plan
 from kaireon_server.platform.db import Database
 from tests.dsar.conftest import assert_canonical, download, export_of, metadata
 
@@ -247,8 +246,8 @@ class _Bytes:
 async def _document(db: Database, tenant: str, subject: str, header: ExportHeader, *, small: bool):
     """The export document read as the worker reads it, by one path or the other."""
     async with db.connection() as con, con.transaction(isolation="repeatable_read", readonly=True):
-        await start_snapshot(con, Snapshot(tenant, subject, header.request_id))
-        plan = await build_plan(con, tenant)
+        # The worker's own opening (its erasure lock is harmless here).
+        _, plan = await open_export(con, Snapshot(tenant, subject, header.request_id))
         counts, rows = await count_and_read(
             con, plan, small_limit=SMALL_EXPORT_ROWS if small else -1
         )

@@ -32,7 +32,12 @@ from kaireon_server.dsar.exporter import (
     write_document,
 )
 from kaireon_server.dsar.model import Claim, audit_row
-from kaireon_server.dsar.plan import CATALOGUE_SQL, mapped_tables, plan_from_catalogue
+from kaireon_server.dsar.plan import (
+    CATALOGUE_SQL,
+    TableExport,
+    mapped_tables,
+    plan_from_catalogue,
+)
 from kaireon_server.dsar.settings import DsarSettings
 from kaireon_server.dsar.store import ChunkStore, DigestSigner, EncryptingSink, envelope_writer
 from kaireon_server.platform import data_map
@@ -114,6 +119,18 @@ class _Attempt:
             await self.store.abort()
 
 
+async def open_export(con: asyncpg.Connection, snapshot: Snapshot) -> tuple[str, list[TableExport]]:
+    """_OPEN_EXPORT in `con`'s open transaction: the export's `exportedAt` and plan."""
+    rows = await con.fetch(
+        _OPEN_EXPORT,
+        *snapshot.arguments(),
+        mapped_tables(),
+        data_map.DYNAMIC_SCHEMA_SUBJECT_COLUMN,
+    )
+    plan = plan_from_catalogue([r for r in rows if r["name"] is not None])
+    return format_timestamp(rows[0]["now"]), plan
+
+
 def idle_timeout_ms(settings: DsarSettings) -> int:
     """The idle bound of an export's transactions: past the lease the job is
     another worker's anyway, and never under a minute."""
@@ -184,14 +201,7 @@ async def _stream(
     # On the writer, after its erasure lock: counts and a small export's rows are
     # one statement, so one snapshot, and no erasure of the subject can commit
     # until this transaction does.
-    opening = await writer.fetch(
-        _OPEN_EXPORT,
-        *values.arguments(),
-        mapped_tables(),
-        data_map.DYNAMIC_SCHEMA_SUBJECT_COLUMN,
-    )
-    exported_at = format_timestamp(opening[0]["now"])
-    plan = plan_from_catalogue([r for r in opening if r["name"] is not None])
+    exported_at, plan = await open_export(writer, values)
     counts, rows = await count_and_read(writer, plan)
     total = sum(counts)
     reader: asyncpg.Connection = writer

@@ -237,7 +237,6 @@ CATALOGUE_SQL = """
       LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
      ORDER BY w.name, w.schema_id, a.attnum
 """
-_CATALOGUE_ALONE = CATALOGUE_SQL.format(tables="$1", tenant="$2", column="$3")
 
 
 def mapped_tables() -> list[str]:
@@ -245,17 +244,10 @@ def mapped_tables() -> list[str]:
     return [entry.table for entry in data_map.TABLES if entry.export_key is not None]
 
 
-async def build_plan(con: asyncpg.Connection, tenant_id: str) -> list[TableExport]:
-    """The statements of one export, in document order (canonical key order)."""
-    rows = await con.fetch(
-        _CATALOGUE_ALONE, mapped_tables(), tenant_id, data_map.DYNAMIC_SCHEMA_SUBJECT_COLUMN
-    )
-    return plan_from_catalogue(rows)
-
-
 def plan_from_catalogue(rows: Sequence[asyncpg.Record]) -> list[TableExport]:
-    """The plan from CATALOGUE_SQL's rows: a mapped table this deployment lacks
-    is absent from them, and so is a registered table dropped meanwhile."""
+    """The statements of one export, in document order (canonical key order),
+    from CATALOGUE_SQL's rows: a mapped table this deployment lacks is absent
+    from them, and so is a registered table dropped meanwhile."""
     catalogue: dict[tuple[str, str | None], tuple[list[Column], list[str]]] = {}
     for r in rows:
         columns, primary = catalogue.setdefault((r["name"], r["schema_id"]), ([], []))
