@@ -3,7 +3,8 @@
 A TCP proxy between the pool and PostgreSQL counts what the client sends before
 it waits for an answer. A create was a pooled transaction: BEGIN, the tenant
 setting, the insert, a read back, the audit row, COMMIT and the pool's reset
-(7). Now it is one statement (migration 0237's kaireon_dsar_create and the
+(7), nine with the request's lifecycle row. Now it is one statement (migration
+0239's kaireon_dsar_create_direct: the request and its lifecycle row, and the
 audit row beside it, chained at its commit): 1. A retry with the same
 idempotency key adds a read-only transaction reading the stored request (with
 its export's availability); a key reused for another request writes nothing.
@@ -19,9 +20,10 @@ import secrets
 import uuid
 
 import asyncpg
+import pytest
 
 from kaireon_server.dsar.jobs import JobDeps, run_export
-from kaireon_server.dsar.model import Claim, DsarRecord, LifecycleEntry
+from kaireon_server.dsar.model import Claim, DsarRecord
 from kaireon_server.dsar.notify import Notifier
 from kaireon_server.dsar.requests import DsarRequests
 from kaireon_server.dsar.settings import DsarSettings
@@ -38,9 +40,8 @@ async def _export(
     tenant: str,
     key: str = "",
     subject: str = "cust_00001",
-    *,
-    lifecycle: LifecycleEntry | None = None,
 ) -> DsarRecord:
+    """A CreateDsarRequest as the service makes it (with its lifecycle row)."""
     return await requests.create(
         tenant_id=tenant,
         actor="test",
@@ -48,7 +49,7 @@ async def _export(
         subject_id=subject,
         encrypt=False,
         idempotency_key=key,
-        lifecycle=lifecycle,
+        lifecycle=direct_access(),
     )
 
 
@@ -178,7 +179,7 @@ async def test_the_services_create_with_its_lifecycle_row_is_one_round_trip(
     async def create(key: str) -> tuple[int, uuid.UUID]:
         await proxy.quiet(0.05)
         before = proxy.round_trips
-        record = await _export(requests, tenant, key, lifecycle=direct_access())
+        record = await _export(requests, tenant, key)
         await proxy.quiet(0.05)
         return proxy.round_trips - before, record.id
 
@@ -193,6 +194,9 @@ async def test_the_services_create_with_its_lifecycle_row_is_one_round_trip(
         first_spent, first_id = await create(key)
         made.append(first_id)
         await create(key)  # the retry: the same request, no second lifecycle row
+        # The key reused for another subject: refused, and no row of any kind.
+        with pytest.raises(AlreadyExists):
+            await _export(requests, tenant, key, subject="cust_00002")
         rows = await owner.fetch(
             "SELECT dsar_request_id, kind, origin, state, regulation, created_by, "
             "due_date - (received_at AT TIME ZONE 'UTC')::date AS days "

@@ -36,28 +36,25 @@ _COLUMNS = (
 )
 
 
-# CreateDsarRequest in one statement (insert_request_alone): kaireon_dsar_create
-# (migration 0237), or kaireon_dsar_create_direct (0239: with its lifecycle
-# row), and, only when it inserted $2, the request's audit row (after the
-# function's parameters), chained at the statement's commit. The audit insert
-# sets the tenant itself, before its rows' policy checks, rather than count on
-# the function's setting (an order of evaluation PostgreSQL does not promise).
-# A request just queued has no export.
-def _create_sql(function: str, parameters: int) -> str:
-    audit = pending_audit_insert(
-        tenant="(SELECT set_config('kaireon.tenant_id', $1, true))",
-        first=parameters + 1,
-        when="EXISTS (SELECT FROM r WHERE r.id = $2)",
-    )
-    arguments = ", ".join(f"${n}" for n in range(1, parameters + 1))
-    return f"""
-    WITH r AS MATERIALIZED (SELECT * FROM {function}({arguments})), audit AS ({audit})
+# CreateDsarRequest in one statement (insert_request_alone):
+# kaireon_dsar_create_direct (migration 0239: the request and, when new, its
+# lifecycle row) and, only when it inserted $2, the request's audit row ($15..),
+# chained at the statement's commit. The audit insert sets the tenant itself,
+# before its rows' policy checks, rather than count on the function's setting
+# (an order of evaluation PostgreSQL does not promise). A request just queued
+# has no export.
+_CREATE_AUDIT = pending_audit_insert(
+    tenant="(SELECT set_config('kaireon.tenant_id', $1, true))",
+    first=15,
+    when="EXISTS (SELECT FROM r WHERE r.id = $2)",
+)
+_CREATE_SQL = f"""
+    WITH r AS MATERIALIZED (
+        SELECT * FROM kaireon_dsar_create_direct(
+            $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+    ), audit AS ({_CREATE_AUDIT})
     SELECT {_REQUEST_COLUMNS}, false AS export_available FROM r
     """  # noqa: S608 - constant SQL
-
-
-_CREATE_SQL = _create_sql("kaireon_dsar_create", 9)
-_CREATE_DIRECT_SQL = _create_sql("kaireon_dsar_create_direct", 14)
 
 
 def _request_values(
@@ -90,26 +87,22 @@ async def insert_request_alone(
     actor: str,
     origin: TraceCarrier | None,
     audit: PendingAudit,
-    lifecycle: LifecycleEntry | None = None,
+    lifecycle: LifecycleEntry,
 ) -> tuple[DsarRecord, bool]:
-    """insert_request and, for a new request, `audit` and the `lifecycle` row, in
+    """insert_request and, for a new request, its `lifecycle` row and `audit`, in
     one statement that sets the tenant itself (for `Database.single_statements()`):
     (record, created). A request the idempotency key named before comes back as
     stored, without its export's availability (read it again to show it)."""
-    values = _request_values(tenant_id, request_id, cmd, actor, origin)
-    if lifecycle is None:
-        row = await con.fetchrow(_CREATE_SQL, *values, *audit.columns)
-    else:
-        row = await con.fetchrow(
-            _CREATE_DIRECT_SQL,
-            *values,
-            lifecycle.regulation,
-            lifecycle.state,
-            lifecycle.received_at,
-            lifecycle.default_months,
-            lifecycle.default_days,
-            *audit.columns,
-        )
+    row = await con.fetchrow(
+        _CREATE_SQL,
+        *_request_values(tenant_id, request_id, cmd, actor, origin),
+        lifecycle.regulation,
+        lifecycle.state,
+        lifecycle.received_at,
+        lifecycle.default_months,
+        lifecycle.default_days,
+        *audit.columns,
+    )
     assert row is not None  # inserted, or the key's request (committed: ON CONFLICT waited)
     created = row["id"] == request_id
     if created:

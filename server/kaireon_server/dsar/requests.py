@@ -165,10 +165,10 @@ class DsarRequests:
         subject_id: str,
         encrypt: bool,
         idempotency_key: str,
-        lifecycle: LifecycleEntry | None = None,
+        lifecycle: LifecycleEntry,
     ) -> DsarRecord:
-        """Queue a request; with `lifecycle`, also its lifecycle row (a new
-        request only). One statement, its own transaction, whatever is written."""
+        """Queue a request, and for a new one its `lifecycle` row and audit row:
+        one statement, its own transaction."""
         cmd = validate_create(request_type, subject_id, encrypt, idempotency_key)
         if cmd.encrypt and self._settings.keyring is None:
             raise FailedPrecondition(
