@@ -172,8 +172,10 @@ async def test_the_services_create_with_its_lifecycle_row_is_one_round_trip(
     await owner.execute(
         "INSERT INTO subject_request_policy (tenant_id, regulation, period_months, "
         "period_days, max_extension_months, max_extension_days, require_verification, "
-        "updated_by) VALUES ($1, 'gdpr', 0, 20, 0, 40, true, 'test')",
+        "updated_by) VALUES ($1, 'gdpr', 0, 20, 0, 40, true, 'test'), "
+        "($2, 'gdpr', 0, 3, 0, 6, true, 'test')",
         tenant,
+        f"{tenant}-other",  # another tenant's policy never applies here
     )
 
     async def create(key: str) -> tuple[int, uuid.UUID]:
