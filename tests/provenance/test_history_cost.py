@@ -47,8 +47,8 @@ def _bundle_statement() -> str:
 
 
 def _emitted_probe() -> str:
-    """kaireon_provenance_emission's "emitted before?" EXISTS."""
-    body = _migration("0221_provenance_stored_bundles.sql")
+    """kaireon_provenance_emissions's "emitted before?" EXISTS."""
+    body = _migration("0240_provenance_emissions_in_one_call.sql").replace("d.id", "p_decision_id")
     start = body.index("EXISTS (SELECT 1 FROM audit_log a")
     return "SELECT " + _parameters(
         body[start : body.index("'decision_provenance_emit')", start) + 27]
@@ -166,7 +166,11 @@ async def test_a_plan_made_while_the_log_was_small_does_not_walk_it_once_grown(
     try:
         configured = await owner.fetch(
             "SELECT proname, proconfig FROM pg_proc WHERE proname = ANY($1::text[])",
-            ["kaireon_provenance_bundle", "kaireon_provenance_emission", "kaireon_provenance_keep"],
+            [
+                "kaireon_provenance_bundle",
+                "kaireon_provenance_emissions",
+                "kaireon_provenance_keep",
+            ],
         )
         assert len(configured) == 3
         for function in configured:

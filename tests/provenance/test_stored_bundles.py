@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
 from kaireon_server.platform.audit_chain import append_audit
@@ -80,6 +81,36 @@ async def test_a_stored_bundle_is_the_fresh_build_byte_for_byte(emitter, seeded,
         assert again.bundle.body == await _fresh(emitter, seeded, decision_id)
         # Each emission still has its own audit row.
         assert again.audit_event_id != second.audit_event_id
+
+
+async def test_one_call_reads_kept_unstored_and_missing_decisions_in_order(
+    emitter, seeded, database_url
+) -> None:
+    """kaireon_provenance_emissions (migration 0240) answers a batch in the order
+    asked, and reads what a build needs only for a decision with no kept bundle:
+    the build's function runs for the unstored and the missing decision alone."""
+    kept, unstored, missing = DECISIONS[0], DECISIONS[1], "dec_99999_9"
+    await _kept_emission(emitter, seeded, kept)
+    owner = await asyncpg.connect(database_url)
+    try:
+        async with owner.transaction():
+            await owner.execute("SET LOCAL track_functions = 'pl'")
+            found = await stored.read_many(
+                owner, seeded, [unstored, kept, missing, DECISIONS[2]], emitter.build_key
+            )
+            calls = await owner.fetchval(
+                "SELECT pg_stat_get_xact_function_calls("
+                "'kaireon_provenance_bundle(text, text)'::regprocedure)"
+            )
+    finally:
+        await owner.close()
+    assert calls == 3  # unstored, missing, DECISIONS[2]; never the kept one
+    assert isinstance(found[1], stored.Stored)
+    for position in (0, 3):
+        seen, rows = found[position]
+        assert rows is not None and seen.generation is not None
+    assert found[2] == (stored.Unstored(None), None)
+    assert [rows.decision.id for _, rows in (found[0], found[3])] == [unstored, DECISIONS[2]]
 
 
 async def test_another_build_never_reads_this_builds_bundle(

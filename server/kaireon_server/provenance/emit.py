@@ -171,10 +171,7 @@ class ProvenanceEmitter:
         """One statement for the queued reads of a tenant (each id read once)."""
         distinct = list(dict.fromkeys(decision_ids))
         async with self.db.single_statements() as con:
-            if len(distinct) == 1:
-                found = [await stored.read(con, tenant_id, distinct[0], self.build_key)]
-            else:
-                found = await stored.read_many(con, tenant_id, distinct, self.build_key)
+            found = await stored.read_many(con, tenant_id, distinct, self.build_key)
         by_id = dict(zip(distinct, found, strict=True))
         return [by_id[decision_id] for decision_id in decision_ids]
 

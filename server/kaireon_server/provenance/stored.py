@@ -86,25 +86,20 @@ class Unstored:
 Found = Stored | tuple[Unstored, BundleRows | None]
 
 
-# kaireon_provenance_emission's columns: the stored bundle's, the generation,
-# emitted, then BUNDLE_SQL's.
+# kaireon_provenance_emissions's columns (migration 0240): the position of the
+# decision asked, the stored bundle's, the generation, emitted, then BUNDLE_SQL's.
 _EMISSION_COLUMNS = """
-    stored_body bytea, stored_digest text, stored_signature text, stored_model_count integer,
-    stored_audit_log_count integer, stored_customer_id text, generation bigint,
-    emitted boolean, id text, customer_id text, decided_at timestamptz, channel text,
-    selected_offer_id text, candidates jsonb, models jsonb, qualification_results jsonb,
-    contact_policy_results jsonb, attributes jsonb, offer_rows record[],
-    rule_rows record[], policy_rows record[], model_rows record[], fairness_row record,
-    audit_rows record[]"""
-# Constant SQL text: the column list above is a literal, never input.
-EMISSION_SQL = f"SELECT * FROM kaireon_provenance_emission($1, $2, $3) AS e({_EMISSION_COLUMNS})"  # noqa: S608
-# Many decisions in one statement (one snapshot), in the order asked; a missing
-# decision gives a row of nulls.
-EMISSIONS_SQL = f"""
-SELECT e.* FROM unnest($2::text[]) WITH ORDINALITY AS d(id, n)
-  LEFT JOIN LATERAL kaireon_provenance_emission($1, d.id, $3) AS e({_EMISSION_COLUMNS}) ON true
- ORDER BY d.n
-"""  # noqa: S608 - constant text, as EMISSION_SQL
+    n bigint, stored_body bytea, stored_digest text, stored_signature text,
+    stored_model_count integer, stored_audit_log_count integer, stored_customer_id text,
+    generation bigint, emitted boolean, id text, customer_id text, decided_at timestamptz,
+    channel text, selected_offer_id text, candidates jsonb, models jsonb,
+    qualification_results jsonb, contact_policy_results jsonb, attributes jsonb,
+    offer_rows record[], rule_rows record[], policy_rows record[], model_rows record[],
+    fairness_row record, audit_rows record[]"""
+# Many decisions in one call (the tenant and the settings set once); a missing
+# decision gives a row of nulls but its position. Constant SQL text: the column
+# list above is a literal, never input.
+EMISSIONS_SQL = f"SELECT * FROM kaireon_provenance_emissions($1, $2, $3) AS e({_EMISSION_COLUMNS})"  # noqa: S608
 KEEP_SQL = "SELECT kaireon_provenance_keep($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 
@@ -112,7 +107,8 @@ async def read(con: asyncpg.Connection, tenant_id: str, decision_id: str, key: s
     """An emission's read in one statement that sets the tenant itself
     (Database.single_statements): the stored bundle, or what a build needs
     (None: no such decision) and what keeping it will be checked against."""
-    return _found(await con.fetchrow(EMISSION_SQL, tenant_id, decision_id, key))
+    [found] = await read_many(con, tenant_id, [decision_id], key)
+    return found
 
 
 async def read_many(
@@ -120,12 +116,13 @@ async def read_many(
 ) -> list[Found]:
     """`read` of many decisions in one statement, in the order given."""
     rows = await con.fetch(EMISSIONS_SQL, tenant_id, list(decision_ids), key)
-    return [_found(row) for row in rows]
+    found = sorted(rows, key=lambda row: row["n"])
+    if [row["n"] for row in found] != list(range(1, len(decision_ids) + 1)):
+        raise RuntimeError("kaireon_provenance_emissions: not one row per decision")
+    return [_found(row) for row in found]
 
 
-def _found(row: asyncpg.Record | None) -> Found:
-    if row is None:
-        return Unstored(None), None
+def _found(row: asyncpg.Record) -> Found:
     if row["stored_body"] is None:
         seen = Unstored(row["generation"], bool(row["emitted"]))
         return seen, None if row["id"] is None else bundle_rows(row)
