@@ -7,6 +7,9 @@ framework ceiling, i.e. what grpc.aio itself costs per call on this machine.
 `kaireon.perf.v1.Echo/Lookup` runs one indexed SELECT of a decision trace
 through an asyncpg pool configured like the server's (same sizes, default
 reset on release): the database ceiling of a point-read RPC.
+`kaireon.perf.v1.Echo/Stream` sends its request back STREAM_COPIES times, one
+message each: the framework ceiling of a server stream (a bundle-sized request
+makes it the ceiling of StreamDecisionProvenance).
 
 Like the server, N processes share the port with SO_REUSEPORT, so the
 ceilings are measured in the same deployment shape as the service. The
@@ -22,12 +25,15 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from google.protobuf import wrappers_pb2
 
 SERVICE = "kaireon.perf.v1.Echo"
+# Messages per Stream call: as many as StreamDecisionProvenance's longest list.
+STREAM_COPIES = 1000
 
 LOOKUP_SQL = (
     "SELECT row_to_json(t)::text FROM decision_trace t WHERE t.tenant_id = $1 AND t.id = $2"
@@ -43,6 +49,12 @@ async def serve(port: int, dsn: str | None, tenant: str, pool_max: int) -> None:
 
     async def echo(request: wrappers_pb2.BytesValue, context: Any) -> wrappers_pb2.BytesValue:
         return request
+
+    async def stream(
+        request: wrappers_pb2.BytesValue, context: Any
+    ) -> AsyncIterator[wrappers_pb2.BytesValue]:
+        for _ in range(STREAM_COPIES):
+            yield request
 
     async def lookup(request: wrappers_pb2.StringValue, context: Any) -> wrappers_pb2.BytesValue:
         if pool is None:
@@ -62,6 +74,11 @@ async def serve(port: int, dsn: str | None, tenant: str, pool_max: int) -> None:
         "Lookup": grpc.unary_unary_rpc_method_handler(
             lookup,
             request_deserializer=wrappers_pb2.StringValue.FromString,
+            response_serializer=wrappers_pb2.BytesValue.SerializeToString,
+        ),
+        "Stream": grpc.unary_stream_rpc_method_handler(
+            stream,
+            request_deserializer=wrappers_pb2.BytesValue.FromString,
             response_serializer=wrappers_pb2.BytesValue.SerializeToString,
         ),
     }

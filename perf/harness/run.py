@@ -191,17 +191,21 @@ class Context(Harness):
         *,
         body: bytes | None = None,
         http1: bool = False,
+        connections: int | None = None,
     ) -> Callable[[], Row] | None:
         """h2load, closed loop: a warm-up run (connections, pools, caches) of its own so
-        that every request of the measured run is one the server left a trace of."""
+        that every request of the measured run is one the server left a trace of.
+        `connections`: that many, one request in flight on each (long streams),
+        instead of the profile's requests in flight."""
         if self.h2load is None:
             row.status = "skipped: no h2load"
             return None
         p = self.profile
-        clients = p.in_flight if http1 else max(self.workers * 4, 8)
+        clients = connections or (p.in_flight if http1 else max(self.workers * 4, 8))
+        in_flight = connections or p.in_flight
         options = {
             "clients": clients,
-            "streams": max(1, p.in_flight // clients),
+            "streams": max(1, in_flight // clients),
             "body": body,
             "headers": headers,
             "http1": http1,
@@ -219,7 +223,7 @@ class Context(Harness):
                 window *= 2
                 result = h2load.run(url, duration=window, name=row.key, **options)
             row.extra["window_s"] = window
-            row.offered = f"closed loop, {p.in_flight} in flight" + (" (HTTP/1.1)" * http1)
+            row.offered = f"closed loop, {in_flight} in flight" + (" (HTTP/1.1)" * http1)
             row.rps = result.rps
             row.p50, row.p95, row.p99 = result.latency.p50, result.latency.p95, result.latency.p99
             row.errors = result.failed
@@ -231,11 +235,18 @@ class Context(Harness):
         return work
 
     def h2_grpc(
-        self, row: Row, port: int, method: str, message: bytes, headers: dict[str, str]
+        self,
+        row: Row,
+        port: int,
+        method: str,
+        message: bytes,
+        headers: dict[str, str],
+        connections: int | None = None,
     ) -> Callable[[], Row] | None:
         grpc_headers = {"content-type": "application/grpc", "te": "trailers", **headers}
         url = f"http://127.0.0.1:{port}/{method}"
-        return self.h2(row, url, grpc_headers, body=h2load.grpc_frame(message))
+        body = h2load.grpc_frame(message)
+        return self.h2(row, url, grpc_headers, body=body, connections=connections)
 
     async def k6(self, row: Row, script: str, env: dict[str, str], group: str = "server") -> Row:
         p = self.profile

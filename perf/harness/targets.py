@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.report import Row, markdown, ms, ratio, times
+from harness.report import Row, markdown, ms, num, ratio, times
 
 EXIT_OK = 0
 EXIT_SCENARIO_FAILED = 1  # a scenario could not run (its row says "failed: …")
@@ -76,14 +76,14 @@ def shortfall(scale: Scale, needs: tuple[str, ...], level: tuple[str, ...] = ())
     return f"{name}: " + ", ".join(missing)
 
 
-def _verdict_min(value: float | None, minimum: float, what: str) -> str:
+def _verdict_min(value: float | None, minimum: float, what: str, unit: str = "x") -> str:
     if value is None:
         return "not measured"
     if value >= minimum:
         return "met"
-    return (
-        f"missed: {value:.2f}x is {(1 - value / minimum) * 100:.0f}% short of {minimum:g}x ({what})"
-    )
+    shown = f"{value:.2f}x" if unit == "x" else f"{value:,.0f}{unit}"
+    short = (1 - value / minimum) * 100
+    return f"missed: {shown} is {short:.0f}% short of {minimum:,g}{unit} ({what})"
 
 
 def _verdict_max(value: float | None, maximum: float, unit: str, what: str) -> str:
@@ -149,6 +149,17 @@ def targets(rows: list[Row], scale: Scale) -> list[Target]:
         else f"missed: no rate sustained with < 1% errors ({rest.note})",
         ("k6_seconds", "customers"),
         level=("1k",),
+    )
+    # Issue #22: kept bundles streamed, from a C client (several streams at once).
+    stream = by_key.get("provenance.stream.kept.h2load")
+    per_s = stream.rps if stream else None
+    r = ratio_of("provenance.stream.kept.h2load", "rps", "echo.stream.h2load")
+    judge(
+        f"bulk stream of kept bundles (h2load, {stream.offered if stream else '-'})",
+        f"{num(per_s, 0)} bundles/s, {times(r)} of the bare grpc.aio stream",
+        "≥ 5,000 bundles/s",
+        _verdict_min(per_s, 5000, "bundles/s", " bundles/s"),
+        ("h2_seconds", "customers"),
     )
     for label, proto, needs, levels in (
         ("k6, same rate", "k6", ("k6_seconds",), FULL_RATE_LEVELS),

@@ -26,6 +26,9 @@ EXPECTED_ROWS = {
     "provenance.rest.sustained.k6",
     "provenance.stream.first",
     "provenance.stream.kept",
+    # The kept stream from h2load, beside the bare grpc.aio stream it is divided by.
+    "echo.stream.h2load",
+    "provenance.stream.kept.h2load",
     "erasure.grpc.k6",
     "erasure.rest.k6",
     "dsar.grpc.k6",
@@ -128,6 +131,11 @@ def test_smoke_run_prints_every_row_with_measurements(results_dir: Path) -> None
         if rows[key]["status"] == "ok":
             assert rows[key]["rps"] > 0 and rows[key]["errors"] == 0, key
             assert rows[key]["extra"]["bundles"] > 0, key
+    kept = rows["provenance.stream.kept.h2load"]
+    if kept["status"] == "ok":
+        # Every bundle of every stream h2load saw finish was audited.
+        assert kept["errors"] == 0 and kept["unit"] == "bundles/s"
+        assert kept["ratio_rps"] is not None  # x the bare stream's messages/s
     # What the folded-in benchmarks printed is still there.
     for key in ("single.export.grpc", "single.download.grpc"):
         if rows[key]["status"] == "ok":

@@ -9,8 +9,10 @@ import dataclasses
 import time
 
 import grpc
+from google.protobuf import wrappers_pb2
 
 from harness import profile
+from harness.echo_server import STREAM_COPIES
 from harness.report import Row, cpu_per_request
 from harness.run import Context
 from kaireon.provenance.v1 import provenance_pb2, provenance_pb2_grpc
@@ -18,6 +20,8 @@ from kaireon_server.provenance.repository import EMIT_ACTION
 from kaireon_testkit.server import metadata
 
 METHOD = "kaireon.provenance.v1.ProvenanceService/GetDecisionProvenance"
+STREAM_METHOD = "kaireon.provenance.v1.ProvenanceService/StreamDecisionProvenance"
+ECHO_STREAM = "kaireon.perf.v1.Echo/Stream"
 # With --profile: where the server's samples go (first match anywhere in the stack).
 PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("audit row (group commit: hashing, insert, transaction)", ("AuditBatcher.", "insert_rows")),
@@ -97,7 +101,9 @@ async def _stream_once(target: str, tenant: str, decisions: list[str]) -> tuple[
 
 async def _bulk(ctx: Context) -> list[Row]:
     """The bulk stream of 1,000 decisions: their first emissions (built; the
-    second pass keeps them), then the kept bytes (goal: >= 5,000 bundles/s)."""
+    second pass keeps them), then the kept bytes (goal: >= 5,000 bundles/s), from
+    one Python client; then from h2load, several streams at once, beside the
+    framework's own ceiling for a stream of messages of a bundle's size."""
     # One decision of each of the first (up to) 1,000 seeded customers.
     decisions = [f"dec_{c:05d}_1" for c in range(1, min(1000, ctx.profile.customers) + 1)]
     rows = []
@@ -120,7 +126,70 @@ async def _bulk(ctx: Context) -> list[Row]:
             return row
 
         rows.append(await ctx.measure(row, "server", work))
+    if rows[-1].measured:
+        rows += await _bulk_h2load(ctx, decisions)
     return rows
+
+
+async def _bundle_size(ctx: Context) -> int:
+    async with ctx.db.owner_connection() as con:
+        size = await con.fetchval(
+            "SELECT avg(length(body))::int FROM provenance_bundle_store WHERE tenant_id = $1",
+            ctx.tenant,
+        )
+    return int(size or 0)
+
+
+async def _bulk_h2load(ctx: Context, decisions: list[str]) -> list[Row]:
+    """The kept stream from h2load (a C client: one Python client decoding 12 KB
+    messages is itself a limit), two streams per worker at once, and the bare
+    grpc.aio stream of the same number of messages of a bundle's size."""
+    streams = 2 * ctx.workers
+    size = await _bundle_size(ctx)
+    ceiling = Row(
+        "echo.stream.h2load",
+        f"server stream: bare grpc.aio, {STREAM_COPIES:,} x {size:,} B (framework ceiling)",
+        "h2load",
+        unit="messages/s",
+    )
+    payload = wrappers_pb2.BytesValue(value=b"k" * size).SerializeToString()
+    work = ctx.h2_grpc(ceiling, ctx.echo_port, ECHO_STREAM, payload, {}, connections=streams)
+    ceiling = _per_message(await ctx.measure(ceiling, "echo", work), STREAM_COPIES)
+    row = Row(
+        "provenance.stream.kept.h2load",
+        f"provenance stream, {len(decisions):,} kept bundles",
+        "h2load",
+        unit="bundles/s",
+        baseline="echo.stream.h2load",
+    )
+    request = provenance_pb2.StreamDecisionProvenanceRequest(decision_ids=decisions)
+    meta = {"x-tenant-id": ctx.tenant, "x-user-role": "admin"}
+    work = ctx.h2_grpc(
+        row, ctx.grpc_port, STREAM_METHOD, request.SerializeToString(), meta, connections=streams
+    )
+    if work is None:
+        return [ceiling, row]
+
+    def checked() -> Row:
+        # Every bundle sent was audited first: rows appended >= bundles of the
+        # streams h2load saw finish (a stream cut off by the window adds some).
+        before = ctx.on_loop(_emitted(ctx))
+        result = work()
+        appended = ctx.on_loop(_emitted(ctx)) - before
+        sent = result.extra.get("requests", 0) + result.extra.get("warmup_requests", 0)
+        result.errors = max(0, sent * len(decisions) - appended) // len(decisions)
+        result.note = "errors: streams whose bundles were not all audited"
+        return result
+
+    return [ceiling, _per_message(await ctx.measure(row, "server", checked), len(decisions))]
+
+
+def _per_message(row: Row, per_stream: int) -> Row:
+    """h2load counts streams: the row in messages (p50/p99 stay per stream)."""
+    if row.measured and row.rps is not None:
+        row.extra["streams_per_s"] = row.rps
+        row.rps *= per_stream
+    return row
 
 
 async def run(ctx: Context) -> list[Row]:
