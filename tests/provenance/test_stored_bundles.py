@@ -9,7 +9,9 @@ always equals a fresh build of the current rows, byte for byte.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -17,6 +19,7 @@ import pytest
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.db.migrate import load_migrations
 from kaireon_server.platform.errors import NotFound
 from kaireon_server.provenance import stored
 from kaireon_server.provenance.bundle import encode_rows
@@ -111,6 +114,57 @@ async def test_one_call_reads_kept_unstored_and_missing_decisions_in_order(
         assert rows is not None and seen.generation is not None
     assert found[2] == (stored.Unstored(None), None)
     assert [rows.decision.id for _, rows in (found[0], found[3])] == [unstored, DECISIONS[2]]
+
+
+def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+async def test_a_read_looks_each_decision_up_and_never_walks_the_tenants_store(
+    emitter, seeded, database_url
+) -> None:
+    """The function's statement runs as a generic plan (planned once per session,
+    migration 0240): that plan must look each decision's kept bundle up by its
+    key, whatever the number the tenant keeps. Unfenced, the generic plan read
+    every kept bundle of the tenant and filtered them in a join."""
+    for decision_id in DECISIONS:
+        await _kept_emission(emitter, seeded, decision_id)
+    [migration] = [m for m in load_migrations() if m.name.startswith("0240_")]
+    body = migration.sql.split("$fn$")[1]
+    statement = body.split("RETURN QUERY", 1)[1].split(";\n", 1)[0]
+    for name, number in (("p_tenant", 1), ("p_decision_ids", 2), ("p_build_key", 3)):
+        statement = statement.replace(name, f"${number}")
+    statement = statement.replace("coalesce(generation, 0)", "0::bigint")
+    owner = await asyncpg.connect(database_url)
+    try:
+        config = await owner.fetchval(
+            "SELECT proconfig FROM pg_proc WHERE proname = 'kaireon_provenance_emissions'"
+        )
+        assert "plan_cache_mode=force_generic_plan" in config
+        async with owner.transaction():
+            await owner.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            await owner.execute("SET LOCAL enable_seqscan = off")
+            await owner.execute(f"PREPARE read_kept(text, text[], text) AS {statement}")
+            # EXPLAIN EXECUTE takes no bind parameters: literals, made by the server.
+            tenant, decision, key = await owner.fetchrow(
+                "SELECT quote_literal($1), quote_literal($2), quote_literal($3)",
+                seeded,
+                DECISIONS[0],
+                emitter.build_key,
+            )
+            explained = await owner.fetchval(
+                "EXPLAIN (ANALYZE, FORMAT JSON) "
+                f"EXECUTE read_kept({tenant}, ARRAY[{decision}], {key})"
+            )
+    finally:
+        await owner.close()
+    nodes = list(_plan_nodes(json.loads(explained)[0]["Plan"]))
+    store = [n for n in nodes if n.get("Relation Name") == "provenance_bundle_store"]
+    assert store and all(n["Node Type"] == "Index Scan" for n in store), store
+    assert all(n["Actual Rows"] <= 1 and n["Actual Loops"] == 1 for n in store), store
+    assert not any("Rows Removed by Join Filter" in n for n in nodes)
 
 
 async def test_another_build_never_reads_this_builds_bundle(

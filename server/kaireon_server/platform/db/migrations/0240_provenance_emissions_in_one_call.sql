@@ -10,18 +10,22 @@
 --
 -- kaireon_provenance_emissions does the same per decision, once per call: the
 -- tenant and the settings once, the catalogue generation once (read before the
--- bundles' own snapshot, as before), the stored bundles in one join, and the
--- rows of a build (kaireon_provenance_bundle, 0221 and later) only for a
--- decision with no stored bundle. Each row carries its position in
--- p_decision_ids (the caller orders by it); a decision that does not exist is
--- a row of nulls but its position, as the LEFT JOIN of the per-decision call
--- gave.
+-- bundles' own snapshot, as before), each decision's stored bundle looked up
+-- by its key, and the rows of a build (kaireon_provenance_bundle, 0221 and
+-- later) only for a decision with no stored bundle. The statement is planned
+-- once per session (a generic plan, its shape fixed by two fences). Each row
+-- carries its position in p_decision_ids (the caller orders by it); a decision
+-- that does not exist is a row of nulls but its position, as the LEFT JOIN of
+-- the per-decision call gave.
 
 CREATE FUNCTION kaireon_provenance_emissions(p_tenant text, p_decision_ids text[],
                                              p_build_key text)
     RETURNS SETOF record
     LANGUAGE plpgsql VOLATILE SECURITY INVOKER
     SET search_path = public, pg_temp SET enable_seqscan = off
+    -- Planned once per session: a custom plan of this statement took 0.4 ms
+    -- to make, ten times its execution (the fences fix the plan's shape).
+    SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
     previous text := current_setting('kaireon.tenant_id', true);
@@ -48,6 +52,9 @@ BEGIN
                 JOIN decision_trace t ON t.tenant_id = s.tenant_id AND t.id = s.decision_id
                WHERE s.tenant_id = p_tenant AND s.decision_id = d.id
                  AND s.build_key = p_build_key
+              -- A fence: a lookup per decision. Pulled up into a join, the
+              -- generic plan read every kept bundle of the tenant.
+              OFFSET 0
           ) AS kept ON true
           LEFT JOIN LATERAL (
               SELECT EXISTS (SELECT 1 FROM audit_log a
