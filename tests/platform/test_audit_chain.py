@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import asyncpg
@@ -78,6 +79,28 @@ def _offline(tmp_path: Path, dump: dict) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         check=False,
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-11))]
+        ),
+    )
+)
+def test_the_hashed_timestamp_is_strftimes_text(moment: datetime) -> None:
+    """format_timestamp's fast form (every audit row, twice) writes what
+    `strftime` wrote into every row hashed so far, in any zone and any year."""
+    expected = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert format_timestamp(moment) == expected
+
+
+def test_a_naive_timestamp_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        format_timestamp(datetime(2026, 12, 6))
 
 
 async def test_concurrent_appends_form_one_chain(db, channel, tenant, tmp_path) -> None:

@@ -36,7 +36,12 @@ def format_timestamp(moment: datetime) -> str:
     """A fixed RFC 3339 form (UTC, microseconds, "Z") used inside hashed content."""
     if moment.tzinfo is None:
         raise ValueError("timestamps in hashed content must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    if moment.year < 1000:  # strftime writes such a year unpadded: kept as it was
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The same text as the strftime above, at half its cost (every audit row, twice).
+    return moment.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:
