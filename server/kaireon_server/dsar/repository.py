@@ -382,9 +382,15 @@ async def lock_exhausted(con: asyncpg.Connection, max_attempts: int) -> asyncpg.
     return row
 
 
-_OWNED = (
-    "tenant_id = $1 AND id = $2 AND lease_owner = $3 AND attempts = $4 AND status = 'processing'"
+# The row of an attempt that still owns its job, found by its key alone: no
+# index on status, whose 'processing' entries include every attempt since the
+# last vacuum (migration 0241 says why).
+OWNED = (
+    "tenant_id = $1 AND id = $2 AND lease_owner = $3 AND attempts = $4 "
+    "AND status IS NOT DISTINCT FROM 'processing'"
 )
+# A job found abandoned (no lease to check), by its key alone as OWNED.
+ABANDONED = "tenant_id = $1 AND id = $2 AND status IS NOT DISTINCT FROM 'processing'"
 
 
 @dataclass(frozen=True)
@@ -406,7 +412,7 @@ async def heartbeat(con: asyncpg.Connection, lease: Lease, lease_seconds: float)
     status = await con.execute(
         "UPDATE dsar_request SET heartbeat_at = clock_timestamp(), "  # noqa: S608 - constant
         "lease_expires_at = clock_timestamp() + make_interval(secs => $5) "
-        f"WHERE {_OWNED}",
+        f"WHERE {OWNED}",
         *lease.args,
         lease_seconds,
     )
@@ -415,7 +421,7 @@ async def heartbeat(con: asyncpg.Connection, lease: Lease, lease_seconds: float)
 
 async def set_progress(con: asyncpg.Connection, lease: Lease, progress: int) -> bool:
     status = await con.execute(
-        f"UPDATE dsar_request SET progress = $5 WHERE {_OWNED} AND progress < $5",  # noqa: S608
+        f"UPDATE dsar_request SET progress = $5 WHERE {OWNED} AND progress < $5",  # noqa: S608
         *lease.args,
         progress,
     )
@@ -432,7 +438,7 @@ _COMPLETE_SQL = f"""
                export_attempt = $4, export_chunks = $5, export_size = $6, export_rows = $7,
                export_digest = $8, export_signature = $9, export_signing_key_id = $10,
                export_key_version = $11
-         WHERE {_OWNED}
+         WHERE {OWNED}
         RETURNING tenant_id, id
     ), stale AS (
         DELETE FROM dsar_export_chunk c USING done
@@ -484,7 +490,7 @@ async def reschedule(
                lease_expires_at = NULL,
                attempts = attempts - CASE WHEN $7 THEN 1 ELSE 0 END,
                run_after = clock_timestamp() + make_interval(secs => $6)
-         WHERE {_OWNED}
+         WHERE {OWNED}
         """,  # noqa: S608 - constant condition
         *lease.args,
         error,
@@ -505,9 +511,9 @@ async def fail(
     """Mark failed: by the owning attempt, or (lease None) a job found abandoned."""
     args: list[Any]
     if lease is not None:
-        condition, args = _OWNED, list(lease.args)
+        condition, args = OWNED, list(lease.args)
     else:
-        condition = "tenant_id = $1 AND id = $2 AND status = 'processing'"
+        condition = ABANDONED
         args = [tenant_id, request_id]
     status = await con.execute(
         f"""

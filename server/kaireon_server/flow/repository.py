@@ -425,6 +425,16 @@ async def finish_run_alone(
     )
 
 
+# The end of an attempt (kaireon_flow_finish_run's statement, migration 0241): the
+# row found by its key alone, never through an index on state, whose 'running'
+# entries include every run ended since the last vacuum.
+FINISH_RUN_SQL = (
+    "UPDATE flow_run SET state = $4, error = $5, ended_at = $6 "
+    "WHERE tenant_id = $1 AND run_id = $2 AND attempt = $3 "
+    "AND state IS NOT DISTINCT FROM 'running'"
+)
+
+
 async def finish_run(
     con: asyncpg.Connection,
     tenant_id: str,
@@ -437,8 +447,7 @@ async def finish_run(
 ) -> bool:
     """Record the end of `attempt`; False when the run is already past it (fenced)."""
     status = await con.execute(
-        "UPDATE flow_run SET state = $4, error = $5, ended_at = $6 "
-        "WHERE tenant_id = $1 AND run_id = $2 AND attempt = $3 AND state = 'running'",
+        FINISH_RUN_SQL,
         tenant_id,
         run_id,
         attempt,

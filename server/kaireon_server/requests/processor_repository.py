@@ -160,14 +160,34 @@ async def get_endpoint(
     return None if row is None else (row["url"], row["signing_secret"])
 
 
+# A delivery still pending, found by its key alone: never through an index on
+# status, whose 'pending' entries include every delivery settled since the
+# last vacuum (migration 0241 says why).
+_PENDING = "tenant_id = $1 AND id = $2 AND status IS NOT DISTINCT FROM 'pending'"
+GET_DELIVERY_SQL = """
+    SELECT o.tenant_id, o.id, p.url, p.signing_secret, o.payload, o.attempts
+      FROM processor_outbox o
+      JOIN processor_recipient p ON p.tenant_id = o.tenant_id AND p.id = o.recipient_id
+     WHERE o.tenant_id = $1 AND o.id = $2 AND o.status IS NOT DISTINCT FROM 'pending'"""
+# A waiver while the POST was in flight stands: only a pending row is marked.
+MARK_DELIVERED_SQL = (
+    "UPDATE processor_outbox SET status = 'delivered', delivered_at = now(), "  # noqa: S608
+    f"last_status = $3, last_error = NULL WHERE {_PENDING} RETURNING recipient_id, request_id"
+)
+MARK_FAILED_SQL = f"""
+    UPDATE processor_outbox
+       SET status = CASE WHEN $5::double precision IS NULL THEN 'dead' ELSE 'pending' END,
+           next_attempt_at = clock_timestamp()
+               + make_interval(secs => coalesce($5::double precision, 0)),
+           last_status = $3, last_error = $4
+     WHERE {_PENDING}"""  # noqa: S608 - constant text
+
+
 async def get_delivery(
     con: asyncpg.Connection, tenant_id: str, delivery_id: uuid.UUID
 ) -> Delivery | None:
     row = await con.fetchrow(
-        """SELECT o.tenant_id, o.id, p.url, p.signing_secret, o.payload, o.attempts
-             FROM processor_outbox o
-             JOIN processor_recipient p ON p.tenant_id = o.tenant_id AND p.id = o.recipient_id
-            WHERE o.tenant_id = $1 AND o.id = $2 AND o.status = 'pending'""",
+        GET_DELIVERY_SQL,
         tenant_id,
         delivery_id,
     )
@@ -188,11 +208,7 @@ async def mark_delivered(
 ) -> tuple[uuid.UUID, uuid.UUID | None] | None:
     """The acknowledged event's processor and request (None: no longer pending)."""
     row = await con.fetchrow(
-        "UPDATE processor_outbox SET status = 'delivered', delivered_at = now(), "
-        "last_status = $3, last_error = NULL "
-        # A waiver while the POST was in flight stands.
-        "WHERE tenant_id = $1 AND id = $2 AND status = 'pending' "
-        "RETURNING recipient_id, request_id",
+        MARK_DELIVERED_SQL,
         tenant_id,
         delivery_id,
         http_status,
@@ -211,12 +227,7 @@ async def mark_failed(
 ) -> None:
     """Schedule the next attempt in `retry_in` seconds, or (None) dead-letter the row."""
     await con.execute(
-        """UPDATE processor_outbox
-              SET status = CASE WHEN $5::double precision IS NULL THEN 'dead' ELSE 'pending' END,
-                  next_attempt_at = clock_timestamp()
-                      + make_interval(secs => coalesce($5::double precision, 0)),
-                  last_status = $3, last_error = $4
-            WHERE tenant_id = $1 AND id = $2 AND status = 'pending'""",
+        MARK_FAILED_SQL,
         tenant_id,
         delivery_id,
         http_status,
