@@ -17,7 +17,6 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 import asyncpg
 import pytest
@@ -32,7 +31,7 @@ from kaireon_server.requests.processor_repository import (
     MARK_DELIVERED_SQL,
     MARK_FAILED_SQL,
 )
-from tests.support.pg import create_database, drop_database, with_database
+from tests.support.pg import create_database, drop_database
 
 ENDED = 3_000
 TENANT = "history"
@@ -184,14 +183,7 @@ async def migrated(pg_admin_dsn: str) -> AsyncIterator[str]:
 @pytest.fixture
 async def copy_of(pg_admin_dsn: str, migrated: str) -> AsyncIterator[str]:
     """A database of this case's own: its statistics are its table's alone."""
-    template = urlparse(migrated).path.lstrip("/")
-    name = f"{template}_{id(object()) % 10**8}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    finally:
-        await admin.close()
-    dsn = with_database(pg_admin_dsn, name)
+    dsn = await create_database(pg_admin_dsn, prefix="kaireon_fenced_case", template=migrated)
     yield dsn
     await drop_database(pg_admin_dsn, dsn)
 
