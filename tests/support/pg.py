@@ -40,16 +40,11 @@ def with_database(dsn: str, name: str) -> str:
     return urlunparse(parts._replace(path=f"/{name}"))
 
 
-async def create_database(
-    admin_dsn: str, prefix: str = "kaireon_test", *, template: str | None = None
-) -> str:
-    """A new empty database, or a copy of the database at `template` (a DSN; no
-    session may be connected to it)."""
+async def create_database(admin_dsn: str, prefix: str = "kaireon_test") -> str:
     name = f"{prefix}_{secrets.token_hex(4)}"
-    copy = "" if template is None else f' TEMPLATE "{urlparse(template).path.lstrip("/")}"'
     con = await asyncpg.connect(admin_dsn)
     try:
-        await con.execute(f'CREATE DATABASE "{name}"{copy}')
+        await con.execute(f'CREATE DATABASE "{name}"')
     finally:
         await con.close()
     return with_database(admin_dsn, name)
