@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from kaireon_server.demo.seed import seed_tenant
 from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.build_identity import BuildEnv
 from kaireon_server.platform.db import Database
@@ -25,7 +26,13 @@ from kaireon_server.provenance import stored
 from kaireon_server.provenance.bundle import encode_rows
 from kaireon_server.provenance.cache import BundleCache
 from kaireon_server.provenance.emit import Emission, ProvenanceEmitter, read_rows, system_clock
-from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE, admin, emitter_on
+from tests.provenance.conftest import (
+    AFTER_CHANGE,
+    BEFORE_CHANGE,
+    SMALL_SEED,
+    admin,
+    emitter_on,
+)
 from tests.provenance.test_determinism import CONTRIBUTING
 
 DECISIONS = [f"dec_0000{c}_{k}" for c in (1, 2) for k in (1, 2, 3)]
@@ -45,7 +52,7 @@ async def _fresh(emitter: ProvenanceEmitter, tenant: str, decision_id: str) -> b
 
 async def _unstored(db: Database, tenant: str, decision_id: str, key: str) -> stored.Unstored:
     async with db.single_statements() as con:
-        found = await stored.read(con, tenant, decision_id, key)
+        [found] = await stored.read_many(con, tenant, [decision_id], key)
     assert not isinstance(found, stored.Stored)
     return found[0]
 
@@ -165,6 +172,23 @@ async def test_a_read_looks_each_decision_up_and_never_walks_the_tenants_store(
     assert store and all(n["Node Type"] == "Index Scan" for n in store), store
     assert all(n["Actual Rows"] <= 1 and n["Actual Loops"] == 1 for n in store), store
     assert not any("Rows Removed by Join Filter" in n for n in nodes)
+
+
+async def test_a_kept_bundle_is_never_served_to_another_tenant(emitter, seeded, db, tenant) -> None:
+    """Another tenant asking for the same decision id gets its own decision's
+    bundle, built from its own rows, or NOT_FOUND when it has no such decision:
+    the store is looked up under the caller's tenant, never by the id alone."""
+    kept = await _kept_emission(emitter, seeded, DECISIONS[0])
+    twin = f"{tenant}twin"  # the same demo data, so the same decision ids
+    await seed_tenant(db, twin, SMALL_SEED)
+    theirs = await emitter.emit(admin(twin), DECISIONS[0])
+    assert theirs.bundle.body != kept.bundle.body
+    assert theirs.bundle.body == await _fresh(emitter, twin, DECISIONS[0])
+    assert theirs.signature != kept.signature
+    with pytest.raises(NotFound):
+        await emitter.emit(admin(f"{tenant}none"), DECISIONS[0])
+    stream = await emitter.emit_many(admin(f"{tenant}none"), [DECISIONS[0], DECISIONS[1]])
+    assert stream == [None, None]
 
 
 async def test_another_build_never_reads_this_builds_bundle(

@@ -103,18 +103,13 @@ EMISSIONS_SQL = f"SELECT * FROM kaireon_provenance_emissions($1, $2, $3) AS e({_
 KEEP_SQL = "SELECT kaireon_provenance_keep($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 
-async def read(con: asyncpg.Connection, tenant_id: str, decision_id: str, key: str) -> Found:
-    """An emission's read in one statement that sets the tenant itself
-    (Database.single_statements): the stored bundle, or what a build needs
-    (None: no such decision) and what keeping it will be checked against."""
-    [found] = await read_many(con, tenant_id, [decision_id], key)
-    return found
-
-
 async def read_many(
     con: asyncpg.Connection, tenant_id: str, decision_ids: Sequence[str], key: str
 ) -> list[Found]:
-    """`read` of many decisions in one statement, in the order given."""
+    """An emission's read of each decision, in one statement that sets the tenant
+    itself (Database.single_statements), in the order given: the stored bundle,
+    or what a build needs (None: no such decision) and what keeping it will be
+    checked against."""
     rows = await con.fetch(EMISSIONS_SQL, tenant_id, list(decision_ids), key)
     found = sorted(rows, key=lambda row: row["n"])
     if [row["n"] for row in found] != list(range(1, len(decision_ids) + 1)):
