@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 
 import grpc
 from google.protobuf import wrappers_pb2
@@ -48,6 +49,27 @@ async def _emitted(ctx: Context) -> int:
         return count
 
 
+def _audit_checked(ctx: Context, work: Callable[[], Row], *, per_request: int) -> Callable[[], Row]:
+    """`work` (an h2load run) with its gRPC errors counted from the audit: h2load
+    sees HTTP 200 for a gRPC error too, but every emission served appends one
+    audit row first, so a request (per_request emissions) whose rows are missing
+    failed."""
+
+    def checked() -> Row:
+        before = ctx.on_loop(_emitted(ctx))
+        result = work()
+        appended = ctx.on_loop(_emitted(ctx)) - before
+        sent = result.extra.get("requests", 0) + result.extra.get("warmup_requests", 0)
+        missing = max(0, sent * per_request - appended) // per_request
+        result.errors = (result.errors or 0) + missing
+        total = result.extra.get("requests", 0)
+        result.error_rate = result.errors / total if total else None
+        result.note = "errors from audit rows appended (h2load cannot read grpc-status)"
+        return result
+
+    return checked
+
+
 async def _grpc_h2load(ctx: Context) -> Row:
     row = Row("provenance.grpc.h2load", "provenance read, gRPC", "h2load", baseline="echo.h2load")
     request = provenance_pb2.GetDecisionProvenanceRequest(decision_id="dec_00001_1")
@@ -60,10 +82,7 @@ async def _grpc_h2load(ctx: Context) -> Row:
     out = ctx.dir / "profile-provenance.txt"
     server = ctx.server
 
-    def checked() -> Row:
-        # h2load sees HTTP 200 for gRPC errors too: every successful emission
-        # appends one audit row, so rows appended = calls that succeeded.
-        before = ctx.on_loop(_emitted(ctx))
+    def profiled() -> Row:
         p = ctx.profile
         spy = None
         if ctx.args.profile and server is not None:
@@ -71,14 +90,9 @@ async def _grpc_h2load(ctx: Context) -> Row:
         result = work()
         if spy is not None:
             spy.wait(timeout=60)
-        after = ctx.on_loop(_emitted(ctx))
-        sent = result.extra.get("requests", 0) + result.extra.get("warmup_requests", 0)
-        result.errors = (result.errors or 0) + max(0, sent - (after - before))
-        total = result.extra.get("requests", 0)
-        result.error_rate = result.errors / total if total else None
-        result.note = "errors from audit rows appended (h2load cannot read grpc-status)"
         return result
 
+    checked = _audit_checked(ctx, profiled, per_request=1)
     row = await ctx.measure(row, "server", checked)
     cpu = cpu_per_request(row)
     head = f"server CPU per bundle {cpu:.3f} ms, split by the shares below" if cpu else ""
@@ -170,17 +184,8 @@ async def _bulk_h2load(ctx: Context, decisions: list[str]) -> list[Row]:
     if work is None:
         return [ceiling, row]
 
-    def checked() -> Row:
-        # Every bundle sent was audited first: rows appended >= bundles of the
-        # streams h2load saw finish (a stream cut off by the window adds some).
-        before = ctx.on_loop(_emitted(ctx))
-        result = work()
-        appended = ctx.on_loop(_emitted(ctx)) - before
-        sent = result.extra.get("requests", 0) + result.extra.get("warmup_requests", 0)
-        result.errors = max(0, sent * len(decisions) - appended) // len(decisions)
-        result.note = "errors: streams whose bundles were not all audited"
-        return result
-
+    # A stream cut off by the window adds rows: more appended than counted is no error.
+    checked = _audit_checked(ctx, work, per_request=len(decisions))
     return [ceiling, _per_message(await ctx.measure(row, "server", checked), len(decisions))]
 
 
