@@ -13,12 +13,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 from google.protobuf import json_format
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
-from kaireon_client.audit_chain import integrity_hash
+from kaireon_client.audit_chain import integrity_hash, personal_digest
 from kaireon_client.canonical import format_timestamp
+from kaireon_server.audit.tlog import leaf_of
 from kaireon_server.platform.audit_chain import (
     AuditRow,
     append_audit,
@@ -210,29 +211,52 @@ async def test_append_outside_transaction_is_refused(db, tenant) -> None:
 TEXT = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12
 )
+# Keys the chain's and the leaf's own members are named by, so a row's content
+# holds the marks the writer splits at (platform/audit_chain.py _CHAIN_MARK,
+# _DIGESTS_MARK) inside its values.
+NASTY = (
+    "prevHash",
+    "seq",
+    "tenantId",
+    ',"prevHash":"","seq":0,"tenantId":',
+    "personalDigests",
+    ',"personalDigests":{',
+    "leafVersion",
+    "subjectIdDigest",
+)
 VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | TEXT,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(NASTY) | TEXT, inner, max_size=3)
+    ),
     max_leaves=12,
 )
-# Keys the chain's own members are named by, so a row's content holds the marks
-# the writer splits at (platform/audit_chain.py _CHAIN_MARK) inside its values.
-NASTY = ("prevHash", "seq", "tenantId", ',"prevHash":"","seq":0,"tenantId":')
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+# A member of `changes` shaped like the leaf's mark, after another one.
+@example(
+    changes={"a": 1, "personalDigests": {"b": "c"}},
+    personal={"e": "f"},
+    entity_id="x",
+    personal_entity=False,
+    about_subject=True,
+)
 @given(
     changes=st.dictionaries(st.sampled_from(NASTY) | TEXT, VALUES, max_size=4),
     personal=st.dictionaries(st.sampled_from(NASTY) | TEXT, VALUES, max_size=3),
     entity_id=TEXT.filter(bool),
     personal_entity=st.booleans(),
+    about_subject=st.booleans(),
 )
 async def test_rows_chained_in_sql_hash_as_the_client_hashes_them(
-    db, tenant, changes, personal, entity_id, personal_entity
+    db, tenant, changes, personal, entity_id, personal_entity, about_subject
 ) -> None:
     """The writer chains rows in PostgreSQL from content made in Python
-    (migration 0231); the client's integrity_hash, which auditors run, gives the
-    same hash for every row, whatever the content holds."""
+    (migration 0231) and hashes their leaves there too (0242); the client's
+    integrity_hash and AuditLeaf, which auditors run, give the same hashes for
+    every row, whatever the content holds."""
     personal = {k: v for k, v in personal.items() if k not in changes}
     async with db.transaction(tenant) as con:
         records = await insert_rows(
@@ -247,7 +271,7 @@ async def test_rows_chained_in_sql_hash_as_the_client_hashes_them(
                     changes=changes,
                     personal=personal,
                     entity_id_is_personal=personal_entity,
-                    subject_id=entity_id,
+                    subject_id=entity_id if about_subject else None,
                 ),
                 AuditRow("test_event", "customer", "second", "test", changes={"after": changes}),
             ],
@@ -277,6 +301,13 @@ async def test_rows_chained_in_sql_hash_as_the_client_hashes_them(
         }
         assert row["integrity_hash"] == record.integrity_hash == integrity_hash(content)
         assert row["prev_hash"] == record.prev_hash
+        assert row["leaf_hash"] == leaf_of(row).leaf_hash()
+        if row["subject_id"] is None:
+            assert row["subject_id_digest"] is None and row["subject_id_salt"] is None
+        else:
+            assert row["subject_id_digest"] == personal_digest(
+                row["subject_id_salt"], row["subject_id"]
+            )
 
 
 def _row(i: int, **extra) -> AuditRow:  # type: ignore[no-untyped-def]

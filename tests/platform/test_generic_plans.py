@@ -109,7 +109,7 @@ async def big_tenant(plans_database: str) -> AsyncIterator[str]:
                 """
                 INSERT INTO audit_log (tenant_id, seq, id, action, entity_type, entity_id, actor,
                                        changes, prev_hash, integrity_hash, created_at,
-                                       subject_id)
+                                       subject_id, subject_id_digest)
                 SELECT $1, i, gen_random_uuid(),
                        CASE WHEN i % 5 = 0 THEN $4
                             WHEN i % 100 = 1 THEN 'dsar_export_downloaded'
@@ -120,7 +120,8 @@ async def big_tenant(plans_database: str) -> AsyncIterator[str]:
                        'e' || i, 'seed',
                        CASE WHEN i % 200 = 1 THEN '{"via": "inline"}'::jsonb
                             ELSE '{"via": "download"}'::jsonb END, 'p', 'h',
-                       timestamptz '2026-01-01' + i * interval '1 second', 'subj_' || (i % $3)
+                       timestamptz '2026-01-01' + i * interval '1 second', 'subj_' || (i % $3),
+                       repeat('d', 64)
                   FROM generate_series(1, $2) i
                 """,
                 tenant,

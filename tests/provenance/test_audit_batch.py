@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
+from kaireon_server.audit.tlog import leaf_of
 from kaireon_server.platform.audit_chain import (
     AuditBatcher,
     AuditRow,
@@ -147,11 +148,19 @@ async def test_batched_rows_are_the_rows_append_audit_writes(db, tenant):
         rows[t] = {
             k: v
             for k, v in dict(rec).items()
-            # The subject's salt is random (migration 0113); its digest follows from it.
+            # The subject's salt is random; its digest and the leaf follow from it.
             if k
-            not in {"tenant_id", "id", "integrity_hash", "subject_id_salt", "subject_id_digest"}
+            not in {
+                "tenant_id",
+                "id",
+                "integrity_hash",
+                "subject_id_salt",
+                "subject_id_digest",
+                "leaf_hash",
+            }
         }
         assert rec["subject_id_salt"] and rec["subject_id_digest"]
+        assert rec["leaf_hash"] == leaf_of(rec).leaf_hash()
         assert head["head_hash"] == rec["integrity_hash"] and head["seq"] == 1
     assert rows[plain_tenant] == rows[batch_tenant]
 
@@ -190,7 +199,7 @@ async def test_personal_rows_through_the_batcher_are_the_rows_append_audit_write
         )
     await AuditBatcher(db).append(batch_tenant, row)
     salted = {"entity_id_digest", "entity_id_salt", "personal_salts", "personal_digests"}
-    salted |= {"subject_id_salt", "subject_id_digest"}
+    salted |= {"subject_id_salt", "subject_id_digest", "leaf_hash"}
     rows = {}
     for t in (plain_tenant, batch_tenant):
         async with db.transaction(t) as con:
@@ -198,6 +207,7 @@ async def test_personal_rows_through_the_batcher_are_the_rows_append_audit_write
         assert plaintext_matches(rec)
         assert set(rec["personal_salts"]) == set(rec["personal_digests"]) == {"email"}
         assert rec["entity_id_digest"] and rec["entity_id_salt"]
+        assert rec["leaf_hash"] == leaf_of(rec).leaf_hash()
         rows[t] = {
             k: v
             for k, v in dict(rec).items()

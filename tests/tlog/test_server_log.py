@@ -368,6 +368,14 @@ async def _rehash_chain(con: Any, tenant: str) -> None:
     )
 
 
+async def _drop_leaf_hashes(con: Any, tenant: str) -> None:
+    """What a forger with the owner's access does first: an UPDATE keeps a
+    row's leaf hash (migration 0242's trigger), so the trigger goes too."""
+    await con.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_subject_digest")
+    await con.execute("UPDATE audit_log SET leaf_hash = NULL WHERE tenant_id = $1", tenant)
+    await con.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_subject_digest")
+
+
 # attack -> (first bad seq the server names, its reason, leaf index the verifier names, witness exit)
 ATTACKS = {
     "edit": (5, "integrity_hash_mismatch", 4, 6),
@@ -420,13 +428,15 @@ async def test_tampering_after_a_cosigned_checkpoint_is_detected(
     assert checked.returncode == 1, checked.stdout
     assert f"leaf index {index}:" in checked.stderr
 
-    # 3. A log rebuilt over the tampered rows (tree tables wiped, a fresh
-    # integrator with the log key) signs a checkpoint the witness refuses. The
-    # running server, which remembers what it signed, refuses to sign it.
+    # 3. A log rebuilt over the tampered rows (tree tables wiped, the leaf
+    # hashes their appends stored dropped so they are made from the rows again,
+    # a fresh integrator with the log key) signs a checkpoint the witness
+    # refuses. The running server, which remembers what it signed, refuses to sign it.
     async with db.owner_connection() as con, con.transaction():
         for table in ("audit_tlog_cosignature", "audit_tlog_checkpoint", "audit_tlog_node"):
             await con.execute(f"DELETE FROM {table} WHERE tenant_id = $1", tenant)
         await con.execute("DELETE FROM audit_tlog_state WHERE tenant_id = $1", tenant)
+        await _drop_leaf_hashes(con, tenant)
         if attack == "delete":
             # Close the gap so the rows are contiguous again (renumber 6.. down by one).
             await con.execute(

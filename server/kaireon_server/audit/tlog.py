@@ -3,8 +3,9 @@
 Each tenant's audit rows are the leaves of an RFC 9162 tree (leaf index = seq - 1;
 the leaf is `kaireon_client.tlog.leaf.AuditLeaf`). The `Integrator` (one task per
 process, one integrator per tenant at a time through an advisory lock) reads the
-rows appended since the tree's size, stores their leaf hashes and every perfect
-subtree hash they complete, extends the persisted compact range (O(new rows)) and
+leaf hashes of the rows appended since the tree's size (made by their append,
+migration 0242; rebuilt from the row for older rows), stores them and every
+perfect subtree hash they complete, extends the persisted compact range (O(new rows)) and
 publishes a checkpoint, signed with KAIREON_LOG_KEY when one is configured.
 Before it signs, it checks that the persisted tree is the one it last signed
 (same size, same root, a valid signature of its own key): a database rewritten
@@ -375,7 +376,7 @@ class Integrator:
             compact = CompactRange() if state is None else CompactRange.from_json(state)
             last = await repo.latest_checkpoint(con, tenant_id)
             self._check_tree(tenant_id, compact, last)
-            rows = await repo.rows_from(con, tenant_id, compact.size, BATCH_ROWS)
+            rows = await repo.appended_leaves(con, tenant_id, compact.size, BATCH_ROWS)
             if not rows:
                 return 0
             for i, rec in enumerate(rows):
@@ -383,8 +384,23 @@ class Integrator:
                     raise TreeIntegrityError(
                         f"tenant rows are not contiguous at seq {compact.size + i + 1}"
                     )
+            # Rows appended before migration 0242 carry no leaf hash: made here.
+            older = [int(r["seq"]) for r in rows if r["leaf_hash"] is None]
+            rebuilt = (
+                {int(r["seq"]): r for r in await repo.rows_at(con, tenant_id, older)}
+                if older
+                else {}
+            )
             new, nodes = await asyncio.to_thread(
-                lambda: extend(compact, [leaf_of(r).leaf_hash() for r in rows])
+                lambda: extend(
+                    compact,
+                    [
+                        bytes(r["leaf_hash"])
+                        if r["leaf_hash"] is not None
+                        else leaf_of(rebuilt[int(r["seq"])]).leaf_hash()
+                        for r in rows
+                    ],
+                )
             )
             await repo.insert_nodes(con, tenant_id, nodes)
             await repo.save_state(con, tenant_id, new.size, new.to_json())

@@ -60,6 +60,34 @@ async def rows_from(
     return rows
 
 
+async def appended_leaves(
+    con: asyncpg.Connection, tenant_id: str, after_seq: int, limit: int
+) -> list[asyncpg.Record]:
+    """(seq, leaf_hash) of the rows after `after_seq`: the leaf hash their append
+    stored (migration 0242), NULL for rows written before it."""
+    rows: list[Any] = await con.fetch(
+        "SELECT seq, leaf_hash FROM audit_log WHERE tenant_id = $1 AND seq > $2 "
+        "ORDER BY seq LIMIT $3",
+        tenant_id,
+        after_seq,
+        limit,
+    )
+    return rows
+
+
+async def rows_at(
+    con: asyncpg.Connection, tenant_id: str, seqs: Sequence[int]
+) -> list[asyncpg.Record]:
+    """The leaf columns of the rows `seqs`, in seq order."""
+    rows: list[Any] = await con.fetch(
+        f"SELECT {LEAF_COLUMNS} FROM audit_log WHERE tenant_id = $1 AND seq = ANY($2::bigint[]) "  # noqa: S608 - constant columns
+        "ORDER BY seq",
+        tenant_id,
+        list(seqs),
+    )
+    return rows
+
+
 async def insert_nodes(
     con: asyncpg.Connection, tenant_id: str, nodes: Sequence[tuple[int, int, bytes]]
 ) -> None:

@@ -37,6 +37,7 @@ from kaireon_client.audit_chain import (
     verify_rows,
 )
 from kaireon_client.canonical import canonical_json, format_timestamp
+from kaireon_client.tlog.leaf import LEAF_VERSION
 from kaireon_server.platform.batching import KeyedBatcher
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.observability import metrics
@@ -139,32 +140,44 @@ class AuditRow:
             raise ValueError(f"keys both personal and not: {sorted(overlap)}")
 
 
-# Every row of the call in one statement (migration 0231): the tenant's chain
-# head locked, the rows chained, inserted and the head moved; the lock is held
-# until the caller's COMMIT, one round trip later.
-_APPEND = """
-SELECT seq, prev_hash, integrity_hash FROM kaireon_audit_append(
-    $1, $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-    $9::jsonb[], $10::jsonb[], $11::jsonb[], $12::jsonb[], $13::timestamptz[], $14::text[],
-    $15::bytea[], $16::bytea[])
-"""
+# Every row of the call in one statement (migrations 0231, 0242): the tenant's
+# chain head locked, the rows chained, their leaf hashes made, the rows inserted
+# and the head moved; the lock is held until the caller's COMMIT, one round trip
+# later.
+# The types of the arrays after the tenant, in _prepared_columns' order.
+_COLUMN_TYPES = (
+    "uuid", "text", "text", "text", "text", "text", "text", "jsonb", "jsonb", "jsonb", "jsonb",
+    "timestamptz", "text", "bytea", "bytea", "text", "text", "bytea", "bytea",
+)  # fmt: skip
+
+
+def _arrays(first: int) -> str:
+    """The row arrays as parameters $first.., typed."""
+    return ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(_COLUMN_TYPES))
+
+
+_APPEND = f"SELECT seq, prev_hash, integrity_hash FROM kaireon_audit_append($1, {_arrays(2)})"  # noqa: S608 - constant SQL
 # The same append as a statement of its own, which sets the tenant (migration
 # 0238): AuditBatcher's batch in one round trip.
 _APPEND_ALONE = _APPEND.replace("kaireon_audit_append(", "kaireon_audit_append_alone(")
-_COLUMN_COUNT = 15  # the arrays after the tenant
 # Where the chain enters a row's canonical content: placeholders that RFC 8785
 # writes as these bytes, between "personalDigests" and "tenantId" (sorted keys).
 _CHAIN_MARK = b',"prevHash":"","seq":0,"tenantId":'
+# Where the transparency-log leaf's own member enters the same content (see
+# _leaf_parts): just before "personalDigests", whose value is an object.
+_DIGESTS_MARK = b',"personalDigests":{'
+_LEAF_VERSION_MEMBER = b',"leafVersion":%d' % LEAF_VERSION
 
 
 def _prepared_columns(tenant_id: str, row: AuditRow) -> tuple[tuple[Any, ...], str, datetime]:
-    """The stored columns of `row` but the chain's (seq, prev_hash, integrity_hash),
-    then the two parts of its canonical content around the chain (see _APPEND);
-    its id and time.
+    """The stored columns of `row` but the chain's (seq, prev_hash, integrity_hash)
+    and the leaf hash, then the two parts of its canonical content around the
+    chain (see _APPEND), the subject's salt and digest, and the two parts of its
+    transparency-log leaf around the seq; its id and time.
 
     The one place a row's salts, digests and hashed content are made; the
-    content is kaireon_client's `row_content`, the hash its `integrity_hash`
-    (a test holds the two ways equal)."""
+    content is kaireon_client's `row_content`, the hash its `integrity_hash`,
+    the leaf its `AuditLeaf` (tests hold each two ways equal)."""
     row_id = str(uuid.uuid4())
     created_at = row.now or datetime.now(UTC)
     changes = dict(row.changes)
@@ -173,6 +186,8 @@ def _prepared_columns(tenant_id: str, row: AuditRow) -> tuple[tuple[Any, ...], s
     entity_digest = personal_digest(entity_salt, row.entity_id) if entity_salt else None
     salts = {k: secrets.token_hex(16) for k in personal}
     digests = {k: personal_digest(salts[k], v) for k, v in personal.items()}
+    subject_salt = secrets.token_hex(16) if row.subject_id is not None else None
+    subject_digest = personal_digest(subject_salt, row.subject_id) if subject_salt else None
     content = canonical_json(
         row_content(
             {
@@ -196,6 +211,7 @@ def _prepared_columns(tenant_id: str, row: AuditRow) -> tuple[tuple[Any, ...], s
     cut = content.rindex(_CHAIN_MARK)
     head = content[:cut] + b',"prevHash":"'
     tail = b',"tenantId":' + content[cut + len(_CHAIN_MARK) :]
+    leaf_head, leaf_tail = _leaf_parts(content, cut, tail, subject_digest)
     columns = (
         uuid.UUID(row_id),
         row.action,
@@ -212,8 +228,31 @@ def _prepared_columns(tenant_id: str, row: AuditRow) -> tuple[tuple[Any, ...], s
         row.subject_id,
         head,
         tail,
+        subject_salt,
+        subject_digest,
+        leaf_head,
+        leaf_tail,
     )
     return columns, row_id, created_at
+
+
+def _leaf_parts(
+    content: bytes, cut: int, tail: bytes, subject_digest: str | None
+) -> tuple[bytes, bytes]:
+    """The row's leaf (kaireon_client.tlog.leaf: its content without prevHash,
+    with leafVersion and subjectIdDigest) as the bytes before and after its
+    seq, made from `content` (the row's canonical content, placeholders in the
+    chain, `cut` where they begin) rather than encoded a second time.
+
+    RFC 8785 sorts the leaf's members as the content's, with "leafVersion" just
+    before "personalDigests" and "subjectIdDigest" just after "seq". The last
+    `,"personalDigests":{` before `cut` is the top-level member: an unescaped
+    quote never occurs inside a string, and the digests object's values are
+    strings, so it holds no such member itself."""
+    digests_at = content.rindex(_DIGESTS_MARK, 0, cut)
+    head = content[:digests_at] + _LEAF_VERSION_MEMBER + content[digests_at:cut] + b',"seq":'
+    digest = b"null" if subject_digest is None else b'"' + subject_digest.encode() + b'"'
+    return head, b',"subjectIdDigest":' + digest + tail
 
 
 async def insert_rows(
@@ -261,7 +300,7 @@ def _columns(
     """The rows as _APPEND's (and _PEND's) arrays, and each row's (id, time)."""
     for row in rows:
         row.check()
-    columns: list[list[Any]] = [[] for _ in range(_COLUMN_COUNT)]
+    columns: list[list[Any]] = [[] for _ in _COLUMN_TYPES]
     made: list[tuple[str, datetime]] = []
     for row in rows:
         values, row_id, created_at = _prepared_columns(tenant_id, row)
@@ -277,13 +316,6 @@ def _count(rows: Sequence[AuditRow]) -> None:
         metrics.AUDIT_APPENDS.labels(metrics.action_label(row.action)).inc()
 
 
-_PENDING_COLUMN_TYPES = (
-    "uuid", "text", "text", "text", "text", "text", "text", "jsonb", "jsonb", "jsonb", "jsonb",
-    "timestamptz", "text", "bytea", "bytea",
-)  # fmt: skip
-assert len(_PENDING_COLUMN_TYPES) == _COLUMN_COUNT
-
-
 def pending_audit_insert(*, tenant: str, first: int, when: str) -> str:
     """The INSERT of PendingAudit's rows for a caller's `WITH name AS (...)`: the
     same arrays as _APPEND's, parameters $first.. (one per column), written
@@ -291,12 +323,12 @@ def pending_audit_insert(*, tenant: str, first: int, when: str) -> str:
     kaireon_audit_append) inside the COMMIT. `tenant`: the SQL of the tenant id;
     rows are written only `when` (SQL over the statement's other CTEs) holds.
     Both are constant SQL of the calling code, never input."""
-    arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(_PENDING_COLUMN_TYPES))
     return (
         "INSERT INTO audit_pending (tenant_id, id, action, entity_type, entity_id, "  # noqa: S608 - constant SQL
         "entity_id_digest, entity_id_salt, actor, changes, personal, personal_salts, "
-        "personal_digests, created_at, subject_id, head, tail) "
-        f"SELECT {tenant}, * FROM unnest({arrays}) WHERE {when}"
+        "personal_digests, created_at, subject_id, head, tail, subject_id_salt, "
+        "subject_id_digest, leaf_head, leaf_tail) "
+        f"SELECT {tenant}, * FROM unnest({_arrays(first)}) WHERE {when}"
     )
 
 

@@ -1,0 +1,208 @@
+"""Leaf hashes made by the append (migration 0242): what the integrator signs.
+
+The append stores each row's leaf hash, made from the content its writer
+hashed; the integrator reads those 32 bytes instead of rebuilding each row.
+So the tree commits to the rows as appended: a row changed before its
+integration is found by verification as surely as one changed after. Rows
+written before the migration have no stored hash and are rebuilt from their
+columns. An UPDATE keeps a row's leaf hash and subject digest; a row about a
+subject cannot be written without its digest.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from kaireon_client.audit_chain import integrity_hash
+from kaireon_server.app import App
+from kaireon_server.audit import tlog
+from kaireon_server.audit.tlog import Integrator, TlogSettings, leaf_of
+from kaireon_server.platform.audit_chain import (
+    AuditRow,
+    insert_rows,
+    normalise_db_row,
+    redact_subject,
+)
+from kaireon_server.platform.config import Settings
+from kaireon_server.platform.db import Database
+from tests.support.pg import create_database, drop_database
+from tests.support.server import base_env
+
+
+@pytest.fixture(scope="module")
+async def quiet_app(pg_admin_dsn: str) -> AsyncIterator[tuple[App, TlogSettings]]:
+    """A server on its own database whose integrator is off: the test drives one."""
+    dsn = await create_database(pg_admin_dsn, prefix="kaireon_tlog_leaves")
+    key = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    env = base_env(dsn, KAIREON_LOG_KEY=key.decode(), KAIREON_TLOG_INTEGRATOR="false")
+    application = App(Settings.from_env(env))
+    await application.start()
+    yield application, TlogSettings.from_env(env)
+    await application.stop(grace=1)
+    await drop_database(pg_admin_dsn, dsn)
+
+
+def _db(app: App) -> Database:
+    assert app.db is not None
+    return app.db
+
+
+async def _append(db: Database, tenant: str, n: int) -> None:
+    rows = [
+        AuditRow(
+            "probe",
+            "customer",
+            f"cust_{i}",
+            "test",
+            changes={"i": i},
+            personal={"email": f"p{i}@example.org"},
+            entity_id_is_personal=i % 2 == 0,
+            subject_id=f"cust_{i}" if i % 3 else None,
+        )
+        for i in range(n)
+    ]
+    async with db.transaction(tenant) as con:
+        await insert_rows(con, tenant, rows)
+
+
+async def _rows(db: Database, tenant: str) -> list[asyncpg.Record]:
+    async with db.owner_connection() as con:
+        return list(
+            await con.fetch("SELECT * FROM audit_log WHERE tenant_id = $1 ORDER BY seq", tenant)
+        )
+
+
+async def _stored_leaves(db: Database, tenant: str) -> list[bytes]:
+    async with db.owner_connection() as con:
+        rows = await con.fetch(
+            "SELECT hash FROM audit_tlog_node WHERE tenant_id = $1 AND level = 0 ORDER BY idx",
+            tenant,
+        )
+    return [bytes(r["hash"]) for r in rows]
+
+
+async def _rehash_chain(con: Any, tenant: str) -> None:
+    """Make the legacy chain match the rows again (what a forger does)."""
+    prev = ""
+    for rec in await con.fetch("SELECT * FROM audit_log WHERE tenant_id = $1 ORDER BY seq", tenant):
+        row = normalise_db_row(rec)
+        row["prevHash"] = prev
+        prev = integrity_hash(row)
+        await con.execute(
+            "UPDATE audit_log SET prev_hash = $3, integrity_hash = $4 "
+            "WHERE tenant_id = $1 AND seq = $2",
+            tenant,
+            rec["seq"],
+            row["prevHash"],
+            prev,
+        )
+    await con.execute(
+        "UPDATE audit_chain_head SET head_hash = $2 WHERE tenant_id = $1", tenant, prev
+    )
+
+
+async def test_the_integrator_signs_the_leaves_the_appends_stored(
+    quiet_app: tuple[App, TlogSettings],
+) -> None:
+    app, settings = quiet_app
+    db, tenant = _db(app), f"t{secrets.token_hex(4)}"
+    await _append(db, tenant, 7)
+    rows = await _rows(db, tenant)
+    assert all(r["leaf_hash"] == leaf_of(r).leaf_hash() for r in rows)
+    assert await Integrator(db, settings).integrate(tenant) == 7
+    assert await _stored_leaves(db, tenant) == [bytes(r["leaf_hash"]) for r in rows]
+    result, _more = await tlog.verify(db, settings, tenant_id=tenant, start=None, end=0)
+    assert result.valid and result.rows_checked == 7
+
+
+async def test_a_row_changed_before_its_integration_is_found(
+    quiet_app: tuple[App, TlogSettings],
+) -> None:
+    """Before 0242 the integrator hashed the rows as it found them, so a row
+    rewritten (its chain rehashed) between its append and the next checkpoint
+    was signed as rewritten, and no verification could tell."""
+    app, settings = quiet_app
+    db, tenant = _db(app), f"t{secrets.token_hex(4)}"
+    await _append(db, tenant, 5)
+    async with db.owner_connection() as con, con.transaction():
+        await con.execute(
+            "UPDATE audit_log SET changes = '{\"i\": 999}'::jsonb WHERE tenant_id = $1 AND seq = 3",
+            tenant,
+        )
+        await _rehash_chain(con, tenant)
+    assert await Integrator(db, settings).integrate(tenant) == 5
+    result, _more = await tlog.verify(db, settings, tenant_id=tenant, start=None, end=0)
+    assert not result.valid
+    assert (result.first_invalid_seq, result.reason) == (3, "leaf_mismatch")
+
+
+async def test_rows_without_a_stored_leaf_hash_are_rebuilt_from_their_columns(
+    quiet_app: tuple[App, TlogSettings],
+) -> None:
+    """Rows appended before migration 0242 (no leaf hash), mixed with newer ones."""
+    app, settings = quiet_app
+    db, tenant = _db(app), f"t{secrets.token_hex(4)}"
+    await _append(db, tenant, 6)
+    expected = [bytes(r["leaf_hash"]) for r in await _rows(db, tenant)]
+    async with db.owner_connection() as con, con.transaction():
+        await con.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_subject_digest")
+        await con.execute(
+            "UPDATE audit_log SET leaf_hash = NULL WHERE tenant_id = $1 AND seq IN (1, 2, 5)",
+            tenant,
+        )
+        await con.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_subject_digest")
+    assert [r["leaf_hash"] is None for r in await _rows(db, tenant)] == [
+        True, True, False, False, True, False,
+    ]  # fmt: skip
+    assert await Integrator(db, settings).integrate(tenant) == 6
+    assert await _stored_leaves(db, tenant) == expected
+
+
+async def test_an_update_keeps_the_leaf_hash_and_the_subject_digest(
+    quiet_app: tuple[App, TlogSettings],
+) -> None:
+    app, _settings = quiet_app
+    db, tenant = _db(app), f"t{secrets.token_hex(4)}"
+    await _append(db, tenant, 2)
+    [before] = [r for r in await _rows(db, tenant) if r["subject_id"] == "cust_1"]
+    async with db.owner_connection() as con:
+        await con.execute(
+            "UPDATE audit_log SET leaf_hash = $2, subject_id_digest = $3 WHERE tenant_id = $1",
+            tenant,
+            bytes(32),
+            "0" * 64,
+        )
+    async with db.transaction(tenant) as con:
+        assert await redact_subject(con, tenant, "cust_1") == 1
+    [after] = [r for r in await _rows(db, tenant) if r["seq"] == before["seq"]]
+    assert after["leaf_hash"] == before["leaf_hash"] == leaf_of(before).leaf_hash()
+    assert after["subject_id_digest"] == before["subject_id_digest"]
+    assert after["subject_id"] is None and after["subject_id_salt"] is None
+
+
+async def test_a_row_about_a_subject_needs_its_digest(
+    quiet_app: tuple[App, TlogSettings],
+) -> None:
+    app, _settings = quiet_app
+    db, tenant = _db(app), f"t{secrets.token_hex(4)}"
+    await _append(db, tenant, 2)
+    async with db.owner_connection() as con:
+        with pytest.raises(asyncpg.CheckViolationError, match="audit_log_subject_digest_given"):
+            await con.execute(
+                "INSERT INTO audit_log (tenant_id, seq, id, action, entity_type, entity_id, "
+                "actor, changes, prev_hash, integrity_hash, created_at, subject_id) "
+                "VALUES ($1, 99, gen_random_uuid(), 'probe', 'customer', 'c', 'test', '{}', "
+                "'', 'x', now(), 'cust_1')",
+                tenant,
+            )
