@@ -37,7 +37,6 @@ from kaireon_client.audit_chain import (
     verify_rows,
 )
 from kaireon_client.canonical import canonical_json, format_timestamp
-from kaireon_client.tlog.leaf import LEAF_VERSION
 from kaireon_server.platform.batching import KeyedBatcher
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.observability import metrics
@@ -147,7 +146,7 @@ class AuditRow:
 # The types of the arrays after the tenant, in _prepared_columns' order.
 _COLUMN_TYPES = (
     "uuid", "text", "text", "text", "text", "text", "text", "jsonb", "jsonb", "jsonb", "jsonb",
-    "timestamptz", "text", "bytea", "bytea", "text", "text", "bytea", "bytea",
+    "timestamptz", "text", "bytea", "bytea", "text", "text", "integer",
 )  # fmt: skip
 
 
@@ -164,16 +163,15 @@ _APPEND_ALONE = _APPEND.replace("kaireon_audit_append(", "kaireon_audit_append_a
 # writes as these bytes, between "personalDigests" and "tenantId" (sorted keys).
 _CHAIN_MARK = b',"prevHash":"","seq":0,"tenantId":'
 # Where the transparency-log leaf's own member enters the same content (see
-# _leaf_parts): just before "personalDigests", whose value is an object.
+# _leaf_cut): just before "personalDigests", whose value is an object.
 _DIGESTS_MARK = b',"personalDigests":{'
-_LEAF_VERSION_MEMBER = b',"leafVersion":%d' % LEAF_VERSION
 
 
 def _prepared_columns(tenant_id: str, row: AuditRow) -> tuple[tuple[Any, ...], str, datetime]:
     """The stored columns of `row` but the chain's (seq, prev_hash, integrity_hash)
     and the leaf hash, then the two parts of its canonical content around the
-    chain (see _APPEND), the subject's salt and digest, and the two parts of its
-    transparency-log leaf around the seq; its id and time.
+    chain (see _APPEND), the subject's salt and digest, and where the leaf
+    differs from the chain's head (_leaf_cut); its id and time.
 
     The one place a row's salts, digests and hashed content are made; the
     content is kaireon_client's `row_content`, the hash its `integrity_hash`,
@@ -211,7 +209,6 @@ def _prepared_columns(tenant_id: str, row: AuditRow) -> tuple[tuple[Any, ...], s
     cut = content.rindex(_CHAIN_MARK)
     head = content[:cut] + b',"prevHash":"'
     tail = b',"tenantId":' + content[cut + len(_CHAIN_MARK) :]
-    leaf_head, leaf_tail = _leaf_parts(content, cut, tail, subject_digest)
     columns = (
         uuid.UUID(row_id),
         row.action,
@@ -230,29 +227,21 @@ def _prepared_columns(tenant_id: str, row: AuditRow) -> tuple[tuple[Any, ...], s
         tail,
         subject_salt,
         subject_digest,
-        leaf_head,
-        leaf_tail,
+        _leaf_cut(content, cut),
     )
     return columns, row_id, created_at
 
 
-def _leaf_parts(
-    content: bytes, cut: int, tail: bytes, subject_digest: str | None
-) -> tuple[bytes, bytes]:
-    """The row's leaf (kaireon_client.tlog.leaf: its content without prevHash,
-    with leafVersion and subjectIdDigest) as the bytes before and after its
-    seq, made from `content` (the row's canonical content, placeholders in the
-    chain, `cut` where they begin) rather than encoded a second time.
+def _leaf_cut(content: bytes, cut: int) -> int:
+    """Where the top-level "personalDigests" member begins in `content` (the
+    row's canonical content, its chain placeholders from `cut`): the append
+    inserts the leaf's "leafVersion" member there to make the row's
+    transparency-log leaf from the chain's head (migration 0242).
 
-    RFC 8785 sorts the leaf's members as the content's, with "leafVersion" just
-    before "personalDigests" and "subjectIdDigest" just after "seq". The last
-    `,"personalDigests":{` before `cut` is the top-level member: an unescaped
-    quote never occurs inside a string, and the digests object's values are
-    strings, so it holds no such member itself."""
-    digests_at = content.rindex(_DIGESTS_MARK, 0, cut)
-    head = content[:digests_at] + _LEAF_VERSION_MEMBER + content[digests_at:cut] + b',"seq":'
-    digest = b"null" if subject_digest is None else b'"' + subject_digest.encode() + b'"'
-    return head, b',"subjectIdDigest":' + digest + tail
+    The last `,"personalDigests":{` before `cut` is the top-level member: an
+    unescaped quote never occurs inside a string, and the digests object's
+    values are strings, so it holds no such member itself."""
+    return content.rindex(_DIGESTS_MARK, 0, cut)
 
 
 async def insert_rows(
@@ -327,7 +316,7 @@ def pending_audit_insert(*, tenant: str, first: int, when: str) -> str:
         "INSERT INTO audit_pending (tenant_id, id, action, entity_type, entity_id, "  # noqa: S608 - constant SQL
         "entity_id_digest, entity_id_salt, actor, changes, personal, personal_salts, "
         "personal_digests, created_at, subject_id, head, tail, subject_id_salt, "
-        "subject_id_digest, leaf_head, leaf_tail) "
+        "subject_id_digest, leaf_cut) "
         f"SELECT {tenant}, * FROM unnest({_arrays(first)}) WHERE {when}"
     )
 

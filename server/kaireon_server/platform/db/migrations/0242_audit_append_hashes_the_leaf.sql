@@ -10,19 +10,27 @@
 -- machine.
 --
 -- Now the writer (platform/audit_chain.py) makes the subject's salt and digest
--- beside the other personal digests, and the leaf's bytes from the row's
--- canonical content, split where the sequence number enters them, as it
--- already does for the chain:
+-- beside the other personal digests, and the append makes the leaf from the
+-- bytes the chain hash is made of, which the writer already sends split where
+-- the chain enters them (0231):
 --
---     leaf_hash = sha256(0x00 || leaf_head || seq || leaf_tail)
+--     head = '{"action":...,"id":"..."' || ',"personalDigests":{...}' || ',"prevHash":"'
+--     leaf = '{"action":...,"id":"..."' || ',"leafVersion":1' || ',"personalDigests":{...}'
+--            || ',"seq":' || seq || ',"subjectIdDigest":' || digest or null || tail
+--     leaf_hash = sha256(0x00 || leaf)
 --
--- (RFC 9162's leaf hash of the RFC 8785 leaf, kaireon_client/tlog/leaf.py),
--- and the append stores it in the same statement. The integrator reads 32
--- bytes a row. It trusts nothing it did not check before: a leaf hash that is
--- not the row's own shows as a mismatch to every verification, which
--- recomputes each leaf from the row (tlog verify, the auditor's client), as a
--- row changed after its integration always did. Rows written before this
--- migration have no stored leaf hash; the integrator rebuilds theirs as before.
+-- (RFC 9162's leaf hash of the RFC 8785 leaf, kaireon_client/tlog/leaf.py: the
+-- leaf's members sort as the chain content's, "leafVersion" just before
+-- "personalDigests", "subjectIdDigest" just after "seq", no "prevHash"). The
+-- writer sends where "personalDigests" begins in the head (leaf_cut), and the
+-- append stores the hash in the same statement: no second copy of the
+-- content on the wire. The integrator reads 32 bytes a row. It trusts nothing
+-- it did not check before: a leaf hash that is not the row's own shows as a
+-- mismatch to every verification, which recomputes each leaf from the row
+-- (tlog verify, the auditor's client), as a row changed after its integration
+-- always did. Rows written before this migration have no stored leaf hash;
+-- the integrator rebuilds theirs as before. tests/platform/test_audit_chain.py
+-- holds every stored leaf hash equal to the client's, whatever a row holds.
 
 ALTER TABLE audit_log ADD COLUMN leaf_hash bytea
     CONSTRAINT audit_log_leaf_hash_size CHECK (length(leaf_hash) = 32);
@@ -60,8 +68,7 @@ CREATE TRIGGER audit_log_subject_digest
 ALTER TABLE audit_pending
     ADD COLUMN subject_id_salt text,
     ADD COLUMN subject_id_digest text,
-    ADD COLUMN leaf_head bytea,
-    ADD COLUMN leaf_tail bytea;
+    ADD COLUMN leaf_cut integer;
 
 DROP FUNCTION kaireon_audit_append_alone(
     text, uuid[], text[], text[], text[], text[], text[], text[], jsonb[], jsonb[], jsonb[],
@@ -70,14 +77,13 @@ DROP FUNCTION kaireon_audit_append(
     text, uuid[], text[], text[], text[], text[], text[], text[], jsonb[], jsonb[], jsonb[],
     jsonb[], timestamptz[], text[], bytea[], bytea[]);
 
--- 0231's append, with the subject's salt and digest and the leaf's parts.
+-- 0231's append, with the subject's salt and digest and the leaf hash.
 CREATE FUNCTION kaireon_audit_append(
     p_tenant text, p_ids uuid[], p_actions text[], p_entity_types text[], p_entity_ids text[],
     p_entity_id_digests text[], p_entity_id_salts text[], p_actors text[], p_changes jsonb[],
     p_personal jsonb[], p_personal_salts jsonb[], p_personal_digests jsonb[],
     p_created_at timestamptz[], p_subject_ids text[], p_heads bytea[], p_tails bytea[],
-    p_subject_id_salts text[], p_subject_id_digests text[], p_leaf_heads bytea[],
-    p_leaf_tails bytea[])
+    p_subject_id_salts text[], p_subject_id_digests text[], p_leaf_cuts integer[])
     RETURNS TABLE (seq bigint, prev_hash text, integrity_hash text)
     LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp
 AS $fn$
@@ -86,6 +92,8 @@ DECLARE
     v_seq bigint;
     v_hash text;
     v_text bytea;
+    v_head bytea;
+    v_cut integer;
     n integer := coalesce(array_length(p_ids, 1), 0);
     seqs bigint[] := '{}';
     prevs text[] := '{}';
@@ -112,7 +120,16 @@ BEGIN
         v_hash := encode(sha256(p_heads[i] || convert_to(v_hash || '","seq":', 'UTF8')
                                 || v_text || p_tails[i]), 'hex');
         hashes := hashes || v_hash;
-        leaves := leaves || sha256('\x00'::bytea || p_leaf_heads[i] || v_text || p_leaf_tails[i]);
+        -- The head without its last 13 bytes, ',"prevHash":"'.
+        v_head := p_heads[i];
+        v_cut := p_leaf_cuts[i];
+        leaves := leaves || sha256('\x00'::bytea || substring(v_head FROM 1 FOR v_cut)
+            || convert_to(',"leafVersion":1', 'UTF8')
+            || substring(v_head FROM v_cut + 1 FOR octet_length(v_head) - v_cut - 13)
+            || convert_to(',"seq":', 'UTF8') || v_text
+            || convert_to(',"subjectIdDigest":'
+                          || coalesce('"' || p_subject_id_digests[i] || '"', 'null'), 'UTF8')
+            || p_tails[i]);
     END LOOP;
     INSERT INTO audit_log (tenant_id, seq, id, action, entity_type, entity_id,
         entity_id_digest, entity_id_salt, actor, changes, personal, personal_salts,
@@ -130,10 +147,10 @@ $fn$;
 
 REVOKE ALL ON FUNCTION kaireon_audit_append(text, uuid[], text[], text[], text[], text[], text[],
     text[], jsonb[], jsonb[], jsonb[], jsonb[], timestamptz[], text[], bytea[], bytea[], text[],
-    text[], bytea[], bytea[]) FROM PUBLIC;
+    text[], integer[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION kaireon_audit_append(text, uuid[], text[], text[], text[], text[],
     text[], text[], jsonb[], jsonb[], jsonb[], jsonb[], timestamptz[], text[], bytea[], bytea[],
-    text[], text[], bytea[], bytea[]) TO kaireon_app;
+    text[], text[], integer[]) TO kaireon_app;
 
 -- 0238's append as a statement of its own, with the same new arrays.
 CREATE FUNCTION kaireon_audit_append_alone(
@@ -141,8 +158,7 @@ CREATE FUNCTION kaireon_audit_append_alone(
     p_entity_id_digests text[], p_entity_id_salts text[], p_actors text[], p_changes jsonb[],
     p_personal jsonb[], p_personal_salts jsonb[], p_personal_digests jsonb[],
     p_created_at timestamptz[], p_subject_ids text[], p_heads bytea[], p_tails bytea[],
-    p_subject_id_salts text[], p_subject_id_digests text[], p_leaf_heads bytea[],
-    p_leaf_tails bytea[])
+    p_subject_id_salts text[], p_subject_id_digests text[], p_leaf_cuts integer[])
     RETURNS TABLE (seq bigint, prev_hash text, integrity_hash text)
     LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET search_path = public, pg_temp
 AS $fn$
@@ -152,17 +168,17 @@ BEGIN
         p_tenant, p_ids, p_actions, p_entity_types, p_entity_ids, p_entity_id_digests,
         p_entity_id_salts, p_actors, p_changes, p_personal, p_personal_salts,
         p_personal_digests, p_created_at, p_subject_ids, p_heads, p_tails,
-        p_subject_id_salts, p_subject_id_digests, p_leaf_heads, p_leaf_tails) AS a;
+        p_subject_id_salts, p_subject_id_digests, p_leaf_cuts) AS a;
 END
 $fn$;
 
 REVOKE ALL ON FUNCTION kaireon_audit_append_alone(
     text, uuid[], text[], text[], text[], text[], text[], text[], jsonb[], jsonb[], jsonb[],
-    jsonb[], timestamptz[], text[], bytea[], bytea[], text[], text[], bytea[], bytea[])
+    jsonb[], timestamptz[], text[], bytea[], bytea[], text[], text[], integer[])
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION kaireon_audit_append_alone(
     text, uuid[], text[], text[], text[], text[], text[], text[], jsonb[], jsonb[], jsonb[],
-    jsonb[], timestamptz[], text[], bytea[], bytea[], text[], text[], bytea[], bytea[])
+    jsonb[], timestamptz[], text[], bytea[], bytea[], text[], text[], integer[])
     TO kaireon_app;
 
 -- 0234's chaining at COMMIT, passing the new columns on.
@@ -194,8 +210,7 @@ BEGIN
            array_agg(head ORDER BY ord) AS heads, array_agg(tail ORDER BY ord) AS tails,
            array_agg(subject_id_salt ORDER BY ord) AS subject_id_salts,
            array_agg(subject_id_digest ORDER BY ord) AS subject_id_digests,
-           array_agg(leaf_head ORDER BY ord) AS leaf_heads,
-           array_agg(leaf_tail ORDER BY ord) AS leaf_tails
+           array_agg(leaf_cut ORDER BY ord) AS leaf_cuts
       INTO taken
       FROM gone;
     IF taken.n > 0 THEN
@@ -204,7 +219,7 @@ BEGIN
             taken.entity_id_digests, taken.entity_id_salts, taken.actors, taken.changes,
             taken.personal, taken.personal_salts, taken.personal_digests, taken.created_at,
             taken.subject_ids, taken.heads, taken.tails, taken.subject_id_salts,
-            taken.subject_id_digests, taken.leaf_heads, taken.leaf_tails);
+            taken.subject_id_digests, taken.leaf_cuts);
     END IF;
     PERFORM set_config('kaireon.tenant_id', coalesce(previous, ''), true);
     RETURN NULL;
