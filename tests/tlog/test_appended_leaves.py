@@ -12,45 +12,20 @@ subject cannot be written without its digest.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kaireon_client.audit_chain import integrity_hash
 from kaireon_server.app import App
 from kaireon_server.audit import tlog
 from kaireon_server.audit.tlog import Integrator, TlogSettings, leaf_of
 from kaireon_server.platform.audit_chain import (
     AuditRow,
     insert_rows,
-    normalise_db_row,
     redact_subject,
 )
-from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
-from tests.support.pg import create_database, drop_database
-from tests.support.server import base_env
-
-
-@pytest.fixture(scope="module")
-async def quiet_app(pg_admin_dsn: str) -> AsyncIterator[tuple[App, TlogSettings]]:
-    """A server on its own database whose integrator is off: the test drives one."""
-    dsn = await create_database(pg_admin_dsn, prefix="kaireon_tlog_leaves")
-    key = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    env = base_env(dsn, KAIREON_LOG_KEY=key.decode(), KAIREON_TLOG_INTEGRATOR="false")
-    application = App(Settings.from_env(env))
-    await application.start()
-    yield application, TlogSettings.from_env(env)
-    await application.stop(grace=1)
-    await drop_database(pg_admin_dsn, dsn)
+from tests.tlog.forge import drop_leaf_hashes, rehash_chain
 
 
 def _db(app: App) -> Database:
@@ -92,26 +67,6 @@ async def _stored_leaves(db: Database, tenant: str) -> list[bytes]:
     return [bytes(r["hash"]) for r in rows]
 
 
-async def _rehash_chain(con: Any, tenant: str) -> None:
-    """Make the legacy chain match the rows again (what a forger does)."""
-    prev = ""
-    for rec in await con.fetch("SELECT * FROM audit_log WHERE tenant_id = $1 ORDER BY seq", tenant):
-        row = normalise_db_row(rec)
-        row["prevHash"] = prev
-        prev = integrity_hash(row)
-        await con.execute(
-            "UPDATE audit_log SET prev_hash = $3, integrity_hash = $4 "
-            "WHERE tenant_id = $1 AND seq = $2",
-            tenant,
-            rec["seq"],
-            row["prevHash"],
-            prev,
-        )
-    await con.execute(
-        "UPDATE audit_chain_head SET head_hash = $2 WHERE tenant_id = $1", tenant, prev
-    )
-
-
 async def test_the_integrator_signs_the_leaves_the_appends_stored(
     quiet_app: tuple[App, TlogSettings],
 ) -> None:
@@ -140,7 +95,7 @@ async def test_a_row_changed_before_its_integration_is_found(
             "UPDATE audit_log SET changes = '{\"i\": 999}'::jsonb WHERE tenant_id = $1 AND seq = 3",
             tenant,
         )
-        await _rehash_chain(con, tenant)
+        await rehash_chain(con, tenant)
     assert await Integrator(db, settings).integrate(tenant) == 5
     result, _more = await tlog.verify(db, settings, tenant_id=tenant, start=None, end=0)
     assert not result.valid
@@ -156,12 +111,7 @@ async def test_rows_without_a_stored_leaf_hash_are_rebuilt_from_their_columns(
     await _append(db, tenant, 6)
     expected = [bytes(r["leaf_hash"]) for r in await _rows(db, tenant)]
     async with db.owner_connection() as con, con.transaction():
-        await con.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_subject_digest")
-        await con.execute(
-            "UPDATE audit_log SET leaf_hash = NULL WHERE tenant_id = $1 AND seq IN (1, 2, 5)",
-            tenant,
-        )
-        await con.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_subject_digest")
+        await drop_leaf_hashes(con, tenant, [1, 2, 5])
     assert [r["leaf_hash"] is None for r in await _rows(db, tenant)] == [
         True, True, False, False, True, False,
     ]  # fmt: skip

@@ -14,11 +14,11 @@ from kaireon_client.tlog.merkle import encode_hash, inclusion_proof, root_hash
 from kaireon_client.tlog.verify import EXPORT_FORMAT, VerificationError, verify_export
 from kaireon_server.platform.audit_chain import (
     append_audit,
-    integrity_hash,
     normalise_db_row,
     redact_subject,
     verify_tenant_chain,
 )
+from tests.tlog.forge import rehash_chain
 from tests.tlog.support import LOG_NAME, Log
 
 _SELECT = """
@@ -83,21 +83,7 @@ async def test_a_rehashed_chain_passes_verifychain_but_not_the_signed_checkpoint
             "WHERE tenant_id = $1 AND seq = 10",
             tenant,
         )
-        prev = ""
-        for row in [normalise_db_row(r) for r in await con.fetch(_SELECT, tenant)]:
-            row["prevHash"] = prev
-            prev = integrity_hash(row)
-            await con.execute(
-                "UPDATE audit_log SET prev_hash = $3, integrity_hash = $4 "
-                "WHERE tenant_id = $1 AND seq = $2",
-                tenant,
-                row["seq"],
-                row["prevHash"],
-                prev,
-            )
-        await con.execute(
-            "UPDATE audit_chain_head SET head_hash = $2 WHERE tenant_id = $1", tenant, prev
-        )
+        await rehash_chain(con, tenant)
         assert (await verify_tenant_chain(con, tenant)).valid  # the chain cannot tell
 
     tampered = _leaves(await _rows(db, tenant))

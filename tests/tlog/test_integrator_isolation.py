@@ -10,38 +10,15 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kaireon_client.tlog.merkle import encode_hash
 from kaireon_server.app import App
 from kaireon_server.audit import tlog
 from kaireon_server.audit.tlog import Integrator, TlogSettings
 from kaireon_server.platform.audit_chain import append_audit
-from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
-from tests.support.pg import create_database, drop_database
-from tests.support.server import base_env
-
-
-@pytest.fixture(scope="module")
-async def quiet_app(pg_admin_dsn: str) -> AsyncIterator[tuple[App, TlogSettings]]:
-    """A server on its own database whose integrator is off: the test drives one."""
-    dsn = await create_database(pg_admin_dsn, prefix="kaireon_tlog_iso")
-    key = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    env = base_env(dsn, KAIREON_LOG_KEY=key.decode(), KAIREON_TLOG_INTEGRATOR="false")
-    application = App(Settings.from_env(env))
-    await application.start()
-    yield application, TlogSettings.from_env(env)
-    await application.stop(grace=1)
-    await drop_database(pg_admin_dsn, dsn)
 
 
 async def _append(db: Database, tenant: str) -> None:

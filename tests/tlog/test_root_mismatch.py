@@ -12,7 +12,7 @@ from kaireon_server.platform.audit_chain import append_audit
 from kaireon_server.platform.db import Database
 from tests.support.server import metadata
 from tests.tlog import test_evidence_proofs as evidence
-from tests.tlog.test_server_log import _rehash_chain
+from tests.tlog.forge import rehash_chain
 
 # The signed server (no integrator of its own) of the evidence tests, one per module.
 keys = evidence.keys
@@ -71,7 +71,7 @@ async def test_a_rewritten_tree_names_the_first_bad_row(
                 tenant,
                 seq,
             )
-            await _rehash_chain(con, tenant)
+            await rehash_chain(con, tenant)
             row = await con.fetchrow(
                 f"SELECT {repo.LEAF_COLUMNS} FROM audit_log WHERE tenant_id = $1 AND seq = $2",
                 tenant,

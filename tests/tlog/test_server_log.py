@@ -38,14 +38,13 @@ from kaireon_server.app import App
 from kaireon_server.audit.tlog import Integrator, TlogSettings
 from kaireon_server.platform.audit_chain import (
     append_audit,
-    integrity_hash,
-    normalise_db_row,
     redact_subject,
 )
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
 from tests.support.pg import create_database, drop_database
 from tests.support.server import base_env, metadata
+from tests.tlog.forge import drop_leaf_hashes, rehash_chain
 
 LOG_NAME = "kaireon.test"
 VENV_BIN = Path(sys.executable).parent
@@ -340,42 +339,6 @@ async def test_a_cosignature_of_an_unknown_witness_is_refused(
     assert not again.cosignatures
 
 
-_SELECT = """
-SELECT tenant_id, seq, id, action, entity_type, entity_id, entity_id_digest, actor, changes,
-       personal_digests, prev_hash, integrity_hash, created_at
-  FROM audit_log WHERE tenant_id = $1 ORDER BY seq
-"""
-
-
-async def _rehash_chain(con: Any, tenant: str) -> None:
-    prev = ""
-    for row in [normalise_db_row(r) for r in await con.fetch(_SELECT, tenant)]:
-        row["prevHash"] = prev
-        prev = integrity_hash(row)
-        await con.execute(
-            "UPDATE audit_log SET prev_hash = $3, integrity_hash = $4 "
-            "WHERE tenant_id = $1 AND seq = $2",
-            tenant,
-            row["seq"],
-            row["prevHash"],
-            prev,
-        )
-    await con.execute(
-        "UPDATE audit_chain_head SET seq = (SELECT coalesce(max(seq), 0) FROM audit_log "
-        "WHERE tenant_id = $1), head_hash = $2 WHERE tenant_id = $1",
-        tenant,
-        prev,
-    )
-
-
-async def _drop_leaf_hashes(con: Any, tenant: str) -> None:
-    """What a forger with the owner's access does first: an UPDATE keeps a
-    row's leaf hash (migration 0242's trigger), so the trigger goes too."""
-    await con.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_subject_digest")
-    await con.execute("UPDATE audit_log SET leaf_hash = NULL WHERE tenant_id = $1", tenant)
-    await con.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_subject_digest")
-
-
 # attack -> (first bad seq the server names, its reason, leaf index the verifier names, witness exit)
 ATTACKS = {
     "edit": (5, "integrity_hash_mismatch", 4, 6),
@@ -406,7 +369,7 @@ async def test_tampering_after_a_cosigned_checkpoint_is_detected(
         else:
             await con.execute("DELETE FROM audit_log WHERE tenant_id = $1 AND seq > 10", tenant)
         if attack in ("rehash", "truncate"):
-            await _rehash_chain(con, tenant)
+            await rehash_chain(con, tenant)
 
     seq, reason, index, witness_exit = ATTACKS[attack]
     # 1. The server's full verification names the first bad row.
@@ -436,13 +399,13 @@ async def test_tampering_after_a_cosigned_checkpoint_is_detected(
         for table in ("audit_tlog_cosignature", "audit_tlog_checkpoint", "audit_tlog_node"):
             await con.execute(f"DELETE FROM {table} WHERE tenant_id = $1", tenant)
         await con.execute("DELETE FROM audit_tlog_state WHERE tenant_id = $1", tenant)
-        await _drop_leaf_hashes(con, tenant)
+        await drop_leaf_hashes(con, tenant)
         if attack == "delete":
             # Close the gap so the rows are contiguous again (renumber 6.. down by one).
             await con.execute(
                 "UPDATE audit_log SET seq = seq - 1 WHERE tenant_id = $1 AND seq > 5", tenant
             )
-            await _rehash_chain(con, tenant)
+            await rehash_chain(con, tenant)
     settings = TlogSettings.from_env(
         {"KAIREON_LOG_KEY": keys.log_pem, "KAIREON_LOG_NAME": LOG_NAME}
     )
