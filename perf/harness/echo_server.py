@@ -2,18 +2,11 @@
 
     python -m harness.echo_server --port P [--workers N] [--dsn DSN --tenant T]
 
-`kaireon.perf.v1.Echo/Echo` returns its request (BytesValue) unchanged: the
-framework ceiling, i.e. what grpc.aio itself costs per call on this machine.
-`kaireon.perf.v1.Echo/Lookup` runs one indexed SELECT of a decision trace
-through an asyncpg pool configured like the server's (same sizes, default
-reset on release): the database ceiling of a point-read RPC.
-`kaireon.perf.v1.Echo/Stream` sends its request back STREAM_COPIES times, one
-message each: the framework ceiling of a server stream (a bundle-sized request
-makes it the ceiling of StreamDecisionProvenance).
-
-Like the server, N processes share the port with SO_REUSEPORT, so the
-ceilings are measured in the same deployment shape as the service. The
-interface is declared in perf/k6/proto/echo.proto for k6 and ghz.
+Echo returns its request (the framework ceiling), Lookup runs one indexed
+SELECT through an asyncpg pool sized like the server's (the database ceiling),
+Stream sends its request back STREAM_COPIES times (the ceiling of a server
+stream). N processes share the port with SO_REUSEPORT, as the server's workers
+do. The interface is declared in perf/k6/proto/echo.proto for k6 and ghz.
 """
 
 from __future__ import annotations

@@ -1,15 +1,5 @@
-"""Single-operation measurements: one heavy customer at a time, timed end to end.
-
-Load tests answer "how many per second"; the erasure, export and flow targets
-of issue 9 are about one large operation against what PostgreSQL alone needs
-for the same rows, so they are measured here, one call at a time, beside the
-raw SQL that does the same work:
-
-* erasure of a ~100k-row customer (EraseCustomer)  vs  DELETE of the same rows
-  in one transaction (the erasure ceiling);
-* DSAR export of a heavy customer (create -> completed -> download)  vs
-  COPY (SELECT row_to_json(t) …) TO STDOUT of the same rows (the export ceiling);
-* a flow of N no-op nodes vs a flow of one: the runner's overhead per node.
+"""One operation at a time, timed end to end (group `single`): a heavy customer's
+raw DELETE and COPY beside EraseCustomer and the DSAR export, and a watched flow run.
 """
 
 from __future__ import annotations

@@ -1,17 +1,12 @@
 """Fast bulk seeding of the perf tenant, in SQL.
 
-The demo seed (kaireon_server.demo.seed) writes a realistic customer row by
-row from Python: right for 50 customers, far too slow for 10k plus 100k-row
-customers. Here the demo seed writes a few *template* customers (with the
-catalogue, the dynamic ds_* tables and the audit rows every provenance bundle
-cites), and everything else is cloned from those templates by INSERT … SELECT
-over generate_series, one statement per table, so PostgreSQL does the work.
-
-Three populations, with disjoint ids so one scenario never disturbs another:
-
-* read customers   cust_00001…      decisions dec_00001_1…  (provenance, DSAR)
-* erasure pool     ecust_0000001…   consumed one per erasure call (k6)
-* heavy customers  hcust_001…       ~100k rows each (erasure vs DELETE, export vs COPY)
+The demo seed (kaireon_server.demo.seed) writes customers row by row: right for
+50, far too slow for 10k plus 100k-row customers. Here it writes the *template*
+customers (with the catalogue, the ds_* tables and the audit rows a provenance
+bundle cites), and every other customer is cloned from them by INSERT … SELECT
+over generate_series, one statement per table. Populations (disjoint ids, so
+one scenario never disturbs another): read customers cust_00001…, the erasure
+pool ecust_0000001… (one per erasure) and heavy customers hcust_001….
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
-"""perf/soak: a bounded soak of the whole service, loopback only (perf/README.md).
+"""perf/soak: a bounded soak of the whole service, loopback only (perf/README.md, "Soak").
 
     perf/soak --duration 10m --rate 20     # the recorded soak (about 15 minutes)
     perf/soak --smoke                      # ~30 s of load, tiny seed (tests/perf runs it)
 
-Seeds an embedded PostgreSQL, starts the server as production runs it, then
-ONE k6 run: the mix of DSAR create + watch, erasures of fresh customers,
-provenance reads and flow starts over gRPC and REST at a fixed arrival rate
-(steady), a burst far beyond capacity, and the steady rate again (recovery).
-Meanwhile it samples the server's and PostgreSQL's process trees (RSS, open
-fds) and PostgreSQL's connections. After the load: the audit chain verifies,
-every DSAR request and flow run is terminal, every erasure left nothing.
-Prints one table and writes results.json + report.md under perf/results/.
+The stack of perf/run, ONE k6 run of the whole mix (steady, burst, recovery,
+harness/soak_plan.py) while the timeline samples the processes and PostgreSQL's
+connections, then the checks of what the load left behind (harness/verify.py).
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """The soak's scenarios: which operation, protocol, rate and time window each
 k6 constant-arrival-rate scenario gets (perf/k6/soak.js materialises them).
 
-Three phases, one after the other, in one k6 run:
-
-* steady   — the mix at the stated rate for the stated duration: what the
-             growth figures (memory, descriptors, connections) are read over;
-* burst    — far more than the machine serves, of the calls that hold a
-             database connection (reads, erasures, flow starts): does the
-             server refuse work it cannot take (RESOURCE_EXHAUSTED / 429,
-             fast) or queue it (latency climbing to the client's deadline)?
-* recovery — the mix at the steady rate again: does it come back?
-
+Three phases in one k6 run (perf/README.md, "Soak"): steady (the mix; growth is
+read over it), burst (far more than the machine serves, of the calls that hold
+a database connection: refused fast or queued?) and recovery (the mix again).
 Rates are per minute in k6 (timeUnit 1m) so that a share of a small rate
 keeps its precision (2.5/s = 150/min).
 """

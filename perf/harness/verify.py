@@ -1,16 +1,8 @@
-"""What a soak must leave behind, checked after the load stops:
-
-* the tenant's audit chain verifies (AuditService.VerifyChain, over gRPC, as
-  an operator would ask it);
-* every DSAR request created reached a terminal state (completed or failed;
-  the check waits for the queue to drain, bounded);
-* every flow run reached a terminal state;
-* every erased customer has no row left in any table erasure deletes from,
-  and every customer of the erasure pool that was not erased still has all
-  of its seeded rows (an erasure is whole or nothing, never partial).
-
-Reads go through `Database.transaction(tenant)`, like the server's, so they
-see the tenant's rows whatever row-level security allows.
+"""What a soak must leave behind, checked after the load stops: the audit chain
+verifies (VerifyChain over gRPC), every DSAR request and flow run is terminal
+(waiting, bounded, for the queues to drain), every erased customer has no row
+left and every other pool customer all of its seeded rows (never a partial
+erasure). Reads go through `Database.transaction(tenant)`, like the server's.
 """
 
 from __future__ import annotations

@@ -1,21 +1,11 @@
-"""What metrics and tracing cost (was perf/metrics_cost_bench.py).
+"""What metrics and tracing cost (was perf/metrics_cost_bench.py; perf/README.md).
 
-Three more servers (one process each) on the run's database, side by side:
-
-- off:     no metrics port, no tracing (no per-call hooks installed);
-- metrics: KAIREON_METRICS_PORT set, scraped every SCRAPE_SECONDS by this harness;
-- both:    metrics as above plus tracing, OTLP/HTTP to a sink here that answers 200
-           (every span is built, batched and exported).
-
-Each is driven over gRPC by a closed loop of CONCURRENCY calls: provenance
-(`GetDecisionProvenance` of the read customers' decisions) and erasure
-(`EraseCustomer` of customers that have no rows: the call still locks, checks
-holds, counts, writes its audit row and signs a receipt). Short bursts
-alternate between the three (off, metrics, both, off, ...) for ROUNDS cycles,
-so drift in a shared machine's load hits them alike; calls/s and the server
-process's CPU time per call are summed per configuration. Rows
-`metrics.<call>.<config>`; the note gives the cost against `off`, and the goal:
-metrics cost < 5% of throughput.
+Three more servers (one process each) on the run's database: off, metrics
+(scraped every SCRAPE_SECONDS by this harness) and both (metrics plus tracing,
+exported to an OTLP sink here that answers 200). Each is driven by a closed loop
+of CONCURRENCY provenance reads or erasures of absent customers, in short bursts
+that alternate between them for ROUNDS cycles, so a shared machine's drift hits
+them alike. Goal: metrics cost < 5% of throughput.
 """
 
 from __future__ import annotations

@@ -1,23 +1,14 @@
 """The flow runner in-process, per checkpoint store: time and CPU per no-op node.
 
-Shapes: a chain of N nodes (each on the previous: no concurrency) and a fan-out
-(one root, N-1 independent leaves, the default concurrency of 8). Every node is
-`bench.noop`, so the time is the runner's own work: scheduling, cache key, hooks,
-output digest and the checkpoint write. Stores (one row each, median of the rounds):
-
-- floor: no runner, the checkpoint statement the runner sends per node, N times back
-  to back on one connection: the least the PostgreSQL store can cost per node (the
-  other rows' "p50 x" column is their ratio to it);
-- memory: InMemoryCheckpointStore;
-- postgres: PostgresCheckpointStore(db), one statement per checkpoint;
-- postgres+recorder: the service path: checkpoints over the run's own connection plus
-  the run recorder's node status and events (flow_run_node / flow_run_event);
-- postgres sync: synchronous=True, every checkpoint waits for the WAL flush;
-- postgres (retry): the same run again, every node skipped from its checkpoint.
-
-p50 is wall ms per node; the note gives CPU ms per node of this process and of the
-embedded PostgreSQL (on a shared machine the CPU moves much less than the wall time).
-Goal: <= 2 ms per node with the PostgreSQL store.
+Shapes: a chain of N nodes (no concurrency) and a fan-out (one root, N-1 leaves,
+the default concurrency of 8); every node is `bench.noop`, so the time is the
+runner's own work. The stores (perf/README.md, step 7): a floor (the checkpoint
+statement alone, back to back: the other rows' "p50 x" is their ratio to it),
+in memory, PostgreSQL, PostgreSQL + the run recorder (the service's path),
+synchronous commit, and a retry (every node skipped from its checkpoint); then
+DBOS Transact beside them (harness/dbos_peer.py). p50 is wall ms per node, the
+note CPU ms per node of this process and of PostgreSQL (the CPU moves much less
+than the wall time on a shared machine). Goal: <= 2 ms per node.
 """
 
 from __future__ import annotations

@@ -1,26 +1,11 @@
-"""Each RPC's latency at two tenant sizes (was perf/scale_bench.py; opt-in).
+"""Each RPC's latency at two tenant sizes (was perf/scale_bench.py; opt-in; perf/README.md).
 
-    perf/run --only scale                                  # 10,000 vs 100,000 rows
-    perf/run --only scale --scale-sizes 100000,1000000 --scale-contention
-
-For each size N a fresh tenant is seeded on the run's database: the demo seed
-(3 customers, their decisions and audit rows), then with `generate_series`, as
-the owner and without triggers, N DSAR requests (1% failed; the newest 50
-completed ones with a small stored export, attached inline by the polling
-call), N flow runs (1% failed), N interaction rows and N decision traces over
-N/100 other customers; and N hash-chained audit rows through the server's
-writer (a fifth `gdpr_erasure`, one in a hundred export accesses). The rows
-are then integrated into the transparency log and the chain and the log
-verified in full (timed: proportional to the log by design), then VACUUM
-ANALYZE.
-
-Each RPC is called 25 times per size (3 at --smoke) after 3 warm-up calls, the
-two sizes taking turns, and the median is kept: a row per RPC and size, the
-large one's "p50 x" being the growth factor (about 1 for an O(log n) call,
-about 10 for O(n)). The incremental verifications get 100 new rows before each
-call. --scale-contention adds the p50/p99 of other calls, from this process
-(the server is another), idle, during a full StreamVerifyLog of the large
-tenant, and idle again.
+For each size N a fresh tenant is seeded on the run's database (the demo seed,
+then N rows per table by `generate_series` and N chained audit rows through the
+server's writer), integrated into the log and verified in full (timed: these
+grow with the log by design), then VACUUM ANALYZE. Each RPC is then called at
+both sizes in turn and its median kept: the large row's "p50 x" is the growth.
+--scale-contention adds other calls' latency during a full StreamVerifyLog.
 """
 
 from __future__ import annotations

@@ -1,17 +1,12 @@
-"""The same offered load against 1 and then 3 replicas behind nginx (issue #19).
+"""The same offered load against 1 and then 3 replicas behind nginx (issue #19; opt-in,
+root and nginx: perf/README.md).
 
 The multi-host lab (tests/support/netns.py): PostgreSQL, each replica (one
-server process, KAIREON_WORKERS=1) and nginx in network namespaces of their own
-on a bridge; k6 (harness/lab_load.py's mix: provenance reads and erasures over gRPC and
-REST side by side) runs in the root namespace and reaches only nginx. First one
-replica behind nginx, then two more started and nginx reloaded with all three,
-then the first alone again (a drift check); each phase erases its own slice of
-the erasure pool.
-
-Opt-in (`perf/run --only scaleout`): it needs root (namespaces, nft) and nginx.
-On a machine with fewer cores than replicas the 3:1 ratio measures what a
-balancer and more processes cost on the same cores, not scaling: every phase
-shares the same CPUs with PostgreSQL, nginx and k6.
+process) and nginx in network namespaces of their own; k6 (harness/lab_load.py's
+mix) reaches only nginx. One replica, then three, then the first alone again
+(drift); each phase erases its own slice of the erasure pool. With fewer cores
+than replicas the 3:1 ratio measures the balancer's and the extra processes'
+cost, not scaling.
 """
 
 from __future__ import annotations
