@@ -196,7 +196,10 @@ class Context(Harness):
         """h2load, closed loop: a warm-up run (connections, pools, caches) of its own so
         that every request of the measured run is one the server left a trace of.
         `connections`: that many, one request in flight on each (long streams),
-        instead of the profile's requests in flight."""
+        instead of the profile's requests in flight. Nothing for a row already
+        not measured (not served)."""
+        if not row.measured:
+            return None
         if self.h2load is None:
             row.status = "skipped: no h2load"
             return None

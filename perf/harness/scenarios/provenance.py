@@ -39,26 +39,29 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-async def _emitted(ctx: Context) -> int:
+async def _owner_value(ctx: Context, sql: str, *args: str) -> int:
     async with ctx.db.owner_connection() as con:
-        count: int = await con.fetchval(
-            "SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action = $2",
-            ctx.tenant,
-            EMIT_ACTION,
-        )
-        return count
+        return int(await con.fetchval(sql, ctx.tenant, *args) or 0)
 
 
-def _audit_checked(ctx: Context, work: Callable[[], Row], *, per_request: int) -> Callable[[], Row]:
+EMITTED = "SELECT count(*) FROM audit_log WHERE tenant_id = $1 AND action = $2"
+BUNDLE_SIZE = "SELECT avg(length(body))::int FROM provenance_bundle_store WHERE tenant_id = $1"
+
+
+def _audit_checked(
+    ctx: Context, work: Callable[[], Row] | None, *, per_request: int
+) -> Callable[[], Row] | None:
     """`work` (an h2load run) with its gRPC errors counted from the audit: h2load
     sees HTTP 200 for a gRPC error too, but every emission served appends one
     audit row first, so a request (per_request emissions) whose rows are missing
-    failed."""
+    failed. A stream cut off by the window adds rows: more appended is no error."""
+    if work is None:
+        return None
 
     def checked() -> Row:
-        before = ctx.on_loop(_emitted(ctx))
+        before = ctx.on_loop(_owner_value(ctx, EMITTED, EMIT_ACTION))
         result = work()
-        appended = ctx.on_loop(_emitted(ctx)) - before
+        appended = ctx.on_loop(_owner_value(ctx, EMITTED, EMIT_ACTION)) - before
         sent = result.extra.get("requests", 0) + result.extra.get("warmup_requests", 0)
         missing = max(0, sent * per_request - appended) // per_request
         result.errors = (result.errors or 0) + missing
@@ -70,20 +73,20 @@ def _audit_checked(ctx: Context, work: Callable[[], Row], *, per_request: int) -
     return checked
 
 
+def _identity(ctx: Context) -> dict[str, str]:
+    return {"x-tenant-id": ctx.tenant, "x-user-role": "admin"}
+
+
 async def _grpc_h2load(ctx: Context) -> Row:
     row = Row("provenance.grpc.h2load", "provenance read, gRPC", "h2load", baseline="echo.h2load")
-    request = provenance_pb2.GetDecisionProvenanceRequest(decision_id="dec_00001_1")
-    meta = {"x-tenant-id": ctx.tenant, "x-user-role": "admin"}
-    if ctx.check_served(row, "provenance").status != "ok":
-        return row
-    work = ctx.h2_grpc(row, ctx.grpc_port, METHOD, request.SerializeToString(), meta)
-    if work is None:
-        return row  # skipped: no h2load
+    message = provenance_pb2.GetDecisionProvenanceRequest(decision_id="dec_00001_1")
+    ctx.check_served(row, "provenance")
+    work = ctx.h2_grpc(row, ctx.grpc_port, METHOD, message.SerializeToString(), _identity(ctx))
     out = ctx.dir / "profile-provenance.txt"
-    server = ctx.server
 
     def profiled() -> Row:
-        p = ctx.profile
+        assert work is not None
+        p, server = ctx.profile, ctx.server
         spy = None
         if ctx.args.profile and server is not None:
             spy = profile.start(server.pid, p.h2_warmup + p.h2_seconds, out)
@@ -92,8 +95,9 @@ async def _grpc_h2load(ctx: Context) -> Row:
             spy.wait(timeout=60)
         return result
 
-    checked = _audit_checked(ctx, profiled, per_request=1)
-    row = await ctx.measure(row, "server", checked)
+    row = await ctx.measure(
+        row, "server", _audit_checked(ctx, profiled if work else None, per_request=1)
+    )
     cpu = cpu_per_request(row)
     head = f"server CPU per bundle {cpu:.3f} ms, split by the shares below" if cpu else ""
     ctx.profiled("provenance gRPC (h2load)", out, PARTS, head)
@@ -121,15 +125,16 @@ async def _bulk(ctx: Context) -> list[Row]:
     # One decision of each of the first (up to) 1,000 seeded customers.
     decisions = [f"dec_{c:05d}_1" for c in range(1, min(1000, ctx.profile.customers) + 1)]
     rows = []
-    for key, scenario in (
-        ("provenance.stream.first", f"provenance stream, {len(decisions):,} first emissions"),
-        ("provenance.stream.kept", f"provenance stream, {len(decisions):,} kept bundles"),
-    ):
-        row = Row(key, scenario, "python grpc.aio", offered="1 stream", unit="bundles/s")
-        if ctx.check_served(row, "provenance").status != "ok":
-            rows.append(row)
-            continue
-        if key.endswith("kept"):  # the second emission keeps each bundle
+    for key, what in (("first", "first emissions"), ("kept", "kept bundles")):
+        row = Row(
+            f"provenance.stream.{key}",
+            f"provenance stream, {len(decisions):,} {what}",
+            "python grpc.aio",
+            offered="1 stream",
+            unit="bundles/s",
+        )
+        if ctx.check_served(row, "provenance").measured and key == "kept":
+            # The second emission keeps each bundle.
             await _stream_once(ctx.grpc_target, ctx.tenant, decisions)
 
         def work(row: Row = row) -> Row:
@@ -145,21 +150,12 @@ async def _bulk(ctx: Context) -> list[Row]:
     return rows
 
 
-async def _bundle_size(ctx: Context) -> int:
-    async with ctx.db.owner_connection() as con:
-        size = await con.fetchval(
-            "SELECT avg(length(body))::int FROM provenance_bundle_store WHERE tenant_id = $1",
-            ctx.tenant,
-        )
-    return int(size or 0)
-
-
 async def _bulk_h2load(ctx: Context, decisions: list[str]) -> list[Row]:
     """The kept stream from h2load (a C client: one Python client decoding 12 KB
     messages is itself a limit), two streams per worker at once, and the bare
     grpc.aio stream of the same number of messages of a bundle's size."""
     streams = 2 * ctx.workers
-    size = await _bundle_size(ctx)
+    size = await _owner_value(ctx, BUNDLE_SIZE)
     ceiling = Row(
         "echo.stream.h2load",
         f"server stream: bare grpc.aio, {STREAM_COPIES:,} x {size:,} B (framework ceiling)",
@@ -176,15 +172,10 @@ async def _bulk_h2load(ctx: Context, decisions: list[str]) -> list[Row]:
         unit="bundles/s",
         baseline="echo.stream.h2load",
     )
-    request = provenance_pb2.StreamDecisionProvenanceRequest(decision_ids=decisions)
-    meta = {"x-tenant-id": ctx.tenant, "x-user-role": "admin"}
+    message = provenance_pb2.StreamDecisionProvenanceRequest(decision_ids=decisions)
     work = ctx.h2_grpc(
-        row, ctx.grpc_port, STREAM_METHOD, request.SerializeToString(), meta, connections=streams
+        row, ctx.grpc_port, STREAM_METHOD, message.SerializeToString(), _identity(ctx), streams
     )
-    if work is None:
-        return [ceiling, row]
-
-    # A stream cut off by the window adds rows: more appended than counted is no error.
     checked = _audit_checked(ctx, work, per_request=len(decisions))
     return [ceiling, _per_message(await ctx.measure(row, "server", checked), len(decisions))]
 
@@ -198,18 +189,15 @@ def _per_message(row: Row, per_stream: int) -> Row:
 
 
 async def run(ctx: Context) -> list[Row]:
-    rows = [await _grpc_h2load(ctx)]
     rest = Row(
         "provenance.rest.h2load",
         "provenance read, REST",
         "h2load",
         baseline="provenance.grpc.h2load",
     )
-    headers = {"X-Tenant-Id": ctx.tenant, "X-User-Role": "admin"}
-    if ctx.check_served(rest, "provenance", rest=True).status == "ok":
-        url = f"{ctx.base_url}/api/v1/decisions/dec_00001_1/provenance"
-        rest = await ctx.measure(rest, "server", ctx.h2(rest, url, headers, http1=True))
-    rows.append(rest)
+    url = f"{ctx.base_url}/api/v1/decisions/dec_00001_1/provenance"
+    work = ctx.h2(ctx.check_served(rest, "provenance", rest=True), url, _identity(ctx), http1=True)
+    rows = [await _grpc_h2load(ctx), await ctx.measure(rest, "server", work)]
     k6_rows = await ctx.both_protocols("provenance", "provenance read", "provenance.js")
     return rows + k6_rows + [await _rest_sustained(ctx, k6_rows[-1])] + await _bulk(ctx)
 
