@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import wrappers_pb2
+from grpc_health.v1 import health, health_pb2_grpc
 
 SERVICE = "kaireon.perf.v1.Echo"
 # Messages per Stream call: as many as StreamDecisionProvenance's longest list.
@@ -58,25 +59,19 @@ async def serve(port: int, dsn: str | None, tenant: str, pool_max: int) -> None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such decision")
         return wrappers_pb2.BytesValue(value=row.encode())
 
+    def handler(kind: Any, method: Any, request: Any) -> grpc.RpcMethodHandler:
+        serialize = wrappers_pb2.BytesValue.SerializeToString
+        return kind(method, request_deserializer=request.FromString, response_serializer=serialize)
+
     handlers = {
-        "Echo": grpc.unary_unary_rpc_method_handler(
-            echo,
-            request_deserializer=wrappers_pb2.BytesValue.FromString,
-            response_serializer=wrappers_pb2.BytesValue.SerializeToString,
-        ),
-        "Lookup": grpc.unary_unary_rpc_method_handler(
-            lookup,
-            request_deserializer=wrappers_pb2.StringValue.FromString,
-            response_serializer=wrappers_pb2.BytesValue.SerializeToString,
-        ),
-        "Stream": grpc.unary_stream_rpc_method_handler(
-            stream,
-            request_deserializer=wrappers_pb2.BytesValue.FromString,
-            response_serializer=wrappers_pb2.BytesValue.SerializeToString,
-        ),
+        "Echo": handler(grpc.unary_unary_rpc_method_handler, echo, wrappers_pb2.BytesValue),
+        "Lookup": handler(grpc.unary_unary_rpc_method_handler, lookup, wrappers_pb2.StringValue),
+        "Stream": handler(grpc.unary_stream_rpc_method_handler, stream, wrappers_pb2.BytesValue),
     }
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    # SERVING once started: what harness/stack.py waits for, as for the server.
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(f"echo serving on 127.0.0.1:{port} pid {os.getpid()}", flush=True)

@@ -28,7 +28,6 @@ from typing import Any
 
 import grpc
 import psutil
-from google.protobuf import wrappers_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness import seed
@@ -208,21 +207,7 @@ def start_echo(*, port: int, workers: int, dsn: str, tenant: str, workdir: Path)
     cmd += ["--workers", str(workers), "--dsn", dsn, "--tenant", tenant]
     cmd += ["--pool-max", os.environ.get("KAIREON_DB_POOL_MAX", "10")]
     echo = spawn("echo", cmd, workdir)
-
-    def answers() -> bool:
-        request = wrappers_pb2.BytesValue(value=b"ping")
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                call = channel.unary_unary(
-                    "/kaireon.perf.v1.Echo/Echo",
-                    request_serializer=wrappers_pb2.BytesValue.SerializeToString,
-                    response_deserializer=wrappers_pb2.BytesValue.FromString,
-                )
-                return bool(call(request, timeout=1.0).value == b"ping")
-        except grpc.RpcError:
-            return False
-
-    wait_until(answers, echo, 30.0, "echo server")
+    wait_until(lambda: health(port, timeout=1.0) == "SERVING", echo, 30.0, "echo server")
     return echo
 
 
