@@ -1,19 +1,12 @@
 """perf/run: seed, serve, measure the ceilings and the scenarios, print one table.
 
-    perf/run                      # level 1k: the default, a few minutes
-    perf/run --level 5k           # opt-in, longer and heavier
-    perf/run --smoke              # seconds per scenario at 20 RPS (the pytest uses it)
-    perf/run --only single,runner # some groups only (harness/scenarios)
-    perf/run --only scaleout      # 1 vs 3 replicas behind nginx (root; opt-in)
-    perf/run --only tlog,metrics  # the log under appends; metrics/tracing cost (opt-in)
-    perf/run --only scale         # each RPC at 10k vs 100k rows per tenant (opt-in)
-    perf/run --profile            # + py-spy of the server under provenance load
+    perf/run [--level smoke|1k|2k|5k|10k] [--only GROUPS] [--profile] ...
     perf/soak ...                 # = perf/run soak ...: the bounded soak (harness/soak.py)
 
 Exit status: 0 all ran and no judged target missed, 1 a scenario failed, 2 bad
 usage, 3 a target judged at full scale missed (a smoke run judges none:
-harness/targets.py). See perf/README.md for what every figure means. The
-orchestrator is harness/run.py, the scenarios harness/scenarios/*.py.
+harness/targets.py). See perf/README.md for the commands and what every figure
+means. The orchestrator is harness/run.py, the scenarios harness/scenarios/*.py.
 """
 
 from __future__ import annotations

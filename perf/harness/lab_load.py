@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness import k6, seed
 from harness.soak_plan import PROTOCOLS, Scenario
+from harness.soak_report import duration
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import connect_database
 from kaireon_testkit.server import bearer
@@ -112,12 +113,8 @@ class MixResult(k6.Reading):
         failed = ", ".join(f"{k} {v}" for k, v in self.outcomes.items()) or "none"
         return (
             f"{self.requests} calls, {self.errors} failed ({failed}), {self.dropped} dropped, "
-            f"{self.rps:.1f} ok/s, p50 {ms(self.p50)}, p99 {ms(self.p99)}"
+            f"{self.rps:.1f} ok/s, p50 {duration(self.p50)}, p99 {duration(self.p99)}"
         )
-
-
-def ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f} ms"
 
 
 def run_mix(

@@ -24,6 +24,7 @@ import asyncpg
 
 from harness import k6, seed, soak_plan, soak_report, verify
 from harness.procmon import Sample, Timeline
+from harness.report import columns_table
 from harness.soak_plan import SoakPlan
 from harness.stack import Harness, common_args, dev_tool, log
 
@@ -206,14 +207,16 @@ class Soak(Harness):
         totals = soak_report.phase_totals(op_rows)
         steady_calls, steady_errors = totals.get("steady", (0, 0))
         rate = steady_errors / steady_calls if steady_calls else 1.0
-        text = "\n".join(header) + "\n\n" + soak_report.ops_table(op_rows) + "\n\n"
+        text = "\n".join(header) + "\n\n" + columns_table(soak_report.OPS_COLUMNS, op_rows) + "\n\n"
         text += soak_report.phase_summary(totals)
         text += "\n\n" + soak_report.failures_table(failures, flips, self.plan)
         text += "\n\n### Resources\n\n" + soak_report.resources_table(resources)
         if sat is not None:
             text += "\n\n### Saturation (burst)\n\n" + f"verdict: {sat.verdict}\n\n"
             text += "\n".join(f"- {line}" for line in sat.lines)
-            text += "\n\n" + soak_report.burst_table(op_rows)
+            text += "\n\n" + columns_table(
+                soak_report.BURST_COLUMNS, [r for r in op_rows if r.phase == "burst"]
+            )
         text += "\n\n### After the load\n\n" + "\n".join(
             f"- {c.name}: {'ok' if c.ok else 'FAILED'} — {c.detail}" for c in checks
         )

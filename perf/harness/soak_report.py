@@ -139,14 +139,6 @@ BURST_COLUMNS: list[tuple[str, Callable[[OpRow], str]]] = [
 ]
 
 
-def ops_table(op_rows: list[OpRow]) -> str:
-    return columns_table(OPS_COLUMNS, op_rows)
-
-
-def burst_table(op_rows: list[OpRow]) -> str:
-    return columns_table(BURST_COLUMNS, [r for r in op_rows if r.phase == "burst"])
-
-
 @dataclass(frozen=True)
 class Failure:
     t: float  # seconds from the load's start
@@ -317,8 +309,7 @@ def _span(values: list[float | None]) -> str:
 
 
 def _worst(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return max(present) if present else None
+    return max((v for v in values if v is not None), default=None)
 
 
 @dataclass
