@@ -5,8 +5,8 @@ the leaf is `kaireon_client.tlog.leaf.AuditLeaf`). The `Integrator` (one task pe
 process, one integrator per tenant at a time through an advisory lock) reads the
 leaf hashes of the rows appended since the tree's size (made by their append,
 migration 0242; rebuilt from the row for older rows), stores them and every
-perfect subtree hash they complete, extends the persisted compact range (O(new rows)) and
-publishes a checkpoint, signed with KAIREON_LOG_KEY when one is configured.
+perfect subtree hash they complete, extends the persisted compact range
+(O(new rows)) and publishes a checkpoint, signed with KAIREON_LOG_KEY when one is configured.
 Before it signs, it checks that the persisted tree is the one it last signed
 (same size, same root, a valid signature of its own key): a database rewritten
 underneath makes it stop and log an alert instead of signing.

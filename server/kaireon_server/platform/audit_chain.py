@@ -139,10 +139,6 @@ class AuditRow:
             raise ValueError(f"keys both personal and not: {sorted(overlap)}")
 
 
-# Every row of the call in one statement (migrations 0231, 0242): the tenant's
-# chain head locked, the rows chained, their leaf hashes made, the rows inserted
-# and the head moved; the lock is held until the caller's COMMIT, one round trip
-# later.
 # The types of the arrays after the tenant, in _prepared_columns' order.
 _COLUMN_TYPES = (
     "uuid", "text", "text", "text", "text", "text", "text", "jsonb", "jsonb", "jsonb", "jsonb",
@@ -155,6 +151,10 @@ def _arrays(first: int) -> str:
     return ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(_COLUMN_TYPES))
 
 
+# Every row of the call in one statement (migrations 0231, 0242): the tenant's
+# chain head locked, the rows chained, their leaf hashes made, the rows inserted
+# and the head moved; the lock is held until the caller's COMMIT, one round trip
+# later.
 _APPEND = f"SELECT seq, prev_hash, integrity_hash FROM kaireon_audit_append($1, {_arrays(2)})"  # noqa: S608 - constant SQL
 # The same append as a statement of its own, which sets the tenant (migration
 # 0238): AuditBatcher's batch in one round trip.
