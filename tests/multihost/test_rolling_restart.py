@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import lab_load, seed
+from harness.soak_report import duration
 from tests.support.netns import Lab, LabPostgres, wait_serving
 
 pytestmark = pytest.mark.slow
@@ -88,6 +89,6 @@ async def test_rolling_restart_behind_nginx_fails_no_call(
     print(
         f"\nFIGURE rolling restart of 3 replicas behind nginx under k6 "
         f"({LOAD.describe()}): rollout {rollout:.1f} s; {result.describe()}; "
-        f"p99 reads {lab_load.ms(result.by_op['read']['p99'])}, "
-        f"erasures {lab_load.ms(result.by_op['erase']['p99'])}"
+        f"p99 reads {duration(result.by_op['read']['p99'])}, "
+        f"erasures {duration(result.by_op['erase']['p99'])}"
     )
