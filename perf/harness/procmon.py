@@ -1,5 +1,5 @@
-"""CPU and memory of process trees (psutil), sampled while something runs: windows
-over one scenario each (perf/run's rows), and a timeline over a whole soak.
+"""CPU and memory of process trees (psutil), sampled while something runs: a timeline
+over a whole soak, or over a perf/run whose rows each read a window of it.
 
 A group is a set of root pids plus all their descendants (the supervisor and
 its KAIREON_WORKERS children, PostgreSQL's postmaster and its backends). CPU
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -113,96 +112,7 @@ def cpu_used(
     return used
 
 
-# -- windows: one per perf/run row -----------------------------------------------------------
-
-
-@dataclass
-class GroupUsage:
-    cpu_percent: float  # of one core, over the window
-    peak_rss: int
-
-
-@dataclass
-class _Window:
-    started: float
-    # group -> pid -> CPU seconds at the window's start (0 for processes born in it),
-    # and at the last sample that saw the process (so one that ended still counts).
-    first: dict[str, dict[int, float]] = field(default_factory=dict)
-    last: dict[str, dict[int, float]] = field(default_factory=dict)
-    peak_rss: dict[str, int] = field(default_factory=dict)
-
-
-class ProcessMonitor:
-    """Samples every `interval` seconds in a thread; windows may overlap."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        self._groups: dict[str, Roots] = {}
-        self._interval = interval
-        self._windows: list[_Window] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add_group(self, name: str, roots: Roots) -> None:
-        with self._lock:
-            self._groups[name] = roots
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="procmon", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _sample(self) -> None:
-        with self._lock:
-            groups = dict(self._groups)
-        sample = {}
-        for name, roots in groups.items():
-            try:
-                root_pids = list(roots())
-            except Exception:
-                root_pids = []
-            sample[name] = sample_tree(root_pids, full=False)
-        with self._lock:
-            for window in self._windows:
-                for name, s in sample.items():
-                    first = window.first.setdefault(name, {})
-                    last = window.last.setdefault(name, {})
-                    for pid, (seconds, created) in s.cpu.items():
-                        # Born during the window: all its CPU belongs to it.
-                        first.setdefault(pid, 0.0 if created >= window.started else seconds)
-                        last[pid] = seconds
-                    window.peak_rss[name] = max(window.peak_rss.get(name, 0), s.rss)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self._interval)
-
-    def open_window(self) -> _Window:
-        window = _Window(started=time.time())
-        with self._lock:
-            self._windows.append(window)
-        self._sample()  # every process alive now: its CPU so far is not the window's
-        return window
-
-    def close_window(self, window: _Window) -> dict[str, GroupUsage]:
-        self._sample()
-        wall = time.time() - window.started
-        with self._lock:
-            self._windows.remove(window)
-        usage = {}
-        for name, last in window.last.items():
-            used = sum(max(0.0, s - window.first[name].get(pid, s)) for pid, s in last.items())
-            cpu = 100.0 * used / wall if wall > 0 else 0.0
-            usage[name] = GroupUsage(cpu, window.peak_rss.get(name, 0))
-        return usage
-
-
-# -- the timeline: a whole soak --------------------------------------------------------------
+# -- the timeline: sampled while perf/run or perf/soak runs ---------------------------------
 
 
 @dataclass
@@ -239,11 +149,14 @@ class Timeline:
     stopped: per process tree resident memory, CPU, open file descriptors and process
     count, plus gauges read by the caller (PostgreSQL connections). A soak reads
     growth from them: the mean of a window at the start of a phase against the mean
-    of a window at its end."""
+    of a window at its end. `full=False`: RSS and CPU only (fast enough for 0.2 s)."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, *, full: bool = True) -> None:
         self.interval = interval
+        self.full = full
         self.samples: list[Sample] = []
+        # One sample at a time: each group's CPU is counted from the sample before.
+        self._lock = asyncio.Lock()
         self._groups: dict[str, tuple[Roots, tuple[int, ...]]] = {}
         self._gauges: list[Gauges] = []
         self._task: asyncio.Task[None] | None = None
@@ -262,31 +175,38 @@ class Timeline:
         return time.monotonic() - self._started
 
     async def sample(self) -> Sample:
-        sample = Sample(self.now())
-        values = sample.values
-        # A copy: groups may be added from another thread (k6 once it runs).
-        for name, (roots, ports) in list(self._groups.items()):
-            wall = time.time()
-            s = await asyncio.to_thread(sample_tree, list(roots()), ports)
-            previous = self._cpu.get(name)
-            if previous is not None and wall > previous[0]:
-                used = cpu_used(previous[1], s.cpu, previous[0])
-                # % of one core since the previous sample (200% = both cores of 2).
-                values[f"{name}.cpu"] = 100.0 * used / (wall - previous[0])
-            self._cpu[name] = (wall, s.cpu)
-            values[f"{name}.rss"] = s.rss
+        async with self._lock:
+            sample = Sample(self.now())
+            # A copy: groups may be added from another thread (k6 once it runs).
+            for name, (roots, ports) in list(self._groups.items()):
+                await self._sample_group(sample.values, name, roots, ports)
+            for gauges in self._gauges:
+                with contextlib.suppress(Exception):
+                    sample.values.update(await gauges())
+            self.samples.append(sample)
+            return sample
+
+    async def _sample_group(
+        self, values: dict[str, float], name: str, roots: Roots, ports: tuple[int, ...]
+    ) -> None:
+        wall = time.time()
+        s = await asyncio.to_thread(sample_tree, list(roots()), ports, full=self.full)
+        previous = self._cpu.get(name)
+        if previous is not None and wall > previous[0]:
+            used = cpu_used(previous[1], s.cpu, previous[0])
+            values[f"{name}.cpu_s"] = used
+            # % of one core since the previous sample (200% = both cores of 2).
+            values[f"{name}.cpu"] = 100.0 * used / (wall - previous[0])
+        self._cpu[name] = (wall, s.cpu)
+        values[f"{name}.rss"], values[f"{name}.processes"] = s.rss, s.processes
+        if self.full:
             if s.pss:
                 values[f"{name}.pss"] = s.pss
-            values[f"{name}.fds"], values[f"{name}.processes"] = s.fds, s.processes
+            values[f"{name}.fds"] = s.fds
             if ports:
                 values[f"{name}.inbound"] = s.inbound
                 # What is left is the server's own: files, pipes, database sockets.
                 values[f"{name}.own_fds"] = s.fds - s.inbound
-        for gauges in self._gauges:
-            with contextlib.suppress(Exception):
-                values.update(await gauges())
-        self.samples.append(sample)
-        return sample
 
     async def _run(self, on_sample: Callable[[Sample], None] | None) -> None:
         while True:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness import h2load, k6, profile, report, seed, targets
-from harness.procmon import GroupUsage, ProcessMonitor
+from harness.procmon import Timeline
 from harness.report import Row
 from harness.stack import Harness, Managed, dev_tool, log, start_echo
 from harness.stats import percentiles
@@ -65,7 +65,8 @@ class Context(Harness):
         self.profile = replace(p, heavy_rows=args.heavy_rows) if args.heavy_rows else p
         self.rate = LEVEL_RPS[self.profile.level]
         self.echo_port = free_port()
-        self.monitor = ProcessMonitor()
+        # CPU and RSS of the process groups; each row reads the window it ran in.
+        self.timeline = Timeline(0.2, full=False)
         self.echo: Managed | None = None
         self.h2load: str | None = None
         self.profiles: dict[str, str] = {}
@@ -104,14 +105,14 @@ class Context(Harness):
             tenant=self.tenant,
             workdir=self.dir,
         )
-        self.monitor.add_group("server", self.server_roots)
-        self.monitor.add_group("echo", lambda: [echo.pid])
+        self.timeline.add_group("server", self.server_roots)
+        self.timeline.add_group("echo", lambda: [echo.pid])
         if self.embedded:
-            self.monitor.add_group("pg", self.pg_roots)
-        self.monitor.start()
+            self.timeline.add_group("pg", self.pg_roots)
+        self.timeline.start()
 
     async def teardown(self) -> None:
-        self.monitor.stop()
+        await self.timeline.stop()
         if self.echo is not None:
             await asyncio.to_thread(self.echo.stop)
         await self.stop()
@@ -138,13 +139,13 @@ class Context(Harness):
         if work is None or row.status != "ok":
             return row
         log(f"{row.scenario} [{row.generator}] {row.offered}")
-        window = self.monitor.open_window()
+        # Every process alive now: its CPU so far is not the window's.
+        opened = await self.timeline.sample()
+        first = len(self.timeline.samples) - 1
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.monotonic()
         try:
             result = await asyncio.to_thread(work)
         except Exception as exc:
-            self.monitor.close_window(window)
             # A gRPC error's details say what went wrong; its repr is a page.
             details = getattr(exc, "details", None)
             text = (details() if callable(details) else None) or str(exc).strip()
@@ -152,14 +153,21 @@ class Context(Harness):
             log(f"  {row.status}")
             (self.dir / f"{row.key}.error.txt").write_text(str(exc))
             return row
-        wall = time.monotonic() - started
+        wall = (await self.timeline.sample()).t - opened.t
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        usage: dict[str, GroupUsage] = self.monitor.close_window(window)
-        if (target := usage.get(group)) is not None:
-            row.server_cpu, row.server_rss = target.cpu_percent, target.peak_rss
-        if pg in usage:
-            row.pg_cpu = usage[pg].cpu_percent
-        row.extra.update({f"{g}_cpu": usage[g].cpu_percent for g in also if g in usage})
+        window = self.timeline.samples[first:]
+
+        def cpu(group: str) -> float | None:
+            """% of one core the group used after the opening sample (None: not sampled)."""
+            if f"{group}.rss" not in window[-1].values or wall <= 0:
+                return None
+            return 100.0 * sum(s.values.get(f"{group}.cpu_s", 0.0) for s in window[1:]) / wall
+
+        if (server_cpu := cpu(group)) is not None:
+            row.server_cpu = server_cpu
+            row.server_rss = int(max(s.values.get(f"{group}.rss", 0) for s in window))
+        row.pg_cpu = cpu(pg)
+        row.extra.update({f"{g}_cpu": c for g in also if (c := cpu(g)) is not None})
         if row.gen_cpu is None:
             used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             row.gen_cpu = 100.0 * used / wall if wall > 0 else None

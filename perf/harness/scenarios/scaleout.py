@@ -148,12 +148,12 @@ async def _measure(
 ) -> None:
     row = step.row
     row.offered = step.load.describe()
-    ctx.monitor.add_group(
+    ctx.timeline.add_group(
         "lab-replicas",
         lambda: [r.proc.pid for r in replicas if r.proc and r.proc.poll() is None],
     )
-    ctx.monitor.add_group("nginx", lambda: [lb.proc.pid] if lb.proc else [])
-    ctx.monitor.add_group("lab-pg", lambda: pg_roots)
+    ctx.timeline.add_group("nginx", lambda: [lb.proc.pid] if lb.proc else [])
+    ctx.timeline.add_group("lab-pg", lambda: pg_roots)
     upstreams_before = lb.upstreams_used()
 
     def work() -> None:
