@@ -14,12 +14,14 @@ dump offline with `verify_rows` after `normalise_event`.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kaireon_client.canonical import canonical_json, format_timestamp, parse_timestamp, sha256_hex
+
+# One construction for every salted digest: the chain's, and the leaf's it commits to.
+from kaireon_client.tlog.leaf import personal_digest
 
 __all__ = [
     "GENESIS_HASH",
@@ -34,10 +36,6 @@ __all__ = [
 ]
 
 GENESIS_HASH = ""
-
-
-def personal_digest(salt: str, value: Any) -> str:
-    return hashlib.sha256(salt.encode() + canonical_json(value)).hexdigest()
 
 
 def row_content(row: Mapping[str, Any]) -> dict[str, Any]:
