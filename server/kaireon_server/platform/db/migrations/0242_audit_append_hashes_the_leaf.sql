@@ -36,10 +36,13 @@ ALTER TABLE audit_log ADD COLUMN leaf_hash bytea
     CONSTRAINT audit_log_leaf_hash_size CHECK (length(leaf_hash) = 32);
 
 -- A row about a subject carries the subject's digest from its writer (the
--- trigger no longer makes it). NOT VALID: the rows already here got theirs
--- from the trigger; every new one is checked.
+-- trigger no longer makes it), and a digest is 64 lowercase hex digits (the
+-- append writes it into the leaf's bytes). NOT VALID: the rows already here
+-- got theirs from the trigger; every new one is checked.
 ALTER TABLE audit_log ADD CONSTRAINT audit_log_subject_digest_given
     CHECK (subject_id IS NULL OR subject_id_digest IS NOT NULL) NOT VALID;
+ALTER TABLE audit_log ADD CONSTRAINT audit_log_subject_digest_hex
+    CHECK (subject_id_digest ~ '^[0-9a-f]{64}$') NOT VALID;
 
 -- The trigger keeps what it kept on UPDATE (the digest never changes,
 -- redaction drops the salt), and now the leaf hash too; INSERT no longer fires it.
@@ -120,9 +123,19 @@ BEGIN
         v_hash := encode(sha256(p_heads[i] || convert_to(v_hash || '","seq":', 'UTF8')
                                 || v_text || p_tails[i]), 'hex');
         hashes := hashes || v_hash;
-        -- The head without its last 13 bytes, ',"prevHash":"'.
+        -- A head ends with ',"prevHash":"' (13 bytes) and its cut is where
+        -- ',"personalDigests":{' begins; anything else is no head this function
+        -- understands, and fails the whole append.
         v_head := p_heads[i];
         v_cut := p_leaf_cuts[i];
+        IF v_cut IS NULL OR v_cut < 1 OR v_cut > octet_length(v_head) - 13
+           OR substring(v_head FROM v_cut + 1 FOR 20)
+              <> convert_to(',"personalDigests":{', 'UTF8')
+           OR substring(v_head FROM octet_length(v_head) - 12)
+              <> convert_to(',"prevHash":"', 'UTF8') THEN
+            RAISE EXCEPTION 'audit append: row % has no leaf cut inside its head', i
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
         leaves := leaves || sha256('\x00'::bytea || substring(v_head FROM 1 FOR v_cut)
             || convert_to(',"leafVersion":1', 'UTF8')
             || substring(v_head FROM v_cut + 1 FOR octet_length(v_head) - v_cut - 13)
