@@ -427,9 +427,9 @@ async def test_a_row_that_cannot_be_chained_fails_the_commit_and_keeps_nothing(
             await append_audit_at_commit(con, tenant, _row(5))
             await con.execute(
                 "INSERT INTO audit_pending (tenant_id, id, action, entity_type, entity_id, "
-                "actor, changes, personal_digests, created_at, head, tail) "
+                "actor, changes, personal_digests, created_at, head, tail, leaf_cut) "
                 "SELECT tenant_id, id, action, entity_type, entity_id, actor, changes, "
-                "personal_digests, created_at, head, tail FROM audit_pending"
+                "personal_digests, created_at, head, tail, leaf_cut FROM audit_pending"
             )
             await append_audit_at_commit(con, tenant, _row(6))
     assert await _pending(db, tenant) == 0
