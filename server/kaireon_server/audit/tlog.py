@@ -353,13 +353,19 @@ class Integrator:
             after = tenants[-1]
 
     async def integrate(self, tenant_id: str) -> int:
-        """Integrate every pending row of the tenant; return the rows integrated."""
+        """Integrate the tenant's rows pending when called; return the rows integrated.
+
+        A batch short of BATCH_ROWS read every row there was: rows appended since
+        wait for the next round (their NOTIFY wakes it). Chasing them at once
+        signed a checkpoint of a few rows every few milliseconds under a steady
+        load, ten round trips and a signature each, instead of one per WAKE_DELAY.
+        """
         total = 0
         while True:
             n = await self._integrate_batch(tenant_id)
-            if n <= 0:
+            total += max(n, 0)
+            if n < BATCH_ROWS:
                 return total
-            total += n
 
     def _verifier(self, tenant_id: str) -> Ed25519Verifier | None:
         if self.settings.log_key is None:
