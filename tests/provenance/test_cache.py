@@ -8,8 +8,9 @@ import pytest
 
 from kaireon.erasure.v1 import erasure_pb2, erasure_pb2_grpc
 from kaireon_server.platform.build_identity import BuildEnv
+from kaireon_server.platform.lru import Lru
 from kaireon_server.provenance.bundle import encode_rows
-from kaireon_server.provenance.cache import BundleCache, Lru
+from kaireon_server.provenance.cache import BundleCache
 from kaireon_server.provenance.emit import read_rows
 from tests.provenance.conftest import AFTER_CHANGE, BEFORE_CHANGE, fetch, running_app
 from tests.provenance.reference import reference_body, reference_sources
