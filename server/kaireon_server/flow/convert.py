@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
 
 from kaireon.flow.v1 import flow_pb2
-from kaireon_server.flow.definition import FlowDefinition, definition_from_json
+from kaireon_server.flow.definition import (
+    FlowDefinition,
+    definition_from_json,
+    definition_to_json,
+)
 from kaireon_server.flow.hooks import NodeState, RunState
 from kaireon_server.flow.outputs import NodeOutput
 from kaireon_server.flow.repository import NodeView, RunView
 from kaireon_server.flow.watch import WatchItem
 from kaireon_server.platform.errors import InvalidArgument
+from kaireon_server.platform.lru import Lru
 
 _RUN_STATES = {
     RunState.PENDING: flow_pb2.RUN_STATE_PENDING,
@@ -51,6 +57,46 @@ def definition_from_proto(
         # should one get here anyway it is bad input, never INTERNAL.
         raise InvalidArgument.field(path, "holds a number with no JSON form") from None
     return definition_from_json(document, path=path)
+
+
+# Wire bytes of the definitions kept converted (weighed by those bytes; a
+# converted definition holds a few times as much).
+DEFINITION_CACHE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConvertedDefinition:
+    definition: FlowDefinition
+    # The definition as a reply shows it: run_to_proto's of the stored form.
+    stored: flow_pb2.FlowDefinition
+
+
+class RequestDefinitions:
+    """The definitions of recent requests, converted, by their wire bytes.
+
+    A service starting the same flow again and again then converts it once, and
+    gets the same frozen FlowDefinition back: its digest is computed once and
+    the run manager's plan for it is found by that digest. Equal bytes are an
+    equal message, hence an equal definition; a definition that does not
+    convert is refused every time, never kept."""
+
+    def __init__(self, max_bytes: int = DEFINITION_CACHE_BYTES) -> None:
+        self._lru: Lru[bytes, ConvertedDefinition] = Lru(
+            max_bytes, lambda key, _value: len(key) + 1024
+        )
+
+    def get(
+        self, message: flow_pb2.FlowDefinition, path: str = "definition"
+    ) -> ConvertedDefinition:
+        key = message.SerializeToString(deterministic=True)
+        found = self._lru.get(key)
+        if found is None:
+            definition = definition_from_proto(message, path)
+            stored = _definition(definition_to_json(definition))
+            assert stored is not None  # a valid definition has nodes
+            found = ConvertedDefinition(definition, stored)
+            self._lru.put(key, found)
+        return found
 
 
 def run_state_from_proto(value: int) -> RunState | None:

@@ -61,9 +61,14 @@ class FlowDefinition:
     on_failure: FailureMode = FailureMode.FINISH_RUNNING
 
     @cached_property
+    def canonical(self) -> bytes:
+        """The canonical JSON form (RFC 8785; computed once, definitions are frozen)."""
+        return canonical_json(definition_to_json(self))
+
+    @cached_property
     def digest(self) -> str:
-        """sha256 of the canonical JSON form (RFC 8785; computed once, definitions are frozen)."""
-        return sha256_hex(canonical_json(definition_to_json(self)))
+        """sha256 of the canonical JSON form."""
+        return sha256_hex(self.canonical)
 
 
 def _retry_to_json(policy: RetryPolicy) -> dict[str, Any]:

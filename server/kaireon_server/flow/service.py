@@ -37,14 +37,15 @@ class FlowRunnerServicer(flow_pb2_grpc.FlowRunnerServiceServicer):
     def __init__(self, manager: RunManager, notifier: FlowNotifier) -> None:
         self._manager = manager
         self._notifier = notifier
+        self._definitions = convert.RequestDefinitions()
 
     async def StartRun(
         self, request: flow_pb2.StartRunRequest, context: Context
     ) -> flow_pb2.StartRunResponse:
         identity = current_identity()
-        definition = convert.definition_from_proto(request.definition)
-        view = await self._manager.start_run(identity, definition, request.run_id)
-        return flow_pb2.StartRunResponse(run=convert.run_to_proto(view))
+        converted = self._definitions.get(request.definition)
+        view = await self._manager.start_run(identity, converted.definition, request.run_id)
+        return flow_pb2.StartRunResponse(run=convert.run_to_proto(view, converted.stored))
 
     async def RetryRun(
         self, request: flow_pb2.RetryRunRequest, context: Context
@@ -52,7 +53,7 @@ class FlowRunnerServicer(flow_pb2_grpc.FlowRunnerServiceServicer):
         identity = current_identity()
         run_id = _required_run_id(request.run_id)
         definition = (
-            convert.definition_from_proto(request.definition)
+            self._definitions.get(request.definition).definition
             if request.HasField("definition")
             else None
         )
