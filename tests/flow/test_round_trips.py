@@ -12,10 +12,12 @@ flush and the end one statement each on the pool (migration 0220): 11 (lock 1
 node 2 + flush 1 + end 1 + the lock's release 1). Now the run, its nodes and
 its audit row are one statement (audit_chain.PendingAudit), a new run reads no
 checkpoints (its insert deleted any left under its id), and the recorder's
-last events go with the run's end (migration 0236):
+last events go with the run's end (migration 0236), and the statement ending
+the run, sent on the lock's connection, releases the lock and clears the
+session's tenant, so the connection goes back without its reset:
 
-    lock 1 + run 1 + one checkpoint per node 2 + end with the events 1
-    + the lock's release 1 = 6
+    lock 1 + run 1 + one checkpoint per node 2 + end with the events and the
+    lock's release 1 = 5
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from kaireon_server.platform.db import Database
 from kaireon_server.platform.db.listener import Listener
 from tests.support.tcp_proxy import TcpProxy
 
-RUN_ROUND_TRIPS = 6
+RUN_ROUND_TRIPS = 5
 CHAIN = {
     "name": "two-no-op",
     "nodes": [
@@ -54,7 +56,7 @@ CHAIN = {
 }
 
 
-async def test_a_two_node_run_costs_six_round_trips(
+async def test_a_two_node_run_costs_five_round_trips(
     counted_pool: tuple[Database, TcpProxy],
     database_url: str,
     tenant: str,

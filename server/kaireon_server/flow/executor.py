@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ class Executors:
         )
         runner = FlowRunner(store, hooks=[recorder, *self.hooks], services=self.services)
         watchdog = asyncio.create_task(self._watchdog(attempt))
+        released = False
         try:
             result = await runner.run(
                 attempt.plan,
@@ -105,7 +107,7 @@ class Executors:
                 checkpoints={} if attempt.number == 1 else None,
             )
             await recorder.close()
-            await self._finalize(result, recorder, token.reason)
+            released = await self._finalize(result, recorder, token.reason, attempt.lock)
         except Exception as exc:
             log.error(
                 "flow run crashed", extra={"run_id": run_id, "error_type": type(exc).__name__}
@@ -125,7 +127,7 @@ class Executors:
             try:
                 await cancel_and_wait(watchdog)
             finally:  # the lock goes back even if this task is cancelled meanwhile
-                await attempt.lock.release()
+                await attempt.lock.release(released=released)
                 self.active.pop((tenant, run_id), None)
 
     async def _watchdog(self, attempt: Attempt) -> None:
@@ -150,10 +152,13 @@ class Executors:
             if flag:
                 token.cancel(CANCELLED_BY_REQUEST)
 
-    async def _finalize(self, result: RunResult, recorder: RunRecorder, reason: str) -> None:
+    async def _finalize(
+        self, result: RunResult, recorder: RunRecorder, reason: str, lock: RunLock
+    ) -> bool:
         """Write the run's end with what the recorder left: its tail (events queued
         when it stopped) and the nodes whose final status no flush wrote (never
-        started, interrupted, or a flush that failed)."""
+        started, interrupted, or a flush that failed). True when the statement
+        ending the run released its lock too."""
         state = RunState.FAILED if reason in (SHUTDOWN, LOCK_LOST) else result.state
         tenant, run_id, number = result.tenant_id, result.run_id, result.run_attempt
         seq = recorder.next_seq
@@ -162,21 +167,28 @@ class Executors:
             try:
                 if not recorder.unwritten(result.nodes.values(), with_tail=True):
                     # Every node's final status is in a flush or in the tail (the
-                    # usual end): the tail and the end, one statement.
+                    # usual end): the tail, the end and (on the lock's connection,
+                    # first try) the lock's release, one statement. Retries go
+                    # through the pool: the lock's connection may be what failed.
+                    end = functools.partial(
+                        repository.finish_run_alone,
+                        tenant_id=tenant,
+                        run_id=run_id,
+                        attempt=number,
+                        state=state,
+                        error=result.error,
+                        ended_at=result.ended_at,
+                        seq=seq,
+                        events=recorder.tail_events(),
+                        notification=notification,
+                    )
+                    if retry == 0:
+                        async with lock.shared.mutex:
+                            await end(lock.con, release_lock=True, timeout=self.db.command_timeout)
+                        return True
                     async with self.db.single_statements() as con:
-                        await repository.finish_run_alone(
-                            con,
-                            tenant,
-                            run_id,
-                            attempt=number,
-                            state=state,
-                            error=result.error,
-                            ended_at=result.ended_at,
-                            seq=seq,
-                            events=recorder.tail_events(),
-                            notification=notification,
-                        )
-                    return
+                        await end(con)
+                    return False
                 nodes = recorder.unwritten(result.nodes.values(), with_tail=False)
                 async with self.db.transaction(tenant) as con:
                     await repository.insert_events(con, tenant, run_id, recorder.tail_rows(number))
@@ -207,13 +219,14 @@ class Executors:
                             ],
                         )
                         await notify(con, tenant, run_id, "event")
-                return
+                return False
             except Exception as exc:
                 log.warning(
                     "flow run end not recorded; retrying",
                     extra={"run_id": run_id, "error_type": type(exc).__name__},
                 )
                 await asyncio.sleep(0.5 * (retry + 1))
+        return False
 
     async def end_run(
         self, tenant: str, run_id: str, number: int, state: RunState, error: str

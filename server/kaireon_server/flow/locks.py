@@ -87,10 +87,12 @@ class RunLock:
         await db.give_back(con, APPLICATION_NAME)
         return None
 
-    async def release(self) -> None:
+    async def release(self, *, released: bool = False) -> None:
         """Release the lock: the connection's reset ends the session's lock and
-        tenant; the connection is then kept for another run, or closed."""
+        tenant; the connection is then kept for another run, or closed.
+        `released`: a statement on the connection has released the lock and
+        cleared the tenant already (the run's end), so no reset is needed."""
         async with self.shared.mutex:
             con = self.shared.detach()
         if con is not None:
-            await self._db.give_back(con, APPLICATION_NAME)
+            await self._db.give_back(con, APPLICATION_NAME, reset=not released)

@@ -404,25 +404,39 @@ async def finish_run_alone(
     seq: int,
     events: Sequence[Mapping[str, Any]],
     notification: tuple[str, str],
+    release_lock: bool = False,
+    timeout: float | None = None,
 ) -> None:
     """The end of `attempt` with its run_finished event `seq` and its NOTIFY, in one
     statement that sets the tenant itself (migrations 0220, 0236), for
     `Database.single_statements()`; nothing when the run is past it (fenced).
     `events`: the recorder's last, unflushed (write_batch's shape), written first
-    in the same statement."""
+    in the same statement.
+
+    `release_lock`: on the run lock's connection, the same statement then releases
+    the session's advisory locks and clears its tenant (what the connection's
+    reset would do, a round trip more). The lock goes before the end commits:
+    whoever takes it next meets the run's row locked by the end until the commit,
+    then finished (every lock taker reads the run FOR UPDATE or updates it fenced
+    on its state)."""
     end = (tenant_id, run_id, attempt, state.value, error, ended_at, seq, *notification)
-    if not events:
-        await con.execute(
-            "SELECT kaireon_flow_finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9)", *end
+    if events:
+        # The events go between the attempt and the state (the function's order).
+        call = "kaireon_flow_end_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        args: tuple[Any, ...] = (*end[:3], list(events), *end[3:])
+    else:
+        call = "kaireon_flow_finish_run($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        args = end
+    if release_lock:
+        # MATERIALIZED: the end is made before the projection unlocks.
+        sql = (
+            f"WITH ended AS MATERIALIZED (SELECT {call} AS finished) "  # noqa: S608 - constant
+            "SELECT pg_advisory_unlock_all(), set_config('kaireon.tenant_id', '', false) "
+            "FROM ended"
         )
-        return
-    # The events go between the attempt and the state (the function's order).
-    await con.execute(
-        "SELECT kaireon_flow_end_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        *end[:3],
-        list(events),
-        *end[3:],
-    )
+    else:
+        sql = f"SELECT {call}"
+    await con.execute(sql, *args, timeout=timeout)
 
 
 # The end of an attempt (kaireon_flow_finish_run's statement, migration 0241): the
