@@ -111,7 +111,9 @@ WAKE_DELAY = 0.25
 # Tenants per page of the integrator's round; seconds before a refused tree is re-checked.
 PENDING_PAGE = 100
 REFUSED_RETRY = 60.0
-# Seconds an erasure waits for its row's checkpoint (p50 ~70 ms, p99 ~250 ms measured).
+# Seconds an erasure waits for its row's checkpoint: a row is checkpointed WAKE_DELAY
+# after its NOTIFY plus a round, up to twice that under a steady load (a round
+# leaves rows that arrive during it to the next).
 DEFAULT_PROOF_WAIT = 2.0
 PROOF_POLL = 0.05
 
