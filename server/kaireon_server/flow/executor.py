@@ -182,7 +182,7 @@ class Executors:
                         events=recorder.tail_events(),
                         notification=notification,
                     )
-                    if retry == 0:
+                    if retry == 0 and not lock.con.is_closed():
                         async with lock.shared.mutex:
                             await end(lock.con, release_lock=True, timeout=self.db.command_timeout)
                         return True
