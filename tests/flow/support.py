@@ -6,12 +6,19 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
+from kaireon_server.flow.manager import RunManager
+from kaireon_server.flow.nodes.registry import default_registry
+from kaireon_server.flow.notifier import FlowNotifier
+from kaireon_server.flow.settings import FlowLimits
+from kaireon_server.platform.db import Database
+from kaireon_server.platform.db.listener import Listener
 from tests.support.server import metadata
 
 FINISHED = {flow_pb2.RUN_STATE_SUCCEEDED, flow_pb2.RUN_STATE_FAILED, flow_pb2.RUN_STATE_CANCELLED}
@@ -71,3 +78,12 @@ def bad_request(error: grpc.aio.AioRpcError) -> tuple[list[tuple[str, str]], dic
         elif detail.Unpack(info):
             info_metadata, reason = dict(info.metadata), info.reason
     return violations, info_metadata, reason
+
+
+def run_manager(db: Database, database_url: str) -> RunManager:
+    """A run manager in the test's process, on `db`, with default limits; its
+    listener is never started (nothing waits on NOTIFY)."""
+    listener = Listener(lambda: asyncpg.connect(database_url))
+    return RunManager(
+        db, default_registry(), FlowNotifier(listener), limits=FlowLimits.from_env({}), env={}
+    )

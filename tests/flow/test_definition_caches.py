@@ -9,22 +9,17 @@ role check (per caller, every call).
 
 from __future__ import annotations
 
-import asyncpg
 import pytest
 from google.protobuf import json_format
 
 from kaireon.flow.v1 import flow_pb2
 from kaireon_server.flow import convert
 from kaireon_server.flow.definition import FlowDefinition, NodeSpec, definition_from_json
-from kaireon_server.flow.manager import RunManager
-from kaireon_server.flow.nodes.registry import default_registry
-from kaireon_server.flow.notifier import FlowNotifier
-from kaireon_server.flow.settings import FlowLimits
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.auth.identity import Role
 from kaireon_server.platform.db import Database
-from kaireon_server.platform.db.listener import Listener
 from kaireon_server.platform.errors import InvalidArgument, PermissionDenied
+from tests.flow.support import run_manager
 from tests.flow.test_round_trips import CHAIN
 
 ERASING = {
@@ -38,13 +33,6 @@ ERASING = {
 
 def _message(document: dict[str, object]) -> flow_pb2.FlowDefinition:
     return json_format.ParseDict(document, flow_pb2.FlowDefinition())
-
-
-def _manager(db: Database, database_url: str) -> RunManager:
-    listener = Listener(lambda: asyncpg.connect(database_url))
-    return RunManager(
-        db, default_registry(), FlowNotifier(listener), limits=FlowLimits.from_env({}), env={}
-    )
 
 
 def test_equal_messages_give_the_same_converted_definition() -> None:
@@ -77,7 +65,7 @@ def test_over_its_bound_the_cache_keeps_nothing_rather_than_everything() -> None
 async def test_plans_are_kept_by_digest_and_the_role_is_checked_every_call(
     db: Database, database_url: str
 ) -> None:
-    manager = _manager(db, database_url)
+    manager = run_manager(db, database_url)
     admin = Identity("t-plans", Role.ADMIN, "admin")
     operator = Identity("t-plans", Role.OPERATOR, "operator")
     chain = definition_from_json(CHAIN)
@@ -94,7 +82,7 @@ async def test_a_definition_equal_in_digest_only_is_validated_again(
 ) -> None:
     """The JSON form (hence the digest) maps a timeout of None and 0 alike; a 0
     built in code is refused although the None one's plan is kept."""
-    manager = _manager(db, database_url)
+    manager = run_manager(db, database_url)
     admin = Identity("t-plans", Role.ADMIN, "admin")
     default = FlowDefinition(nodes=(NodeSpec("a", "source.inline", {"records": []}),))
     zero = FlowDefinition(

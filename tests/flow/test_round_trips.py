@@ -25,20 +25,15 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-import asyncpg
 import pytest
 
 from kaireon_server.flow import executor
 from kaireon_server.flow.definition import definition_from_json
-from kaireon_server.flow.manager import RunManager
-from kaireon_server.flow.nodes.registry import default_registry
-from kaireon_server.flow.notifier import FlowNotifier
 from kaireon_server.flow.repository import get_run
-from kaireon_server.flow.settings import FlowLimits
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.auth.identity import Role
 from kaireon_server.platform.db import Database
-from kaireon_server.platform.db.listener import Listener
+from tests.flow.support import run_manager
 from tests.support.tcp_proxy import TcpProxy
 
 RUN_ROUND_TRIPS = 5
@@ -67,11 +62,7 @@ async def test_a_two_node_run_costs_five_round_trips(
     # of time, not of the run. On a loaded CI machine a run outlived it once
     # ([6, 6, 6, 6, 8]); here it does not poll at all.
     monkeypatch.setattr(executor, "WATCHDOG_SECONDS", 120.0)
-    # Never started: the manager only subscribes; nothing here waits on NOTIFY.
-    listener = Listener(lambda: asyncpg.connect(database_url))
-    manager = RunManager(
-        db, default_registry(), FlowNotifier(listener), limits=FlowLimits.from_env({}), env={}
-    )
+    manager = run_manager(db, database_url)
     identity = Identity(tenant, Role.ADMIN, "test-user")
     definition = definition_from_json(CHAIN)
 

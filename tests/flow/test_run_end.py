@@ -21,22 +21,12 @@ from kaireon_server.flow import executor, repository
 from kaireon_server.flow.definition import definition_from_json
 from kaireon_server.flow.locks import APPLICATION_NAME, lock_key
 from kaireon_server.flow.manager import RunManager
-from kaireon_server.flow.nodes.registry import default_registry
-from kaireon_server.flow.notifier import FlowNotifier
-from kaireon_server.flow.settings import FlowLimits
 from kaireon_server.platform.auth import Identity
 from kaireon_server.platform.auth.identity import Role
 from kaireon_server.platform.db import Database
-from kaireon_server.platform.db.listener import Listener
+from tests.flow.support import run_manager
 from tests.flow.test_round_trips import CHAIN
 from tests.support.tcp_proxy import TcpProxy
-
-
-def _manager(db: Database, database_url: str) -> RunManager:
-    listener = Listener(lambda: asyncpg.connect(database_url))
-    return RunManager(
-        db, default_registry(), FlowNotifier(listener), limits=FlowLimits.from_env({}), env={}
-    )
 
 
 async def _run(manager: RunManager, identity: Identity) -> str:
@@ -59,7 +49,7 @@ async def test_the_lock_connection_comes_back_as_its_reset_would_leave_it(
     counted_pool: tuple[Database, TcpProxy], database_url: str, tenant: str
 ) -> None:
     db, _proxy = counted_pool
-    manager = _manager(db, database_url)
+    manager = run_manager(db, database_url)
     identity = Identity(tenant, Role.ADMIN, "test-user")
     run_id = await _run(manager, identity)
     assert await _state(db, tenant, run_id) == "succeeded"
@@ -106,7 +96,7 @@ async def test_when_the_lock_connection_fails_at_the_end_the_pool_ends_the_run(
         await real_end(con, **kwargs)
 
     monkeypatch.setattr(repository, "finish_run_alone", end_after_losing_the_session)
-    manager = _manager(db, database_url)
+    manager = run_manager(db, database_url)
     identity = Identity(tenant, Role.ADMIN, "test-user")
     run_id = await _run(manager, identity)
 
