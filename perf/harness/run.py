@@ -28,8 +28,11 @@ from kaireon_testkit.keys import free_port
 T = TypeVar("T")
 LEVEL_RPS = {"smoke": 20, "1k": 1000, "2k": 2000, "5k": 5000, "10k": 10000}
 LEVELS = ("2k", "5k", "10k")  # beyond 1k: longer runs, the same seed
-# Share of the level each k6 scenario runs at (the same numbers as in perf/k6/*.js).
-SHARES = {"provenance": 1.0, "erasure": 0.1, "dsar": 0.05, "flow": 0.1}
+# Share of the level each k6 row runs at: reads at the full rate, write paths (each a
+# transaction that also appends to the tenant's audit chain) at a tenth or less; and
+# the call time (ms) its VUs are sized for.
+SHARES = {"echo": 1.0, "provenance": 1.0, "erasure": 0.1, "dsar": 0.05, "flow": 0.1}
+CALL_MS = {"echo": 5, "provenance": 20, "erasure": 50, "dsar": 300, "flow": 50}
 
 
 @dataclass(frozen=True)
@@ -188,9 +191,6 @@ class Context(Harness):
             row.status = "skipped: REST adapter not running"
         return row
 
-    def offered(self, share: float) -> str:
-        return f"{max(1, round(self.rate * share))}/s x {self.profile.k6_seconds:g}s"
-
     def h2(
         self,
         row: Row,
@@ -259,46 +259,64 @@ class Context(Harness):
         body = h2load.grpc_frame(message)
         return self.h2(row, url, grpc_headers, body=body, connections=connections)
 
-    async def k6(self, row: Row, script: str, env: dict[str, str], group: str = "server") -> Row:
+    async def k6(
+        self,
+        row: Row,
+        op: str,
+        protocol: str,
+        *,
+        rate: int | None = None,
+        target: str | None = None,
+        group: str = "server",
+        **erase: int,
+    ) -> Row:
+        """k6, open loop: `op` (k6/lib/ops.js) over `protocol` at `rate` calls per second
+        (default: the op's share of the level) for the profile's k6 seconds; `target`:
+        another gRPC server (the echo); `erase`: the erasure's slice of the pool."""
         p = self.profile
-        full = {
-            "LEVEL": p.level,
-            "DURATION": f"{p.k6_seconds:g}s",
-            "GRPC_TARGET": self.grpc_target,
+        rate = rate or max(1, round(self.rate * SHARES[op]))
+        row.offered = f"{rate}/s x {p.k6_seconds:g}s"
+        plan = [
+            k6.Scenario.arrival(
+                f"{op}_{protocol}",
+                op,
+                protocol,
+                rate,
+                p.k6_seconds,
+                expected_ms=CALL_MS[op],
+                **erase,
+            )
+        ]
+        env = {
+            "GRPC_TARGET": target or self.grpc_target,
             "BASE_URL": self.base_url,
             "TENANT": self.tenant,
             "CUSTOMERS": str(self.plan.customers),
-            **env,
         }
 
         def work() -> Row:
-            done = k6.run(script, full, workdir=self.dir, name=row.key, timeout=p.k6_seconds + 120)
-            result = k6.read(done.metrics)
+            done = k6.run(plan, env, workdir=self.dir, name=row.key, timeout=p.k6_seconds + 120)
+            result = k6.read(done.metrics, latency=plan[0].latency)
             row.rps = result.ok / done.seconds if done.seconds > 0 else 0.0
             row.p50, row.p95, row.p99 = result.p50, result.p95, result.p99
             row.errors, row.error_rate = result.error_count, result.error_rate
-            crossed = done.crossed()
-            row.thresholds = "crossed: " + "; ".join(crossed) if crossed else "ok"
             row.extra["latency_metric"] = result.latency_metric
             row.extra["dropped"] = result.dropped
-            shown = " ".join(f"{k}={v}" for k, v in full.items() if k != "BASE_URL")
-            row.extra["command"] = f"{shown} {' '.join(done.command[:2])} perf/k6/{script}"
+            row.extra["command"] = done.shown()
             return row
 
         return await self.measure(row, group, work)
 
-    async def both_protocols(
-        self, name: str, title: str, script: str, env: Callable[[int], dict[str, str]] | None = None
-    ) -> list[Row]:
-        """A k6 scenario over gRPC (vs the echo ceiling) then REST (vs its gRPC row);
-        `env(i)`: the script's own variables for the i-th (0: gRPC, 1: REST)."""
+    async def both_protocols(self, op: str, title: str) -> list[Row]:
+        """A k6 scenario over gRPC (vs the echo ceiling) then REST (vs its gRPC row); an
+        erasure erases a slice of the pool of its own per protocol."""
         rows = []
-        for i, (proto, base) in enumerate((("grpc", "echo.k6"), ("rest", f"{name}.grpc.k6"))):
+        for i, (proto, base) in enumerate((("grpc", "echo.k6"), ("rest", f"{op}.grpc.k6"))):
             label = "gRPC" if proto == "grpc" else "REST"
-            row = Row(f"{name}.{proto}.k6", f"{title}, {label}", "k6", baseline=base)
-            row.offered = self.offered(SHARES[name])
-            self.check_served(row, name, rest=proto == "rest")
-            rows.append(await self.k6(row, script, {"PROTOCOL": proto, **(env(i) if env else {})}))
+            row = Row(f"{op}.{proto}.k6", f"{title}, {label}", "k6", baseline=base)
+            self.check_served(row, op, rest=proto == "rest")
+            erase = {"eraseFirst": i * self.erase_slice + 1, "eraseCount": self.erase_slice}
+            rows.append(await self.k6(row, op, proto, **(erase if op == "erasure" else {})))
         return rows
 
 

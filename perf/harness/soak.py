@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
 import re
 import sys
@@ -134,13 +133,12 @@ class Soak(Harness):
             "BASE_URL": self.base_url,
             "TENANT": self.tenant,
             "CUSTOMERS": str(self.seed_plan.customers),
-            "SOAK_PLAN": json.dumps([s.k6() for s in self.plan.scenarios]),
         }
         self.timeline.start(self.progress)
         try:
             done = await asyncio.to_thread(
                 k6.run,
-                "soak.js",
+                self.plan.scenarios,
                 env,
                 workdir=self.dir,
                 name="soak",
@@ -247,7 +245,7 @@ class Soak(Harness):
                 "timeline": [asdict(s) for s in self.timeline.samples],
                 "failures": [asdict(f) for f in failures],
                 "health_not_serving_s": flips,
-                "k6_command": " ".join([*done.command[:2], "perf/k6/soak.js"]),
+                "k6_command": done.shown(),
                 "served": self.served,
                 "notes": self.notes,
                 "elapsed_s": elapsed,

@@ -68,7 +68,7 @@ async def _chain(ctx: Context, nodes: int, spans: dict[int, list[float]]) -> Row
 
 
 async def run(ctx: Context) -> list[Row]:
-    rows = await ctx.both_protocols("flow", "flow start (2 no-op nodes)", "flow.js")
+    rows = await ctx.both_protocols("flow", "flow start (2 no-op nodes)")
     n = ctx.profile.flow_nodes
     spans: dict[int, list[float]] = {}
     one, many = [await _chain(ctx, nodes, spans) for nodes in (1, n)]
