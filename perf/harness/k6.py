@@ -51,8 +51,8 @@ class Scenario:
         protocol: str,
         per_second: float,
         seconds: float,
-        *,
         expected_ms: float,
+        *,
         least_vus: int = 20,
         grace: str = "5s",
         **more: Any,
@@ -139,13 +139,11 @@ def metric_values(metrics: dict[str, Any], name: str, *tags: str) -> dict[str, A
 
 
 def read(
-    metrics: dict[str, Any],
-    tag: str = "",
-    latency: tuple[str, ...] = ("kaireon_e2e", "grpc_req_duration", "http_req_duration"),
+    metrics: dict[str, Any], tag: str = "", latency: tuple[str, ...] = ("kaireon_e2e",)
 ) -> Reading:
     """Counts, outcomes and the latency of the first of `latency` that has samples:
-    single calls have k6's microsecond timers, operations of several calls (DSAR
-    create + watch) kaireon_e2e."""
+    every operation's end-to-end time (kaireon_e2e, ms resolution), or k6's microsecond
+    timer of a single call (Scenario.latency)."""
 
     def values(name: str, *tags: str) -> dict[str, Any]:
         return metric_values(metrics, name, tag, *tags)

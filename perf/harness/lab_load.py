@@ -79,7 +79,7 @@ class MixLoad:
                         protocol,
                         rate,
                         self.seconds,
-                        expected_ms=expected_ms,
+                        expected_ms,
                         least_vus=40,
                         grace="10s",
                         phase="mix",
@@ -143,7 +143,7 @@ def run_mix(
         lat = k6.metric_values(done.metrics, "kaireon_e2e", f"op:{soak_op}")
         errors = sum(p.errors for key, p in parts.items() if key.startswith(f"{op}_"))
         by_op[op] = {"p50": lat.get("p(50)"), "p99": lat.get("p(99)"), "errors": errors}
-    whole = k6.read(done.metrics, latency=("kaireon_e2e",))
+    whole = k6.read(done.metrics)
     return MixResult(
         **{**vars(whole), "outcomes": dict(failed), "outcome_latency": {}},
         seconds=done.seconds,

@@ -269,17 +269,8 @@ class Context(Harness):
         p = self.profile
         rate = rate or max(1, round(self.rate * SHARES[op]))
         row.offered = f"{rate}/s x {p.k6_seconds:g}s"
-        plan = [
-            k6.Scenario.arrival(
-                f"{op}_{protocol}",
-                op,
-                protocol,
-                rate,
-                p.k6_seconds,
-                expected_ms=CALL_MS[op],
-                **erase,
-            )
-        ]
+        name = f"{op}_{protocol}"
+        plan = [k6.Scenario.arrival(name, op, protocol, rate, p.k6_seconds, CALL_MS[op], **erase)]
         env = self.k6_env(self.plan.customers)
         if target is not None:
             env["GRPC_TARGET"] = target
