@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import resource
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -168,6 +169,19 @@ class Context(Harness):
             used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             row.gen_cpu = 100.0 * used / wall if wall > 0 else None
         return result if isinstance(result, Row) else row
+
+    @contextlib.contextmanager
+    def spying(self, out: Path, seconds: float, *, when: bool = True) -> Iterator[bool]:
+        """With --profile (and `when`): py-spy records the server's processes into
+        `out` while the block runs, for at most `seconds`; says whether it does."""
+        spy = None
+        if self.args.profile and when and self.server is not None:
+            spy = profile.start(self.server.pid, seconds, out)
+        try:
+            yield spy is not None
+        finally:
+            if spy is not None:
+                profile.stop(spy)
 
     def profiled(
         self, title: str, path: Path, parts: list[tuple[str, tuple[str, ...]]], head: str = ""

@@ -12,7 +12,6 @@ from collections.abc import Callable
 import grpc
 from google.protobuf import wrappers_pb2
 
-from harness import profile
 from harness.echo_server import STREAM_COPIES
 from harness.report import Row, cpu_per_request
 from harness.run import Context
@@ -86,14 +85,8 @@ async def _grpc_h2load(ctx: Context) -> Row:
 
     def profiled() -> Row:
         assert work is not None
-        p, server = ctx.profile, ctx.server
-        spy = None
-        if ctx.args.profile and server is not None:
-            spy = profile.start(server.pid, p.h2_warmup + p.h2_seconds, out)
-        result = work()
-        if spy is not None:
-            spy.wait(timeout=60)
-        return result
+        with ctx.spying(out, ctx.profile.h2_warmup + ctx.profile.h2_seconds):
+            return work()
 
     row = await ctx.measure(
         row, "server", _audit_checked(ctx, profiled if work else None, per_request=1)
