@@ -86,18 +86,16 @@ def _vus(op: str, per_second: float, *, burst: bool) -> tuple[int, int]:
     return min(most, max(10, math.ceil(per_second * 2))), most
 
 
-def _scenario(
-    phase: str, op: str, protocol: str, per_second: float, start: float, seconds: float
-) -> Scenario:
-    pre, most = _vus(op, per_second, burst=phase == "burst")
+def _scenario(phase: Phase, op: str, protocol: str, per_second: float) -> Scenario:
+    pre, most = _vus(op, per_second, burst=phase.name == "burst")
     return Scenario(
-        name=f"{phase}_{op}_{protocol}",
-        phase=phase,
+        name=f"{phase.name}_{op}_{protocol}",
+        phase=phase.name,
         op=op,
         protocol=protocol,
         rate=max(1, round(per_second * 60)),
-        startTime=f"{start:g}s",
-        duration=f"{seconds:g}s",
+        startTime=f"{phase.start:g}s",
+        duration=f"{phase.seconds:g}s",
         preAllocatedVUs=pre,
         maxVUs=most,
         # Lets the last DSAR watches reach a terminal state before k6 stops them.
@@ -115,18 +113,15 @@ def plan(
 ) -> SoakPlan:
     if rate <= 0 or seconds <= 0:
         raise ValueError("the soak needs a positive rate and duration")
+    phases = SoakPlan(rate, seconds, burst_rate, burst_seconds, recovery_seconds, ()).phases
+    burst_mix = {op: 1.0 / len(BURST_OPS) for op in BURST_OPS}
     scenarios: list[Scenario] = []
-    windows = [("steady", 0.0, seconds, rate, STEADY_MIX)]
-    if burst_seconds > 0:
-        burst_mix = {op: 1.0 / len(BURST_OPS) for op in BURST_OPS}
-        windows.append(("burst", seconds, burst_seconds, burst_rate, burst_mix))
-    if recovery_seconds > 0:
-        windows.append(("recovery", seconds + burst_seconds, recovery_seconds, rate, STEADY_MIX))
     first = 1
-    for phase, start, length, total, mix in windows:
+    for phase in phases:
+        total, mix = (burst_rate, burst_mix) if phase.name == "burst" else (rate, STEADY_MIX)
         for op, share in mix.items():
             for protocol in PROTOCOLS:
-                s = _scenario(phase, op, protocol, total * share / len(PROTOCOLS), start, length)
+                s = _scenario(phase, op, protocol, total * share / len(PROTOCOLS))
                 if op == "erasure":
                     # Its own slice of never-erased customers, with headroom for k6
                     # starting an iteration or two more than rate x duration.
