@@ -38,20 +38,13 @@ for (const s of PLAN) {
   BY_NAME[s.name] = s;
 }
 
+// What a scenario of the plan does not say for itself (the operation, the
+// protocol, the phase, the erasure's slice) is k6's: rate, timeUnit, startTime,
+// duration, preAllocatedVUs, maxVUs, gracefulStop.
 function scenarios() {
   const out = {};
-  for (const s of PLAN) {
-    out[s.name] = {
-      executor: 'constant-arrival-rate',
-      rate: s.rate,
-      timeUnit: s.timeUnit,
-      startTime: s.startTime,
-      duration: s.duration,
-      preAllocatedVUs: s.preAllocatedVUs,
-      maxVUs: s.maxVUs,
-      gracefulStop: s.gracefulStop || '30s',
-      exec: 'run',
-    };
+  for (const { name, op, protocol, phase, eraseFirst, eraseCount, ...k6 } of PLAN) {
+    out[name] = { executor: 'constant-arrival-rate', exec: 'run', ...k6 };
   }
   return out;
 }
