@@ -22,7 +22,7 @@
 import exec from 'k6/execution';
 
 import { pad, record } from './lib/config.js';
-import { OPS, OUTCOMES } from './lib/ops.js';
+import { loadProtos, OPS, OUTCOMES } from './lib/ops.js';
 
 export { handleSummary } from './lib/summary.js';
 
@@ -37,14 +37,16 @@ for (const s of PLAN) {
   }
   BY_NAME[s.name] = s;
 }
+loadProtos(PLAN.map((s) => s.op));
 
 // What a scenario of the plan does not say for itself (the operation, the
 // protocol, the phase, the erasure's slice) is k6's: rate, timeUnit, startTime,
-// duration, preAllocatedVUs, maxVUs, gracefulStop.
+// duration, preAllocatedVUs, maxVUs, gracefulStop. Its iterations find it by the
+// SCENARIO it sets (cheaper than exec.scenario, an object made at each call).
 function scenarios() {
   const out = {};
   for (const { name, op, protocol, phase, eraseFirst, eraseCount, ...k6 } of PLAN) {
-    out[name] = { executor: 'constant-arrival-rate', exec: 'run', ...k6 };
+    out[name] = { executor: 'constant-arrival-rate', exec: 'run', env: { SCENARIO: name }, ...k6 };
   }
   return out;
 }
@@ -90,7 +92,7 @@ function done(s, r) {
 }
 
 export function run() {
-  const s = BY_NAME[exec.scenario.name];
+  const s = BY_NAME[__ENV.SCENARIO];
   const arg = s.op === 'erasure' ? erasable(s) : undefined;
   OPS[s.op][s.protocol]((r) => done(s, r), arg);
 }
