@@ -24,11 +24,14 @@ statement; DBOS then finds it current.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlparse
 
+import psutil
 import psycopg
 import sqlalchemy as sa
 from dbos import DBOS
@@ -37,8 +40,45 @@ from dbos import _migration as dbos_migration
 DATABASE = "kaireon_dbos"
 SCHEMA = "dbos"
 _UUID_OSSP = 'CREATE EXTENSION IF NOT EXISTS "uuid-ossp";'
-# Wall, CPU and PostgreSQL CPU seconds of each round (the flow runner's rows too).
-Rounds = tuple[list[float], list[float], list[float]]
+
+
+@dataclass
+class Rounds:
+    """Wall, CPU (this process, threads included) and PostgreSQL CPU seconds of each
+    timed round, here and in the flow runner's rows; PostgreSQL's is that of the
+    embedded postmaster's tree, where there is one."""
+
+    postmaster: int | None
+    walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+    pgs: list[float] = field(default_factory=list)
+
+    def pg_cpu(self) -> float | None:
+        """CPU seconds of the embedded PostgreSQL, exited backends included (reaped
+        children count in the postmaster's children times)."""
+        if self.postmaster is None:
+            return None
+        try:
+            root = psutil.Process(self.postmaster)
+            own = root.cpu_times()
+            total = own.children_user + own.children_system
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+        except psutil.Error:
+            return None
+        return total
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        """One round: what the block takes."""
+        pg, cpu, started = self.pg_cpu(), time.process_time(), time.perf_counter()
+        yield
+        self.walls.append(time.perf_counter() - started)
+        self.cpus.append(time.process_time() - cpu)
+        if pg is not None and (after := self.pg_cpu()) is not None:
+            self.pgs.append(after - pg)
 
 
 @DBOS.step()
@@ -64,14 +104,9 @@ def system_database_url(owner_dsn: str, *, synchronous: bool) -> str:
 
 
 def measure(
-    owner_dsn: str,
-    nodes: int,
-    rounds: int,
-    synchronous: bool,
-    pg_cpu: Callable[[], float | None],
+    owner_dsn: str, nodes: int, rounds: int, synchronous: bool, postmaster: int | None
 ) -> Rounds:
-    """Wall, CPU (this process, DBOS's threads included) and PostgreSQL CPU seconds
-    of `rounds` workflows of `nodes` steps each, after one warm-up workflow."""
+    """`rounds` workflows of `nodes` steps each, timed, after one warm-up workflow."""
     _prepare(owner_dsn)
     config: Any = {
         "name": "kaireon-perf-peer",
@@ -83,21 +118,15 @@ def measure(
     async def timed() -> Rounds:
         DBOS(config=config)
         DBOS.launch()
-        walls: list[float] = []
-        cpus: list[float] = []
-        pgs: list[float] = []
+        out = Rounds(postmaster)
         try:
             await _workflow(nodes)  # warm-up: connections, DBOS's tables, plans
             for _ in range(rounds):
-                pg, cpu, started = pg_cpu(), time.process_time(), time.perf_counter()
-                await _workflow(nodes)
-                walls.append(time.perf_counter() - started)
-                cpus.append(time.process_time() - cpu)
-                if pg is not None and (after := pg_cpu()) is not None:
-                    pgs.append(after - pg)
+                with out.timed():
+                    await _workflow(nodes)
         finally:
             DBOS.destroy(destroy_registry=False)
-        return walls, cpus, pgs
+        return out
 
     return asyncio.run(timed())
 

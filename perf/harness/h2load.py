@@ -83,19 +83,9 @@ def run(
     if exe is None:
         raise RuntimeError("h2load is not installed (Debian package nghttp2-client)")
     log = workdir / f"{name}.h2load.log"
-    cmd = [
-        exe,
-        "-t",
-        "1",
-        "-c",
-        str(clients),
-        "-m",
-        str(1 if http1 else streams),
-        # Durations in milliseconds: h2load reads "1.5" as an error.
-        "-D",
-        f"{round(duration * 1000)}ms",
-        f"--log-file={log}",
-    ]
+    cmd = [exe, "-t", "1", "-c", str(clients), "-m", str(1 if http1 else streams)]
+    # Durations in milliseconds: h2load reads "1.5" as an error.
+    cmd += ["-D", f"{round(duration * 1000)}ms", f"--log-file={log}"]
     if http1:
         cmd.append("--h1")
     if body is not None:

@@ -1,12 +1,17 @@
-"""Run a perf/k6 script and read its JSON summary (handleSummary, k6/lib/summary.js)."""
+"""k6 over a plan: the constant-arrival-rate scenarios perf/k6/soak.js runs (a row
+of perf/run, the soak's phases, the lab's mix), running it and reading its JSON
+summary (handleSummary, k6/lib/summary.js).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import shlex
 import subprocess
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,80 @@ from harness.stack import dev_tool
 K6_DIR = Path(__file__).resolve().parent.parent / "k6"
 # How a call ended (k6/lib/ops.js); the scripts tag kaireon_requests and kaireon_e2e with it.
 OUTCOMES = ("ok", "shed", "unavailable", "timeout", "network", "error")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """One k6 scenario of a plan (the JSON soak.js reads from SOAK_PLAN): an operation
+    of k6/lib/ops.js over one protocol, at `rate` iterations per minute (a share of a
+    small rate keeps its precision: 2.5/s = 150/min) from `startTime` for `duration`;
+    an erasure scenario erases ecust_<eraseFirst>… up to eraseCount customers."""
+
+    name: str
+    op: str
+    protocol: str
+    rate: int
+    duration: str
+    preAllocatedVUs: int
+    maxVUs: int
+    gracefulStop: str
+    phase: str = ""
+    timeUnit: str = "1m"
+    startTime: str = "0s"
+    eraseFirst: int = 1
+    eraseCount: int = 0
+
+    @classmethod
+    def arrival(
+        cls,
+        name: str,
+        op: str,
+        protocol: str,
+        per_second: float,
+        seconds: float,
+        expected_ms: float,
+        *,
+        least_vus: int = 20,
+        grace: str = "5s",
+        **more: Any,
+    ) -> Scenario:
+        """VUs sized for calls of `expected_ms`: k6 adds more (up to maxVUs) when the
+        server slows down, and counts iterations it could not start as dropped."""
+        needed = math.ceil(per_second * expected_ms / 1000)
+        return cls(
+            name=name,
+            op=op,
+            protocol=protocol,
+            rate=max(1, round(per_second * 60)),
+            duration=f"{seconds:g}s",
+            preAllocatedVUs=min(max(needed, 5), 400),
+            maxVUs=min(max(needed * 4, least_vus), 1000),
+            gracefulStop=grace,
+            **more,
+        )
+
+    @property
+    def per_second(self) -> float:
+        return self.rate / 60.0
+
+    @property
+    def seconds(self) -> float:
+        return float(self.duration.rstrip("s"))
+
+    @property
+    def start(self) -> float:
+        return float(self.startTime.rstrip("s"))
+
+    @property
+    def offered(self) -> int:
+        return math.floor(self.per_second * self.seconds)
+
+    @property
+    def latency(self) -> tuple[str, ...]:
+        """Where its latency is read (the first with samples): k6's microsecond timer of
+        a single call, the end-to-end time of DSAR's create + watch."""
+        timer = "grpc_req_duration" if self.protocol == "grpc" else "http_req_duration"
+        return ("kaireon_e2e",) if self.op == "dsar" else (timer, "kaireon_e2e")
 
 
 @dataclass(kw_only=True)
@@ -60,13 +139,11 @@ def metric_values(metrics: dict[str, Any], name: str, *tags: str) -> dict[str, A
 
 
 def read(
-    metrics: dict[str, Any],
-    tag: str = "",
-    latency: tuple[str, ...] = ("kaireon_e2e", "grpc_req_duration", "http_req_duration"),
+    metrics: dict[str, Any], tag: str = "", latency: tuple[str, ...] = ("kaireon_e2e",)
 ) -> Reading:
     """Counts, outcomes and the latency of the first of `latency` that has samples:
-    single calls have k6's microsecond timers, operations of several calls (DSAR
-    create + watch) kaireon_e2e."""
+    every operation's end-to-end time (kaireon_e2e, ms resolution), or k6's microsecond
+    timer of a single call (Scenario.latency)."""
 
     def values(name: str, *tags: str) -> dict[str, Any]:
         return metric_values(metrics, name, tag, *tags)
@@ -91,6 +168,7 @@ def read(
 class K6Run:
     data: dict[str, Any]  # the JSON summary (handleSummary's `data`)
     command: list[str]
+    env: dict[str, str]  # what the plan ran against, SOAK_PLAN included
     output: str
 
     @property
@@ -101,18 +179,15 @@ class K6Run:
     def seconds(self) -> float:
         return float(self.data.get("state", {}).get("testRunDurationMs", 0.0)) / 1000
 
-    def crossed(self) -> list[str]:
-        """The thresholds k6 judged crossed."""
-        return [
-            f"{metric} {expr}"
-            for metric, entry in self.metrics.items()
-            for expr, result in (entry.get("thresholds") or {}).items()
-            if not result.get("ok", True)
-        ]
+    def shown(self) -> str:
+        """The command line that runs the plan again by hand (a bearer token left out)."""
+        env = {"K6_NO_USAGE_REPORT": "true", **self.env}
+        shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k != "AUTHORIZATION")
+        return f"{shown} {self.command[0]} run perf/k6/soak.js"
 
 
 def run(
-    script: str,
+    plan: Sequence[Scenario],
     env: dict[str, str],
     *,
     workdir: Path,
@@ -120,7 +195,8 @@ def run(
     timeout: float,
     started: Callable[[int], None] | None = None,
 ) -> K6Run:
-    """Runs a perf/k6 script and reads its JSON summary (thresholds crossed is a result).
+    """Runs perf/k6/soak.js over `plan` and reads its JSON summary. `env`: where and as
+    whom (GRPC_TARGET, BASE_URL, TENANT, CUSTOMERS, AUTHORIZATION; k6/lib/config.js).
 
     `started` is given k6's pid once it runs (to sample its resources)."""
     exe = dev_tool("k6")
@@ -128,7 +204,8 @@ def run(
         raise RuntimeError("k6 not found: run tools/dev/setup.sh (dev group pins k6)")
     summary = workdir / f"{name}.k6.json"
     summary.unlink(missing_ok=True)
-    cmd = [exe, "run", "--quiet", "--no-color", str(K6_DIR / script)]
+    cmd = [exe, "run", "--quiet", "--no-color", str(K6_DIR / "soak.js")]
+    env = {**env, "SOAK_PLAN": json.dumps([asdict(s) for s in plan])}
     full_env = {
         **os.environ,
         **env,
@@ -149,10 +226,9 @@ def run(
             raise
     output = stdout + stderr
     (workdir / f"{name}.k6.log").write_text(output)
-    # 99 = thresholds crossed: a result, not a harness failure.
+    # 99 = thresholds crossed: a result (the harness judges the figures), not a failure.
     if proc.returncode not in (0, 99) or not summary.exists():
         raise RuntimeError(
-            f"k6 {script} exited {proc.returncode} (output: {workdir / f'{name}.k6.log'}): "
-            f"{output[:1500]}"
+            f"k6 exited {proc.returncode} (output: {workdir / f'{name}.k6.log'}): {output[:1500]}"
         )
-    return K6Run(json.loads(summary.read_text()), cmd, output)
+    return K6Run(json.loads(summary.read_text()), cmd, env, output)

@@ -11,14 +11,13 @@ JWTs, as behind a real balancer), so k6 sends a bearer token.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import k6, seed
-from harness.soak_plan import PROTOCOLS, Scenario
+from harness.soak_plan import PROTOCOLS
 from harness.soak_report import duration
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import connect_database
@@ -64,30 +63,26 @@ class MixLoad:
             f"erasures {self.erase_rate}/s, each over gRPC and over REST"
         )
 
-    def scenarios(self) -> list[Scenario]:
+    def scenarios(self) -> list[k6.Scenario]:
         """read_grpc, read_rest, erase_grpc, erase_rest; each erasure scenario erases its
-        own half of the pool slice. VUs are sized for the expected call time; k6 adds
-        more (up to maxVUs) when the server slows down."""
+        own half of the pool slice."""
         out = []
         first = self.erase_offset + 1
         for name, rate in (("read", self.read_rate), ("erase", self.erase_rate)):
             op, expected_ms = MIX_OPS[name]
-            needed = math.ceil(rate * expected_ms / 1000)
             count = self.erasures // 2 if name == "erase" else 0
             for protocol in PROTOCOLS if rate > 0 else ():
                 out.append(
-                    Scenario(
-                        name=f"{name}_{protocol}",
+                    k6.Scenario.arrival(
+                        f"{name}_{protocol}",
+                        op,
+                        protocol,
+                        rate,
+                        self.seconds,
+                        expected_ms,
+                        least_vus=40,
+                        grace="10s",
                         phase="mix",
-                        op=op,
-                        protocol=protocol,
-                        rate=rate * 60,
-                        timeUnit="1m",
-                        startTime="0s",
-                        duration=f"{self.seconds:g}s",
-                        preAllocatedVUs=min(max(needed, 5), 400),
-                        maxVUs=min(max(needed * 4, 40), 1000),
-                        gracefulStop="10s",
                         eraseFirst=first,
                         eraseCount=count,
                     )
@@ -136,10 +131,9 @@ def run_mix(
         "BASE_URL": base_url,
         "TENANT": tenant,
         "CUSTOMERS": str(customers),
-        "SOAK_PLAN": json.dumps([s.k6() for s in scenarios]),
         "AUTHORIZATION": token,
     }
-    done = k6.run("soak.js", env, workdir=workdir, name=name, timeout=load.seconds + 180)
+    done = k6.run(scenarios, env, workdir=workdir, name=name, timeout=load.seconds + 180)
     parts = {s.name: k6.read(done.metrics, f"scenario:{s.name}") for s in scenarios}
     failed: Counter[str] = Counter()
     for part in parts.values():
@@ -149,10 +143,10 @@ def run_mix(
         lat = k6.metric_values(done.metrics, "kaireon_e2e", f"op:{soak_op}")
         errors = sum(p.errors for key, p in parts.items() if key.startswith(f"{op}_"))
         by_op[op] = {"p50": lat.get("p(50)"), "p99": lat.get("p(99)"), "errors": errors}
-    whole = k6.read(done.metrics, latency=("kaireon_e2e",))
+    whole = k6.read(done.metrics)
     return MixResult(
         **{**vars(whole), "outcomes": dict(failed), "outcome_latency": {}},
         seconds=done.seconds,
         by_op=by_op,
-        command=" ".join(done.command),
+        command=done.shown(),
     )

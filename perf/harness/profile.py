@@ -21,22 +21,8 @@ def start(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None
     exe = dev_tool("py-spy")
     if exe is None:
         return None
-    cmd = [
-        exe,
-        "record",
-        "--pid",
-        str(pid),
-        "--subprocesses",
-        "--duration",
-        str(max(1, round(seconds))),
-        "--rate",
-        "200",
-        "--format",
-        "raw",
-        "--nonblocking",
-        "--output",
-        str(out),
-    ]
+    cmd = [exe, "record", "--pid", str(pid), "--subprocesses", "--rate", "200", "--nonblocking"]
+    cmd += ["--duration", str(max(1, round(seconds))), "--format", "raw", "--output", str(out)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

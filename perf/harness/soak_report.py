@@ -66,10 +66,7 @@ def rows(metrics: dict[str, Any], plan: SoakPlan) -> list[OpRow]:
     """A row per scenario of the plan, read from its sub-metrics."""
     out = []
     for s in plan.scenarios:
-        # Single calls: k6's microsecond timers; DSAR (create + watch): the end-to-end time.
-        timer = "grpc_req_duration" if s.protocol == "grpc" else "http_req_duration"
-        latency = ("kaireon_e2e",) if s.op == "dsar" else (timer, "kaireon_e2e")
-        reading = read(metrics, f"scenario:{s.name}", latency)
+        reading = read(metrics, f"scenario:{s.name}", s.latency)
         out.append(
             OpRow(
                 **vars(reading),

@@ -31,6 +31,7 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness import seed
+from harness.procmon import Timeline
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database, connect_database
 from kaireon_testkit.keys import free_port, write_signing_key
@@ -257,6 +258,27 @@ class Harness:
         self.notes.append(message)
         log(message)
 
+    async def serve(self, plan: seed.SeedPlan, timeline: Timeline, **server: Any) -> None:
+        """The database seeded by `plan` and the server serving, `timeline` sampling the
+        server's process tree (`server`: its add_group options) and PostgreSQL's."""
+        if dev_tool("k6") is None:
+            raise SystemExit("k6 not found; run tools/dev/setup.sh (dev dependency k6)")
+        await self.open_database()
+        await self.seed_database(plan)
+        await self.start_server()
+        timeline.add_group("server", self.server_roots, **server)
+        if self.embedded:
+            timeline.add_group("pg", self.pg_roots)
+
+    def k6_env(self, customers: int) -> dict[str, str]:
+        """Where and as whom k6 calls (k6/lib/config.js): this server, this tenant."""
+        return {
+            "GRPC_TARGET": self.grpc_target,
+            "BASE_URL": self.base_url,
+            "TENANT": self.tenant,
+            "CUSTOMERS": str(customers),
+        }
+
     async def open_database(self) -> Database:
         data = self.dir / "data"
         log(f"database: {f'embedded PostgreSQL in {data}' if self.embedded else 'DATABASE_URL'}")
@@ -357,10 +379,19 @@ class Harness:
         ]
 
     def write(self, text: str, results: dict[str, Any]) -> None:
-        """Prints the report and writes it and results.json into the results directory."""
+        """Prints the report and writes it and results.json (with the commit, the
+        machine, the served services and the notes) into the results directory."""
         name, dirty = commit()
         print(text, flush=True)
         (self.dir / "report.md").write_text(text + "\n")
-        results = {"commit": name, "dirty": dirty, "machine": machine_name(), **results}
+        results = {
+            "commit": name,
+            "dirty": dirty,
+            "machine": machine_name(),
+            "workers": self.workers,
+            "served": self.served,
+            "notes": self.notes,
+            **results,
+        }
         (self.dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
         log(f"report: {self.dir / 'report.md'}; raw results: {self.dir / 'results.json'}")

@@ -1,17 +1,19 @@
-// The soak (perf/soak): one k6 run of many constant-arrival-rate scenarios,
-// one per operation, protocol and phase, from the plan the harness computes
-// (perf/harness/soak_plan.py) and passes as JSON in SOAK_PLAN; also the mix of
-// reads and erasures of the scale-out scenario and the rolling-restart test
-// (perf/harness/lab_load.py, with AUTHORIZATION set):
+// The one k6 script: constant-arrival-rate scenarios from the plan the harness
+// computes (harness/k6.py's Scenario) and passes as JSON in SOAK_PLAN. The soak
+// (perf/soak) runs one per operation, protocol and phase (harness/soak_plan.py);
+// perf/run one per k6 row (harness/run.py); the scale-out scenario and the
+// rolling-restart test a mix of reads and erasures (harness/lab_load.py, with
+// AUTHORIZATION set):
 //
-//   [{ "name": "steady.dsar.grpc", "op": "dsar", "protocol": "grpc",
+//   [{ "name": "steady_dsar_grpc", "op": "dsar", "protocol": "grpc",
 //      "rate": 12, "timeUnit": "1m", "startTime": "0s", "duration": "600s",
-//      "preAllocatedVUs": 5, "maxVUs": 40,
+//      "preAllocatedVUs": 5, "maxVUs": 40, "gracefulStop": "40s",
 //      "eraseFirst": 1, "eraseCount": 0 }, ...]
 //
 // Operations (lib/ops.js): dsar (create + watch to a terminal state), erasure
 // (of a customer nobody erased before: ecust_<eraseFirst + iteration>),
-// provenance (read of a random decision), flow (start of a no-op run).
+// provenance (read of a random decision), flow (start of a no-op run), echo
+// (the bare echo server's Echo, gRPC only).
 // Every sample is tagged with its scenario (k6 does it), its operation and its
 // outcome (ok, shed, unavailable, timeout, network, error); the thresholds below
 // exist only so that the summary carries those per-scenario sub-metrics —
@@ -20,13 +22,13 @@
 import exec from 'k6/execution';
 
 import { pad, record } from './lib/config.js';
-import { OPS, OUTCOMES } from './lib/ops.js';
+import { loadProtos, OPS, OUTCOMES } from './lib/ops.js';
 
 export { handleSummary } from './lib/summary.js';
 
 const PLAN = JSON.parse(__ENV.SOAK_PLAN || '[]');
 if (PLAN.length === 0) {
-  throw new Error('SOAK_PLAN is empty: run the soak through perf/soak');
+  throw new Error('SOAK_PLAN is empty: run it through perf/run or perf/soak');
 }
 const BY_NAME = {};
 for (const s of PLAN) {
@@ -35,21 +37,16 @@ for (const s of PLAN) {
   }
   BY_NAME[s.name] = s;
 }
+loadProtos(PLAN.map((s) => s.op));
 
+// What a scenario of the plan does not say for itself (the operation, the
+// protocol, the phase, the erasure's slice) is k6's: rate, timeUnit, startTime,
+// duration, preAllocatedVUs, maxVUs, gracefulStop. Its iterations find it by the
+// SCENARIO it sets (cheaper than exec.scenario, an object made at each call).
 function scenarios() {
   const out = {};
-  for (const s of PLAN) {
-    out[s.name] = {
-      executor: 'constant-arrival-rate',
-      rate: s.rate,
-      timeUnit: s.timeUnit,
-      startTime: s.startTime,
-      duration: s.duration,
-      preAllocatedVUs: s.preAllocatedVUs,
-      maxVUs: s.maxVUs,
-      gracefulStop: s.gracefulStop || '30s',
-      exec: 'run',
-    };
+  for (const { name, op, protocol, phase, eraseFirst, eraseCount, ...k6 } of PLAN) {
+    out[name] = { executor: 'constant-arrival-rate', exec: 'run', env: { SCENARIO: name }, ...k6 };
   }
   return out;
 }
@@ -95,7 +92,7 @@ function done(s, r) {
 }
 
 export function run() {
-  const s = BY_NAME[exec.scenario.name];
+  const s = BY_NAME[__ENV.SCENARIO];
   const arg = s.op === 'erasure' ? erasable(s) : undefined;
   OPS[s.op][s.protocol]((r) => done(s, r), arg);
 }

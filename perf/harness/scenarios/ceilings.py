@@ -39,6 +39,6 @@ async def run(ctx: Context) -> list[Row]:
         base = None if key == "echo" else "echo.h2load"
         row = Row(f"{key}.h2load", title, "h2load", baseline=base)
         rows.append(await ctx.measure(row, group, ctx.h2_grpc(row, port, method, message, {})))
-    k6_echo = Row("echo.k6", echo_title, "k6", offered=ctx.offered(1.0), baseline="echo.h2load")
-    echo_env = {"ECHO_TARGET": f"127.0.0.1:{ctx.echo_port}"}
-    return [*rows, await ctx.k6(k6_echo, "echo.js", echo_env, "echo")]
+    k6_echo = Row("echo.k6", echo_title, "k6", baseline="echo.h2load")
+    echo = f"127.0.0.1:{ctx.echo_port}"
+    return [*rows, await ctx.k6(k6_echo, "echo", "grpc", target=echo, group="echo")]

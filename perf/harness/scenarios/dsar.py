@@ -7,4 +7,4 @@ from harness.run import Context
 
 
 async def run(ctx: Context) -> list[Row]:
-    return await ctx.both_protocols("dsar", "DSAR create + watch to completed", "dsar.js")
+    return await ctx.both_protocols("dsar", "DSAR create + watch to completed")

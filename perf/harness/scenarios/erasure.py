@@ -8,12 +8,4 @@ from harness.run import Context
 
 
 async def run(ctx: Context) -> list[Row]:
-    return await ctx.both_protocols(
-        "erasure",
-        "erasure of a fresh customer",
-        "erasure.js",
-        lambda i: {
-            "ERASE_OFFSET": str(i * ctx.erase_slice),
-            "ERASE_POOL": str((i + 1) * ctx.erase_slice),
-        },
-    )
+    return await ctx.both_protocols("erasure", "erasure of a fresh customer")

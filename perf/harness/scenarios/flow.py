@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from harness import probes, profile
+from harness import probes
 from harness.report import Row
 from harness.run import Context, fill_single
 
@@ -43,22 +43,14 @@ async def _chain(ctx: Context, nodes: int, spans: dict[int, list[float]]) -> Row
     out = ctx.dir / "profile-flow.txt"
 
     def work() -> Row:
-        # Profiled: the long chain again and again for ~10 s (enough samples).
-        server = ctx.server
-        spy = None
-        until = 0.0
-        if ctx.args.profile and nodes > 1 and server is not None:
-            until = time.monotonic() + PROFILE_SECONDS
-            spy = profile.start(server.pid, PROFILE_SECONDS * 3, out)
         timings: list[probes.FlowTimed] = []
-        try:
+        # Profiled: the long chain again and again for ~10 s (enough samples).
+        with ctx.spying(out, PROFILE_SECONDS * 3, when=nodes > 1) as spying:
+            until = time.monotonic() + PROFILE_SECONDS if spying else 0.0
             while len(timings) < RUNS or time.monotonic() < until:
                 timings.append(
                     ctx.on_loop(probes.flow_run(ctx.grpc_target, ctx.tenant, nodes, 120))
                 )
-        finally:
-            if spy is not None:
-                profile.stop(spy)
         row.offered = f"{len(timings)} runs"
         spans[nodes] = [t.nodes_seconds for t in timings]
         row.extra["run_seconds"] = [t.run_seconds for t in timings]
@@ -68,7 +60,7 @@ async def _chain(ctx: Context, nodes: int, spans: dict[int, list[float]]) -> Row
 
 
 async def run(ctx: Context) -> list[Row]:
-    rows = await ctx.both_protocols("flow", "flow start (2 no-op nodes)", "flow.js")
+    rows = await ctx.both_protocols("flow", "flow start (2 no-op nodes)")
     n = ctx.profile.flow_nodes
     spans: dict[int, list[float]] = {}
     one, many = [await _chain(ctx, nodes, spans) for nodes in (1, n)]

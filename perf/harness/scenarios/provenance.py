@@ -12,7 +12,6 @@ from collections.abc import Callable
 import grpc
 from google.protobuf import wrappers_pb2
 
-from harness import profile
 from harness.echo_server import STREAM_COPIES
 from harness.report import Row, cpu_per_request
 from harness.run import Context
@@ -86,14 +85,8 @@ async def _grpc_h2load(ctx: Context) -> Row:
 
     def profiled() -> Row:
         assert work is not None
-        p, server = ctx.profile, ctx.server
-        spy = None
-        if ctx.args.profile and server is not None:
-            spy = profile.start(server.pid, p.h2_warmup + p.h2_seconds, out)
-        result = work()
-        if spy is not None:
-            spy.wait(timeout=60)
-        return result
+        with ctx.spying(out, ctx.profile.h2_warmup + ctx.profile.h2_seconds):
+            return work()
 
     row = await ctx.measure(
         row, "server", _audit_checked(ctx, profiled if work else None, per_request=1)
@@ -198,7 +191,7 @@ async def run(ctx: Context) -> list[Row]:
     url = f"{ctx.base_url}/api/v1/decisions/dec_00001_1/provenance"
     work = ctx.h2(ctx.check_served(rest, "provenance", rest=True), url, _identity(ctx), http1=True)
     rows = [await _grpc_h2load(ctx), await ctx.measure(rest, "server", work)]
-    k6_rows = await ctx.both_protocols("provenance", "provenance read", "provenance.js")
+    k6_rows = await ctx.both_protocols("provenance", "provenance read")
     return rows + k6_rows + [await _rest_sustained(ctx, k6_rows[-1])] + await _bulk(ctx)
 
 
@@ -228,8 +221,7 @@ async def _rest_sustained(ctx: Context, at_level: Row) -> Row:
             break
         rate = max(1, int(last.rps * SUSTAINED_SHARE))
         step = Row(row.key, row.scenario, "k6", baseline=row.baseline)
-        step.offered = f"{rate}/s x {ctx.profile.k6_seconds:g}s"
-        last = await ctx.k6(step, "provenance.js", {"PROTOCOL": "rest", "RATE": str(rate)})
+        last = await ctx.k6(step, "provenance", "rest", rate=rate)
     if last is at_level:
         # Same figures as the level's row; the ratio columns then read 1.00x.
         return dataclasses.replace(

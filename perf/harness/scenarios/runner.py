@@ -13,17 +13,14 @@ than the wall time on a shared machine). Goal: <= 2 ms per node.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import secrets
 import statistics
-import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import psutil
 
 from harness import dbos_peer
 from harness.report import Row
@@ -68,24 +65,6 @@ SHAPES: dict[str, Callable[[int], list[dict[str, Any]]]] = {
     "chain": lambda n: [_node(i, [f"n{i - 1}"] if i else []) for i in range(n)],
     "fan-out": lambda n: [_node(0, []), *(_node(i, ["n0"]) for i in range(1, n))],
 }
-
-
-def _pg_cpu(postmaster: int | None) -> float | None:
-    """CPU seconds of the embedded PostgreSQL, exited backends included (reaped
-    children count in the postmaster's children times)."""
-    if postmaster is None:
-        return None
-    try:
-        root = psutil.Process(postmaster)
-        own = root.cpu_times()
-        total = own.children_user + own.children_system
-        for proc in [root, *root.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                times = proc.cpu_times()
-                total += times.user + times.system
-    except psutil.Error:
-        return None
-    return total
 
 
 async def _connection(db: Database, tenant: str) -> asyncpg.Connection:
@@ -149,23 +128,16 @@ async def _one(
 async def _variant(
     ctx: Context, plan: Plan, make: Callable[[], CheckpointStore] | None, options: dict[str, bool]
 ) -> dbos_peer.Rounds:
-    """Wall, CPU and PostgreSQL CPU seconds of each round."""
-    postmaster = next(iter(ctx.pg_roots()), None)
-    walls: list[float] = []
-    cpus: list[float] = []
-    pgs: list[float] = []
+    """Each round a run of its own (after, for a retry, the run it retries)."""
+    rounds = dbos_peer.Rounds(next(iter(ctx.pg_roots()), None))
     for _ in range(ctx.profile.runner_rounds):
         run_id = f"bench-{secrets.token_hex(4)}"
         store = make() if make else None
         if options.get("rerun"):
             await _one(ctx.db, ctx.tenant, plan, store, False, run_id)
-        pg, cpu, started = _pg_cpu(postmaster), time.process_time(), time.perf_counter()
-        await _one(ctx.db, ctx.tenant, plan, store, options.get("recorder", False), run_id)
-        walls.append(time.perf_counter() - started)
-        cpus.append(time.process_time() - cpu)
-        if pg is not None and (pg_after := _pg_cpu(postmaster)) is not None:
-            pgs.append(pg_after - pg)
-    return walls, cpus, pgs
+        with rounds.timed():
+            await _one(ctx.db, ctx.tenant, plan, store, options.get("recorder", False), run_id)
+    return rounds
 
 
 def _rounds(
@@ -175,7 +147,8 @@ def _rounds(
 
 
 def _measured(row: Row, n: int, rounds: Callable[[], dbos_peer.Rounds], goal: bool) -> Row:
-    walls, cpus, pgs = rounds()
+    done = rounds()
+    walls, cpus, pgs = done.walls, done.cpus, done.pgs
     wall = statistics.median(walls)
     row.rps, row.p50, row.p99 = n / wall, wall * 1000 / n, max(walls) * 1000 / n
     row.errors = 0
@@ -223,7 +196,7 @@ async def run(ctx: Context) -> list[Row]:
             rows.append(await ctx.measure(row, "", work))
     # The peer: DBOS Transact's chain of n no-op steps in the same PostgreSQL,
     # synchronous commit off and on (harness/dbos_peer.py).
-    pg_cpu = functools.partial(_pg_cpu, next(iter(ctx.pg_roots()), None))
+    postmaster = next(iter(ctx.pg_roots()), None)
     for synchronous, key in ((False, "dbos"), (True, "dbos-sync")):
         row = Row(
             f"runner.chain.{key}",
@@ -235,7 +208,7 @@ async def run(ctx: Context) -> list[Row]:
             baseline="runner.chain.floor",
         )
         rounds = functools.partial(
-            dbos_peer.measure, ctx.db.dsn, n, ctx.profile.runner_rounds, synchronous, pg_cpu
+            dbos_peer.measure, ctx.db.dsn, n, ctx.profile.runner_rounds, synchronous, postmaster
         )
         rows.append(await ctx.measure(row, "", functools.partial(_measured, row, n, rounds, False)))
     return rows

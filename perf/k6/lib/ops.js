@@ -1,6 +1,5 @@
-// The operations the scenarios call, one function per operation and protocol,
-// shared by the per-operation scripts (provenance.js, erasure.js, dsar.js,
-// flow.js) and the soak (soak.js). Each calls done(result) exactly once, with
+// The operations the scenarios of soak.js call, one function per operation and
+// protocol. Each calls done(result) exactly once, with
 //   { ok, outcome, ms }
 // outcome: ok | shed (RESOURCE_EXHAUSTED / HTTP 429: the server refused the
 // work) | unavailable (UNAVAILABLE / 503) | timeout (DEADLINE_EXCEEDED / 504 /
@@ -9,6 +8,7 @@
 // the answer (Date.now(): millisecond resolution). The DSAR watch is a stream
 // whose messages arrive as events, hence the callback.
 
+import encoding from 'k6/encoding';
 import http from 'k6/http';
 import grpc from 'k6/net/grpc';
 
@@ -21,23 +21,30 @@ import {
   METADATA,
   randomCustomer,
   randomDecision,
-  record,
 } from './config.js';
 
 // One client per VU (module state is per VU), its services loaded from the
 // protos at init, not by reflection: k6 registers reflected descriptors in a
 // process-wide registry, and VUs that connect at the same moment (an
 // arrival-rate executor starting more of them under load) can panic the whole
-// run with "message ... is already registered" (grafana/k6#3961).
+// run with "message ... is already registered" (grafana/k6#3961). The echo
+// servers of the ceilings (perf/harness/echo_server.py) have no reflection either.
 const client = new grpc.Client();
-client.load(
-  // Relative to the entry script (perf/k6/*.js), as k6 resolves them.
-  ['../../protos', '../../third_party/googleapis'],
-  'kaireon/provenance/v1/provenance.proto',
-  'kaireon/erasure/v1/erasure.proto',
-  'kaireon/dsar/v1/dsar.proto',
-  'kaireon/flow/v1/flow.proto',
-);
+const PROTOS = {
+  provenance: 'kaireon/provenance/v1/provenance.proto',
+  erasure: 'kaireon/erasure/v1/erasure.proto',
+  dsar: 'kaireon/dsar/v1/dsar.proto',
+  flow: 'kaireon/flow/v1/flow.proto',
+  echo: 'echo.proto',
+};
+
+// At init: the protos of the operations a plan calls, no more (parsing all of
+// Kaireon's in every VU would add to the echo row's k6 CPU, what k6 itself costs).
+export function loadProtos(ops) {
+  // Relative to the entry script (perf/k6/soak.js), as k6 resolves them.
+  const paths = ['../../protos', '../../third_party/googleapis', 'proto'];
+  client.load(paths, ...new Set(ops.map((op) => PROTOS[op])));
+}
 const DEFINITION = JSON.parse(open('./flow_definition.json'));
 const JSON_HEADERS = { ...HEADERS, 'Content-Type': 'application/json' };
 const WATCH_TIMEOUT = __ENV.WATCH_TIMEOUT || '30s';
@@ -99,6 +106,14 @@ function rest(method, path, id, body, timeout, done) {
     tags: { name: `${method} ${path}` },
   });
   done(result(httpOutcome(res), started));
+}
+
+// The framework ceiling through k6: Echo of the bare grpc.aio server (GRPC_TARGET
+// being its address). Beside the same call from h2load it shows what k6 costs.
+const PAYLOAD = encoding.b64encode('kaireon-perf-echo-payload-64-bytes..............................');
+
+export function echoGrpc(done) {
+  unary('kaireon.perf.v1.Echo/Echo', { data: PAYLOAD }, '10s', done);
 }
 
 export function provenanceGrpc(done) {
@@ -198,17 +213,9 @@ export function dsarRest(done) {
 }
 
 export const OPS = {
+  echo: { grpc: echoGrpc },
   provenance: { grpc: provenanceGrpc, rest: provenanceRest },
   erasure: { grpc: erasureGrpc, rest: erasureRest },
   dsar: { grpc: dsarGrpc, rest: dsarRest },
   flow: { grpc: flowGrpc, rest: flowRest },
 };
-
-// grpcCall and restCall of a per-operation script (provenance.js, …): the
-// operation over each protocol, its outcome recorded (e2e: with its
-// end-to-end time); arg(lane) is its argument (the erasure's customer).
-export function scenarioCalls(op, e2e = false, arg = () => undefined) {
-  const call = (protocol, lane) => () =>
-    OPS[op][protocol]((r) => record(r.ok, protocol, e2e ? r.ms : undefined), arg(lane));
-  return { grpcCall: call('grpc', 0), restCall: call('rest', 1) };
-}
