@@ -82,32 +82,47 @@ async def test_when_the_lock_connection_fails_at_the_end_the_pool_ends_the_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The lock's session is ended by the server as the end is sent on it: the
-    statement fails, the retry writes the end through the pool, and the dead
-    connection is not kept for another run."""
+    statement fails, the pool writes the end at once, and the dead connection
+    is not kept for another run.
+
+    Once the session is gone its lock is free, and the sweep of any server on
+    this database may take the run for lost (FAILED, "executor lost"): a race
+    the real executor can lose too, as it should. Here the test takes the lock
+    itself as soon as it is free, so only the executor's own end can land."""
     db, _proxy = counted_pool
     real_end = repository.finish_run_alone
     ended_on: list[int] = []
+    holders: list[asyncpg.Connection] = []
 
     async def end_after_losing_the_session(con: asyncpg.Connection, **kwargs: Any) -> None:
         if kwargs.get("release_lock"):
             ended_on.append(con.get_server_pid())
             async with db.connection() as other:
                 await other.execute("SELECT pg_terminate_backend($1)", con.get_server_pid())
+            holder = await db.dedicated_connection()
+            holders.append(holder)
+            key = lock_key(kwargs["tenant_id"], kwargs["run_id"])
+            async with asyncio.timeout(10):  # until the dead session lets go of it
+                while not await holder.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                    await asyncio.sleep(0.01)
         await real_end(con, **kwargs)
 
     monkeypatch.setattr(repository, "finish_run_alone", end_after_losing_the_session)
     manager = run_manager(db, database_url)
     identity = Identity(tenant, Role.ADMIN, "test-user")
-    run_id = await _run(manager, identity)
-
-    assert len(ended_on) == 1
-    assert await _state(db, tenant, run_id) == "succeeded"
+    try:
+        run_id = await _run(manager, identity)
+        assert len(ended_on) == 1
+        assert await _state(db, tenant, run_id) == "succeeded"
+    finally:
+        for holder in holders:
+            await holder.close()
     con = await db.leased_connection(APPLICATION_NAME)
     try:
         assert con.get_server_pid() != ended_on[0]
     finally:
         await db.give_back(con, APPLICATION_NAME)
-    # The retry waited its 0.5 s and the lock went with the session.
+    # The lock went with the session (and the test's hold with its connection).
     async with db.connection() as other:
         key = lock_key(tenant, run_id)
         assert await other.fetchval("SELECT pg_try_advisory_lock($1)", key)

@@ -163,6 +163,7 @@ class Executors:
         tenant, run_id, number = result.tenant_id, result.run_id, result.run_attempt
         seq = recorder.next_seq
         notification = (CHANNEL, payload(tenant, run_id, "event"))
+        on_lock = False
         for retry in range(3):
             try:
                 if not recorder.unwritten(result.nodes.values(), with_tail=True):
@@ -183,6 +184,7 @@ class Executors:
                         notification=notification,
                     )
                     if retry == 0 and not lock.con.is_closed():
+                        on_lock = True
                         async with lock.shared.mutex:
                             await end(lock.con, release_lock=True, timeout=self.db.command_timeout)
                         return True
@@ -225,6 +227,11 @@ class Executors:
                     "flow run end not recorded; retrying",
                     extra={"run_id": run_id, "error_type": type(exc).__name__},
                 )
+                if retry == 0 and on_lock:
+                    # The lock's connection failed: its session, and the lock, may
+                    # be gone, and a sweep elsewhere may take the run for lost.
+                    # The pool writes the end at once.
+                    continue
                 await asyncio.sleep(0.5 * (retry + 1))
         return False
 
