@@ -53,8 +53,9 @@ from kaireon_server.platform.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-# Validated plans kept by definition digest, weighed by canonical size: a flow
-# started again and again is validated once (about a tenth of StartRun's CPU).
+# Validated plans kept by tenant and definition digest, weighed by canonical
+# size: a flow started again and again is validated once (about a tenth of
+# StartRun's CPU).
 PLAN_CACHE_BYTES = 2 * 1024 * 1024
 
 
@@ -115,8 +116,8 @@ class RunManager:
         services = NodeServices(db=db, env=env, signer=signer)
         self.executors = Executors(db, self.store, services, hooks)
         self._sweeper: asyncio.Task[None] | None = None
-        self._plans: Lru[str, Plan] = Lru(
-            PLAN_CACHE_BYTES, lambda _digest, plan: len(plan.definition.canonical) + 1024
+        self._plans: Lru[tuple[str, str], Plan] = Lru(
+            PLAN_CACHE_BYTES, lambda _key, plan: len(plan.definition.canonical) + 1024
         )
         # Runs admitted but not launched yet (locking, inserting): they count
         # against max_runs too, or a burst of StartRun calls would all pass the
@@ -132,11 +133,13 @@ class RunManager:
         A plan depends on the definition and this process's fixed registry,
         limits and environment only, so it is kept; the role check is per call.
         The cached plan's definition must equal this one (not only its digest:
-        the JSON form maps a timeout of None and 0 alike)."""
-        plan = self._plans.get(definition.digest)
+        the JSON form maps a timeout of None and 0 alike). Per tenant, as the
+        service's converted definitions are (no timing oracle across tenants)."""
+        key = (identity.tenant_id, definition.digest)
+        plan = self._plans.get(key)
         if plan is None or plan.definition != definition:
             plan = validate(definition, self.registry, limits=self.limits, env=self.env, path=path)
-            self._plans.put(definition.digest, plan)
+            self._plans.put(key, plan)
         needed = max(node.impl.min_role for node in plan.nodes.values())
         if identity.role < needed:
             types = sorted(

@@ -43,7 +43,7 @@ class FlowRunnerServicer(flow_pb2_grpc.FlowRunnerServiceServicer):
         self, request: flow_pb2.StartRunRequest, context: Context
     ) -> flow_pb2.StartRunResponse:
         identity = current_identity()
-        converted = self._definitions.get(request.definition)
+        converted = self._definitions.get(identity.tenant_id, request.definition)
         view = await self._manager.start_run(identity, converted.definition, request.run_id)
         return flow_pb2.StartRunResponse(run=convert.run_to_proto(view, converted.stored))
 
@@ -53,7 +53,7 @@ class FlowRunnerServicer(flow_pb2_grpc.FlowRunnerServiceServicer):
         identity = current_identity()
         run_id = _required_run_id(request.run_id)
         definition = (
-            self._definitions.get(request.definition).definition
+            self._definitions.get(identity.tenant_id, request.definition).definition
             if request.HasField("definition")
             else None
         )
