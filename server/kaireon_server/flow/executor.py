@@ -160,80 +160,77 @@ class Executors:
         started, interrupted, or a flush that failed). True when the statement
         ending the run released its lock too."""
         state = RunState.FAILED if reason in (SHUTDOWN, LOCK_LOST) else result.state
-        tenant, run_id, number = result.tenant_id, result.run_id, result.run_attempt
-        seq = recorder.next_seq
-        notification = (CHANNEL, payload(tenant, run_id, "event"))
-        on_lock = False
+        # Every node's final status in a flush or in the tail (the usual end): the
+        # tail and the end in one statement; otherwise a transaction.
+        alone = not recorder.unwritten(result.nodes.values(), with_tail=True)
+        end = functools.partial(
+            repository.finish_run_alone,
+            tenant_id=result.tenant_id,
+            run_id=result.run_id,
+            attempt=result.run_attempt,
+            state=state,
+            error=result.error,
+            ended_at=result.ended_at,
+            seq=recorder.next_seq,
+            events=recorder.tail_events(),
+            notification=(CHANNEL, payload(result.tenant_id, result.run_id, "event")),
+        )
         for retry in range(3):
+            # First try: on the lock's connection, the statement releasing the lock
+            # too. Retries go through the pool: that connection may be what failed.
+            on_lock = alone and retry == 0 and not lock.con.is_closed()
             try:
-                if not recorder.unwritten(result.nodes.values(), with_tail=True):
-                    # Every node's final status is in a flush or in the tail (the
-                    # usual end): the tail, the end and (on the lock's connection,
-                    # first try) the lock's release, one statement. Retries go
-                    # through the pool: the lock's connection may be what failed.
-                    end = functools.partial(
-                        repository.finish_run_alone,
-                        tenant_id=tenant,
-                        run_id=run_id,
-                        attempt=number,
-                        state=state,
-                        error=result.error,
-                        ended_at=result.ended_at,
-                        seq=seq,
-                        events=recorder.tail_events(),
-                        notification=notification,
-                    )
-                    if retry == 0 and not lock.con.is_closed():
-                        on_lock = True
-                        async with lock.shared.mutex:
-                            await end(lock.con, release_lock=True, timeout=self.db.command_timeout)
-                        return True
+                if on_lock:
+                    async with lock.shared.mutex:
+                        await end(lock.con, release_lock=True, timeout=self.db.command_timeout)
+                    return True
+                if alone:
                     async with self.db.single_statements() as con:
                         await end(con)
-                    return False
-                nodes = recorder.unwritten(result.nodes.values(), with_tail=False)
-                async with self.db.transaction(tenant) as con:
-                    await repository.insert_events(con, tenant, run_id, recorder.tail_rows(number))
-                    await repository.update_nodes(con, tenant, run_id, number, nodes)
-                    if await repository.finish_run(
-                        con,
-                        tenant,
-                        run_id,
-                        attempt=number,
-                        state=state,
-                        error=result.error,
-                        ended_at=result.ended_at,
-                    ):
-                        await repository.insert_events(
-                            con,
-                            tenant,
-                            run_id,
-                            [
-                                (
-                                    seq,
-                                    number,
-                                    "run_finished",
-                                    "",
-                                    result.error,
-                                    {"state": state.value},
-                                    result.ended_at,
-                                )
-                            ],
-                        )
-                        await notify(con, tenant, run_id, "event")
+                else:
+                    await self._end_in_transaction(result, recorder, state)
                 return False
             except Exception as exc:
                 log.warning(
                     "flow run end not recorded; retrying",
-                    extra={"run_id": run_id, "error_type": type(exc).__name__},
+                    extra={"run_id": result.run_id, "error_type": type(exc).__name__},
                 )
-                if retry == 0 and on_lock:
-                    # The lock's connection failed: its session, and the lock, may
-                    # be gone, and a sweep elsewhere may take the run for lost.
-                    # The pool writes the end at once.
-                    continue
-                await asyncio.sleep(0.5 * (retry + 1))
+                if not on_lock:
+                    await asyncio.sleep(0.5 * (retry + 1))
+                # else: the lock's session, and the lock, may be gone, and a sweep
+                # elsewhere may take the run for lost: the pool writes the end at once.
         return False
+
+    async def _end_in_transaction(
+        self, result: RunResult, recorder: RunRecorder, state: RunState
+    ) -> None:
+        """The end when some node's final status is in neither a flush nor the
+        tail: the tail, those nodes, the run's state and its run_finished event."""
+        tenant, run_id, number = result.tenant_id, result.run_id, result.run_attempt
+        nodes = recorder.unwritten(result.nodes.values(), with_tail=False)
+        async with self.db.transaction(tenant) as con:
+            await repository.insert_events(con, tenant, run_id, recorder.tail_rows(number))
+            await repository.update_nodes(con, tenant, run_id, number, nodes)
+            if await repository.finish_run(
+                con,
+                tenant,
+                run_id,
+                attempt=number,
+                state=state,
+                error=result.error,
+                ended_at=result.ended_at,
+            ):
+                finished = (
+                    recorder.next_seq,
+                    number,
+                    "run_finished",
+                    "",
+                    result.error,
+                    {"state": state.value},
+                    result.ended_at,
+                )
+                await repository.insert_events(con, tenant, run_id, [finished])
+                await notify(con, tenant, run_id, "event")
 
     async def end_run(
         self, tenant: str, run_id: str, number: int, state: RunState, error: str
