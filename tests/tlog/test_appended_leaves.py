@@ -147,6 +147,18 @@ async def test_an_update_keeps_the_leaf_hash_and_the_subject_digest(
     assert after["subject_id"] is None and after["subject_id_salt"] is None
 
 
+async def _insert_by_hand(con: asyncpg.Connection, tenant: str, digest: str | None) -> None:
+    """A row about cust_1 inserted as the owner, outside the append, with `digest`."""
+    await con.execute(
+        "INSERT INTO audit_log (tenant_id, seq, id, action, entity_type, entity_id, actor, "
+        "changes, prev_hash, integrity_hash, created_at, subject_id, subject_id_digest) "
+        "VALUES ($1, 99, gen_random_uuid(), 'probe', 'customer', 'c', 'test', '{}', '', 'x', "
+        "now(), 'cust_1', $2)",
+        tenant,
+        digest,
+    )
+
+
 async def test_a_row_about_a_subject_needs_its_digest(
     fresh: tuple[Database, TlogSettings, str],
 ) -> None:
@@ -154,13 +166,7 @@ async def test_a_row_about_a_subject_needs_its_digest(
     await _append(db, tenant, 2)
     async with db.owner_connection() as con:
         with pytest.raises(asyncpg.CheckViolationError, match="audit_log_subject_digest_given"):
-            await con.execute(
-                "INSERT INTO audit_log (tenant_id, seq, id, action, entity_type, entity_id, "
-                "actor, changes, prev_hash, integrity_hash, created_at, subject_id) "
-                "VALUES ($1, 99, gen_random_uuid(), 'probe', 'customer', 'c', 'test', '{}', "
-                "'', 'x', now(), 'cust_1')",
-                tenant,
-            )
+            await _insert_by_hand(con, tenant, None)
 
 
 async def test_a_subject_digest_that_is_not_hex_is_refused(
@@ -171,14 +177,7 @@ async def test_a_subject_digest_that_is_not_hex_is_refused(
     async with db.owner_connection() as con:
         for digest in ('"', "A" * 64, "0" * 64 + "\n", "0" * 63):
             with pytest.raises(asyncpg.CheckViolationError, match="audit_log_subject_digest_hex"):
-                await con.execute(
-                    "INSERT INTO audit_log (tenant_id, seq, id, action, entity_type, entity_id, "
-                    "actor, changes, prev_hash, integrity_hash, created_at, subject_id, "
-                    "subject_id_digest) VALUES ($1, 99, gen_random_uuid(), 'probe', 'customer', "
-                    "'c', 'test', '{}', '', 'x', now(), 'cust_1', $2)",
-                    tenant,
-                    digest,
-                )
+                await _insert_by_hand(con, tenant, digest)
 
 
 def _shift_cut(by: int) -> Callable[[bytes, int], int | None]:
