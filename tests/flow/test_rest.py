@@ -94,3 +94,56 @@ async def test_errors_as_google_rpc_status(base: str, tenant: str) -> None:
         assert violations["fieldViolations"][0]["field"] == "definition.nodes[0].type"
         async with http.get(f"{base}/missing", headers=headers(tenant, "viewer")) as r:
             assert r.status == 404
+
+
+def _body(definition: str = json.dumps(DEFINITION), extra: str = "") -> bytes:
+    return f'{{"definition": {definition}{extra}}}'.encode()
+
+
+BAD_STARTS = {
+    "misspelled-field": (b'{"defintion": ' + json.dumps(DEFINITION).encode() + b"}", 400),
+    "definition-twice": (_body(extra=', "definition": ' + json.dumps(DEFINITION)), 400),
+    "nan": (_body(json.dumps(DEFINITION).replace('"n": 1', '"n": NaN')), 400),
+    "huge-number": (
+        _body(
+            json.dumps({**DEFINITION, "maxConcurrency": 1}).replace(
+                '"maxConcurrency": 1', '"maxConcurrency": 1e400'
+            )
+        ),
+        400,
+    ),
+    "run-id-trailing-newline": (_body(extra=', "runId": "r\\n"'), 400),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STARTS))
+async def test_a_bad_start_is_4xx_every_time_and_writes_nothing(
+    base: str, app: App, tenant: str, case: str
+) -> None:
+    """Each class of bad StartRun input, twice (StartRun keeps converted
+    definitions): the same 4xx both times, no run, no audit row."""
+    body, status = BAD_STARTS[case]
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):
+            sent = {**headers(tenant), "Content-Type": "application/json"}
+            async with http.post(base, data=body, headers=sent) as r:
+                assert r.status == status, await r.text()
+    assert app.db is not None
+    async with app.db.transaction(tenant, readonly=True) as con:
+        assert await con.fetchval("SELECT count(*) FROM flow_run") == 0
+        assert await con.fetchval("SELECT count(*) FROM audit_log") == 0
+
+
+async def test_a_start_naming_two_tenants_is_refused_and_writes_nothing(
+    base: str, app: App, tenant: str
+) -> None:
+    """The identity header sent twice, the second another tenant's."""
+    other = f"{tenant}x"
+    sent = [("X-Tenant-Id", tenant), ("X-Tenant-Id", other), ("X-User-Role", "operator")]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(base, json={"definition": DEFINITION}, headers=sent) as r:
+            assert r.status == 401, await r.text()
+    assert app.db is not None
+    for each in (tenant, other):
+        async with app.db.transaction(each, readonly=True) as con:
+            assert await con.fetchval("SELECT count(*) FROM flow_run") == 0
