@@ -14,6 +14,8 @@ from grpc_status import rpc_status
 
 from kaireon.flow.v1 import flow_pb2, flow_pb2_grpc
 from kaireon_server.app import App
+from kaireon_server.flow.manager import RunManager
+from kaireon_server.flow.service import FlowCapability
 from kaireon_server.platform.config import Settings
 from tests.flow.support import definition, step, wait_finished
 from tests.support.server import metadata
@@ -32,6 +34,10 @@ async def small_app(server_env: dict[str, str]) -> AsyncIterator[App]:
     await app.start()
     yield app
     await app.stop(grace=1)
+
+
+def _manager(app: App) -> RunManager:
+    return next(c for c in app.capabilities if isinstance(c, FlowCapability)).manager
 
 
 def refusal(error: grpc.aio.AioRpcError) -> tuple[str, float | None]:
@@ -89,6 +95,8 @@ async def test_one_tenant_filling_its_share_leaves_room_for_another(
             await stub.CancelRun(
                 flow_pb2.CancelRunRequest(run_id=f"mine{i}"), metadata=metadata(tenant, "operator")
             )
+            # CancelRun answers once the run's executor is done: its slot is free.
+            assert (tenant, f"mine{i}") not in _manager(small_app).executors.active
         # Slots come back when runs end: the first tenant is admitted again.
         assert (await start(tenant, "again")).run_id == "again"
         for who, run_id in ((other, "theirs"), (tenant, "again")):

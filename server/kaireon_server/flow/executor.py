@@ -70,6 +70,11 @@ class Executors:
         task = asyncio.create_task(self._execute(attempt))
         self.active[(attempt.tenant, attempt.run_id)] = (attempt.token, task)
 
+    def task(self, tenant: str, run_id: str) -> asyncio.Task[None] | None:
+        """The task executing the run here, if this process executes it."""
+        entry = self.active.get((tenant, run_id))
+        return None if entry is None else entry[1]
+
     def cancel_local(self, tenant: str, run_id: str, reason: str = CANCELLED_BY_REQUEST) -> bool:
         entry = self.active.get((tenant, run_id))
         if entry is None:

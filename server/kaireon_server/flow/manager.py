@@ -351,12 +351,18 @@ class RunManager:
                     "flow_run_cancel",
                     {"attempt": run.attempt},
                 )
+            executing = self.executors.task(tenant, run_id)
             if not self.executors.cancel_local(tenant, run_id):
                 await self.executors.end_if_orphaned(
                     tenant, run_id, RunState.CANCELLED, CANCELLED_BY_REQUEST
                 )
             # Answer with the outcome when it comes quickly (it usually does).
             deadline = asyncio.get_running_loop().time() + wait
+            if executing is not None:
+                # Executed here: its task's end, not only the run's row, so the
+                # run's slot is free when the caller hears it was cancelled (a
+                # StartRun right after must not meet its share still taken).
+                await asyncio.wait({executing}, timeout=wait)
             while True:
                 view = await self.get(tenant, run_id)
                 remaining = deadline - asyncio.get_running_loop().time()
