@@ -389,8 +389,12 @@ class Integrator:
                 return 0
             for i, rec in enumerate(rows):
                 if int(rec["seq"]) != compact.size + i + 1:
+                    # What was read, for whoever looks into it: the tree's size,
+                    # the seq found where the next was expected (no row content).
                     raise TreeIntegrityError(
-                        f"tenant rows are not contiguous at seq {compact.size + i + 1}"
+                        f"tenant rows are not contiguous at seq {compact.size + i + 1} "
+                        f"(tree size {compact.size}, read seq {int(rec['seq'])} of "
+                        f"{len(rows)} rows from {int(rows[0]['seq'])})"
                     )
             # Rows appended before migration 0242 carry no leaf hash: made here.
             older = [int(r["seq"]) for r in rows if r["leaf_hash"] is None]
