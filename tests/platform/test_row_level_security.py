@@ -176,6 +176,8 @@ async def test_maintenance_functions_return_keys_only(db: Database) -> None:
         ),
         # Migration 0151, processor delivery: claims (and leases) one due outbox row.
         ("kaireon_processor_claim_delivery", "TABLE(tenant_id text, id uuid)"),
+        # Migration 0243: when the next claimable one is due, a number of seconds.
+        ("kaireon_processor_next_due_seconds", "SETOF double precision"),
         # Migration 0113, the audit log integrator: tenant keys with rows to integrate.
         ("kaireon_tlog_pending", "TABLE(tenant_id text)"),
         # Migration 0172: the same, a page after a tenant key.

@@ -30,6 +30,7 @@ from kaireon_client.canonical import canonical_json
 from kaireon_client.receipt import verify_receipt
 from kaireon_server.platform.db import Database
 from kaireon_server.platform.errors import InvalidArgument
+from kaireon_server.requests import processor_repository
 from kaireon_server.requests.delivery import DeliverySettings, new_session
 from kaireon_server.requests.processors import validate_url
 from tests.requests.conftest import create, verify
@@ -163,6 +164,71 @@ async def test_a_processor_that_keeps_failing_is_dead_lettered(stub, channel, se
         requests_pb2.ListProcessorsRequest(), metadata=metadata(seeded)
     )
     assert listed.processors[0].dead == 1
+
+
+async def test_a_delivery_is_made_when_the_database_says_it_is_due(
+    stub, channel, seeded, db, receiver
+):
+    """The worker sleeps until the next pending delivery is due by the database's
+    clock, not by a timer of its own: a retry another process scheduled (here
+    inserted by hand, as that process's failure leaves it) is made when due, not
+    at the 30 s poll. Before, a worker woken a moment early by its own timer
+    (uvloop's clock has millisecond steps) found nothing due and waited for the poll."""
+    await _register(stub, seeded, receiver.url)
+    erasure = erasure_pb2_grpc.ErasureServiceStub(channel)
+    await erasure.EraseCustomer(
+        erasure_pb2.EraseCustomerRequest(customer_id="cust_00005"), metadata=metadata(seeded)
+    )
+    await _settled(db, seeded, "delivered")
+    loop = asyncio.get_running_loop()
+    async with db.transaction(seeded) as con:
+        await con.execute(
+            "INSERT INTO processor_outbox (tenant_id, recipient_id, event_type, subject_id,"
+            " payload, attempts, last_status, next_attempt_at)"
+            " SELECT tenant_id, recipient_id, event_type, subject_id, payload, 1, 500,"
+            " clock_timestamp() + interval '1.5 seconds' FROM processor_outbox"
+        )
+    inserted = loop.time()
+    rows = await _settled(db, seeded, "delivered", timeout=10)
+    assert [r["attempts"] for r in rows] == [1, 2]
+    assert len(receiver.received) == 2
+    assert loop.time() - inserted >= 1.4  # not before it was due (the clocks' steps aside)
+
+
+async def test_an_event_held_back_behind_a_retrying_one_is_not_due(
+    stub, seeded, db, receiver, monkeypatch: pytest.MonkeyPatch
+):
+    """The worker asks when the next *claimable* event is due: one queued behind an
+    earlier pending event of the same subject waits for it, and counting it as due
+    would have the worker ask again every 10 ms for as long as the first backs off."""
+    asked: list[float | None] = []
+    next_due_in = processor_repository.next_due_in
+
+    async def counted(con):  # type: ignore[no-untyped-def]
+        asked.append(await next_due_in(con))
+        return asked[-1]
+
+    monkeypatch.setattr(processor_repository, "next_due_in", counted)
+    processor_id, _ = await _register(stub, seeded, receiver.url)
+    # The first backs off for a minute; the second, queued after it, is "due" now.
+    async with db.transaction(seeded) as con:
+        await con.execute(
+            "INSERT INTO processor_outbox (tenant_id, recipient_id, event_type, subject_id,"
+            " payload, attempts, next_attempt_at) VALUES"
+            " ($1, $2::uuid, 'subject.erased', 'cust_held', '{}', 1,"
+            "  clock_timestamp() + interval '60 seconds'),"
+            " ($1, $2::uuid, 'subject.erased', 'cust_held', '{}', 0, clock_timestamp())",
+            seeded,
+            processor_id,
+        )
+    try:
+        await asyncio.sleep(1.0)
+        # A wake-up or two (the insert's NOTIFY, other tests' events), not a spin.
+        assert 1 <= len(asked) < 20, asked
+        assert receiver.received == []
+    finally:
+        async with db.transaction(seeded) as con:
+            await con.execute("UPDATE processor_outbox SET status = 'dead'")
 
 
 async def test_no_event_without_a_committed_erasure(stub, channel, seeded, db, receiver):

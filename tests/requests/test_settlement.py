@@ -5,9 +5,12 @@ or an admin waives it (audited, reason required)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import pytest
+from aiohttp import web
 
 from kaireon_server.app import App
 from kaireon_server.platform.db import Database
@@ -15,7 +18,25 @@ from kaireon_server.requests.processor_repository import DeliveryState
 from kaireon_server.requests.settlement import all_settled
 from tests.requests.conftest import audit_rows
 from tests.requests.test_cli_rest import _call
-from tests.requests.test_processors import Receiver, receiver  # noqa: F401
+from tests.requests.test_processors import Receiver, serving
+
+
+class ByProcessor(Receiver):
+    """Answers by the processor its URL names (`?to=`), not by arrival order: the
+    two processors' deliveries are due at the same instant and claimed in either
+    order."""
+
+    failing: frozenset[str] = frozenset()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append((await request.read(), dict(request.headers)))
+        return web.Response(status=500 if request.query.get("to") in self.failing else 204)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[ByProcessor]:
+    async with serving(ByProcessor()) as target:
+        yield target
 
 
 async def _request(session: aiohttp.ClientSession, base: str, tenant: str, rid: str) -> Any:
@@ -40,16 +61,20 @@ async def test_an_erasure_completes_only_when_every_processor_settled(
     app: App,
     seeded: str,
     db: Database,
-    receiver: Receiver,  # noqa: F811
+    receiver: ByProcessor,
 ):
     tenant = seeded
-    receiver.statuses = [204] + [500] * 3  # "a-ok" acknowledges; "b-down" dies (3 attempts)
+    receiver.failing = frozenset({"b-down"})  # "a-ok" acknowledges; "b-down" dies (3 attempts)
     base = f"http://127.0.0.1:{app.http_port}/api/v1"
     async with aiohttp.ClientSession() as session:
         ids = {}
         for name in ("a-ok", "b-down"):
             status, body = await _call(
-                session, "POST", f"{base}/processors", tenant, {"name": name, "url": receiver.url}
+                session,
+                "POST",
+                f"{base}/processors",
+                tenant,
+                {"name": name, "url": f"{receiver.url}?to={name}"},
             )
             assert status == 200, body
             ids[name] = body["processor"]["id"]

@@ -81,6 +81,9 @@ class DeliverySettings:
 
 
 CHANNEL = "kaireon_processor_outbox"
+# The shortest sleep before asking again: a delivery due "now" that the claim
+# skipped is locked by another worker's claim, which moves it on when it commits.
+DUE_RECHECK_SECONDS = 0.01
 
 
 class PublicResolver(aiohttp.abc.AbstractResolver):
@@ -113,15 +116,18 @@ def new_session(settings: DeliverySettings) -> aiohttp.ClientSession:
 
 
 class DeliveryWorker:
-    """One delivery loop per process: woken by queued events (LISTEN), by the
-    retries it scheduled itself, and by a slow poll."""
+    """One delivery loop per process: woken by queued events (LISTEN), when the
+    next pending delivery is due by the database's clock (asked whenever there
+    is nothing to claim: its own retries, other processes', expired leases),
+    and by a slow poll."""
 
     def __init__(self, db: Database, settings: DeliverySettings, listener: Listener) -> None:
         self._db = db
         self._settings = settings
         self._listener = listener
         self._wake = asyncio.Event()
-        self._next_retry: float | None = None
+        # When (loop time) the database said the next pending delivery is due.
+        self._next_due: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         listener.subscribe(CHANNEL, lambda _payload: self._wake.set(), self._wake.set)
@@ -138,17 +144,16 @@ class DeliveryWorker:
         await self._listener.stop()
 
     async def _idle(self) -> None:
-        """Sleep until woken, the earliest retry this worker scheduled, or the poll."""
-        loop = asyncio.get_running_loop()
+        """Sleep until woken, the next delivery is due, or the poll."""
         delay = self._settings.poll_seconds
-        if self._next_retry is not None:
-            delay = min(delay, max(0.0, self._next_retry - loop.time()))
+        if self._next_due is not None:
+            delay = min(
+                delay, max(DUE_RECHECK_SECONDS, self._next_due - asyncio.get_running_loop().time())
+            )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._wake.wait()
         self._wake.clear()
-        if self._next_retry is not None and self._next_retry <= loop.time():
-            self._next_retry = None
 
     async def _run(self) -> None:
         self._session = new_session(self._settings)
@@ -168,7 +173,10 @@ class DeliveryWorker:
         lease = self._settings.timeout_seconds + 5
         async with self._db.connection() as con, con.transaction():
             claimed = await repository.claim(con, lease)
+            due_in = None if claimed is not None else await repository.next_due_in(con)
         if claimed is None:
+            loop_now = asyncio.get_running_loop().time()
+            self._next_due = None if due_in is None else loop_now + due_in
             return False
         tenant_id, delivery_id = claimed
         async with self._db.transaction(tenant_id, readonly=True) as con:
@@ -207,9 +215,6 @@ class DeliveryWorker:
                     delivery.attempts,
                     ", dead-lettered" if last else "",
                 )
-        if retry_in is not None:
-            due = asyncio.get_running_loop().time() + retry_in
-            self._next_retry = due if self._next_retry is None else min(self._next_retry, due)
         return True
 
     async def _post(self, delivery: repository.Delivery) -> tuple[int | None, str]:

@@ -148,6 +148,13 @@ async def claim(con: asyncpg.Connection, lease_seconds: float) -> tuple[str, uui
     return (row["tenant_id"], row["id"]) if row else None
 
 
+async def next_due_in(con: asyncpg.Connection) -> float | None:
+    """Seconds until the next pending delivery of any tenant is due, by the
+    database's clock (0 when one is due now); None when none is pending."""
+    value = await con.fetchval("SELECT * FROM kaireon_processor_next_due_seconds()")
+    return None if value is None else float(value)
+
+
 async def get_endpoint(
     con: asyncpg.Connection, tenant_id: str, processor_id: uuid.UUID
 ) -> tuple[str, str] | None:
