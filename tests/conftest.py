@@ -8,6 +8,7 @@ with a random tenant id instead of truncating tables.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -26,12 +27,25 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kaireon_server.app import App
+from kaireon_server.platform import event_loop
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.env import EnvReader
 from tests.support.log_scan import CollectingHandler, findings, secret_fragments
 from tests.support.pg import counted_database, create_database, drop_database, embedded_server
 from tests.support.server import ALL_SERVER_LOGS, JWT_SECRET, base_env
 from tests.support.tcp_proxy import TcpProxy
+
+# The suite runs on the loop the server would (KAIREON_EVENT_LOOP: uvloop unless
+# set); .ci/run's PostgreSQL 15 pass sets asyncio, so CI runs both loops. Through
+# the policy, which pytest-asyncio's runners consult: its per-test loop-factory
+# hook would parametrize the async tests only, and a sync test using an async
+# fixture would then tear the session's loop (and server) down and start another.
+SUITE_LOOP = event_loop.from_env(EnvReader(os.environ))
+if SUITE_LOOP == "uvloop":
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 @pytest.fixture(scope="session", autouse=True)

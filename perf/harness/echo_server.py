@@ -25,6 +25,9 @@ import grpc
 from google.protobuf import wrappers_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 
+from kaireon_server.platform import event_loop
+from kaireon_server.platform.env import EnvReader, process_environment
+
 SERVICE = "kaireon.perf.v1.Echo"
 # Messages per Stream call: as many as StreamDecisionProvenance's longest list.
 STREAM_COPIES = 1000
@@ -94,7 +97,9 @@ def main() -> int:
     parser.add_argument("--pool-max", type=int, default=10)
     args = parser.parse_args()
     if args.workers <= 1:
-        asyncio.run(serve(args.port, args.dsn, args.tenant, args.pool_max))
+        # On the loop the server runs on (KAIREON_EVENT_LOOP), so ratios compare like with like.
+        loop = event_loop.from_env(EnvReader(process_environment()))
+        event_loop.run(serve(args.port, args.dsn, args.tenant, args.pool_max), loop)
         return 0
     # N children on one port (SO_REUSEPORT), as KAIREON_WORKERS does for the server:
     # the same arguments, the last --workers (1) the one that counts.

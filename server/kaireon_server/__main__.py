@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 # Before anything imports grpc: C-core reads its settings once, at import.
@@ -36,12 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     from kaireon_server.app import serve
+    from kaireon_server.platform import event_loop
     from kaireon_server.supervisor import supervise
 
     try:
         if settings.workers > 1:
-            return asyncio.run(supervise(settings, demo=args.demo))
-        return asyncio.run(serve(settings))
+            return event_loop.run(supervise(settings, demo=args.demo), settings.event_loop)
+        return event_loop.run(serve(settings), settings.event_loop)
     except ConfigurationError as exc:
         print(f"kaireon-server: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from kaireon_server.capability import Build, Capability, ServiceContext
 from kaireon_server.dsar import service as dsar_service
 from kaireon_server.erasure import service as erasure_service
 from kaireon_server.flow import service as flow_service
+from kaireon_server.platform import event_loop
 from kaireon_server.platform.admission import Admission, AdmissionInterceptor, AdmissionSettings
 from kaireon_server.platform.auth.authenticator import Authenticator
 from kaireon_server.platform.auth.interceptor import KaireonInterceptor
@@ -216,6 +217,7 @@ class App:
                 "http_port": self.http_port,
                 "metrics_port": self.metrics_port,
                 "pid": os.getpid(),
+                "event_loop": event_loop.running_loop_name(),
             },
         )
 

@@ -29,13 +29,14 @@ SOURCE_ROOT = Path(kaireon_server.__file__).parent
 # Modules of a capability that speak protobuf (the rest of it must not).
 ADAPTER_MODULES = frozenset({"service.py", "convert.py"})
 # The server modules the standalone REST adapter may import: settings readers,
-# the error/configuration types, the trusted-proxy list and its own metrics and
+# the event loop's choice, the error/configuration types, the trusted-proxy list and its own metrics and
 # spans. Each imports nothing else from the server
 # (test_gateway_platform_modules_are_self_contained).
 GATEWAY_PLATFORM = frozenset(
     {
         "platform.env",
         "platform.errors",
+        "platform.event_loop",
         "platform.auth.proxies",
         "platform.observability.http",
         "platform.observability.metrics",

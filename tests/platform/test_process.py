@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 
 import asyncpg
@@ -11,6 +12,8 @@ import grpc
 import pytest
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
+from kaireon_server.platform import event_loop
+from kaireon_server.platform.env import EnvReader
 from tests.support.pg import create_database, drop_database
 from tests.support.server import ServerProcess, base_env, metadata
 
@@ -152,8 +155,6 @@ async def test_multi_process_workers_share_the_port(database_url, tenant) -> Non
         "KAIREON_HTTP_PORT": str(http_port),
         "KAIREON_WORKERS": "2",
     }
-    import os
-
     proc = subprocess.Popen(  # noqa: ASYNC220 - read in a thread below
         [sys.executable, "-m", "kaireon_server"],
         env={**os.environ, **env},
@@ -163,6 +164,7 @@ async def test_multi_process_workers_share_the_port(database_url, tenant) -> Non
     )
     try:
         serving_pids: set[int] = set()
+        loops: set[str] = set()
         deadline = time.monotonic() + 60
         assert proc.stderr is not None
         while len(serving_pids) < 2 and time.monotonic() < deadline:
@@ -170,7 +172,10 @@ async def test_multi_process_workers_share_the_port(database_url, tenant) -> Non
             entry = json.loads(line) if line.startswith("{") else {}
             if entry.get("msg") == "serving":
                 serving_pids.add(entry["pid"])
+                loops.add(entry["event_loop"])
         assert len(serving_pids) == 2, "two distinct worker processes must report serving"
+        # Each worker runs on the configured loop (uvloop unless the run says asyncio).
+        assert loops == {event_loop.from_env(EnvReader(os.environ))}
         assert proc.pid not in serving_pids
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = await health_pb2_grpc.HealthStub(channel).Check(

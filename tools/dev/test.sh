@@ -29,6 +29,8 @@ xdist() {  # pytest-xdist arguments for N workers (none for 0)
 # PostgreSQL (marker db, derived from their fixtures); the rest and the
 # process-level (slow) tests run on the embedded one and would only repeat
 # themselves. Exit 5 (nothing selected, e.g. arguments naming only non-db tests) is fine.
+# It also runs on the standard library's event loop (KAIREON_EVENT_LOOP=asyncio),
+# the fallback, while the other passes run on the default, uvloop.
 EXTERNAL=${KAIREON_TEST_PG15_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
 second_pass=
 if "$BIN/python" - "$EXTERNAL" >"$logs/second.version" 2>/dev/null <<'PY'
@@ -49,7 +51,7 @@ then
   # shellcheck disable=SC2046  # xdist's words are meant to split
   (
     rc=0
-    KAIREON_TEST_DATABASE_URL="$EXTERNAL" "$BIN/python" -m pytest -q -p no:cacheprovider \
+    KAIREON_TEST_DATABASE_URL="$EXTERNAL" KAIREON_EVENT_LOOP=asyncio "$BIN/python" -m pytest -q -p no:cacheprovider \
       $(xdist $((WORKERS < 2 ? WORKERS : 2))) -m "db and not slow" "$@" >"$logs/second.log" 2>&1 || rc=$?
     if [ "$rc" -eq 5 ]; then rc=0; fi
     echo "$rc" >"$logs/second.rc"

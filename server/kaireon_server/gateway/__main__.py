@@ -18,6 +18,7 @@ quiet_grpc_core()
 from kaireon_server.gateway.routes import DEFAULT_SERVICES  # noqa: E402
 from kaireon_server.gateway.server import GatewayServer  # noqa: E402
 from kaireon_server.gateway.settings import GatewaySettings  # noqa: E402
+from kaireon_server.platform import event_loop  # noqa: E402
 from kaireon_server.platform.errors import ConfigurationError  # noqa: E402
 
 
@@ -74,7 +75,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    asyncio.run(serve(args, settings))
+    try:
+        event_loop.run(serve(args, settings), settings.event_loop)
+    except ConfigurationError as exc:
+        print(f"kaireon-gateway: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

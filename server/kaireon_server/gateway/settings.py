@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from kaireon_server.platform import event_loop as loops
 from kaireon_server.platform.auth.proxies import TrustedProxies, TrustedProxiesError
 from kaireon_server.platform.env import EnvReader, process_environment
 from kaireon_server.platform.errors import ConfigurationError
@@ -70,6 +71,8 @@ class GatewaySettings:
     # Longest request line / header field, and most header fields (else 400).
     max_header_bytes: int = 8190
     max_headers: int = 100
+    # uvloop or asyncio, for the standalone gateway's process (platform/event_loop.py).
+    event_loop: str = loops.DEFAULT
 
     def __post_init__(self) -> None:
         if self.max_body_bytes <= 0:
@@ -124,4 +127,5 @@ class GatewaySettings:
             max_headers=read.integer(
                 "KAIREON_GATEWAY_MAX_HEADERS", defaults.max_headers, minimum=1
             ),
+            event_loop=loops.from_env(read),
         )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kaireon_server.platform import event_loop as loops
 from kaireon_server.platform.auth.proxies import TrustedProxies, TrustedProxiesError
 from kaireon_server.platform.env import EnvReader, process_environment
 from kaireon_server.platform.errors import ConfigurationError
@@ -55,6 +56,8 @@ class Settings:
     health_interval: float = 2.0
     shutdown_grace: float = 10.0
     workers: int = 1
+    # uvloop or asyncio (platform/event_loop.py).
+    event_loop: str = loops.DEFAULT
     log_level: str = "INFO"
     # TLS for gRPC and REST when a certificate and key are given; a client CA
     # additionally requires client certificates (mTLS).
@@ -115,6 +118,7 @@ class Settings:
             health_interval=read.number("KAIREON_HEALTH_INTERVAL", 2.0, exclusive_minimum=0),
             shutdown_grace=read.number("KAIREON_SHUTDOWN_GRACE", 10.0, exclusive_minimum=0),
             workers=read.integer("KAIREON_WORKERS", 1, minimum=1),
+            event_loop=loops.from_env(read),
             # Checked here: logging.setLevel would raise a bare ValueError later.
             log_level=read.choice(
                 "KAIREON_LOG_LEVEL",

@@ -1,0 +1,85 @@
+"""KAIREON_EVENT_LOOP: uvloop by default, asyncio on request, anything else refused."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kaireon_server.gateway.settings import GatewaySettings
+from kaireon_server.platform import event_loop
+from kaireon_server.platform.config import Settings
+from kaireon_server.platform.env import EnvReader
+from kaireon_server.platform.errors import ConfigurationError
+
+BASE = {"KAIREON_TRUST_HEADERS": "true"}
+
+
+def test_uvloop_unless_told_otherwise() -> None:
+    assert Settings.from_env(BASE).event_loop == "uvloop"
+    assert GatewaySettings.from_env({}).event_loop == "uvloop"
+    for raw, expected in (("asyncio", "asyncio"), (" UVLOOP ", "uvloop"), ("", "uvloop")):
+        env = {**BASE, "KAIREON_EVENT_LOOP": raw}
+        assert Settings.from_env(env).event_loop == expected
+        assert GatewaySettings.from_env(env).event_loop == expected
+
+
+@pytest.mark.parametrize("raw", ["tokio", "uvloop,asyncio", "asyncio\n1"])
+def test_an_unknown_loop_is_a_configuration_error(raw: str) -> None:
+    for read in (Settings.from_env, GatewaySettings.from_env):
+        with pytest.raises(ConfigurationError, match="KAIREON_EVENT_LOOP must be one of"):
+            read({**BASE, "KAIREON_EVENT_LOOP": raw})
+
+
+@pytest.mark.parametrize("name", event_loop.LOOPS)
+def test_run_runs_on_the_named_loop(name: str) -> None:
+    async def which() -> str:
+        return event_loop.running_loop_name()
+
+    assert event_loop.run(which(), name) == name
+
+
+def test_run_refuses_an_unknown_loop_and_closes_the_coroutine() -> None:
+    """Closed, not left for the garbage collector's "never awaited" warning."""
+
+    async def never() -> None:
+        raise AssertionError("must not run")
+
+    main = never()
+    with pytest.raises(ConfigurationError, match="KAIREON_EVENT_LOOP must be one of"):
+        event_loop.run(main, "tokio")
+    assert inspect.getcoroutinestate(main) == inspect.CORO_CLOSED
+
+
+async def test_the_suite_runs_on_the_loop_the_server_would() -> None:
+    """tests/conftest.py's loop hook: in-process servers meet the production loop
+    (uvloop), or asyncio when the run sets it (.ci/run's PostgreSQL 15 pass)."""
+    wanted = event_loop.from_env(EnvReader(os.environ))
+    assert event_loop.running_loop_name() == wanted
+    assert isinstance(asyncio.get_running_loop(), asyncio.AbstractEventLoop)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("program", ["kaireon_server", "kaireon_server.gateway"])
+def test_a_process_refuses_an_unknown_loop_at_start(tmp_path, program: str) -> None:
+    args = [] if program == "kaireon_server" else ["--grpc-target", "127.0.0.1:1"]
+    result = subprocess.run(
+        [sys.executable, "-m", program, *args],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "KAIREON_DATA_DIR": str(tmp_path),
+            "KAIREON_TRUST_HEADERS": "true",
+            "KAIREON_EVENT_LOOP": "tokio",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "configuration error: KAIREON_EVENT_LOOP must be one of" in result.stderr
+    assert "Traceback" not in result.stderr
