@@ -343,7 +343,10 @@ class DsarRequests:
                         return
                 if record.terminal and last >= record.version:
                     return
-                if not events:
+                # Caught up with the version read: the next change is notified (the
+                # subscription predates the read), so wait for it rather than read
+                # again at once, which cost every watch a read per state it saw.
+                if not events or last >= record.version:
                     await subscription.wait(self._settings.poll_seconds, seen=last)
 
     async def open_export(self, *, tenant_id: str, actor: str, request_id: str) -> DsarRecord:
