@@ -1,12 +1,11 @@
-"""KAIREON_EVENT_LOOP: uvloop by default, asyncio on request, anything else refused."""
+"""KAIREON_EVENT_LOOP: uvloop by default, asyncio on request, anything else refused
+(at start too: tests/platform/test_process.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -61,25 +60,3 @@ async def test_the_suite_runs_on_the_loop_the_server_would() -> None:
     wanted = event_loop.from_env(EnvReader(os.environ))
     assert event_loop.running_loop_name() == wanted
     assert isinstance(asyncio.get_running_loop(), asyncio.AbstractEventLoop)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("program", ["kaireon_server", "kaireon_server.gateway"])
-def test_a_process_refuses_an_unknown_loop_at_start(tmp_path, program: str) -> None:
-    args = [] if program == "kaireon_server" else ["--grpc-target", "127.0.0.1:1"]
-    result = subprocess.run(
-        [sys.executable, "-m", program, *args],
-        env={
-            "PATH": "/usr/bin:/bin",
-            "KAIREON_DATA_DIR": str(tmp_path),
-            "KAIREON_TRUST_HEADERS": "true",
-            "KAIREON_EVENT_LOOP": "tokio",
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "configuration error: KAIREON_EVENT_LOOP must be one of" in result.stderr
-    assert "Traceback" not in result.stderr

@@ -107,19 +107,32 @@ def test_missing_identity_source_is_a_configuration_error(tmp_path) -> None:
     assert "no identity source" in result.stderr
 
 
-@pytest.mark.parametrize("level", ["verbose", "10", "warn ing"])
-def test_an_unknown_log_level_is_a_configuration_error(tmp_path, level: str) -> None:
-    """Not a ValueError traceback from logging (exit 1) after the settings were read."""
+@pytest.mark.parametrize(
+    ("program", "variable", "value"),
+    [
+        ("kaireon_server", "KAIREON_LOG_LEVEL", "verbose"),
+        ("kaireon_server", "KAIREON_LOG_LEVEL", "10"),
+        ("kaireon_server", "KAIREON_LOG_LEVEL", "warn ing"),
+        ("kaireon_server", "KAIREON_EVENT_LOOP", "tokio"),
+        ("kaireon_server.gateway", "KAIREON_EVENT_LOOP", "tokio"),
+    ],
+)
+def test_an_unknown_choice_is_a_configuration_error(
+    tmp_path, program: str, variable: str, value: str
+) -> None:
+    """Exit 2 naming the variable, not a traceback (exit 1) from the logging
+    module or the event loop after the settings were read."""
     import subprocess
     import sys
 
+    args = ["--grpc-target", "127.0.0.1:1"] if program.endswith("gateway") else []
     result = subprocess.run(
-        [sys.executable, "-m", "kaireon_server"],
+        [sys.executable, "-m", program, *args],
         env={
             "PATH": "/usr/bin:/bin",
             "KAIREON_DATA_DIR": str(tmp_path),
             "KAIREON_TRUST_HEADERS": "true",
-            "KAIREON_LOG_LEVEL": level,
+            variable: value,
         },
         capture_output=True,
         text=True,
@@ -127,7 +140,7 @@ def test_an_unknown_log_level_is_a_configuration_error(tmp_path, level: str) -> 
         check=False,
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "configuration error: KAIREON_LOG_LEVEL must be one of" in result.stderr
+    assert f"configuration error: {variable} must be one of" in result.stderr
     assert "Traceback" not in result.stderr
 
 
