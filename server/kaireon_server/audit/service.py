@@ -247,6 +247,10 @@ class AuditCapability:
         self.integrator = tlog.Integrator(ctx.db, self.settings)
         if self.settings.enabled:
             ctx.listener.subscribe(tlog.NOTIFY_CHANNEL, self.integrator.wake, self.integrator.wake)
+        # The demo's seeded rows are checkpointed before the server says it serves,
+        # so docs/AUDIT.md's round trip, run at once, finds the demo log signed (the
+        # integrator's first round would come a few hundred milliseconds later).
+        self._integrate_at_start = ctx.settings.demo and self.settings.enabled
 
     @property
     def descriptor(self) -> ServiceDescriptor:
@@ -263,6 +267,8 @@ class AuditCapability:
         }
 
     async def start(self) -> None:
+        if self._integrate_at_start:
+            await self.integrator.integrate_pending()
         self.integrator.start()
 
     async def stop(self) -> None:
