@@ -29,9 +29,11 @@ from kaireon.requests.v1 import requests_pb2
 from kaireon_client.canonical import canonical_json
 from kaireon_client.receipt import verify_receipt
 from kaireon_server.platform.db import Database
+from kaireon_server.platform.db.listener import Listener
 from kaireon_server.platform.errors import InvalidArgument
+from kaireon_server.platform.tasks import cancel_and_wait
 from kaireon_server.requests import processor_repository
-from kaireon_server.requests.delivery import DeliverySettings, new_session
+from kaireon_server.requests.delivery import DeliverySettings, DeliveryWorker, new_session
 from kaireon_server.requests.processors import validate_url
 from tests.requests.conftest import create, verify
 from tests.support.server import metadata
@@ -229,6 +231,33 @@ async def test_an_event_held_back_behind_a_retrying_one_is_not_due(
     finally:
         async with db.transaction(seeded) as con:
             await con.execute("UPDATE processor_outbox SET status = 'dead'")
+
+
+async def test_a_failing_database_is_retried_at_the_poll_not_at_a_stale_due_time(
+    db, monkeypatch: pytest.MonkeyPatch
+):
+    """A due time the database gave before it failed is long past: the loop waits
+    for a wake-up or its poll, not DUE_RECHECK_SECONDS, and does not hammer (and
+    log against) a database that is down."""
+    claims = 0
+
+    async def failing(con, lease_seconds):  # type: ignore[no-untyped-def]
+        nonlocal claims
+        claims += 1
+        raise ConnectionError("the database is gone")
+
+    monkeypatch.setattr(processor_repository, "claim", failing)
+    worker = DeliveryWorker(db, DeliverySettings(), Listener.for_database(db))
+    worker._next_due = asyncio.get_running_loop().time() - 1  # as the last idle left it
+    task = asyncio.create_task(worker._run())
+    try:
+        await asyncio.sleep(1.0)
+    finally:
+        await cancel_and_wait(task)
+        if worker._session is not None:
+            await worker._session.close()
+    # This worker's one attempt (and at most a wake-up of the session server's own).
+    assert 1 <= claims <= 3, claims
 
 
 async def test_no_event_without_a_committed_erasure(stub, channel, seeded, db, receiver):

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from kaireon_server.platform.env import EnvReader
 from kaireon_server.platform.errors import ConfigurationError
 
-__all__ = ["DEFAULT", "LOOPS", "from_env", "loop_factory", "run"]
+__all__ = ["DEFAULT", "LOOPS", "from_env", "loop_factory", "run", "running_loop_name"]
 
 LOOPS = ("uvloop", "asyncio")
 DEFAULT = "uvloop"

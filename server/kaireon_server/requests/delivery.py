@@ -164,6 +164,9 @@ class DeliveryWorker:
                 raise
             except Exception as exc:  # the loop outlives a lost database or a bug
                 _log.warning("processor delivery loop error: %s", type(exc).__name__)
+                # What the database said is due may be long past: retrying on it
+                # every DUE_RECHECK_SECONDS would hammer a database that is down.
+                self._next_due = None
                 worked = False
             if not worked:
                 await self._idle()
