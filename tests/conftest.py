@@ -30,7 +30,6 @@ from kaireon_server.app import App
 from kaireon_server.platform import event_loop
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database
-from kaireon_server.platform.env import EnvReader
 from tests.support.log_scan import CollectingHandler, findings, secret_fragments
 from tests.support.pg import counted_database, create_database, drop_database, embedded_server
 from tests.support.server import ALL_SERVER_LOGS, JWT_SECRET, base_env
@@ -41,7 +40,7 @@ from tests.support.tcp_proxy import TcpProxy
 # the policy, which pytest-asyncio's runners consult: its per-test loop-factory
 # hook would parametrize the async tests only, and a sync test using an async
 # fixture would then tear the session's loop (and server) down and start another.
-SUITE_LOOP = event_loop.from_env(EnvReader(os.environ))
+SUITE_LOOP = event_loop.configured()
 if SUITE_LOOP == "uvloop":
     import uvloop
 

@@ -26,7 +26,6 @@ from google.protobuf import wrappers_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 
 from kaireon_server.platform import event_loop
-from kaireon_server.platform.env import EnvReader, process_environment
 
 SERVICE = "kaireon.perf.v1.Echo"
 # Messages per Stream call: as many as StreamDecisionProvenance's longest list.
@@ -98,8 +97,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.workers <= 1:
         # On the loop the server runs on (KAIREON_EVENT_LOOP), so ratios compare like with like.
-        loop = event_loop.from_env(EnvReader(process_environment()))
-        event_loop.run(serve(args.port, args.dsn, args.tenant, args.pool_max), loop)
+        event_loop.run(
+            serve(args.port, args.dsn, args.tenant, args.pool_max), event_loop.configured()
+        )
         return 0
     # N children on one port (SO_REUSEPORT), as KAIREON_WORKERS does for the server:
     # the same arguments, the last --workers (1) the one that counts.

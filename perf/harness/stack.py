@@ -35,7 +35,6 @@ from harness.procmon import Timeline
 from kaireon_server.platform import event_loop
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database, connect_database
-from kaireon_server.platform.env import EnvReader, process_environment
 from kaireon_testkit.keys import free_port, write_signing_key
 
 PERF_DIR = Path(__file__).resolve().parent.parent
@@ -373,7 +372,7 @@ class Harness:
             f"commit: {name}"
             + (f" (+ uncommitted changes in {len(dirty)} server/client files)" if dirty else ""),
             f"server: python -m kaireon_server, KAIREON_WORKERS={self.workers}, "
-            f"KAIREON_EVENT_LOOP={event_loop.from_env(EnvReader(process_environment()))} "
+            f"KAIREON_EVENT_LOOP={event_loop.configured()} "
             "(the ceiling servers' too), "
             f"KAIREON_TRUST_HEADERS=true, COSIGN_KEY set (signing on), {server}PostgreSQL "
             + ("embedded (pgserver)" if self.embedded else "from DATABASE_URL"),

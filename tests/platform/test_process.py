@@ -13,7 +13,6 @@ import pytest
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
 from kaireon_server.platform import event_loop
-from kaireon_server.platform.env import EnvReader
 from tests.support.pg import create_database, drop_database
 from tests.support.server import ServerProcess, base_env, metadata
 
@@ -188,7 +187,7 @@ async def test_multi_process_workers_share_the_port(database_url, tenant) -> Non
                 loops.add(entry["event_loop"])
         assert len(serving_pids) == 2, "two distinct worker processes must report serving"
         # Each worker runs on the configured loop (uvloop unless the run says asyncio).
-        assert loops == {event_loop.from_env(EnvReader(os.environ))}
+        assert loops == {event_loop.configured()}
         assert proc.pid not in serving_pids
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = await health_pb2_grpc.HealthStub(channel).Check(

@@ -14,10 +14,10 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from kaireon_server.platform.env import EnvReader
+from kaireon_server.platform.env import EnvReader, process_environment
 from kaireon_server.platform.errors import ConfigurationError
 
-__all__ = ["DEFAULT", "LOOPS", "from_env", "loop_factory", "run", "running_loop_name"]
+__all__ = ["DEFAULT", "LOOPS", "configured", "from_env", "loop_factory", "run", "running_loop_name"]
 
 LOOPS = ("uvloop", "asyncio")
 DEFAULT = "uvloop"
@@ -28,6 +28,12 @@ T = TypeVar("T")
 
 def from_env(read: EnvReader) -> str:
     return read.choice(ENV, DEFAULT, LOOPS, normalise=str.lower)
+
+
+def configured() -> str:
+    """The loop this process's environment names: for code without Settings (the
+    perf harness's servers, the test suite)."""
+    return from_env(EnvReader(process_environment()))
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
