@@ -21,10 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.docs.doc_blocks import bash_blocks, run_file, script
+from tests.support.keys import write_log_key
 from tests.support.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,15 +43,7 @@ def test_every_block_is_well_formed(path: Path) -> None:
 @pytest.fixture(scope="module")
 def log_key_path(key_dir: Path) -> Path:
     """A throwaway Ed25519 audit-log key (in key_dir: the log scan looks for its bytes)."""
-    path = key_dir / "log-doc-test.key"
-    path.write_bytes(
-        Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return path
+    return write_log_key(key_dir / "log-doc-test.key")
 
 
 @pytest.fixture(scope="module")

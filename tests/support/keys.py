@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 def write_signing_key(path: Path) -> Path:
@@ -20,6 +21,24 @@ def write_signing_key(path: Path) -> Path:
             serialization.NoEncryption(),
         )
     )
+    path.chmod(0o600)
+    return path
+
+
+def log_key_pem() -> bytes:
+    """A fresh Ed25519 key (PKCS#8 PEM) for KAIREON_LOG_KEY: the audit log's
+    checkpoints are signed with it."""
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def write_log_key(path: Path) -> Path:
+    """`log_key_pem()` in a file (mode 0600); in the session's key_dir the log scan
+    looks for its bytes."""
+    path.write_bytes(log_key_pem())
     path.chmod(0o600)
     return path
 

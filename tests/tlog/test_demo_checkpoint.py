@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from kaireon.audit.v1 import audit_pb2, audit_pb2_grpc
+from tests.support.keys import write_log_key
 from tests.support.pg import create_database, drop_database
 from tests.support.server import ServerProcess, base_env, metadata
 
@@ -18,17 +19,7 @@ pytestmark = pytest.mark.slow
 async def test_the_demo_log_is_checkpointed_when_the_server_serves(
     pg_admin_dsn: str, key_dir
 ) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    log_key = key_dir / "log-demo-checkpoint.key"
-    log_key.write_bytes(
-        Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    log_key = write_log_key(key_dir / "log-demo-checkpoint.key")
     dsn = await create_database(pg_admin_dsn, "kaireon_demo_checkpoint")
     server = ServerProcess(base_env(dsn, KAIREON_LOG_KEY=str(log_key)), ["--demo"]).start()
     try:
