@@ -254,9 +254,10 @@ table inet kaireon_partition {{
         self.servers.append(server)
         return server
 
-    def nginx(self, replicas: Sequence[LabServer]) -> Nginx:
+    def nginx(self, replicas: Sequence[LabServer], *, client_keepalive: bool = True) -> Nginx:
         host = self.host("lb")
-        lb = Nginx(host=host, root=self.workdir / f"nginx-{host.namespace}")
+        root = self.workdir / f"nginx-{host.namespace}"
+        lb = Nginx(host=host, root=root, client_keepalive=client_keepalive)
         lb.start(replicas)
         self.processes.append(lb.proc)  # type: ignore[arg-type]
         return lb
@@ -370,11 +371,21 @@ def _accepts(address: str, port: int) -> bool:
     return True
 
 
-def render_nginx_conf(root: Path, listen: str, replicas: Sequence[LabServer]) -> str:
+def render_nginx_conf(
+    root: Path, listen: str, replicas: Sequence[LabServer], *, client_keepalive: bool = True
+) -> str:
     """nginx in front of the replicas: gRPC (HTTP/2, grpc_pass) on 50051, REST
     (proxy_pass) on 8080. Calls are never retried on another replica once sent
     (gRPC calls are POSTs: nginx retries a non-idempotent request only when it
-    could not be sent), so a failed call shows as one."""
+    could not be sent), so a failed call shows as one.
+
+    `client_keepalive=False`: REST clients get a connection per request. A reload
+    closes the old workers' idle keep-alive connections, and a POST a client sends
+    on one at that moment is lost on nginx's side before any replica sees it: HTTP/1.1's
+    keep-alive close race, which no client may retry for a non-idempotent request.
+    A test of what the replicas do across reloads turns it off (HTTP/2 announces a
+    worker's shutdown with GOAWAY, so gRPC clients are not exposed to it)."""
+    rest_keepalive = "" if client_keepalive else "\n    keepalive_timeout 0;"
     grpc_servers = "\n".join(
         f"    server {r.host.address}:{GRPC_PORT} max_fails=1 fail_timeout=2s;" for r in replicas
     )
@@ -414,7 +425,7 @@ http {{
     }}
   }}
   server {{
-    listen {listen}:{HTTP_PORT};
+    listen {listen}:{HTTP_PORT};{rest_keepalive}
     location / {{
       proxy_pass http://kaireon_rest;
       proxy_http_version 1.1;
@@ -431,6 +442,7 @@ http {{
 class Nginx:
     host: Host
     root: Path
+    client_keepalive: bool = True
     proc: subprocess.Popen[str] | None = None
 
     @property
@@ -447,7 +459,10 @@ class Nginx:
 
     def _write(self, replicas: Sequence[LabServer]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(render_nginx_conf(self.root, self.host.address, replicas))
+        conf = render_nginx_conf(
+            self.root, self.host.address, replicas, client_keepalive=self.client_keepalive
+        )
+        self.conf.write_text(conf)
         run(*self.host.exec_prefix(), "nginx", "-t", "-q", "-c", str(self.conf))
 
     def start(self, replicas: Sequence[LabServer]) -> None:
