@@ -81,10 +81,6 @@ class Scenario:
         return float(self.duration.rstrip("s"))
 
     @property
-    def start(self) -> float:
-        return float(self.startTime.rstrip("s"))
-
-    @property
     def offered(self) -> int:
         return math.floor(self.per_second * self.seconds)
 

@@ -27,20 +27,6 @@ Roots = Callable[[], Iterable[int]]
 Gauges = Callable[[], Awaitable[dict[str, float]]]
 
 
-def tree(roots: Iterable[int]) -> list[psutil.Process]:
-    """The processes of the trees under `roots` (each once), skipping any that exited."""
-    procs: dict[int, psutil.Process] = {}
-    for pid in roots:
-        try:
-            root = psutil.Process(pid)
-            procs[root.pid] = root
-            for child in root.children(recursive=True):
-                procs[child.pid] = child
-        except psutil.Error:
-            continue
-    return list(procs.values())
-
-
 @dataclass(frozen=True)
 class TreeSample:
     rss: int
@@ -59,13 +45,10 @@ class TreeSample:
 def _pss(pid: int) -> int:
     # smaps_rollup (Linux >= 4.14) is one short read; psutil's full smaps walk is
     # ~50 ms per process, too slow to sample every few seconds.
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith("Pss:"):  # "Pss:   1234 kB"
+                return int(line.split()[1]) * 1024
     return 0
 
 
@@ -74,9 +57,14 @@ def sample_tree(
 ) -> TreeSample:
     """RSS and CPU of the tree; `full`: also PSS, descriptors and the clients'
     connections (too slow for the windows' 0.2 s samples)."""
+    procs: dict[int, psutil.Process] = {}  # each process once, skipping any that exited
+    for pid in roots:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            procs |= {p.pid: p for p in [root, *root.children(recursive=True)]}
     rss = pss = fds = count = inbound = 0
     cpu: dict[int, tuple[float, float]] = {}
-    for proc in tree(roots):
+    for proc in procs.values():
         with contextlib.suppress(psutil.Error):
             with proc.oneshot():
                 rss += proc.memory_info().rss
@@ -131,25 +119,12 @@ class Growth:
     window: float
     mean: float | None = None
 
-    @property
-    def growth(self) -> float | None:
-        if self.first is None or self.last is None:
-            return None
-        return self.last - self.first
-
-    @property
-    def percent(self) -> float | None:
-        if self.growth is None or not self.first:
-            return None
-        return 100.0 * self.growth / self.first
-
 
 class Timeline:
     """Resource figures sampled every `interval` seconds in an asyncio task until
     stopped: per process tree resident memory, CPU, open file descriptors and process
-    count, plus gauges read by the caller (PostgreSQL connections). A soak reads
-    growth from them: the mean of a window at the start of a phase against the mean
-    of a window at its end. `full=False`: RSS and CPU only (fast enough for 0.2 s)."""
+    count, plus gauges read by the caller (PostgreSQL connections). `full=False`: RSS
+    and CPU only (fast enough for 0.2 s)."""
 
     def __init__(self, interval: float, *, full: bool = True) -> None:
         self.interval = interval
@@ -177,36 +152,31 @@ class Timeline:
     async def sample(self) -> Sample:
         async with self._lock:
             sample = Sample(self.now())
+            values = sample.values
             # A copy: groups may be added from another thread (k6 once it runs).
             for name, (roots, ports) in list(self._groups.items()):
-                await self._sample_group(sample.values, name, roots, ports)
+                wall = time.time()
+                s = await asyncio.to_thread(sample_tree, list(roots()), ports, full=self.full)
+                if (previous := self._cpu.get(name)) is not None and wall > previous[0]:
+                    used = cpu_used(previous[1], s.cpu, previous[0])
+                    values[f"{name}.cpu_s"] = used
+                    # % of one core since the previous sample (200% = both cores of 2).
+                    values[f"{name}.cpu"] = 100.0 * used / (wall - previous[0])
+                self._cpu[name] = (wall, s.cpu)
+                values[f"{name}.rss"], values[f"{name}.processes"] = s.rss, s.processes
+                if self.full:
+                    if s.pss:
+                        values[f"{name}.pss"] = s.pss
+                    values[f"{name}.fds"] = s.fds
+                    if ports:
+                        values[f"{name}.inbound"] = s.inbound
+                        # What is left is the server's own: files, pipes, database sockets.
+                        values[f"{name}.own_fds"] = s.fds - s.inbound
             for gauges in self._gauges:
                 with contextlib.suppress(Exception):
-                    sample.values.update(await gauges())
+                    values.update(await gauges())
             self.samples.append(sample)
             return sample
-
-    async def _sample_group(
-        self, values: dict[str, float], name: str, roots: Roots, ports: tuple[int, ...]
-    ) -> None:
-        wall = time.time()
-        s = await asyncio.to_thread(sample_tree, list(roots()), ports, full=self.full)
-        previous = self._cpu.get(name)
-        if previous is not None and wall > previous[0]:
-            used = cpu_used(previous[1], s.cpu, previous[0])
-            values[f"{name}.cpu_s"] = used
-            # % of one core since the previous sample (200% = both cores of 2).
-            values[f"{name}.cpu"] = 100.0 * used / (wall - previous[0])
-        self._cpu[name] = (wall, s.cpu)
-        values[f"{name}.rss"], values[f"{name}.processes"] = s.rss, s.processes
-        if self.full:
-            if s.pss:
-                values[f"{name}.pss"] = s.pss
-            values[f"{name}.fds"] = s.fds
-            if ports:
-                values[f"{name}.inbound"] = s.inbound
-                # What is left is the server's own: files, pipes, database sockets.
-                values[f"{name}.own_fds"] = s.fds - s.inbound
 
     async def _run(self, on_sample: Callable[[Sample], None] | None) -> None:
         while True:
@@ -252,6 +222,3 @@ class Timeline:
     def peak(self, key: str, start: float, end: float) -> float | None:
         values = self.series(key, start, end)
         return max(values) if values else None
-
-    def keys(self) -> list[str]:
-        return list(dict.fromkeys(k for s in self.samples for k in s.values))

@@ -41,16 +41,8 @@ class SoakPlan:
     burst_rate: float
     burst_seconds: float
     recovery_seconds: float
+    phases: tuple[Phase, ...]
     scenarios: tuple[Scenario, ...]
-
-    @property
-    def phases(self) -> tuple[Phase, ...]:
-        out = [Phase("steady", 0.0, self.seconds)]
-        if self.burst_seconds > 0:
-            out.append(Phase("burst", self.seconds, self.burst_seconds))
-        if self.recovery_seconds > 0:
-            out.append(Phase("recovery", self.seconds + self.burst_seconds, self.recovery_seconds))
-        return tuple(out)
 
     @property
     def erasure_pool(self) -> int:
@@ -70,24 +62,18 @@ class SoakPlan:
         return text
 
 
-def _vus(op: str, per_second: float, *, burst: bool) -> tuple[int, int]:
-    """(pre-allocated, most) VUs: enough to keep offering while the server is slow to
-    answer, up to the client deadline, so that a late answer counts as late (or as a
-    timeout), not as an iteration k6 had no VU for (dropped); capped, as every VU
-    costs k6 about 1 MB and a reflection call on its first connection.
+def _scenario(phase: Phase, op: str, protocol: str, per_second: float) -> Scenario:
+    """Enough VUs to keep offering while the server is slow to answer, up to the client
+    deadline, so that a late answer counts as late (or as a timeout), not as an
+    iteration k6 had no VU for (dropped); capped, as every VU costs k6 about 1 MB and
+    a reflection call on its first connection.
 
     The steady and recovery phases start with all of them: a VU k6 creates during
     the run takes long enough on a busy machine to drop iterations meanwhile (a
     generator artefact). The burst starts with two seconds' worth and lets k6 add
     the rest, as a sudden overload would."""
     most = min(150, max(5, math.ceil(per_second * DEADLINE_S[op])))
-    if not burst:
-        return most, most
-    return min(most, max(10, math.ceil(per_second * 2))), most
-
-
-def _scenario(phase: Phase, op: str, protocol: str, per_second: float) -> Scenario:
-    pre, most = _vus(op, per_second, burst=phase.name == "burst")
+    burst = phase.name == "burst"
     return Scenario(
         name=f"{phase.name}_{op}_{protocol}",
         phase=phase.name,
@@ -96,7 +82,7 @@ def _scenario(phase: Phase, op: str, protocol: str, per_second: float) -> Scenar
         rate=max(1, round(per_second * 60)),
         startTime=f"{phase.start:g}s",
         duration=f"{phase.seconds:g}s",
-        preAllocatedVUs=pre,
+        preAllocatedVUs=min(most, max(10, math.ceil(per_second * 2))) if burst else most,
         maxVUs=most,
         # Lets the last DSAR watches reach a terminal state before k6 stops them.
         gracefulStop=f"{DEADLINE_S[op]}s",
@@ -113,7 +99,11 @@ def plan(
 ) -> SoakPlan:
     if rate <= 0 or seconds <= 0:
         raise ValueError("the soak needs a positive rate and duration")
-    phases = SoakPlan(rate, seconds, burst_rate, burst_seconds, recovery_seconds, ()).phases
+    phases = [Phase("steady", 0.0, seconds)]
+    if burst_seconds > 0:
+        phases.append(Phase("burst", seconds, burst_seconds))
+    if recovery_seconds > 0:
+        phases.append(Phase("recovery", seconds + burst_seconds, recovery_seconds))
     burst_mix = {op: 1.0 / len(BURST_OPS) for op in BURST_OPS}
     scenarios: list[Scenario] = []
     first = 1
@@ -129,4 +119,6 @@ def plan(
                     s = replace(s, eraseFirst=first, eraseCount=count)
                     first += count
                 scenarios.append(s)
-    return SoakPlan(rate, seconds, burst_rate, burst_seconds, recovery_seconds, tuple(scenarios))
+    return SoakPlan(
+        rate, seconds, burst_rate, burst_seconds, recovery_seconds, tuple(phases), tuple(scenarios)
+    )

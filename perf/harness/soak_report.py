@@ -15,7 +15,7 @@ from typing import Any
 from harness.k6 import Reading, read
 from harness.procmon import Growth, Timeline
 from harness.report import columns_table, markdown, mb, ms
-from harness.soak_plan import Phase, SoakPlan
+from harness.soak_plan import SoakPlan
 
 OP_TITLES = {
     "provenance": "provenance read",
@@ -59,27 +59,24 @@ class OpRow(Reading):
     @property
     def title(self) -> str:
         proto = "gRPC" if self.protocol == "grpc" else "REST"
-        return f"{OP_TITLES.get(self.op, self.op)}, {proto}"
+        return f"{OP_TITLES[self.op]}, {proto}"
 
 
 def rows(metrics: dict[str, Any], plan: SoakPlan) -> list[OpRow]:
     """A row per scenario of the plan, read from its sub-metrics."""
-    out = []
-    for s in plan.scenarios:
-        reading = read(metrics, f"scenario:{s.name}", s.latency)
-        out.append(
-            OpRow(
-                **vars(reading),
-                scenario=s.name,
-                phase=s.phase,
-                op=s.op,
-                protocol=s.protocol,
-                planned=s.offered,
-                seconds=s.seconds,
-                per_second=s.per_second,
-            )
+    return [
+        OpRow(
+            **vars(read(metrics, f"scenario:{s.name}", s.latency)),
+            scenario=s.name,
+            phase=s.phase,
+            op=s.op,
+            protocol=s.protocol,
+            planned=s.offered,
+            seconds=s.seconds,
+            per_second=s.per_second,
         )
-    return out
+        for s in plan.scenarios
+    ]
 
 
 def phase_totals(op_rows: list[OpRow]) -> dict[str, tuple[int, int]]:
@@ -213,17 +210,6 @@ GAUGE_SERIES = (
 )
 
 
-def series_list(timeline: Timeline) -> list[Series]:
-    keys = set(timeline.keys())
-    out = [
-        Series(f"{group}.{suffix}", text.format(title), unit)
-        for group, title in (("server", "server"), ("pg", "PostgreSQL"), ("k6", "k6"))
-        for suffix, text, unit in TREE_SERIES
-        if f"{group}.{suffix}" in keys and (group, suffix) != ("k6", "pss")
-    ]
-    return out + [Series(key, title, "count") for key, title in GAUGE_SERIES if key in keys]
-
-
 def _value(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
@@ -233,14 +219,15 @@ def _value(value: float | None, unit: str) -> str:
 
 
 def _growth(g: Growth, unit: str) -> str:
-    if g.growth is None:
+    if g.first is None or g.last is None:
         return "-"
-    sign = "+" if g.growth >= 0 else "-"
+    growth = g.last - g.first
+    sign = "+" if growth >= 0 else "-"
     if unit == "percent":
         # A change of load, not a growth: in points of one core.
-        return f"{sign}{abs(g.growth):.0f} points"
-    size = mb(int(abs(g.growth))) if unit == "bytes" else f"{abs(g.growth):,.1f}"
-    pct = "" if g.percent is None else f" ({g.percent:+.1f}%)"
+        return f"{sign}{abs(growth):.0f} points"
+    size = mb(int(abs(growth))) if unit == "bytes" else f"{abs(growth):,.1f}"
+    pct = f" ({100.0 * growth / g.first:+.1f}%)" if g.first else ""
     return f"{sign}{size}{pct}"
 
 
@@ -252,9 +239,17 @@ class ResourceRow:
     recovery_end: float | None
 
 
-def resources(timeline: Timeline, plan: SoakPlan, window: float = 60.0) -> list[ResourceRow]:
+def resources(timeline: Timeline, plan: SoakPlan, window: float) -> list[ResourceRow]:
     phases = {p.name: p for p in plan.phases}
     steady, burst, recovery = phases["steady"], phases.get("burst"), phases.get("recovery")
+    keys = {key for sample in timeline.samples for key in sample.values}
+    series = [
+        Series(f"{group}.{suffix}", text.format(title), unit)
+        for group, title in (("server", "server"), ("pg", "PostgreSQL"), ("k6", "k6"))
+        for suffix, text, unit in TREE_SERIES
+        if f"{group}.{suffix}" in keys and (group, suffix) != ("k6", "pss")
+    ]
+    series += [Series(key, title, "count") for key, title in GAUGE_SERIES if key in keys]
 
     def recovered(key: str) -> float | None:
         end = timeline.series(key, recovery.end - window, recovery.end) if recovery else []
@@ -267,7 +262,7 @@ def resources(timeline: Timeline, plan: SoakPlan, window: float = 60.0) -> list[
             timeline.peak(s.key, burst.start, burst.end) if burst else None,
             recovered(s.key),
         )
-        for s in series_list(timeline)
+        for s in series
     ]
 
 
@@ -297,7 +292,7 @@ def duration(value: float | None) -> str:
 
 
 def _span(values: list[float | None]) -> str:
-    """The range of a figure over the protocols: "12 ms" or "10-20 ms"."""
+    """The range of a figure over the protocols: "12 ms" or "10 ms to 20 ms"."""
     present = sorted(v for v in values if v is not None)
     if not present:
         return "-"
@@ -367,7 +362,9 @@ class OpSaturation(BurstCalls):
         return self.queued > 0.01 * self.offered or slower
 
 
-def _op_saturation(op: str, burst: list[OpRow], steady: list[OpRow]) -> OpSaturation:
+def _op_saturation(op: str, op_rows: list[OpRow]) -> OpSaturation:
+    burst = [r for r in op_rows if r.op == op and r.phase == "burst"]
+    steady = [r for r in op_rows if r.op == op and r.phase == "steady"]
     o = OpSaturation(
         op=op,
         **_sums(burst),
@@ -394,7 +391,7 @@ def _op_saturation(op: str, burst: list[OpRow], steady: list[OpRow]) -> OpSatura
         how = "queues"
     else:
         how = "kept up"
-    o.reading = f"{OP_TITLES.get(op, op)}: {how} — {refused}; {waited}"
+    o.reading = f"{OP_TITLES[op]}: {how} — {refused}; {waited}"
     return o
 
 
@@ -428,12 +425,11 @@ def saturation(
     health_flips: list[float],
 ) -> Saturation | None:
     phases = {p.name: p for p in plan.phases}
-    burst: Phase | None = phases.get("burst")
-    burst_rows = [r for r in op_rows if r.phase == "burst"]
-    if not burst_rows or burst is None:
+    if (burst := phases.get("burst")) is None:
         return None
     steady = phases["steady"]
-    recovery_rows = [r for r in op_rows if r.phase == "recovery"]
+    burst_rows = [r for r in op_rows if r.phase == "burst"]
+    recovery_requests, recovery_errors = phase_totals(op_rows).get("recovery", (0, 0))
     after = burst.end + 5
     sat = Saturation(
         **_sums(burst_rows),
@@ -442,17 +438,10 @@ def saturation(
         connections_peak=timeline.peak("pg.pool_connections", burst.start, after),
         dedicated_peak=timeline.peak("pg.dedicated_connections", burst.start, after),
         connections_bound=connections_bound,
-        recovery_errors=sum(r.error_count for r in recovery_rows),
-        recovery_requests=sum(r.offered for r in recovery_rows),
+        recovery_errors=recovery_errors,
+        recovery_requests=recovery_requests,
         health_flips=health_flips,
-        ops=[
-            _op_saturation(
-                op,
-                [r for r in burst_rows if r.op == op],
-                [r for r in op_rows if r.op == op and r.phase == "steady"],
-            )
-            for op in dict.fromkeys(r.op for r in burst_rows)
-        ],
+        ops=[_op_saturation(op, op_rows) for op in dict.fromkeys(r.op for r in burst_rows)],
     )
     sat.verdict, sat.lines = _judge(sat, plan)
     return sat
@@ -472,16 +461,13 @@ def _judge(s: Saturation, plan: SoakPlan) -> tuple[str, list[str]]:
             f"({(s.rss_peak - s.rss_before) / s.rss_before * 100:+.0f}%)"
         )
     if s.connections_peak is not None:
-        lines.append(
+        line = (
             f"PostgreSQL connections of the server's pools: peak {s.connections_peak:.0f} "
             f"of the {s.connections_bound} they allow"
-            + (
-                ""
-                if s.dedicated_peak is None
-                else f"; dedicated connections (LISTEN, flow run locks): peak "
-                f"{s.dedicated_peak:.0f}"
-            )
         )
+        if s.dedicated_peak is not None:
+            line += f"; dedicated connections (LISTEN, flow run locks): peak {s.dedicated_peak:.0f}"
+        lines.append(line)
     by_phase = Counter(_phase_at(plan, t) for t in s.health_flips)
     lines.append(
         f"health: the server reported NOT_SERVING {len(s.health_flips)} time(s) "
@@ -503,8 +489,8 @@ def _judge(s: Saturation, plan: SoakPlan) -> tuple[str, list[str]]:
         f"in {s.recovery_requests:,} calls after it"
     )
     loaded = [o for o in s.ops if o.refuses or o.queues]
-    shedding = [OP_TITLES.get(o.op, o.op) for o in loaded if o.refuses and o.fast]
-    queueing = [OP_TITLES.get(o.op, o.op) for o in loaded if not (o.refuses and o.fast)]
+    shedding = [OP_TITLES[o.op] for o in loaded if o.refuses and o.fast]
+    queueing = [OP_TITLES[o.op] for o in loaded if not (o.refuses and o.fast)]
     if not queueing:
         verdict = "sheds load: every overloaded operation refused at once"
     elif shedding:

@@ -21,8 +21,17 @@ from kaireon_server.platform.db import Database
 from kaireon_server.platform.db.identifiers import quote_ident
 from kaireon_testkit.server import metadata
 
-DSAR_TERMINAL = ("completed", "failed")
-FLOW_TERMINAL = ("succeeded", "failed", "cancelled")
+# Check name -> (state counts of a queue of the tenant ($1), the states it ends in).
+QUEUES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "DSAR requests terminal": (
+        "SELECT status AS state, count(*) AS n FROM dsar_request WHERE tenant_id = $1 GROUP BY 1",
+        ("completed", "failed"),
+    ),
+    "flow runs terminal": (
+        "SELECT state, count(*) AS n FROM flow_run WHERE tenant_id = $1 GROUP BY 1",
+        ("succeeded", "failed", "cancelled"),
+    ),
+}
 
 
 @dataclass
@@ -31,6 +40,9 @@ class Check:
     ok: bool
     detail: str
     figures: dict[str, object] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'ok' if self.ok else 'FAILED'} — {self.detail}"
 
 
 async def verify_chain(target: str, tenant: str) -> Check:
@@ -53,10 +65,9 @@ async def verify_chain(target: str, tenant: str) -> Check:
     )
 
 
-async def _terminal(
-    db: Database, tenant: str, name: str, sql: str, terminal: tuple[str, ...], timeout: float
-) -> Check:
-    """State counts (`sql`) once none is pending, waiting at most `timeout` seconds."""
+async def queue_terminal(db: Database, tenant: str, name: str, timeout: float) -> Check:
+    """The QUEUES[name] states once none is pending, waiting at most `timeout` seconds."""
+    sql, terminal = QUEUES[name]
     started = time.monotonic()
     while True:
         async with db.transaction(tenant, readonly=True) as con:
@@ -78,37 +89,23 @@ async def _terminal(
     )
 
 
-async def dsar_terminal(db: Database, tenant: str, timeout: float) -> Check:
-    sql = "SELECT status AS state, count(*) AS n FROM dsar_request WHERE tenant_id = $1 GROUP BY 1"
-    return await _terminal(db, tenant, "DSAR requests terminal", sql, DSAR_TERMINAL, timeout)
-
-
-async def flow_terminal(db: Database, tenant: str, timeout: float) -> Check:
-    sql = "SELECT state, count(*) AS n FROM flow_run WHERE tenant_id = $1 GROUP BY 1"
-    return await _terminal(db, tenant, "flow runs terminal", sql, FLOW_TERMINAL, timeout)
-
-
 async def erasure_residue(db: Database, tenant: str, pool: Population) -> Check:
     """Erased pool customers keep 0 rows; the others keep exactly their seeded rows."""
     async with db.transaction(tenant, readonly=True) as con:
         tables = await probes.erased_tables(con, tenant)
+        # Pool customers' rows, and the template customers' they were cloned from.
         rows: Counter[str] = Counter()
-        template_rows: Counter[str] = Counter()
         for table, column in tables:
-            quoted_table, quoted_column = quote_ident(table), quote_ident(column)
             # The seed clones the customer_id tables only (not, e.g., export chunks,
             # which DSAR requests of the soak add to the templates).
-            counted = [(pool.prefix, rows)]
-            if column == "customer_id":
-                counted.append(("cust_", template_rows))
-            for prefix, into in counted:
+            for prefix in (pool.prefix, "cust_") if column == "customer_id" else (pool.prefix,):
                 found = await con.fetch(
-                    f"SELECT {quoted_column} AS c, count(*) AS n FROM {quoted_table} "
-                    f"WHERE tenant_id = $1 AND starts_with({quoted_column}, $2) GROUP BY 1",
+                    f"SELECT {quote_ident(column)} AS c, count(*) AS n FROM {quote_ident(table)} "
+                    f"WHERE tenant_id = $1 AND starts_with({quote_ident(column)}, $2) GROUP BY 1",
                     tenant,
                     prefix,
                 )
-                into.update({r["c"]: int(r["n"]) for r in found})
+                rows.update({r["c"]: int(r["n"]) for r in found})
         erased = {
             r["entity_id"]
             for r in await con.fetch(
@@ -125,7 +122,7 @@ async def erasure_residue(db: Database, tenant: str, pool: Population) -> Check:
         if customer in erased:
             continue
         # Pool customer n is a clone of template customer 1 + (n - 1) mod TEMPLATES.
-        expected = template_rows[f"cust_{(n - 1) % TEMPLATES + 1:05d}"]
+        expected = rows[f"cust_{(n - 1) % TEMPLATES + 1:05d}"]
         if rows[customer] != expected:
             partial[customer] = (rows[customer], expected)
     detail = (

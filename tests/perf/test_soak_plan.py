@@ -28,7 +28,7 @@ def test_phases_follow_each_other_and_every_operation_runs_in_each() -> None:
     for s in plan.scenarios:
         by_phase.setdefault(s.phase, set()).add((s.op, s.protocol))
         phase = next(p for p in plan.phases if p.name == s.phase)
-        assert (s.start, s.seconds) == (phase.start, phase.seconds)
+        assert (s.startTime, s.seconds) == (f"{phase.start:g}s", phase.seconds)
         assert 1 <= s.preAllocatedVUs <= s.maxVUs <= 150
     every = {(op, proto) for op in soak_plan.STEADY_MIX for proto in soak_plan.PROTOCOLS}
     assert by_phase["steady"] == by_phase["recovery"] == every
