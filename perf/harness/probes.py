@@ -5,11 +5,13 @@ raw DELETE and COPY beside EraseCustomer and the DSAR export, and a watched flow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
@@ -22,19 +24,20 @@ from kaireon_server.platform import data_map
 from kaireon_server.platform.db.identifiers import quote_ident
 from kaireon_testkit.server import metadata
 
+S = TypeVar("S")
+
 
 async def _tables(
     con: asyncpg.Connection, tenant: str, static: list[tuple[str, str]]
 ) -> list[tuple[str, str]]:
     """(table, subject column) of `static` that exist, then the tenant's registered
     customer ds_* tables that have a customer_id column."""
-    names = [t for t, _ in static]
     present = {
         r["table_name"]
         for r in await con.fetch(
             "SELECT table_name FROM information_schema.tables "
             "WHERE table_schema = 'public' AND table_name = ANY($1::text[])",
-            names,
+            [t for t, _ in static],
         )
     }
     dynamic = await con.fetch(
@@ -99,26 +102,20 @@ async def copy_export(con: asyncpg.Connection, tenant: str, customer: str) -> Ti
         received["bytes"] += len(chunk)
         received["rows"] += chunk.count(b"\n")
 
+    async def literal(value: str) -> str:
+        return str(await con.fetchval("SELECT quote_literal($1::text)", value))
+
     started = time.perf_counter()
     for table, column in tables:
         # COPY takes no bind parameters: the literals are quoted by PostgreSQL itself.
         query = (
             f"SELECT row_to_json(t) FROM {quote_ident(table)} t "
-            f"WHERE t.tenant_id = {await _literal(con, tenant)} "
-            f"AND t.{quote_ident(column)} = {await _literal(con, customer)}"
+            f"WHERE t.tenant_id = {await literal(tenant)} "
+            f"AND t.{quote_ident(column)} = {await literal(customer)}"
         )
         await con.copy_from_query(query, output=sink)
-    return Timed(
-        time.perf_counter() - started,
-        received["rows"],
-        received["bytes"],
-        detail=f"{len(tables)} tables",
-    )
-
-
-async def _literal(con: asyncpg.Connection, value: str) -> str:
-    quoted: str = await con.fetchval("SELECT quote_literal($1::text)", value)
-    return quoted
+    seconds = time.perf_counter() - started
+    return Timed(seconds, received["rows"], received["bytes"], detail=f"{len(tables)} tables")
 
 
 async def count_rows(con: asyncpg.Connection, tenant: str, customer: str) -> int:
@@ -131,42 +128,34 @@ async def count_rows(con: asyncpg.Connection, tenant: str, customer: str) -> int
     return total
 
 
+@contextlib.asynccontextmanager
+async def _stub(target: str, stub: Callable[[grpc.aio.Channel], S]) -> AsyncIterator[S]:
+    """A stub on a channel of its own (closed after), which takes a DSAR export's
+    large messages (the others are small)."""
+    options = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        yield stub(channel)
+
+
 async def service_erase(target: str, tenant: str, customer: str) -> Timed:
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = erasure_pb2_grpc.ErasureServiceStub(channel)
+    async with _stub(target, erasure_pb2_grpc.ErasureServiceStub) as stub:
         started = time.perf_counter()
-        reply = await stub.EraseCustomer(
-            erasure_pb2.EraseCustomerRequest(customer_id=customer),
-            metadata=metadata(tenant),
-            timeout=300,
-        )
-        seconds = time.perf_counter() - started
-    return Timed(seconds, reply.total_deleted)
-
-
-def _dsar_channel(target: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        target, options=[("grpc.max_receive_message_length", 256 * 1024 * 1024)]
-    )
+        request = erasure_pb2.EraseCustomerRequest(customer_id=customer)
+        reply = await stub.EraseCustomer(request, metadata=metadata(tenant), timeout=300)
+        return Timed(time.perf_counter() - started, reply.total_deleted)
 
 
 async def dsar_export(target: str, tenant: str, customer: str, timeout: float) -> Timed:
     """CreateDsarRequest, then watch until completed; `detail` is the request id."""
-    async with _dsar_channel(target) as channel:
-        stub = dsar_pb2_grpc.DsarServiceStub(channel)
-        meta = metadata(tenant)
+    meta = metadata(tenant)
+    async with _stub(target, dsar_pb2_grpc.DsarServiceStub) as stub:
         started = time.perf_counter()
-        created = await stub.CreateDsarRequest(
-            dsar_pb2.CreateDsarRequestRequest(request_type="export", subject_id=customer),
-            metadata=meta,
-            timeout=30,
-        )
-        request = created.request
+        create = dsar_pb2.CreateDsarRequestRequest(request_type="export", subject_id=customer)
+        request = (await stub.CreateDsarRequest(create, metadata=meta, timeout=30)).request
         async with asyncio.timeout(timeout):
             if request.status not in ("completed", "failed"):
-                async for event in stub.WatchDsarRequest(
-                    dsar_pb2.WatchDsarRequestRequest(id=request.id), metadata=meta
-                ):
+                watch = dsar_pb2.WatchDsarRequestRequest(id=request.id)
+                async for event in stub.WatchDsarRequest(watch, metadata=meta):
                     request = event.request
                     if request.status in ("completed", "failed"):
                         break
@@ -178,30 +167,21 @@ async def dsar_export(target: str, tenant: str, customer: str, timeout: float) -
 
 async def dsar_download(target: str, tenant: str, request_id: str, timeout: float) -> Timed:
     """StreamDsarExport of a finished export, every chunk read."""
-    async with _dsar_channel(target) as channel:
-        stub = dsar_pb2_grpc.DsarServiceStub(channel)
+    async with _stub(target, dsar_pb2_grpc.DsarServiceStub) as stub:
         started = time.perf_counter()
-        size = 0
-        async for chunk in stub.StreamDsarExport(
-            dsar_pb2.StreamDsarExportRequest(id=request_id),
-            metadata=metadata(tenant),
-            timeout=timeout,
-        ):
-            size += len(chunk.chunk.data)
+        request = dsar_pb2.StreamDsarExportRequest(id=request_id)
+        chunks = stub.StreamDsarExport(request, metadata=metadata(tenant), timeout=timeout)
+        size = sum([len(c.chunk.data) async for c in chunks])
         return Timed(time.perf_counter() - started, 0, size)
 
 
 def noop_chain(nodes: int) -> dict[str, Any]:
     """An inline source, then nodes-1 no-op filters (keep every record), each on the previous."""
     definition_file = Path(__file__).resolve().parent.parent / "k6" / "lib" / "flow_definition.json"
-    template = json.loads(definition_file.read_text())["nodes"]
-    source, noop = template[0], template[1]
-    chain = [dict(source)]
-    for i in range(1, nodes):
-        chain.append(
-            {**noop, "id": f"noop_{i:04d}", "dependsOn": [chain[-1]["id"]]},
-        )
-    return {"name": f"perf-chain-{nodes}", "nodes": chain, "maxConcurrency": 1}
+    source, noop = json.loads(definition_file.read_text())["nodes"][:2]
+    ids = [source["id"], *(f"noop_{i:04d}" for i in range(1, nodes))]
+    chain = [{**noop, "id": ids[i], "dependsOn": [ids[i - 1]]} for i in range(1, nodes)]
+    return {"name": f"perf-chain-{nodes}", "nodes": [source, *chain], "maxConcurrency": 1}
 
 
 @dataclass
@@ -216,25 +196,20 @@ class FlowTimed(Timed):
 async def flow_run(target: str, tenant: str, nodes: int, timeout: float) -> FlowTimed:
     """Start a chain of `nodes` no-op nodes and watch it to RUN_FINISHED."""
     definition = json_format.ParseDict(noop_chain(nodes), flow_pb2.FlowDefinition())
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = flow_pb2_grpc.FlowRunnerServiceStub(channel)
-        meta = metadata(tenant)
+    terminal = (flow_pb2.RUN_STATE_SUCCEEDED, flow_pb2.RUN_STATE_FAILED)
+    meta = metadata(tenant)
+    async with _stub(target, flow_pb2_grpc.FlowRunnerServiceStub) as stub:
         started = time.perf_counter()
-        reply = await stub.StartRun(
-            flow_pb2.StartRunRequest(definition=definition), metadata=meta, timeout=30
-        )
-        run = reply.run
+        start = flow_pb2.StartRunRequest(definition=definition)
+        run = (await stub.StartRun(start, metadata=meta, timeout=30)).run
         async with asyncio.timeout(timeout):
-            if run.state not in (flow_pb2.RUN_STATE_SUCCEEDED, flow_pb2.RUN_STATE_FAILED):
-                async for event in stub.WatchRun(
-                    flow_pb2.WatchRunRequest(run_id=run.run_id), metadata=meta
-                ):
-                    finished = event.type == flow_pb2.RUN_EVENT_TYPE_RUN_FINISHED or (
+            if run.state not in terminal:
+                watch = flow_pb2.WatchRunRequest(run_id=run.run_id)
+                async for event in stub.WatchRun(watch, metadata=meta):
+                    if event.type == flow_pb2.RUN_EVENT_TYPE_RUN_FINISHED or (
                         event.type == flow_pb2.RUN_EVENT_TYPE_SNAPSHOT
-                        and event.run.state
-                        in (flow_pb2.RUN_STATE_SUCCEEDED, flow_pb2.RUN_STATE_FAILED)
-                    )
-                    if finished:
+                        and event.run.state in terminal
+                    ):
                         run = event.run
                         break
         seconds = time.perf_counter() - started
@@ -242,12 +217,6 @@ async def flow_run(target: str, tenant: str, nodes: int, timeout: float) -> Flow
         raise RuntimeError(f"flow run ended {flow_pb2.RunState.Name(run.state)}: {run.error}")
     recorded = (run.end_time.ToNanoseconds() - run.start_time.ToNanoseconds()) / 1e9
     first = min(n.start_time.ToNanoseconds() for n in run.nodes)
-    last = max(n.end_time.ToNanoseconds() for n in run.nodes)
-    span = (last - first) / 1e9
-    return FlowTimed(
-        seconds,
-        nodes,
-        detail=f"run recorded {recorded:.4f}s, nodes {span:.4f}s",
-        run_seconds=recorded,
-        nodes_seconds=span,
-    )
+    span = (max(n.end_time.ToNanoseconds() for n in run.nodes) - first) / 1e9
+    detail = f"run recorded {recorded:.4f}s, nodes {span:.4f}s"
+    return FlowTimed(seconds, nodes, detail=detail, run_seconds=recorded, nodes_seconds=span)

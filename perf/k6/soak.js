@@ -1,19 +1,11 @@
 // The one k6 script: constant-arrival-rate scenarios from the plan the harness
-// computes (harness/k6.py's Scenario) and passes as JSON in SOAK_PLAN. The soak
-// (perf/soak) runs one per operation, protocol and phase (harness/soak_plan.py);
-// perf/run one per k6 row (harness/run.py); the scale-out scenario and the
-// rolling-restart test a mix of reads and erasures (harness/lab_load.py, with
-// AUTHORIZATION set):
-//
-//   [{ "name": "steady_dsar_grpc", "op": "dsar", "protocol": "grpc",
-//      "rate": 12, "timeUnit": "1m", "startTime": "0s", "duration": "600s",
-//      "preAllocatedVUs": 5, "maxVUs": 40, "gracefulStop": "40s",
-//      "eraseFirst": 1, "eraseCount": 0 }, ...]
-//
-// Operations (lib/ops.js): dsar (create + watch to a terminal state), erasure
-// (of a customer nobody erased before: ecust_<eraseFirst + iteration>),
-// provenance (read of a random decision), flow (start of a no-op run), echo
-// (the bare echo server's Echo, gRPC only).
+// computes (harness/k6.py's Scenario; perf/README.md has an example) and passes
+// as JSON in SOAK_PLAN. The soak (perf/soak) runs one per operation, protocol
+// and phase (harness/soak_plan.py); perf/run one per k6 row (harness/run.py);
+// the scale-out scenario and the rolling-restart test a mix of reads and
+// erasures (harness/lab_load.py, with AUTHORIZATION set). The operations are
+// those of lib/ops.js; an erasure erases customers nobody erased before
+// (ecust_<eraseFirst + iteration>, up to eraseCount of them).
 // Every sample is tagged with its scenario (k6 does it), its operation and its
 // outcome (ok, shed, unavailable, timeout, network, error); the thresholds below
 // exist only so that the summary carries those per-scenario sub-metrics —
@@ -55,17 +47,16 @@ function scenarios() {
 function thresholds() {
   const out = {};
   for (const s of PLAN) {
-    out[`kaireon_e2e{op:${s.op}}`] = ['max>=0'];
     const tag = `scenario:${s.name}`;
-    out[`kaireon_requests{${tag}}`] = ['count>=0'];
-    out[`kaireon_errors{${tag}}`] = ['rate>=0'];
-    out[`kaireon_e2e{${tag}}`] = ['max>=0'];
-    out[`dropped_iterations{${tag}}`] = ['count>=0'];
     const timer = s.protocol === 'grpc' ? 'grpc_req_duration' : 'http_req_duration';
+    out[`kaireon_e2e{op:${s.op}}`] = ['max>=0'];
+    out[`kaireon_errors{${tag}}`] = ['rate>=0'];
+    out[`dropped_iterations{${tag}}`] = ['count>=0'];
     out[`${timer}{${tag}}`] = ['max>=0'];
-    for (const outcome of OUTCOMES) {
-      out[`kaireon_requests{${tag},outcome:${outcome}}`] = ['count>=0'];
-      out[`kaireon_e2e{${tag},outcome:${outcome}}`] = ['max>=0'];
+    // All of the scenario's calls, then those of each outcome.
+    for (const part of [tag, ...OUTCOMES.map((outcome) => `${tag},outcome:${outcome}`)]) {
+      out[`kaireon_requests{${part}}`] = ['count>=0'];
+      out[`kaireon_e2e{${part}}`] = ['max>=0'];
     }
   }
   return out;

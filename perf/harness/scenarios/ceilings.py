@@ -10,35 +10,27 @@ from grpc_health.v1 import health_pb2
 from harness.report import Row
 from harness.run import Context
 
+TITLES = {
+    "echo": "echo: bare grpc.aio (framework ceiling)",
+    "lookup": "lookup: 1 indexed SELECT via asyncpg (database ceiling)",
+    "health": "health.Check of the server (framework + interceptor, no database)",
+}
+# The echo server's calls, then the server's own (health.Check).
+CALLS = (
+    ("echo", "kaireon.perf.v1.Echo/Echo", wrappers_pb2.BytesValue(value=b"k" * 64)),
+    ("lookup", "kaireon.perf.v1.Echo/Lookup", wrappers_pb2.StringValue(value="dec_00001_1")),
+    ("health", "grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest()),
+)
+
 
 async def run(ctx: Context) -> list[Row]:
-    echo_msg = wrappers_pb2.BytesValue(value=b"k" * 64).SerializeToString()
-    lookup_msg = wrappers_pb2.StringValue(value="dec_00001_1").SerializeToString()
-    health_msg = health_pb2.HealthCheckRequest().SerializeToString()
-    echo_title = "echo: bare grpc.aio (framework ceiling)"
     rows = []
-    for key, title, group, port, method, message in (
-        ("echo", echo_title, "echo", ctx.echo_port, "kaireon.perf.v1.Echo/Echo", echo_msg),
-        (
-            "lookup",
-            "lookup: 1 indexed SELECT via asyncpg (database ceiling)",
-            "echo",
-            ctx.echo_port,
-            "kaireon.perf.v1.Echo/Lookup",
-            lookup_msg,
-        ),
-        (
-            "health",
-            "health.Check of the server (framework + interceptor, no database)",
-            "server",
-            ctx.grpc_port,
-            "grpc.health.v1.Health/Check",
-            health_msg,
-        ),
-    ):
+    for key, method, message in CALLS:
+        group, port = ("server", ctx.grpc_port) if key == "health" else ("echo", ctx.echo_port)
         base = None if key == "echo" else "echo.h2load"
-        row = Row(f"{key}.h2load", title, "h2load", baseline=base)
-        rows.append(await ctx.measure(row, group, ctx.h2_grpc(row, port, method, message, {})))
-    k6_echo = Row("echo.k6", echo_title, "k6", baseline="echo.h2load")
+        row = Row(f"{key}.h2load", TITLES[key], "h2load", baseline=base)
+        work = ctx.h2_grpc(row, port, method, message.SerializeToString(), {})
+        rows.append(await ctx.measure(row, group, work))
+    k6_echo = Row("echo.k6", TITLES["echo"], "k6", baseline="echo.h2load")
     echo = f"127.0.0.1:{ctx.echo_port}"
     return [*rows, await ctx.k6(k6_echo, "echo", "grpc", target=echo, group="echo")]

@@ -48,9 +48,8 @@ async def _chain(ctx: Context, nodes: int, spans: dict[int, list[float]]) -> Row
         with ctx.spying(out, PROFILE_SECONDS * 3, when=nodes > 1) as spying:
             until = time.monotonic() + PROFILE_SECONDS if spying else 0.0
             while len(timings) < RUNS or time.monotonic() < until:
-                timings.append(
-                    ctx.on_loop(probes.flow_run(ctx.grpc_target, ctx.tenant, nodes, 120))
-                )
+                run = probes.flow_run(ctx.grpc_target, ctx.tenant, nodes, 120)
+                timings.append(ctx.on_loop(run))
         row.offered = f"{len(timings)} runs"
         spans[nodes] = [t.nodes_seconds for t in timings]
         row.extra["run_seconds"] = [t.run_seconds for t in timings]

@@ -11,6 +11,7 @@ them alike. Goal: metrics cost < 5% of throughput.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import urllib.request
@@ -51,12 +52,10 @@ class _Sink(BaseHTTPRequestHandler):
 
 def _scrape(port: int, stop: threading.Event) -> None:
     """Scrape at once, then every SCRAPE_SECONDS, until stopped."""
+    url = f"http://127.0.0.1:{port}/metrics"
     while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                r.read()
-        except OSError:
-            pass
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as r:
+            r.read()
         if stop.wait(SCRAPE_SECONDS):
             return
 

@@ -13,11 +13,12 @@ than the wall time on a shared machine). Goal: <= 2 ms per node.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import secrets
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -67,83 +68,75 @@ SHAPES: dict[str, Callable[[int], list[dict[str, Any]]]] = {
 }
 
 
-async def _connection(db: Database, tenant: str) -> asyncpg.Connection:
+@contextlib.asynccontextmanager
+async def _connection(db: Database, tenant: str) -> AsyncIterator[asyncpg.Connection]:
     """Like a run's lock connection: outside the pool, tenant set for the session."""
     con = await dedicated_connection(db)
-    await con.execute("SELECT set_config('kaireon.tenant_id', $1, false)", tenant)
-    return con
+    try:
+        await con.execute("SELECT set_config('kaireon.tenant_id', $1, false)", tenant)
+        yield con
+    finally:
+        await con.close()
 
 
 async def _one(
-    db: Database,
-    tenant: str,
-    plan: Plan,
-    store: CheckpointStore | None,
-    recorder: bool,
-    run_id: str,
+    ctx: Context, plan: Plan, store: CheckpointStore | None, recorder: bool, run_id: str
 ) -> None:
     """One run (or, without a store, the floor); timed by the caller."""
+    db, tenant = ctx.db, ctx.tenant
     if store is None:
-        con = await _connection(db, tenant)
-        try:
+        async with _connection(db, tenant) as con:
             for i in range(len(plan.nodes)):
                 await con.execute(
                     CHECKPOINT_UPSERT, tenant, run_id, f"n{i}", "k" * 64, "d" * 64, {"n": i}, "off"
                 )
-        finally:
-            await con.close()
         return
     hooks: list[RunRecorder] = []
-    own = None
-    if recorder:
-        own = await _connection(db, tenant)
-        store = PostgresCheckpointStore(db, connection=SharedConnection(own))
-        async with db.transaction(tenant) as con:
-            await repository.insert_run(
-                con,
-                tenant,
-                run_id,
-                name="bench",
-                definition={},
-                digest="",
-                nodes=[(node.id, node.spec.type) for node in plan.nodes.values()],
-                started_at=datetime.now(UTC),
-                audit=PendingAudit.of(tenant, []),
-            )
-        hooks.append(RunRecorder(db, tenant, run_id, 1, 1))
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        if recorder:
+            own = await stack.enter_async_context(_connection(db, tenant))
+            store = PostgresCheckpointStore(db, connection=SharedConnection(own))
+            async with db.transaction(tenant) as con:
+                await repository.insert_run(
+                    con,
+                    tenant,
+                    run_id,
+                    name="bench",
+                    definition={},
+                    digest="",
+                    nodes=[(node.id, node.spec.type) for node in plan.nodes.values()],
+                    started_at=datetime.now(UTC),
+                    audit=PendingAudit.of(tenant, []),
+                )
+            hooks.append(RunRecorder(db, tenant, run_id, 1, 1))
         result = await FlowRunner(store, hooks=hooks, services=NodeServices(db=db)).run(
             plan, tenant_id=tenant, run_id=run_id
         )
         for hook in hooks:
             await hook.close()
             await hook.write_tail()  # the service writes it with the run's end
-    finally:
-        if own is not None:
-            await own.close()
     if result.state is not RunState.SUCCEEDED:
         raise RuntimeError(f"benchmark run failed: {result.error}")
 
 
-async def _variant(
-    ctx: Context, plan: Plan, make: Callable[[], CheckpointStore] | None, options: dict[str, bool]
+def _variant(
+    ctx: Context, plan: Plan, make: Callable[[], CheckpointStore] | None, label: str
 ) -> dbos_peer.Rounds:
-    """Each round a run of its own (after, for a retry, the run it retries)."""
-    rounds = dbos_peer.Rounds(next(iter(ctx.pg_roots()), None))
-    for _ in range(ctx.profile.runner_rounds):
-        run_id = f"bench-{secrets.token_hex(4)}"
-        store = make() if make else None
-        if options.get("rerun"):
-            await _one(ctx.db, ctx.tenant, plan, store, False, run_id)
-        with rounds.timed():
-            await _one(ctx.db, ctx.tenant, plan, store, options.get("recorder", False), run_id)
-    return rounds
+    """Each round a run of its own (after, for a retry, the run it retries), on the
+    run's event loop."""
 
+    async def rounds() -> dbos_peer.Rounds:
+        out = dbos_peer.Rounds(next(iter(ctx.pg_roots()), None))
+        for _ in range(ctx.profile.runner_rounds):
+            run_id = f"bench-{secrets.token_hex(4)}"
+            store = make() if make else None
+            if label.endswith("(retry)"):
+                await _one(ctx, plan, store, False, run_id)
+            with out.timed():
+                await _one(ctx, plan, store, label.endswith("+recorder"), run_id)
+        return out
 
-def _rounds(
-    ctx: Context, plan: Plan, make: Callable[[], CheckpointStore] | None, options: dict[str, bool]
-) -> dbos_peer.Rounds:
-    return ctx.on_loop(_variant(ctx, plan, make, options))
+    return ctx.on_loop(rounds())
 
 
 def _measured(row: Row, n: int, rounds: Callable[[], dbos_peer.Rounds], goal: bool) -> Row:
@@ -165,50 +158,47 @@ def _measured(row: Row, n: int, rounds: Callable[[], dbos_peer.Rounds], goal: bo
 
 
 async def run(ctx: Context) -> list[Row]:
-    n = ctx.profile.runner_nodes
-    registry = NodeRegistry([Noop()])
-    variants: list[tuple[str, Callable[[], CheckpointStore] | None, dict[str, bool]]] = [
-        ("floor", None, {}),
-        ("memory", InMemoryCheckpointStore, {}),
-        ("postgres", lambda: PostgresCheckpointStore(ctx.db), {}),
-        ("postgres+recorder", lambda: PostgresCheckpointStore(ctx.db), {"recorder": True}),
-        ("postgres sync", lambda: PostgresCheckpointStore(ctx.db, synchronous=True), {}),
-        ("postgres (retry)", lambda: PostgresCheckpointStore(ctx.db), {"rerun": True}),
-    ]
+    n, runs = ctx.profile.runner_nodes, ctx.profile.runner_rounds
+    postgres = partial(PostgresCheckpointStore, ctx.db)
+    # The stores by label (floor: none, the checkpoint statement alone); the labels
+    # ending "+recorder" and "(retry)" add the run recorder, the rerun.
+    variants: dict[str, Callable[[], CheckpointStore] | None] = {
+        "floor": None,
+        "memory": InMemoryCheckpointStore,
+        "postgres": postgres,
+        "postgres+recorder": postgres,
+        "postgres sync": partial(postgres, synchronous=True),
+        "postgres (retry)": postgres,
+    }
     rows = []
     for shape, build in SHAPES.items():
-        plan = validate(definition_from_json({"nodes": build(n)}), registry)
-        for label, make, options in variants:
+        plan = validate(definition_from_json({"nodes": build(n)}), NodeRegistry([Noop()]))
+        for label, make in variants.items():
             key = f"runner.{shape}.{label.replace(' ', '-').replace('(', '').replace(')', '')}"
             row = Row(
                 key,
                 f"flow runner in-process, {shape} of {n} no-op nodes, {label}",
                 "python (in-process)",
-                offered=f"{ctx.profile.runner_rounds} x {n} nodes",
+                offered=f"{runs} x {n} nodes",
                 unit="nodes/s",
                 baseline=None if label == "floor" else f"runner.{shape}.floor",
             )
-
             goal = label in ("postgres", "postgres+recorder")
-            rounds = functools.partial(_rounds, ctx, plan, make, options)
-            work = functools.partial(_measured, row, n, rounds, goal)
+            work = partial(_measured, row, n, partial(_variant, ctx, plan, make, label), goal)
             # No server group: the in-process runner loads this process and PostgreSQL only.
             rows.append(await ctx.measure(row, "", work))
     # The peer: DBOS Transact's chain of n no-op steps in the same PostgreSQL,
     # synchronous commit off and on (harness/dbos_peer.py).
     postmaster = next(iter(ctx.pg_roots()), None)
-    for synchronous, key in ((False, "dbos"), (True, "dbos-sync")):
+    for synchronous, key, mode in ((False, "dbos", "off"), (True, "dbos-sync", "on")):
         row = Row(
             f"runner.chain.{key}",
-            f"DBOS Transact in-process, chain of {n} no-op steps, synchronous_commit "
-            + ("on" if synchronous else "off"),
+            f"DBOS Transact in-process, chain of {n} no-op steps, synchronous_commit {mode}",
             "python (in-process)",
-            offered=f"{ctx.profile.runner_rounds} x {n} steps",
+            offered=f"{runs} x {n} steps",
             unit="nodes/s",
             baseline="runner.chain.floor",
         )
-        rounds = functools.partial(
-            dbos_peer.measure, ctx.db.dsn, n, ctx.profile.runner_rounds, synchronous, postmaster
-        )
-        rows.append(await ctx.measure(row, "", functools.partial(_measured, row, n, rounds, False)))
+        rounds = partial(dbos_peer.measure, ctx.db.dsn, n, runs, synchronous, postmaster)
+        rows.append(await ctx.measure(row, "", partial(_measured, row, n, rounds, False)))
     return rows

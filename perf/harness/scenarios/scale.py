@@ -108,22 +108,16 @@ def _audit_row(i: int, rows: int) -> AuditRow:
     hundred export accesses, the rest provenance emissions; 100 per subject."""
     subject = f"bulk_{i % max(1, rows // 100)}"
     when = T0 + timedelta(seconds=i)
-    if i % 5 == 0:
-        return AuditRow(
-            "gdpr_erasure",
-            "customer",
-            subject,
-            "seed",
-            entity_id_is_personal=True,
-            subject_id=subject,
-            now=when,
-        )
-    action, kind = (
-        ("dsar_export_downloaded", "dsar_request")
-        if i % 100 == 1
-        else ("decision_provenance_emit", "decision")
+    personal = i % 5 == 0
+    if personal:
+        action, kind, entity = "gdpr_erasure", "customer", subject
+    elif i % 100 == 1:
+        action, kind, entity = "dsar_export_downloaded", "dsar_request", f"bulkdec_{i}"
+    else:
+        action, kind, entity = "decision_provenance_emit", "decision", f"bulkdec_{i}"
+    return AuditRow(
+        action, kind, entity, "seed", entity_id_is_personal=personal, subject_id=subject, now=when
     )
-    return AuditRow(action, kind, f"bulkdec_{i}", "seed", subject_id=subject, now=when)
 
 
 async def _append(db: Database, tenant: str, rows: list[AuditRow]) -> None:
@@ -236,6 +230,8 @@ def _calls(channel: grpc.aio.Channel, tenant: str, at: dict[str, Any]) -> dict[s
     dsar = dsar_pb2_grpc.DsarServiceStub(channel)
     flow = flow_pb2_grpc.FlowRunnerServiceStub(channel)
     audit = audit_pb2_grpc.AuditServiceStub(channel)
+    erasure = erasure_pb2_grpc.ErasureServiceStub(channel)
+    provenance = provenance_pb2_grpc.ProvenanceServiceStub(channel)
     failed, running = flow_pb2.RUN_STATE_FAILED, flow_pb2.RUN_STATE_RUNNING
 
     def call(rpc: Callable[..., Awaitable[Any]], request: Any, md: Any = admin) -> Call:
@@ -256,6 +252,7 @@ def _calls(channel: grpc.aio.Channel, tenant: str, at: dict[str, Any]) -> dict[s
     create = dsar_pb2.CreateDsarRequestRequest(request_type="export", subject_id="cust_00001")
     proof = audit_pb2.GetConsistencyProofRequest(first_size=at["half"], second_size=at["size"])
     entries = audit_pb2.ListEntriesRequest(start=at["leaf"], end=at["leaf"] + PAGE)
+    inclusion = audit_pb2.GetInclusionProofRequest(index=at["leaf"])
     dry_run = erasure_pb2.EraseCustomerRequest(customer_id="bulk_7", dry_run=True)
     bundle = provenance_pb2.GetDecisionProvenanceRequest(decision_id=DECISION)
     return {
@@ -273,21 +270,15 @@ def _calls(channel: grpc.aio.Channel, tenant: str, at: dict[str, Any]) -> dict[s
         "ListAuditEvents action=": events(action="dsar_export_downloaded"),
         "ListAuditEvents deep page": events(page_token=at["audit_token"]),
         "GetCheckpoint": call(audit.GetCheckpoint, audit_pb2.GetCheckpointRequest()),
-        "GetInclusionProof": call(
-            audit.GetInclusionProof, audit_pb2.GetInclusionProofRequest(index=at["leaf"])
-        ),
+        "GetInclusionProof": call(audit.GetInclusionProof, inclusion),
         "GetConsistencyProof": call(audit.GetConsistencyProof, proof),
         "ListEntries (50)": call(audit.ListEntries, entries),
         f"VerifyChain (+{NEW_ROWS} rows)": call(audit.VerifyChain, audit_pb2.VerifyChainRequest()),
         f"VerifyLog (+{NEW_ROWS} rows)": call(audit.VerifyLog, audit_pb2.VerifyLogRequest()),
-        "erasure dry run": call(
-            erasure_pb2_grpc.ErasureServiceStub(channel).EraseCustomer, dry_run
-        ),
+        "erasure dry run": call(erasure.EraseCustomer, dry_run),
         # The calls probed while a full verification runs (PROBED), rows of their own too.
         "ListAuditEvents": events(),
-        "provenance": call(
-            provenance_pb2_grpc.ProvenanceServiceStub(channel).GetDecisionProvenance, bundle
-        ),
+        "provenance": call(provenance.GetDecisionProvenance, bundle),
     }
 
 

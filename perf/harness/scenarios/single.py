@@ -7,6 +7,8 @@ the erasures consume the heavy customers."""
 from __future__ import annotations
 
 import resource
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from harness import probes
@@ -15,30 +17,34 @@ from harness.report import Row, mb
 from harness.run import Context, fill_single
 
 ABSENT_CALLS = 20
+Probe = Callable[[str], Coroutine[Any, Any, probes.Timed]]  # of a customer (or an export's id)
 
 
 async def run(ctx: Context) -> list[Row]:
     assert ctx.seed_report is not None
     db, tenant, target = ctx.db, ctx.tenant, ctx.grpc_target
     heavy = list(ctx.seed_report.heavy_rows)
-    rows_of = {}
+    exported, deletes, erases = heavy[: max(1, len(heavy) // 2)], heavy[0::2], heavy[1::2]
     async with db.owner_connection() as con:
-        for c in heavy:
-            rows_of[c] = await probes.count_rows(con, tenant, c)
+        exported_rows = sum([await probes.count_rows(con, tenant, c) for c in exported])
 
     async def with_con(fn: Any, *a: Any) -> Any:
         async with db.owner_connection() as con:
             return await fn(con, *a)
 
-    def timed(row: Row, calls: list[Any], rows: int | None = None) -> Row:
-        timings = [ctx.on_loop(call) for call in calls]
-        total = sum(t.rows for t in timings) if rows is None else rows
-        row.extra["bytes"] = sum(t.bytes for t in timings)
-        return fill_single(row, [t.seconds for t in timings], total, timings)
+    async def timed(row: Row, call: Probe, args: list[str], rows: int | None = None) -> Row:
+        """`call` of each of `args`, one after the other, in one window; `rows`: those
+        they read (by default, the rows each call says it handled)."""
 
-    exported = heavy[: max(1, len(heavy) // 2)]
+        def work() -> Row:
+            timings = [ctx.on_loop(call(arg)) for arg in args]
+            total = sum(t.rows for t in timings) if rows is None else rows
+            row.extra["bytes"] = sum(t.bytes for t in timings)
+            return fill_single(row, [t.seconds for t in timings], total, timings)
+
+        return await ctx.measure(row, "server", work)
+
     size = f"{len(exported)} x 1 customer, ~{ctx.plan.heavy_rows:,} rows"
-    exported_rows = sum(rows_of[c] for c in exported)
     copy = Row(
         "single.copy.sql",
         "COPY row_to_json TO STDOUT, heavy customer (export ceiling)",
@@ -48,57 +54,34 @@ async def run(ctx: Context) -> list[Row]:
     )
     # The client's memory: growth of this process's peak RSS (ru_maxrss, KiB) over the COPY.
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    copy = await ctx.measure(
-        copy,
-        "server",
-        lambda: timed(copy, [with_con(probes.copy_export, tenant, c) for c in exported]),
-    )
+    await timed(copy, partial(with_con, probes.copy_export, tenant), exported)
     if copy.measured:
         growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) * 1024
         copy.extra["client_rss_growth"] = growth
         copy.note = f"client (this harness) peak RSS +{mb(growth)} while reading the COPY"
 
-    export = Row(
-        "single.export.grpc",
-        "DSAR export of the same customer (create → completed)",
-        "python grpc.aio",
-        offered=size,
-        unit="rows/s",
-        baseline="single.copy.sql",
+    def beside_copy(key: str, title: str) -> Row:
+        return Row(key, title, "python grpc.aio", size, unit="rows/s", baseline="single.copy.sql")
+
+    export = beside_copy(
+        "single.export.grpc", "DSAR export of the same customer (create → completed)"
     )
-    request_ids: list[str] = []
-
-    def export_work() -> Row:
-        calls = [probes.dsar_export(target, tenant, c, timeout=300) for c in exported]
-        filled = timed(export, calls, exported_rows)
-        request_ids.extend(filled.extra["details"])
-        return filled
-
     rss_before = sample_tree(ctx.server_roots(), full=False).rss
-    export = await ctx.measure(ctx.check_served(export, "dsar"), "server", export_work)
-    download = Row(
-        "single.download.grpc",
-        "DSAR download of that export (StreamDsarExport)",
-        "python grpc.aio",
-        offered=size,
-        unit="rows/s",
-        baseline="single.copy.sql",
+    exporting = partial(probes.dsar_export, target, tenant, timeout=300)
+    await timed(ctx.check_served(export, "dsar"), exporting, exported, exported_rows)
+    download = beside_copy(
+        "single.download.grpc", "DSAR download of that export (StreamDsarExport)"
     )
-    if not export.measured:
-        download.status = export.status
+    download.status = export.status  # no export, no download
     rss_mid = sample_tree(ctx.server_roots(), full=False).rss
-
-    def download_work() -> Row:
-        calls = [probes.dsar_download(target, tenant, r, timeout=300) for r in request_ids]
-        return timed(download, calls, exported_rows)
-
-    download = await ctx.measure(download, "server", download_work)
+    # The export's details are its request ids.
+    downloading = partial(probes.dsar_download, target, tenant, timeout=300)
+    await timed(download, downloading, export.extra.get("details", []), exported_rows)
     for row, before in ((export, rss_before), (download, rss_mid)):
         if row.measured and row.server_rss is not None:
             row.extra["rss_growth"] = growth = max(0, row.server_rss - before)
             row.note = f"server peak RSS +{mb(growth)} over the phase"
 
-    deletes, erases = heavy[0::2], heavy[1::2]
     delete = Row(
         "single.delete.sql",
         "raw DELETE of a heavy customer, 1 transaction (erasure ceiling)",
@@ -118,15 +101,8 @@ async def run(ctx: Context) -> list[Row]:
         "python grpc.aio",
         offered=f"{ABSENT_CALLS} calls",
     )
-    delete = await ctx.measure(
-        delete,
-        "server",
-        lambda: timed(delete, [with_con(probes.raw_delete, tenant, c) for c in deletes]),
-    )
-    for row, customers in ((erase, erases), (absent, ["perf_absent"] * ABSENT_CALLS)):
-
-        def erasing(row: Row = row, customers: list[str] = customers) -> Row:
-            return timed(row, [probes.service_erase(target, tenant, c) for c in customers])
-
-        await ctx.measure(ctx.check_served(row, "erasure"), "server", erasing)
+    await timed(delete, partial(with_con, probes.raw_delete, tenant), deletes)
+    erasing = partial(probes.service_erase, target, tenant)
+    await timed(ctx.check_served(erase, "erasure"), erasing, erases)
+    await timed(ctx.check_served(absent, "erasure"), erasing, ["perf_absent"] * ABSENT_CALLS)
     return [copy, export, download, delete, erase, absent]

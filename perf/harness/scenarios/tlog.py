@@ -22,6 +22,7 @@ from kaireon_server.platform.db import Database
 
 WRITERS = 64
 DRAIN_SECONDS = 30.0  # at most this long for the last rows to be checkpointed
+CHECKPOINTED = "SELECT coalesce(max(size), 0) FROM audit_tlog_checkpoint WHERE tenant_id = $1"
 
 
 async def _appends(db: Database, tenant: str, seconds: float) -> tuple[dict[int, float], float]:
@@ -69,12 +70,7 @@ async def _measure(ctx: Context, row: Row, tenant: str) -> Row:
             committed, seconds = writers.result()
             expected, deadline = max(committed, default=0), time.monotonic() + DRAIN_SECONDS
         async with ctx.db.transaction(tenant, readonly=True) as con:
-            now_size = int(
-                await con.fetchval(
-                    "SELECT coalesce(max(size), 0) FROM audit_tlog_checkpoint WHERE tenant_id = $1",
-                    tenant,
-                )
-            )
+            now_size = int(await con.fetchval(CHECKPOINTED, tenant))
         now = time.monotonic()
         seen.update((seq, now) for seq in range(size + 1, now_size + 1))
         size = max(size, now_size)

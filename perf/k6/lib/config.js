@@ -49,34 +49,6 @@ export function randomCustomer() {
   return `cust_${pad(1 + Math.floor(Math.random() * CUSTOMERS), 5)}`;
 }
 
-// Connects a VU's client on its first call, with the descriptors it loaded
-// (no reflection). False when it cannot; the caller counts an error.
-const connected = new Set(); // per VU: module state is not shared between VUs
-
-export function connect(client, target) {
-  try {
-    if (!connected.has(client)) {
-      client.connect(target, { plaintext: true, reflect: false, timeout: '10s' });
-      connected.add(client);
-    }
-    return true;
-  } catch (_) {
-    return false;
-  }
-}
-
-// A unary gRPC call that never throws: { status, res }, status null when k6
-// threw (a connection or serialisation failure, which would otherwise end the
-// iteration before it is counted).
-export function call(client, method, request, params) {
-  try {
-    const res = client.invoke(method, request, params);
-    return { status: res ? res.status : null, res };
-  } catch (_) {
-    return { status: null, res: null };
-  }
-}
-
 // Count one operation with its end-to-end time (ms), its samples tagged with
 // the protocol, the outcome (lib/ops.js) and the operation. Failed operations
 // count in the latency too: a fast error must not flatter it.

@@ -1,5 +1,5 @@
 // The operations the scenarios of soak.js call, one function per operation and
-// protocol. Each calls done(result) exactly once, with
+// protocol (OPS). Each calls done(result) exactly once, with
 //   { ok, outcome, ms }
 // outcome: ok | shed (RESOURCE_EXHAUSTED / HTTP 429: the server refused the
 // work) | unavailable (UNAVAILABLE / 503) | timeout (DEADLINE_EXCEEDED / 504 /
@@ -14,8 +14,6 @@ import grpc from 'k6/net/grpc';
 
 import {
   BASE_URL,
-  call,
-  connect,
   GRPC_TARGET,
   HEADERS,
   METADATA,
@@ -30,6 +28,7 @@ import {
 // run with "message ... is already registered" (grafana/k6#3961). The echo
 // servers of the ceilings (perf/harness/echo_server.py) have no reflection either.
 const client = new grpc.Client();
+let connected = false; // it connects on the VU's first call
 const PROTOS = {
   provenance: 'kaireon/provenance/v1/provenance.proto',
   erasure: 'kaireon/erasure/v1/erasure.proto',
@@ -48,7 +47,6 @@ export function loadProtos(ops) {
 const DEFINITION = JSON.parse(open('./flow_definition.json'));
 const JSON_HEADERS = { ...HEADERS, 'Content-Type': 'application/json' };
 const WATCH_TIMEOUT = __ENV.WATCH_TIMEOUT || '30s';
-const TERMINAL = ['completed', 'failed'];
 
 export const OUTCOMES = ['ok', 'shed', 'unavailable', 'timeout', 'network', 'error'];
 
@@ -61,11 +59,11 @@ const GRPC_OUTCOMES = {
 const HTTP_OUTCOMES = { 200: 'ok', 429: 'shed', 503: 'unavailable', 504: 'timeout' };
 
 // status null: k6 threw (no connection, or it broke).
-export function grpcOutcome(status) {
+function grpcOutcome(status) {
   return status === null ? 'network' : GRPC_OUTCOMES[status] || 'error';
 }
 
-export function httpOutcome(res) {
+function httpOutcome(res) {
   if (res.status === 0) {
     // k6 error code 1050: the request timed out; the others: no connection.
     return res.error_code === 1050 ? 'timeout' : 'network';
@@ -77,17 +75,21 @@ function result(outcome, started) {
   return { ok: outcome === 'ok', outcome, ms: Date.now() - started };
 }
 
-// A unary gRPC call: { outcome, res }. keep: decode the response message.
+// A unary gRPC call that never throws: { outcome, res }; keep: decode the response
+// message. k6 throws on a connection or serialisation failure, which would
+// otherwise end the iteration before it is counted.
 function grpcCall(method, request, timeout, keep = false) {
-  if (!connect(client, GRPC_TARGET)) {
+  try {
+    if (!connected) {
+      client.connect(GRPC_TARGET, { plaintext: true, reflect: false, timeout: '10s' });
+      connected = true;
+    }
+    const params = { metadata: METADATA, timeout, discardResponseMessage: !keep };
+    const res = client.invoke(method, request, params);
+    return { outcome: grpcOutcome(res ? res.status : null), res };
+  } catch (_) {
     return { outcome: 'network', res: null };
   }
-  const { status, res } = call(client, method, request, {
-    metadata: METADATA,
-    timeout,
-    discardResponseMessage: !keep,
-  });
-  return { outcome: grpcOutcome(status), res };
 }
 
 function unary(method, request, timeout, done) {
@@ -112,44 +114,14 @@ function rest(method, path, id, body, timeout, done) {
 // being its address). Beside the same call from h2load it shows what k6 costs.
 const PAYLOAD = encoding.b64encode('kaireon-perf-echo-payload-64-bytes..............................');
 
-export function echoGrpc(done) {
-  unary('kaireon.perf.v1.Echo/Echo', { data: PAYLOAD }, '10s', done);
-}
-
-export function provenanceGrpc(done) {
-  // The bundle is ~5 KB of JSON; k6 need not decode it to count the call.
-  const request = { decision_id: randomDecision() };
-  unary('kaireon.provenance.v1.ProvenanceService/GetDecisionProvenance', request, '10s', done);
-}
-
-export function provenanceRest(done) {
-  rest('GET', '/api/v1/decisions/{id}/provenance', randomDecision(), null, '10s', done);
-}
-
 // customer: an id nobody erased before, or null when the caller's slice is used up.
 function erasure(send) {
   return (done, customer) =>
     customer === null ? done(result('error', Date.now())) : send(done, customer);
 }
 
-export const erasureGrpc = erasure((done, customer) =>
-  unary('kaireon.erasure.v1.ErasureService/EraseCustomer', { customer_id: customer }, '30s', done),
-);
-
-export const erasureRest = erasure((done, customer) =>
-  rest('POST', '/api/v1/gdpr/erasure', '', { customerId: customer }, '30s', done),
-);
-
-export function flowGrpc(done) {
-  unary('kaireon.flow.v1.FlowRunnerService/StartRun', { definition: DEFINITION }, '10s', done);
-}
-
-export function flowRest(done) {
-  rest('POST', '/api/v1/flow/runs', '', { definition: DEFINITION }, '10s', done);
-}
-
 // CreateDsarRequest, then WatchDsarRequest until the job is terminal.
-export function dsarGrpc(done) {
+function dsarGrpc(done) {
   const started = Date.now();
   const request = { request_type: 'export', subject_id: randomCustomer() };
   const created = grpcCall('kaireon.dsar.v1.DsarService/CreateDsarRequest', request, '10s', true);
@@ -170,7 +142,7 @@ export function dsarGrpc(done) {
   };
   stream.on('data', (message) => {
     const status = message.request ? message.request.status : '';
-    if (TERMINAL.includes(status)) {
+    if (status === 'completed' || status === 'failed') {
       finish(status === 'completed' ? 'ok' : 'error');
     }
   });
@@ -182,7 +154,7 @@ export function dsarGrpc(done) {
 }
 
 // POST /api/v1/dsar, then the NDJSON watch, which ends once the job is terminal.
-export function dsarRest(done) {
+function dsarRest(done) {
   const started = Date.now();
   const created = http.post(
     `${BASE_URL}/api/v1/dsar`,
@@ -212,10 +184,27 @@ export function dsarRest(done) {
   done(result(outcome, started));
 }
 
+const PROVENANCE = 'kaireon.provenance.v1.ProvenanceService/GetDecisionProvenance';
+const ERASE = 'kaireon.erasure.v1.ErasureService/EraseCustomer';
+const START_RUN = 'kaireon.flow.v1.FlowRunnerService/StartRun';
+
 export const OPS = {
-  echo: { grpc: echoGrpc },
-  provenance: { grpc: provenanceGrpc, rest: provenanceRest },
-  erasure: { grpc: erasureGrpc, rest: erasureRest },
+  echo: { grpc: (done) => unary('kaireon.perf.v1.Echo/Echo', { data: PAYLOAD }, '10s', done) },
+  provenance: {
+    // The bundle is ~5 KB of JSON; k6 need not decode it to count the call.
+    grpc: (done) => unary(PROVENANCE, { decision_id: randomDecision() }, '10s', done),
+    rest: (done) =>
+      rest('GET', '/api/v1/decisions/{id}/provenance', randomDecision(), null, '10s', done),
+  },
+  erasure: {
+    grpc: erasure((done, customer) => unary(ERASE, { customer_id: customer }, '30s', done)),
+    rest: erasure((done, customer) =>
+      rest('POST', '/api/v1/gdpr/erasure', '', { customerId: customer }, '30s', done),
+    ),
+  },
   dsar: { grpc: dsarGrpc, rest: dsarRest },
-  flow: { grpc: flowGrpc, rest: flowRest },
+  flow: {
+    grpc: (done) => unary(START_RUN, { definition: DEFINITION }, '10s', done),
+    rest: (done) => rest('POST', '/api/v1/flow/runs', '', { definition: DEFINITION }, '10s', done),
+  },
 };

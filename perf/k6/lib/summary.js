@@ -8,22 +8,17 @@ function fmt(value) {
 
 export function handleSummary(data) {
   const m = data.metrics;
-  const lines = [];
+  const values = (name) => (m[name] ? m[name].values : {});
   const latencyMetric = ['kaireon_e2e', 'grpc_req_duration', 'http_req_duration'].find(
     (name) => m[name],
   );
-  const lat = latencyMetric ? m[latencyMetric].values : {};
-  const req = m.kaireon_requests ? m.kaireon_requests.values : {};
-  const err = m.kaireon_errors ? m.kaireon_errors.values : {};
-  const dropped = m.dropped_iterations ? m.dropped_iterations.values.count : 0;
-  lines.push(
+  const [lat, req, err] = [latencyMetric, 'kaireon_requests', 'kaireon_errors'].map(values);
+  const lines = [
     `requests ${req.count || 0} (${fmt(req.rate)}/s)  errors ${fmt((err.rate || 0) * 100)}%  ` +
-      `dropped ${dropped}`,
-  );
-  lines.push(
+      `dropped ${values('dropped_iterations').count || 0}`,
     `${latencyMetric || 'latency'} ms  p50 ${fmt(lat['p(50)'])}  p95 ${fmt(lat['p(95)'])}  p99 ${fmt(lat['p(99)'])}  ` +
       `max ${fmt(lat.max)}`,
-  );
+  ];
   for (const [name, metric] of Object.entries(m)) {
     for (const [threshold, result] of Object.entries(metric.thresholds || {})) {
       lines.push(`threshold ${name} ${threshold}: ${result.ok ? 'ok' : 'CROSSED'}`);
