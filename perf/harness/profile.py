@@ -47,70 +47,52 @@ def _frame(raw: str) -> str:
 
 
 def _stacks(path: Path) -> list[tuple[list[str], int]]:
-    """(frames, samples) of each collapsed stack, without py-spy's "process <pid>:…"
-    roots (--subprocesses puts them first)."""
+    """(frames without their line numbers, samples) of each collapsed stack, without
+    py-spy's "process <pid>:…" roots (--subprocesses puts them first)."""
     out = []
     for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
         stack, _, count = line.rpartition(" ")
-        frames = [f for f in stack.split(";") if f and not f.startswith("process ")]
+        frames = [_frame(f) for f in stack.split(";") if f and not f.startswith("process ")]
         if frames and count.isdigit():
             out.append((frames, int(count)))
     return out
 
 
-def summarize(path: Path, limit: int = 12) -> str | None:
-    """The frames with the most samples, by self and by inclusive time."""
-    self_counts: Counter[str] = Counter()
-    incl_counts: Counter[str] = Counter()
-    total = 0
-    for raw, count in _stacks(path):
-        frames = [_frame(f) for f in raw]
-        total += count
-        self_counts[frames[-1]] += count
-        for frame in set(frames):
-            incl_counts[frame] += count
-    if total == 0:
-        return None
-    lines = [f"py-spy: {total} samples ({path.name})"]
-    for title, counts in (("self time", self_counts), ("inclusive time", incl_counts)):
-        lines.append(f"  {title}:")
-        lines += [f"    {n * 100 / total:5.1f}%  {frame}" for frame, n in counts.most_common(limit)]
-    return "\n".join(lines)
-
-
-def breakdown(path: Path, categories: list[tuple[str, tuple[str, ...]]]) -> str | None:
-    """Samples by category: the first category with a frame containing one of its
-    markers (anywhere in the stack) takes the sample; then idle (epoll on top),
-    native code under an asyncio callback (no Python frame: grpc.aio's Cython),
-    threads, other. Shares of the samples py-spy recorded (it skips idle threads)."""
-    counts: Counter[str] = Counter()
-    for frames, count in _stacks(path):
-        name = next(
-            (c for c, markers in categories if any(m in f for f in frames for m in markers)),
-            None,
-        )
-        if name is None:
-            top = _frame(frames[-1])
-            if top.startswith(("EpollSelector.select", "select ")):
-                name = "idle: waiting in epoll"
-            elif top.startswith("Handle._run"):
-                name = "native code under an asyncio callback (grpc.aio)"
-            elif "threading.py" in top:
-                name = "other threads (grpc poller)"
-            else:
-                name = "other"
-        counts[name] += count
-    total = sum(counts.values())
-    if not total:
-        return None
-    lines = [f"py-spy by category: {total} samples ({path.name})"]
-    lines += [f"    {n * 100 / total:5.1f}%  {name}" for name, n in counts.most_common()]
-    return "\n".join(lines)
+def _category(frames: list[str], categories: list[tuple[str, tuple[str, ...]]]) -> str:
+    """The first category with a frame containing one of its markers (anywhere in the
+    stack); then idle (epoll on top), native code under an asyncio callback (no
+    Python frame: grpc.aio's Cython), threads, other."""
+    for name, markers in categories:
+        if any(m in f for f in frames for m in markers):
+            return name
+    top = frames[-1]
+    if top.startswith(("EpollSelector.select", "select ")):
+        return "idle: waiting in epoll"
+    if top.startswith("Handle._run"):
+        return "native code under an asyncio callback (grpc.aio)"
+    return "other threads (grpc poller)" if "threading.py" in top else "other"
 
 
 def report(path: Path, categories: list[tuple[str, tuple[str, ...]]], head: str = "") -> str | None:
-    """`head`, the samples by category, then the top frames; None if py-spy recorded nothing."""
-    summary = summarize(path)
-    if summary is None:
+    """`head`, the samples by category, then the frames with the most samples by self
+    time (on top of the stack) and by inclusive time (anywhere in it); shares of the
+    samples py-spy recorded (it skips idle threads). None if it recorded nothing."""
+    by_category: Counter[str] = Counter()
+    by_self: Counter[str] = Counter()
+    by_frame: Counter[str] = Counter()
+    for frames, count in _stacks(path):
+        by_category[_category(frames, categories)] += count
+        by_self[frames[-1]] += count
+        for frame in set(frames):
+            by_frame[frame] += count
+    total = sum(by_self.values())
+    if total == 0:
         return None
-    return "\n".join(t for t in (head, breakdown(path, categories), summary) if t)
+    lines = [head] if head else []
+    lines.append(f"py-spy by category: {total} samples ({path.name})")
+    lines += [f"    {n * 100 / total:5.1f}%  {name}" for name, n in by_category.most_common()]
+    lines.append(f"py-spy: {total} samples ({path.name})")
+    for title, counts in (("self time", by_self), ("inclusive time", by_frame)):
+        lines.append(f"  {title}:")
+        lines += [f"    {n * 100 / total:5.1f}%  {frame}" for frame, n in counts.most_common(12)]
+    return "\n".join(lines)

