@@ -144,7 +144,9 @@ async def test_clear_then_retry_reruns_everything(stub, channel, tenant, tmp_pat
 
 
 async def test_second_start_or_retry_of_running_run_is_refused(stub, tenant) -> None:
-    await start(stub, tenant, definition(step("slow", sleep=1.5)), run_id="busy")
+    # Long enough for the three refusals below to land while it runs on a loaded machine
+    # (1.5 s was not: a CI pass beside other load saw ClearCheckpoints after its end).
+    await start(stub, tenant, definition(step("slow", sleep=5)), run_id="busy")
     with pytest.raises(grpc.aio.AioRpcError) as started:
         await start(stub, tenant, definition(step("x")), run_id="busy")
     assert started.value.code() == grpc.StatusCode.FAILED_PRECONDITION
