@@ -50,7 +50,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="py-spy the server under provenance load and while it runs the long flow chain",
     )
-    add("--no-install", action="store_true", help="never apt-get install h2load")
     add(
         "--scale-sizes",
         type=_sizes,

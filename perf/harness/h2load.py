@@ -14,7 +14,6 @@ Latency percentiles come from h2load's per-request log (--log-file).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import struct
@@ -27,22 +26,6 @@ from harness.stats import LatencyStats, percentiles
 
 def available() -> str | None:
     return shutil.which("h2load")
-
-
-def install() -> str | None:
-    """apt-get install nghttp2-client when we are root on Debian; None if it cannot."""
-    if (found := available()) or shutil.which("apt-get") is None or os.geteuid() != 0:
-        return found
-    print("h2load missing: apt-get install nghttp2-client", flush=True)
-    for cmd in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "nghttp2-client"],
-    ):
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-        if proc.returncode != 0:
-            print(f"  {' '.join(cmd)} failed: {proc.stderr.strip()[-300:]}", flush=True)
-            return None
-    return available()
 
 
 def grpc_frame(message: bytes) -> bytes:

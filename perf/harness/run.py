@@ -88,13 +88,12 @@ class Context(Harness):
 
     async def setup(self) -> None:
         self.loop = asyncio.get_running_loop()
-        no_install = self.args.no_install
-        self.h2load = h2load.available() if no_install else await asyncio.to_thread(h2load.install)
+        self.h2load = h2load.available()
         if self.h2load is None:
             self.note(
                 "h2load not found (Debian package nghttp2-client): the h2load rows, i.e. the "
                 "framework and database ceilings, were not measured; install it "
-                "(apt-get install nghttp2-client) for the ceiling figures"
+                "(tools/dev/setup.sh as root, or apt-get install nghttp2-client) for them"
             )
         await self.serve(self.plan, self.timeline)
         self.echo = echo = await asyncio.to_thread(

@@ -21,9 +21,7 @@ from tests.support.netns import unavailable_reason
 def test_scaleout_scenario_measures_one_and_three_replicas(results_dir: Path) -> None:
     if (reason := unavailable_reason()) is not None:
         pytest.fail(f"the scale-out scenario cannot run: {reason}")
-    proc, results = run_perf(
-        "run", "--smoke", "--no-install", "--only", "scaleout", out=results_dir
-    )
+    proc, results = run_perf("run", "--smoke", "--only", "scaleout", out=results_dir)
     rows = {row["key"]: row for row in results["rows"]}
     phases = {"1": 1, "3": 3, "1-again": 1}
     assert set(rows) == {f"scaleout.{load}.{p}.k6" for load in ("light", "heavy") for p in phases}

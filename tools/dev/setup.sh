@@ -67,12 +67,15 @@ if [ "${KAIREON_SKIP_NODE:-0}" != "1" ]; then
 fi
 
 # The multi-host tests (tests/multihost: network namespaces, nft, nginx in front;
-# docs/SCALING.md) need nginx and nftables. Installed only when running as root
-# on a Debian-like system and missing; elsewhere those tests fail naming what is missing.
+# docs/SCALING.md) need nginx and nftables, perf/run's closed-loop rows h2load
+# (nghttp2-client). Installed only when running as root on a Debian-like system and
+# missing; elsewhere those tests fail naming what is missing, and perf/run notes
+# the rows it could not measure.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
   command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
   command -v nft >/dev/null 2>&1 || missing+=(nftables)
+  command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
   if [ "${#missing[@]}" -gt 0 ]; then
     if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; then
       apt-get update -qq
