@@ -65,12 +65,11 @@ def sample_tree(
     rss = pss = fds = count = inbound = 0
     cpu: dict[int, tuple[float, float]] = {}
     for proc in procs.values():
-        with contextlib.suppress(psutil.Error):
-            with proc.oneshot():
-                rss += proc.memory_info().rss
-                times = proc.cpu_times()
-                cpu[proc.pid] = (times.user + times.system, proc.create_time())
-                fds += proc.num_fds() if full else 0
+        with contextlib.suppress(psutil.Error), proc.oneshot():
+            rss += proc.memory_info().rss
+            times = proc.cpu_times()
+            cpu[proc.pid] = (times.user + times.system, proc.create_time())
+            fds += proc.num_fds() if full else 0
             count += 1
             if not full:
                 continue
@@ -220,5 +219,4 @@ class Timeline:
         )
 
     def peak(self, key: str, start: float, end: float) -> float | None:
-        values = self.series(key, start, end)
-        return max(values) if values else None
+        return max(self.series(key, start, end), default=None)

@@ -61,29 +61,24 @@ class Soak(Harness):
         row = await self.monitor_con.fetchrow(
             """
             SELECT count(*) AS clients,
-                   count(*) FILTER (WHERE state = 'active') AS active,
-                   count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting_lock,
-                   count(*) FILTER (WHERE state LIKE 'idle in transaction%') AS idle_in_tx,
+                   -- The harness's own pool ($1, idle during the load) is not the server's.
+                   greatest(0, count(*) - $1) AS server_connections,
                    -- Pools connect as "kaireon"; dedicated connections (LISTEN, a
                    -- flow run's advisory lock) name themselves kaireon-<purpose>.
-                   count(*) FILTER (WHERE application_name = 'kaireon') AS pooled
+                   greatest(0, count(*) FILTER (WHERE application_name = 'kaireon') - $1)
+                     AS pool_connections,
+                   count(*) FILTER (WHERE application_name <> 'kaireon') AS dedicated_connections,
+                   count(*) FILTER (WHERE state = 'active') AS active,
+                   count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting_lock,
+                   count(*) FILTER (WHERE state LIKE 'idle in transaction%') AS idle_in_tx
               FROM pg_stat_activity
              WHERE backend_type = 'client backend' AND datname = current_database()
                AND pid <> pg_backend_pid()
-            """
+            """,
+            self.db.pool.get_size(),
         )
         assert row is not None
-        # The harness's own pool (idle during the load) is not the server's.
-        own = self.db.pool.get_size()
-        return {
-            "pg.clients": row["clients"],
-            "pg.server_connections": max(0, row["clients"] - own),
-            "pg.pool_connections": max(0, row["pooled"] - own),
-            "pg.dedicated_connections": row["clients"] - row["pooled"],
-            "pg.active": row["active"],
-            "pg.waiting_lock": row["waiting_lock"],
-            "pg.idle_in_tx": row["idle_in_tx"],
-        }
+        return {f"pg.{column}": value for column, value in row.items()}
 
     def progress(self, sample: Sample) -> None:
         # A line a minute (every sample in a short run) so a long run shows it is alive.
@@ -183,11 +178,10 @@ class Soak(Harness):
         text += "\n\n" + soak_report.failures_table(failures, flips, self.plan)
         text += "\n\n### Resources\n\n" + soak_report.resources_table(resources)
         if sat is not None:
-            text += "\n\n### Saturation (burst)\n\n" + f"verdict: {sat.verdict}\n\n"
+            burst = [r for r in op_rows if r.phase == "burst"]
+            text += f"\n\n### Saturation (burst)\n\nverdict: {sat.verdict}\n\n"
             text += "\n".join(f"- {line}" for line in sat.lines)
-            text += "\n\n" + columns_table(
-                soak_report.BURST_COLUMNS, [r for r in op_rows if r.phase == "burst"]
-            )
+            text += "\n\n" + columns_table(soak_report.BURST_COLUMNS, burst)
         text += "\n\n### After the load\n\n" + "\n".join(f"- {c}" for c in checks)
         if self.notes:
             text += "\n\nnotes:\n" + "\n".join(f"- {n}" for n in self.notes)
@@ -207,9 +201,7 @@ class Soak(Harness):
                 ],
                 "steady_error_rate": rate,
                 "resources": [asdict(r) for r in resources],
-                "saturation": None
-                if sat is None
-                else {**asdict(sat), "overloaded": sat.overloaded},
+                "saturation": None if sat is None else asdict(sat),
                 "checks": [asdict(c) for c in checks],
                 "timeline": [asdict(s) for s in self.timeline.samples],
                 "failures": [asdict(f) for f in failures],

@@ -53,10 +53,8 @@ class SoakPlan:
         mix = ", ".join(f"{op} {share:.0%}" for op, share in STEADY_MIX.items())
         text = f"steady {self.rate:g}/s for {self.seconds:g}s ({mix}; half gRPC, half REST)"
         if self.burst_seconds > 0:
-            text += (
-                f", burst {self.burst_rate:g}/s for {self.burst_seconds:g}s "
-                f"({', '.join(BURST_OPS)})"
-            )
+            ops = ", ".join(BURST_OPS)
+            text += f", burst {self.burst_rate:g}/s for {self.burst_seconds:g}s ({ops})"
         if self.recovery_seconds > 0:
             text += f", recovery {self.rate:g}/s for {self.recovery_seconds:g}s"
         return text

@@ -153,30 +153,25 @@ def failures(output: str, started: float) -> list[Failure]:
 
 
 def _phase_at(plan: SoakPlan, t: float) -> str:
-    for phase in plan.phases:
-        if phase.start <= t < phase.end:
-            return phase.name
-    return "after"
+    return next((p.name for p in plan.phases if p.start <= t < p.end), "after")
 
 
 def failures_table(items: list[Failure], flips: list[float], plan: SoakPlan) -> str:
     """Failed calls and NOT_SERVING reports per minute (per 5 s in a short run)."""
     total = plan.phases[-1].end
     step = 60.0 if total >= 300 else 5.0
-    rows = []
-    for i in range(math.ceil(total / step)):
-        start, end = i * step, (i + 1) * step
-        here = [f for f in items if start <= f.t < end]
-        kinds = Counter(f.outcome for f in here)
-        rows.append(
-            (
-                f"{start:g}-{min(end, total):g}s",
-                _phase_at(plan, start),
-                f"{len(here):,}",
-                ", ".join(f"{k} {n}" for k, n in kinds.most_common()) or "-",
-                f"{sum(1 for t in flips if start <= t < end)}",
-            )
+
+    def row(start: float, end: float) -> tuple[str, ...]:
+        kinds = Counter(f.outcome for f in items if start <= f.t < end)
+        return (
+            f"{start:g}-{min(end, total):g}s",
+            _phase_at(plan, start),
+            f"{kinds.total():,}",
+            ", ".join(f"{k} {n}" for k, n in kinds.most_common()) or "-",
+            f"{sum(1 for t in flips if start <= t < end)}",
         )
+
+    rows = [row(i * step, (i + 1) * step) for i in range(math.ceil(total / step))]
     return (
         "Failed calls over time (answered with an error; iterations k6 could not start "
         "are only counted, in the table above):\n\n"
@@ -189,6 +184,25 @@ class Series:
     key: str
     title: str
     unit: str  # "bytes" | "count" | "percent"
+
+    def show(self, value: float | None) -> str:
+        if value is None:
+            return "-"
+        if self.unit == "percent":
+            return f"{value:.0f}%"
+        return mb(int(value)) if self.unit == "bytes" else f"{value:,.0f}"
+
+    def growth(self, g: Growth) -> str:
+        if g.first is None or g.last is None:
+            return "-"
+        growth = g.last - g.first
+        sign = "+" if growth >= 0 else "-"
+        if self.unit == "percent":
+            # A change of load, not a growth: in points of one core.
+            return f"{sign}{abs(growth):.0f} points"
+        size = mb(int(abs(growth))) if self.unit == "bytes" else f"{abs(growth):,.1f}"
+        pct = f" ({100.0 * growth / g.first:+.1f}%)" if g.first else ""
+        return f"{sign}{size}{pct}"
 
 
 # Per process tree: (key suffix, title, unit); "{}" is the tree's name.
@@ -208,27 +222,6 @@ GAUGE_SERIES = (
     ("pg.active", "PostgreSQL connections active"),
     ("pg.waiting_lock", "PostgreSQL backends waiting on a lock"),
 )
-
-
-def _value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "percent":
-        return f"{value:.0f}%"
-    return mb(int(value)) if unit == "bytes" else f"{value:,.0f}"
-
-
-def _growth(g: Growth, unit: str) -> str:
-    if g.first is None or g.last is None:
-        return "-"
-    growth = g.last - g.first
-    sign = "+" if growth >= 0 else "-"
-    if unit == "percent":
-        # A change of load, not a growth: in points of one core.
-        return f"{sign}{abs(growth):.0f} points"
-    size = mb(int(abs(growth))) if unit == "bytes" else f"{abs(growth):,.1f}"
-    pct = f" ({100.0 * growth / g.first:+.1f}%)" if g.first else ""
-    return f"{sign}{size}{pct}"
 
 
 @dataclass
@@ -268,19 +261,15 @@ def resources(timeline: Timeline, plan: SoakPlan, window: float) -> list[Resourc
 
 def resources_table(items: list[ResourceRow]) -> str:
     window = next((r.steady.window for r in items), 60.0)
-
-    def cell(value: Callable[[ResourceRow], float | None]) -> Callable[[ResourceRow], str]:
-        return lambda r: _value(value(r), r.series.unit)
-
     columns: list[tuple[str, Callable[[ResourceRow], str]]] = [
         ("series", lambda r: r.series.title),
-        (f"steady: first {window:g}s", cell(lambda r: r.steady.first)),
-        (f"steady: last {window:g}s", cell(lambda r: r.steady.last)),
-        ("growth", lambda r: _growth(r.steady, r.series.unit)),
-        ("steady mean", cell(lambda r: r.steady.mean)),
-        ("steady peak", cell(lambda r: r.steady.peak)),
-        ("burst peak", cell(lambda r: r.burst_peak)),
-        ("after recovery", cell(lambda r: r.recovery_end)),
+        (f"steady: first {window:g}s", lambda r: r.series.show(r.steady.first)),
+        (f"steady: last {window:g}s", lambda r: r.series.show(r.steady.last)),
+        ("growth", lambda r: r.series.growth(r.steady)),
+        ("steady mean", lambda r: r.series.show(r.steady.mean)),
+        ("steady peak", lambda r: r.series.show(r.steady.peak)),
+        ("burst peak", lambda r: r.series.show(r.burst_peak)),
+        ("after recovery", lambda r: r.series.show(r.recovery_end)),
     ]
     return columns_table(columns, items)
 
@@ -383,14 +372,10 @@ def _op_saturation(op: str, op_rows: list[OpRow]) -> OpSaturation:
         f"OK answers p99 {duration(o.ok_p99)} (steady: {duration(o.steady_p99)}), "
         f"{o.queued:,} left waiting (deadline or no free k6 VU)"
     )
-    if o.refuses and o.fast:
-        how = "refuses at once"
-    elif o.refuses:
-        how = "refuses, but only after waiting"
-    elif o.queues:
-        how = "queues"
+    if o.refuses:
+        how = "refuses at once" if o.fast else "refuses, but only after waiting"
     else:
-        how = "kept up"
+        how = "queues" if o.queues else "kept up"
     o.reading = f"{OP_TITLES[op]}: {how} — {refused}; {waited}"
     return o
 
@@ -411,10 +396,10 @@ class Saturation(BurstCalls):
     ops: list[OpSaturation]
     verdict: str = ""
     lines: list[str] = field(default_factory=list)
+    overloaded: bool = field(init=False)
 
-    @property
-    def overloaded(self) -> bool:
-        return any(o.refuses or o.queues for o in self.ops)
+    def __post_init__(self) -> None:
+        self.overloaded = any(o.refuses or o.queues for o in self.ops)
 
 
 def saturation(
@@ -469,15 +454,13 @@ def _judge(s: Saturation, plan: SoakPlan) -> tuple[str, list[str]]:
             line += f"; dedicated connections (LISTEN, flow run locks): peak {s.dedicated_peak:.0f}"
         lines.append(line)
     by_phase = Counter(_phase_at(plan, t) for t in s.health_flips)
-    lines.append(
+    lines += [
         f"health: the server reported NOT_SERVING {len(s.health_flips)} time(s) "
         f"({', '.join(f'{n} in the {p} phase' for p, n in by_phase.items()) or 'never'}): "
-        "its database ping waits for the same pool as the calls"
-    )
-    lines.append(
+        "its database ping waits for the same pool as the calls",
         f"recovery (steady rate again): {s.recovery_errors:,} errors "
-        f"in {s.recovery_requests:,} calls"
-    )
+        f"in {s.recovery_requests:,} calls",
+    ]
     if not s.overloaded:
         return "not saturated: the burst did not exceed capacity (raise --burst-rate)", lines
     bounded = s.rss_before is None or s.rss_peak is None or s.rss_peak <= 1.5 * s.rss_before

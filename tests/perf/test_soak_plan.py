@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from typing import Any
 
 import pytest
 
@@ -90,8 +91,8 @@ def test_failures_are_read_from_the_k6_log_on_the_load_clock() -> None:
     ]
 
 
-def _row(op: str, phase: str, proto: str, **kw: object) -> soak_report.OpRow:
-    row = soak_report.OpRow(
+def _row(op: str, phase: str, proto: str, **reading: Any) -> soak_report.OpRow:
+    return soak_report.OpRow(
         scenario=f"{phase}_{op}_{proto}",
         phase=phase,
         op=op,
@@ -99,20 +100,18 @@ def _row(op: str, phase: str, proto: str, **kw: object) -> soak_report.OpRow:
         planned=100,
         seconds=10,
         per_second=10,
+        **reading,
     )
-    for key, value in kw.items():
-        setattr(row, key, value)
-    return row
 
 
 def test_burst_reading_tells_fast_refusals_from_queueing() -> None:
     plan = soak_plan.plan(2, 10, burst_rate=60, burst_seconds=10, recovery_seconds=10)
     rows = []
     for proto in ("grpc", "rest"):
-        rows.append(_row("flow", "steady", proto, requests=10, outcomes={"ok": 10}, p99=50.0))
-        rows.append(_row("provenance", "steady", proto, requests=10, outcomes={"ok": 10}, p99=40.0))
-        # Flow starts: most refused within milliseconds.
-        rows.append(
+        rows += [
+            _row("flow", "steady", proto, requests=10, outcomes={"ok": 10}, p99=50.0),
+            _row("provenance", "steady", proto, requests=10, outcomes={"ok": 10}, p99=40.0),
+            # Flow starts: most refused within milliseconds.
             _row(
                 "flow",
                 "burst",
@@ -121,10 +120,8 @@ def test_burst_reading_tells_fast_refusals_from_queueing() -> None:
                 errors=80,
                 outcomes={"ok": 20, "shed": 80},
                 outcome_latency={"ok": (30.0, 90.0), "shed": (12.0, 400.0)},
-            )
-        )
-        # Reads: never refused, answered late, some left without a k6 VU.
-        rows.append(
+            ),
+            # Reads: never refused, answered late, some left without a k6 VU.
             _row(
                 "provenance",
                 "burst",
@@ -133,8 +130,8 @@ def test_burst_reading_tells_fast_refusals_from_queueing() -> None:
                 dropped=10,
                 outcomes={"ok": 90},
                 outcome_latency={"ok": (2000.0, 6000.0)},
-            )
-        )
+            ),
+        ]
     sat = soak_report.saturation(rows, Timeline(5.0), plan, 22, [12.0])
     assert sat is not None and sat.overloaded
     readings = {o.op: o for o in sat.ops}
