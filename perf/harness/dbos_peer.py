@@ -37,6 +37,8 @@ import sqlalchemy as sa
 from dbos import DBOS
 from dbos import _migration as dbos_migration
 
+from harness.procmon import sample_tree
+
 DATABASE = "kaireon_dbos"
 SCHEMA = "dbos"
 _UUID_OSSP = 'CREATE EXTENSION IF NOT EXISTS "uuid-ossp";'
@@ -59,16 +61,11 @@ class Rounds:
         if self.postmaster is None:
             return None
         try:
-            root = psutil.Process(self.postmaster)
-            own = root.cpu_times()
-            total = own.children_user + own.children_system
-            for proc in [root, *root.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    times = proc.cpu_times()
-                    total += times.user + times.system
+            reaped = psutil.Process(self.postmaster).cpu_times()
         except psutil.Error:
             return None
-        return total
+        alive = sample_tree([self.postmaster], full=False).cpu.values()
+        return reaped.children_user + reaped.children_system + sum(s for s, _ in alive)
 
     @contextlib.contextmanager
     def timed(self) -> Iterator[None]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from kaireon_server.app import App
 from kaireon_server.demo.seed import SeedSize, seed_tenant
 from kaireon_server.platform.db import Database
 from tests.support.grpcurl import grpcurl as _grpcurl
+from tests.support.keys import free_port
 from tests.support.server import ROOT
 
 GHZ_DIR = ROOT / "perf" / "ghz"
@@ -54,6 +54,10 @@ TEMPLATE = re.compile(r'\{\{printf "%0(\d+)d" (?:\(randomInt (\d+) \d+\)|\.Reque
 def _config(path: Path) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(path.read_text())
     return loaded
+
+
+# The configs of Kaireon's own calls (the others name perf/k6/proto/echo.proto).
+KAIREON_CONFIGS = [p for p in CONFIGS if "proto" not in _config(p)]
 
 
 def _render(value: Any) -> Any:
@@ -100,9 +104,7 @@ def test_options_are_ghz_options(path: Path) -> None:
         assert (path.parent / config["proto"]).is_file()
 
 
-@pytest.mark.parametrize(
-    "path", [p for p in CONFIGS if "proto" not in _config(p)], ids=lambda p: p.stem
-)
+@pytest.mark.parametrize("path", KAIREON_CONFIGS, ids=lambda p: p.stem)
 def test_data_decodes_into_the_request_type(app: App, path: Path) -> None:
     """Kaireon calls: the rendered data is a valid request (unknown fields refused)."""
     config = _config(path)
@@ -127,9 +129,7 @@ async def seeded(db: Database, tenant: str) -> str:
     return tenant
 
 
-@pytest.mark.parametrize(
-    "path", [p for p in CONFIGS if "proto" not in _config(p)], ids=lambda p: p.stem
-)
+@pytest.mark.parametrize("path", KAIREON_CONFIGS, ids=lambda p: p.stem)
 async def test_the_rendered_call_is_answered_ok(
     app: App, grpc_target: str, seeded: str, path: Path
 ) -> None:
@@ -143,16 +143,9 @@ async def test_the_rendered_call_is_answered_ok(
     assert json.loads(result.stdout)  # a non-empty response message
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def test_the_ceiling_configs_call_the_echo_server(database_url: str, seeded: str) -> None:
     """echo.json and lookup.json name perf/k6/proto/echo.proto: replayed through it."""
-    port = _free_port()
+    port = free_port()
     server = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "harness.echo_server", "--port", str(port)],
         *["--dsn", database_url, "--tenant", seeded],
@@ -170,14 +163,9 @@ async def test_the_ceiling_configs_call_the_echo_server(database_url: str, seede
             proto = (GHZ_DIR / config["proto"]).resolve()
             service, method = _method(config["call"])
             result = await _grpcurl(
-                "-import-path",
-                str(proto.parent),
-                "-proto",
-                proto.name,
-                "-d",
-                json.dumps(_render(config["data"])),
-                f"127.0.0.1:{port}",
-                f"{service}/{method}",
+                *["-import-path", str(proto.parent), "-proto", proto.name],
+                *["-d", json.dumps(_render(config["data"]))],
+                *[f"127.0.0.1:{port}", f"{service}/{method}"],
             )
             assert result.returncode == 0, (name, result.stderr)
             assert json.loads(result.stdout), name

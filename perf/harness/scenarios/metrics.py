@@ -86,17 +86,15 @@ async def _drive(ctx: Context, port: int, call: str, seconds: float) -> int:
         for i in range(CONCURRENCY):
             await one(i)
         end = time.monotonic() + seconds
-        done = [0] * CONCURRENCY
 
-        async def loop(w: int) -> None:
-            i = CONCURRENCY + w
+        async def loop(w: int) -> int:
+            calls = 0
             while time.monotonic() < end:
-                await one(i)
-                done[w] += 1
-                i += CONCURRENCY
+                await one(w + (calls + 1) * CONCURRENCY)
+                calls += 1
+            return calls
 
-        await asyncio.gather(*(loop(w) for w in range(CONCURRENCY)))
-        return sum(done)
+        return sum(await asyncio.gather(*(loop(w) for w in range(CONCURRENCY))))
 
 
 def _measure(ctx: Context, rows: dict[tuple[str, str], Row]) -> None:

@@ -101,6 +101,7 @@ _SEED_EXPORTS = [
 ]
 
 Call = Callable[[], Awaitable[Any]]
+Rpc = Callable[..., Awaitable[Any]]
 
 
 def _audit_row(i: int, rows: int) -> AuditRow:
@@ -197,7 +198,7 @@ async def _catch_up(
     audit = audit_pb2_grpc.AuditServiceStub(channel)
     timings = {"integrate": await _timed(partial(_integrate_all, db, integrator, tenant)) / 1000}
 
-    async def verify_all(name: str, rpc: Callable[..., Awaitable[Any]], request: Any) -> Any:
+    async def verify_all(name: str, rpc: Rpc, request: Any) -> Any:
         """Calls a verification until it reaches the head (timed); its last reply."""
         started = time.perf_counter()
         while (reply := await rpc(request, metadata=metadata(tenant))).more:
@@ -232,23 +233,17 @@ def _calls(channel: grpc.aio.Channel, tenant: str, at: dict[str, Any]) -> dict[s
     audit = audit_pb2_grpc.AuditServiceStub(channel)
     erasure = erasure_pb2_grpc.ErasureServiceStub(channel)
     provenance = provenance_pb2_grpc.ProvenanceServiceStub(channel)
-    failed, running = flow_pb2.RUN_STATE_FAILED, flow_pb2.RUN_STATE_RUNNING
 
-    def call(rpc: Callable[..., Awaitable[Any]], request: Any, md: Any = admin) -> Call:
+    def call(rpc: Rpc, request: Any, md: Any = admin) -> Call:
         return partial(rpc, request, metadata=md)
 
-    def dsars(**fields: Any) -> Call:
-        request = dsar_pb2.ListDsarRequestsRequest(page_size=PAGE, **fields)
-        return call(dsar.ListDsarRequests, request, op)
+    def listing(rpc: Rpc, request: Callable[..., Any], md: Any) -> Callable[..., Call]:
+        """A list call's variants by their request fields, each asking for a full page."""
+        return lambda **fields: call(rpc, request(page_size=PAGE, **fields), md)
 
-    def runs(**fields: Any) -> Call:
-        return call(flow.ListRuns, flow_pb2.ListRunsRequest(page_size=PAGE, **fields), op)
-
-    def events(**fields: Any) -> Call:
-        return call(
-            audit.ListAuditEvents, audit_pb2.ListAuditEventsRequest(page_size=PAGE, **fields)
-        )
-
+    dsars = listing(dsar.ListDsarRequests, dsar_pb2.ListDsarRequestsRequest, op)
+    runs = listing(flow.ListRuns, flow_pb2.ListRunsRequest, op)
+    events = listing(audit.ListAuditEvents, audit_pb2.ListAuditEventsRequest, admin)
     create = dsar_pb2.CreateDsarRequestRequest(request_type="export", subject_id="cust_00001")
     proof = audit_pb2.GetConsistencyProofRequest(first_size=at["half"], second_size=at["size"])
     entries = audit_pb2.ListEntriesRequest(start=at["leaf"], end=at["leaf"] + PAGE)
@@ -263,8 +258,8 @@ def _calls(channel: grpc.aio.Channel, tenant: str, at: dict[str, Any]) -> dict[s
         "DSAR list deep page": dsars(status="completed", page_token=at["dsar_token"]),
         "DSAR list subject": dsars(subject_id="bulk_7"),
         "ListRuns": runs(),
-        "ListRuns state=failed": runs(state=failed),
-        "ListRuns state=running": runs(state=running),
+        "ListRuns state=failed": runs(state=flow_pb2.RUN_STATE_FAILED),
+        "ListRuns state=running": runs(state=flow_pb2.RUN_STATE_RUNNING),
         "ListRuns deep page": runs(page_token=at["run_token"]),
         "GetRun": call(flow.GetRun, flow_pb2.GetRunRequest(run_id=at["run_id"]), op),
         "ListAuditEvents action=": events(action="dsar_export_downloaded"),
@@ -286,16 +281,14 @@ def _new_rows(db: Database, integrator: Integrator, tenant: str) -> dict[str, Ca
     """Untimed steps before each call of the incremental verifications: NEW_ROWS
     fresh audit rows (and, for VerifyLog, their integration)."""
 
-    async def append() -> None:
+    async def append(integrate: bool) -> None:
         await _append(db, tenant, [_audit_row(i, 100) for i in range(1, NEW_ROWS + 1)])
-
-    async def append_and_integrate() -> None:
-        await append()
-        await _integrate_all(db, integrator, tenant)
+        if integrate:
+            await _integrate_all(db, integrator, tenant)
 
     return {
-        f"VerifyChain (+{NEW_ROWS} rows)": append,
-        f"VerifyLog (+{NEW_ROWS} rows)": append_and_integrate,
+        f"VerifyChain (+{NEW_ROWS} rows)": partial(append, False),
+        f"VerifyLog (+{NEW_ROWS} rows)": partial(append, True),
     }
 
 
@@ -361,6 +354,7 @@ async def _contention(
     loaded = await _probe(calls, verification)
     took, rows = verification.result()
     after = await _probe(calls, asyncio.sleep(seconds))
+    verified = f"{rows:,} rows verified in {took:.1f} s ({rows / took:,.0f}/s)"
     out = []
     for name in calls:
         for phase, times in (("idle", idle), ("verifying", loaded), ("idle after", after)):
@@ -375,9 +369,8 @@ async def _contention(
                 p99=stats.p99,
                 errors=0,
                 baseline=None if phase == "idle" else f"scale.contention.{_slug(name)}.idle",
+                note=verified if phase == "verifying" else "",
             )
-            if phase == "verifying":
-                row.note = f"{rows:,} rows verified in {took:.1f} s ({rows / took:,.0f}/s)"
             out.append(row)
     return out
 
@@ -403,18 +396,18 @@ async def run(ctx: Context) -> list[Row]:
             at = await _seed(db, tenant, size)
             log(f"scale: seeded {size:,} rows per table in {time.perf_counter() - started:.1f} s")
             full = await _catch_up(db, integrator, channel, tenant, at)
-            for what in ("integrate", "VerifyChain", "VerifyLog"):
-                rows.append(
-                    Row(
-                        f"scale.full.{what}.{size}",
-                        f"{what} in full, {size:,}-row tenant (proportional to the log)",
-                        "python grpc.aio",
-                        offered=f"{full['rows']:,.0f} log entries",
-                        rps=full["rows"] / full[what],
-                        unit="rows/s",
-                        errors=0,
-                    )
+            rows += [
+                Row(
+                    f"scale.full.{what}.{size}",
+                    f"{what} in full, {size:,}-row tenant (proportional to the log)",
+                    "python grpc.aio",
+                    offered=f"{full['rows']:,.0f} log entries",
+                    rps=full["rows"] / full[what],
+                    unit="rows/s",
+                    errors=0,
                 )
+                for what in ("integrate", "VerifyChain", "VerifyLog")
+            ]
             calls.append(_calls(channel, tenant, at))
             befores.append(_new_rows(db, integrator, tenant))
             tenants.append(tenant)
@@ -445,10 +438,9 @@ async def run(ctx: Context) -> list[Row]:
                 )
                 for tenant in tenants
             ]
-        polls = f"{WARMUP + reps} polls"
         for row in rows:
             if row.key.startswith("scale.dsar-list-status-completed."):
-                row.note = f"access rows written by {polls}, per size: {access}"
+                row.note = f"access rows written by {WARMUP + reps} polls, per size: {access}"
         if ctx.args.scale_contention:
             seconds = 2.0 if smoke else PROBE_SECONDS
             rows += await _contention(channel, tenants[-1], calls[-1], seconds)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -100,6 +101,13 @@ async def _measure_steps(ctx: Context, lab: netns.Lab, steps: list[Step]) -> Non
         for _ in range(max(count for _, count in PHASES))
     ]
     lb: netns.Nginx | None = None
+    # Each row's server columns: the replicas running (a stopped one has exited),
+    # nginx and the lab's PostgreSQL.
+    ctx.timeline.add_group(
+        "lab-replicas", lambda: [r.proc.pid for r in replicas if r.proc and r.proc.poll() is None]
+    )
+    ctx.timeline.add_group("nginx", lambda: [lb.proc.pid] if lb and lb.proc else [])
+    ctx.timeline.add_group("lab-pg", lambda: [pid] if (pid := pg.postmaster_pid()) else [])
     running = 0
     for step in steps:
         count = step.replicas
@@ -134,46 +142,25 @@ async def _measure_steps(ctx: Context, lab: netns.Lab, steps: list[Step]) -> Non
             load = lab_load.MixLoad(step.load.read_rate, 0, seconds)
             log(f"scaleout: warm-up, {load.describe()}")
             await asyncio.to_thread(mix, load, name=f"{step.row.key}.warmup")
-        pg_pid = pg.postmaster_pid()
-        await _measure(ctx, step, lb, replicas[:count], [pg_pid] if pg_pid else [], mix)
+        step.row.offered = step.load.describe()
+        phase = functools.partial(_phase, step, lb, mix)
+        await ctx.measure(step.row, "lab-replicas", phase, pg="lab-pg", also=("nginx",))
 
 
-async def _measure(
-    ctx: Context,
-    step: Step,
-    lb: netns.Nginx,
-    replicas: list[netns.LabServer],
-    pg_roots: list[int],
-    mix: Callable[..., lab_load.MixResult],
-) -> None:
-    row = step.row
-    row.offered = step.load.describe()
-    ctx.timeline.add_group(
-        "lab-replicas",
-        lambda: [r.proc.pid for r in replicas if r.proc and r.proc.poll() is None],
+def _phase(step: Step, lb: netns.Nginx, mix: Callable[..., lab_load.MixResult]) -> None:
+    """The step's mix (blocking), its figures into its row."""
+    row, upstreams_before = step.row, lb.upstreams_used()
+    result = mix(step.load, name=row.key)
+    row.rps, row.p50, row.p95, row.p99 = result.rps, result.p50, result.p95, result.p99
+    row.errors, row.error_rate = result.error_count, result.error_rate
+    row.extra.update(
+        replicas=step.replicas,
+        requests=result.requests,
+        dropped=result.dropped,
+        failed_outcomes=result.outcomes,
+        by_op=result.by_op,
+        # Calls per replica address in this phase, from nginx's access log.
+        upstreams=dict(Counter(lb.upstreams_used()) - Counter(upstreams_before)),
+        command=result.command,
     )
-    ctx.timeline.add_group("nginx", lambda: [lb.proc.pid] if lb.proc else [])
-    ctx.timeline.add_group("lab-pg", lambda: pg_roots)
-    upstreams_before = lb.upstreams_used()
-
-    def work() -> None:
-        result = mix(step.load, name=row.key)
-        row.rps, row.p50, row.p95, row.p99 = result.rps, result.p50, result.p95, result.p99
-        row.errors, row.error_rate = result.error_count, result.error_rate
-        row.extra.update(
-            replicas=len(replicas),
-            requests=result.requests,
-            dropped=result.dropped,
-            failed_outcomes=result.outcomes,
-            by_op=result.by_op,
-            # Calls per replica address in this phase, from nginx's access log.
-            upstreams={
-                address: n - upstreams_before.get(address, 0)
-                for address, n in lb.upstreams_used().items()
-                if n > upstreams_before.get(address, 0)
-            },
-            command=result.command,
-        )
-        log(f"  {result.describe()}")
-
-    await ctx.measure(row, "lab-replicas", work, pg="lab-pg", also=("nginx",))
+    log(f"  {result.describe()}")

@@ -97,17 +97,21 @@ function unary(method, request, timeout, done) {
   done(result(grpcCall(method, request, timeout).outcome, started));
 }
 
-// path: {id} stands for id in the URL; the request's name tag keeps {id}.
-function rest(method, path, id, body, timeout, done) {
-  const started = Date.now();
+// An HTTP call of the REST adapter (body: JSON or null); keep: read the response
+// body. path: {id} stands for id in the URL; the request's name tag keeps {id}.
+function httpCall(method, path, id, body, timeout, keep = false) {
   const url = BASE_URL + path.replace('{id}', id);
-  const res = http.request(method, url, body === null ? null : JSON.stringify(body), {
+  return http.request(method, url, body === null ? null : JSON.stringify(body), {
     headers: body === null ? HEADERS : JSON_HEADERS,
     timeout,
-    responseType: 'none',
+    responseType: keep ? 'text' : 'none',
     tags: { name: `${method} ${path}` },
   });
-  done(result(httpOutcome(res), started));
+}
+
+function rest(method, path, id, body, timeout, done) {
+  const started = Date.now();
+  done(result(httpOutcome(httpCall(method, path, id, body, timeout)), started));
 }
 
 // The framework ceiling through k6: Echo of the bare grpc.aio server (GRPC_TARGET
@@ -156,11 +160,8 @@ function dsarGrpc(done) {
 // POST /api/v1/dsar, then the NDJSON watch, which ends once the job is terminal.
 function dsarRest(done) {
   const started = Date.now();
-  const created = http.post(
-    `${BASE_URL}/api/v1/dsar`,
-    JSON.stringify({ requestType: 'export', subjectId: randomCustomer() }),
-    { headers: JSON_HEADERS, timeout: '10s', tags: { name: 'POST /api/v1/dsar' } },
-  );
+  const request = { requestType: 'export', subjectId: randomCustomer() };
+  const created = httpCall('POST', '/api/v1/dsar', '', request, '10s', true);
   let id = '';
   try {
     id = created.json('request.id');
@@ -172,11 +173,7 @@ function dsarRest(done) {
     done(result(outcome === 'ok' ? 'error' : outcome, started));
     return;
   }
-  const watched = http.get(`${BASE_URL}/api/v1/dsar/${id}/watch`, {
-    headers: HEADERS,
-    timeout: WATCH_TIMEOUT,
-    tags: { name: 'GET /api/v1/dsar/{id}/watch' },
-  });
+  const watched = httpCall('GET', '/api/v1/dsar/{id}/watch', id, null, WATCH_TIMEOUT, true);
   let outcome = httpOutcome(watched);
   if (outcome === 'ok' && !/"status":\s*"completed"/.test(watched.body || '')) {
     outcome = 'error';
