@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -108,8 +107,7 @@ def main() -> int:
 
     def forward(signum: int, frame: Any) -> None:
         for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signal.SIGTERM)
+            child.send_signal(signal.SIGTERM)  # nothing if it has exited
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)

@@ -130,8 +130,7 @@ def metric_values(metrics: dict[str, Any], name: str, *tags: str) -> dict[str, A
     absent (k6 keeps a sub-metric only where a threshold names it)."""
     if tags := tuple(t for t in tags if t):
         name = f"{name}{{{','.join(tags)}}}"
-    values: dict[str, Any] = (metrics.get(name) or {}).get("values") or {}
-    return values
+    return dict((metrics.get(name) or {}).get("values") or {})
 
 
 def read(
@@ -221,10 +220,9 @@ def run(
             proc.communicate()
             raise
     output = stdout + stderr
-    (workdir / f"{name}.k6.log").write_text(output)
+    log = workdir / f"{name}.k6.log"
+    log.write_text(output)
     # 99 = thresholds crossed: a result (the harness judges the figures), not a failure.
     if proc.returncode not in (0, 99) or not summary.exists():
-        raise RuntimeError(
-            f"k6 exited {proc.returncode} (output: {workdir / f'{name}.k6.log'}): {output[:1500]}"
-        )
+        raise RuntimeError(f"k6 exited {proc.returncode} (output: {log}): {output[:1500]}")
     return K6Run(json.loads(summary.read_text()), cmd, env, output)

@@ -37,25 +37,9 @@ def stop(spy: subprocess.Popen[bytes], timeout: float = 30) -> None:
         spy.wait(timeout=5)
 
 
+# "emit (kaireon_server/provenance/emit.py:101)": a frame's line number, dropped so
+# that a function's samples add up across its lines.
 _LINE_NO = re.compile(r":\d+\)$")
-
-
-def _frame(raw: str) -> str:
-    # "emit (kaireon_server/provenance/emit.py:101)" -> without the line, so a
-    # function's samples add up across its lines.
-    return _LINE_NO.sub(")", raw.strip())
-
-
-def _stacks(path: Path) -> list[tuple[list[str], int]]:
-    """(frames without their line numbers, samples) of each collapsed stack, without
-    py-spy's "process <pid>:…" roots (--subprocesses puts them first)."""
-    out = []
-    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
-        stack, _, count = line.rpartition(" ")
-        frames = [_frame(f) for f in stack.split(";") if f and not f.startswith("process ")]
-        if frames and count.isdigit():
-            out.append((frames, int(count)))
-    return out
 
 
 def _category(frames: list[str], categories: list[tuple[str, tuple[str, ...]]]) -> str:
@@ -80,11 +64,16 @@ def report(path: Path, categories: list[tuple[str, tuple[str, ...]]], head: str 
     by_category: Counter[str] = Counter()
     by_self: Counter[str] = Counter()
     by_frame: Counter[str] = Counter()
-    for frames, count in _stacks(path):
-        by_category[_category(frames, categories)] += count
-        by_self[frames[-1]] += count
-        for frame in set(frames):
-            by_frame[frame] += count
+    # Collapsed stacks, without py-spy's "process <pid>:…" roots (--subprocesses puts them first).
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        stack, _, count = line.rpartition(" ")
+        raw = [f for f in stack.split(";") if f and not f.startswith("process ")]
+        frames = [_LINE_NO.sub(")", f.strip()) for f in raw]
+        if not (frames and count.isdigit()):
+            continue
+        by_category[_category(frames, categories)] += int(count)
+        by_self[frames[-1]] += int(count)
+        by_frame.update(dict.fromkeys(frames, int(count)))  # once however often it recurs
     total = sum(by_self.values())
     if total == 0:
         return None

@@ -37,9 +37,7 @@ class Row:
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
+    return None if a is None or not b else a / b
 
 
 def cpu_per_request(row: Row) -> float | None:
@@ -91,8 +89,7 @@ def errors_cell(row: Row) -> str:
     if row.errors is None:
         return "-"
     parts = [] if row.error_rate is None else [f"{row.error_rate * 100:.1f}%"]
-    dropped = row.extra.get("dropped")
-    if dropped:
+    if dropped := row.extra.get("dropped"):
         # Not answered wrongly but never sent: k6 had no free VU at the offered time.
         parts.append(f"{dropped} dropped")
     return f"{row.errors}" + (f" ({'; '.join(parts)})" if parts else "")
@@ -123,9 +120,6 @@ def table(rows: Iterable[Row]) -> str:
         base = by_key.get(row.baseline or "")
         return f"{base.scenario} ({base.generator})" if base else "-"
 
-    def ratio_of(i: int) -> Callable[[Row], str]:
-        return lambda row: times(ratios(row, by_key)[i])
-
     columns: list[tuple[str, Callable[[Row], str]]] = [
         ("scenario", lambda r: r.scenario),
         ("generator", lambda r: r.generator),
@@ -141,20 +135,18 @@ def table(rows: Iterable[Row]) -> str:
         ("PG CPU", lambda r: percent(r.pg_cpu)),
         ("generator CPU", lambda r: percent(r.gen_cpu)),
         ("baseline (same run)", baseline),
-        ("achieved x", ratio_of(0)),
-        ("p50 x", ratio_of(1)),
-        ("p99 x", ratio_of(2)),
+        ("achieved x", lambda r: times(ratios(r, by_key)[0])),
+        ("p50 x", lambda r: times(ratios(r, by_key)[1])),
+        ("p99 x", lambda r: times(ratios(r, by_key)[2])),
     ]
-    return markdown(
-        [h for h, _ in columns],
-        (
-            [cell(r) for _, cell in columns]
-            if r.measured
-            # A row that measured nothing shows its status where its figures would start.
-            else [r.scenario, r.generator, r.offered, r.status] + [""] * (len(columns) - 4)
-            for r in rows
-        ),
-    )
+
+    def cells(r: Row) -> list[str]:
+        if r.measured:
+            return [cell(r) for _, cell in columns]
+        # A row that measured nothing shows its status where its figures would start.
+        return [r.scenario, r.generator, r.offered, r.status] + [""] * (len(columns) - 4)
+
+    return markdown([h for h, _ in columns], map(cells, rows))
 
 
 def rows_json(rows: list[Row]) -> list[dict[str, Any]]:

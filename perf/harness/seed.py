@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 
@@ -92,10 +92,6 @@ class SeedReport:
         return sum(self.rows.values())
 
 
-def heavy_customer(n: int) -> str:
-    return f"hcust_{n:03d}"
-
-
 async def customer_tables(con: asyncpg.Connection, tenant: str) -> list[str]:
     """Every table with tenant_id and customer_id columns (ds_* included), except legal holds."""
     rows = await con.fetch(
@@ -141,7 +137,6 @@ async def clone_population(
     if pop.count <= 0:
         return 0
     new_id = f"'{pop.prefix}' || lpad(g::text, {pop.width}, '0')"
-    # The template customer clone g copies: 1 + (g - 1) mod TEMPLATES.
     template = f"'cust_' || lpad(((g - 1) % {TEMPLATES} + 1)::text, 5, '0')"
     total = 0
     for table in tables:
@@ -209,16 +204,12 @@ async def seed(db: Database, plan: SeedPlan) -> SeedReport:
     heavy: dict[str, int] = {}
     async with db.transaction(plan.tenant) as con:
         tables = await customer_tables(con, plan.tenant)
-        read = plan.read()
-        if read.count > templates:
-            await clone_population(
-                con, plan.tenant, tables, Population("cust_", 5, templates + 1, read.last, "dec_")
-            )
+        # The read customers past the templates are clones of them.
+        await clone_population(con, plan.tenant, tables, replace(plan.read(), first=templates + 1))
         await clone_population(con, plan.tenant, tables, plan.erasable())
         for n in range(1, plan.heavy_customers + 1):
-            heavy[heavy_customer(n)] = await seed_heavy(
-                con, plan.tenant, tables, heavy_customer(n), plan.heavy_rows
-            )
+            customer = f"hcust_{n:03d}"
+            heavy[customer] = await seed_heavy(con, plan.tenant, tables, customer, plan.heavy_rows)
     counts: dict[str, int] = {}
     async with db.owner_connection() as con:  # ANALYZE needs the tables' owner
         for table in tables:

@@ -16,14 +16,10 @@ class LatencyStats:
     p99: float | None
 
 
-def _rank(ordered: Sequence[float], q: float) -> float:
-    # Nearest-rank percentile: a value that was actually observed.
-    index = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
-    return ordered[index]
-
-
 def percentiles(samples: Sequence[float]) -> LatencyStats:
     if not samples:
         return LatencyStats(None, None, None)
     ordered = sorted(samples)
-    return LatencyStats(_rank(ordered, 0.50), _rank(ordered, 0.95), _rank(ordered, 0.99))
+    # Nearest rank, the ceil(q * n)-th smallest: a value that was actually observed.
+    p50, p95, p99 = (ordered[math.ceil(q * len(ordered)) - 1] for q in (0.50, 0.95, 0.99))
+    return LatencyStats(p50, p95, p99)

@@ -34,7 +34,6 @@ class Scale:
 FULL_SCALE = Scale(
     "1k", k6_seconds=15, h2_seconds=8, customers=10_000, heavy_rows=100_000, flow_nodes=50
 )
-FULL_RATE_LEVELS = ("1k", "5k", "10k")
 
 # What each need means, for the "not judged" reason.
 NEED_LABELS = {
@@ -153,7 +152,7 @@ def targets(rows: list[Row], scale: Scale) -> list[Target]:
         ("h2_seconds", "customers"),
     )
     for label, proto, needs, levels in (
-        ("k6, same rate", "k6", ("k6_seconds",), FULL_RATE_LEVELS),
+        ("k6, same rate", "k6", ("k6_seconds",), ("1k", "5k", "10k")),
         ("h2load, closed loop", "h2load", ("h2_seconds",), ()),
     ):
         p50 = ratio_of(f"provenance.rest.{proto}", "p50", f"provenance.grpc.{proto}")
