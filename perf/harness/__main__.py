@@ -17,7 +17,7 @@ import re
 import sys
 
 from harness import run
-from harness.stack import common_args
+from harness.stack import amount, common_args, count
 
 
 def _sizes(text: str) -> tuple[int, int]:
@@ -42,9 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--level", choices=list(run.PROFILES), default="1k")
     add("--smoke", action="store_true", help="tiny run: ~2 s per scenario at 20 RPS (tests)")
     add("--only", type=lambda s: set(s.split(",")), help=f"groups: {','.join(GROUPS)}")
-    add("--duration", type=float, help="seconds per k6 scenario")
-    add("--customers", type=int, help="read customers to seed (default 10000)")
-    add("--heavy-rows", type=int, help="rows per heavy customer (default 100000)")
+    add("--duration", type=amount, help="seconds per k6 scenario")
+    add("--customers", type=count, help="read customers to seed (default 10000)")
+    add("--heavy-rows", type=count, help="rows per heavy customer (default 100000)")
     add(
         "--profile",
         action="store_true",

@@ -24,7 +24,7 @@ import asyncpg
 from harness import k6, seed, soak_plan, soak_report, verify
 from harness.procmon import Sample, Timeline
 from harness.report import columns_table
-from harness.stack import Harness, common_args, log
+from harness.stack import Harness, amount, common_args, count, log, share
 
 SMOKE = {"duration": 20.0, "rate": 4.0, "burst": 5.0, "burst_rate": 40.0, "recovery": 5.0}
 
@@ -220,17 +220,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add = common_args(parser, "soak-<timestamp>")
     add("--duration", type=seconds, default=600.0, help="steady phase (10m)")
-    add("--rate", type=float, default=20.0, help="steady calls per second, all operations (20)")
+    add("--rate", type=amount, default=20.0, help="steady calls per second, all operations (20)")
     add("--burst", type=seconds, default=60.0, help="burst phase, 0 = none (60s)")
-    add("--burst-rate", type=float, help="calls per second in the burst (10 x --rate)")
+    add("--burst-rate", type=amount, help="calls per second in the burst (10 x --rate)")
     add("--recovery", type=seconds, default=60.0, help="recovery phase (60s)")
-    add("--customers", type=int, default=2000, help="read customers (2000)")
-    add("--interval", type=float, default=5.0, help="sampling interval, s (5)")
-    add("--window", type=float, default=60.0, help="growth: first vs last window, s (60)")
-    add("--drain-timeout", type=float, default=180.0, help="wait for DSAR/flow queues, s (180)")
-    add("--max-error-rate", type=float, default=0.01, help="steady errors that fail the run")
+    add("--customers", type=count, default=2000, help="read customers (2000)")
+    add("--interval", type=amount, default=5.0, help="sampling interval, s (5)")
+    add("--window", type=amount, default=60.0, help="growth: first vs last window, s (60)")
+    add("--drain-timeout", type=amount, default=180.0, help="wait for DSAR/flow queues, s (180)")
+    add("--max-error-rate", type=share, default=0.01, help="steady errors that fail the run")
     add("--smoke", action="store_true", help="~30 s of load, tiny seed (tests)")
     args = parser.parse_args(argv)
+    if args.duration <= 0:
+        parser.error("argument --duration: the steady phase needs a duration above 0")
     if args.smoke:
         vars(args).update(SMOKE, burst_rate=args.burst_rate or SMOKE["burst_rate"])
         args.customers = min(args.customers, 200)

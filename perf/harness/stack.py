@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -33,8 +35,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from harness import seed
 from harness.procmon import Timeline
 from kaireon_server.platform import event_loop
+from kaireon_server.platform.auth.identity import validate_tenant
 from kaireon_server.platform.config import Settings
 from kaireon_server.platform.db import Database, connect_database
+from kaireon_server.platform.errors import Unauthenticated
 from kaireon_testkit.keys import free_port, write_signing_key
 
 PERF_DIR = Path(__file__).resolve().parent.parent
@@ -216,11 +220,52 @@ def start_echo(*, port: int, workers: int, dsn: str, tenant: str, workdir: Path)
 # -- the stack under test, the frame of a run ---------------------------------------------
 
 
+# argparse types of the options perf/run and perf/soak take: what is not understood
+# is refused (exit 2) before anything starts, never read as the default (0 was
+# falsy) nor carried into the run (NaN, infinity, a tenant the server refuses).
+
+
+def count(text: str) -> int:
+    """A whole number above 0, in digits only."""
+    if not re.fullmatch(r"[0-9]{1,9}", text) or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"not a whole number above 0: {text!r}")
+    return int(text)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text) if text == text.strip() else math.nan
+    except ValueError:
+        return math.nan
+
+
+def amount(text: str) -> float:
+    """A finite number above 0."""
+    if not 0 < (value := _number(text)) < math.inf:  # NaN compares false
+        raise argparse.ArgumentTypeError(f"not a finite number above 0: {text!r}")
+    return value
+
+
+def share(text: str) -> float:
+    """A fraction from 0 to 1."""
+    if not 0 <= (value := _number(text)) <= 1:
+        raise argparse.ArgumentTypeError(f"not a fraction from 0 to 1: {text!r}")
+    return value
+
+
+def tenant(text: str) -> str:
+    """A tenant id the server takes (platform/auth/identity.py)."""
+    try:
+        return validate_tenant(text)
+    except Unauthenticated as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
 def common_args(parser: argparse.ArgumentParser, out: str) -> Callable[..., Any]:
     """Adds the options perf/run and perf/soak share; returns `parser.add_argument`."""
     add = parser.add_argument
-    add("--workers", type=int, help="KAIREON_WORKERS (default: number of cores)")
-    add("--tenant", help="tenant to seed (default perf)")
+    add("--workers", type=count, help="KAIREON_WORKERS (default: number of cores)")
+    add("--tenant", type=tenant, help="tenant to seed (default perf)")
     add("--database-url", help="use this PostgreSQL instead of an embedded one")
     add("--out", help=f"results directory (default perf/results/{out})")
     return add

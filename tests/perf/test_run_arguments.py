@@ -43,3 +43,40 @@ def test_an_unknown_level_or_group_is_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         parse_args(argv)
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # Each of these used to be read as the level's default (0 is falsy) or
+        # carried into the run (NaN, infinity, a negative count, a bad tenant).
+        ["--duration", "0"],
+        ["--duration", "nan"],
+        ["--duration", "inf"],
+        ["--duration", "-1"],
+        ["--duration", "15\n"],
+        ["--customers", "0"],
+        ["--customers", "1e4"],
+        ["--customers", "-5"],
+        ["--heavy-rows", "10.5"],
+        ["--workers", "0"],
+        ["--tenant", "Perf"],
+        ["--tenant", "perf\n"],
+        ["--tenant", "a b"],
+        ["--tenant", "t" * 64],
+    ],
+)
+def test_numbers_and_the_tenant_are_refused_unless_understood(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {argv[0]}" in capsys.readouterr().err
+
+
+def test_numbers_and_the_tenant_in_range_are_taken() -> None:
+    args = parse_args(
+        ["--duration", "2.5", "--customers", "300", "--workers", "2", "--tenant", "perf_2"]
+    )
+    assert (args.duration, args.customers, args.workers, args.tenant) == (2.5, 300, 2, "perf_2")

@@ -72,10 +72,47 @@ def test_durations(text: str, seconds: float) -> None:
     assert soak.seconds(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["ten", "10 m", "5x", ""])
+@pytest.mark.parametrize("text", ["ten", "10 m", "5x", "", "10m\n", "1e3", "-5"])
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         soak.seconds(text)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--duration", "0"],  # the steady phase is what the soak measures
+        ["--rate", "0"],
+        ["--rate", "nan"],
+        ["--rate", "inf"],
+        ["--rate", "20\n"],
+        ["--burst-rate", "-5"],
+        ["--customers", "-3"],
+        ["--customers", "2e3"],
+        ["--interval", "0"],
+        ["--window", "nan"],
+        ["--drain-timeout", "-1"],
+        ["--max-error-rate", "1.5"],
+        ["--max-error-rate", "nan"],
+        ["--workers", "0"],  # was read as "the default" (0 is falsy)
+        ["--tenant", "Perf"],  # a tenant the server would refuse
+        ["--tenant", "perf\n"],
+    ],
+)
+def test_soak_options_refuse_what_they_do_not_understand(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        soak.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {argv[0]}" in capsys.readouterr().err
+
+
+def test_soak_options_take_their_edge_values() -> None:
+    args = soak.parse_args(
+        ["--burst", "0", "--max-error-rate", "0", "--rate", "0.5", "--tenant", "perf_2"]
+    )
+    assert (args.burst, args.max_error_rate, args.rate, args.tenant) == (0, 0, 0.5, "perf_2")
 
 
 def test_failures_are_read_from_the_k6_log_on_the_load_clock() -> None:
